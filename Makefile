@@ -1,0 +1,39 @@
+# TrainHub: `make run` starts a working portal; `make test` runs the whole suite.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: run test system-deps-run system-deps-test install bench lint clean
+
+run: system-deps-run $(STAMP)
+	$(PY) manage.py trainhub_up
+
+test: system-deps-test $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+system-deps-run:
+	@scripts/system-deps.sh run
+
+system-deps-test:
+	@scripts/system-deps.sh test
+
+install: $(STAMP)
+
+# uv does not read pip's configuration: trainhub.pipconf passes the machine's indexes,
+# local wheel folders and constraints on, so torch==2.13.0 comes from the local CPU file.
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check uv
+	env $$($(PY) -m trainhub.pipconf --env) $(VENV)/bin/uv pip install --python $(PY) \
+		$$($(PY) -m trainhub.pipconf) -e '.[dev]'
+	touch $(STAMP)
+
+bench: $(STAMP)
+	@for script in bench/*.py; do echo "== $$script"; $(PY) $$script || exit 1; done
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf $(VENV) var

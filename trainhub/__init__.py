@@ -1,0 +1,1 @@
+"""TrainHub: a self-hosted team portal for training PyTorch models at scale."""

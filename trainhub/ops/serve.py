@@ -1,0 +1,31 @@
+"""Run daphne on TRAINHUB_HOST:TRAINHUB_PORT (HTTP and WebSockets), once Redis answers."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+
+def main() -> None:
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "trainhub.settings")
+    import django
+
+    django.setup()
+    from django.conf import settings
+    from daphne.cli import CommandLineInterface
+
+    from trainhub.ops.redis_server import wait_for_redis
+
+    wait_for_redis(settings.REDIS_URL)
+    CommandLineInterface().run(
+        [
+            "--bind", settings.TRAINHUB_HOST,
+            "--port", str(settings.TRAINHUB_PORT),
+            "--proxy-headers",
+            "trainhub.asgi:application",
+        ]
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

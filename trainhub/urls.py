@@ -1,0 +1,16 @@
+"""URL root: pages of each app, the admin, the RQ dashboard and the JSON API."""
+
+from django.contrib import admin
+from django.urls import include, path
+from django.views.generic import RedirectView
+
+from trainhub.api import api
+
+urlpatterns = [
+    path("", RedirectView.as_view(pattern_name="workspaces:list"), name="home"),
+    path("accounts/", include("django.contrib.auth.urls")),
+    path("admin/", admin.site.urls),
+    path("django-rq/", include("django_rq.urls")),
+    path("api/v1/", api.urls),
+    path("", include("trainhub.workspaces.urls")),
+]

@@ -1,0 +1,63 @@
+"""Reads about workspaces, members and tokens, always from the point of view of one user."""
+
+from __future__ import annotations
+
+import hashlib
+
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.db.models import QuerySet
+from django.http import Http404
+
+from trainhub.workspaces.models import ApiToken, Membership, Workspace
+from trainhub.workspaces.permissions import Access
+
+WORKSPACE_NOT_FOUND = "No workspace named {name!r} that you are a member of."
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def workspaces_for_user(user: AbstractBaseUser | AnonymousUser) -> QuerySet[Workspace]:
+    if not user.is_authenticated:
+        return Workspace.objects.none()
+    return Workspace.objects.filter(memberships__user=user).order_by("name")
+
+
+def memberships_for_user(user: AbstractBaseUser) -> QuerySet[Membership]:
+    return Membership.objects.filter(user=user).select_related("workspace").order_by(
+        "workspace__name"
+    )
+
+
+def access_for(user: AbstractBaseUser | AnonymousUser, workspace_name: str) -> Access:
+    """The user's access to the named workspace, or 404 when they are not a member of it."""
+    if not user.is_authenticated:
+        raise Http404(WORKSPACE_NOT_FOUND.format(name=workspace_name))
+    membership = (
+        Membership.objects.select_related("workspace")
+        .filter(user=user, workspace__name=workspace_name)
+        .first()
+    )
+    if membership is None:
+        raise Http404(WORKSPACE_NOT_FOUND.format(name=workspace_name))
+    return Access(workspace=membership.workspace, role=membership.role)
+
+
+def members_of(workspace: Workspace) -> QuerySet[Membership]:
+    return workspace.memberships.select_related("user").order_by("user__username")
+
+
+def tokens_of(*, workspace: Workspace, user: AbstractBaseUser) -> QuerySet[ApiToken]:
+    return ApiToken.objects.filter(workspace=workspace, user=user).order_by("-created_at")
+
+
+def active_token(raw_token: str) -> ApiToken | None:
+    """The live token matching the raw bearer string, with its user and workspace."""
+    if not raw_token or len(raw_token) > 200:
+        return None
+    return (
+        ApiToken.objects.select_related("user", "workspace")
+        .filter(token_hash=hash_token(raw_token), revoked_at__isnull=True, user__is_active=True)
+        .first()
+    )
