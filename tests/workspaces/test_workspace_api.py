@@ -1,0 +1,69 @@
+"""The workspace endpoints of /api/v1/ and bearer-token authentication."""
+
+from __future__ import annotations
+
+import pytest
+from django.test import Client
+
+from tests.conftest import api_client, issue_token
+from trainhub.workspaces import services
+from trainhub.workspaces.models import ApiToken
+from trainhub.workspaces.selectors import hash_token
+
+pytestmark = pytest.mark.django_db
+
+
+def test_it_returns_the_workspace_for_a_token(workspace, owner_token):
+    body = api_client(owner_token).get("/api/v1/workspaces/birds").json()
+    assert body["name"] == "birds"
+    assert body["role"] == "owner"
+    assert body["member_count"] == 3
+
+
+def test_it_keeps_the_last_used_time(workspace, owner_token):
+    api_client(owner_token).get("/api/v1/workspaces/birds")
+    assert ApiToken.objects.get(token_hash=hash_token(owner_token)).last_used_at is not None
+
+
+def test_it_refuses_anonymous_callers(workspace):
+    response = Client().get("/api/v1/workspaces/birds")
+    assert response.status_code == 401
+    assert response.json()["code"] == "not_authenticated"
+
+
+def test_it_refuses_an_unknown_token(workspace):
+    response = api_client("th_not-a-token").get("/api/v1/workspaces/birds")
+    assert response.status_code == 401
+    assert response.json()["code"] == "invalid_token"
+
+
+def test_it_refuses_a_revoked_token(workspace, owner_token):
+    services.token_revoke(token=ApiToken.objects.get(token_hash=hash_token(owner_token)))
+    assert api_client(owner_token).get("/api/v1/workspaces/birds").status_code == 401
+
+
+def test_a_token_of_another_workspace_gets_404(workspace, other_workspace, outsider, owner):
+    from trainhub.workspaces.models import Membership, Role
+
+    # The owner is a member of both, but a token only reaches its own workspace.
+    Membership.objects.create(workspace=other_workspace, user=owner, role=Role.READER)
+    token = issue_token(other_workspace, owner)
+    assert api_client(token).get("/api/v1/workspaces/birds").status_code == 404
+    listed = api_client(token).get("/api/v1/workspaces/").json()
+    assert [w["name"] for w in listed] == ["elsewhere"]
+
+
+def test_outsiders_get_404(workspace, other_workspace, outsider):
+    token = issue_token(other_workspace, outsider)
+    response = api_client(token).get("/api/v1/workspaces/birds")
+    assert response.status_code == 404
+    assert "birds" in response.json()["detail"]
+
+
+def test_a_session_works_for_the_browser(client_for, reader, workspace):
+    assert client_for(reader).get("/api/v1/workspaces/birds").json()["role"] == "reader"
+
+
+def test_the_openapi_schema_and_docs_are_served(workspace):
+    assert "/api/v1/workspaces/{workspace_name}" in Client().get("/api/v1/openapi.json").json()["paths"]
+    assert Client().get("/api/v1/docs").status_code == 200

@@ -1,0 +1,60 @@
+"""`Workspace`: the top-level resource, found from config.json as in the guide."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from trainhub.sdk import exceptions
+from trainhub.sdk._config import find_config, find_token, read_config
+from trainhub.sdk._http import HttpClient
+
+
+class Workspace:
+    """A TrainHub workspace the caller is a member of. Checked against the server on creation."""
+
+    def __init__(self, name: str, *, url: str, token: str | None = None, _details: dict | None = None):
+        self.name = name
+        self.url = url.rstrip("/")
+        self._token = token if token is not None else find_token(self.url)
+        if not self._token:
+            raise exceptions.AuthenticationError(
+                f"No API token for {self.url}: put one in config.json, set TRAINHUB_TOKEN, "
+                "or run `trainhub login`."
+            )
+        self._http = HttpClient(self.url, self._token)
+        self._details = _details if _details is not None else self._fetch()
+
+    def _fetch(self) -> dict[str, Any]:
+        try:
+            return self._http.get(f"workspaces/{self.name}")
+        except exceptions.NotFoundError as error:
+            raise exceptions.WorkspaceNotFoundError(
+                f"No workspace named {self.name!r} on {self.url} that this token can reach.",
+                status=error.status,
+                code=error.code,
+            ) from None
+
+    @classmethod
+    def from_config(
+        cls, path: str | os.PathLike[str] | None = None, auth: Any = None, _file_name: str | None = None
+    ) -> Workspace:
+        config_path = find_config(path if _file_name is None else os.path.join(path or ".", _file_name))
+        config = read_config(config_path)
+        token = config.get("token") or find_token(config["server_url"])
+        return cls(config["workspace_name"], url=config["server_url"], token=token)
+
+    @classmethod
+    def get(cls, name: str, *, url: str, token: str | None = None) -> Workspace:
+        return cls(name, url=url, token=token)
+
+    def get_details(self) -> dict[str, Any]:
+        self._details = self._fetch()
+        return dict(self._details, url=self.url)
+
+    def api(self, path: str) -> str:
+        """The API path of something inside this workspace."""
+        return f"workspaces/{self.name}/{path.lstrip('/')}".rstrip("/")
+
+    def __repr__(self) -> str:
+        return f"Workspace(name={self.name!r}, url={self.url!r})"
