@@ -18,8 +18,25 @@ INVALID_TOKEN = "The API token is not valid: it is unknown, revoked, or its user
 NOT_SIGNED_IN = "Sign in, or send an API token as 'Authorization: Bearer <token>'."
 
 
+class RunCredential:
+    """What a running script authenticates with: the token its node gave it."""
+
+    def __init__(self, run: Any):
+        self.run = run
+        self.workspace = run.workspace
+
+
 class TokenAuth(HttpBearer):
-    def authenticate(self, request: HttpRequest, token: str) -> ApiToken | None:
+    def authenticate(self, request: HttpRequest, token: str) -> ApiToken | RunCredential | None:
+        if token.startswith("thr_"):
+            from runs.selectors import run_for_token
+
+            run = run_for_token(token)
+            if run is None or run.created_by is None:
+                request.trainhub_bad_token = True  # type: ignore[attr-defined]
+                return None
+            request.user = run.created_by
+            return RunCredential(run)
         api_token = selectors.active_token(token)
         if api_token is None:
             request.trainhub_bad_token = True  # type: ignore[attr-defined]
@@ -50,10 +67,14 @@ api = NinjaAPI(
 
 def access(request: HttpRequest, workspace_name: str) -> Access:
     """The caller's access to a workspace; a token only ever reaches its own workspace."""
-    token = request.auth if isinstance(request.auth, ApiToken) else None  # type: ignore[attr-defined]
-    if token is not None and token.workspace.name != workspace_name:
+    auth = getattr(request, "auth", None)
+    if isinstance(auth, (ApiToken, RunCredential)) and auth.workspace.name != workspace_name:
         raise Http404(selectors.WORKSPACE_NOT_FOUND.format(name=workspace_name))
-    return selectors.access_for(request.user, workspace_name)
+    member = selectors.access_for(request.user, workspace_name)
+    if isinstance(auth, RunCredential) and member.role == "owner":
+        # A run's token acts for the run, never as an owner of the workspace.
+        return Access(workspace=member.workspace, role="contributor")
+    return member
 
 
 def _error(request: HttpRequest, message: str, status: int, code: str) -> HttpResponse:
@@ -87,9 +108,15 @@ def _on_validation_error(request: HttpRequest, exc: ValidationError) -> HttpResp
 
 
 def _register_routers() -> None:
+    from runs.api import router as runs_router
+    from trainhub.compute.api import catalog_router
+    from trainhub.compute.api import router as compute_router
     from trainhub.workspaces.api import router as workspaces_router
 
     api.add_router("/workspaces", workspaces_router)
+    api.add_router("/workspaces/{workspace_name}/computes", compute_router)
+    api.add_router("/vm-sizes", catalog_router)
+    api.add_router("/workspaces/{workspace_name}", runs_router)
 
 
 _register_routers()

@@ -1,3 +1,5 @@
 """WebSocket routes of every app."""
 
-websocket_urlpatterns: list = []
+from runs.routing import websocket_urlpatterns as runs_patterns
+
+websocket_urlpatterns: list = [*runs_patterns]

@@ -50,6 +50,8 @@ INSTALLED_APPS = [
     "django_rq",
     "trainhub.ops",
     "trainhub.workspaces",
+    "trainhub.compute",
+    "runs",
 ]
 
 MIDDLEWARE = [
@@ -160,3 +162,12 @@ if envbool("TRAINHUB_TEST_SESSION", "False"):
         "django.contrib.auth.hashers.MD5PasswordHasher",
         "django.contrib.auth.hashers.PBKDF2PasswordHasher",
     ]
+
+# Runs and nodes.
+TRAINHUB_NODE_WORK_DIR = envstr("TRAINHUB_NODE_WORK_DIR", str(DATA_DIR / "node-work"))
+TRAINHUB_NODE_ADDRESS = envstr("TRAINHUB_NODE_ADDRESS", "")
+# The URL a node gives its runs to reach the server (metrics, model registration).
+TRAINHUB_NODE_SERVER_URL = envstr("TRAINHUB_NODE_SERVER_URL", f"http://127.0.0.1:{TRAINHUB_PORT}")
+TRAINHUB_SNAPSHOT_MAX_BYTES = envint("TRAINHUB_SNAPSHOT_MAX_BYTES", 300 * 1024 * 1024)
+TRAINHUB_SNAPSHOT_MAX_FILES = envint("TRAINHUB_SNAPSHOT_MAX_FILES", 2000)
+TRAINHUB_SNAPSHOT_MAX_EXPANDED_BYTES = envint("TRAINHUB_SNAPSHOT_MAX_EXPANDED_BYTES", 1024 * 1024 * 1024)

@@ -13,4 +13,6 @@ urlpatterns = [
     path("django-rq/", include("django_rq.urls")),
     path("api/v1/", api.urls),
     path("", include("trainhub.workspaces.urls")),
+    path("", include("trainhub.compute.urls")),
+    path("", include("runs.urls")),
 ]

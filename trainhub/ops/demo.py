@@ -82,4 +82,6 @@ def _reusable_token(config_path: Path, workspace: Workspace) -> str | None:
 
 def _app_seeds() -> list:
     """Each app that ships demo content adds its seeding function here."""
-    return []
+    from trainhub.compute.services import seed_demo as seed_compute
+
+    return [seed_compute]

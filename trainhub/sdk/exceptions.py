@@ -43,3 +43,18 @@ class ConfigNotFoundError(TrainHubError):
 
 class ServerError(TrainHubError):
     """The server failed (5xx) even after retries."""
+
+
+class ComputeTargetException(TrainHubError):
+    """The compute target does not exist or cannot be created (as in the guide)."""
+
+
+class SnapshotTooLargeError(UserErrorException):
+    """The source directory is past the snapshot size or file-count limit."""
+
+
+class RunFailedError(TrainHubError):
+    """`wait_for_completion` saw the run end Failed."""
+
+
+ActivityFailedException = RunFailedError

@@ -1,0 +1,260 @@
+"""Experiment, run, snapshot, log and run-file endpoints of the JSON API."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.http import HttpRequest
+from ninja import Router, Schema
+
+from runs import selectors, services
+from runs.models import Run
+from trainhub.api import access
+
+router = Router(tags=["runs"])
+
+
+class EnvironmentRef(Schema):
+    name: str | None = None
+    version: int | None = None
+    spec: dict[str, Any] | None = None
+
+
+class RunIn(Schema):
+    snapshot: str
+    compute_target: str
+    environment: EnvironmentRef
+    script: str | None = None
+    command: list[str] | None = None
+    arguments: list[Any] = []
+    distributed: dict[str, Any] | None = None
+    timeout_seconds: int | None = None
+    tags: dict[str, Any] = {}
+    display_name: str = ""
+    use_gpu: bool = False
+
+
+class StatusChangeOut(Schema):
+    status: str
+    at: datetime
+    reason: str
+
+
+class ProcessOut(Schema):
+    rank: int
+    node_rank: int
+    local_rank: int
+    node_name: str
+    pid: int | None
+    state: str
+    exit_code: int | None
+
+
+class RunOut(Schema):
+    run_id: str
+    number: int
+    experiment: str
+    status: str
+    status_reason: str
+    created_at: datetime
+    started_at: datetime | None
+    ended_at: datetime | None
+    duration_seconds: float | None
+    compute_target: str
+    environment: dict[str, Any]
+    script: str
+    command: list[str]
+    arguments: list[str]
+    distributed: dict[str, Any]
+    node_count: int
+    process_count_per_node: int
+    exit_code: int | None
+    failed_rank: int | None
+    error_traceback: str
+    tags: dict[str, Any]
+    properties: dict[str, Any]
+    snapshot: str
+    status_history: list[StatusChangeOut]
+    processes: list[ProcessOut]
+    portal_url: str
+
+
+class FileOut(Schema):
+    path: str
+    size: int
+    sha256: str
+
+
+class LogChunkOut(Schema):
+    stream: str
+    first_seq: int
+    lines: list[str]
+
+
+class LogsOut(Schema):
+    status: str
+    chunks: list[LogChunkOut]
+
+
+class SnapshotOut(Schema):
+    sha256: str
+    size: int
+
+
+def run_out(run: Run) -> RunOut:
+    return RunOut(
+        run_id=run.run_id,
+        number=run.number,
+        experiment=run.experiment.name,
+        status=run.status,
+        status_reason=run.status_reason,
+        created_at=run.created_at,
+        started_at=run.started_at,
+        ended_at=run.ended_at,
+        duration_seconds=run.duration_seconds,
+        compute_target=run.cluster.name,
+        environment={"name": run.environment_name, "version": run.environment_version},
+        script=run.script,
+        command=run.command,
+        arguments=run.arguments,
+        distributed=run.distributed,
+        node_count=run.node_count,
+        process_count_per_node=run.process_count_per_node,
+        exit_code=run.exit_code,
+        failed_rank=run.failed_rank,
+        error_traceback=run.error_traceback,
+        tags=run.tags,
+        properties=run.properties,
+        snapshot=run.snapshot.sha256,
+        status_history=[
+            StatusChangeOut(status=c.status, at=c.at, reason=c.reason) for c in run.status_changes.all()
+        ],
+        processes=[
+            ProcessOut(
+                rank=p.rank, node_rank=p.node_rank, local_rank=p.local_rank, node_name=p.node_name,
+                pid=p.pid, state=p.state, exit_code=p.exit_code,
+            )
+            for p in run.processes.all()
+        ],
+        portal_url=f"/w/{run.workspace.name}/runs/{run.run_id}/",
+    )
+
+
+def resolve_environment(workspace, ref: EnvironmentRef) -> services.EnvironmentChoice:
+    """A registered environment (name, version) or, for the SDK's unregistered ones, a spec."""
+    from trainhub.environments.selectors import environment_for_run
+
+    if ref.name is None:
+        raise ValidationError("Name the run's environment.")
+    return environment_for_run(workspace=workspace, name=ref.name, version=ref.version)
+
+
+@router.get("/snapshots/{sha256}", response=SnapshotOut)
+def get_snapshot(request: HttpRequest, workspace_name: str, sha256: str) -> SnapshotOut:
+    from django.http import Http404
+
+    member = access(request, workspace_name)
+    snapshot = member.workspace.snapshots.filter(sha256=sha256).first()
+    if snapshot is None:
+        raise Http404(services.SNAPSHOT_UNKNOWN.format(sha=sha256))
+    return SnapshotOut(sha256=snapshot.sha256, size=snapshot.size)
+
+
+@router.put("/snapshots/{sha256}", response={201: SnapshotOut})
+def put_snapshot(request: HttpRequest, workspace_name: str, sha256: str) -> tuple[int, SnapshotOut]:
+    member = access(request, workspace_name)
+    declared = request.headers.get("Content-Length")
+    if declared and declared.isdigit() and int(declared) > settings.TRAINHUB_SNAPSHOT_MAX_BYTES:
+        raise ValidationError(
+            services.SNAPSHOT_TOO_LARGE.format(size=declared, limit=settings.TRAINHUB_SNAPSHOT_MAX_BYTES)
+        )
+    snapshot = services.snapshot_store(access=member, sha256=sha256, stream=request)
+    return 201, SnapshotOut(sha256=snapshot.sha256, size=snapshot.size)
+
+
+@router.post("/experiments/{experiment_name}/runs", response={201: RunOut})
+def submit_run(request: HttpRequest, workspace_name: str, experiment_name: str, payload: RunIn) -> tuple[int, RunOut]:
+    member = access(request, workspace_name)
+    environment = resolve_environment(member.workspace, payload.environment)
+    run = services.run_submit(
+        access=member,
+        user=request.user,
+        experiment_name=experiment_name,
+        snapshot_sha256=payload.snapshot,
+        compute_target=payload.compute_target,
+        environment=environment,
+        script=payload.script,
+        command=payload.command,
+        arguments=payload.arguments,
+        distributed=payload.distributed,
+        timeout_seconds=payload.timeout_seconds,
+        tags=payload.tags,
+        display_name=payload.display_name,
+        use_gpu=payload.use_gpu,
+    )
+    return 201, run_out(selectors.run_get(member.workspace, run.run_id))
+
+
+@router.get("/experiments", response=list[dict])
+def list_experiments(request: HttpRequest, workspace_name: str) -> list[dict]:
+    member = access(request, workspace_name)
+    return [{"name": e.name, "created_at": e.created_at.isoformat()} for e in selectors.experiments_of(member.workspace)]
+
+
+@router.get("/experiments/{experiment_name}/runs", response=list[RunOut])
+def list_runs(
+    request: HttpRequest, workspace_name: str, experiment_name: str, status: str | None = None,
+    before_id: int | None = None,
+) -> list[RunOut]:
+    member = access(request, workspace_name)
+    experiment = selectors.experiment_get(member.workspace, experiment_name)
+    return [run_out(r) for r in selectors.runs_page(experiment, status=status, before_id=before_id)]
+
+
+@router.get("/runs/{run_id}", response=RunOut)
+def get_run(request: HttpRequest, workspace_name: str, run_id: str) -> RunOut:
+    member = access(request, workspace_name)
+    return run_out(selectors.run_get(member.workspace, run_id))
+
+
+@router.post("/runs/{run_id}/cancel", response=RunOut)
+def cancel_run(request: HttpRequest, workspace_name: str, run_id: str) -> RunOut:
+    member = access(request, workspace_name)
+    run = services.run_cancel(access=member, run=selectors.run_get(member.workspace, run_id))
+    return run_out(selectors.run_get(member.workspace, run.run_id))
+
+
+@router.get("/runs/{run_id}/logs", response=LogsOut)
+def get_logs(request: HttpRequest, workspace_name: str, run_id: str, after: int = 0, stream: str | None = None) -> LogsOut:
+    member = access(request, workspace_name)
+    run = selectors.run_get(member.workspace, run_id)
+    # Read the status first: lines stored before a final status are then all in this answer.
+    status = run.status
+    chunks = selectors.log_chunks_after(run, after, stream=stream)
+    return LogsOut(
+        status=status,
+        chunks=[LogChunkOut(stream=c.stream, first_seq=c.first_seq, lines=c.text.split("\n")) for c in chunks],
+    )
+
+
+@router.get("/runs/{run_id}/files", response=list[FileOut])
+def list_files(request: HttpRequest, workspace_name: str, run_id: str) -> list[FileOut]:
+    member = access(request, workspace_name)
+    run = selectors.run_get(member.workspace, run_id)
+    return [FileOut(path=f.path, size=f.size, sha256=f.sha256) for f in selectors.run_files(run)]
+
+
+@router.get("/runs/{run_id}/file")
+def download_file(request: HttpRequest, workspace_name: str, run_id: str, path: str):
+    from trainhub.downloads import file_response
+
+    member = access(request, workspace_name)
+    run = selectors.run_get(member.workspace, run_id)
+    found = selectors.run_file_get(run, path)
+    return file_response(
+        request, storage_name=found.storage_name, filename=found.path.rsplit("/", 1)[-1],
+        size=found.size, sha256=found.sha256,
+    )

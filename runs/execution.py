@@ -1,0 +1,518 @@
+"""What a node does for its share of a run: prepare, unpack, start the ranks, pump their
+output, watch for cancel and failures, then copy outputs and logs into the run's history."""
+
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.core.files.storage import default_storage
+from django.db import close_old_connections
+from django.utils import timezone
+
+from runs import services
+from runs.archives import UnsafeArchiveError, extract_snapshot, walk_regular_files
+from runs.models import Run, RunNode, RunProcess, RunStatus
+from trainhub.compute.models import Node
+from trainhub.redis_conn import get_redis
+
+logger = logging.getLogger(__name__)
+
+FLUSH_SECONDS = 0.05
+MAX_LINES_PER_CHUNK = 2000
+ABORT_POLL_SECONDS = 0.2
+STOP_GRACE_SECONDS = 3.0
+RENDEZVOUS_TIMEOUT_SECONDS = 120
+PEERS_TIMEOUT_SECONDS = 60
+DEFAULT_MASTER_PORT = 6105
+TRACEBACK_LINES = 400
+VARIABLE = re.compile(r"\$(?:\{(\w+)\}|(\w+))")
+
+
+class RunAborted(Exception):
+    """Another node, the user or the platform ended the run."""
+
+
+@dataclass
+class RankProcess:
+    rank: int
+    local_rank: int
+    stream: str
+    process: subprocess.Popen
+    log_file: Any
+    tail: collections.deque = field(default_factory=lambda: collections.deque(maxlen=TRACEBACK_LINES))
+    exit_code: int | None = None
+    reader_done: threading.Event = field(default_factory=threading.Event)
+
+
+def expand_variables(value: str, env: dict[str, str]) -> str:
+    """$VAR and ${VAR} from the rank's environment; unknown names stay as written."""
+    return VARIABLE.sub(lambda m: env.get(m.group(1) or m.group(2), m.group(0)), value)
+
+
+def last_traceback(lines: list[str]) -> str:
+    start = None
+    for index, line in enumerate(lines):
+        if line.startswith("Traceback (most recent call last)"):
+            start = index
+    return "\n".join(lines[start:]) if start is not None else "\n".join(lines[-30:])
+
+
+def free_port(preferred: int) -> int:
+    for port in (preferred, 0):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("", port))
+            except OSError:
+                continue
+            return sock.getsockname()[1]
+    raise OSError("no free port")
+
+
+def _rendezvous_key(run_pk: int) -> str:
+    return f"trainhub:run:{run_pk}:rendezvous"
+
+
+class NodeExecution:
+    def __init__(self, run_pk: int, node_pk: int, node_rank: int, token: str, stop_event: threading.Event | None = None):
+        self.run = Run.objects.select_related("workspace", "experiment", "snapshot", "cluster").get(pk=run_pk)
+        self.node = Node.objects.get(pk=node_pk)
+        self.node_rank = node_rank
+        self.token = token
+        self.stop_event = stop_event or threading.Event()
+        self.redis = get_redis()
+        self.workdir = Path(settings.TRAINHUB_NODE_WORK_DIR) / self.node.name / self.run.run_id
+        self.private_logs = self.workdir.parent / f"{self.run.run_id}.logs"
+        self.ranks: list[RankProcess] = []
+        self.lines: collections.deque[tuple[str, str]] = collections.deque()
+        self.lines_lock = threading.Lock()
+        self.prepare_stream = f"prepare_node_{node_rank}"
+        self.prepare_lines: list[str] = []
+
+    # ------------------------------------------------------------ helpers
+
+    @property
+    def leader(self) -> bool:
+        return self.node_rank == 0
+
+    def say(self, line: str) -> None:
+        """A line of the node's own (prepare/system) log."""
+        self.prepare_lines.append(line)
+        services.log_append(self.run.pk, self.prepare_stream, [line])
+
+    def aborted(self) -> str | None:
+        if self.stop_event.is_set():
+            return "node stopped"
+        value = self.redis.get(services.abort_key(self.run.pk))
+        return value.decode() if value else None
+
+    def check_abort(self) -> None:
+        reason = self.aborted()
+        if reason:
+            raise RunAborted(reason)
+
+    def transition(self, status: str, **kwargs: Any) -> None:
+        if self.leader:
+            services.run_transition(self.run.pk, status, **kwargs)
+
+    # ------------------------------------------------------------ phases
+
+    def execute(self) -> None:
+        RunNode.objects.filter(run=self.run, node_rank=self.node_rank).update(state="preparing")
+        try:
+            self.check_abort()
+            self.transition(RunStatus.PREPARING)
+            python, env_vars = self.prepare_environment()
+            self.check_abort()
+            self.unpack_snapshot()
+            self.check_abort()
+            self.transition(RunStatus.STARTING)
+            rendezvous = self.rendezvous()
+            self.start_ranks(python, env_vars, rendezvous)
+            self.transition(RunStatus.RUNNING)
+            failed = self.pump()
+            self.finish(failed)
+        except RunAborted as aborted:
+            self.stop_ranks()
+            self.drain()
+            self.finalize_files()
+            self.end_aborted(str(aborted))
+        except _SetupFailed as failure:
+            self.stop_ranks()
+            self.finalize_files()
+            services.fail_run(self.run.pk, failure.reason, error_traceback=failure.details)
+        except Exception as error:  # the node must survive anything a run does
+            logger.exception("run %s failed on node %s", self.run.run_id, self.node.name)
+            self.stop_ranks()
+            services.fail_run(
+                self.run.pk,
+                f"TrainHub node {self.node.name} failed: {type(error).__name__}: {error}",
+                error_traceback=traceback.format_exc(),
+            )
+        finally:
+            self.stop_ranks()
+            RunNode.objects.filter(run=self.run, node_rank=self.node_rank).update(
+                state="done", finished_at=timezone.now()
+            )
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            shutil.rmtree(self.private_logs, ignore_errors=True)
+
+    def prepare_environment(self) -> tuple[Path, dict[str, str]]:
+        from trainhub.environments.builders import BuildError, materialise_environment
+
+        spec = self.run.environment_spec
+        self.say(f"Preparing environment {self.run.environment_name}"
+                 + (f" version {self.run.environment_version}" if self.run.environment_version else "")
+                 + f" on node {self.node.name}")
+        started = time.monotonic()
+        try:
+            built = materialise_environment(
+                spec, cache_dir=Path(settings.TRAINHUB_ENV_CACHE_DIR), log=self.say
+            )
+        except BuildError as error:
+            raise _SetupFailed(f"Environment build failed: {error.reason}", error.log) from None
+        self.say(
+            ("Environment cache hit" if built.cache_hit else "Environment built")
+            + f" ({built.spec_hash[:12]}) in {time.monotonic() - started:.2f} s"
+        )
+        variables = {str(k): str(v) for k, v in (spec.get("environment_variables") or {}).items()}
+        return built.python, variables
+
+    def unpack_snapshot(self) -> None:
+        shutil.rmtree(self.workdir, ignore_errors=True)
+        self.workdir.mkdir(parents=True)
+        self.private_logs.mkdir(parents=True, exist_ok=True)
+        try:
+            with default_storage.open(self.run.snapshot.storage_name, "rb") as archive:
+                count = extract_snapshot(
+                    archive, self.workdir, max_bytes=settings.TRAINHUB_SNAPSHOT_MAX_EXPANDED_BYTES
+                )
+        except UnsafeArchiveError as error:
+            raise _SetupFailed(f"Snapshot rejected: {error}", "") from None
+        (self.workdir / "outputs").mkdir(exist_ok=True)
+        (self.workdir / "logs").mkdir(exist_ok=True)
+        self.say(f"Snapshot {self.run.snapshot.sha256[:12]} unpacked: {count} files")
+
+    def rendezvous(self) -> dict[str, str]:
+        key = _rendezvous_key(self.run.pk)
+        if self.leader:
+            port = free_port(DEFAULT_MASTER_PORT)
+            value = {"addr": self.node.address, "port": str(port)}
+            self.redis.set(key, json.dumps(value), ex=7 * 86400)
+            return value
+        deadline = time.monotonic() + RENDEZVOUS_TIMEOUT_SECONDS
+        while True:
+            raw = self.redis.get(key)
+            if raw:
+                return json.loads(raw)
+            self.check_abort()
+            if time.monotonic() > deadline:
+                raise _SetupFailed(
+                    f"Node {self.node.name} (node rank {self.node_rank}) waited "
+                    f"{RENDEZVOUS_TIMEOUT_SECONDS} s for node 0's address and port: rendezvous failed.",
+                    "",
+                )
+            time.sleep(0.1)
+
+    def _launch_plan(self) -> list[tuple[int, int, list[str]]]:
+        """(global rank, local rank, argv) of each process this node starts."""
+        run = self.run
+        per_node = run.process_count_per_node
+        if run.command and run.distributed.get("type") == "pytorch" and not run.distributed.get("process_count"):
+            per_node = 1  # a per-node launch: the command (torchrun, torch.distributed.launch) forks the ranks
+        plans = []
+        for local_rank in range(per_node):
+            rank = self.node_rank * per_node + local_rank
+            argv = list(run.command) if run.command else ["python", run.script, *run.arguments]
+            if run.command and run.arguments:
+                argv += list(run.arguments)
+            plans.append((rank, local_rank, argv))
+        return plans
+
+    def start_ranks(self, python: Path, env_vars: dict[str, str], rendezvous: dict[str, str]) -> None:
+        from trainhub.environments.builders import sdk_path
+
+        run = self.run
+        plans = self._launch_plan()
+        per_node = len(plans)
+        world_size = per_node * run.node_count
+        base = dict(os.environ)
+        for name in list(base):
+            if name.startswith(("DJANGO_", "TRAINHUB_", "DATABASE_URL", "REDIS_URL")):
+                del base[name]
+        bin_dir = str(python.parent)
+        base.update(env_vars)
+        base.update(
+            {
+                "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+                "VIRTUAL_ENV": str(python.parent.parent),
+                "PYTHONPATH": os.pathsep.join(
+                    [str(sdk_path(Path(settings.TRAINHUB_ENV_CACHE_DIR)))] + ([base["PYTHONPATH"]] if base.get("PYTHONPATH") else [])
+                ),
+                "PYTHONUNBUFFERED": "1",
+                "TRAINHUB_RUN_ID": run.run_id,
+                "TRAINHUB_RUN_TOKEN": self.token,
+                "TRAINHUB_SERVER_URL": settings.TRAINHUB_NODE_SERVER_URL,
+                "TRAINHUB_WORKSPACE": run.workspace.name,
+                "TRAINHUB_EXPERIMENT": run.experiment.name,
+                "TRAINHUB_OUTPUTS_DIR": str(self.workdir / "outputs"),
+                "MASTER_ADDR": rendezvous["addr"],
+                "MASTER_PORT": rendezvous["port"],
+                "NODE_RANK": str(self.node_rank),
+                "WORLD_SIZE": str(world_size),
+                "AZ_BATCHAI_PYTORCH_INIT_METHOD": f"tcp://{rendezvous['addr']}:{rendezvous['port']}",
+                "TRAINHUB_DIST_BACKEND": str(run.distributed.get("communication_backend") or "gloo").lower(),
+                "TRAINHUB_NODE_COUNT": str(run.node_count),
+            }
+        )
+        for rank, local_rank, argv in plans:
+            env = dict(base, RANK=str(rank), LOCAL_RANK=str(local_rank), AZ_BATCHAI_TASK_INDEX=str(rank),
+                       TRAINHUB_RANK=str(rank))
+            argv = [expand_variables(str(part), env) for part in argv]
+            if argv and argv[0] in ("python", "python3"):
+                argv[0] = str(python)
+            stream = f"std_log_process_{rank}"
+            log_file = open(self.private_logs / f"{stream}.txt", "w", encoding="utf-8", errors="replace")
+            process = subprocess.Popen(
+                [sys.executable, "-m", "runs.supervisor", "--", *argv],
+                cwd=self.workdir,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                pass_fds=(),
+            )
+            rank_process = RankProcess(rank, local_rank, stream, process, log_file)
+            self.ranks.append(rank_process)
+            RunProcess.objects.update_or_create(
+                run=run,
+                rank=rank,
+                defaults={
+                    "node_rank": self.node_rank,
+                    "local_rank": local_rank,
+                    "node_name": self.node.name,
+                    "pid": process.pid,
+                    "state": "running",
+                    "started_at": timezone.now(),
+                },
+            )
+            threading.Thread(target=self._read, args=(rank_process,), daemon=True).start()
+
+    def _read(self, rank: RankProcess) -> None:
+        assert rank.process.stdout is not None
+        try:
+            for raw in iter(rank.process.stdout.readline, b""):
+                line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+                with self.lines_lock:
+                    self.lines.append((rank.stream, line))
+        finally:
+            rank.reader_done.set()
+
+    def flush(self) -> None:
+        with self.lines_lock:
+            batch = list(self.lines)
+            self.lines.clear()
+        if not batch:
+            return
+        by_stream: dict[str, list[str]] = {}
+        order: list[str] = []
+        for stream, line in batch:
+            if stream not in by_stream:
+                by_stream[stream] = []
+                order.append(stream)
+            by_stream[stream].append(line)
+        ranks = {rank.stream: rank for rank in self.ranks}
+        for stream in order:
+            lines = by_stream[stream]
+            rank = ranks.get(stream)
+            if rank is not None:
+                rank.tail.extend(lines)
+                rank.log_file.write("\n".join(lines) + "\n")
+            for start in range(0, len(lines), MAX_LINES_PER_CHUNK):
+                services.log_append(self.run.pk, stream, lines[start : start + MAX_LINES_PER_CHUNK])
+
+    def drain(self) -> None:
+        """Store what the ranks printed before they ended."""
+        self._wait_readers()
+        self.flush()
+
+    def pump(self) -> RankProcess | None:
+        """Until every rank has ended; returns the first rank that failed, if any."""
+        last_abort_check = 0.0
+        timeout_at = (
+            time.monotonic() + self.run.timeout_seconds if self.run.timeout_seconds else None
+        )
+        while True:
+            time.sleep(FLUSH_SECONDS)
+            self.flush()
+            running = False
+            for rank in self.ranks:
+                if rank.exit_code is None:
+                    code = rank.process.poll()
+                    if code is None:
+                        running = True
+                        continue
+                    rank.exit_code = code
+                    self._record_exit(rank)
+                    if code != 0:
+                        self._wait_readers()
+                        self.flush()
+                        return rank
+            if not running:
+                self._wait_readers()
+                self.flush()
+                return None
+            now = time.monotonic()
+            if now - last_abort_check >= ABORT_POLL_SECONDS:
+                last_abort_check = now
+                self.check_abort()
+            if timeout_at is not None and now > timeout_at:
+                raise _Timeout()
+
+    def _wait_readers(self) -> None:
+        # A reader reaches EOF once every writer of the pipe has exited; the supervisor makes
+        # sure none outlives the rank, so this is short.
+        deadline = time.monotonic() + 5
+        for rank in self.ranks:
+            rank.reader_done.wait(max(0.0, deadline - time.monotonic()))
+
+    def _record_exit(self, rank: RankProcess) -> None:
+        RunProcess.objects.filter(run=self.run, rank=rank.rank).update(
+            state="completed" if rank.exit_code == 0 else "failed",
+            exit_code=rank.exit_code,
+            ended_at=timezone.now(),
+        )
+
+    def stop_ranks(self) -> None:
+        alive = [rank for rank in self.ranks if rank.process.poll() is None]
+        for rank in alive:
+            try:
+                os.kill(rank.process.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + STOP_GRACE_SECONDS + 1
+        for rank in alive:
+            try:
+                rank.process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                try:
+                    os.killpg(rank.process.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                rank.process.wait()
+        for rank in alive:
+            rank.exit_code = rank.process.returncode
+            RunProcess.objects.filter(run=self.run, rank=rank.rank).update(
+                state="stopped", exit_code=rank.exit_code, ended_at=timezone.now()
+            )
+
+    def finish(self, failed: RankProcess | None) -> None:
+        if failed is not None:
+            tb = last_traceback(list(failed.tail))
+            services.fail_run(
+                self.run.pk,
+                f"Rank {failed.rank} (node {self.node.name}) exited with code {failed.exit_code}.",
+                exit_code=failed.exit_code,
+                failed_rank=failed.rank,
+                error_traceback=tb,
+            )
+            self.stop_ranks()
+            self.finalize_files()
+            return
+        if not self.leader:
+            self.finalize_files()
+            return
+        self.wait_for_peers()
+        self.transition(RunStatus.FINALIZING)
+        self.finalize_files()
+        self.transition(RunStatus.COMPLETED, exit_code=0)
+
+    def wait_for_peers(self) -> None:
+        deadline = time.monotonic() + PEERS_TIMEOUT_SECONDS
+        while RunNode.objects.filter(run=self.run).exclude(node_rank=0).exclude(state="done").exists():
+            self.check_abort()
+            if time.monotonic() > deadline:
+                raise _SetupFailed("The other nodes of the run did not finish in time.", "")
+            time.sleep(0.2)
+
+    def end_aborted(self, reason: str) -> None:
+        self.run.refresh_from_db(fields=["status", "cancel_requested_at"])
+        if self.run.is_final:
+            return
+        if reason == RunStatus.CANCELED or self.run.cancel_requested_at:
+            services.run_transition(self.run.pk, RunStatus.FINALIZING)
+            services.run_transition(self.run.pk, RunStatus.CANCELED, reason="Canceled by the user.")
+        elif reason == "timeout":
+            services.fail_run(
+                self.run.pk, f"The run passed its time limit of {self.run.timeout_seconds} s and was stopped."
+            )
+        else:
+            services.fail_run(self.run.pk, f"Stopped: {reason}")
+
+    def finalize_files(self) -> None:
+        """Copy outputs/ and logs/ (regular files only: symlinks are never followed)."""
+        for rank in self.ranks:
+            if not rank.log_file.closed:
+                rank.log_file.close()
+        if self.prepare_lines:
+            (self.private_logs / f"{self.prepare_stream}.txt").write_text("\n".join(self.prepare_lines) + "\n")
+        skipped = []
+        for folder in ("outputs", "logs"):
+            for relative, absolute, is_link in walk_regular_files(self.workdir / folder):
+                name = f"{folder}/{relative}"
+                if is_link or not absolute.is_file():
+                    skipped.append(name)
+                    continue
+                services.run_file_store(run=self.run, path=name, local_path=absolute)
+        for relative, absolute, is_link in walk_regular_files(self.private_logs):
+            if not is_link:
+                services.run_file_store(run=self.run, path=f"logs/{relative}", local_path=absolute)
+        if skipped:
+            services.log_append(
+                self.run.pk,
+                self.prepare_stream,
+                [f"Not copied (symlinks and special files are never copied): {', '.join(skipped[:20])}"],
+            )
+
+
+class _SetupFailed(Exception):
+    def __init__(self, reason: str, details: str):
+        super().__init__(reason)
+        self.reason = reason
+        self.details = details
+
+
+class _Timeout(RunAborted):
+    def __init__(self) -> None:
+        super().__init__("timeout")
+
+
+def execute_on_node(run_pk: int, node_pk: int, node_rank: int, token: str, stop_event: threading.Event | None = None) -> None:
+    close_old_connections()
+    try:
+        NodeExecution(run_pk, node_pk, node_rank, token, stop_event).execute()
+    finally:
+        from runs.scheduling import dispatch_cluster
+        from trainhub.compute.services import node_set_idle
+
+        node_set_idle(node_pk)
+        cluster_pk = Node.objects.filter(pk=node_pk).values_list("cluster_id", flat=True).first()
+        if cluster_pk is not None:
+            dispatch_cluster(cluster_pk)
+        close_old_connections()

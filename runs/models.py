@@ -1,0 +1,200 @@
+"""Experiments, runs, their snapshots, status history, per-node placement, logs and files."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+
+from trainhub.workspaces.models import Workspace, name_validator
+
+
+class RunStatus(models.TextChoices):
+    QUEUED = "Queued"
+    PREPARING = "Preparing"
+    STARTING = "Starting"
+    RUNNING = "Running"
+    FINALIZING = "Finalizing"
+    COMPLETED = "Completed"
+    FAILED = "Failed"
+    CANCELED = "Canceled"
+
+
+FINAL_STATUSES = frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELED})
+ACTIVE_STATUSES = frozenset(set(RunStatus) - FINAL_STATUSES)
+
+
+class Experiment(models.Model):
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="experiments")
+    name = models.CharField(max_length=100, validators=[name_validator])
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_run_number = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["workspace", "name"], name="experiment_name_per_workspace")
+        ]
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Snapshot(models.Model):
+    """A packed source directory, stored once per content hash; a row per workspace that sent it."""
+
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="snapshots")
+    sha256 = models.CharField(max_length=64)
+    size = models.BigIntegerField()
+    file_count = models.PositiveIntegerField(default=0)
+    storage_name = models.CharField(max_length=255)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["workspace", "sha256"], name="snapshot_per_workspace")
+        ]
+
+    def __str__(self) -> str:
+        return self.sha256[:12]
+
+
+class Run(models.Model):
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="runs")
+    experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="runs")
+    number = models.PositiveIntegerField()
+    run_id = models.CharField(max_length=120, unique=True)
+    display_name = models.CharField(max_length=200, blank=True)
+    status = models.CharField(max_length=12, choices=RunStatus.choices, default=RunStatus.QUEUED)
+    status_reason = models.TextField(blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+    cancel_requested_at = models.DateTimeField(null=True, blank=True)
+
+    cluster = models.ForeignKey(
+        "compute.ComputeCluster", on_delete=models.PROTECT, related_name="runs"
+    )
+    snapshot = models.ForeignKey(Snapshot, on_delete=models.PROTECT, related_name="runs")
+    environment_name = models.CharField(max_length=255)
+    environment_version = models.PositiveIntegerField(null=True, blank=True)
+    environment_spec = models.JSONField()
+    script = models.CharField(max_length=1000, blank=True)
+    command = models.JSONField(default=list, blank=True)
+    arguments = models.JSONField(default=list, blank=True)
+    distributed = models.JSONField(default=dict, blank=True)
+    node_count = models.PositiveIntegerField(default=1)
+    process_count_per_node = models.PositiveIntegerField(default=1)
+    timeout_seconds = models.PositiveIntegerField(null=True, blank=True)
+    tags = models.JSONField(default=dict, blank=True)
+    properties = models.JSONField(default=dict, blank=True)
+
+    exit_code = models.IntegerField(null=True, blank=True)
+    failed_rank = models.IntegerField(null=True, blank=True)
+    error_traceback = models.TextField(blank=True)
+    dispatched_at = models.DateTimeField(null=True, blank=True)
+    token_hash = models.CharField(max_length=64, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["experiment", "number"], name="run_number_per_experiment")
+        ]
+        indexes = [
+            models.Index(fields=["experiment", "-id"], name="run_experiment_recent"),
+            models.Index(fields=["experiment", "status", "-id"], name="run_experiment_status"),
+            models.Index(fields=["cluster", "status", "id"], name="run_cluster_queue"),
+            models.Index(fields=["workspace", "-id"], name="run_workspace_recent"),
+        ]
+
+    def __str__(self) -> str:
+        return self.run_id
+
+    @property
+    def is_final(self) -> bool:
+        return self.status in FINAL_STATUSES
+
+    @property
+    def duration_seconds(self) -> float | None:
+        if self.started_at is None:
+            return None
+        from django.utils import timezone
+
+        return ((self.ended_at or timezone.now()) - self.started_at).total_seconds()
+
+
+class RunStatusChange(models.Model):
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="status_changes")
+    status = models.CharField(max_length=12, choices=RunStatus.choices)
+    at = models.DateTimeField()
+    reason = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["at", "id"]
+
+
+class RunNode(models.Model):
+    """One node of a run's gang, with the rank it holds among the run's nodes."""
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="run_nodes")
+    node = models.ForeignKey("compute.Node", on_delete=models.PROTECT, related_name="run_nodes")
+    node_rank = models.PositiveIntegerField()
+    state = models.CharField(max_length=20, default="assigned")
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["run", "node_rank"], name="one_node_per_rank"),
+        ]
+        ordering = ["node_rank"]
+
+
+class RunProcess(models.Model):
+    """One process (rank) of a run."""
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="processes")
+    rank = models.PositiveIntegerField()
+    node_rank = models.PositiveIntegerField(default=0)
+    local_rank = models.PositiveIntegerField(default=0)
+    node_name = models.CharField(max_length=120)
+    pid = models.PositiveIntegerField(null=True, blank=True)
+    state = models.CharField(max_length=20, default="starting")
+    exit_code = models.IntegerField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["run", "rank"], name="one_process_per_rank")]
+        ordering = ["rank"]
+
+
+class LogChunk(models.Model):
+    """A batch of log lines of one stream, numbered within the run (seq first_seq, first_seq+1, …)."""
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="log_chunks")
+    stream = models.CharField(max_length=64)
+    first_seq = models.BigIntegerField()
+    line_count = models.PositiveIntegerField()
+    text = models.TextField()
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["run", "first_seq"], name="log_run_seq"),
+            models.Index(fields=["run", "stream", "first_seq"], name="log_run_stream_seq"),
+        ]
+
+
+class RunFile(models.Model):
+    """A file of a run's history: outputs/… and logs/… copied from the nodes at Finalizing."""
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="files")
+    path = models.CharField(max_length=1024)
+    size = models.BigIntegerField()
+    sha256 = models.CharField(max_length=64)
+    storage_name = models.CharField(max_length=1200)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["run", "path"], name="one_file_per_path")]
+        ordering = ["path"]

@@ -1,0 +1,107 @@
+"""Reads about experiments, runs, logs and run files, scoped to a workspace."""
+
+from __future__ import annotations
+
+from django.db.models import F, QuerySet
+from django.http import Http404
+
+from runs.models import ACTIVE_STATUSES, Experiment, LogChunk, Run, RunFile
+from trainhub.workspaces.models import Workspace
+from trainhub.workspaces.selectors import hash_token
+
+RUN_NOT_FOUND = "No run {run_id!r} in this workspace."
+EXPERIMENT_NOT_FOUND = "No experiment {name!r} in this workspace."
+FILE_NOT_FOUND = "Run {run_id} has no file {path!r}."
+PAGE_SIZE = 50
+
+
+def run_for_token(token: str) -> Run | None:
+    if len(token) > 200:
+        return None
+    return (
+        Run.objects.select_related("workspace", "created_by")
+        .filter(token_hash=hash_token(token), status__in=ACTIVE_STATUSES)
+        .first()
+    )
+
+
+def experiments_of(workspace: Workspace) -> QuerySet[Experiment]:
+    return workspace.experiments.order_by("name")
+
+
+def experiment_get(workspace: Workspace, name: str) -> Experiment:
+    experiment = workspace.experiments.filter(name=name).first()
+    if experiment is None:
+        raise Http404(EXPERIMENT_NOT_FOUND.format(name=name))
+    return experiment
+
+
+def run_get(workspace: Workspace, run_id: str) -> Run:
+    run = (
+        Run.objects.select_related("experiment", "cluster", "snapshot", "created_by", "workspace")
+        .filter(workspace=workspace, run_id=run_id)
+        .first()
+    )
+    if run is None:
+        raise Http404(RUN_NOT_FOUND.format(run_id=run_id))
+    return run
+
+
+def runs_page(
+    experiment: Experiment, *, status: str | None = None, before_id: int | None = None, limit: int = PAGE_SIZE
+) -> list[Run]:
+    """Newest first, by keyset (`before_id`), so page N costs the same as page 1."""
+    runs = Run.objects.filter(experiment=experiment)
+    if status:
+        runs = runs.filter(status=status)
+    if before_id:
+        runs = runs.filter(id__lt=before_id)
+    return list(
+        runs.select_related("cluster", "created_by").order_by("-id")[:limit]
+    )
+
+
+def log_chunks_after(run: Run, after: int, *, stream: str | None = None, max_lines: int = 5000) -> list[LogChunk]:
+    chunks = (
+        LogChunk.objects.filter(run=run)
+        .annotate(last_seq=F("first_seq") + F("line_count") - 1)
+        .filter(last_seq__gt=after)
+        .order_by("first_seq")
+    )
+    if stream:
+        chunks = chunks.filter(stream=stream)
+    found, lines = [], 0
+    for chunk in chunks.iterator(chunk_size=50):
+        found.append(chunk)
+        lines += chunk.line_count
+        if lines >= max_lines:
+            break
+    return found
+
+
+def log_tail(run: Run, *, stream: str | None = None, max_lines: int = 2000) -> list[LogChunk]:
+    chunks = LogChunk.objects.filter(run=run)
+    if stream:
+        chunks = chunks.filter(stream=stream)
+    found, lines = [], 0
+    for chunk in chunks.order_by("-first_seq").iterator(chunk_size=50):
+        found.append(chunk)
+        lines += chunk.line_count
+        if lines >= max_lines:
+            break
+    return list(reversed(found))
+
+
+def log_streams(run: Run) -> list[str]:
+    return sorted(set(LogChunk.objects.filter(run=run).values_list("stream", flat=True)))
+
+
+def run_files(run: Run) -> QuerySet[RunFile]:
+    return run.files.order_by("path")
+
+
+def run_file_get(run: Run, path: str) -> RunFile:
+    found = run.files.filter(path=path).first()
+    if found is None:
+        raise Http404(FILE_NOT_FOUND.format(run_id=run.run_id, path=path))
+    return found

@@ -1,0 +1,410 @@
+"""Writes about experiments, runs, snapshots, logs and run files.
+
+`run_transition` is the only function that writes `Run.status`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import secrets
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import IO, Any
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.core.exceptions import ValidationError
+from django.core.files.base import File
+from django.core.files.storage import default_storage
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from runs.broadcast import broadcast, run_group
+from runs.models import (
+    ACTIVE_STATUSES,
+    FINAL_STATUSES,
+    Experiment,
+    LogChunk,
+    Run,
+    RunFile,
+    RunStatus,
+    RunStatusChange,
+    Snapshot,
+)
+from trainhub.compute import catalog
+from trainhub.compute.models import ComputeCluster, Node, Provisioner
+from trainhub.redis_conn import get_redis
+from trainhub.workspaces.models import Workspace, name_validator
+from trainhub.workspaces.permissions import Access, Action
+
+ALLOWED_TRANSITIONS: dict[str, set[str]] = {
+    RunStatus.QUEUED: {RunStatus.PREPARING, RunStatus.FAILED, RunStatus.CANCELED},
+    RunStatus.PREPARING: {RunStatus.STARTING, RunStatus.FINALIZING, RunStatus.FAILED, RunStatus.CANCELED},
+    RunStatus.STARTING: {RunStatus.RUNNING, RunStatus.FINALIZING, RunStatus.FAILED, RunStatus.CANCELED},
+    RunStatus.RUNNING: {RunStatus.FINALIZING, RunStatus.FAILED, RunStatus.CANCELED},
+    RunStatus.FINALIZING: {RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELED},
+}
+
+SNAPSHOT_TOO_LARGE = "The snapshot is {size} bytes; the limit is {limit} bytes."
+SNAPSHOT_HASH_MISMATCH = "The uploaded snapshot does not match its sha256: the upload was damaged."
+SNAPSHOT_UNKNOWN = "No snapshot {sha!r} in this workspace: upload it first."
+BAD_SHA = "A snapshot is named by the 64 hex digits of its sha256."
+SCRIPT_OR_COMMAND = "Give either a script or a command, not both and not neither."
+TOO_MANY_NODES = (
+    "This run asks for {asked} nodes but compute target {cluster!r} has at most {max} (max_nodes)."
+)
+GPU_UNAVAILABLE = (
+    "Compute target {cluster!r} is of size {size}, which needs {gpus} GPU(s) per node, but "
+    "{where} has no GPU: the run cannot start. Use a CPU size (e.g. STANDARD_D3_V2) or add nodes "
+    "with GPUs."
+)
+RUN_ALREADY_FINAL = "Run {run_id} already ended ({status})."
+NODE_LOST = "node lost"
+LOG_LINE_LIMIT = 16_384
+SHA_PATTERN = re.compile(r"^[0-9a-f]{64}$")
+
+
+class TransitionError(Exception):
+    pass
+
+
+# ---------------------------------------------------------------- status
+
+
+def run_transition(
+    run_pk: int,
+    to_status: str,
+    *,
+    reason: str = "",
+    exit_code: int | None = None,
+    failed_rank: int | None = None,
+    error_traceback: str | None = None,
+) -> Run | None:
+    """Move a run to `to_status` if the move is allowed; returns None when it is not (already
+    there, or a final state was reached first: the first final state wins)."""
+    with transaction.atomic():
+        run = Run.objects.select_for_update().get(pk=run_pk)
+        if to_status == run.status or to_status not in ALLOWED_TRANSITIONS.get(run.status, set()):
+            return None
+        now = timezone.now()
+        run.status = to_status
+        fields = ["status"]
+        if reason:
+            run.status_reason = reason
+            fields.append("status_reason")
+        if to_status == RunStatus.RUNNING and run.started_at is None:
+            run.started_at = now
+            fields.append("started_at")
+        if to_status in FINAL_STATUSES:
+            run.ended_at = now
+            fields.append("ended_at")
+            if run.started_at is None:
+                run.started_at = now
+                fields.append("started_at")
+        if exit_code is not None:
+            run.exit_code = exit_code
+            fields.append("exit_code")
+        if failed_rank is not None and run.failed_rank is None:
+            run.failed_rank = failed_rank
+            fields.append("failed_rank")
+        if error_traceback:
+            run.error_traceback = error_traceback[-20_000:]
+            fields.append("error_traceback")
+        run.save(update_fields=fields)
+        RunStatusChange.objects.create(run=run, status=to_status, at=now, reason=reason)
+        payload = {
+            "status": run.status,
+            "reason": run.status_reason,
+            "at": now.isoformat(),
+            "exit_code": run.exit_code,
+            "failed_rank": run.failed_rank,
+        }
+        transaction.on_commit(lambda: broadcast(run_group(run.pk), "run.status", payload))
+    if to_status in FINAL_STATUSES:
+        _after_final(run)
+    return run
+
+
+def _after_final(run: Run) -> None:
+    # Every node of the run stops its ranks when this key appears (cancel, failure, node lost);
+    # each node's job then returns its node to idle.
+    get_redis().set(abort_key(run.pk), run.status, ex=3600)
+
+
+def abort_key(run_pk: int) -> str:
+    return f"trainhub:run:{run_pk}:abort"
+
+
+def fail_run(run_pk: int, reason: str, **extra: Any) -> Run | None:
+    return run_transition(run_pk, RunStatus.FAILED, reason=reason, **extra)
+
+
+# ---------------------------------------------------------------- experiments and snapshots
+
+
+def experiment_get_or_create(*, access: Access, name: str) -> Experiment:
+    access.require(Action.WRITE)
+    name_validator(name)
+    experiment, _ = Experiment.objects.get_or_create(workspace=access.workspace, name=name)
+    return experiment
+
+
+def snapshot_limit_bytes() -> int:
+    return settings.TRAINHUB_SNAPSHOT_MAX_BYTES
+
+
+def snapshot_store(*, access: Access, sha256: str, stream: IO[bytes]) -> Snapshot:
+    """Store an uploaded snapshot, reading it in chunks and checking its hash and size."""
+    access.require(Action.WRITE)
+    if not SHA_PATTERN.match(sha256):
+        raise ValidationError(BAD_SHA)
+    existing = Snapshot.objects.filter(workspace=access.workspace, sha256=sha256).first()
+    if existing is not None:
+        return existing
+    storage_name = f"snapshots/{sha256}.tar.gz"
+    limit = snapshot_limit_bytes()
+    digest = hashlib.sha256()
+    size = 0
+    temp_path = settings.DATA_DIR / "tmp" / f"upload-{secrets.token_hex(8)}"
+    temp_path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with open(temp_path, "wb") as temp:
+            while chunk := stream.read(1 << 20):
+                size += len(chunk)
+                if size > limit:
+                    raise ValidationError(SNAPSHOT_TOO_LARGE.format(size=f"more than {limit}", limit=limit))
+                digest.update(chunk)
+                temp.write(chunk)
+        if digest.hexdigest() != sha256:
+            raise ValidationError(SNAPSHOT_HASH_MISMATCH)
+        if not default_storage.exists(storage_name):
+            with open(temp_path, "rb") as temp:
+                stored = default_storage.save(storage_name, File(temp))
+            if stored != storage_name:
+                # Another upload of the same content won the race: keep one copy.
+                default_storage.delete(stored)
+    finally:
+        temp_path.unlink(missing_ok=True)
+    try:
+        with transaction.atomic():
+            return Snapshot.objects.create(
+                workspace=access.workspace, sha256=sha256, size=size, storage_name=storage_name
+            )
+    except IntegrityError:
+        return Snapshot.objects.get(workspace=access.workspace, sha256=sha256)
+
+
+# ---------------------------------------------------------------- submit
+
+
+@dataclass(frozen=True)
+class EnvironmentChoice:
+    name: str
+    version: int | None
+    spec: dict[str, Any]
+
+
+def _placement(distributed: dict[str, Any] | None) -> tuple[int, int]:
+    """(node_count, process_count_per_node) of a distributed config."""
+    if not distributed:
+        return 1, 1
+    node_count = int(distributed.get("node_count") or 1)
+    per_node = distributed.get("process_count_per_node")
+    total = distributed.get("process_count")
+    if per_node is None and total is not None:
+        total = int(total)
+        if total % node_count:
+            raise ValidationError(
+                f"process_count ({total}) must be a multiple of node_count ({node_count})."
+            )
+        per_node = total // node_count
+    per_node = int(per_node or 1)
+    if node_count < 1 or per_node < 1:
+        raise ValidationError("node_count and process counts must be at least 1.")
+    return node_count, per_node
+
+
+def run_submit(
+    *,
+    access: Access,
+    user: AbstractBaseUser | None,
+    experiment_name: str,
+    snapshot_sha256: str,
+    compute_target: str,
+    environment: EnvironmentChoice,
+    script: str | None = None,
+    command: list[str] | None = None,
+    arguments: list[Any] | None = None,
+    distributed: dict[str, Any] | None = None,
+    timeout_seconds: int | None = None,
+    tags: dict[str, str] | None = None,
+    display_name: str = "",
+    use_gpu: bool = False,
+) -> Run:
+    access.require(Action.WRITE)
+    if bool(script) == bool(command):
+        raise ValidationError(SCRIPT_OR_COMMAND)
+    snapshot = Snapshot.objects.filter(workspace=access.workspace, sha256=snapshot_sha256).first()
+    if snapshot is None:
+        raise ValidationError(SNAPSHOT_UNKNOWN.format(sha=snapshot_sha256))
+    cluster = access.workspace.clusters.filter(name=compute_target).first()
+    if cluster is None:
+        raise ValidationError(
+            f"No compute target named {compute_target!r} in workspace {access.workspace.name!r}."
+        )
+    node_count, per_node = _placement(distributed)
+    if node_count > cluster.max_nodes:
+        raise ValidationError(
+            TOO_MANY_NODES.format(asked=node_count, cluster=cluster.name, max=cluster.max_nodes)
+        )
+    gpu_problem = _gpu_problem(cluster, use_gpu)
+    with transaction.atomic():
+        experiment = experiment_get_or_create(access=access, name=experiment_name)
+        Experiment.objects.filter(pk=experiment.pk).update(last_run_number=F("last_run_number") + 1)
+        experiment.refresh_from_db(fields=["last_run_number"])
+        number = experiment.last_run_number
+        run = Run.objects.create(
+            workspace=access.workspace,
+            experiment=experiment,
+            number=number,
+            run_id=f"{experiment.name}_{int(time.time())}_{secrets.token_hex(4)}",
+            display_name=display_name[:200],
+            created_by=user if user is not None and user.is_authenticated else None,
+            cluster=cluster,
+            snapshot=snapshot,
+            environment_name=environment.name,
+            environment_version=environment.version,
+            environment_spec=environment.spec,
+            script=script or "",
+            command=[str(c) for c in command or []],
+            arguments=[str(a) for a in arguments or []],
+            distributed=distributed or {},
+            node_count=node_count,
+            process_count_per_node=per_node,
+            timeout_seconds=timeout_seconds,
+            tags={str(k): str(v) for k, v in (tags or {}).items()},
+        )
+        RunStatusChange.objects.create(run=run, status=RunStatus.QUEUED, at=run.created_at)
+    if gpu_problem:
+        fail_run(run.pk, gpu_problem)
+        run.refresh_from_db()
+        return run
+    from runs.scheduling import dispatch_cluster
+
+    transaction.on_commit(lambda: dispatch_cluster(cluster.pk))
+    return run
+
+
+def _gpu_problem(cluster: ComputeCluster, use_gpu: bool) -> str:
+    size = catalog.get_size(cluster.vm_size)
+    gpus_needed = size.gpus if size else 0
+    if use_gpu and not gpus_needed:
+        gpus_needed = 1
+    if not gpus_needed:
+        return ""
+    nodes = Node.objects.filter(cluster=cluster, state__in=["idle", "busy"])
+    if nodes.filter(gpus__gte=gpus_needed).exists():
+        return ""
+    if cluster.provisioner == Provisioner.LOCAL:
+        from trainhub.compute.services import machine_resources
+
+        if int(machine_resources()["gpus"]) >= gpus_needed:
+            return ""
+        where = "this machine (where its local provisioner starts nodes)"
+    elif nodes.exists():
+        where = "any of its nodes"
+    else:
+        return ""
+    return GPU_UNAVAILABLE.format(
+        cluster=cluster.name, size=cluster.vm_size, gpus=gpus_needed, where=where
+    )
+
+
+# ---------------------------------------------------------------- cancel
+
+
+def run_cancel(*, access: Access, run: Run) -> Run:
+    access.require(Action.WRITE)
+    if run.is_final:
+        return run
+    Run.objects.filter(pk=run.pk, cancel_requested_at__isnull=True).update(
+        cancel_requested_at=timezone.now()
+    )
+    if run.status == RunStatus.QUEUED and run.dispatched_at is None:
+        run_transition(run.pk, RunStatus.CANCELED, reason="Canceled before it started.")
+    else:
+        get_redis().set(abort_key(run.pk), RunStatus.CANCELED, ex=3600)
+    run.refresh_from_db()
+    return run
+
+
+# ---------------------------------------------------------------- logs
+
+
+def _seq_key(run_pk: int) -> str:
+    return f"trainhub:run:{run_pk}:logseq"
+
+
+def log_append(run_pk: int, stream: str, lines: list[str]) -> LogChunk | None:
+    """Persist a batch of lines (numbered within the run), then broadcast it."""
+    if not lines:
+        return None
+    lines = [line if len(line) <= LOG_LINE_LIMIT else line[:LOG_LINE_LIMIT] + " …[cut]" for line in lines]
+    last = get_redis().incrby(_seq_key(run_pk), len(lines))
+    first = last - len(lines) + 1
+    chunk = LogChunk.objects.create(
+        run_id=run_pk, stream=stream, first_seq=first, line_count=len(lines), text="\n".join(lines)
+    )
+    broadcast(
+        run_group(run_pk),
+        "log.lines",
+        {"stream": stream, "first_seq": first, "lines": lines},
+    )
+    return chunk
+
+
+# ---------------------------------------------------------------- files
+
+
+def run_file_store(*, run: Run, path: str, local_path: str | os.PathLike[str]) -> RunFile | None:
+    """Copy one file of a node's working directory into the run's history."""
+    if RunFile.objects.filter(run=run, path=path).exists():
+        return None
+    digest = hashlib.sha256()
+    size = 0
+    with open(local_path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+            size += len(chunk)
+        handle.seek(0)
+        storage_name = default_storage.save(f"runs/{run.run_id}/{path}", File(handle))
+    try:
+        with transaction.atomic():
+            return RunFile.objects.create(
+                run=run, path=path, size=size, sha256=digest.hexdigest(), storage_name=storage_name
+            )
+    except IntegrityError:
+        default_storage.delete(storage_name)
+        return None
+
+
+def lost_node_runs(node_ids: Iterable[int]) -> list[int]:
+    """Fail the active runs placed on lost nodes; returns their ids."""
+    from runs.models import RunNode
+
+    run_ids = set(
+        RunNode.objects.filter(node_id__in=list(node_ids), run__status__in=ACTIVE_STATUSES).values_list(
+            "run_id", flat=True
+        )
+    )
+    for run_pk in sorted(run_ids):
+        fail_run(run_pk, NODE_LOST)
+    return sorted(run_ids)
+
+
+def workspace_of(run: Run) -> Workspace:
+    return run.workspace

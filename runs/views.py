@@ -1,0 +1,139 @@
+"""Experiment and run pages: lists, the run page with its live log, files and log downloads."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from asgiref.sync import sync_to_async
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_POST
+
+from runs import selectors, services
+from runs.models import LogChunk, RunStatus
+from trainhub.downloads import file_response
+from trainhub.workspaces import selectors as workspace_selectors
+
+
+@login_required
+def experiment_list(request: HttpRequest, workspace_name: str) -> HttpResponse:
+    access = workspace_selectors.access_for(request.user, workspace_name)
+    return render(
+        request,
+        "runs/experiments.html",
+        {
+            "access": access,
+            "workspace": access.workspace,
+            "experiments": selectors.experiments_of(access.workspace),
+            "section": "experiments",
+        },
+    )
+
+
+@login_required
+def experiment_detail(request: HttpRequest, workspace_name: str, name: str) -> HttpResponse:
+    access = workspace_selectors.access_for(request.user, workspace_name)
+    experiment = selectors.experiment_get(access.workspace, name)
+    status = request.GET.get("status") or None
+    if status not in RunStatus.values:
+        status = None
+    try:
+        before = int(request.GET.get("before", "")) or None
+    except ValueError:
+        before = None
+    page = selectors.runs_page(experiment, status=status, before_id=before, limit=selectors.PAGE_SIZE + 1)
+    has_more = len(page) > selectors.PAGE_SIZE
+    runs = page[: selectors.PAGE_SIZE]
+    return render(
+        request,
+        "runs/experiment.html",
+        {
+            "access": access,
+            "workspace": access.workspace,
+            "experiment": experiment,
+            "runs": runs,
+            "status": status,
+            "statuses": RunStatus.values,
+            "next_before": runs[-1].pk if has_more and runs else None,
+            "section": "experiments",
+        },
+    )
+
+
+@login_required
+def run_detail(request: HttpRequest, workspace_name: str, run_id: str) -> HttpResponse:
+    access = workspace_selectors.access_for(request.user, workspace_name)
+    run = selectors.run_get(access.workspace, run_id)
+    tail = selectors.log_tail(run)
+    return render(
+        request,
+        "runs/run.html",
+        {
+            "access": access,
+            "workspace": access.workspace,
+            "run": run,
+            "history": run.status_changes.all(),
+            "processes": run.processes.all(),
+            "files": selectors.run_files(run),
+            "snapshot_files": None,
+            "tail": [
+                {"stream": c.stream, "first_seq": c.first_seq, "lines": c.text.split("\n")} for c in tail
+            ],
+            "streams": selectors.log_streams(run),
+            "section": "experiments",
+        },
+    )
+
+
+@login_required
+@require_POST
+def run_cancel(request: HttpRequest, workspace_name: str, run_id: str) -> HttpResponse:
+    access = workspace_selectors.access_for(request.user, workspace_name)
+    run = selectors.run_get(access.workspace, run_id)
+    services.run_cancel(access=access, run=run)
+    messages.success(request, f"Cancel requested for {run.run_id}.")
+    return redirect("runs:detail", workspace_name=workspace_name, run_id=run_id)
+
+
+@login_required
+def run_file(request: HttpRequest, workspace_name: str, run_id: str) -> HttpResponse:
+    access = workspace_selectors.access_for(request.user, workspace_name)
+    run = selectors.run_get(access.workspace, run_id)
+    found = selectors.run_file_get(run, request.GET.get("path", ""))
+    return file_response(
+        request, storage_name=found.storage_name, filename=found.path.rsplit("/", 1)[-1],
+        size=found.size, sha256=found.sha256,
+    )
+
+
+async def _log_text(run_pk: int, stream: str | None) -> AsyncIterator[bytes]:
+    after = -1
+
+    def batch() -> list[tuple[int, str]]:
+        chunks = LogChunk.objects.filter(run_id=run_pk, first_seq__gt=after)
+        if stream:
+            chunks = chunks.filter(stream=stream)
+        return list(chunks.order_by("first_seq").values_list("first_seq", "text")[:200])
+
+    while True:
+        rows = await sync_to_async(batch)()
+        if not rows:
+            return
+        for first_seq, text in rows:
+            yield (text + "\n").encode()
+            after = first_seq
+
+
+@login_required
+def run_log_download(request: HttpRequest, workspace_name: str, run_id: str) -> HttpResponse:
+    access = workspace_selectors.access_for(request.user, workspace_name)
+    run = selectors.run_get(access.workspace, run_id)
+    stream = request.GET.get("stream") or None
+    if stream is not None and stream not in selectors.log_streams(run):
+        raise Http404(f"No log stream {stream!r}.")
+    response = StreamingHttpResponse(_log_text(run.pk, stream), content_type="text/plain; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{run.run_id}-{stream or "all"}.txt"'
+    return response
+

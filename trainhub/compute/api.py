@@ -1,0 +1,108 @@
+"""Compute target endpoints of the JSON API, and the VM size catalog."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from django.http import HttpRequest
+from ninja import Router, Schema
+
+from trainhub.api import access
+from trainhub.compute import catalog, selectors, services
+from trainhub.compute.models import ComputeCluster
+
+router = Router(tags=["compute"])
+catalog_router = Router(tags=["compute"])
+
+
+class VmSizeOut(Schema):
+    name: str
+    vcpus: int
+    gpus: int
+    memory_gb: float
+    description: str
+
+
+class NodeOut(Schema):
+    name: str
+    hostname: str
+    address: str
+    state: str
+    cpus: int
+    gpus: int
+    docker: bool
+    current_run: str | None
+    last_heartbeat_at: datetime | None
+
+
+class ClusterIn(Schema):
+    name: str
+    vm_size: str
+    min_nodes: int = 0
+    max_nodes: int = 4
+    idle_seconds_before_scaledown: int = 1800
+    provisioner: str = "local"
+
+
+class ClusterOut(Schema):
+    name: str
+    vm_size: str
+    vcpus: int
+    gpus: int
+    memory_gb: float
+    min_nodes: int
+    max_nodes: int
+    idle_seconds_before_scaledown: int
+    provisioner: str
+    provisioning_state: str
+    nodes: list[NodeOut]
+
+
+def _out(cluster: ComputeCluster) -> ClusterOut:
+    size = catalog.get_size(cluster.vm_size)
+    nodes = list(selectors.live_nodes(cluster))
+    return ClusterOut(
+        name=cluster.name,
+        vm_size=cluster.vm_size,
+        vcpus=size.vcpus if size else 0,
+        gpus=size.gpus if size else 0,
+        memory_gb=size.memory_gb if size else 0,
+        min_nodes=cluster.min_nodes,
+        max_nodes=cluster.max_nodes,
+        idle_seconds_before_scaledown=cluster.idle_seconds_before_scaledown,
+        provisioner=cluster.provisioner,
+        provisioning_state="Succeeded",
+        nodes=[
+            NodeOut(
+                name=n.name, hostname=n.hostname, address=n.address, state=n.state, cpus=n.cpus,
+                gpus=n.gpus, docker=n.docker,
+                current_run=n.current_run.run_id if n.current_run else None,
+                last_heartbeat_at=n.last_heartbeat_at,
+            )
+            for n in nodes
+        ],
+    )
+
+
+@catalog_router.get("/", response=list[VmSizeOut], auth=None)
+def list_vm_sizes(request: HttpRequest) -> list[VmSizeOut]:
+    return [VmSizeOut(**size.__dict__) for size in catalog.SIZES.values()]
+
+
+@router.get("/", response=list[ClusterOut])
+def list_clusters(request: HttpRequest, workspace_name: str) -> list[ClusterOut]:
+    member = access(request, workspace_name)
+    return [_out(c) for c in selectors.clusters_of(member.workspace)]
+
+
+@router.get("/{name}", response=ClusterOut)
+def get_cluster(request: HttpRequest, workspace_name: str, name: str) -> ClusterOut:
+    member = access(request, workspace_name)
+    return _out(selectors.cluster_get(member.workspace, name))
+
+
+@router.post("/", response={201: ClusterOut})
+def create_cluster(request: HttpRequest, workspace_name: str, payload: ClusterIn) -> tuple[int, ClusterOut]:
+    member = access(request, workspace_name)
+    cluster = services.cluster_create(access=member, user=request.user, **payload.dict())
+    return 201, _out(cluster)

@@ -1,0 +1,61 @@
+"""Run a node of a compute cluster on this machine."""
+
+from __future__ import annotations
+
+import socket
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+
+from trainhub.compute import services
+from trainhub.compute.models import ComputeCluster
+from trainhub.compute.node_worker import run_node
+from trainhub.ops.redis_server import wait_for_redis
+
+
+def default_address() -> str:
+    try:
+        return socket.gethostbyname(socket.gethostname())
+    except OSError:
+        return "127.0.0.1"
+
+
+class Command(BaseCommand):
+    help = "Run a TrainHub node: heart-beats into Redis and executes the runs placed on it."
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("--cluster", required=True, help="The compute target's name.")
+        parser.add_argument("--workspace", help="The cluster's workspace (needed when several have that name).")
+        parser.add_argument(
+            "--address",
+            default=settings.TRAINHUB_NODE_ADDRESS,
+            help="The address other nodes reach this one at (TRAINHUB_NODE_ADDRESS; default: this host's).",
+        )
+        parser.add_argument("--name", help="A unique node name (default: generated).")
+        parser.add_argument("--managed", action="store_true", help=argparse_suppress())
+
+    def handle(self, *args, **options) -> None:
+        wait_for_redis(settings.REDIS_URL)
+        clusters = ComputeCluster.objects.filter(name=options["cluster"])
+        if options["workspace"]:
+            clusters = clusters.filter(workspace__name=options["workspace"])
+        found = list(clusters.select_related("workspace")[:2])
+        if not found:
+            raise CommandError(f"No compute target named {options['cluster']!r}.")
+        if len(found) > 1:
+            raise CommandError(
+                f"Several workspaces have a compute target named {options['cluster']!r}: add --workspace."
+            )
+        address = options["address"] or default_address()
+        node = services.node_register(
+            cluster=found[0], address=address, managed=options["managed"], name=options["name"]
+        )
+        self.stdout.write(f"Node {node.name} of {found[0]} at {address}: ready.")
+        self.stdout.flush()
+        run_node(node)
+
+
+def argparse_suppress() -> str:
+    import argparse
+
+    return argparse.SUPPRESS

@@ -1,0 +1,74 @@
+"""A node: an RQ worker on its own queue that heart-beats into Redis and runs run jobs in-process."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+
+from django.db import close_old_connections
+from rq import SimpleWorker
+from rq.worker import WorkerStatus
+
+from trainhub.compute import services
+from trainhub.compute.models import Node, NodeState
+from trainhub.redis_conn import get_redis
+
+logger = logging.getLogger(__name__)
+
+_stop_event = threading.Event()
+PERSIST_HEARTBEAT_EVERY = 5.0
+
+
+def current_stop_event() -> threading.Event:
+    """Set when the node is asked to stop while a run is on it: the run's ranks are stopped."""
+    return _stop_event
+
+
+class NodeWorker(SimpleWorker):
+    def request_stop(self, signum, frame):  # type: ignore[override]
+        if self.get_state() == WorkerStatus.BUSY:
+            _stop_event.set()
+        super().request_stop(signum, frame)
+
+
+class Heartbeat(threading.Thread):
+    """Refreshes the node's Redis key; stops the node when the provisioner scales it down."""
+
+    def __init__(self, node: Node):
+        super().__init__(daemon=True, name="heartbeat")
+        self.node = node
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        last_persist = 0.0
+        while not self.done.wait(services.HEARTBEAT_SECONDS):
+            try:
+                services.node_heartbeat(self.node)
+                now = time.monotonic()
+                if now - last_persist > PERSIST_HEARTBEAT_EVERY:
+                    last_persist = now
+                    services.node_heartbeat_persist(self.node)
+                    state = Node.objects.filter(pk=self.node.pk).values_list("state", flat=True).first()
+                    if state in (NodeState.STOPPING, NodeState.LOST, None):
+                        logger.info("node %s: asked to stop (%s)", self.node.name, state)
+                        os.kill(os.getpid(), signal.SIGTERM)
+                    close_old_connections()
+            except Exception:
+                logger.warning("node %s: heartbeat failed", self.node.name, exc_info=True)
+
+
+def run_node(node: Node) -> None:
+    heartbeat = Heartbeat(node)
+    heartbeat.start()
+    from runs.scheduling import dispatch_cluster, node_queue
+
+    worker = NodeWorker([node_queue(node)], connection=get_redis(), name=node.name)
+    dispatch_cluster(node.cluster_id)
+    try:
+        worker.work(logging_level="WARNING")
+    finally:
+        heartbeat.done.set()
+        services.node_stopped(node.pk, "stopped")

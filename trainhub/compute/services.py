@@ -1,0 +1,172 @@
+"""Writes about clusters and nodes: creation, registration, heartbeats, state changes."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from trainhub.compute import catalog
+from trainhub.compute.models import ComputeCluster, Node, NodeState, Provisioner
+from trainhub.redis_conn import get_redis
+from trainhub.workspaces.permissions import Access, Action
+
+CLUSTER_NAME_TAKEN = "A compute target named {name!r} already exists in this workspace."
+BAD_NODE_COUNTS = "min_nodes ({min}) must be at most max_nodes ({max}), and max_nodes at least 1."
+# A node refreshes its key every HEARTBEAT_SECONDS; a node whose key expired is lost.
+HEARTBEAT_SECONDS = 1.0
+HEARTBEAT_TTL_SECONDS = 6
+
+
+def _alive_key(node_id: int) -> str:
+    return f"trainhub:node:{node_id}:alive"
+
+
+@transaction.atomic
+def cluster_create(
+    *,
+    access: Access,
+    user: AbstractBaseUser | None,
+    name: str,
+    vm_size: str,
+    min_nodes: int = 0,
+    max_nodes: int = 4,
+    idle_seconds_before_scaledown: int = 1800,
+    provisioner: str = Provisioner.LOCAL,
+) -> ComputeCluster:
+    access.require(Action.WRITE)
+    size = catalog.get_size(vm_size)
+    if size is None:
+        raise ValidationError(
+            {"vm_size": catalog.UNKNOWN_SIZE.format(name=vm_size, choices=", ".join(catalog.size_names()))}
+        )
+    if min_nodes < 0 or max_nodes < 1 or min_nodes > max_nodes:
+        raise ValidationError(BAD_NODE_COUNTS.format(min=min_nodes, max=max_nodes))
+    if provisioner not in Provisioner.values:
+        raise ValidationError({"provisioner": f"provisioner must be one of {', '.join(Provisioner.values)}."})
+    cluster = ComputeCluster(
+        workspace=access.workspace,
+        name=name,
+        vm_size=size.name,
+        min_nodes=min_nodes,
+        max_nodes=max_nodes,
+        idle_seconds_before_scaledown=idle_seconds_before_scaledown,
+        provisioner=provisioner,
+        created_by=user,
+    )
+    cluster.full_clean(exclude=["workspace", "created_by"], validate_unique=False)
+    try:
+        with transaction.atomic():
+            cluster.save()
+    except IntegrityError:
+        raise ValidationError({"name": CLUSTER_NAME_TAKEN.format(name=name)}) from None
+    return cluster
+
+
+def machine_resources() -> dict[str, float | int | bool]:
+    memory_gb = 0.0
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemTotal:"):
+                    memory_gb = round(int(line.split()[1]) / 1024 / 1024, 1)
+    except OSError:
+        pass
+    gpus = len([d for d in os.listdir("/dev") if d.startswith("nvidia") and d[6:].isdigit()])
+    return {"cpus": os.cpu_count() or 1, "gpus": gpus, "memory_gb": memory_gb}
+
+
+@transaction.atomic
+def node_register(
+    *,
+    cluster: ComputeCluster,
+    address: str,
+    managed: bool = False,
+    docker: bool = False,
+    name: str | None = None,
+) -> Node:
+    resources = machine_resources()
+    hostname = socket.gethostname()
+    node = Node.objects.create(
+        cluster=cluster,
+        name=name or f"{cluster.name}-{hostname}-{secrets.token_hex(3)}",
+        hostname=hostname,
+        address=address,
+        pid=os.getpid(),
+        cpus=int(resources["cpus"]),
+        gpus=int(resources["gpus"]),
+        memory_gb=float(resources["memory_gb"]),
+        docker=docker,
+        managed=managed,
+        state=NodeState.IDLE,
+        idle_since=timezone.now(),
+        last_heartbeat_at=timezone.now(),
+    )
+    node_heartbeat(node)
+    return node
+
+
+def node_heartbeat(node: Node) -> None:
+    get_redis().set(_alive_key(node.pk), node.name, ex=HEARTBEAT_TTL_SECONDS)
+
+
+def node_heartbeat_persist(node: Node) -> None:
+    Node.objects.filter(pk=node.pk).update(last_heartbeat_at=timezone.now())
+
+
+def alive_node_ids(node_ids: list[int]) -> set[int]:
+    if not node_ids:
+        return set()
+    pipe = get_redis().pipeline()
+    for node_id in node_ids:
+        pipe.exists(_alive_key(node_id))
+    return {node_id for node_id, alive in zip(node_ids, pipe.execute(), strict=True) if alive}
+
+
+def node_set_idle(node_id: int) -> None:
+    Node.objects.filter(pk=node_id, state=NodeState.BUSY).update(
+        state=NodeState.IDLE, current_run=None, idle_since=timezone.now()
+    )
+
+
+@transaction.atomic
+def node_request_stop(node: Node, reason: str) -> bool:
+    """An idle node is told to stop (scale-down); a busy one is left alone."""
+    updated = Node.objects.filter(pk=node.pk, state=NodeState.IDLE).update(
+        state=NodeState.STOPPING, state_reason=reason
+    )
+    return bool(updated)
+
+
+def node_stopped(node_id: int, reason: str = "stopped") -> None:
+    Node.objects.filter(pk=node_id).exclude(state=NodeState.LOST).update(
+        state=NodeState.STOPPED, state_reason=reason, current_run=None, stopped_at=timezone.now()
+    )
+    get_redis().delete(_alive_key(node_id))
+
+
+def node_mark_lost(node_id: int, reason: str = "heartbeat expired") -> bool:
+    updated = Node.objects.filter(
+        pk=node_id, state__in=[NodeState.IDLE, NodeState.BUSY, NodeState.STOPPING]
+    ).update(state=NodeState.LOST, state_reason=reason, stopped_at=timezone.now())
+    return bool(updated)
+
+
+def seed_demo(*, workspace, user) -> None:
+    """`make run`'s local cluster: nodes on this machine, one kept warm, up to four."""
+    if not ComputeCluster.objects.filter(workspace=workspace, name="cpu-cluster").exists():
+        ComputeCluster.objects.create(
+            workspace=workspace,
+            name="cpu-cluster",
+            vm_size="LOCAL_CPU",
+            min_nodes=1,
+            max_nodes=4,
+            idle_seconds_before_scaledown=600,
+            provisioner=Provisioner.LOCAL,
+            created_by=user,
+        )

@@ -1,0 +1,59 @@
+"""Compute pages: the clusters of a workspace with the size catalog, and one cluster's nodes."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+
+from trainhub.compute import catalog, selectors, services
+from trainhub.compute.forms import ClusterForm
+from trainhub.workspaces import selectors as workspace_selectors
+from trainhub.workspaces.views import _add_errors
+
+
+@login_required
+def cluster_list(request: HttpRequest, workspace_name: str) -> HttpResponse:
+    access = workspace_selectors.access_for(request.user, workspace_name)
+    form = ClusterForm(request.POST or None)
+    if request.method == "POST":
+        if form.is_valid():
+            try:
+                cluster = services.cluster_create(access=access, user=request.user, **form.cleaned_data)
+            except ValidationError as error:
+                _add_errors(form, error)
+            else:
+                messages.success(request, f"Compute target {cluster.name} created.")
+                return redirect("compute:detail", workspace_name=workspace_name, name=cluster.name)
+    return render(
+        request,
+        "compute/list.html",
+        {
+            "access": access,
+            "workspace": access.workspace,
+            "clusters": selectors.clusters_of(access.workspace),
+            "sizes": catalog.SIZES.values(),
+            "form": form,
+            "section": "compute",
+        },
+    )
+
+
+@login_required
+def cluster_detail(request: HttpRequest, workspace_name: str, name: str) -> HttpResponse:
+    access = workspace_selectors.access_for(request.user, workspace_name)
+    cluster = selectors.cluster_get(access.workspace, name)
+    return render(
+        request,
+        "compute/detail.html",
+        {
+            "access": access,
+            "workspace": access.workspace,
+            "cluster": cluster,
+            "size": catalog.get_size(cluster.vm_size),
+            "nodes": selectors.recent_nodes(cluster),
+            "section": "compute",
+        },
+    )

@@ -1,0 +1,157 @@
+"""Packing a source directory into a snapshot: ignore files, limits, a deterministic .tar.gz."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import os
+import tarfile
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import pathspec
+
+from trainhub.sdk.exceptions import SnapshotTooLargeError, UserErrorException
+
+IGNORE_FILES = (".trainhubignore", ".amlignore")
+DEFAULT_MAX_BYTES = 300 * 1024 * 1024
+DEFAULT_MAX_FILES = 2000
+
+
+@dataclass
+class PackedSnapshot:
+    path: Path
+    sha256: str
+    size: int
+    file_count: int
+    skipped_links: list[str]
+
+
+def ignore_spec(root: Path) -> pathspec.PathSpec:
+    """.trainhubignore or .amlignore when present (they replace .gitignore), else .gitignore."""
+    lines = [".git/"]
+    for name in IGNORE_FILES:
+        if (root / name).is_file():
+            lines += (root / name).read_text(errors="replace").splitlines()
+            break
+    else:
+        if (root / ".gitignore").is_file():
+            lines += (root / ".gitignore").read_text(errors="replace").splitlines()
+    return pathspec.GitIgnoreSpec.from_lines(lines)
+
+
+def list_source_files(root: Path) -> tuple[list[tuple[str, Path, int]], list[str]]:
+    spec = ignore_spec(root)
+    files: list[tuple[str, Path, int]] = []
+    links: list[str] = []
+    for folder, dirnames, filenames in os.walk(root):
+        relative_folder = Path(folder).relative_to(root).as_posix()
+        prefix = "" if relative_folder == "." else relative_folder + "/"
+        kept = []
+        for name in sorted(dirnames):
+            relative = prefix + name
+            if os.path.islink(os.path.join(folder, name)):
+                links.append(relative)
+            elif not spec.match_file(relative + "/"):
+                kept.append(name)
+        dirnames[:] = kept
+        for name in sorted(filenames):
+            relative = prefix + name
+            absolute = Path(folder) / name
+            if spec.match_file(relative):
+                continue
+            if absolute.is_symlink():
+                links.append(relative)
+                continue
+            if absolute.is_file():
+                files.append((relative, absolute, absolute.stat().st_size))
+    files.sort()
+    return files, links
+
+
+def _human(size: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.1f} {unit}" if unit != "B" else f"{int(size)} B"
+        size /= 1024
+    return f"{size:.1f} GB"
+
+
+def pack_source_directory(
+    source_directory: str | os.PathLike[str],
+    *,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    max_files: int = DEFAULT_MAX_FILES,
+) -> PackedSnapshot:
+    root = Path(source_directory).expanduser().resolve()
+    if not root.is_dir():
+        raise UserErrorException(f"source_directory {str(source_directory)!r} is not a folder.")
+    files, links = list_source_files(root)
+    total = sum(size for _, _, size in files)
+    if total > max_bytes or len(files) > max_files:
+        largest = sorted(files, key=lambda f: -f[2])[:5]
+        raise SnapshotTooLargeError(
+            f"The snapshot of {root} would be {_human(total)} in {len(files)} files; the limit is "
+            f"{_human(max_bytes)} and {max_files} files. Largest: "
+            + ", ".join(f"{name} ({_human(size)})" for name, _, size in largest)
+            + ". List what the run does not need in .trainhubignore (or .amlignore/.gitignore), "
+            "and keep training data out of the source directory (use a datastore)."
+        )
+    handle = tempfile.NamedTemporaryFile(prefix="trainhub-snapshot-", suffix=".tar.gz", delete=False)
+    digest = hashlib.sha256()
+    with handle:
+        hashing = _HashingWriter(handle, digest)
+        with gzip.GzipFile(fileobj=hashing, mode="wb", mtime=0, compresslevel=6) as gz:
+            with tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as archive:
+                for relative, absolute, _ in files:
+                    info = tarfile.TarInfo(relative)
+                    info.size = absolute.stat().st_size
+                    info.mtime = 0
+                    info.mode = 0o755 if os.access(absolute, os.X_OK) else 0o644
+                    with open(absolute, "rb") as content:
+                        archive.addfile(info, content)
+    return PackedSnapshot(Path(handle.name), digest.hexdigest(), hashing.size, len(files), links)
+
+
+class _HashingWriter(io.RawIOBase):
+    def __init__(self, target, digest):
+        self.target = target
+        self.digest = digest
+        self.size = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        self.digest.update(data)
+        self.size += len(data)
+        return self.target.write(data)
+
+
+class ProgressReader:
+    """A file for `requests` to upload with a known length, moving a progress bar as it goes."""
+
+    def __init__(self, path: Path, description: str, show: bool = True):
+        self.handle = open(path, "rb")
+        self.length = path.stat().st_size
+        self.bar = None
+        if show:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=self.length, unit="B", unit_scale=True, desc=description, leave=False)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.handle.read(size)
+        if self.bar is not None:
+            self.bar.update(len(data))
+        return data
+
+    def close(self) -> None:
+        self.handle.close()
+        if self.bar is not None:
+            self.bar.close()

@@ -1,0 +1,58 @@
+"""`Experiment`: a named group of runs in a workspace; `submit` packs, uploads and starts a run."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from trainhub.sdk import exceptions
+from trainhub.sdk._snapshot import ProgressReader, pack_source_directory
+
+
+class Experiment:
+    def __init__(self, workspace: Any, name: str, **_ignored: Any):
+        self.workspace = workspace
+        self.name = name
+
+    def submit(self, config: Any, tags: dict[str, str] | None = None, show_progress: bool = True, **_ignored: Any):
+        from trainhub.sdk.run import Run
+
+        submission = config._submission(self.workspace)
+        sha256 = upload_snapshot(self.workspace, config.source_directory, show_progress=show_progress)
+        payload = dict(submission, snapshot=sha256, tags=dict(tags or {}))
+        details = self.workspace._http.post(self.workspace.api(f"experiments/{self.name}/runs"), json=payload)
+        return Run(self, details["run_id"], _details=details)
+
+    def get_runs(self, status: str | None = None) -> list:
+        from trainhub.sdk.run import Run
+
+        params = {"status": status} if status else {}
+        found = self.workspace._http.get(self.workspace.api(f"experiments/{self.name}/runs"), params=params)
+        return [Run(self, d["run_id"], _details=d) for d in found]
+
+    def __repr__(self) -> str:
+        return f"Experiment(workspace={self.workspace.name!r}, name={self.name!r})"
+
+
+def upload_snapshot(workspace: Any, source_directory: str, *, show_progress: bool = True) -> str:
+    """Pack and upload the source directory unless the server has that content already."""
+    packed = pack_source_directory(source_directory)
+    try:
+        try:
+            workspace._http.get(workspace.api(f"snapshots/{packed.sha256}"))
+            return packed.sha256
+        except exceptions.NotFoundError:
+            pass
+        reader = ProgressReader(packed.path, "Uploading snapshot", show=show_progress)
+        try:
+            workspace._http.request(
+                "PUT",
+                workspace.api(f"snapshots/{packed.sha256}"),
+                data=reader,
+                headers={"Content-Type": "application/gzip"},
+                timeout=(5, 600),
+            )
+        finally:
+            reader.close()
+        return packed.sha256
+    finally:
+        packed.path.unlink(missing_ok=True)

@@ -1,0 +1,153 @@
+"""`Run`: a submitted run seen from outside (status, logs, files), and — through
+`Run.get_context()` — the current run seen from inside a training script.
+
+Standard library only at import time: training scripts import this in environments that
+have nothing of TrainHub but this package.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import time
+from typing import Any
+
+FINAL_STATUSES = ("Completed", "Failed", "Canceled")
+
+
+class Run:
+    def __init__(self, experiment: Any, run_id: str, _details: dict[str, Any] | None = None):
+        self.experiment = experiment
+        self.id = run_id
+        self._details = _details
+
+    # ------------------------------------------------------------ inside a run
+
+    @classmethod
+    def get_context(cls, allow_offline: bool = True) -> Any:
+        from trainhub.sdk._run_context import current_run
+
+        return current_run(allow_offline=allow_offline)
+
+    # ------------------------------------------------------------ outside
+
+    @property
+    def _ws(self) -> Any:
+        return self.experiment.workspace
+
+    def _api(self, path: str = "") -> str:
+        return self._ws.api(f"runs/{self.id}{('/' + path) if path else ''}")
+
+    def _refresh(self) -> dict[str, Any]:
+        self._details = self._ws._http.get(self._api())
+        return self._details
+
+    @property
+    def number(self) -> int:
+        return (self._details or self._refresh())["number"]
+
+    @property
+    def status(self) -> str:
+        return self.get_status()
+
+    def get_status(self) -> str:
+        return self._refresh()["status"]
+
+    def get_details(self) -> dict[str, Any]:
+        details = self._refresh()
+        return dict(
+            details,
+            runId=details["run_id"],
+            target=details["compute_target"],
+            startTimeUtc=details["started_at"],
+            endTimeUtc=details["ended_at"],
+            error={"message": details["status_reason"], "traceback": details["error_traceback"]}
+            if details["status"] == "Failed"
+            else None,
+        )
+
+    def get_portal_url(self) -> str:
+        return self._ws.url + (self._details or self._refresh())["portal_url"]
+
+    def cancel(self) -> None:
+        self._details = self._ws._http.post(self._api("cancel"))
+
+    def wait_for_completion(
+        self, show_output: bool = False, wait_post_processing: bool = False, raise_on_error: bool = True,
+        poll_seconds: float = 0.3,
+    ) -> dict[str, Any]:
+        seen: set[int] = set()
+        contiguous = 0
+        spans: dict[int, int] = {}
+        streams_seen: set[str] = set()
+        while True:
+            answer = self._ws._http.get(self._api("logs"), params={"after": contiguous})
+            for chunk in answer["chunks"]:
+                if chunk["first_seq"] in seen:
+                    continue
+                seen.add(chunk["first_seq"])
+                spans[chunk["first_seq"]] = len(chunk["lines"])
+                if show_output:
+                    streams_seen.add(chunk["stream"])
+                    prefix = f"[{chunk['stream']}] " if len(streams_seen) > 2 else ""
+                    for line in chunk["lines"]:
+                        print(prefix + line)
+            while contiguous + 1 in spans:
+                contiguous += spans.pop(contiguous + 1)
+            if answer["status"] in FINAL_STATUSES and not answer["chunks"]:
+                break
+            if not answer["chunks"]:
+                time.sleep(poll_seconds)
+        sys.stdout.flush()
+        details = self.get_details()
+        if show_output:
+            print("\nExecution Summary\n=================")
+            print(f"RunId: {self.id}\nStatus: {details['status']}\nWeb View: {self.get_portal_url()}")
+        if details["status"] == "Failed" and raise_on_error:
+            from trainhub.sdk.exceptions import RunFailedError
+
+            raise RunFailedError(
+                f"Run {self.id} failed: {details['status_reason']}\n{details['error_traceback']}".rstrip()
+            )
+        return details
+
+    def get_file_names(self) -> list[str]:
+        return [f["path"] for f in self._ws._http.get(self._api("files"))]
+
+    def download_file(self, name: str, output_file_path: str | None = None, _validate_checksum: bool = True) -> str:
+        target = output_file_path or os.path.basename(name)
+        if os.path.isdir(target):
+            target = os.path.join(target, os.path.basename(name))
+        os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
+        response = self._ws._http.request("GET", self._api("file"), params={"path": name}, stream=True)
+        expected = response.headers.get("X-Checksum-Sha256")
+        digest = hashlib.sha256()
+        partial = target + ".part"
+        with response, open(partial, "wb") as handle:
+            for chunk in response.iter_content(chunk_size=1 << 20):
+                digest.update(chunk)
+                handle.write(chunk)
+        if _validate_checksum and expected and digest.hexdigest() != expected:
+            os.unlink(partial)
+            from trainhub.sdk.exceptions import TrainHubError
+
+            raise TrainHubError(f"The download of {name} was damaged (checksum mismatch); try again.")
+        os.replace(partial, target)
+        return target
+
+    def download_files(
+        self, prefix: str | None = None, output_directory: str | None = None, output_paths: list[str] | None = None,
+        append_prefix: bool = True,
+    ) -> list[str]:
+        output_directory = output_directory or "."
+        done = []
+        for name in self.get_file_names():
+            if prefix and not name.startswith(prefix):
+                continue
+            relative = name if append_prefix or not prefix else name[len(prefix):].lstrip("/")
+            done.append(self.download_file(name, os.path.join(output_directory, relative)))
+        return done
+
+    def __repr__(self) -> str:
+        return f"Run(experiment={getattr(self.experiment, 'name', None)!r}, id={self.id!r})"

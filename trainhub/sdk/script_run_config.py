@@ -1,0 +1,73 @@
+"""`ScriptRunConfig`: what to run (script or command), where, in which environment."""
+
+from __future__ import annotations
+
+import os
+import shlex
+from typing import Any
+
+from trainhub.sdk.exceptions import UserErrorException
+
+DEFAULT_ENVIRONMENT = "TrainHub-PyTorch-2.13-CPU"
+
+
+class ScriptRunConfig:
+    def __init__(
+        self,
+        source_directory: str | os.PathLike[str] = ".",
+        script: str | None = None,
+        arguments: list[Any] | None = None,
+        run_config: Any = None,
+        _telemetry_values: Any = None,
+        compute_target: Any = None,
+        environment: Any = None,
+        distributed_job_config: Any = None,
+        resume_from: Any = None,
+        max_run_duration_seconds: int | None = None,
+        command: list[str] | str | None = None,
+        docker_runtime_config: Any = None,
+    ):
+        if script and command:
+            raise UserErrorException("Give either script or command to ScriptRunConfig, not both.")
+        self.source_directory = str(source_directory)
+        self.script = script
+        self.arguments = list(arguments or [])
+        self.compute_target = compute_target
+        self.environment = environment
+        self.distributed_job_config = distributed_job_config
+        self.max_run_duration_seconds = max_run_duration_seconds
+        self.command = shlex.split(command) if isinstance(command, str) else command
+        self.use_gpu = False
+
+    def _submission(self, workspace: Any) -> dict[str, Any]:
+        from trainhub.sdk.environment import Environment
+
+        if not self.script and not self.command:
+            raise UserErrorException("ScriptRunConfig needs a script or a command.")
+        if self.script and not (os.path.isfile(os.path.join(self.source_directory, self.script))):
+            raise UserErrorException(
+                f"The script {self.script!r} is not in source_directory {self.source_directory!r}."
+            )
+        target = self.compute_target
+        if target is None:
+            raise UserErrorException("Give ScriptRunConfig a compute_target (a ComputeTarget or its name).")
+        target_name = target if isinstance(target, str) else target.name
+        environment = self.environment
+        if environment is None:
+            environment = Environment.get(workspace=workspace, name=DEFAULT_ENVIRONMENT)
+        name, version = environment._ensure_registered(workspace)
+        return {
+            "compute_target": target_name,
+            "environment": {"name": name, "version": version},
+            "script": self.script,
+            "command": [str(c) for c in self.command] if self.command else None,
+            "arguments": [_argument(a) for a in self.arguments],
+            "distributed": self.distributed_job_config._to_json() if self.distributed_job_config else None,
+            "timeout_seconds": self.max_run_duration_seconds,
+            "use_gpu": self.use_gpu,
+        }
+
+
+def _argument(value: Any) -> str:
+    to_argument = getattr(value, "_to_argument", None)
+    return to_argument() if callable(to_argument) else str(value)
