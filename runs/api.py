@@ -152,7 +152,7 @@ def resolve_environment(workspace, ref: EnvironmentRef) -> services.EnvironmentC
     return environment_for_run(workspace=workspace, name=ref.name, version=ref.version)
 
 
-@router.get("/snapshots/{sha256}", response=SnapshotOut)
+@router.get("/{workspace_name}/snapshots/{sha256}", response=SnapshotOut)
 def get_snapshot(request: HttpRequest, workspace_name: str, sha256: str) -> SnapshotOut:
     from django.http import Http404
 
@@ -163,7 +163,7 @@ def get_snapshot(request: HttpRequest, workspace_name: str, sha256: str) -> Snap
     return SnapshotOut(sha256=snapshot.sha256, size=snapshot.size)
 
 
-@router.put("/snapshots/{sha256}", response={201: SnapshotOut})
+@router.put("/{workspace_name}/snapshots/{sha256}", response={201: SnapshotOut})
 def put_snapshot(request: HttpRequest, workspace_name: str, sha256: str) -> tuple[int, SnapshotOut]:
     member = access(request, workspace_name)
     declared = request.headers.get("Content-Length")
@@ -175,7 +175,7 @@ def put_snapshot(request: HttpRequest, workspace_name: str, sha256: str) -> tupl
     return 201, SnapshotOut(sha256=snapshot.sha256, size=snapshot.size)
 
 
-@router.post("/experiments/{experiment_name}/runs", response={201: RunOut})
+@router.post("/{workspace_name}/experiments/{experiment_name}/runs", response={201: RunOut})
 def submit_run(request: HttpRequest, workspace_name: str, experiment_name: str, payload: RunIn) -> tuple[int, RunOut]:
     member = access(request, workspace_name)
     environment = resolve_environment(member.workspace, payload.environment)
@@ -198,13 +198,13 @@ def submit_run(request: HttpRequest, workspace_name: str, experiment_name: str, 
     return 201, run_out(selectors.run_get(member.workspace, run.run_id))
 
 
-@router.get("/experiments", response=list[dict])
+@router.get("/{workspace_name}/experiments", response=list[dict])
 def list_experiments(request: HttpRequest, workspace_name: str) -> list[dict]:
     member = access(request, workspace_name)
     return [{"name": e.name, "created_at": e.created_at.isoformat()} for e in selectors.experiments_of(member.workspace)]
 
 
-@router.get("/experiments/{experiment_name}/runs", response=list[RunOut])
+@router.get("/{workspace_name}/experiments/{experiment_name}/runs", response=list[RunOut])
 def list_runs(
     request: HttpRequest, workspace_name: str, experiment_name: str, status: str | None = None,
     before_id: int | None = None,
@@ -214,20 +214,20 @@ def list_runs(
     return [run_out(r) for r in selectors.runs_page(experiment, status=status, before_id=before_id)]
 
 
-@router.get("/runs/{run_id}", response=RunOut)
+@router.get("/{workspace_name}/runs/{run_id}", response=RunOut)
 def get_run(request: HttpRequest, workspace_name: str, run_id: str) -> RunOut:
     member = access(request, workspace_name)
     return run_out(selectors.run_get(member.workspace, run_id))
 
 
-@router.post("/runs/{run_id}/cancel", response=RunOut)
+@router.post("/{workspace_name}/runs/{run_id}/cancel", response=RunOut)
 def cancel_run(request: HttpRequest, workspace_name: str, run_id: str) -> RunOut:
     member = access(request, workspace_name)
     run = services.run_cancel(access=member, run=selectors.run_get(member.workspace, run_id))
     return run_out(selectors.run_get(member.workspace, run.run_id))
 
 
-@router.get("/runs/{run_id}/logs", response=LogsOut)
+@router.get("/{workspace_name}/runs/{run_id}/logs", response=LogsOut)
 def get_logs(request: HttpRequest, workspace_name: str, run_id: str, after: int = 0, stream: str | None = None) -> LogsOut:
     member = access(request, workspace_name)
     run = selectors.run_get(member.workspace, run_id)
@@ -240,14 +240,14 @@ def get_logs(request: HttpRequest, workspace_name: str, run_id: str, after: int 
     )
 
 
-@router.get("/runs/{run_id}/files", response=list[FileOut])
+@router.get("/{workspace_name}/runs/{run_id}/files", response=list[FileOut])
 def list_files(request: HttpRequest, workspace_name: str, run_id: str) -> list[FileOut]:
     member = access(request, workspace_name)
     run = selectors.run_get(member.workspace, run_id)
     return [FileOut(path=f.path, size=f.size, sha256=f.sha256) for f in selectors.run_files(run)]
 
 
-@router.get("/runs/{run_id}/file")
+@router.get("/{workspace_name}/runs/{run_id}/file")
 def download_file(request: HttpRequest, workspace_name: str, run_id: str, path: str):
     from trainhub.downloads import file_response
 

@@ -114,9 +114,9 @@ def _register_routers() -> None:
     from trainhub.workspaces.api import router as workspaces_router
 
     api.add_router("/workspaces", workspaces_router)
-    api.add_router("/workspaces/{workspace_name}/computes", compute_router)
+    api.add_router("/workspaces", compute_router)
     api.add_router("/vm-sizes", catalog_router)
-    api.add_router("/workspaces/{workspace_name}", runs_router)
+    api.add_router("/workspaces", runs_router)
 
 
 _register_routers()

@@ -89,19 +89,19 @@ def list_vm_sizes(request: HttpRequest) -> list[VmSizeOut]:
     return [VmSizeOut(**size.__dict__) for size in catalog.SIZES.values()]
 
 
-@router.get("/", response=list[ClusterOut])
+@router.get("/{workspace_name}/computes", response=list[ClusterOut])
 def list_clusters(request: HttpRequest, workspace_name: str) -> list[ClusterOut]:
     member = access(request, workspace_name)
     return [_out(c) for c in selectors.clusters_of(member.workspace)]
 
 
-@router.get("/{name}", response=ClusterOut)
+@router.get("/{workspace_name}/computes/{name}", response=ClusterOut)
 def get_cluster(request: HttpRequest, workspace_name: str, name: str) -> ClusterOut:
     member = access(request, workspace_name)
     return _out(selectors.cluster_get(member.workspace, name))
 
 
-@router.post("/", response={201: ClusterOut})
+@router.post("/{workspace_name}/computes", response={201: ClusterOut})
 def create_cluster(request: HttpRequest, workspace_name: str, payload: ClusterIn) -> tuple[int, ClusterOut]:
     member = access(request, workspace_name)
     cluster = services.cluster_create(access=member, user=request.user, **payload.dict())

@@ -1,0 +1,104 @@
+"""The run log WebSocket: members get the stored lines then live ones; everyone else is closed."""
+
+from __future__ import annotations
+
+import pytest
+from asgiref.sync import async_to_sync
+from channels.testing import WebsocketCommunicator
+from django.conf import settings
+from django.test import Client
+
+from runs.services import log_append
+from tests.runs.builders import make_run
+from trainhub.asgi import application
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def session_cookie(user) -> bytes:
+    client = Client()
+    client.force_login(user)
+    return f"{settings.SESSION_COOKIE_NAME}={client.cookies[settings.SESSION_COOKIE_NAME].value}".encode()
+
+
+def headers(user=None, origin: bytes = b"http://localhost") -> list[tuple[bytes, bytes]]:
+    found = [(b"origin", origin), (b"host", b"localhost")]
+    if user is not None:
+        found.append((b"cookie", session_cookie(user)))
+    return found
+
+
+async def receive_until(communicator, predicate, limit: int = 20) -> list[dict]:
+    seen = []
+    for _ in range(limit):
+        message = await communicator.receive_json_from(timeout=5)
+        seen.append(message)
+        if predicate(message):
+            return seen
+    raise AssertionError(f"not received: {seen}")
+
+
+def test_a_member_gets_stored_lines_then_live_ones(workspace, reader):
+    run = make_run(workspace)
+    log_append(run.pk, "std_log_process_0", ["stored one", "stored two"])
+
+    async def scenario():
+        communicator = WebsocketCommunicator(application, f"/ws/runs/{run.run_id}/logs/", headers=headers(reader))
+        connected, _ = await communicator.connect()
+        assert connected
+        replay = await receive_until(communicator, lambda m: m["type"] == "replayed")
+        lines = [line for m in replay if m["type"] == "lines" for line in m["lines"]]
+        assert lines == ["stored one", "stored two"]
+        from asgiref.sync import sync_to_async
+
+        await sync_to_async(log_append)(run.pk, "std_log_process_0", ["live three"])
+        live = await receive_until(communicator, lambda m: m["type"] == "lines")
+        assert live[-1]["lines"] == ["live three"] and live[-1]["first_seq"] == 3
+        await communicator.disconnect()
+
+    async_to_sync(scenario)()
+
+
+def test_a_reconnect_replays_only_what_was_missed(workspace, reader):
+    run = make_run(workspace)
+    for n in range(5):
+        log_append(run.pk, "std_log_process_0", [f"line {n}"])
+
+    async def scenario():
+        communicator = WebsocketCommunicator(
+            application, f"/ws/runs/{run.run_id}/logs/?after=3", headers=headers(reader)
+        )
+        assert (await communicator.connect())[0]
+        replay = await receive_until(communicator, lambda m: m["type"] == "replayed")
+        assert [m["lines"] for m in replay if m["type"] == "lines"] == [["line 3"], ["line 4"]]
+        await communicator.disconnect()
+
+    async_to_sync(scenario)()
+
+
+@pytest.mark.parametrize("who", ["anonymous", "outsider"])
+def test_strangers_are_closed(request, workspace, outsider, who):
+    run = make_run(workspace)
+    log_append(run.pk, "std_log_process_0", ["secret line"])
+    user = None if who == "anonymous" else outsider
+
+    async def scenario():
+        communicator = WebsocketCommunicator(application, f"/ws/runs/{run.run_id}/logs/", headers=headers(user))
+        connected, code = await communicator.connect()
+        assert not connected
+        assert code == (4401 if user is None else 4404)
+
+    async_to_sync(scenario)()
+
+
+def test_a_cross_origin_socket_is_refused(workspace, reader):
+    run = make_run(workspace)
+
+    async def scenario():
+        communicator = WebsocketCommunicator(
+            application, f"/ws/runs/{run.run_id}/logs/", headers=headers(reader, origin=b"http://evil.example")
+        )
+        connected, _ = await communicator.connect()
+        assert not connected
+
+    async_to_sync(scenario)()

@@ -1,0 +1,89 @@
+"""The client packs a source directory: ignore files, limits with a useful message, stable hashes."""
+
+from __future__ import annotations
+
+import io
+import os
+import tarfile
+
+import pytest
+
+from trainhub.sdk._snapshot import pack_source_directory
+from trainhub.sdk.exceptions import SnapshotTooLargeError
+
+
+def names(packed) -> list[str]:
+    with tarfile.open(packed.path, "r:gz") as archive:
+        return sorted(archive.getnames())
+
+
+@pytest.fixture
+def project(tmp_path):
+    (tmp_path / "train.py").write_text("print('hi')\n")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "big.bin").write_bytes(b"x" * 1000)
+    (tmp_path / "notes.log").write_text("log\n")
+    (tmp_path / ".git").mkdir()
+    (tmp_path / ".git" / "HEAD").write_text("ref\n")
+    return tmp_path
+
+
+def test_it_honours_gitignore(project):
+    (project / ".gitignore").write_text("data/\n*.log\n")
+    assert names(pack_source_directory(project)) == [".gitignore", "train.py"]
+
+
+def test_amlignore_replaces_gitignore(project):
+    (project / ".gitignore").write_text("train.py\n")
+    (project / ".amlignore").write_text("data/\n")
+    assert names(pack_source_directory(project)) == [".amlignore", ".gitignore", "notes.log", "train.py"]
+
+
+def test_trainhubignore_wins(project):
+    (project / ".amlignore").write_text("train.py\n")
+    (project / ".trainhubignore").write_text("*.log\ndata/big.bin\n")
+    assert names(pack_source_directory(project)) == [".amlignore", ".trainhubignore", "train.py"]
+
+
+def test_the_git_folder_is_never_packed(project):
+    assert ".git/HEAD" not in names(pack_source_directory(project))
+
+
+def test_the_same_content_packs_to_the_same_hash(project):
+    first = pack_source_directory(project)
+    os.utime(project / "train.py", (1, 1))
+    second = pack_source_directory(project)
+    assert first.sha256 == second.sha256
+    (project / "train.py").write_text("print('changed')\n")
+    assert pack_source_directory(project).sha256 != first.sha256
+
+
+def test_it_refuses_past_the_size_limit_naming_the_largest_files(project):
+    with pytest.raises(SnapshotTooLargeError) as error:
+        pack_source_directory(project, max_bytes=500)
+    assert "data/big.bin (1000 B)" in str(error.value)
+    assert ".trainhubignore" in str(error.value)
+
+
+def test_it_refuses_past_the_file_count_limit(project):
+    with pytest.raises(SnapshotTooLargeError, match="3 files"):
+        pack_source_directory(project, max_files=2)
+
+
+def test_symlinks_are_left_out(project, tmp_path_factory):
+    outside = tmp_path_factory.mktemp("outside") / "secret.txt"
+    outside.write_text("secret")
+    (project / "link.txt").symlink_to(outside)
+    packed = pack_source_directory(project)
+    assert "link.txt" not in names(packed)
+    assert packed.skipped_links == ["link.txt"]
+    with tarfile.open(packed.path, "r:gz") as archive:
+        assert all(m.isfile() for m in archive.getmembers())
+        assert b"secret" not in b"".join(archive.extractfile(m).read() for m in archive.getmembers())
+
+
+def test_a_missing_folder_is_a_clear_error(tmp_path):
+    from trainhub.sdk.exceptions import UserErrorException
+
+    with pytest.raises(UserErrorException, match="is not a folder"):
+        pack_source_directory(tmp_path / "nope")
