@@ -58,6 +58,31 @@ class RankProcess:
     tail: collections.deque = field(default_factory=lambda: collections.deque(maxlen=TRACEBACK_LINES))
     exit_code: int | None = None
     reader_done: threading.Event = field(default_factory=threading.Event)
+    mpi: bool = False
+
+
+MPI_HOST_PREFIX = "trainhub-node-"
+MPI_TAG = re.compile(r"\[\d+,(\d+)\]<std(?:out|err)>:")
+MPI_FAILED_RANK = re.compile(r"Process name: \[\[\d+,\d+\],(\d+)\]")
+
+
+def split_mpi_output(line: str, pending: dict[str, str]) -> list[tuple[str, str]]:
+    """Route a line of `mpirun --tag-output` to the ranks' streams.
+
+    Open MPI tags every write, so one physical line can hold pieces of a rank's line;
+    a piece ends the rank's line only where the physical line ends."""
+    parts = MPI_TAG.split(line)
+    found: list[tuple[str, str]] = []
+    if parts[0]:
+        found.append(("mpirun", parts[0]))
+    last = None
+    for index in range(1, len(parts), 2):
+        stream = f"std_log_process_{parts[index]}"
+        pending[stream] = pending.get(stream, "") + parts[index + 1]
+        last = stream
+    if last is not None:
+        found.append((last, pending.pop(last)))
+    return found
 
 
 def expand_variables(value: str, env: dict[str, str]) -> str:
@@ -101,6 +126,7 @@ class NodeExecution:
         self.ranks: list[RankProcess] = []
         self.lines: collections.deque[tuple[str, str]] = collections.deque()
         self.lines_lock = threading.Lock()
+        self.tails: dict[str, collections.deque] = {}
         self.prepare_stream = f"prepare_node_{node_rank}"
         self.prepare_lines: list[str] = []
 
@@ -146,6 +172,8 @@ class NodeExecution:
             self.start_ranks(python, env_vars, rendezvous)
             self.transition(RunStatus.RUNNING)
             failed = self.pump()
+            if failed is not None and failed.rank < 0:
+                failed = None  # an MPI daemon of another node: mpirun on node 0 reports failures
             self.finish(failed)
         except RunAborted as aborted:
             self.stop_ranks()
@@ -245,11 +273,28 @@ class NodeExecution:
         return plans
 
     def start_ranks(self, python: Path, env_vars: dict[str, str], rendezvous: dict[str, str]) -> None:
+        base = self._base_env(python, env_vars, rendezvous)
+        if self.run.distributed.get("type") == "mpi":
+            if self.leader:
+                self._start_mpirun(python, base)
+            else:
+                self._serve_mpi(base)
+            return
+        for rank, local_rank, argv in self._launch_plan():
+            env = dict(base, RANK=str(rank), LOCAL_RANK=str(local_rank), AZ_BATCHAI_TASK_INDEX=str(rank),
+                       TRAINHUB_RANK=str(rank))
+            argv = [expand_variables(str(part), env) for part in argv]
+            if argv and argv[0] in ("python", "python3"):
+                argv[0] = str(python)
+            self._spawn(rank, local_rank, f"std_log_process_{rank}", argv, env)
+
+    def _base_env(self, python: Path, env_vars: dict[str, str], rendezvous: dict[str, str]) -> dict[str, str]:
         from trainhub.environments.builders import sdk_path
 
         run = self.run
-        plans = self._launch_plan()
-        per_node = len(plans)
+        per_node = run.process_count_per_node
+        if run.command and run.distributed.get("type") == "pytorch" and not run.distributed.get("process_count"):
+            per_node = 1
         world_size = per_node * run.node_count
         base = dict(os.environ)
         for name in list(base):
@@ -280,47 +325,123 @@ class NodeExecution:
                 "TRAINHUB_NODE_COUNT": str(run.node_count),
             }
         )
-        for rank, local_rank, argv in plans:
-            env = dict(base, RANK=str(rank), LOCAL_RANK=str(local_rank), AZ_BATCHAI_TASK_INDEX=str(rank),
-                       TRAINHUB_RANK=str(rank))
-            argv = [expand_variables(str(part), env) for part in argv]
-            if argv and argv[0] in ("python", "python3"):
-                argv[0] = str(python)
-            stream = f"std_log_process_{rank}"
-            log_file = open(self.private_logs / f"{stream}.txt", "w", encoding="utf-8", errors="replace")
-            process = subprocess.Popen(
-                [sys.executable, "-m", "runs.supervisor", "--", *argv],
-                cwd=self.workdir,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                pass_fds=(),
-            )
-            rank_process = RankProcess(rank, local_rank, stream, process, log_file)
-            self.ranks.append(rank_process)
+        return base
+
+    def _spawn(self, rank: int, local_rank: int, stream: str, argv: list[str], env: dict[str, str],
+               mpi: bool = False, record: bool = True) -> RankProcess:
+        run = self.run
+        log_file = open(self.private_logs / f"{stream}.txt", "w", encoding="utf-8", errors="replace")
+        process = subprocess.Popen(
+            [sys.executable, "-m", "runs.supervisor", "--", *argv],
+            cwd=self.workdir,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            pass_fds=(),
+        )
+        rank_process = RankProcess(rank, local_rank, stream, process, log_file, mpi=mpi)
+        self.ranks.append(rank_process)
+        threading.Thread(target=self._read, args=(rank_process,), daemon=True).start()
+        if not record:
+            return rank_process
+        RunProcess.objects.update_or_create(
+            run=run,
+            rank=rank,
+            defaults={
+                "node_rank": self.node_rank,
+                "local_rank": local_rank,
+                "node_name": self.node.name,
+                "pid": process.pid,
+                "state": "running",
+                "started_at": timezone.now(),
+            },
+        )
+        return rank_process
+
+    # ------------------------------------------------------------ MPI
+
+    def _mpi_hosts(self) -> str:
+        per_node = self.run.process_count_per_node
+        hosts = [f"localhost:{per_node}"]
+        hosts += [f"{MPI_HOST_PREFIX}{rank}:{per_node}" for rank in range(1, self.run.node_count)]
+        return ",".join(hosts)
+
+    def _start_mpirun(self, python: Path, base: dict[str, str]) -> None:
+        run = self.run
+        total = run.node_count * run.process_count_per_node
+        argv = list(run.command) if run.command else ["python", run.script, *run.arguments]
+        if run.command and run.arguments:
+            argv += list(run.arguments)
+        argv = [expand_variables(str(part), base) for part in argv]
+        agent = f"{sys.executable} {Path(settings.BASE_DIR) / 'runs' / 'mpi_agent.py'}"
+        mpirun = [
+            "mpirun", "--allow-run-as-root", "--tag-output", "--oversubscribe",
+            "-np", str(total), "--host", self._mpi_hosts(),
+            "--mca", "plm_rsh_agent", agent,
+            "--mca", "btl", "tcp,self",
+            "--mca", "orte_keep_fqdn_hostnames", "1",
+            *argv,
+        ]
+        env = dict(base, TRAINHUB_MPI_RUN=str(run.pk), TRAINHUB_MPI_REDIS_URL=settings.REDIS_URL)
+        env.pop("PYTHONUNBUFFERED", None)
+        nodes = dict(RunNode.objects.filter(run=run).values_list("node_rank", "node__name"))
+        for rank in range(total):
+            node_rank, local_rank = divmod(rank, run.process_count_per_node)
             RunProcess.objects.update_or_create(
-                run=run,
-                rank=rank,
-                defaults={
-                    "node_rank": self.node_rank,
-                    "local_rank": local_rank,
-                    "node_name": self.node.name,
-                    "pid": process.pid,
-                    "state": "running",
-                    "started_at": timezone.now(),
-                },
+                run=run, rank=rank,
+                defaults={"node_rank": node_rank, "local_rank": local_rank,
+                          "node_name": nodes.get(node_rank, ""), "state": "running",
+                          "started_at": timezone.now()},
             )
-            threading.Thread(target=self._read, args=(rank_process,), daemon=True).start()
+        self._spawn(0, 0, "mpirun", mpirun, env, mpi=True, record=False)
+
+    def _serve_mpi(self, base: dict[str, str]) -> None:
+        """On the other nodes: start what mpirun's agent asks for (Open MPI's daemon)."""
+        from runs.mpi_agent import request_key, result_key
+
+        key = request_key(str(self.run.pk), self.node_rank)
+        deadline = time.monotonic() + RENDEZVOUS_TIMEOUT_SECONDS
+        daemons: dict[str, RankProcess] = {}
+        while True:
+            self.check_abort()
+            request = self.redis.blpop([key], timeout=1)
+            if request is None:
+                if not daemons and time.monotonic() > deadline:
+                    raise _SetupFailed(f"mpirun never reached node {self.node.name}.", "")
+                finished = [i for i, d in daemons.items() if d.process.poll() is not None]
+                for request_id in finished:
+                    daemon = daemons.pop(request_id)
+                    self.redis.rpush(result_key(str(self.run.pk), request_id), daemon.process.returncode)
+                    self.redis.expire(result_key(str(self.run.pk), request_id), 3600)
+                self.flush()
+                if finished and not daemons:
+                    return
+                continue
+            message = json.loads(request[1])
+            if message.get("kill"):
+                daemon = daemons.get(message["id"])
+                if daemon is not None and daemon.process.poll() is None:
+                    os.kill(daemon.process.pid, signal.SIGTERM)
+                continue
+            stream = f"mpi_daemon_node_{self.node_rank}"
+            daemons[message["id"]] = self._spawn(
+                -1, 0, stream, ["bash", "-c", message["command"]], base, record=False
+            )
 
     def _read(self, rank: RankProcess) -> None:
         assert rank.process.stdout is not None
+        pending: dict[str, str] = {}
         try:
             for raw in iter(rank.process.stdout.readline, b""):
                 line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+                if rank.mpi:
+                    found = split_mpi_output(line, pending)
+                else:
+                    found = [(rank.stream, line)]
                 with self.lines_lock:
-                    self.lines.append((rank.stream, line))
+                    self.lines.extend(found)
         finally:
             rank.reader_done.set()
 
@@ -340,12 +461,21 @@ class NodeExecution:
         ranks = {rank.stream: rank for rank in self.ranks}
         for stream in order:
             lines = by_stream[stream]
+            self.tails.setdefault(stream, collections.deque(maxlen=TRACEBACK_LINES)).extend(lines)
             rank = ranks.get(stream)
             if rank is not None:
-                rank.tail.extend(lines)
                 rank.log_file.write("\n".join(lines) + "\n")
+            elif stream.startswith("std_log_process_"):
+                self._stream_file(stream).write("\n".join(lines) + "\n")
             for start in range(0, len(lines), MAX_LINES_PER_CHUNK):
                 services.log_append(self.run.pk, stream, lines[start : start + MAX_LINES_PER_CHUNK])
+
+    def _stream_file(self, stream: str) -> Any:
+        """Per-rank log files of ranks this node does not start itself (MPI ranks via mpirun)."""
+        files = self.__dict__.setdefault("_stream_files", {})
+        if stream not in files:
+            files[stream] = open(self.private_logs / f"{stream}.txt", "a", encoding="utf-8", errors="replace")
+        return files[stream]
 
     def drain(self) -> None:
         """Store what the ranks printed before they ended."""
@@ -424,12 +554,19 @@ class NodeExecution:
 
     def finish(self, failed: RankProcess | None) -> None:
         if failed is not None:
-            tb = last_traceback(list(failed.tail))
+            rank, where = failed.rank, f"node {self.node.name}"
+            if failed.mpi:
+                rank, where = self._mpi_failed_rank(), "reported by mpirun"
+                RunProcess.objects.filter(run=self.run, state="running").update(
+                    state="stopped", ended_at=timezone.now()
+                )
+                RunProcess.objects.filter(run=self.run, rank=rank).update(state="failed", exit_code=failed.exit_code)
+            tb = last_traceback(list(self.tails.get(f"std_log_process_{rank}", failed.tail)))
             services.fail_run(
                 self.run.pk,
-                f"Rank {failed.rank} (node {self.node.name}) exited with code {failed.exit_code}.",
+                f"Rank {rank} ({where}) exited with code {failed.exit_code}.",
                 exit_code=failed.exit_code,
-                failed_rank=failed.rank,
+                failed_rank=rank,
                 error_traceback=tb,
             )
             self.stop_ranks()
@@ -439,9 +576,21 @@ class NodeExecution:
             self.finalize_files()
             return
         self.wait_for_peers()
+        if self.run.distributed.get("type") == "mpi":
+            RunProcess.objects.filter(run=self.run).update(state="completed", exit_code=0, ended_at=timezone.now())
         self.transition(RunStatus.FINALIZING)
         self.finalize_files()
         self.transition(RunStatus.COMPLETED, exit_code=0)
+
+    def _mpi_failed_rank(self) -> int:
+        for line in self.tails.get("mpirun", []):
+            match = MPI_FAILED_RANK.search(line)
+            if match:
+                return int(match.group(1))
+        for stream, lines in self.tails.items():
+            if stream.startswith("std_log_process_") and any("Traceback" in line for line in lines):
+                return int(stream.rsplit("_", 1)[1])
+        return 0
 
     def wait_for_peers(self) -> None:
         deadline = time.monotonic() + PEERS_TIMEOUT_SECONDS
@@ -470,6 +619,8 @@ class NodeExecution:
         for rank in self.ranks:
             if not rank.log_file.closed:
                 rank.log_file.close()
+        for handle in self.__dict__.get("_stream_files", {}).values():
+            handle.close()
         if self.prepare_lines:
             (self.private_logs / f"{self.prepare_stream}.txt").write_text("\n".join(self.prepare_lines) + "\n")
         skipped = []

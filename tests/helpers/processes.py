@@ -69,3 +69,104 @@ class Server:
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
+
+
+class NodeProcess:
+    """`manage.py trainhub_node` for a cluster, as people start nodes by hand."""
+
+    def __init__(self, cluster, log_dir: Path, name: str | None = None, **env: str):
+        self.cluster = cluster
+        self.name = name or f"{cluster.name}-test-{free_port()}"
+        self.log_path = log_dir / f"node-{self.name}.log"
+        self.env = env
+        self.process: subprocess.Popen | None = None
+
+    def start(self, wait: bool = True) -> NodeProcess:
+        from trainhub.compute.models import Node
+
+        self.process = subprocess.Popen(
+            [
+                sys.executable, "manage.py", "trainhub_node", "--cluster", self.cluster.name,
+                "--workspace", self.cluster.workspace.name, "--name", self.name,
+            ],
+            cwd=BASE_DIR,
+            env=process_env(**self.env),
+            stdout=open(self.log_path, "ab"),
+            stderr=subprocess.STDOUT,
+        )
+        if wait:
+            deadline = time.monotonic() + 60
+            while not Node.objects.filter(name=self.name, state="idle").exists():
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"The test node did not start:\n{self.log()}")
+                time.sleep(0.1)
+        return self
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def kill(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+class ControllerProcess:
+    """`manage.py trainhub_controller`: the reaper, dispatcher and local provisioner."""
+
+    def __init__(self, log_dir: Path):
+        self.log_path = log_dir / f"controller-{free_port()}.log"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> ControllerProcess:
+        self.process = subprocess.Popen(
+            [sys.executable, "manage.py", "trainhub_controller"],
+            cwd=BASE_DIR,
+            env=process_env(),
+            stdout=open(self.log_path, "ab"),
+            stderr=subprocess.STDOUT,
+        )
+        return self
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def wait_until(predicate, timeout: float, interval: float = 0.1, message: str = "condition") -> float:
+    """Seconds it took; fails the test past the timeout."""
+    started = time.monotonic()
+    while not predicate():
+        if time.monotonic() - started > timeout:
+            raise AssertionError(f"{message} not reached in {timeout} s")
+        time.sleep(interval)
+    return time.monotonic() - started

@@ -1,0 +1,90 @@
+"""A throwaway TrainHub for benchmarks: its own data directory, Redis, database, server and nodes."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(BASE_DIR))
+
+
+class Harness:
+    def __init__(self) -> None:
+        self.data_dir = Path(tempfile.mkdtemp(prefix="trainhub-bench-"))
+        self.processes: list[subprocess.Popen] = []
+
+    def __enter__(self) -> Harness:
+        from tests.helpers.ports import free_port
+
+        port = free_port()
+        self.redis = subprocess.Popen(
+            ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--maxmemory-policy", "noeviction", "--dir", str(self.data_dir)],
+            stdout=subprocess.DEVNULL,
+        )
+        os.environ.update(
+            {
+                "TRAINHUB_DATA_DIR": str(self.data_dir),
+                "REDIS_URL": f"redis://127.0.0.1:{port}/0",
+                "DJANGO_SETTINGS_MODULE": "trainhub.settings",
+                "DJANGO_ALLOW_ASYNC_UNSAFE": "true",
+            }
+        )
+        os.environ.pop("DATABASE_URL", None)
+        import django
+
+        django.setup()
+        from django.core.management import call_command
+
+        from trainhub.ops.redis_server import wait_for_redis
+
+        wait_for_redis(os.environ["REDIS_URL"])
+        call_command("migrate", verbosity=0)
+        return self
+
+    def server(self):
+        from tests.helpers.processes import Server
+
+        server = Server(self.data_dir).start()
+        self.processes.append(server.process)
+        return server
+
+    def node(self, cluster):
+        from tests.helpers.processes import NodeProcess
+
+        node = NodeProcess(cluster, self.data_dir).start()
+        self.processes.append(node.process)
+        return node
+
+    def __exit__(self, *exc) -> None:
+        import signal
+
+        for process in self.processes:
+            if process.poll() is None:
+                try:
+                    os.killpg(process.pid, signal.SIGTERM)
+                except (ProcessLookupError, PermissionError):
+                    process.terminate()
+        for process in self.processes:
+            try:
+                process.wait(20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        self.redis.terminate()
+        self.redis.wait()
+        shutil.rmtree(self.data_dir, ignore_errors=True)
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
+
+
+def now() -> float:
+    return time.time()

@@ -1,0 +1,178 @@
+"""Run figures: warm submit overhead, live log latency and completeness, a 100,000-run experiment page."""
+
+from __future__ import annotations
+
+import json
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+from _harness import Harness, percentile
+
+FIRST_LINE = "import time; print('T', time.time(), flush=True)\n"
+PRINTER = textwrap.dedent(
+    """
+    import sys, time
+    rate, seconds = int(sys.argv[1]), float(sys.argv[2])
+    total = int(rate * seconds)
+    start = time.time()
+    for i in range(total):
+        target = start + i / rate
+        delay = target - time.time()
+        if delay > 0.0005:
+            time.sleep(delay)
+        print(f"L {i} {time.time():.6f}")
+    sys.stdout.flush()
+    """
+)
+
+
+def setup(harness: Harness):
+    from django.contrib.auth import get_user_model
+
+    from runs.models import Run  # noqa: F401  (apps loaded)
+    from trainhub.compute.models import ComputeCluster
+    from trainhub.environments.services import seed_demo
+    from trainhub.workspaces import services
+    from trainhub.workspaces.models import Role
+    from trainhub.workspaces.permissions import Access
+
+    user = get_user_model().objects.create_user("bench", password="bench-password-1")
+    workspace = services.workspace_create(name="bench", user=user)
+    seed_demo(workspace=workspace, user=user)
+    cluster = ComputeCluster.objects.create(workspace=workspace, name="cpu", vm_size="LOCAL_CPU", max_nodes=2,
+                                            provisioner="manual")
+    token = services.token_create(access=Access(workspace, Role.OWNER), user=user, name="bench").secret
+    return user, workspace, cluster, token
+
+
+def submit(ws, folder: Path, script: str, arguments=()):
+    from trainhub.sdk import Environment, Experiment, ScriptRunConfig
+
+    src = ScriptRunConfig(source_directory=str(folder), script=script, arguments=list(arguments),
+                          compute_target="cpu", environment=Environment.get(workspace=ws, name="TrainHub-PyTorch-2.13-CPU"))
+    return Experiment(ws, "bench").submit(src, show_progress=False)
+
+
+def log_text(run_id: str) -> str:
+    from runs.models import LogChunk
+
+    return "\n".join(c.text for c in LogChunk.objects.filter(run__run_id=run_id).order_by("first_seq"))
+
+
+def submit_overhead(ws, folder: Path) -> None:
+    from django.conf import settings
+
+    from runs.models import Run
+    from trainhub.environments.builders import materialise_environment
+
+    submit(ws, folder, "first.py").wait_for_completion()  # builds the environment once
+    spec = Run.objects.latest("id").environment_spec
+    python = materialise_environment(spec, cache_dir=Path(settings.TRAINHUB_ENV_CACHE_DIR), log=lambda _: None).python
+    bare, hub = [], []
+    for _ in range(10):
+        started = time.time()
+        out = subprocess.run([str(python), str(folder / "first.py")], capture_output=True, text=True).stdout
+        bare.append(float(out.split()[1]) - started)
+    for _ in range(10):
+        started = time.time()
+        run = submit(ws, folder, "first.py")
+        run.wait_for_completion()
+        printed = re.search(r"^T ([0-9.]+)$", log_text(run.id), re.M)
+        hub.append(float(printed.group(1)) - started)
+    print(f"warm submit -> first line: median {statistics.median(hub) * 1000:.0f} ms; "
+          f"bare script -> first line: median {statistics.median(bare) * 1000:.0f} ms; "
+          f"overhead {(statistics.median(hub) - statistics.median(bare)) * 1000:.0f} ms (target <= 300 ms)")
+
+
+def websocket_latency(ws, folder: Path, server, user_password: tuple[str, str]) -> None:
+    import requests
+    from websockets.sync.client import connect
+
+    session = requests.Session()
+    login = session.get(f"{server.url}/accounts/login/")
+    csrf = session.cookies["csrftoken"]
+    session.post(f"{server.url}/accounts/login/", data={"username": user_password[0], "password": user_password[1],
+                 "csrfmiddlewaretoken": csrf}, headers={"Referer": f"{server.url}/accounts/login/"})
+    cookie = "; ".join(f"{k}={v}" for k, v in session.cookies.items())
+    run = submit(ws, folder, "printer.py", [1000, 5])
+    latencies: list[float] = []
+    received = 0
+    deadline = time.time() + 90
+    with connect(f"ws://127.0.0.1:{server.port}/ws/runs/{run.id}/logs/",
+                 additional_headers={"Cookie": cookie, "Origin": server.url}) as socket:
+        while received < 5000 and time.time() < deadline:
+            message = json.loads(socket.recv(timeout=60))
+            if message.get("type") != "lines":
+                continue
+            arrived = time.time()
+            for line in message["lines"]:
+                if line.startswith("L "):
+                    received += 1
+                    latencies.append(arrived - float(line.split()[2]))
+    run.wait_for_completion()
+    print(f"log line -> WebSocket at 1,000 lines/s: {received} lines, p50 {percentile(latencies, 0.5) * 1000:.0f} ms, "
+          f"p95 {percentile(latencies, 0.95) * 1000:.0f} ms (target p95 <= 100 ms)")
+
+    run = submit(ws, folder, "printer.py", [50000, 5])
+    started = time.time()
+    run.wait_for_completion()
+    lines = [line for line in log_text(run.id).split("\n") if line.startswith("L ")]
+    in_order = all(int(line.split()[1]) == i for i, line in enumerate(lines))
+    print(f"50,000 lines/s for 5 s: {len(lines)} of 250000 lines stored, in order: {in_order}, "
+          f"run took {time.time() - started:.1f} s")
+
+
+def experiment_page(workspace, cluster, server, user_password) -> None:
+    import requests
+
+    from runs.models import Experiment, Run, Snapshot
+
+    experiment = Experiment.objects.create(workspace=workspace, name="big", last_run_number=100_000)
+    snapshot = Snapshot.objects.first()
+    runs = [
+        Run(workspace=workspace, experiment=experiment, number=n, run_id=f"big_{n}", cluster=cluster,
+            snapshot=snapshot, environment_name="x", environment_spec={}, script="s.py",
+            status=["Completed", "Failed", "Canceled"][n % 3])
+        for n in range(1, 100_001)
+    ]
+    Run.objects.bulk_create(runs, batch_size=5000)
+    session = requests.Session()
+    session.get(f"{server.url}/accounts/login/")
+    session.post(f"{server.url}/accounts/login/", data={"username": user_password[0], "password": user_password[1],
+                 "csrfmiddlewaretoken": session.cookies["csrftoken"]}, headers={"Referer": server.url})
+    middle = Run.objects.get(run_id="big_50000").pk
+    timings = []
+    for query in ["", "?status=Failed", f"?before={middle}", f"?before={middle}&status=Canceled"] * 10:
+        started = time.perf_counter()
+        response = session.get(f"{server.url}/w/bench/experiments/big/{query}")
+        timings.append(time.perf_counter() - started)
+        assert response.status_code == 200 and "big" in response.text
+    print(f"experiment page with 100,000 runs: p50 {percentile(timings, 0.5) * 1000:.0f} ms, "
+          f"p95 {percentile(timings, 0.95) * 1000:.0f} ms (target p95 <= 150 ms)")
+
+
+def main() -> None:
+    with Harness() as harness:
+        user, workspace, cluster, token = setup(harness)
+        server = harness.server()
+        harness.node(cluster)
+        from trainhub.sdk import Workspace
+
+        ws = Workspace.get("bench", url=server.url, token=token)
+        folder = Path(tempfile.mkdtemp(prefix="bench-src-"))
+        (folder / "first.py").write_text(FIRST_LINE)
+        (folder / "printer.py").write_text(PRINTER)
+        submit_overhead(ws, folder)
+        websocket_latency(ws, folder, server, ("bench", "bench-password-1"))
+        experiment_page(workspace, cluster, server, ("bench", "bench-password-1"))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

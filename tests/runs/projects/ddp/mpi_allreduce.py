@@ -1,0 +1,15 @@
+"""An MPI program: every rank contributes rank+1; the allreduce sum is checked on every rank."""
+
+import os
+
+from mpi4py import MPI
+
+comm = MPI.COMM_WORLD
+rank, size = comm.Get_rank(), comm.Get_size()
+total = comm.allreduce(rank + 1, op=MPI.SUM)
+print(f"mpi rank {rank}/{size} OMPI_COMM_WORLD_RANK={os.environ.get('OMPI_COMM_WORLD_RANK')} sum={total}", flush=True)
+assert total == size * (size + 1) // 2
+if rank == 0:
+    os.makedirs("outputs", exist_ok=True)
+    with open("outputs/mpi.txt", "w") as handle:
+        handle.write(f"{size} {total}\n")

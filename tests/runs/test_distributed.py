@@ -1,0 +1,158 @@
+"""Distributed runs on two real nodes: per-process and per-node DDP launches, legacy arguments,
+MPI, fail-fast teardown and gang scheduling."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from runs.models import Run, RunProcess, RunStatus
+from tests.helpers.processes import NodeProcess, pid_alive, wait_until
+from tests.runs.conftest import PROJECTS, script_config
+from trainhub.compute.models import Node
+from trainhub.sdk import Environment, Experiment, ScriptRunConfig
+from trainhub.sdk.compute import ComputeTarget
+from trainhub.sdk.exceptions import RunFailedError, UserErrorException
+from trainhub.sdk.runconfig import MpiConfiguration, PyTorchConfiguration
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def two_nodes(cluster, transactional_db, tmp_path):
+    nodes = [NodeProcess(cluster, tmp_path).start(wait=False) for _ in range(2)]
+    wait_until(lambda: Node.objects.filter(cluster=cluster, state="idle").count() == 2, 60, message="two idle nodes")
+    yield nodes
+    for node in nodes:
+        node.stop()
+
+
+def ddp_config(ws, **extra):
+    return script_config(ws, "ddp", "ddp_check.py", **extra)
+
+
+def rank_lines(run, text: str) -> list[str]:
+    from runs.models import LogChunk
+
+    return [
+        line for chunk in LogChunk.objects.filter(run__run_id=run.id) for line in chunk.text.split("\n") if text in line
+    ]
+
+
+def assert_all_ranks_reduced(run, world: int) -> None:
+    expected = float(world * (world + 1) // 2)
+    lines = rank_lines(run, "all_reduce sum")
+    assert len(lines) == world, lines
+    assert all(f"all_reduce sum {expected} expected {expected}" in line for line in lines)
+
+
+def test_per_process_launch_two_nodes_by_two(ws, two_nodes, tmp_path):
+    src = ddp_config(ws, distributed_job_config=PyTorchConfiguration(process_count=4, node_count=2))
+    run = Experiment(ws, "ddp").submit(src)
+    details = run.wait_for_completion()
+    assert details["status"] == "Completed"
+    assert_all_ranks_reduced(run, 4)
+    processes = list(RunProcess.objects.filter(run__run_id=run.id).order_by("rank"))
+    assert [(p.rank, p.node_rank, p.local_rank) for p in processes] == [(0, 0, 0), (1, 0, 1), (2, 1, 0), (3, 1, 1)]
+    assert len({p.node_name for p in processes}) == 2
+    names = set(run.get_file_names())
+    assert {f"logs/std_log_process_{r}.txt" for r in range(4)} <= names
+    run.download_file("outputs/result.json", str(tmp_path / "result.json"))
+    assert json.loads((tmp_path / "result.json").read_text()) == {"world_size": 4, "sum": 10.0}
+
+
+@pytest.mark.parametrize(
+    "launcher",
+    [
+        "python -m torch.distributed.launch --nproc_per_node 2 --nnodes 2 --node_rank $NODE_RANK "
+        "--master_addr $MASTER_ADDR --master_port $MASTER_PORT --use_env ddp_check.py --epochs 1",
+        "torchrun --nproc_per_node 2 --nnodes 2 --node_rank ${NODE_RANK} --master_addr ${MASTER_ADDR} "
+        "--master_port ${MASTER_PORT} ddp_check.py --epochs 1",
+    ],
+    ids=["torch.distributed.launch", "torchrun"],
+)
+def test_per_node_launch(ws, two_nodes, launcher):
+    src = ScriptRunConfig(
+        source_directory=str(PROJECTS / "ddp"),
+        command=launcher.split(),
+        compute_target=ComputeTarget(workspace=ws, name="cpu-cluster"),
+        environment=Environment.get(workspace=ws, name="TrainHub-PyTorch-2.13-CPU"),
+        distributed_job_config=PyTorchConfiguration(node_count=2),
+    )
+    run = Experiment(ws, "ddp-per-node").submit(src)
+    assert run.wait_for_completion()["status"] == "Completed"
+    assert_all_ranks_reduced(run, 4)
+
+
+def test_the_older_editions_arguments(ws, two_nodes):
+    args = ["--dist-backend", "gloo", "--dist-url", "$AZ_BATCHAI_PYTORCH_INIT_METHOD",
+            "--rank", "$AZ_BATCHAI_TASK_INDEX", "--world-size", 2]
+    src = ddp_config(ws, arguments=args,
+                     distributed_job_config=PyTorchConfiguration(communication_backend="Gloo", node_count=2))
+    run = Experiment(ws, "ddp-legacy").submit(src)
+    assert run.wait_for_completion()["status"] == "Completed"
+    assert_all_ranks_reduced(run, 2)
+
+
+def test_mpirun_across_two_nodes(ws, two_nodes, tmp_path):
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text("mpi4py\n")
+    env = Environment.from_pip_requirements(name="mpi-env", file_path=str(requirements))
+    src = ScriptRunConfig(
+        source_directory=str(PROJECTS / "ddp"),
+        script="mpi_allreduce.py",
+        compute_target=ComputeTarget(workspace=ws, name="cpu-cluster"),
+        environment=env,
+        distributed_job_config=MpiConfiguration(node_count=2, process_count_per_node=2),
+    )
+    run = Experiment(ws, "mpi").submit(src)
+    assert run.wait_for_completion()["status"] == "Completed"
+    lines = rank_lines(run, "mpi rank")
+    assert sorted(line.split()[2] for line in lines) == ["0/4", "1/4", "2/4", "3/4"]
+    assert all("sum=10" in line for line in lines)
+    assert {f"logs/std_log_process_{r}.txt" for r in range(4)} <= set(run.get_file_names())
+    daemon_nodes = {p.node_name for p in RunProcess.objects.filter(run__run_id=run.id)}
+    assert len(daemon_nodes) == 2
+
+
+def test_a_failing_rank_stops_every_rank_and_is_named(ws, two_nodes):
+    src = ddp_config(ws, arguments=["--fail-rank", 3],
+                     distributed_job_config=PyTorchConfiguration(process_count=4, node_count=2))
+    run = Experiment(ws, "ddp-fail").submit(src)
+    with pytest.raises(RunFailedError):
+        run.wait_for_completion()
+    details = run.get_details()
+    assert details["failed_rank"] == 3
+    assert "Rank 3" in details["status_reason"]
+    assert "rank 3 fails on purpose" in details["error_traceback"]
+    pids = list(RunProcess.objects.filter(run__run_id=run.id).values_list("pid", flat=True))
+    wait_until(lambda: not any(pid_alive(pid) for pid in pids if pid), 10, message="every rank to stop")
+    wait_until(lambda: Node.objects.filter(state="idle").count() == 2, 10, message="nodes idle again")
+
+
+def test_a_two_node_run_waits_for_two_free_nodes(ws, cluster, transactional_db, tmp_path):
+    first = NodeProcess(cluster, tmp_path).start()
+    try:
+        src = ddp_config(ws, distributed_job_config=PyTorchConfiguration(process_count=2, node_count=2))
+        run = Experiment(ws, "gang").submit(src)
+        import time
+
+        time.sleep(3)
+        stored = Run.objects.get(run_id=run.id)
+        assert stored.status == RunStatus.QUEUED and stored.dispatched_at is None
+        assert Node.objects.get(name=first.name).state == "idle"
+        second = NodeProcess(cluster, tmp_path).start()
+        try:
+            assert run.wait_for_completion()["status"] == "Completed"
+        finally:
+            second.stop()
+    finally:
+        first.stop()
+
+
+def test_more_nodes_than_the_cluster_allows_is_refused_at_submit(ws, cluster):
+    src = ddp_config(ws, distributed_job_config=PyTorchConfiguration(node_count=3))
+    with pytest.raises(UserErrorException, match="asks for 3 nodes but compute target 'cpu-cluster' has at most 2"):
+        Experiment(ws, "too-big").submit(src)
+    assert not Run.objects.exists()

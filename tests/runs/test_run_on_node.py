@@ -1,0 +1,119 @@
+"""Runs on a real node, submitted through the SDK to a live server, as a user does."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import signal
+import time
+
+import pytest
+
+from runs.models import Run, RunStatus, Snapshot
+from tests.helpers.processes import pid_alive, wait_until
+from tests.runs.conftest import script_config
+from trainhub.compute.models import Node
+from trainhub.sdk import Experiment
+from trainhub.sdk.exceptions import RunFailedError
+
+pytestmark = pytest.mark.slow
+
+
+def test_a_training_script_runs_end_to_end(ws, node, tmp_path, capsys):
+    src = script_config(ws, "tiny", "train.py", ["--num_epochs", 3, "--output_dir", "./outputs"])
+    run = Experiment(ws, name="pytorch-birds").submit(src)
+    details = run.wait_for_completion(show_output=True)
+    printed = capsys.readouterr().out
+
+    assert details["status"] == "Completed"
+    assert [c["status"] for c in details["status_history"]] == [
+        "Queued", "Preparing", "Starting", "Running", "Finalizing", "Completed",
+    ]
+    assert "epoch 2 loss" in printed
+    assert "Execution Summary" in printed
+    assert {"outputs/model.pt", "logs/std_log_process_0.txt"} <= set(run.get_file_names())
+
+    target = tmp_path / "model" / "model.pt"
+    run.download_file(name="outputs/model.pt", output_file_path=str(target))
+    logged = re.search(r"model sha256 ([0-9a-f]{64})", printed).group(1)
+    assert hashlib.sha256(target.read_bytes()).hexdigest() == logged
+    import torch
+
+    assert set(torch.load(target)) == {"weight", "bias"}
+    log_copy = tmp_path / "rank0.txt"
+    run.download_file(name="logs/std_log_process_0.txt", output_file_path=str(log_copy))
+    assert "epoch 0 loss" in log_copy.read_text()
+    assert Node.objects.get(name=node.name).state == "idle"
+
+
+def test_a_second_identical_submit_uploads_nothing(ws, node, capsys):
+    src = script_config(ws, "scripts", "fail.py")
+    experiment = Experiment(ws, name="dedupe")
+    experiment.submit(src)
+    first = capsys.readouterr().err
+    experiment.submit(src)
+    second = capsys.readouterr().err
+    assert "Uploading snapshot" in first
+    assert "Uploading snapshot" not in second
+    assert Snapshot.objects.count() == 1
+
+
+def test_a_failing_script_shows_its_exit_code_and_traceback(ws, node):
+    run = Experiment(ws, name="failures").submit(script_config(ws, "scripts", "fail.py"))
+    with pytest.raises(RunFailedError, match="ZeroDivisionError"):
+        run.wait_for_completion()
+    details = run.get_details()
+    assert details["status"] == "Failed"
+    assert details["exit_code"] == 1
+    assert details["failed_rank"] == 0
+    assert details["error_traceback"].startswith("Traceback (most recent call last)")
+    assert "return a / b" in details["error_traceback"]
+
+
+def test_cancel_stops_the_whole_process_tree(ws, node, tmp_path):
+    pid_file = tmp_path / "grandchild.pid"
+    run = Experiment(ws, name="cancels").submit(
+        script_config(ws, "scripts", "spawn_and_wait.py", [str(pid_file)])
+    )
+    wait_until(pid_file.exists, 60, message="the grandchild to start")
+    grandchild = int(pid_file.read_text())
+    assert pid_alive(grandchild)
+    started = time.monotonic()
+    run.cancel()
+    wait_until(lambda: run.get_status() == "Canceled", 5, message="Canceled")
+    assert time.monotonic() - started <= 5
+    assert not pid_alive(grandchild)
+    statuses = [c["status"] for c in run.get_details()["status_history"]]
+    assert statuses[-1] == "Canceled"
+
+
+def test_a_killed_node_fails_its_run_as_node_lost(ws, node, controller, tmp_path):
+    pid_file = tmp_path / "grandchild.pid"
+    run = Experiment(ws, name="lost").submit(script_config(ws, "scripts", "spawn_and_wait.py", [str(pid_file)]))
+    wait_until(pid_file.exists, 60, message="the script to start")
+    grandchild = int(pid_file.read_text())
+    node.kill()
+    took = wait_until(lambda: run.get_status() == "Failed", 15, interval=0.2, message="Failed")
+    assert run.get_details()["status_reason"] == "node lost"
+    assert took <= 15
+    wait_until(lambda: not pid_alive(grandchild), 5, message="the orphaned process to be gone")
+    assert Node.objects.get(name=node.name).state == "lost"
+
+
+def test_a_gpu_size_on_a_machine_without_gpus_fails_at_once(ws, workspace, capsys):
+    from tests.runs.builders import make_cluster
+    from trainhub.sdk import Environment, ScriptRunConfig
+
+    if any(name.startswith("nvidia") for name in os.listdir("/dev")):
+        pytest.skip("this machine has a GPU")
+    make_cluster(workspace, name="gpu-cluster", vm_size="STANDARD_NC6", provisioner="local")
+    src = ScriptRunConfig(
+        source_directory=str(__import__("tests.runs.conftest", fromlist=["PROJECTS"]).PROJECTS / "scripts"),
+        script="fail.py",
+        compute_target="gpu-cluster",
+        environment=Environment.get(workspace=ws, name="TrainHub-PyTorch-2.13-CPU"),
+    )
+    run = Experiment(ws, name="gpu").submit(src)
+    assert run.get_status() == "Failed"
+    assert "needs 1 GPU(s) per node" in run.get_details()["status_reason"]
