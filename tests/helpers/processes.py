@@ -74,8 +74,9 @@ class Server:
 class NodeProcess:
     """`manage.py trainhub_node` for a cluster, as people start nodes by hand."""
 
-    def __init__(self, cluster, log_dir: Path, name: str | None = None, **env: str):
+    def __init__(self, cluster, log_dir: Path, name: str | None = None, prefix: tuple[str, ...] = (), **env: str):
         self.cluster = cluster
+        self.prefix = list(prefix)
         self.name = name or f"{cluster.name}-test-{free_port()}"
         self.log_path = log_dir / f"node-{self.name}.log"
         self.env = env
@@ -86,7 +87,7 @@ class NodeProcess:
 
         self.process = subprocess.Popen(
             [
-                sys.executable, "manage.py", "trainhub_node", "--cluster", self.cluster.name,
+                *self.prefix, sys.executable, "manage.py", "trainhub_node", "--cluster", self.cluster.name,
                 "--workspace", self.cluster.workspace.name, "--name", self.name,
             ],
             cwd=BASE_DIR,

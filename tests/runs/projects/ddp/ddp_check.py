@@ -23,7 +23,11 @@ if args.dist_url:
 else:
     dist.init_process_group(os.environ.get("TRAINHUB_DIST_BACKEND", "gloo"), init_method="env://")
 rank, world = dist.get_rank(), dist.get_world_size()
-print(f"rank {rank}/{world} local {os.environ.get('LOCAL_RANK')} node {os.environ.get('NODE_RANK')}", flush=True)
+print(
+    f"rank {rank}/{world} local {os.environ.get('LOCAL_RANK')} node {os.environ.get('NODE_RANK')} "
+    f"master {os.environ.get('MASTER_ADDR')}",
+    flush=True,
+)
 if rank == args.fail_rank:
     raise RuntimeError(f"rank {rank} fails on purpose")
 value = torch.tensor([float(rank + 1)])
