@@ -12,6 +12,13 @@ from trainhub.sdk._snapshot import pack_source_directory
 from trainhub.sdk.exceptions import SnapshotTooLargeError
 
 
+@pytest.fixture(autouse=True)
+def temporary_folder(tmp_path_factory, monkeypatch):
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path_factory.mktemp("packs")))
+
+
 def names(packed) -> list[str]:
     with tarfile.open(packed.path, "r:gz") as archive:
         return sorted(archive.getnames())
