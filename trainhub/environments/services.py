@@ -1,0 +1,357 @@
+"""Writes about environments: registering versions, curating, cloning, deprecating, builds."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from trainhub.environments import curated
+from trainhub.environments.curated import CURATED_NEEDS_PREFIX
+from trainhub.environments.models import (
+    NAME_MESSAGE,
+    BuildStatus,
+    Environment,
+    EnvironmentBuild,
+    EnvironmentVersion,
+    name_validator,
+)
+from trainhub.environments.spec import SpecError, normalise_spec, spec_hash
+from trainhub.workspaces.permissions import Access, Action
+
+RESERVED_NAME = (
+    "Names starting with '" + curated.RESERVED_PREFIX + "' are reserved for curated environments, "
+    "which administrators make in the admin site. Choose another name: to change a curated "
+    "environment, clone it under a name of your own."
+)
+CURATED_STAFF_ONLY = (
+    "Only TrainHub administrators (staff) can create or change curated environments."
+)
+NAME_TAKEN = "An environment named {name!r} already exists here."
+# Build logs can be huge (pip's verbose output); the end says what went wrong.
+MAX_STORED_LOG_CHARS = 200_000
+
+
+@dataclass(frozen=True)
+class Registration:
+    version: EnvironmentVersion
+    created: bool
+
+
+def _check_name(name: str) -> str:
+    name = name.strip()
+    try:
+        name_validator(name)
+    except ValidationError:
+        raise ValidationError({"name": NAME_MESSAGE}) from None
+    return name
+
+
+def _normalised(spec: dict[str, Any] | None) -> dict[str, Any]:
+    try:
+        return normalise_spec(spec)
+    except SpecError as error:
+        raise ValidationError({"spec": str(error)}) from None
+
+
+def _add_version(
+    environment: Environment, spec: dict[str, Any], user: AbstractBaseUser | None
+) -> Registration:
+    """The next version of `environment` with `spec`, unless its latest has exactly that spec."""
+    locked = Environment.objects.select_for_update().get(pk=environment.pk)
+    digest = spec_hash(spec)
+    latest = locked.versions.order_by("-version").first()
+    if latest is not None and latest.spec_hash == digest:
+        return Registration(latest, created=False)
+    version = EnvironmentVersion.objects.create(
+        environment=locked,
+        version=(latest.version + 1) if latest else 1,
+        spec=spec,
+        spec_hash=digest,
+        created_by=user if user is not None and user.is_authenticated else None,
+    )
+    version.environment = environment
+    return Registration(version, created=True)
+
+
+def _environment_for(
+    *, workspace, name: str, user: AbstractBaseUser | None, description: str
+) -> Environment:
+    environment = Environment.objects.filter(workspace=workspace, name=name).first()
+    if environment is not None:
+        return environment
+    if Environment.objects.filter(workspace=workspace, name__iexact=name).exists():
+        raise ValidationError({"name": NAME_TAKEN.format(name=name)})
+    try:
+        with transaction.atomic():
+            return Environment.objects.create(
+                workspace=workspace,
+                name=name,
+                description=description,
+                created_by=user if user is not None and user.is_authenticated else None,
+            )
+    except IntegrityError:
+        # Someone registered the same name a moment ago: theirs is the environment to version.
+        return Environment.objects.get(workspace=workspace, name=name)
+
+
+@transaction.atomic
+def environment_register(
+    *,
+    access: Access,
+    user: AbstractBaseUser,
+    name: str,
+    spec: dict[str, Any],
+    description: str = "",
+) -> Registration:
+    """Register `spec` as the next version of the workspace environment `name` (made if new).
+
+    Re-registering the spec of the latest version returns that version instead of a copy.
+    """
+    access.require(Action.WRITE)
+    if curated.is_reserved(name.strip()):
+        raise ValidationError({"name": RESERVED_NAME})
+    name = _check_name(name)
+    normalised = _normalised(spec)
+    environment = _environment_for(
+        workspace=access.workspace, name=name, user=user, description=description
+    )
+    return _add_version(environment, normalised, user)
+
+
+@transaction.atomic
+def environment_clone(
+    *, access: Access, user: AbstractBaseUser, source: EnvironmentVersion, new_name: str
+) -> Registration:
+    """A workspace environment `new_name` whose next version has the spec of `source`."""
+    return environment_register(
+        access=access,
+        user=user,
+        name=new_name,
+        spec=source.spec,
+        description=f"Cloned from {source.environment.name} version {source.version}.",
+    )
+
+
+def _require_staff(user: AbstractBaseUser | None) -> None:
+    if user is None or not user.is_authenticated or not getattr(user, "is_staff", False):
+        raise PermissionDenied(CURATED_STAFF_ONLY)
+
+
+@transaction.atomic
+def curated_environment_save(
+    *,
+    user: AbstractBaseUser,
+    name: str,
+    spec: dict[str, Any],
+    description: str = "",
+    deprecated: bool = False,
+    environment: Environment | None = None,
+) -> Registration:
+    """Create a curated environment, or change one: a changed spec makes its next version."""
+    _require_staff(user)
+    return _curated_save(
+        user=user,
+        name=name,
+        spec=spec,
+        description=description,
+        deprecated=deprecated,
+        environment=environment,
+    )
+
+
+def _curated_save(
+    *,
+    user: AbstractBaseUser | None,
+    name: str,
+    spec: dict[str, Any],
+    description: str,
+    deprecated: bool,
+    environment: Environment | None,
+) -> Registration:
+    name = _check_name(name)
+    if not name.startswith(curated.RESERVED_PREFIX):
+        raise ValidationError({"name": CURATED_NEEDS_PREFIX})
+    normalised = _normalised(spec)
+    others = Environment.objects.filter(workspace__isnull=True, name__iexact=name)
+    if environment is not None:
+        if not environment.is_curated:
+            raise ValidationError(CURATED_STAFF_ONLY)
+        others = others.exclude(pk=environment.pk)
+    if others.exists():
+        raise ValidationError({"name": NAME_TAKEN.format(name=name)})
+    if environment is None:
+        environment = Environment.objects.create(
+            workspace=None,
+            name=name,
+            description=description,
+            deprecated=deprecated,
+            created_by=user,
+        )
+    else:
+        environment.name = name
+        environment.description = description
+        environment.deprecated = deprecated
+        environment.save(update_fields=["name", "description", "deprecated"])
+    return _add_version(environment, normalised, user)
+
+
+@transaction.atomic
+def environment_set_deprecated(
+    *, user: AbstractBaseUser, environment: Environment, deprecated: bool
+) -> None:
+    _require_staff(user)
+    Environment.objects.filter(pk=environment.pk).update(deprecated=deprecated)
+    environment.deprecated = deprecated
+
+
+# ---------------------------------------------------------------- builds
+
+
+def _log_tail(log: str) -> str:
+    if len(log) <= MAX_STORED_LOG_CHARS:
+        return log
+    dropped = len(log) - MAX_STORED_LOG_CHARS
+    return (
+        f"[… {dropped} earlier characters of the build log dropped]\n" + log[-MAX_STORED_LOG_CHARS:]
+    )
+
+
+def record_build(
+    *,
+    spec_hash: str,
+    node: str,
+    status: str = BuildStatus.BUILDING,
+    version: EnvironmentVersion | None = None,
+    log: str = "",
+    reason: str = "",
+    cache_hit: bool = False,
+    started_at: datetime | None = None,
+    finished_at: datetime | None = None,
+) -> EnvironmentBuild:
+    """A build of a spec on a node, as the node saw it; finish it with `build_finish`."""
+    if status not in BuildStatus.values:
+        raise ValidationError(f"A build's status is one of {', '.join(BuildStatus.values)}.")
+    return EnvironmentBuild.objects.create(
+        spec_hash=spec_hash,
+        node=node[:255],
+        status=status,
+        version=version,
+        log=_log_tail(log),
+        reason=reason.splitlines()[0][:500] if reason else "",
+        cache_hit=cache_hit,
+        started_at=started_at or timezone.now(),
+        finished_at=finished_at,
+    )
+
+
+def build_finish(
+    *, build: EnvironmentBuild, status: str, log: str, reason: str = "", cache_hit: bool = False
+) -> EnvironmentBuild:
+    if status not in (BuildStatus.SUCCEEDED, BuildStatus.FAILED):
+        raise ValidationError("A build finishes succeeded or failed.")
+    build.status = status
+    build.log = _log_tail(log)
+    build.reason = reason.splitlines()[0][:500] if reason else ""
+    build.cache_hit = cache_hit
+    build.finished_at = timezone.now()
+    build.save(update_fields=["status", "log", "reason", "cache_hit", "finished_at"])
+    return build
+
+
+class _LogFlusher:
+    """Keeps the build row's log current while a build runs, so the portal shows progress."""
+
+    INTERVAL_SECONDS = 1.0
+
+    def __init__(self, build: EnvironmentBuild) -> None:
+        self.build = build
+        self.lines: list[str] = []
+        self.flushed_at = 0.0
+
+    def __call__(self, line: str) -> None:
+        import time
+
+        self.lines.append(line)
+        now = time.monotonic()
+        if now - self.flushed_at >= self.INTERVAL_SECONDS:
+            self.flushed_at = now
+            EnvironmentBuild.objects.filter(pk=self.build.pk).update(log=_log_tail(self.text()))
+
+    def text(self) -> str:
+        return "\n".join(self.lines) + ("\n" if self.lines else "")
+
+
+def build_version(
+    *,
+    version: EnvironmentVersion,
+    cache_dir: Path,
+    node: str,
+    log: Callable[[str], None] | None = None,
+) -> EnvironmentBuild:
+    """Materialise `version` into `cache_dir` on this machine and record how it went.
+
+    Not atomic: the build takes seconds to minutes, and its row shows progress meanwhile.
+    """
+    from trainhub.environments.builders import BuildError, materialise_environment
+
+    build = record_build(spec_hash=version.spec_hash, node=node, version=version)
+    flusher = _LogFlusher(build)
+
+    def both(line: str) -> None:
+        flusher(line)
+        if log is not None:
+            log(line)
+
+    try:
+        built = materialise_environment(version.spec, cache_dir=cache_dir, log=both)
+    except BuildError as error:
+        return build_finish(
+            build=build,
+            status=BuildStatus.FAILED,
+            log=error.log or flusher.text(),
+            reason=error.reason,
+        )
+    return build_finish(
+        build=build, status=BuildStatus.SUCCEEDED, log=flusher.text(), cache_hit=built.cache_hit
+    )
+
+
+def build_enqueue(*, user: AbstractBaseUser, version: EnvironmentVersion) -> None:
+    """Build `version` on the server's worker (the admin's "build now") once the request commits."""
+    _require_staff(user)
+    import django_rq
+
+    from trainhub.environments.jobs import build_version_job
+
+    transaction.on_commit(
+        lambda: django_rq.get_queue("default").enqueue(build_version_job, version.pk)
+    )
+
+
+# ---------------------------------------------------------------- demo
+
+
+@transaction.atomic
+def seed_demo(*, workspace, user) -> None:
+    """`make run`'s curated PyTorch environment. Idempotent: a second call changes nothing."""
+    environment = Environment.objects.filter(
+        workspace__isnull=True, name=curated.PYTORCH_CPU_NAME
+    ).first()
+    if environment is not None and environment.versions.exists():
+        return
+    _curated_save(
+        user=user,
+        name=curated.PYTORCH_CPU_NAME,
+        spec=curated.PYTORCH_CPU_SPEC,
+        description=curated.PYTORCH_CPU_DESCRIPTION,
+        deprecated=False,
+        environment=environment,
+    )
