@@ -108,6 +108,7 @@ def _on_validation_error(request: HttpRequest, exc: ValidationError) -> HttpResp
 
 
 def _register_routers() -> None:
+    from metrics.api import router as metrics_router
     from runs.api import router as runs_router
     from trainhub.compute.api import catalog_router
     from trainhub.compute.api import router as compute_router
@@ -117,6 +118,7 @@ def _register_routers() -> None:
     api.add_router("/workspaces", compute_router)
     api.add_router("/vm-sizes", catalog_router)
     api.add_router("/workspaces", runs_router)
+    api.add_router("/workspaces", metrics_router)
 
 
 _register_routers()

@@ -52,6 +52,7 @@ INSTALLED_APPS = [
     "trainhub.workspaces",
     "trainhub.compute",
     "runs",
+    "metrics",
 ]
 
 MIDDLEWARE = [

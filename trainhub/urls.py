@@ -15,4 +15,5 @@ urlpatterns = [
     path("", include("trainhub.workspaces.urls")),
     path("", include("trainhub.compute.urls")),
     path("", include("runs.urls")),
+    path("", include("metrics.urls")),
 ]

@@ -5,8 +5,23 @@ Standard library only.
 
 from __future__ import annotations
 
+import math
 import os
+import sys
+import threading
 from typing import Any
+
+from trainhub.sdk._run_metrics import (
+    NOT_A_NUMBER,
+    NOT_FINITE_WARNING,
+    UrllibTransport,
+    as_cell,
+    as_number,
+    as_step,
+    as_tag_value,
+    check_name,
+    run_rank,
+)
 
 
 class _ExperimentRef:
@@ -37,23 +52,99 @@ class _RunWorkspace:
 
 
 class OfflineRun:
-    """What `Run.get_context()` returns outside TrainHub: values are printed and kept here."""
+    """What `Run.get_context()` returns outside TrainHub: values are printed and kept here,
+    so a script written for TrainHub runs anywhere and `get_metrics()` still answers."""
 
     id = "OfflineRun"
+
+    def __init__(self) -> None:
+        self._series: dict[str, list[tuple[int, float]]] = {}
+        self._tables: dict[str, list[dict[str, Any]]] = {}
+        self._tags: dict[str, str] = {}
+        self._non_finite: set[str] = set()
+
+    def log(self, name: str, value: Any, step: int | None = None, description: str = "") -> None:
+        check_name(name)
+        value = as_number(name, value)
+        if not math.isfinite(value):
+            if name not in self._non_finite:
+                self._non_finite.add(name)
+                print(NOT_FINITE_WARNING.format(name=name, value=value), file=sys.stderr)
+            return
+        points = self._series.setdefault(name, [])
+        if step is None:
+            step = points[-1][0] + 1 if points else 0
+        else:
+            step = as_step(name, step)
+        points.append((step, value))
+        print(f"[offline run] {name} = {value!r} (step {step})")
+
+    def log_list(self, name: str, value: Any, description: str = "") -> None:
+        if isinstance(value, (str, bytes)):
+            raise TypeError(NOT_A_NUMBER.format(name=name, kind=type(value).__name__))
+        for item in value:
+            self.log(name, item, description=description)
+
+    def log_row(self, name: str, description: str = "", **kwargs: Any) -> None:
+        check_name(name)
+        cells = {check_name(key): as_cell(name, key, value) for key, value in kwargs.items()}
+        self._tables.setdefault(name, []).append(cells)
+        print(f"[offline run] {name} row {cells}")
+
+    def tag(self, key: str, value: Any = None) -> None:
+        self._tags[key] = as_tag_value(key, value)
+        print(f"[offline run] tag {key} = {self._tags[key]!r}")
+
+    def set_tags(self, tags: dict[str, Any]) -> None:
+        if not isinstance(tags, dict):
+            raise TypeError(f"run.set_tags() takes a dict of tags, not {type(tags).__name__}.")
+        for key, value in tags.items():
+            self.tag(key, value)
+
+    def get_tags(self) -> dict[str, str]:
+        return dict(self._tags)
+
+    def flush(self) -> None:
+        """Nothing to send offline."""
+
+    def get_metrics(self, name: str | None = None, rank: int | None = None) -> dict[str, Any]:
+        found: dict[str, Any] = {}
+        for metric, points in self._series.items():
+            values = [value for _, value in points]
+            found[metric] = values[0] if len(values) == 1 else values
+        for table, rows in self._tables.items():
+            columns = {key: None for row in rows for key in row}
+            found[table] = {key: [row.get(key) for row in rows] for key in columns}
+        if name is not None:
+            return {name: found[name]} if name in found else {}
+        return found
 
     def __repr__(self) -> str:
         return "OfflineRun()"
 
 
-def current_run(allow_offline: bool = True) -> Any:
-    from trainhub.sdk.run import Run
+_current: Any = None
+_current_lock = threading.Lock()
 
+
+def current_run(allow_offline: bool = True) -> Any:
+    """The same object on every call, so that all of a script's metrics share one buffer."""
+    global _current
     run_id = os.environ.get("TRAINHUB_RUN_ID")
-    if not run_id:
-        if not allow_offline:
-            raise RuntimeError("Not inside a TrainHub run (TRAINHUB_RUN_ID is not set).")
-        return OfflineRun()
-    workspace = _RunWorkspace(
-        os.environ["TRAINHUB_WORKSPACE"], os.environ["TRAINHUB_SERVER_URL"], os.environ["TRAINHUB_RUN_TOKEN"]
-    )
-    return Run(_ExperimentRef(workspace, os.environ.get("TRAINHUB_EXPERIMENT", "")), run_id)
+    if not run_id and not allow_offline:
+        raise RuntimeError("Not inside a TrainHub run (TRAINHUB_RUN_ID is not set).")
+    with _current_lock:
+        if _current is not None and _current.id == (run_id or OfflineRun.id):
+            return _current
+        if not run_id:
+            _current = OfflineRun()
+            return _current
+        from trainhub.sdk.run import Run
+
+        url, token = os.environ["TRAINHUB_SERVER_URL"], os.environ["TRAINHUB_RUN_TOKEN"]
+        workspace = _RunWorkspace(os.environ["TRAINHUB_WORKSPACE"], url, token)
+        run = Run(_ExperimentRef(workspace, os.environ.get("TRAINHUB_EXPERIMENT", "")), run_id)
+        run._metrics_transport = UrllibTransport(url, token)
+        run._metrics_rank = run_rank()
+        _current = run
+        return run

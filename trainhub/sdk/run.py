@@ -13,10 +13,12 @@ import sys
 import time
 from typing import Any
 
+from trainhub.sdk._run_metrics import RunMetricsMixin
+
 FINAL_STATUSES = ("Completed", "Failed", "Canceled")
 
 
-class Run:
+class Run(RunMetricsMixin):
     def __init__(self, experiment: Any, run_id: str, _details: dict[str, Any] | None = None):
         self.experiment = experiment
         self.id = run_id

@@ -1,0 +1,7 @@
+from django.urls import path
+
+from metrics.consumers import RunMetricsConsumer
+
+websocket_urlpatterns = [
+    path("ws/runs/<str:run_id>/metrics/", RunMetricsConsumer.as_asgi()),
+]

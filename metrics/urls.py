@@ -1,0 +1,15 @@
+from django.urls import path
+
+from metrics import views
+
+app_name = "metrics"
+
+urlpatterns = [
+    path("w/<str:workspace_name>/runs/<str:run_id>/metrics.csv", views.run_metrics_csv, name="csv"),
+    path(
+        "w/<str:workspace_name>/experiments/<str:name>/metrics/",
+        views.experiment_metrics,
+        name="experiment",
+    ),
+    path("w/<str:workspace_name>/experiments/<str:name>/compare/", views.compare, name="compare"),
+]

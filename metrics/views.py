@@ -1,0 +1,173 @@
+"""Metric pages: CSV downloads of a run's series, an experiment's runs by metric, compare view."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterator
+
+import numpy as np
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.shortcuts import render
+
+from metrics import selectors
+from metrics.models import MetricSeries, SeriesKind
+from runs import selectors as run_selectors
+from trainhub.workspaces import selectors as workspace_selectors
+
+CSV_POINTS_PER_PIECE = 20_000
+RUNS_PER_PAGE = 50
+
+
+def _csv_line(values: list) -> str:
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerow(values)
+    return buffer.getvalue()
+
+
+def _iso(times: np.ndarray) -> np.ndarray:
+    return np.datetime_as_string((times * 1e6).astype("datetime64[us]"), unit="ms", timezone="UTC")
+
+
+def _scalar_csv(series: list[MetricSeries]) -> Iterator[str]:
+    yield "name,rank,step,value,time_unix,time_utc\n"
+    for item in series:
+        points = selectors.points_of(item)
+        prefix = _csv_line([item.name, item.rank]).rstrip("\n")
+        for start in range(0, points.count, CSV_POINTS_PER_PIECE):
+            stop = start + CSV_POINTS_PER_PIECE
+            steps = points.steps[start:stop].tolist()
+            values = points.values[start:stop].tolist()
+            times = points.times[start:stop].tolist()
+            utc = _iso(points.times[start:stop])
+            yield "".join(
+                f"{prefix},{s},{v!r},{t!r},{u}\n"
+                for s, v, t, u in zip(steps, values, times, utc, strict=True)
+            )
+
+
+def _table_csv(series: MetricSeries) -> Iterator[str]:
+    columns = selectors.table_columns(selectors.iter_rows(series))
+    yield _csv_line(["name", "rank", "step", "time_unix", *columns])
+    for row in selectors.iter_rows(series):
+        yield _csv_line(
+            [
+                series.name,
+                series.rank,
+                row.step,
+                repr(row.time),
+                *[row.cells.get(c, "") for c in columns],
+            ]
+        )
+
+
+@login_required
+def run_metrics_csv(request: HttpRequest, workspace_name: str, run_id: str) -> HttpResponse:
+    """Every point of one metric (?name=, ?rank=) or of all the run's metrics, as CSV."""
+    access = workspace_selectors.access_for(request.user, workspace_name)
+    run = run_selectors.run_get(access.workspace, run_id)
+    name = request.GET.get("name")
+    rank_text = request.GET.get("rank", "")
+    rank = int(rank_text) if rank_text.isdigit() else None
+    if name:
+        series = selectors.series_get(run, name, rank or 0)
+        body = _table_csv(series) if series.kind == SeriesKind.TABLE else _scalar_csv([series])
+        filename = (
+            f"{run.run_id}-{''.join(c if c.isalnum() or c in '-_.' else '_' for c in name)}.csv"
+        )
+    else:
+        body = _scalar_csv(list(selectors.series_of(run, rank=rank, kind=SeriesKind.SCALAR)))
+        filename = f"{run.run_id}-metrics.csv"
+    response = StreamingHttpResponse(body, content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response
+
+
+def _chosen(request: HttpRequest, key: str) -> list[str]:
+    """A list from the query string, given as repeated keys or comma-separated (shareable URLs)."""
+    found: list[str] = []
+    for value in request.GET.getlist(key):
+        found.extend(part for part in value.split(",") if part and part not in found)
+    return found
+
+
+@login_required
+def experiment_metrics(request: HttpRequest, workspace_name: str, name: str) -> HttpResponse:
+    """The experiment's runs with final values of the metrics the user picked, sortable by one."""
+    access = workspace_selectors.access_for(request.user, workspace_name)
+    experiment = run_selectors.experiment_get(access.workspace, name)
+    names = selectors.experiment_metric_names(experiment)
+    columns = [c for c in _chosen(request, "columns") if c in names] or names[:4]
+    sort = request.GET.get("sort") or None
+    if sort not in names:
+        sort = None
+    descending = request.GET.get("order") == "desc"
+    page_text = request.GET.get("page", "1")
+    page = max(1, int(page_text)) if page_text.isdigit() else 1
+    runs = selectors.runs_with_final_values(
+        experiment,
+        columns=columns,
+        sort=sort,
+        descending=descending,
+        offset=(page - 1) * RUNS_PER_PAGE,
+        limit=RUNS_PER_PAGE + 1,
+    )
+    return render(
+        request,
+        "metrics/experiment_metrics.html",
+        {
+            "access": access,
+            "workspace": access.workspace,
+            "experiment": experiment,
+            "names": names,
+            "columns": columns,
+            "sort": sort,
+            "descending": descending,
+            "runs": runs[:RUNS_PER_PAGE],
+            "page": page,
+            "has_next": len(runs) > RUNS_PER_PAGE,
+            "selected": _chosen(request, "runs"),
+            "section": "experiments",
+        },
+    )
+
+
+@login_required
+def compare(request: HttpRequest, workspace_name: str, name: str) -> HttpResponse:
+    """Curves of several runs of an experiment overlaid, one chart per metric (?runs=a,b,c)."""
+    access = workspace_selectors.access_for(request.user, workspace_name)
+    experiment = run_selectors.experiment_get(access.workspace, name)
+    run_ids = _chosen(request, "runs")
+    runs = selectors.runs_for_compare(experiment, run_ids)
+    names = sorted(
+        set(
+            MetricSeries.objects.filter(run__in=runs, rank=0, kind=SeriesKind.SCALAR).values_list(
+                "name", flat=True
+            )
+        )
+    )
+    finals = {
+        (run_pk, metric): value
+        for run_pk, metric, value in MetricSeries.objects.filter(
+            run__in=runs, rank=0, kind=SeriesKind.SCALAR
+        ).values_list("run_id", "name", "last_value")
+    }
+    rows = [
+        {"run": run, "values": [finals.get((run.pk, metric)) for metric in names]} for run in runs
+    ]
+    return render(
+        request,
+        "metrics/compare.html",
+        {
+            "access": access,
+            "workspace": access.workspace,
+            "experiment": experiment,
+            "runs": runs,
+            "rows": rows,
+            "names": names,
+            "share_query": ",".join(run.run_id for run in runs),
+            "missing": [run_id for run_id in run_ids if run_id not in {r.run_id for r in runs}],
+            "section": "experiments",
+        },
+    )

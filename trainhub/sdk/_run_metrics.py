@@ -1,0 +1,471 @@
+"""`run.log`, `log_list`, `log_row`, `tag`, `set_tags`, `get_metrics`, `flush`: metrics of a run.
+
+Standard library only. `log()` appends to an in-memory buffer (about a microsecond); a daemon
+thread sends the buffer in batches every half second (or sooner when it grows), and whatever is
+left is sent at exit — after an uncaught exception too — and on SIGTERM. Only SIGKILL and
+`os._exit()` lose points logged in the last half second.
+
+NaN and infinite values: TrainHub stores finite numbers only. Inside a script they are dropped
+with one warning per metric on stderr instead of raising, so a diverging loss never kills a
+training run; the server refuses them outright. Names are 1 to 255 characters.
+"""
+
+from __future__ import annotations
+
+import atexit
+import collections
+import json
+import math
+import os
+import signal
+import sys
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterable
+from typing import Any
+
+MAX_NAME_LENGTH = 255
+MAX_TAG_VALUE_LENGTH = 5000
+MAX_CELL_TEXT_LENGTH = 1000
+FLUSH_SECONDS = float(os.environ.get("TRAINHUB_METRICS_FLUSH_SECONDS", "0.5"))
+BATCH_ITEMS = 20_000
+SEND_ATTEMPTS_SECONDS = 60.0
+EXIT_FLUSH_SECONDS = 30.0
+SIGTERM_FLUSH_SECONDS = 2.5  # the node gives a stopped rank 3 s before SIGKILL
+
+_ROW = object()
+_TAG = object()
+
+NOT_A_NUMBER = (
+    "run.log({name!r}, ...): the value must be a number (int or float), not {kind}. "
+    "Record text with run.tag() or run.log_row()."
+)
+BAD_NAME = "A metric name must be a string of 1 to 255 characters, not {got}."
+NOT_FINITE_WARNING = (
+    "TrainHub: metric {name!r} got {value!r}, which is not finite; TrainHub keeps finite numbers "
+    "only, so this and later non-finite values of {name!r} are not logged."
+)
+
+
+def run_rank() -> int:
+    """This process's rank in a distributed run (0 when not distributed)."""
+    for variable in ("TRAINHUB_RANK", "RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK"):
+        value = os.environ.get(variable, "")
+        if value.isdigit():
+            return int(value)
+    return 0
+
+
+# ---------------------------------------------------------------- validation (OfflineRun too)
+
+
+def check_name(name: Any) -> str:
+    if type(name) is not str:
+        raise TypeError(BAD_NAME.format(got=type(name).__name__))
+    if not name or len(name) > MAX_NAME_LENGTH:
+        raise ValueError(BAD_NAME.format(got=f"a name of {len(name)} characters"))
+    return name
+
+
+def as_number(name: str, value: Any) -> float:
+    """A float from anything number-like (int, bool, numpy scalar, one-element tensor)."""
+    if type(value) is float:
+        return value
+    if isinstance(value, (str, bytes)) or value is None:
+        raise TypeError(NOT_A_NUMBER.format(name=name, kind=type(value).__name__))
+    item = getattr(value, "item", None)
+    if callable(item):
+        try:
+            value = item()
+        except (ValueError, RuntimeError):
+            raise TypeError(
+                NOT_A_NUMBER.format(name=name, kind=f"{type(value).__name__} of many values")
+            ) from None
+    if isinstance(value, (int, float)):
+        try:
+            return float(value)
+        except OverflowError:
+            return math.inf
+    raise TypeError(NOT_A_NUMBER.format(name=name, kind=type(value).__name__))
+
+
+def as_step(name: str, step: Any) -> int:
+    if type(step) is not int:
+        if isinstance(step, float) and step.is_integer():
+            step = int(step)
+        elif hasattr(step, "__index__") and not isinstance(step, bool):
+            step = step.__index__()
+        else:
+            raise TypeError(
+                f"run.log({name!r}, ..., step=...): the step must be an integer, "
+                f"not {type(step).__name__}."
+            )
+    if not 0 <= step < 2**63:
+        raise ValueError(
+            f"run.log({name!r}, ..., step={step}): the step must be from 0 to 2**63-1."
+        )
+    return step
+
+
+def as_cell(name: str, key: str, value: Any) -> Any:
+    if value is None or type(value) in (bool, int, str, float):
+        pass
+    elif callable(getattr(value, "item", None)):
+        value = value.item()
+    if type(value) is str and len(value) > MAX_CELL_TEXT_LENGTH:
+        raise ValueError(
+            f"run.log_row({name!r}): cell {key!r} is longer than {MAX_CELL_TEXT_LENGTH} characters."
+        )
+    if type(value) is float and not math.isfinite(value):
+        return None
+    if value is None or type(value) in (bool, int, float, str):
+        return value
+    raise TypeError(
+        f"run.log_row({name!r}): cell {key!r} is {type(value).__name__}; cells are numbers, "
+        "strings, "
+        "booleans or None."
+    )
+
+
+def as_tag_value(key: str, value: Any) -> str:
+    """Tags are text; numbers and booleans are kept as their text."""
+    check_name(key)
+    if value is None:
+        return ""
+    if type(value) in (int, float, bool):
+        value = str(value)
+    if not isinstance(value, str):
+        raise TypeError(
+            f"run.tag({key!r}, ...): a tag value is a string, not {type(value).__name__}."
+        )
+    if len(value) > MAX_TAG_VALUE_LENGTH:
+        raise ValueError(
+            f"run.tag({key!r}, ...): a tag value is at most {MAX_TAG_VALUE_LENGTH} characters."
+        )
+    return value
+
+
+def metrics_view(answer: dict[str, Any]) -> dict[str, Any]:
+    """The server's series as `get_metrics()` gives them: a value, a list, or table columns."""
+    found: dict[str, Any] = {}
+    for name, series in answer["metrics"].items():
+        if series["kind"] == "table":
+            columns: dict[str, list[Any]] = {}
+            rows = series["rows"]
+            for key in {key: None for row in rows for key in row["cells"]}:
+                columns[key] = [row["cells"].get(key) for row in rows]
+            found[name] = columns
+        else:
+            values = series["values"]
+            found[name] = values[0] if len(values) == 1 else values
+    return found
+
+
+# ---------------------------------------------------------------- transport
+
+
+class UrllibTransport:
+    """The in-run way to the server: urllib, the run's own token, no third-party package."""
+
+    def __init__(self, base_url: str, token: str):
+        self.base_url = base_url.rstrip("/")
+        self.token = token
+
+    def _request(self, method: str, path: str, body: bytes | None, timeout: float) -> Any:
+        request = urllib.request.Request(
+            f"{self.base_url}/api/v1/{path.lstrip('/')}",
+            data=body,
+            method=method,
+            headers={"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return json.loads(response.read() or b"null")
+
+    def post(self, path: str, payload: dict[str, Any], timeout: float = 60.0) -> Any:
+        return self._request("POST", path, json.dumps(payload, allow_nan=False).encode(), timeout)
+
+    def get(self, path: str, params: dict[str, Any], timeout: float = 120.0) -> Any:
+        query = urllib.parse.urlencode({k: v for k, v in params.items() if v is not None})
+        return self._request("GET", f"{path}?{query}", None, timeout)
+
+
+class _PermanentError(Exception):
+    pass
+
+
+def _send_once(transport: Any, path: str, payload: dict[str, Any]) -> None:
+    try:
+        transport.post(path, payload)
+    except urllib.error.HTTPError as error:
+        if error.code in (429, 502, 503, 504):
+            raise
+        try:
+            detail = json.loads(error.read()).get("detail")
+        except Exception:
+            detail = error.reason
+        raise _PermanentError(f"{error.code}: {detail}") from None
+    except Exception as error:
+        status = getattr(error, "status", None)  # the SDK's typed errors (outside a run)
+        if status is not None and 400 <= status < 500 and status != 429:
+            raise _PermanentError(f"{status}: {error}") from None
+        raise
+
+
+# ---------------------------------------------------------------- the buffer
+
+
+class MetricsBuffer:
+    """Points, rows and tags waiting to be sent, and the thread that sends them."""
+
+    def __init__(self, transport: Any, path: str, rank: int):
+        self.transport = transport
+        self.path = path
+        self.rank = rank
+        self.items: collections.deque[tuple[Any, Any, Any, float]] = collections.deque()
+        self.names: set[str] = set()
+        self.non_finite: set[str] = set()
+        self.descriptions: dict[str, str] = {}
+        self.wake = threading.Event()
+        self.send_lock = threading.Lock()
+        self.closed = False
+        self.sent = 0
+        self.thread = threading.Thread(target=self._loop, name="trainhub-metrics", daemon=True)
+        self.thread.start()
+        atexit.register(self.close)
+        self._previous_sigterm: Any = None
+        self._watch_sigterm()
+
+    # ------------------------------------------------------------ producer side
+
+    def add_name(self, name: Any) -> None:
+        self.names.add(check_name(name))
+
+    def drop_non_finite(self, name: str, value: float) -> None:
+        if name not in self.non_finite:
+            self.non_finite.add(name)
+            print(NOT_FINITE_WARNING.format(name=name, value=value), file=sys.stderr, flush=True)
+
+    # ------------------------------------------------------------ sending
+
+    def _loop(self) -> None:
+        while not self.closed:
+            self.wake.wait(FLUSH_SECONDS)
+            self.wake.clear()
+            if self.closed:
+                return
+            try:
+                self.flush(time.monotonic() + SEND_ATTEMPTS_SECONDS)
+            except Exception as error:  # the sender must outlive any one failure
+                print(f"TrainHub: sending metrics failed: {error}", file=sys.stderr, flush=True)
+
+    def flush(self, deadline: float | None = None) -> None:
+        """Send everything logged so far, in order, before returning."""
+        deadline = deadline if deadline is not None else time.monotonic() + SEND_ATTEMPTS_SECONDS
+        remaining = deadline - time.monotonic()
+        if not self.send_lock.acquire(timeout=max(0.0, remaining)):
+            return
+        try:
+            while self.items:
+                payload, count = self._take()
+                self._send(payload, count, deadline)
+        finally:
+            self.send_lock.release()
+
+    def _take(self) -> tuple[dict[str, Any], int]:
+        metrics: dict[str, dict[str, list[Any]]] = {}
+        rows: list[dict[str, Any]] = []
+        tags: dict[str, str] = {}
+        taken = 0
+        popleft = self.items.popleft
+        while taken < BATCH_ITEMS:
+            try:
+                first, second, third, when = popleft()
+            except IndexError:
+                break
+            taken += 1
+            if first is _TAG:
+                tags[second] = third
+                continue
+            if first is _ROW:
+                name, cells = second
+                rows.append({"name": name, "step": third, "time": when, "cells": cells})
+                continue
+            series = metrics.get(first)
+            if series is None:
+                series = metrics[first] = {"steps": [], "values": [], "times": []}
+            # A step left as None is the previous step + 1, counted by the server so that a
+            # series goes on across processes (a resumed script, several scripts of one run).
+            series["steps"].append(third)
+            series["values"].append(second)
+            series["times"].append(when)
+        payload: dict[str, Any] = {"rank": self.rank}
+        if metrics:
+            payload["metrics"] = [
+                {"name": name, "description": self.descriptions.get(name, ""), **series}
+                for name, series in metrics.items()
+            ]
+        if rows:
+            payload["rows"] = rows
+        if tags:
+            payload["tags"] = tags
+        return payload, taken
+
+    def _send(self, payload: dict[str, Any], count: int, deadline: float) -> None:
+        delay = 0.2
+        while True:
+            try:
+                _send_once(self.transport, self.path, payload)
+                self.sent += count
+                return
+            except _PermanentError as error:
+                print(
+                    f"TrainHub: {count} metric values were refused by the server ({error}).",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                return
+            except Exception as error:
+                if time.monotonic() + delay > deadline:
+                    print(
+                        f"TrainHub: {count} metric values could not be sent "
+                        f"({type(error).__name__}: "
+                        f"{error}); the server did not answer in time.",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                    return
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    # ------------------------------------------------------------ the end
+
+    def close(self, seconds: float = EXIT_FLUSH_SECONDS) -> None:
+        self.closed = True
+        self.wake.set()
+        self.flush(time.monotonic() + seconds)
+
+    def _watch_sigterm(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return  # signal handlers can only be set from the main thread
+        try:
+            self._previous_sigterm = signal.getsignal(signal.SIGTERM)
+            signal.signal(signal.SIGTERM, self._on_sigterm)
+        except (ValueError, OSError):
+            pass
+
+    def _on_sigterm(self, signum: int, frame: Any) -> None:
+        self.close(SIGTERM_FLUSH_SECONDS)
+        previous = self._previous_sigterm
+        if callable(previous):
+            previous(signum, frame)
+        elif previous != signal.SIG_IGN:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+# ---------------------------------------------------------------- the mixin
+
+
+class RunMetricsMixin:
+    """The metric methods of `Run`, with the names and signatures of the guide's API."""
+
+    _metrics_buffer: MetricsBuffer | None = None
+    _metrics_transport: Any = None
+    _metrics_rank: int = 0
+    _metrics_lock = threading.Lock()
+
+    def _metrics(self) -> MetricsBuffer:
+        with RunMetricsMixin._metrics_lock:
+            if self._metrics_buffer is None:
+                transport = self._metrics_transport or _WorkspaceTransport(self._ws._http)  # type: ignore[attr-defined]
+                self._metrics_buffer = MetricsBuffer(
+                    transport, self._api("metrics"), self._metrics_rank
+                )  # type: ignore[attr-defined]
+            return self._metrics_buffer
+
+    def log(self, name: str, value: Any, step: int | None = None, description: str = "") -> None:
+        """Record one value of a metric (`step` defaults to the metric's previous step + 1)."""
+        buffer = self._metrics_buffer or self._metrics()
+        if type(value) is not float:
+            value = as_number(name, value)
+        try:
+            known = name in buffer.names
+        except TypeError:
+            known = False
+        if not known:
+            buffer.add_name(name)
+        if value - value != 0.0:  # NaN or ±inf, without a function call
+            buffer.drop_non_finite(name, value)
+            return
+        if step is not None and type(step) is not int:
+            step = as_step(name, step)
+        if description:
+            buffer.descriptions[name] = str(description)[:1000]
+        buffer.items.append((name, value, step, time.time()))
+        if len(buffer.items) >= BATCH_ITEMS:
+            buffer.wake.set()
+
+    def log_list(self, name: str, value: Iterable[Any], description: str = "") -> None:
+        """Record a list of values of a metric, at consecutive steps."""
+        if isinstance(value, (str, bytes)):
+            raise TypeError(NOT_A_NUMBER.format(name=name, kind=type(value).__name__))
+        for item in value:
+            self.log(name, item, description=description)
+
+    def log_row(self, name: str, description: str = "", **kwargs: Any) -> None:
+        """Add a row to a table metric: `run.log_row('per_class', cls=3, precision=0.9)`."""
+        buffer = self._metrics_buffer or self._metrics()
+        check_name(name)
+        cells = {check_name(key): as_cell(name, key, value) for key, value in kwargs.items()}
+        if description:
+            buffer.descriptions[name] = str(description)[:1000]
+        buffer.items.append((_ROW, (name, cells), None, time.time()))
+
+    def tag(self, key: str, value: Any = None) -> None:
+        """Tag the run: `value` is text (numbers are kept as their text; None is an empty tag)."""
+        buffer = self._metrics_buffer or self._metrics()
+        buffer.items.append((_TAG, key, as_tag_value(key, value), time.time()))
+
+    def set_tags(self, tags: dict[str, Any]) -> None:
+        if not isinstance(tags, dict):
+            raise TypeError(f"run.set_tags() takes a dict of tags, not {type(tags).__name__}.")
+        for key, value in tags.items():
+            self.tag(key, value)
+
+    def flush(self) -> None:
+        """Send every value logged so far to the server now."""
+        if self._metrics_buffer is not None:
+            self._metrics_buffer.flush()
+
+    def get_metrics(self, name: str | None = None, rank: int | None = None) -> dict[str, Any]:
+        """The run's metrics: {name: value} for one value, {name: [values]} for several, and for
+        tables {name: {column: [values]}}. Rank 0's unless `rank` is given (in a run: its own)."""
+        self.flush()
+        transport = self._metrics_transport
+        params = {"name": name, "rank": self._metrics_rank if rank is None else rank}
+        if transport is not None:
+            answer = transport.get(self._api("metrics"), params)  # type: ignore[attr-defined]
+        else:
+            answer = self._ws._http.get(self._api("metrics"), params=params)  # type: ignore[attr-defined]
+        return metrics_view(answer)
+
+    def get_tags(self) -> dict[str, str]:
+        """The run's tags, including those set by this script."""
+        self.flush()
+        transport = self._metrics_transport
+        if transport is not None:
+            return transport.get(self._api("metrics/summary"), {})["tags"]  # type: ignore[attr-defined]
+        return self._ws._http.get(self._api("metrics/summary"))["tags"]  # type: ignore[attr-defined]
+
+
+class _WorkspaceTransport:
+    """Outside a run: the SDK's HTTP client (user token, retries, typed errors)."""
+
+    def __init__(self, http: Any):
+        self.http = http
+
+    def post(self, path: str, payload: dict[str, Any], timeout: float = 60.0) -> Any:
+        return self.http.post(path, json=payload)
