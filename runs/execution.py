@@ -61,6 +61,8 @@ class RankProcess:
     mpi: bool = False
 
 
+# Run as a file, not `-m runs.supervisor`: the rank's working folder is the run's, not ours.
+SUPERVISOR = str(Path(__file__).with_name("supervisor.py"))
 MPI_HOST_PREFIX = "trainhub-node-"
 MPI_TAG = re.compile(r"\[\d+,(\d+)\]<std(?:out|err)>:")
 MPI_FAILED_RANK = re.compile(r"Process name: \[\[\d+,\d+\],(\d+)\]")
@@ -332,7 +334,7 @@ class NodeExecution:
         run = self.run
         log_file = open(self.private_logs / f"{stream}.txt", "w", encoding="utf-8", errors="replace")
         process = subprocess.Popen(
-            [sys.executable, "-m", "runs.supervisor", "--", *argv],
+            [sys.executable, "-P", SUPERVISOR, "--", *argv],
             cwd=self.workdir,
             env=env,
             stdin=subprocess.DEVNULL,
@@ -375,7 +377,7 @@ class NodeExecution:
         if run.command and run.arguments:
             argv += list(run.arguments)
         argv = [expand_variables(str(part), base) for part in argv]
-        agent = f"{sys.executable} {Path(settings.BASE_DIR) / 'runs' / 'mpi_agent.py'}"
+        agent = f"{sys.executable} -P {Path(settings.BASE_DIR) / 'runs' / 'mpi_agent.py'}"
         mpirun = [
             "mpirun", "--allow-run-as-root", "--tag-output", "--oversubscribe",
             "-np", str(total), "--host", self._mpi_hosts(),
