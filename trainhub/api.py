@@ -112,10 +112,12 @@ def _register_routers() -> None:
     from runs.api import router as runs_router
     from trainhub.compute.api import catalog_router
     from trainhub.compute.api import router as compute_router
+    from trainhub.environments.api import router as environments_router
     from trainhub.workspaces.api import router as workspaces_router
 
     api.add_router("/workspaces", workspaces_router)
     api.add_router("/workspaces", compute_router)
+    api.add_router("/workspaces", environments_router)
     api.add_router("/vm-sizes", catalog_router)
     api.add_router("/workspaces", runs_router)
     api.add_router("/workspaces", metrics_router)

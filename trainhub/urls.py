@@ -13,6 +13,7 @@ urlpatterns = [
     path("django-rq/", include("django_rq.urls")),
     path("api/v1/", api.urls),
     path("", include("trainhub.workspaces.urls")),
+    path("", include("trainhub.environments.urls")),
     path("", include("trainhub.compute.urls")),
     path("", include("runs.urls")),
     path("", include("metrics.urls")),

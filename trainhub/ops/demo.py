@@ -83,5 +83,6 @@ def _reusable_token(config_path: Path, workspace: Workspace) -> str | None:
 def _app_seeds() -> list:
     """Each app that ships demo content adds its seeding function here."""
     from trainhub.compute.services import seed_demo as seed_compute
+    from trainhub.environments.services import seed_demo as seed_environments
 
-    return [seed_compute]
+    return [seed_environments, seed_compute]
