@@ -11,8 +11,8 @@ def main() -> None:
     import django
 
     django.setup()
-    from django.conf import settings
     from daphne.cli import CommandLineInterface
+    from django.conf import settings
 
     from trainhub.ops.redis_server import wait_for_redis
 
