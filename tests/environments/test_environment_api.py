@@ -1,4 +1,4 @@
-"""The environment endpoints of /api/v1/: list, get, register, versions, clone, and who may."""
+"""The environment endpoints of /api/v1/ (list, get, register, clone) and who may call them."""
 
 from __future__ import annotations
 
