@@ -177,3 +177,10 @@ TRAINHUB_SNAPSHOT_MAX_EXPANDED_BYTES = envint("TRAINHUB_SNAPSHOT_MAX_EXPANDED_BY
 # Environments: each node's cache of built virtualenvs, evicted by least-recent use past the size.
 TRAINHUB_ENV_CACHE_DIR = envstr("TRAINHUB_ENV_CACHE_DIR", str(DATA_DIR / "envs"))
 TRAINHUB_ENV_CACHE_MAX_BYTES = envint("TRAINHUB_ENV_CACHE_MAX_BYTES", 50 * 1024**3)
+
+# HTTPS, for a deployment behind a TLS proxy (daphne's --proxy-headers reads X-Forwarded-Proto).
+# Off by default: `make run` serves plain HTTP on localhost.
+SECURE_SSL_REDIRECT = envbool("SECURE_SSL_REDIRECT", "False")
+SECURE_HSTS_SECONDS = envint("SECURE_HSTS_SECONDS", 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = envbool("SECURE_HSTS_INCLUDE_SUBDOMAINS", "False")
+SECURE_HSTS_PRELOAD = envbool("SECURE_HSTS_PRELOAD", "False")
