@@ -147,3 +147,28 @@ def test_a_build_record_keeps_the_tail_of_a_huge_log(member, contributor):
     assert build.log.endswith("last line\n") and "first line" not in build.log
     assert "earlier characters of the build log dropped" in build.log
     assert build.reason == "It broke." and build.finished_at is not None
+
+
+def test_an_executor_build_is_recorded_but_a_cache_hit_is_not(member, contributor, cache_dir):
+    from trainhub.environments.builders import BuildError
+    from trainhub.environments.models import EnvironmentBuild
+
+    version = register(member, contributor).version
+    lines: list[str] = []
+    built = services.materialise_recorded(
+        version.spec, cache_dir=cache_dir, node="node-3", log=lines.append, version=version
+    )
+    assert not built.cache_hit and any("six" in line for line in lines)
+    services.materialise_recorded(
+        version.spec, cache_dir=cache_dir, node="node-3", log=lines.append
+    )
+    build = EnvironmentBuild.objects.get()
+    assert (build.node, build.status, build.version) == ("node-3", BuildStatus.SUCCEEDED, version)
+    assert "six" in build.log and build.spec_hash == version.spec_hash
+
+    with pytest.raises(BuildError):
+        services.materialise_recorded(
+            {"python": "3.7"}, cache_dir=cache_dir, node="node-3", log=print
+        )
+    failed = EnvironmentBuild.objects.get(status=BuildStatus.FAILED)
+    assert failed.reason.startswith("Python 3.7 is not available") and "Build failed" in failed.log

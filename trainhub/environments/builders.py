@@ -131,24 +131,14 @@ def materialise_environment(
     `uv` is the uv executable to install with; None builds with pip, as on a node without uv.
     """
     transcript = _Transcript(log)
-    try:
-        normalised = specs.normalise_spec(spec)
-    except specs.SpecError as error:
-        transcript(f"The environment spec is invalid: {error}")
-        raise BuildError(f"The environment spec is invalid: {error}", transcript.text()) from None
-    digest = hashlib.sha256(specs.canonical_json(normalised).encode()).hexdigest()
+    normalised, digest = _normalise(spec, transcript)
     cache_dir = Path(cache_dir).absolute()
     root = cache_dir / digest
+    hit = _cache_hit(cache_dir, digest, transcript)
+    if hit is not None:
+        return hit
+
     lock = FileLock(str(_lock_path(cache_dir, digest)))
-
-    if (root / MARKER).is_file():
-        # The lock is uncontended here unless an eviction is removing this very entry.
-        with lock:
-            if (root / MARKER).is_file():
-                _touch(root)
-                transcript(f"Environment {digest[:12]} is in this node's cache: {root}")
-                return MaterialisedEnvironment(_venv_python(root), root, digest, cache_hit=True)
-
     _acquire_waiting(lock, digest, transcript)
     try:
         if (root / MARKER).is_file():
@@ -163,6 +153,39 @@ def materialise_environment(
     limit = _default_max_cache_bytes() if max_cache_bytes is None else max_cache_bytes
     evict_least_recently_used(cache_dir, max_bytes=limit, keep={digest}, log=transcript)
     return MaterialisedEnvironment(_venv_python(root), root, digest, cache_hit=False)
+
+
+def cached_environment(
+    spec: dict, *, cache_dir: Path, log: Callable[[str], None] | None = None
+) -> MaterialisedEnvironment | None:
+    """The environment of `spec` when this node has it built (marking it used), else None."""
+    transcript = _Transcript(log or (lambda _line: None))
+    _, digest = _normalise(spec, transcript)
+    return _cache_hit(Path(cache_dir).absolute(), digest, transcript)
+
+
+def _normalise(spec: dict, log: _Transcript) -> tuple[dict[str, Any], str]:
+    try:
+        normalised = specs.normalise_spec(spec)
+    except specs.SpecError as error:
+        log(f"The environment spec is invalid: {error}")
+        raise BuildError(f"The environment spec is invalid: {error}", log.text()) from None
+    return normalised, hashlib.sha256(specs.canonical_json(normalised).encode()).hexdigest()
+
+
+def _cache_hit(
+    cache_dir: Path, digest: str, log: Callable[[str], None]
+) -> MaterialisedEnvironment | None:
+    root = cache_dir / digest
+    if not (root / MARKER).is_file():
+        return None
+    # The lock is uncontended here unless an eviction is removing this very entry.
+    with FileLock(str(_lock_path(cache_dir, digest))):
+        if not (root / MARKER).is_file():
+            return None
+        _touch(root)
+    log(f"Environment {digest[:12]} is in this node's cache: {root}")
+    return MaterialisedEnvironment(_venv_python(root), root, digest, cache_hit=True)
 
 
 def _acquire_waiting(lock: FileLock, digest: str, log: Callable[[str], None]) -> None:

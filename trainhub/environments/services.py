@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import django_rq
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from trainhub.environments import curated
+from trainhub.environments.builders import (
+    BuildError,
+    MaterialisedEnvironment,
+    cached_environment,
+    materialise_environment,
+)
 from trainhub.environments.curated import CURATED_NEEDS_PREFIX
 from trainhub.environments.models import (
     NAME_MESSAGE,
@@ -35,6 +43,8 @@ CURATED_STAFF_ONLY = (
     "Only TrainHub administrators (staff) can create or change curated environments."
 )
 NAME_TAKEN = "An environment named {name!r} already exists here."
+# By name: the job module imports this one.
+BUILD_JOB = "trainhub.environments.jobs.build_version_job"
 # Build logs can be huge (pip's verbose output); the end says what went wrong.
 MAX_STORED_LOG_CHARS = 200_000
 
@@ -277,8 +287,6 @@ class _LogFlusher:
         self.flushed_at = 0.0
 
     def __call__(self, line: str) -> None:
-        import time
-
         self.lines.append(line)
         now = time.monotonic()
         if now - self.flushed_at >= self.INTERVAL_SECONDS:
@@ -289,6 +297,26 @@ class _LogFlusher:
         return "\n".join(self.lines) + ("\n" if self.lines else "")
 
 
+def materialise_recorded(
+    spec: dict[str, Any],
+    *,
+    cache_dir: Path,
+    node: str,
+    log: Callable[[str], None],
+    version: EnvironmentVersion | None = None,
+) -> MaterialisedEnvironment:
+    """`materialise_environment`, with each real build on this node recorded for the portal.
+
+    For executors: a cache hit writes nothing; a build (or a failed one) becomes an
+    EnvironmentBuild with its log and reason. Raises BuildError as the builder does.
+    """
+    hit = cached_environment(spec, cache_dir=cache_dir, log=log)
+    if hit is not None:
+        return hit
+    build = record_build(spec_hash=spec_hash(spec), node=node, version=version)
+    return _build_recorded(build, spec, cache_dir, log)
+
+
 def build_version(
     *,
     version: EnvironmentVersion,
@@ -296,44 +324,48 @@ def build_version(
     node: str,
     log: Callable[[str], None] | None = None,
 ) -> EnvironmentBuild:
-    """Materialise `version` into `cache_dir` on this machine and record how it went.
+    """Materialise `version` into `cache_dir` on this machine and record how it went, hit or not.
 
     Not atomic: the build takes seconds to minutes, and its row shows progress meanwhile.
     """
-    from trainhub.environments.builders import BuildError, materialise_environment
-
     build = record_build(spec_hash=version.spec_hash, node=node, version=version)
+    try:
+        _build_recorded(build, version.spec, cache_dir, log or (lambda _line: None))
+    except BuildError:
+        pass  # recorded on the build row, which is what the caller gets
+    build.refresh_from_db()
+    return build
+
+
+def _build_recorded(
+    build: EnvironmentBuild, spec: dict[str, Any], cache_dir: Path, log: Callable[[str], None]
+) -> MaterialisedEnvironment:
     flusher = _LogFlusher(build)
 
     def both(line: str) -> None:
         flusher(line)
-        if log is not None:
-            log(line)
+        log(line)
 
     try:
-        built = materialise_environment(version.spec, cache_dir=cache_dir, log=both)
+        built = materialise_environment(spec, cache_dir=cache_dir, log=both)
     except BuildError as error:
-        return build_finish(
+        build_finish(
             build=build,
             status=BuildStatus.FAILED,
             log=error.log or flusher.text(),
             reason=error.reason,
         )
-    return build_finish(
+        raise
+    build_finish(
         build=build, status=BuildStatus.SUCCEEDED, log=flusher.text(), cache_hit=built.cache_hit
     )
+    return built
 
 
 def build_enqueue(*, user: AbstractBaseUser, version: EnvironmentVersion) -> None:
     """Build `version` on the server's worker (the admin's "build now") once the request commits."""
     _require_staff(user)
-    import django_rq
-
-    from trainhub.environments.jobs import build_version_job
-
-    transaction.on_commit(
-        lambda: django_rq.get_queue("default").enqueue(build_version_job, version.pk)
-    )
+    transaction.on_commit(lambda: django_rq.get_queue("default").enqueue(BUILD_JOB, version.pk))
 
 
 # ---------------------------------------------------------------- demo
