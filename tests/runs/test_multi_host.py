@@ -40,6 +40,10 @@ def hosts():
         ip("link", "add", bridge, "type", "bridge")
         ip("addr", "add", f"{host_address}/24", "dev", bridge)
         ip("link", "set", bridge, "up")
+        if shutil.which("iptables"):
+            # Docker's engine sets the FORWARD policy to DROP, which also drops bridged traffic.
+            subprocess.run(["iptables", "-I", "FORWARD", "-i", bridge, "-o", bridge, "-j", "ACCEPT"],
+                           capture_output=True)
         for index in range(2):
             namespace, outer, inner = f"thns{tag}-{index}", f"thh{tag}{index}", f"thn{tag}{index}"
             address = SUBNET.format(tag, index + 2)
@@ -61,6 +65,9 @@ def hosts():
             subprocess.run(["ip", "netns", "del", entry[0]], capture_output=True)
             subprocess.run(["ip", "link", "del", entry[1]], capture_output=True)
         subprocess.run(["ip", "link", "del", bridge], capture_output=True)
+        if shutil.which("iptables"):
+            subprocess.run(["iptables", "-D", "FORWARD", "-i", bridge, "-o", bridge, "-j", "ACCEPT"],
+                           capture_output=True)
 
 
 @pytest.fixture
@@ -68,11 +75,13 @@ def shared_redis(hosts):
     """The session's Redis, also listening on the bridge so the namespaces reach it."""
     _, host_address = hosts
     redis = get_redis()
-    before = redis.config_get("bind")["bind"]
+    before = redis.config_get("bind")["bind"], redis.config_get("protected-mode")["protected-mode"]
     redis.config_set("bind", f"127.0.0.1 {host_address}")
+    redis.config_set("protected-mode", "no")
     url = urlparse(settings.REDIS_URL)
     yield f"redis://{host_address}:{url.port}{url.path}"
-    redis.config_set("bind", before)
+    redis.config_set("bind", before[0])
+    redis.config_set("protected-mode", before[1])
 
 
 def test_ddp_ranks_talk_across_two_hosts(ws, cluster, hosts, shared_redis, tmp_path, transactional_db):
