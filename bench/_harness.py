@@ -11,7 +11,10 @@ import time
 from pathlib import Path
 
 BASE_DIR = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(BASE_DIR))
+# bench/runs.py must not shadow the `runs` app: the project comes first, this folder not at all.
+sys.path[:] = [str(BASE_DIR)] + [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).parent]
+
+PASSWORD = "bench-password-1"
 
 
 class Harness:
@@ -47,6 +50,25 @@ class Harness:
         wait_for_redis(os.environ["REDIS_URL"])
         call_command("migrate", verbosity=0)
         return self
+
+    def workspace(self, max_nodes: int = 2):
+        """A user, workspace `bench` with the curated environment, a manual cluster `cpu`, a token."""
+        from django.contrib.auth import get_user_model
+
+        from trainhub.compute.models import ComputeCluster
+        from trainhub.environments.services import seed_demo
+        from trainhub.workspaces import services
+        from trainhub.workspaces.models import Role
+        from trainhub.workspaces.permissions import Access
+
+        user = get_user_model().objects.create_user("bench", password=PASSWORD)
+        workspace = services.workspace_create(name="bench", user=user)
+        seed_demo(workspace=workspace, user=user)
+        cluster = ComputeCluster.objects.create(
+            workspace=workspace, name="cpu", vm_size="LOCAL_CPU", max_nodes=max_nodes, provisioner="manual"
+        )
+        token = services.token_create(access=Access(workspace, Role.OWNER), user=user, name="bench").secret
+        return user, workspace, cluster, token
 
     def server(self):
         from tests.helpers.processes import Server

@@ -13,7 +13,7 @@ import threading
 import time
 from pathlib import Path
 
-from _harness import Harness, percentile
+from _harness import PASSWORD, Harness, percentile
 
 FIRST_LINE = "import time; print('T', time.time(), flush=True)\n"
 PRINTER = textwrap.dedent(
@@ -31,25 +31,6 @@ PRINTER = textwrap.dedent(
     sys.stdout.flush()
     """
 )
-
-
-def setup(harness: Harness):
-    from django.contrib.auth import get_user_model
-
-    from runs.models import Run  # noqa: F401  (apps loaded)
-    from trainhub.compute.models import ComputeCluster
-    from trainhub.environments.services import seed_demo
-    from trainhub.workspaces import services
-    from trainhub.workspaces.models import Role
-    from trainhub.workspaces.permissions import Access
-
-    user = get_user_model().objects.create_user("bench", password="bench-password-1")
-    workspace = services.workspace_create(name="bench", user=user)
-    seed_demo(workspace=workspace, user=user)
-    cluster = ComputeCluster.objects.create(workspace=workspace, name="cpu", vm_size="LOCAL_CPU", max_nodes=2,
-                                            provisioner="manual")
-    token = services.token_create(access=Access(workspace, Role.OWNER), user=user, name="bench").secret
-    return user, workspace, cluster, token
 
 
 def submit(ws, folder: Path, script: str, arguments=()):
@@ -160,7 +141,7 @@ def experiment_page(workspace, cluster, server, user_password) -> None:
 
 def main() -> None:
     with Harness() as harness:
-        user, workspace, cluster, token = setup(harness)
+        user, workspace, cluster, token = harness.workspace()
         server = harness.server()
         harness.node(cluster)
         from trainhub.sdk import Workspace
@@ -170,8 +151,8 @@ def main() -> None:
         (folder / "first.py").write_text(FIRST_LINE)
         (folder / "printer.py").write_text(PRINTER)
         submit_overhead(ws, folder)
-        websocket_latency(ws, folder, server, ("bench", "bench-password-1"))
-        experiment_page(workspace, cluster, server, ("bench", "bench-password-1"))
+        websocket_latency(ws, folder, server, ("bench", PASSWORD))
+        experiment_page(workspace, cluster, server, ("bench", PASSWORD))
 
 
 if __name__ == "__main__":

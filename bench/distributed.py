@@ -1,0 +1,133 @@
+"""Distributed figures: a 2 nodes × 2 processes gloo DDP job through TrainHub against the same job
+started by hand with torchrun, and the time from a rank failing to every rank stopped."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+from _harness import Harness
+
+WORKLOAD = textwrap.dedent(
+    """
+    import sys
+    import torch, torch.distributed as dist
+    dist.init_process_group("gloo", init_method="env://")
+    torch.manual_seed(dist.get_rank())
+    model = torch.nn.parallel.DistributedDataParallel(torch.nn.Sequential(
+        torch.nn.Linear(256, 256), torch.nn.ReLU(), torch.nn.Linear(256, 1)))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    for step in range(int(sys.argv[1])):
+        optimizer.zero_grad()
+        model(torch.randn(64, 256)).pow(2).mean().backward()
+        optimizer.step()
+    dist.barrier()
+    dist.destroy_process_group()
+    """
+)
+FAILING = textwrap.dedent(
+    """
+    import os, time
+    print("pid", os.getpid(), flush=True)
+    time.sleep(4)
+    if os.environ["RANK"] == "3":
+        print("failing at", time.time(), flush=True)
+        raise SystemExit(3)
+    time.sleep(600)
+    """
+)
+STEPS = 400
+REPEATS = 5
+
+
+def by_hand(python: Path, folder: Path) -> float:
+    torchrun = python.parent / "torchrun"
+    started = time.monotonic()
+    processes = [
+        subprocess.Popen(
+            [str(torchrun), "--nnodes", "2", "--nproc_per_node", "2", "--node_rank", str(rank),
+             "--master_addr", "127.0.0.1", "--master_port", "29731", str(folder / "work.py"), str(STEPS)],
+            cwd=folder, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        for rank in range(2)
+    ]
+    codes = [p.wait() for p in processes]
+    assert codes == [0, 0], codes
+    return time.monotonic() - started
+
+
+def through_trainhub(ws, folder: Path, script: str, arguments=()):
+    from trainhub.sdk import Environment, Experiment, ScriptRunConfig
+    from trainhub.sdk.runconfig import PyTorchConfiguration
+
+    src = ScriptRunConfig(source_directory=str(folder), script=script, arguments=list(arguments),
+                          compute_target="cpu",
+                          environment=Environment.get(workspace=ws, name="TrainHub-PyTorch-2.13-CPU"),
+                          distributed_job_config=PyTorchConfiguration(process_count=4, node_count=2))
+    return Experiment(ws, "bench-ddp").submit(src, show_progress=False)
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def main() -> None:
+    with Harness() as harness:
+        _, _, cluster, token = harness.workspace()
+        server = harness.server()
+        harness.node(cluster)
+        harness.node(cluster)
+        from django.conf import settings
+
+        from runs.models import LogChunk, Run
+        from trainhub.environments.builders import materialise_environment
+        from trainhub.sdk import Workspace
+
+        ws = Workspace.get("bench", url=server.url, token=token)
+        folder = Path(tempfile.mkdtemp(prefix="bench-ddp-"))
+        (folder / "work.py").write_text(WORKLOAD)
+        (folder / "fail.py").write_text(FAILING)
+        through_trainhub(ws, folder, "work.py", [10]).wait_for_completion()  # builds the environment
+        spec = Run.objects.latest("id").environment_spec
+        python = materialise_environment(spec, cache_dir=Path(settings.TRAINHUB_ENV_CACHE_DIR), log=lambda _: None).python
+
+        hand, hub = [], []
+        for _ in range(REPEATS):
+            hand.append(by_hand(python, folder))
+            started = time.monotonic()
+            through_trainhub(ws, folder, "work.py", [STEPS]).wait_for_completion()
+            hub.append(time.monotonic() - started)
+        ratio = statistics.median(hub) / statistics.median(hand)
+        print(f"2 nodes x 2 processes gloo DDP, {STEPS} steps: TrainHub median {statistics.median(hub):.2f} s "
+              f"(submit to Completed), torchrun by hand median {statistics.median(hand):.2f} s, "
+              f"ratio {ratio:.3f} (target <= 1.05)")
+
+        run = through_trainhub(ws, folder, "fail.py")
+
+        def log_text() -> str:
+            return "\n".join(c.text for c in LogChunk.objects.filter(run__run_id=run.id))
+
+        while log_text().count("pid ") < 4:
+            time.sleep(0.05)
+        pids = [int(line.split()[1]) for line in log_text().split("\n") if line.startswith("pid ")]
+        while any(alive(pid) for pid in pids):
+            time.sleep(0.05)
+        gone_at = time.time()
+        run.wait_for_completion(raise_on_error=False)
+        failed_at = float(log_text().split("failing at ", 1)[1].split()[0])
+        print(f"rank failure -> all {len(pids)} ranks stopped: {gone_at - failed_at:.2f} s (target <= 10 s); "
+              f"run {Run.objects.get(run_id=run.id).status}: {Run.objects.get(run_id=run.id).status_reason}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
