@@ -46,6 +46,7 @@ class Snapshot(models.Model):
     sha256 = models.CharField(max_length=64)
     size = models.BigIntegerField()
     file_count = models.PositiveIntegerField(default=0)
+    files = models.JSONField(default=list, blank=True, help_text="[[path, size], …] as packed.")
     storage_name = models.CharField(max_length=255)
     created_at = models.DateTimeField(auto_now_add=True)
 

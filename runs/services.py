@@ -189,13 +189,27 @@ def snapshot_store(*, access: Access, sha256: str, stream: IO[bytes]) -> Snapsho
                 default_storage.delete(stored)
     finally:
         temp_path.unlink(missing_ok=True)
+    files = _snapshot_listing(storage_name)
     try:
         with transaction.atomic():
             return Snapshot.objects.create(
-                workspace=access.workspace, sha256=sha256, size=size, storage_name=storage_name
+                workspace=access.workspace, sha256=sha256, size=size, storage_name=storage_name,
+                files=files, file_count=len(files),
             )
     except IntegrityError:
         return Snapshot.objects.get(workspace=access.workspace, sha256=sha256)
+
+
+def _snapshot_listing(storage_name: str) -> list[list[Any]]:
+    """The files of a stored snapshot, for the run page; a damaged archive lists as empty
+    here and is refused by the node that unpacks it."""
+    import tarfile
+
+    try:
+        with default_storage.open(storage_name, "rb") as handle, tarfile.open(fileobj=handle, mode="r:gz") as archive:
+            return [[m.name, m.size] for m in archive if m.isfile()][: settings.TRAINHUB_SNAPSHOT_MAX_FILES]
+    except (tarfile.TarError, OSError, EOFError):
+        return []
 
 
 # ---------------------------------------------------------------- submit

@@ -67,6 +67,11 @@ def run_detail(request: HttpRequest, workspace_name: str, run_id: str) -> HttpRe
     access = workspace_selectors.access_for(request.user, workspace_name)
     run = selectors.run_get(access.workspace, run_id)
     tail = selectors.log_tail(run)
+    changes = list(run.status_changes.all())
+    history = [
+        {"change": change, "seconds": (following.at - change.at).total_seconds() if following else None}
+        for change, following in zip(changes, changes[1:] + [None], strict=True)
+    ]
     return render(
         request,
         "runs/run.html",
@@ -74,10 +79,10 @@ def run_detail(request: HttpRequest, workspace_name: str, run_id: str) -> HttpRe
             "access": access,
             "workspace": access.workspace,
             "run": run,
-            "history": run.status_changes.all(),
+            "history": history,
             "processes": run.processes.all(),
             "files": selectors.run_files(run),
-            "snapshot_files": None,
+            "snapshot_files": run.snapshot.files,
             "tail": [
                 {"stream": c.stream, "first_seq": c.first_seq, "lines": c.text.split("\n")} for c in tail
             ],

@@ -31,7 +31,7 @@ def headers(user=None, origin: bytes = b"http://localhost") -> list[tuple[bytes,
 async def receive_until(communicator, predicate, limit: int = 20) -> list[dict]:
     seen = []
     for _ in range(limit):
-        message = await communicator.receive_json_from(timeout=5)
+        message = await communicator.receive_json_from(timeout=20)
         seen.append(message)
         if predicate(message):
             return seen
