@@ -29,7 +29,10 @@ INGEST_DOC = """Store a batch of metrics of one rank of a run, then show it to l
 Body: `{"rank": 0, "metrics": [{"name": "loss", "values": [0.9, 0.7], "steps": [0, 1],
 "times": [1700000000.0, 1700000001.5], "description": ""}], "rows": [{"name": "per_class",
 "step": 0, "cells": {"cls": 3, "precision": 0.9}}], "tags": {"lr": "0.01"}}` — every key optional;
-`steps` default to the series' last step + 1, 2, …; `times` (seconds since 1970) to now.
+`steps` default to the series' last step + 1, 2, … (a null step: the previous step + 1);
+`times` (seconds since 1970) to now. Instead of JSON lists, a series may carry `values_f64`,
+`times_f64` and `steps_i64`: base64 of little-endian float64 / int64 arrays (step -1: the
+previous step + 1), which is what the SDK sends.
 
 Values are finite numbers: NaN, inf and -inf are refused (400), as are strings and booleans.
 Names are 1–255 characters; tag values are strings. Limits per request and per run are in

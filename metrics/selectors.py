@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from django.core.cache import cache
 from django.db.models import F, OuterRef, QuerySet, Subquery
 from django.http import Http404
 
@@ -16,22 +17,26 @@ from runs.models import Experiment, Run
 
 METRIC_NOT_FOUND = "Run {run_id} has no metric {name!r} for rank {rank}."
 BAD_AXIS = "The x axis is 'step' or 'time'."
-DEFAULT_CHART_POINTS = 1500
+DEFAULT_CHART_POINTS = 1000
 MAX_CHART_POINTS = 10_000
 COMPARE_MAX_RUNS = 20
+CHART_CACHE_SECONDS = 3600
 
 
 @dataclass
 class Points:
-    """A series' points in arrival order; `count` is how many were stored when they were read."""
+    """A series' points in arrival order (columns that were not read are None)."""
 
-    steps: np.ndarray
+    steps: np.ndarray | None
     values: np.ndarray
-    times: np.ndarray
+    times: np.ndarray | None
 
     @property
     def count(self) -> int:
         return len(self.values)
+
+
+COLUMN_TYPES = {"steps": "<i8", "values": "<f8", "times": "<f8"}
 
 
 def series_of(
@@ -56,34 +61,28 @@ def series_get(run: Run, name: str, rank: int = 0) -> MetricSeries:
     return found
 
 
-def _empty() -> Points:
-    return Points(np.empty(0, np.int64), np.empty(0, np.float64), np.empty(0, np.float64))
-
-
-def points_by_series(series_ids: Iterable[int], *, with_times: bool = True) -> dict[int, Points]:
-    """Every point of each series, from its chunks in one query."""
+def points_by_series(
+    series_ids: Iterable[int], *, columns: tuple[str, ...] = ("steps", "values", "times")
+) -> dict[int, Points]:
+    """Every point of each series, from its chunks in one query; only the columns asked for."""
     ids = list(series_ids)
-    columns = ["series_id", "steps", "values"] + (["times"] if with_times else [])
+    wanted = [c for c in COLUMN_TYPES if c in columns or c == "values"]
     parts: dict[int, list[tuple]] = {series_id: [] for series_id in ids}
     for row in (
         MetricChunk.objects.filter(series_id__in=ids)
         .order_by("series_id", "first_index")
-        .values_list(*columns)
+        .values_list("series_id", *wanted)
     ):
         parts[row[0]].append(row[1:])
     found = {}
     for series_id, chunks in parts.items():
-        if not chunks:
-            found[series_id] = _empty()
-            continue
-        steps = np.concatenate([np.frombuffer(c[0], dtype="<i8") for c in chunks])
-        values = np.concatenate([np.frombuffer(c[1], dtype="<f8") for c in chunks])
-        times = (
-            np.concatenate([np.frombuffer(c[2], dtype="<f8") for c in chunks])
-            if with_times
-            else np.zeros(len(values))
-        )
-        found[series_id] = Points(steps, values, times)
+        arrays: dict[str, np.ndarray | None] = dict.fromkeys(COLUMN_TYPES)
+        for position, column in enumerate(wanted):
+            pieces = [
+                np.frombuffer(chunk[position], dtype=COLUMN_TYPES[column]) for chunk in chunks
+            ]
+            arrays[column] = np.concatenate(pieces) if pieces else np.empty(0, COLUMN_TYPES[column])
+        found[series_id] = Points(**arrays)  # type: ignore[arg-type]
     return found
 
 
@@ -92,21 +91,17 @@ def points_of(series: MetricSeries) -> Points:
 
 
 def chart_series(points: Points, *, axis: str, max_points: int) -> dict[str, Any]:
-    """Points sorted by the x axis, reduced with LTTB to at most `max_points` for drawing."""
+    """Points sorted by the x axis (step or time), reduced with LTTB to at most `max_points`."""
     if axis not in ("step", "time"):
         raise ValueError(BAD_AXIS)
     x = points.steps if axis == "step" else points.times
-    steps, values, times = points.steps, points.values, points.times
+    assert x is not None, "read the x axis' column"
+    values = points.values
     if len(x) > 1 and not bool(np.all(x[1:] >= x[:-1])):
         order = np.argsort(x, kind="stable")
-        x, steps, values, times = x[order], steps[order], values[order], times[order]
+        x, values = x[order], values[order]
     keep = lttb_indices(x, values, max(3, min(max_points, MAX_CHART_POINTS)))
-    return {
-        "count": points.count,
-        "steps": steps[keep].tolist(),
-        "values": values[keep].tolist(),
-        "times": times[keep].tolist(),
-    }
+    return {"count": points.count, "x": x[keep].tolist(), "values": values[keep].tolist()}
 
 
 def chart_data(
@@ -117,14 +112,34 @@ def chart_data(
     max_points: int = DEFAULT_CHART_POINTS,
     names: list[str] | None = None,
 ) -> list[dict[str, Any]]:
-    """The scalar series of one rank of a run, each ready to draw."""
+    """The scalar series of one rank of a run, each ready to draw.
+
+    A series' drawing is cached under its point count and last update: a new point changes the
+    key, so a cached drawing is never stale, and a finished run's charts are reduced once.
+    """
     series = list(series_of(run, rank=rank, kind=SeriesKind.SCALAR))
     if names:
         series = [s for s in series if s.name in set(names)]
-    points = points_by_series([s.pk for s in series], with_times=True)
+    keys = {
+        s.pk: f"metrics:chart:{s.pk}:{s.count}:{s.updated_at.timestamp()}:{axis}:{max_points}"
+        for s in series
+    }
+    drawn = cache.get_many(list(keys.values()))
+    missing = [s for s in series if keys[s.pk] not in drawn]
+    if missing:
+        # Only the x axis' column and the values: a million-point series is 16 MB, not 24.
+        points = points_by_series(
+            [s.pk for s in missing], columns=("steps" if axis == "step" else "times",)
+        )
+        fresh = {
+            keys[s.pk]: chart_series(points[s.pk], axis=axis, max_points=max_points)
+            for s in missing
+        }
+        cache.set_many(fresh, timeout=CHART_CACHE_SECONDS)
+        drawn.update(fresh)
     return [
         {"name": s.name, "rank": s.rank, "description": s.description, "last_value": s.last_value}
-        | chart_series(points[s.pk], axis=axis, max_points=max_points)
+        | drawn[keys[s.pk]]
         for s in series
     ]
 

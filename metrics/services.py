@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import math
 import time
 from dataclasses import dataclass, field
@@ -14,7 +15,6 @@ from django.db.models import Sum
 
 from metrics import limits
 from metrics.broadcast import metrics_group
-from metrics.downsample import lttb_indices
 from metrics.models import MetricChunk, MetricRow, MetricSeries, SeriesKind
 from runs.broadcast import broadcast
 from runs.models import Run
@@ -43,6 +43,10 @@ BAD_STEP = (
 BAD_TIME = (
     "Metric {name!r}: time {value!r} at position {index} is not a finite number of seconds "
     "since 1970."
+)
+BAD_PACKED = (
+    "Metric {name!r}: {field!r} must be base64 of little-endian 8-byte numbers (float64 values "
+    "and times, int64 steps)."
 )
 BAD_DESCRIPTION = "Metric {name!r}: the description is a string of at most {limit} characters."
 BAD_ROW = "Row {index}: {problem}."
@@ -180,40 +184,78 @@ def fill_steps(steps: np.ndarray, previous: int | None) -> np.ndarray:
     return np.where(auto, base + positions - anchor, steps)
 
 
+def _packed(name: str, entry: dict[str, Any], field_name: str, dtype: str) -> np.ndarray | None:
+    """A little-endian array sent base64-encoded (what the SDK sends: no JSON number parsing)."""
+    given = entry.get(field_name)
+    if given is None:
+        return None
+    try:
+        raw = base64.b64decode(given, validate=True)
+    except (TypeError, ValueError):
+        raise ValidationError(BAD_PACKED.format(name=name, field=field_name)) from None
+    if len(raw) % 8:
+        raise ValidationError(BAD_PACKED.format(name=name, field=field_name))
+    return np.frombuffer(raw, dtype=dtype)
+
+
 def _series(entry: Any, now: float) -> SeriesBatch:
     if not isinstance(entry, dict):
         raise ValidationError(BAD_BODY)
     name = _check_name(entry.get("name"))
-    values = entry.get("values")
-    if not isinstance(values, list):
-        raise ValidationError(BAD_LIST.format(name=name, field="values"))
     description = entry.get("description") or ""
     if not isinstance(description, str) or len(description) > limits.MAX_DESCRIPTION_LENGTH:
         raise ValidationError(
             BAD_DESCRIPTION.format(name=name, limit=limits.MAX_DESCRIPTION_LENGTH)
         )
-    array = _numbers(name, values, what="values")
-    steps = None
-    for field_name in ("steps", "times"):
-        given = entry.get(field_name)
-        if given is None:
-            continue
-        if not isinstance(given, list):
-            raise ValidationError(BAD_LIST.format(name=name, field=field_name))
-        if len(given) != len(values):
+    values = _packed(name, entry, "values_f64", "<f8")
+    if values is not None:
+        steps = _packed(name, entry, "steps_i64", "<i8")
+        times = _packed(name, entry, "times_f64", "<f8")
+        _check_packed(name, values, steps, times)
+    else:
+        listed = entry.get("values")
+        if not isinstance(listed, list):
+            raise ValidationError(BAD_LIST.format(name=name, field="values"))
+        for field_name in ("steps", "times"):
+            given = entry.get(field_name)
+            if given is not None and not isinstance(given, list):
+                raise ValidationError(BAD_LIST.format(name=name, field=field_name))
+            if given is not None and len(given) != len(listed):
+                raise ValidationError(
+                    LENGTHS_DIFFER.format(
+                        name=name, field=field_name, got=len(given), expected=len(listed)
+                    )
+                )
+        values = _numbers(name, listed, what="values")
+        steps = _steps(name, entry["steps"]) if entry.get("steps") is not None else None
+        times = (
+            _numbers(name, entry["times"], what="times") if entry.get("times") is not None else None
+        )
+    if times is None:
+        times = np.full(len(values), now, dtype=np.float64)
+    return SeriesBatch(name=name, description=description, values=values, steps=steps, times=times)
+
+
+def _check_packed(
+    name: str, values: np.ndarray, steps: np.ndarray | None, times: np.ndarray | None
+) -> None:
+    for field_name, array in (("steps_i64", steps), ("times_f64", times)):
+        if array is not None and len(array) != len(values):
             raise ValidationError(
                 LENGTHS_DIFFER.format(
-                    name=name, field=field_name, got=len(given), expected=len(values)
+                    name=name, field=field_name, got=len(array), expected=len(values)
                 )
             )
-    if entry.get("steps") is not None:
-        steps = _steps(name, entry["steps"])
-    times = (
-        _numbers(name, entry["times"], what="times")
-        if entry.get("times") is not None
-        else np.full(len(values), now, dtype=np.float64)
-    )
-    return SeriesBatch(name=name, description=description, values=array, steps=steps, times=times)
+    finite = np.isfinite(values)
+    if not finite.all():
+        index = int(np.argmin(finite))
+        raise ValidationError(NOT_FINITE.format(name=name, value=values[index], index=index))
+    if steps is not None and len(steps) and steps.min() < AUTO_STEP:
+        index = int(np.argmin(steps))
+        raise ValidationError(BAD_STEP.format(name=name, value=int(steps[index]), index=index))
+    if times is not None and not np.isfinite(times).all():
+        index = int(np.argmin(np.isfinite(times)))
+        raise ValidationError(BAD_TIME.format(name=name, value=times[index], index=index))
 
 
 def _cell(name: str, index: int, key: Any, value: Any) -> Any:
@@ -295,16 +337,6 @@ def parse_batch(body: Any, *, now: float | None = None) -> MetricsBatch:
     metrics = body.get("metrics") or []
     if not isinstance(metrics, list):
         raise ValidationError(BAD_BODY)
-    count = sum(
-        len(m["values"])
-        for m in metrics
-        if isinstance(m, dict) and isinstance(m.get("values"), list)
-    )
-    count += len(body["rows"]) if isinstance(body.get("rows"), list) else 0
-    if count > limits.MAX_POINTS_PER_REQUEST:
-        raise ValidationError(
-            TOO_MANY_IN_REQUEST.format(count=count, limit=limits.MAX_POINTS_PER_REQUEST)
-        )
     merged: dict[str, SeriesBatch] = {}
     for entry in metrics:
         series = _series(entry, now)
@@ -312,12 +344,17 @@ def parse_batch(body: Any, *, now: float | None = None) -> MetricsBatch:
             merged[series.name] = _concat(merged[series.name], series)
         else:
             merged[series.name] = series
-    return MetricsBatch(
+    batch = MetricsBatch(
         rank=rank,
         series=list(merged.values()),
         tables=_rows(body.get("rows") or [], now),
         tags=_tags(body.get("tags") or {}),
     )
+    if batch.size > limits.MAX_POINTS_PER_REQUEST:
+        raise ValidationError(
+            TOO_MANY_IN_REQUEST.format(count=batch.size, limit=limits.MAX_POINTS_PER_REQUEST)
+        )
+    return batch
 
 
 def _concat(first: SeriesBatch, second: SeriesBatch) -> SeriesBatch:
@@ -505,7 +542,7 @@ def _append_points(series: MetricSeries, batch: SeriesBatch) -> dict[str, Any]:
 def _live_points(
     series: MetricSeries, first_index: int, steps: np.ndarray, values: np.ndarray, times: np.ndarray
 ) -> dict[str, Any]:
-    """What viewers get of a batch: every point, or an LTTB sample (with positions) of a big one."""
+    """What viewers get of a batch: every point, or an even sample (with positions) of a big one."""
     payload: dict[str, Any] = {
         "name": series.name,
         "first": first_index,
@@ -513,12 +550,9 @@ def _live_points(
         "description": series.description,
     }
     if len(values) > LIVE_POINTS_PER_SERIES:
-        ordered = bool(np.all(steps[1:] >= steps[:-1]))
-        keep = (
-            lttb_indices(steps, values, LIVE_POINTS_PER_SERIES)
-            if ordered
-            else np.linspace(0, len(values) - 1, LIVE_POINTS_PER_SERIES).astype(np.int64)
-        )
+        # Evenly spaced, ends kept: viewers redraw from LTTB data when they hold too many points,
+        # and LTTB here would cost more than storing the batch.
+        keep = np.linspace(0, len(values) - 1, LIVE_POINTS_PER_SERIES).astype(np.int64)
         steps, values, times = steps[keep], values[keep], times[keep]
         payload["index"] = (keep + first_index).tolist()
     payload.update(steps=steps.tolist(), values=values.tolist(), times=times.tolist())

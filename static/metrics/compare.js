@@ -10,8 +10,8 @@
   var answers = null;
   var charts = [];
 
-  function fetchRun(run) {
-    return fetch(section.dataset.api + encodeURIComponent(run.run_id) + "/metrics/chart?rank=0&x=step&points=1000",
+  function fetchRun(run, axis) {
+    return fetch(section.dataset.api + encodeURIComponent(run.run_id) + "/metrics/chart?rank=0&x=" + axis,
                  {credentials: "same-origin"}).then(function (r) { return r.json(); });
   }
 
@@ -25,10 +25,10 @@
       var tables = answers.map(function (answer) {
         var s = answer.series.filter(function (item) { return item.name === name; })[0];
         if (!s) return [[], []];
-        var xs = s.steps;
+        var xs = s.x;
         if (axis === "time") {
           var start = answer.start;
-          xs = s.times.map(function (t) { return +(t - start).toFixed(3); });
+          xs = xs.map(function (t) { return +(t - start).toFixed(3); });
         }
         return Charts.sortedPairs(xs, s.values);
       });
@@ -41,15 +41,21 @@
     container.dataset.ready = "1";
   }
 
-  Promise.all(runs.map(fetchRun)).then(function (found) {
-    answers = found.map(function (answer) {
-      var start = Infinity;
-      answer.series.forEach(function (s) { s.times.forEach(function (t) { if (t < start) start = t; }); });
-      answer.start = start;
-      return answer;
+  function load() {
+    var axis = axisSelect.value;
+    Promise.all(runs.map(function (run) { return fetchRun(run, axis); })).then(function (found) {
+      if (axis !== axisSelect.value) return;
+      answers = found.map(function (answer) {
+        // On the time axis each run starts at 0: its first point.
+        var start = Infinity;
+        answer.series.forEach(function (s) { if (s.x.length && s.x[0] < start) start = s.x[0]; });
+        answer.start = start;
+        return answer;
+      });
+      render();
     });
-    render();
-  });
-  axisSelect.addEventListener("change", function () { if (answers) render(); });
+  }
+  load();
+  axisSelect.addEventListener("change", load);
   window.addEventListener("resize", function () { Charts.resizeAll(charts); });
 })();

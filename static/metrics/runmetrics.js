@@ -37,7 +37,7 @@
       if (generation !== state.generation) return;
       clearCharts();
       answers[0].series.forEach(function (s) {
-        state.series[s.name] = {steps: s.steps, times: s.times, values: s.values, count: s.count, last: s.last_value};
+        state.series[s.name] = {xs: s.x, values: s.values, count: s.count, last: s.last_value};
         draw(s.name);
       });
       renderFinals(answers[1].series.filter(function (s) { return s.rank === state.rank && s.kind === "scalar"; }));
@@ -52,7 +52,7 @@
 
   function draw(name) {
     var st = state.series[name];
-    var data = Charts.sortedPairs(state.axis === "step" ? st.steps : st.times, st.values);
+    var data = Charts.sortedPairs(st.xs, st.values);
     if (!st.chart) {
       st.chart = Charts.chart(container, name, [name], data, state.axis);
       sortCharts();
@@ -87,12 +87,12 @@
     if (batch.rank !== state.rank) return;
     batch.series.forEach(function (s) {
       var st = state.series[s.name];
-      if (!st) st = state.series[s.name] = {steps: [], times: [], values: [], count: 0, last: null};
+      if (!st) st = state.series[s.name] = {xs: [], values: [], count: 0, last: null};
+      if (s.first > st.count) { load(); return; }  // a batch went missing: read again
       for (var i = 0; i < s.values.length; i++) {
         var position = s.index ? s.index[i] : s.first + i;
         if (position < st.count) continue;
-        st.steps.push(s.steps[i]);
-        st.times.push(s.times[i]);
+        st.xs.push(state.axis === "step" ? s.steps[i] : s.times[i]);
         st.values.push(s.values[i]);
       }
       if (s.count > st.count) {

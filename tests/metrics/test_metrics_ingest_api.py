@@ -120,10 +120,10 @@ def test_chart_data_is_downsampled_and_keeps_the_ends(run_and_token):
     (series,) = answer["series"]
     assert series["count"] == 20_000
     assert len(series["values"]) == 500
-    assert series["steps"][0] == 0 and series["steps"][-1] == 19_999
+    assert series["x"][0] == 0 and series["x"][-1] == 19_999
     assert series["values"][-1] == values[-1]
     by_time = client.get(metrics_url(run) + "/chart", {"points": 500, "x": "time"}).json()
-    assert by_time["x"] == "time" and len(by_time["series"][0]["times"]) == 500
+    assert by_time["x"] == "time" and len(by_time["series"][0]["x"]) == 500
 
 
 def test_steps_out_of_order_are_charted_sorted(run_and_token):
@@ -131,7 +131,7 @@ def test_steps_out_of_order_are_charted_sorted(run_and_token):
     client = api_client(token)
     post_batch(client, run, series_body("val_loss", [3.0, 1.0, 2.0], steps=[30, 10, 20]))
     (series,) = client.get(metrics_url(run) + "/chart").json()["series"]
-    assert series["steps"] == [10, 20, 30]
+    assert series["x"] == [10, 20, 30]
     assert series["values"] == [1.0, 2.0, 3.0]
 
 

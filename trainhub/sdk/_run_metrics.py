@@ -12,10 +12,13 @@ training run; the server refuses them outright. Names are 1 to 255 characters.
 
 from __future__ import annotations
 
+import array
 import atexit
+import base64
 import collections
 import json
 import math
+import operator
 import os
 import signal
 import sys
@@ -125,8 +128,7 @@ def as_cell(name: str, key: str, value: Any) -> Any:
         return value
     raise TypeError(
         f"run.log_row({name!r}): cell {key!r} is {type(value).__name__}; cells are numbers, "
-        "strings, "
-        "booleans or None."
+        "strings, booleans or None."
     )
 
 
@@ -162,6 +164,16 @@ def metrics_view(answer: dict[str, Any]) -> dict[str, Any]:
             values = series["values"]
             found[name] = values[0] if len(values) == 1 else values
     return found
+
+
+def _packed(typecode: str, items: Any) -> str:
+    """Numbers as base64 of little-endian 8-byte items: far cheaper to write and read than JSON
+    lists, which matters because the sending thread shares the GIL with the training loop.
+    Step -1 means "the previous step + 1"."""
+    packed = items if isinstance(items, array.array) else array.array(typecode, items)
+    if sys.byteorder == "big":
+        packed.byteswap()
+    return base64.b64encode(packed.tobytes()).decode("ascii")
 
 
 # ---------------------------------------------------------------- transport
@@ -275,43 +287,67 @@ class MetricsBuffer:
             self.send_lock.release()
 
     def _take(self) -> tuple[dict[str, Any], int]:
-        metrics: dict[str, dict[str, list[Any]]] = {}
-        rows: list[dict[str, Any]] = []
-        tags: dict[str, str] = {}
-        taken = 0
+        """The oldest items (up to a batch) as one request body.
+
+        Columns are built with zip and itemgetter rather than item by item: this thread shares
+        the GIL with the training loop, so its Python-level work per point must stay small.
+        """
         popleft = self.items.popleft
-        while taken < BATCH_ITEMS:
-            try:
-                first, second, third, when = popleft()
-            except IndexError:
-                break
-            taken += 1
-            if first is _TAG:
-                tags[second] = third
-                continue
-            if first is _ROW:
-                name, cells = second
-                rows.append({"name": name, "step": third, "time": when, "cells": cells})
-                continue
-            series = metrics.get(first)
-            if series is None:
-                series = metrics[first] = {"steps": [], "values": [], "times": []}
-            # A step left as None is the previous step + 1, counted by the server so that a
-            # series goes on across processes (a resumed script, several scripts of one run).
-            series["steps"].append(third)
-            series["values"].append(second)
-            series["times"].append(when)
+        taken = [popleft() for _ in range(min(len(self.items), BATCH_ITEMS))]
         payload: dict[str, Any] = {"rank": self.rank}
-        if metrics:
+        if not taken:
+            return payload, 0
+        names, firsts, thirds, times = zip(*taken, strict=True)
+        groups: dict[Any, list[int]] = {}
+        if len(set(names)) == 1:
+            groups[names[0]] = list(range(len(names)))
+        else:
+            for index, name in enumerate(names):
+                groups.setdefault(name, []).append(index)
+        tag_positions = groups.pop(_TAG, [])
+        row_positions = groups.pop(_ROW, [])
+        if groups:
             payload["metrics"] = [
-                {"name": name, "description": self.descriptions.get(name, ""), **series}
-                for name, series in metrics.items()
+                self._series_payload(name, positions, firsts, thirds, times)
+                for name, positions in groups.items()
             ]
-        if rows:
-            payload["rows"] = rows
-        if tags:
-            payload["tags"] = tags
-        return payload, taken
+        if row_positions:
+            payload["rows"] = [
+                {"name": firsts[i][0], "step": thirds[i], "time": times[i], "cells": firsts[i][1]}
+                for i in row_positions
+            ]
+        if tag_positions:
+            payload["tags"] = {firsts[i]: thirds[i] for i in tag_positions}
+        return payload, len(taken)
+
+    def _series_payload(
+        self, name: str, positions: list[int], values: tuple, steps: tuple, times: tuple
+    ) -> dict[str, Any]:
+        if len(positions) == len(values):
+            chosen_values, chosen_steps, chosen_times = values, steps, times
+        else:
+            pick = operator.itemgetter(*positions)
+            if len(positions) == 1:
+                chosen_values, chosen_steps, chosen_times = (
+                    (values[positions[0]],),
+                    (steps[positions[0]],),
+                    (times[positions[0]],),
+                )
+            else:
+                chosen_values, chosen_steps, chosen_times = pick(values), pick(steps), pick(times)
+        # A step left as None (-1 on the wire) is the previous step + 1, counted by the server so
+        # that a series goes on across processes (a resumed script, several scripts of one run).
+        if set(chosen_steps) == {None}:
+            wire_steps: Any = array.array("q", [-1]) * len(chosen_steps)
+        else:
+            wire_steps = [-1 if step is None else step for step in chosen_steps]
+        return {
+            "name": name,
+            "description": self.descriptions.get(name, ""),
+            "values_f64": _packed("d", chosen_values),
+            "times_f64": _packed("d", chosen_times),
+            "steps_i64": _packed("q", wire_steps),
+        }
 
     def _send(self, payload: dict[str, Any], count: int, deadline: float) -> None:
         delay = 0.2
