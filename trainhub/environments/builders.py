@@ -33,14 +33,19 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from filelock import FileLock, Timeout
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import Version
 
 from trainhub.environments import spec as specs
+from trainhub.pipconf import PipConfig, read_pip_config
 
 MARKER = ".trainhub-complete"
 LAST_USED = ".trainhub-last-used"
@@ -295,8 +300,6 @@ def _candidates(wanted: str) -> list[str]:
 
 def available_pythons() -> dict[str, str]:
     """X.Y → interpreter path, for this process's Python and each pythonX.Y on PATH that runs."""
-    from concurrent.futures import ThreadPoolExecutor
-
     names = [sys.executable] + [
         path for minor in range(6, 20) if (path := shutil.which(f"python3.{minor}"))
     ]
@@ -354,10 +357,6 @@ def installed_torch_version() -> str | None:
 
 def pin_torch(entry: str, local: str | None, log: Callable[[str], None]) -> str:
     """The requirement as given, or for torch, pinned to the local build (or refused)."""
-    from packaging.requirements import Requirement
-    from packaging.utils import canonicalize_name
-    from packaging.version import Version
-
     requirement = Requirement(entry)
     if canonicalize_name(requirement.name) != "torch":
         return entry
@@ -384,8 +383,6 @@ def pin_torch(entry: str, local: str | None, log: Callable[[str], None]) -> str:
 
 def conda_to_pip(entry: str) -> str | None:
     """The pip requirement for a conda match spec, or None when it cannot be one."""
-    from packaging.requirements import InvalidRequirement, Requirement
-
     text = entry.split("::")[-1].strip()
     match = re.match(r"^([A-Za-z0-9][A-Za-z0-9._-]*)\s*(.*)$", text)
     if not match:
@@ -481,10 +478,8 @@ def _installable(requirement: str, interpreter: Path, uv: Path | None) -> bool:
 
 
 @functools.lru_cache(maxsize=1)
-def _pip_config():
+def _pip_config() -> PipConfig:
     # Reading it runs pip (half a second): once per process, not once per build.
-    from trainhub.pipconf import read_pip_config
-
     return read_pip_config()
 
 

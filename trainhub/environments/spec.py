@@ -20,6 +20,9 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+import yaml
+from packaging.requirements import InvalidRequirement, Requirement
+
 DEFAULT_PYTHON = "3.11"
 SPEC_KEYS = ("python", "pip", "conda", "channels", "docker", "environment_variables")
 DOCKER_KEYS = ("enabled", "base_image", "base_dockerfile")
@@ -87,8 +90,6 @@ def spec_hash(spec: Mapping[str, Any]) -> str:
 
 def to_conda_yaml(spec: Mapping[str, Any], name: str = "project_environment") -> str:
     """The conda environment file of a (normalised) spec, as `save_to_directory` writes it."""
-    import yaml
-
     dependencies: list[Any] = [f"python={spec['python']}", *spec["conda"]]
     if spec["pip"]:
         dependencies.append({"pip": list(spec["pip"])})
@@ -128,8 +129,6 @@ def _strings(key: str, value: Any) -> list[str]:
 
 
 def _requirement(entry: str) -> str:
-    from packaging.requirements import InvalidRequirement, Requirement
-
     if entry.startswith("-"):
         raise SpecError(PIP_OPTION.format(entry=entry))
     if len(entry) > MAX_REQUIREMENT_LENGTH:
