@@ -41,6 +41,9 @@ def test_a_training_script_runs_end_to_end(ws, node, tmp_path, capsys):
     import torch
 
     assert set(torch.load(target)) == {"weight", "bias"}
+    downloaded = run.download_files(prefix="outputs", output_directory=str(tmp_path / "all"))
+    assert downloaded == [str(tmp_path / "all" / "outputs" / "model.pt")]
+    assert (tmp_path / "all" / "outputs" / "model.pt").read_bytes() == target.read_bytes()
     log_copy = tmp_path / "rank0.txt"
     run.download_file(name="logs/std_log_process_0.txt", output_file_path=str(log_copy))
     assert "epoch 0 loss" in log_copy.read_text()
