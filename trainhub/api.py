@@ -109,6 +109,7 @@ def _on_validation_error(request: HttpRequest, exc: ValidationError) -> HttpResp
 
 def _register_routers() -> None:
     from metrics.api import router as metrics_router
+    from registry.api import router as registry_router
     from runs.api import router as runs_router
     from trainhub.compute.api import catalog_router
     from trainhub.compute.api import router as compute_router
@@ -120,6 +121,7 @@ def _register_routers() -> None:
     api.add_router("/workspaces", environments_router)
     api.add_router("/vm-sizes", catalog_router)
     api.add_router("/workspaces", runs_router)
+    api.add_router("/workspaces", registry_router)
     api.add_router("/workspaces", metrics_router)
 
 

@@ -54,6 +54,7 @@ INSTALLED_APPS = [
     "trainhub.compute",
     "runs",
     "metrics",
+    "registry",
 ]
 
 MIDDLEWARE = [
@@ -173,6 +174,9 @@ TRAINHUB_NODE_SERVER_URL = envstr("TRAINHUB_NODE_SERVER_URL", f"http://127.0.0.1
 TRAINHUB_SNAPSHOT_MAX_BYTES = envint("TRAINHUB_SNAPSHOT_MAX_BYTES", 300 * 1024 * 1024)
 TRAINHUB_SNAPSHOT_MAX_FILES = envint("TRAINHUB_SNAPSHOT_MAX_FILES", 2000)
 TRAINHUB_SNAPSHOT_MAX_EXPANDED_BYTES = envint("TRAINHUB_SNAPSHOT_MAX_EXPANDED_BYTES", 1024 * 1024 * 1024)
+
+# Model registry: the largest file a local registration may upload.
+TRAINHUB_MODEL_MAX_BYTES = envint("TRAINHUB_MODEL_MAX_BYTES", 20 * 1024 * 1024 * 1024)
 
 # Environments: each node's cache of built virtualenvs, evicted by least-recent use past the size.
 TRAINHUB_ENV_CACHE_DIR = envstr("TRAINHUB_ENV_CACHE_DIR", str(DATA_DIR / "envs"))

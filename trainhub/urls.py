@@ -16,5 +16,6 @@ urlpatterns = [
     path("", include("trainhub.environments.urls")),
     path("", include("trainhub.compute.urls")),
     path("", include("runs.urls")),
+    path("", include("registry.urls")),
     path("", include("metrics.urls")),
 ]

@@ -14,11 +14,12 @@ import time
 from typing import Any
 
 from trainhub.sdk._run_metrics import RunMetricsMixin
+from trainhub.sdk._run_registry import RunRegistryMixin
 
 FINAL_STATUSES = ("Completed", "Failed", "Canceled")
 
 
-class Run(RunMetricsMixin):
+class Run(RunMetricsMixin, RunRegistryMixin):
     def __init__(self, experiment: Any, run_id: str, _details: dict[str, Any] | None = None):
         self.experiment = experiment
         self.id = run_id

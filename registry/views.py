@@ -1,0 +1,147 @@
+"""Model registry pages: the models list, a model's versions, a version with its files, lineage,
+downloads and ONNX exports."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_POST
+
+from registry import exports, selectors, services
+from registry.archives import file_download, version_download
+from trainhub.workspaces import selectors as workspace_selectors
+
+BAD_SHAPE_TEXT = "Write the sample input shape as numbers separated by commas, e.g. 1, 3, 224, 224."
+
+
+@login_required
+def model_list(request: HttpRequest, workspace_name: str) -> HttpResponse:
+    access = workspace_selectors.access_for(request.user, workspace_name)
+    search = request.GET.get("q", "")[:200]
+    models = list(selectors.models_of(access.workspace, search=search)[:500])
+    latest = selectors.latest_versions(models)
+    return render(
+        request,
+        "registry/models.html",
+        {
+            "access": access,
+            "workspace": access.workspace,
+            "rows": [(m, latest.get(m.pk)) for m in models],
+            "search": search,
+            "section": "models",
+        },
+    )
+
+
+@login_required
+def model_detail(request: HttpRequest, workspace_name: str, name: str) -> HttpResponse:
+    access = workspace_selectors.access_for(request.user, workspace_name)
+    model = selectors.model_get(access.workspace, name)
+    return render(
+        request,
+        "registry/model.html",
+        {
+            "access": access,
+            "workspace": access.workspace,
+            "model": model,
+            "versions": selectors.versions_of(model),
+            "section": "models",
+        },
+    )
+
+
+@login_required
+def version_detail(
+    request: HttpRequest, workspace_name: str, name: str, version: int
+) -> HttpResponse:
+    access = workspace_selectors.access_for(request.user, workspace_name)
+    found = selectors.version_get(access.workspace, name, version)
+    return render(
+        request,
+        "registry/version.html",
+        {
+            "access": access,
+            "workspace": access.workspace,
+            "version": found,
+            "files": selectors.files_of(found),
+            "exports": selectors.exports_of(found),
+            "exported_from": found.exported_from.select_related("source", "source__model").first(),
+            "clusters": access.workspace.clusters.order_by("name"),
+            "default_opset": exports.DEFAULT_OPSET,
+            "default_tolerance": exports.DEFAULT_TOLERANCE,
+            "section": "models",
+        },
+    )
+
+
+@login_required
+def version_download_view(
+    request: HttpRequest, workspace_name: str, name: str, version: int
+) -> HttpResponse:
+    access = workspace_selectors.access_for(request.user, workspace_name)
+    found = selectors.version_get(access.workspace, name, version)
+    return version_download(request, found, list(selectors.files_of(found)))
+
+
+@login_required
+def version_file(
+    request: HttpRequest, workspace_name: str, name: str, version: int
+) -> HttpResponse:
+    access = workspace_selectors.access_for(request.user, workspace_name)
+    found = selectors.version_get(access.workspace, name, version)
+    return file_download(request, selectors.file_get(found, request.GET.get("path", "")))
+
+
+@login_required
+@require_POST
+def version_export(
+    request: HttpRequest, workspace_name: str, name: str, version: int
+) -> HttpResponse:
+    access = workspace_selectors.access_for(request.user, workspace_name)
+    found = selectors.version_get(access.workspace, name, version)
+    try:
+        shape = [
+            int(part)
+            for part in request.POST.get("sample_input_shape", "").replace(" ", "").split(",")
+        ]
+        opset = int(request.POST.get("opset") or exports.DEFAULT_OPSET)
+        tolerance = float(request.POST.get("tolerance") or exports.DEFAULT_TOLERANCE)
+    except ValueError:
+        messages.error(request, BAD_SHAPE_TEXT)
+        return redirect(
+            "registry:version", workspace_name=workspace_name, name=name, version=version
+        )
+    try:
+        export = exports.onnx_export_start(
+            access=access,
+            user=request.user,
+            version=found,
+            sample_input_shape=shape,
+            opset=opset,
+            tolerance=tolerance,
+            compute_target=request.POST.get("compute_target") or None,
+        )
+    except ValidationError as error:
+        messages.error(request, " ".join(error.messages))
+    else:
+        messages.success(
+            request, f"ONNX export started as run {export.run.run_id if export.run else '?'}."
+        )
+    return redirect("registry:version", workspace_name=workspace_name, name=name, version=version)
+
+
+@login_required
+@require_POST
+def version_delete(
+    request: HttpRequest, workspace_name: str, name: str, version: int
+) -> HttpResponse:
+    access = workspace_selectors.access_for(request.user, workspace_name)
+    found = selectors.version_get(access.workspace, name, version)
+    services.version_delete(access=access, version=found)
+    messages.success(
+        request, f"Version {name}:{version} deleted; its number will not be given again."
+    )
+    return redirect("registry:model", workspace_name=workspace_name, name=name)

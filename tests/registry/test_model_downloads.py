@@ -1,0 +1,150 @@
+"""Downloads from a live server: byte-identical with checksums, Range, folders as streamed zips."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import zipfile
+
+import pytest
+import requests
+
+from registry.models import ModelFile
+from tests.registry.builders import register, run_with_outputs
+from trainhub.sdk import Model
+from trainhub.sdk.exceptions import UserErrorException
+
+WEIGHTS = os.urandom(3 * 1024 * 1024 + 17)
+
+
+@pytest.fixture
+def stored(workspace, owner):
+    run = run_with_outputs(
+        workspace,
+        {
+            "outputs/model.pt": WEIGHTS,
+            "outputs/bundle/config.json": b'{"layers": 2}',
+            "outputs/bundle/weights/part-0.bin": WEIGHTS[:1000],
+            "outputs/bundle/weights/part-1.bin": WEIGHTS[1000:5000],
+        },
+    )
+    register(workspace, owner, run)
+    register(workspace, owner, run, name="bundle", path="outputs/bundle")
+    return run
+
+
+def test_a_version_downloads_byte_identical(sdk_ws, stored, tmp_path):
+    model = Model(sdk_ws, name="pytorch-birds")
+    path = model.download(target_dir=str(tmp_path))
+    assert path == str(tmp_path / "model.pt")
+    assert (tmp_path / "model.pt").read_bytes() == WEIGHTS
+    assert model.files == [
+        {"path": "model.pt", "size": len(WEIGHTS), "sha256": hashlib.sha256(WEIGHTS).hexdigest()}
+    ]
+    assert not list(tmp_path.glob("*.part"))
+
+
+def test_a_second_download_needs_exist_ok(sdk_ws, stored, tmp_path):
+    model = Model(sdk_ws, name="pytorch-birds", version=1)
+    model.download(target_dir=str(tmp_path))
+    with pytest.raises(UserErrorException, match="already exists: pass exist_ok=True"):
+        model.download(target_dir=str(tmp_path))
+    (tmp_path / "model.pt").write_bytes(b"stale")
+    model.download(target_dir=str(tmp_path), exist_ok=True)
+    assert (tmp_path / "model.pt").read_bytes() == WEIGHTS
+
+
+def test_a_partial_download_resumes_and_is_checked(sdk_ws, stored, tmp_path):
+    (tmp_path / "model.pt.part").write_bytes(WEIGHTS[:1_000_000])
+    Model(sdk_ws, name="pytorch-birds").download(target_dir=str(tmp_path))
+    assert (tmp_path / "model.pt").read_bytes() == WEIGHTS
+
+
+def test_a_damaged_partial_download_is_refused(sdk_ws, stored, tmp_path):
+    from trainhub.sdk.model import ChecksumMismatchError
+
+    (tmp_path / "model.pt.part").write_bytes(b"x" * 1000)
+    with pytest.raises(ChecksumMismatchError, match="does not match its sha256"):
+        Model(sdk_ws, name="pytorch-birds").download(target_dir=str(tmp_path))
+    assert not (tmp_path / "model.pt").exists()
+    assert not (tmp_path / "model.pt.part").exists()
+
+
+def test_a_folder_version_downloads_file_by_file(sdk_ws, stored, tmp_path):
+    path = Model(sdk_ws, name="bundle").download(target_dir=str(tmp_path))
+    assert path == str(tmp_path / "bundle")
+    assert (tmp_path / "bundle" / "config.json").read_bytes() == b'{"layers": 2}'
+    assert (tmp_path / "bundle" / "weights" / "part-1.bin").read_bytes() == WEIGHTS[1000:5000]
+
+
+def test_range_requests_resume_a_single_file(live_url, owner_token, stored):
+    url = f"{live_url}/api/v1/workspaces/birds/models/pytorch-birds/versions/1/file"
+    headers = {"Authorization": f"Bearer {owner_token}"}
+    whole = requests.get(url, params={"path": "model.pt"}, headers=headers, timeout=30)
+    assert whole.status_code == 200
+    assert whole.headers["X-Checksum-Sha256"] == hashlib.sha256(WEIGHTS).hexdigest()
+    assert whole.headers["Accept-Ranges"] == "bytes"
+    part = requests.get(
+        url, params={"path": "model.pt"}, headers=dict(headers, Range="bytes=1000-1999"), timeout=30
+    )
+    assert part.status_code == 206
+    assert part.content == WEIGHTS[1000:2000]
+    assert part.headers["Content-Range"] == f"bytes 1000-1999/{len(WEIGHTS)}"
+    tail = requests.get(
+        url, params={"path": "model.pt"}, headers=dict(headers, Range="bytes=-10"), timeout=30
+    )
+    assert tail.content == WEIGHTS[-10:]
+    beyond = requests.get(
+        url,
+        params={"path": "model.pt"},
+        headers=dict(headers, Range=f"bytes={len(WEIGHTS)}-"),
+        timeout=30,
+    )
+    assert beyond.status_code == 416
+
+
+def test_the_portal_sends_a_single_file_version_as_itself(live_url, client_for, owner, stored):
+    session = requests.Session()
+    session.cookies.set("sessionid", client_for(owner).cookies["sessionid"].value)
+    response = session.get(f"{live_url}/w/birds/models/pytorch-birds/1/download", timeout=30)
+    assert response.status_code == 200
+    assert response.content == WEIGHTS
+    assert 'filename="model.pt"' in response.headers["Content-Disposition"]
+    assert response.headers["X-Checksum-Sha256"] == hashlib.sha256(WEIGHTS).hexdigest()
+
+
+def test_a_folder_version_streams_as_a_zip(live_url, client_for, owner, stored):
+    session = requests.Session()
+    session.cookies.set("sessionid", client_for(owner).cookies["sessionid"].value)
+    response = session.get(f"{live_url}/w/birds/models/bundle/1/download", stream=True, timeout=30)
+    assert response.status_code == 200
+    assert response.headers["Content-Type"] == "application/zip"
+    assert 'filename="bundle-1.zip"' in response.headers["Content-Disposition"]
+    declared = int(response.headers["Content-Length"])
+    pieces = list(response.iter_content(chunk_size=None))
+    body = b"".join(pieces)
+    assert len(body) == declared
+    with zipfile.ZipFile(io.BytesIO(body)) as archive:
+        assert archive.testzip() is None
+        assert sorted(archive.namelist()) == [
+            "bundle/config.json",
+            "bundle/weights/part-0.bin",
+            "bundle/weights/part-1.bin",
+        ]
+        assert archive.read("bundle/weights/part-1.bin") == WEIGHTS[1000:5000]
+
+
+def test_registering_from_a_run_copies_nothing(workspace, stored):
+    """The version's files are the run's stored files, referenced: no second copy in storage."""
+    run_files = {f.storage_name for f in stored.files.all()}
+    version_files = set(ModelFile.objects.values_list("storage_name", flat=True))
+    assert version_files <= run_files
+    from django.conf import settings
+
+    stored_names = {
+        str(path.relative_to(settings.STORAGES["default"]["OPTIONS"]["location"]))
+        for path in (settings.DATA_DIR / "files").rglob("*")
+        if path.is_file()
+    }
+    assert not [name for name in stored_names if name.startswith("models/")]

@@ -1,0 +1,472 @@
+"""`Model`: versions of a registered model, as in the guide — register, get, list, download,
+tags, delete, and export to ONNX (done by a job on a node, never on this machine or the server)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from trainhub.sdk import exceptions
+
+FINAL_EXPORT_STATES = ("Succeeded", "Failed", "Canceled")
+
+
+class ExportFailedError(exceptions.TrainHubError):
+    """An ONNX export failed (loading, exporting, the checker, or parity above the tolerance)."""
+
+
+class TargetExistsError(exceptions.UserErrorException):
+    """A file of the download is already in the target folder (and exist_ok is False)."""
+
+    def __init__(self, path: str):
+        super().__init__(f"{path} already exists: pass exist_ok=True to replace it.")
+        self.path = path
+
+
+class ChecksumMismatchError(exceptions.TrainHubError):
+    """A downloaded file does not match the sha256 it was registered with."""
+
+
+def _tag_filters(tags: Any) -> list[str]:
+    """The guide's tag filters — ['key'], [['key', 'value']], or a dict — as 'key' / 'key=value'."""
+    if not tags:
+        return []
+    if isinstance(tags, dict):
+        return [f"{k}={v}" if v is not None else str(k) for k, v in tags.items()]
+    filters = []
+    for tag in tags:
+        if isinstance(tag, (list, tuple)):
+            filters.append(f"{tag[0]}={tag[1]}" if len(tag) > 1 else str(tag[0]))
+        else:
+            filters.append(str(tag))
+    return filters
+
+
+def _framework_version() -> str:
+    try:
+        from importlib.metadata import PackageNotFoundError, version
+
+        return version("torch")
+    except (ImportError, PackageNotFoundError):
+        return ""
+
+
+def _sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def local_files(model_path: str | os.PathLike[str]) -> tuple[str, bool, list[tuple[str, Path]]]:
+    """(root name, is folder, [(path in the version, local file)]) of a local file or folder.
+
+    Symlinks are not followed (as run outputs never copy them): the version holds regular files."""
+    given = Path(model_path).expanduser()
+    if given.is_symlink() or not given.exists():
+        raise exceptions.UserErrorException(
+            f"model_path {str(model_path)!r} is not a file or folder here."
+        )
+    given = given.resolve()
+    root = given.name
+    if given.is_file():
+        return root, False, [(root, given)]
+    found: list[tuple[str, Path]] = []
+    for folder, dirnames, filenames in os.walk(given):
+        dirnames[:] = sorted(d for d in dirnames if not os.path.islink(os.path.join(folder, d)))
+        for name in sorted(filenames):
+            absolute = Path(folder) / name
+            if absolute.is_symlink() or not absolute.is_file():
+                continue
+            found.append((f"{root}/{absolute.relative_to(given).as_posix()}", absolute))
+    if not found:
+        raise exceptions.UserErrorException(
+            f"The folder {str(model_path)!r} holds no regular files to register."
+        )
+    return root, True, found
+
+
+def upload_files(
+    workspace: Any, files: list[tuple[str, Path]], *, show_progress: bool = True
+) -> list[dict[str, Any]]:
+    """Upload each file the server does not hold yet (by sha256); returns the version's files."""
+    manifest = []
+    for path, local in files:
+        sha256 = _sha256_of(local)
+        size = local.stat().st_size
+        manifest.append({"path": path, "sha256": sha256, "size": size})
+        try:
+            workspace._http.get(workspace.api(f"model-blobs/{sha256}"))
+            continue
+        except exceptions.NotFoundError:
+            pass
+        if show_progress:
+            from trainhub.sdk._snapshot import ProgressReader
+
+            reader: Any = ProgressReader(local, f"Uploading {path}")
+        else:
+            reader = _SizedFile(local)
+        try:
+            workspace._http.request(
+                "PUT",
+                workspace.api(f"model-blobs/{sha256}"),
+                data=reader,
+                headers={"Content-Type": "application/octet-stream"},
+                timeout=(5, 3600),
+            )
+        finally:
+            reader.close()
+    return manifest
+
+
+class _SizedFile:
+    """A file to upload as the request body, with the length the server checks it against."""
+
+    def __init__(self, path: Path):
+        self.handle = open(path, "rb")
+        self.length = path.stat().st_size
+
+    def __len__(self) -> int:
+        return self.length
+
+    def read(self, size: int = -1) -> bytes:
+        return self.handle.read(size)
+
+    def close(self) -> None:
+        self.handle.close()
+
+
+def register_local(
+    workspace: Any,
+    model_path: str | os.PathLike[str],
+    model_name: str,
+    *,
+    run_id: str | None = None,
+    tags: dict[str, Any] | None = None,
+    properties: dict[str, Any] | None = None,
+    description: str | None = None,
+    model_framework: str | None = None,
+    model_framework_version: str | None = None,
+    show_progress: bool = True,
+) -> Model:
+    root, is_folder, files = local_files(model_path)
+    manifest = upload_files(workspace, files, show_progress=show_progress)
+    details = workspace._http.post(
+        workspace.api(f"models/{model_name}/versions"),
+        json={
+            "run_id": run_id,
+            "root": root,
+            "is_folder": is_folder,
+            "files": manifest,
+            "tags": dict(tags or {}),
+            "properties": dict(properties or {}),
+            "description": description or "",
+            "framework": model_framework or "PyTorch",
+            "framework_version": model_framework_version or _framework_version(),
+        },
+    )
+    return Model(workspace, _details=details)
+
+
+class Model:
+    """One version of a registered model (the latest unless `version` or `id` says which)."""
+
+    def __init__(
+        self,
+        workspace: Any,
+        name: str | None = None,
+        id: str | None = None,
+        tags: Any = None,
+        properties: Any = None,
+        version: int | None = None,
+        run_id: str | None = None,
+        _details: dict[str, Any] | None = None,
+        **_ignored: Any,
+    ):
+        self.workspace = workspace
+        if _details is None:
+            if id:
+                name, _, number = id.partition(":")
+                version = int(number) if number else version
+            if not name:
+                raise exceptions.UserErrorException("Give Model a name (or an id 'name:version').")
+            path = (
+                f"models/{name}/versions/{int(version)}"
+                if version is not None
+                else f"models/{name}"
+            )
+            _details = workspace._http.get(workspace.api(path))
+        self._apply(_details)
+
+    def _apply(self, details: dict[str, Any]) -> None:
+        self._details = details
+        self.name: str = details["name"]
+        self.version: int = details["version"]
+        self.id: str = details["id"]
+        self.tags: dict[str, str] = dict(details["tags"])
+        self.properties: dict[str, str] = dict(details["properties"])
+        self.description: str = details["description"]
+        self.model_framework: str = details["framework"]
+        self.model_framework_version: str = details["framework_version"]
+        self.run_id: str | None = details["run_id"]
+        self.experiment_name: str | None = details["experiment"]
+        self.environment: dict[str, Any] | None = details["environment"]
+        self.snapshot: str | None = details["snapshot"]
+        self.created_by: str | None = details["created_by"]
+        self.created_time: str = details["created_at"]
+        self.files: list[dict[str, Any]] = list(details["files"])
+        self.root: str = details["root"]
+        self.is_folder: bool = details["is_folder"]
+        self.size: int = details["size"]
+        self.url: str = self.workspace.url + details["portal_url"]
+
+    # ------------------------------------------------------------ class-level
+
+    @staticmethod
+    def register(
+        workspace: Any,
+        model_path: str | os.PathLike[str],
+        model_name: str,
+        tags: dict[str, Any] | None = None,
+        properties: dict[str, Any] | None = None,
+        description: str | None = None,
+        model_framework: str | None = None,
+        model_framework_version: str | None = None,
+        show_progress: bool = True,
+        **_ignored: Any,
+    ) -> Model:
+        """Register a local file or folder as the next version of `model_name` (uploads it)."""
+        return register_local(
+            workspace,
+            model_path,
+            model_name,
+            tags=tags,
+            properties=properties,
+            description=description,
+            model_framework=model_framework,
+            model_framework_version=model_framework_version,
+            show_progress=show_progress,
+        )
+
+    @staticmethod
+    def list(
+        workspace: Any,
+        name: str | None = None,
+        tags: Any = None,
+        latest: bool = False,
+        **_ignored: Any,
+    ) -> list[Model]:
+        """Versions, newest first per model; `tags` as ['key'], [['key', 'value']] or a dict."""
+        params: dict[str, Any] = {"tag": _tag_filters(tags), "latest": latest}
+        if name:
+            params["name"] = name
+        found = workspace._http.get(workspace.api("models"), params=params)
+        return [Model(workspace, _details=details) for details in found]
+
+    # ------------------------------------------------------------ this version
+
+    def _api(self, path: str = "") -> str:
+        return self.workspace.api(
+            f"models/{self.name}/versions/{self.version}{('/' + path) if path else ''}"
+        )
+
+    def download(
+        self,
+        target_dir: str = ".",
+        exist_ok: bool = False,
+        exists_ok: bool | None = None,
+        show_progress: bool = False,
+    ) -> str:
+        """Download the version's file or folder into `target_dir`; returns its path there.
+
+        Every file is checked against its registered sha256; a partial download resumes."""
+        exist_ok = exist_ok if exists_ok is None else exists_ok
+        target_root = os.path.normpath(os.path.join(target_dir, self.root))
+        targets = [
+            (f, os.path.normpath(os.path.join(target_dir, *f["path"].split("/"))))
+            for f in self.files
+        ]
+        if not exist_ok:
+            present = [path for _, path in targets if os.path.exists(path)]
+            if present:
+                raise TargetExistsError(present[0])
+        for model_file, target in targets:
+            _download_checked(self, model_file, target, show_progress=show_progress)
+        return target_root
+
+    def add_tags(self, tags: dict[str, Any]) -> None:
+        self._apply(self.workspace._http.patch(self._api("tags"), json={"add": dict(tags)}))
+
+    def remove_tags(self, tags: Any) -> None:
+        names = list(tags) if not isinstance(tags, str) else [tags]
+        self._apply(
+            self.workspace._http.patch(self._api("tags"), json={"remove": [str(n) for n in names]})
+        )
+
+    def delete(self) -> None:
+        """Delete this version; its number is never given to another version."""
+        self.workspace._http.delete(self._api())
+
+    def get_details(self) -> dict[str, Any]:
+        return dict(self._details)
+
+    def export_onnx(
+        self,
+        sample_input_shape: list[int] | tuple[int, ...],
+        opset: int = 17,
+        compute_target: Any = None,
+        tolerance: float | None = None,
+        wait: bool = True,
+        show_output: bool = False,
+        timeout_seconds: float = 1800,
+    ) -> Model | OnnxExport:
+        """Export to ONNX on a node; returns the new version of '<name>-onnx' (or, with
+        wait=False, the export to follow). Raises ExportFailedError when it fails."""
+        payload: dict[str, Any] = {
+            "sample_input_shape": [int(d) for d in sample_input_shape],
+            "opset": int(opset),
+        }
+        if tolerance is not None:
+            payload["tolerance"] = float(tolerance)
+        if compute_target is not None:
+            payload["compute_target"] = (
+                compute_target if isinstance(compute_target, str) else compute_target.name
+            )
+        export = OnnxExport(
+            self.workspace, self.workspace._http.post(self._api("onnx-exports"), json=payload)
+        )
+        if not wait:
+            return export
+        return export.wait_for_completion(show_output=show_output, timeout_seconds=timeout_seconds)
+
+    def __repr__(self) -> str:
+        workspace = getattr(self.workspace, "name", None)
+        return f"Model(workspace={workspace!r}, name={self.name!r}, version={self.version})"
+
+
+class OnnxExport:
+    """An ONNX export running on a node: its state, its run, and the parity figure it found."""
+
+    def __init__(self, workspace: Any, details: dict[str, Any]):
+        self.workspace = workspace
+        self._details = details
+
+    @property
+    def id(self) -> int:
+        return self._details["id"]
+
+    @property
+    def run_id(self) -> str | None:
+        return self._details["run_id"]
+
+    @property
+    def max_abs_diff(self) -> float | None:
+        return self._details["max_abs_diff"]
+
+    def get_details(self) -> dict[str, Any]:
+        self._details = self.workspace._http.get(self.workspace.api(f"onnx-exports/{self.id}"))
+        return dict(self._details)
+
+    def get_status(self) -> str:
+        return self.get_details()["state"]
+
+    def wait_for_completion(
+        self, show_output: bool = False, timeout_seconds: float = 1800, poll_seconds: float = 0.5
+    ) -> Model:
+        if show_output and self.run_id:
+            from trainhub.sdk.experiment import Experiment
+            from trainhub.sdk.run import Run
+
+            Run(Experiment(self.workspace, "onnx-export"), self.run_id).wait_for_completion(
+                show_output=True, raise_on_error=False
+            )
+        deadline = time.monotonic() + timeout_seconds
+        # Until the run ended too, so that its log is complete when this returns.
+        while (details := self.get_details())["state"] not in FINAL_EXPORT_STATES or (
+            details["run_status"] not in (None, "Completed", "Failed", "Canceled")
+        ):
+            if time.monotonic() > deadline:
+                raise exceptions.TrainHubError(
+                    f"ONNX export {self.id} did not finish in {timeout_seconds} s."
+                )
+            time.sleep(poll_seconds)
+        if details["state"] != "Succeeded" or not details["result"]:
+            raise ExportFailedError(
+                f"ONNX export of {details['source']} failed: "
+                f"{details['reason'] or details['state']}"
+                + (
+                    f" (max abs difference {details['max_abs_diff']:.3g}, "
+                    f"tolerance {details['tolerance']:g})"
+                    if details["max_abs_diff"] is not None
+                    else ""
+                ),
+            )
+        return Model(self.workspace, id=details["result"])
+
+    def __repr__(self) -> str:
+        source, state = self._details["source"], self._details["state"]
+        return f"OnnxExport(id={self.id}, source={source!r}, state={state!r})"
+
+
+def _download_checked(
+    model: Model, model_file: dict[str, Any], target: str, *, show_progress: bool
+) -> None:
+    """One file, resumed from `<target>.part` with a Range request, checked against its sha256."""
+    os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
+    partial = target + ".part"
+    digest = hashlib.sha256()
+    offset = 0
+    if os.path.exists(partial) and os.path.getsize(partial) < model_file["size"]:
+        with open(partial, "rb") as handle:
+            while chunk := handle.read(1 << 20):
+                digest.update(chunk)
+                offset += len(chunk)
+    headers = {"Range": f"bytes={offset}-"} if offset else {}
+    response = model.workspace._http.request(
+        "GET",
+        model._api("file"),
+        params={"path": model_file["path"]},
+        stream=True,
+        headers=headers,
+        timeout=(5, 600),
+    )
+    if offset and response.status_code != 206:
+        digest, offset = hashlib.sha256(), 0  # the server sent the whole file again
+    bar = None
+    if show_progress:
+        from tqdm import tqdm
+
+        bar = tqdm(
+            total=model_file["size"],
+            initial=offset,
+            unit="B",
+            unit_scale=True,
+            desc=model_file["path"],
+            leave=False,
+            file=sys.stderr,
+        )
+    try:
+        with response, open(partial, "ab" if offset else "wb") as handle:
+            for chunk in response.iter_content(chunk_size=1 << 20):
+                digest.update(chunk)
+                handle.write(chunk)
+                if bar is not None:
+                    bar.update(len(chunk))
+    finally:
+        if bar is not None:
+            bar.close()
+    announced = response.headers.get("X-Checksum-Sha256")
+    if digest.hexdigest() != model_file["sha256"] or (
+        announced and announced != model_file["sha256"]
+    ):
+        os.unlink(partial)
+        raise ChecksumMismatchError(
+            f"The download of {model.id} {model_file['path']} does not match its sha256 "
+            f"{model_file['sha256'][:12]}…: it was damaged on the way; try again."
+        )
+    os.replace(partial, target)
