@@ -103,7 +103,9 @@ BROWSER_ARGS = [
 ]
 
 
-@pytest.fixture(scope="session")
+# Per module, not per session: while Playwright's sync API is open its event loop counts as
+# running in the test's thread, and every later async_to_sync (Channels consumer tests) fails.
+@pytest.fixture(scope="module")
 def browser():
     from playwright.sync_api import sync_playwright
 
