@@ -34,6 +34,7 @@ from trainhub.redis_conn import get_redis
 logger = logging.getLogger(__name__)
 
 FLUSH_SECONDS = 0.05
+PREPARE_FLUSH_SECONDS = 0.25
 MAX_LINES_PER_CHUNK = 2000
 ABORT_POLL_SECONDS = 0.2
 STOP_GRACE_SECONDS = 3.0
@@ -61,7 +62,8 @@ class RankProcess:
     mpi: bool = False
 
 
-# Run as a file, not `-m runs.supervisor`: the rank's working folder is the run's, not ours.
+# Run as a file with -P, not `-m runs.supervisor`: the rank's working folder is the run's, not
+# ours; -S because it needs nothing beyond the standard library and site costs ~80 ms here.
 SUPERVISOR = str(Path(__file__).with_name("supervisor.py"))
 MPI_HOST_PREFIX = "trainhub-node-"
 MPI_TAG = re.compile(r"\[\d+,(\d+)\]<std(?:out|err)>:")
@@ -131,6 +133,8 @@ class NodeExecution:
         self.tails: dict[str, collections.deque] = {}
         self.prepare_stream = f"prepare_node_{node_rank}"
         self.prepare_lines: list[str] = []
+        self.prepare_pending: list[str] = []
+        self.prepare_flushed_at = time.monotonic()
 
     # ------------------------------------------------------------ helpers
 
@@ -139,9 +143,18 @@ class NodeExecution:
         return self.node_rank == 0
 
     def say(self, line: str) -> None:
-        """A line of the node's own (prepare/system) log."""
+        """A line of the node's own (prepare/system) log; sent in batches, at most every
+        PREPARE_FLUSH_SECONDS, so a long build streams and a cache hit costs one write."""
         self.prepare_lines.append(line)
-        services.log_append(self.run.pk, self.prepare_stream, [line])
+        self.prepare_pending.append(line)
+        if time.monotonic() - self.prepare_flushed_at >= PREPARE_FLUSH_SECONDS:
+            self.flush_prepare()
+
+    def flush_prepare(self) -> None:
+        if self.prepare_pending:
+            services.log_append(self.run.pk, self.prepare_stream, self.prepare_pending)
+            self.prepare_pending = []
+        self.prepare_flushed_at = time.monotonic()
 
     def aborted(self) -> str | None:
         if self.stop_event.is_set():
@@ -169,6 +182,7 @@ class NodeExecution:
             self.check_abort()
             self.unpack_snapshot()
             self.check_abort()
+            self.flush_prepare()
             self.transition(RunStatus.STARTING)
             rendezvous = self.rendezvous()
             self.start_ranks(python, env_vars, rendezvous)
@@ -178,16 +192,19 @@ class NodeExecution:
                 failed = None  # an MPI daemon of another node: mpirun on node 0 reports failures
             self.finish(failed)
         except RunAborted as aborted:
+            self.flush_prepare()
             self.stop_ranks()
             self.drain()
             self.finalize_files()
             self.end_aborted(str(aborted))
         except _SetupFailed as failure:
+            self.flush_prepare()
             self.stop_ranks()
             self.finalize_files()
             services.fail_run(self.run.pk, failure.reason, error_traceback=failure.details)
         except Exception as error:  # the node must survive anything a run does
             logger.exception("run %s failed on node %s", self.run.run_id, self.node.name)
+            self.flush_prepare()
             self.stop_ranks()
             services.fail_run(
                 self.run.pk,
@@ -196,6 +213,7 @@ class NodeExecution:
             )
         finally:
             self.stop_ranks()
+            self.flush_prepare()
             RunNode.objects.filter(run=self.run, node_rank=self.node_rank).update(
                 state="done", finished_at=timezone.now()
             )
@@ -334,7 +352,7 @@ class NodeExecution:
         run = self.run
         log_file = open(self.private_logs / f"{stream}.txt", "w", encoding="utf-8", errors="replace")
         process = subprocess.Popen(
-            [sys.executable, "-P", SUPERVISOR, "--", *argv],
+            [sys.executable, "-S", "-P", SUPERVISOR, "--", *argv],
             cwd=self.workdir,
             env=env,
             stdin=subprocess.DEVNULL,

@@ -264,7 +264,7 @@ def run_submit(
         raise ValidationError(SCRIPT_OR_COMMAND)
     snapshot = Snapshot.objects.filter(workspace=access.workspace, sha256=snapshot_sha256).first()
     if snapshot is None:
-        raise ValidationError(SNAPSHOT_UNKNOWN.format(sha=snapshot_sha256))
+        raise ValidationError(SNAPSHOT_UNKNOWN.format(sha=snapshot_sha256), code="snapshot_unknown")
     cluster = access.workspace.clusters.filter(name=compute_target).first()
     if cluster is None:
         raise ValidationError(

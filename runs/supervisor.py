@@ -11,7 +11,6 @@ from __future__ import annotations
 import ctypes
 import os
 import signal
-import subprocess
 import sys
 import time
 
@@ -28,7 +27,38 @@ def _prctl(option: int, value: int) -> None:
 
 
 def descendants(root: int) -> list[int]:
-    """Every process below `root`, from /proc."""
+    """Every process below `root`. As a child subreaper we adopt orphans, so following the
+    kernel's children lists finds them all; a full /proc scan is the fallback."""
+    try:
+        return _descendants_by_children_lists(root)
+    except OSError:
+        return _descendants_by_scan(root)
+
+
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/children") as handle:
+            found += [int(child) for child in handle.read().split()]
+    return found
+
+
+def _descendants_by_children_lists(root: int) -> list[int]:
+    found, pending = [], [root]
+    while pending:
+        pid = pending.pop()
+        try:
+            children = _children(pid)
+        except FileNotFoundError:
+            if pid == root:
+                raise
+            continue
+        found += children
+        pending += children
+    return found
+
+
+def _descendants_by_scan(root: int) -> list[int]:
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -101,14 +131,41 @@ def main(argv: list[str]) -> int:
 
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_term)
-    try:
-        child = subprocess.Popen(argv)
-    except OSError as error:
-        print(f"Cannot start {argv[0]!r}: {error.strerror}", file=sys.stderr, flush=True)
+    child = _spawn(argv)
+    if child is None:
         return 127
-    code = child.wait()
+    while True:
+        try:
+            _, status = os.waitpid(child, 0)
+            break
+        except ChildProcessError:
+            return 127
+        except InterruptedError:
+            continue
     stop_tree()
-    return 128 - code if code < 0 else code
+    return os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status)
+
+
+def _spawn(argv: list[str]) -> int | None:
+    """fork + exec, reporting an exec failure through a pipe (no `subprocess`: it is slow to import)."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read_end)
+        try:
+            os.set_inheritable(write_end, False)
+            os.execvp(argv[0], argv)
+        except OSError as error:
+            os.write(write_end, f"Cannot start {argv[0]!r}: {error.strerror}".encode())
+        os._exit(127)
+    os.close(write_end)
+    failure = os.read(read_end, 4096)
+    os.close(read_end)
+    if failure:
+        os.waitpid(pid, 0)
+        print(failure.decode(), file=sys.stderr, flush=True)
+        return None
+    return pid
 
 
 if __name__ == "__main__":

@@ -104,7 +104,7 @@ def _on_validation_error(request: HttpRequest, exc: ValidationError) -> HttpResp
         message = " ".join(f"{m}" for msgs in exc.message_dict.values() for m in msgs)
     else:
         message = " ".join(exc.messages)
-    return _error(request, message, 400, "invalid")
+    return _error(request, message, 400, getattr(exc, "code", None) or "invalid")
 
 
 def _register_routers() -> None:

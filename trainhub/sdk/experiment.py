@@ -17,9 +17,20 @@ class Experiment:
         from trainhub.sdk.run import Run
 
         submission = config._submission(self.workspace)
-        sha256 = upload_snapshot(self.workspace, config.source_directory, show_progress=show_progress)
-        payload = dict(submission, snapshot=sha256, tags=dict(tags or {}))
-        details = self.workspace._http.post(self.workspace.api(f"experiments/{self.name}/runs"), json=payload)
+        packed = pack_source_directory(config.source_directory)
+        try:
+            payload = dict(submission, snapshot=packed.sha256, tags=dict(tags or {}))
+            path = self.workspace.api(f"experiments/{self.name}/runs")
+            try:
+                # Most submits send a snapshot the server already has: try without uploading.
+                details = self.workspace._http.post(path, json=payload)
+            except exceptions.UserErrorException as error:
+                if error.code != "snapshot_unknown":
+                    raise
+                upload_packed(self.workspace, packed, show_progress=show_progress)
+                details = self.workspace._http.post(path, json=payload)
+        finally:
+            packed.path.unlink(missing_ok=True)
         return Run(self, details["run_id"], _details=details)
 
     def get_runs(self, status: str | None = None) -> list:
@@ -33,26 +44,15 @@ class Experiment:
         return f"Experiment(workspace={self.workspace.name!r}, name={self.name!r})"
 
 
-def upload_snapshot(workspace: Any, source_directory: str, *, show_progress: bool = True) -> str:
-    """Pack and upload the source directory unless the server has that content already."""
-    packed = pack_source_directory(source_directory)
+def upload_packed(workspace: Any, packed: Any, *, show_progress: bool = True) -> None:
+    reader = ProgressReader(packed.path, "Uploading snapshot", show=show_progress)
     try:
-        try:
-            workspace._http.get(workspace.api(f"snapshots/{packed.sha256}"))
-            return packed.sha256
-        except exceptions.NotFoundError:
-            pass
-        reader = ProgressReader(packed.path, "Uploading snapshot", show=show_progress)
-        try:
-            workspace._http.request(
-                "PUT",
-                workspace.api(f"snapshots/{packed.sha256}"),
-                data=reader,
-                headers={"Content-Type": "application/gzip"},
-                timeout=(5, 600),
-            )
-        finally:
-            reader.close()
-        return packed.sha256
+        workspace._http.request(
+            "PUT",
+            workspace.api(f"snapshots/{packed.sha256}"),
+            data=reader,
+            headers={"Content-Type": "application/gzip"},
+            timeout=(5, 600),
+        )
     finally:
-        packed.path.unlink(missing_ok=True)
+        reader.close()
