@@ -53,7 +53,9 @@ def test_it_answers_404_to_outsiders(client_for, outsider, workspace, page):
 
 def test_it_answers_404_to_outsiders_for_config_json(client_for, outsider, workspace):
     assert client_for(outsider).get(f"/w/{workspace.name}/config.json").status_code == 404
-    assert client_for(outsider).post(f"/w/{workspace.name}/config.json", {"include_token": "on"}).status_code == 404
+    url = f"/w/{workspace.name}/config.json"
+    response = client_for(outsider).post(url, {"include_token": "on"})
+    assert response.status_code == 404
     assert not ApiToken.objects.exists()
 
 
