@@ -70,8 +70,15 @@ class PeakRss:
         self.thread.join()
 
 
-def download(url: str, token: str, server_pid: int) -> tuple[float, float, int]:
-    """(GB/s, server peak RSS MB, bytes); curl is the client, so the client is not the limit."""
+def cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def download(url: str, token: str, server_pid: int) -> tuple[float, float, int, float]:
+    """(GB/s, server peak RSS MB, bytes, server CPU s per GB); curl is the client."""
+    cpu_before = cpu_seconds(server_pid)
     with PeakRss(server_pid) as peak:
         started = time.perf_counter()
         result = subprocess.run(
@@ -92,7 +99,12 @@ def download(url: str, token: str, server_pid: int) -> tuple[float, float, int]:
         )
         seconds = time.perf_counter() - started
     size = int(float(result.stdout))
-    return size / seconds / 1e9, peak.peak, size
+    return (
+        size / seconds / 1e9,
+        peak.peak,
+        size,
+        (cpu_seconds(server_pid) - cpu_before) / (size / 1e9),
+    )
 
 
 def main() -> None:
@@ -150,7 +162,7 @@ def main() -> None:
             runs = [download(file_url, token, pid) for _ in range(3)]
             best = max(runs, key=lambda r: r[0])
             peak_rss = max(r[1] for r in runs)
-            zip_rate, zip_rss, zip_size = download(
+            zip_rate, zip_rss, zip_size, zip_cpu = download(
                 f"{api}/models/big-folder/versions/1/download", token, pid
             )
 
@@ -176,7 +188,11 @@ def main() -> None:
                 f"  register a 1 GiB run output:   {storage_growth} bytes added to storage; "
                 f"the server wrote {wrote} bytes ({to_disk} to disk) in {register_seconds:.3f} s"
             )
+            cpu = min(r[3] for r in runs)
             print(f"  download (single file, curl):  {best[0]:.2f} GB/s (best of {rates})")
+            print(
+                f"  server CPU per GB downloaded:  {cpu:.2f} s (single file), {zip_cpu:.2f} s (zip)"
+            )
             memory = f"{idle_rss:.0f} MB idle, {peak_rss:.0f} MB peak"
             print(f"  server RSS:                    {memory}")
             print(

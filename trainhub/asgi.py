@@ -6,7 +6,10 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "trainhub.settings")
 
 from django.core.asgi import get_asgi_application  # noqa: E402
 
-django_asgi_app = get_asgi_application()
+from trainhub.ops.flow_control import ResponseFlowControl  # noqa: E402
+
+# Streamed downloads wait for the socket to drain instead of piling up in memory.
+django_asgi_app = ResponseFlowControl(get_asgi_application())
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import time
 import zipfile
 
 import pytest
@@ -148,3 +149,48 @@ def test_registering_from_a_run_copies_nothing(workspace, stored):
         if path.is_file()
     }
     assert not [name for name in stored_names if name.startswith("models/")]
+
+
+def test_a_slow_reader_does_not_pile_the_file_up_in_server_memory(
+    live_url, live_server_process, owner_token, workspace, owner, tmp_path
+):
+    """Daphne alone would buffer the whole body for a client that reads slowly."""
+    from registry import services
+    from runs.services import run_file_store
+    from tests.registry.builders import access_of
+    from tests.runs.builders import make_run
+
+    big = tmp_path / "big.bin"
+    with open(big, "wb") as handle:
+        for _ in range(160):
+            handle.write(os.urandom(1 << 20))
+    run = make_run(workspace, status="Completed")
+    run_file_store(run=run, path="outputs/big.bin", local_path=big)
+    services.version_register_from_run(
+        access=access_of(workspace, owner),
+        user=owner,
+        run=run,
+        model_name="big",
+        model_path="outputs/big.bin",
+    )
+    pid = live_server_process.process.pid
+
+    def rss_mb() -> float:
+        with open(f"/proc/{pid}/status") as status:
+            return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:")) / 1024
+
+    before = rss_mb()
+    response = requests.get(
+        f"{live_url}/api/v1/workspaces/birds/models/big/versions/1/file",
+        params={"path": "big.bin"},
+        headers={"Authorization": f"Bearer {owner_token}"},
+        stream=True,
+        timeout=60,
+    )
+    digest, peak = hashlib.sha256(), before
+    for chunk in response.iter_content(chunk_size=1 << 20):
+        digest.update(chunk)
+        peak = max(peak, rss_mb())
+        time.sleep(0.005)
+    assert digest.hexdigest() == hashlib.sha256(big.read_bytes()).hexdigest()
+    assert peak - before < 64, f"the server grew by {peak - before:.0f} MB for a 160 MB download"
