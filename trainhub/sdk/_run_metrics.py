@@ -244,6 +244,9 @@ class MetricsBuffer:
         self.send_lock = threading.Lock()
         self.closed = False
         self.sent = 0
+        # A forked child (a DataLoader worker) inherits a copy of the buffer but not the thread:
+        # it must not send the parent's points a second time when it exits or is stopped.
+        self.pid = os.getpid()
         self.thread = threading.Thread(target=self._loop, name="trainhub-metrics", daemon=True)
         self.thread.start()
         atexit.register(self.close)
@@ -381,7 +384,8 @@ class MetricsBuffer:
     def close(self, seconds: float = EXIT_FLUSH_SECONDS) -> None:
         self.closed = True
         self.wake.set()
-        self.flush(time.monotonic() + seconds)
+        if os.getpid() == self.pid:
+            self.flush(time.monotonic() + seconds)
 
     def _watch_sigterm(self) -> None:
         if threading.current_thread() is not threading.main_thread():
