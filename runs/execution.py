@@ -117,6 +117,12 @@ def _rendezvous_key(run_pk: int) -> str:
     return f"trainhub:run:{run_pk}:rendezvous"
 
 
+def clear_run_keys(run_pk: int) -> None:
+    get_redis().delete(
+        services.abort_key(run_pk), _rendezvous_key(run_pk), f"trainhub:run:{run_pk}:logseq"
+    )
+
+
 class NodeExecution:
     def __init__(self, run_pk: int, node_pk: int, node_rank: int, token: str, stop_event: threading.Event | None = None):
         self.run = Run.objects.select_related("workspace", "experiment", "snapshot", "cluster").get(pk=run_pk)

@@ -75,6 +75,10 @@ def _place_head_run(cluster_pk: int) -> int | None:
 
 
 def _enqueue(run_pk: int, assignments: list[tuple[Node, int]], token: str) -> None:
+    from runs.execution import clear_run_keys
+
+    # A database restored or reset can hand out a run id again: start from clean Redis keys.
+    clear_run_keys(run_pk)
     for node, rank in assignments:
         node_queue(node).enqueue(
             "runs.jobs.execute_run_on_node",

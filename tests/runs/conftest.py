@@ -18,8 +18,8 @@ def cluster(workspace):
 
 
 @pytest.fixture
-def node(cluster, transactional_db, tmp_path):
-    process = NodeProcess(cluster, tmp_path).start()
+def node(cluster, live_server_process, transactional_db, tmp_path):
+    process = NodeProcess(cluster, tmp_path, TRAINHUB_NODE_SERVER_URL=live_server_process.url).start()
     yield process
     process.stop()
 

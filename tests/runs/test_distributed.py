@@ -20,8 +20,11 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def two_nodes(cluster, transactional_db, tmp_path):
-    nodes = [NodeProcess(cluster, tmp_path).start(wait=False) for _ in range(2)]
+def two_nodes(cluster, live_server_process, transactional_db, tmp_path):
+    nodes = [
+        NodeProcess(cluster, tmp_path, TRAINHUB_NODE_SERVER_URL=live_server_process.url).start(wait=False)
+        for _ in range(2)
+    ]
     wait_until(lambda: Node.objects.filter(cluster=cluster, state="idle").count() == 2, 60, message="two idle nodes")
     yield nodes
     for node in nodes:
