@@ -202,7 +202,7 @@ def main() -> None:
             print(
                 f"  register a 1 GiB local file:   uploaded in {upload_seconds:.1f} s; storage "
                 f"grew {upload_growth} bytes, the server wrote {upload_disk} bytes to disk "
-                "(Django's ASGI handler spools a request body to a temporary file first)"
+                "(daphne, then Django's ASGI handler, each spool a request body to a temp file)"
             )
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
