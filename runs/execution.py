@@ -351,6 +351,11 @@ class NodeExecution:
                 "TRAINHUB_NODE_COUNT": str(run.node_count),
             }
         )
+        if per_node == 1 and run.command and run.distributed.get("type") == "pytorch":
+            # A per-node launcher's ranks share one pipe: unbuffered, Python writes a line's text
+            # and its newline separately and lines of different ranks interleave. Buffered, a
+            # flushed print is one write and stays whole.
+            base.pop("PYTHONUNBUFFERED", None)
         return base
 
     def _spawn(self, rank: int, local_rank: int, stream: str, argv: list[str], env: dict[str, str],
