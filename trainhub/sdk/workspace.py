@@ -20,7 +20,7 @@ class Workspace:
         if not self._token:
             raise exceptions.AuthenticationError(
                 f"No API token for {self.url}: put one in config.json, set TRAINHUB_TOKEN, "
-                "or run `trainhub login`."
+                "or add it to ~/.trainhub/credentials (a [server URL] section with a token key)."
             )
         self._http = HttpClient(self.url, self._token)
         self._details = _details if _details is not None else self._fetch()
