@@ -108,8 +108,8 @@ def node_name() -> str:
     return socket.gethostname()
 
 
-class _Transcript:
-    """Forwards each line to the caller as it comes, and keeps them all for the failure record."""
+class BuildLog:
+    """Forwards each line to the caller as it comes, and keeps them all for the build record."""
 
     def __init__(self, log: Callable[[str], None]) -> None:
         self.forward = log
@@ -135,7 +135,7 @@ def materialise_environment(
 
     `uv` is the uv executable to install with; None builds with pip, as on a node without uv.
     """
-    transcript = _Transcript(log)
+    transcript = BuildLog(log)
     normalised, digest = _normalise(spec, transcript)
     cache_dir = Path(cache_dir).absolute()
     root = cache_dir / digest
@@ -164,18 +164,18 @@ def cached_environment(
     spec: dict, *, cache_dir: Path, log: Callable[[str], None] | None = None
 ) -> MaterialisedEnvironment | None:
     """The environment of `spec` when this node has it built (marking it used), else None."""
-    transcript = _Transcript(log or (lambda _line: None))
+    transcript = BuildLog(log or (lambda _line: None))
     _, digest = _normalise(spec, transcript)
     return _cache_hit(Path(cache_dir).absolute(), digest, transcript)
 
 
-def _normalise(spec: dict, log: _Transcript) -> tuple[dict[str, Any], str]:
+def _normalise(spec: dict, log: BuildLog) -> tuple[dict[str, Any], str]:
     try:
         normalised = specs.normalise_spec(spec)
     except specs.SpecError as error:
         log(f"The environment spec is invalid: {error}")
         raise BuildError(f"The environment spec is invalid: {error}", log.text()) from None
-    return normalised, hashlib.sha256(specs.canonical_json(normalised).encode()).hexdigest()
+    return normalised, specs.spec_hash(normalised)
 
 
 def _cache_hit(
@@ -209,9 +209,7 @@ def _acquire_waiting(lock: FileLock, digest: str, log: Callable[[str], None]) ->
             log(f"Still waiting for the other build of {digest[:12]} ({waited} s).")
 
 
-def _build(
-    spec: dict[str, Any], digest: str, root: Path, log: _Transcript, uv: Path | None
-) -> None:
+def _build(spec: dict[str, Any], digest: str, root: Path, log: BuildLog, uv: Path | None) -> None:
     started = time.monotonic()
     log(f"Building environment {digest[:12]} on node {node_name()} into {root}")
     try:
@@ -413,12 +411,12 @@ def _conda_requirements(
     interpreter: Path,
     torch_version: str | None,
     uv: Path | None,
-    log: _Transcript,
+    log: BuildLog,
 ) -> list[str]:
     """conda packages that the pip indexes have become pip requirements; the others are refused."""
     requirements, missing = [], []
     for entry in entries:
-        name = re.split(r"[\s=<>!~\[]", entry.split("::")[-1], maxsplit=1)[0].lower()
+        name = specs.conda_package_name(entry)
         if name in CONDA_SKIPPED:
             continue
         translated = conda_to_pip(entry)
@@ -521,7 +519,7 @@ def _build_with_uv(
     root: Path,
     requirements: list[str],
     torch_version: str | None,
-    log: _Transcript,
+    log: BuildLog,
 ) -> None:
     version = subprocess.run(
         [str(uv), "--version"], capture_output=True, text=True, check=False
@@ -574,13 +572,13 @@ def _build_with_uv(
     _pip_install(root, log)
 
 
-def _create_venv_with_python(interpreter: Path, root: Path, log: _Transcript) -> None:
+def _create_venv_with_python(interpreter: Path, root: Path, log: BuildLog) -> None:
     code, output = _stream([str(interpreter), "-m", "venv", "--without-pip", str(root)], log)
     if code != 0:
         raise BuildError(f"python -m venv failed: {_last_error(output)}")
 
 
-def _pip_install(root: Path, log: _Transcript) -> None:
+def _pip_install(root: Path, log: BuildLog) -> None:
     # pip reads the machine's pip configuration itself; this process's pip installs into the venv.
     code, output = _stream(
         [

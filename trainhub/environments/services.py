@@ -18,6 +18,7 @@ from django.utils import timezone
 from trainhub.environments import curated
 from trainhub.environments.builders import (
     BuildError,
+    BuildLog,
     MaterialisedEnvironment,
     cached_environment,
     materialise_environment,
@@ -276,25 +277,22 @@ def build_finish(
     return build
 
 
-class _LogFlusher:
-    """Keeps the build row's log current while a build runs, so the portal shows progress."""
+class _RecordedLog(BuildLog):
+    """A build log that also keeps the build row current, so the portal shows progress."""
 
     INTERVAL_SECONDS = 1.0
 
-    def __init__(self, build: EnvironmentBuild) -> None:
+    def __init__(self, build: EnvironmentBuild, log: Callable[[str], None]) -> None:
+        super().__init__(log)
         self.build = build
-        self.lines: list[str] = []
         self.flushed_at = 0.0
 
     def __call__(self, line: str) -> None:
-        self.lines.append(line)
+        super().__call__(line)
         now = time.monotonic()
         if now - self.flushed_at >= self.INTERVAL_SECONDS:
             self.flushed_at = now
             EnvironmentBuild.objects.filter(pk=self.build.pk).update(log=_log_tail(self.text()))
-
-    def text(self) -> str:
-        return "\n".join(self.lines) + ("\n" if self.lines else "")
 
 
 def materialise_recorded(
@@ -340,24 +338,19 @@ def build_version(
 def _build_recorded(
     build: EnvironmentBuild, spec: dict[str, Any], cache_dir: Path, log: Callable[[str], None]
 ) -> MaterialisedEnvironment:
-    flusher = _LogFlusher(build)
-
-    def both(line: str) -> None:
-        flusher(line)
-        log(line)
-
+    recorded = _RecordedLog(build, log)
     try:
-        built = materialise_environment(spec, cache_dir=cache_dir, log=both)
+        built = materialise_environment(spec, cache_dir=cache_dir, log=recorded)
     except BuildError as error:
         build_finish(
             build=build,
             status=BuildStatus.FAILED,
-            log=error.log or flusher.text(),
+            log=error.log or recorded.text(),
             reason=error.reason,
         )
         raise
     build_finish(
-        build=build, status=BuildStatus.SUCCEEDED, log=flusher.text(), cache_hit=built.cache_hit
+        build=build, status=BuildStatus.SUCCEEDED, log=recorded.text(), cache_hit=built.cache_hit
     )
     return built
 

@@ -141,9 +141,13 @@ def _requirement(entry: str) -> str:
     return entry
 
 
+def conda_package_name(entry: str) -> str:
+    """The package a conda match spec names: "conda-forge::numpy=1.26=py311_0" → "numpy"."""
+    return re.split(r"[\s=<>!~\[]", entry.split("::")[-1].strip(), maxsplit=1)[0].lower()
+
+
 def _conda(entry: str) -> str:
-    name = re.split(r"[\s=<>!~\[]", entry.split("::")[-1], maxsplit=1)[0]
-    if name.lower() == "python":
+    if conda_package_name(entry) == "python":
         raise SpecError(CONDA_PYTHON.format(entry=entry))
     if len(entry) > MAX_REQUIREMENT_LENGTH:
         raise SpecError(f"The conda entry {entry[:80]!r}… is too long.")
