@@ -3,7 +3,6 @@ started by hand with torchrun, and the time from a rank failing to every rank st
 
 from __future__ import annotations
 
-import os
 import statistics
 import subprocess
 import sys
@@ -51,9 +50,24 @@ def by_hand(python: Path, folder: Path) -> float:
     started = time.monotonic()
     processes = [
         subprocess.Popen(
-            [str(torchrun), "--nnodes", "2", "--nproc_per_node", "2", "--node_rank", str(rank),
-             "--master_addr", "127.0.0.1", "--master_port", "29731", str(folder / "work.py"), str(STEPS)],
-            cwd=folder, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                str(torchrun),
+                "--nnodes",
+                "2",
+                "--nproc_per_node",
+                "2",
+                "--node_rank",
+                str(rank),
+                "--master_addr",
+                "127.0.0.1",
+                "--master_port",
+                "29731",
+                str(folder / "work.py"),
+                str(STEPS),
+            ],
+            cwd=folder,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         for rank in range(2)
     ]
@@ -66,10 +80,14 @@ def through_trainhub(ws, folder: Path, script: str, arguments=()):
     from trainhub.sdk import Environment, Experiment, ScriptRunConfig
     from trainhub.sdk.runconfig import PyTorchConfiguration
 
-    src = ScriptRunConfig(source_directory=str(folder), script=script, arguments=list(arguments),
-                          compute_target="cpu",
-                          environment=Environment.get(workspace=ws, name="TrainHub-PyTorch-2.13-CPU"),
-                          distributed_job_config=PyTorchConfiguration(process_count=4, node_count=2))
+    src = ScriptRunConfig(
+        source_directory=str(folder),
+        script=script,
+        arguments=list(arguments),
+        compute_target="cpu",
+        environment=Environment.get(workspace=ws, name="TrainHub-PyTorch-2.13-CPU"),
+        distributed_job_config=PyTorchConfiguration(process_count=4, node_count=2),
+    )
     return Experiment(ws, "bench-ddp").submit(src, show_progress=False)
 
 
@@ -99,7 +117,9 @@ def main() -> None:
         (folder / "fail.py").write_text(FAILING)
         through_trainhub(ws, folder, "work.py", [10]).wait_for_completion()  # builds the environment
         spec = Run.objects.latest("id").environment_spec
-        python = materialise_environment(spec, cache_dir=Path(settings.TRAINHUB_ENV_CACHE_DIR), log=lambda _: None).python
+        python = materialise_environment(
+            spec, cache_dir=Path(settings.TRAINHUB_ENV_CACHE_DIR), log=lambda _: None
+        ).python
 
         hand, hub = [], []
         for _ in range(REPEATS):
@@ -108,9 +128,11 @@ def main() -> None:
             through_trainhub(ws, folder, "work.py", [STEPS]).wait_for_completion()
             hub.append(time.monotonic() - started)
         ratio = statistics.median(hub) / statistics.median(hand)
-        print(f"2 nodes x 2 processes gloo DDP, {STEPS} steps: TrainHub median {statistics.median(hub):.2f} s "
-              f"(submit to Completed), torchrun by hand median {statistics.median(hand):.2f} s, "
-              f"ratio {ratio:.3f} (target <= 1.05)")
+        print(
+            f"2 nodes x 2 processes gloo DDP, {STEPS} steps: TrainHub median {statistics.median(hub):.2f} s "
+            f"(submit to Completed), torchrun by hand median {statistics.median(hand):.2f} s, "
+            f"ratio {ratio:.3f} (target <= 1.05)"
+        )
 
         run = through_trainhub(ws, folder, "fail.py")
 
@@ -125,8 +147,10 @@ def main() -> None:
         gone_at = time.time()
         run.wait_for_completion(raise_on_error=False)
         failed_at = float(log_text().split("failing at ", 1)[1].split()[0])
-        print(f"rank failure -> all {len(pids)} ranks stopped: {gone_at - failed_at:.2f} s (target <= 10 s); "
-              f"run {Run.objects.get(run_id=run.id).status}: {Run.objects.get(run_id=run.id).status_reason}")
+        print(
+            f"rank failure -> all {len(pids)} ranks stopped: {gone_at - failed_at:.2f} s (target <= 10 s); "
+            f"run {Run.objects.get(run_id=run.id).status}: {Run.objects.get(run_id=run.id).status_reason}"
+        )
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ import subprocess
 import sys
 import tempfile
 import textwrap
-import threading
 import time
 from pathlib import Path
 
@@ -36,8 +35,13 @@ PRINTER = textwrap.dedent(
 def submit(ws, folder: Path, script: str, arguments=()):
     from trainhub.sdk import Environment, Experiment, ScriptRunConfig
 
-    src = ScriptRunConfig(source_directory=str(folder), script=script, arguments=list(arguments),
-                          compute_target="cpu", environment=Environment.get(workspace=ws, name="TrainHub-PyTorch-2.13-CPU"))
+    src = ScriptRunConfig(
+        source_directory=str(folder),
+        script=script,
+        arguments=list(arguments),
+        compute_target="cpu",
+        environment=Environment.get(workspace=ws, name="TrainHub-PyTorch-2.13-CPU"),
+    )
     return Experiment(ws, "bench").submit(src, show_progress=False)
 
 
@@ -67,9 +71,11 @@ def submit_overhead(ws, folder: Path) -> None:
         run.wait_for_completion()
         printed = re.search(r"^T ([0-9.]+)$", log_text(run.id), re.M)
         hub.append(float(printed.group(1)) - started)
-    print(f"warm submit -> first line: median {statistics.median(hub) * 1000:.0f} ms; "
-          f"bare script -> first line: median {statistics.median(bare) * 1000:.0f} ms; "
-          f"overhead {(statistics.median(hub) - statistics.median(bare)) * 1000:.0f} ms (target <= 300 ms)")
+    print(
+        f"warm submit -> first line: median {statistics.median(hub) * 1000:.0f} ms; "
+        f"bare script -> first line: median {statistics.median(bare) * 1000:.0f} ms; "
+        f"overhead {(statistics.median(hub) - statistics.median(bare)) * 1000:.0f} ms (target <= 300 ms)"
+    )
 
 
 def websocket_latency(ws, folder: Path, server, user_password: tuple[str, str]) -> None:
@@ -77,17 +83,22 @@ def websocket_latency(ws, folder: Path, server, user_password: tuple[str, str]) 
     from websockets.sync.client import connect
 
     session = requests.Session()
-    login = session.get(f"{server.url}/accounts/login/")
+    session.get(f"{server.url}/accounts/login/")
     csrf = session.cookies["csrftoken"]
-    session.post(f"{server.url}/accounts/login/", data={"username": user_password[0], "password": user_password[1],
-                 "csrfmiddlewaretoken": csrf}, headers={"Referer": f"{server.url}/accounts/login/"})
+    session.post(
+        f"{server.url}/accounts/login/",
+        data={"username": user_password[0], "password": user_password[1], "csrfmiddlewaretoken": csrf},
+        headers={"Referer": f"{server.url}/accounts/login/"},
+    )
     cookie = "; ".join(f"{k}={v}" for k, v in session.cookies.items())
     run = submit(ws, folder, "printer.py", [1000, 5])
     latencies: list[float] = []
     received = 0
     deadline = time.time() + 90
-    with connect(f"ws://127.0.0.1:{server.port}/ws/runs/{run.id}/logs/",
-                 additional_headers={"Cookie": cookie, "Origin": server.url}) as socket:
+    with connect(
+        f"ws://127.0.0.1:{server.port}/ws/runs/{run.id}/logs/",
+        additional_headers={"Cookie": cookie, "Origin": server.url},
+    ) as socket:
         while received < 5000 and time.time() < deadline:
             message = json.loads(socket.recv(timeout=60))
             if message.get("type") != "lines":
@@ -98,16 +109,20 @@ def websocket_latency(ws, folder: Path, server, user_password: tuple[str, str]) 
                     received += 1
                     latencies.append(arrived - float(line.split()[2]))
     run.wait_for_completion()
-    print(f"log line -> WebSocket at 1,000 lines/s: {received} lines, p50 {percentile(latencies, 0.5) * 1000:.0f} ms, "
-          f"p95 {percentile(latencies, 0.95) * 1000:.0f} ms (target p95 <= 100 ms)")
+    print(
+        f"log line -> WebSocket at 1,000 lines/s: {received} lines, p50 {percentile(latencies, 0.5) * 1000:.0f} ms, "
+        f"p95 {percentile(latencies, 0.95) * 1000:.0f} ms (target p95 <= 100 ms)"
+    )
 
     run = submit(ws, folder, "printer.py", [50000, 5])
     started = time.time()
     run.wait_for_completion()
     lines = [line for line in log_text(run.id).split("\n") if line.startswith("L ")]
     in_order = all(int(line.split()[1]) == i for i, line in enumerate(lines))
-    print(f"50,000 lines/s for 5 s: {len(lines)} of 250000 lines stored, in order: {in_order}, "
-          f"run took {time.time() - started:.1f} s")
+    print(
+        f"50,000 lines/s for 5 s: {len(lines)} of 250000 lines stored, in order: {in_order}, "
+        f"run took {time.time() - started:.1f} s"
+    )
 
 
 def experiment_page(workspace, cluster, server, user_password) -> None:
@@ -118,16 +133,32 @@ def experiment_page(workspace, cluster, server, user_password) -> None:
     experiment = Experiment.objects.create(workspace=workspace, name="big", last_run_number=100_000)
     snapshot = Snapshot.objects.first()
     runs = [
-        Run(workspace=workspace, experiment=experiment, number=n, run_id=f"big_{n}", cluster=cluster,
-            snapshot=snapshot, environment_name="x", environment_spec={}, script="s.py",
-            status=["Completed", "Failed", "Canceled"][n % 3])
+        Run(
+            workspace=workspace,
+            experiment=experiment,
+            number=n,
+            run_id=f"big_{n}",
+            cluster=cluster,
+            snapshot=snapshot,
+            environment_name="x",
+            environment_spec={},
+            script="s.py",
+            status=["Completed", "Failed", "Canceled"][n % 3],
+        )
         for n in range(1, 100_001)
     ]
     Run.objects.bulk_create(runs, batch_size=5000)
     session = requests.Session()
     session.get(f"{server.url}/accounts/login/")
-    session.post(f"{server.url}/accounts/login/", data={"username": user_password[0], "password": user_password[1],
-                 "csrfmiddlewaretoken": session.cookies["csrftoken"]}, headers={"Referer": server.url})
+    session.post(
+        f"{server.url}/accounts/login/",
+        data={
+            "username": user_password[0],
+            "password": user_password[1],
+            "csrfmiddlewaretoken": session.cookies["csrftoken"],
+        },
+        headers={"Referer": server.url},
+    )
     middle = Run.objects.get(run_id="big_50000").pk
     timings = []
     for query in ["", "?status=Failed", f"?before={middle}", f"?before={middle}&status=Canceled"] * 10:
@@ -135,8 +166,10 @@ def experiment_page(workspace, cluster, server, user_password) -> None:
         response = session.get(f"{server.url}/w/bench/experiments/big/{query}")
         timings.append(time.perf_counter() - started)
         assert response.status_code == 200 and "big" in response.text
-    print(f"experiment page with 100,000 runs: p50 {percentile(timings, 0.5) * 1000:.0f} ms, "
-          f"p95 {percentile(timings, 0.95) * 1000:.0f} ms (target p95 <= 150 ms)")
+    print(
+        f"experiment page with 100,000 runs: p50 {percentile(timings, 0.5) * 1000:.0f} ms, "
+        f"p95 {percentile(timings, 0.95) * 1000:.0f} ms (target p95 <= 150 ms)"
+    )
 
 
 def main() -> None:

@@ -129,13 +129,16 @@ def run_out(run: Run) -> RunOut:
         tags=run.tags,
         properties=run.properties,
         snapshot=run.snapshot.sha256,
-        status_history=[
-            StatusChangeOut(status=c.status, at=c.at, reason=c.reason) for c in run.status_changes.all()
-        ],
+        status_history=[StatusChangeOut(status=c.status, at=c.at, reason=c.reason) for c in run.status_changes.all()],
         processes=[
             ProcessOut(
-                rank=p.rank, node_rank=p.node_rank, local_rank=p.local_rank, node_name=p.node_name,
-                pid=p.pid, state=p.state, exit_code=p.exit_code,
+                rank=p.rank,
+                node_rank=p.node_rank,
+                local_rank=p.local_rank,
+                node_name=p.node_name,
+                pid=p.pid,
+                state=p.state,
+                exit_code=p.exit_code,
             )
             for p in run.processes.all()
         ],
@@ -201,12 +204,17 @@ def submit_run(request: HttpRequest, workspace_name: str, experiment_name: str, 
 @router.get("/{workspace_name}/experiments", response=list[dict])
 def list_experiments(request: HttpRequest, workspace_name: str) -> list[dict]:
     member = access(request, workspace_name)
-    return [{"name": e.name, "created_at": e.created_at.isoformat()} for e in selectors.experiments_of(member.workspace)]
+    return [
+        {"name": e.name, "created_at": e.created_at.isoformat()} for e in selectors.experiments_of(member.workspace)
+    ]
 
 
 @router.get("/{workspace_name}/experiments/{experiment_name}/runs", response=list[RunOut])
 def list_runs(
-    request: HttpRequest, workspace_name: str, experiment_name: str, status: str | None = None,
+    request: HttpRequest,
+    workspace_name: str,
+    experiment_name: str,
+    status: str | None = None,
     before_id: int | None = None,
 ) -> list[RunOut]:
     member = access(request, workspace_name)
@@ -228,7 +236,9 @@ def cancel_run(request: HttpRequest, workspace_name: str, run_id: str) -> RunOut
 
 
 @router.get("/{workspace_name}/runs/{run_id}/logs", response=LogsOut)
-def get_logs(request: HttpRequest, workspace_name: str, run_id: str, after: int = 0, stream: str | None = None) -> LogsOut:
+def get_logs(
+    request: HttpRequest, workspace_name: str, run_id: str, after: int = 0, stream: str | None = None
+) -> LogsOut:
     member = access(request, workspace_name)
     run = selectors.run_get(member.workspace, run_id)
     # Read the status first: lines stored before a final status are then all in this answer.
@@ -255,6 +265,9 @@ def download_file(request: HttpRequest, workspace_name: str, run_id: str, path: 
     run = selectors.run_get(member.workspace, run_id)
     found = selectors.run_file_get(run, path)
     return file_response(
-        request, storage_name=found.storage_name, filename=found.path.rsplit("/", 1)[-1],
-        size=found.size, sha256=found.sha256,
+        request,
+        storage_name=found.storage_name,
+        filename=found.path.rsplit("/", 1)[-1],
+        size=found.size,
+        sha256=found.sha256,
     )

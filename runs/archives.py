@@ -20,7 +20,9 @@ class UnsafeArchiveError(Exception):
 
 def _check_name(name: str) -> None:
     if len(name) > MAX_NAME:
-        raise UnsafeArchiveError(UNSAFE_MEMBER.format(kind="a member", name=name[:80] + "…", why="its name is too long"))
+        raise UnsafeArchiveError(
+            UNSAFE_MEMBER.format(kind="a member", name=name[:80] + "…", why="its name is too long")
+        )
     if "\x00" in name or "\\" in name:
         raise UnsafeArchiveError(UNSAFE_MEMBER.format(kind="member", name=name, why="bad characters in its name"))
     path = PurePosixPath(name)
@@ -30,9 +32,7 @@ def _check_name(name: str) -> None:
         raise UnsafeArchiveError(UNSAFE_MEMBER.format(kind="path", name=name, why="it climbs out with '..'"))
 
 
-def extract_snapshot(
-    fileobj: IO[bytes], target: Path, *, max_bytes: int, max_files: int = 100_000
-) -> int:
+def extract_snapshot(fileobj: IO[bytes], target: Path, *, max_bytes: int, max_files: int = 100_000) -> int:
     """Extract a .tar.gz into `target` (which must exist); returns the number of files."""
     target = target.resolve()
     total = 0
@@ -44,12 +44,18 @@ def extract_snapshot(
                 _check_name(member.name)
                 if not (member.isfile() or member.isdir()):
                     kind = (
-                        "symlink" if member.issym() else "hardlink" if member.islnk()
-                        else "device or FIFO" if (member.ischr() or member.isblk() or member.isfifo())
+                        "symlink"
+                        if member.issym()
+                        else "hardlink"
+                        if member.islnk()
+                        else "device or FIFO"
+                        if (member.ischr() or member.isblk() or member.isfifo())
                         else "special member"
                     )
                     raise UnsafeArchiveError(
-                        UNSAFE_MEMBER.format(kind=kind, name=member.name, why="only regular files and folders may be in a snapshot")
+                        UNSAFE_MEMBER.format(
+                            kind=kind, name=member.name, why="only regular files and folders may be in a snapshot"
+                        )
                     )
                 destination = (target / member.name).resolve()
                 if destination != target and target not in destination.parents:

@@ -118,13 +118,13 @@ def _rendezvous_key(run_pk: int) -> str:
 
 
 def clear_run_keys(run_pk: int) -> None:
-    get_redis().delete(
-        services.abort_key(run_pk), _rendezvous_key(run_pk), f"trainhub:run:{run_pk}:logseq"
-    )
+    get_redis().delete(services.abort_key(run_pk), _rendezvous_key(run_pk), f"trainhub:run:{run_pk}:logseq")
 
 
 class NodeExecution:
-    def __init__(self, run_pk: int, node_pk: int, node_rank: int, token: str, stop_event: threading.Event | None = None):
+    def __init__(
+        self, run_pk: int, node_pk: int, node_rank: int, token: str, stop_event: threading.Event | None = None
+    ):
         self.run = Run.objects.select_related("workspace", "experiment", "snapshot", "cluster").get(pk=run_pk)
         self.node = Node.objects.get(pk=node_pk)
         self.node_rank = node_rank
@@ -230,14 +230,14 @@ class NodeExecution:
         from trainhub.environments.builders import BuildError, materialise_environment
 
         spec = self.run.environment_spec
-        self.say(f"Preparing environment {self.run.environment_name}"
-                 + (f" version {self.run.environment_version}" if self.run.environment_version else "")
-                 + f" on node {self.node.name}")
+        self.say(
+            f"Preparing environment {self.run.environment_name}"
+            + (f" version {self.run.environment_version}" if self.run.environment_version else "")
+            + f" on node {self.node.name}"
+        )
         started = time.monotonic()
         try:
-            built = materialise_environment(
-                spec, cache_dir=Path(settings.TRAINHUB_ENV_CACHE_DIR), log=self.say
-            )
+            built = materialise_environment(spec, cache_dir=Path(settings.TRAINHUB_ENV_CACHE_DIR), log=self.say)
         except BuildError as error:
             raise _SetupFailed(f"Environment build failed: {error.reason}", error.log) from None
         self.say(
@@ -253,9 +253,7 @@ class NodeExecution:
         self.private_logs.mkdir(parents=True, exist_ok=True)
         try:
             with default_storage.open(self.run.snapshot.storage_name, "rb") as archive:
-                count = extract_snapshot(
-                    archive, self.workdir, max_bytes=settings.TRAINHUB_SNAPSHOT_MAX_EXPANDED_BYTES
-                )
+                count = extract_snapshot(archive, self.workdir, max_bytes=settings.TRAINHUB_SNAPSHOT_MAX_EXPANDED_BYTES)
         except UnsafeArchiveError as error:
             raise _SetupFailed(f"Snapshot rejected: {error}", "") from None
         (self.workdir / "outputs").mkdir(exist_ok=True)
@@ -283,20 +281,28 @@ class NodeExecution:
                 )
             time.sleep(0.1)
 
+    @property
+    def per_node_launch(self) -> bool:
+        """A per-node launch: the command (torchrun, torch.distributed.launch) forks the ranks itself."""
+        run = self.run
+        return (
+            bool(run.command) and run.distributed.get("type") == "pytorch" and not run.distributed.get("process_count")
+        )
+
+    @property
+    def processes_started_per_node(self) -> int:
+        return 1 if self.per_node_launch else self.run.process_count_per_node
+
+    def _argv(self) -> list[str]:
+        run = self.run
+        if run.command:
+            return [*run.command, *run.arguments]
+        return ["python", run.script, *run.arguments]
+
     def _launch_plan(self) -> list[tuple[int, int, list[str]]]:
         """(global rank, local rank, argv) of each process this node starts."""
-        run = self.run
-        per_node = run.process_count_per_node
-        if run.command and run.distributed.get("type") == "pytorch" and not run.distributed.get("process_count"):
-            per_node = 1  # a per-node launch: the command (torchrun, torch.distributed.launch) forks the ranks
-        plans = []
-        for local_rank in range(per_node):
-            rank = self.node_rank * per_node + local_rank
-            argv = list(run.command) if run.command else ["python", run.script, *run.arguments]
-            if run.command and run.arguments:
-                argv += list(run.arguments)
-            plans.append((rank, local_rank, argv))
-        return plans
+        per_node = self.processes_started_per_node
+        return [(self.node_rank * per_node + local_rank, local_rank, self._argv()) for local_rank in range(per_node)]
 
     def start_ranks(self, python: Path, env_vars: dict[str, str], rendezvous: dict[str, str]) -> None:
         base = self._base_env(python, env_vars, rendezvous)
@@ -307,8 +313,13 @@ class NodeExecution:
                 self._serve_mpi(base)
             return
         for rank, local_rank, argv in self._launch_plan():
-            env = dict(base, RANK=str(rank), LOCAL_RANK=str(local_rank), AZ_BATCHAI_TASK_INDEX=str(rank),
-                       TRAINHUB_RANK=str(rank))
+            env = dict(
+                base,
+                RANK=str(rank),
+                LOCAL_RANK=str(local_rank),
+                AZ_BATCHAI_TASK_INDEX=str(rank),
+                TRAINHUB_RANK=str(rank),
+            )
             argv = [expand_variables(str(part), env) for part in argv]
             if argv and argv[0] in ("python", "python3"):
                 argv[0] = str(python)
@@ -318,10 +329,7 @@ class NodeExecution:
         from trainhub.environments.builders import sdk_path
 
         run = self.run
-        per_node = run.process_count_per_node
-        if run.command and run.distributed.get("type") == "pytorch" and not run.distributed.get("process_count"):
-            per_node = 1
-        world_size = per_node * run.node_count
+        world_size = self.processes_started_per_node * run.node_count
         base = dict(os.environ)
         for name in list(base):
             if name.startswith(("DJANGO_", "TRAINHUB_", "DATABASE_URL", "REDIS_URL")):
@@ -333,7 +341,8 @@ class NodeExecution:
                 "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
                 "VIRTUAL_ENV": str(python.parent.parent),
                 "PYTHONPATH": os.pathsep.join(
-                    [str(sdk_path(Path(settings.TRAINHUB_ENV_CACHE_DIR)))] + ([base["PYTHONPATH"]] if base.get("PYTHONPATH") else [])
+                    [str(sdk_path(Path(settings.TRAINHUB_ENV_CACHE_DIR)))]
+                    + ([base["PYTHONPATH"]] if base.get("PYTHONPATH") else [])
                 ),
                 "PYTHONUNBUFFERED": "1",
                 "TRAINHUB_RUN_ID": run.run_id,
@@ -351,15 +360,27 @@ class NodeExecution:
                 "TRAINHUB_NODE_COUNT": str(run.node_count),
             }
         )
-        if per_node == 1 and run.command and run.distributed.get("type") == "pytorch":
+        if run.process_count_per_node > 1 and "OMP_NUM_THREADS" not in env_vars:
+            # Several ranks share the node's cores: one thread each, as torchrun sets by default;
+            # otherwise every rank starts one thread per core and they fight over the CPUs.
+            base["OMP_NUM_THREADS"] = "1"
+        if self.per_node_launch:
             # A per-node launcher's ranks share one pipe: unbuffered, Python writes a line's text
             # and its newline separately and lines of different ranks interleave. Buffered, a
             # flushed print is one write and stays whole.
             base.pop("PYTHONUNBUFFERED", None)
         return base
 
-    def _spawn(self, rank: int, local_rank: int, stream: str, argv: list[str], env: dict[str, str],
-               mpi: bool = False, record: bool = True) -> RankProcess:
+    def _spawn(
+        self,
+        rank: int,
+        local_rank: int,
+        stream: str,
+        argv: list[str],
+        env: dict[str, str],
+        mpi: bool = False,
+        record: bool = True,
+    ) -> RankProcess:
         run = self.run
         log_file = open(self.private_logs / f"{stream}.txt", "w", encoding="utf-8", errors="replace")
         process = subprocess.Popen(
@@ -402,17 +423,26 @@ class NodeExecution:
     def _start_mpirun(self, python: Path, base: dict[str, str]) -> None:
         run = self.run
         total = run.node_count * run.process_count_per_node
-        argv = list(run.command) if run.command else ["python", run.script, *run.arguments]
-        if run.command and run.arguments:
-            argv += list(run.arguments)
-        argv = [expand_variables(str(part), base) for part in argv]
+        argv = [expand_variables(str(part), base) for part in self._argv()]
         agent = f"{sys.executable} -P {Path(settings.BASE_DIR) / 'runs' / 'mpi_agent.py'}"
         mpirun = [
-            "mpirun", "--allow-run-as-root", "--tag-output", "--oversubscribe",
-            "-np", str(total), "--host", self._mpi_hosts(),
-            "--mca", "plm_rsh_agent", agent,
-            "--mca", "btl", "tcp,self",
-            "--mca", "orte_keep_fqdn_hostnames", "1",
+            "mpirun",
+            "--allow-run-as-root",
+            "--tag-output",
+            "--oversubscribe",
+            "-np",
+            str(total),
+            "--host",
+            self._mpi_hosts(),
+            "--mca",
+            "plm_rsh_agent",
+            agent,
+            "--mca",
+            "btl",
+            "tcp,self",
+            "--mca",
+            "orte_keep_fqdn_hostnames",
+            "1",
             *argv,
         ]
         env = dict(base, TRAINHUB_MPI_RUN=str(run.pk), TRAINHUB_MPI_REDIS_URL=settings.REDIS_URL)
@@ -421,10 +451,15 @@ class NodeExecution:
         for rank in range(total):
             node_rank, local_rank = divmod(rank, run.process_count_per_node)
             RunProcess.objects.update_or_create(
-                run=run, rank=rank,
-                defaults={"node_rank": node_rank, "local_rank": local_rank,
-                          "node_name": nodes.get(node_rank, ""), "state": "running",
-                          "started_at": timezone.now()},
+                run=run,
+                rank=rank,
+                defaults={
+                    "node_rank": node_rank,
+                    "local_rank": local_rank,
+                    "node_name": nodes.get(node_rank, ""),
+                    "state": "running",
+                    "started_at": timezone.now(),
+                },
             )
         self._spawn(0, 0, "mpirun", mpirun, env, mpi=True, record=False)
 
@@ -457,9 +492,7 @@ class NodeExecution:
                     os.kill(daemon.process.pid, signal.SIGTERM)
                 continue
             stream = f"mpi_daemon_node_{self.node_rank}"
-            daemons[message["id"]] = self._spawn(
-                -1, 0, stream, ["bash", "-c", message["command"]], base, record=False
-            )
+            daemons[message["id"]] = self._spawn(-1, 0, stream, ["bash", "-c", message["command"]], base, record=False)
 
     def _read(self, rank: RankProcess) -> None:
         assert rank.process.stdout is not None
@@ -516,9 +549,7 @@ class NodeExecution:
     def pump(self) -> RankProcess | None:
         """Until every rank has ended; returns the first rank that failed, if any."""
         last_abort_check = 0.0
-        timeout_at = (
-            time.monotonic() + self.run.timeout_seconds if self.run.timeout_seconds else None
-        )
+        timeout_at = time.monotonic() + self.run.timeout_seconds if self.run.timeout_seconds else None
         while True:
             time.sleep(FLUSH_SECONDS)
             self.flush()
@@ -685,7 +716,9 @@ class _Timeout(RunAborted):
         super().__init__("timeout")
 
 
-def execute_on_node(run_pk: int, node_pk: int, node_rank: int, token: str, stop_event: threading.Event | None = None) -> None:
+def execute_on_node(
+    run_pk: int, node_pk: int, node_rank: int, token: str, stop_event: threading.Event | None = None
+) -> None:
     close_old_connections()
     try:
         NodeExecution(run_pk, node_pk, node_rank, token, stop_event).execute()

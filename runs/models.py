@@ -134,6 +134,9 @@ class RunStatusChange(models.Model):
     class Meta:
         ordering = ["at", "id"]
 
+    def __str__(self) -> str:
+        return f"{self.run_id}: {self.status}"
+
 
 class RunNode(models.Model):
     """One node of a run's gang, with the rank it holds among the run's nodes."""
@@ -149,6 +152,9 @@ class RunNode(models.Model):
             models.UniqueConstraint(fields=["run", "node_rank"], name="one_node_per_rank"),
         ]
         ordering = ["node_rank"]
+
+    def __str__(self) -> str:
+        return f"{self.run_id}: node rank {self.node_rank}"
 
 
 class RunProcess(models.Model):
@@ -169,6 +175,9 @@ class RunProcess(models.Model):
         constraints = [models.UniqueConstraint(fields=["run", "rank"], name="one_process_per_rank")]
         ordering = ["rank"]
 
+    def __str__(self) -> str:
+        return f"{self.run_id}: rank {self.rank}"
+
 
 class LogChunk(models.Model):
     """A batch of log lines of one stream, numbered within the run (seq first_seq, first_seq+1, …)."""
@@ -185,6 +194,9 @@ class LogChunk(models.Model):
             models.Index(fields=["run", "stream", "first_seq"], name="log_run_stream_seq"),
         ]
 
+    def __str__(self) -> str:
+        return f"{self.run_id}: {self.stream} from line {self.first_seq}"
+
 
 class RunFile(models.Model):
     """A file of a run's history: outputs/… and logs/… copied from the nodes at Finalizing."""
@@ -199,3 +211,7 @@ class RunFile(models.Model):
     class Meta:
         constraints = [models.UniqueConstraint(fields=["run", "path"], name="one_file_per_path")]
         ordering = ["path"]
+
+    def __str__(self) -> str:
+        return self.path
+

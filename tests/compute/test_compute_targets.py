@@ -21,8 +21,14 @@ def test_the_catalog_has_the_guides_sizes(client_for, reader, workspace):
 def test_a_contributor_creates_a_cluster_in_the_portal(client_for, contributor, workspace):
     response = client_for(contributor).post(
         "/w/birds/compute/",
-        {"name": "gpu-cluster", "vm_size": "STANDARD_NC6", "min_nodes": 0, "max_nodes": 4,
-         "idle_seconds_before_scaledown": 120, "provisioner": "manual"},
+        {
+            "name": "gpu-cluster",
+            "vm_size": "STANDARD_NC6",
+            "min_nodes": 0,
+            "max_nodes": 4,
+            "idle_seconds_before_scaledown": 120,
+            "provisioner": "manual",
+        },
     )
     assert response.status_code == 302
     cluster = ComputeCluster.objects.get(name="gpu-cluster")
@@ -30,8 +36,14 @@ def test_a_contributor_creates_a_cluster_in_the_portal(client_for, contributor, 
 
 
 def test_a_reader_cannot_create_a_cluster(client_for, reader, workspace):
-    form = {"name": "x", "vm_size": "STANDARD_D2_V2", "min_nodes": 0, "max_nodes": 1,
-            "idle_seconds_before_scaledown": 1, "provisioner": "manual"}
+    form = {
+        "name": "x",
+        "vm_size": "STANDARD_D2_V2",
+        "min_nodes": 0,
+        "max_nodes": 1,
+        "idle_seconds_before_scaledown": 1,
+        "provisioner": "manual",
+    }
     assert client_for(reader).post("/w/birds/compute/", form).status_code == 403
     api = api_client(issue_token(workspace, reader))
     assert api.post("/api/v1/workspaces/birds/computes", form, content_type="application/json").status_code == 403
@@ -47,7 +59,9 @@ def test_a_reader_cannot_create_a_cluster(client_for, reader, workspace):
     ],
 )
 def test_bad_clusters_get_clear_errors(workspace, owner_token, payload, message):
-    response = api_client(owner_token).post("/api/v1/workspaces/birds/computes", payload, content_type="application/json")
+    response = api_client(owner_token).post(
+        "/api/v1/workspaces/birds/computes", payload, content_type="application/json"
+    )
     assert response.status_code == 400
     assert message in response.json()["detail"]
     assert not ComputeCluster.objects.exists()

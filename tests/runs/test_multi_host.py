@@ -104,7 +104,7 @@ def test_ddp_ranks_talk_across_two_hosts(ws, cluster, hosts, shared_redis, tmp_p
         assert details["status"] == "Completed", details["status_reason"]
         from runs.models import LogChunk
 
-        lines = [l for c in LogChunk.objects.filter(run__run_id=run.id) for l in c.text.split("\n")]
+        lines = [line for c in LogChunk.objects.filter(run__run_id=run.id) for line in c.text.split("\n")]
         master = Node.objects.get(name=RunProcess.objects.get(run__run_id=run.id, rank=0).node_name).address
         assert sum(f"master {master}" in line for line in lines) == 4
         assert sum("all_reduce sum 10.0 expected 10.0" in line for line in lines) == 4

@@ -5,12 +5,11 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import signal
 import time
 
 import pytest
 
-from runs.models import Run, RunStatus, Snapshot
+from runs.models import Snapshot
 from tests.helpers.processes import pid_alive, wait_until
 from tests.runs.conftest import script_config
 from trainhub.compute.models import Node

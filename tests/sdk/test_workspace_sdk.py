@@ -8,8 +8,7 @@ import pytest
 
 from tests.conftest import issue_token
 from tests.helpers.ports import free_port
-from trainhub.sdk import Workspace
-from trainhub.sdk import exceptions
+from trainhub.sdk import Workspace, exceptions
 from trainhub.workspaces import services
 from trainhub.workspaces.models import ApiToken
 from trainhub.workspaces.selectors import hash_token

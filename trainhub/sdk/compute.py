@@ -36,7 +36,9 @@ class ComputeTarget:
         self._details = _details
 
     @staticmethod
-    def create(workspace: Any, name: str, provisioning_configuration: AmlComputeProvisioningConfiguration) -> AmlCompute:
+    def create(
+        workspace: Any, name: str, provisioning_configuration: AmlComputeProvisioningConfiguration
+    ) -> AmlCompute:
         try:
             details = workspace._http.post(
                 workspace.api("computes"), json={"name": name, **asdict(provisioning_configuration)}
@@ -89,7 +91,7 @@ class ComputeTarget:
                 print(f"{self.name}: {status['current_node_count']}/{min_node_count} nodes up", file=sys.stdout)
             time.sleep(1)
         if show_output:
-            print(f"Provisioning operation finished, operation \"{self.provisioning_state}\"")
+            print(f'Provisioning operation finished, operation "{self.provisioning_state}"')
 
     def serialize(self) -> dict[str, Any]:
         return dict(self._details)
@@ -113,7 +115,9 @@ class AmlCompute(ComputeTarget):
             vm_size=vm_size,
             min_nodes=min_nodes,
             max_nodes=max_nodes if max_nodes is not None else 4,
-            idle_seconds_before_scaledown=idle_seconds_before_scaledown if idle_seconds_before_scaledown is not None else 1800,
+            idle_seconds_before_scaledown=idle_seconds_before_scaledown
+            if idle_seconds_before_scaledown is not None
+            else 1800,
             provisioner=provisioner,
         )
 
