@@ -62,6 +62,11 @@ GPU_UNAVAILABLE = (
     "{where} has no GPU: the run cannot start. Use a CPU size (e.g. STANDARD_D3_V2) or add nodes "
     "with GPUs."
 )
+GPU_ASKED_ON_CPU = (
+    "use_gpu=True asks for a GPU, but compute target {cluster!r} is of size {size}, which has none, "
+    "and {where} has no GPU either: the run cannot start. Submit with use_gpu=False or to a cluster "
+    "with GPUs."
+)
 RUN_ALREADY_FINAL = "Run {run_id} already ended ({status})."
 NODE_LOST = "node lost"
 LOG_LINE_LIMIT = 16_384
@@ -276,6 +281,9 @@ def run_submit(
             TOO_MANY_NODES.format(asked=node_count, cluster=cluster.name, max=cluster.max_nodes)
         )
     gpu_problem = _gpu_problem(cluster, use_gpu)
+    if gpu_problem:
+        # Refused before anything is recorded: a run that could never start is not a run.
+        raise ValidationError(gpu_problem, code="gpu_unavailable")
     with transaction.atomic():
         experiment = experiment_get_or_create(access=access, name=experiment_name)
         Experiment.objects.filter(pk=experiment.pk).update(last_run_number=F("last_run_number") + 1)
@@ -303,10 +311,6 @@ def run_submit(
             tags={str(k): str(v) for k, v in (tags or {}).items()},
         )
         RunStatusChange.objects.create(run=run, status=RunStatus.QUEUED, at=run.created_at)
-    if gpu_problem:
-        fail_run(run.pk, gpu_problem)
-        run.refresh_from_db()
-        return run
     from runs.scheduling import dispatch_cluster
 
     transaction.on_commit(lambda: dispatch_cluster(cluster.pk))
@@ -333,9 +337,8 @@ def _gpu_problem(cluster: ComputeCluster, use_gpu: bool) -> str:
         where = "any of its nodes"
     else:
         return ""
-    return GPU_UNAVAILABLE.format(
-        cluster=cluster.name, size=cluster.vm_size, gpus=gpus_needed, where=where
-    )
+    message = GPU_UNAVAILABLE if size and size.gpus else GPU_ASKED_ON_CPU
+    return message.format(cluster=cluster.name, size=cluster.vm_size, gpus=gpus_needed, where=where)
 
 
 # ---------------------------------------------------------------- cancel

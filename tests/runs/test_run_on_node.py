@@ -9,12 +9,12 @@ import time
 
 import pytest
 
-from runs.models import Snapshot
+from runs.models import Run, Snapshot
 from tests.helpers.processes import pid_alive, wait_until
 from tests.runs.conftest import script_config
 from trainhub.compute.models import Node
 from trainhub.sdk import Experiment
-from trainhub.sdk.exceptions import RunFailedError
+from trainhub.sdk.exceptions import RunFailedError, UserErrorException
 
 pytestmark = pytest.mark.slow
 
@@ -103,7 +103,7 @@ def test_a_killed_node_fails_its_run_as_node_lost(ws, node, controller, tmp_path
     assert Node.objects.get(name=node.name).state == "lost"
 
 
-def test_a_gpu_size_on_a_machine_without_gpus_fails_at_once(ws, workspace, capsys):
+def test_a_gpu_size_on_a_machine_without_gpus_is_refused_at_submit(ws, workspace, capsys):
     from tests.runs.builders import make_cluster
     from trainhub.sdk import Environment, ScriptRunConfig
 
@@ -116,6 +116,6 @@ def test_a_gpu_size_on_a_machine_without_gpus_fails_at_once(ws, workspace, capsy
         compute_target="gpu-cluster",
         environment=Environment.get(workspace=ws, name="TrainHub-PyTorch-2.13-CPU"),
     )
-    run = Experiment(ws, name="gpu").submit(src)
-    assert run.get_status() == "Failed"
-    assert "needs 1 GPU(s) per node" in run.get_details()["status_reason"]
+    with pytest.raises(UserErrorException, match=r"needs 1 GPU\(s\) per node"):
+        Experiment(ws, name="gpu").submit(src)
+    assert not Run.objects.filter(experiment__name="gpu").exists()

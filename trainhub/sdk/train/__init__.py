@@ -1,0 +1,1 @@
+"""The guide's older `azureml.train` estimators, under the same module paths."""

@@ -1,0 +1,116 @@
+"""The older edition's `PyTorch` estimator: a ScriptRunConfig under the guide's 2018 names.
+
+`script_params` become the script's arguments (values handed through untouched, so data
+references still expand on the node), `pip_packages`/`conda_packages` extend the curated
+PyTorch environment, and `node_count`/`process_count_per_node`/`distributed_backend` choose
+the distributed launch, as in the guide.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from trainhub.sdk.exceptions import UserErrorException
+from trainhub.sdk.runconfig import MpiConfiguration, PyTorchConfiguration
+from trainhub.sdk.script_run_config import DEFAULT_ENVIRONMENT, ScriptRunConfig
+
+# The environment an estimator with extra packages registers: the curated one plus those packages.
+ESTIMATOR_ENVIRONMENT = "pytorch-estimator"
+BACKENDS = ("mpi", "gloo", "nccl")
+NO_BACKEND = (
+    "node_count={nodes} and process_count_per_node={per_node} ask for a distributed run: also give "
+    "distributed_backend='mpi' (Horovod), or 'gloo' / 'nccl' for torch.distributed."
+)
+UNKNOWN_BACKEND = "distributed_backend={backend!r} is not one of: " + ", ".join(BACKENDS) + "."
+PACKAGES_AND_ENVIRONMENT = (
+    "Give either environment_definition or pip_packages/conda_packages, not both: add the "
+    "packages to the environment instead."
+)
+
+
+class PyTorch(ScriptRunConfig):
+    """`PyTorch(source_directory, compute_target=..., entry_script=..., script_params=...)`."""
+
+    def __init__(
+        self,
+        source_directory: str | os.PathLike[str],
+        *,
+        compute_target: Any = None,
+        entry_script: str | None = None,
+        script_params: dict[str, Any] | None = None,
+        node_count: int = 1,
+        process_count_per_node: int = 1,
+        distributed_backend: str | None = None,
+        use_gpu: bool = False,
+        pip_packages: list[str] | None = None,
+        conda_packages: list[str] | None = None,
+        environment_definition: Any = None,
+        environment_variables: dict[str, str] | None = None,
+        framework_version: str | None = None,
+        max_run_duration_seconds: int | None = None,
+    ):
+        if environment_definition is not None and (pip_packages or conda_packages):
+            raise UserErrorException(PACKAGES_AND_ENVIRONMENT)
+        super().__init__(
+            source_directory=source_directory,
+            script=entry_script,
+            arguments=script_arguments(script_params),
+            compute_target=compute_target,
+            environment=environment_definition,
+            distributed_job_config=distributed_config(node_count, process_count_per_node, distributed_backend),
+            max_run_duration_seconds=max_run_duration_seconds,
+        )
+        self.use_gpu = bool(use_gpu)
+        self.pip_packages = list(pip_packages or [])
+        self.conda_packages = list(conda_packages or [])
+        self.environment_variables = dict(environment_variables or {})
+        self.framework_version = framework_version
+
+    def _submission(self, workspace: Any) -> dict[str, Any]:
+        if self.environment is None:
+            self.environment = self._estimator_environment(workspace)
+        return super()._submission(workspace)
+
+    def _estimator_environment(self, workspace: Any) -> Any:
+        """The curated PyTorch environment, cloned only when the estimator adds something to it."""
+        from trainhub.sdk.environment import Environment
+
+        curated = Environment.get(workspace=workspace, name=DEFAULT_ENVIRONMENT)
+        if not (self.pip_packages or self.conda_packages or self.environment_variables):
+            return curated
+        environment = curated.clone(new_name=ESTIMATOR_ENVIRONMENT)
+        dependencies = environment.python.conda_dependencies
+        for package in self.pip_packages:
+            dependencies.add_pip_package(package)
+        for package in self.conda_packages:
+            dependencies.add_conda_package(package)
+        environment.environment_variables.update(self.environment_variables)
+        return environment
+
+
+def script_arguments(script_params: dict[str, Any] | None) -> list[Any]:
+    """`{'--lr': 0.1, '--verbose': ''}` → `['--lr', 0.1, '--verbose']`; values are kept as objects."""
+    arguments: list[Any] = []
+    for key, value in (script_params or {}).items():
+        arguments.append(key)
+        if not (isinstance(value, str) and value == ""):
+            arguments.append(value)
+    return arguments
+
+
+def distributed_config(node_count: int, process_count_per_node: int, backend: str | None) -> Any:
+    """MPI for 'mpi' (as Horovod expects), a per-process torch.distributed launch for gloo/nccl."""
+    if backend is None:
+        if node_count > 1 or process_count_per_node > 1:
+            raise UserErrorException(NO_BACKEND.format(nodes=node_count, per_node=process_count_per_node))
+        return None
+    if backend.lower() not in BACKENDS:
+        raise UserErrorException(UNKNOWN_BACKEND.format(backend=backend))
+    if backend.lower() == "mpi":
+        return MpiConfiguration(process_count_per_node=process_count_per_node, node_count=node_count)
+    return PyTorchConfiguration(
+        communication_backend=backend.capitalize(),
+        process_count=node_count * process_count_per_node,
+        node_count=node_count,
+    )
