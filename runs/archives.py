@@ -9,7 +9,7 @@ from typing import IO
 
 UNSAFE_MEMBER = "The snapshot holds {kind} {name!r}, which is not allowed: {why}"
 TOO_LARGE = "The snapshot expands to more than {limit} bytes."
-TOO_MANY = "The snapshot holds more than {limit} files."
+TOO_MANY = "The snapshot holds more than {limit} files and folders."
 DAMAGED = "The snapshot archive is damaged or truncated: {error}"
 MAX_NAME = 4096
 
@@ -37,6 +37,7 @@ def extract_snapshot(fileobj: IO[bytes], target: Path, *, max_bytes: int, max_fi
     target = target.resolve()
     total = 0
     count = 0
+    entries = 0
     try:
         with tarfile.open(fileobj=fileobj, mode="r:gz") as archive:
             members = []
@@ -62,13 +63,15 @@ def extract_snapshot(fileobj: IO[bytes], target: Path, *, max_bytes: int, max_fi
                     raise UnsafeArchiveError(
                         UNSAFE_MEMBER.format(kind="path", name=member.name, why="it lands outside the working folder")
                     )
+                # Folders count too: millions of empty ones cost memory and inodes like files.
+                entries += 1
+                if entries > max_files:
+                    raise UnsafeArchiveError(TOO_MANY.format(limit=max_files))
                 if member.isfile():
                     total += member.size
                     count += 1
                     if total > max_bytes:
                         raise UnsafeArchiveError(TOO_LARGE.format(limit=max_bytes))
-                    if count > max_files:
-                        raise UnsafeArchiveError(TOO_MANY.format(limit=max_files))
                 members.append(member)
             for member in members:
                 # The data filter re-checks every member and drops permissions bits we do not want.

@@ -207,12 +207,15 @@ def snapshot_store(*, access: Access, sha256: str, stream: IO[bytes]) -> Snapsho
 
 def _snapshot_listing(storage_name: str) -> list[list[Any]]:
     """The files of a stored snapshot, for the run page; a damaged archive lists as empty
-    here and is refused by the node that unpacks it."""
+    here and is refused by the node that unpacks it. Reading stops after the first entries:
+    an archive of millions of empty members must not hold the server's memory or CPU."""
     import tarfile
+    from itertools import islice
 
     try:
         with default_storage.open(storage_name, "rb") as handle, tarfile.open(fileobj=handle, mode="r:gz") as archive:
-            return [[m.name, m.size] for m in archive if m.isfile()][: settings.TRAINHUB_SNAPSHOT_MAX_FILES]
+            first = islice(archive, settings.TRAINHUB_SNAPSHOT_MAX_FILES)
+            return [[m.name, m.size] for m in first if m.isfile()]
     except (tarfile.TarError, OSError, EOFError):
         return []
 

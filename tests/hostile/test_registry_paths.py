@@ -1,5 +1,5 @@
-"""Hostile input: paths that climb out or are absolute, files a run never stored, uploads past
-the limit or not matching their hash, and a pickled model that runs a command when loaded."""
+"""Hostile model paths and uploads: paths that climb out or are absolute, files a run never stored,
+uploads not matching their hash, and a pickled model that runs a command when loaded."""
 
 from __future__ import annotations
 
