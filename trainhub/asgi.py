@@ -4,12 +4,15 @@ import os
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "trainhub.settings")
 
-from django.core.asgi import get_asgi_application  # noqa: E402
+import django  # noqa: E402
 
-from trainhub.ops.flow_control import ResponseFlowControl  # noqa: E402
+django.setup(set_prefix=False)
 
-# Streamed downloads wait for the socket to drain instead of piling up in memory.
-django_asgi_app = ResponseFlowControl(get_asgi_application())
+from trainhub.ops.flow_control import ResponseFlowControl, WideASGIHandler  # noqa: E402
+
+# Streamed downloads go out in big messages and wait for the socket to drain instead of piling up
+# in memory.
+django_asgi_app = ResponseFlowControl(WideASGIHandler())
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402

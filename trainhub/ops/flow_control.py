@@ -14,6 +14,8 @@ import asyncio
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from django.core.handlers.asgi import ASGIHandler
+
 Message = MutableMapping[str, Any]
 Send = Callable[[Message], Awaitable[None]]
 
@@ -107,3 +109,12 @@ class ResponseFlowControl:
             await self.app(scope, receive, paced)
         finally:
             paced.release()
+
+
+class WideASGIHandler(ASGIHandler):
+    """Django's ASGI handler, sending a response in messages of up to 4 MB instead of 64 KB.
+
+    Django cuts every streamed part into 64 KB messages; for a 1 GB download that is 16,384 trips
+    through this wrapper, daphne and Twisted, which cost more CPU than moving the bytes."""
+
+    chunk_size = 4 * 1024 * 1024

@@ -452,7 +452,7 @@ def _download_checked(
         )
     try:
         with response, open(partial, "ab" if offset else "wb") as handle:
-            for chunk in response.iter_content(chunk_size=1 << 20):
+            for chunk in response.iter_content(chunk_size=4 << 20):
                 digest.update(chunk)
                 handle.write(chunk)
                 if bar is not None:

@@ -128,7 +128,7 @@ class Run(RunMetricsMixin, RunRegistryMixin):
         digest = hashlib.sha256()
         partial = target + ".part"
         with response, open(partial, "wb") as handle:
-            for chunk in response.iter_content(chunk_size=1 << 20):
+            for chunk in response.iter_content(chunk_size=4 << 20):
                 digest.update(chunk)
                 handle.write(chunk)
         if _validate_checksum and expected and digest.hexdigest() != expected:
