@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import Http404, HttpRequest, HttpResponse
 from ninja import Query, Router, Schema
 
@@ -13,7 +13,9 @@ from registry import exports, selectors, services
 from registry.archives import file_download, version_download
 from registry.models import ModelVersion, OnnxExport
 from runs import selectors as run_selectors
+from trainhub import uploads
 from trainhub.api import RunCredential, access
+from trainhub.workspaces.permissions import Action
 
 router = Router(tags=["models"])
 
@@ -273,17 +275,21 @@ def get_blob(request: HttpRequest, workspace_name: str, sha256: str) -> BlobOut:
     return BlobOut(sha256=blob.sha256, size=blob.size)
 
 
-@router.put("/{workspace_name}/model-blobs/{sha256}", response={201: BlobOut})
-def put_blob(request: HttpRequest, workspace_name: str, sha256: str) -> tuple[int, BlobOut]:
+@router.put(
+    "/{workspace_name}/model-blobs/{sha256}", response={200: uploads.ProgressOut, 201: BlobOut}
+)
+def put_blob(
+    request: HttpRequest, workspace_name: str, sha256: str
+) -> tuple[int, uploads.ProgressOut | BlobOut]:
+    """A model file, whole or one `Content-Range` chunk at a time (resumable: trainhub/uploads.py)."""
     member = access(request, workspace_name)
-    declared = request.headers.get("Content-Length")
-    blob = services.blob_store(
-        access=member,
-        sha256=sha256,
-        stream=request,
-        declared_size=int(declared) if declared and declared.isdigit() else None,
+    member.require(Action.WRITE)
+    outcome = services.blob_receive(
+        access=member, sha256=sha256, chunk=uploads.chunk_from_request(request, services.BLOB_UPLOADS)
     )
-    return 201, BlobOut(sha256=blob.sha256, size=blob.size)
+    if isinstance(outcome, uploads.Progress):
+        return 200, outcome.out()
+    return 201, BlobOut(sha256=outcome.sha256, size=outcome.size)
 
 
 @router.post(
@@ -319,7 +325,7 @@ def report_export(
     export = selectors.export_get(member.workspace, export_id)
     credential = getattr(request, "auth", None)
     if not isinstance(credential, RunCredential):
-        raise ValidationError(exports.NOT_THIS_EXPORT)
+        raise PermissionDenied(exports.NOT_THIS_EXPORT)
     exports.onnx_export_report(
         access=member,
         export=export,

@@ -22,7 +22,7 @@ import tarfile
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.utils import timezone
 
@@ -53,7 +53,7 @@ NO_MODEL_FILE = (
 )
 NO_COMPUTE = "Workspace {workspace!r} has no compute target to run the export on: create one first."
 UNKNOWN_COMPUTE = "No compute target named {name!r} in this workspace."
-NOT_THIS_EXPORT = "This run's token may only report on the export it runs."
+NOT_THIS_EXPORT = "Only the token of the run doing this export may report on it."
 ALREADY_REPORTED = "ONNX export {pk} already reported its result."
 EXPORT_RESULT_MISSING = (
     "The export did not upload {file}: no uploaded file {sha!r} in this workspace."
@@ -241,7 +241,7 @@ def onnx_export_report(
     """What the export's run found; a passing export registers `<name>-onnx`'s next version."""
     access.require(Action.WRITE)
     if export.run_id != run.pk:
-        raise ValidationError(NOT_THIS_EXPORT)
+        raise PermissionDenied(NOT_THIS_EXPORT)
     details = {str(k): str(v)[:200] for k, v in (details or {}).items()}
     with transaction.atomic():
         locked = OnnxExport.objects.select_for_update().get(pk=export.pk)

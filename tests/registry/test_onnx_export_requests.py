@@ -119,7 +119,7 @@ def test_only_the_export_runs_token_may_report(version, owner, owner_token):
     body = json.dumps({"passed": False, "max_abs_diff": 0.5, "message": "forged"})
     for token in (intruder, owner_token):
         answer = api_client(token).post(url, data=body, content_type="application/json")
-        assert answer.status_code == 400
+        assert answer.status_code == 403
         assert answer.json()["detail"] == exports.NOT_THIS_EXPORT
     export.refresh_from_db()
     assert export.passed is None and export.message == ""
