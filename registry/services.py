@@ -7,22 +7,26 @@ run history is immutable, so registering a 1 GB output writes no copy of it at a
 
 from __future__ import annotations
 
-import hashlib
 import re
 import secrets
 from dataclasses import dataclass
+from datetime import datetime, timedelta
+from functools import partial
 from typing import IO, Any
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
-from django.core.files.base import File
 from django.core.files.storage import default_storage
 from django.db import IntegrityError, transaction
+from django.db.models import QuerySet
+from django.utils import timezone
 
 from registry.models import Model, ModelBlob, ModelFile, ModelVersion, model_name_validator
 from registry.paths import clean_relative_path
 from runs.models import Run
+from trainhub import uploads
+from trainhub.workspaces.models import Workspace
 from trainhub.workspaces.permissions import Access, Action
 
 NOT_IN_RUN = (
@@ -31,20 +35,18 @@ NOT_IN_RUN = (
     "it has: {some}."
 )
 BLOB_TOO_LARGE = "The file is {size} bytes; the limit for a model file is {limit} bytes."
-BLOB_HASH_MISMATCH = "The uploaded file does not match its sha256: the upload was damaged."
-BLOB_SIZE_MISMATCH = "The uploaded file has {got} bytes, not the {declared} it declared."
+BLOB_HASH_MISMATCH = uploads.HASH_MISMATCH
 BLOB_UNKNOWN = "No uploaded file {sha!r} in this workspace: upload it first."
-BAD_SHA = "A file is named by the 64 hex digits of its sha256."
+BAD_SHA = uploads.BAD_SHA
 NO_FILES = "A model version needs at least one file."
 ROOT_NOT_A_NAME = "The registered file or folder is named by one path component, not {root!r}."
 FILE_OUTSIDE_ROOT = "File {path!r} is not inside the registered folder {root!r}."
 FILE_NOT_ROOT = "A single-file version holds exactly one file, named {root!r}."
 DUPLICATE_PATH = "File {path!r} is listed twice."
 BAD_TAGS = "{what} map names to values: at most {limit} of them, names of 1 to 100 characters."
-SHA_PATTERN = re.compile(r"^[0-9a-f]{64}$")
+SHA_PATTERN = uploads.SHA_PATTERN
 TORCH_PIN = re.compile(r"^torch\s*==\s*([\w.+-]+)$")
 MAX_TAGS = 100
-UPLOAD_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -209,64 +211,71 @@ def blob_limit_bytes() -> int:
     return settings.TRAINHUB_MODEL_MAX_BYTES
 
 
-class _CheckedReader:
-    """Reads an upload in chunks, hashing and counting, and stops at once past the limit."""
-
-    def __init__(self, stream: IO[bytes], limit: int):
-        self.stream = stream
-        self.limit = limit
-        self.digest = hashlib.sha256()
-        self.size = 0
-
-    def read(self, size: int = UPLOAD_CHUNK) -> bytes:
-        chunk = self.stream.read(min(size if size and size > 0 else UPLOAD_CHUNK, UPLOAD_CHUNK))
-        self.size += len(chunk)
-        if self.size > self.limit:
-            raise ValidationError(
-                BLOB_TOO_LARGE.format(size=f"more than {self.limit}", limit=self.limit)
-            )
-        self.digest.update(chunk)
-        return chunk
+BLOB_UPLOADS = uploads.Kind(name="model-blobs", limit=blob_limit_bytes, too_large=BLOB_TOO_LARGE)
 
 
-def blob_store(
-    *, access: Access, sha256: str, stream: IO[bytes], declared_size: int | None = None
-) -> ModelBlob:
-    """Store an uploaded model file, streamed straight into storage (one copy), checked."""
-    access.require(Action.WRITE)
-    if not SHA_PATTERN.match(sha256):
-        raise ValidationError(BAD_SHA)
-    limit = blob_limit_bytes()
-    if declared_size is not None and declared_size > limit:
-        raise ValidationError(BLOB_TOO_LARGE.format(size=declared_size, limit=limit))
-    existing = ModelBlob.objects.filter(workspace=access.workspace, sha256=sha256).first()
-    if existing is not None:
-        return existing
-    # A name of its own per upload: a failed or racing upload never touches another one's file.
-    wanted = f"models/{access.workspace.pk}/blobs/{sha256}-{secrets.token_hex(6)}"
-    reader = _CheckedReader(stream, limit)
-    stored = None
+def _blob_of(workspace: Workspace, sha256: str) -> ModelBlob | None:
+    return ModelBlob.objects.filter(workspace=workspace, sha256=sha256).first()
+
+
+def _blob_commit(workspace: Workspace, sha256: str, staged: uploads.StagedFile) -> ModelBlob:
+    """Move a checked upload into storage under a name of its own, and record it."""
+    stored = default_storage.save(f"models/{workspace.pk}/blobs/{sha256}-{secrets.token_hex(6)}", staged)
     try:
-        stored = default_storage.save(wanted, File(reader, name=sha256))
-        if reader.digest.hexdigest() != sha256:
-            raise ValidationError(BLOB_HASH_MISMATCH)
-        if declared_size is not None and reader.size != declared_size:
-            raise ValidationError(
-                BLOB_SIZE_MISMATCH.format(got=reader.size, declared=declared_size)
-            )
         with transaction.atomic():
-            return ModelBlob.objects.create(
-                workspace=access.workspace, sha256=sha256, size=reader.size, storage_name=stored
+            blob = ModelBlob.objects.create(
+                workspace=workspace, sha256=sha256, size=default_storage.size(stored), storage_name=stored
             )
     except IntegrityError:
         # The same content arrived twice at once: keep the first copy.
         default_storage.delete(stored)
-        return ModelBlob.objects.get(workspace=access.workspace, sha256=sha256)
-    except BaseException:
-        # Refused past the limit, damaged or cut off: leave no partial file behind.
-        if default_storage.exists(stored or wanted):
-            default_storage.delete(stored or wanted)
-        raise
+        return ModelBlob.objects.get(workspace=workspace, sha256=sha256)
+    blob_sweep_unattached()
+    return blob
+
+
+def blob_receive(*, access: Access, sha256: str, chunk: uploads.Chunk) -> ModelBlob | uploads.Progress:
+    """Take one chunk of an uploaded model file: the blob once all of it arrived and matched its
+    sha256, else how much of it the server holds (see trainhub/uploads.py)."""
+    access.require(Action.WRITE)
+    return uploads.receive(
+        workspace=access.workspace,
+        kind=BLOB_UPLOADS,
+        sha256=sha256,
+        chunk=chunk,
+        existing=partial(_blob_of, access.workspace, sha256),
+        commit=partial(_blob_commit, access.workspace, sha256),
+    )
+
+
+def blob_store(*, access: Access, sha256: str, stream: IO[bytes]) -> ModelBlob:
+    """Store a model file the server reads itself (an ONNX export's result), checked, once."""
+    access.require(Action.WRITE)
+    return uploads.store_stream(
+        workspace=access.workspace,
+        kind=BLOB_UPLOADS,
+        sha256=sha256,
+        stream=stream,
+        existing=partial(_blob_of, access.workspace, sha256),
+        commit=partial(_blob_commit, access.workspace, sha256),
+    )
+
+
+def _delete_blobs(blobs: QuerySet[ModelBlob]) -> int:
+    """Delete blobs no version holds (call inside a transaction); their files go after commit."""
+    orphans = list(blobs.select_for_update().filter(files__isnull=True))
+    names = [blob.storage_name for blob in orphans]
+    ModelBlob.objects.filter(pk__in=[blob.pk for blob in orphans]).delete()
+    transaction.on_commit(lambda: [default_storage.delete(name) for name in names])
+    return len(orphans)
+
+
+def blob_sweep_unattached(now: datetime | None = None) -> int:
+    """Delete model files uploaded TRAINHUB_UPLOAD_STALE_SECONDS ago or more that no version
+    holds (a client that uploaded, then never registered); runs whenever a new file is stored."""
+    cutoff = (now or timezone.now()) - timedelta(seconds=settings.TRAINHUB_UPLOAD_STALE_SECONDS)
+    with transaction.atomic():
+        return _delete_blobs(ModelBlob.objects.filter(created_at__lt=cutoff))
 
 
 def version_register_from_uploads(
@@ -371,9 +380,4 @@ def version_delete(*, access: Access, version: ModelVersion) -> None:
     with transaction.atomic():
         blob_ids = set(version.files.exclude(blob=None).values_list("blob_id", flat=True))
         version.delete()
-        orphans = list(
-            ModelBlob.objects.select_for_update().filter(pk__in=blob_ids, files__isnull=True)
-        )
-        names = [blob.storage_name for blob in orphans]
-        ModelBlob.objects.filter(pk__in=[blob.pk for blob in orphans]).delete()
-        transaction.on_commit(lambda: [default_storage.delete(name) for name in names])
+        _delete_blobs(ModelBlob.objects.filter(pk__in=blob_ids))

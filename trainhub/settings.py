@@ -178,6 +178,16 @@ TRAINHUB_SNAPSHOT_MAX_EXPANDED_BYTES = envint("TRAINHUB_SNAPSHOT_MAX_EXPANDED_BY
 # Model registry: the largest file a local registration may upload.
 TRAINHUB_MODEL_MAX_BYTES = envint("TRAINHUB_MODEL_MAX_BYTES", 20 * 1024 * 1024 * 1024)
 
+# Uploads (model files, snapshots, datastore files) arrive in resumable chunks appended to one
+# staging file (same file system as the storage, so finishing one is a rename); unfinished ones
+# are deleted after TRAINHUB_UPLOAD_STALE_SECONDS. No request body may pass TRAINHUB_REQUEST_MAX_BYTES.
+TRAINHUB_UPLOAD_DIR = envstr("TRAINHUB_UPLOAD_DIR", str(DATA_DIR / "uploads"))
+TRAINHUB_UPLOAD_CHUNK_BYTES = envint("TRAINHUB_UPLOAD_CHUNK_BYTES", 8 * 1024 * 1024)
+TRAINHUB_UPLOAD_STALE_SECONDS = envint("TRAINHUB_UPLOAD_STALE_SECONDS", 24 * 3600)
+TRAINHUB_REQUEST_MAX_BYTES = envint("TRAINHUB_REQUEST_MAX_BYTES", 64 * 1024 * 1024)
+# A chunk stays in memory in Django's request spool: the upload's staging file is its one copy.
+FILE_UPLOAD_MAX_MEMORY_SIZE = TRAINHUB_UPLOAD_CHUNK_BYTES
+
 # Environments: each node's cache of built virtualenvs, evicted by least-recent use past the size.
 TRAINHUB_ENV_CACHE_DIR = envstr("TRAINHUB_ENV_CACHE_DIR", str(DATA_DIR / "envs"))
 TRAINHUB_ENV_CACHE_MAX_BYTES = envint("TRAINHUB_ENV_CACHE_MAX_BYTES", 50 * 1024**3)

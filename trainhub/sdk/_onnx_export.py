@@ -168,16 +168,11 @@ def export_and_compare(
 
 
 def upload(workspace: Any, path: Path) -> tuple[str, int]:
-    data = path.read_bytes()
-    sha256 = hashlib.sha256(data).hexdigest()
-    workspace._http.request(
-        "PUT",
-        workspace.api(f"model-blobs/{sha256}"),
-        data=data,
-        headers={"Content-Type": "application/octet-stream"},
-        timeout=(5, 600),
-    )
-    return sha256, len(data)
+    from trainhub.sdk._uploads import upload_file
+
+    sha256 = hashlib.sha256(path.read_bytes()).hexdigest()
+    upload_file(workspace._http, workspace.api(f"model-blobs/{sha256}"), path)
+    return sha256, path.stat().st_size
 
 
 def report(workspace: Any, export_id: int, **values: Any) -> dict[str, Any]:

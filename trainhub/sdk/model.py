@@ -58,7 +58,7 @@ def _framework_version() -> str:
 def _sha256_of(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 20):
+        while chunk := handle.read(4 << 20):
             digest.update(chunk)
     return digest.hexdigest()
 
@@ -94,51 +94,21 @@ def local_files(model_path: str | os.PathLike[str]) -> tuple[str, bool, list[tup
 def upload_files(
     workspace: Any, files: list[tuple[str, Path]], *, show_progress: bool = True
 ) -> list[dict[str, Any]]:
-    """Upload each file the server does not hold yet (by sha256); returns the version's files."""
+    """Upload each file the server does not hold yet (by sha256), resuming any upload of it that
+    was cut off before; returns the version's files."""
+    from trainhub.sdk._uploads import progress_bar, upload_file
+
     manifest = []
     for path, local in files:
         sha256 = _sha256_of(local)
-        size = local.stat().st_size
-        manifest.append({"path": path, "sha256": sha256, "size": size})
-        try:
-            workspace._http.get(workspace.api(f"model-blobs/{sha256}"))
-            continue
-        except exceptions.NotFoundError:
-            pass
-        if show_progress:
-            from trainhub.sdk._snapshot import ProgressReader
-
-            reader: Any = ProgressReader(local, f"Uploading {path}")
-        else:
-            reader = _SizedFile(local)
-        try:
-            workspace._http.request(
-                "PUT",
-                workspace.api(f"model-blobs/{sha256}"),
-                data=reader,
-                headers={"Content-Type": "application/octet-stream"},
-                timeout=(5, 3600),
-            )
-        finally:
-            reader.close()
+        manifest.append({"path": path, "sha256": sha256, "size": local.stat().st_size})
+        upload_file(
+            workspace._http,
+            workspace.api(f"model-blobs/{sha256}"),
+            local,
+            on_progress=progress_bar(f"Uploading {path}", show_progress),
+        )
     return manifest
-
-
-class _SizedFile:
-    """A file to upload as the request body, with the length the server checks it against."""
-
-    def __init__(self, path: Path):
-        self.handle = open(path, "rb")
-        self.length = path.stat().st_size
-
-    def __len__(self) -> int:
-        return self.length
-
-    def read(self, size: int = -1) -> bytes:
-        return self.handle.read(size)
-
-    def close(self) -> None:
-        self.handle.close()
 
 
 def register_local(

@@ -1,0 +1,332 @@
+"""Resumable uploads written once: the one way a file enters TrainHub over HTTP (model files,
+run snapshots, datastore files).
+
+A client sends a file in chunks, each a `PUT` with `Content-Range: bytes START-END/TOTAL` (a
+probe, `bytes */TOTAL` with no body, asks how much arrived). Each chunk is small enough to stay in
+memory in daphne and Django, and is appended to one staging file per (workspace, kind, sha256,
+size). When the last byte arrives the file is checked against its sha256 and handed to the
+caller's `commit`, which saves it through the storage API: a `StagedFile` is moved into a
+FileSystemStorage by a rename, and read into any other storage by a normal save. So a body is
+written to disk once. A connection cut midway loses nothing: the next attempt starts from the
+bytes already received. Staging files nobody finished are deleted after
+`TRAINHUB_UPLOAD_STALE_SECONDS`, when the next upload starts.
+
+An app receiving uploads needs one endpoint:
+
+    @router.put("/{workspace_name}/things/{sha256}", response={200: uploads.ProgressOut, 201: ThingOut})
+    def put_thing(request, workspace_name, sha256):
+        member = access(request, workspace_name)
+        member.require(Action.WRITE)
+        outcome = uploads.receive(
+            workspace=member.workspace, kind="things", sha256=sha256,
+            chunk=uploads.chunk_from_request(request), limit=THING_MAX_BYTES,
+            existing=lambda: Thing.objects.filter(workspace=..., sha256=sha256).first(),
+            commit=lambda staged: thing_create(..., stored=default_storage.save(name, staged)),
+        )
+        if isinstance(outcome, uploads.Progress):
+            return 200, outcome.out()
+        return 201, ThingOut.from_orm(outcome)
+
+and the SDK side is `trainhub.sdk._uploads.upload_file`.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import io
+import os
+import re
+import secrets
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, TypeVar
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.files import File
+from django.http import HttpRequest
+from ninja import Schema
+
+T = TypeVar("T")
+
+SHA_PATTERN = re.compile(r"^[0-9a-f]{64}$")
+KIND_PATTERN = re.compile(r"^[a-z][a-z0-9-]{0,39}$")
+RANGE_PATTERN = re.compile(r"^bytes (?:(\d+)-(\d+)|\*)/(\d+)$")
+COPY_BYTES = 1 << 20
+
+BAD_SHA = "A file is named by the 64 hex digits of its sha256."
+BAD_RANGE = "Content-Range must be 'bytes START-END/TOTAL' (or 'bytes */TOTAL' to ask how much arrived)."
+TOO_LARGE = "The file is {size} bytes; the limit is {limit} bytes."
+CHUNK_TOO_LARGE = (
+    "A request carries at most {limit} bytes of a file: send it in chunks with "
+    "Content-Range 'bytes START-END/TOTAL' (the TrainHub SDK does)."
+)
+CHUNK_LENGTH_MISMATCH = "The chunk's body is not the {declared} bytes its Content-Range announced."
+HASH_MISMATCH = "The uploaded file does not match its sha256: the upload was damaged; send it again."
+
+
+@dataclass(frozen=True)
+class Kind:
+    """What an app receives: its folder in the staging area, its size limit (read per request, so
+    a changed setting applies at once) and how it says a file is too large ({size}, {limit})."""
+
+    name: str
+    limit: Callable[[], int]
+    too_large: str = TOO_LARGE
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One request of an upload: bytes [start, end] of `total`, or a probe (start is None)."""
+
+    start: int | None
+    end: int | None
+    total: int
+    body: IO[bytes]
+
+    @property
+    def length(self) -> int:
+        return 0 if self.start is None or self.end is None else self.end - self.start + 1
+
+
+class ProgressOut(Schema):
+    received: int
+    size: int
+    chunk_bytes: int
+
+
+@dataclass(frozen=True)
+class Progress:
+    """An unfinished upload: how many bytes of `size` the server holds."""
+
+    received: int
+    size: int
+
+    def out(self) -> ProgressOut:
+        return ProgressOut(received=self.received, size=self.size, chunk_bytes=chunk_bytes())
+
+
+class StagedFile(File):
+    """A finished, checked upload. FileSystemStorage moves a file that names its temporary path
+    (the way Django stores large form uploads), so saving it into storage is a rename."""
+
+    def __init__(self, path: Path):
+        super().__init__(open(path, "rb"), name=path.name)
+        self.path = path
+
+    def temporary_file_path(self) -> str:
+        return str(self.path)
+
+
+def chunk_bytes() -> int:
+    return settings.TRAINHUB_UPLOAD_CHUNK_BYTES
+
+
+def chunk_from_request(request: HttpRequest, kind: Kind) -> Chunk:
+    """The chunk a request carries: its Content-Range, or without one the whole file at once."""
+    header = request.headers.get("Content-Range", "").strip()
+    if not header:
+        return _whole_body(request, kind)
+    match = RANGE_PATTERN.match(header)
+    if match is None:
+        raise ValidationError(BAD_RANGE, code="upload_range")
+    total = int(match.group(3))
+    if match.group(1) is None:
+        return Chunk(start=None, end=None, total=total, body=request)
+    start, end = int(match.group(1)), int(match.group(2))
+    if start > end or end >= total:
+        raise ValidationError(BAD_RANGE, code="upload_range")
+    return Chunk(start=start, end=end, total=total, body=request)
+
+
+def _whole_body(request: HttpRequest, kind: Kind) -> Chunk:
+    """A file sent whole in one request (a small file, a plain client). Without a Content-Length
+    (chunked transfer encoding) it is read, up to one chunk more than allowed, to learn its size."""
+    declared = request.headers.get("Content-Length", "")
+    body: IO[bytes] = request
+    if declared.isdigit():
+        size = int(declared)
+    else:
+        allowed = min(kind.limit(), chunk_bytes())
+        data = request.read(allowed + 1)
+        if len(data) > allowed:
+            if allowed == kind.limit():
+                raise _too_large(kind, f"more than {allowed}")
+            raise ValidationError(CHUNK_TOO_LARGE.format(limit=chunk_bytes()), code="upload_chunk_too_large")
+        size, body = len(data), io.BytesIO(data)
+    return Chunk(start=0 if size else None, end=size - 1 if size else None, total=size, body=body)
+
+
+def _check_sha(sha256: str) -> None:
+    if not SHA_PATTERN.match(sha256):
+        raise ValidationError(BAD_SHA, code="upload_sha")
+
+
+def _too_large(kind: Kind, size: int | str) -> ValidationError:
+    return ValidationError(kind.too_large.format(size=size, limit=kind.limit()), code="upload_too_large")
+
+
+def _check(kind: Kind, sha256: str, chunk: Chunk) -> None:
+    """Refuse a chunk before storing a byte of it."""
+    _check_sha(sha256)
+    if chunk.total > kind.limit():
+        raise _too_large(kind, chunk.total)
+    if chunk.length > chunk_bytes():
+        raise ValidationError(CHUNK_TOO_LARGE.format(limit=chunk_bytes()), code="upload_chunk_too_large")
+
+
+def upload_root() -> Path:
+    return Path(settings.TRAINHUB_UPLOAD_DIR).resolve()
+
+
+def staging_path(workspace_pk: int, kind: Kind, name: str) -> Path:
+    """Where an upload is staged; `name` comes from a checked sha256, and still must stay inside."""
+    if not KIND_PATTERN.match(kind.name):
+        raise ValueError(f"Upload kind {kind.name!r} is not a short lowercase name.")
+    root = upload_root()
+    path = (root / str(int(workspace_pk)) / kind.name / name).resolve()
+    if not path.is_relative_to(root) or path.parent.parent.parent != root:
+        raise ValidationError(BAD_SHA, code="upload_sha")
+    return path
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[IO[bytes] | None]:
+    """The staging file opened for appending under an exclusive lock, or None when it was
+    finished (moved into storage or deleted) while this request waited for the lock."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = open(path, "ab")
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            same = os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino
+        except FileNotFoundError:
+            same = False
+        yield handle if same else None
+    finally:
+        handle.close()
+
+
+def _append(handle: IO[bytes], chunk: Chunk, received: int) -> int:
+    """Append the bytes of the chunk past `received` (a retried chunk may overlap what arrived);
+    a chunk that is not as long as its Content-Range says leaves the staging file as it was."""
+    assert chunk.start is not None and chunk.end is not None
+    position, end = chunk.start, chunk.end + 1
+    while piece := chunk.body.read(COPY_BYTES):
+        if position + len(piece) > end:
+            break
+        if position + len(piece) > received:
+            handle.write(piece[max(0, received - position) :])
+        position += len(piece)
+    if position != end or piece:
+        handle.truncate(received)
+        raise ValidationError(CHUNK_LENGTH_MISMATCH.format(declared=chunk.length), code="upload_chunk_length")
+    handle.flush()
+    return end
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(8 * COPY_BYTES):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def receive(
+    *,
+    workspace: Any,
+    kind: Kind,
+    sha256: str,
+    chunk: Chunk,
+    existing: Callable[[], T | None],
+    commit: Callable[[StagedFile], T],
+) -> T | Progress:
+    """Take one chunk of an upload; the committed object once the whole file arrived and matched
+    its sha256, else how much the server holds (a chunk that does not start there is not stored:
+    the client goes on from `received`)."""
+    _check(kind, sha256, chunk)
+    path = staging_path(workspace.pk, kind, f"{sha256}-{chunk.total}")
+    while True:
+        with _locked(path) as handle:
+            if handle is None:
+                continue  # finished by another request while this one waited: look again
+            found = existing()
+            if found is not None:
+                path.unlink(missing_ok=True)  # another upload of the same content finished first
+                return found
+            received = os.fstat(handle.fileno()).st_size
+            if received == 0:
+                sweep_stale()
+            if chunk.start is not None and chunk.start <= received <= chunk.end:
+                received = _append(handle, chunk, received)
+            if received < chunk.total:
+                return Progress(received=received, size=chunk.total)
+            return _finish(path, sha256, commit)
+
+
+def store_stream(
+    *,
+    workspace: Any,
+    kind: Kind,
+    sha256: str,
+    stream: IO[bytes],
+    existing: Callable[[], T | None],
+    commit: Callable[[StagedFile], T],
+) -> T:
+    """Store a file the server itself reads from a stream (no HTTP upload, nothing to resume):
+    the same staging, limit, check and commit as `receive`, in one go."""
+    _check_sha(sha256)
+    found = existing()
+    if found is not None:
+        return found
+    limit = kind.limit()
+    path = staging_path(workspace.pk, kind, f"{sha256}-stream-{secrets.token_hex(6)}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    size = 0
+    try:
+        with open(path, "xb") as handle:
+            while piece := stream.read(COPY_BYTES):
+                size += len(piece)
+                if size > limit:
+                    raise _too_large(kind, f"more than {limit}")
+                handle.write(piece)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    return _finish(path, sha256, commit)
+
+
+def _finish(path: Path, sha256: str, commit: Callable[[StagedFile], T]) -> T:
+    """Check the whole file and commit it; the staging file is gone afterwards either way."""
+    try:
+        if sha256_of(path) != sha256:
+            raise ValidationError(HASH_MISMATCH, code="upload_hash")
+        staged = StagedFile(path)
+        try:
+            return commit(staged)
+        finally:
+            staged.close()
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def sweep_stale(now: float | None = None) -> int:
+    """Delete staging files nobody added to for TRAINHUB_UPLOAD_STALE_SECONDS; how many."""
+    cutoff = (now or time.time()) - settings.TRAINHUB_UPLOAD_STALE_SECONDS
+    removed = 0
+    root = upload_root()
+    if not root.is_dir():
+        return 0
+    for path in root.glob("*/*/*"):
+        try:
+            if path.is_file() and path.stat().st_mtime < cutoff:
+                path.unlink()
+                removed += 1
+        except FileNotFoundError:
+            pass  # finished or swept by another request meanwhile
+    return removed
