@@ -45,7 +45,8 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGINT, on_term)
     connection.rpush(request_key(run_pk, node_rank), json.dumps({"id": request_id, "command": command}))
     while True:
-        answer = connection.blpop([result_key(run_pk, request_id)], timeout=5)
+        # Well under redis-py's 5 s socket timeout: a 5 s BLPOP raced it and failed long MPI runs.
+        answer = connection.blpop([result_key(run_pk, request_id)], timeout=1)
         if answer is not None:
             return int(answer[1])
 
