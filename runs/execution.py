@@ -25,6 +25,7 @@ from django.core.files.storage import default_storage
 from django.db import close_old_connections
 from django.utils import timezone
 
+from datastores.staging import stage_run_inputs
 from runs import services
 from runs.archives import UnsafeArchiveError, extract_snapshot, walk_regular_files
 from runs.models import Run, RunNode, RunProcess, RunStatus
@@ -187,6 +188,7 @@ class NodeExecution:
             python, env_vars = self.prepare_environment()
             self.check_abort()
             self.unpack_snapshot()
+            env_vars.update(stage_run_inputs(self.run, self.node.name, self.workdir, self.say))
             self.check_abort()
             self.flush_prepare()
             self.transition(RunStatus.STARTING)
@@ -365,10 +367,8 @@ class NodeExecution:
             # otherwise every rank starts one thread per core and they fight over the CPUs.
             base["OMP_NUM_THREADS"] = "1"
         if self.per_node_launch:
-            # A per-node launcher's ranks share one pipe: unbuffered, Python writes a line's text
-            # and its newline separately and lines of different ranks interleave. Buffered, a
-            # flushed print is one write and stays whole.
-            base.pop("PYTHONUNBUFFERED", None)
+            # The launcher's ranks share its pipe and run with `python -u`: see trainhub/sdk/_whole_lines.py.
+            base["TRAINHUB_WHOLE_LINES"] = "1"
         return base
 
     def _spawn(
@@ -563,7 +563,7 @@ class NodeExecution:
                     rank.exit_code = code
                     self._record_exit(rank)
                     if code != 0:
-                        self._wait_readers()
+                        self._wait_readers([rank])  # the others still run: their pipes stay open
                         self.flush()
                         return rank
             if not running:
@@ -577,11 +577,11 @@ class NodeExecution:
             if timeout_at is not None and now > timeout_at:
                 raise _Timeout()
 
-    def _wait_readers(self) -> None:
+    def _wait_readers(self, ranks: list[RankProcess] | None = None) -> None:
         # A reader reaches EOF once every writer of the pipe has exited; the supervisor makes
         # sure none outlives the rank, so this is short.
         deadline = time.monotonic() + 5
-        for rank in self.ranks:
+        for rank in self.ranks if ranks is None else ranks:
             rank.reader_done.wait(max(0.0, deadline - time.monotonic()))
 
     def _record_exit(self, rank: RankProcess) -> None:
@@ -632,6 +632,7 @@ class NodeExecution:
                 error_traceback=tb,
             )
             self.stop_ranks()
+            self.drain()
             self.finalize_files()
             return
         if not self.leader:

@@ -35,12 +35,34 @@
   });
   advance();
 
+  // One rank's lines or all of them: every chunk is a span tagged with its stream.
+  var filter = document.getElementById("log-filter");
+  function offer(stream) {
+    if (!filter) return;
+    for (var i = 0; i < filter.options.length; i++) if (filter.options[i].value === stream) return;
+    filter.appendChild(new Option(stream, stream));
+  }
+  function shown(span) {
+    span.hidden = Boolean(filter && filter.value && span.dataset.stream !== filter.value);
+  }
+  if (filter) {
+    filter.addEventListener("change", function () {
+      Array.prototype.forEach.call(pre.children, shown);
+      pre.scrollTop = pre.scrollHeight;
+    });
+  }
+
   function append(chunk) {
     if (!remember(chunk)) return;
     advance();
+    offer(chunk.stream);
     var prefix = Object.keys(streams).length > 2 ? "[" + chunk.stream + "] " : "";
     var atBottom = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 20;
-    pre.appendChild(document.createTextNode(chunk.lines.map(function (l) { return prefix + l + "\n"; }).join("")));
+    var span = document.createElement("span");
+    span.dataset.stream = chunk.stream;
+    span.textContent = chunk.lines.map(function (l) { return prefix + l + "\n"; }).join("");
+    shown(span);
+    pre.appendChild(span);
     var extra = pre.childNodes.length - MAX_LINES / 50;
     while (extra-- > 0) pre.removeChild(pre.firstChild);
     if (atBottom) pre.scrollTop = pre.scrollHeight;

@@ -50,3 +50,22 @@ def test_a_hostile_log_line_stays_text_in_the_browser(page, live_url, ws, node, 
     expect(page.locator("#log")).to_contain_text("</script><script>document.title=2</script>")
     assert page.title().startswith("Run ")
     assert page.locator("#log img").count() == 0
+
+
+def test_the_log_shows_one_rank_or_all_of_them(page, live_url, ws, node):
+    from trainhub.sdk.runconfig import PyTorchConfiguration
+
+    src = script_config(ws, "ddp", "ddp_check.py", distributed_job_config=PyTorchConfiguration(process_count=2))
+    run = Experiment(ws, "ranks").submit(src)
+    run.wait_for_completion()
+    sign_in(page, live_url, "olivia")
+    page.goto(f"{live_url}/w/birds/runs/{run.id}/")
+    log = page.locator("#log")
+    expect(log).to_contain_text("[std_log_process_0] rank 0/2")
+    expect(log).to_contain_text("[std_log_process_1] rank 1/2")
+    page.select_option("#log-filter", "std_log_process_1")
+    # What the user sees (inner text): rank 0's lines are hidden, rank 1's stay.
+    expect(log).to_contain_text("[std_log_process_1] rank 1/2", use_inner_text=True)
+    expect(log).not_to_contain_text("[std_log_process_0]", use_inner_text=True)
+    page.select_option("#log-filter", "")
+    expect(log).to_contain_text("[std_log_process_0] rank 0/2", use_inner_text=True)

@@ -826,7 +826,8 @@ def _default_max_cache_bytes() -> int:
 
 
 def sdk_path(cache_dir: Path) -> Path:
-    """A folder holding only trainhub/__init__.py and trainhub/sdk, to put on a run's PYTHONPATH.
+    """A folder holding only trainhub/__init__.py, trainhub/sdk and a sitecustomize.py, to put on
+    a run's PYTHONPATH.
 
     Copied once per content: a new TrainHub version gets a new folder, and running scripts
     keep the one they started with.
@@ -837,12 +838,12 @@ def sdk_path(cache_dir: Path) -> Path:
         for path in (package / "sdk").rglob("*")
         if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc"
     )
+    from trainhub.sdk._whole_lines import SITECUSTOMIZE
+
+    contents = [(path.relative_to(package.parent).as_posix(), path.read_bytes()) for path in files]
+    contents.append(("sitecustomize.py", SITECUSTOMIZE.encode()))
     digest = hashlib.sha256()
-    contents = []
-    for path in files:
-        relative = path.relative_to(package.parent).as_posix()
-        data = path.read_bytes()
-        contents.append((relative, data))
+    for relative, data in contents:
         digest.update(relative.encode() + b"\0" + data + b"\0")
     base = Path(cache_dir).absolute() / "_sdk"
     target = base / digest.hexdigest()[:16]
