@@ -5,14 +5,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest
 from ninja import Router, Schema
 
 from runs import selectors, services
 from runs.models import Run
+from trainhub import uploads
 from trainhub.api import access
+from trainhub.workspaces.permissions import Action
 
 router = Router(tags=["runs"])
 
@@ -166,16 +167,19 @@ def get_snapshot(request: HttpRequest, workspace_name: str, sha256: str) -> Snap
     return SnapshotOut(sha256=snapshot.sha256, size=snapshot.size)
 
 
-@router.put("/{workspace_name}/snapshots/{sha256}", response={201: SnapshotOut})
-def put_snapshot(request: HttpRequest, workspace_name: str, sha256: str) -> tuple[int, SnapshotOut]:
+@router.put("/{workspace_name}/snapshots/{sha256}", response={200: uploads.ProgressOut, 201: SnapshotOut})
+def put_snapshot(
+    request: HttpRequest, workspace_name: str, sha256: str
+) -> tuple[int, uploads.ProgressOut | SnapshotOut]:
+    """A snapshot, whole or one `Content-Range` chunk at a time (resumable: trainhub/uploads.py)."""
     member = access(request, workspace_name)
-    declared = request.headers.get("Content-Length")
-    if declared and declared.isdigit() and int(declared) > settings.TRAINHUB_SNAPSHOT_MAX_BYTES:
-        raise ValidationError(
-            services.SNAPSHOT_TOO_LARGE.format(size=declared, limit=settings.TRAINHUB_SNAPSHOT_MAX_BYTES)
-        )
-    snapshot = services.snapshot_store(access=member, sha256=sha256, stream=request)
-    return 201, SnapshotOut(sha256=snapshot.sha256, size=snapshot.size)
+    member.require(Action.WRITE)
+    outcome = services.snapshot_receive(
+        access=member, sha256=sha256, chunk=uploads.chunk_from_request(request, services.SNAPSHOT_UPLOADS)
+    )
+    if isinstance(outcome, uploads.Progress):
+        return 200, outcome.out()
+    return 201, SnapshotOut(sha256=outcome.sha256, size=outcome.size)
 
 
 @router.post("/{workspace_name}/experiments/{experiment_name}/runs", response={201: RunOut})

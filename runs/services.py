@@ -12,6 +12,7 @@ import secrets
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import partial
 from typing import IO, Any
 
 from django.conf import settings
@@ -23,6 +24,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from datastores.services import run_inputs_record
 from runs.broadcast import broadcast, run_group
 from runs.models import (
     ACTIVE_STATUSES,
@@ -35,6 +37,7 @@ from runs.models import (
     RunStatusChange,
     Snapshot,
 )
+from trainhub import uploads
 from trainhub.compute import catalog
 from trainhub.compute.models import ComputeCluster, Node, Provisioner
 from trainhub.redis_conn import get_redis
@@ -50,7 +53,7 @@ ALLOWED_TRANSITIONS: dict[str, set[str]] = {
 }
 
 SNAPSHOT_TOO_LARGE = "The snapshot is {size} bytes; the limit is {limit} bytes."
-SNAPSHOT_HASH_MISMATCH = "The uploaded snapshot does not match its sha256: the upload was damaged."
+SNAPSHOT_HASH_MISMATCH = uploads.HASH_MISMATCH
 SNAPSHOT_UNKNOWN = "No snapshot {sha!r} in this workspace: upload it first."
 BAD_SHA = "A snapshot is named by the 64 hex digits of its sha256."
 SCRIPT_OR_COMMAND = "Give either a script or a command, not both and not neither."
@@ -162,47 +165,52 @@ def snapshot_limit_bytes() -> int:
     return settings.TRAINHUB_SNAPSHOT_MAX_BYTES
 
 
-def snapshot_store(*, access: Access, sha256: str, stream: IO[bytes]) -> Snapshot:
-    """Store an uploaded snapshot, reading it in chunks and checking its hash and size."""
-    access.require(Action.WRITE)
-    if not SHA_PATTERN.match(sha256):
-        raise ValidationError(BAD_SHA)
-    existing = Snapshot.objects.filter(workspace=access.workspace, sha256=sha256).first()
-    if existing is not None:
-        return existing
+SNAPSHOT_UPLOADS = uploads.Kind(name="snapshots", limit=snapshot_limit_bytes, too_large=SNAPSHOT_TOO_LARGE)
+
+
+def _snapshot_of(workspace: Workspace, sha256: str) -> Snapshot | None:
+    return Snapshot.objects.filter(workspace=workspace, sha256=sha256).first()
+
+
+def _snapshot_commit(workspace: Workspace, sha256: str, staged: uploads.StagedFile) -> Snapshot:
+    """Move a checked snapshot into storage (one file per content, whichever workspace sent it)."""
     storage_name = f"snapshots/{sha256}.tar.gz"
-    limit = snapshot_limit_bytes()
-    digest = hashlib.sha256()
-    size = 0
-    temp_path = settings.DATA_DIR / "tmp" / f"upload-{secrets.token_hex(8)}"
-    temp_path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        with open(temp_path, "wb") as temp:
-            while chunk := stream.read(1 << 20):
-                size += len(chunk)
-                if size > limit:
-                    raise ValidationError(SNAPSHOT_TOO_LARGE.format(size=f"more than {limit}", limit=limit))
-                digest.update(chunk)
-                temp.write(chunk)
-        if digest.hexdigest() != sha256:
-            raise ValidationError(SNAPSHOT_HASH_MISMATCH)
-        if not default_storage.exists(storage_name):
-            with open(temp_path, "rb") as temp:
-                stored = default_storage.save(storage_name, File(temp))
-            if stored != storage_name:
-                # Another upload of the same content won the race: keep one copy.
-                default_storage.delete(stored)
-    finally:
-        temp_path.unlink(missing_ok=True)
+    size = staged.size
+    if not default_storage.exists(storage_name):
+        stored = default_storage.save(storage_name, staged)
+        if stored != storage_name:
+            # Another upload of the same content won the race: keep one copy.
+            default_storage.delete(stored)
     files = _snapshot_listing(storage_name)
     try:
         with transaction.atomic():
             return Snapshot.objects.create(
-                workspace=access.workspace, sha256=sha256, size=size, storage_name=storage_name,
+                workspace=workspace, sha256=sha256, size=size, storage_name=storage_name,
                 files=files, file_count=len(files),
             )
     except IntegrityError:
-        return Snapshot.objects.get(workspace=access.workspace, sha256=sha256)
+        return Snapshot.objects.get(workspace=workspace, sha256=sha256)
+
+
+def snapshot_receive(*, access: Access, sha256: str, chunk: uploads.Chunk) -> Snapshot | uploads.Progress:
+    """Take one chunk of an uploaded snapshot: the snapshot once all of it arrived and matched its
+    sha256, else how much of it the server holds (see trainhub/uploads.py)."""
+    access.require(Action.WRITE)
+    return uploads.receive(
+        workspace=access.workspace, kind=SNAPSHOT_UPLOADS, sha256=sha256, chunk=chunk,
+        existing=partial(_snapshot_of, access.workspace, sha256),
+        commit=partial(_snapshot_commit, access.workspace, sha256),
+    )
+
+
+def snapshot_store(*, access: Access, sha256: str, stream: IO[bytes]) -> Snapshot:
+    """Store a snapshot the server makes itself (an ONNX export's), checked, once."""
+    access.require(Action.WRITE)
+    return uploads.store_stream(
+        workspace=access.workspace, kind=SNAPSHOT_UPLOADS, sha256=sha256, stream=stream,
+        existing=partial(_snapshot_of, access.workspace, sha256),
+        commit=partial(_snapshot_commit, access.workspace, sha256),
+    )
 
 
 def _snapshot_listing(storage_name: str) -> list[list[Any]]:
@@ -314,6 +322,7 @@ def run_submit(
             tags={str(k): str(v) for k, v in (tags or {}).items()},
         )
         RunStatusChange.objects.create(run=run, status=RunStatus.QUEUED, at=run.created_at)
+        run_inputs_record(run=run)
     from runs.scheduling import dispatch_cluster
 
     transaction.on_commit(lambda: dispatch_cluster(cluster.pk))

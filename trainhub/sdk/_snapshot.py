@@ -128,30 +128,3 @@ class _HashingWriter(io.RawIOBase):
         self.digest.update(data)
         self.size += len(data)
         return self.target.write(data)
-
-
-class ProgressReader:
-    """A file for `requests` to upload with a known length, moving a progress bar as it goes."""
-
-    def __init__(self, path: Path, description: str, show: bool = True):
-        self.handle = open(path, "rb")
-        self.length = path.stat().st_size
-        self.bar = None
-        if show:
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=self.length, unit="B", unit_scale=True, desc=description, leave=False)
-
-    def __len__(self) -> int:
-        return self.length
-
-    def read(self, size: int = -1) -> bytes:
-        data = self.handle.read(size)
-        if self.bar is not None:
-            self.bar.update(len(data))
-        return data
-
-    def close(self) -> None:
-        self.handle.close()
-        if self.bar is not None:
-            self.bar.close()

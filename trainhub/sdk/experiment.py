@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from trainhub.sdk import exceptions
-from trainhub.sdk._snapshot import ProgressReader, pack_source_directory
+from trainhub.sdk._snapshot import pack_source_directory
+from trainhub.sdk._uploads import progress_bar, upload_file
 
 
 class Experiment:
@@ -45,14 +46,9 @@ class Experiment:
 
 
 def upload_packed(workspace: Any, packed: Any, *, show_progress: bool = True) -> None:
-    reader = ProgressReader(packed.path, "Uploading snapshot", show=show_progress)
-    try:
-        workspace._http.request(
-            "PUT",
-            workspace.api(f"snapshots/{packed.sha256}"),
-            data=reader,
-            headers={"Content-Type": "application/gzip"},
-            timeout=(5, 600),
-        )
-    finally:
-        reader.close()
+    upload_file(
+        workspace._http,
+        workspace.api(f"snapshots/{packed.sha256}"),
+        packed.path,
+        on_progress=progress_bar("Uploading snapshot", show_progress),
+    )
