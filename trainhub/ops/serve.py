@@ -14,9 +14,11 @@ def main() -> None:
     from daphne.cli import CommandLineInterface
     from django.conf import settings
 
+    from trainhub.ops import request_limits
     from trainhub.ops.redis_server import wait_for_redis
 
     wait_for_redis(settings.REDIS_URL)
+    request_limits.install()
     CommandLineInterface().run(
         [
             "--bind", settings.TRAINHUB_HOST,

@@ -1,0 +1,80 @@
+"""Request bodies bounded below Django, in daphne's Twisted request.
+
+Twisted reads a whole request body before daphne hands the request to Django: into a temporary
+file past 100 KB, with no limit, with or without a Content-Length. So a limit checked in a view
+comes after a 50 GB body went to disk. Here a body of up to one upload chunk stays in memory (an
+upload chunk is then written once, by trainhub/uploads.py), a larger one spills to a temporary
+file, and one past TRAINHUB_REQUEST_MAX_BYTES is answered 413 and its connection closed: at once
+when its Content-Length says so, and as soon as it passes the limit when it has none (chunked
+transfer encoding). `install()` (called by trainhub.ops.serve) makes daphne use this request.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+
+import daphne.server
+from daphne.http_protocol import HTTPFactory, WebRequest
+from django.conf import settings
+
+REQUEST_TOO_LARGE = (
+    "The request body is larger than this server accepts ({limit} bytes). Files go up in chunks "
+    "with Content-Range (the TrainHub SDK does this)."
+)
+
+
+def max_bytes() -> int:
+    return settings.TRAINHUB_REQUEST_MAX_BYTES
+
+
+class BoundedRequest(WebRequest):
+    refused = False
+    received = 0
+
+    def gotLength(self, length: int | None) -> None:  # noqa: N802  (Twisted's name)
+        if length is not None and length > max_bytes():
+            self.content = tempfile.SpooledTemporaryFile()
+            self._refuse()
+            return
+        self.content = tempfile.SpooledTemporaryFile(max_size=settings.TRAINHUB_UPLOAD_CHUNK_BYTES)
+
+    def handleContentChunk(self, data: bytes) -> None:  # noqa: N802
+        if self.refused:
+            return
+        self.received += len(data)
+        if self.received > max_bytes():
+            self._refuse()
+            return
+        self.content.write(data)
+
+    def process(self) -> None:
+        if not self.refused:  # a refused body can still end before its connection closes
+            super().process()
+
+    def _refuse(self) -> None:
+        self.refused = True
+        # Twisted would answer "100 Continue" right after this: the client must not send the body.
+        self.requestHeaders.removeHeader(b"Expect")
+        body = json.dumps(
+            {"detail": REQUEST_TOO_LARGE.format(limit=max_bytes()), "code": "request_too_large"}
+        ).encode()
+        head = (
+            b"HTTP/1.1 413 Content Too Large\r\nContent-Type: application/json\r\n"
+            b"Connection: close\r\nContent-Length: %d\r\n\r\n" % len(body)
+        )
+        self.channel.transport.write(head + body)
+        self.channel.loseConnection()
+
+
+class BoundedHTTPFactory(HTTPFactory):
+    def buildProtocol(self, addr):  # noqa: N802, ANN001, ANN201  (Twisted's signature)
+        protocol = super().buildProtocol(addr)
+        protocol.requestFactory = BoundedRequest
+        return protocol
+
+
+def install() -> None:
+    """Make daphne's server build BoundedRequests: daphne takes no request class as an option,
+    and builds its factory from the name in its server module."""
+    daphne.server.HTTPFactory = BoundedHTTPFactory
