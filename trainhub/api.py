@@ -108,6 +108,7 @@ def _on_validation_error(request: HttpRequest, exc: ValidationError) -> HttpResp
 
 
 def _register_routers() -> None:
+    from datastores.api import router as datastores_router
     from metrics.api import router as metrics_router
     from registry.api import router as registry_router
     from runs.api import router as runs_router
@@ -123,6 +124,7 @@ def _register_routers() -> None:
     api.add_router("/workspaces", runs_router)
     api.add_router("/workspaces", registry_router)
     api.add_router("/workspaces", metrics_router)
+    api.add_router("/workspaces", datastores_router)
 
 
 _register_routers()

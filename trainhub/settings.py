@@ -55,6 +55,7 @@ INSTALLED_APPS = [
     "runs",
     "metrics",
     "registry",
+    "datastores",
 ]
 
 MIDDLEWARE = [
@@ -187,6 +188,11 @@ TRAINHUB_UPLOAD_STALE_SECONDS = envint("TRAINHUB_UPLOAD_STALE_SECONDS", 24 * 360
 TRAINHUB_REQUEST_MAX_BYTES = envint("TRAINHUB_REQUEST_MAX_BYTES", 64 * 1024 * 1024)
 # A chunk stays in memory in Django's request spool: the upload's staging file is its one copy.
 FILE_UPLOAD_MAX_MEMORY_SIZE = TRAINHUB_UPLOAD_CHUNK_BYTES
+
+# Datastores: the largest file one upload may hold, and where each node caches the data of its runs'
+# inputs (under the node work directory, which a run's container sees as well).
+TRAINHUB_DATASTORE_MAX_FILE_BYTES = envint("TRAINHUB_DATASTORE_MAX_FILE_BYTES", 50 * 1024**3)
+TRAINHUB_DATA_CACHE_DIR = envstr("TRAINHUB_DATA_CACHE_DIR", str(Path(TRAINHUB_NODE_WORK_DIR) / "_data-cache"))
 
 # Environments: each node's cache of built virtualenvs, evicted by least-recent use past the size.
 TRAINHUB_ENV_CACHE_DIR = envstr("TRAINHUB_ENV_CACHE_DIR", str(DATA_DIR / "envs"))

@@ -18,4 +18,5 @@ urlpatterns = [
     path("", include("runs.urls")),
     path("", include("registry.urls")),
     path("", include("metrics.urls")),
+    path("", include("datastores.urls")),
 ]

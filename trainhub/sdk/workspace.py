@@ -52,6 +52,17 @@ class Workspace:
         self._details = self._fetch()
         return dict(self._details, url=self.url)
 
+    def get_default_datastore(self) -> Any:
+        from trainhub.sdk.datastore import Datastore
+
+        return Datastore.get_default(self)
+
+    @property
+    def datastores(self) -> dict[str, Any]:
+        from trainhub.sdk.datastore import Datastore
+
+        return Datastore.list(self)
+
     def api(self, path: str) -> str:
         """The API path of something inside this workspace."""
         return f"workspaces/{self.name}/{path.lstrip('/')}".rstrip("/")

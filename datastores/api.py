@@ -1,0 +1,185 @@
+"""Datastore and dataset endpoints of the JSON API: datastores, their files, uploaded contents
+(resumable, by sha256) and dataset versions."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from django.http import Http404, HttpRequest
+from ninja import Router, Schema
+
+from datastores import selectors, services
+from datastores.models import DatasetVersion, Datastore
+from datastores.paths import clean_path
+from trainhub import uploads
+from trainhub.api import access
+from trainhub.workspaces.permissions import Action
+
+router = Router(tags=["datastores"])
+
+
+class DatastoreOut(Schema):
+    name: str
+    is_default: bool
+    created_at: datetime
+
+
+class DatastoreIn(Schema):
+    name: str
+
+
+class FileOut(Schema):
+    path: str
+    size: int
+    sha256: str
+
+
+class FileIn(Schema):
+    path: str
+    sha256: str
+
+
+class FilesIn(Schema):
+    files: list[FileIn]
+    overwrite: bool = False
+
+
+class FileOutcome(Schema):
+    path: str
+    outcome: str
+
+
+class BlobOut(Schema):
+    sha256: str
+    size: int
+
+
+class DatasetVersionIn(Schema):
+    sources: list[tuple[str, str]]
+    description: str = ""
+    create_new_version: bool = False
+
+
+class DatasetVersionOut(Schema):
+    name: str
+    version: int
+    description: str
+    sources: list[list[str]]
+    file_count: int
+    size: int
+    created_at: datetime
+
+
+def datastore_out(datastore: Datastore) -> DatastoreOut:
+    return DatastoreOut(name=datastore.name, is_default=datastore.is_default, created_at=datastore.created_at)
+
+
+def version_out(version: DatasetVersion) -> DatasetVersionOut:
+    return DatasetVersionOut(
+        name=version.dataset.name,
+        version=version.version,
+        description=version.description,
+        sources=version.sources,
+        file_count=version.file_count,
+        size=version.size,
+        created_at=version.created_at,
+    )
+
+
+@router.get("/{workspace_name}/datastores", response=list[DatastoreOut])
+def list_datastores(request: HttpRequest, workspace_name: str) -> list[DatastoreOut]:
+    member = access(request, workspace_name)
+    services.datastore_default(member.workspace)
+    return [datastore_out(d) for d in selectors.datastores_of(member.workspace)]
+
+
+@router.post("/{workspace_name}/datastores", response={201: DatastoreOut})
+def create_datastore(request: HttpRequest, workspace_name: str, payload: DatastoreIn) -> tuple[int, DatastoreOut]:
+    member = access(request, workspace_name)
+    return 201, datastore_out(services.datastore_create(access=member, name=payload.name))
+
+
+@router.get("/{workspace_name}/default-datastore", response=DatastoreOut)
+def get_default_datastore(request: HttpRequest, workspace_name: str) -> DatastoreOut:
+    return datastore_out(services.datastore_default(access(request, workspace_name).workspace))
+
+
+@router.get("/{workspace_name}/datastores/{name}", response=DatastoreOut)
+def get_datastore(request: HttpRequest, workspace_name: str, name: str) -> DatastoreOut:
+    return datastore_out(selectors.datastore_get(access(request, workspace_name).workspace, name))
+
+
+@router.get("/{workspace_name}/datastores/{name}/files", response=list[FileOut])
+def list_files(request: HttpRequest, workspace_name: str, name: str, prefix: str = "") -> list[FileOut]:
+    datastore = selectors.datastore_get(access(request, workspace_name).workspace, name)
+    files = selectors.datastore_files(datastore, clean_path(prefix, what="prefix"))
+    return [FileOut(path=f.path, size=f.blob.size, sha256=f.blob.sha256) for f in files]
+
+
+@router.post("/{workspace_name}/datastores/{name}/files", response=list[FileOutcome])
+def put_files(request: HttpRequest, workspace_name: str, name: str, payload: FilesIn) -> list[FileOutcome]:
+    """Point paths at uploaded contents; `missing` ones are to be uploaded, then sent again."""
+    member = access(request, workspace_name)
+    member.require(Action.WRITE)
+    datastore = selectors.datastore_get(member.workspace, name)
+    outcomes = services.datastore_files_put(
+        access=member,
+        datastore=datastore,
+        files=[(f.path, f.sha256) for f in payload.files],
+        overwrite=payload.overwrite,
+    )
+    return [FileOutcome(path=path, outcome=outcome) for path, outcome in outcomes]
+
+
+@router.get("/{workspace_name}/data-blobs/{sha256}", response=BlobOut)
+def get_blob(request: HttpRequest, workspace_name: str, sha256: str) -> BlobOut:
+    blob = selectors.blob_get(access(request, workspace_name).workspace, sha256)
+    if blob is None:
+        raise Http404(services.BLOB_UNKNOWN.format(sha=sha256))
+    return BlobOut(sha256=blob.sha256, size=blob.size)
+
+
+@router.put("/{workspace_name}/data-blobs/{sha256}", response={200: uploads.ProgressOut, 201: BlobOut})
+def put_blob(request: HttpRequest, workspace_name: str, sha256: str) -> tuple[int, uploads.ProgressOut | BlobOut]:
+    """A file's content, whole or one `Content-Range` chunk at a time (resumable: trainhub/uploads.py)."""
+    member = access(request, workspace_name)
+    member.require(Action.WRITE)
+    outcome = services.blob_receive(
+        access=member, sha256=sha256, chunk=uploads.chunk_from_request(request, services.BLOB_UPLOADS)
+    )
+    if isinstance(outcome, uploads.Progress):
+        return 200, outcome.out()
+    return 201, BlobOut(sha256=outcome.sha256, size=outcome.size)
+
+
+@router.post("/{workspace_name}/datasets/{name}/versions", response={201: DatasetVersionOut})
+def register_dataset(
+    request: HttpRequest, workspace_name: str, name: str, payload: DatasetVersionIn
+) -> tuple[int, DatasetVersionOut]:
+    member = access(request, workspace_name)
+    version = services.dataset_register(
+        access=member,
+        user=request.user,
+        name=name,
+        sources=[(d, p) for d, p in payload.sources],
+        description=payload.description,
+        create_new_version=payload.create_new_version,
+    )
+    return 201, version_out(version)
+
+
+@router.get("/{workspace_name}/datasets/{name}", response=DatasetVersionOut)
+def get_latest_dataset(request: HttpRequest, workspace_name: str, name: str) -> DatasetVersionOut:
+    return version_out(selectors.dataset_version_get(access(request, workspace_name).workspace, name))
+
+
+@router.get("/{workspace_name}/datasets/{name}/versions/{version}", response=DatasetVersionOut)
+def get_dataset_version(request: HttpRequest, workspace_name: str, name: str, version: int) -> DatasetVersionOut:
+    return version_out(selectors.dataset_version_get(access(request, workspace_name).workspace, name, version))
+
+
+@router.get("/{workspace_name}/datasets/{name}/versions/{version}/files", response=list[FileOut])
+def list_dataset_files(request: HttpRequest, workspace_name: str, name: str, version: int) -> list[FileOut]:
+    found = selectors.dataset_version_get(access(request, workspace_name).workspace, name, version)
+    entries = selectors.dataset_version_files(found)
+    return [FileOut(path=e.path, size=e.blob.size, sha256=e.blob.sha256) for e in entries]

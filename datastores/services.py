@@ -1,0 +1,261 @@
+"""Writes of datastores and datasets: datastores, uploaded contents (by sha256, resumable, through
+trainhub/uploads.py), the files at a datastore's paths, dataset versions, and the inputs of a run."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+import secrets
+from functools import partial
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.core.exceptions import ValidationError
+from django.core.files.storage import default_storage
+from django.db import IntegrityError, transaction
+
+from datastores import selectors
+from datastores.models import (
+    DEFAULT_DATASTORE,
+    DataBlob,
+    Dataset,
+    DatasetFile,
+    DatasetVersion,
+    Datastore,
+    DatastoreFile,
+    InputMode,
+    RunInput,
+)
+from datastores.paths import clean_path
+from runs.models import Run
+from trainhub import uploads
+from trainhub.workspaces.models import Workspace, name_validator
+from trainhub.workspaces.permissions import Access, Action
+
+DATASTORE_EXISTS = "Workspace {workspace!r} already has a datastore named {name!r}."
+BLOB_UNKNOWN = "No uploaded file {sha!r} in this workspace: upload its content first."
+FILE_PATH_EMPTY = "Each file needs a path inside the datastore, not the datastore's root."
+TOO_MANY_FILES = "At most {limit} files per request."
+DATASET_EXISTS = (
+    "Dataset {name!r} already exists (version {version}): pass create_new_version=True to register "
+    "the next version."
+)
+NO_SOURCES = "A file dataset needs at least one (datastore, path pattern) pair."
+BAD_MARKER = "A data argument of this run could not be read: submit it through the TrainHub SDK."
+BAD_INPUT_NAME = "An input name is 1 to 63 letters, digits or '_', starting with a letter: not {name!r}."
+INPUT_NAME_TWICE = "Two inputs of this run are both named {name!r}: give them distinct names with as_named_input()."
+MARKER = re.compile(r"\{\{trainhub-input:([A-Za-z0-9_=-]+)\}\}")
+INPUT_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,62}$")
+MAX_FILES_PER_REQUEST = 5000
+
+STORED = "stored"
+SKIPPED = "skipped"
+KEPT = "kept"
+MISSING = "missing"
+
+
+def blob_limit_bytes() -> int:
+    return settings.TRAINHUB_DATASTORE_MAX_FILE_BYTES
+
+
+BLOB_UPLOADS = uploads.Kind(name="data-blobs", limit=blob_limit_bytes)
+
+
+# ---------------------------------------------------------------- datastores
+
+
+def datastore_default(workspace: Workspace) -> Datastore:
+    """The workspace's default datastore, made the first time anyone asks for it."""
+    datastore, _ = Datastore.objects.get_or_create(workspace=workspace, name=DEFAULT_DATASTORE)
+    return datastore
+
+
+def datastore_create(*, access: Access, name: str) -> Datastore:
+    access.require(Action.WRITE)
+    name_validator(name)
+    try:
+        with transaction.atomic():
+            return Datastore.objects.create(workspace=access.workspace, name=name)
+    except IntegrityError:
+        raise ValidationError(DATASTORE_EXISTS.format(workspace=access.workspace.name, name=name)) from None
+
+
+# ---------------------------------------------------------------- uploaded contents
+
+
+def _blob_commit(workspace: Workspace, sha256: str, staged: uploads.StagedFile) -> DataBlob:
+    """Move a checked upload into storage under a name of its own, and record it."""
+    stored = default_storage.save(f"datastores/{workspace.pk}/blobs/{sha256}-{secrets.token_hex(6)}", staged)
+    try:
+        with transaction.atomic():
+            return DataBlob.objects.create(
+                workspace=workspace, sha256=sha256, size=default_storage.size(stored), storage_name=stored
+            )
+    except IntegrityError:
+        default_storage.delete(stored)  # the same content arrived twice at once: keep the first
+        return DataBlob.objects.get(workspace=workspace, sha256=sha256)
+
+
+def blob_receive(*, access: Access, sha256: str, chunk: uploads.Chunk) -> DataBlob | uploads.Progress:
+    """Take one chunk of a datastore file's content: the blob once all of it arrived and matched
+    its sha256, else how much the server holds (resumable: trainhub/uploads.py)."""
+    access.require(Action.WRITE)
+    return uploads.receive(
+        workspace=access.workspace,
+        kind=BLOB_UPLOADS,
+        sha256=sha256,
+        chunk=chunk,
+        existing=partial(selectors.blob_get, access.workspace, sha256),
+        commit=partial(_blob_commit, access.workspace, sha256),
+    )
+
+
+# ---------------------------------------------------------------- files of a datastore
+
+
+def _file_put(datastore: Datastore, path: str, blob: DataBlob | None, overwrite: bool) -> str:
+    current = DatastoreFile.objects.filter(datastore=datastore, path=path).select_related("blob").first()
+    if current is not None and blob is not None and current.blob_id == blob.pk:
+        return SKIPPED
+    if current is not None and not overwrite:
+        return KEPT
+    if blob is None:
+        return MISSING
+    DatastoreFile.objects.update_or_create(datastore=datastore, path=path, defaults={"blob": blob})
+    return STORED
+
+
+def datastore_files_put(
+    *, access: Access, datastore: Datastore, files: list[tuple[str, str]], overwrite: bool
+) -> list[tuple[str, str]]:
+    """Point each path at an uploaded content; per path, what happened: `stored`, `skipped` (the
+    same content is there already), `kept` (other content is there and overwrite is off) or
+    `missing` (the content is not uploaded yet: upload it, then ask again). All paths are checked
+    before any is written."""
+    access.require(Action.WRITE)
+    if len(files) > MAX_FILES_PER_REQUEST:
+        raise ValidationError(TOO_MANY_FILES.format(limit=MAX_FILES_PER_REQUEST))
+    cleaned = [(clean_path(path, what="target path"), sha256) for path, sha256 in files]
+    for path, sha256 in cleaned:
+        if not path:
+            raise ValidationError(FILE_PATH_EMPTY)
+        if not uploads.SHA_PATTERN.match(sha256):
+            raise ValidationError(uploads.BAD_SHA)
+    wanted = {sha256 for _, sha256 in cleaned}
+    blobs = {b.sha256: b for b in DataBlob.objects.filter(workspace=access.workspace, sha256__in=wanted)}
+    with transaction.atomic():
+        return [(path, _file_put(datastore, path, blobs.get(sha256), overwrite)) for path, sha256 in cleaned]
+
+
+# ---------------------------------------------------------------- datasets
+
+
+def _next_dataset_version(access: Access, name: str, create_new_version: bool) -> tuple[Dataset, int]:
+    """Take the dataset's next number under a row lock (call inside a transaction)."""
+    name_validator(name)
+    dataset, _ = Dataset.objects.get_or_create(workspace=access.workspace, name=name)
+    dataset = Dataset.objects.select_for_update().get(pk=dataset.pk)
+    if dataset.last_version and not create_new_version:
+        raise ValidationError(DATASET_EXISTS.format(name=name, version=dataset.last_version), code="dataset_exists")
+    dataset.last_version += 1
+    dataset.save(update_fields=["last_version"])
+    return dataset, dataset.last_version
+
+
+def dataset_register(
+    *,
+    access: Access,
+    user: AbstractBaseUser | None,
+    name: str,
+    sources: list[tuple[str, str]],
+    description: str = "",
+    create_new_version: bool = False,
+) -> DatasetVersion:
+    """Register what the (datastore, pattern) pairs match now as the dataset's next version: later
+    uploads to the datastore do not change it."""
+    access.require(Action.WRITE)
+    if not sources:
+        raise ValidationError(NO_SOURCES)
+    entries = selectors.files_matching(access.workspace, sources)
+    with transaction.atomic():
+        dataset, number = _next_dataset_version(access, name, create_new_version)
+        version = DatasetVersion.objects.create(
+            dataset=dataset,
+            version=number,
+            description=description[:2000],
+            sources=[list(source) for source in sources],
+            file_count=len(entries),
+            size=sum(entry.blob.size for entry in entries),
+            created_by=user if user is not None and user.is_authenticated else None,
+        )
+        DatasetFile.objects.bulk_create(DatasetFile(version=version, path=e.path, blob=e.blob) for e in entries)
+    return version
+
+
+# ---------------------------------------------------------------- the inputs of a run
+
+
+def _read_marker(encoded: str) -> dict[str, Any]:
+    try:
+        value = json.loads(base64.urlsafe_b64decode(encoded.encode()))
+    except (binascii.Error, ValueError):
+        raise ValidationError(BAD_MARKER) from None
+    if not isinstance(value, dict) or value.get("mode") not in InputMode.values:
+        raise ValidationError(BAD_MARKER)
+    return value
+
+
+def _input_for(run: Run, marker: dict[str, Any]) -> RunInput:
+    """An unsaved RunInput for one data argument, its files resolved and frozen now."""
+    workspace = run.workspace
+    run_input = RunInput(run=run, mode=marker["mode"])
+    kind = marker.get("kind")
+    if kind == "datastore":
+        run_input.datastore = selectors.datastore_get(workspace, str(marker.get("datastore", "")))
+        run_input.datastore_path = clean_path(marker.get("path"))
+        entries, run_input.single_file = selectors.files_at(run_input.datastore, run_input.datastore_path)
+        fallback = run_input.datastore_path.rsplit("/", 1)[-1] or run_input.datastore.name
+    elif kind == "dataset":
+        version = marker.get("version")
+        run_input.dataset_version = selectors.dataset_version_get(
+            workspace, str(marker.get("dataset", "")), int(version) if version is not None else None
+        )
+        entries = selectors.dataset_version_files(run_input.dataset_version)
+        fallback = run_input.dataset_version.dataset.name
+    elif kind == "files":
+        entries = selectors.files_matching(workspace, [(str(d), str(p)) for d, p in marker.get("sources") or []])
+        fallback = "files"
+    else:
+        raise ValidationError(BAD_MARKER)
+    run_input.name = str(marker.get("name") or re.sub(r"\W", "_", fallback))
+    if not INPUT_NAME.match(run_input.name):
+        raise ValidationError(BAD_INPUT_NAME.format(name=run_input.name))
+    run_input.files = [[e.path, e.blob.sha256, e.blob.size] for e in entries]
+    run_input.size = sum(e.blob.size for e in entries)
+    return run_input
+
+
+def run_inputs_record(*, run: Run) -> None:
+    """Turn the data arguments of a submitted run (the SDK's `{{trainhub-input:…}}` markers) into
+    recorded inputs, and each marker into `${TRAINHUB_INPUT_<name>}`, which the node expands to the
+    input's local path. Call inside the submission's transaction: a bad input submits nothing."""
+    inputs: dict[str, RunInput] = {}
+
+    def replace(match: re.Match[str]) -> str:
+        run_input = _input_for(run, _read_marker(match.group(1)))
+        same = inputs.get(run_input.name)
+        if same is not None and (same.files, same.mode) != (run_input.files, run_input.mode):
+            raise ValidationError(INPUT_NAME_TWICE.format(name=run_input.name))
+        inputs[run_input.name] = run_input
+        return "${" + run_input.env_name + "}"
+
+    arguments = [MARKER.sub(replace, str(argument)) for argument in run.arguments]
+    command = [MARKER.sub(replace, str(part)) for part in run.command]
+    if not inputs:
+        return
+    Run.objects.filter(pk=run.pk).update(arguments=arguments, command=command)
+    run.arguments, run.command = arguments, command
+    RunInput.objects.bulk_create(inputs.values())

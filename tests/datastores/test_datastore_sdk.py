@@ -1,0 +1,120 @@
+"""Datastores and datasets from the SDK against a live server: uploads (skipped when the same
+content is there, kept unless overwrite, resumed after a cut), several datastores, dataset versions."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+import pytest
+
+from trainhub.sdk import Dataset, Datastore
+from trainhub.sdk.exceptions import NotFoundError, UserErrorException
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def ws(live_url, workspace, owner_token):
+    from trainhub.sdk import Workspace
+
+    return Workspace.get("birds", url=live_url, token=owner_token)
+
+
+@pytest.fixture
+def data_dir(tmp_path):
+    root = tmp_path / "data"
+    (root / "train").mkdir(parents=True)
+    (root / "train" / "a.csv").write_text("x,y\n1,2\n")
+    (root / "train" / "b.csv").write_text("x,y\n3,4\n")
+    (root / "labels.txt").write_text("chicken\nturkey\n")
+    return root
+
+
+def listing(ds, prefix=""):
+    return {f["path"]: f["sha256"] for f in ds.list_files(prefix)}
+
+
+def test_it_uploads_a_folder_and_skips_what_is_there(ws, data_dir, capsys):
+    ds = ws.get_default_datastore()
+    assert ds.name == "workspaceblobstore" and ds.is_default
+    ds.upload(src_dir=str(data_dir), target_path="fowl", overwrite=False, show_progress=True)
+    assert "3 stored" in capsys.readouterr().out
+    assert listing(ds) == {
+        "fowl/labels.txt": hashlib.sha256(b"chicken\nturkey\n").hexdigest(),
+        "fowl/train/a.csv": hashlib.sha256(b"x,y\n1,2\n").hexdigest(),
+        "fowl/train/b.csv": hashlib.sha256(b"x,y\n3,4\n").hexdigest(),
+    }
+
+    (data_dir / "train" / "a.csv").write_text("changed\n")
+    ds.upload(src_dir=str(data_dir), target_path="fowl", show_progress=True)
+    assert "0 stored, 2 skipped (same content already there), 1 kept" in capsys.readouterr().out
+    assert listing(ds)["fowl/train/a.csv"] == hashlib.sha256(b"x,y\n1,2\n").hexdigest()
+
+    ds.upload(src_dir=str(data_dir), target_path="fowl", overwrite=True, show_progress=True)
+    assert "1 stored, 2 skipped" in capsys.readouterr().out
+    assert listing(ds)["fowl/train/a.csv"] == hashlib.sha256(b"changed\n").hexdigest()
+
+
+def test_it_uploads_listed_files_and_never_a_symlink(ws, data_dir, tmp_path, capsys):
+    (data_dir / "escape").symlink_to("/etc/passwd")
+    (data_dir / "linked-folder").symlink_to(tmp_path, target_is_directory=True)
+    ds = ws.get_default_datastore()
+    ds.upload(src_dir=str(data_dir), target_path="fowl", show_progress=False)
+    assert "Not uploaded (symlinks and special files never are)" in capsys.readouterr().err
+    assert sorted(listing(ds)) == ["fowl/labels.txt", "fowl/train/a.csv", "fowl/train/b.csv"]
+
+    ds.upload_files([str(data_dir / "train" / "a.csv")], relative_root=str(data_dir), target_path="extra",
+                    show_progress=False)
+    assert "extra/train/a.csv" in listing(ds, "extra")
+    with pytest.raises(UserErrorException, match="not a regular file"):
+        ds.upload_files([str(data_dir / "escape")], show_progress=False)
+
+
+def test_a_workspace_has_several_named_datastores(ws, data_dir):
+    other = Datastore.register(ws, "raw-images")
+    other.upload(src_dir=str(data_dir), show_progress=False)
+    assert Datastore.get(ws, "raw-images").name == "raw-images"
+    assert sorted(ws.datastores) == ["raw-images", "workspaceblobstore"]
+    assert "labels.txt" in listing(other)
+    assert listing(ws.get_default_datastore()) == {}
+    with pytest.raises(UserErrorException, match="already has a datastore named 'raw-images'"):
+        Datastore.register(ws, "raw-images")
+    with pytest.raises(NotFoundError, match="No datastore named 'nope'"):
+        Datastore.get(ws, "nope")
+
+
+def test_a_cut_off_upload_resumes(ws, tmp_path):
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(3 * 1024 * 1024))
+    sha = hashlib.sha256(big.read_bytes()).hexdigest()
+    first = big.read_bytes()[: 1024 * 1024]
+    path = ws.api(f"data-blobs/{sha}")
+    size = big.stat().st_size
+    answer = ws._http.request("PUT", path, data=first, headers={"Content-Range": f"bytes 0-{len(first) - 1}/{size}"})
+    assert answer.json()["received"] == len(first)
+
+    ws.get_default_datastore().upload_files([str(big)], target_path="blobs", show_progress=False)
+    assert listing(ws.get_default_datastore()) == {"blobs/big.bin": sha}
+
+
+def test_a_dataset_is_registered_in_numbered_versions(ws, data_dir):
+    ds = ws.get_default_datastore()
+    ds.upload(src_dir=str(data_dir), target_path="fowl", show_progress=False)
+    first = Dataset.File.from_files(path=(ds, "fowl/**")).register(ws, "fowl", create_new_version=True)
+    assert (first.name, first.version, first.details["file_count"]) == ("fowl", 1, 3)
+
+    (data_dir / "train" / "c.csv").write_text("x,y\n5,6\n")
+    ds.upload(src_dir=str(data_dir), target_path="fowl", show_progress=False)
+    second = Dataset.File.from_files(path=(ds, "fowl/train/*.csv")).register(ws, "fowl", create_new_version=True)
+    assert second.version == 2
+    assert Dataset.get_by_name(ws, "fowl").version == 2
+    assert Dataset.get_by_name(ws, "fowl", version=1).details["file_count"] == 3
+    files = ws._http.get(ws.api("datasets/fowl/versions/2/files"))
+    assert [f["path"] for f in files] == ["a.csv", "b.csv", "c.csv"]
+    with pytest.raises(UserErrorException, match="pass create_new_version=True"):
+        Dataset.File.from_files(path=(ds, "fowl/**")).register(ws, "fowl")
+    with pytest.raises(UserErrorException, match="matches no file"):
+        Dataset.File.from_files(path=(ds, "geese/**")).register(ws, "geese")
+    with pytest.raises(NotFoundError, match="has no version 7"):
+        Dataset.get_by_name(ws, "fowl", version=7)

@@ -1,0 +1,87 @@
+"""`Dataset`: named, numbered file lists drawn from datastores (`Dataset.File.from_files`), handed
+to runs with `dataset.as_named_input('fowl').as_mount()` (or `.as_download()`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from trainhub.sdk import exceptions
+from trainhub.sdk._data_reference import MOUNT, DataInput
+
+
+def _source(path: Any) -> list[str]:
+    """(datastore, pattern) or a datastore path `ds.path('fowl')` as [datastore name, pattern]."""
+    if isinstance(path, tuple) and len(path) == 2:
+        return [getattr(path[0], "name", str(path[0])), str(path[1])]
+    datastore = getattr(path, "datastore", None)
+    if datastore is not None:
+        return [datastore.name, path.path_on_datastore or "**"]
+    raise exceptions.UserErrorException(
+        f"A file dataset's path is (datastore, 'pattern') or ds.path('folder'), not {path!r}."
+    )
+
+
+class FileDataset(DataInput):
+    """Files matched in datastores; registered, a numbered immutable version of a named dataset."""
+
+    def __init__(self, sources: list[list[str]], workspace: Any = None, name: str | None = None,
+                 version: int | None = None, details: dict[str, Any] | None = None,
+                 input_name: str | None = None, mode: str = MOUNT):
+        self.sources = sources
+        self.workspace = workspace
+        self.name = name
+        self.version = version
+        self.details = details or {}
+        self.input_name = input_name
+        self.mode = mode
+
+    @classmethod
+    def _from_answer(cls, workspace: Any, answer: dict[str, Any]) -> FileDataset:
+        return cls(answer["sources"], workspace, answer["name"], answer["version"], answer)
+
+    @property
+    def id(self) -> str | None:
+        return f"{self.name}:{self.version}" if self.name else None
+
+    def register(self, workspace: Any, name: str, description: str | None = None, tags: dict | None = None,
+                 create_new_version: bool = False) -> FileDataset:
+        answer = workspace._http.post(
+            workspace.api(f"datasets/{name}/versions"),
+            json={"sources": self.sources, "description": description or "", "create_new_version": create_new_version},
+        )
+        return FileDataset._from_answer(workspace, answer)
+
+    def _copy(self, **changes: Any) -> FileDataset:
+        values = dict(sources=self.sources, workspace=self.workspace, name=self.name, version=self.version,
+                      details=self.details, input_name=self.input_name, mode=self.mode)
+        return FileDataset(**dict(values, **changes))
+
+    def as_named_input(self, name: str) -> FileDataset:
+        return self._copy(input_name=name)
+
+    def _with_mode(self, mode: str) -> FileDataset:
+        return self._copy(mode=mode)
+
+    def _description(self) -> dict[str, Any]:
+        if self.name is None:
+            return {"kind": "files", "sources": self.sources, "name": self.input_name}
+        return {"kind": "dataset", "dataset": self.name, "version": self.version, "name": self.input_name}
+
+    def __repr__(self) -> str:
+        return f"FileDataset(name={self.name!r}, version={self.version!r}, sources={self.sources!r})"
+
+
+class _FileFactory:
+    @staticmethod
+    def from_files(path: Any, validate: bool = True) -> FileDataset:
+        paths = path if isinstance(path, list) else [path]
+        return FileDataset([_source(p) for p in paths])
+
+
+class Dataset:
+    File = _FileFactory()
+
+    @staticmethod
+    def get_by_name(workspace: Any, name: str, version: int | str = "latest") -> FileDataset:
+        path = f"datasets/{name}" if version == "latest" else f"datasets/{name}/versions/{int(version)}"
+        return FileDataset._from_answer(workspace, workspace._http.get(workspace.api(path)))

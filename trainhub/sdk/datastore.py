@@ -1,0 +1,200 @@
+"""`Datastore`: a named folder of files in the workspace (the guide's `Datastore`), uploaded once
+and handed to runs: `ds.path('fowl').as_mount()`, `.as_download()`, or the datastore itself."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from trainhub.sdk import exceptions
+from trainhub.sdk._data_reference import MOUNT, DataInput
+
+FILES_PER_REQUEST = 1000
+PARALLEL_UPLOADS = 4
+HASH_BYTES = 4 << 20
+
+
+def _sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(HASH_BYTES):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _remote_path(*parts: str) -> str:
+    return "/".join(part.strip("/") for part in parts if part and part.strip("/"))
+
+
+class DataReference(DataInput):
+    """A file or folder of a datastore (`ds.path('fowl')`), mounted unless `as_download()`."""
+
+    def __init__(self, datastore: Datastore, path_on_datastore: str = "", data_reference_name: str | None = None,
+                 mode: str = MOUNT):
+        self.datastore = datastore
+        self.path_on_datastore = path_on_datastore or ""
+        self.data_reference_name = data_reference_name
+        self.mode = mode
+
+    def _with_mode(self, mode: str) -> DataReference:
+        return DataReference(self.datastore, self.path_on_datastore, self.data_reference_name, mode)
+
+    def _description(self) -> dict[str, Any]:
+        return {
+            "kind": "datastore",
+            "datastore": self.datastore.name,
+            "path": self.path_on_datastore,
+            "name": self.data_reference_name,
+        }
+
+    def __repr__(self) -> str:
+        return f"DataReference({self.datastore.name!r}, {self.path_on_datastore!r}, mode={self.mode!r})"
+
+
+class Datastore(DataInput):
+    """A datastore of a workspace. Passed as an argument itself, it means its root, mounted."""
+
+    def __init__(self, workspace: Any, name: str, _details: dict[str, Any] | None = None):
+        self.workspace = workspace
+        self.name = name
+        self._details = _details if _details is not None else workspace._http.get(workspace.api(f"datastores/{name}"))
+
+    @staticmethod
+    def get(workspace: Any, datastore_name: str) -> Datastore:
+        return Datastore(workspace, datastore_name)
+
+    @staticmethod
+    def get_default(workspace: Any) -> Datastore:
+        details = workspace._http.get(workspace.api("default-datastore"))
+        return Datastore(workspace, details["name"], _details=details)
+
+    @staticmethod
+    def register(workspace: Any, datastore_name: str) -> Datastore:
+        """A new, empty datastore of the workspace (files live in TrainHub's own storage)."""
+        details = workspace._http.post(workspace.api("datastores"), json={"name": datastore_name})
+        return Datastore(workspace, details["name"], _details=details)
+
+    @staticmethod
+    def list(workspace: Any) -> dict[str, Datastore]:
+        return {d["name"]: Datastore(workspace, d["name"], _details=d) for d in workspace._http.get(
+            workspace.api("datastores"))}
+
+    @property
+    def is_default(self) -> bool:
+        return bool(self._details.get("is_default"))
+
+    # ------------------------------------------------------------ handing data to runs
+
+    def path(self, path: str | None = None, data_reference_name: str | None = None) -> DataReference:
+        return DataReference(self, path or "", data_reference_name)
+
+    def _with_mode(self, mode: str) -> DataReference:
+        return DataReference(self, "", None, mode)
+
+    def _description(self) -> dict[str, Any]:
+        return DataReference(self)._description()
+
+    # ------------------------------------------------------------ files
+
+    def list_files(self, prefix: str = "") -> list[dict[str, Any]]:
+        return self.workspace._http.get(self.workspace.api(f"datastores/{self.name}/files"), params={"prefix": prefix})
+
+    def upload(self, src_dir: str | os.PathLike[str], target_path: str | None = None, overwrite: bool = False,
+               show_progress: bool = True) -> DataReference:
+        """Upload every regular file under `src_dir` to `target_path`. A file already there with
+        the same content is skipped, one with other content is kept unless `overwrite`; an upload
+        cut off resumes where it stopped when run again. Symlinks are never uploaded."""
+        root = Path(src_dir)
+        if not root.is_dir():
+            raise exceptions.UserErrorException(f"src_dir {str(src_dir)!r} is not a folder.")
+        files, links = [], []
+        for folder, folders, names in os.walk(root):
+            links += [Path(folder, name) for name in folders if Path(folder, name).is_symlink()]
+            for name in sorted(names):
+                local = Path(folder, name)
+                if local.is_symlink() or not local.is_file():
+                    links.append(local)
+                else:
+                    files.append((_remote_path(target_path or "", local.relative_to(root).as_posix()), local))
+        if links:
+            print(f"Not uploaded (symlinks and special files never are): {', '.join(map(str, links[:20]))}",
+                  file=sys.stderr)
+        self._upload(files, overwrite, show_progress)
+        return self.path(target_path)
+
+    def upload_files(self, files: list[str | os.PathLike[str]], relative_root: str | None = None,
+                     target_path: str | None = None, overwrite: bool = False,
+                     show_progress: bool = True) -> DataReference:
+        """Upload the given files to `target_path`, named relative to `relative_root` (default:
+        by their file names alone)."""
+        pairs = []
+        for name in files:
+            local = Path(name)
+            if local.is_symlink() or not local.is_file():
+                raise exceptions.UserErrorException(f"{str(name)!r} is not a regular file: nothing was uploaded.")
+            relative = os.path.relpath(local, relative_root) if relative_root else local.name
+            if relative.startswith(".."):
+                raise exceptions.UserErrorException(f"{str(name)!r} is not inside relative_root {relative_root!r}.")
+            pairs.append((_remote_path(target_path or "", Path(relative).as_posix()), local))
+        self._upload(pairs, overwrite, show_progress)
+        return self.path(target_path)
+
+    def _upload(self, files: list[tuple[str, Path]], overwrite: bool, show_progress: bool) -> None:
+        counts: dict[str, int] = {}
+        for start in range(0, len(files), FILES_PER_REQUEST):
+            batch = {remote: (local, _sha256_of(local)) for remote, local in files[start : start + FILES_PER_REQUEST]}
+            outcomes = self._put_files(batch, overwrite)
+            missing = [remote for remote, outcome in outcomes.items() if outcome == "missing"]
+            if missing:
+                self._send_contents([batch[remote] for remote in missing], show_progress)
+                outcomes.update(self._put_files({remote: batch[remote] for remote in missing}, overwrite))
+            for outcome in outcomes.values():
+                counts[outcome] = counts.get(outcome, 0) + 1
+        if show_progress:
+            print(f"Uploaded to datastore {self.name}: {counts.get('stored', 0)} stored, {counts.get('skipped', 0)} "
+                  f"skipped (same content already there), {counts.get('kept', 0)} kept (other content there; "
+                  "pass overwrite=True to replace)")
+
+    def _put_files(self, batch: dict[str, tuple[Path, str]], overwrite: bool) -> dict[str, str]:
+        answer = self.workspace._http.post(
+            self.workspace.api(f"datastores/{self.name}/files"),
+            json={"files": [{"path": remote, "sha256": sha} for remote, (_, sha) in batch.items()],
+                  "overwrite": overwrite},
+        )
+        return {item["path"]: item["outcome"] for item in answer}
+
+    def _send_contents(self, contents: list[tuple[Path, str]], show_progress: bool) -> None:
+        """Upload each distinct content the server lacks, a few at a time, resumably."""
+        from trainhub.sdk._uploads import upload_file
+
+        unique = dict((sha, local) for local, sha in contents)
+        bar = None
+        if show_progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=sum(p.stat().st_size for p in unique.values()), unit="B", unit_scale=True,
+                       desc=f"Uploading {len(unique)} files to {self.name}", leave=False)
+
+        def send(sha: str, local: Path) -> None:
+            sent = [0]
+
+            def progress(received: int, size: int) -> None:
+                if bar is not None:
+                    bar.update(received - sent[0])
+                sent[0] = received
+
+            upload_file(self.workspace._http, self.workspace.api(f"data-blobs/{sha}"), local, on_progress=progress)
+
+        try:
+            with ThreadPoolExecutor(PARALLEL_UPLOADS) as pool:
+                list(pool.map(lambda item: send(*item), unique.items()))
+        finally:
+            if bar is not None:
+                bar.close()
+
+    def __repr__(self) -> str:
+        return f"Datastore(name={self.name!r}, workspace={self.workspace.name!r})"
