@@ -1,0 +1,141 @@
+"""Uploads of local model files through a live server: written to disk once, resumed after an
+interruption from the bytes the server already holds, and abandoned ones cleaned up."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import requests
+from django.conf import settings
+from django.core.files.storage import default_storage
+from django.utils import timezone
+
+from registry.models import ModelBlob
+from registry.services import BLOB_UPLOADS
+from trainhub import uploads
+from trainhub.sdk import Model
+from trainhub.sdk._uploads import upload_file
+
+CHUNK = settings.TRAINHUB_UPLOAD_CHUNK_BYTES
+
+
+class Interrupted(Exception):
+    """The client stops mid-upload (a lost connection, a killed process)."""
+
+
+def stop_after_one_chunk(received: int, total: int) -> None:
+    if received > 0:
+        raise Interrupted
+
+
+def upload_one_chunk(sdk_ws, local: Path, sha256: str) -> None:
+    with pytest.raises(Interrupted):
+        upload_file(sdk_ws._http, sdk_ws.api(f"model-blobs/{sha256}"), local, on_progress=stop_after_one_chunk)
+
+
+def write_model(path: Path, size: int, salt: bytes = b"") -> str:
+    block = hashlib.sha256(salt).digest() * (1 << 15)  # 1 MiB, different per salt
+    with open(path, "wb") as handle:
+        for start in range(0, size, len(block)):
+            handle.write(block[: min(len(block), size - start)])
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def disk_writes(pid: int) -> int:
+    with open(f"/proc/{pid}/io") as io:
+        counters = dict(line.split(": ") for line in io.read().splitlines())
+    return int(counters["write_bytes"])
+
+
+def probe(sdk_ws, sha256: str, size: int) -> requests.Response:
+    return requests.put(
+        f"{sdk_ws.url}/api/v1/{sdk_ws.api(f'model-blobs/{sha256}')}",
+        headers={"Authorization": f"Bearer {sdk_ws._token}", "Content-Range": f"bytes */{size}"},
+        timeout=30,
+    )
+
+
+def test_an_interrupted_upload_resumes_from_the_bytes_the_server_holds(sdk_ws, tmp_path):
+    local = tmp_path / "model.pt"
+    size = 2 * CHUNK + 12345
+    sha256 = write_model(local, size)
+    upload_one_chunk(sdk_ws, local, sha256)
+    assert probe(sdk_ws, sha256, size).json()["received"] == CHUNK
+
+    starts: list[int] = []
+    path = sdk_ws.api(f"model-blobs/{sha256}")
+    upload_file(sdk_ws._http, path, local, on_progress=lambda received, total: starts.append(received))
+    assert starts == [CHUNK, 2 * CHUNK, size]
+
+    model = Model.register(sdk_ws, str(local), "resumed", show_progress=False)
+    assert model.version == 1
+    target = tmp_path / "downloaded"
+    model.download(target_dir=str(target), show_progress=False)
+    assert hashlib.sha256((target / "model.pt").read_bytes()).hexdigest() == sha256
+
+
+def test_a_local_register_writes_the_file_on_the_server_once(sdk_ws, live_server_process, tmp_path):
+    local = tmp_path / "model.pt"
+    size = 3 * CHUNK
+    write_model(local, size, salt=b"once")
+    before = disk_writes(live_server_process.process.pid)
+    model = Model.register(sdk_ws, str(local), "written-once", show_progress=False)
+    written = disk_writes(live_server_process.process.pid) - before
+    assert model.get_details()["files"][0]["size"] == size
+    # The staging file is the one copy (it is renamed into storage); the rest is the database.
+    assert size <= written < size + 2 * 1024 * 1024
+
+
+def test_an_abandoned_upload_is_deleted_once_stale_when_the_next_upload_starts(sdk_ws, tmp_path, workspace):
+    abandoned = tmp_path / "abandoned.pt"
+    size = CHUNK + 1
+    sha256 = write_model(abandoned, size, salt=b"abandoned")
+    upload_one_chunk(sdk_ws, abandoned, sha256)
+    staged = uploads.staging_path(workspace.pk, BLOB_UPLOADS, f"{sha256}-{size}")
+    assert staged.stat().st_size == CHUNK
+    recent = tmp_path / "recent.pt"
+    recent_sha = write_model(recent, size, salt=b"recent")
+    upload_one_chunk(sdk_ws, recent, recent_sha)
+    stale = time.time() - settings.TRAINHUB_UPLOAD_STALE_SECONDS - 60
+    os.utime(staged, (stale, stale))
+
+    Model.register(sdk_ws, str(write_model_at(tmp_path / "next.pt")), "next", show_progress=False)
+
+    assert probe(sdk_ws, sha256, size).json()["received"] == 0
+    assert probe(sdk_ws, recent_sha, size).json()["received"] == CHUNK
+
+
+def write_model_at(path: Path) -> Path:
+    path.write_bytes(b"a small model")
+    return path
+
+
+def test_an_uploaded_file_no_version_holds_is_deleted_once_stale(sdk_ws, tmp_path):
+    kept = Model.register(sdk_ws, str(write_model_at(tmp_path / "kept.pt")), "kept", show_progress=False)
+    orphan = tmp_path / "orphan.pt"
+    orphan.write_bytes(b"uploaded, never registered")
+    orphan_sha = hashlib.sha256(orphan.read_bytes()).hexdigest()
+    upload_file(sdk_ws._http, sdk_ws.api(f"model-blobs/{orphan_sha}"), orphan)
+    stored = ModelBlob.objects.get(sha256=orphan_sha).storage_name
+    long_ago = timezone.now() - timedelta(seconds=settings.TRAINHUB_UPLOAD_STALE_SECONDS + 60)
+    ModelBlob.objects.update(created_at=long_ago)
+
+    another = tmp_path / "another.pt"
+    another.write_bytes(b"the next upload")
+    Model.register(sdk_ws, str(another), "another", show_progress=False)
+
+    assert requests.get(
+        f"{sdk_ws.url}/api/v1/{sdk_ws.api(f'model-blobs/{orphan_sha}')}",
+        headers={"Authorization": f"Bearer {sdk_ws._token}"},
+        timeout=30,
+    ).status_code == 404
+    assert not default_storage.exists(stored)
+    target = tmp_path / "kept-download"
+    Model(sdk_ws, name="kept").download(target_dir=str(target), show_progress=False)
+    assert (target / "kept.pt").read_bytes() == b"a small model"
+    assert kept.version == 1
