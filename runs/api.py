@@ -250,7 +250,7 @@ def get_logs(
     chunks = selectors.log_chunks_after(run, after, stream=stream)
     return LogsOut(
         status=status,
-        chunks=[LogChunkOut(stream=c.stream, first_seq=c.first_seq, lines=c.text.split("\n")) for c in chunks],
+        chunks=[LogChunkOut(**c.as_message()) for c in chunks],
     )
 
 

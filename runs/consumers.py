@@ -7,35 +7,35 @@ from urllib.parse import parse_qs
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
+from runs import selectors
 from runs.broadcast import run_group
-from runs.models import LogChunk, Run
+from runs.models import Run
 from trainhub.workspaces.models import Membership
 
-REPLAY_BATCH = 200
+REPLAY_LINES = 5000
 
 
-class RunLogConsumer(AsyncJsonWebsocketConsumer):
-    async def connect(self) -> None:
+class MemberRunConsumer(AsyncJsonWebsocketConsumer):
+    """A socket that follows one run's group, open to members of the run's workspace only."""
+
+    @staticmethod
+    def group_of(run_pk: int) -> str:
+        raise NotImplementedError
+
+    async def join_run(self) -> Run | None:
+        """Accept a member and join the run's group; close for anyone else (4401, 4404)."""
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
             await self.close(code=4401)
-            return
-        self.run = await self._run_for(user, self.scope["url_route"]["kwargs"]["run_id"])
-        if self.run is None:
+            return None
+        run = await self._run_for(user, self.scope["url_route"]["kwargs"]["run_id"])
+        if run is None:
             await self.close(code=4404)
-            return
-        query = parse_qs(self.scope.get("query_string", b"").decode())
-        try:
-            after = int(query.get("after", ["0"])[0])
-        except ValueError:
-            after = 0
-        self.group = run_group(self.run.pk)
-        # Join before replaying: a batch stored during the replay then arrives live too, and
-        # the client drops what it already has by sequence number.
+            return None
+        self.group = self.group_of(run.pk)
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self.accept()
-        await self.send_json({"type": "status", "status": self.run.status, "reason": self.run.status_reason})
-        await self._replay(after)
+        return run
 
     async def disconnect(self, code: int) -> None:
         if getattr(self, "group", None):
@@ -51,30 +51,31 @@ class RunLogConsumer(AsyncJsonWebsocketConsumer):
             return None
         return run
 
-    @database_sync_to_async
-    def _chunks_after(self, after: int) -> list[dict]:
-        from django.db.models import F
 
-        chunks = (
-            LogChunk.objects.filter(run_id=self.run.pk)
-            .annotate(last_seq=F("first_seq") + F("line_count") - 1)
-            .filter(last_seq__gt=after)
-            .order_by("first_seq")[:REPLAY_BATCH]
-        )
-        return [
-            {"stream": c.stream, "first_seq": c.first_seq, "lines": c.text.split("\n"), "last_seq": c.last_seq}
-            for c in chunks
-        ]
+class RunLogConsumer(MemberRunConsumer):
+    group_of = staticmethod(run_group)
+
+    async def connect(self) -> None:
+        # Join before replaying: a batch stored during the replay then arrives live too, and
+        # the client drops what it already has by sequence number.
+        self.run = await self.join_run()
+        if self.run is None:
+            return
+        query = parse_qs(self.scope.get("query_string", b"").decode())
+        try:
+            after = int(query.get("after", ["0"])[0])
+        except ValueError:
+            after = 0
+        await self.send_json({"type": "status", "status": self.run.status, "reason": self.run.status_reason})
+        await self._replay(after)
 
     async def _replay(self, after: int) -> None:
-        while True:
-            chunks = await self._chunks_after(after)
+        while chunks := await database_sync_to_async(selectors.log_chunks_after)(
+            self.run, after, max_lines=REPLAY_LINES
+        ):
             for chunk in chunks:
-                last = chunk.pop("last_seq")
-                await self.send_json({"type": "lines", **chunk})
-                after = max(after, last)
-            if len(chunks) < REPLAY_BATCH:
-                break
+                await self.send_json({"type": "lines", **chunk.as_message()})
+                after = max(after, chunk.first_seq + chunk.line_count - 1)
         await self.send_json({"type": "replayed"})
 
     async def log_lines(self, event: dict) -> None:

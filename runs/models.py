@@ -197,6 +197,10 @@ class LogChunk(models.Model):
     def __str__(self) -> str:
         return f"{self.run_id}: {self.stream} from line {self.first_seq}"
 
+    def as_message(self) -> dict:
+        """What the run page, the live stream and the API show of a chunk."""
+        return {"stream": self.stream, "first_seq": self.first_seq, "lines": self.text.split("\n")}
+
 
 class RunFile(models.Model):
     """A file of a run's history: outputs/… and logs/… copied from the nodes at Finalizing."""

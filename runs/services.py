@@ -21,7 +21,7 @@ from django.core.exceptions import ValidationError
 from django.core.files.base import File
 from django.core.files.storage import default_storage
 from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db.models import F, Max
 from django.utils import timezone
 
 from datastores.services import run_inputs_record
@@ -383,7 +383,13 @@ def log_append(run_pk: int, stream: str, lines: list[str]) -> LogChunk | None:
     if not lines:
         return None
     lines = [line if len(line) <= LOG_LINE_LIMIT else line[:LOG_LINE_LIMIT] + " …[cut]" for line in lines]
-    last = get_redis().incrby(_seq_key(run_pk), len(lines))
+    redis = get_redis()
+    key = _seq_key(run_pk)
+    if not redis.exists(key):
+        # The counter lives in Redis; after a Redis restart it continues from what is stored.
+        stored = LogChunk.objects.filter(run_id=run_pk).aggregate(top=Max(F("first_seq") + F("line_count") - 1))
+        redis.set(key, stored["top"] or 0, nx=True)
+    last = redis.incrby(key, len(lines))
     first = last - len(lines) + 1
     chunk = LogChunk.objects.create(
         run_id=run_pk, stream=stream, first_seq=first, line_count=len(lines), text="\n".join(lines)

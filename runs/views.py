@@ -83,9 +83,7 @@ def run_detail(request: HttpRequest, workspace_name: str, run_id: str) -> HttpRe
             "processes": run.processes.all(),
             "files": selectors.run_files(run),
             "snapshot_files": run.snapshot.files,
-            "tail": [
-                {"stream": c.stream, "first_seq": c.first_seq, "lines": c.text.split("\n")} for c in tail
-            ],
+            "tail": [c.as_message() for c in tail],
             "streams": selectors.log_streams(run),
             "section": "experiments",
         },

@@ -7,6 +7,7 @@ import hashlib
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 
+from runs.execution import clear_run_keys
 from runs.models import Experiment, Run, RunStatus, RunStatusChange, Snapshot
 from trainhub.compute.models import ComputeCluster, Provisioner
 from trainhub.workspaces.models import Workspace
@@ -50,4 +51,6 @@ def make_run(workspace: Workspace, cluster: ComputeCluster | None = None, experi
         **values,
     )
     RunStatusChange.objects.create(run=run, status=run.status, at=run.created_at)
+    # A rolled-back test frees its run's pk for the next test: drop what Redis kept under it.
+    clear_run_keys(run.pk)
     return run

@@ -74,3 +74,19 @@ def test_a_reconnect_replays_only_what_was_missed(workspace, reader):
         await communicator.disconnect()
 
     async_to_sync(scenario)()
+
+
+def test_numbering_continues_when_redis_forgot_the_counter(workspace):
+    """A Redis restart without persistence loses the run's line counter: the next lines must
+    still follow the stored ones, or readers would drop them as already seen."""
+    from runs.execution import clear_run_keys
+    from runs.models import LogChunk
+
+    run = make_run(workspace)
+    log_append(run.pk, "std_log_process_0", ["one", "two"])
+    clear_run_keys(run.pk)
+    log_append(run.pk, "std_log_process_0", ["three"])
+    assert list(LogChunk.objects.filter(run=run).order_by("first_seq").values_list("first_seq", "text")) == [
+        (1, "one\ntwo"),
+        (3, "three"),
+    ]

@@ -81,26 +81,4 @@ class HttpClient:
 
 
 def error_from_response(response: requests.Response) -> exceptions.TrainHubError:
-    try:
-        body = response.json()
-        message = str(body.get("detail") or body)
-        code = body.get("code")
-    except ValueError:
-        message = response.text[:300] or response.reason
-        code = None
-    status = response.status_code
-    kind: type[exceptions.TrainHubError]
-    if status == 401:
-        kind = exceptions.AuthenticationError
-    elif status == 403:
-        kind = exceptions.PermissionDeniedError
-    elif status == 404:
-        kind = exceptions.NotFoundError
-    elif status in (400, 409, 413, 422):
-        kind = exceptions.UserErrorException
-    elif status >= 500:
-        kind = exceptions.ServerError
-        message = f"The TrainHub server failed ({status}): {message}"
-    else:
-        kind = exceptions.TrainHubError
-    return kind(message, status=status, code=code)
+    return exceptions.from_answer(response.status_code, response.content, response.reason or "")

@@ -91,7 +91,7 @@ class UrllibHttpClient:
                 if error.code in RETRY_STATUSES and attempt + 1 < attempts:
                     time.sleep(0.3 * 2**attempt)
                     continue
-                raise _typed_error(error.code, error.read()) from None
+                raise exceptions.from_answer(error.code, error.read()) from None
             except (urllib.error.URLError, OSError) as error:
                 if attempt + 1 < attempts:
                     time.sleep(0.3 * 2**attempt)
@@ -115,25 +115,3 @@ class UrllibHttpClient:
 
     def delete(self, path: str, **kwargs: Any) -> None:
         self.request("DELETE", path, **kwargs).close()
-
-
-def _typed_error(status: int, body: bytes) -> exceptions.TrainHubError:
-    """The same exception the requests-based client raises for this answer."""
-    try:
-        answer = jsonlib.loads(body)
-        message, code = str(answer.get("detail") or answer), answer.get("code")
-    except (ValueError, AttributeError):
-        message, code = body[:300].decode(errors="replace"), None
-    kind: type[exceptions.TrainHubError] = exceptions.TrainHubError
-    if status == 401:
-        kind = exceptions.AuthenticationError
-    elif status == 403:
-        kind = exceptions.PermissionDeniedError
-    elif status == 404:
-        kind = exceptions.NotFoundError
-    elif status in (400, 409, 413, 422):
-        kind = exceptions.UserErrorException
-    elif status >= 500:
-        kind = exceptions.ServerError
-        message = f"The TrainHub server failed ({status}): {message}"
-    return kind(message, status=status, code=code)

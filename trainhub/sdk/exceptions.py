@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 
 class TrainHubError(Exception):
     """Base of every error the SDK raises."""
@@ -58,3 +60,25 @@ class RunFailedError(TrainHubError):
 
 
 ActivityFailedException = RunFailedError
+
+
+def from_answer(status: int, body: bytes, reason: str = "") -> TrainHubError:
+    """The typed error for a server's error answer, whichever HTTP client read it."""
+    try:
+        answer = json.loads(body)
+        message, code = str(answer.get("detail") or answer), answer.get("code")
+    except (ValueError, AttributeError):
+        message, code = body[:300].decode(errors="replace") or reason, None
+    kind: type[TrainHubError] = TrainHubError
+    if status == 401:
+        kind = AuthenticationError
+    elif status == 403:
+        kind = PermissionDeniedError
+    elif status == 404:
+        kind = NotFoundError
+    elif status in (400, 409, 413, 422):
+        kind = UserErrorException
+    elif status >= 500:
+        kind = ServerError
+        message = f"The TrainHub server failed ({status}): {message}"
+    return kind(message, status=status, code=code)
