@@ -78,12 +78,16 @@ def _build_tree(root: Path, workspace_pk: int, files: list[list], target: Path) 
     shutil.rmtree(building, ignore_errors=True)
     building.mkdir(parents=True)
     copied = 0
-    for relative, sha256, _size in files:
-        blob, blob_copied = _cached_blob(root, workspace_pk, sha256)
-        copied += blob_copied
-        destination = _inside(building, relative)
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        os.link(blob, destination)
+    try:
+        for relative, sha256, _size in files:
+            destination = _inside(building, relative)
+            blob, blob_copied = _cached_blob(root, workspace_pk, sha256)
+            copied += blob_copied
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            os.link(blob, destination)
+    except BaseException:
+        shutil.rmtree(building, ignore_errors=True)  # a failed build leaves no half tree behind
+        raise
     for folder, _, _ in os.walk(building, topdown=False):
         os.chmod(folder, READ_ONLY_DIR)
     os.replace(building, target)

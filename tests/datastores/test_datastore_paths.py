@@ -1,0 +1,109 @@
+"""Hostile paths: file paths, prefixes, dataset patterns and run inputs that would leave the
+datastore are refused with a clear error and change nothing; a tampered file list never lands
+outside the node's cache."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from datastores.models import DatasetVersion, DatastoreFile, RunInput
+from datastores.staging import UnsafeInputPath, stage_tree
+from runs.models import Run
+from tests.conftest import api_client, issue_token
+from tests.datastores.builders import upload
+from tests.runs.builders import make_cluster, make_snapshot
+from trainhub.sdk._data_reference import marker
+
+pytestmark = pytest.mark.django_db
+
+BASE = "/api/v1/workspaces/birds"
+SHA = hashlib.sha256(b"a").hexdigest()
+HOSTILE = ["../escape.txt", "fowl/../../escape.txt", "/etc/passwd", "C:/windows/x", "fowl\\..\\x", "fowl/\x00x",
+           "fowl/\nx", "", "..", "x" * 2000]
+
+
+@pytest.fixture
+def client(workspace, owner):
+    client = api_client(issue_token(workspace, owner))
+    upload(client, "birds", {"fowl/a.csv": b"a"})
+    return client
+
+
+@pytest.mark.parametrize("path", HOSTILE)
+def test_a_file_path_outside_the_datastore_is_refused(client, path):
+    files = [{"path": "fowl/fine.csv", "sha256": SHA}, {"path": path, "sha256": SHA}]
+    answer = client.post(f"{BASE}/datastores/workspaceblobstore/files", {"files": files},
+                         content_type="application/json")
+    assert answer.status_code == 400
+    assert answer.json()["detail"]
+    assert list(DatastoreFile.objects.values_list("path", flat=True)) == ["fowl/a.csv"]
+
+
+@pytest.mark.parametrize("prefix", ["../", "/etc", "fowl/../.."])
+def test_a_listing_prefix_outside_is_refused(client, prefix):
+    answer = client.get(f"{BASE}/datastores/workspaceblobstore/files", {"prefix": prefix})
+    assert answer.status_code == 400
+
+
+@pytest.mark.parametrize("pattern", ["../**", "/etc/**", "fowl/../../**", "**/../x"])
+def test_a_dataset_pattern_outside_is_refused(client, pattern):
+    answer = client.post(f"{BASE}/datasets/fowl/versions", {"sources": [["workspaceblobstore", pattern]]},
+                         content_type="application/json")
+    assert answer.status_code == 400
+    assert not DatasetVersion.objects.exists()
+
+
+@pytest.mark.parametrize(
+    "description, message",
+    [
+        ({"kind": "datastore", "datastore": "workspaceblobstore", "path": "../../etc"}, "climbs out"),
+        ({"kind": "datastore", "datastore": "workspaceblobstore", "path": "/etc/passwd"}, "is absolute"),
+        ({"kind": "datastore", "datastore": "workspaceblobstore", "path": "geese"}, "no file or folder 'geese'"),
+        ({"kind": "datastore", "datastore": "workspaceblobstore", "path": "fowl", "name": "x;rm -rf"}, "input name"),
+        ({"kind": "files", "sources": [["workspaceblobstore", "../**"]]}, "climbs out"),
+    ],
+)
+def test_a_run_input_outside_the_datastore_submits_nothing(client, workspace, curated_env, description, message):
+    make_cluster(workspace, name="cpu")
+    make_snapshot(workspace)
+    answer = client.post(
+        f"{BASE}/experiments/data/runs",
+        {
+            "snapshot": hashlib.sha256(b"snapshot").hexdigest(),
+            "compute_target": "cpu",
+            "environment": {"name": "TrainHub-PyTorch-2.13-CPU"},
+            "script": "train.py",
+            "arguments": ["--data_dir", marker(dict(description, mode="mount"))],
+        },
+        content_type="application/json",
+    )
+    assert answer.status_code == 400
+    assert message in answer.json()["detail"]
+    assert not Run.objects.exists() and not RunInput.objects.exists()
+
+
+def test_a_forged_marker_is_refused(client, workspace, curated_env):
+    make_cluster(workspace, name="cpu")
+    make_snapshot(workspace)
+    answer = client.post(
+        f"{BASE}/experiments/data/runs",
+        {"snapshot": hashlib.sha256(b"snapshot").hexdigest(), "compute_target": "cpu",
+         "environment": {"name": "TrainHub-PyTorch-2.13-CPU"}, "script": "train.py",
+         "arguments": ["{{trainhub-input:bm90IGpzb24=}}"]},
+        content_type="application/json",
+    )
+    assert answer.status_code == 400
+    assert "could not be read" in answer.json()["detail"]
+    assert not Run.objects.exists()
+
+
+@pytest.mark.parametrize("path", ["../escape", "a/../../escape", "/tmp/escape", "."])
+def test_a_tampered_file_list_never_lands_outside_the_cache(client, workspace, settings, tmp_path, path):
+    settings.TRAINHUB_DATA_CACHE_DIR = str(tmp_path / "cache")
+    with pytest.raises(UnsafeInputPath):
+        stage_tree("node-1", workspace.pk, [[path, SHA, 1]])
+    assert not (tmp_path / "escape").exists() and not (tmp_path / "cache" / "escape").exists()
+    assert not list((tmp_path / "cache" / "node-1" / "trees").glob("*/escape"))
+    assert list((tmp_path / "cache" / "node-1" / "trees").iterdir()) == []
