@@ -10,8 +10,8 @@ from django.shortcuts import redirect, render
 
 from trainhub.compute import catalog, selectors, services
 from trainhub.compute.forms import ClusterForm
+from trainhub.forms import add_service_errors
 from trainhub.workspaces import selectors as workspace_selectors
-from trainhub.workspaces.views import _add_errors
 
 
 @login_required
@@ -23,7 +23,7 @@ def cluster_list(request: HttpRequest, workspace_name: str) -> HttpResponse:
             try:
                 cluster = services.cluster_create(access=access, user=request.user, **form.cleaned_data)
             except ValidationError as error:
-                _add_errors(form, error)
+                add_service_errors(form, error)
             else:
                 messages.success(request, f"Compute target {cluster.name} created.")
                 return redirect("compute:detail", workspace_name=workspace_name, name=cluster.name)

@@ -13,18 +13,10 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
+from trainhub.forms import add_service_errors
 from trainhub.workspaces import selectors, services
 from trainhub.workspaces.forms import ConfigForm, MemberForm, RoleForm, TokenForm, WorkspaceForm
 from trainhub.workspaces.permissions import Access
-
-
-def _add_errors(form, error: ValidationError) -> None:
-    if hasattr(error, "error_dict"):
-        for field, errors in error.error_dict.items():
-            for e in errors:
-                form.add_error(field if field in form.fields else None, e)
-    else:
-        form.add_error(None, error)
 
 
 def server_url(request: HttpRequest) -> str:
@@ -42,7 +34,7 @@ def workspace_list(request: HttpRequest) -> HttpResponse:
                 user=request.user,
             )
         except ValidationError as error:
-            _add_errors(form, error)
+            add_service_errors(form, error)
         else:
             messages.success(request, f"Workspace {workspace.name} created.")
             return redirect("workspaces:detail", workspace_name=workspace.name)
@@ -69,7 +61,7 @@ def member_list(request: HttpRequest, workspace_name: str) -> HttpResponse:
             try:
                 services.member_add(access=access, **form.cleaned_data)
             except ValidationError as error:
-                _add_errors(form, error)
+                add_service_errors(form, error)
             else:
                 messages.success(request, f"{form.cleaned_data['username']} added.")
                 return redirect("workspaces:members", workspace_name=workspace_name)
@@ -130,7 +122,7 @@ def token_list(request: HttpRequest, workspace_name: str) -> HttpResponse:
         try:
             issued = services.token_create(access=access, user=request.user, name=form.cleaned_data["name"])
         except ValidationError as error:
-            _add_errors(form, error)
+            add_service_errors(form, error)
         else:
             form = TokenForm()
     return render(
