@@ -72,13 +72,11 @@ def add_parser(subparsers: Any) -> None:
 
 
 def _model(args: argparse.Namespace) -> Any:
-    from trainhub.sdk.cli import workspace_from
+    from trainhub.sdk.cli import name_and_version, workspace_from
     from trainhub.sdk.model import Model
 
-    name, _, version = args.model.partition(":")
-    if version and not version.isdigit():
-        raise UserErrorException(f"{args.model!r}: a version is a number, as in NAME:3.")
-    return Model(workspace_from(args), name=name, version=int(version) if version else None)
+    name, version = name_and_version(args.model)
+    return Model(workspace_from(args), name=name, version=version)
 
 
 def _pairs(values: list[str], what: str) -> dict[str, str]:

@@ -1,23 +1,71 @@
-"""The `trainhub` command: one subcommand per noun (model, …), each a thin layer over the SDK.
+"""The `trainhub` command: one subcommand per noun (login, workspace, env, compute, run, model),
+each a thin layer over the SDK.
 
-A subcommand lives in its own module with `add_parser(subparsers)`; listing it in COMMANDS
-is all it takes to add one (env, compute, run, login, …).
+A subcommand lives in its own module with `add_parser(subparsers)`; listing it in COMMANDS is all
+it takes to add one. Exit codes: 0 on success, 1 with a one-line error otherwise (2 for usage).
+`--json` (before or after the subcommand) prints machine-readable output on stdout.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import sys
 from typing import Any
 
-COMMANDS = ("trainhub.sdk._cli_model",)
+COMMANDS = (
+    "trainhub.sdk._cli_workspace",
+    "trainhub.sdk._cli_env",
+    "trainhub.sdk._cli_compute",
+    "trainhub.sdk._cli_run",
+    "trainhub.sdk._cli_model",
+)
+
+# Every action accepts --json after its name too; SUPPRESS keeps the global one when it is absent.
+JSON_OPTION = argparse.ArgumentParser(add_help=False)
+JSON_OPTION.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON for scripts")
 
 
 def workspace_from(args: argparse.Namespace) -> Any:
     from trainhub.sdk.workspace import Workspace
 
     return Workspace.from_config(path=args.config)
+
+
+def run_from(args: argparse.Namespace) -> Any:
+    """The run named by `args.run_id` in the configured workspace."""
+    from trainhub.sdk.experiment import Experiment
+    from trainhub.sdk.run import Run
+
+    return Run(Experiment(workspace_from(args), ""), args.run_id)
+
+
+def name_and_version(ref: str) -> tuple[str, int | None]:
+    """`NAME` or `NAME:VERSION` (a number), as models and environments are named on the command line."""
+    from trainhub.sdk.exceptions import UserErrorException
+
+    name, _, version = ref.partition(":")
+    if version and not version.isdigit():
+        raise UserErrorException(f"{ref!r}: a version is a number, as in NAME:3.")
+    return name, int(version) if version else None
+
+
+def action(commands: Any, name: str, handler: Any, help: str) -> argparse.ArgumentParser:
+    """A leaf subcommand (`trainhub env list`) that calls `handler(args)`."""
+    parser = commands.add_parser(name, help=help, parents=[JSON_OPTION])
+    parser.set_defaults(handler=handler)
+    return parser
+
+
+def emit(args: argparse.Namespace, data: Any, text: str | list[str]) -> int:
+    """`data` as JSON with --json, else the human-readable `text`."""
+    if args.json:
+        print(json.dumps(data, indent=2, default=str))
+    else:
+        for line in [text] if isinstance(text, str) else text:
+            print(line)
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="config.json of the workspace (default: the current folder and its parents)",
     )
+    parser.add_argument("--json", action="store_true", default=False, help="print JSON for scripts")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module in COMMANDS:
         importlib.import_module(module).add_parser(subparsers)

@@ -34,6 +34,12 @@ class Experiment:
             packed.path.unlink(missing_ok=True)
         return Run(self, details["run_id"], _details=details)
 
+    @staticmethod
+    def list(workspace: Any, experiment_name: str | None = None, **_ignored: Any) -> list[Experiment]:
+        """The workspace's experiments (only `experiment_name` when given), as the guide's SDK lists them."""
+        found = workspace._http.get(workspace.api("experiments"))
+        return [Experiment(workspace, e["name"]) for e in found if experiment_name in (None, e["name"])]
+
     def get_runs(self, status: str | None = None) -> list:
         from trainhub.sdk.run import Run
 

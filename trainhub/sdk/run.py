@@ -11,6 +11,7 @@ import hashlib
 import os
 import sys
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from trainhub.sdk._run_metrics import RunMetricsMixin
@@ -80,28 +81,9 @@ class Run(RunMetricsMixin, RunRegistryMixin):
         self, show_output: bool = False, wait_post_processing: bool = False, raise_on_error: bool = True,
         poll_seconds: float = 0.3,
     ) -> dict[str, Any]:
-        seen: set[int] = set()
-        contiguous = 0
-        spans: dict[int, int] = {}
-        streams_seen: set[str] = set()
-        while True:
-            answer = self._ws._http.get(self._api("logs"), params={"after": contiguous})
-            for chunk in answer["chunks"]:
-                if chunk["first_seq"] in seen:
-                    continue
-                seen.add(chunk["first_seq"])
-                spans[chunk["first_seq"]] = len(chunk["lines"])
-                if show_output:
-                    streams_seen.add(chunk["stream"])
-                    prefix = f"[{chunk['stream']}] " if len(streams_seen) > 2 else ""
-                    for line in chunk["lines"]:
-                        print(prefix + line)
-            while contiguous + 1 in spans:
-                contiguous += spans.pop(contiguous + 1)
-            if answer["status"] in FINAL_STATUSES and not answer["chunks"]:
-                break
-            if not answer["chunks"]:
-                time.sleep(poll_seconds)
+        for line in self.iter_log(follow=True, poll_seconds=poll_seconds):
+            if show_output:
+                print(line)
         sys.stdout.flush()
         details = self.get_details()
         if show_output:
@@ -114,6 +96,33 @@ class Run(RunMetricsMixin, RunRegistryMixin):
                 f"Run {self.id} failed: {details['status_reason']}\n{details['error_traceback']}".rstrip()
             )
         return details
+
+    def iter_log(self, follow: bool = False, poll_seconds: float = 0.3) -> Iterator[str]:
+        """The run's log lines in order; with `follow`, also those still to come, until the run ends.
+
+        Lines of a run with several processes are prefixed with their stream ([std_log_process_1]).
+        """
+        seen: set[int] = set()
+        contiguous = 0
+        spans: dict[int, int] = {}
+        streams_seen: set[str] = set()
+        while True:
+            answer = self._ws._http.get(self._api("logs"), params={"after": contiguous})
+            for chunk in answer["chunks"]:
+                if chunk["first_seq"] in seen:
+                    continue
+                seen.add(chunk["first_seq"])
+                spans[chunk["first_seq"]] = len(chunk["lines"])
+                streams_seen.add(chunk["stream"])
+                prefix = f"[{chunk['stream']}] " if len(streams_seen) > 2 else ""
+                for line in chunk["lines"]:
+                    yield prefix + line
+            while contiguous + 1 in spans:
+                contiguous += spans.pop(contiguous + 1)
+            if not answer["chunks"] and (not follow or answer["status"] in FINAL_STATUSES):
+                return
+            if not answer["chunks"]:
+                time.sleep(poll_seconds)
 
     def get_file_names(self) -> list[str]:
         return [f["path"] for f in self._ws._http.get(self._api("files"))]
