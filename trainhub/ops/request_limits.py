@@ -24,6 +24,9 @@ REQUEST_TOO_LARGE = (
 )
 
 
+REQUEST_MESSAGE_BYTES = 1024 * 1024
+
+
 def max_bytes() -> int:
     return settings.TRAINHUB_REQUEST_MAX_BYTES
 
@@ -68,6 +71,12 @@ class BoundedRequest(WebRequest):
 
 
 class BoundedHTTPFactory(HTTPFactory):
+    def __init__(self, server) -> None:  # noqa: ANN001  (daphne's Server)
+        super().__init__(server)
+        # Daphne hands a body to the application in messages of this size: 8 KB by default, so
+        # an 8 MB upload chunk would be a thousand trips through its queue and Django's spool.
+        server.request_buffer_size = max(server.request_buffer_size, REQUEST_MESSAGE_BYTES)
+
     def buildProtocol(self, addr):  # noqa: N802, ANN001, ANN201  (Twisted's signature)
         protocol = super().buildProtocol(addr)
         protocol.requestFactory = BoundedRequest
