@@ -9,8 +9,12 @@ STAMP := $(VENV)/.installed
 run: system-deps-run $(STAMP)
 	$(PY) manage.py trainhub_up
 
+# The `postgres` tests (row locks: gang scheduling, version and run numbers) run a second
+# time against a throwaway PostgreSQL, since SQLite serialises every writer.
 test: system-deps-test $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
+	scripts/with-postgres.sh $(PY) -m pytest -m postgres -p no:cacheprovider \
+		$$(grep -rl --include='test_*.py' 'mark.postgres' tests)
 
 system-deps-run:
 	@scripts/system-deps.sh run

@@ -11,6 +11,7 @@ have mpirun || need+=(openmpi-bin)
 if [ "$profile" = test ]; then
   have chromium || need+=(chromium)
   have ip || need+=(iproute2)
+  ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 fi
 
 if [ "${#need[@]}" -eq 0 ]; then

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 import requests
 from django.conf import settings
@@ -17,12 +18,23 @@ from tests.helpers.ports import free_port
 BASE_DIR = Path(__file__).resolve().parents[2]
 
 
+def shared_database_url() -> str:
+    """DATABASE_URL of the test database (pytest-django renamed it), SQLite or PostgreSQL."""
+    database = settings.DATABASES["default"]
+    if database["ENGINE"] == "django.db.backends.sqlite3":
+        return f"sqlite:///{database['NAME']}"
+    user = quote(database["USER"] or "", safe="")
+    password = f":{quote(database['PASSWORD'], safe='')}" if database.get("PASSWORD") else ""
+    port = f":{database['PORT']}" if database.get("PORT") else ""
+    # A unix socket folder as the host is written percent-encoded, as dj-database-url reads it.
+    host = quote(database.get("HOST") or "", safe="")
+    return f"postgres://{user}{password}@{host}{port}/{quote(database['NAME'], safe='')}"
+
+
 def process_env(**extra: str) -> dict[str, str]:
     """The environment of a TrainHub process sharing this test session's database, files and Redis."""
     env = dict(os.environ)
-    database = settings.DATABASES["default"]
-    if database["ENGINE"] == "django.db.backends.sqlite3":
-        env["DATABASE_URL"] = f"sqlite:///{database['NAME']}"
+    env["DATABASE_URL"] = shared_database_url()
     env["PYTHONUNBUFFERED"] = "1"
     env.update(extra)
     return env

@@ -6,9 +6,13 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 from registry.models import Model as ModelRow
 from registry.models import ModelVersion
 from tests.helpers.processes import BASE_DIR, process_env
+
+pytestmark = pytest.mark.postgres  # make test runs it against PostgreSQL too: numbering relies on row locks
 
 REGISTRAR = textwrap.dedent(
     """
