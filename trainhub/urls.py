@@ -19,4 +19,5 @@ urlpatterns = [
     path("", include("registry.urls")),
     path("", include("metrics.urls")),
     path("", include("datastores.urls")),
+    path("", include("trainhub.docs.urls")),
 ]

@@ -1,0 +1,1 @@
+"""The documentation pages of the portal: the Markdown files of docs/, rendered."""
