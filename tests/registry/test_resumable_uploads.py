@@ -139,3 +139,38 @@ def test_an_uploaded_file_no_version_holds_is_deleted_once_stale(sdk_ws, tmp_pat
     Model(sdk_ws, name="kept").download(target_dir=str(target), show_progress=False)
     assert (target / "kept.pt").read_bytes() == b"a small model"
     assert kept.version == 1
+
+
+def put_range(sdk_ws, sha256: str, content: bytes, start: int, end: int) -> requests.Response:
+    return requests.put(
+        f"{sdk_ws.url}/api/v1/{sdk_ws.api(f'model-blobs/{sha256}')}",
+        data=content[start : end + 1],
+        headers={"Authorization": f"Bearer {sdk_ws._token}", "Content-Range": f"bytes {start}-{end}/{len(content)}"},
+        timeout=30,
+    )
+
+
+def test_a_retried_chunk_is_stored_once_and_a_chunk_past_the_gap_not_at_all(sdk_ws):
+    content = bytes(range(256)) * 4
+    sha256 = hashlib.sha256(content).hexdigest()
+    assert put_range(sdk_ws, sha256, content, 0, 399).json()["received"] == 400
+    # The answer to that chunk was lost: the client sends it again, with more.
+    assert put_range(sdk_ws, sha256, content, 0, 599).json()["received"] == 600
+    # A chunk beyond what arrived is not kept: the client is told where to go on from.
+    assert put_range(sdk_ws, sha256, content, 800, 1023).json()["received"] == 600
+    finished = put_range(sdk_ws, sha256, content, 600, 1023)
+    assert finished.status_code == 201
+    assert finished.json() == {"sha256": sha256, "size": 1024}
+    with default_storage.open(ModelBlob.objects.get(sha256=sha256).storage_name) as stored:
+        assert stored.read() == content
+
+
+def test_an_upload_that_does_not_match_its_sha256_is_dropped_whole(sdk_ws, workspace):
+    content = b"x" * 1000
+    claimed = hashlib.sha256(b"something else").hexdigest()
+    assert put_range(sdk_ws, claimed, content, 0, 499).status_code == 200
+    damaged = put_range(sdk_ws, claimed, content, 500, 999)
+    assert damaged.status_code == 400
+    assert damaged.json()["detail"] == uploads.HASH_MISMATCH
+    assert probe(sdk_ws, claimed, 1000).json()["received"] == 0
+    assert not ModelBlob.objects.exists()
