@@ -11,23 +11,25 @@ written to disk once. A connection cut midway loses nothing: the next attempt st
 bytes already received. Staging files nobody finished are deleted after
 `TRAINHUB_UPLOAD_STALE_SECONDS`, when the next upload starts.
 
-An app receiving uploads needs one endpoint:
+An app receiving uploads declares a `Kind` and one endpoint (registry and runs are examples):
+
+    THING_UPLOADS = uploads.Kind(name="things", limit=lambda: settings.THING_MAX_BYTES)
 
     @router.put("/{workspace_name}/things/{sha256}", response={200: uploads.ProgressOut, 201: ThingOut})
     def put_thing(request, workspace_name, sha256):
         member = access(request, workspace_name)
         member.require(Action.WRITE)
         outcome = uploads.receive(
-            workspace=member.workspace, kind="things", sha256=sha256,
-            chunk=uploads.chunk_from_request(request), limit=THING_MAX_BYTES,
-            existing=lambda: Thing.objects.filter(workspace=..., sha256=sha256).first(),
-            commit=lambda staged: thing_create(..., stored=default_storage.save(name, staged)),
+            workspace=member.workspace, kind=THING_UPLOADS, sha256=sha256,
+            chunk=uploads.chunk_from_request(request, THING_UPLOADS),
+            existing=lambda: Thing.objects.filter(workspace=member.workspace, sha256=sha256).first(),
+            commit=lambda staged: Thing.objects.create(..., name=default_storage.save(name, staged)),
         )
         if isinstance(outcome, uploads.Progress):
             return 200, outcome.out()
         return 201, ThingOut.from_orm(outcome)
 
-and the SDK side is `trainhub.sdk._uploads.upload_file`.
+(the `receive` call belongs in the app's services.py), and the SDK side is `trainhub.sdk._uploads.upload_file`.
 """
 
 from __future__ import annotations
