@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from django.core.exceptions import ValidationError
 from django.http import Http404, HttpRequest
 from ninja import Router, Schema
 
@@ -150,6 +151,22 @@ def put_blob(request: HttpRequest, workspace_name: str, sha256: str) -> tuple[in
     if isinstance(outcome, uploads.Progress):
         return 200, outcome.out()
     return 201, BlobOut(sha256=outcome.sha256, size=outcome.size)
+
+
+class BatchOut(Schema):
+    stored: int
+
+
+@router.post("/{workspace_name}/data-blobs", response=BatchOut)
+def post_blob_batch(request: HttpRequest, workspace_name: str) -> BatchOut:
+    """Many small contents at once: an uncompressed tar of files named by their sha256, whose
+    body fits one upload chunk (so it stays in memory, written once)."""
+    member = access(request, workspace_name)
+    member.require(Action.WRITE)
+    declared = request.headers.get("Content-Length", "")
+    if not declared.isdigit() or int(declared) > uploads.chunk_bytes():
+        raise ValidationError(services.BAD_BATCH.format(limit=uploads.chunk_bytes()), code="upload_batch")
+    return BatchOut(stored=services.blobs_store_batch(access=member, stream=request))
 
 
 @router.post("/{workspace_name}/datasets/{name}/versions", response={201: DatasetVersionOut})

@@ -5,10 +5,12 @@ outside the node's cache."""
 from __future__ import annotations
 
 import hashlib
+import io
+import tarfile
 
 import pytest
 
-from datastores.models import DatasetVersion, DatastoreFile, RunInput
+from datastores.models import DataBlob, DatasetVersion, DatastoreFile, RunInput
 from datastores.staging import UnsafeInputPath, stage_tree
 from runs.models import Run
 from tests.conftest import api_client, issue_token
@@ -107,3 +109,42 @@ def test_a_tampered_file_list_never_lands_outside_the_cache(client, workspace, s
     assert not (tmp_path / "escape").exists() and not (tmp_path / "cache" / "escape").exists()
     assert not list((tmp_path / "cache" / "node-1" / "trees").glob("*/escape"))
     assert list((tmp_path / "cache" / "node-1" / "trees").iterdir()) == []
+
+
+def tar_of(members: list[tuple[tarfile.TarInfo, bytes]]) -> bytes:
+    body = io.BytesIO()
+    with tarfile.open(fileobj=body, mode="w") as archive:
+        for info, content in members:
+            info.size = len(content) if info.isfile() else 0
+            archive.addfile(info, io.BytesIO(content) if info.isfile() else None)
+    return body.getvalue()
+
+
+def member(name: str, kind: bytes = tarfile.REGTYPE, target: str = "") -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname = kind, target
+    return info
+
+
+@pytest.mark.parametrize(
+    "members, message",
+    [
+        ([(member("../" + SHA), b"a")], "named by the sha256"),
+        ([(member(SHA, tarfile.SYMTYPE, "/etc/passwd"), b"")], "regular files"),
+        ([(member(SHA, tarfile.LNKTYPE, "/etc/passwd"), b"")], "regular files"),
+        ([(member(hashlib.sha256(b"b").hexdigest()), b"not b")], "does not match its sha256"),
+    ],
+)
+def test_a_hostile_batch_of_small_files_stores_nothing_of_it(client, members, message):
+    answer = client.post(f"{BASE}/data-blobs", data=tar_of(members), content_type="application/x-tar")
+    assert answer.status_code == 400
+    assert message in answer.json()["detail"]
+    assert not DataBlob.objects.exclude(sha256=SHA).exists()
+
+
+def test_a_batch_stores_each_small_file_once(client):
+    contents = [b"one", b"two", b"a"]
+    members = [(member(hashlib.sha256(c).hexdigest()), c) for c in contents]
+    answer = client.post(f"{BASE}/data-blobs", data=tar_of(members), content_type="application/x-tar")
+    assert answer.status_code == 200 and answer.json() == {"stored": 2}
+    assert DataBlob.objects.count() == 3

@@ -4,9 +4,12 @@ and handed to runs: `ds.path('fowl').as_mount()`, `.as_download()`, or the datas
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import sys
+import tarfile
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +18,8 @@ from trainhub.sdk._data_reference import MOUNT, DataInput
 
 FILES_PER_REQUEST = 1000
 PARALLEL_UPLOADS = 4
+SMALL_FILE_BYTES = 256 * 1024
+BATCH_BYTES = 4 * 1024 * 1024
 HASH_BYTES = 4 << 20
 
 
@@ -24,6 +29,20 @@ def _sha256_of(path: Path) -> str:
         while block := handle.read(HASH_BYTES):
             digest.update(block)
     return digest.hexdigest()
+
+
+def _batches(files: list[tuple[str, Path]]) -> list[list[tuple[str, Path]]]:
+    """Small files in groups whose tar stays under BATCH_BYTES (each member adds a header)."""
+    batches: list[list[tuple[str, Path]]] = [[]]
+    size = 0
+    for sha, local in files:
+        cost = local.stat().st_size + 1024
+        if batches[-1] and size + cost > BATCH_BYTES:
+            batches.append([])
+            size = 0
+        batches[-1].append((sha, local))
+        size += cost
+    return [batch for batch in batches if batch]
 
 
 def _remote_path(*parts: str) -> str:
@@ -168,9 +187,8 @@ class Datastore(DataInput):
         return {item["path"]: item["outcome"] for item in answer}
 
     def _send_contents(self, contents: list[tuple[Path, str]], show_progress: bool) -> None:
-        """Upload each distinct content the server lacks, a few at a time, resumably."""
-        from trainhub.sdk._uploads import upload_file
-
+        """Upload each distinct content the server lacks, a few requests at a time: small files
+        packed together in batches, large ones alone and resumably."""
         unique = dict((sha, local) for local, sha in contents)
         bar = None
         if show_progress:
@@ -178,23 +196,38 @@ class Datastore(DataInput):
 
             bar = tqdm(total=sum(p.stat().st_size for p in unique.values()), unit="B", unit_scale=True,
                        desc=f"Uploading {len(unique)} files to {self.name}", leave=False)
-
-        def send(sha: str, local: Path) -> None:
-            sent = [0]
-
-            def progress(received: int, size: int) -> None:
-                if bar is not None:
-                    bar.update(received - sent[0])
-                sent[0] = received
-
-            upload_file(self.workspace._http, self.workspace.api(f"data-blobs/{sha}"), local, on_progress=progress)
-
+        small = [(sha, local) for sha, local in unique.items() if local.stat().st_size <= SMALL_FILE_BYTES]
+        large = [(sha, local) for sha, local in unique.items() if local.stat().st_size > SMALL_FILE_BYTES]
+        jobs = [partial(self._send_batch, batch, bar) for batch in _batches(small)]
+        jobs += [partial(self._send_large, sha, local, bar) for sha, local in large]
         try:
             with ThreadPoolExecutor(PARALLEL_UPLOADS) as pool:
-                list(pool.map(lambda item: send(*item), unique.items()))
+                list(pool.map(lambda job: job(), jobs))
         finally:
             if bar is not None:
                 bar.close()
+
+    def _send_batch(self, batch: list[tuple[str, Path]], bar: Any) -> None:
+        body = io.BytesIO()
+        with tarfile.open(fileobj=body, mode="w") as archive:
+            for sha, local in batch:
+                archive.add(str(local), arcname=sha, recursive=False)
+        self.workspace._http.request("POST", self.workspace.api("data-blobs"), data=body.getvalue(),
+                                     headers={"Content-Type": "application/x-tar"}, timeout=(5, 600))
+        if bar is not None:
+            bar.update(sum(local.stat().st_size for _, local in batch))
+
+    def _send_large(self, sha: str, local: Path, bar: Any) -> None:
+        from trainhub.sdk._uploads import upload_file
+
+        sent = [0]
+
+        def progress(received: int, size: int) -> None:
+            if bar is not None:
+                bar.update(received - sent[0])
+            sent[0] = received
+
+        upload_file(self.workspace._http, self.workspace.api(f"data-blobs/{sha}"), local, on_progress=progress)
 
     def __repr__(self) -> str:
         return f"Datastore(name={self.name!r}, workspace={self.workspace.name!r})"
