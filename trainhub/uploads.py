@@ -41,6 +41,7 @@ import os
 import re
 import secrets
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -213,21 +214,50 @@ def _locked(path: Path) -> Iterator[IO[bytes] | None]:
         handle.close()
 
 
+# The running sha256 of the staging files this process appended to, by (device, inode) and
+# size, so that finishing a 1 GB upload does not stall the request thread reading it all again.
+# A file some chunks of which another process took (or this one before a restart) has no entry
+# here, and is read whole when it is finished.
+_DIGESTS: OrderedDict[tuple[int, int], tuple[int, Any]] = OrderedDict()
+DIGESTS_KEPT = 64
+
+
+def _file_key(handle: IO[bytes]) -> tuple[int, int]:
+    status = os.fstat(handle.fileno())
+    return status.st_dev, status.st_ino
+
+
+def _running_digest(handle: IO[bytes], received: int) -> Any:
+    """The sha256 of the file's first `received` bytes, if this process followed them all."""
+    size, digest = _DIGESTS.pop(_file_key(handle), (None, None))
+    if received == 0:
+        return hashlib.sha256()
+    return digest if size == received else None
+
+
 def _append(handle: IO[bytes], chunk: Chunk, received: int) -> int:
     """Append the bytes of the chunk past `received` (a retried chunk may overlap what arrived);
     a chunk that is not as long as its Content-Range says leaves the staging file as it was."""
     assert chunk.start is not None and chunk.end is not None
     position, end = chunk.start, chunk.end + 1
+    digest = _running_digest(handle, received)
     while piece := chunk.body.read(COPY_BYTES):
         if position + len(piece) > end:
             break
         if position + len(piece) > received:
-            handle.write(piece[max(0, received - position) :])
+            new = piece[max(0, received - position) :]
+            handle.write(new)
+            if digest is not None:
+                digest.update(new)
         position += len(piece)
     if position != end or piece:
         handle.truncate(received)
         raise ValidationError(CHUNK_LENGTH_MISMATCH.format(declared=chunk.length), code="upload_chunk_length")
     handle.flush()
+    if digest is not None:
+        _DIGESTS[_file_key(handle)] = (end, digest)
+        while len(_DIGESTS) > DIGESTS_KEPT:
+            _DIGESTS.popitem(last=False)
     return end
 
 
@@ -268,7 +298,7 @@ def receive(
                 received = _append(handle, chunk, received)
             if received < chunk.total:
                 return Progress(received=received, size=chunk.total)
-            return _finish(path, sha256, commit)
+            return _finish(path, sha256, commit, _running_digest(handle, received))
 
 
 def store_stream(
@@ -303,10 +333,11 @@ def store_stream(
     return _finish(path, sha256, commit)
 
 
-def _finish(path: Path, sha256: str, commit: Callable[[StagedFile], T]) -> T:
-    """Check the whole file and commit it; the staging file is gone afterwards either way."""
+def _finish(path: Path, sha256: str, commit: Callable[[StagedFile], T], digest: Any = None) -> T:
+    """Check the whole file (its running digest when this process has one) and commit it; the
+    staging file is gone afterwards either way."""
     try:
-        if sha256_of(path) != sha256:
+        if (digest.hexdigest() if digest is not None else sha256_of(path)) != sha256:
             raise ValidationError(HASH_MISMATCH, code="upload_hash")
         staged = StagedFile(path)
         try:
