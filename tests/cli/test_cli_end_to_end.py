@@ -129,6 +129,8 @@ def test_submit_follows_the_log_then_download_register_and_fetch_the_model(user)
 
     registered = trainhub(user, f"trainhub model register --name cli-model --path outputs/model.pt --run-id {run_id}")
     assert registered.stdout.strip() == "Registered cli-model:1"
+    listed_models = as_json(trainhub(user, "trainhub --json model list"))
+    assert [(m["name"], m["version"], m["run_id"]) for m in listed_models] == [("cli-model", 1, run_id)]
     downloaded = trainhub(user, "trainhub model download cli-model --target-dir model")
     assert downloaded.returncode == 0, downloaded.stderr
     assert hashlib.sha256((user["project"] / "model" / "model.pt").read_bytes()).hexdigest() == printed_sha

@@ -290,7 +290,7 @@ def test_the_estimator_snippets_refuse_a_gpu_then_run_mpi_on_two_nodes(guide, ca
         run_snippet("estimator mpi", namespace, on_gpu=True)
         with pytest.raises(UserErrorException, match="use_gpu=True asks for a GPU"):
             run_snippet("estimator submit", namespace)
-        assert namespace["exp"].get_runs() == []
+        assert Experiment.list(guide["ws"], experiment_name="pytorch-estimator") == []  # nothing recorded
     run_snippet("estimator mpi", namespace)
     run_snippet("estimator submit", namespace)
     run = namespace["run"]
@@ -303,3 +303,32 @@ def assert_ranks_reduced(run, world: int) -> None:
     run.download_file("outputs/result.json", "result.json")
     result = json.loads(Path("result.json").read_text())
     assert result == {"world_size": world, "sum": float(world * (world + 1) // 2)}
+
+
+def test_the_estimator_turns_script_params_into_arguments_and_adds_its_packages(guide, capsys):
+    """Not a snippet of its own: the 2018 estimator's parameters the guide's table describes."""
+    from trainhub.sdk import Environment, Experiment
+    from trainhub.sdk.train.dnn import PyTorch
+
+    Path("estimator").mkdir()
+    shutil.copy(HERE / "project" / "estimator_check.py", "estimator/train.py")
+    estimator = PyTorch(
+        source_directory="./estimator",
+        script_params={"--data_dir": "fowl", "--learning_rate": 0.01, "--verbose": ""},
+        compute_target=guide["compute_target"],
+        entry_script="train.py",
+        pip_packages=["mpi4py"],
+    )
+    run = Experiment(guide["ws"], "pytorch-estimator-packages").submit(estimator)
+    assert run.wait_for_completion(show_output=True)["status"] == "Completed"
+    shown = capsys.readouterr().out
+    assert "argv ['--data_dir', 'fowl', '--learning_rate', '0.01', '--verbose']" in shown
+    assert "mpi4py" in Environment.get(guide["ws"], "pytorch-estimator").python.conda_dependencies.pip_packages
+
+
+def test_a_distributed_estimator_without_a_backend_is_refused():
+    from trainhub.sdk.exceptions import UserErrorException
+    from trainhub.sdk.train.dnn import PyTorch
+
+    with pytest.raises(UserErrorException, match="also give distributed_backend='mpi'"):
+        PyTorch(source_directory=".", entry_script="train.py", compute_target="gpu-cluster", node_count=2)

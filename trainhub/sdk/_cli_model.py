@@ -6,6 +6,7 @@ import argparse
 import json
 from typing import Any
 
+from trainhub.sdk.cli import emit, key_values
 from trainhub.sdk.exceptions import UserErrorException
 
 
@@ -79,16 +80,6 @@ def _model(args: argparse.Namespace) -> Any:
     return Model(workspace_from(args), name=name, version=version)
 
 
-def _pairs(values: list[str], what: str) -> dict[str, str]:
-    pairs = {}
-    for value in values:
-        key, sep, text = value.partition("=")
-        if not sep or not key:
-            raise UserErrorException(f"{what} {value!r} is not KEY=VALUE.")
-        pairs[key] = text
-    return pairs
-
-
 def list_models(args: argparse.Namespace) -> int:
     from trainhub.sdk.cli import workspace_from
     from trainhub.sdk.model import Model
@@ -96,15 +87,16 @@ def list_models(args: argparse.Namespace) -> int:
     found = Model.list(
         workspace_from(args), name=args.name, tags=args.tag, latest=not args.all_versions
     )
+    lines = []
     for model in found:
         tags = ",".join(f"{k}={v}" if v else k for k, v in model.tags.items())
-        print(f"{model.name}:{model.version}\t{model.size}\t{model.created_time[:19]}\t{tags}")
-    return 0
+        lines.append(f"{model.name}:{model.version}\t{model.size}\t{model.created_time[:19]}\t{tags}")
+    return emit(args, [model.get_details() for model in found], lines)
 
 
 def show_model(args: argparse.Namespace) -> int:
-    print(json.dumps(_model(args).get_details(), indent=2))
-    return 0
+    details = _model(args).get_details()
+    return emit(args, details, json.dumps(details, indent=2))
 
 
 def register_model(args: argparse.Namespace) -> int:
@@ -112,7 +104,7 @@ def register_model(args: argparse.Namespace) -> int:
     from trainhub.sdk.model import Model
 
     workspace = workspace_from(args)
-    tags, properties = _pairs(args.tag, "--tag"), _pairs(args.property, "--property")
+    tags, properties = key_values(args.tag, "--tag"), key_values(args.property, "--property")
     if args.run_id:
         from trainhub.sdk.experiment import Experiment
         from trainhub.sdk.run import Run

@@ -13,7 +13,7 @@ import os
 import sys
 from typing import Any
 
-from trainhub.sdk.cli import action, emit, run_from, workspace_from
+from trainhub.sdk.cli import action, emit, key_values, run_from, workspace_from
 from trainhub.sdk.exceptions import RunFailedError, UserErrorException
 
 DEFAULT_ENVIRONMENT = "TrainHub-PyTorch-2.13-CPU"
@@ -72,16 +72,6 @@ def _distributed(args: argparse.Namespace) -> Any:
     return None
 
 
-def _tags(values: list[str]) -> dict[str, str]:
-    tags = {}
-    for value in values:
-        key, sep, text = value.partition("=")
-        if not sep or not key:
-            raise UserErrorException(f"--tag {value!r} is not KEY=VALUE.")
-        tags[key] = text
-    return tags
-
-
 def submit_run(args: argparse.Namespace) -> int:
     from trainhub.sdk.cli import name_and_version
     from trainhub.sdk.environment import Environment
@@ -100,7 +90,7 @@ def submit_run(args: argparse.Namespace) -> int:
         distributed_job_config=_distributed(args),
     )
     experiment = args.experiment or os.path.basename(os.path.abspath(args.source_dir))
-    run = Experiment(workspace, experiment).submit(config, tags=_tags(args.tag), show_progress=True)
+    run = Experiment(workspace, experiment).submit(config, tags=key_values(args.tag, "--tag"), show_progress=True)
     # With --json, stdout carries only the JSON: the log goes to stderr.
     log = sys.stderr if args.json else sys.stdout
     print(f"Run {run.id} submitted: {run.get_portal_url()}", file=log, flush=True)

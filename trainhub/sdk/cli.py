@@ -51,6 +51,19 @@ def name_and_version(ref: str) -> tuple[str, int | None]:
     return name, int(version) if version else None
 
 
+def key_values(values: list[str], option: str) -> dict[str, str]:
+    """Repeated `--tag KEY=VALUE` options as a dict."""
+    from trainhub.sdk.exceptions import UserErrorException
+
+    pairs = {}
+    for value in values:
+        key, sep, text = value.partition("=")
+        if not sep or not key:
+            raise UserErrorException(f"{option} {value!r} is not KEY=VALUE.")
+        pairs[key] = text
+    return pairs
+
+
 def action(commands: Any, name: str, handler: Any, help: str) -> argparse.ArgumentParser:
     """A leaf subcommand (`trainhub env list`) that calls `handler(args)`."""
     parser = commands.add_parser(name, help=help, parents=[JSON_OPTION])

@@ -30,7 +30,11 @@ PACKAGES_AND_ENVIRONMENT = (
 
 
 class PyTorch(ScriptRunConfig):
-    """`PyTorch(source_directory, compute_target=..., entry_script=..., script_params=...)`."""
+    """`PyTorch(source_directory, compute_target=..., entry_script=..., script_params=...)`.
+
+    `framework_version` is accepted as the guide passes it, and ignored: the curated PyTorch
+    environment (or `environment_definition`) decides the version.
+    """
 
     def __init__(
         self,
@@ -65,7 +69,6 @@ class PyTorch(ScriptRunConfig):
         self.pip_packages = list(pip_packages or [])
         self.conda_packages = list(conda_packages or [])
         self.environment_variables = dict(environment_variables or {})
-        self.framework_version = framework_version
 
     def _submission(self, workspace: Any) -> dict[str, Any]:
         if self.environment is None:
