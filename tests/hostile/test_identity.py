@@ -19,12 +19,14 @@ from channels.testing import WebsocketCommunicator
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver
 
+from datastores.models import DatasetVersion, DatastoreFile
 from metrics.services import metrics_ingest, parse_batch
 from registry.models import ModelVersion, OnnxExport
 from registry.services import blob_store
 from runs.models import Run, RunStatus
 from runs.services import log_append
 from tests.conftest import api_client, issue_token
+from tests.datastores.builders import upload
 from tests.registry.builders import access_of, register, run_with_outputs
 from tests.runs.test_run_log_consumer import headers
 from trainhub.api import api
@@ -36,6 +38,7 @@ from trainhub.workspaces.services import token_revoke
 pytestmark = pytest.mark.django_db(transaction=True)
 
 BLOB = b"a stored model blob"
+DATASTORE = "workspaceblobstore"
 WRITE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 
 
@@ -51,6 +54,11 @@ def world(workspace, owner, contributor):
     export = OnnxExport.objects.create(source=version, source_path="model.pt", opset=17, tolerance=1e-4)
     environment_register(access=access, user=owner, name="birds-env", spec={"python": "3.11", "pip": ["six"]})
     blob_store(access=access, sha256=hashlib.sha256(BLOB).hexdigest(), stream=io.BytesIO(BLOB))
+    data_client = api_client(issue_token(workspace, owner))
+    upload(data_client, workspace.name, {"fowl/a.csv": BLOB})
+    dataset = data_client.post(f"/api/v1/workspaces/{workspace.name}/datasets/fowl/versions",
+                               {"sources": [[DATASTORE, "fowl/**"]]}, content_type="application/json")
+    assert dataset.status_code == 201, dataset.content
     return {
         "workspace_name": workspace.name,
         "run_id": run.run_id,
@@ -84,6 +92,8 @@ def fill(template: str, world: dict) -> str:
         world["_model"] if "models" in template
         else world["_cluster"] if "comput" in template
         else "birds-env" if "environments" in template
+        else DATASTORE if "stores" in template
+        else "fowl" if "sets" in template
         else world["experiment_name"]
     )
     values["sha256"] = world["_snapshot"] if "snapshots" in template else hashlib.sha256(BLOB).hexdigest()
@@ -204,6 +214,11 @@ def api_write_bodies(world: dict) -> dict[str, object]:
         "/onnx-exports": {"sample_input_shape": [1, 8]},
         "/report": {"passed": True},
         "/metrics": {"rank": 0, "metrics": [{"name": "stolen", "values": [1.0]}]},
+        "/datastores": {"name": "stolen"},
+        "/datastores/{name}/files": {"files": [{"path": "stolen.csv", "sha256": hashlib.sha256(BLOB).hexdigest()}]},
+        "/data-blobs/{sha256}": BLOB,
+        "/data-blobs": b"",
+        "/datasets/{name}/versions": {"sources": [[DATASTORE, "fowl/**"]], "create_new_version": True},
     }
 
 
@@ -224,6 +239,8 @@ def snapshot_of_world() -> tuple:
         list(Run.objects.values_list("run_id", "status").order_by("run_id")),
         list(ModelVersion.objects.values_list("model__name", "version", "tags").order_by("pk")),
         OnnxExport.objects.filter(passed__isnull=False).count(),
+        list(DatastoreFile.objects.values_list("path", flat=True).order_by("path")),
+        DatasetVersion.objects.count(),
     )
 
 
