@@ -122,25 +122,31 @@ def blobs_store_batch(*, access: Access, stream: IO[bytes]) -> int:
     """Store many small contents sent in one request (a tar of files named by their sha256), each
     checked like a single upload; one request instead of two per file. How many were new."""
     access.require(Action.WRITE)
-    stored = 0
+    names: list[str] = []
     try:
-        with tarfile.open(fileobj=stream, mode="r|") as archive:
+        # One transaction for the batch: one database commit, not one per file.
+        with transaction.atomic(), tarfile.open(fileobj=stream, mode="r|") as archive:
             for member in archive:
                 if not member.isfile() or not uploads.SHA_PATTERN.match(member.name):
                     raise ValidationError(BAD_BATCH.format(limit=uploads.chunk_bytes()), code="upload_batch")
-                existing = partial(selectors.blob_get, access.workspace, member.name)
-                stored += existing() is None
-                uploads.store_stream(
+                if selectors.blob_get(access.workspace, member.name) is not None:
+                    continue
+                blob = uploads.store_stream(
                     workspace=access.workspace,
                     kind=BLOB_UPLOADS,
                     sha256=member.name,
                     stream=archive.extractfile(member),
-                    existing=existing,
+                    existing=lambda: None,  # just looked; a racing copy is caught when it is recorded
                     commit=partial(_blob_commit, access.workspace, member.name),
                 )
-    except tarfile.TarError:
+                names.append(blob.storage_name)
+    except (tarfile.TarError, ValidationError) as error:
+        for name in names:  # refused: the files of the rolled-back rows go too
+            default_storage.delete(name)
+        if isinstance(error, ValidationError):
+            raise
         raise ValidationError(BAD_BATCH.format(limit=uploads.chunk_bytes()), code="upload_batch") from None
-    return stored
+    return len(names)
 
 
 # ---------------------------------------------------------------- files of a datastore
