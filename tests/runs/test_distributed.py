@@ -159,30 +159,3 @@ def test_more_nodes_than_the_cluster_allows_is_refused_at_submit(ws, cluster):
     with pytest.raises(UserErrorException, match="asks for 3 nodes but compute target 'cpu-cluster' has at most 2"):
         Experiment(ws, "too-big").submit(src)
     assert not Run.objects.exists()
-
-
-def test_a_node_killed_mid_run_fails_the_run_and_stops_every_rank(ws, two_nodes, controller, tmp_path):
-    import time
-
-    project = tmp_path / "hang"
-    project.mkdir()
-    (project / "hang.py").write_text(
-        "import os, time\nprint('rank', os.environ['RANK'], 'pid', os.getpid(), flush=True)\ntime.sleep(600)\n"
-    )
-    src = ScriptRunConfig(source_directory=str(project), script="hang.py", compute_target="cpu-cluster",
-                          environment=Environment.get(workspace=ws, name="TrainHub-PyTorch-2.13-CPU"),
-                          distributed_job_config=PyTorchConfiguration(process_count=4, node_count=2))
-    run = Experiment(ws, "ddp-node-lost").submit(src)
-    wait_until(lambda: RunProcess.objects.filter(run__run_id=run.id, state="running").count() == 4, 90,
-               message="four ranks running")
-    wait_until(lambda: len(rank_lines(run, "pid")) == 4, 30, message="every rank printing")
-    pids = [int(line.split()[-1]) for line in rank_lines(run, "pid")]
-    victim = next(n for n in two_nodes if Node.objects.get(name=n.name).state == "busy")
-    started = time.monotonic()
-    victim.kill()
-    wait_until(lambda: run.get_status() == "Failed", 15, interval=0.2, message="Failed")
-    assert run.get_details()["status_reason"] == "node lost"
-    wait_until(lambda: not any(pid_alive(pid) for pid in pids), 10, message="every rank gone")
-    assert time.monotonic() - started <= 25
-    survivor = next(n for n in two_nodes if n is not victim)
-    wait_until(lambda: Node.objects.get(name=survivor.name).state == "idle", 10, message="the other node idle")

@@ -90,19 +90,6 @@ def test_cancel_stops_the_whole_process_tree(ws, node, tmp_path):
     assert statuses[-1] == "Canceled"
 
 
-def test_a_killed_node_fails_its_run_as_node_lost(ws, node, controller, tmp_path):
-    pid_file = tmp_path / "grandchild.pid"
-    run = Experiment(ws, name="lost").submit(script_config(ws, "scripts", "spawn_and_wait.py", [str(pid_file)]))
-    wait_until(pid_file.exists, 60, message="the script to start")
-    grandchild = int(pid_file.read_text())
-    node.kill()
-    took = wait_until(lambda: run.get_status() == "Failed", 15, interval=0.2, message="Failed")
-    assert run.get_details()["status_reason"] == "node lost"
-    assert took <= 15
-    wait_until(lambda: not pid_alive(grandchild), 5, message="the orphaned process to be gone")
-    assert Node.objects.get(name=node.name).state == "lost"
-
-
 def test_a_gpu_size_on_a_machine_without_gpus_is_refused_at_submit(ws, workspace, capsys):
     from tests.runs.builders import make_cluster
     from trainhub.sdk import Environment, ScriptRunConfig
