@@ -63,7 +63,8 @@ def copied_per_run(ws, datastore, folder: Path) -> list[str]:
         run = Experiment(ws, "data").submit(config)
         assert run.wait_for_completion()["status"] == "Completed"
         text = "\n".join(chunk.text for chunk in LogChunk.objects.filter(run__run_id=run.id))
-        lines += [line.split(": ", 1)[1] for line in text.split("\n") if "bytes copied to this node" in line]
+        staged = [line for line in text.split("\n") if "bytes copied to this node" in line]
+        lines += [line.split(": ", 1)[1].split(" -> ")[0] for line in staged]
     return lines
 
 
