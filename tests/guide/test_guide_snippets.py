@@ -7,7 +7,7 @@ without GPUs, GPU_SUBSTITUTIONS below are applied too, each one listed; nothing 
 
 Free variables come from fixtures: a working folder with config.json, `pytorch_train.py` (a small
 real training script), `conda_dependencies.yml`, the scripts the distributed snippets name, and
-`exp`. Snippets run in order within a flow, sharing one namespace, as in a notebook.
+`exp`, `ds`. Snippets run in order within a flow, sharing one namespace, as in a notebook.
 
 Mapping of every snippet to the test that runs it (MAPPING below is checked against the guide):
 
@@ -29,7 +29,9 @@ Mapping of every snippet to the test that runs it (MAPPING below is checked agai
   submitted by the 2020-09 submit snippet: test_the_older_arguments_snippet_….
 - 2018 `PyTorch(…, node_count=2, process_count_per_node=1, distributed_backend='mpi', use_gpu=True)`
   and `run = exp.submit(pt_est)`: test_the_estimator_snippets_refuse_a_gpu_then_run_mpi_on_two_nodes.
-- 2018 `PyTorch(…, script_params={'--data_dir': ds}, …)`: PENDING issue 8 (`ds` is a datastore).
+- 2018 `PyTorch(…, script_params={'--data_dir': ds}, …, use_gpu=True)` and `exp.submit(pt_est)`:
+  test_the_estimator_snippet_with_a_datastore_reads_the_data_on_the_node (`ds`: the default
+  datastore, with a small file uploaded).
 - 2018 `import torch` / `import horovod` (the first lines of a training script): NOT RUN — Horovod
   ships only a source distribution that must compile against torch (none is installed here);
   the MPI launch it relies on runs in the estimator test with a torch.distributed script in its place.
@@ -92,7 +94,7 @@ MAPPING = (
     ("older arguments", "from azureml.core import ScriptRunConfig", "communication_backend='Nccl'",
      "test_the_older_arguments_snippet"),
     ("estimator with datastore", "from azureml.train.dnn import PyTorch", "'--data_dir': ds",
-     "PENDING issue 8 (datastores)"),
+     "test_the_estimator_snippet_with_a_datastore"),
     ("estimator mpi", "from azureml.train.dnn import PyTorch", "distributed_backend='mpi'",
      "test_the_estimator_snippets"),
     ("estimator submit", "run = exp.submit(pt_est)", "", "test_the_estimator_snippets"),
@@ -303,6 +305,23 @@ def assert_ranks_reduced(run, world: int) -> None:
     run.download_file("outputs/result.json", "result.json")
     result = json.loads(Path("result.json").read_text())
     assert result == {"world_size": world, "sum": float(world * (world + 1) // 2)}
+
+
+def test_the_estimator_snippet_with_a_datastore_reads_the_data_on_the_node(guide, capsys):
+    from trainhub.sdk import Experiment
+
+    Path("data").mkdir()
+    (Path("data") / "birds.csv").write_text("species,wingspan\nheron,1.8\n")
+    ds = guide["ws"].get_default_datastore()
+    ds.upload(src_dir="./data", target_path="fowl", overwrite=False, show_progress=False)
+    Path("my-pytorch-proj").mkdir()
+    shutil.copy(HERE / "project" / "list_data.py", "my-pytorch-proj/train.py")
+
+    namespace = flow(guide, ds=ds, exp=Experiment(guide["ws"], "pytorch-estimator-data"))
+    run_snippet("estimator with datastore", namespace)
+    run_snippet("estimator submit", namespace)
+    assert namespace["run"].wait_for_completion(show_output=True)["status"] == "Completed"
+    assert "data fowl/birds.csv species,wingspan" in capsys.readouterr().out
 
 
 def test_the_estimator_turns_script_params_into_arguments_and_adds_its_packages(guide, capsys):
