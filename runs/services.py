@@ -54,6 +54,7 @@ ALLOWED_TRANSITIONS: dict[str, set[str]] = {
 
 SNAPSHOT_TOO_LARGE = "The snapshot is {size} bytes; the limit is {limit} bytes."
 SNAPSHOT_HASH_MISMATCH = uploads.HASH_MISMATCH
+STORE_FAILED = "Storing {path} in the run's history failed: {error}."
 SNAPSHOT_UNKNOWN = "No snapshot {sha!r} in this workspace: upload it first."
 BAD_SHA = "A snapshot is named by the 64 hex digits of its sha256."
 SCRIPT_OR_COMMAND = "Give either a script or a command, not both and not neither."
@@ -411,12 +412,19 @@ def run_file_store(*, run: Run, path: str, local_path: str | os.PathLike[str]) -
         return None
     digest = hashlib.sha256()
     size = 0
+    wanted = f"runs/{run.run_id}/{path}"
     with open(local_path, "rb") as handle:
         while chunk := handle.read(1 << 20):
             digest.update(chunk)
             size += len(chunk)
         handle.seek(0)
-        storage_name = default_storage.save(f"runs/{run.run_id}/{path}", File(handle))
+        try:
+            storage_name = default_storage.save(wanted, File(handle))
+        except OSError as error:
+            # A full disk leaves the half-written file behind, listed nowhere: remove it.
+            if not RunFile.objects.filter(storage_name=wanted).exists():
+                default_storage.delete(wanted)
+            raise OSError(error.errno, STORE_FAILED.format(path=path, error=error.strerror or error)) from error
     try:
         with transaction.atomic():
             return RunFile.objects.create(
