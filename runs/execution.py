@@ -28,6 +28,7 @@ from django.utils import timezone
 from datastores.staging import stage_run_inputs
 from runs import services
 from runs.archives import UnsafeArchiveError, extract_snapshot, walk_regular_files
+from runs.containers import Launcher, ProcessLauncher, launch_problem, launcher_for
 from runs.models import Run, RunNode, RunProcess, RunStatus
 from trainhub.compute.models import Node
 from trainhub.redis_conn import get_redis
@@ -142,6 +143,7 @@ class NodeExecution:
         self.prepare_lines: list[str] = []
         self.prepare_pending: list[str] = []
         self.prepare_flushed_at = time.monotonic()
+        self.launcher: Launcher = ProcessLauncher()
 
     # ------------------------------------------------------------ helpers
 
@@ -221,6 +223,7 @@ class NodeExecution:
             )
         finally:
             self.stop_ranks()
+            self.launcher.remove_leftovers()
             self.flush_prepare()
             RunNode.objects.filter(run=self.run, node_rank=self.node_rank).update(
                 state="done", finished_at=timezone.now()
@@ -229,7 +232,8 @@ class NodeExecution:
             shutil.rmtree(self.private_logs, ignore_errors=True)
 
     def prepare_environment(self) -> tuple[Path, dict[str, str]]:
-        from trainhub.environments.builders import BuildError, materialise_environment
+        from trainhub.environments.builders import BuildError
+        from trainhub.environments.services import materialise_recorded
 
         spec = self.run.environment_spec
         self.say(
@@ -237,11 +241,17 @@ class NodeExecution:
             + (f" version {self.run.environment_version}" if self.run.environment_version else "")
             + f" on node {self.node.name}"
         )
+        problem = launch_problem(self.run, self.node)
+        if problem:
+            raise _SetupFailed(problem, "")
         started = time.monotonic()
         try:
-            built = materialise_environment(spec, cache_dir=Path(settings.TRAINHUB_ENV_CACHE_DIR), log=self.say)
+            built = materialise_recorded(
+                spec, cache_dir=Path(settings.TRAINHUB_ENV_CACHE_DIR), node=self.node.name, log=self.say
+            )
         except BuildError as error:
             raise _SetupFailed(f"Environment build failed: {error.reason}", error.log) from None
+        self.launcher = launcher_for(self.run, self.node, self.workdir, built)
         self.say(
             ("Environment cache hit" if built.cache_hit else "Environment built")
             + f" ({built.spec_hash[:12]}) in {time.monotonic() - started:.2f} s"
@@ -325,7 +335,7 @@ class NodeExecution:
             argv = [expand_variables(str(part), env) for part in argv]
             if argv and argv[0] in ("python", "python3"):
                 argv[0] = str(python)
-            self._spawn(rank, local_rank, f"std_log_process_{rank}", argv, env)
+            self._spawn(rank, local_rank, f"std_log_process_{rank}", *self.launcher.command(argv, env))
 
     def _base_env(self, python: Path, env_vars: dict[str, str], rendezvous: dict[str, str]) -> dict[str, str]:
         from trainhub.environments.builders import sdk_path

@@ -17,6 +17,7 @@ from rq import Queue
 from runs.models import Run, RunNode, RunStatus
 from trainhub.compute.models import Node, NodeState
 from trainhub.compute.services import alive_node_ids
+from trainhub.environments.builders import uses_docker
 from trainhub.redis_conn import get_redis
 from trainhub.workspaces.selectors import hash_token
 
@@ -54,6 +55,9 @@ def _place_head_run(cluster_pk: int) -> int | None:
             .filter(cluster_id=cluster_pk, state=NodeState.IDLE)
             .order_by("id")
         )
+        if uses_docker(head.environment_spec):
+            # Only nodes with a Docker engine can run it: the others are never sent one.
+            idle = [node for node in idle if node.docker]
         alive = alive_node_ids([node.pk for node in idle])
         chosen = [node for node in idle if node.pk in alive][: head.node_count]
         if len(chosen) < head.node_count:

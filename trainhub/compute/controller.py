@@ -31,6 +31,7 @@ NODE_START_GRACE = timedelta(seconds=60)
 
 
 def reap_lost_nodes() -> list[int]:
+    from runs.containers import reap_containers_of_gone_nodes
     from runs.services import lost_node_runs
 
     candidates = list(
@@ -43,6 +44,8 @@ def reap_lost_nodes() -> list[int]:
     if lost:
         logger.warning("nodes lost: %s", lost)
         lost_node_runs(lost)
+        # The lost nodes' containers on this machine's engine, if any, stop with them.
+        reap_containers_of_gone_nodes()
     return lost
 
 

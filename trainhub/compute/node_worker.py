@@ -12,6 +12,7 @@ from django.db import close_old_connections
 from rq import SimpleWorker
 from rq.worker import WorkerStatus
 
+from runs.containers import LABEL_NODE, reap_containers_of_gone_nodes, remove_containers
 from trainhub.compute import services
 from trainhub.compute.models import Node, NodeState
 from trainhub.redis_conn import get_redis
@@ -66,9 +67,13 @@ def run_node(node: Node) -> None:
     from runs.scheduling import dispatch_cluster, node_queue
 
     worker = NodeWorker([node_queue(node)], connection=get_redis(), name=node.name)
+    if node.docker:
+        reap_containers_of_gone_nodes()
     dispatch_cluster(node.cluster_id)
     try:
         worker.work(logging_level="WARNING")
     finally:
         heartbeat.done.set()
         services.node_stopped(node.pk, "stopped")
+        if node.docker:
+            remove_containers({LABEL_NODE: node.name})

@@ -7,7 +7,7 @@ import secrets
 import socket
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.core.exceptions import ValidationError
+from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -79,6 +79,21 @@ def machine_resources() -> dict[str, float | int | bool]:
         pass
     gpus = len([d for d in os.listdir("/dev") if d.startswith("nvidia") and d[6:].isdigit()])
     return {"cpus": os.cpu_count() or 1, "gpus": gpus, "memory_gb": memory_gb}
+
+
+def node_docker_support(setting: str) -> tuple[bool, str]:
+    """Whether a node starting now runs Docker environments (setting: auto, true or false), and a
+    line saying so. "auto" asks the engine, and a node that says true must have one that answers."""
+    from trainhub.environments.docker_builder import engine_problem
+
+    if setting.lower() in ("false", "0", "no"):
+        return False, "Docker environments off"
+    problem = engine_problem()
+    if problem is None:
+        return True, "runs Docker environments"
+    if setting.lower() == "auto":
+        return False, f"no Docker engine ({problem})"
+    raise ImproperlyConfigured(f"TRAINHUB_NODE_DOCKER is {setting!r} but no Docker engine answers: {problem}")
 
 
 @transaction.atomic

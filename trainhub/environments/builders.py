@@ -97,6 +97,31 @@ class MaterialisedEnvironment:
     root: Path
     spec_hash: str
     cache_hit: bool
+    # The image's tag for a Docker environment (python and root are then paths inside it).
+    image: str | None = None
+
+
+def uses_docker(spec: dict) -> bool:
+    """Docker environments build an image and run in containers; the others build a virtualenv."""
+    return bool((spec.get("docker") or {}).get("enabled"))
+
+
+def materialise(spec: dict, *, cache_dir: Path, log: Callable[[str], None]) -> MaterialisedEnvironment:
+    """The environment of `spec` on this node, from the builder its kind needs."""
+    if uses_docker(spec):
+        from trainhub.environments.docker_builder import materialise_image
+
+        return materialise_image(spec, cache_dir=cache_dir, log=log)
+    return materialise_environment(spec, cache_dir=cache_dir, log=log)
+
+
+def cached(spec: dict, *, cache_dir: Path, log: Callable[[str], None]) -> MaterialisedEnvironment | None:
+    """The environment of `spec` when this node has it built, from the builder its kind needs."""
+    if uses_docker(spec):
+        from trainhub.environments.docker_builder import cached_image
+
+        return cached_image(spec, cache_dir=cache_dir, log=log)
+    return cached_environment(spec, cache_dir=cache_dir, log=log)
 
 
 def spec_hash(spec: dict) -> str:
@@ -219,15 +244,13 @@ def _build(spec: dict[str, Any], digest: str, root: Path, log: BuildLog, uv: Pat
         _note_ignored_parts(spec, log)
         interpreter, version = find_python(spec["python"])
         log(f"Python {version} from {interpreter}")
-        torch_version = installed_torch_version()
-        requirements = [pin_torch(entry, torch_version, log) for entry in spec["pip"]]
-        requirements += _conda_requirements(spec["conda"], interpreter, torch_version, uv, log)
+        requirements = python_requirements(spec, interpreter, uv, log)
         if uv is not None:
-            _build_with_uv(uv, interpreter, root, requirements, torch_version, log)
+            _build_with_uv(uv, interpreter, root, requirements, log)
         else:
             log("uv is not available on this node: building with pip, which is much slower.")
             _create_venv_with_python(interpreter, root, log)
-            _write_inputs(root, requirements, torch_version)
+            _write_inputs(root, requirements)
             if requirements:
                 _pip_install(root, log)
         size = directory_size(root)
@@ -406,6 +429,20 @@ def conda_to_pip(entry: str) -> str | None:
     return requirement
 
 
+def python_requirements(spec: dict[str, Any], interpreter: Path, uv: Path | None, log: BuildLog) -> list[str]:
+    """The pip requirements of a normalised spec: pip entries and translated conda packages, torch
+    pinned to this machine's build."""
+    torch_version = installed_torch_version()
+    requirements = [pin_torch(entry, torch_version, log) for entry in spec["pip"]]
+    return requirements + _conda_requirements(spec["conda"], interpreter, torch_version, uv, log)
+
+
+def torch_constraints() -> str:
+    """A constraints file's text: packages that pull torch in (torchvision, lightning…) get the local build."""
+    torch_version = installed_torch_version()
+    return f"torch=={torch_version}\n" if torch_version else ""
+
+
 def _conda_requirements(
     entries: Iterable[str],
     interpreter: Path,
@@ -490,10 +527,9 @@ def _installer_env() -> dict[str, str]:
     return env
 
 
-def _write_inputs(root: Path, requirements: list[str], torch_version: str | None) -> None:
+def _write_inputs(root: Path, requirements: list[str]) -> None:
     (root / REQUIREMENTS_FILE).write_text("".join(f"{r}\n" for r in requirements))
-    # Packages that pull torch in (torchvision, lightning…) get the local build too.
-    (root / CONSTRAINTS_FILE).write_text(f"torch=={torch_version}\n" if torch_version else "")
+    (root / CONSTRAINTS_FILE).write_text(torch_constraints())
 
 
 # ---------------------------------------------------------------- installers
@@ -518,7 +554,6 @@ def _build_with_uv(
     interpreter: Path,
     root: Path,
     requirements: list[str],
-    torch_version: str | None,
     log: BuildLog,
 ) -> None:
     version = subprocess.run(
@@ -542,7 +577,7 @@ def _build_with_uv(
     )
     if code != 0:
         raise BuildError(f"uv could not create the virtualenv: {_last_error(output)}")
-    _write_inputs(root, requirements, torch_version)
+    _write_inputs(root, requirements)
     if not requirements:
         log("No packages to install.")
         return

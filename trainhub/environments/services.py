@@ -20,8 +20,8 @@ from trainhub.environments.builders import (
     BuildError,
     BuildLog,
     MaterialisedEnvironment,
-    cached_environment,
-    materialise_environment,
+    cached,
+    materialise,
 )
 from trainhub.environments.curated import CURATED_NEEDS_PREFIX
 from trainhub.environments.models import (
@@ -303,12 +303,13 @@ def materialise_recorded(
     log: Callable[[str], None],
     version: EnvironmentVersion | None = None,
 ) -> MaterialisedEnvironment:
-    """`materialise_environment`, with each real build on this node recorded for the portal.
+    """`materialise` (a virtualenv, or an image for a Docker environment), with each real build on
+    this node recorded for the portal.
 
     For executors: a cache hit writes nothing; a build (or a failed one) becomes an
     EnvironmentBuild with its log and reason. Raises BuildError as the builder does.
     """
-    hit = cached_environment(spec, cache_dir=cache_dir, log=log)
+    hit = cached(spec, cache_dir=cache_dir, log=log)
     if hit is not None:
         return hit
     build = record_build(spec_hash=spec_hash(spec), node=node, version=version)
@@ -340,7 +341,7 @@ def _build_recorded(
 ) -> MaterialisedEnvironment:
     recorded = _RecordedLog(build, log)
     try:
-        built = materialise_environment(spec, cache_dir=cache_dir, log=recorded)
+        built = materialise(spec, cache_dir=cache_dir, log=recorded)
     except BuildError as error:
         build_finish(
             build=build,

@@ -237,7 +237,8 @@ class PythonSection:
 
 
 class DockerSection:
-    """Stored with the environment; the venv builder builds a virtualenv whatever it says."""
+    """enabled: nodes with a Docker engine build the environment as an image (from base_image, or
+    base_dockerfile's text, or TrainHub's local base image) and run it in containers."""
 
     def __init__(self) -> None:
         self.enabled = False

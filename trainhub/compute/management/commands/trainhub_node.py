@@ -32,6 +32,12 @@ class Command(BaseCommand):
             help="The address other nodes reach this one at (TRAINHUB_NODE_ADDRESS; default: this host's).",
         )
         parser.add_argument("--name", help="A unique node name (default: generated).")
+        parser.add_argument(
+            "--docker",
+            choices=["auto", "true", "false"],
+            default=settings.TRAINHUB_NODE_DOCKER,
+            help="Run Docker environments (TRAINHUB_NODE_DOCKER; auto: when a Docker engine answers now).",
+        )
         parser.add_argument("--managed", action="store_true", help=argparse_suppress())
 
     def handle(self, *args, **options) -> None:
@@ -47,10 +53,11 @@ class Command(BaseCommand):
                 f"Several workspaces have a compute target named {options['cluster']!r}: add --workspace."
             )
         address = options["address"] or default_address()
+        docker, docker_note = services.node_docker_support(options["docker"])
         node = services.node_register(
-            cluster=found[0], address=address, managed=options["managed"], name=options["name"]
+            cluster=found[0], address=address, managed=options["managed"], name=options["name"], docker=docker
         )
-        self.stdout.write(f"Node {node.name} of {found[0]} at {address}: ready.")
+        self.stdout.write(f"Node {node.name} of {found[0]} at {address}: {docker_note}; ready.")
         self.stdout.flush()
         run_node(node)
 

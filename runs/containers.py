@@ -1,0 +1,208 @@
+"""Where a node starts a run's processes: on the node itself, or each in a container of the run's image.
+
+A launcher turns a rank's argv and environment into the command the node starts under its
+supervisor. For a Docker environment that command is runs/container_rank.py, which creates the
+container through the Docker API, pumps its output to stdout (so the node reads logs exactly as
+from a process), passes SIGTERM on as a container stop and exits with the container's code.
+
+Containers share the node's network (rendezvous addresses and ports are the node's), see the
+run's working folder and the node's staged data at the same paths as on the node, and carry the
+labels LABEL_RUN and LABEL_NODE: the node removes its run's containers when the run ends, its own
+when it stops, and the controller those of nodes that are gone (a node killed outright).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from django.conf import settings
+
+from trainhub.environments.builders import uses_docker
+
+if TYPE_CHECKING:
+    from runs.models import Run
+    from trainhub.compute.models import Node
+    from trainhub.environments.builders import MaterialisedEnvironment
+
+LABEL_RUN = "trainhub.run"
+LABEL_NODE = "trainhub.node"
+# Several TrainHub sites (a test session, a second install) can share one engine: each touches only
+# its own containers, told apart by the folder its nodes work in.
+LABEL_SITE = "trainhub.site"
+CONTAINER_RANK = str(Path(__file__).with_name("container_rank.py"))
+SPEC_VARIABLE = "TRAINHUB_CONTAINER_SPEC"
+# Set by the image (its virtualenv and the in-run SDK), or meaningless inside the container.
+NOT_PASSED = frozenset({"PATH", "VIRTUAL_ENV", "PYTHONPATH", "HOME"})
+MPI_IN_DOCKER = (
+    "MPI launches do not run in Docker environments yet: use a PyTorchConfiguration (per-process "
+    "or per-node launch), or an environment with docker.enabled = False."
+)
+
+
+class Launcher(Protocol):
+    def command(self, argv: list[str], env: dict[str, str]) -> tuple[list[str], dict[str, str]]:
+        """The argv and environment the node starts (under its supervisor) for one rank."""
+
+    def remove_leftovers(self) -> None:
+        """Make sure nothing of the run outlives it on this node."""
+
+
+class ProcessLauncher:
+    """Ranks are processes of the node, in the environment's virtualenv."""
+
+    def command(self, argv: list[str], env: dict[str, str]) -> tuple[list[str], dict[str, str]]:
+        return argv, env
+
+    def remove_leftovers(self) -> None:
+        """The supervisor already guarantees it for processes."""
+
+
+@dataclass(frozen=True)
+class ContainerLauncher:
+    """Ranks are containers of the environment's image, one per rank."""
+
+    image: str
+    run_id: str
+    node_name: str
+    workdir: Path
+    mounts: tuple[Path, ...]
+    gpus: int
+
+    def command(self, argv: list[str], env: dict[str, str]) -> tuple[list[str], dict[str, str]]:
+        spec = container_spec(
+            image=self.image,
+            argv=argv,
+            env=run_variables(env),
+            workdir=self.workdir,
+            mounts=(self.workdir, *self.mounts),
+            labels={LABEL_RUN: self.run_id, LABEL_NODE: self.node_name, LABEL_SITE: site_label()},
+            gpus=self.gpus,
+        )
+        helper_env = {name: os.environ[name] for name in ("PATH", "DOCKER_HOST") if name in os.environ}
+        helper_env[SPEC_VARIABLE] = json.dumps(spec)
+        return [sys.executable, "-P", CONTAINER_RANK], helper_env
+
+    def remove_leftovers(self) -> None:
+        remove_containers({LABEL_RUN: self.run_id, LABEL_NODE: self.node_name})
+
+
+def run_variables(env: dict[str, str]) -> dict[str, str]:
+    """What the container gets of a rank's environment: what TrainHub or the run set, not the
+    node's own variables (they describe the node's machine, not the image)."""
+    passed = {name: value for name, value in env.items() if name not in NOT_PASSED and os.environ.get(name) != value}
+    return passed | {"HOME": "/tmp"}
+
+
+def container_spec(
+    *,
+    image: str,
+    argv: list[str],
+    env: dict[str, str],
+    workdir: Path,
+    mounts: Iterable[Path],
+    labels: dict[str, str],
+    gpus: int,
+) -> dict[str, Any]:
+    """Keyword arguments of the Docker SDK's containers.create for one rank (JSON-serialisable).
+
+    The container runs as the node's user, so what it writes in outputs/ is the node's to copy
+    and delete. GPUs: a node with GPUs hands them all to the run's containers (one run per node),
+    through a device request for the NVIDIA runtime.
+    """
+    volumes = {str(path): {"bind": str(path), "mode": "rw"} for path in mounts}
+    spec: dict[str, Any] = {
+        "image": image,
+        "command": argv,
+        "environment": env,
+        "working_dir": str(workdir),
+        "volumes": volumes,
+        "labels": labels,
+        "network_mode": "host",
+        "ipc_mode": "host",
+        "init": True,
+        "user": f"{os.getuid()}:{os.getgid()}",
+        "detach": True,
+    }
+    if gpus > 0:
+        spec["device_requests"] = [{"driver": "nvidia", "count": gpus, "capabilities": [["gpu"]]}]
+    return spec
+
+
+def site_label() -> str:
+    return str(Path(settings.TRAINHUB_NODE_WORK_DIR).absolute())
+
+
+def _site_containers(labels: dict[str, str]) -> list[Any]:
+    from trainhub.environments.docker_builder import docker_client
+
+    wanted = {**labels, LABEL_SITE: site_label()}
+    return docker_client().containers.list(all=True, filters={"label": [f"{k}={v}" for k, v in wanted.items()]})
+
+
+def remove_containers(labels: dict[str, str]) -> list[str]:
+    """Force-remove every container of this site (running or not) carrying these labels; their short ids."""
+    found = _site_containers(labels)
+    for container in found:
+        container.remove(force=True)
+    return [container.short_id for container in found]
+
+
+def reap_orphan_containers(live_nodes: set[str]) -> list[str]:
+    """Remove this site's containers whose node is not one of `live_nodes` (it was killed or lost)."""
+    removed = []
+    for container in _site_containers({}):
+        if container.labels.get(LABEL_NODE) not in live_nodes:
+            container.remove(force=True)
+            removed.append(container.short_id)
+    return removed
+
+
+NO_DOCKER_ON_NODE = (
+    "Environment {environment!r} is a Docker environment (docker.enabled = True), but node {node} "
+    "has no Docker engine. Run it on a cluster whose nodes have one, or set docker.enabled = False."
+)
+
+
+def launch_problem(run: Run, node: Node) -> str:
+    """Why this node cannot start the run's processes as its environment needs, or ''."""
+    if not uses_docker(run.environment_spec):
+        return ""
+    if not node.docker:
+        return NO_DOCKER_ON_NODE.format(environment=run.environment_name, node=node.name)
+    if run.distributed.get("type") == "mpi":
+        return MPI_IN_DOCKER
+    return ""
+
+
+def launcher_for(run: Run, node: Node, workdir: Path, built: MaterialisedEnvironment) -> Launcher:
+    """Containers of the built image for a Docker environment, the node's own processes otherwise."""
+    if built.image is None:
+        return ProcessLauncher()
+    data = Path(settings.TRAINHUB_DATA_CACHE_DIR).absolute()
+    data.mkdir(parents=True, exist_ok=True)
+    return ContainerLauncher(
+        image=built.image,
+        run_id=run.run_id,
+        node_name=node.name,
+        workdir=workdir,
+        mounts=(data,),
+        gpus=node.gpus,
+    )
+
+
+def reap_containers_of_gone_nodes() -> list[str]:
+    """On a machine with a Docker engine: remove the containers of nodes that are no longer live
+    (stopped, lost, or killed before they could clean up); their short ids."""
+    from trainhub.compute.models import LIVE_NODE_STATES, Node, NodeState
+    from trainhub.environments.docker_builder import engine_problem
+
+    if engine_problem() is not None:
+        return []
+    live = Node.objects.filter(state__in=[*LIVE_NODE_STATES, NodeState.STOPPING]).values_list("name", flat=True)
+    return reap_orphan_containers(set(live))

@@ -1,0 +1,233 @@
+"""Runs in Docker environments on real nodes with a real Docker engine: the image built from the
+environment (its log in the run's log, recorded for the environment page) and reused by the next
+run, a run's logs, outputs and model from a container, a 2-node x 2-process gloo DDP run in
+containers, cancel leaving no container, a failed build surfaced with its log, and nodes without
+an engine never given a Docker run."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from runs.models import LogChunk, Run
+from tests.docker.conftest import run_containers
+from tests.helpers.processes import NodeProcess, wait_until
+from tests.helpers.site import module_site
+from tests.runs.conftest import PROJECTS as RUN_PROJECTS
+from trainhub.environments.docker_builder import DEFAULT_BASE_IMAGE, ENV_ROOT
+
+pytestmark = pytest.mark.slow
+
+PROJECTS = Path(__file__).parent / "projects"
+TORCH_PACKAGES = ["torch==2.13.0", "numpy"]
+
+
+@pytest.fixture(scope="module")
+def site(docker_engine, django_db_blocker, live_server_process, tmp_path_factory):
+    """A workspace with a Docker cluster of two nodes and a cluster whose node has no engine."""
+    from tests.runs.builders import make_cluster
+
+    log_dir = tmp_path_factory.mktemp("docker-site")
+    with module_site(django_db_blocker, live_server_process, log_dir) as site:
+        with django_db_blocker.unblock():
+            make_cluster(site.workspace, name="docker-cluster", max_nodes=2)
+            plain = make_cluster(site.workspace, name="plain-cluster", max_nodes=1)
+            site.nodes.append(
+                NodeProcess(plain, log_dir, TRAINHUB_NODE_SERVER_URL=site.url, TRAINHUB_NODE_DOCKER="false").start()
+            )
+        site.start_nodes("docker-cluster", 2)
+        yield site
+
+
+@pytest.fixture(scope="module")
+def ws(site):
+    from trainhub.sdk import Workspace
+
+    return Workspace.get("birds", url=site.url, token=site.token)
+
+
+def docker_environment(ws, name: str, pip: list[str]):
+    from trainhub.sdk import Environment
+    from trainhub.sdk.environment import CondaDependencies
+
+    env = Environment(name)
+    env.python.conda_dependencies = CondaDependencies.create(pip_packages=pip)
+    env.docker.enabled = True
+    env.docker.base_image = DEFAULT_BASE_IMAGE
+    return env.register(ws)
+
+
+@pytest.fixture(scope="module")
+def torch_env(ws):
+    return docker_environment(ws, "docker-torch", TORCH_PACKAGES)
+
+
+def submit(ws, env, project: Path, script: str, cluster: str = "docker-cluster", **extra):
+    from trainhub.sdk import Experiment, ScriptRunConfig
+    from trainhub.sdk.compute import ComputeTarget
+
+    src = ScriptRunConfig(
+        source_directory=str(project),
+        script=script,
+        compute_target=ComputeTarget(workspace=ws, name=cluster),
+        environment=env,
+        **extra,
+    )
+    return Experiment(ws, "in-docker").submit(src)
+
+
+def log_lines(site, run, stream_prefix: str = "") -> list[str]:
+    with site.blocker.unblock():
+        chunks = LogChunk.objects.filter(run__run_id=run.id, stream__startswith=stream_prefix).order_by("id")
+        return [line for chunk in chunks for line in chunk.text.split("\n")]
+
+
+def builds_of(site, env) -> list:
+    from trainhub.environments.models import EnvironmentBuild
+    from trainhub.environments.spec import spec_hash
+
+    with site.blocker.unblock():
+        with_spec = Run.objects.filter(environment_name=env.name).first()
+        return list(EnvironmentBuild.objects.filter(spec_hash=spec_hash(with_spec.environment_spec)))
+
+
+def test_a_gpu_node_hands_its_gpus_to_the_containers_with_nccl(db, tmp_path):
+    """No GPU here: what the launcher would ask the engine for on a node with two is inspected."""
+    from runs.containers import SPEC_VARIABLE, launcher_for, site_label
+    from tests.conftest import make_user
+    from tests.runs.builders import make_cluster, make_snapshot
+    from trainhub.compute.models import Node
+    from trainhub.environments.builders import MaterialisedEnvironment
+    from trainhub.workspaces.services import workspace_create
+
+    workspace = workspace_create(name="gpus", user=make_user("gina"), description="")
+    cluster = make_cluster(workspace, name="gpu-cluster", vm_size="STANDARD_NC12")
+    node = Node.objects.create(cluster=cluster, name="gpu-node", hostname="h", address="10.0.0.2", pid=1, cpus=12,
+                               gpus=2, docker=True)
+    run = Run.objects.create(
+        workspace=workspace, experiment=workspace.experiments.create(name="e"), number=1, run_id="e_1", cluster=cluster,
+        snapshot=make_snapshot(workspace), environment_name="gpu-env", environment_spec={"docker": {"enabled": True}},
+        script="train.py", distributed={"type": "pytorch", "communication_backend": "Nccl"},
+    )
+    image = "trainhub-env:" + "0" * 64
+    built = MaterialisedEnvironment(Path(ENV_ROOT) / "bin" / "python", Path(ENV_ROOT), "0" * 64, True, image)
+    launcher = launcher_for(run, node, tmp_path / "work", built)
+    argv, env = launcher.command([f"{ENV_ROOT}/bin/python", "train.py"], {"TRAINHUB_DIST_BACKEND": "nccl"})
+    spec = json.loads(env[SPEC_VARIABLE])
+    assert spec["device_requests"] == [{"driver": "nvidia", "count": 2, "capabilities": [["gpu"]]}]
+    assert spec["environment"]["TRAINHUB_DIST_BACKEND"] == "nccl"
+    assert spec["image"] == image and spec["network_mode"] == "host"
+    assert spec["command"] == [f"{ENV_ROOT}/bin/python", "train.py"]
+    assert spec["labels"] == {"trainhub.run": "e_1", "trainhub.node": "gpu-node", "trainhub.site": site_label()}
+    assert str(tmp_path / "work") in spec["volumes"]
+    node.gpus = 0
+    argv, env = launcher_for(run, node, tmp_path / "work", built).command(["python"], {})
+    assert "device_requests" not in json.loads(env[SPEC_VARIABLE])
+
+
+def test_a_run_in_a_docker_environment_logs_outputs_and_registers_its_model(site, ws, torch_env, tmp_path):
+    run = submit(ws, torch_env, PROJECTS, "train.py")
+    details = run.wait_for_completion()
+    assert details["status"] == "Completed", details
+    prepare = log_lines(site, run, "prepare_")
+    assert any(line.startswith("Step 1/") and DEFAULT_BASE_IMAGE in line for line in prepare), prepare
+    assert any("Successfully tagged trainhub-env:" in line for line in prepare)
+    assert any(line.startswith("Environment built") for line in prepare)
+    ranks = log_lines(site, run, "std_log_process_0")
+    assert f"in container True python {ENV_ROOT}/bin/python" in ranks
+    assert [line.split()[1] for line in ranks if line.startswith("epoch ")] == ["0", "1", "2"]
+    printed = next(line for line in ranks if line.startswith("model sha256")).split()[-1]
+    run.download_file("outputs/model.pt", str(tmp_path / "model.pt"))
+
+
+    assert hashlib.sha256((tmp_path / "model.pt").read_bytes()).hexdigest() == printed
+    model = run.register_model("docker-linear", "outputs/model.pt")
+    assert model.version == 1
+    (build,) = builds_of(site, torch_env)
+    assert build.status == "succeeded" and "Successfully tagged" in build.log
+    assert run_containers(site_client(), run.id) == []
+
+
+def site_client():
+    from trainhub.environments.docker_builder import docker_client
+
+    return docker_client()
+
+
+def test_the_second_run_reuses_the_image_without_building(site, ws, torch_env):
+    first = submit(ws, torch_env, PROJECTS, "train.py")
+    assert first.wait_for_completion()["status"] == "Completed"
+    builds_before = len(builds_of(site, torch_env))
+    run = submit(ws, torch_env, PROJECTS, "train.py")
+    assert run.wait_for_completion()["status"] == "Completed"
+    prepare = log_lines(site, run, "prepare_")
+    assert any(line.startswith("Environment cache hit") for line in prepare), prepare
+    assert any("is in this node's Docker engine" in line for line in prepare)
+    assert not any(line.startswith("Step ") for line in prepare)
+    assert len(builds_of(site, torch_env)) == builds_before
+
+
+def test_two_nodes_by_two_processes_of_gloo_ddp_in_containers(site, ws, torch_env, tmp_path):
+    from trainhub.sdk.runconfig import PyTorchConfiguration
+
+    run = submit(
+        ws, torch_env, RUN_PROJECTS / "ddp", "ddp_check.py",
+        distributed_job_config=PyTorchConfiguration(process_count=4, node_count=2),
+    )
+    assert run.wait_for_completion()["status"] == "Completed"
+    reduced = [line for line in log_lines(site, run, "std_log_process_") if "all_reduce sum" in line]
+    assert reduced == ["all_reduce sum 10.0 expected 10.0"] * 4
+    run.download_file("outputs/result.json", str(tmp_path / "result.json"))
+    assert json.loads((tmp_path / "result.json").read_text()) == {"world_size": 4, "sum": 10.0}
+    assert run_containers(site_client(), run.id) == []
+
+
+def test_cancel_stops_and_removes_the_runs_containers(site, ws, torch_env):
+    run = submit(ws, torch_env, PROJECTS, "wait.py")
+    wait_until(lambda: "waiting to be canceled" in log_lines(site, run, "std_log_process_0"), 120,
+               message="the script to start in its container")
+    client = site_client()
+    (container,) = run_containers(client, run.id)
+    assert container.status == "running"
+    run.cancel()
+    wait_until(lambda: run.get_status() == "Canceled", 30, message="Canceled")
+    wait_until(lambda: run_containers(client, run.id) == [], 10, message="no container of the run")
+
+
+def test_a_failed_build_fails_the_run_with_the_build_log(site, ws):
+    env = docker_environment(ws, "docker-broken", ["trainhub-no-such-package==9.9.9"])
+    run = submit(ws, env, PROJECTS, "train.py")
+    details = run.wait_for_completion(raise_on_error=False)
+    assert details["status"] == "Failed"
+    with site.blocker.unblock():
+        reason = Run.objects.get(run_id=run.id).status_reason
+    assert reason.startswith("Environment build failed: The image build failed:")
+    assert "trainhub-no-such-package" in reason
+    prepare = "\n".join(log_lines(site, run, "prepare_"))
+    assert "Step 1/" in prepare and "trainhub-no-such-package" in prepare
+    (build,) = builds_of(site, env)
+    assert build.status == "failed" and "trainhub-no-such-package" in build.log
+
+
+def test_nodes_without_an_engine_are_never_sent_a_docker_run(site, ws, torch_env):
+    from runs.containers import launch_problem
+    from runs.scheduling import dispatch_cluster
+    from trainhub.compute.models import Node
+
+    run = submit(ws, torch_env, PROJECTS, "train.py", cluster="plain-cluster")
+    with site.blocker.unblock():
+        node = Node.objects.get(cluster__name="plain-cluster", state="idle")
+        assert not node.docker
+        assert dispatch_cluster(node.cluster_id) == []
+        recorded = Run.objects.get(run_id=run.id)
+        assert recorded.status == "Queued" and recorded.dispatched_at is None
+        # What the node would answer, were it sent one anyway.
+        assert launch_problem(recorded, node) == (
+            f"Environment 'docker-torch' is a Docker environment (docker.enabled = True), but node {node.name} "
+            "has no Docker engine. Run it on a cluster whose nodes have one, or set docker.enabled = False."
+        )
+    run.cancel()
+    wait_until(lambda: run.get_status() == "Canceled", 30, message="Canceled")
