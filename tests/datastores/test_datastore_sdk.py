@@ -70,6 +70,11 @@ def test_it_uploads_listed_files_and_never_a_symlink(ws, data_dir, tmp_path, cap
     with pytest.raises(UserErrorException, match="not a regular file"):
         ds.upload_files([str(data_dir / "escape")], show_progress=False)
 
+    (tmp_path / "empty.txt").write_bytes(b"")
+    ds.upload_files([str(tmp_path / "empty.txt")], target_path="extra", show_progress=False)
+    sizes = [(f["path"], f["size"]) for f in ds.list_files("extra")]
+    assert sizes == [("extra/empty.txt", 0), ("extra/train/a.csv", 8)]
+
 
 def test_a_workspace_has_several_named_datastores(ws, data_dir):
     other = Datastore.register(ws, "raw-images")
