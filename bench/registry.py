@@ -1,5 +1,6 @@
-"""Registry figures: a 1 GB version file downloaded over loopback from a live daphne (throughput,
-the server's peak RSS), the same as a streamed zip, and the bytes written to register it."""
+"""Registry figures: a 1 GB version file downloaded over loopback from a live daphne (throughput
+with curl and with the SDK, the server's peak RSS), the same as a streamed zip, and the bytes the
+server writes to register a 1 GiB run output and a 1 GiB local file."""
 
 from __future__ import annotations
 
@@ -166,11 +167,17 @@ def main() -> None:
                 f"{api}/models/big-folder/versions/1/download", token, pid
             )
 
-            local_before = io_counters(pid)
-            storage_before = tree_size(storage)
             from trainhub.sdk import Model, Workspace
 
             ws = Workspace.get("bench", url=server.url, token=token)
+            with PeakRss(pid) as sdk_peak:
+                sdk_started = time.perf_counter()
+                Model(ws, name="big", version=1).download(target_dir=str(scratch / "sdk"), show_progress=False)
+                sdk_rate = SIZE / (time.perf_counter() - sdk_started) / 1e9
+            shutil.rmtree(scratch / "sdk")
+
+            local_before = io_counters(pid)
+            storage_before = tree_size(storage)
             with open(big, "ab") as handle:
                 handle.write(b"local copy")  # another hash than the run's file
             upload_started = time.perf_counter()
@@ -191,6 +198,10 @@ def main() -> None:
             cpu = min(r[3] for r in runs)
             print(f"  download (single file, curl):  {best[0]:.2f} GB/s (best of {rates})")
             print(
+                f"  download (SDK Model.download): {sdk_rate:.2f} GB/s, sha256 checked; "
+                f"server peak RSS {sdk_peak.peak:.0f} MB"
+            )
+            print(
                 f"  server CPU per GB downloaded:  {cpu:.2f} s (single file), {zip_cpu:.2f} s (zip)"
             )
             memory = f"{idle_rss:.0f} MB idle, {peak_rss:.0f} MB peak"
@@ -202,7 +213,7 @@ def main() -> None:
             print(
                 f"  register a 1 GiB local file:   uploaded in {upload_seconds:.1f} s; storage "
                 f"grew {upload_growth} bytes, the server wrote {upload_disk} bytes to disk "
-                "(daphne, then Django's ASGI handler, each spool a request body to a temp file)"
+                f"({upload_disk / upload_growth:.2f} copies: resumable chunks, one staging file renamed into storage)"
             )
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
