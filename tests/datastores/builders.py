@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import hashlib
 
+from django.http import HttpResponse
 from django.test import Client
+
+from tests.runs.builders import make_cluster, make_snapshot
+from trainhub.workspaces.models import Workspace
 
 
 def upload(client: Client, workspace: str, files: dict[str, bytes], datastore: str = "workspaceblobstore") -> None:
@@ -17,3 +21,20 @@ def upload(client: Client, workspace: str, files: dict[str, bytes], datastore: s
     entries = [{"path": path, "sha256": hashlib.sha256(content).hexdigest()} for path, content in files.items()]
     answer = client.post(f"{base}/datastores/{datastore}/files", {"files": entries}, content_type="application/json")
     assert answer.status_code == 200 and {o["outcome"] for o in answer.json()} == {"stored"}, answer.content
+
+
+def submit(client: Client, workspace: Workspace, arguments: list[str]) -> HttpResponse:
+    """Submit a run with these arguments through the API (a cluster and a snapshot made for it)."""
+    make_cluster(workspace, name="cpu")
+    snapshot = make_snapshot(workspace)
+    return client.post(
+        f"/api/v1/workspaces/{workspace.name}/experiments/data/runs",
+        {
+            "snapshot": snapshot.sha256,
+            "compute_target": "cpu",
+            "environment": {"name": "TrainHub-PyTorch-2.13-CPU"},
+            "script": "train.py",
+            "arguments": arguments,
+        },
+        content_type="application/json",
+    )

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.runs.conftest import cluster, curated_env, node, ws  # noqa: F401  (fixtures)
+from tests.runs.test_distributed import two_nodes  # noqa: F401  (fixture)
 
 PROJECTS = Path(__file__).parent / "projects"
 DATA = {"labels.txt": b"chicken\nturkey\n", "train/a.csv": b"x,y\n1,2\n", "train/b.csv": b"x,y\n3,4\n"}

@@ -8,8 +8,7 @@ import pytest
 
 from datastores.models import Dataset, DatastoreFile, RunInput
 from tests.conftest import api_client, issue_token
-from tests.datastores.builders import upload
-from tests.runs.builders import make_cluster, make_snapshot
+from tests.datastores.builders import submit, upload
 from trainhub.sdk._data_reference import marker
 
 pytestmark = pytest.mark.django_db
@@ -82,20 +81,9 @@ def test_readers_get_403_on_writes_and_nothing_changes(data, workspace, reader):
 
 
 def test_a_run_cannot_take_another_workspaces_data(data, other_workspace, outsider, curated_env):
-    make_cluster(other_workspace, name="cpu")
-    make_snapshot(other_workspace)
     client = api_client(issue_token(other_workspace, outsider))
-    answer = client.post(
-        f"/api/v1/workspaces/{other_workspace.name}/experiments/steal/runs",
-        {
-            "snapshot": hashlib.sha256(b"snapshot").hexdigest(),
-            "compute_target": "cpu",
-            "environment": {"name": "TrainHub-PyTorch-2.13-CPU"},
-            "script": "train.py",
-            "arguments": ["--data", marker({"kind": "dataset", "dataset": "fowl", "mode": "mount"})],
-        },
-        content_type="application/json",
-    )
+    stolen = marker({"kind": "dataset", "dataset": "fowl", "mode": "mount"})
+    answer = submit(client, other_workspace, ["--data", stolen])
     assert answer.status_code == 404
     assert answer.json()["detail"] == "No dataset named 'fowl' in this workspace."
     assert not RunInput.objects.exists()

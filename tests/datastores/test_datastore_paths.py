@@ -14,8 +14,7 @@ from datastores.models import DataBlob, DatasetVersion, DatastoreFile, RunInput
 from datastores.staging import UnsafeInputPath, stage_tree
 from runs.models import Run
 from tests.conftest import api_client, issue_token
-from tests.datastores.builders import upload
-from tests.runs.builders import make_cluster, make_snapshot
+from tests.datastores.builders import submit, upload
 from trainhub.sdk._data_reference import marker
 
 pytestmark = pytest.mark.django_db
@@ -68,34 +67,14 @@ def test_a_dataset_pattern_outside_is_refused(client, pattern):
     ],
 )
 def test_a_run_input_outside_the_datastore_submits_nothing(client, workspace, curated_env, description, message):
-    make_cluster(workspace, name="cpu")
-    make_snapshot(workspace)
-    answer = client.post(
-        f"{BASE}/experiments/data/runs",
-        {
-            "snapshot": hashlib.sha256(b"snapshot").hexdigest(),
-            "compute_target": "cpu",
-            "environment": {"name": "TrainHub-PyTorch-2.13-CPU"},
-            "script": "train.py",
-            "arguments": ["--data_dir", marker(dict(description, mode="mount"))],
-        },
-        content_type="application/json",
-    )
+    answer = submit(client, workspace, ["--data_dir", marker(dict(description, mode="mount"))])
     assert answer.status_code == 400
     assert message in answer.json()["detail"]
     assert not Run.objects.exists() and not RunInput.objects.exists()
 
 
 def test_a_forged_marker_is_refused(client, workspace, curated_env):
-    make_cluster(workspace, name="cpu")
-    make_snapshot(workspace)
-    answer = client.post(
-        f"{BASE}/experiments/data/runs",
-        {"snapshot": hashlib.sha256(b"snapshot").hexdigest(), "compute_target": "cpu",
-         "environment": {"name": "TrainHub-PyTorch-2.13-CPU"}, "script": "train.py",
-         "arguments": ["{{trainhub-input:bm90IGpzb24=}}"]},
-        content_type="application/json",
-    )
+    answer = submit(client, workspace, ["{{trainhub-input:bm90IGpzb24=}}"])
     assert answer.status_code == 400
     assert "could not be read" in answer.json()["detail"]
     assert not Run.objects.exists()

@@ -8,8 +8,6 @@ import pytest
 
 from runs.models import LogChunk
 from tests.datastores.conftest import DATA, PROJECTS, listing
-from tests.helpers.processes import NodeProcess, wait_until
-from trainhub.compute.models import Node
 from trainhub.sdk import Dataset, Environment, Experiment, ScriptRunConfig
 from trainhub.sdk.compute import ComputeTarget
 from trainhub.sdk.runconfig import PyTorchConfiguration
@@ -84,18 +82,6 @@ def test_a_run_reads_its_inputs_and_a_second_run_copies_nothing(ws, node, data_d
     assert '/w/birds/data/sets/fowl/1/"' in run_page and "/w/birds/data/stores/workspaceblobstore/" in run_page
     version_page = client.get("/w/birds/data/sets/fowl/1/").content.decode()
     assert first.id in version_page and second.id in version_page
-
-
-@pytest.fixture
-def two_nodes(cluster, live_server_process, transactional_db, tmp_path):
-    nodes = [
-        NodeProcess(cluster, tmp_path, TRAINHUB_NODE_SERVER_URL=live_server_process.url).start(wait=False)
-        for _ in range(2)
-    ]
-    wait_until(lambda: Node.objects.filter(cluster=cluster, state="idle").count() == 2, 60, message="two idle nodes")
-    yield nodes
-    for node in nodes:
-        node.stop()
 
 
 def test_every_rank_of_a_two_node_run_reads_the_same_dataset(ws, two_nodes, data_dir):
