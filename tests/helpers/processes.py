@@ -183,3 +183,11 @@ def wait_until(predicate, timeout: float, interval: float = 0.1, message: str = 
             raise AssertionError(f"{message} not reached in {timeout} s")
         time.sleep(interval)
     return time.monotonic() - started
+
+
+def bytes_written(pid: int) -> int:
+    """Bytes a process has written so far: to files, its temporary spools and sockets alike
+    (`wchar`, which counts the same on any file system, tmpfs included)."""
+    with open(f"/proc/{pid}/io") as io:
+        counters = dict(line.split(": ") for line in io.read().splitlines())
+    return int(counters["wchar"])

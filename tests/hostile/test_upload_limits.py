@@ -13,7 +13,7 @@ import requests
 
 from registry import services
 from registry.models import ModelBlob
-from tests.helpers.processes import Server
+from tests.helpers.processes import Server, bytes_written
 from trainhub import uploads
 from trainhub.ops.request_limits import REQUEST_TOO_LARGE
 
@@ -45,13 +45,6 @@ def url(limited_server, transactional_db, workspace):
 @pytest.fixture
 def headers(owner_token):
     return {"Authorization": f"Bearer {owner_token}"}
-
-
-def disk_writes(server: Server) -> int:
-    """Bytes the server process caused to be written to disk so far."""
-    with open(f"/proc/{server.process.pid}/io") as io:
-        counters = dict(line.split(": ") for line in io.read().splitlines())
-    return int(counters["write_bytes"])
 
 
 def staged_files(workspace) -> list[str]:
@@ -92,7 +85,7 @@ def closed_by_server(connection: socket.socket) -> bool:
 def test_a_body_declared_past_the_request_limit_is_refused_before_it_is_sent(
     limited_server, url, owner_token, workspace
 ):
-    before = disk_writes(limited_server)
+    before = bytes_written(limited_server.process.pid)
     connection = raw_request(
         limited_server,
         f"PUT /api/v1/workspaces/birds/model-blobs/{SHA} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
@@ -105,7 +98,7 @@ def test_a_body_declared_past_the_request_limit_is_refused_before_it_is_sent(
         assert b"100 Continue" not in head
         assert answer == {"detail": REQUEST_TOO_LARGE.format(limit=REQUEST_MAX), "code": "request_too_large"}
         assert closed_by_server(connection)
-    assert disk_writes(limited_server) - before < 64 * 1024
+    assert bytes_written(limited_server.process.pid) - before < 64 * 1024
     assert staged_files(workspace) == []
     assert requests.get(f"{limited_server.url}/accounts/login/", timeout=10).status_code == 200
 
@@ -113,7 +106,7 @@ def test_a_body_declared_past_the_request_limit_is_refused_before_it_is_sent(
 def test_a_chunked_body_without_length_is_cut_off_once_past_the_limit(
     limited_server, url, owner_token, workspace
 ):
-    before = disk_writes(limited_server)
+    before = bytes_written(limited_server.process.pid)
     connection = raw_request(
         limited_server,
         f"PUT /api/v1/workspaces/birds/model-blobs/{SHA} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
@@ -134,7 +127,7 @@ def test_a_chunked_body_without_length_is_cut_off_once_past_the_limit(
             pytest.fail("the server read a 256 MB body that has no length")
     assert sent < attempted
     # What the server spilled to its temporary file before it stopped: at most the limit.
-    assert disk_writes(limited_server) - before <= REQUEST_MAX + 64 * 1024
+    assert bytes_written(limited_server.process.pid) - before <= REQUEST_MAX + 64 * 1024
     assert staged_files(workspace) == []
     assert not ModelBlob.objects.exists()
     assert requests.get(f"{limited_server.url}/accounts/login/", timeout=10).status_code == 200
@@ -188,9 +181,9 @@ def test_the_sdk_is_told_the_limit_before_it_sends_the_file(
 
     big = tmp_path / "model.pt"
     big.write_bytes(b"w" * (MODEL_MAX + 1))
-    before = disk_writes(limited_server)
+    before = bytes_written(limited_server.process.pid)
     ws = Workspace.get("birds", url=limited_server.url, token=owner_token)
     with pytest.raises(UserErrorException, match=f"the limit for a model file is {MODEL_MAX} bytes"):
         Model.register(ws, str(big), "too-big", show_progress=False)
-    assert disk_writes(limited_server) - before < 64 * 1024
+    assert bytes_written(limited_server.process.pid) - before < 64 * 1024
     assert staged_files(workspace) == []

@@ -17,6 +17,7 @@ from django.utils import timezone
 
 from registry.models import ModelBlob
 from registry.services import BLOB_UPLOADS
+from tests.helpers.processes import bytes_written
 from trainhub import uploads
 from trainhub.sdk import Model
 from trainhub.sdk._uploads import upload_file
@@ -44,12 +45,6 @@ def write_model(path: Path, size: int, salt: bytes = b"") -> str:
         for start in range(0, size, len(block)):
             handle.write(block[: min(len(block), size - start)])
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def disk_writes(pid: int) -> int:
-    with open(f"/proc/{pid}/io") as io:
-        counters = dict(line.split(": ") for line in io.read().splitlines())
-    return int(counters["write_bytes"])
 
 
 def probe(sdk_ws, sha256: str, size: int) -> requests.Response:
@@ -83,9 +78,9 @@ def test_a_local_register_writes_the_file_on_the_server_once(sdk_ws, live_server
     local = tmp_path / "model.pt"
     size = 3 * CHUNK
     write_model(local, size, salt=b"once")
-    before = disk_writes(live_server_process.process.pid)
+    before = bytes_written(live_server_process.process.pid)
     model = Model.register(sdk_ws, str(local), "written-once", show_progress=False)
-    written = disk_writes(live_server_process.process.pid) - before
+    written = bytes_written(live_server_process.process.pid) - before
     assert model.get_details()["files"][0]["size"] == size
     # The staging file is the one copy (it is renamed into storage); the rest is the database.
     assert size <= written < size + 2 * 1024 * 1024
