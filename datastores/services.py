@@ -7,7 +7,6 @@ import base64
 import binascii
 import json
 import re
-import secrets
 import tarfile
 from functools import partial
 from typing import IO, Any
@@ -92,16 +91,7 @@ def datastore_create(*, access: Access, name: str) -> Datastore:
 
 
 def _blob_commit(workspace: Workspace, sha256: str, staged: uploads.StagedFile) -> DataBlob:
-    """Move a checked upload into storage under a name of its own, and record it."""
-    stored = default_storage.save(f"datastores/{workspace.pk}/blobs/{sha256}-{secrets.token_hex(6)}", staged)
-    try:
-        with transaction.atomic():
-            return DataBlob.objects.create(
-                workspace=workspace, sha256=sha256, size=default_storage.size(stored), storage_name=stored
-            )
-    except IntegrityError:
-        default_storage.delete(stored)  # the same content arrived twice at once: keep the first
-        return DataBlob.objects.get(workspace=workspace, sha256=sha256)
+    return uploads.save_blob(DataBlob, f"datastores/{workspace.pk}/blobs", workspace, sha256, staged)[0]
 
 
 def blob_receive(*, access: Access, sha256: str, chunk: uploads.Chunk) -> DataBlob | uploads.Progress:

@@ -8,7 +8,6 @@ run history is immutable, so registering a 1 GB output writes no copy of it at a
 from __future__ import annotations
 
 import re
-import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
@@ -219,18 +218,10 @@ def _blob_of(workspace: Workspace, sha256: str) -> ModelBlob | None:
 
 
 def _blob_commit(workspace: Workspace, sha256: str, staged: uploads.StagedFile) -> ModelBlob:
-    """Move a checked upload into storage under a name of its own, and record it."""
-    stored = default_storage.save(f"models/{workspace.pk}/blobs/{sha256}-{secrets.token_hex(6)}", staged)
-    try:
-        with transaction.atomic():
-            blob = ModelBlob.objects.create(
-                workspace=workspace, sha256=sha256, size=default_storage.size(stored), storage_name=stored
-            )
-    except IntegrityError:
-        # The same content arrived twice at once: keep the first copy.
-        default_storage.delete(stored)
-        return ModelBlob.objects.get(workspace=workspace, sha256=sha256)
-    blob_sweep_unattached()
+    """Move a checked upload into storage and record it; a new file sweeps forgotten ones."""
+    blob, new = uploads.save_blob(ModelBlob, f"models/{workspace.pk}/blobs", workspace, sha256, staged)
+    if new:
+        blob_sweep_unattached()
     return blob
 
 

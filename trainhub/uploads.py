@@ -51,10 +51,14 @@ from typing import IO, Any, TypeVar
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.files import File
+from django.core.files.storage import default_storage
+from django.db import IntegrityError, transaction
+from django.db.models import Model
 from django.http import HttpRequest
 from ninja import Schema
 
 T = TypeVar("T")
+B = TypeVar("B", bound=Model)
 
 SHA_PATTERN = re.compile(r"^[0-9a-f]{64}$")
 KIND_PATTERN = re.compile(r"^[a-z][a-z0-9-]{0,39}$")
@@ -346,6 +350,23 @@ def _finish(path: Path, sha256: str, commit: Callable[[StagedFile], T], digest: 
             staged.close()
     finally:
         path.unlink(missing_ok=True)
+
+
+def save_blob(model: type[B], folder: str, workspace: Any, sha256: str, staged: StagedFile) -> tuple[B, bool]:
+    """Save a checked upload into storage under a name of its own (`folder/<sha256>-<random>`, so a
+    racing upload never touches it) and record it as a `model` row (workspace, sha256, size,
+    storage_name). When the same content was recorded meanwhile, that row is kept and this copy
+    deleted: (the row, whether it is new)."""
+    stored = default_storage.save(f"{folder}/{sha256}-{secrets.token_hex(6)}", staged)
+    try:
+        with transaction.atomic():
+            row = model.objects.create(
+                workspace=workspace, sha256=sha256, size=default_storage.size(stored), storage_name=stored
+            )
+    except IntegrityError:
+        default_storage.delete(stored)
+        return model.objects.get(workspace=workspace, sha256=sha256), False
+    return row, True
 
 
 def sweep_stale(now: float | None = None) -> int:
