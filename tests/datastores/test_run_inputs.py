@@ -1,5 +1,5 @@
 """Data handed to real runs on real nodes: a datastore path mounted and downloaded, the datastore
-itself (the estimator's script_params form), a registered dataset version; read-only on the node,
+itself (also as the estimator's script_params={'--data_dir': ds}), a registered dataset version; read-only on the node,
 copied once per node, the same on every node of a distributed run, and listed on the run's page."""
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from tests.datastores.conftest import DATA, PROJECTS, listing
 from trainhub.sdk import Dataset, Environment, Experiment, ScriptRunConfig
 from trainhub.sdk.compute import ComputeTarget
 from trainhub.sdk.runconfig import PyTorchConfiguration
+from trainhub.sdk.train.dnn import PyTorch
 
 pytestmark = pytest.mark.slow
 
@@ -75,6 +76,13 @@ def test_a_run_reads_its_inputs_and_a_second_run_copies_nothing(ws, node, data_d
     staged = log_lines(second, "bytes copied to this node")
     assert len(staged) == 6 and all(" 0 bytes copied" in line for line in staged), staged
     assert read_line(second, "--mounted").split(" path=")[1] == read_line(first, "--mounted").split(" path=")[1]
+
+    estimator = PyTorch(source_directory=str(PROJECTS / "reader"), compute_target="cpu-cluster",
+                        entry_script="read_data.py", script_params={"--data_dir": ds})
+    third = experiment.submit(estimator)
+    assert third.wait_for_completion()["status"] == "Completed"
+    assert f"files={expected['--root']} writable=False" in read_line(third, "--data_dir")
+    assert all(" 0 bytes copied" in line for line in log_lines(third, "bytes copied to this node"))
 
     client = client_for(owner)
     run_page = client.get(f"/w/birds/runs/{second.id}/").content.decode()
