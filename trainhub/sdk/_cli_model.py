@@ -125,8 +125,7 @@ def register_model(args: argparse.Namespace) -> int:
             properties=properties,
             description=args.description,
         )
-    print(f"Registered {model.id}")
-    return 0
+    return emit(args, model.get_details(), f"Registered {model.id}")
 
 
 def download_model(args: argparse.Namespace) -> int:
@@ -141,8 +140,9 @@ def download_model(args: argparse.Namespace) -> int:
         raise UserErrorException(
             f"{error.path} already exists: add --exist-ok to replace it."
         ) from None
-    print(f"Downloaded {model.id} to {path} (sha256 checked)")
-    return 0
+    return emit(
+        args, dict(model.get_details(), downloaded_to=path), f"Downloaded {model.id} to {path} (sha256 checked)"
+    )
 
 
 def export_model(args: argparse.Namespace) -> int:
