@@ -181,3 +181,11 @@ def test_usage_and_unknown_run_errors(user):
     unknown = trainhub(user, "trainhub run show no-such-run")
     assert unknown.returncode == 1
     assert unknown.stderr.count("\n") == 1 and unknown.stderr.startswith("trainhub: error: ")
+
+
+def test_json_submit_keeps_stdout_for_the_json(user):
+    done = trainhub(user, "trainhub run submit --json --script fail.py --compute cpu --experiment cli-json")
+    assert done.returncode == 1
+    assert json.loads(done.stdout)["status"] == "Failed"
+    assert "ZeroDivisionError" in done.stderr and "Status: Failed" in done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith("trainhub: error: Run cli-json_")
