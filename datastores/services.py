@@ -16,6 +16,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.core.files.storage import default_storage
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 
 from datastores import selectors
 from datastores.models import (
@@ -142,16 +143,12 @@ def blobs_store_batch(*, access: Access, stream: IO[bytes]) -> int:
 # ---------------------------------------------------------------- files of a datastore
 
 
-def _file_put(datastore: Datastore, path: str, blob: DataBlob | None, overwrite: bool) -> str:
-    current = DatastoreFile.objects.filter(datastore=datastore, path=path).select_related("blob").first()
+def _outcome(current: DatastoreFile | None, blob: DataBlob | None, overwrite: bool) -> str:
     if current is not None and blob is not None and current.blob_id == blob.pk:
         return SKIPPED
     if current is not None and not overwrite:
         return KEPT
-    if blob is None:
-        return MISSING
-    DatastoreFile.objects.update_or_create(datastore=datastore, path=path, defaults={"blob": blob})
-    return STORED
+    return MISSING if blob is None else STORED
 
 
 def datastore_files_put(
@@ -160,20 +157,30 @@ def datastore_files_put(
     """Point each path at an uploaded content; per path, what happened: `stored`, `skipped` (the
     same content is there already), `kept` (other content is there and overwrite is off) or
     `missing` (the content is not uploaded yet: upload it, then ask again). All paths are checked
-    before any is written."""
+    before any is written, and all are written in a few queries, not a few per file."""
     access.require(Action.WRITE)
     if len(files) > MAX_FILES_PER_REQUEST:
         raise ValidationError(TOO_MANY_FILES.format(limit=MAX_FILES_PER_REQUEST))
-    cleaned = [(clean_path(path, what="target path"), sha256) for path, sha256 in files]
-    for path, sha256 in cleaned:
+    cleaned = dict((clean_path(path, what="target path"), sha256) for path, sha256 in files)
+    for path, sha256 in cleaned.items():
         if not path:
             raise ValidationError(FILE_PATH_EMPTY)
         if not uploads.SHA_PATTERN.match(sha256):
             raise ValidationError(uploads.BAD_SHA)
-    wanted = {sha256 for _, sha256 in cleaned}
-    blobs = {b.sha256: b for b in DataBlob.objects.filter(workspace=access.workspace, sha256__in=wanted)}
+    blobs = {b.sha256: b for b in DataBlob.objects.filter(workspace=access.workspace, sha256__in=cleaned.values())}
     with transaction.atomic():
-        return [(path, _file_put(datastore, path, blobs.get(sha256), overwrite)) for path, sha256 in cleaned]
+        current = {f.path: f for f in datastore.files.select_for_update().filter(path__in=cleaned)}
+        outcomes = {path: _outcome(current.get(path), blobs.get(sha), overwrite) for path, sha in cleaned.items()}
+        stored = [(path, blobs[cleaned[path]]) for path, outcome in outcomes.items() if outcome == STORED]
+        now = timezone.now()
+        for path, blob in stored:
+            if path in current:
+                current[path].blob, current[path].updated_at = blob, now
+        DatastoreFile.objects.bulk_update([current[p] for p, _ in stored if p in current], ["blob", "updated_at"])
+        DatastoreFile.objects.bulk_create(
+            DatastoreFile(datastore=datastore, path=p, blob=b) for p, b in stored if p not in current
+        )
+    return list(outcomes.items())
 
 
 # ---------------------------------------------------------------- datasets
