@@ -695,6 +695,8 @@ class NodeExecution:
         for handle in self.__dict__.get("_stream_files", {}).values():
             handle.close()
         if self.prepare_lines:
+            # A build can fail before the snapshot (and this folder) is unpacked.
+            self.private_logs.mkdir(parents=True, exist_ok=True)
             (self.private_logs / f"{self.prepare_stream}.txt").write_text("\n".join(self.prepare_lines) + "\n")
         skipped = []
         for folder in ("outputs", "logs"):
