@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import io
 import json
 import re
 import tarfile
@@ -109,34 +110,53 @@ def blob_receive(*, access: Access, sha256: str, chunk: uploads.Chunk) -> DataBl
     )
 
 
+def _batch_members(body: bytes) -> tuple[tarfile.TarFile, list[tarfile.TarInfo]]:
+    """The members of a batch, each a regular file named by a sha256, or a ValidationError."""
+    refused = ValidationError(BAD_BATCH.format(limit=uploads.chunk_bytes()), code="upload_batch")
+    if len(body) > uploads.chunk_bytes():
+        raise refused
+    try:
+        archive = tarfile.open(fileobj=io.BytesIO(body), mode="r:")
+        members = archive.getmembers()
+    except tarfile.TarError:
+        raise refused from None
+    if not all(member.isfile() and uploads.SHA_PATTERN.match(member.name) for member in members):
+        raise refused
+    return archive, members
+
+
 def blobs_store_batch(*, access: Access, stream: IO[bytes]) -> int:
-    """Store many small contents sent in one request (a tar of files named by their sha256), each
-    checked like a single upload; one request instead of two per file. How many were new."""
+    """Store many small contents sent in one request (an uncompressed tar, at most one upload chunk,
+    of files named by their sha256), each checked like a single upload: one request instead of two
+    per file, one query for what is there already, one transaction. How many were new."""
     access.require(Action.WRITE)
+    archive, members = _batch_members(stream.read(uploads.chunk_bytes() + 1))
+    present = set(
+        DataBlob.objects.filter(workspace=access.workspace, sha256__in=[m.name for m in members]).values_list(
+            "sha256", flat=True
+        )
+    )
     names: list[str] = []
     try:
-        # One transaction for the batch: one database commit, not one per file.
-        with transaction.atomic(), tarfile.open(fileobj=stream, mode="r|") as archive:
-            for member in archive:
-                if not member.isfile() or not uploads.SHA_PATTERN.match(member.name):
-                    raise ValidationError(BAD_BATCH.format(limit=uploads.chunk_bytes()), code="upload_batch")
-                if selectors.blob_get(access.workspace, member.name) is not None:
+        with transaction.atomic():
+            for member in members:
+                if member.name in present:
                     continue
+                present.add(member.name)
                 blob = uploads.store_stream(
                     workspace=access.workspace,
                     kind=BLOB_UPLOADS,
                     sha256=member.name,
                     stream=archive.extractfile(member),
-                    existing=lambda: None,  # just looked; a racing copy is caught when it is recorded
+                    existing=lambda: None,  # looked up above; a racing copy is caught when it is recorded
                     commit=partial(_blob_commit, access.workspace, member.name),
                 )
                 names.append(blob.storage_name)
-    except (tarfile.TarError, ValidationError) as error:
+    except BaseException:
         for name in names:  # refused: the files of the rolled-back rows go too
-            default_storage.delete(name)
-        if isinstance(error, ValidationError):
-            raise
-        raise ValidationError(BAD_BATCH.format(limit=uploads.chunk_bytes()), code="upload_batch") from None
+            if not DataBlob.objects.filter(storage_name=name).exists():
+                default_storage.delete(name)
+        raise
     return len(names)
 
 
