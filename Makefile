@@ -4,14 +4,14 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test system-deps-run system-deps-test install bench lint clean
+.PHONY: run test system-deps-run system-deps-test docker-engine install bench lint clean
 
 run: system-deps-run $(STAMP)
 	$(PY) manage.py trainhub_up
 
 # The `postgres` tests (row locks: gang scheduling, version and run numbers) run a second
 # time against a throwaway PostgreSQL, since SQLite serialises every writer.
-test: system-deps-test $(STAMP)
+test: system-deps-test docker-engine $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 	scripts/with-postgres.sh $(PY) -m pytest -m postgres -p no:cacheprovider \
 		$$(grep -rl --include='test_*.py' 'mark.postgres' tests)
@@ -21,6 +21,11 @@ system-deps-run:
 
 system-deps-test:
 	@scripts/system-deps.sh test
+
+# The Docker tests need an engine and the local base image (built once from Debian packages, about
+# a minute and a half); where no engine can run they skip and say why, and the rest still runs.
+docker-engine:
+	@scripts/docker-engine.sh && scripts/docker-base-image.sh || echo "No Docker engine: the Docker tests will skip." >&2
 
 install: $(STAMP)
 

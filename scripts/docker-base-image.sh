@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Build TrainHub's local base image (Debian bookworm with Python 3.11 and venv) without pulling
-# from any registry: debootstrap into a folder, `docker import` it. Skipped when it exists.
+# from any registry: debootstrap into a folder, `docker import` it. Skipped when it exists. Lean on
+# purpose (no pip): image builds install packages with uv, which TrainHub copies in.
 set -euo pipefail
 image="${1:-trainhub/python:3.11-bookworm}"
 if docker image inspect "$image" >/dev/null 2>&1; then
@@ -19,7 +20,7 @@ fi
 root="$(mktemp -d /tmp/trainhub-rootfs-XXXXXX)"
 trap 'rm -rf "$root"' EXIT
 echo "Building $image from $mirror (about a minute)"
-debootstrap --variant=minbase --include=python3,python3-venv,python3-pip,ca-certificates \
+debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates \
   bookworm "$root" "$mirror" >/dev/null
 tar -C "$root" -c . | docker import -c 'ENV LANG=C.UTF-8' -c 'CMD ["/usr/bin/python3"]' - "$image" >/dev/null
 echo "Built $image"
