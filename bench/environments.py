@@ -1,7 +1,11 @@
-"""Environment figures: cache-hit latency; a cold build of the curated PyTorch env, uv vs pip."""
+"""Environment figures: cache-hit latency; a cold build of the curated PyTorch env, uv vs pip; for
+its Docker edition (where an engine answers), the image cache hit and the start of a trivial script
+in a container against the same in the virtualenv."""
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -17,6 +21,10 @@ from trainhub.environments.curated import PYTORCH_CPU_NAME, PYTORCH_CPU_SPEC  # 
 
 CACHE_HITS = 200
 COLD_BUILDS = 3
+DOCKER_CACHE_HITS = 50
+TRIVIAL_STARTS = 5
+DOCKER_SPEC = {**PYTORCH_CPU_SPEC, "docker": {"enabled": True}}
+TRIVIAL = ["-c", "print('ok')"]
 
 
 def quiet(_line: str) -> None:
@@ -68,6 +76,51 @@ def pip_build(work: Path) -> float:
     return seconds
 
 
+def docker_figures(work: Path) -> None:
+    """Image cache hits in a warm process (as a node's), and a trivial script's start through the
+    node's container helper against its start from the virtualenv."""
+    from runs.containers import CONTAINER_RANK, SPEC_VARIABLE, container_spec
+    from trainhub.environments.docker_builder import engine_problem, materialise_image
+
+    problem = engine_problem()
+    if problem is not None:
+        print(f"Docker figures: skipped, no engine answers ({problem})")
+        return
+    cache_dir = work / "docker"
+    built = materialise_image(DOCKER_SPEC, cache_dir=cache_dir, log=quiet)
+    hits = []
+    for _ in range(DOCKER_CACHE_HITS):
+        started = time.perf_counter()
+        assert materialise_image(DOCKER_SPEC, cache_dir=cache_dir, log=quiet).cache_hit
+        hits.append(time.perf_counter() - started)
+    hits.sort()
+    print(
+        f"Docker image cache hit ({DOCKER_CACHE_HITS} times): median {statistics.median(hits) * 1000:.1f} ms, "
+        f"p95 {hits[int(0.95 * (len(hits) - 1))] * 1000:.1f} ms (target <= 100 ms)"
+    )
+    venv = materialise_environment(PYTORCH_CPU_SPEC, cache_dir=work / "venv", log=quiet, max_cache_bytes=0)
+    spec = container_spec(
+        image=built.image, argv=[str(built.python), *TRIVIAL], env={}, workdir=work, mounts=[work],
+        labels={"trainhub.bench": "1"}, gpus=0,
+    )
+    helper_env = {"PATH": os.environ["PATH"], SPEC_VARIABLE: json.dumps(spec)}
+    in_venv = statistics.median(timed_run([str(venv.python), *TRIVIAL], os.environ) for _ in range(TRIVIAL_STARTS))
+    in_container = statistics.median(
+        timed_run([sys.executable, "-P", CONTAINER_RANK], helper_env) for _ in range(TRIVIAL_STARTS)
+    )
+    print(
+        f"trivial script, median of {TRIVIAL_STARTS}: virtualenv {in_venv:.2f} s, container {in_container:.2f} s, "
+        f"overhead {in_container - in_venv:.2f} s (target <= 1 s)"
+    )
+
+
+def timed_run(argv: list[str], env: dict[str, str]) -> float:
+    started = time.perf_counter()
+    completed = subprocess.run(argv, env=env, capture_output=True, text=True, check=True)
+    assert completed.stdout.strip() == "ok", completed.stdout
+    return time.perf_counter() - started
+
+
 def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="trainhub-bench-envs-"))
     try:
@@ -77,6 +130,7 @@ def main() -> None:
         uv_seconds = statistics.median(cold_build(work, f"cold-{i}") for i in range(COLD_BUILDS))
         hits = sorted(cache_hits(work))
         pip_seconds = pip_build(work)
+        docker_figures(work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(
