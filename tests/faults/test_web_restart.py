@@ -8,24 +8,11 @@ from playwright.sync_api import expect
 
 from runs.models import LogChunk
 from tests.browser.test_workspace_flows import sign_in
+from tests.faults.printer import assert_every_line_in_order, printed_lines, printer_config
 from tests.helpers.processes import wait_until
-from trainhub.sdk import Environment, Experiment, ScriptRunConfig
+from trainhub.sdk import Experiment
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
-
-PRINTER = """
-import os, sys, time
-i = 0
-while not os.path.exists(sys.argv[1]):
-    print(f"line {i}", flush=True)
-    i += 1
-    time.sleep(0.02)
-for _ in range(50):
-    print(f"line {i}", flush=True)
-    i += 1
-print("the end", flush=True)
-"""
-
 
 # True once the live log shows a "line N" with N above the threshold (the page keeps the last lines only).
 LAST_LINE_ABOVE = """threshold => {
@@ -34,33 +21,11 @@ LAST_LINE_ABOVE = """threshold => {
 }"""
 
 
-def printed_lines(run_id: str) -> int:
-    return sum(c.line_count for c in LogChunk.objects.filter(run__run_id=run_id, stream="std_log_process_0"))
-
-
-def assert_every_line_in_order(run_id: str) -> None:
-    chunks = list(LogChunk.objects.filter(run__run_id=run_id).order_by("first_seq"))
-    expected = 1
-    for chunk in chunks:
-        assert chunk.first_seq == expected, f"sequence gap before {chunk.first_seq} (expected {expected})"
-        expected += chunk.line_count
-    printed = [line for c in chunks if c.stream == "std_log_process_0" for line in c.text.split("\n")]
-    numbered = [line for line in printed if line.startswith("line ")]
-    assert numbered == [f"line {i}" for i in range(len(numbered))]
-    assert printed[-1] == "the end"
-
-
 def test_a_web_restart_loses_no_line(live_server_process, ws, node, page, tmp_path):
     """The session's server is the one restarted: on the same port, as an operator would."""
     server = live_server_process
-    project = tmp_path / "project"
-    project.mkdir()
-    (project / "printer.py").write_text(PRINTER)
     stop = tmp_path / "stop"
-    src = ScriptRunConfig(source_directory=str(project), script="printer.py", arguments=[str(stop)],
-                          compute_target="cpu-cluster",
-                          environment=Environment.get(workspace=ws, name="TrainHub-PyTorch-2.13-CPU"))
-    run = Experiment(ws, "web-restart").submit(src)
+    run = Experiment(ws, "web-restart").submit(printer_config(ws, tmp_path, stop))
     wait_until(lambda: LogChunk.objects.filter(run__run_id=run.id, text__contains="line 5").exists(), 90,
                message="the run printing")
     sign_in(page, server.url, "olivia")
