@@ -43,8 +43,8 @@ def compare(label: str, source: Path, size: int, upload) -> None:
     upload_seconds = timed(upload)
     mb = size / 1e6
     print(
-        f"{label}: upload {upload_seconds:.2f} s ({mb / upload_seconds:.0f} MB/s), plain local copy "
-        f"{copy_seconds:.2f} s ({mb / copy_seconds:.0f} MB/s): {upload_seconds / copy_seconds:.1f}x the copy"
+        f"{label}: upload {upload_seconds:.2f} s ({mb / upload_seconds:.1f} MB/s), plain local copy "
+        f"{copy_seconds:.2f} s ({mb / copy_seconds:.1f} MB/s): {upload_seconds / copy_seconds:.1f}x the copy"
     )
 
 
