@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 from pathlib import Path
 
@@ -15,6 +16,26 @@ BASE_DIR = Path(__file__).resolve().parents[1]
 sys.path[:] = [str(BASE_DIR)] + [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).parent]
 
 PASSWORD = "bench-password-1"
+
+# Prints `rate` numbered, time-stamped lines a second for `seconds`; with a third argument, only
+# once that file exists (so that viewers can connect first).
+PRINTER = textwrap.dedent(
+    """
+    import os, sys, time
+    rate, seconds = int(sys.argv[1]), float(sys.argv[2])
+    while len(sys.argv) > 3 and not os.path.exists(sys.argv[3]):
+        time.sleep(0.05)
+    total = int(rate * seconds)
+    start = time.time()
+    for i in range(total):
+        target = start + i / rate
+        delay = target - time.time()
+        if delay > 0.0005:
+            time.sleep(delay)
+        print(f"L {i} {time.time():.6f}")
+    sys.stdout.flush()
+    """
+)
 
 
 class Harness:
@@ -110,3 +131,31 @@ def percentile(values: list[float], fraction: float) -> float:
 
 def now() -> float:
     return time.time()
+
+
+def submit(ws, folder: Path, script: str, arguments=(), experiment: str = "bench"):
+    """A run of `folder/script` on the harness's cluster, in the curated environment."""
+    from trainhub.sdk import Environment, Experiment, ScriptRunConfig
+
+    src = ScriptRunConfig(
+        source_directory=str(folder),
+        script=script,
+        arguments=list(arguments),
+        compute_target="cpu",
+        environment=Environment.get(workspace=ws, name="TrainHub-PyTorch-2.13-CPU"),
+    )
+    return Experiment(ws, experiment).submit(src, show_progress=False)
+
+
+def login_cookie(server, username: str, password: str) -> str:
+    """The Cookie header of a signed-in browser session, for WebSocket clients."""
+    import requests
+
+    session = requests.Session()
+    session.get(f"{server.url}/accounts/login/")
+    session.post(
+        f"{server.url}/accounts/login/",
+        data={"username": username, "password": password, "csrfmiddlewaretoken": session.cookies["csrftoken"]},
+        headers={"Referer": f"{server.url}/accounts/login/"},
+    )
+    return "; ".join(f"{k}={v}" for k, v in session.cookies.items())

@@ -8,43 +8,12 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 from pathlib import Path
 
-from _harness import PASSWORD, Harness, percentile
+from _harness import PASSWORD, PRINTER, Harness, login_cookie, percentile, submit
 
 FIRST_LINE = "import time; print('T', time.time(), flush=True)\n"
-PRINTER = textwrap.dedent(
-    """
-    import sys, time
-    rate, seconds = int(sys.argv[1]), float(sys.argv[2])
-    total = int(rate * seconds)
-    start = time.time()
-    for i in range(total):
-        target = start + i / rate
-        delay = target - time.time()
-        if delay > 0.0005:
-            time.sleep(delay)
-        print(f"L {i} {time.time():.6f}")
-    sys.stdout.flush()
-    """
-)
-
-
-def submit(ws, folder: Path, script: str, arguments=()):
-    from trainhub.sdk import Environment, Experiment, ScriptRunConfig
-
-    src = ScriptRunConfig(
-        source_directory=str(folder),
-        script=script,
-        arguments=list(arguments),
-        compute_target="cpu",
-        environment=Environment.get(workspace=ws, name="TrainHub-PyTorch-2.13-CPU"),
-    )
-    return Experiment(ws, "bench").submit(src, show_progress=False)
-
-
 def log_text(run_id: str) -> str:
     from runs.models import LogChunk
 
@@ -79,18 +48,9 @@ def submit_overhead(ws, folder: Path) -> None:
 
 
 def websocket_latency(ws, folder: Path, server, user_password: tuple[str, str]) -> None:
-    import requests
     from websockets.sync.client import connect
 
-    session = requests.Session()
-    session.get(f"{server.url}/accounts/login/")
-    csrf = session.cookies["csrftoken"]
-    session.post(
-        f"{server.url}/accounts/login/",
-        data={"username": user_password[0], "password": user_password[1], "csrfmiddlewaretoken": csrf},
-        headers={"Referer": f"{server.url}/accounts/login/"},
-    )
-    cookie = "; ".join(f"{k}={v}" for k, v in session.cookies.items())
+    cookie = login_cookie(server, *user_password)
     run = submit(ws, folder, "printer.py", [1000, 5])
     latencies: list[float] = []
     received = 0

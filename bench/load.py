@@ -1,0 +1,152 @@
+"""Load figures: many live-log viewers of one loud run, and many clients submitting and registering at once.
+
+Prints, for 200 WebSocket viewers of a run printing 1,000 lines/s for 30 s, how many viewers got
+every line in order and the line latency (p50/p95); for 50 submits from 10 clients, the submit
+latency, the time until all ran, and any run or version number given twice.
+Smaller runs for a quick look: `python bench/load.py --viewers 20 --seconds 5 --submits 10`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import tempfile
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from _harness import PASSWORD, PRINTER, Harness, login_cookie, percentile, submit
+
+
+class Viewer:
+    """One browser-like socket: checks that lines arrive contiguous and in order, times them."""
+
+    def __init__(self) -> None:
+        self.next_seq = 1
+        self.next_line = 0
+        self.in_order = True
+        self.latencies: list[float] = []
+
+    def take(self, message: dict) -> None:
+        if message.get("type") != "lines":
+            return
+        first, lines = message["first_seq"], message["lines"]
+        if first + len(lines) <= self.next_seq:
+            return  # replayed and live at once: already seen
+        if first > self.next_seq:
+            self.in_order = False  # a gap: lines lost
+        arrived = time.time()
+        for line in lines[self.next_seq - first:] if first < self.next_seq else lines:
+            if line.startswith("L "):
+                _, number, stamp = line.split()
+                self.in_order &= int(number) == self.next_line
+                self.next_line = int(number) + 1
+                self.latencies.append(arrived - float(stamp))
+        self.next_seq = first + len(lines)
+
+
+async def watch(url: str, cookie: str, origin: str, viewer: Viewer, expected: int, deadline: float) -> None:
+    from websockets.asyncio.client import connect
+
+    async with connect(url, additional_headers={"Cookie": cookie, "Origin": origin}, max_size=None) as socket:
+        while viewer.next_line < expected and time.time() < deadline:
+            try:
+                raw = await asyncio.wait_for(socket.recv(), timeout=max(0.1, deadline - time.time()))
+            except TimeoutError:
+                return
+            viewer.take(json.loads(raw))
+
+
+async def watch_all(url: str, cookie: str, origin: str, viewers: list[Viewer], expected: int, seconds: float) -> None:
+    deadline = time.time() + seconds + 120
+    await asyncio.gather(*(watch(url, cookie, origin, v, expected, deadline) for v in viewers))
+
+
+def many_viewers(ws, folder: Path, server, viewers: int, seconds: int) -> None:
+    from runs.models import Run
+
+    rate = 1000
+    expected = rate * seconds
+    go = folder / "go"
+    run = submit(ws, folder, "printer.py", [rate, seconds, str(go)])
+    # The printer waits for its go file, so every viewer is connected before the first line.
+    while not Run.objects.filter(run_id=run.id, status="Running").exists():
+        time.sleep(0.2)
+    cookie = login_cookie(server, "bench", PASSWORD)
+    watchers = [Viewer() for _ in range(viewers)]
+    url = f"ws://127.0.0.1:{server.port}/ws/runs/{run.id}/logs/"
+
+    async def scenario() -> None:
+        task = asyncio.ensure_future(watch_all(url, cookie, server.url, watchers, expected, seconds))
+        await asyncio.sleep(min(10, 1 + viewers / 20))  # connections open
+        go.touch()
+        await task
+
+    asyncio.run(scenario())
+    run.wait_for_completion()
+    complete = sum(1 for v in watchers if v.in_order and v.next_line == expected)
+    latencies = [x for v in watchers for x in v.latencies]
+    print(
+        f"{viewers} viewers of one run printing {rate:,} lines/s for {seconds} s: {complete}/{viewers} got all "
+        f"{expected:,} lines in order; latency p50 {percentile(latencies, 0.5) * 1000:.0f} ms, "
+        f"p95 {percentile(latencies, 0.95) * 1000:.0f} ms"
+    )
+
+
+def many_submits(ws, folder: Path, submits: int, clients: int) -> None:
+    from registry.models import ModelVersion
+    from runs.models import Run
+
+    (folder / "model.py").write_text("import os\nos.makedirs('outputs', exist_ok=True)\nopen('outputs/m.pt','w')\n")
+    timings: list[float] = []
+
+    def one(_: int):
+        started = time.perf_counter()
+        run = submit(ws, folder, "model.py", experiment="load")
+        timings.append(time.perf_counter() - started)
+        return run
+
+    started = time.time()
+    with ThreadPoolExecutor(clients) as pool:
+        runs = list(pool.map(one, range(submits)))
+    statuses = Counter(run.wait_for_completion(raise_on_error=False)["status"] for run in runs)
+    ran = time.time() - started
+    with ThreadPoolExecutor(clients) as pool:
+        list(pool.map(lambda run: run.register_model("load-model", "outputs/m.pt"), runs))
+    numbers = Counter(Run.objects.filter(experiment__name="load").values_list("number", flat=True))
+    versions = Counter(ModelVersion.objects.filter(model__name="load-model").values_list("version", flat=True))
+    print(
+        f"{submits} submits from {clients} clients: submit p50 {percentile(timings, 0.5) * 1000:.0f} ms, "
+        f"p95 {percentile(timings, 0.95) * 1000:.0f} ms; all ended in {ran:.1f} s ({dict(statuses)}); "
+        f"run numbers given twice: {sum(1 for c in numbers.values() if c > 1)}, "
+        f"version numbers given twice: {sum(1 for c in versions.values() if c > 1)} "
+        f"({len(versions)} versions registered concurrently)"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--viewers", type=int, default=200)
+    parser.add_argument("--seconds", type=int, default=30)
+    parser.add_argument("--submits", type=int, default=50)
+    parser.add_argument("--clients", type=int, default=10)
+    args = parser.parse_args()
+    with Harness() as harness:
+        _, _, cluster, token = harness.workspace()
+        server = harness.server()
+        harness.node(cluster)
+        harness.node(cluster)
+        from trainhub.sdk import Workspace
+
+        ws = Workspace.get("bench", url=server.url, token=token)
+        folder = Path(tempfile.mkdtemp(prefix="bench-load-"))
+        (folder / "printer.py").write_text(PRINTER)
+        many_viewers(ws, folder, server, args.viewers, args.seconds)
+        many_submits(ws, folder, args.submits, args.clients)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
