@@ -1,5 +1,5 @@
 """Hostile model paths and uploads: paths that climb out or are absolute, files a run never stored,
-uploads past the limit or not matching their hash."""
+uploads not matching their hash (upload limits: test_upload_limits.py)."""
 
 from __future__ import annotations
 
@@ -14,9 +14,8 @@ from django.conf import settings
 from registry import paths, services
 from registry.models import ModelBlob, ModelVersion
 from tests.conftest import api_client
-from tests.helpers.processes import Server
 from tests.registry.builders import run_with_outputs
-from trainhub.sdk import Experiment, Model, Run
+from trainhub.sdk import Experiment, Run
 from trainhub.sdk.exceptions import UserErrorException
 
 
@@ -162,45 +161,6 @@ def test_an_upload_that_does_not_match_its_hash_is_not_kept(live_url, owner_toke
     assert response.json()["detail"] == services.BLOB_HASH_MISMATCH
     assert not ModelBlob.objects.exists()
     assert stored_blobs("a" * 64) == []
-
-
-@pytest.fixture
-def small_limit_server(django_db_setup, transactional_db, tmp_path, monkeypatch):
-    monkeypatch.setenv("TRAINHUB_MODEL_MAX_BYTES", "1000")
-    server = Server(tmp_path).start()
-    yield server
-    server.stop()
-
-
-def test_an_oversized_upload_is_refused_while_it_streams(
-    small_limit_server, workspace, owner_token, tmp_path
-):
-    url = f"{small_limit_server.url}/api/v1/workspaces/birds/model-blobs/{'b' * 64}"
-    headers = {"Authorization": f"Bearer {owner_token}"}
-    declared = requests.put(url, data=b"x" * 5000, headers=headers, timeout=30)
-    assert declared.status_code == 400
-    assert declared.json()["detail"] == services.BLOB_TOO_LARGE.format(size=5000, limit=1000)
-
-    def chunked():  # no Content-Length: only counting the bytes as they arrive can stop it
-        for _ in range(50):
-            yield b"y" * 100
-
-    streamed = requests.put(url, data=chunked(), headers=headers, timeout=30)
-    assert streamed.status_code == 400
-    assert streamed.json()["detail"] == services.BLOB_TOO_LARGE.format(
-        size="more than 1000", limit=1000
-    )
-    assert not ModelBlob.objects.exists()
-    assert stored_blobs("b" * 64) == []
-
-    from trainhub.sdk import Workspace
-
-    big = tmp_path / "model.pt"
-    big.write_bytes(b"z" * 2000)
-    ws = Workspace.get("birds", url=small_limit_server.url, token=owner_token)
-    with pytest.raises(UserErrorException, match="the limit for a model file is 1000 bytes"):
-        Model.register(ws, str(big), "too-big", show_progress=False)
-    assert not ModelVersion.objects.exists()
 
 
 def test_run_register_model_refuses_climbing_paths_through_the_sdk(sdk_ws, run):
