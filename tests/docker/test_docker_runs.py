@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import uuid
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,8 @@ from tests.docker.conftest import run_containers
 from tests.helpers.processes import NodeProcess, wait_until
 from tests.helpers.site import module_site
 from tests.runs.conftest import PROJECTS as RUN_PROJECTS
-from trainhub.environments.docker_builder import DEFAULT_BASE_IMAGE, ENV_ROOT
+from trainhub.environments.docker_builder import DEFAULT_BASE_IMAGE, ENV_ROOT, image_tag
+from trainhub.environments.models import EnvironmentVersion
 
 pytestmark = pytest.mark.slow
 
@@ -50,6 +52,8 @@ def ws(site):
 
 
 def docker_environment(ws, name: str, pip: list[str]):
+    """A Docker environment of its own spec hash: the engine outlives test sessions, and each
+    session's first run must build (the engine's layer cache keeps that quick)."""
     from trainhub.sdk import Environment
     from trainhub.sdk.environment import CondaDependencies
 
@@ -57,12 +61,17 @@ def docker_environment(ws, name: str, pip: list[str]):
     env.python.conda_dependencies = CondaDependencies.create(pip_packages=pip)
     env.docker.enabled = True
     env.docker.base_image = DEFAULT_BASE_IMAGE
+    env.environment_variables = {"TEST_SESSION": uuid.uuid4().hex}
     return env.register(ws)
 
 
 @pytest.fixture(scope="module")
-def torch_env(ws):
-    return docker_environment(ws, "docker-torch", TORCH_PACKAGES)
+def torch_env(site, ws, docker_engine):
+    env = docker_environment(ws, "docker-torch", TORCH_PACKAGES)
+    yield env
+    with site.blocker.unblock():
+        version = EnvironmentVersion.objects.get(environment__name=env.name)
+    docker_engine.images.remove(image_tag(version.spec_hash))
 
 
 def submit(ws, env, project: Path, script: str, cluster: str = "docker-cluster", **extra):
@@ -87,11 +96,10 @@ def log_lines(site, run, stream_prefix: str = "") -> list[str]:
 
 def builds_of(site, env) -> list:
     from trainhub.environments.models import EnvironmentBuild
-    from trainhub.environments.spec import spec_hash
 
     with site.blocker.unblock():
-        with_spec = Run.objects.filter(environment_name=env.name).first()
-        return list(EnvironmentBuild.objects.filter(spec_hash=spec_hash(with_spec.environment_spec)))
+        version = EnvironmentVersion.objects.get(environment__name=env.name)
+        return list(EnvironmentBuild.objects.filter(spec_hash=version.spec_hash))
 
 
 def test_a_gpu_node_hands_its_gpus_to_the_containers_with_nccl(db, tmp_path):
@@ -157,10 +165,15 @@ def site_client():
     return docker_client()
 
 
-def test_the_second_run_reuses_the_image_without_building(site, ws, torch_env):
-    first = submit(ws, torch_env, PROJECTS, "train.py")
-    assert first.wait_for_completion()["status"] == "Completed"
-    builds_before = len(builds_of(site, torch_env))
+def test_the_next_run_reuses_the_image_without_building(site, ws, torch_env):
+    from django.conf import settings
+
+    from trainhub.environments.docker_builder import materialise_image
+
+    with site.blocker.unblock():
+        version = EnvironmentVersion.objects.get(environment__name=torch_env.name)
+        builds_before = len(builds_of(site, torch_env))
+    materialise_image(version.spec, cache_dir=Path(settings.TRAINHUB_ENV_CACHE_DIR), log=lambda _line: None)
     run = submit(ws, torch_env, PROJECTS, "train.py")
     assert run.wait_for_completion()["status"] == "Completed"
     prepare = log_lines(site, run, "prepare_")
@@ -231,3 +244,19 @@ def test_nodes_without_an_engine_are_never_sent_a_docker_run(site, ws, torch_env
         )
     run.cancel()
     wait_until(lambda: run.get_status() == "Canceled", 30, message="Canceled")
+
+
+def test_a_killed_node_leaves_no_container_running(site, ws, torch_env):
+    from tests.runs.builders import make_cluster
+
+    with site.blocker.unblock():
+        solo = make_cluster(site.workspace, name="docker-solo", max_nodes=1)
+        node = NodeProcess(solo, site.log_dir, TRAINHUB_NODE_SERVER_URL=site.url).start()
+    site.nodes.append(node)
+    run = submit(ws, torch_env, PROJECTS, "wait.py", cluster="docker-solo")
+    wait_until(lambda: "waiting to be canceled" in log_lines(site, run, "std_log_process_0"), 120,
+               message="the script to start in its container")
+    client = site_client()
+    assert [c.status for c in run_containers(client, run.id)] == ["running"]
+    node.kill()
+    wait_until(lambda: run_containers(client, run.id) == [], 20, message="no container of the killed node's run")

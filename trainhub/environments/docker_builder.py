@@ -144,7 +144,7 @@ def materialise_image(spec: dict, *, cache_dir: Path, log: Callable[[str], None]
         _build(client, normalised, digest, sdk, transcript)
     finally:
         lock.release()
-    return MaterialisedEnvironment(Path(ENV_ROOT) / "bin" / "python", Path(ENV_ROOT), digest, False, image_tag(digest))
+    return _in_image(digest, cache_hit=False)
 
 
 def _client_or_fail(log: BuildLog) -> Any:
@@ -171,7 +171,13 @@ def _image_hit(client: Any, digest: str, sdk_digest: str, log: Callable[[str], N
         log(f"Image {image_tag(digest)[:25]} holds an older in-run SDK: rebuilding its last layer.")
         return None
     log(f"Image {image_tag(digest)[:25]} is in this node's Docker engine ({image.short_id}).")
-    return MaterialisedEnvironment(Path(ENV_ROOT) / "bin" / "python", Path(ENV_ROOT), digest, True, image_tag(digest))
+    return _in_image(digest, cache_hit=True)
+
+
+def _in_image(digest: str, *, cache_hit: bool) -> MaterialisedEnvironment:
+    """The environment as runs see it: paths inside the image."""
+    root = Path(ENV_ROOT)
+    return MaterialisedEnvironment(root / "bin" / "python", root, digest, cache_hit, image_tag(digest))
 
 
 def _build(client: Any, spec: dict[str, Any], digest: str, sdk: Path, log: BuildLog) -> None:
