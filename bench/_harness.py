@@ -98,6 +98,16 @@ class Harness:
         self.processes.append(server.process)
         return server
 
+    def sdk_workspace(self, nodes: int = 2):
+        """The workspace with `nodes` nodes and a server: (server, the SDK's Workspace)."""
+        from trainhub.sdk import Workspace
+
+        _, _, cluster, token = self.workspace(max_nodes=max(2, nodes))
+        server = self.server()
+        for _ in range(nodes):
+            self.node(cluster)
+        return server, Workspace.get("bench", url=server.url, token=token)
+
     def node(self, cluster):
         from tests.helpers.processes import NodeProcess
 
@@ -133,8 +143,9 @@ def now() -> float:
     return time.time()
 
 
-def submit(ws, folder: Path, script: str, arguments=(), experiment: str = "bench"):
-    """A run of `folder/script` on the harness's cluster, in the curated environment."""
+def submit(ws, folder: Path, script: str, arguments=(), experiment: str = "bench", **config):
+    """A run of `folder/script` on the harness's cluster, in the curated environment
+    (`config`: more ScriptRunConfig arguments, e.g. distributed_job_config)."""
     from trainhub.sdk import Environment, Experiment, ScriptRunConfig
 
     src = ScriptRunConfig(
@@ -143,6 +154,7 @@ def submit(ws, folder: Path, script: str, arguments=(), experiment: str = "bench
         arguments=list(arguments),
         compute_target="cpu",
         environment=Environment.get(workspace=ws, name="TrainHub-PyTorch-2.13-CPU"),
+        **config,
     )
     return Experiment(ws, experiment).submit(src, show_progress=False)
 

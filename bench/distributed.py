@@ -12,7 +12,7 @@ import textwrap
 import time
 from pathlib import Path
 
-from _harness import Harness
+from _harness import Harness, submit
 
 WORKLOAD = textwrap.dedent(
     """
@@ -78,18 +78,10 @@ def by_hand(python: Path, folder: Path) -> float:
 
 
 def through_trainhub(ws, folder: Path, script: str, arguments=()):
-    from trainhub.sdk import Environment, Experiment, ScriptRunConfig
     from trainhub.sdk.runconfig import PyTorchConfiguration
 
-    src = ScriptRunConfig(
-        source_directory=str(folder),
-        script=script,
-        arguments=list(arguments),
-        compute_target="cpu",
-        environment=Environment.get(workspace=ws, name="TrainHub-PyTorch-2.13-CPU"),
-        distributed_job_config=PyTorchConfiguration(process_count=4, node_count=2),
-    )
-    return Experiment(ws, "bench-ddp").submit(src, show_progress=False)
+    return submit(ws, folder, script, arguments, experiment="bench-ddp",
+                  distributed_job_config=PyTorchConfiguration(process_count=4, node_count=2))
 
 
 def alive(pid: int) -> bool:
@@ -102,17 +94,12 @@ def alive(pid: int) -> bool:
 
 def main() -> None:
     with Harness() as harness:
-        _, _, cluster, token = harness.workspace()
-        server = harness.server()
-        harness.node(cluster)
-        harness.node(cluster)
+        _, ws = harness.sdk_workspace(nodes=2)
         from django.conf import settings
 
         from runs.models import LogChunk, Run
         from trainhub.environments.builders import materialise_environment
-        from trainhub.sdk import Workspace
 
-        ws = Workspace.get("bench", url=server.url, token=token)
         folder = Path(tempfile.mkdtemp(prefix="bench-ddp-"))
         (folder / "work.py").write_text(WORKLOAD)
         (folder / "fail.py").write_text(FAILING)

@@ -29,6 +29,8 @@ class Viewer:
         self.next_line = 0
         self.in_order = True
         self.latencies: list[float] = []
+        self.reconnects = 0
+        self.gaps = 0
 
     def take(self, message: dict) -> None:
         if message.get("type") != "lines":
@@ -37,7 +39,8 @@ class Viewer:
         if first + len(lines) <= self.next_seq:
             return  # replayed and live at once: already seen
         if first > self.next_seq:
-            self.in_order = False  # a gap: lines lost
+            self.in_order = False
+            self.gaps += 1  # lines this viewer will never get on this socket
         arrived = time.time()
         for line in lines[self.next_seq - first:] if first < self.next_seq else lines:
             if line.startswith("L "):
@@ -49,15 +52,22 @@ class Viewer:
 
 
 async def watch(url: str, cookie: str, origin: str, viewer: Viewer, expected: int, deadline: float) -> None:
+    """Follow the run as the page does: on a closed socket, reconnect from the last line seen."""
     from websockets.asyncio.client import connect
+    from websockets.exceptions import ConnectionClosed
 
-    async with connect(url, additional_headers={"Cookie": cookie, "Origin": origin}, max_size=None) as socket:
-        while viewer.next_line < expected and time.time() < deadline:
-            try:
-                raw = await asyncio.wait_for(socket.recv(), timeout=max(0.1, deadline - time.time()))
-            except TimeoutError:
-                return
-            viewer.take(json.loads(raw))
+    while viewer.next_line < expected and time.time() < deadline:
+        try:
+            async with connect(f"{url}?after={viewer.next_seq - 1}", max_size=None,
+                               additional_headers={"Cookie": cookie, "Origin": origin}) as socket:
+                while viewer.next_line < expected:
+                    raw = await asyncio.wait_for(socket.recv(), timeout=max(0.1, deadline - time.time()))
+                    viewer.take(json.loads(raw))
+        except TimeoutError:
+            return
+        except (ConnectionClosed, OSError):
+            viewer.reconnects += 1
+            await asyncio.sleep(0.5)
 
 
 async def watch_all(url: str, cookie: str, origin: str, viewers: list[Viewer], expected: int, seconds: float) -> None:
@@ -89,10 +99,15 @@ def many_viewers(ws, folder: Path, server, viewers: int, seconds: int) -> None:
     run.wait_for_completion()
     complete = sum(1 for v in watchers if v.in_order and v.next_line == expected)
     latencies = [x for v in watchers for x in v.latencies]
+    errors = [line for line in server.log().splitlines() if line and not line[0].isspace() and "Error" in line]
+    causes = f" (server errors: {Counter(errors).most_common(2)})" if errors else ""
     print(
         f"{viewers} viewers of one run printing {rate:,} lines/s for {seconds} s: {complete}/{viewers} got all "
         f"{expected:,} lines in order; latency p50 {percentile(latencies, 0.5) * 1000:.0f} ms, "
-        f"p95 {percentile(latencies, 0.95) * 1000:.0f} ms"
+        f"p95 {percentile(latencies, 0.95) * 1000:.0f} ms; viewers that missed lines (a gap in the sequence): "
+        f"{sum(1 for v in watchers if v.gaps)}, still behind at the end: "
+        f"{sum(1 for v in watchers if not v.gaps and v.next_line < expected)}; "
+        f"sockets closed by the server and reopened: {sum(v.reconnects for v in watchers)}{causes}"
     )
 
 
@@ -135,13 +150,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=10)
     args = parser.parse_args()
     with Harness() as harness:
-        _, _, cluster, token = harness.workspace()
-        server = harness.server()
-        harness.node(cluster)
-        harness.node(cluster)
-        from trainhub.sdk import Workspace
-
-        ws = Workspace.get("bench", url=server.url, token=token)
+        server, ws = harness.sdk_workspace(nodes=2)
         folder = Path(tempfile.mkdtemp(prefix="bench-load-"))
         (folder / "printer.py").write_text(PRINTER)
         many_viewers(ws, folder, server, args.viewers, args.seconds)
