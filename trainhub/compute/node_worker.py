@@ -8,11 +8,11 @@ import signal
 import threading
 import time
 
-from django.db import close_old_connections
+from django.db import close_old_connections, connection
 from rq import SimpleWorker
 from rq.worker import WorkerStatus
 
-from runs.containers import LABEL_NODE, reap_containers_of_gone_nodes, remove_containers
+from runs.containers import reap_containers_of_gone_nodes
 from trainhub.compute import services
 from trainhub.compute.models import Node, NodeState
 from trainhub.redis_conn import get_redis
@@ -61,6 +61,15 @@ class Heartbeat(threading.Thread):
                 logger.warning("node %s: heartbeat failed", self.node.name, exc_info=True)
 
 
+def _reap_containers() -> None:
+    try:
+        reap_containers_of_gone_nodes()
+    except Exception:
+        logger.warning("removing the containers of gone nodes failed", exc_info=True)
+    finally:
+        connection.close()  # this thread's own
+
+
 def run_node(node: Node) -> None:
     heartbeat = Heartbeat(node)
     heartbeat.start()
@@ -68,12 +77,13 @@ def run_node(node: Node) -> None:
 
     worker = NodeWorker([node_queue(node)], connection=get_redis(), name=node.name)
     if node.docker:
-        reap_containers_of_gone_nodes()
+        # Containers a killed node of this site left behind. Beside the node's start, not before
+        # it: the Docker SDK takes a moment to import. (A node that stops removes its run's
+        # containers as the run ends: a stop waits for the run.)
+        threading.Thread(target=_reap_containers, daemon=True, name="container-reaper").start()
     dispatch_cluster(node.cluster_id)
     try:
         worker.work(logging_level="WARNING")
     finally:
         heartbeat.done.set()
         services.node_stopped(node.pk, "stopped")
-        if node.docker:
-            remove_containers({LABEL_NODE: node.name})
