@@ -103,8 +103,9 @@ def builds_of(site, env) -> list:
 
 
 def test_a_gpu_node_hands_its_gpus_to_the_containers_with_nccl(db, tmp_path):
-    """No GPU here: what the launcher would ask the engine for on a node with two is inspected."""
-    from runs.containers import SPEC_VARIABLE, launcher_for, site_label
+    """No GPU here: what the launcher would ask the engine for on a node with two is inspected.
+    (MPI launches are refused in Docker environments for now.)"""
+    from runs.containers import MPI_IN_DOCKER, SPEC_VARIABLE, launch_problem, launcher_for, site_label
     from tests.conftest import make_user
     from tests.runs.builders import make_cluster, make_snapshot
     from trainhub.compute.models import Node
@@ -134,6 +135,9 @@ def test_a_gpu_node_hands_its_gpus_to_the_containers_with_nccl(db, tmp_path):
     node.gpus = 0
     argv, env = launcher_for(run, node, tmp_path / "work", built).command(["python"], {})
     assert "device_requests" not in json.loads(env[SPEC_VARIABLE])
+    assert launch_problem(run, node) == ""
+    run.distributed = {"type": "mpi"}
+    assert launch_problem(run, node) == MPI_IN_DOCKER
 
 
 def test_a_run_in_a_docker_environment_logs_outputs_and_registers_its_model(site, ws, torch_env, tmp_path):
