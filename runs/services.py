@@ -66,6 +66,11 @@ GPU_UNAVAILABLE = (
     "{where} has no GPU: the run cannot start. Use a CPU size (e.g. STANDARD_D3_V2) or add nodes "
     "with GPUs."
 )
+DOCKER_UNAVAILABLE = (
+    "Environment {environment!r} is a Docker environment (docker.enabled = True), but {where}: the "
+    "run cannot start. Submit it to a cluster whose nodes have a Docker engine, or set "
+    "docker.enabled = False."
+)
 GPU_ASKED_ON_CPU = (
     "use_gpu=True asks for a GPU, but compute target {cluster!r} is of size {size}, which has none, "
     "and {where} has no GPU either: the run cannot start. Submit with use_gpu=False or to a cluster "
@@ -296,6 +301,10 @@ def run_submit(
     if gpu_problem:
         # Refused before anything is recorded: a run that could never start is not a run.
         raise ValidationError(gpu_problem, code="gpu_unavailable")
+    docker_problem = _docker_problem(cluster, environment)
+    if docker_problem:
+        # Likewise: it would wait at the head of the cluster's queue, and hold up the runs behind it.
+        raise ValidationError(docker_problem, code="docker_unavailable")
     with transaction.atomic():
         experiment = experiment_get_or_create(access=access, name=experiment_name)
         Experiment.objects.filter(pk=experiment.pk).update(last_run_number=F("last_run_number") + 1)
@@ -352,6 +361,27 @@ def _gpu_problem(cluster: ComputeCluster, use_gpu: bool) -> str:
         return ""
     message = GPU_UNAVAILABLE if size and size.gpus else GPU_ASKED_ON_CPU
     return message.format(cluster=cluster.name, size=cluster.vm_size, gpus=gpus_needed, where=where)
+
+
+def _docker_problem(cluster: ComputeCluster, environment: EnvironmentChoice) -> str:
+    from trainhub.environments.builders import uses_docker
+
+    if not uses_docker(environment.spec):
+        return ""
+    nodes = Node.objects.filter(cluster=cluster, state__in=["idle", "busy"])
+    if nodes.filter(docker=True).exists():
+        return ""
+    if cluster.provisioner == Provisioner.LOCAL:
+        from trainhub.environments.docker_builder import engine_problem
+
+        if engine_problem() is None:
+            return ""
+        where = f"no Docker engine answers on this machine, where compute target {cluster.name!r} starts its nodes"
+    elif nodes.exists():
+        where = f"none of compute target {cluster.name!r}'s nodes has a Docker engine"
+    else:
+        return ""
+    return DOCKER_UNAVAILABLE.format(environment=environment.name, where=where)
 
 
 # ---------------------------------------------------------------- cancel

@@ -229,23 +229,44 @@ def test_a_failed_build_fails_the_run_with_the_build_log(site, ws):
     assert build.status == "failed" and "trainhub-no-such-package" in build.log
 
 
+def test_a_docker_run_for_a_cluster_without_an_engine_is_refused_at_submit(site, ws, torch_env):
+    from trainhub.sdk.exceptions import UserErrorException
+
+    with site.blocker.unblock():
+        runs_before = Run.objects.count()
+    with pytest.raises(UserErrorException) as refused:
+        submit(ws, torch_env, PROJECTS, "train.py", cluster="plain-cluster")
+    assert (
+        "Environment 'docker-torch' is a Docker environment (docker.enabled = True), but none of compute target "
+        "'plain-cluster''s nodes has a Docker engine: the run cannot start." in str(refused.value)
+    )
+    with site.blocker.unblock():
+        assert Run.objects.count() == runs_before
+
+
 def test_nodes_without_an_engine_are_never_sent_a_docker_run(site, ws, torch_env):
+    """The plain cluster gains a Docker node that is not up: the run is accepted, and waits."""
     from runs.containers import launch_problem
     from runs.scheduling import dispatch_cluster
     from trainhub.compute.models import Node
 
+    with site.blocker.unblock():
+        plain = Node.objects.get(cluster__name="plain-cluster", state="idle")
+        assert not plain.docker
+        Node.objects.create(cluster=plain.cluster, name="docker-but-down", hostname="h", address="127.0.0.1", pid=1,
+                            cpus=1, docker=True)
     run = submit(ws, torch_env, PROJECTS, "train.py", cluster="plain-cluster")
     with site.blocker.unblock():
-        node = Node.objects.get(cluster__name="plain-cluster", state="idle")
-        assert not node.docker
-        assert dispatch_cluster(node.cluster_id) == []
+        assert dispatch_cluster(plain.cluster_id) == []
         recorded = Run.objects.get(run_id=run.id)
         assert recorded.status == "Queued" and recorded.dispatched_at is None
+        assert Node.objects.get(pk=plain.pk).state == "idle"
         # What the node would answer, were it sent one anyway.
-        assert launch_problem(recorded, node) == (
-            f"Environment 'docker-torch' is a Docker environment (docker.enabled = True), but node {node.name} "
+        assert launch_problem(recorded, plain) == (
+            f"Environment 'docker-torch' is a Docker environment (docker.enabled = True), but node {plain.name} "
             "has no Docker engine. Run it on a cluster whose nodes have one, or set docker.enabled = False."
         )
+        Node.objects.filter(name="docker-but-down").update(state="stopped")
     run.cancel()
     wait_until(lambda: run.get_status() == "Canceled", 30, message="Canceled")
 
