@@ -143,14 +143,10 @@ def get_blob(request: HttpRequest, workspace_name: str, sha256: str) -> BlobOut:
 @router.put("/{workspace_name}/data-blobs/{sha256}", response={200: uploads.ProgressOut, 201: BlobOut})
 def put_blob(request: HttpRequest, workspace_name: str, sha256: str) -> tuple[int, uploads.ProgressOut | BlobOut]:
     """A file's content, whole or one `Content-Range` chunk at a time (resumable: trainhub/uploads.py)."""
-    member = access(request, workspace_name)
-    member.require(Action.WRITE)
-    outcome = services.blob_receive(
-        access=member, sha256=sha256, chunk=uploads.chunk_from_request(request, services.BLOB_UPLOADS)
+    return uploads.put_answer(
+        request, access(request, workspace_name), sha256,
+        kind=services.BLOB_UPLOADS, receive=services.blob_receive, out=BlobOut,
     )
-    if isinstance(outcome, uploads.Progress):
-        return 200, outcome.out()
-    return 201, BlobOut(sha256=outcome.sha256, size=outcome.size)
 
 
 class BatchOut(Schema):

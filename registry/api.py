@@ -15,7 +15,6 @@ from registry.models import ModelVersion, OnnxExport
 from runs import selectors as run_selectors
 from trainhub import uploads
 from trainhub.api import RunCredential, access
-from trainhub.workspaces.permissions import Action
 
 router = Router(tags=["models"])
 
@@ -282,14 +281,10 @@ def put_blob(
     request: HttpRequest, workspace_name: str, sha256: str
 ) -> tuple[int, uploads.ProgressOut | BlobOut]:
     """A model file, whole or one `Content-Range` chunk at a time (resumable: trainhub/uploads.py)."""
-    member = access(request, workspace_name)
-    member.require(Action.WRITE)
-    outcome = services.blob_receive(
-        access=member, sha256=sha256, chunk=uploads.chunk_from_request(request, services.BLOB_UPLOADS)
+    return uploads.put_answer(
+        request, access(request, workspace_name), sha256,
+        kind=services.BLOB_UPLOADS, receive=services.blob_receive, out=BlobOut,
     )
-    if isinstance(outcome, uploads.Progress):
-        return 200, outcome.out()
-    return 201, BlobOut(sha256=outcome.sha256, size=outcome.size)
 
 
 @router.post(

@@ -13,7 +13,6 @@ from runs import selectors, services
 from runs.models import Run
 from trainhub import uploads
 from trainhub.api import access
-from trainhub.workspaces.permissions import Action
 
 router = Router(tags=["runs"])
 
@@ -172,14 +171,10 @@ def put_snapshot(
     request: HttpRequest, workspace_name: str, sha256: str
 ) -> tuple[int, uploads.ProgressOut | SnapshotOut]:
     """A snapshot, whole or one `Content-Range` chunk at a time (resumable: trainhub/uploads.py)."""
-    member = access(request, workspace_name)
-    member.require(Action.WRITE)
-    outcome = services.snapshot_receive(
-        access=member, sha256=sha256, chunk=uploads.chunk_from_request(request, services.SNAPSHOT_UPLOADS)
+    return uploads.put_answer(
+        request, access(request, workspace_name), sha256,
+        kind=services.SNAPSHOT_UPLOADS, receive=services.snapshot_receive, out=SnapshotOut,
     )
-    if isinstance(outcome, uploads.Progress):
-        return 200, outcome.out()
-    return 201, SnapshotOut(sha256=outcome.sha256, size=outcome.size)
 
 
 @router.post("/{workspace_name}/experiments/{experiment_name}/runs", response={201: RunOut})

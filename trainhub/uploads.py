@@ -150,6 +150,20 @@ def chunk_from_request(request: HttpRequest, kind: Kind) -> Chunk:
     return Chunk(start=start, end=end, total=total, body=request)
 
 
+def put_answer(
+    request: HttpRequest, access: Any, sha256: str, *, kind: Kind, receive: Callable[..., Any], out: type[Schema]
+) -> tuple[int, Any]:
+    """The PUT endpoint of one kind of upload: a writer's chunk goes to `receive`; the answer is
+    200 with the progress while the file is incomplete, 201 with `out` once it is stored."""
+    from trainhub.workspaces.permissions import Action
+
+    access.require(Action.WRITE)
+    outcome = receive(access=access, sha256=sha256, chunk=chunk_from_request(request, kind))
+    if isinstance(outcome, Progress):
+        return 200, outcome.out()
+    return 201, out(sha256=outcome.sha256, size=outcome.size)
+
+
 def _whole_body(request: HttpRequest, kind: Kind) -> Chunk:
     """A file sent whole in one request (a small file, a plain client). Without a Content-Length
     (chunked transfer encoding) it is read, up to one chunk more than allowed, to learn its size."""
