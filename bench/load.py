@@ -54,7 +54,7 @@ class Viewer:
 async def watch(url: str, cookie: str, origin: str, viewer: Viewer, expected: int, deadline: float) -> None:
     """Follow the run as the page does: on a closed socket, reconnect from the last line seen."""
     from websockets.asyncio.client import connect
-    from websockets.exceptions import ConnectionClosed
+    from websockets.exceptions import WebSocketException
 
     while viewer.next_line < expected and time.time() < deadline:
         try:
@@ -65,7 +65,7 @@ async def watch(url: str, cookie: str, origin: str, viewer: Viewer, expected: in
                     viewer.take(json.loads(raw))
         except TimeoutError:
             return
-        except (ConnectionClosed, OSError):
+        except (WebSocketException, OSError):  # closed, or a handshake the busy server dropped
             viewer.reconnects += 1
             await asyncio.sleep(0.5)
 

@@ -143,7 +143,9 @@ REDIS_URL = envstr("REDIS_URL", "redis://127.0.0.1:6379/0")
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [REDIS_URL], "capacity": 5000, "expiry": 30},
+        # Every open socket may hold a pooled connection at once: the pool's default of 100 made
+        # viewers past the hundredth fail with "Too many connections" (bench/load.py, 200 viewers).
+        "CONFIG": {"hosts": [{"address": REDIS_URL, "max_connections": 2000}], "capacity": 5000, "expiry": 30},
     }
 }
 
