@@ -115,6 +115,22 @@ def free_port(preferred: int) -> int:
     raise OSError("no free port")
 
 
+MASTER_PORT_HOLD_SECONDS = 120
+
+
+def reserve_master_port(redis: Any, address: str, run_pk: int) -> int:
+    """A free port on `address` that no other run is about to take. A port is free when checked
+    but bound only once rank 0 starts, so two runs starting at once on one host would otherwise
+    both pick 6105; each holds its pick in Redis until rank 0 has surely bound it."""
+    preferred = DEFAULT_MASTER_PORT
+    for _ in range(20):
+        port = free_port(preferred)
+        if redis.set(f"trainhub:master-port:{address}:{port}", run_pk, nx=True, ex=MASTER_PORT_HOLD_SECONDS):
+            return port
+        preferred = 0
+    raise OSError(f"no free port on {address}")
+
+
 def _rendezvous_key(run_pk: int) -> str:
     return f"trainhub:run:{run_pk}:rendezvous"
 
@@ -275,7 +291,7 @@ class NodeExecution:
     def rendezvous(self) -> dict[str, str]:
         key = _rendezvous_key(self.run.pk)
         if self.leader:
-            port = free_port(DEFAULT_MASTER_PORT)
+            port = reserve_master_port(self.redis, self.node.address, self.run.pk)
             value = {"addr": self.node.address, "port": str(port)}
             self.redis.set(key, json.dumps(value), ex=7 * 86400)
             return value
