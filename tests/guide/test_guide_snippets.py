@@ -1,4 +1,4 @@
-"""Every Python code block of the guide (all three editions under shared/seeds/), run against a
+"""Every Python code block of the guide (all three editions, tests/guide/seeds/), run against a
 live TrainHub with real nodes, with only the import lines and the curated names rewritten.
 
 The rewrite: `azureml.core` → `trainhub.sdk`, `azureml.train.dnn` → `trainhub.sdk.train.dnn`
@@ -52,7 +52,7 @@ from tests.helpers.site import download_config, module_site
 
 pytestmark = pytest.mark.slow
 
-SEEDS = Path(os.environ.get("TRAINHUB_GUIDE_DIR", Path(__file__).resolve().parents[3] / "shared" / "seeds"))
+SEEDS = Path(os.environ.get("TRAINHUB_GUIDE_DIR", Path(__file__).parent / "seeds"))
 HERE = Path(__file__).parent
 PROJECTS = HERE.parent / "runs" / "projects"
 
