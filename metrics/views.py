@@ -9,12 +9,12 @@ from collections.abc import Iterator
 import numpy as np
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
-from django.shortcuts import render
 
 from metrics import selectors
 from metrics.models import MetricSeries, SeriesKind
 from runs import selectors as run_selectors
 from trainhub.workspaces import selectors as workspace_selectors
+from trainhub.workspaces.pages import workspace_page
 
 CSV_POINTS_PER_PIECE = 20_000
 RUNS_PER_PAGE = 50
@@ -42,8 +42,7 @@ def _scalar_csv(series: list[MetricSeries]) -> Iterator[str]:
             times = points.times[start:stop].tolist()
             utc = _iso(points.times[start:stop])
             yield "".join(
-                f"{prefix},{s},{v!r},{t!r},{u}\n"
-                for s, v, t, u in zip(steps, values, times, utc, strict=True)
+                f"{prefix},{s},{v!r},{t!r},{u}\n" for s, v, t, u in zip(steps, values, times, utc, strict=True)
             )
 
 
@@ -73,9 +72,7 @@ def run_metrics_csv(request: HttpRequest, workspace_name: str, run_id: str) -> H
     if name:
         series = selectors.series_get(run, name, rank or 0)
         body = _table_csv(series) if series.kind == SeriesKind.TABLE else _scalar_csv([series])
-        filename = (
-            f"{run.run_id}-{''.join(c if c.isalnum() or c in '-_.' else '_' for c in name)}.csv"
-        )
+        filename = f"{run.run_id}-{''.join(c if c.isalnum() or c in '-_.' else '_' for c in name)}.csv"
     else:
         body = _scalar_csv(list(selectors.series_of(run, rank=rank, kind=SeriesKind.SCALAR)))
         filename = f"{run.run_id}-metrics.csv"
@@ -113,23 +110,20 @@ def experiment_metrics(request: HttpRequest, workspace_name: str, name: str) -> 
         offset=(page - 1) * RUNS_PER_PAGE,
         limit=RUNS_PER_PAGE + 1,
     )
-    return render(
+    return workspace_page(
         request,
+        access,
         "metrics/experiment_metrics.html",
-        {
-            "access": access,
-            "workspace": access.workspace,
-            "experiment": experiment,
-            "names": names,
-            "columns": columns,
-            "sort": sort,
-            "descending": descending,
-            "runs": runs[:RUNS_PER_PAGE],
-            "page": page,
-            "has_next": len(runs) > RUNS_PER_PAGE,
-            "selected": _chosen(request, "runs"),
-            "section": "experiments",
-        },
+        "experiments",
+        experiment=experiment,
+        names=names,
+        columns=columns,
+        sort=sort,
+        descending=descending,
+        runs=runs[:RUNS_PER_PAGE],
+        page=page,
+        has_next=len(runs) > RUNS_PER_PAGE,
+        selected=_chosen(request, "runs"),
     )
 
 
@@ -141,11 +135,7 @@ def compare(request: HttpRequest, workspace_name: str, name: str) -> HttpRespons
     run_ids = _chosen(request, "runs")
     runs = selectors.runs_for_compare(experiment, run_ids)
     names = sorted(
-        set(
-            MetricSeries.objects.filter(run__in=runs, rank=0, kind=SeriesKind.SCALAR).values_list(
-                "name", flat=True
-            )
-        )
+        set(MetricSeries.objects.filter(run__in=runs, rank=0, kind=SeriesKind.SCALAR).values_list("name", flat=True))
     )
     finals = {
         (run_pk, metric): value
@@ -153,21 +143,16 @@ def compare(request: HttpRequest, workspace_name: str, name: str) -> HttpRespons
             run__in=runs, rank=0, kind=SeriesKind.SCALAR
         ).values_list("run_id", "name", "last_value")
     }
-    rows = [
-        {"run": run, "values": [finals.get((run.pk, metric)) for metric in names]} for run in runs
-    ]
-    return render(
+    rows = [{"run": run, "values": [finals.get((run.pk, metric)) for metric in names]} for run in runs]
+    return workspace_page(
         request,
+        access,
         "metrics/compare.html",
-        {
-            "access": access,
-            "workspace": access.workspace,
-            "experiment": experiment,
-            "runs": runs,
-            "rows": rows,
-            "names": names,
-            "share_query": ",".join(run.run_id for run in runs),
-            "missing": [run_id for run_id in run_ids if run_id not in {r.run_id for r in runs}],
-            "section": "experiments",
-        },
+        "experiments",
+        experiment=experiment,
+        runs=runs,
+        rows=rows,
+        names=names,
+        share_query=",".join(run.run_id for run in runs),
+        missing=[run_id for run_id in run_ids if run_id not in {r.run_id for r in runs}],
     )

@@ -7,12 +7,13 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import redirect, render
+from django.shortcuts import redirect
 from django.views.decorators.http import require_POST
 
 from registry import exports, selectors, services
 from registry.archives import file_download, version_download
 from trainhub.workspaces import selectors as workspace_selectors
+from trainhub.workspaces.pages import workspace_page
 
 BAD_SHAPE_TEXT = "Write the sample input shape as numbers separated by commas, e.g. 1, 3, 224, 224."
 
@@ -23,16 +24,13 @@ def model_list(request: HttpRequest, workspace_name: str) -> HttpResponse:
     search = request.GET.get("q", "")[:200]
     models = list(selectors.models_of(access.workspace, search=search)[:500])
     latest = selectors.latest_versions(models)
-    return render(
+    return workspace_page(
         request,
+        access,
         "registry/models.html",
-        {
-            "access": access,
-            "workspace": access.workspace,
-            "rows": [(m, latest.get(m.pk)) for m in models],
-            "search": search,
-            "section": "models",
-        },
+        "models",
+        rows=[(m, latest.get(m.pk)) for m in models],
+        search=search,
     )
 
 
@@ -40,56 +38,44 @@ def model_list(request: HttpRequest, workspace_name: str) -> HttpResponse:
 def model_detail(request: HttpRequest, workspace_name: str, name: str) -> HttpResponse:
     access = workspace_selectors.access_for(request.user, workspace_name)
     model = selectors.model_get(access.workspace, name)
-    return render(
+    return workspace_page(
         request,
+        access,
         "registry/model.html",
-        {
-            "access": access,
-            "workspace": access.workspace,
-            "model": model,
-            "versions": selectors.versions_of(model),
-            "section": "models",
-        },
+        "models",
+        model=model,
+        versions=selectors.versions_of(model),
     )
 
 
 @login_required
-def version_detail(
-    request: HttpRequest, workspace_name: str, name: str, version: int
-) -> HttpResponse:
+def version_detail(request: HttpRequest, workspace_name: str, name: str, version: int) -> HttpResponse:
     access = workspace_selectors.access_for(request.user, workspace_name)
     found = selectors.version_get(access.workspace, name, version)
-    return render(
+    return workspace_page(
         request,
+        access,
         "registry/version.html",
-        {
-            "access": access,
-            "workspace": access.workspace,
-            "version": found,
-            "files": selectors.files_of(found),
-            "exports": selectors.exports_of(found),
-            "exported_from": found.exported_from.select_related("source", "source__model").first(),
-            "clusters": access.workspace.clusters.order_by("name"),
-            "default_opset": exports.DEFAULT_OPSET,
-            "default_tolerance": exports.DEFAULT_TOLERANCE,
-            "section": "models",
-        },
+        "models",
+        version=found,
+        files=selectors.files_of(found),
+        exports=selectors.exports_of(found),
+        exported_from=found.exported_from.select_related("source", "source__model").first(),
+        clusters=access.workspace.clusters.order_by("name"),
+        default_opset=exports.DEFAULT_OPSET,
+        default_tolerance=exports.DEFAULT_TOLERANCE,
     )
 
 
 @login_required
-def version_download_view(
-    request: HttpRequest, workspace_name: str, name: str, version: int
-) -> HttpResponse:
+def version_download_view(request: HttpRequest, workspace_name: str, name: str, version: int) -> HttpResponse:
     access = workspace_selectors.access_for(request.user, workspace_name)
     found = selectors.version_get(access.workspace, name, version)
     return version_download(request, found, list(selectors.files_of(found)))
 
 
 @login_required
-def version_file(
-    request: HttpRequest, workspace_name: str, name: str, version: int
-) -> HttpResponse:
+def version_file(request: HttpRequest, workspace_name: str, name: str, version: int) -> HttpResponse:
     access = workspace_selectors.access_for(request.user, workspace_name)
     found = selectors.version_get(access.workspace, name, version)
     return file_download(request, selectors.file_get(found, request.GET.get("path", "")))
@@ -97,23 +83,16 @@ def version_file(
 
 @login_required
 @require_POST
-def version_export(
-    request: HttpRequest, workspace_name: str, name: str, version: int
-) -> HttpResponse:
+def version_export(request: HttpRequest, workspace_name: str, name: str, version: int) -> HttpResponse:
     access = workspace_selectors.access_for(request.user, workspace_name)
     found = selectors.version_get(access.workspace, name, version)
     try:
-        shape = [
-            int(part)
-            for part in request.POST.get("sample_input_shape", "").replace(" ", "").split(",")
-        ]
+        shape = [int(part) for part in request.POST.get("sample_input_shape", "").replace(" ", "").split(",")]
         opset = int(request.POST.get("opset") or exports.DEFAULT_OPSET)
         tolerance = float(request.POST.get("tolerance") or exports.DEFAULT_TOLERANCE)
     except ValueError:
         messages.error(request, BAD_SHAPE_TEXT)
-        return redirect(
-            "registry:version", workspace_name=workspace_name, name=name, version=version
-        )
+        return redirect("registry:version", workspace_name=workspace_name, name=name, version=version)
     try:
         export = exports.onnx_export_start(
             access=access,
@@ -127,21 +106,15 @@ def version_export(
     except ValidationError as error:
         messages.error(request, " ".join(error.messages))
     else:
-        messages.success(
-            request, f"ONNX export started as run {export.run.run_id if export.run else '?'}."
-        )
+        messages.success(request, f"ONNX export started as run {export.run.run_id if export.run else '?'}.")
     return redirect("registry:version", workspace_name=workspace_name, name=name, version=version)
 
 
 @login_required
 @require_POST
-def version_delete(
-    request: HttpRequest, workspace_name: str, name: str, version: int
-) -> HttpResponse:
+def version_delete(request: HttpRequest, workspace_name: str, name: str, version: int) -> HttpResponse:
     access = workspace_selectors.access_for(request.user, workspace_name)
     found = selectors.version_get(access.workspace, name, version)
     services.version_delete(access=access, version=found)
-    messages.success(
-        request, f"Version {name}:{version} deleted; its number will not be given again."
-    )
+    messages.success(request, f"Version {name}:{version} deleted; its number will not be given again.")
     return redirect("registry:model", workspace_name=workspace_name, name=name)

@@ -8,27 +8,25 @@ from asgiref.sync import sync_to_async
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
-from django.shortcuts import redirect, render
+from django.shortcuts import redirect
 from django.views.decorators.http import require_POST
 
 from runs import selectors, services
 from runs.models import LogChunk, RunStatus
 from trainhub.downloads import file_response
 from trainhub.workspaces import selectors as workspace_selectors
+from trainhub.workspaces.pages import workspace_page
 
 
 @login_required
 def experiment_list(request: HttpRequest, workspace_name: str) -> HttpResponse:
     access = workspace_selectors.access_for(request.user, workspace_name)
-    return render(
+    return workspace_page(
         request,
+        access,
         "runs/experiments.html",
-        {
-            "access": access,
-            "workspace": access.workspace,
-            "experiments": selectors.experiments_of(access.workspace),
-            "section": "experiments",
-        },
+        "experiments",
+        experiments=selectors.experiments_of(access.workspace),
     )
 
 
@@ -46,19 +44,16 @@ def experiment_detail(request: HttpRequest, workspace_name: str, name: str) -> H
     page = selectors.runs_page(experiment, status=status, before_id=before, limit=selectors.PAGE_SIZE + 1)
     has_more = len(page) > selectors.PAGE_SIZE
     runs = page[: selectors.PAGE_SIZE]
-    return render(
+    return workspace_page(
         request,
+        access,
         "runs/experiment.html",
-        {
-            "access": access,
-            "workspace": access.workspace,
-            "experiment": experiment,
-            "runs": runs,
-            "status": status,
-            "statuses": RunStatus.values,
-            "next_before": runs[-1].pk if has_more and runs else None,
-            "section": "experiments",
-        },
+        "experiments",
+        experiment=experiment,
+        runs=runs,
+        status=status,
+        statuses=RunStatus.values,
+        next_before=runs[-1].pk if has_more and runs else None,
     )
 
 
@@ -72,21 +67,18 @@ def run_detail(request: HttpRequest, workspace_name: str, run_id: str) -> HttpRe
         {"change": change, "seconds": (following.at - change.at).total_seconds() if following else None}
         for change, following in zip(changes, changes[1:] + [None], strict=True)
     ]
-    return render(
+    return workspace_page(
         request,
+        access,
         "runs/run.html",
-        {
-            "access": access,
-            "workspace": access.workspace,
-            "run": run,
-            "history": history,
-            "processes": run.processes.all(),
-            "files": selectors.run_files(run),
-            "snapshot_files": run.snapshot.files,
-            "tail": [c.as_message() for c in tail],
-            "streams": selectors.log_streams(run),
-            "section": "experiments",
-        },
+        "experiments",
+        run=run,
+        history=history,
+        processes=run.processes.all(),
+        files=selectors.run_files(run),
+        snapshot_files=run.snapshot.files,
+        tail=[c.as_message() for c in tail],
+        streams=selectors.log_streams(run),
     )
 
 
@@ -106,8 +98,11 @@ def run_file(request: HttpRequest, workspace_name: str, run_id: str) -> HttpResp
     run = selectors.run_get(access.workspace, run_id)
     found = selectors.run_file_get(run, request.GET.get("path", ""))
     return file_response(
-        request, storage_name=found.storage_name, filename=found.path.rsplit("/", 1)[-1],
-        size=found.size, sha256=found.sha256,
+        request,
+        storage_name=found.storage_name,
+        filename=found.path.rsplit("/", 1)[-1],
+        size=found.size,
+        sha256=found.sha256,
     )
 
 
@@ -139,4 +134,3 @@ def run_log_download(request: HttpRequest, workspace_name: str, run_id: str) -> 
     response = StreamingHttpResponse(_log_text(run.pk, stream), content_type="text/plain; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="{run.run_id}-{stream or "all"}.txt"'
     return response
-

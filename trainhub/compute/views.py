@@ -6,12 +6,13 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import redirect, render
+from django.shortcuts import redirect
 
 from trainhub.compute import catalog, selectors, services
 from trainhub.compute.forms import ClusterForm
 from trainhub.forms import add_service_errors
 from trainhub.workspaces import selectors as workspace_selectors
+from trainhub.workspaces.pages import workspace_page
 
 
 @login_required
@@ -27,17 +28,14 @@ def cluster_list(request: HttpRequest, workspace_name: str) -> HttpResponse:
             else:
                 messages.success(request, f"Compute target {cluster.name} created.")
                 return redirect("compute:detail", workspace_name=workspace_name, name=cluster.name)
-    return render(
+    return workspace_page(
         request,
+        access,
         "compute/list.html",
-        {
-            "access": access,
-            "workspace": access.workspace,
-            "clusters": selectors.clusters_of(access.workspace),
-            "sizes": catalog.SIZES.values(),
-            "form": form,
-            "section": "compute",
-        },
+        "compute",
+        clusters=selectors.clusters_of(access.workspace),
+        sizes=catalog.SIZES.values(),
+        form=form,
     )
 
 
@@ -45,15 +43,12 @@ def cluster_list(request: HttpRequest, workspace_name: str) -> HttpResponse:
 def cluster_detail(request: HttpRequest, workspace_name: str, name: str) -> HttpResponse:
     access = workspace_selectors.access_for(request.user, workspace_name)
     cluster = selectors.cluster_get(access.workspace, name)
-    return render(
+    return workspace_page(
         request,
+        access,
         "compute/detail.html",
-        {
-            "access": access,
-            "workspace": access.workspace,
-            "cluster": cluster,
-            "size": catalog.get_size(cluster.vm_size),
-            "nodes": selectors.recent_nodes(cluster),
-            "section": "compute",
-        },
+        "compute",
+        cluster=cluster,
+        size=catalog.get_size(cluster.vm_size),
+        nodes=selectors.recent_nodes(cluster),
     )

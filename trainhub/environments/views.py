@@ -6,7 +6,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import redirect, render
+from django.shortcuts import redirect
 from django.views.decorators.http import require_POST
 
 from trainhub.environments import selectors, services
@@ -14,23 +14,21 @@ from trainhub.environments.curated import RESERVED_PREFIX
 from trainhub.environments.forms import CloneForm
 from trainhub.environments.spec import normalise_spec, to_conda_yaml
 from trainhub.workspaces import selectors as workspace_selectors
+from trainhub.workspaces.pages import workspace_page
 
 
 @login_required
 def environment_list(request: HttpRequest, workspace_name: str) -> HttpResponse:
     access = workspace_selectors.access_for(request.user, workspace_name)
     versions = selectors.latest_versions(access.workspace)
-    return render(
+    return workspace_page(
         request,
+        access,
         "environments/list.html",
-        {
-            "access": access,
-            "workspace": access.workspace,
-            "curated": [v for v in versions if v.environment.is_curated],
-            "custom": [v for v in versions if not v.environment.is_curated],
-            "reserved_prefix": RESERVED_PREFIX,
-            "section": "environments",
-        },
+        "environments",
+        curated=[v for v in versions if v.environment.is_curated],
+        custom=[v for v in versions if not v.environment.is_curated],
+        reserved_prefix=RESERVED_PREFIX,
     )
 
 
@@ -43,19 +41,16 @@ def environment_detail(request: HttpRequest, workspace_name: str, name: str) -> 
 
 def _detail(request, access, environment, clone_form: CloneForm, status: int = 200) -> HttpResponse:
     versions = list(selectors.versions_of(environment))
-    return render(
+    return workspace_page(
         request,
+        access,
         "environments/detail.html",
-        {
-            "access": access,
-            "workspace": access.workspace,
-            "environment": environment,
-            "versions": versions,
-            "latest": versions[0] if versions else None,
-            "clone_form": clone_form,
-            "section": "environments",
-        },
-        status=status,
+        "environments",
+        environment=environment,
+        versions=versions,
+        latest=versions[0] if versions else None,
+        clone_form=clone_form,
+        http_status=status,
     )
 
 
@@ -78,34 +73,25 @@ def environment_clone(request: HttpRequest, workspace_name: str, name: str) -> H
             form.add_error(None, " ".join(error.messages))
         else:
             clone = registration.version
-            messages.success(
-                request, f"{clone.environment.name} version {clone.version} made from {name}."
-            )
-            return redirect(
-                "environments:detail", workspace_name=workspace_name, name=clone.environment.name
-            )
+            messages.success(request, f"{clone.environment.name} version {clone.version} made from {name}.")
+            return redirect("environments:detail", workspace_name=workspace_name, name=clone.environment.name)
     return _detail(request, access, environment, form, status=400)
 
 
 @login_required
-def version_detail(
-    request: HttpRequest, workspace_name: str, name: str, version: int
-) -> HttpResponse:
+def version_detail(request: HttpRequest, workspace_name: str, name: str, version: int) -> HttpResponse:
     access = workspace_selectors.access_for(request.user, workspace_name)
     environment = selectors.environment_get(access.workspace, name)
     found = selectors.version_get(environment, version)
     spec = normalise_spec(found.spec)
-    return render(
+    return workspace_page(
         request,
+        access,
         "environments/version.html",
-        {
-            "access": access,
-            "workspace": access.workspace,
-            "environment": environment,
-            "version": found,
-            "spec": spec,
-            "conda_yaml": to_conda_yaml(spec, environment.name),
-            "builds": selectors.builds_of(found),
-            "section": "environments",
-        },
+        "environments",
+        environment=environment,
+        version=found,
+        spec=spec,
+        conda_yaml=to_conda_yaml(spec, environment.name),
+        builds=selectors.builds_of(found),
     )

@@ -16,6 +16,7 @@ from django.views.decorators.http import require_POST
 from trainhub.forms import add_service_errors
 from trainhub.workspaces import selectors, services
 from trainhub.workspaces.forms import ConfigForm, MemberForm, RoleForm, TokenForm, WorkspaceForm
+from trainhub.workspaces.pages import workspace_page
 from trainhub.workspaces.permissions import Access
 
 
@@ -45,11 +46,7 @@ def workspace_list(request: HttpRequest) -> HttpResponse:
 @login_required
 def workspace_detail(request: HttpRequest, workspace_name: str) -> HttpResponse:
     access = selectors.access_for(request.user, workspace_name)
-    return render(
-        request,
-        "workspaces/detail.html",
-        {"access": access, "workspace": access.workspace, "section": "overview"},
-    )
+    return workspace_page(request, access, "workspaces/detail.html", "overview")
 
 
 @login_required
@@ -65,17 +62,14 @@ def member_list(request: HttpRequest, workspace_name: str) -> HttpResponse:
             else:
                 messages.success(request, f"{form.cleaned_data['username']} added.")
                 return redirect("workspaces:members", workspace_name=workspace_name)
-    return render(
+    return workspace_page(
         request,
+        access,
         "workspaces/members.html",
-        {
-            "access": access,
-            "workspace": access.workspace,
-            "members": selectors.members_of(access.workspace),
-            "form": form,
-            "role_choices": RoleForm.base_fields["role"].choices,
-            "section": "members",
-        },
+        "members",
+        members=selectors.members_of(access.workspace),
+        form=form,
+        role_choices=RoleForm.base_fields["role"].choices,
     )
 
 
@@ -125,17 +119,14 @@ def token_list(request: HttpRequest, workspace_name: str) -> HttpResponse:
             add_service_errors(form, error)
         else:
             form = TokenForm()
-    return render(
+    return workspace_page(
         request,
+        access,
         "workspaces/tokens.html",
-        {
-            "access": access,
-            "workspace": access.workspace,
-            "tokens": selectors.tokens_of(workspace=access.workspace, user=request.user),
-            "issued": issued,
-            "form": form,
-            "section": "tokens",
-        },
+        "tokens",
+        tokens=selectors.tokens_of(workspace=access.workspace, user=request.user),
+        issued=issued,
+        form=form,
     )
 
 
@@ -159,9 +150,7 @@ def config_download(request: HttpRequest, workspace_name: str) -> HttpResponse:
         form = ConfigForm(request.POST)
         if form.is_valid() and form.cleaned_data["include_token"]:
             stamp = timezone.now().strftime("%Y-%m-%d %H:%M")
-            token = services.token_create(
-                access=access, user=request.user, name=f"config.json download {stamp}"
-            ).secret
+            token = services.token_create(access=access, user=request.user, name=f"config.json download {stamp}").secret
     config = services.config_json(
         workspace=access.workspace,
         server_url=getattr(settings, "TRAINHUB_PUBLIC_URL_OVERRIDE", None) or server_url(request),
