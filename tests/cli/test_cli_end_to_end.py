@@ -136,6 +136,30 @@ def test_submit_follows_the_log_then_download_register_and_fetch_the_model(user)
     assert hashlib.sha256((user["project"] / "model" / "model.pt").read_bytes()).hexdigest() == printed_sha
 
 
+
+def test_export_onnx_json_keeps_stdout_for_the_json(user):
+    """`model export-onnx --json`: the export's log goes to stderr, stdout is the new version as JSON."""
+    made = subprocess.run(
+        [str(BASE_DIR / ".venv" / "bin" / "python"), "-c",
+         "import torch; torch.jit.script(torch.nn.Linear(8, 2)).save('scripted.pt')"],
+        cwd=user["project"], capture_output=True, text=True, timeout=120,
+    )
+    assert made.returncode == 0, made.stderr
+    registered = trainhub(user, "trainhub model register --name cli-scripted --path scripted.pt")
+    assert registered.returncode == 0, registered.stderr
+
+    done = trainhub(user, "trainhub model export-onnx cli-scripted --shape 1,8 --compute-target cpu --json")
+    assert done.returncode == 0, done.stderr
+    exported = json.loads(done.stdout)
+    assert (exported["name"], exported["version"], exported["exported_from"]) == (
+        "cli-scripted-onnx", 1, "cli-scripted:1"
+    )
+    assert "onnx.checker: model.onnx is valid" in done.stderr
+
+    human = trainhub(user, "trainhub model export-onnx cli-scripted:1 --shape 1,8 --compute-target cpu")
+    assert human.returncode == 0, human.stderr
+    assert "Exported cli-scripted:1 to cli-scripted-onnx:2: max abs difference " in human.stdout
+
 def test_a_failing_run_exits_non_zero_with_one_line(user):
     done = trainhub(user, "trainhub run submit --script fail.py --compute cpu --experiment cli-fail")
     assert done.returncode == 1

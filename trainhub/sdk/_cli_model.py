@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import sys
 from typing import Any
 
-from trainhub.sdk.cli import emit, key_values
+from trainhub.sdk.cli import action, emit, key_values
 from trainhub.sdk.exceptions import UserErrorException
 
 
@@ -14,62 +16,35 @@ def add_parser(subparsers: Any) -> None:
     model = subparsers.add_parser("model", help="registered models and their versions")
     commands = model.add_subparsers(dest="model_command", metavar="ACTION", required=True)
 
-    listing = commands.add_parser("list", help="list model versions")
+    listing = action(commands, "list", list_models, "list model versions")
     listing.add_argument("--name", help="only this model")
     listing.add_argument(
-        "--tag",
-        action="append",
-        default=[],
-        metavar="KEY[=VALUE]",
-        help="only versions with this tag",
+        "--tag", action="append", default=[], metavar="KEY[=VALUE]", help="only versions with this tag"
     )
-    listing.add_argument(
-        "--all-versions", action="store_true", help="every version, not only the latest"
-    )
-    listing.set_defaults(handler=list_models)
+    listing.add_argument("--all-versions", action="store_true", help="every version, not only the latest")
 
-    show = commands.add_parser("show", help="a version's details, files and lineage (JSON)")
+    show = action(commands, "show", show_model, "a version's details, files and lineage (JSON)")
     show.add_argument("model", metavar="NAME[:VERSION]")
-    show.set_defaults(handler=show_model)
 
-    register = commands.add_parser(
-        "register", help="register a local file or folder, or a run's output"
-    )
+    register = action(commands, "register", register_model, "register a local file or folder, or a run's output")
     register.add_argument("--name", required=True, help="the model's name")
-    register.add_argument(
-        "--path", required=True, help="a local file or folder, or with --run-id a path of the run"
-    )
-    register.add_argument(
-        "--run-id", help="register the run's stored output at --path (nothing is uploaded)"
-    )
+    register.add_argument("--path", required=True, help="a local file or folder, or with --run-id a path of the run")
+    register.add_argument("--run-id", help="register the run's stored output at --path (nothing is uploaded)")
     register.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE")
     register.add_argument("--property", action="append", default=[], metavar="KEY=VALUE")
     register.add_argument("--description", default="")
-    register.set_defaults(handler=register_model)
 
-    download = commands.add_parser(
-        "download", help="download a version, checking every file's sha256"
-    )
-    download.add_argument(
-        "model", metavar="NAME[:VERSION]", help="the latest version unless VERSION is given"
-    )
+    download = action(commands, "download", download_model, "download a version, checking every file's sha256")
+    download.add_argument("model", metavar="NAME[:VERSION]", help="the latest version unless VERSION is given")
     download.add_argument("--target-dir", default=".", help="where to put it (default: here)")
-    download.add_argument(
-        "--exist-ok", action="store_true", help="replace files that are already there"
-    )
-    download.set_defaults(handler=download_model)
+    download.add_argument("--exist-ok", action="store_true", help="replace files that are already there")
 
-    export = commands.add_parser(
-        "export-onnx", help="export a version to ONNX on a node and wait for it"
-    )
+    export = action(commands, "export-onnx", export_model, "export a version to ONNX on a node and wait for it")
     export.add_argument("model", metavar="NAME[:VERSION]")
     export.add_argument("--shape", required=True, help="sample input shape, e.g. 1,3,224,224")
     export.add_argument("--opset", type=int, default=17)
-    export.add_argument(
-        "--tolerance", type=float, help="largest max-abs difference PyTorch vs onnxruntime accepted"
-    )
+    export.add_argument("--tolerance", type=float, help="largest max-abs difference PyTorch vs onnxruntime accepted")
     export.add_argument("--compute-target", help="the cluster to run the export on")
-    export.set_defaults(handler=export_model)
 
 
 def _model(args: argparse.Namespace) -> Any:
@@ -84,9 +59,7 @@ def list_models(args: argparse.Namespace) -> int:
     from trainhub.sdk.cli import workspace_from
     from trainhub.sdk.model import Model
 
-    found = Model.list(
-        workspace_from(args), name=args.name, tags=args.tag, latest=not args.all_versions
-    )
+    found = Model.list(workspace_from(args), name=args.name, tags=args.tag, latest=not args.all_versions)
     lines = []
     for model in found:
         tags = ",".join(f"{k}={v}" if v else k for k, v in model.tags.items())
@@ -133,13 +106,9 @@ def download_model(args: argparse.Namespace) -> int:
 
     model = _model(args)
     try:
-        path = model.download(
-            target_dir=args.target_dir, exist_ok=args.exist_ok, show_progress=True
-        )
+        path = model.download(target_dir=args.target_dir, exist_ok=args.exist_ok, show_progress=True)
     except TargetExistsError as error:
-        raise UserErrorException(
-            f"{error.path} already exists: add --exist-ok to replace it."
-        ) from None
+        raise UserErrorException(f"{error.path} already exists: add --exist-ok to replace it.") from None
     return emit(
         args, dict(model.get_details(), downloaded_to=path), f"Downloaded {model.id} to {path} (sha256 checked)"
     )
@@ -149,19 +118,20 @@ def export_model(args: argparse.Namespace) -> int:
     try:
         shape = [int(part) for part in args.shape.split(",")]
     except ValueError:
-        raise UserErrorException(
-            f"--shape {args.shape!r} is not numbers separated by commas."
-        ) from None
+        raise UserErrorException(f"--shape {args.shape!r} is not numbers separated by commas.") from None
     model = _model(args)
-    exported = model.export_onnx(
-        sample_input_shape=shape,
-        opset=args.opset,
-        tolerance=args.tolerance,
-        compute_target=args.compute_target,
-        show_output=True,
+    # With --json, stdout carries only the JSON: the export's log goes to stderr.
+    with contextlib.redirect_stdout(sys.stderr if args.json else sys.stdout):
+        exported = model.export_onnx(
+            sample_input_shape=shape,
+            opset=args.opset,
+            tolerance=args.tolerance,
+            compute_target=args.compute_target,
+            show_output=True,
+        )
+    difference = exported.properties.get("parity_max_abs_diff")
+    return emit(
+        args,
+        dict(exported.get_details(), exported_from=model.id),
+        f"Exported {model.id} to {exported.id}: max abs difference {difference}",
     )
-    print(
-        f"Exported {model.id} to {exported.id}: max abs difference "
-        f"{exported.properties.get('parity_max_abs_diff')}"
-    )
-    return 0
