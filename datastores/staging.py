@@ -5,6 +5,11 @@ Each node keeps a cache under TRAINHUB_DATA_CACHE_DIR/<node>: `blobs/` holds eac
 to them. A tree is built under a file lock in a temporary folder and renamed into place, so the
 ranks and runs of a node that need the same data share one copy, and a second run copies nothing.
 The cache sits under the node work directory, which a container of the run sees too.
+
+Past TRAINHUB_DATA_CACHE_MAX_BYTES (the blobs' total), staging a run evicts the least recently used
+trees that no unfinished run needs and that were not used in the last EVICTION_GRACE_SECONDS, then
+the blobs no tree links any more. A run's `download` copies are hard links in its own folder: they
+keep their content when the cache lets go of it.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import json
 import os
 import shutil
 import stat
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,11 +30,12 @@ from django.core.files.storage import default_storage
 from django.template.defaultfilters import filesizeformat
 
 from datastores.models import DataBlob, InputMode, RunInput
-from runs.models import Run
+from runs.models import ACTIVE_STATUSES, Run
 
 COPY_BYTES = 4 << 20
 READ_ONLY_FILE = stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH
 READ_ONLY_DIR = READ_ONLY_FILE | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH
+EVICTION_GRACE_SECONDS = 600
 
 
 class UnsafeInputPath(Exception):
@@ -84,7 +91,12 @@ def _build_tree(root: Path, workspace_pk: int, files: list[list], target: Path) 
             blob, blob_copied = _cached_blob(root, workspace_pk, sha256)
             copied += blob_copied
             destination.parent.mkdir(parents=True, exist_ok=True)
-            os.link(blob, destination)
+            try:
+                os.link(blob, destination)
+            except FileNotFoundError:  # evicted between the check and the link: fetch it again
+                blob, blob_copied = _cached_blob(root, workspace_pk, sha256)
+                copied += blob_copied
+                os.link(blob, destination)
     except BaseException:
         shutil.rmtree(building, ignore_errors=True)  # a failed build leaves no half tree behind
         raise
@@ -98,14 +110,86 @@ def stage_tree(node_name: str, workspace_pk: int, files: list[list]) -> Staged:
     """The node-local read-only folder holding `files` ([path, sha256, size]), built once."""
     root = cache_root(node_name)
     target = root / "trees" / _tree_key(workspace_pk, files)
-    if target.is_dir():
-        return Staged(target, 0)
     (root / "locks").mkdir(parents=True, exist_ok=True)
+    # Under the tree's lock even when it exists: an eviction holds it while it removes the tree.
     with open(root / "locks" / f"{target.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if target.is_dir():
-            return Staged(target, 0)  # built by another run of this node while this one waited
+            os.utime(target)  # its last use, which eviction goes by
+            return Staged(target, 0)
         return Staged(target, _build_tree(root, workspace_pk, files, target))
+
+
+def _blobs(root: Path) -> dict[int, Path]:
+    """The node's cached contents by inode (a tree's files are hard links to them)."""
+    return {blob.stat().st_ino: blob for blob in (root / "blobs").glob("??/*") if ".partial-" not in blob.name}
+
+
+def _trees_needed_by_unfinished_runs() -> set[str]:
+    inputs = RunInput.objects.filter(run__status__in=ACTIVE_STATUSES)
+    return {_tree_key(workspace_pk, files) for workspace_pk, files in inputs.values_list("run__workspace_id", "files")}
+
+
+def _remove_tree(root: Path, tree: Path) -> set[int] | None:
+    """Remove a tree unless it is being staged right now; the inodes of the files it held."""
+    with open(root / "locks" / f"{tree.name}.lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return None
+        inodes = set()
+        for folder, _, names in os.walk(tree):
+            os.chmod(folder, READ_ONLY_DIR | stat.S_IWUSR)
+            inodes.update(os.lstat(os.path.join(folder, name)).st_ino for name in names)
+        shutil.rmtree(tree)
+    return inodes
+
+
+def _drop_unlinked(blobs: list[Path], now: float) -> int:
+    """Delete the blobs no tree or download copy links any more (one link left: their own)."""
+    freed = 0
+    for blob in blobs:
+        try:
+            info = blob.stat()
+        except FileNotFoundError:
+            continue
+        if info.st_nlink == 1 and now - info.st_mtime >= EVICTION_GRACE_SECONDS:
+            blob.unlink(missing_ok=True)
+            freed += info.st_size
+    return freed
+
+
+def evict(node_name: str, max_bytes: int, say: Callable[[str], None]) -> int:
+    """Shrink the node's cache to `max_bytes` of blobs (0: no limit), least recently used trees
+    first; the bytes freed."""
+    root = cache_root(node_name)
+    blobs = _blobs(root) if max_bytes > 0 else {}
+    total = sum(blob.stat().st_size for blob in blobs.values())
+    if total <= max_bytes:
+        return 0
+    now = time.time()
+    freed = _drop_unlinked(list(blobs.values()), now)  # left by earlier evictions or failed builds
+    needed = _trees_needed_by_unfinished_runs()
+    trees = sorted(
+        (tree for tree in (root / "trees").glob("*") if tree.is_dir() and "." not in tree.name),
+        key=lambda tree: tree.stat().st_mtime,
+    )
+    for tree in trees:
+        if total - freed <= max_bytes:
+            break
+        if tree.name in needed or now - tree.stat().st_mtime < EVICTION_GRACE_SECONDS:
+            continue
+        inodes = _remove_tree(root, tree)
+        if inodes is not None:
+            freed += _drop_unlinked([blobs[inode] for inode in inodes if inode in blobs], now)
+    if freed:
+        say(f"Data cache: freed {filesizeformat(freed)} of least recently used inputs on this node.")
+    if total - freed > max_bytes:
+        say(
+            f"Data cache: {filesizeformat(total - freed)} on this node is past its "
+            f"{filesizeformat(max_bytes)} limit; the rest is needed by unfinished or recent runs."
+        )
+    return freed
 
 
 def _download(tree: Path, destination: Path) -> None:
@@ -132,4 +216,6 @@ def stage_run_inputs(run: Run, node_name: str, workdir: Path, say: Callable[[str
             f"{filesizeformat(run_input.size)}; {staged.copied_bytes} bytes copied to this node -> {path}"
         )
         variables[run_input.env_name] = str(path)
+    if variables:
+        evict(node_name, settings.TRAINHUB_DATA_CACHE_MAX_BYTES, say)
     return variables

@@ -25,7 +25,8 @@ def upload(client: Client, workspace: str, files: dict[str, bytes], datastore: s
 
 def submit(client: Client, workspace: Workspace, arguments: list[str]) -> HttpResponse:
     """Submit a run with these arguments through the API (a cluster and a snapshot made for it)."""
-    make_cluster(workspace, name="cpu")
+    if not workspace.clusters.filter(name="cpu").exists():
+        make_cluster(workspace, name="cpu")
     snapshot = make_snapshot(workspace)
     return client.post(
         f"/api/v1/workspaces/{workspace.name}/experiments/data/runs",
