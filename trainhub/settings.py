@@ -194,9 +194,11 @@ TRAINHUB_REQUEST_MAX_BYTES = envint("TRAINHUB_REQUEST_MAX_BYTES", 64 * 1024 * 10
 FILE_UPLOAD_MAX_MEMORY_SIZE = TRAINHUB_UPLOAD_CHUNK_BYTES
 
 # Datastores: the largest file one upload may hold, and where each node caches the data of its runs'
-# inputs (under the node work directory, which a run's container sees as well).
+# inputs (under the node work directory, which a run's container sees as well), evicted by
+# least-recent use past its size.
 TRAINHUB_DATASTORE_MAX_FILE_BYTES = envint("TRAINHUB_DATASTORE_MAX_FILE_BYTES", 50 * 1024**3)
 TRAINHUB_DATA_CACHE_DIR = envstr("TRAINHUB_DATA_CACHE_DIR", str(Path(TRAINHUB_NODE_WORK_DIR) / "_data-cache"))
+TRAINHUB_DATA_CACHE_MAX_BYTES = envint("TRAINHUB_DATA_CACHE_MAX_BYTES", 50 * 1024**3)
 
 # Environments: each node's cache of built virtualenvs, evicted by least-recent use past the size.
 TRAINHUB_ENV_CACHE_DIR = envstr("TRAINHUB_ENV_CACHE_DIR", str(DATA_DIR / "envs"))
