@@ -7,7 +7,7 @@ from datetime import datetime
 
 from django.core.exceptions import ValidationError
 from django.http import Http404, HttpRequest
-from ninja import Router, Schema
+from ninja import Router, Schema, Status
 
 from datastores import selectors, services
 from datastores.models import DatasetVersion, Datastore
@@ -97,7 +97,7 @@ def list_datastores(request: HttpRequest, workspace_name: str) -> list[Datastore
 @router.post("/{workspace_name}/datastores", response={201: DatastoreOut})
 def create_datastore(request: HttpRequest, workspace_name: str, payload: DatastoreIn) -> tuple[int, DatastoreOut]:
     member = access(request, workspace_name)
-    return 201, datastore_out(services.datastore_create(access=member, name=payload.name))
+    return Status(201, datastore_out(services.datastore_create(access=member, name=payload.name)))
 
 
 @router.get("/{workspace_name}/default-datastore", response=DatastoreOut)
@@ -178,7 +178,7 @@ def register_dataset(
         description=payload.description,
         create_new_version=payload.create_new_version,
     )
-    return 201, version_out(version)
+    return Status(201, version_out(version))
 
 
 @router.get("/{workspace_name}/datasets/{name}", response=DatasetVersionOut)

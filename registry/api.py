@@ -7,7 +7,7 @@ from typing import Any
 
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import Http404, HttpRequest, HttpResponse
-from ninja import Query, Router, Schema
+from ninja import Query, Router, Schema, Status
 
 from registry import exports, selectors, services
 from registry.archives import file_download, version_download
@@ -208,7 +208,7 @@ def register_version(
             run=run,
             **common,
         )
-    return 201, version_out(selectors.version_get(member.workspace, name, version.version))
+    return Status(201, version_out(selectors.version_get(member.workspace, name, version.version)))
 
 
 @router.get("/{workspace_name}/models/{name}", response=VersionOut)
@@ -243,7 +243,7 @@ def delete_version(
     services.version_delete(
         access=member, version=selectors.version_get(member.workspace, name, version)
     )
-    return 204, None
+    return Status(204, None)
 
 
 @router.get("/{workspace_name}/models/{name}/versions/{version}/file")
@@ -303,7 +303,7 @@ def start_export(
         tolerance=payload.tolerance,
         compute_target=payload.compute_target,
     )
-    return 201, export_out(selectors.export_get(member.workspace, export.pk))
+    return Status(201, export_out(selectors.export_get(member.workspace, export.pk)))
 
 
 @router.get("/{workspace_name}/onnx-exports/{export_id}", response=ExportOut)

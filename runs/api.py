@@ -7,7 +7,7 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest
-from ninja import Router, Schema
+from ninja import Router, Schema, Status
 
 from runs import selectors, services
 from runs.models import Run
@@ -197,7 +197,7 @@ def submit_run(request: HttpRequest, workspace_name: str, experiment_name: str, 
         display_name=payload.display_name,
         use_gpu=payload.use_gpu,
     )
-    return 201, run_out(selectors.run_get(member.workspace, run.run_id))
+    return Status(201, run_out(selectors.run_get(member.workspace, run.run_id)))
 
 
 @router.get("/{workspace_name}/experiments", response=list[dict])

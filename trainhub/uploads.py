@@ -26,8 +26,8 @@ An app receiving uploads declares a `Kind` and one endpoint (registry and runs a
             commit=lambda staged: Thing.objects.create(..., name=default_storage.save(name, staged)),
         )
         if isinstance(outcome, uploads.Progress):
-            return 200, outcome.out()
-        return 201, ThingOut.from_orm(outcome)
+            return Status(200, outcome.out())
+        return Status(201, ThingOut.from_orm(outcome))
 
 (the `receive` call belongs in the app's services.py), and the SDK side is `trainhub.sdk._uploads.upload_file`.
 """
@@ -55,7 +55,7 @@ from django.core.files.storage import default_storage
 from django.db import IntegrityError, transaction
 from django.db.models import Model
 from django.http import HttpRequest
-from ninja import Schema
+from ninja import Schema, Status
 
 T = TypeVar("T")
 B = TypeVar("B", bound=Model)
@@ -160,8 +160,8 @@ def put_answer(
     access.require(Action.WRITE)
     outcome = receive(access=access, sha256=sha256, chunk=chunk_from_request(request, kind))
     if isinstance(outcome, Progress):
-        return 200, outcome.out()
-    return 201, out(sha256=outcome.sha256, size=outcome.size)
+        return Status(200, outcome.out())
+    return Status(201, out(sha256=outcome.sha256, size=outcome.size))
 
 
 def _whole_body(request: HttpRequest, kind: Kind) -> Chunk:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from django.http import HttpRequest
-from ninja import Router, Schema
+from ninja import Router, Schema, Status
 
 from trainhub.api import access
 from trainhub.compute import catalog, selectors, services
@@ -105,4 +105,4 @@ def get_cluster(request: HttpRequest, workspace_name: str, name: str) -> Cluster
 def create_cluster(request: HttpRequest, workspace_name: str, payload: ClusterIn) -> tuple[int, ClusterOut]:
     member = access(request, workspace_name)
     cluster = services.cluster_create(access=member, user=request.user, **payload.dict())
-    return 201, _out(cluster)
+    return Status(201, _out(cluster))
