@@ -32,6 +32,7 @@ from runs.containers import Launcher, ProcessLauncher, launch_problem, launcher_
 from runs.models import Run, RunNode, RunProcess, RunStatus
 from trainhub.compute.models import Node
 from trainhub.redis_conn import get_redis
+from trainhub.sdk._whole_lines import ANNOUNCE, split_tagged
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +63,8 @@ class RankProcess:
     exit_code: int | None = None
     reader_done: threading.Event = field(default_factory=threading.Event)
     mpi: bool = False
+    # A per-node launcher (torchrun): its ranks' lines arrive tagged on its pipe, see _whole_lines.
+    launcher: bool = False
 
 
 # Run as a file with -P, not `-m runs.supervisor`: the rank's working folder is the run's, not
@@ -70,6 +73,9 @@ SUPERVISOR = str(Path(__file__).with_name("supervisor.py"))
 MPI_HOST_PREFIX = "trainhub-node-"
 MPI_TAG = re.compile(r"\[\d+,(\d+)\]<std(?:out|err)>:")
 MPI_FAILED_RANK = re.compile(r"Process name: \[\[\d+,\d+\],(\d+)\]")
+# torchrun's failure summary: "rank      : 3 (local_rank: 1)" under "Root Cause (first observed failure)".
+LAUNCHER_FAILED_RANK = re.compile(r"^\s*rank\s*:\s*(\d+) \(local_rank: \d+\)")
+RANK_STARTED = re.compile(r"started local_rank=(\d+) pid=(\d+)")
 
 
 def split_mpi_output(line: str, pending: dict[str, str]) -> list[tuple[str, str]]:
@@ -154,6 +160,7 @@ class NodeExecution:
         self.ranks: list[RankProcess] = []
         self.lines: collections.deque[tuple[str, str]] = collections.deque()
         self.lines_lock = threading.Lock()
+        self.started: list[tuple[int, str]] = []  # announcements of a per-node launch's ranks
         self.tails: dict[str, collections.deque] = {}
         self.prepare_stream = f"prepare_node_{node_rank}"
         self.prepare_lines: list[str] = []
@@ -351,7 +358,12 @@ class NodeExecution:
             argv = [expand_variables(str(part), env) for part in argv]
             if argv and argv[0] in ("python", "python3"):
                 argv[0] = str(python)
-            self._spawn(rank, local_rank, f"std_log_process_{rank}", *self.launcher.command(argv, env))
+            command = self.launcher.command(argv, env)
+            if self.per_node_launch:
+                # Its ranks' lines go to their own logs; what the launcher itself prints, to this one.
+                self._spawn(rank, local_rank, f"launcher_node_{self.node_rank}", *command, launcher=True)
+            else:
+                self._spawn(rank, local_rank, f"std_log_process_{rank}", *command)
 
     def _base_env(self, python: Path, env_vars: dict[str, str], rendezvous: dict[str, str]) -> dict[str, str]:
         from trainhub.environments.builders import sdk_path
@@ -406,6 +418,7 @@ class NodeExecution:
         env: dict[str, str],
         mpi: bool = False,
         record: bool = True,
+        launcher: bool = False,
     ) -> RankProcess:
         run = self.run
         log_file = open(self.private_logs / f"{stream}.txt", "w", encoding="utf-8", errors="replace")
@@ -419,10 +432,10 @@ class NodeExecution:
             start_new_session=True,
             pass_fds=(),
         )
-        rank_process = RankProcess(rank, local_rank, stream, process, log_file, mpi=mpi)
+        rank_process = RankProcess(rank, local_rank, stream, process, log_file, mpi=mpi, launcher=launcher)
         self.ranks.append(rank_process)
         threading.Thread(target=self._read, args=(rank_process,), daemon=True).start()
-        if not record:
+        if not record or launcher:
             return rank_process
         RunProcess.objects.update_or_create(
             run=run,
@@ -526,10 +539,17 @@ class NodeExecution:
         try:
             for raw in iter(rank.process.stdout.readline, b""):
                 line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+                tagged = split_tagged(line) if rank.launcher else None
                 if rank.mpi:
                     found = split_mpi_output(line, pending)
-                else:
+                elif tagged is None:
                     found = [(rank.stream, line)]
+                elif tagged[1].startswith(ANNOUNCE):
+                    with self.lines_lock:
+                        self.started.append(tagged)
+                    continue
+                else:
+                    found = [(f"std_log_process_{tagged[0]}", tagged[1])]
                 with self.lines_lock:
                     self.lines.extend(found)
         finally:
@@ -539,6 +559,9 @@ class NodeExecution:
         with self.lines_lock:
             batch = list(self.lines)
             self.lines.clear()
+            started, self.started = self.started, []
+        for rank, announcement in started:
+            self._record_started(rank, announcement)
         if not batch:
             return
         by_stream: dict[str, list[str]] = {}
@@ -610,8 +633,33 @@ class NodeExecution:
         for rank in self.ranks if ranks is None else ranks:
             rank.reader_done.wait(max(0.0, deadline - time.monotonic()))
 
+    def _record_started(self, rank: int, announcement: str) -> None:
+        """A rank of this node's per-node launcher said it started."""
+        match = RANK_STARTED.search(announcement)
+        local_rank, pid = (int(match.group(1)), int(match.group(2))) if match else (0, None)
+        RunProcess.objects.update_or_create(
+            run=self.run,
+            rank=rank,
+            defaults={
+                "node_rank": self.node_rank,
+                "local_rank": local_rank,
+                "node_name": self.node.name,
+                "pid": pid,
+                "state": "running",
+                "started_at": timezone.now(),
+            },
+        )
+
+    def _rows_of(self, rank: RankProcess) -> Any:
+        """The recorded processes a started process stands for: itself, or a launcher's ranks."""
+        if rank.launcher:
+            return RunProcess.objects.filter(run=self.run, node_rank=self.node_rank, state="running")
+        return RunProcess.objects.filter(run=self.run, rank=rank.rank)
+
     def _record_exit(self, rank: RankProcess) -> None:
-        RunProcess.objects.filter(run=self.run, rank=rank.rank).update(
+        if rank.launcher and rank.exit_code != 0:
+            return  # finish() names the rank that failed and stops the others
+        self._rows_of(rank).update(
             state="completed" if rank.exit_code == 0 else "failed",
             exit_code=rank.exit_code,
             ended_at=timezone.now(),
@@ -636,9 +684,7 @@ class NodeExecution:
                 rank.process.wait()
         for rank in alive:
             rank.exit_code = rank.process.returncode
-            RunProcess.objects.filter(run=self.run, rank=rank.rank).update(
-                state="stopped", exit_code=rank.exit_code, ended_at=timezone.now()
-            )
+            self._rows_of(rank).update(state="stopped", exit_code=rank.exit_code, ended_at=timezone.now())
 
     def finish(self, failed: RankProcess | None) -> None:
         if failed is not None:
@@ -649,6 +695,12 @@ class NodeExecution:
                     state="stopped", ended_at=timezone.now()
                 )
                 RunProcess.objects.filter(run=self.run, rank=rank).update(state="failed", exit_code=failed.exit_code)
+            elif failed.launcher:
+                rank, where = self._launcher_failed_rank(failed), f"node {self.node.name}, reported by the launcher"
+                self._rows_of(failed).exclude(rank=rank).update(state="stopped", ended_at=timezone.now())
+                RunProcess.objects.filter(run=self.run, rank=rank).update(
+                    state="failed", exit_code=failed.exit_code, ended_at=timezone.now()
+                )
             tb = last_traceback(list(self.tails.get(f"std_log_process_{rank}", failed.tail)))
             services.fail_run(
                 self.run.pk,
@@ -671,15 +723,29 @@ class NodeExecution:
         self.finalize_files()
         self.transition(RunStatus.COMPLETED, exit_code=0)
 
+    def _launcher_failed_rank(self, launcher: RankProcess) -> int:
+        """The rank torchrun names as the root cause, else the first of its ranks with a traceback."""
+        lines = list(self.tails.get(launcher.stream, []))
+        for marker in ("Root Cause", ""):
+            start = next((i for i, line in enumerate(lines) if marker in line), len(lines))
+            for line in lines[start:]:
+                match = LAUNCHER_FAILED_RANK.search(line)
+                if match:
+                    return int(match.group(1))
+        return self._rank_with_traceback(default=launcher.rank)
+
+    def _rank_with_traceback(self, default: int) -> int:
+        for stream, lines in self.tails.items():
+            if stream.startswith("std_log_process_") and any("Traceback" in line for line in lines):
+                return int(stream.rsplit("_", 1)[1])
+        return default
+
     def _mpi_failed_rank(self) -> int:
         for line in self.tails.get("mpirun", []):
             match = MPI_FAILED_RANK.search(line)
             if match:
                 return int(match.group(1))
-        for stream, lines in self.tails.items():
-            if stream.startswith("std_log_process_") and any("Traceback" in line for line in lines):
-                return int(stream.rsplit("_", 1)[1])
-        return 0
+        return self._rank_with_traceback(default=0)
 
     def wait_for_peers(self) -> None:
         deadline = time.monotonic() + PEERS_TIMEOUT_SECONDS

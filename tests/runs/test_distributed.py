@@ -76,16 +76,55 @@ def test_per_process_launch_two_nodes_by_two(ws, two_nodes, tmp_path):
     ids=["torch.distributed.launch", "torchrun"],
 )
 def test_per_node_launch(ws, two_nodes, launcher):
-    src = ScriptRunConfig(
+    """The launcher forks the ranks, yet each rank gets its own log and its own process record."""
+    run = Experiment(ws, "ddp-per-node").submit(per_node_config(ws, launcher))
+    assert run.wait_for_completion()["status"] == "Completed"
+    assert_all_ranks_reduced(run, 4)
+    processes = list(RunProcess.objects.filter(run__run_id=run.id).order_by("rank"))
+    assert [(p.rank, p.node_rank, p.local_rank, p.state) for p in processes] == [
+        (0, 0, 0, "completed"), (1, 0, 1, "completed"), (2, 1, 0, "completed"), (3, 1, 1, "completed")
+    ]
+    for rank in range(4):
+        own = stream_text(run, f"std_log_process_{rank}")
+        assert f"rank {rank}/4 local {rank % 2} node {rank // 2}" in own
+        assert "all_reduce sum 10.0" in own and "\x1f" not in own
+    names = set(run.get_file_names())
+    assert {f"logs/std_log_process_{r}.txt" for r in range(4)} | {"logs/launcher_node_0.txt"} <= names
+
+
+def per_node_config(ws, launcher: str, **extra) -> ScriptRunConfig:
+    return ScriptRunConfig(
         source_directory=str(PROJECTS / "ddp"),
         command=launcher.split(),
         compute_target=ComputeTarget(workspace=ws, name="cpu-cluster"),
         environment=Environment.get(workspace=ws, name="TrainHub-PyTorch-2.13-CPU"),
         distributed_job_config=PyTorchConfiguration(node_count=2),
+        **extra,
     )
-    run = Experiment(ws, "ddp-per-node").submit(src)
-    assert run.wait_for_completion()["status"] == "Completed"
-    assert_all_ranks_reduced(run, 4)
+
+
+def stream_text(run, stream: str) -> str:
+    from runs.models import LogChunk
+
+    return "\n".join(chunk.text for chunk in LogChunk.objects.filter(run__run_id=run.id, stream=stream))
+
+
+def test_a_failing_rank_of_a_per_node_launch_is_named_with_its_traceback(ws, two_nodes):
+    launcher = (
+        "torchrun --nproc_per_node 2 --nnodes 2 --node_rank ${NODE_RANK} --master_addr ${MASTER_ADDR} "
+        "--master_port ${MASTER_PORT} ddp_check.py --fail-rank 3"
+    )
+    run = Experiment(ws, "ddp-per-node-fail").submit(per_node_config(ws, launcher))
+    with pytest.raises(RunFailedError):
+        run.wait_for_completion()
+    details = run.get_details()
+    assert details["failed_rank"] == 3, details["status_reason"]
+    assert details["status_reason"].startswith("Rank 3 (node ")
+    assert "rank 3 fails on purpose" in details["error_traceback"]
+    assert "rank 3 fails on purpose" in stream_text(run, "std_log_process_3")
+    states = dict(RunProcess.objects.filter(run__run_id=run.id).values_list("rank", "state"))
+    assert states[3] == "failed" and "running" not in states.values(), states
+    wait_until(lambda: Node.objects.filter(state="idle").count() == 2, 15, message="nodes idle again")
 
 
 def test_the_older_editions_arguments(ws, two_nodes):

@@ -6,12 +6,29 @@ and its newline in two writes, so the lines of two ranks printing at once come o
 "AB\\n\\n". Imported at start-up by the `sitecustomize` TrainHub puts on a run's PYTHONPATH
 when TRAINHUB_WHOLE_LINES is set, this makes stdout and stderr line-buffered: each line
 reaches the pipe in one write (atomic up to the pipe's buffer size), still as soon as it ends.
+
+In a rank the launcher started (torchrun sets TORCHELASTIC_RESTART_COUNT and RANK for its
+workers), each line also starts with a tag naming the rank, so that the node files it under that
+rank's own log (`std_log_process_<rank>`) rather than the launcher's; the rank announces itself
+once as it starts (its local rank and pid), before it prints anything. Lines a process writes
+below Python (C libraries writing to the file descriptor) carry no tag and stay the launcher's.
 """
 
 from __future__ import annotations
 
 import io
+import os
+import re
 import sys
+from typing import Any
+
+# A line of a rank: TAG, the rank, TAG, the text. Its announcement is a line whose text starts with
+# ANNOUNCE. Control characters no program prints at the start of a line.
+TAG = "\x1f"
+ANNOUNCE = "\x1e"
+WORKER_VARIABLE = "TORCHELASTIC_RESTART_COUNT"
+ANNOUNCED_VARIABLE = "TRAINHUB_RANK_ANNOUNCED"
+_LINE_ENDS = re.compile(r"(?<=\n)")
 
 SITECUSTOMIZE = (
     '"""Written by TrainHub on a run\'s PYTHONPATH: see trainhub/sdk/_whole_lines.py."""\n'
@@ -31,6 +48,53 @@ def _line_buffered(stream: io.TextIOWrapper) -> io.TextIOWrapper:
     return io.TextIOWrapper(binary, encoding=stream.encoding, errors=stream.errors, line_buffering=True)
 
 
+class _RankTagged:
+    """A text stream that starts every line it writes with the rank's tag."""
+
+    def __init__(self, stream: Any, rank: str):
+        self._stream = stream
+        self._prefix = f"{TAG}{rank}{TAG}"
+        self._at_line_start = True
+
+    def write(self, text: str) -> int:
+        pieces = []
+        for piece in _LINE_ENDS.split(text):
+            if piece:
+                if self._at_line_start:
+                    pieces.append(self._prefix)
+                pieces.append(piece)
+                self._at_line_start = piece.endswith("\n")
+        self._stream.write("".join(pieces))
+        return len(text)
+
+    def writelines(self, lines: list[str]) -> None:
+        for line in lines:
+            self.write(line)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def split_tagged(line: str) -> tuple[int, str] | None:
+    """(rank, text) of a line a tagged rank wrote, None for any other line."""
+    if not line.startswith(TAG):
+        return None
+    rank, tag, text = line[1:].partition(TAG)
+    if not tag or not rank.isdigit():
+        return None
+    return int(rank), text
+
+
 def install() -> None:
     sys.stdout = _line_buffered(sys.stdout)
     sys.stderr = _line_buffered(sys.stderr)
+    rank = os.environ.get("RANK", "")
+    if WORKER_VARIABLE not in os.environ or not rank.isdigit():
+        return
+    sys.stdout = _RankTagged(sys.stdout, rank)
+    sys.stderr = _RankTagged(sys.stderr, rank)
+    if os.environ.get(ANNOUNCED_VARIABLE) != rank:
+        # Once per rank: processes it starts (multiprocessing, DataLoader workers) inherit this.
+        os.environ[ANNOUNCED_VARIABLE] = rank
+        local_rank = os.environ.get("LOCAL_RANK", "0")
+        sys.stdout.write(f"{ANNOUNCE}started local_rank={local_rank} pid={os.getpid()}\n")
