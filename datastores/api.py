@@ -6,10 +6,11 @@ from __future__ import annotations
 from datetime import datetime
 
 from django.core.exceptions import ValidationError
-from django.http import Http404, HttpRequest
+from django.http import Http404, HttpRequest, HttpResponse
 from ninja import Router, Schema, Status
 
 from datastores import selectors, services
+from datastores.downloads import blob_download
 from datastores.models import DatasetVersion, Datastore
 from datastores.paths import clean_path
 from trainhub import uploads
@@ -138,6 +139,12 @@ def get_blob(request: HttpRequest, workspace_name: str, sha256: str) -> BlobOut:
     if blob is None:
         raise Http404(services.BLOB_UNKNOWN.format(sha=sha256))
     return BlobOut(sha256=blob.sha256, size=blob.size)
+
+
+@router.get("/{workspace_name}/data-blobs/{sha256}/content")
+def get_blob_content(request: HttpRequest, workspace_name: str, sha256: str) -> HttpResponse:
+    """A file's content by its sha256 (what `Datastore.download` and `FileDataset.download` fetch)."""
+    return blob_download(request, access(request, workspace_name).workspace, sha256)
 
 
 @router.put("/{workspace_name}/data-blobs/{sha256}", response={200: uploads.ProgressOut, 201: BlobOut})

@@ -7,6 +7,7 @@ from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 
 from datastores import selectors
+from datastores.downloads import blob_download
 from trainhub.workspaces import selectors as workspace_selectors
 from trainhub.workspaces.pages import workspace_page
 
@@ -41,6 +42,13 @@ def datastore_detail(request: HttpRequest, workspace_name: str, name: str) -> Ht
         file_count=files.count(),
         inputs=selectors.inputs_using_datastore(datastore)[:200],
     )
+
+
+@login_required
+def data_file(request: HttpRequest, workspace_name: str, sha256: str) -> HttpResponse:
+    """A file of a datastore or dataset, by content, saved under the name of its `path`."""
+    access = workspace_selectors.access_for(request.user, workspace_name)
+    return blob_download(request, access.workspace, sha256, request.GET.get("path", "")[:1024])
 
 
 @login_required

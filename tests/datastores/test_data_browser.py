@@ -32,6 +32,10 @@ def test_i_follow_a_dataset_to_the_run_that_used_it_and_back(page, live_url, wor
     page.locator("#datastores").get_by_role("link", name="workspaceblobstore").click()
     expect(page.locator("#files")).to_contain_text("fowl/train/a.csv")
     expect(page.locator("#files")).to_contain_text(hashlib.sha256(b"chicken\n").hexdigest()[:12])
+    with page.expect_download() as download:
+        page.locator("#files").get_by_role("link", name="fowl/labels.txt").click()
+    assert download.value.suggested_filename == "labels.txt"
+    assert open(download.value.path(), "rb").read() == b"chicken\n"
 
     page.get_by_role("link", name="Data", exact=True).first.click()
     page.locator("#datasets").get_by_role("link", name="fowl").click()

@@ -30,9 +30,10 @@ def data(workspace, owner):
 
 
 PAGES = ["/w/birds/data/", "/w/birds/data/stores/workspaceblobstore/", "/w/birds/data/sets/fowl/",
-         "/w/birds/data/sets/fowl/1/"]
+         "/w/birds/data/sets/fowl/1/", f"/w/birds/data/files/{SHA_A}/?path=fowl/a.csv"]
 READS = ["datastores", "default-datastore", "datastores/workspaceblobstore", "datastores/workspaceblobstore/files",
-         f"data-blobs/{SHA_A}", "datasets/fowl", "datasets/fowl/versions/1", "datasets/fowl/versions/1/files"]
+         f"data-blobs/{SHA_A}", f"data-blobs/{SHA_A}/content", "datasets/fowl", "datasets/fowl/versions/1",
+         "datasets/fowl/versions/1/files"]
 
 
 def writes(client):
@@ -54,6 +55,10 @@ def test_members_see_the_pages_and_files(data, client_for, reader):
         answer = client.get(url)
         assert answer.status_code == 200, url
     assert "fowl/a.csv" in client.get("/w/birds/data/stores/workspaceblobstore/").content.decode()
+    downloaded = client.get(f"/w/birds/data/files/{SHA_A}/?path=fowl/a.csv")
+    assert b"".join(downloaded) == b"a"
+    assert downloaded["Content-Disposition"] == 'attachment; filename="a.csv"'
+    assert client.get(f"/w/birds/data/files/{hashlib.sha256(b'nope').hexdigest()}/").status_code == 404
     page = client.get("/w/birds/data/").content.decode()
     assert "workspaceblobstore" in page and "/w/birds/data/sets/fowl/1/" in page
 

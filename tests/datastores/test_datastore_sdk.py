@@ -123,3 +123,32 @@ def test_a_dataset_is_registered_in_numbered_versions(ws, data_dir):
         Dataset.File.from_files(path=(ds, "geese/**")).register(ws, "geese")
     with pytest.raises(NotFoundError, match="has no version 7"):
         Dataset.get_by_name(ws, "fowl", version=7)
+
+
+def test_it_downloads_a_datastore_folder_and_a_dataset_version(ws, data_dir, tmp_path):
+    ds = ws.get_default_datastore()
+    ds.upload(src_dir=str(data_dir), target_path="fowl", show_progress=False)
+    ds.upload(src_dir=str(data_dir / "train"), target_path="geese", show_progress=False)
+
+    assert ds.download(tmp_path / "got", prefix="fowl", show_progress=False) == 3
+    got = {str(path.relative_to(tmp_path / "got")): path.read_bytes()
+           for path in (tmp_path / "got").rglob("*") if path.is_file()}
+    assert got == {"fowl/labels.txt": b"chicken\nturkey\n", "fowl/train/a.csv": b"x,y\n1,2\n",
+                   "fowl/train/b.csv": b"x,y\n3,4\n"}
+
+    # A file already there is kept unless overwrite.
+    (tmp_path / "got" / "fowl" / "labels.txt").write_text("mine")
+    assert ds.download(tmp_path / "got", prefix="fowl", show_progress=False) == 0
+    assert (tmp_path / "got" / "fowl" / "labels.txt").read_text() == "mine"
+    assert ds.download(tmp_path / "got", prefix="fowl", overwrite=True, show_progress=False) == 3
+    assert (tmp_path / "got" / "fowl" / "labels.txt").read_text() == "chicken\nturkey\n"
+
+    dataset = Dataset.File.from_files(path=(ds, "fowl/train/*.csv"))
+    with pytest.raises(UserErrorException, match="Register the dataset first"):
+        dataset.download(str(tmp_path / "unregistered"))
+    registered = dataset.register(ws, "fowl-train")
+    paths = registered.download(str(tmp_path / "set"))
+    assert sorted(os.path.relpath(path, tmp_path / "set") for path in paths) == ["a.csv", "b.csv"]
+    assert open(paths[0], "rb").read() in (b"x,y\n1,2\n", b"x,y\n3,4\n")
+    assert sorted(registered.to_path()) == ["/a.csv", "/b.csv"]
+    assert not list((tmp_path / "set").glob("*.part"))

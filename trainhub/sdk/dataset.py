@@ -3,6 +3,8 @@ to runs with `dataset.as_named_input('fowl').as_mount()` (or `.as_download()`)."
 
 from __future__ import annotations
 
+import os
+import tempfile
 from typing import Any
 
 from trainhub.sdk import exceptions
@@ -55,6 +57,29 @@ class FileDataset(DataInput):
         values = dict(sources=self.sources, workspace=self.workspace, name=self.name, version=self.version,
                       details=self.details, input_name=self.input_name, mode=self.mode)
         return FileDataset(**dict(values, **changes))
+
+    def to_path(self) -> list[str]:
+        """The paths of the version's files, as a run's input folder holds them ('/'-separated)."""
+        return ["/" + entry["path"] for entry in self._files()]
+
+    def download(
+        self, target_path: str | None = None, overwrite: bool = False, show_progress: bool = False
+    ) -> list[str]:
+        """Download the version's files into `target_path` (a new temporary folder when None), each
+        checked against its sha256; a file already there is kept unless `overwrite`. Their paths."""
+        from trainhub.sdk.datastore import download_files
+
+        files = self._files()
+        target = str(target_path) if target_path is not None else tempfile.mkdtemp(prefix=f"{self.name}-")
+        download_files(self.workspace, files, target, overwrite=overwrite, show_progress=show_progress)
+        return [os.path.join(target, *entry["path"].split("/")) for entry in files]
+
+    def _files(self) -> list[dict[str, Any]]:
+        if self.name is None or self.workspace is None:
+            raise exceptions.UserErrorException(
+                "Register the dataset first (dataset.register(ws, name)): its files are fixed when it is registered."
+            )
+        return self.workspace._http.get(self.workspace.api(f"datasets/{self.name}/versions/{self.version}/files"))
 
     def as_named_input(self, name: str) -> FileDataset:
         return self._copy(input_name=name)

@@ -15,6 +15,7 @@ from typing import Any
 
 from trainhub.sdk import exceptions
 from trainhub.sdk._data_reference import MOUNT, DataInput
+from trainhub.sdk._downloads import download_checked, target_inside
 
 FILES_PER_REQUEST = 1000
 PARALLEL_UPLOADS = 4
@@ -43,6 +44,27 @@ def _batches(files: list[tuple[str, Path]]) -> list[list[tuple[str, Path]]]:
         batches[-1].append((sha, local))
         size += cost
     return [batch for batch in batches if batch]
+
+
+def download_files(workspace: Any, files: list[dict[str, Any]], target_path: str, *, overwrite: bool,
+                   show_progress: bool) -> int:
+    """Fetch datastore contents ({path, sha256, size}) by sha256 to `target_path/<path>`; how many."""
+    fetched = 0
+    for entry in files:
+        target = target_inside(target_path, entry["path"])
+        if os.path.exists(target) and not overwrite:
+            continue
+        download_checked(
+            workspace._http,
+            workspace.api(f"data-blobs/{entry['sha256']}/content"),
+            target,
+            size=entry["size"],
+            sha256=entry["sha256"],
+            label=entry["path"],
+            show_progress=show_progress,
+        )
+        fetched += 1
+    return fetched
 
 
 def _remote_path(*parts: str) -> str:
@@ -121,6 +143,14 @@ class Datastore(DataInput):
 
     def list_files(self, prefix: str = "") -> list[dict[str, Any]]:
         return self.workspace._http.get(self.workspace.api(f"datastores/{self.name}/files"), params={"prefix": prefix})
+
+    def download(self, target_path: str | os.PathLike[str], prefix: str | None = None, overwrite: bool = False,
+                 show_progress: bool = True) -> int:
+        """Download the datastore's files (those under `prefix`) into `target_path`, keeping their
+        paths; each is checked against its sha256. A file already there is kept unless `overwrite`.
+        Returns how many files were downloaded."""
+        files = self.list_files(prefix or "")
+        return download_files(self.workspace, files, str(target_path), overwrite=overwrite, show_progress=show_progress)
 
     def upload(self, src_dir: str | os.PathLike[str], target_path: str | None = None, overwrite: bool = False,
                show_progress: bool = True) -> DataReference:

@@ -5,30 +5,20 @@ from __future__ import annotations
 
 import hashlib
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from trainhub.sdk import exceptions
+from trainhub.sdk._downloads import ChecksumMismatchError, TargetExistsError, download_checked, target_inside
+
+__all__ = ["ChecksumMismatchError", "ExportFailedError", "Model", "OnnxExport", "TargetExistsError"]
 
 FINAL_EXPORT_STATES = ("Succeeded", "Failed", "Canceled")
 
 
 class ExportFailedError(exceptions.TrainHubError):
     """An ONNX export failed (loading, exporting, the checker, or parity above the tolerance)."""
-
-
-class TargetExistsError(exceptions.UserErrorException):
-    """A file of the download is already in the target folder (and exist_ok is False)."""
-
-    def __init__(self, path: str):
-        super().__init__(f"{path} already exists: pass exist_ok=True to replace it.")
-        self.path = path
-
-
-class ChecksumMismatchError(exceptions.TrainHubError):
-    """A downloaded file does not match the sha256 it was registered with."""
 
 
 def _tag_filters(tags: Any) -> list[str]:
@@ -257,16 +247,22 @@ class Model:
         Every file is checked against its registered sha256; a partial download resumes."""
         exist_ok = exist_ok if exists_ok is None else exists_ok
         target_root = os.path.normpath(os.path.join(target_dir, self.root))
-        targets = [
-            (f, os.path.normpath(os.path.join(target_dir, *f["path"].split("/"))))
-            for f in self.files
-        ]
+        targets = [(f, target_inside(target_dir, f["path"])) for f in self.files]
         if not exist_ok:
             present = [path for _, path in targets if os.path.exists(path)]
             if present:
                 raise TargetExistsError(present[0])
         for model_file, target in targets:
-            _download_checked(self, model_file, target, show_progress=show_progress)
+            download_checked(
+                self.workspace._http,
+                self._api("file"),
+                target,
+                params={"path": model_file["path"]},
+                size=model_file["size"],
+                sha256=model_file["sha256"],
+                label=f"{self.id} {model_file['path']}",
+                show_progress=show_progress,
+            )
         return target_root
 
     def add_tags(self, tags: dict[str, Any]) -> None:
@@ -382,61 +378,3 @@ class OnnxExport:
         source, state = self._details["source"], self._details["state"]
         return f"OnnxExport(id={self.id}, source={source!r}, state={state!r})"
 
-
-def _download_checked(
-    model: Model, model_file: dict[str, Any], target: str, *, show_progress: bool
-) -> None:
-    """One file, resumed from `<target>.part` with a Range request, checked against its sha256."""
-    os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
-    partial = target + ".part"
-    digest = hashlib.sha256()
-    offset = 0
-    if os.path.exists(partial) and os.path.getsize(partial) < model_file["size"]:
-        with open(partial, "rb") as handle:
-            while chunk := handle.read(1 << 20):
-                digest.update(chunk)
-                offset += len(chunk)
-    headers = {"Range": f"bytes={offset}-"} if offset else {}
-    response = model.workspace._http.request(
-        "GET",
-        model._api("file"),
-        params={"path": model_file["path"]},
-        stream=True,
-        headers=headers,
-        timeout=(5, 600),
-    )
-    if offset and response.status_code != 206:
-        digest, offset = hashlib.sha256(), 0  # the server sent the whole file again
-    bar = None
-    if show_progress:
-        from tqdm import tqdm
-
-        bar = tqdm(
-            total=model_file["size"],
-            initial=offset,
-            unit="B",
-            unit_scale=True,
-            desc=model_file["path"],
-            leave=False,
-            file=sys.stderr,
-        )
-    try:
-        with response, open(partial, "ab" if offset else "wb") as handle:
-            for chunk in response.iter_content(chunk_size=4 << 20):
-                digest.update(chunk)
-                handle.write(chunk)
-                if bar is not None:
-                    bar.update(len(chunk))
-    finally:
-        if bar is not None:
-            bar.close()
-    announced = response.headers.get("X-Checksum-Sha256")
-    if digest.hexdigest() != model_file["sha256"] or (
-        announced and announced != model_file["sha256"]
-    ):
-        os.unlink(partial)
-        raise ChecksumMismatchError(
-            f"The download of {model.id} {model_file['path']} does not match its sha256 "
-            f"{model_file['sha256'][:12]}…: it was damaged on the way; try again."
-        )
-    os.replace(partial, target)
