@@ -25,6 +25,7 @@ from django.db.models import F, Max
 from django.utils import timezone
 
 from datastores.services import run_inputs_record
+from runs.archives import list_snapshot, snapshot_suffix
 from runs.broadcast import broadcast, run_group
 from runs.models import (
     ACTIVE_STATUSES,
@@ -180,7 +181,7 @@ def _snapshot_of(workspace: Workspace, sha256: str) -> Snapshot | None:
 
 def _snapshot_commit(workspace: Workspace, sha256: str, staged: uploads.StagedFile) -> Snapshot:
     """Move a checked snapshot into storage (one file per content, whichever workspace sent it)."""
-    storage_name = f"snapshots/{sha256}.tar.gz"
+    storage_name = f"snapshots/{sha256}{snapshot_suffix(staged)}"
     size = staged.size
     if not default_storage.exists(storage_name):
         stored = default_storage.save(storage_name, staged)
@@ -223,14 +224,10 @@ def _snapshot_listing(storage_name: str) -> list[list[Any]]:
     """The files of a stored snapshot, for the run page; a damaged archive lists as empty
     here and is refused by the node that unpacks it. Reading stops after the first entries:
     an archive of millions of empty members must not hold the server's memory or CPU."""
-    import tarfile
-    from itertools import islice
-
     try:
-        with default_storage.open(storage_name, "rb") as handle, tarfile.open(fileobj=handle, mode="r:gz") as archive:
-            first = islice(archive, settings.TRAINHUB_SNAPSHOT_MAX_FILES)
-            return [[m.name, m.size] for m in first if m.isfile()]
-    except (tarfile.TarError, OSError, EOFError):
+        with default_storage.open(storage_name, "rb") as handle:
+            return list_snapshot(handle, settings.TRAINHUB_SNAPSHOT_MAX_FILES)
+    except OSError:
         return []
 
 
