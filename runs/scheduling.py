@@ -3,18 +3,23 @@
 Runs of a cluster start in submission order. When the run at the head of a cluster's queue
 cannot get all its nodes, nothing behind it starts either: the nodes that free up are kept
 for it, so a large run is never starved by a stream of small ones.
+
+A node's job lives in Redis only: when Redis loses its data (a restart without persistence)
+before the node took the job, the controller finds the run's job gone and places the run again.
 """
 
 from __future__ import annotations
 
 import logging
 import secrets
+from datetime import timedelta
 
 from django.db import transaction
 from django.utils import timezone
 from rq import Queue
+from rq.job import Job
 
-from runs.models import Run, RunNode, RunStatus
+from runs.models import ACTIVE_STATUSES, Run, RunNode, RunStatus
 from trainhub.compute.models import Node, NodeState
 from trainhub.compute.services import alive_node_ids
 from trainhub.environments.builders import uses_docker
@@ -24,6 +29,13 @@ from trainhub.workspaces.selectors import hash_token
 logger = logging.getLogger(__name__)
 
 RUN_TOKEN_PREFIX = "thr_"
+# A job is in its node's queue within milliseconds of the dispatch's commit, and stays in Redis
+# while the node runs it: one missing this long after the dispatch was lost with Redis's data.
+LOST_JOB_GRACE = timedelta(seconds=5)
+JOB_LOST = (
+    "The job of node {node} (node rank {rank}) was lost before that node started it (Redis lost its "
+    "data), while other nodes of the run had started: submit the run again."
+)
 
 
 def node_queue(node: Node) -> Queue:
@@ -93,8 +105,59 @@ def _enqueue(run_pk: int, assignments: list[tuple[Node, int]], token: str) -> No
             job_timeout=-1,
             result_ttl=600,
             failure_ttl=86400,
-            job_id=f"run-{run_pk}-node-{rank}",
+            job_id=job_id(run_pk, rank),
         )
+
+
+def job_id(run_pk: int, node_rank: int) -> str:
+    return f"run-{run_pk}-node-{node_rank}"
+
+
+def redispatch_lost_jobs() -> list[int]:
+    """Runs whose job on some node is gone from Redis before that node started it: placed again
+    when no node of theirs started (they keep their turn), failed saying why otherwise. Returns
+    the ids of the runs placed again."""
+    from runs.services import fail_run
+    from trainhub.compute.services import node_set_idle
+
+    dispatched = Run.objects.filter(
+        status__in=ACTIVE_STATUSES, dispatched_at__lt=timezone.now() - LOST_JOB_GRACE
+    ).values_list("pk", flat=True)
+    waiting = RunNode.objects.filter(run_id__in=list(dispatched), state="assigned").select_related("node")
+    redis = get_redis()
+    lost = [placement for placement in waiting if not Job.exists(job_id(placement.run_id, placement.node_rank), redis)]
+    placed_again: list[int] = []
+    for run_pk in sorted({placement.run_id for placement in lost}):
+        if _undo_dispatch(run_pk):
+            logger.warning("run %s: its jobs were lost with Redis's data; placing it again", run_pk)
+            placed_again.append(run_pk)
+            continue
+        for placement in [p for p in lost if p.run_id == run_pk]:
+            fail_run(run_pk, JOB_LOST.format(node=placement.node.name, rank=placement.node_rank))
+            # That node will never run the job that would have freed it.
+            RunNode.objects.filter(pk=placement.pk).update(state="done", finished_at=timezone.now())
+            node_set_idle(placement.node_id)
+    for cluster_pk in set(Run.objects.filter(pk__in=placed_again).values_list("cluster_id", flat=True)):
+        dispatch_cluster(cluster_pk)
+    return placed_again
+
+
+@transaction.atomic
+def _undo_dispatch(run_pk: int) -> bool:
+    """Take back a dispatch that no node started: its nodes are idle again and the run waits at
+    its place in the queue. False when a node of the run has started (or the run moved on)."""
+    run = Run.objects.select_for_update().get(pk=run_pk)
+    placements = RunNode.objects.filter(run=run)
+    if run.status != RunStatus.QUEUED or placements.exclude(state="assigned").exists():
+        return False
+    Node.objects.filter(current_run=run, state=NodeState.BUSY).update(
+        state=NodeState.IDLE, current_run=None, idle_since=timezone.now()
+    )
+    placements.delete()
+    run.dispatched_at = None
+    run.token_hash = ""
+    run.save(update_fields=["dispatched_at", "token_hash"])
+    return True
 
 
 def dispatch_all() -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import signal
 import subprocess
 from urllib.parse import urlsplit
 
@@ -17,7 +18,7 @@ from runs.models import LogChunk, Run
 from tests.faults.printer import assert_every_line_in_order, printer_config
 from tests.helpers.processes import wait_until
 from trainhub.compute.models import Node
-from trainhub.sdk import Experiment
+from trainhub.sdk import Environment, Experiment, ScriptRunConfig
 
 pytestmark = pytest.mark.slow
 
@@ -69,3 +70,38 @@ def test_a_redis_restart_loses_no_run(ws, node, controller, tmp_path):
     assert second["status"] == "Completed", second
     wait_until(lambda: Node.objects.get(name=node.name).state == "idle", 30, message="the node idle again")
     assert not Run.objects.exclude(status__in=["Completed", "Failed", "Canceled"]).exists()
+
+
+def test_a_job_waiting_in_a_nodes_queue_is_not_lost_with_redis(ws, node, controller, tmp_path):
+    """A run dispatched to a node whose worker has not taken the job yet (the node process is
+    paused) when Redis restarts without persistence: the job is gone from the node's queue, yet
+    the run must still run to the end, never stay Queued on a live node forever."""
+    project = tmp_path / "hello"
+    project.mkdir()
+    (project / "hello.py").write_text("print('hello after the restart', flush=True)\n")
+    src = ScriptRunConfig(source_directory=str(project), script="hello.py", compute_target="cpu-cluster",
+                          environment=Environment.get(workspace=ws, name="TrainHub-PyTorch-2.13-CPU"))
+    queue = f"rq:queue:{Node.objects.get(name=node.name).queue_name}"
+    connection = redis.Redis.from_url(os.environ["REDIS_URL"])
+    node.process.send_signal(signal.SIGSTOP)
+    try:
+        # The paused worker's BLPOP would still take the job inside Redis: cancel it, so the job waits.
+        for client in connection.client_list():
+            if client["cmd"] in ("blpop", "blmove", "brpoplpush"):
+                connection.client_kill_filter(_id=client["id"])
+        run = Experiment(ws, "waiting-job").submit(src)
+        assert Run.objects.get(run_id=run.id).dispatched_at is not None
+        assert connection.llen(queue) == 1, "the job waits in the paused node's queue"
+        restart_redis()
+        assert connection.llen(queue) == 0, "the restarted Redis lost the queue"
+    finally:
+        node.process.send_signal(signal.SIGCONT)
+
+    final = ("Completed", "Failed", "Canceled")
+    wait_until(lambda: Run.objects.get(run_id=run.id).status in final, 60, message="the run to end")
+    details = run.get_details()
+    assert details["status"] == "Completed", details
+    assert "hello after the restart" in "\n".join(
+        c.text for c in LogChunk.objects.filter(run__run_id=run.id)
+    )
+    wait_until(lambda: Node.objects.get(name=node.name).state == "idle", 30, message="the node idle again")

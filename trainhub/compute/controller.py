@@ -125,7 +125,7 @@ class LocalProvisioner:
 
 
 def run_controller(stop: list[bool]) -> None:
-    from runs.scheduling import dispatch_all
+    from runs.scheduling import dispatch_all, redispatch_lost_jobs
 
     provisioner = LocalProvisioner()
     last_dispatch = last_provision = 0.0
@@ -139,6 +139,7 @@ def run_controller(stop: list[bool]) -> None:
                     provisioner.tick()
                 if now - last_dispatch >= DISPATCH_EVERY:
                     last_dispatch = now
+                    redispatch_lost_jobs()
                     dispatch_all()
             except Exception:
                 logger.exception("controller tick failed")
