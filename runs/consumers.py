@@ -2,21 +2,92 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from typing import Any
 from urllib.parse import parse_qs
 
+from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
-from runs import selectors
+from runs import live, selectors
 from runs.broadcast import run_group
 from runs.models import Run
 from trainhub.workspaces.models import Membership
 
+logger = logging.getLogger(__name__)
+
 REPLAY_LINES = 5000
+# Live events a socket may have waiting before it counts as too far behind (at 20 batches a
+# second, 25 s).
+INBOX_LIMIT = 500
+# The socket fell behind, or events may have been lost while Redis was away: the page reconnects
+# (as on any close) and replays from storage what it has not got, by sequence number.
+RESYNC_CLOSE_CODE = 4429
+
+
+class _SendBuffer:
+    """Whether a daphne WebSocket's client reads what was sent: Twisted pauses the producer of a
+    TCP transport while more than its buffer size (64 KB) waits to be written, and resumes it once
+    all is written. This stands in for that producer (daphne's HTTP channel), passing every call on.
+    """
+
+    def __init__(self, transport: Any) -> None:
+        self.drained = asyncio.Event()
+        if not getattr(transport, "producerPaused", False):
+            self.drained.set()
+        self._inner = transport.producer
+        transport.producer = self
+        transport.streamingProducer = True
+
+    def pauseProducing(self) -> None:  # noqa: N802  (Twisted's IPushProducer)
+        self.drained.clear()
+        if self._inner is not None:
+            self._inner.pauseProducing()
+
+    def resumeProducing(self) -> None:  # noqa: N802
+        self.drained.set()
+        if self._inner is not None:
+            self._inner.resumeProducing()
+
+    def stopProducing(self) -> None:  # noqa: N802
+        self.drained.set()
+        if self._inner is not None:
+            self._inner.stopProducing()
+
+    @classmethod
+    def of(cls, send: Any) -> _SendBuffer | None:
+        """Under daphne `send` is partial(server.handle_reply, protocol), wrapped by Channels' session
+        middleware (`real_send`), and the protocol's transport is the HTTP channel's, over TCP.
+        Elsewhere (tests' communicators): None, and sends go out unchecked."""
+        for _ in range(4):
+            for protocol in getattr(send, "args", ()):
+                transport = getattr(protocol, "transport", None)
+                for _ in range(4):
+                    if transport is None:
+                        break
+                    if hasattr(transport, "producerPaused"):
+                        return cls(transport)
+                    transport = getattr(transport, "transport", None)
+            send = getattr(getattr(send, "__self__", None), "real_send", None)
+        return None
 
 
 class MemberRunConsumer(AsyncJsonWebsocketConsumer):
-    """A socket that follows one run's group, open to members of the run's workspace only."""
+    """A socket that follows one run's group, open to members of the run's workspace only.
+
+    Live events come from this process's hub (runs.live), one Redis subscription per group for
+    all the process's sockets, rather than from a channel layer per socket. Each socket sends from
+    a bounded inbox of its own: one that falls too far behind is closed with RESYNC_CLOSE_CODE.
+    """
+
+    channel_layer_alias = None  # see runs.live
+
+    group: str | None = None
+    _inbox: asyncio.Queue[dict[str, Any]] | None = None
+    _pump: asyncio.Task[None] | None = None
+    _resyncing = False
 
     @staticmethod
     def group_of(run_pk: int) -> str:
@@ -32,14 +103,56 @@ class MemberRunConsumer(AsyncJsonWebsocketConsumer):
         if run is None:
             await self.close(code=4404)
             return None
+        self._inbox = asyncio.Queue(INBOX_LIMIT)
+        try:
+            await live.hub().join(self.group_of(run.pk), self)
+        except Exception:
+            logger.warning("live events of run %s unavailable", run.pk, exc_info=True)
+            await self.close(code=RESYNC_CLOSE_CODE)
+            return None
         self.group = self.group_of(run.pk)
-        await self.channel_layer.group_add(self.group, self.channel_name)
         await self.accept()
         return run
 
+    async def websocket_connect(self, message: dict[str, Any]) -> None:
+        # Live events wait in the inbox until connect() (access, replay) is done, as a channel
+        # layer's did: the replay comes first, then what was broadcast since the join.
+        await super().websocket_connect(message)
+        if self.group is not None and not self._resyncing:
+            self._pump = asyncio.create_task(self._send_live(_SendBuffer.of(self.base_send)))
+
     async def disconnect(self, code: int) -> None:
-        if getattr(self, "group", None):
-            await self.channel_layer.group_discard(self.group, self.channel_name)
+        if self._pump is not None:
+            self._pump.cancel()
+        if self.group is not None:
+            await live.hub().leave(self.group, self)
+
+    def deliver(self, event: dict[str, Any]) -> None:
+        if self._resyncing or self._inbox is None:
+            return
+        try:
+            self._inbox.put_nowait(event)
+        except asyncio.QueueFull:
+            self.resync()
+
+    def resync(self) -> None:
+        if self._resyncing:
+            return
+        self._resyncing = True
+        asyncio.ensure_future(self.close(code=RESYNC_CLOSE_CODE))
+
+    async def _send_live(self, buffer: _SendBuffer | None) -> None:
+        assert self._inbox is not None
+        while not self._resyncing:
+            event = await self._inbox.get()
+            if buffer is not None:
+                await buffer.drained.wait()  # while the client does not read, the inbox fills up
+            if self._resyncing:
+                return
+            try:
+                await getattr(self, get_handler_name(event))(event)
+            except Exception:
+                logger.exception("live event %s for %s failed", event.get("type"), self.group)
 
     async def receive_json(self, content, **kwargs) -> None:
         """Clients only listen."""
@@ -70,8 +183,8 @@ class RunLogConsumer(MemberRunConsumer):
         await self._replay(after)
 
     async def _replay(self, after: int) -> None:
-        while chunks := await database_sync_to_async(selectors.log_chunks_after)(
-            self.run, after, max_lines=REPLAY_LINES
+        while not self._resyncing and (
+            chunks := await database_sync_to_async(selectors.log_chunks_after)(self.run, after, max_lines=REPLAY_LINES)
         ):
             for chunk in chunks:
                 await self.send_json({"type": "lines", **chunk.as_message()})

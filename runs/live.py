@@ -1,0 +1,189 @@
+"""Live events for this process's WebSocket viewers: one Redis pub/sub subscription per group per
+process, however many viewers follow it, and the process hands each event to its viewers itself.
+
+`runs.broadcast.broadcast` PUBLISHes an event once; every web process subscribed to the group gets
+it once over its one connection and offers it to each local listener without waiting, so a slow
+listener never holds the others up. After Redis went away, the listeners that were following a
+group are told to resync once it is subscribed again (what was published meanwhile is lost).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import socket
+import weakref
+from collections import Counter
+from typing import Any, Protocol
+
+from django.conf import settings
+from redis.asyncio.connection import ConnectionPool
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+from redis.retry import Retry
+
+logger = logging.getLogger(__name__)
+
+CHANNEL_PREFIX = "trainhub:live:"
+JOIN_TIMEOUT_SECONDS = 10
+RECONNECT_MAX_SECONDS = 2.0
+KEEPALIVE = {socket.TCP_KEEPIDLE: 10, socket.TCP_KEEPINTVL: 5, socket.TCP_KEEPCNT: 3}
+
+
+def channel_of(group: str) -> str:
+    return CHANNEL_PREFIX + group
+
+
+def encode(event: dict[str, Any]) -> str:
+    return json.dumps(event, separators=(",", ":"))
+
+
+class Listener(Protocol):
+    def deliver(self, event: dict[str, Any]) -> None:
+        """Take one event of a joined group without waiting. The same dict goes to every local
+        listener: read it, never change it."""
+
+    def resync(self) -> None:
+        """Events of a joined group may have been lost: catch up from storage."""
+
+
+class Hub:
+    """The groups this event loop's listeners follow, over one Redis connection."""
+
+    def __init__(self, url: str) -> None:
+        self._pool = ConnectionPool.from_url(
+            url,
+            # No retries inside redis-py: a silent reconnect would hide the events lost meanwhile.
+            retry=Retry(NoBackoff(), 0),
+            # A subscription is quiet while nothing is published: no read timeout, but TCP
+            # keepalives notice a Redis host that vanished without closing the connection.
+            socket_timeout=None,
+            socket_keepalive=True,
+            socket_keepalive_options=KEEPALIVE,
+        )
+        self._groups: dict[str, set[Listener]] = {}
+        self._ready: dict[str, asyncio.Event] = {}
+        self._awaiting: Counter[str] = Counter()  # channel -> SUBSCRIBE replies not read yet
+        self._stale: dict[str, set[Listener]] = {}  # to resync once their group is subscribed again
+        self._connection: Any = None
+        self._writes = asyncio.Lock()
+        self._reader: asyncio.Task[None] | None = None
+
+    async def join(self, group: str, listener: Listener) -> None:
+        """Returns once Redis has the subscription: whatever is published from then on arrives."""
+        listeners = self._groups.setdefault(group, set())
+        listeners.add(listener)
+        ready = self._ready.setdefault(group, asyncio.Event())
+        try:
+            if len(listeners) == 1:
+                await self._command("SUBSCRIBE", group)
+            if self._reader is None:
+                self._reader = asyncio.create_task(self._read())
+            await asyncio.wait_for(ready.wait(), JOIN_TIMEOUT_SECONDS)
+        except BaseException:
+            await self.leave(group, listener)
+            raise
+
+    async def leave(self, group: str, listener: Listener) -> None:
+        listeners = self._groups.get(group)
+        self._stale.get(group, set()).discard(listener)
+        if listeners is None or listener not in listeners:
+            return
+        listeners.discard(listener)
+        if not listeners:
+            del self._groups[group]
+            del self._ready[group]
+            self._stale.pop(group, None)
+            await self._command("UNSUBSCRIBE", group)
+
+    def listener_count(self, group: str) -> int:
+        return len(self._groups.get(group, ()))
+
+    async def _command(self, command: str, group: str) -> None:
+        connection = self._connection
+        if connection is None:
+            return  # the reader subscribes every group as soon as it is connected
+        channel = channel_of(group)
+        if command == "SUBSCRIBE":
+            self._awaiting[channel] += 1
+        try:
+            async with self._writes:  # in call order, on the connection the reader reads
+                await connection.send_command(command, channel)
+        except (RedisError, OSError):
+            pass  # the reader fails on the same connection and subscribes everything again
+
+    async def _read(self) -> None:
+        delay = 0.1
+        while True:
+            connection = self._pool.make_connection()
+            try:
+                await connection.connect()
+                if not self._groups:
+                    self._reader = None
+                    break
+                # Nothing awaits between here and the send: a group that joins from now on
+                # sends its own SUBSCRIBE, one that joined before is in this one.
+                self._connection = connection
+                channels = [channel_of(group) for group in self._groups]
+                self._awaiting = Counter(channels)
+                async with self._writes:
+                    await connection.send_command("SUBSCRIBE", *channels)
+                delay = 0.1
+                while not self._handle(await connection.read_response(push_request=True)):
+                    pass
+                break
+            except Exception as error:  # any surprise on the connection: start over, and resync
+                logger.warning("live events: Redis connection lost (%r); subscribing again", error)
+                for group, ready in self._ready.items():
+                    if ready.is_set():
+                        self._stale.setdefault(group, set()).update(self._groups[group])
+                    ready.clear()
+            finally:
+                if self._connection is connection:
+                    self._connection = None
+                await connection.disconnect()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RECONNECT_MAX_SECONDS)
+            if not self._groups:
+                self._reader = None
+                break
+
+    def _handle(self, reply: Any) -> bool:
+        """Act on one reply of the subscribed connection; True once no group is left to follow."""
+        kind, channel = reply[0], reply[1].decode()
+        group = channel.removeprefix(CHANNEL_PREFIX)
+        if kind == b"message":
+            listeners = self._groups.get(group)
+            if listeners:
+                event = json.loads(reply[2])
+                for listener in list(listeners):
+                    try:
+                        listener.deliver(event)
+                    except Exception:  # one broken viewer must not cost the others their events
+                        logger.exception("live events: a listener of %s failed", group)
+        elif kind == b"subscribe":
+            self._awaiting[channel] -= 1
+            if self._awaiting[channel] <= 0 and group in self._groups:
+                del self._awaiting[channel]
+                self._ready[group].set()
+                for listener in self._stale.pop(group, set()) & self._groups[group]:
+                    listener.resync()
+        elif kind == b"unsubscribe" and reply[2] == 0 and not self._groups:
+            # The last group left: this reader ends (a join from now on starts another).
+            self._connection = None
+            self._reader = None
+            return True
+        return False
+
+
+_hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Hub] = weakref.WeakKeyDictionary()
+
+
+def hub() -> Hub:
+    """The hub of the running event loop (daphne runs one per process)."""
+    loop = asyncio.get_running_loop()
+    found = _hubs.get(loop)
+    if found is None:
+        found = _hubs[loop] = Hub(settings.REDIS_URL)
+    return found
