@@ -44,6 +44,12 @@ def models_of(workspace: Workspace, *, search: str = "") -> QuerySet[Model]:
     return models.order_by("-updated_at", "name")
 
 
+def recent_versions(workspace: Workspace, limit: int = 5) -> list[ModelVersion]:
+    """The workspace's newest model versions, of every model."""
+    versions = ModelVersion.objects.filter(model__workspace=workspace).select_related("model", "run")
+    return list(versions.order_by("-created_at", "-id")[:limit])
+
+
 def latest_versions(models: list[Model]) -> dict[int, ModelVersion]:
     wanted = [(m.pk, m.latest_version) for m in models if getattr(m, "latest_version", None)]
     if not wanted:

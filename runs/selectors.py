@@ -29,6 +29,12 @@ def experiments_of(workspace: Workspace) -> QuerySet[Experiment]:
     return workspace.experiments.order_by("name")
 
 
+def recent_runs(workspace: Workspace, limit: int = 10) -> list[Run]:
+    """The workspace's newest runs, of every experiment."""
+    runs = Run.objects.filter(workspace=workspace).select_related("experiment", "cluster", "created_by")
+    return list(runs.order_by("-id")[:limit])
+
+
 def experiment_get(workspace: Workspace, name: str) -> Experiment:
     experiment = workspace.experiments.filter(name=name).first()
     if experiment is None:

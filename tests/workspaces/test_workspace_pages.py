@@ -146,3 +146,36 @@ def test_workspace_names_are_escaped(client_for, owner):
     body = client_for(owner).get("/w/x/").content.decode()
     assert "<img src=x" not in body
     assert "&lt;img src=x" in body
+
+
+def test_the_overview_shows_the_latest_runs_clusters_and_models_of_this_workspace_only(
+    client_for, owner, workspace, other_workspace, django_assert_max_num_queries
+):
+    from registry.models import ModelVersion
+    from runs.models import RunStatus
+    from tests.registry.builders import register, run_with_outputs
+    from tests.runs.builders import make_cluster, make_run
+
+    cluster = make_cluster(workspace, name="cpu-cluster")
+    runs = [make_run(workspace, cluster, experiment=f"exp-{i % 2}") for i in range(12)]
+    trained = run_with_outputs(workspace, {"outputs/model.pt": b"weights"}, created_by=owner)
+    register(workspace, owner, trained, name="pytorch-birds")
+    stranger = make_run(other_workspace, experiment="theirs", status=RunStatus.FAILED)
+
+    client = client_for(owner)
+    client.get(f"/w/{workspace.name}/")
+    with django_assert_max_num_queries(10):  # the same however many runs and models there are
+        page = client.get(f"/w/{workspace.name}/").content.decode()
+    recent = page.split('id="recent-runs"', 1)[1].split("</section>", 1)[0]
+    shown = [r for r in [*runs, trained] if f"/w/{workspace.name}/runs/{r.run_id}/" in recent]
+    assert shown == [*runs[3:], trained]  # the newest ten
+    assert stranger.run_id not in page and "theirs" not in page
+    compute = page.split('id="overview-compute"', 1)[1].split("</section>", 1)[0]
+    assert "cpu-cluster" in compute and "0 / 0" in compute
+    version = ModelVersion.objects.get(model__name="pytorch-birds")
+    assert f'href="/w/{workspace.name}/models/pytorch-birds/{version.version}/"' in compute
+
+
+def test_an_empty_workspace_points_to_the_tutorial(client_for, owner, workspace):
+    page = client_for(owner).get(f"/w/{workspace.name}/").content.decode()
+    assert "No runs yet" in page and 'href="/docs/tutorial/"' in page and "No models registered." in page

@@ -45,8 +45,20 @@ def workspace_list(request: HttpRequest) -> HttpResponse:
 
 @login_required
 def workspace_detail(request: HttpRequest, workspace_name: str) -> HttpResponse:
+    from registry.selectors import recent_versions
+    from runs.selectors import recent_runs
+    from trainhub.compute.selectors import clusters_of
+
     access = selectors.access_for(request.user, workspace_name)
-    return workspace_page(request, access, "workspaces/detail.html", "overview")
+    return workspace_page(
+        request,
+        access,
+        "workspaces/detail.html",
+        "overview",
+        runs=recent_runs(access.workspace),
+        clusters=clusters_of(access.workspace),
+        versions=recent_versions(access.workspace),
+    )
 
 
 @login_required
