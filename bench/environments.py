@@ -79,7 +79,7 @@ def pip_build(work: Path) -> float:
 def docker_figures(work: Path) -> None:
     """Image cache hits in a warm process (as a node's), and a trivial script's start through the
     node's container helper against its start from the virtualenv."""
-    from runs.containers import CONTAINER_RANK, SPEC_VARIABLE, container_spec
+    from runs.containers import CONTAINER_RANK_ARGV, SPEC_VARIABLE, container_spec
     from trainhub.environments.docker_builder import engine_problem, materialise_image
 
     problem = engine_problem()
@@ -106,7 +106,7 @@ def docker_figures(work: Path) -> None:
     helper_env = {"PATH": os.environ["PATH"], SPEC_VARIABLE: json.dumps(spec)}
     in_venv = statistics.median(timed_run([str(venv.python), *TRIVIAL], os.environ) for _ in range(TRIVIAL_STARTS))
     in_container = statistics.median(
-        timed_run([sys.executable, "-P", CONTAINER_RANK], helper_env) for _ in range(TRIVIAL_STARTS)
+        timed_run(list(CONTAINER_RANK_ARGV), helper_env) for _ in range(TRIVIAL_STARTS)
     )
     print(
         f"trivial script, median of {TRIVIAL_STARTS}: virtualenv {in_venv:.2f} s, container {in_container:.2f} s, "

@@ -2,8 +2,12 @@
 
 A launcher turns a rank's argv and environment into the command the node starts under its
 supervisor. For a Docker environment that command is runs/container_rank.py, which creates the
-container through the Docker API, pumps its output to stdout (so the node reads logs exactly as
+container through the engine's HTTP API, pumps its output to stdout (so the node reads logs exactly as
 from a process), passes SIGTERM on as a container stop and exits with the container's code.
+
+MPI launches keep mpirun (node 0) and Open MPI's daemons (the other nodes) on the host: what they
+start for each rank is that helper, which hands the rank's Open MPI variables and the job's session
+folder on to the container.
 
 Containers share the node's network (rendezvous addresses and ports are the node's), see the
 run's working folder and the node's staged data at the same paths as on the node, and carry the
@@ -36,18 +40,26 @@ LABEL_NODE = "trainhub.node"
 # its own containers, told apart by the folder its nodes work in.
 LABEL_SITE = "trainhub.site"
 CONTAINER_RANK = str(Path(__file__).with_name("container_rank.py"))
+# Standard library only: -S spares it the site packages.
+CONTAINER_RANK_ARGV = (sys.executable, "-S", "-P", CONTAINER_RANK)
 SPEC_VARIABLE = "TRAINHUB_CONTAINER_SPEC"
 # Set by the image (its virtualenv and the in-run SDK), or meaningless inside the container.
 NOT_PASSED = frozenset({"PATH", "VIRTUAL_ENV", "PYTHONPATH", "HOME"})
-MPI_IN_DOCKER = (
-    "MPI launches do not run in Docker environments yet: use a PyTorchConfiguration (per-process "
-    "or per-node launch), or an environment with docker.enabled = False."
-)
 
 
 class Launcher(Protocol):
-    def command(self, argv: list[str], env: dict[str, str]) -> tuple[list[str], dict[str, str]]:
-        """The argv and environment the node starts (under its supervisor) for one rank."""
+    def command(
+        self, argv: list[str], env: dict[str, str], node_variables: frozenset[str] = frozenset()
+    ) -> tuple[list[str], dict[str, str]]:
+        """The argv and environment the node starts (under its supervisor) for one rank.
+        `node_variables`: the names of `env` the node inherited from its own environment."""
+
+    def mpi_app(
+        self, argv: list[str], env: dict[str, str], node_variables: frozenset[str]
+    ) -> tuple[list[str], dict[str, str]]:
+        """What mpirun starts for each of this node's ranks, and the variables to add for it to
+        the environment of mpirun (node 0) or of Open MPI's daemon (the other nodes), whose
+        environment the ranks inherit."""
 
     def remove_leftovers(self) -> None:
         """Make sure nothing of the run outlives it on this node."""
@@ -56,8 +68,15 @@ class Launcher(Protocol):
 class ProcessLauncher:
     """Ranks are processes of the node, in the environment's virtualenv."""
 
-    def command(self, argv: list[str], env: dict[str, str]) -> tuple[list[str], dict[str, str]]:
+    def command(
+        self, argv: list[str], env: dict[str, str], node_variables: frozenset[str] = frozenset()
+    ) -> tuple[list[str], dict[str, str]]:
         return argv, env
+
+    def mpi_app(
+        self, argv: list[str], env: dict[str, str], node_variables: frozenset[str]
+    ) -> tuple[list[str], dict[str, str]]:
+        return argv, {}
 
     def remove_leftovers(self) -> None:
         """The supervisor already guarantees it for processes."""
@@ -74,11 +93,13 @@ class ContainerLauncher:
     mounts: tuple[Path, ...]
     gpus: int
 
-    def command(self, argv: list[str], env: dict[str, str]) -> tuple[list[str], dict[str, str]]:
+    def command(
+        self, argv: list[str], env: dict[str, str], node_variables: frozenset[str] = frozenset()
+    ) -> tuple[list[str], dict[str, str]]:
         spec = container_spec(
             image=self.image,
             argv=argv,
-            env=run_variables(env),
+            env=run_variables(env, node_variables),
             workdir=self.workdir,
             mounts=(self.workdir, *self.mounts),
             labels={LABEL_RUN: self.run_id, LABEL_NODE: self.node_name, LABEL_SITE: site_label()},
@@ -86,16 +107,25 @@ class ContainerLauncher:
         )
         helper_env = {name: os.environ[name] for name in ("PATH", "DOCKER_HOST") if name in os.environ}
         helper_env[SPEC_VARIABLE] = json.dumps(spec)
-        return [sys.executable, "-P", CONTAINER_RANK], helper_env
+        return list(CONTAINER_RANK_ARGV), helper_env
+
+    def mpi_app(
+        self, argv: list[str], env: dict[str, str], node_variables: frozenset[str]
+    ) -> tuple[list[str], dict[str, str]]:
+        """Every rank is the container helper, which adds Open MPI's variables for the rank (and
+        its session folder) to this node's container spec."""
+        helper, helper_env = self.command(argv, env, node_variables)
+        return helper, {SPEC_VARIABLE: helper_env[SPEC_VARIABLE]}
 
     def remove_leftovers(self) -> None:
         remove_containers({LABEL_RUN: self.run_id, LABEL_NODE: self.node_name})
 
 
-def run_variables(env: dict[str, str]) -> dict[str, str]:
-    """What the container gets of a rank's environment: what TrainHub or the run set, not the
-    node's own variables (they describe the node's machine, not the image)."""
-    passed = {name: value for name, value in env.items() if name not in NOT_PASSED and os.environ.get(name) != value}
+def run_variables(env: dict[str, str], node_variables: frozenset[str]) -> dict[str, str]:
+    """What the container gets of a rank's environment: everything TrainHub or the run set (even
+    to the value the node has), not what the node inherited from its own environment (it
+    describes the node's machine, not the image)."""
+    passed = {name: value for name, value in env.items() if name not in NOT_PASSED and name not in node_variables}
     return passed | {"HOME": "/tmp"}
 
 
@@ -109,29 +139,29 @@ def container_spec(
     labels: dict[str, str],
     gpus: int,
 ) -> dict[str, Any]:
-    """Keyword arguments of the Docker SDK's containers.create for one rank (JSON-serialisable).
+    """The body of the Engine API's container create request for one rank.
 
     The container runs as the node's user, so what it writes in outputs/ is the node's to copy
     and delete. GPUs: a node with GPUs hands them all to the run's containers (one run per node),
     through a device request for the NVIDIA runtime.
     """
-    volumes = {str(path): {"bind": str(path), "mode": "rw"} for path in mounts}
-    spec: dict[str, Any] = {
-        "image": image,
-        "command": argv,
-        "environment": env,
-        "working_dir": str(workdir),
-        "volumes": volumes,
-        "labels": labels,
-        "network_mode": "host",
-        "ipc_mode": "host",
-        "init": True,
-        "user": f"{os.getuid()}:{os.getgid()}",
-        "detach": True,
+    host_config: dict[str, Any] = {
+        "Binds": [f"{path}:{path}:rw" for path in mounts],
+        "NetworkMode": "host",
+        "IpcMode": "host",
+        "Init": True,
     }
     if gpus > 0:
-        spec["device_requests"] = [{"driver": "nvidia", "count": gpus, "capabilities": [["gpu"]]}]
-    return spec
+        host_config["DeviceRequests"] = [{"Driver": "nvidia", "Count": gpus, "Capabilities": [["gpu"]]}]
+    return {
+        "Image": image,
+        "Cmd": argv,
+        "Env": [f"{name}={value}" for name, value in env.items()],
+        "WorkingDir": str(workdir),
+        "Labels": labels,
+        "User": f"{os.getuid()}:{os.getgid()}",
+        "HostConfig": host_config,
+    }
 
 
 def site_label() -> str:
@@ -175,8 +205,6 @@ def launch_problem(run: Run, node: Node) -> str:
         return ""
     if not node.docker:
         return NO_DOCKER_ON_NODE.format(environment=run.environment_name, node=node.name)
-    if run.distributed.get("type") == "mpi":
-        return MPI_IN_DOCKER
     return ""
 
 

@@ -76,6 +76,8 @@ MPI_FAILED_RANK = re.compile(r"Process name: \[\[\d+,\d+\],(\d+)\]")
 # torchrun's failure summary: "rank      : 3 (local_rank: 1)" under "Root Cause (first observed failure)".
 LAUNCHER_FAILED_RANK = re.compile(r"^\s*rank\s*:\s*(\d+) \(local_rank: \d+\)")
 RANK_STARTED = re.compile(r"started local_rank=(\d+) pid=(\d+)")
+# Set by each node for the MPI ranks it hosts (mpirun's and Open MPI's daemon's children inherit it).
+MPI_RANK_DIR = "TRAINHUB_MPI_RANK_DIR"
 
 
 def split_mpi_output(line: str, pending: dict[str, str]) -> list[tuple[str, str]]:
@@ -167,6 +169,8 @@ class NodeExecution:
         self.prepare_pending: list[str] = []
         self.prepare_flushed_at = time.monotonic()
         self.launcher: Launcher = ProcessLauncher()
+        # Names of the ranks' variables that come from the node's own environment, not the run.
+        self.node_variables: frozenset[str] = frozenset()
 
     # ------------------------------------------------------------ helpers
 
@@ -348,17 +352,17 @@ class NodeExecution:
                 self._serve_mpi(base)
             return
         for rank, local_rank, argv in self._launch_plan():
-            env = dict(
-                base,
-                RANK=str(rank),
-                LOCAL_RANK=str(local_rank),
-                AZ_BATCHAI_TASK_INDEX=str(rank),
-                TRAINHUB_RANK=str(rank),
-            )
+            rank_variables = {
+                "RANK": str(rank),
+                "LOCAL_RANK": str(local_rank),
+                "AZ_BATCHAI_TASK_INDEX": str(rank),
+                "TRAINHUB_RANK": str(rank),
+            }
+            env = dict(base, **rank_variables)
             argv = [expand_variables(str(part), env) for part in argv]
             if argv and argv[0] in ("python", "python3"):
                 argv[0] = str(python)
-            command = self.launcher.command(argv, env)
+            command = self.launcher.command(argv, env, self.node_variables - rank_variables.keys())
             if self.per_node_launch:
                 # Its ranks' lines go to their own logs; what the launcher itself prints, to this one.
                 self._spawn(rank, local_rank, f"launcher_node_{self.node_rank}", *command, launcher=True)
@@ -370,19 +374,20 @@ class NodeExecution:
 
         run = self.run
         world_size = self.processes_started_per_node * run.node_count
-        base = dict(os.environ)
-        for name in list(base):
-            if name.startswith(("DJANGO_", "TRAINHUB_", "DATABASE_URL", "REDIS_URL")):
-                del base[name]
+        inherited = {
+            name: value
+            for name, value in os.environ.items()
+            if not name.startswith(("DJANGO_", "TRAINHUB_", "DATABASE_URL", "REDIS_URL"))
+        }
         bin_dir = str(python.parent)
-        base.update(env_vars)
-        base.update(
+        pythonpath = env_vars.get("PYTHONPATH", inherited.get("PYTHONPATH"))
+        run_set = dict(env_vars)
+        run_set.update(
             {
                 "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
                 "VIRTUAL_ENV": str(python.parent.parent),
                 "PYTHONPATH": os.pathsep.join(
-                    [str(sdk_path(Path(settings.TRAINHUB_ENV_CACHE_DIR)))]
-                    + ([base["PYTHONPATH"]] if base.get("PYTHONPATH") else [])
+                    [str(sdk_path(Path(settings.TRAINHUB_ENV_CACHE_DIR)))] + ([pythonpath] if pythonpath else [])
                 ),
                 "PYTHONUNBUFFERED": "1",
                 "TRAINHUB_RUN_ID": run.run_id,
@@ -403,11 +408,13 @@ class NodeExecution:
         if run.process_count_per_node > 1 and "OMP_NUM_THREADS" not in env_vars:
             # Several ranks share the node's cores: one thread each, as torchrun sets by default;
             # otherwise every rank starts one thread per core and they fight over the CPUs.
-            base["OMP_NUM_THREADS"] = "1"
+            run_set["OMP_NUM_THREADS"] = "1"
         if self.per_node_launch:
             # The launcher's ranks share its pipe and run with `python -u`: see trainhub/sdk/_whole_lines.py.
-            base["TRAINHUB_WHOLE_LINES"] = "1"
-        return base
+            run_set["TRAINHUB_WHOLE_LINES"] = "1"
+        # A container gets only what the run set, even where the node has the same value.
+        self.node_variables = frozenset(inherited.keys() - run_set.keys())
+        return inherited | run_set
 
     def _spawn(
         self,
@@ -459,10 +466,20 @@ class NodeExecution:
         hosts += [f"{MPI_HOST_PREFIX}{rank}:{per_node}" for rank in range(1, self.run.node_count)]
         return ",".join(hosts)
 
+    def _mpi_app(self, base: dict[str, str]) -> tuple[list[str], dict[str, str]]:
+        """What mpirun starts for each rank of this node, and what this node adds to the environment
+        of mpirun or of Open MPI's daemon for it. Open MPI starts every rank in mpirun's working
+        folder (node 0's, or the home folder where it does not exist): each rank first moves to its
+        own node's."""
+        argv = [expand_variables(str(part), base) for part in self._argv()]
+        app, variables = self.launcher.mpi_app(argv, base, self.node_variables)
+        in_own_folder = ["/bin/sh", "-c", f'cd "${MPI_RANK_DIR}" && exec "$@"', "trainhub-mpi-rank", *app]
+        return in_own_folder, dict(variables, **{MPI_RANK_DIR: str(self.workdir)})
+
     def _start_mpirun(self, python: Path, base: dict[str, str]) -> None:
         run = self.run
         total = run.node_count * run.process_count_per_node
-        argv = [expand_variables(str(part), base) for part in self._argv()]
+        app, app_variables = self._mpi_app(base)
         agent = f"{sys.executable} -P {Path(settings.BASE_DIR) / 'runs' / 'mpi_agent.py'}"
         mpirun = [
             "mpirun",
@@ -482,9 +499,9 @@ class NodeExecution:
             "--mca",
             "orte_keep_fqdn_hostnames",
             "1",
-            *argv,
+            *app,
         ]
-        env = dict(base, TRAINHUB_MPI_RUN=str(run.pk), TRAINHUB_MPI_REDIS_URL=settings.REDIS_URL)
+        env = dict(base, **app_variables, TRAINHUB_MPI_RUN=str(run.pk), TRAINHUB_MPI_REDIS_URL=settings.REDIS_URL)
         env.pop("PYTHONUNBUFFERED", None)
         nodes = dict(RunNode.objects.filter(run=run).values_list("node_rank", "node__name"))
         for rank in range(total):
@@ -507,6 +524,7 @@ class NodeExecution:
         from runs.mpi_agent import request_key, result_key
 
         key = request_key(str(self.run.pk), self.node_rank)
+        daemon_env = dict(base, **self._mpi_app(base)[1])
         deadline = time.monotonic() + RENDEZVOUS_TIMEOUT_SECONDS
         daemons: dict[str, RankProcess] = {}
         while True:
@@ -531,7 +549,8 @@ class NodeExecution:
                     os.kill(daemon.process.pid, signal.SIGTERM)
                 continue
             stream = f"mpi_daemon_node_{self.node_rank}"
-            daemons[message["id"]] = self._spawn(-1, 0, stream, ["bash", "-c", message["command"]], base, record=False)
+            command = ["bash", "-c", message["command"]]
+            daemons[message["id"]] = self._spawn(-1, 0, stream, command, daemon_env, record=False)
 
     def _read(self, rank: RankProcess) -> None:
         assert rank.process.stdout is not None

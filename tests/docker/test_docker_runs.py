@@ -8,27 +8,30 @@ from __future__ import annotations
 
 import hashlib
 import json
-import uuid
 from pathlib import Path
 
 import pytest
 
-from runs.models import LogChunk, Run
-from tests.docker.conftest import run_containers
+from runs.models import Run
+from tests.docker.conftest import (
+    PROJECTS,
+    docker_environment,
+    log_lines,
+    run_containers,
+    site_client,
+    submit,
+)
 from tests.helpers.processes import NodeProcess, wait_until
 from tests.helpers.site import module_site
 from tests.runs.conftest import PROJECTS as RUN_PROJECTS
-from trainhub.environments.docker_builder import DEFAULT_BASE_IMAGE, ENV_ROOT, image_tag
+from trainhub.environments.docker_builder import DEFAULT_BASE_IMAGE, ENV_ROOT
 from trainhub.environments.models import EnvironmentVersion
 
 pytestmark = pytest.mark.slow
 
-PROJECTS = Path(__file__).parent / "projects"
-TORCH_PACKAGES = ["torch==2.13.0", "numpy"]
-
 
 @pytest.fixture(scope="module")
-def site(docker_engine, django_db_blocker, live_server_process, tmp_path_factory):
+def site(docker_engine, django_db_setup, django_db_blocker, live_server_process, tmp_path_factory):
     """A workspace with a Docker cluster of two nodes and a cluster whose node has no engine."""
     from tests.runs.builders import make_cluster
 
@@ -44,56 +47,6 @@ def site(docker_engine, django_db_blocker, live_server_process, tmp_path_factory
         yield site
 
 
-@pytest.fixture(scope="module")
-def ws(site):
-    from trainhub.sdk import Workspace
-
-    return Workspace.get("birds", url=site.url, token=site.token)
-
-
-def docker_environment(ws, name: str, pip: list[str]):
-    """A Docker environment of its own spec hash: the engine outlives test sessions, and each
-    session's first run must build (the engine's layer cache keeps that quick)."""
-    from trainhub.sdk import Environment
-    from trainhub.sdk.environment import CondaDependencies
-
-    env = Environment(name)
-    env.python.conda_dependencies = CondaDependencies.create(pip_packages=pip)
-    env.docker.enabled = True
-    env.docker.base_image = DEFAULT_BASE_IMAGE
-    env.environment_variables = {"TEST_SESSION": uuid.uuid4().hex}
-    return env.register(ws)
-
-
-@pytest.fixture(scope="module")
-def torch_env(site, ws, docker_engine):
-    env = docker_environment(ws, "docker-torch", TORCH_PACKAGES)
-    yield env
-    with site.blocker.unblock():
-        version = EnvironmentVersion.objects.get(environment__name=env.name)
-    docker_engine.images.remove(image_tag(version.spec_hash))
-
-
-def submit(ws, env, project: Path, script: str, cluster: str = "docker-cluster", **extra):
-    from trainhub.sdk import Experiment, ScriptRunConfig
-    from trainhub.sdk.compute import ComputeTarget
-
-    src = ScriptRunConfig(
-        source_directory=str(project),
-        script=script,
-        compute_target=ComputeTarget(workspace=ws, name=cluster),
-        environment=env,
-        **extra,
-    )
-    return Experiment(ws, "in-docker").submit(src)
-
-
-def log_lines(site, run, stream_prefix: str = "") -> list[str]:
-    with site.blocker.unblock():
-        chunks = LogChunk.objects.filter(run__run_id=run.id, stream__startswith=stream_prefix).order_by("id")
-        return [line for chunk in chunks for line in chunk.text.split("\n")]
-
-
 def builds_of(site, env) -> list:
     from trainhub.environments.models import EnvironmentBuild
 
@@ -103,9 +56,8 @@ def builds_of(site, env) -> list:
 
 
 def test_a_gpu_node_hands_its_gpus_to_the_containers_with_nccl(db, tmp_path):
-    """No GPU here: what the launcher would ask the engine for on a node with two is inspected.
-    (MPI launches are refused in Docker environments for now.)"""
-    from runs.containers import MPI_IN_DOCKER, SPEC_VARIABLE, launch_problem, launcher_for, site_label
+    """No GPU here: what the launcher would ask the engine for on a node with two is inspected."""
+    from runs.containers import SPEC_VARIABLE, launch_problem, launcher_for, site_label
     from tests.conftest import make_user
     from tests.runs.builders import make_cluster, make_snapshot
     from trainhub.compute.models import Node
@@ -126,18 +78,17 @@ def test_a_gpu_node_hands_its_gpus_to_the_containers_with_nccl(db, tmp_path):
     launcher = launcher_for(run, node, tmp_path / "work", built)
     argv, env = launcher.command([f"{ENV_ROOT}/bin/python", "train.py"], {"TRAINHUB_DIST_BACKEND": "nccl"})
     spec = json.loads(env[SPEC_VARIABLE])
-    assert spec["device_requests"] == [{"driver": "nvidia", "count": 2, "capabilities": [["gpu"]]}]
-    assert spec["environment"]["TRAINHUB_DIST_BACKEND"] == "nccl"
-    assert spec["image"] == image and spec["network_mode"] == "host"
-    assert spec["command"] == [f"{ENV_ROOT}/bin/python", "train.py"]
-    assert spec["labels"] == {"trainhub.run": "e_1", "trainhub.node": "gpu-node", "trainhub.site": site_label()}
-    assert str(tmp_path / "work") in spec["volumes"]
+    host_config = spec["HostConfig"]
+    assert host_config["DeviceRequests"] == [{"Driver": "nvidia", "Count": 2, "Capabilities": [["gpu"]]}]
+    assert "TRAINHUB_DIST_BACKEND=nccl" in spec["Env"]
+    assert spec["Image"] == image and host_config["NetworkMode"] == "host"
+    assert spec["Cmd"] == [f"{ENV_ROOT}/bin/python", "train.py"]
+    assert spec["Labels"] == {"trainhub.run": "e_1", "trainhub.node": "gpu-node", "trainhub.site": site_label()}
+    assert f"{tmp_path / 'work'}:{tmp_path / 'work'}:rw" in host_config["Binds"]
     node.gpus = 0
     argv, env = launcher_for(run, node, tmp_path / "work", built).command(["python"], {})
-    assert "device_requests" not in json.loads(env[SPEC_VARIABLE])
+    assert "DeviceRequests" not in json.loads(env[SPEC_VARIABLE])["HostConfig"]
     assert launch_problem(run, node) == ""
-    run.distributed = {"type": "mpi"}
-    assert launch_problem(run, node) == MPI_IN_DOCKER
 
 
 def test_a_run_in_a_docker_environment_logs_outputs_and_registers_its_model(site, ws, torch_env, tmp_path):
@@ -161,12 +112,6 @@ def test_a_run_in_a_docker_environment_logs_outputs_and_registers_its_model(site
     (build,) = builds_of(site, torch_env)
     assert build.status == "succeeded" and "Successfully tagged" in build.log
     assert run_containers(site_client(), run.id) == []
-
-
-def site_client():
-    from trainhub.environments.docker_builder import docker_client
-
-    return docker_client()
 
 
 def test_the_next_run_reuses_the_image_without_building(site, ws, torch_env):

@@ -150,12 +150,22 @@ def test_mpirun_across_two_nodes(ws, two_nodes, tmp_path):
     )
     run = Experiment(ws, "mpi").submit(src)
     assert run.wait_for_completion()["status"] == "Completed"
-    lines = rank_lines(run, "mpi rank")
-    assert sorted(line.split()[2] for line in lines) == ["0/4", "1/4", "2/4", "3/4"]
-    assert all("sum=10" in line for line in lines)
+    assert_mpi_ranks_ran_on_their_nodes(run, rank_lines(run, "mpi rank"))
     assert {f"logs/std_log_process_{r}.txt" for r in range(4)} <= set(run.get_file_names())
-    daemon_nodes = {p.node_name for p in RunProcess.objects.filter(run__run_id=run.id)}
-    assert len(daemon_nodes) == 2
+
+
+def assert_mpi_ranks_ran_on_their_nodes(run, lines: list[str]) -> None:
+    """Ranks 0-1 on node 0 and 2-3 on node 1, each in its own node's working folder."""
+    assert sorted(line.split()[2] for line in lines) == ["0/4", "1/4", "2/4", "3/4"]
+    assert all("sum=10" in line and "OMPI_COMM_WORLD_SIZE=4" in line for line in lines), lines
+    nodes = dict(RunProcess.objects.filter(run__run_id=run.id).values_list("rank", "node_name"))
+    assert len(set(nodes.values())) == 2
+    for line in lines:
+        rank = int(line.split()[2].split("/")[0])
+        said = dict(part.split("=", 1) for part in line.split()[3:])
+        assert said["OMPI_COMM_WORLD_RANK"] == str(rank)
+        assert said["NODE_RANK"] == str(rank // 2), line
+        assert said["cwd"].endswith(f"/{nodes[rank]}/{run.id}"), line
 
 
 def test_a_failing_rank_stops_every_rank_and_is_named(ws, two_nodes):

@@ -1,4 +1,5 @@
-"""An MPI program: every rank contributes rank+1; the allreduce sum is checked on every rank."""
+"""An MPI program: every rank contributes rank+1; the allreduce sum is checked on every rank, which
+says who it is and where it runs."""
 
 import os
 
@@ -7,7 +8,12 @@ from mpi4py import MPI
 comm = MPI.COMM_WORLD
 rank, size = comm.Get_rank(), comm.Get_size()
 total = comm.allreduce(rank + 1, op=MPI.SUM)
-print(f"mpi rank {rank}/{size} OMPI_COMM_WORLD_RANK={os.environ.get('OMPI_COMM_WORLD_RANK')} sum={total}", flush=True)
+print(
+    f"mpi rank {rank}/{size} OMPI_COMM_WORLD_RANK={os.environ.get('OMPI_COMM_WORLD_RANK')} "
+    f"OMPI_COMM_WORLD_SIZE={os.environ.get('OMPI_COMM_WORLD_SIZE')} NODE_RANK={os.environ.get('NODE_RANK')} "
+    f"sum={total} cwd={os.getcwd()} container={os.path.exists('/.dockerenv')}",
+    flush=True,
+)
 assert total == size * (size + 1) // 2
 if rank == 0:
     os.makedirs("outputs", exist_ok=True)
