@@ -203,6 +203,10 @@ TRAINHUB_DATA_CACHE_MAX_BYTES = envint("TRAINHUB_DATA_CACHE_MAX_BYTES", 50 * 102
 # Environments: each node's cache of built virtualenvs, evicted by least-recent use past the size.
 TRAINHUB_ENV_CACHE_DIR = envstr("TRAINHUB_ENV_CACHE_DIR", str(DATA_DIR / "envs"))
 TRAINHUB_ENV_CACHE_MAX_BYTES = envint("TRAINHUB_ENV_CACHE_MAX_BYTES", 50 * 1024**3)
+# Docker environments: after each image build, a node removes this site's images used last longer
+# than these days ago, beyond the most recently used ones it always keeps.
+TRAINHUB_IMAGE_KEEP_DAYS = envint("TRAINHUB_IMAGE_KEEP_DAYS", 14)
+TRAINHUB_IMAGE_KEEP_COUNT = envint("TRAINHUB_IMAGE_KEEP_COUNT", 5)
 
 # HTTPS, for a deployment behind a TLS proxy (daphne's --proxy-headers reads X-Forwarded-Proto).
 # Off by default: `make run` serves plain HTTP on localhost.

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
-from filelock import FileLock
+from filelock import FileLock, Timeout
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
@@ -67,6 +67,8 @@ PING_TIMEOUT_SECONDS = 5
 # The install steps' text holds the local folders' URL: one port keeps them the same from build to
 # build, so the engine reuses their layers.
 LOCAL_INDEX_PORT = 47180
+DEFAULT_IMAGE_KEEP_DAYS = 14
+DEFAULT_IMAGE_KEEP_COUNT = 5
 ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 NO_ENGINE = (
@@ -125,7 +127,8 @@ def cached_image(
 
 
 def materialise_image(spec: dict, *, cache_dir: Path, log: Callable[[str], None]) -> MaterialisedEnvironment:
-    """The image of `spec` on this node's engine: as it is, or built now (once, whoever asks)."""
+    """The image of `spec` on this node's engine: as it is, or built now (once, whoever asks).
+    After a build, this site's images unused for a while are pruned (prune_images)."""
     transcript = BuildLog(log)
     normalised, digest = _normalise(spec, transcript)
     cache_dir = Path(cache_dir).absolute()
@@ -133,18 +136,102 @@ def materialise_image(spec: dict, *, cache_dir: Path, log: Callable[[str], None]
     sdk = sdk_path(cache_dir)
     hit = _image_hit(client, digest, sdk.name, transcript)
     if hit is not None:
+        record_image_use(cache_dir, digest)
         return hit
     # Nodes of one machine share its engine: one build per spec at a time, the others wait.
     lock = FileLock(str(_lock_path(cache_dir, f"docker-{digest}")))
     _acquire_waiting(lock, digest, transcript)
     try:
         hit = _image_hit(client, digest, sdk.name, transcript)
+        record_image_use(cache_dir, digest)
         if hit is not None:
             return hit
         _build(client, normalised, digest, sdk, transcript)
     finally:
         lock.release()
+    for tag in prune_images(cache_dir):
+        log(f"Pruned image {tag[:25]}: not used by this site for a while.")
     return _in_image(digest, cache_hit=False)
+
+
+# ---------------------------------------------------------------- pruning
+
+
+def _uses_dir(cache_dir: Path) -> Path:
+    return Path(cache_dir).absolute() / "docker-images"
+
+
+def record_image_use(cache_dir: Path, digest: str) -> None:
+    """Mark the image of `digest` used by this site now (its file's modification time)."""
+    folder = _uses_dir(cache_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / digest).touch()
+
+
+def image_keep_policy() -> tuple[float, int]:
+    """(days, count): this site keeps its images used within the last `days`, and its `count`
+    most recently used ones whenever they were used."""
+    days, count = DEFAULT_IMAGE_KEEP_DAYS, DEFAULT_IMAGE_KEEP_COUNT
+    try:
+        from django.conf import settings
+
+        if settings.configured or os.environ.get("DJANGO_SETTINGS_MODULE"):
+            days = float(getattr(settings, "TRAINHUB_IMAGE_KEEP_DAYS", days))
+            count = int(getattr(settings, "TRAINHUB_IMAGE_KEEP_COUNT", count))
+    except ImportError:
+        pass
+    return days, count
+
+
+def prune_images(cache_dir: Path, *, keep_days: float | None = None, keep_count: int | None = None) -> list[str]:
+    """Remove the environment images this site used last longer than `keep_days` ago, beyond its
+    `keep_count` most recently used; the tags removed.
+
+    Only images this site used are candidates (the engine may serve other TrainHub sites, whose
+    images are theirs to prune), only of the trainhub-env repository (never a base image), never
+    one a container (running or not) was created from, and never one being built or checked out
+    by a node of this site right now (its lock is held).
+    """
+    default_days, default_count = image_keep_policy()
+    keep_days = default_days if keep_days is None else keep_days
+    keep_count = default_count if keep_count is None else keep_count
+    folder = _uses_dir(cache_dir)
+    if not folder.is_dir() or engine_problem() is not None:
+        return []
+    import docker.errors
+
+    uses = sorted(folder.iterdir(), key=lambda path: path.stat().st_mtime, reverse=True)
+    cutoff = time.time() - keep_days * 86400
+    candidates = [path for path in uses[keep_count:] if path.stat().st_mtime < cutoff]
+    if not candidates:
+        return []
+    client = docker_client()
+    in_use = {container.attrs.get("Image") for container in client.containers.list(all=True)}
+    removed = []
+    for use in candidates:
+        tag = image_tag(use.name)
+        lock = FileLock(str(_lock_path(Path(cache_dir).absolute(), f"docker-{use.name}")))
+        try:
+            lock.acquire(blocking=False)
+        except Timeout:
+            continue
+        try:
+            try:
+                image = client.images.get(tag)
+            except docker.errors.ImageNotFound:
+                use.unlink(missing_ok=True)
+                continue
+            if image.id in in_use:
+                continue
+            try:
+                client.images.remove(tag)
+            except docker.errors.APIError:
+                continue  # a container was created from it meanwhile
+            use.unlink(missing_ok=True)
+            removed.append(tag)
+        finally:
+            lock.release()
+    return removed
 
 
 def _client_or_fail(log: BuildLog) -> Any:
