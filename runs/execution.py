@@ -30,6 +30,7 @@ from runs import services
 from runs.archives import UnsafeArchiveError, extract_snapshot, walk_regular_files
 from runs.containers import Launcher, ProcessLauncher, launch_problem, launcher_for
 from runs.models import Run, RunNode, RunProcess, RunStatus
+from runs.sandbox import Sandbox, SandboxUnavailable, run_sandbox
 from trainhub.compute.models import Node
 from trainhub.redis_conn import get_redis
 from trainhub.sdk._whole_lines import ANNOUNCE, split_tagged
@@ -169,6 +170,7 @@ class NodeExecution:
         self.prepare_pending: list[str] = []
         self.prepare_flushed_at = time.monotonic()
         self.launcher: Launcher = ProcessLauncher()
+        self.sandbox: Sandbox | None = None
         # Names of the ranks' variables that come from the node's own environment, not the run.
         self.node_variables: frozenset[str] = frozenset()
 
@@ -217,7 +219,9 @@ class NodeExecution:
             python, env_vars = self.prepare_environment()
             self.check_abort()
             self.unpack_snapshot()
-            env_vars.update(stage_run_inputs(self.run, self.node.name, self.workdir, self.say))
+            inputs = stage_run_inputs(self.run, self.node.name, self.workdir, self.say)
+            env_vars.update(inputs)
+            self.sandbox_processes(python, [Path(path) for path in inputs.values()])
             self.check_abort()
             self.flush_prepare()
             self.transition(RunStatus.STARTING)
@@ -298,6 +302,18 @@ class NodeExecution:
         (self.workdir / "outputs").mkdir(exist_ok=True)
         (self.workdir / "logs").mkdir(exist_ok=True)
         self.say(f"Snapshot {self.run.snapshot.sha256[:12]} unpacked: {count} files")
+
+    def sandbox_processes(self, python: Path, inputs: list[Path]) -> None:
+        """The node's own processes (not containers) start in a sandbox that hides the site's data."""
+        from trainhub.environments.builders import sdk_path
+
+        if not isinstance(self.launcher, ProcessLauncher):
+            return
+        readable = [python.parent.parent, sdk_path(Path(settings.TRAINHUB_ENV_CACHE_DIR)), *inputs]
+        try:
+            self.sandbox = run_sandbox(self.workdir, readable, self.say)
+        except SandboxUnavailable as error:
+            raise _SetupFailed(str(error), "") from None
 
     def rendezvous(self) -> dict[str, str]:
         key = _rendezvous_key(self.run.pk)
@@ -429,8 +445,9 @@ class NodeExecution:
     ) -> RankProcess:
         run = self.run
         log_file = open(self.private_logs / f"{stream}.txt", "w", encoding="utf-8", errors="replace")
+        command = ["--", *argv] if self.sandbox is None else ["--sandboxed", "--", *self.sandbox.command(argv)]
         process = subprocess.Popen(
-            [sys.executable, "-S", "-P", SUPERVISOR, "--", *argv],
+            [sys.executable, "-S", "-P", SUPERVISOR, *command],
             cwd=self.workdir,
             env=env,
             stdin=subprocess.DEVNULL,

@@ -4,6 +4,10 @@ The node starts `python -m runs.supervisor -- CMD...` as the leader of a new pro
 The supervisor asks the kernel for SIGTERM when the node dies, adopts orphaned descendants
 (child subreaper), and on SIGTERM — or when the command ends — stops every descendant,
 including those that left the process group.
+
+With `--sandboxed`, CMD is a sandbox (bwrap, see runs/sandbox.py) that dies at once on SIGTERM
+and takes its processes down with SIGKILL: the SIGTERM goes to the processes inside it only, so
+they may end gracefully, and the sandbox itself is killed only once the grace period is over.
 """
 
 from __future__ import annotations
@@ -85,9 +89,10 @@ def _signal_all(pids: list[int], sig: int) -> None:
             pass
 
 
-def stop_tree(grace: float = GRACE_SECONDS) -> None:
+def stop_tree(grace: float = GRACE_SECONDS, spare: int | None = None) -> None:
+    """SIGTERM to every descendant but `spare`, then SIGKILL to all of them after `grace`."""
     me = os.getpid()
-    _signal_all(descendants(me), signal.SIGTERM)
+    _signal_all([pid for pid in descendants(me) if pid != spare], signal.SIGTERM)
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline:
         _reap()
@@ -109,10 +114,13 @@ def _reap() -> None:
 
 
 def main(argv: list[str]) -> int:
+    sandboxed = argv[:1] == ["--sandboxed"]
+    if sandboxed:
+        argv = argv[1:]
     if argv[:1] == ["--"]:
         argv = argv[1:]
     if not argv:
-        print("usage: python -m runs.supervisor -- COMMAND [ARGS...]", file=sys.stderr)
+        print("usage: python -m runs.supervisor [--sandboxed] -- COMMAND [ARGS...]", file=sys.stderr)
         return 2
     parent = os.getppid()
     _prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
@@ -121,12 +129,13 @@ def main(argv: list[str]) -> int:
     _prctl(PR_SET_CHILD_SUBREAPER, 1)
 
     stopping = False
+    child: int | None = None
 
     def on_term(signum: int, frame: object) -> None:
         nonlocal stopping
         if not stopping:
             stopping = True
-            stop_tree()
+            stop_tree(spare=child if sandboxed else None)
             os._exit(128 + signum)
 
     signal.signal(signal.SIGTERM, on_term)

@@ -8,6 +8,7 @@ have() { command -v "$1" >/dev/null 2>&1; }
 have redis-server || need+=(redis-server)
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3-venv)
 have mpirun || need+=(openmpi-bin)
+have bwrap || need+=(bubblewrap)
 if [ "$profile" = test ]; then
   have chromium || need+=(chromium)
   have ip || need+=(iproute2)

@@ -174,6 +174,10 @@ TRAINHUB_NODE_WORK_DIR = envstr("TRAINHUB_NODE_WORK_DIR", str(DATA_DIR / "node-w
 TRAINHUB_NODE_ADDRESS = envstr("TRAINHUB_NODE_ADDRESS", "")
 # Whether a node runs Docker environments: "auto" (when a Docker engine answers as it starts), true, false.
 TRAINHUB_NODE_DOCKER = envstr("TRAINHUB_NODE_DOCKER", "auto")
+# Whether a node starts a run's processes in a bubblewrap sandbox that hides the site's data
+# (runs/sandbox.py): "auto" (when bwrap works, with a warning otherwise), true (a node without it
+# refuses to start), false.
+TRAINHUB_NODE_SANDBOX = envstr("TRAINHUB_NODE_SANDBOX", "auto")
 # The URL a node gives its runs to reach the server (metrics, model registration).
 TRAINHUB_NODE_SERVER_URL = envstr("TRAINHUB_NODE_SERVER_URL", f"http://127.0.0.1:{TRAINHUB_PORT}")
 TRAINHUB_SNAPSHOT_MAX_BYTES = envint("TRAINHUB_SNAPSHOT_MAX_BYTES", 300 * 1024 * 1024)

@@ -7,6 +7,7 @@ import socket
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from runs.sandbox import node_sandbox_support
 from trainhub.compute import services
 from trainhub.compute.models import ComputeCluster
 from trainhub.compute.node_worker import run_node
@@ -54,10 +55,14 @@ class Command(BaseCommand):
             )
         address = options["address"] or default_address()
         docker, docker_note = services.node_docker_support(options["docker"])
+        sandboxed, sandbox_note = node_sandbox_support(settings.TRAINHUB_NODE_SANDBOX)
         node = services.node_register(
             cluster=found[0], address=address, managed=options["managed"], name=options["name"], docker=docker
         )
-        self.stdout.write(f"Node {node.name} of {found[0]} at {address}: {docker_note}; ready.")
+        sandbox_state = sandbox_note if sandboxed else "runs NOT sandboxed"
+        self.stdout.write(f"Node {node.name} of {found[0]} at {address}: {docker_note}; {sandbox_state}; ready.")
+        if not sandboxed:
+            self.stdout.write(sandbox_note)
         self.stdout.flush()
         run_node(node)
 
