@@ -1,5 +1,6 @@
 """Pruning of environment images: this site's images unused for a while go, the recently used ones,
-those a container was created from, other sites' images and the base image stay."""
+those a container was created from, other sites' images and the base image stay; so do older
+builds whose tag a rebuild took."""
 
 from __future__ import annotations
 
@@ -12,8 +13,11 @@ import pytest
 
 from trainhub.environments.docker_builder import (
     DEFAULT_BASE_IMAGE,
+    LABEL_SDK,
+    LABEL_SPEC,
     image_tag,
     prune_images,
+    prune_superseded_images,
     record_image_use,
 )
 
@@ -69,3 +73,43 @@ def test_unused_images_of_this_site_are_pruned_and_the_others_kept(docker_engine
                 client.images.remove(image_tag(digest), force=True)
             except Exception:  # pruned by the test already
                 pass
+
+
+def test_an_environment_image_whose_tag_a_rebuild_took_is_pruned(docker_engine):
+    """A rebuild for a newer in-run SDK moves the tag to the new image; the old one, untagged, goes
+    (unless a container was created from it). Untagged images of other kinds stay."""
+    client = docker_engine
+    tag = image_tag(uuid.uuid4().hex * 2)
+    kept_tag = image_tag(uuid.uuid4().hex * 2)
+    container = kept = not_ours = None
+    try:
+        superseded = labelled_image(client, tag, "sdk-1")
+        labelled_image(client, tag, "sdk-2")
+        kept = labelled_image(client, kept_tag, "sdk-1")
+        container = client.containers.create(kept.id, ["true"])
+        labelled_image(client, kept_tag, "sdk-2")
+        not_ours = client.images.build(
+            fileobj=io.BytesIO(f"FROM {DEFAULT_BASE_IMAGE}\nLABEL trainhub.test-untagged={tag}\n".encode()),
+            pull=False, rm=True,
+        )[0]
+
+        removed = prune_superseded_images(older_than_seconds=0)
+
+        assert superseded.short_id in removed and kept.short_id not in removed
+        assert not [image for image in client.images.list(all=True) if image.id == superseded.id]
+        assert client.images.get(kept.id) and client.images.get(not_ours.id) and client.images.get(tag)
+        assert prune_superseded_images() == []  # what is younger than an hour waits
+    finally:
+        if container is not None:
+            container.remove(force=True)
+        for name in (tag, kept_tag):
+            client.images.remove(name, force=True)
+        for image in (kept, not_ours):
+            if image is not None:
+                client.images.remove(image.id, force=True)
+
+
+def labelled_image(client, tag: str, sdk: str):
+    """An environment image as the builder labels them, under `tag` (which it takes from any other)."""
+    dockerfile = f"FROM {DEFAULT_BASE_IMAGE}\nLABEL {LABEL_SPEC}={tag.split(':')[1]} {LABEL_SDK}={sdk}\n"
+    return client.images.build(fileobj=io.BytesIO(dockerfile.encode()), tag=tag, pull=False, rm=True)[0]

@@ -28,6 +28,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
@@ -69,6 +70,7 @@ PING_TIMEOUT_SECONDS = 5
 LOCAL_INDEX_PORT = 47180
 DEFAULT_IMAGE_KEEP_DAYS = 14
 DEFAULT_IMAGE_KEEP_COUNT = 5
+SUPERSEDED_GRACE_SECONDS = 3600
 ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 NO_ENGINE = (
@@ -151,6 +153,8 @@ def materialise_image(spec: dict, *, cache_dir: Path, log: Callable[[str], None]
         lock.release()
     for tag in prune_images(cache_dir):
         log(f"Pruned image {tag[:25]}: not used by this site for a while.")
+    for short_id in prune_superseded_images():
+        log(f"Pruned image {short_id}: an older build of an environment, superseded.")
     return _in_image(digest, cache_hit=False)
 
 
@@ -232,6 +236,38 @@ def prune_images(cache_dir: Path, *, keep_days: float | None = None, keep_count:
         finally:
             lock.release()
     return removed
+
+
+def prune_superseded_images(*, older_than_seconds: float = SUPERSEDED_GRACE_SECONDS) -> list[str]:
+    """Remove environment images that lost their tag (a rebuild for a newer in-run SDK took it)
+    and no container was created from; their short ids. No site can use an untagged image by
+    name, so these go whoever built them; only those older than `older_than_seconds`, never one a
+    build has just made and not tagged yet."""
+    if engine_problem() is not None:
+        return []
+    import docker.errors
+
+    client = docker_client()
+    in_use = {container.attrs.get("Image") for container in client.containers.list(all=True)}
+    cutoff = time.time() - older_than_seconds
+    removed = []
+    for image in client.images.list(filters={"dangling": True, "label": LABEL_SPEC}):
+        if image.id in in_use or _created_at(image.attrs.get("Created", "")) > cutoff:
+            continue
+        try:
+            client.images.remove(image.id)
+        except docker.errors.APIError:
+            continue  # a container was created from it meanwhile, or another node removed it
+        removed.append(image.short_id)
+    return removed
+
+
+def _created_at(stamp: str) -> float:
+    """Seconds since the epoch of the engine's RFC 3339 time (nanoseconds cut); now if unreadable."""
+    try:
+        return datetime.fromisoformat(stamp[:19]).replace(tzinfo=UTC).timestamp()
+    except ValueError:
+        return time.time()
 
 
 def _client_or_fail(log: BuildLog) -> Any:
