@@ -107,10 +107,11 @@ def hidden_folders() -> list[Path]:
     return _outermost(path.absolute() for path in candidates if path.absolute() != Path("/"))
 
 
-def _outermost(paths: Iterable[Path]) -> list[Path]:
-    """The folders that exist, without those inside another of them, outermost first."""
+def _outermost(paths: Iterable[Path], *, files: bool = False) -> list[Path]:
+    """The folders (and with `files`, the files) that exist, without those inside another of
+    them, outermost first."""
     kept: list[Path] = []
-    for path in sorted({p for p in paths if p.is_dir()}, key=lambda p: len(p.parts)):
+    for path in sorted({p for p in paths if p.is_dir() or (files and p.is_file())}, key=lambda p: len(p.parts)):
         if not any(path.is_relative_to(outer) for outer in kept):
             kept.append(path)
     return kept
@@ -161,6 +162,7 @@ def run_sandbox(run_folder: Path, read_only: Iterable[Path], say) -> Sandbox | N
     needed = [
         p for p in wanted if any(p.is_relative_to(h) for h in hidden) and not any(h.is_relative_to(p) for h in hidden)
     ]
-    kept = [p for p in _outermost(needed) if not p.is_relative_to(run_folder)]
+    # An input that is one file (ds.path('fowl/labels.txt')) is put back alone.
+    kept = [p for p in _outermost(needed, files=True) if not p.is_relative_to(run_folder)]
     say(SANDBOXED)
     return Sandbox(run_folder=run_folder, read_only=tuple(kept), hidden=tuple(hidden))
