@@ -6,8 +6,11 @@ opened and drops live points below the count it got there (points carry their po
 
 from __future__ import annotations
 
+from typing import Any
+
 from metrics.broadcast import metrics_group
 from runs.consumers import MemberRunConsumer
+from runs.live import Event
 
 
 class RunMetricsConsumer(MemberRunConsumer):
@@ -18,5 +21,9 @@ class RunMetricsConsumer(MemberRunConsumer):
         if run is not None:
             await self.send_json({"type": "subscribed", "status": run.status})
 
-    async def metrics_batch(self, event: dict) -> None:
-        await self.send_json({"type": "batch", **event["batch"]})
+    async def metrics_batch(self, event: Event) -> None:
+        await self.send(text_data=event.text(_batch_message))
+
+
+def _batch_message(event: Event) -> dict[str, Any]:
+    return {"type": "batch", **event["batch"]}

@@ -20,8 +20,8 @@ logger = logging.getLogger(__name__)
 
 REPLAY_LINES = 5000
 # Live events a socket may have waiting before it counts as too far behind (at 20 batches a
-# second, 25 s).
-INBOX_LIMIT = 500
+# second, 100 s; they are shared by all sockets, so a long inbox costs little).
+INBOX_LIMIT = 2000
 # The socket fell behind, or events may have been lost while Redis was away: the page reconnects
 # (as on any close) and replays from storage what it has not got, by sequence number.
 RESYNC_CLOSE_CODE = 4429
@@ -85,7 +85,7 @@ class MemberRunConsumer(AsyncJsonWebsocketConsumer):
     channel_layer_alias = None  # see runs.live
 
     group: str | None = None
-    _inbox: asyncio.Queue[dict[str, Any]] | None = None
+    _inbox: asyncio.Queue[live.Event] | None = None
     _pump: asyncio.Task[None] | None = None
     _resyncing = False
 
@@ -127,7 +127,7 @@ class MemberRunConsumer(AsyncJsonWebsocketConsumer):
         if self.group is not None:
             await live.hub().leave(self.group, self)
 
-    def deliver(self, event: dict[str, Any]) -> None:
+    def deliver(self, event: live.Event) -> None:
         if self._resyncing or self._inbox is None:
             return
         try:
@@ -191,10 +191,16 @@ class RunLogConsumer(MemberRunConsumer):
                 after = max(after, chunk.first_seq + chunk.line_count - 1)
         await self.send_json({"type": "replayed"})
 
-    async def log_lines(self, event: dict) -> None:
-        await self.send_json(
-            {"type": "lines", "stream": event["stream"], "first_seq": event["first_seq"], "lines": event["lines"]}
-        )
+    async def log_lines(self, event: live.Event) -> None:
+        await self.send(text_data=event.text(_lines_message))
 
-    async def run_status(self, event: dict) -> None:
-        await self.send_json({k: v for k, v in event.items() if k != "type"} | {"type": "status"})
+    async def run_status(self, event: live.Event) -> None:
+        await self.send(text_data=event.text(_status_message))
+
+
+def _lines_message(event: live.Event) -> dict[str, Any]:
+    return {"type": "lines", "stream": event["stream"], "first_seq": event["first_seq"], "lines": event["lines"]}
+
+
+def _status_message(event: live.Event) -> dict[str, Any]:
+    return {k: v for k, v in event.items() if k != "type"} | {"type": "status"}

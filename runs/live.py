@@ -15,6 +15,7 @@ import logging
 import socket
 import weakref
 from collections import Counter
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from django.conf import settings
@@ -39,10 +40,23 @@ def encode(event: dict[str, Any]) -> str:
     return json.dumps(event, separators=(",", ":"))
 
 
+class Event(dict[str, Any]):
+    """An event as this process's listeners get it: one object for all of them, to read, never
+    change; what a socket sends of it is rendered once, whatever the number of sockets."""
+
+    __slots__ = ("_texts",)
+
+    def text(self, build: Callable[[Event], dict[str, Any]]) -> str:
+        texts: dict[Any, str] = getattr(self, "_texts", None) or {}
+        if build not in texts:
+            texts[build] = encode(build(self))
+            self._texts = texts
+        return texts[build]
+
+
 class Listener(Protocol):
-    def deliver(self, event: dict[str, Any]) -> None:
-        """Take one event of a joined group without waiting. The same dict goes to every local
-        listener: read it, never change it."""
+    def deliver(self, event: Event) -> None:
+        """Take one event of a joined group without waiting."""
 
     def resync(self) -> None:
         """Events of a joined group may have been lost: catch up from storage."""
@@ -156,7 +170,7 @@ class Hub:
         if kind == b"message":
             listeners = self._groups.get(group)
             if listeners:
-                event = json.loads(reply[2])
+                event = Event(json.loads(reply[2]))
                 for listener in list(listeners):
                     try:
                         listener.deliver(event)
