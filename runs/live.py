@@ -111,9 +111,6 @@ class Hub:
             self._stale.pop(group, None)
             await self._command("UNSUBSCRIBE", group)
 
-    def listener_count(self, group: str) -> int:
-        return len(self._groups.get(group, ()))
-
     async def _command(self, command: str, group: str) -> None:
         connection = self._connection
         if connection is None:

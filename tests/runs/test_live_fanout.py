@@ -171,3 +171,39 @@ def test_a_viewer_that_stops_reading_or_vanishes_costs_the_others_nothing(live_u
     # Closed by the server before the end, without a gap in what it had got.
     assert stalled.close_code in (RESYNC_CLOSE_CODE, 1006), stalled.close_code
     assert stalled.jumps == [] and stalled.lines == expected[: len(stalled.lines)] and len(stalled.lines) < batches
+
+
+def test_a_viewer_following_while_redis_restarts_resyncs_and_misses_nothing(live_url, workspace, reader):
+    """Redis restarts without persistence: the web process subscribes again, closes the sockets
+    that were following for a resync, and a viewer reconnecting from its last line (as the page
+    does) gets every line in order."""
+    from tests.faults.test_redis_restart import restart_redis
+
+    run = make_run(workspace, status=RunStatus.RUNNING)
+    viewer = Viewer()
+
+    async def scenario() -> None:
+        connection = await opening(live_url, run, reader)
+        while not viewer.replayed.is_set():
+            viewer.take(json.loads(await connection.recv()))
+        await print_lines(run, 10, 5)
+        while len(viewer.lines) < 50:
+            viewer.take(json.loads(await connection.recv()))
+        await asyncio.to_thread(restart_redis)
+        await print_lines(run, 10, 5, start=50)  # while the web process may still be away
+        try:
+            async with asyncio.timeout(30):
+                async for message in connection:
+                    viewer.take(json.loads(message))
+        except ConnectionClosed:
+            pass
+        viewer.close_code = connection.close_code
+        url = socket_url(live_url, run) + f"?after={viewer.next_seq - 1}"
+        headers = {"Cookie": session_cookie(reader).decode(), "Origin": live_url}
+        async with connect(url, additional_headers=headers) as again:
+            await print_lines(run, 10, 5, start=100)
+            await asyncio.wait_for(follow(again, viewer, 150), 30)
+
+    asyncio.run(scenario())
+    assert viewer.close_code == RESYNC_CLOSE_CODE
+    assert viewer.jumps == [] and viewer.lines == numbered(0, 150)
