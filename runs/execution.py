@@ -256,6 +256,10 @@ class NodeExecution:
             self.stop_ranks()
             self.launcher.remove_leftovers()
             self.flush_prepare()
+            # Announced by a per-node launch's rank after its launcher was stopped, or never ended.
+            RunProcess.objects.filter(run=self.run, node_rank=self.node_rank, state="running").update(
+                state="stopped", ended_at=timezone.now()
+            )
             RunNode.objects.filter(run=self.run, node_rank=self.node_rank).update(
                 state="done", finished_at=timezone.now()
             )
@@ -654,6 +658,9 @@ class NodeExecution:
             if not running:
                 self._wait_readers()
                 self.flush()
+                for rank in self.ranks:
+                    if rank.launcher:  # its ranks' announcements are all read by now
+                        self._rows_of(rank).update(state="completed", exit_code=0, ended_at=timezone.now())
                 return None
             now = time.monotonic()
             if now - last_abort_check >= ABORT_POLL_SECONDS:
@@ -693,8 +700,8 @@ class NodeExecution:
         return RunProcess.objects.filter(run=self.run, rank=rank.rank)
 
     def _record_exit(self, rank: RankProcess) -> None:
-        if rank.launcher and rank.exit_code != 0:
-            return  # finish() names the rank that failed and stops the others
+        if rank.launcher:
+            return  # its ranks' rows once their lines are read: pump() on success, finish() on failure
         self._rows_of(rank).update(
             state="completed" if rank.exit_code == 0 else "failed",
             exit_code=rank.exit_code,

@@ -122,8 +122,12 @@ def test_a_failing_rank_of_a_per_node_launch_is_named_with_its_traceback(ws, two
     assert details["status_reason"].startswith("Rank 3 (node ")
     assert "rank 3 fails on purpose" in details["error_traceback"]
     assert "rank 3 fails on purpose" in stream_text(run, "std_log_process_3")
-    states = dict(RunProcess.objects.filter(run__run_id=run.id).values_list("rank", "state"))
-    assert states[3] == "failed" and "running" not in states.values(), states
+    def states():
+        return dict(RunProcess.objects.filter(run__run_id=run.id).values_list("rank", "state"))
+
+    # The other node stops its launcher once it sees the run failed.
+    wait_until(lambda: "running" not in states().values(), 15, message=f"every rank stopped: {states()}")
+    assert states()[3] == "failed" and set(states()) == {0, 1, 2, 3}, states()
     wait_until(lambda: Node.objects.filter(state="idle").count() == 2, 15, message="nodes idle again")
 
 
