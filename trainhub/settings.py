@@ -140,14 +140,8 @@ X_FRAME_OPTIONS = "DENY"
 
 REDIS_URL = envstr("REDIS_URL", "redis://127.0.0.1:6379/0")
 
-CHANNEL_LAYERS = {
-    "default": {
-        "BACKEND": "channels_redis.core.RedisChannelLayer",
-        # Every open socket may hold a pooled connection at once: the pool's default of 100 made
-        # viewers past the hundredth fail with "Too many connections" (bench/load.py, 200 viewers).
-        "CONFIG": {"hosts": [{"address": REDIS_URL, "max_connections": 2000}], "capacity": 5000, "expiry": 30},
-    }
-}
+# No channel layer: live events reach sockets through runs/live.py (one Redis subscription per
+# followed run per web process), not one Redis list per socket.
 
 RQ_QUEUES = {
     "default": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 3600},
