@@ -21,6 +21,11 @@ def run_group(run_pk: int) -> str:
     return f"run-{run_pk}.logs"
 
 
+def members_group(workspace_pk: int) -> str:
+    """Where a workspace's sockets hear that a member was removed (and close theirs)."""
+    return f"workspace-{workspace_pk}.members"
+
+
 def _publish(group: str, message: str) -> None:
     try:
         get_redis().publish(channel_of(group), message)

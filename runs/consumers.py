@@ -12,7 +12,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from runs import live, selectors
-from runs.broadcast import run_group
+from runs.broadcast import members_group, run_group
 from runs.models import Run
 from trainhub.workspaces.models import Membership
 
@@ -25,6 +25,8 @@ INBOX_LIMIT = 2000
 # The socket fell behind, or events may have been lost while Redis was away: the page reconnects
 # (as on any close) and replays from storage what it has not got, by sequence number.
 RESYNC_CLOSE_CODE = 4429
+# The user is no longer a member of the run's workspace: the page stops reconnecting.
+REMOVED_CLOSE_CODE = 4403
 
 
 class _SendBuffer:
@@ -85,6 +87,7 @@ class MemberRunConsumer(AsyncJsonWebsocketConsumer):
     channel_layer_alias = None  # see runs.live
 
     group: str | None = None
+    members: str | None = None
     _inbox: asyncio.Queue[live.Event] | None = None
     _pump: asyncio.Task[None] | None = None
     _resyncing = False
@@ -105,12 +108,18 @@ class MemberRunConsumer(AsyncJsonWebsocketConsumer):
             return None
         self._inbox = asyncio.Queue(INBOX_LIMIT)
         try:
+            await live.hub().join(members_group(run.workspace_id), self)
+            self.members = members_group(run.workspace_id)
             await live.hub().join(self.group_of(run.pk), self)
         except Exception:
             logger.warning("live events of run %s unavailable", run.pk, exc_info=True)
             await self.close(code=RESYNC_CLOSE_CODE)
             return None
         self.group = self.group_of(run.pk)
+        # Removed between the check above and the join: no event will say so any more.
+        if await self._run_for(user, run.run_id) is None:
+            await self.close(code=REMOVED_CLOSE_CODE)
+            return None
         await self.accept()
         return run
 
@@ -124,8 +133,9 @@ class MemberRunConsumer(AsyncJsonWebsocketConsumer):
     async def disconnect(self, code: int) -> None:
         if self._pump is not None:
             self._pump.cancel()
-        if self.group is not None:
-            await live.hub().leave(self.group, self)
+        for group in (self.group, self.members):
+            if group is not None:
+                await live.hub().leave(group, self)
 
     def deliver(self, event: live.Event) -> None:
         if self._resyncing or self._inbox is None:
@@ -156,6 +166,11 @@ class MemberRunConsumer(AsyncJsonWebsocketConsumer):
 
     async def receive_json(self, content, **kwargs) -> None:
         """Clients only listen."""
+
+    async def member_removed(self, event: live.Event) -> None:
+        if event["user_id"] == self.scope["user"].pk:
+            self._resyncing = True  # nothing more goes out
+            await self.close(code=REMOVED_CLOSE_CODE)
 
     @database_sync_to_async
     def _run_for(self, user, run_id: str) -> Run | None:

@@ -186,9 +186,10 @@
       if (message.type === "subscribed") { delay = 500; load(); }
       else if (message.type === "batch") { if (state.loaded) apply(message); else state.pending.push(message); }
     };
-    socket.onclose = function () {
+    socket.onclose = function (event) {
       var status = document.getElementById("run-status");
       if (status && finalStates[status.textContent]) return;
+      if (event.code === 4401 || event.code === 4403 || event.code === 4404) return;  // no access
       setTimeout(connect, delay);
       delay = Math.min(delay * 2, 10000);
     };

@@ -89,8 +89,9 @@
       else if (message.type === "status") setStatus(message);
       delay = 500;
     };
-    socket.onclose = function () {
+    socket.onclose = function (event) {
       if (status && finalStates[status.textContent]) return;
+      if (event.code === 4401 || event.code === 4403 || event.code === 4404) return;  // no access
       setTimeout(connect, delay);
       delay = Math.min(delay * 2, 10000);
     };

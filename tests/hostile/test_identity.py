@@ -331,3 +331,42 @@ def test_sockets_refuse_strangers_and_other_origins(world, reader, outsider, tem
 def test_a_removed_member_loses_the_socket(world, workspace, reader, template):
     Membership.objects.filter(workspace=workspace, user=reader).delete()
     assert socket_answer(fill(template, world), reader) == (False, 4404)
+
+
+def provoke(template: str, world: dict) -> str:
+    """Store something the socket of `template` streams live; a text it then carries."""
+    run = world["_run"]
+    if "metrics" in template:
+        batch = {"rank": 0, "metrics": [{"name": "after_removal", "values": [2.0]}]}
+        metrics_ingest(access=access_of(run.workspace, run.created_by), run=run, batch=parse_batch(batch))
+        return "after_removal"
+    log_append(run.pk, "std_log_process_0", ["a line after the removal"])
+    return "a line after the removal"
+
+
+@pytest.mark.parametrize("template", SOCKETS)
+def test_a_member_removed_while_watching_is_cut_off(world, workspace, reader, contributor, template):
+    """The attack: keep a socket open on a run, get removed from the workspace, keep reading."""
+
+    async def received_text(communicator) -> str:
+        texts = []
+        while not await communicator.receive_nothing(timeout=2, interval=0.05):
+            texts.append(json.dumps(await communicator.receive_json_from()))
+        return "".join(texts)
+
+    async def scenario():
+        watching = {who: WebsocketCommunicator(application, fill(template, world), headers=headers(who))
+                    for who in (reader, contributor)}
+        for communicator in watching.values():
+            assert (await communicator.connect())[0]
+            await received_text(communicator)  # the replay
+        await asyncio.to_thread(lambda: Membership.objects.filter(workspace=workspace, user=reader).delete())
+        closed = await watching[reader].receive_output(timeout=10)
+        assert (closed["type"], closed.get("code")) == ("websocket.close", 4403)
+        # The other member's socket stays open and still gets what the run does.
+        said = await asyncio.to_thread(provoke, template, world)
+        assert said in await received_text(watching[contributor])
+        await watching[contributor].disconnect()
+
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, scenario()).result()
