@@ -48,11 +48,12 @@ BASE_OPTIONS = (
     "--ro-bind", "/", "/",
     "--dev-bind", "/dev", "/dev",
     "--proc", "/proc",
-    "--bind", "/tmp", "/tmp",
+    "--bind", "/tmp", "/tmp",  # WRITABLE
     "--die-with-parent",
     "--cap-drop", "ALL",
 )
 # fmt: on
+WRITABLE = Path("/tmp")
 
 
 class SandboxUnavailable(Exception):
@@ -124,9 +125,14 @@ class Sandbox:
     run_folder: Path
     read_only: tuple[Path, ...]
     hidden: tuple[Path, ...]
+    # What the run reads that lies in the writable /tmp (a checkout and its virtualenv there):
+    # made read-only before the hidden folders inside it are covered.
+    protected: tuple[Path, ...] = ()
 
     def command(self, argv: list[str]) -> list[str]:
         options = list(BASE_OPTIONS)
+        for path in self.protected:
+            options += ["--ro-bind", str(path), str(path)]
         for folder in self.hidden:
             options += ["--tmpfs", str(folder)]
         resolv = Path("/etc/resolv.conf").resolve()
@@ -164,5 +170,11 @@ def run_sandbox(run_folder: Path, read_only: Iterable[Path], say) -> Sandbox | N
     ]
     # An input that is one file (ds.path('fowl/labels.txt')) is put back alone.
     kept = [p for p in _outermost(needed, files=True) if not p.is_relative_to(run_folder)]
+    protected = [p for p in _outermost(wanted, files=True) if p.is_relative_to(WRITABLE) and p != WRITABLE]
     say(SANDBOXED)
-    return Sandbox(run_folder=run_folder, read_only=tuple(kept), hidden=tuple(hidden))
+    return Sandbox(
+        run_folder=run_folder,
+        read_only=tuple(kept),
+        hidden=tuple(hidden),
+        protected=tuple(p for p in protected if not p.is_relative_to(run_folder)),
+    )

@@ -26,9 +26,9 @@ class ChecksumMismatchError(exceptions.TrainHubError):
 def target_inside(target_dir: str, relative: str) -> str:
     """Where `relative` (a server's '/'-separated path) lands under `target_dir`; refused when it
     would land elsewhere."""
-    root = os.path.abspath(target_dir)
-    target = os.path.normpath(os.path.join(root, *relative.split("/")))
-    if os.path.commonpath([root, target]) != root or target == root:
+    target = os.path.normpath(os.path.join(target_dir, *relative.split("/")))
+    root, absolute = os.path.abspath(target_dir), os.path.abspath(target)
+    if os.path.commonpath([root, absolute]) != root or absolute == root:
         raise exceptions.UserErrorException(f"The file path {relative!r} leads outside {target_dir!r}.")
     return target
 
