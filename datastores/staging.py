@@ -217,5 +217,8 @@ def stage_run_inputs(run: Run, node_name: str, workdir: Path, say: Callable[[str
         )
         variables[run_input.env_name] = str(path)
     if variables:
-        evict(node_name, settings.TRAINHUB_DATA_CACHE_MAX_BYTES, say)
+        try:
+            evict(node_name, settings.TRAINHUB_DATA_CACHE_MAX_BYTES, say)
+        except OSError as error:  # a full cache must not fail the run that found it so
+            say(f"Data cache: eviction stopped: {error}")
     return variables
