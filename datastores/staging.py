@@ -120,9 +120,14 @@ def stage_tree(node_name: str, workspace_pk: int, files: list[list]) -> Staged:
         return Staged(target, _build_tree(root, workspace_pk, files, target))
 
 
-def _blobs(root: Path) -> dict[int, Path]:
-    """The node's cached contents by inode (a tree's files are hard links to them)."""
-    return {blob.stat().st_ino: blob for blob in (root / "blobs").glob("??/*") if ".partial-" not in blob.name}
+def _blobs(root: Path) -> dict[int, tuple[Path, int]]:
+    """The node's cached contents by inode (a tree's files are hard links to them): path, size."""
+    found = {}
+    for blob in (root / "blobs").glob("??/*"):
+        if ".partial-" not in blob.name:
+            info = blob.stat()
+            found[info.st_ino] = (blob, info.st_size)
+    return found
 
 
 def _trees_needed_by_unfinished_runs() -> set[str]:
@@ -164,11 +169,11 @@ def evict(node_name: str, max_bytes: int, say: Callable[[str], None]) -> int:
     first; the bytes freed."""
     root = cache_root(node_name)
     blobs = _blobs(root) if max_bytes > 0 else {}
-    total = sum(blob.stat().st_size for blob in blobs.values())
+    total = sum(size for _, size in blobs.values())
     if total <= max_bytes:
         return 0
     now = time.time()
-    freed = _drop_unlinked(list(blobs.values()), now)  # left by earlier evictions or failed builds
+    freed = _drop_unlinked([path for path, _ in blobs.values()], now)  # left by earlier evictions or failed builds
     needed = _trees_needed_by_unfinished_runs()
     trees = sorted(
         (tree for tree in (root / "trees").glob("*") if tree.is_dir() and "." not in tree.name),
@@ -181,7 +186,7 @@ def evict(node_name: str, max_bytes: int, say: Callable[[str], None]) -> int:
             continue
         inodes = _remove_tree(root, tree)
         if inodes is not None:
-            freed += _drop_unlinked([blobs[inode] for inode in inodes if inode in blobs], now)
+            freed += _drop_unlinked([blobs[inode][0] for inode in inodes if inode in blobs], now)
     if freed:
         say(f"Data cache: freed {filesizeformat(freed)} of least recently used inputs on this node.")
     if total - freed > max_bytes:

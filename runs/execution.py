@@ -4,6 +4,7 @@ output, watch for cancel and failures, then copy outputs and logs into the run's
 from __future__ import annotations
 
 import collections
+import functools
 import json
 import logging
 import os
@@ -307,13 +308,18 @@ class NodeExecution:
         (self.workdir / "logs").mkdir(exist_ok=True)
         self.say(f"Snapshot {self.run.snapshot.sha256[:12]} unpacked: {count} files")
 
-    def sandbox_processes(self, python: Path, inputs: list[Path]) -> None:
-        """The node's own processes (not containers) start in a sandbox that hides the site's data."""
+    @functools.cached_property
+    def sdk_folder(self) -> Path:
+        """The in-run SDK (and the sitecustomize) that goes on the ranks' PYTHONPATH."""
         from trainhub.environments.builders import sdk_path
 
+        return sdk_path(Path(settings.TRAINHUB_ENV_CACHE_DIR))
+
+    def sandbox_processes(self, python: Path, inputs: list[Path]) -> None:
+        """The node's own processes (not containers) start in a sandbox that hides the site's data."""
         if not isinstance(self.launcher, ProcessLauncher):
             return
-        readable = [python.parent.parent, sdk_path(Path(settings.TRAINHUB_ENV_CACHE_DIR)), *inputs]
+        readable = [python.parent.parent, self.sdk_folder, *inputs]
         try:
             self.sandbox = run_sandbox(self.workdir, readable, self.say)
         except SandboxUnavailable as error:
@@ -390,8 +396,6 @@ class NodeExecution:
                 self._spawn(rank, local_rank, f"std_log_process_{rank}", *command)
 
     def _base_env(self, python: Path, env_vars: dict[str, str], rendezvous: dict[str, str]) -> dict[str, str]:
-        from trainhub.environments.builders import sdk_path
-
         run = self.run
         world_size = self.processes_started_per_node * run.node_count
         inherited = {
@@ -406,9 +410,7 @@ class NodeExecution:
             {
                 "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
                 "VIRTUAL_ENV": str(python.parent.parent),
-                "PYTHONPATH": os.pathsep.join(
-                    [str(sdk_path(Path(settings.TRAINHUB_ENV_CACHE_DIR)))] + ([pythonpath] if pythonpath else [])
-                ),
+                "PYTHONPATH": os.pathsep.join([str(self.sdk_folder)] + ([pythonpath] if pythonpath else [])),
                 "PYTHONUNBUFFERED": "1",
                 "TRAINHUB_RUN_ID": run.run_id,
                 "TRAINHUB_RUN_TOKEN": self.token,

@@ -210,7 +210,7 @@ def prune_images(cache_dir: Path, *, keep_days: float | None = None, keep_count:
     if not candidates:
         return []
     client = docker_client()
-    in_use = {container.attrs.get("Image") for container in client.containers.list(all=True)}
+    in_use = _images_of_containers(client)
     removed = []
     for use in candidates:
         tag = image_tag(use.name)
@@ -248,7 +248,7 @@ def prune_superseded_images(*, older_than_seconds: float = SUPERSEDED_GRACE_SECO
     import docker.errors
 
     client = docker_client()
-    in_use = {container.attrs.get("Image") for container in client.containers.list(all=True)}
+    in_use = _images_of_containers(client)
     cutoff = time.time() - older_than_seconds
     removed = []
     for image in client.images.list(filters={"dangling": True, "label": LABEL_SPEC}):
@@ -260,6 +260,11 @@ def prune_superseded_images(*, older_than_seconds: float = SUPERSEDED_GRACE_SECO
             continue  # a container was created from it meanwhile, or another node removed it
         removed.append(image.short_id)
     return removed
+
+
+def _images_of_containers(client: Any) -> set[str]:
+    """The ids of the images containers (running or not) were created from: never pruned."""
+    return {container.attrs.get("Image") for container in client.containers.list(all=True)}
 
 
 def _created_at(stamp: str) -> float:
