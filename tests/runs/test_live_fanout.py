@@ -154,13 +154,7 @@ def test_a_viewer_that_stops_reading_or_vanishes_costs_the_others_nothing(live_u
         await asyncio.wait_for(asyncio.gather(*following), 120)
 
         # Now the stalled client reads: what was buffered for it, then the server's close.
-        try:
-            async with asyncio.timeout(60):
-                async for message in stuck:
-                    stalled.take(json.loads(message))
-        except ConnectionClosed:
-            pass
-        stalled.close_code = stuck.close_code
+        await read_until_closed(stuck, stalled, 60)
         for connection in connections:
             await connection.close()
 
@@ -172,6 +166,16 @@ def test_a_viewer_that_stops_reading_or_vanishes_costs_the_others_nothing(live_u
     assert stalled.close_code in (RESYNC_CLOSE_CODE, 1006), stalled.close_code
     assert stalled.jumps == [] and stalled.lines == expected[: len(stalled.lines)] and len(stalled.lines) < batches
 
+
+async def read_until_closed(connection, viewer: Viewer, seconds: float) -> None:
+    """Everything the server still sends, then the code it closed with (within `seconds`)."""
+    try:
+        async with asyncio.timeout(seconds):
+            async for message in connection:
+                viewer.take(json.loads(message))
+    except ConnectionClosed:
+        pass
+    viewer.close_code = connection.close_code
 
 def test_a_viewer_following_while_redis_restarts_resyncs_and_misses_nothing(live_url, workspace, reader):
     """Redis restarts without persistence: the web process subscribes again, closes the sockets
@@ -191,13 +195,7 @@ def test_a_viewer_following_while_redis_restarts_resyncs_and_misses_nothing(live
             viewer.take(json.loads(await connection.recv()))
         await asyncio.to_thread(restart_redis)
         await print_lines(run, 10, 5, start=50)  # while the web process may still be away
-        try:
-            async with asyncio.timeout(30):
-                async for message in connection:
-                    viewer.take(json.loads(message))
-        except ConnectionClosed:
-            pass
-        viewer.close_code = connection.close_code
+        await read_until_closed(connection, viewer, 30)
         url = socket_url(live_url, run) + f"?after={viewer.next_seq - 1}"
         headers = {"Cookie": session_cookie(reader).decode(), "Origin": live_url}
         async with connect(url, additional_headers=headers) as again:
