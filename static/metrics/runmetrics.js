@@ -118,7 +118,12 @@
     tr.appendChild(cell(Charts.format(s.last_value), "value"));
     tr.appendChild(cell(s.last_step === null ? "" : String(s.last_step)));
     tr.appendChild(cell(String(s.count)));
-    tr.appendChild(cell(Charts.format(s.min_value) + " / " + Charts.format(s.max_value)));
+    var range = cell(Charts.format(s.min_value) + " / " + Charts.format(s.max_value), "range");
+    // The stored summary: live points only ever widen it (a page opened mid-run knows the
+    // points before it opened only through these).
+    if (s.min_value !== null && s.min_value !== undefined) range.dataset.min = s.min_value;
+    if (s.max_value !== null && s.max_value !== undefined) range.dataset.max = s.max_value;
+    tr.appendChild(range);
     var link = document.createElement("a");
     link.href = section.dataset.csv + "?name=" + encodeURIComponent(s.name) + "&rank=" + state.rank;
     link.textContent = "CSV";
@@ -146,8 +151,6 @@
     }
     var fresh = finalRow({name: s.name, last_value: last, last_step: s.steps[s.steps.length - 1], count: s.count,
                           min_value: low, max_value: high});
-    fresh.children[4].dataset.min = low;
-    fresh.children[4].dataset.max = high;
     if (row) finals.replaceChild(fresh, row); else finals.appendChild(fresh);
   }
 

@@ -17,14 +17,10 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 
 def log(run, token, name, values, rank: int = 0):
-    assert (
-        post_batch(api_client(token), run, series_body(name, values, rank=rank)).status_code == 200
-    )
+    assert post_batch(api_client(token), run, series_body(name, values, rank=rank)).status_code == 200
 
 
-def test_the_run_page_charts_points_logged_after_it_opened(
-    page, live_url, workspace, reader, tmp_path
-):
+def test_the_run_page_charts_points_logged_after_it_opened(page, live_url, workspace, reader, tmp_path):
     run, token = running_run(workspace)
     log(run, token, "loss", [1.0 / (i + 1) for i in range(10)])
     sign_in(page, live_url, "rita")
@@ -75,9 +71,7 @@ def test_other_ranks_are_shown_on_demand(page, live_url, workspace, reader):
     expect(page.locator('.metric-chart[data-name="loss"] canvas')).to_be_visible()
 
 
-def test_three_runs_are_compared_on_one_chart_per_metric(
-    page, live_url, workspace, reader, tmp_path
-):
+def test_three_runs_are_compared_on_one_chart_per_metric(page, live_url, workspace, reader, tmp_path):
     runs = []
     for final in (0.6, 0.8, 0.7):
         run, token = running_run(workspace, experiment="sweep")
@@ -111,9 +105,7 @@ def test_three_runs_are_compared_on_one_chart_per_metric(
 
     shared = page.context.new_page()
     shared.goto(page.url)
-    expect(shared.locator('.metric-chart[data-name="accuracy"]')).to_have_attribute(
-        "data-runs", "3"
-    )
+    expect(shared.locator('.metric-chart[data-name="accuracy"]')).to_have_attribute("data-runs", "3")
 
 
 def test_the_csv_downloads_from_the_run_page(page, live_url, workspace, reader):
@@ -131,3 +123,19 @@ def test_the_csv_downloads_from_the_run_page(page, live_url, workspace, reader):
         ["loss", "0", "0", "0.5"],
         ["loss", "0", "1", "0.25"],
     ]
+
+
+def test_the_live_min_and_max_keep_the_points_from_before_the_page_opened(page, live_url, workspace, reader):
+    run, token = running_run(workspace)
+    log(run, token, "accuracy", [0.1, 0.5])
+    sign_in(page, live_url, "rita")
+    page.goto(f"{live_url}/w/birds/runs/{run.run_id}/")
+    summary = page.locator('#metrics-finals tr[data-name="accuracy"] td.range')
+    expect(summary).to_have_text("0.1 / 0.5")
+
+    log(run, token, "accuracy", [0.287, 0.3])
+    expect(page.locator('#metrics-finals tr[data-name="accuracy"] td.value')).to_have_text("0.3")
+    live = summary.text_content()
+    page.reload()
+    expect(summary).to_have_text("0.1 / 0.5")
+    assert live == "0.1 / 0.5"
