@@ -6,7 +6,7 @@ from __future__ import annotations
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 
-from datastores import selectors
+from datastores import selectors, services
 from datastores.downloads import blob_download
 from trainhub.workspaces import selectors as workspace_selectors
 from trainhub.workspaces.pages import workspace_page
@@ -17,6 +17,8 @@ MAX_LISTED = 2000
 @login_required
 def data_list(request: HttpRequest, workspace_name: str) -> HttpResponse:
     access = workspace_selectors.access_for(request.user, workspace_name)
+    # Every workspace has its default datastore, as on Azure, even before anything is uploaded.
+    services.datastore_default(access.workspace)
     return workspace_page(
         request,
         access,

@@ -37,6 +37,7 @@ class MetricSeries(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
+        verbose_name_plural = "metric series"
         constraints = [
             models.UniqueConstraint(
                 fields=["run", "name", "rank"], name="one_series_per_run_name_rank"

@@ -48,6 +48,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "channels",
     "django_rq",
+    "ninja",  # serves Swagger UI's assets itself (its default loads them from a CDN)
     "trainhub.ops",
     "trainhub.workspaces",
     "trainhub.environments",
