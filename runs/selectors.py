@@ -62,9 +62,7 @@ def runs_page(
         runs = runs.filter(status=status)
     if before_id:
         runs = runs.filter(id__lt=before_id)
-    return list(
-        runs.select_related("cluster", "created_by").order_by("-id")[:limit]
-    )
+    return list(runs.select_related("cluster", "created_by").order_by("-id")[:limit])
 
 
 def log_chunks_after(run: Run, after: int, *, stream: str | None = None, max_lines: int = 5000) -> list[LogChunk]:
@@ -111,3 +109,28 @@ def run_file_get(run: Run, path: str) -> RunFile:
     if found is None:
         raise Http404(FILE_NOT_FOUND.format(run_id=run.run_id, path=path))
     return found
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}{'es' if noun.endswith('s') else 's'}"
+
+
+def launch_summary(run: Run, ranks_recorded: int) -> tuple[str, str]:
+    """How the run's processes were laid out, in words: ("2 nodes × 2 processes", "PyTorch DDP
+    (Gloo), per process"). A per-node launcher's ranks are counted from their records: the run
+    itself only knows one launcher per node."""
+    nodes = run.node_count
+    kind = run.distributed.get("type")
+    per_node = run.process_count_per_node
+    if kind == "pytorch" and not run.distributed.get("process_count") and run.command:
+        backend = str(run.distributed.get("communication_backend") or "Gloo")
+        launched = ranks_recorded // nodes if ranks_recorded > nodes else None
+        layout = f"{_count(nodes, 'node')} × " + (f"{_count(launched, 'process')}" if launched else "one launcher")
+        return layout, f"PyTorch DDP ({backend}), per node: the command starts each node's processes"
+    layout = f"{_count(nodes, 'node')} × {_count(per_node, 'process')}"
+    if kind == "pytorch":
+        backend = str(run.distributed.get("communication_backend") or "Gloo")
+        return layout, f"PyTorch DDP ({backend}), per process"
+    if kind == "mpi":
+        return layout, "MPI: mpirun (Open MPI) starts every process"
+    return layout, ""

@@ -63,6 +63,8 @@ def run_detail(request: HttpRequest, workspace_name: str, run_id: str) -> HttpRe
     run = selectors.run_get(access.workspace, run_id)
     tail = selectors.log_tail(run)
     changes = list(run.status_changes.all())
+    processes = list(run.processes.all())
+    layout, launch = selectors.launch_summary(run, len(processes))
     history = [
         {"change": change, "seconds": (following.at - change.at).total_seconds() if following else None}
         for change, following in zip(changes, changes[1:] + [None], strict=True)
@@ -74,7 +76,9 @@ def run_detail(request: HttpRequest, workspace_name: str, run_id: str) -> HttpRe
         "experiments",
         run=run,
         history=history,
-        processes=run.processes.all(),
+        processes=processes,
+        layout=layout,
+        launch=launch,
         files=selectors.run_files(run),
         snapshot_files=run.snapshot.files,
         tail=[c.as_message() for c in tail],
