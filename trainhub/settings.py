@@ -202,6 +202,9 @@ TRAINHUB_DATA_CACHE_MAX_BYTES = envint("TRAINHUB_DATA_CACHE_MAX_BYTES", 50 * 102
 # Environments: each node's cache of built virtualenvs, evicted by least-recent use past the size.
 TRAINHUB_ENV_CACHE_DIR = envstr("TRAINHUB_ENV_CACHE_DIR", str(DATA_DIR / "envs"))
 TRAINHUB_ENV_CACHE_MAX_BYTES = envint("TRAINHUB_ENV_CACHE_MAX_BYTES", 50 * 1024**3)
+# Whether an environment's pip list may hold direct URL requirements (name @ https://…, git+…):
+# off, so that packages come from the machine's pip indexes only. Local paths never may.
+TRAINHUB_ALLOW_DIRECT_URL_REQUIREMENTS = envbool("TRAINHUB_ALLOW_DIRECT_URL_REQUIREMENTS", "False")
 # Docker environments: after each image build, a node removes this site's images used last longer
 # than these days ago, beyond the most recently used ones it always keeps.
 TRAINHUB_IMAGE_KEEP_DAYS = envint("TRAINHUB_IMAGE_KEEP_DAYS", 14)

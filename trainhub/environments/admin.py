@@ -51,10 +51,7 @@ class EnvironmentAdmin(admin.ModelAdmin):
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Environment]:
         return (
-            super()
-            .get_queryset(request)
-            .select_related("workspace")
-            .annotate(latest_version=Max("versions__version"))
+            super().get_queryset(request).select_related("workspace").annotate(latest_version=Max("versions__version"))
         )
 
     @admin.display(description="kind")
@@ -73,11 +70,7 @@ class EnvironmentAdmin(admin.ModelAdmin):
         **kwargs: Any,
     ):
         # Only curated environments are edited here; a workspace's own belong to its members.
-        kwargs["form"] = (
-            WorkspaceEnvironmentForm
-            if obj is not None and not obj.is_curated
-            else CuratedEnvironmentForm
-        )
+        kwargs["form"] = WorkspaceEnvironmentForm if obj is not None and not obj.is_curated else CuratedEnvironmentForm
         return super().get_form(request, obj, change, **kwargs)
 
     def save_model(self, request: HttpRequest, obj: Environment, form: Any, change: bool) -> None:
@@ -115,16 +108,12 @@ class EnvironmentAdmin(admin.ModelAdmin):
     @admin.action(description="Mark deprecated")
     def mark_deprecated(self, request: HttpRequest, queryset: QuerySet[Environment]) -> None:
         for environment in queryset:
-            services.environment_set_deprecated(
-                user=request.user, environment=environment, deprecated=True
-            )
+            services.environment_set_deprecated(user=request.user, environment=environment, deprecated=True)
 
     @admin.action(description="Mark not deprecated")
     def mark_not_deprecated(self, request: HttpRequest, queryset: QuerySet[Environment]) -> None:
         for environment in queryset:
-            services.environment_set_deprecated(
-                user=request.user, environment=environment, deprecated=False
-            )
+            services.environment_set_deprecated(user=request.user, environment=environment, deprecated=False)
 
 
 @admin.register(EnvironmentBuild)

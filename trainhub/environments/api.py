@@ -56,9 +56,7 @@ def _out(version: EnvironmentVersion, workspace_name: str) -> EnvironmentOut:
     )
 
 
-def _respond(
-    request: HttpRequest, registration: services.Registration, workspace_name: str
-) -> HttpResponse:
+def _respond(request: HttpRequest, registration: services.Registration, workspace_name: str) -> HttpResponse:
     body = _out(registration.version, workspace_name).dict()
     return api.create_response(request, body, status=201 if registration.created else 200)
 
@@ -70,9 +68,7 @@ def list_environments(request: HttpRequest, workspace_name: str) -> list[Environ
 
 
 @router.post("/{workspace_name}/environments")
-def register_environment(
-    request: HttpRequest, workspace_name: str, payload: EnvironmentIn
-) -> HttpResponse:
+def register_environment(request: HttpRequest, workspace_name: str, payload: EnvironmentIn) -> HttpResponse:
     """201 with a new version; 200 with the latest one when its spec is exactly this one."""
     member = access(request, workspace_name)
     member.require(Action.WRITE)
@@ -87,9 +83,7 @@ def register_environment(
 
 
 @router.get("/{workspace_name}/environments/{name}", response=EnvironmentOut)
-def get_environment(
-    request: HttpRequest, workspace_name: str, name: str, version: int | None = None
-) -> EnvironmentOut:
+def get_environment(request: HttpRequest, workspace_name: str, name: str, version: int | None = None) -> EnvironmentOut:
     member = access(request, workspace_name)
     environment = selectors.environment_get(member.workspace, name)
     return _out(selectors.version_get(environment, version), workspace_name)
@@ -106,14 +100,10 @@ def list_versions(request: HttpRequest, workspace_name: str, name: str) -> list[
 
 
 @router.post("/{workspace_name}/environments/{name}/clone")
-def clone_environment(
-    request: HttpRequest, workspace_name: str, name: str, payload: CloneIn
-) -> HttpResponse:
+def clone_environment(request: HttpRequest, workspace_name: str, name: str, payload: CloneIn) -> HttpResponse:
     member = access(request, workspace_name)
     member.require(Action.WRITE)
-    source = selectors.version_get(
-        selectors.environment_get(member.workspace, name), payload.version
-    )
+    source = selectors.version_get(selectors.environment_get(member.workspace, name), payload.version)
     registration = services.environment_clone(
         access=member, user=request.user, source=source, new_name=payload.new_name
     )

@@ -173,9 +173,7 @@ def materialise_environment(
     try:
         if (root / MARKER).is_file():
             _touch(root)
-            transcript(
-                f"Environment {digest[:12]} was built by another process while this one waited."
-            )
+            transcript(f"Environment {digest[:12]} was built by another process while this one waited.")
             return MaterialisedEnvironment(_venv_python(root), root, digest, cache_hit=True)
         _build(normalised, digest, root, transcript, _find_uv() if uv is _FIND else uv)
     finally:
@@ -196,16 +194,16 @@ def cached_environment(
 
 def _normalise(spec: dict, log: BuildLog) -> tuple[dict[str, Any], str]:
     try:
-        normalised = specs.normalise_spec(spec)
+        # A node checks again what the server checked: a spec stored before a requirement was
+        # refused, or under another setting, is not built either.
+        normalised = specs.normalise_spec(spec, allow_direct_urls=direct_urls_allowed())
     except specs.SpecError as error:
         log(f"The environment spec is invalid: {error}")
         raise BuildError(f"The environment spec is invalid: {error}", log.text()) from None
     return normalised, specs.spec_hash(normalised)
 
 
-def _cache_hit(
-    cache_dir: Path, digest: str, log: Callable[[str], None]
-) -> MaterialisedEnvironment | None:
+def _cache_hit(cache_dir: Path, digest: str, log: Callable[[str], None]) -> MaterialisedEnvironment | None:
     root = cache_dir / digest
     if not (root / MARKER).is_file():
         return None
@@ -283,13 +281,8 @@ def _build(spec: dict[str, Any], digest: str, root: Path, log: BuildLog, uv: Pat
 def _note_ignored_parts(spec: dict[str, Any], log: Callable[[str], None]) -> None:
     docker = spec["docker"]
     if docker["enabled"] or docker["base_image"] or docker["base_dockerfile"]:
-        image = docker["base_image"] or (
-            "a Dockerfile" if docker["base_dockerfile"] else "the default image"
-        )
-        log(
-            f"Docker settings ({image}) are kept with the environment; "
-            "this node builds a virtualenv instead."
-        )
+        image = docker["base_image"] or ("a Dockerfile" if docker["base_dockerfile"] else "the default image")
+        log(f"Docker settings ({image}) are kept with the environment; this node builds a virtualenv instead.")
     if spec["channels"]:
         log(f"conda channels ({', '.join(spec['channels'])}) do not apply to the venv builder.")
 
@@ -321,9 +314,7 @@ def _candidates(wanted: str) -> list[str]:
 
 def available_pythons() -> dict[str, str]:
     """X.Y → interpreter path, for this process's Python and each pythonX.Y on PATH that runs."""
-    names = [sys.executable] + [
-        path for minor in range(6, 20) if (path := shutil.which(f"python3.{minor}"))
-    ]
+    names = [sys.executable] + [path for minor in range(6, 20) if (path := shutil.which(f"python3.{minor}"))]
     # Each probe starts an interpreter (or a slow pyenv shim): side by side, not one after another.
     with ThreadPoolExecutor(max_workers=8) as pool:
         probed = list(pool.map(_probe_python, names))
@@ -341,14 +332,9 @@ def _probe_python(executable: str) -> tuple[str, str, str] | None:
     pyenv puts shims for every version on PATH that fail unless that version is selected, so a
     name on PATH is only a candidate until it has run.
     """
-    code = (
-        "import sys; v = sys.version_info; "
-        "print(f'{v[0]}.{v[1]} {v[0]}.{v[1]}.{v[2]}'); print(sys.executable)"
-    )
+    code = "import sys; v = sys.version_info; print(f'{v[0]}.{v[1]} {v[0]}.{v[1]}.{v[2]}'); print(sys.executable)"
     try:
-        completed = subprocess.run(
-            [executable, "-c", code], capture_output=True, text=True, timeout=30, check=False
-        )
+        completed = subprocess.run([executable, "-c", code], capture_output=True, text=True, timeout=30, check=False)
     except (OSError, subprocess.TimeoutExpired):
         return None
     lines = completed.stdout.split("\n")
@@ -384,16 +370,12 @@ def pin_torch(entry: str, local: str | None, log: Callable[[str], None]) -> str:
     if requirement.url:
         raise BuildError(TORCH_URL.format(asked=entry))
     if local is None:
-        pins = [
-            s for s in requirement.specifier if s.operator in ("==", "===") and "*" not in s.version
-        ]
+        pins = [s for s in requirement.specifier if s.operator in ("==", "===") and "*" not in s.version]
         if len(pins) != 1:
             raise BuildError(TORCH_UNPINNED.format(asked=entry))
         return entry
     release = Version(local).public
-    if requirement.specifier and not requirement.specifier.contains(
-        Version(local), prereleases=True
-    ):
+    if requirement.specifier and not requirement.specifier.contains(Version(local), prereleases=True):
         raise BuildError(TORCH_EXCLUDED.format(local=local, asked=entry, release=release))
     extras = f"[{','.join(sorted(requirement.extras))}]" if requirement.extras else ""
     marker = f"; {requirement.marker}" if requirement.marker else ""
@@ -556,9 +538,7 @@ def _build_with_uv(
     requirements: list[str],
     log: BuildLog,
 ) -> None:
-    version = subprocess.run(
-        [str(uv), "--version"], capture_output=True, text=True, check=False
-    ).stdout.strip()
+    version = subprocess.run([str(uv), "--version"], capture_output=True, text=True, check=False).stdout.strip()
     log(f"Installing with {version or 'uv'}, using this machine's pip configuration.")
     code, output = _stream(
         [
@@ -640,8 +620,7 @@ def _pip_install(root: Path, log: BuildLog) -> None:
 
 def _is_resolution_failure(output: str) -> bool:
     return any(
-        phrase in output
-        for phrase in ("No solution found", "not found in the package registry", "Failed to parse")
+        phrase in output for phrase in ("No solution found", "not found in the package registry", "Failed to parse")
     )
 
 
@@ -771,11 +750,7 @@ def evict_least_recently_used(
     for entry in entries:
         if total <= max_bytes:
             break
-        if (
-            entry.spec_hash in keep
-            or entry.spec_hash in in_use
-            or now - entry.last_used < EVICTION_GRACE_SECONDS
-        ):
+        if entry.spec_hash in keep or entry.spec_hash in in_use or now - entry.last_used < EVICTION_GRACE_SECONDS:
             continue
         lock = FileLock(str(_lock_path(cache_dir, entry.spec_hash)))
         try:
@@ -844,6 +819,18 @@ def roots_in_use(cache_dir: Path) -> set[str]:
                 if HASH_PATTERN.match(name):
                     used.add(name)
     return used
+
+
+def direct_urls_allowed() -> bool:
+    """The administrator's TRAINHUB_ALLOW_DIRECT_URL_REQUIREMENTS (off without Django settings)."""
+    try:
+        from django.conf import settings
+
+        if settings.configured or os.environ.get("DJANGO_SETTINGS_MODULE"):
+            return bool(getattr(settings, "TRAINHUB_ALLOW_DIRECT_URL_REQUIREMENTS", False))
+    except ImportError:
+        pass
+    return False
 
 
 def _default_max_cache_bytes() -> int:

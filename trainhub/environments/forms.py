@@ -6,24 +6,19 @@ from typing import Any
 
 from django import forms
 
+from trainhub.environments.builders import direct_urls_allowed
 from trainhub.environments.curated import CURATED_NEEDS_PREFIX, RESERVED_PREFIX
 from trainhub.environments.models import NAME_MESSAGE, NAME_PATTERN, Environment
 from trainhub.environments.spec import DEFAULT_PYTHON, SpecError, normalise_spec
 
 
 class CloneForm(forms.Form):
-    new_name = forms.RegexField(
-        regex=NAME_PATTERN, max_length=127, error_messages={"invalid": NAME_MESSAGE}
-    )
+    new_name = forms.RegexField(regex=NAME_PATTERN, max_length=127, error_messages={"invalid": NAME_MESSAGE})
     version = forms.IntegerField(min_value=1, required=False, widget=forms.HiddenInput)
 
 
 def _lines(text: str) -> list[str]:
-    return [
-        line.strip()
-        for line in text.splitlines()
-        if line.strip() and not line.strip().startswith("#")
-    ]
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("#")]
 
 
 class CuratedEnvironmentForm(forms.ModelForm):
@@ -60,7 +55,7 @@ class CuratedEnvironmentForm(forms.ModelForm):
         super().__init__(*args, **kwargs)
         latest = self.instance.versions.order_by("-version").first() if self.instance.pk else None
         if latest is not None:
-            spec = normalise_spec(latest.spec)
+            spec = normalise_spec(latest.spec, allow_direct_urls=True)
             self.initial.update(
                 python=spec["python"],
                 pip="\n".join(spec["pip"]),
@@ -69,9 +64,7 @@ class CuratedEnvironmentForm(forms.ModelForm):
                 docker_enabled=spec["docker"]["enabled"],
                 docker_base_image=spec["docker"]["base_image"] or "",
                 docker_base_dockerfile=spec["docker"]["base_dockerfile"] or "",
-                environment_variables="\n".join(
-                    f"{k}={v}" for k, v in spec["environment_variables"].items()
-                ),
+                environment_variables="\n".join(f"{k}={v}" for k, v in spec["environment_variables"].items()),
             )
 
     def clean_name(self) -> str:
@@ -102,7 +95,7 @@ class CuratedEnvironmentForm(forms.ModelForm):
             "environment_variables": variables,
         }
         try:
-            data["spec"] = normalise_spec(raw)
+            data["spec"] = normalise_spec(raw, allow_direct_urls=direct_urls_allowed())
         except SpecError as error:
             raise forms.ValidationError(str(error)) from None
         return data

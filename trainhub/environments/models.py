@@ -34,9 +34,7 @@ class Environment(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(
-                fields=["workspace", "name"], name="environment_name_per_workspace"
-            ),
+            models.UniqueConstraint(fields=["workspace", "name"], name="environment_name_per_workspace"),
             # NULLs are never equal in a unique index: curated names need their own.
             models.UniqueConstraint(
                 fields=["name"],
@@ -68,9 +66,7 @@ class EnvironmentVersion(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(
-                fields=["environment", "version"], name="one_version_number_per_environment"
-            )
+            models.UniqueConstraint(fields=["environment", "version"], name="one_version_number_per_environment")
         ]
         ordering = ["environment", "-version"]
 
@@ -97,9 +93,7 @@ class EnvironmentBuild(models.Model):
         help_text="The version the build was asked for.",
     )
     node = models.CharField(max_length=255)
-    status = models.CharField(
-        max_length=16, choices=BuildStatus.choices, default=BuildStatus.BUILDING
-    )
+    status = models.CharField(max_length=16, choices=BuildStatus.choices, default=BuildStatus.BUILDING)
     cache_hit = models.BooleanField(default=False)
     log = models.TextField(blank=True)
     reason = models.CharField(max_length=500, blank=True)

@@ -13,9 +13,7 @@ from trainhub.workspaces.models import Workspace
 if TYPE_CHECKING:
     from runs.services import EnvironmentChoice
 
-ENVIRONMENT_NOT_FOUND = (
-    "No environment named {name!r} in workspace {workspace!r} or among the curated environments."
-)
+ENVIRONMENT_NOT_FOUND = "No environment named {name!r} in workspace {workspace!r} or among the curated environments."
 VERSION_NOT_FOUND = "Environment {name!r} has no version {version} (its latest is {latest})."
 MAX_BUILDS_SHOWN = 50
 
@@ -63,10 +61,7 @@ def latest_versions(workspace: Workspace) -> list[EnvironmentVersion]:
     for environment in environments:
         if environment.latest_version is not None:
             wanted |= Q(environment=environment, version=environment.latest_version)
-    found = {
-        v.environment_id: v
-        for v in EnvironmentVersion.objects.filter(wanted).select_related("created_by")
-    }
+    found = {v.environment_id: v for v in EnvironmentVersion.objects.filter(wanted).select_related("created_by")}
     versions = []
     for environment in environments:
         version = found.get(environment.pk)
@@ -78,14 +73,10 @@ def latest_versions(workspace: Workspace) -> list[EnvironmentVersion]:
 
 def builds_of(version: EnvironmentVersion) -> QuerySet[EnvironmentBuild]:
     """Builds of the version's spec on every node, newest first: equal specs share their builds."""
-    return EnvironmentBuild.objects.filter(spec_hash=version.spec_hash).order_by("-started_at")[
-        :MAX_BUILDS_SHOWN
-    ]
+    return EnvironmentBuild.objects.filter(spec_hash=version.spec_hash).order_by("-started_at")[:MAX_BUILDS_SHOWN]
 
 
-def environment_for_run(
-    *, workspace: Workspace, name: str, version: int | None
-) -> EnvironmentChoice:
+def environment_for_run(*, workspace: Workspace, name: str, version: int | None) -> EnvironmentChoice:
     """What a run submitted with this environment records: its name, version and full spec."""
     from runs.services import EnvironmentChoice
 

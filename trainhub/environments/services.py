@@ -21,6 +21,7 @@ from trainhub.environments.builders import (
     BuildLog,
     MaterialisedEnvironment,
     cached,
+    direct_urls_allowed,
     materialise,
 )
 from trainhub.environments.curated import CURATED_NEEDS_PREFIX
@@ -40,9 +41,7 @@ RESERVED_NAME = (
     "which administrators make in the admin site. Choose another name: to change a curated "
     "environment, clone it under a name of your own."
 )
-CURATED_STAFF_ONLY = (
-    "Only TrainHub administrators (staff) can create or change curated environments."
-)
+CURATED_STAFF_ONLY = "Only TrainHub administrators (staff) can create or change curated environments."
 NAME_TAKEN = "An environment named {name!r} already exists here."
 # By name: the job module imports this one.
 BUILD_JOB = "trainhub.environments.jobs.build_version_job"
@@ -67,14 +66,12 @@ def _check_name(name: str) -> str:
 
 def _normalised(spec: dict[str, Any] | None) -> dict[str, Any]:
     try:
-        return normalise_spec(spec)
+        return normalise_spec(spec, allow_direct_urls=direct_urls_allowed())
     except SpecError as error:
         raise ValidationError({"spec": str(error)}) from None
 
 
-def _add_version(
-    environment: Environment, spec: dict[str, Any], user: AbstractBaseUser | None
-) -> Registration:
+def _add_version(environment: Environment, spec: dict[str, Any], user: AbstractBaseUser | None) -> Registration:
     """The next version of `environment` with `spec`, unless its latest has exactly that spec."""
     locked = Environment.objects.select_for_update().get(pk=environment.pk)
     digest = spec_hash(spec)
@@ -92,9 +89,7 @@ def _add_version(
     return Registration(version, created=True)
 
 
-def _environment_for(
-    *, workspace, name: str, user: AbstractBaseUser | None, description: str
-) -> Environment:
+def _environment_for(*, workspace, name: str, user: AbstractBaseUser | None, description: str) -> Environment:
     environment = Environment.objects.filter(workspace=workspace, name=name).first()
     if environment is not None:
         return environment
@@ -131,9 +126,7 @@ def environment_register(
         raise ValidationError({"name": RESERVED_NAME})
     name = _check_name(name)
     normalised = _normalised(spec)
-    environment = _environment_for(
-        workspace=access.workspace, name=name, user=user, description=description
-    )
+    environment = _environment_for(workspace=access.workspace, name=name, user=user, description=description)
     return _add_version(environment, normalised, user)
 
 
@@ -215,9 +208,7 @@ def _curated_save(
 
 
 @transaction.atomic
-def environment_set_deprecated(
-    *, user: AbstractBaseUser, environment: Environment, deprecated: bool
-) -> None:
+def environment_set_deprecated(*, user: AbstractBaseUser, environment: Environment, deprecated: bool) -> None:
     _require_staff(user)
     Environment.objects.filter(pk=environment.pk).update(deprecated=deprecated)
     environment.deprecated = deprecated
@@ -230,9 +221,7 @@ def _log_tail(log: str) -> str:
     if len(log) <= MAX_STORED_LOG_CHARS:
         return log
     dropped = len(log) - MAX_STORED_LOG_CHARS
-    return (
-        f"[… {dropped} earlier characters of the build log dropped]\n" + log[-MAX_STORED_LOG_CHARS:]
-    )
+    return f"[… {dropped} earlier characters of the build log dropped]\n" + log[-MAX_STORED_LOG_CHARS:]
 
 
 def record_build(
@@ -350,9 +339,7 @@ def _build_recorded(
             reason=error.reason,
         )
         raise
-    build_finish(
-        build=build, status=BuildStatus.SUCCEEDED, log=recorded.text(), cache_hit=built.cache_hit
-    )
+    build_finish(build=build, status=BuildStatus.SUCCEEDED, log=recorded.text(), cache_hit=built.cache_hit)
     return built
 
 
@@ -368,9 +355,7 @@ def build_enqueue(*, user: AbstractBaseUser, version: EnvironmentVersion) -> Non
 @transaction.atomic
 def seed_demo(*, workspace, user) -> None:
     """`make run`'s curated PyTorch environment. Idempotent: a second call changes nothing."""
-    environment = Environment.objects.filter(
-        workspace__isnull=True, name=curated.PYTORCH_CPU_NAME
-    ).first()
+    environment = Environment.objects.filter(workspace__isnull=True, name=curated.PYTORCH_CPU_NAME).first()
     if environment is not None and environment.versions.exists():
         return
     _curated_save(

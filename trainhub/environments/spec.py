@@ -45,12 +45,37 @@ PIP_OPTION = (
     "Where packages come from is the node's pip configuration (indexes, local wheel folders)."
 )
 BAD_REQUIREMENT = "{entry!r} in pip is not a valid requirement: {problem}"
+LOCAL_REQUIREMENT = (
+    "{entry!r} in pip names a file or folder: local paths and file:// URLs are refused, since "
+    "whatever lies there would be built on the node. Publish the package to the node's pip "
+    "indexes and ask for it by name."
+)
+DIRECT_URL_REQUIREMENT = (
+    "{entry!r} in pip is a direct URL: this server installs packages from its pip indexes only "
+    "(the administrator allows direct URLs with TRAINHUB_ALLOW_DIRECT_URL_REQUIREMENTS=true)."
+)
+BARE_URL_REQUIREMENT = (
+    "{entry!r} in pip is a URL without a package name: write it as 'name @ URL', which the "
+    "administrator allows with TRAINHUB_ALLOW_DIRECT_URL_REQUIREMENTS=true."
+)
+VARIABLE_IN_REQUIREMENT = (
+    "{entry!r} in pip refers to an environment variable ('${{'): installers would expand it with "
+    "the node's variables, so it is refused."
+)
+# Installers take a requirement that ends like an archive for a file of that name.
+ARCHIVE_SUFFIXES = (".whl", ".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz", ".tar.xz", ".egg")
+# Schemes that fetch from elsewhere; anything else (file:, git+file:, a bare path) reads this machine.
+REMOTE_URL = re.compile(r"^(?:(?:git|hg|svn|bzr)\+)?(?:https?|ssh|git)://", re.IGNORECASE)
 CONDA_PYTHON = "Give the Python version as python ({entry!r} was in conda)."
 DOCKER_NOT_A_MAPPING = "docker must be a mapping with enabled, base_image and base_dockerfile."
 DOCKER_BOTH = "Give docker.base_image or docker.base_dockerfile, not both."
-BAD_VARIABLE = (
-    "Environment variable names are letters, digits and '_', not starting with a digit: {name!r}."
+DOCKERFILE_ADD_URL = (
+    "docker.base_dockerfile fetches a URL with ADD ({line!r}): the Docker engine fetches those "
+    "itself, from the host's network, so they are refused. Download in a RUN step instead."
 )
+# An ADD whose source is a URL or a git remote (the engine fetches it, outside the build's network).
+ADD_URL = re.compile(r"^\s*ADD\s.*(?:://|git@)", re.IGNORECASE)
+BAD_VARIABLE = "Environment variable names are letters, digits and '_', not starting with a digit: {name!r}."
 VARIABLES_NOT_A_MAPPING = "environment_variables must be a mapping of names to values."
 
 
@@ -58,9 +83,11 @@ class SpecError(ValueError):
     """The spec is malformed; the message says what to change."""
 
 
-def normalise_spec(raw: Mapping[str, Any] | None) -> dict[str, Any]:
+def normalise_spec(raw: Mapping[str, Any] | None, *, allow_direct_urls: bool = False) -> dict[str, Any]:
     """The canonical form of a spec: every key present, strings stripped, defaults filled in.
 
+    Local paths and file:// URLs in pip are always refused; direct URLs (name @ https://…) only
+    unless `allow_direct_urls` (the administrator's TRAINHUB_ALLOW_DIRECT_URL_REQUIREMENTS).
     Idempotent, so a stored (already normalised) spec comes back unchanged.
     """
     raw = raw or {}
@@ -71,7 +98,7 @@ def normalise_spec(raw: Mapping[str, Any] | None) -> dict[str, Any]:
         raise SpecError(UNKNOWN_KEYS.format(keys=", ".join(unknown), known=", ".join(SPEC_KEYS)))
     return {
         "python": _python(raw.get("python")),
-        "pip": [_requirement(entry) for entry in _strings("pip", raw.get("pip"))],
+        "pip": [_requirement(entry, allow_direct_urls) for entry in _strings("pip", raw.get("pip"))],
         "conda": [_conda(entry) for entry in _strings("conda", raw.get("conda"))],
         "channels": _strings("channels", raw.get("channels")),
         "docker": _docker(raw.get("docker")),
@@ -84,8 +111,11 @@ def canonical_json(spec: Mapping[str, Any]) -> str:
 
 
 def spec_hash(spec: Mapping[str, Any]) -> str:
-    """sha256 of the normalised spec as canonical JSON: the key of its builds and its identity."""
-    return hashlib.sha256(canonical_json(normalise_spec(spec)).encode()).hexdigest()
+    """sha256 of the normalised spec as canonical JSON: the key of its builds and its identity.
+
+    Hashing is not admitting: a stored spec with a direct URL keeps its hash whatever the setting.
+    """
+    return hashlib.sha256(canonical_json(normalise_spec(spec, allow_direct_urls=True)).encode()).hexdigest()
 
 
 def to_conda_yaml(spec: Mapping[str, Any], name: str = "project_environment") -> str:
@@ -128,16 +158,31 @@ def _strings(key: str, value: Any) -> list[str]:
     return entries
 
 
-def _requirement(entry: str) -> str:
+def _requirement(entry: str, allow_direct_urls: bool) -> str:
     if entry.startswith("-"):
         raise SpecError(PIP_OPTION.format(entry=entry))
     if len(entry) > MAX_REQUIREMENT_LENGTH:
         raise SpecError(BAD_REQUIREMENT.format(entry=entry[:80] + "…", problem="too long"))
+    if "${" in entry:
+        raise SpecError(VARIABLE_IN_REQUIREMENT.format(entry=entry))
     try:
-        Requirement(entry)
+        requirement = Requirement(entry)
     except InvalidRequirement as error:
+        if "://" in entry or entry.lower().startswith(("git+", "hg+", "svn+", "bzr+")):
+            raise SpecError(
+                (BARE_URL_REQUIREMENT if REMOTE_URL.match(entry) else LOCAL_REQUIREMENT).format(entry=entry)
+            ) from None
+        if entry.startswith((".", "/", "~", "\\")) or "/" in entry or "\\" in entry:
+            raise SpecError(LOCAL_REQUIREMENT.format(entry=entry)) from None
         problem = str(error).splitlines()[0]
         raise SpecError(BAD_REQUIREMENT.format(entry=entry, problem=problem)) from None
+    if requirement.name.lower().endswith(ARCHIVE_SUFFIXES):
+        raise SpecError(LOCAL_REQUIREMENT.format(entry=entry))
+    if requirement.url is not None:
+        if not REMOTE_URL.match(requirement.url):
+            raise SpecError(LOCAL_REQUIREMENT.format(entry=entry))
+        if not allow_direct_urls:
+            raise SpecError(DIRECT_URL_REQUIREMENT.format(entry=entry))
     return entry
 
 
@@ -147,6 +192,11 @@ def conda_package_name(entry: str) -> str:
 
 
 def _conda(entry: str) -> str:
+    if "://" in entry or entry.startswith((".", "/", "~")):
+        raise SpecError(
+            f"{entry!r} in conda is a URL or a path: conda entries name packages, which the "
+            "builder installs from the node's pip indexes."
+        )
     if conda_package_name(entry) == "python":
         raise SpecError(CONDA_PYTHON.format(entry=entry))
     if len(entry) > MAX_REQUIREMENT_LENGTH:
@@ -171,11 +221,14 @@ def _docker(value: Any) -> dict[str, Any]:
     if not isinstance(enabled, bool):
         raise SpecError("docker.enabled must be true or false.")
     base_image = _optional_text("docker.base_image", value.get("base_image"), 500)
-    dockerfile = _optional_text(
-        "docker.base_dockerfile", value.get("base_dockerfile"), MAX_DOCKERFILE_LENGTH
-    )
+    dockerfile = _optional_text("docker.base_dockerfile", value.get("base_dockerfile"), MAX_DOCKERFILE_LENGTH)
     if base_image and dockerfile:
         raise SpecError(DOCKER_BOTH)
+    if dockerfile:
+        # Instructions continue over lines ending in the escape character (\\, or ` by directive).
+        for line in re.sub(r"[\\`]\r?\n", " ", dockerfile).splitlines():
+            if ADD_URL.match(line):
+                raise SpecError(DOCKERFILE_ADD_URL.format(line=line.strip()[:200]))
     return {"enabled": enabled, "base_image": base_image, "base_dockerfile": dockerfile}
 
 
@@ -197,9 +250,7 @@ def _variables(value: Any) -> dict[str, str]:
     if not isinstance(value, Mapping):
         raise SpecError(VARIABLES_NOT_A_MAPPING)
     if len(value) > MAX_VARIABLES:
-        raise SpecError(
-            TOO_MANY.format(key="environment_variables", count=len(value), limit=MAX_VARIABLES)
-        )
+        raise SpecError(TOO_MANY.format(key="environment_variables", count=len(value), limit=MAX_VARIABLES))
     variables = {}
     for name, text in value.items():
         if not isinstance(name, str) or not VARIABLE_PATTERN.match(name):
@@ -208,8 +259,6 @@ def _variables(value: Any) -> dict[str, str]:
             raise SpecError(f"The value of environment variable {name} must be a string.")
         text = str(text).lower() if isinstance(text, bool) else str(text)
         if len(text) > MAX_VALUE_LENGTH:
-            raise SpecError(
-                f"The value of environment variable {name} is longer than {MAX_VALUE_LENGTH}."
-            )
+            raise SpecError(f"The value of environment variable {name} is longer than {MAX_VALUE_LENGTH}.")
         variables[name] = text
     return dict(sorted(variables.items()))

@@ -83,7 +83,7 @@ def version_detail(request: HttpRequest, workspace_name: str, name: str, version
     access = workspace_selectors.access_for(request.user, workspace_name)
     environment = selectors.environment_get(access.workspace, name)
     found = selectors.version_get(environment, version)
-    spec = normalise_spec(found.spec)
+    spec = normalise_spec(found.spec, allow_direct_urls=True)
     return workspace_page(
         request,
         access,
