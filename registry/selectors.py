@@ -68,7 +68,7 @@ def model_get(workspace: Workspace, name: str) -> Model:
 
 
 def versions_of(model: Model) -> QuerySet[ModelVersion]:
-    return model.versions.select_related("created_by", "run").order_by("-version")
+    return model.versions.select_related("created_by", "run__experiment").order_by("-version")
 
 
 def version_get(workspace: Workspace, name: str, version: int | None = None) -> ModelVersion:
@@ -97,7 +97,7 @@ def versions_list(
     latest: bool = False,
 ) -> list[ModelVersion]:
     """Versions of the workspace, newest first; `tags` are 'key' or 'key=value', all must match."""
-    versions = ModelVersion.objects.select_related("model", "created_by", "run").filter(
+    versions = ModelVersion.objects.select_related("model", "created_by", "run__experiment").filter(
         model__workspace=workspace
     )
     if name:

@@ -25,6 +25,25 @@ def run_for_token(token: str) -> Run | None:
     )
 
 
+MAX_STATES = 100
+
+
+def run_states(workspace: Workspace, run_ids: list[str]) -> dict[str, dict]:
+    """Status and duration of up to MAX_STATES runs of the workspace, for lists that follow them."""
+    runs = Run.objects.filter(workspace=workspace, run_id__in=run_ids[:MAX_STATES]).only(
+        "run_id", "status", "started_at", "ended_at"
+    )
+    return {
+        run.run_id: {
+            "status": run.status,
+            "final": run.is_final,
+            "started_at": run.started_at.isoformat() if run.started_at else None,
+            "duration": run.duration_seconds,
+        }
+        for run in runs
+    }
+
+
 def experiments_of(workspace: Workspace) -> QuerySet[Experiment]:
     return workspace.experiments.order_by("name")
 

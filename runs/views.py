@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from asgiref.sync import sync_to_async
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import redirect
 from django.views.decorators.http import require_POST
 
@@ -55,6 +55,14 @@ def experiment_detail(request: HttpRequest, workspace_name: str, name: str) -> H
         statuses=RunStatus.values,
         next_before=runs[-1].pk if has_more and runs else None,
     )
+
+
+@login_required
+def run_states(request: HttpRequest, workspace_name: str) -> JsonResponse:
+    """?runs=a,b,c: what the run lists of the workspace's pages show of each run, to follow them."""
+    access = workspace_selectors.access_for(request.user, workspace_name)
+    run_ids = [run_id for run_id in request.GET.get("runs", "").split(",") if run_id]
+    return JsonResponse(selectors.run_states(access.workspace, run_ids))
 
 
 @login_required

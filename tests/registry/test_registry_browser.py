@@ -33,7 +33,7 @@ def test_i_find_a_model_and_download_it(page, live_url, workspace, owner, tmp_pa
     page.get_by_role("link", name="pytorch-birds").click()
     page.locator("#versions").get_by_role("link", name="1", exact=True).click()
     expect(page.locator("#files")).to_contain_text(hashlib.sha256(WEIGHTS).hexdigest())
-    expect(page.locator("#lineage-run")).to_have_text(run.run_id)
+    expect(page.locator("#lineage-run")).to_have_text(f"{run.experiment.name} #{run.number}")
 
     with page.expect_download() as caught:
         page.get_by_role("button", name="Download model.pt").click()

@@ -26,8 +26,8 @@ def cluster_get(workspace: Workspace, name: str) -> ComputeCluster:
 
 
 def live_nodes(cluster: ComputeCluster) -> QuerySet[Node]:
-    return cluster.nodes.filter(state__in=LIVE_NODE_STATES).select_related("current_run")
+    return cluster.nodes.filter(state__in=LIVE_NODE_STATES).select_related("current_run__experiment")
 
 
 def recent_nodes(cluster: ComputeCluster, limit: int = 50) -> QuerySet[Node]:
-    return cluster.nodes.select_related("current_run").order_by("-id")[:limit]
+    return cluster.nodes.select_related("current_run__experiment").order_by("-id")[:limit]
