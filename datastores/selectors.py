@@ -10,7 +10,7 @@ from django.db.models import Count, QuerySet, Sum
 from django.http import Http404
 
 from datastores.models import DataBlob, Dataset, DatasetVersion, Datastore, DatastoreFile, RunInput
-from datastores.paths import pattern_regex, static_prefix
+from datastores.paths import GLOB_CHARACTERS, clean_path, pattern_regex, static_prefix
 from runs.models import Run
 from trainhub.workspaces.models import Workspace
 
@@ -72,6 +72,11 @@ def files_matching(workspace: Workspace, sources: list[tuple[str, str]]) -> list
         matched = [f for f in datastore_files(datastore, prefix) if regex.fullmatch(f.path)]
         if not matched:
             raise ValidationError(PATTERN_MATCHES_NOTHING.format(pattern=pattern, datastore=datastore_name))
+        folder = clean_path(pattern)
+        if not GLOB_CHARACTERS.search(pattern) and all(f.path.startswith(folder + "/") for f in matched):
+            # The cloud SDK's common-prefix rule: (ds, 'cifar-10') is the folder's contents, not
+            # a cifar-10/ folder inside the input.
+            prefix = folder
         for stored in matched:
             path = stored.path[len(prefix) + 1 :] if prefix else stored.path
             if path in entries and entries[path].blob.pk != stored.blob_id:

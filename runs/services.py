@@ -73,10 +73,12 @@ DOCKER_UNAVAILABLE = (
     "docker.enabled = False."
 )
 GPU_ASKED_ON_CPU = (
-    "use_gpu=True asks for a GPU, but compute target {cluster!r} is of size {size}, which has none, "
-    "and {where} has no GPU either: the run cannot start. Submit with use_gpu=False or to a cluster "
-    "with GPUs."
+    "WARNING: use_gpu=True asks for a GPU, but compute target {cluster!r} is of size {size}, which "
+    "has none, and {where} has no GPU either: this run runs on CPU (as the cloud service runs its "
+    "GPU image on a CPU size)."
 )
+# The log stream of what TrainHub says about a run when it is submitted.
+SUBMIT_STREAM = "submit"
 RUN_ALREADY_FINAL = "Run {run_id} already ended ({status})."
 NODE_LOST = "node lost"
 LOG_LINE_LIMIT = 16_384
@@ -294,7 +296,7 @@ def run_submit(
         raise ValidationError(
             TOO_MANY_NODES.format(asked=node_count, cluster=cluster.name, max=cluster.max_nodes)
         )
-    gpu_problem = _gpu_problem(cluster, use_gpu)
+    gpu_problem, gpu_warning = _gpu_problem(cluster, use_gpu)
     if gpu_problem:
         # Refused before anything is recorded: a run that could never start is not a run.
         raise ValidationError(gpu_problem, code="gpu_unavailable")
@@ -330,34 +332,39 @@ def run_submit(
         )
         RunStatusChange.objects.create(run=run, status=RunStatus.QUEUED, at=run.created_at)
         run_inputs_record(run=run)
+        if gpu_warning:
+            transaction.on_commit(lambda: log_append(run.pk, SUBMIT_STREAM, [gpu_warning]))
     from runs.scheduling import dispatch_cluster
 
     transaction.on_commit(lambda: dispatch_cluster(cluster.pk))
     return run
 
 
-def _gpu_problem(cluster: ComputeCluster, use_gpu: bool) -> str:
+def _gpu_problem(cluster: ComputeCluster, use_gpu: bool) -> tuple[str, str]:
+    """(why the run cannot start, a warning for its log): a GPU size without GPUs anywhere is
+    refused; use_gpu=True on a CPU size runs on CPU, saying so."""
     size = catalog.get_size(cluster.vm_size)
     gpus_needed = size.gpus if size else 0
     if use_gpu and not gpus_needed:
         gpus_needed = 1
     if not gpus_needed:
-        return ""
+        return "", ""
     nodes = Node.objects.filter(cluster=cluster, state__in=["idle", "busy"])
     if nodes.filter(gpus__gte=gpus_needed).exists():
-        return ""
+        return "", ""
     if cluster.provisioner == Provisioner.LOCAL:
         from trainhub.compute.services import machine_resources
 
         if int(machine_resources()["gpus"]) >= gpus_needed:
-            return ""
+            return "", ""
         where = "this machine (where its local provisioner starts nodes)"
     elif nodes.exists():
         where = "any of its nodes"
     else:
-        return ""
-    message = GPU_UNAVAILABLE if size and size.gpus else GPU_ASKED_ON_CPU
-    return message.format(cluster=cluster.name, size=cluster.vm_size, gpus=gpus_needed, where=where)
+        return "", ""
+    if size and size.gpus:
+        return GPU_UNAVAILABLE.format(cluster=cluster.name, size=cluster.vm_size, gpus=gpus_needed, where=where), ""
+    return "", GPU_ASKED_ON_CPU.format(cluster=cluster.name, size=cluster.vm_size, where=where)
 
 
 def _docker_problem(cluster: ComputeCluster, environment: EnvironmentChoice) -> str:

@@ -34,6 +34,8 @@ TRAINHUB_PUBLIC_URL = envstr(
     "TRAINHUB_PUBLIC_URL",
     f"http://{'localhost' if TRAINHUB_HOST in ('127.0.0.1', '0.0.0.0') else TRAINHUB_HOST}:{TRAINHUB_PORT}",
 )
+# What `Workspace.location` answers (the SDK's cloud counterpart names an Azure region there).
+TRAINHUB_REGION = envstr("TRAINHUB_REGION", "local")
 ALLOWED_HOSTS = envlist("ALLOWED_HOSTS", f"localhost,127.0.0.1,[::1],{TRAINHUB_HOST}")
 CSRF_TRUSTED_ORIGINS = envlist("CSRF_TRUSTED_ORIGINS", "") or []
 

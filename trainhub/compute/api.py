@@ -55,12 +55,21 @@ class ClusterOut(Schema):
     idle_seconds_before_scaledown: int
     provisioner: str
     provisioning_state: str
+    current_node_count: int
+    target_node_count: int
+    idle_node_count: int
+    running_node_count: int
+    preparing_node_count: int
+    leaving_node_count: int
+    allocation_state: str
+    created_at: datetime
     nodes: list[NodeOut]
 
 
 def _out(cluster: ComputeCluster) -> ClusterOut:
     size = catalog.get_size(cluster.vm_size)
     nodes = list(selectors.live_nodes(cluster))
+    status = selectors.cluster_status(cluster)
     return ClusterOut(
         name=cluster.name,
         vm_size=cluster.vm_size,
@@ -72,6 +81,14 @@ def _out(cluster: ComputeCluster) -> ClusterOut:
         idle_seconds_before_scaledown=cluster.idle_seconds_before_scaledown,
         provisioner=cluster.provisioner,
         provisioning_state="Succeeded",
+        current_node_count=status.current_node_count,
+        target_node_count=status.target_node_count,
+        idle_node_count=status.idle_node_count,
+        running_node_count=status.running_node_count,
+        preparing_node_count=status.preparing_node_count,
+        leaving_node_count=status.leaving_node_count,
+        allocation_state=status.allocation_state,
+        created_at=cluster.created_at,
         nodes=[
             NodeOut(
                 name=n.name, hostname=n.hostname, address=n.address, state=n.state, cpus=n.cpus,
@@ -106,3 +123,10 @@ def create_cluster(request: HttpRequest, workspace_name: str, payload: ClusterIn
     member = access(request, workspace_name)
     cluster = services.cluster_create(access=member, user=request.user, **payload.dict())
     return Status(201, _out(cluster))
+
+
+@router.delete("/{workspace_name}/computes/{name}", response={204: None})
+def delete_cluster(request: HttpRequest, workspace_name: str, name: str) -> tuple[int, None]:
+    member = access(request, workspace_name)
+    services.cluster_delete(access=member, cluster=selectors.cluster_get(member.workspace, name))
+    return Status(204, None)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from django.db.models import Count, Q, QuerySet
+from dataclasses import dataclass
+
+from django.db.models import Count, Q, QuerySet, Sum
 from django.http import Http404
 
-from trainhub.compute.models import LIVE_NODE_STATES, ComputeCluster, Node
+from trainhub.compute.models import LIVE_NODE_STATES, ComputeCluster, Node, NodeState, Provisioner
 from trainhub.workspaces.models import Workspace
 
 CLUSTER_NOT_FOUND = "No compute target named {name!r} in workspace {workspace!r}."
@@ -31,3 +33,49 @@ def live_nodes(cluster: ComputeCluster) -> QuerySet[Node]:
 
 def recent_nodes(cluster: ComputeCluster, limit: int = 50) -> QuerySet[Node]:
     return cluster.nodes.select_related("current_run__experiment").order_by("-id")[:limit]
+
+
+@dataclass(frozen=True)
+class ClusterStatus:
+    """How many nodes a cluster has and is heading for, as `ComputeTarget.get_status()` shows it."""
+
+    current_node_count: int
+    target_node_count: int
+    idle_node_count: int
+    running_node_count: int
+    preparing_node_count: int
+    leaving_node_count: int
+
+    @property
+    def allocation_state(self) -> str:
+        return "Steady" if self.current_node_count == self.target_node_count else "Resizing"
+
+
+def cluster_status(cluster: ComputeCluster) -> ClusterStatus:
+    """Live nodes by state, and the size the local provisioner steers to: between min and max
+    nodes, enough for the busy nodes and the runs waiting (what the controller starts nodes for).
+    A manually provisioned cluster's target is the nodes people started."""
+    from runs.models import Run, RunStatus
+
+    counts = dict(
+        cluster.nodes.filter(state__in=[*LIVE_NODE_STATES, NodeState.STOPPING])
+        .values_list("state")
+        .annotate(count=Count("id"))
+    )
+    idle, busy = counts.get(NodeState.IDLE, 0), counts.get(NodeState.BUSY, 0)
+    current = idle + busy
+    if cluster.provisioner == Provisioner.LOCAL:
+        waiting = Run.objects.filter(
+            cluster=cluster, status=RunStatus.QUEUED, dispatched_at__isnull=True
+        ).aggregate(nodes=Sum("node_count"))["nodes"] or 0
+        target = max(current, min(cluster.max_nodes, max(cluster.min_nodes, busy + waiting)))
+    else:
+        target = current
+    return ClusterStatus(
+        current_node_count=current,
+        target_node_count=target,
+        idle_node_count=idle,
+        running_node_count=busy,
+        preparing_node_count=target - current,
+        leaving_node_count=counts.get(NodeState.STOPPING, 0),
+    )

@@ -18,6 +18,14 @@ from trainhub.workspaces.permissions import Access, Action
 
 CLUSTER_NAME_TAKEN = "A compute target named {name!r} already exists in this workspace."
 BAD_NODE_COUNTS = "min_nodes ({min}) must be at most max_nodes ({max}), and max_nodes at least 1."
+CLUSTER_HAS_RUNS = (
+    "Compute target {name!r} cannot be deleted: {count} run(s) were made on it, and their history "
+    "keeps it (a run's page names its cluster). Keep it with min_nodes=0, or use another name."
+)
+CLUSTER_BUSY = (
+    "Compute target {name!r} cannot be deleted while its nodes are running something ({nodes}): "
+    "wait for those runs or cancel them first."
+)
 # A node refreshes its key every HEARTBEAT_SECONDS; a node whose key expired is lost.
 HEARTBEAT_SECONDS = 1.0
 HEARTBEAT_TTL_SECONDS = 6
@@ -66,6 +74,23 @@ def cluster_create(
     except IntegrityError:
         raise ValidationError({"name": CLUSTER_NAME_TAKEN.format(name=name)}) from None
     return cluster
+
+
+@transaction.atomic
+def cluster_delete(*, access: Access, cluster: ComputeCluster) -> None:
+    """Delete a cluster no run was made on; its idle nodes see their row gone and stop."""
+    access.require(Action.WRITE)
+    cluster = ComputeCluster.objects.select_for_update().get(pk=cluster.pk)
+    busy = list(cluster.nodes.filter(state=NodeState.BUSY).values_list("name", flat=True))
+    if busy:
+        raise ValidationError(CLUSTER_BUSY.format(name=cluster.name, nodes=", ".join(busy)))
+    runs = cluster.runs.count()
+    if runs:
+        raise ValidationError(CLUSTER_HAS_RUNS.format(name=cluster.name, count=runs))
+    node_ids = list(cluster.nodes.values_list("pk", flat=True))
+    cluster.delete()
+    if node_ids:
+        transaction.on_commit(lambda: get_redis().delete(*[_alive_key(pk) for pk in node_ids]))
 
 
 def machine_resources() -> dict[str, float | int | bool]:

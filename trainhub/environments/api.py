@@ -22,6 +22,7 @@ class EnvironmentOut(Schema):
     curated: bool
     deprecated: bool
     description: str
+    answers_to: list[str]
     spec: dict[str, Any]
     spec_hash: str
     created_at: datetime
@@ -48,6 +49,7 @@ def _out(version: EnvironmentVersion, workspace_name: str) -> EnvironmentOut:
         curated=environment.is_curated,
         deprecated=environment.deprecated,
         description=environment.description,
+        answers_to=list(environment.answers_to or []),
         spec=version.spec,
         spec_hash=version.spec_hash,
         created_at=version.created_at,

@@ -15,3 +15,26 @@ PYTORCH_CPU_SPEC: dict[str, Any] = {"python": "3.11", "pip": ["torch==2.13.0", "
 def is_reserved(name: str) -> bool:
     # Any capitalisation: "trainhub-pytorch" next to "TrainHub-PyTorch" would fool people as well.
     return name.lower().startswith(RESERVED_PREFIX.lower())
+
+# The cloud SDK's curated PyTorch names that its published v1 examples use. Each is found as
+# TrainHub-<rest> (the porting rule) and as written; the versions inside are TrainHub's.
+AZURE_PREFIX = "AzureML-"
+PYTORCH_CPU_ANSWERS_TO = [
+    "AzureML-PyTorch-1.6-GPU",
+    "AzureML-PyTorch-1.6-CPU",
+    "AzureML-pytorch-1.10-ubuntu18.04-py38-cuda11-gpu",
+    "AzureML-pytorch-1.7-ubuntu18.04-py37-cuda11-gpu",
+    "AzureML-acpt-pytorch-1.13-cuda11.7",
+    "AzureML-acpt-pytorch-2.2-cuda12.1",
+    "AzureML-Minimal",
+]
+
+
+def alias_key(name: str) -> str | None:
+    """'TrainHub-PyTorch-1.6-GPU' and 'AzureML-pytorch-1.6-gpu' → 'pytorch-1.6-gpu'; None for
+    a name with neither prefix."""
+    lowered = name.lower()
+    for prefix in (RESERVED_PREFIX.lower(), AZURE_PREFIX.lower()):
+        if lowered.startswith(prefix):
+            return lowered[len(prefix) :]
+    return None

@@ -27,6 +27,12 @@ class Environment(models.Model):
     deprecated = models.BooleanField(
         default=False, help_text="Still usable, but shown as deprecated and no longer recommended."
     )
+    answers_to = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="Curated names of the cloud SDK (AzureML-…) that a curated environment stands in "
+        "for: Environment.get finds it under each, with AzureML- or TrainHub- in front.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"

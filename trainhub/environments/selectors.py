@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from django.db.models import Max, Q, QuerySet
 from django.http import Http404
 
+from trainhub.environments import curated
 from trainhub.environments.models import Environment, EnvironmentBuild, EnvironmentVersion
 from trainhub.workspaces.models import Workspace
 
@@ -32,8 +33,22 @@ def environment_get(workspace: Workspace, name: str) -> Environment:
     # Curated names carry the reserved prefix, so a curated and a workspace name never collide.
     environment = visible_environments(workspace).filter(name=name).first()
     if environment is None:
+        environment = curated_for_azure_name(workspace, name)
+    if environment is None:
         raise Http404(ENVIRONMENT_NOT_FOUND.format(name=name, workspace=workspace.name))
     return environment
+
+
+def curated_for_azure_name(workspace: Workspace, name: str) -> Environment | None:
+    """The curated environment that answers to a cloud curated name (as written, or with
+    TrainHub- for AzureML-, in any capitalisation)."""
+    key = curated.alias_key(name)
+    if key is None:
+        return None
+    for environment in visible_environments(workspace).filter(workspace__isnull=True):
+        if any(curated.alias_key(alias) == key for alias in environment.answers_to or []):
+            return environment
+    return None
 
 
 def versions_of(environment: Environment) -> QuerySet[EnvironmentVersion]:

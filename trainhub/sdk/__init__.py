@@ -9,6 +9,9 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+# The SDK's version (the cloud SDK's notebooks print `azureml.core.VERSION` first).
+VERSION = "0.1.0"
+
 _EXPORTS = {
     "Workspace": "trainhub.sdk.workspace",
     "Experiment": "trainhub.sdk.experiment",
@@ -22,7 +25,7 @@ _EXPORTS = {
     "Dataset": "trainhub.sdk.dataset",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = sorted([*_EXPORTS, "VERSION"])
 
 
 def __getattr__(name: str) -> Any:

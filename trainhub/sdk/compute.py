@@ -20,6 +20,53 @@ class AmlComputeProvisioningConfiguration:
     provisioner: str = "local"
 
 
+class AmlComputeStatus:
+    """What `ComputeTarget.get_status()` answers; `serialize()` gives the cloud SDK's keys."""
+
+    def __init__(self, details: dict[str, Any]):
+        self.current_node_count: int = details["current_node_count"]
+        self.target_node_count: int = details["target_node_count"]
+        self.idle_node_count: int = details["idle_node_count"]
+        self.running_node_count: int = details["running_node_count"]
+        self.preparing_node_count: int = details["preparing_node_count"]
+        self.leaving_node_count: int = details["leaving_node_count"]
+        self.allocation_state: str = details["allocation_state"]
+        self.provisioning_state: str = details["provisioning_state"]
+        self.creation_time: str = str(details["created_at"])
+        self.vm_size: str = details["vm_size"]
+        self.scale_settings = {
+            "minNodeCount": details["min_nodes"],
+            "maxNodeCount": details["max_nodes"],
+            "nodeIdleTimeBeforeScaleDown": f"PT{details['idle_seconds_before_scaledown']}S",
+        }
+        self.node_state_counts = {
+            "idleNodeCount": self.idle_node_count,
+            "runningNodeCount": self.running_node_count,
+            "preparingNodeCount": self.preparing_node_count,
+            "leavingNodeCount": self.leaving_node_count,
+            # TrainHub's nodes are never preempted; a lost node is gone, not unusable.
+            "unusableNodeCount": 0,
+            "preemptedNodeCount": 0,
+        }
+
+    def serialize(self) -> dict[str, Any]:
+        return {
+            "currentNodeCount": self.current_node_count,
+            "targetNodeCount": self.target_node_count,
+            "nodeStateCounts": dict(self.node_state_counts),
+            "allocationState": self.allocation_state,
+            "errors": None,
+            "creationTime": self.creation_time,
+            "provisioningState": self.provisioning_state,
+            "scaleSettings": dict(self.scale_settings),
+            "vmPriority": "Dedicated",
+            "vmSize": self.vm_size,
+        }
+
+    def __repr__(self) -> str:
+        return f"AmlComputeStatus({self.serialize()!r})"
+
+
 class ComputeTarget:
     """`ComputeTarget(workspace=ws, name=...)` finds an existing target or raises ComputeTargetException."""
 
@@ -62,16 +109,27 @@ class ComputeTarget:
     def provisioning_state(self) -> str:
         return self._details.get("provisioning_state", "Succeeded")
 
-    def get_status(self) -> dict[str, Any]:
+    def get_status(self) -> AmlComputeStatus:
+        """The cluster's nodes now: counts by state, the size it is heading for, the allocation state."""
         self.refresh_state()
-        nodes = self._details["nodes"]
-        return {
-            "provisioning_state": self.provisioning_state,
-            "current_node_count": len(nodes),
-            "idle_node_count": sum(1 for n in nodes if n["state"] == "idle"),
-            "busy_node_count": sum(1 for n in nodes if n["state"] == "busy"),
-            "nodes": nodes,
-        }
+        return AmlComputeStatus(self._details)
+
+    @property
+    def status(self) -> AmlComputeStatus:
+        return self.get_status()
+
+    def list_nodes(self) -> list[dict[str, Any]]:
+        """The cluster's live nodes: name, hostname, address, state, CPUs, GPUs, the run on it."""
+        self.refresh_state()
+        return [dict(node) for node in self._details["nodes"]]
+
+    def delete(self) -> None:
+        """Delete the cluster (its idle nodes stop). Refused while a node runs something, and for a
+        cluster that runs were made on: their history keeps it."""
+        try:
+            self.workspace._http.delete(self.workspace.api(f"computes/{self.name}"))
+        except exceptions.UserErrorException as error:
+            raise ComputeTargetException(str(error), status=error.status, code=error.code) from None
 
     def wait_for_completion(
         self, show_output: bool = False, min_node_count: int | None = None, timeout_in_minutes: float = 20
@@ -80,15 +138,15 @@ class ComputeTarget:
         deadline = time.monotonic() + timeout_in_minutes * 60
         while True:
             status = self.get_status()
-            if min_node_count is None or status["current_node_count"] >= min_node_count:
+            if min_node_count is None or status.current_node_count >= min_node_count:
                 break
             if time.monotonic() > deadline:
                 raise ComputeTargetException(
-                    f"Compute target {self.name!r} has {status['current_node_count']} node(s) after "
+                    f"Compute target {self.name!r} has {status.current_node_count} node(s) after "
                     f"{timeout_in_minutes} minutes; {min_node_count} were asked for."
                 )
             if show_output:
-                print(f"{self.name}: {status['current_node_count']}/{min_node_count} nodes up", file=sys.stdout)
+                print(f"{self.name}: {status.current_node_count}/{min_node_count} nodes up", file=sys.stdout)
             time.sleep(1)
         if show_output:
             print(f'Provisioning operation finished, operation "{self.provisioning_state}"')

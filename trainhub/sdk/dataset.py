@@ -99,8 +99,33 @@ class FileDataset(DataInput):
 class _FileFactory:
     @staticmethod
     def from_files(path: Any, validate: bool = True) -> FileDataset:
+        """Files of datastores: (datastore, 'pattern') pairs or `ds.path(...)`. A folder without
+        wildcards ((ds, 'cifar-10')) gives its contents, named relative to it."""
         paths = path if isinstance(path, list) else [path]
         return FileDataset([_source(p) for p in paths])
+
+    @staticmethod
+    def upload_directory(
+        src_dir: str | os.PathLike[str],
+        target: Any,
+        pattern: str | None = None,
+        overwrite: bool = False,
+        show_progress: bool = True,
+    ) -> FileDataset:
+        """Upload `src_dir` to `target` = (datastore, 'folder') and return the files as an
+        (unregistered) file dataset of that folder's contents."""
+        if pattern is not None:
+            raise exceptions.UserErrorException(
+                "upload_directory(pattern=...) is not supported: upload the folder, then pick files "
+                "with Dataset.File.from_files((datastore, 'folder/pattern'))."
+            )
+        if not (isinstance(target, tuple) and len(target) == 2 and hasattr(target[0], "upload")):
+            raise exceptions.UserErrorException(
+                f"upload_directory's target is (datastore, 'folder'), not {target!r}."
+            )
+        datastore, folder = target
+        datastore.upload(src_dir, target_path=folder, overwrite=overwrite, show_progress=show_progress)
+        return FileDataset([[datastore.name, str(folder).strip("/") or "**"]])
 
 
 class Dataset:

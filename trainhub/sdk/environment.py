@@ -37,6 +37,11 @@ PIP_OPTION = (
 )
 ALREADY_SAVED = "{path} already holds a saved environment: pass overwrite=True to replace it."
 NO_DEFINITION = "No saved environment in {path}: it has neither {ours} nor {azure}."
+STANDS_IN = (
+    "{asked} is TrainHub's curated environment {name} here: the packages and versions inside are "
+    "{name}'s, not those the name says (Environment.get(ws, '{name}').python.conda_dependencies "
+    "lists them)."
+)
 CHANGED_CURATED = (
     "{name} is a curated environment and cannot be changed: clone it first, "
     "e.g. env = env.clone(new_name='my-env')."
@@ -290,6 +295,7 @@ class Environment:
         self.environment_variables: dict[str, str] = {}
         self.is_curated = False
         self.deprecated = False
+        self.answers_to: list[str] = []
         self._registered_spec: dict[str, Any] | None = None
         self._registered_in: tuple[str, str] | None = None
 
@@ -337,6 +343,7 @@ class Environment:
         self.description = body.get("description", "")
         self.is_curated = bool(body.get("curated"))
         self.deprecated = bool(body.get("deprecated"))
+        self.answers_to = list(body.get("answers_to") or [])
         self._set_spec(body["spec"])
         self._registered_spec = self._spec()
         self._registered_in = ("*", "*") if self.is_curated else (workspace.url, workspace.name)
@@ -356,6 +363,8 @@ class Environment:
             workspace.api(f"environments/{quote(name, safe='')}"), params=params
         )
         environment = cls._from_server(body, workspace)
+        if environment.name.lower() != name.lower():
+            warnings.warn(STANDS_IN.format(asked=name, name=environment.name), stacklevel=2)
         if environment.deprecated:
             warnings.warn(
                 f"Environment {name} is deprecated: it still works, but prefer a newer one "

@@ -22,12 +22,9 @@ class Experiment:
         try:
             payload = dict(submission, snapshot=packed.sha256, tags=dict(tags or {}))
             path = self.workspace.api(f"experiments/{self.name}/runs")
-            try:
-                # Most submits send a snapshot the server already has: try without uploading.
-                details = self.workspace._http.post(path, json=payload)
-            except exceptions.UserErrorException as error:
-                if error.code != "snapshot_unknown":
-                    raise
+            # Most submits send a snapshot the server already has: try without uploading.
+            details = _post_unless_snapshot_unknown(self.workspace, path, payload)
+            if details is None:
                 upload_packed(self.workspace, packed, show_progress=show_progress)
                 details = self.workspace._http.post(path, json=payload)
         finally:
@@ -49,6 +46,17 @@ class Experiment:
 
     def __repr__(self) -> str:
         return f"Experiment(workspace={self.workspace.name!r}, name={self.name!r})"
+
+
+def _post_unless_snapshot_unknown(workspace: Any, path: str, payload: dict[str, Any]) -> Any:
+    """The server's answer, or None when it lacks the snapshot. A refusal after the upload is then
+    raised on its own, not chained to this one."""
+    try:
+        return workspace._http.post(path, json=payload)
+    except exceptions.UserErrorException as error:
+        if error.code != "snapshot_unknown":
+            raise
+    return None
 
 
 def upload_packed(workspace: Any, packed: Any, *, show_progress: bool = True) -> None:

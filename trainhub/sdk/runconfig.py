@@ -1,4 +1,4 @@
-"""Distributed job configurations of the guide: per-process/per-node PyTorch, and MPI."""
+"""Run configurations of the guide: per-process/per-node PyTorch, MPI, Docker, and `run_config`."""
 
 from __future__ import annotations
 
@@ -34,8 +34,41 @@ class MpiConfiguration:
         }
 
 
-class RunConfiguration:
-    """Kept for scripts that build one by hand; ScriptRunConfig is the way to submit."""
+@dataclass
+class DockerConfiguration:
+    """`docker_runtime_config=DockerConfiguration(use_docker=True)`. Whether a run is built as an
+    image is the environment's `docker.enabled`; this object is accepted and recorded as given."""
 
-    def __init__(self, **kwargs: Any):
-        self.__dict__.update(kwargs)
+    use_docker: bool | None = None
+    shm_size: str | None = None
+    shared_volumes: bool = True
+    arguments: list[str] | None = None
+
+
+class RunConfiguration:
+    """What `ScriptRunConfig.run_config` holds: where (`target`) and in what (`environment`) the
+    run goes, its launch (`node_count`, distributed configs) and `docker`; changing `target` or
+    `environment` here changes the ScriptRunConfig, as in the cloud SDK's notebooks."""
+
+    def __init__(
+        self,
+        script: str | None = None,
+        arguments: list[Any] | None = None,
+        target: Any = None,
+        environment: Any = None,
+        command: Any = None,
+        max_run_duration_seconds: int | None = None,
+        docker: DockerConfiguration | None = None,
+        **_ignored: Any,
+    ):
+        self.script = script
+        self.arguments = list(arguments or [])
+        self.target = target
+        self.environment = environment
+        self.command = command
+        self.max_run_duration_seconds = max_run_duration_seconds
+        self.docker = docker or DockerConfiguration()
+        self.node_count = 1
+
+    def __repr__(self) -> str:
+        return f"RunConfiguration(target={self.target!r}, environment={self.environment!r})"

@@ -7,8 +7,14 @@ import shlex
 from typing import Any
 
 from trainhub.sdk.exceptions import UserErrorException
+from trainhub.sdk.runconfig import RunConfiguration
 
 DEFAULT_ENVIRONMENT = "TrainHub-PyTorch-2.13-CPU"
+LOCAL_TARGET = (
+    "compute_target='local' (run on this machine) is not supported: TrainHub runs scripts on the "
+    "nodes of a compute cluster. Give the name of a cluster (ComputeTarget.list(ws) shows them); a "
+    "cluster with the local provisioner runs its nodes on the server's machine."
+)
 
 
 class ScriptRunConfig:
@@ -30,14 +36,35 @@ class ScriptRunConfig:
         if script and command:
             raise UserErrorException("Give either script or command to ScriptRunConfig, not both.")
         self.source_directory = str(source_directory)
+        self.run_config = run_config if run_config is not None else RunConfiguration()
         self.script = script
         self.arguments = list(arguments or [])
-        self.compute_target = compute_target
-        self.environment = environment
+        if compute_target is not None:
+            self.compute_target = compute_target
+        if environment is not None:
+            self.environment = environment
+        if docker_runtime_config is not None:
+            self.run_config.docker = docker_runtime_config
         self.distributed_job_config = distributed_job_config
         self.max_run_duration_seconds = max_run_duration_seconds
-        self.command = shlex.split(command) if isinstance(command, str) else command
+        self.command = command_line(command)
         self.use_gpu = False
+
+    @property
+    def compute_target(self) -> Any:
+        return self.run_config.target
+
+    @compute_target.setter
+    def compute_target(self, target: Any) -> None:
+        self.run_config.target = target
+
+    @property
+    def environment(self) -> Any:
+        return self.run_config.environment
+
+    @environment.setter
+    def environment(self, environment: Any) -> None:
+        self.run_config.environment = environment
 
     def _submission(self, workspace: Any) -> dict[str, Any]:
         from trainhub.sdk.environment import Environment
@@ -51,6 +78,8 @@ class ScriptRunConfig:
         target = self.compute_target
         if target is None:
             raise UserErrorException("Give ScriptRunConfig a compute_target (a ComputeTarget or its name).")
+        if target == "local":
+            raise UserErrorException(LOCAL_TARGET)
         target_name = target if isinstance(target, str) else target.name
         environment = self.environment
         if environment is None:
@@ -60,12 +89,23 @@ class ScriptRunConfig:
             "compute_target": target_name,
             "environment": {"name": name, "version": version},
             "script": self.script,
-            "command": [str(c) for c in self.command] if self.command else None,
+            "command": list(self.command) if self.command else None,
             "arguments": [_argument(a) for a in self.arguments],
             "distributed": self.distributed_job_config._to_json() if self.distributed_job_config else None,
             "timeout_seconds": self.max_run_duration_seconds,
             "use_gpu": self.use_gpu,
         }
+
+
+def command_line(command: list[Any] | str | None) -> list[str] | None:
+    """A command as the words of one shell line: a list is joined with spaces first, as the cloud
+    SDK does (["python train.py --data", dataset.as_download(), "--epochs 2"]); data inputs become
+    their markers, and $VARIABLES stay for the node to expand."""
+    if command is None:
+        return None
+    if not isinstance(command, str):
+        command = " ".join(_argument(part) for part in command)
+    return shlex.split(command)
 
 
 def _argument(value: Any) -> str:

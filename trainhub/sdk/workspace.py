@@ -58,10 +58,50 @@ class Workspace:
         return Datastore.get_default(self)
 
     @property
+    def location(self) -> str:
+        """The region label the server is configured with (TRAINHUB_REGION)."""
+        return self._details["location"]
+
+    @property
+    def subscription_id(self) -> str:
+        """The server this workspace lives on (TrainHub has no subscriptions)."""
+        return self._details["subscription_id"]
+
+    @property
+    def resource_group(self) -> str:
+        """Who the workspace belongs to: its owners."""
+        return self._details["resource_group"]
+
+    @property
     def datastores(self) -> dict[str, Any]:
         from trainhub.sdk.datastore import Datastore
 
         return Datastore.list(self)
+
+    @property
+    def compute_targets(self) -> dict[str, Any]:
+        from trainhub.sdk.compute import ComputeTarget
+
+        return {target.name: target for target in ComputeTarget.list(self)}
+
+    @property
+    def environments(self) -> dict[str, Any]:
+        from trainhub.sdk.environment import Environment
+
+        return Environment.list(self)
+
+    @property
+    def experiments(self) -> dict[str, Any]:
+        from trainhub.sdk.experiment import Experiment
+
+        return {experiment.name: experiment for experiment in Experiment.list(self)}
+
+    @property
+    def models(self) -> dict[str, Any]:
+        """The latest version of each registered model, by name."""
+        from trainhub.sdk.model import Model
+
+        return {model.name: model for model in Model.list(self, latest=True)}
 
     def api(self, path: str) -> str:
         """The API path of something inside this workspace."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from django.conf import settings
 from django.http import HttpRequest
 from ninja import Router, Schema
 
@@ -20,6 +21,10 @@ class WorkspaceOut(Schema):
     role: str
     created_at: datetime
     member_count: int
+    # The names the cloud SDK's notebooks print first, with TrainHub's honest values.
+    location: str
+    subscription_id: str
+    resource_group: str
 
 
 class WorkspaceSummary(Schema):
@@ -45,4 +50,7 @@ def get_workspace(request: HttpRequest, workspace_name: str) -> WorkspaceOut:
         role=member.role,
         created_at=member.workspace.created_at,
         member_count=selectors.members_of(member.workspace).count(),
+        location=settings.TRAINHUB_REGION,
+        subscription_id=request.build_absolute_uri("/").rstrip("/"),
+        resource_group=selectors.resource_group(member.workspace),
     )

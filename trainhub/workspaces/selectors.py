@@ -8,7 +8,7 @@ from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db.models import QuerySet
 from django.http import Http404
 
-from trainhub.workspaces.models import ApiToken, Membership, Workspace
+from trainhub.workspaces.models import ApiToken, Membership, Role, Workspace
 from trainhub.workspaces.permissions import Access
 
 WORKSPACE_NOT_FOUND = "No workspace named {name!r} that you are a member of."
@@ -46,6 +46,12 @@ def access_for(user: AbstractBaseUser | AnonymousUser, workspace_name: str) -> A
 
 def members_of(workspace: Workspace) -> QuerySet[Membership]:
     return workspace.memberships.select_related("user").order_by("user__username")
+
+
+def resource_group(workspace: Workspace) -> str:
+    """What `Workspace.resource_group` answers: who the workspace belongs to (its owners)."""
+    owners = members_of(workspace).filter(role=Role.OWNER).values_list("user__username", flat=True)
+    return ", ".join(owners)
 
 
 def tokens_of(*, workspace: Workspace, user: AbstractBaseUser) -> QuerySet[ApiToken]:

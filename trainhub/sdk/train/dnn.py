@@ -23,10 +23,45 @@ NO_BACKEND = (
     "distributed_backend='mpi' (Horovod), or 'gloo' / 'nccl' for torch.distributed."
 )
 UNKNOWN_BACKEND = "distributed_backend={backend!r} is not one of: " + ", ".join(BACKENDS) + "."
+TWO_BACKENDS = (
+    "Give either distributed_training={given} or distributed_backend={backend!r}, not both."
+)
 PACKAGES_AND_ENVIRONMENT = (
     "Give either environment_definition or pip_packages/conda_packages, not both: add the "
     "packages to the environment instead."
 )
+
+
+class Mpi:
+    """`distributed_training=Mpi()`: launched with mpirun, as Horovod expects."""
+
+    backend = "mpi"
+
+    def __init__(self, process_count_per_node: int = 1):
+        self.process_count_per_node = process_count_per_node
+
+    def __repr__(self) -> str:
+        return f"Mpi(process_count_per_node={self.process_count_per_node})"
+
+
+class Gloo:
+    """`distributed_training=Gloo()`: torch.distributed on CPU (or GPU), one process per node
+    unless the estimator's process_count_per_node says more."""
+
+    backend = "gloo"
+
+    def __repr__(self) -> str:
+        return "Gloo()"
+
+
+class Nccl:
+    """`distributed_training=Nccl()`: torch.distributed with NCCL (GPU nodes only; the CPU build of
+    torch has no NCCL, which the script's init_process_group says)."""
+
+    backend = "nccl"
+
+    def __repr__(self) -> str:
+        return "Nccl()"
 
 
 class PyTorch(ScriptRunConfig):
@@ -46,6 +81,7 @@ class PyTorch(ScriptRunConfig):
         node_count: int = 1,
         process_count_per_node: int = 1,
         distributed_backend: str | None = None,
+        distributed_training: Mpi | Gloo | Nccl | None = None,
         use_gpu: bool = False,
         pip_packages: list[str] | None = None,
         conda_packages: list[str] | None = None,
@@ -56,6 +92,14 @@ class PyTorch(ScriptRunConfig):
     ):
         if environment_definition is not None and (pip_packages or conda_packages):
             raise UserErrorException(PACKAGES_AND_ENVIRONMENT)
+        if distributed_training is not None:
+            if distributed_backend is not None:
+                raise UserErrorException(
+                    TWO_BACKENDS.format(given=distributed_training, backend=distributed_backend)
+                )
+            distributed_backend = distributed_training.backend
+            if isinstance(distributed_training, Mpi) and process_count_per_node == 1:
+                process_count_per_node = distributed_training.process_count_per_node
         super().__init__(
             source_directory=source_directory,
             script=entry_script,
