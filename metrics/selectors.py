@@ -14,6 +14,7 @@ from django.http import Http404
 from metrics.downsample import lttb_indices
 from metrics.models import MetricChunk, MetricRow, MetricSeries, SeriesKind
 from runs.models import Experiment, Run
+from trainhub.workspaces.models import Workspace
 
 METRIC_NOT_FOUND = "Run {run_id} has no metric {name!r} for rank {rank}."
 BAD_AXIS = "The x axis is 'step' or 'time'."
@@ -39,9 +40,7 @@ class Points:
 COLUMN_TYPES = {"steps": "<i8", "values": "<f8", "times": "<f8"}
 
 
-def series_of(
-    run: Run, *, rank: int | None = None, kind: str | None = None
-) -> QuerySet[MetricSeries]:
+def series_of(run: Run, *, rank: int | None = None, kind: str | None = None) -> QuerySet[MetricSeries]:
     found = MetricSeries.objects.filter(run=run)
     if rank is not None:
         found = found.filter(rank=rank)
@@ -78,9 +77,7 @@ def points_by_series(
     for series_id, chunks in parts.items():
         arrays: dict[str, np.ndarray | None] = dict.fromkeys(COLUMN_TYPES)
         for position, column in enumerate(wanted):
-            pieces = [
-                np.frombuffer(chunk[position], dtype=COLUMN_TYPES[column]) for chunk in chunks
-            ]
+            pieces = [np.frombuffer(chunk[position], dtype=COLUMN_TYPES[column]) for chunk in chunks]
             arrays[column] = np.concatenate(pieces) if pieces else np.empty(0, COLUMN_TYPES[column])
         found[series_id] = Points(**arrays)  # type: ignore[arg-type]
     return found
@@ -120,26 +117,17 @@ def chart_data(
     series = list(series_of(run, rank=rank, kind=SeriesKind.SCALAR))
     if names:
         series = [s for s in series if s.name in set(names)]
-    keys = {
-        s.pk: f"metrics:chart:{s.pk}:{s.count}:{s.updated_at.timestamp()}:{axis}:{max_points}"
-        for s in series
-    }
+    keys = {s.pk: f"metrics:chart:{s.pk}:{s.count}:{s.updated_at.timestamp()}:{axis}:{max_points}" for s in series}
     drawn = cache.get_many(list(keys.values()))
     missing = [s for s in series if keys[s.pk] not in drawn]
     if missing:
         # Only the x axis' column and the values: a million-point series is 16 MB, not 24.
-        points = points_by_series(
-            [s.pk for s in missing], columns=("steps" if axis == "step" else "times",)
-        )
-        fresh = {
-            keys[s.pk]: chart_series(points[s.pk], axis=axis, max_points=max_points)
-            for s in missing
-        }
+        points = points_by_series([s.pk for s in missing], columns=("steps" if axis == "step" else "times",))
+        fresh = {keys[s.pk]: chart_series(points[s.pk], axis=axis, max_points=max_points) for s in missing}
         cache.set_many(fresh, timeout=CHART_CACHE_SECONDS)
         drawn.update(fresh)
     return [
-        {"name": s.name, "rank": s.rank, "description": s.description, "last_value": s.last_value}
-        | drawn[keys[s.pk]]
+        {"name": s.name, "rank": s.rank, "description": s.description, "last_value": s.last_value} | drawn[keys[s.pk]]
         for s in series
     ]
 
@@ -161,9 +149,7 @@ def table_columns(rows: Iterable[MetricRow]) -> list[str]:
 def iter_rows(series: MetricSeries, batch: int = 2000) -> Iterator[MetricRow]:
     after = -1
     while True:
-        page = list(
-            MetricRow.objects.filter(series=series, index__gt=after).order_by("index")[:batch]
-        )
+        page = list(MetricRow.objects.filter(series=series, index__gt=after).order_by("index")[:batch])
         yield from page
         if len(page) < batch:
             return
@@ -198,15 +184,9 @@ def runs_with_final_values(
     """
     runs = Run.objects.filter(experiment=experiment).select_related("created_by")
     if sort:
-        final = MetricSeries.objects.filter(
-            run=OuterRef("pk"), name=sort, rank=0, kind=SeriesKind.SCALAR
-        )
+        final = MetricSeries.objects.filter(run=OuterRef("pk"), name=sort, rank=0, kind=SeriesKind.SCALAR)
         runs = runs.annotate(sort_value=Subquery(final.values("last_value")[:1]))
-        key = (
-            F("sort_value").desc(nulls_last=True)
-            if descending
-            else F("sort_value").asc(nulls_last=True)
-        )
+        key = F("sort_value").desc(nulls_last=True) if descending else F("sort_value").asc(nulls_last=True)
         runs = runs.order_by(key, "-id")
     else:
         runs = runs.order_by("-id")
@@ -222,10 +202,10 @@ def runs_with_final_values(
     return page
 
 
-def runs_for_compare(experiment: Experiment, run_ids: list[str]) -> list[Run]:
-    """The named runs of the experiment, in the order given; unknown ids are left out."""
-    found = {
-        r.run_id: r
-        for r in Run.objects.filter(experiment=experiment, run_id__in=run_ids[:COMPARE_MAX_RUNS])
-    }
+def runs_for_compare(scope: Experiment | Workspace, run_ids: list[str]) -> list[Run]:
+    """The named runs of the experiment (or of any experiment of the workspace), in the order
+    given; unknown ids are left out."""
+    runs = Run.objects.select_related("experiment").filter(run_id__in=run_ids[:COMPARE_MAX_RUNS])
+    runs = runs.filter(experiment=scope) if isinstance(scope, Experiment) else runs.filter(workspace=scope)
+    found = {r.run_id: r for r in runs}
     return [found[run_id] for run_id in run_ids if run_id in found]

@@ -12,4 +12,5 @@ urlpatterns = [
         name="experiment",
     ),
     path("w/<str:workspace_name>/experiments/<str:name>/compare/", views.compare, name="compare"),
+    path("w/<str:workspace_name>/compare/", views.compare_across, name="compare-across"),
 ]

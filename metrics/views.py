@@ -13,8 +13,10 @@ from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from metrics import selectors
 from metrics.models import MetricSeries, SeriesKind
 from runs import selectors as run_selectors
+from runs.models import Experiment
 from trainhub.workspaces import selectors as workspace_selectors
 from trainhub.workspaces.pages import workspace_page
+from trainhub.workspaces.permissions import Access
 
 CSV_POINTS_PER_PIECE = 20_000
 RUNS_PER_PAGE = 50
@@ -132,8 +134,19 @@ def compare(request: HttpRequest, workspace_name: str, name: str) -> HttpRespons
     """Curves of several runs of an experiment overlaid, one chart per metric (?runs=a,b,c)."""
     access = workspace_selectors.access_for(request.user, workspace_name)
     experiment = run_selectors.experiment_get(access.workspace, name)
+    return _compare_page(request, access, experiment)
+
+
+@login_required
+def compare_across(request: HttpRequest, workspace_name: str) -> HttpResponse:
+    """The same for runs of any experiments of the workspace."""
+    access = workspace_selectors.access_for(request.user, workspace_name)
+    return _compare_page(request, access, None)
+
+
+def _compare_page(request: HttpRequest, access: Access, experiment: Experiment | None) -> HttpResponse:
     run_ids = _chosen(request, "runs")
-    runs = selectors.runs_for_compare(experiment, run_ids)
+    runs = selectors.runs_for_compare(experiment or access.workspace, run_ids)
     names = sorted(
         set(MetricSeries.objects.filter(run__in=runs, rank=0, kind=SeriesKind.SCALAR).values_list("name", flat=True))
     )
@@ -143,7 +156,24 @@ def compare(request: HttpRequest, workspace_name: str, name: str) -> HttpRespons
             run__in=runs, rank=0, kind=SeriesKind.SCALAR
         ).values_list("run_id", "name", "last_value")
     }
+    parameters = [run_selectors.run_parameters(run) for run in runs]
+    differing = run_selectors.differing_parameters(parameters)
+    across = experiment is None or len({run.experiment_id for run in runs}) > 1
+    labelled = [
+        {
+            "run_id": run.run_id,
+            "label": (f"{run.experiment.name} #{run.number}" if across else f"#{run.number}")
+            + (f" {run.display_name}" if run.display_name else "")
+            + (" (" + ", ".join(f"{n}={values.get(n, '—')}" for n in differing[:4]) + ")" if differing else ""),
+        }
+        for run, values in zip(runs, parameters, strict=True)
+    ]
     rows = [{"run": run, "values": [finals.get((run.pk, metric)) for metric in names]} for run in runs]
+    every = sorted({name for values in parameters for name in values})
+    parameter_rows = [
+        {"name": name, "differs": name in differing, "values": [values.get(name, "") for values in parameters]}
+        for name in every
+    ]
     return workspace_page(
         request,
         access,
@@ -151,8 +181,12 @@ def compare(request: HttpRequest, workspace_name: str, name: str) -> HttpRespons
         "experiments",
         experiment=experiment,
         runs=runs,
+        labelled=labelled,
+        across=across,
         rows=rows,
         names=names,
+        parameter_rows=parameter_rows,
+        addable=run_selectors.recent_runs_of(access.workspace, exclude=[run.pk for run in runs]),
         share_query=",".join(run.run_id for run in runs),
         missing=[run_id for run_id in run_ids if run_id not in {r.run_id for r in runs}],
     )

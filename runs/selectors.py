@@ -44,6 +44,12 @@ def run_states(workspace: Workspace, run_ids: list[str]) -> dict[str, dict]:
     }
 
 
+def recent_runs_of(workspace: Workspace, *, exclude: list[int], limit: int = 50) -> list[Run]:
+    """The workspace's newest runs, of every experiment, but those given."""
+    runs = Run.objects.filter(workspace=workspace).exclude(pk__in=exclude).select_related("experiment")
+    return list(runs.order_by("-id")[:limit])
+
+
 def experiments_of(workspace: Workspace) -> QuerySet[Experiment]:
     return workspace.experiments.order_by("name")
 
@@ -153,3 +159,40 @@ def launch_summary(run: Run, ranks_recorded: int) -> tuple[str, str]:
     if kind == "mpi":
         return layout, "MPI: mpirun (Open MPI) starts every process"
     return layout, ""
+
+
+def run_parameters(run: Run) -> dict[str, str]:
+    """The run's parameters as people read them: its arguments taken as `--name value` (a flag
+    alone reads "true"), then its tags."""
+    found: dict[str, str] = {}
+    arguments = [str(argument) for argument in run.arguments]
+    index = 0
+    while index < len(arguments):
+        argument = arguments[index]
+        if argument.startswith("-") and len(argument) > 1 and not _is_number(argument):
+            name, equals, value = argument.lstrip("-").partition("=")
+            if not equals:
+                following = arguments[index + 1] if index + 1 < len(arguments) else None
+                if following is not None and (not following.startswith("-") or _is_number(following)):
+                    value = following
+                    index += 1
+                else:
+                    value = "true"
+            found[name] = value
+        index += 1
+    found.update({str(key): str(value) for key, value in (run.tags or {}).items()})
+    return found
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def differing_parameters(parameters: list[dict[str, str]]) -> list[str]:
+    """Names whose value is not the same in every one of these runs (missing counts as a value)."""
+    names = sorted({name for each in parameters for name in each})
+    return [name for name in names if len({each.get(name) for each in parameters}) > 1]

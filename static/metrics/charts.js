@@ -26,7 +26,10 @@ window.TrainHubCharts = (function () {
     return [outX, outY];
   }
 
-  function chart(container, name, labels, data, axis, xLabel) {
+  // options: {log: y on a log scale, height: pixels, dashed: dash every other run so identical
+  // curves stay visible}
+  function chart(container, name, labels, data, axis, xLabel, options) {
+    options = options || {};
     var card = document.createElement("div");
     card.className = "metric-chart";
     card.dataset.name = name;
@@ -40,21 +43,24 @@ window.TrainHubCharts = (function () {
     card.appendChild(title);
     container.appendChild(card);
     var series = [{label: xLabel || axis}].concat(labels.map(function (text, i) {
-      return {label: text, stroke: COLORS[i % COLORS.length], width: 1.5, spanGaps: true, value: function (u, v) { return format(v); }};
+      var line = {label: text, stroke: COLORS[i % COLORS.length], width: 1.5, spanGaps: true, value: function (u, v) { return format(v); }};
+      if (options.dashed && i % 2 === 1) line.dash = [6, 4];
+      return line;
     }));
+    var height = options.height || 190;
     var plot = new uPlot({
       width: Math.max(260, card.clientWidth - 12),
-      height: 190,
-      scales: {x: {time: axis === "time"}},
+      height: height,
+      scales: {x: {time: axis === "time"}, y: options.log ? {distr: 3} : {}},
       series: series,
       axes: [{}, {size: 64, values: function (u, ticks) { return ticks.map(format); }}],
       legend: {live: true},
     }, data, card);
-    return {card: card, plot: plot, last: last};
+    return {card: card, plot: plot, last: last, height: height};
   }
 
   function resizeAll(charts) {
-    charts.forEach(function (c) { c.plot.setSize({width: Math.max(260, c.card.clientWidth - 12), height: 190}); });
+    charts.forEach(function (c) { c.plot.setSize({width: Math.max(260, c.card.clientWidth - 12), height: c.height || 190}); });
   }
 
   return {chart: chart, format: format, sortedPairs: sortedPairs, resizeAll: resizeAll, COLORS: COLORS};

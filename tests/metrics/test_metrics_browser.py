@@ -139,3 +139,25 @@ def test_the_live_min_and_max_keep_the_points_from_before_the_page_opened(page, 
     page.reload()
     expect(summary).to_have_text("0.1 / 0.5")
     assert live == "0.1 / 0.5"
+
+
+def test_runs_of_two_experiments_compare_on_one_chart_with_a_log_scale(page, live_url, workspace, reader):
+    from tests.metrics.test_compare_across import two_experiments
+
+    first, second = two_experiments(workspace)
+    sign_in(page, live_url, "rita")
+    page.goto(f"{live_url}/w/birds/experiments/baseline/compare/?runs={first.run_id}")
+    page.select_option("#compare-add select", second.run_id)
+    page.get_by_role("button", name="Add").click()
+    expect(page).to_have_url(f"{live_url}/w/birds/compare/?runs={first.run_id}&runs={second.run_id}")
+    chart = page.locator('.metric-chart[data-name="loss"]')
+    expect(chart).to_have_attribute("data-runs", "2")
+    legend = chart.locator(".u-legend")
+    expect(legend).to_contain_text("baseline #1 (lr=0.1, note=—)")
+    expect(legend).to_contain_text("tuned #1 (lr=0.01, note=warm)")
+    expect(page.locator('#compare-params tr[data-name="lr"]')).to_have_class("differs")
+    page.select_option("#compare-scale", "log")
+    expect(page.locator('.metric-chart[data-name="loss"]')).to_have_attribute("data-scale", "log")
+    page.locator("#compare-smoothing").fill("0.6")
+    page.select_option("#compare-size", "large")
+    expect(page.locator("#compare-charts")).to_have_class("metric-charts large")
