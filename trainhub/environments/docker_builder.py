@@ -6,10 +6,14 @@ environment's Python packages, and the in-run SDK at /opt/trainhub/sdk. Images a
 the Docker SDK for Python and never pushed.
 
 Packages come from this machine's pip configuration, exactly as for the venv builder (torch
-pinned to the local CPU build): the build runs with host networking, and the configuration's
-local folders (file:// indexes, find-links folders) are served to it over HTTP on 127.0.0.1 for
-the length of the build, since a build cannot mount the host's folders. The host's uv goes
-into the image (one layer, the same for every environment) to install them.
+pinned to the local CPU build). The build's RUN steps (the environment's own Dockerfile's among
+them, which are a member's code) run on the engine's default bridge network, never the host's: the
+host's loopback (Redis, the web server, a database) is out of their reach, while the machine's
+package registries and Debian mirror still answer (a RUN step of a base Dockerfile may apt-get).
+The configuration's local folders (file:// indexes, find-links folders) are served to the build
+over HTTP on the bridge's gateway address for the length of the build, since a build cannot mount
+the host's folders; that server answers nothing but those folders. The host's uv goes into the
+image (one layer, the same for every environment) to install them.
 
 Django-free: nodes and the benchmarks call it alike.
 """
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import http.server
+import ipaddress
 import os
 import re
 import shutil
@@ -68,6 +73,9 @@ PING_TIMEOUT_SECONDS = 5
 # The install steps' text holds the local folders' URL: one port keeps them the same from build to
 # build, so the engine reuses their layers.
 LOCAL_INDEX_PORT = 47180
+# Builds never get the host's network: on the default bridge they reach the host only at its
+# gateway address, where nothing of the site listens (its services listen on loopback).
+BUILD_NETWORK = "bridge"
 DEFAULT_IMAGE_KEEP_DAYS = 14
 DEFAULT_IMAGE_KEEP_COUNT = 5
 SUPERSEDED_GRACE_SECONDS = 3600
@@ -317,7 +325,10 @@ def _build(client: Any, spec: dict[str, Any], digest: str, sdk: Path, log: Build
         if uv is None:
             raise BuildError("uv is not installed next to TrainHub on this node: the image build needs it.")
         requirements = python_requirements(spec, Path(sys.executable), uv, log)
-        with tempfile.TemporaryDirectory(prefix="trainhub-image-") as context, _local_folders_served() as served:
+        with (
+            tempfile.TemporaryDirectory(prefix="trainhub-image-") as context,
+            _local_folders_served(_bridge_gateway(client)) as served,
+        ):
             dockerfile = _write_context(Path(context), spec, requirements, uv, sdk, served)
             log("Generated Dockerfile:")
             for line in dockerfile.splitlines():
@@ -425,9 +436,21 @@ def _served_url(location: str, served: str) -> str:
     return location if folder is None else f"{served}{folder.as_posix().rstrip('/')}/"
 
 
+def _bridge_gateway(client: Any) -> str:
+    """The host's address on the build network, which build steps reach the host at."""
+    network = client.networks.get(BUILD_NETWORK)
+    for config in (network.attrs.get("IPAM") or {}).get("Config") or []:
+        if config.get("Gateway"):
+            return str(config["Gateway"])
+        if config.get("Subnet") and ":" not in config["Subnet"]:
+            # The engine gives its bridge the subnet's first address unless told otherwise.
+            return str(next(ipaddress.ip_network(config["Subnet"]).hosts()))
+    raise BuildError(f"The Docker engine's {BUILD_NETWORK!r} network has no IPv4 gateway to serve packages on.")
+
+
 @contextmanager
-def _local_folders_served() -> Iterator[str]:
-    """http://127.0.0.1:PORT serving the pip configuration's local folders (and nothing else)."""
+def _local_folders_served(address: str) -> Iterator[str]:
+    """http://ADDRESS:PORT serving the pip configuration's local folders (and nothing else)."""
     config = _pip_config()
     locations = [*filter(None, [config.index_url]), *config.extra_index_urls, *config.find_links]
     folders = [folder.resolve() for location in locations if (folder := _local_folder(location))]
@@ -436,13 +459,13 @@ def _local_folders_served() -> Iterator[str]:
     roots = tuple({folder.parent if folder.name == "simple" else folder for folder in folders})
     handler = functools.partial(_LocalFolderHandler, roots=roots)
     try:
-        server = http.server.ThreadingHTTPServer(("127.0.0.1", LOCAL_INDEX_PORT), handler)
+        server = http.server.ThreadingHTTPServer((address, LOCAL_INDEX_PORT), handler)
     except OSError:  # another build serves there now: this one's install layers are not shared
-        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        server = http.server.ThreadingHTTPServer((address, 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True, name="image-build-index")
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
+        yield f"http://{address}:{server.server_address[1]}"
     finally:
         server.shutdown()
         server.server_close()
@@ -470,7 +493,7 @@ def _stream_build(client: Any, context: str, tag: str, labels: dict[str, str], l
     output: list[str] = []
     pending = ""
     for chunk in client.api.build(
-        path=context, tag=tag, labels=labels, network_mode="host", rm=True, forcerm=True, pull=False, decode=True
+        path=context, tag=tag, labels=labels, network_mode=BUILD_NETWORK, rm=True, forcerm=True, pull=False, decode=True
     ):
         if "error" in chunk:
             for line in (pending + str(chunk["error"])).splitlines():
