@@ -124,9 +124,10 @@ def _export_environment(access: Access, version: ModelVersion) -> EnvironmentCho
             workspace=access.workspace, name=DEFAULT_ENVIRONMENT, version=None
         )
         name, spec = base.name, base.spec
-    return EnvironmentChoice(
-        name=f"{name} + onnx", version=None, spec=with_packages(spec, EXPORT_PACKAGES)
-    )
+    # The packages and the interpreter are the model's, but never the run's variables: a
+    # PYTHONPATH or LD_PRELOAD of the spec would make the export import the member's code.
+    spec = {**with_packages(spec, EXPORT_PACKAGES), "environment_variables": {}}
+    return EnvironmentChoice(name=f"{name} + onnx", version=None, spec=spec)
 
 
 def _export_snapshot(access: Access) -> Snapshot:

@@ -67,6 +67,23 @@ def test_an_export_is_a_run_in_the_models_environment_plus_onnx(version, owner):
     assert export.state == "Queued"
 
 
+def test_an_export_never_takes_the_variables_of_the_models_run(version, owner):
+    """#16: `PYTHONPATH: "."` in the run's environment and a shadowing module in its snapshot would
+    run the member's code wherever the export's variables reach; the export keeps the run's
+    packages and drops its variables."""
+    type(version.run).objects.filter(pk=version.run.pk).update(
+        environment_spec={
+            **version.run.environment_spec,
+            "pip": ["six"],
+            "environment_variables": {"PYTHONPATH": ".", "LD_PRELOAD": "./evil.so"},
+        }
+    )
+    version.run.refresh_from_db()
+    run = start(version, owner).run
+    assert run.environment_spec["environment_variables"] == {}
+    assert run.environment_spec["pip"] == ["six", "onnx>=1.17", "onnxruntime>=1.20"]
+
+
 @pytest.mark.parametrize(
     ("values", "message"),
     [
