@@ -14,7 +14,7 @@ from datastores.downloads import blob_download
 from datastores.models import DatasetVersion, Datastore
 from datastores.paths import clean_path
 from trainhub import uploads
-from trainhub.api import access
+from trainhub.api import IN_RUN, access
 from trainhub.workspaces.permissions import Action
 
 router = Router(tags=["datastores"])
@@ -88,7 +88,7 @@ def version_out(version: DatasetVersion) -> DatasetVersionOut:
     )
 
 
-@router.get("/{workspace_name}/datastores", response=list[DatastoreOut])
+@router.get("/{workspace_name}/datastores", response=list[DatastoreOut], auth=IN_RUN)
 def list_datastores(request: HttpRequest, workspace_name: str) -> list[DatastoreOut]:
     member = access(request, workspace_name)
     services.datastore_default(member.workspace)
@@ -101,17 +101,17 @@ def create_datastore(request: HttpRequest, workspace_name: str, payload: Datasto
     return Status(201, datastore_out(services.datastore_create(access=member, name=payload.name)))
 
 
-@router.get("/{workspace_name}/default-datastore", response=DatastoreOut)
+@router.get("/{workspace_name}/default-datastore", response=DatastoreOut, auth=IN_RUN)
 def get_default_datastore(request: HttpRequest, workspace_name: str) -> DatastoreOut:
     return datastore_out(services.datastore_default(access(request, workspace_name).workspace))
 
 
-@router.get("/{workspace_name}/datastores/{name}", response=DatastoreOut)
+@router.get("/{workspace_name}/datastores/{name}", response=DatastoreOut, auth=IN_RUN)
 def get_datastore(request: HttpRequest, workspace_name: str, name: str) -> DatastoreOut:
     return datastore_out(selectors.datastore_get(access(request, workspace_name).workspace, name))
 
 
-@router.get("/{workspace_name}/datastores/{name}/files", response=list[FileOut])
+@router.get("/{workspace_name}/datastores/{name}/files", response=list[FileOut], auth=IN_RUN)
 def list_files(request: HttpRequest, workspace_name: str, name: str, prefix: str = "") -> list[FileOut]:
     datastore = selectors.datastore_get(access(request, workspace_name).workspace, name)
     files = selectors.datastore_files(datastore, clean_path(prefix, what="prefix"))
@@ -133,7 +133,7 @@ def put_files(request: HttpRequest, workspace_name: str, name: str, payload: Fil
     return [FileOutcome(path=path, outcome=outcome) for path, outcome in outcomes]
 
 
-@router.get("/{workspace_name}/data-blobs/{sha256}", response=BlobOut)
+@router.get("/{workspace_name}/data-blobs/{sha256}", response=BlobOut, auth=IN_RUN)
 def get_blob(request: HttpRequest, workspace_name: str, sha256: str) -> BlobOut:
     blob = selectors.blob_get(access(request, workspace_name).workspace, sha256)
     if blob is None:
@@ -141,7 +141,7 @@ def get_blob(request: HttpRequest, workspace_name: str, sha256: str) -> BlobOut:
     return BlobOut(sha256=blob.sha256, size=blob.size)
 
 
-@router.get("/{workspace_name}/data-blobs/{sha256}/content")
+@router.get("/{workspace_name}/data-blobs/{sha256}/content", auth=IN_RUN)
 def get_blob_content(request: HttpRequest, workspace_name: str, sha256: str) -> HttpResponse:
     """A file's content by its sha256 (what `Datastore.download` and `FileDataset.download` fetch)."""
     return blob_download(request, access(request, workspace_name).workspace, sha256)
@@ -188,17 +188,17 @@ def register_dataset(
     return Status(201, version_out(version))
 
 
-@router.get("/{workspace_name}/datasets/{name}", response=DatasetVersionOut)
+@router.get("/{workspace_name}/datasets/{name}", response=DatasetVersionOut, auth=IN_RUN)
 def get_latest_dataset(request: HttpRequest, workspace_name: str, name: str) -> DatasetVersionOut:
     return version_out(selectors.dataset_version_get(access(request, workspace_name).workspace, name))
 
 
-@router.get("/{workspace_name}/datasets/{name}/versions/{version}", response=DatasetVersionOut)
+@router.get("/{workspace_name}/datasets/{name}/versions/{version}", response=DatasetVersionOut, auth=IN_RUN)
 def get_dataset_version(request: HttpRequest, workspace_name: str, name: str, version: int) -> DatasetVersionOut:
     return version_out(selectors.dataset_version_get(access(request, workspace_name).workspace, name, version))
 
 
-@router.get("/{workspace_name}/datasets/{name}/versions/{version}/files", response=list[FileOut])
+@router.get("/{workspace_name}/datasets/{name}/versions/{version}/files", response=list[FileOut], auth=IN_RUN)
 def list_dataset_files(request: HttpRequest, workspace_name: str, name: str, version: int) -> list[FileOut]:
     found = selectors.dataset_version_get(access(request, workspace_name).workspace, name, version)
     entries = selectors.dataset_version_files(found)

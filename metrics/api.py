@@ -10,17 +10,14 @@ import json
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.http import Http404, HttpRequest, JsonResponse
-from django.utils import timezone
+from django.http import HttpRequest, JsonResponse
 from ninja import Router
-from ninja.security import HttpBearer
 
 from metrics import limits, selectors, services
 from metrics.models import SeriesKind
 from runs import selectors as run_selectors
-from runs.models import FINAL_STATUSES, Run
-from trainhub.api import RunCredential, SessionAuth, TokenAuth, access
-from trainhub.workspaces.selectors import hash_token
+from runs.models import Run
+from trainhub.api import IN_RUN, SessionAuth, TokenAuth, access
 
 router = Router(tags=["metrics"])
 
@@ -41,33 +38,9 @@ Names are 1–255 characters; tag values are strings. Limits per request and per
 """
 
 
-class EndedRunTokenAuth(HttpBearer):
-    """A run's own token, for a short while after the run ended: the last flush of a rank stopped
-    because another rank failed arrives when the run is already final."""
-
-    def authenticate(self, request: HttpRequest, token: str) -> RunCredential | None:
-        if not token.startswith("thr_") or len(token) > 200:
-            return None
-        since = timezone.now() - timezone.timedelta(seconds=limits.RUN_TOKEN_GRACE_SECONDS)
-        run = (
-            Run.objects.select_related("workspace", "created_by")
-            .filter(token_hash=hash_token(token), status__in=FINAL_STATUSES, ended_at__gte=since)
-            .first()
-        )
-        if run is None or run.created_by is None:
-            return None
-        request.user = run.created_by
-        return RunCredential(run)
-
-
 def _run(request: HttpRequest, workspace_name: str, run_id: str) -> tuple[Any, Run]:
     member = access(request, workspace_name)
-    run = run_selectors.run_get(member.workspace, run_id)
-    credential = getattr(request, "auth", None)
-    if isinstance(credential, RunCredential) and credential.run.pk != run.pk:
-        # A run's token speaks for that run only.
-        raise Http404(run_selectors.RUN_NOT_FOUND.format(run_id=run_id))
-    return member, run
+    return member, run_selectors.run_get(member.workspace, run_id)
 
 
 def _body(request: HttpRequest) -> Any:
@@ -86,7 +59,8 @@ def _body(request: HttpRequest) -> Any:
 
 @router.post(
     "/{workspace_name}/runs/{run_id}/metrics",
-    auth=[TokenAuth(), SessionAuth(csrf=True), EndedRunTokenAuth()],
+    # The last flush of a rank stopped because another rank failed arrives when the run is final.
+    auth=[TokenAuth(run_tokens=True, ended_grace_seconds=limits.RUN_TOKEN_GRACE_SECONDS), SessionAuth(csrf=True)],
     description=INGEST_DOC,
     openapi_extra={
         "requestBody": {"content": {"application/json": {"schema": {"type": "object"}}}}
@@ -105,7 +79,7 @@ def _rank(rank: int) -> int:
     return rank
 
 
-@router.get("/{workspace_name}/runs/{run_id}/metrics")
+@router.get("/{workspace_name}/runs/{run_id}/metrics", auth=IN_RUN)
 def get_metrics(
     request: HttpRequest, workspace_name: str, run_id: str, name: str | None = None, rank: int = 0
 ) -> JsonResponse:
@@ -139,7 +113,7 @@ def get_metrics(
     return JsonResponse({"run_id": run.run_id, "rank": rank, "metrics": found, "tags": run.tags})
 
 
-@router.get("/{workspace_name}/runs/{run_id}/metrics/summary")
+@router.get("/{workspace_name}/runs/{run_id}/metrics/summary", auth=IN_RUN)
 def get_summary(request: HttpRequest, workspace_name: str, run_id: str) -> JsonResponse:
     """Every series of every rank with its count and final value, and the run's tags."""
     _, run = _run(request, workspace_name, run_id)
@@ -163,7 +137,7 @@ def get_summary(request: HttpRequest, workspace_name: str, run_id: str) -> JsonR
     )
 
 
-@router.get("/{workspace_name}/runs/{run_id}/metrics/chart")
+@router.get("/{workspace_name}/runs/{run_id}/metrics/chart", auth=IN_RUN)
 def get_chart(
     request: HttpRequest,
     workspace_name: str,

@@ -14,7 +14,7 @@ from registry.archives import file_download, version_download
 from registry.models import ModelVersion, OnnxExport
 from runs import selectors as run_selectors
 from trainhub import uploads
-from trainhub.api import RunCredential, access
+from trainhub.api import IN_RUN, RunCredential, access
 
 router = Router(tags=["models"])
 
@@ -159,7 +159,7 @@ def export_out(export: OnnxExport) -> ExportOut:
     )
 
 
-@router.get("/{workspace_name}/models", response=list[VersionOut])
+@router.get("/{workspace_name}/models", response=list[VersionOut], auth=IN_RUN)
 def list_versions(
     request: HttpRequest,
     workspace_name: str,
@@ -172,7 +172,7 @@ def list_versions(
     return [version_out(v) for v in found]
 
 
-@router.post("/{workspace_name}/models/{name}/versions", response={201: VersionOut})
+@router.post("/{workspace_name}/models/{name}/versions", response={201: VersionOut}, auth=IN_RUN)
 def register_version(
     request: HttpRequest, workspace_name: str, name: str, payload: RegisterIn
 ) -> tuple[int, VersionOut]:
@@ -180,7 +180,14 @@ def register_version(
     from_run = payload.model_path is not None
     if from_run == (payload.files is not None):
         raise ValidationError(SOURCE_CHOICE)
-    run = run_selectors.run_get(member.workspace, payload.run_id) if payload.run_id else None
+    run_id = payload.run_id
+    credential = getattr(request, "auth", None)
+    if isinstance(credential, RunCredential):
+        # A run's token registers from its own run only, and always with that run as lineage.
+        if run_id not in (None, credential.run.run_id):
+            raise Http404(run_selectors.RUN_NOT_FOUND.format(run_id=run_id))
+        run_id = credential.run.run_id
+    run = run_selectors.run_get(member.workspace, run_id) if run_id else None
     common = {
         "access": member,
         "user": request.user,
@@ -211,13 +218,13 @@ def register_version(
     return Status(201, version_out(selectors.version_get(member.workspace, name, version.version)))
 
 
-@router.get("/{workspace_name}/models/{name}", response=VersionOut)
+@router.get("/{workspace_name}/models/{name}", response=VersionOut, auth=IN_RUN)
 def get_latest_version(request: HttpRequest, workspace_name: str, name: str) -> VersionOut:
     member = access(request, workspace_name)
     return version_out(selectors.version_get(member.workspace, name))
 
 
-@router.get("/{workspace_name}/models/{name}/versions/{version}", response=VersionOut)
+@router.get("/{workspace_name}/models/{name}/versions/{version}", response=VersionOut, auth=IN_RUN)
 def get_version(request: HttpRequest, workspace_name: str, name: str, version: int) -> VersionOut:
     member = access(request, workspace_name)
     return version_out(selectors.version_get(member.workspace, name, version))
@@ -246,7 +253,7 @@ def delete_version(
     return Status(204, None)
 
 
-@router.get("/{workspace_name}/models/{name}/versions/{version}/file")
+@router.get("/{workspace_name}/models/{name}/versions/{version}/file", auth=IN_RUN)
 def download_file(
     request: HttpRequest, workspace_name: str, name: str, version: int, path: str
 ) -> HttpResponse:
@@ -256,7 +263,7 @@ def download_file(
     )
 
 
-@router.get("/{workspace_name}/models/{name}/versions/{version}/download")
+@router.get("/{workspace_name}/models/{name}/versions/{version}/download", auth=IN_RUN)
 def download_version(
     request: HttpRequest, workspace_name: str, name: str, version: int
 ) -> HttpResponse:
@@ -265,7 +272,7 @@ def download_version(
     return version_download(request, found, list(selectors.files_of(found)))
 
 
-@router.get("/{workspace_name}/model-blobs/{sha256}", response=BlobOut)
+@router.get("/{workspace_name}/model-blobs/{sha256}", response=BlobOut, auth=IN_RUN)
 def get_blob(request: HttpRequest, workspace_name: str, sha256: str) -> BlobOut:
     member = access(request, workspace_name)
     blob = selectors.blob_get(member.workspace, sha256)
@@ -275,7 +282,7 @@ def get_blob(request: HttpRequest, workspace_name: str, sha256: str) -> BlobOut:
 
 
 @router.put(
-    "/{workspace_name}/model-blobs/{sha256}", response={200: uploads.ProgressOut, 201: BlobOut}
+    "/{workspace_name}/model-blobs/{sha256}", response={200: uploads.ProgressOut, 201: BlobOut}, auth=IN_RUN
 )
 def put_blob(
     request: HttpRequest, workspace_name: str, sha256: str
@@ -312,7 +319,7 @@ def get_export(request: HttpRequest, workspace_name: str, export_id: int) -> Exp
     return export_out(selectors.export_get(member.workspace, export_id))
 
 
-@router.post("/{workspace_name}/onnx-exports/{export_id}/report", response=ExportOut)
+@router.post("/{workspace_name}/onnx-exports/{export_id}/report", response=ExportOut, auth=IN_RUN)
 def report_export(
     request: HttpRequest, workspace_name: str, export_id: int, payload: ReportIn
 ) -> ExportOut:

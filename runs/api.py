@@ -12,7 +12,7 @@ from ninja import Router, Schema, Status
 from runs import selectors, services
 from runs.models import Run
 from trainhub import uploads
-from trainhub.api import access
+from trainhub.api import IN_RUN, access
 
 router = Router(tags=["runs"])
 
@@ -221,20 +221,20 @@ def list_runs(
     return [run_out(r) for r in selectors.runs_page(experiment, status=status, before_id=before_id)]
 
 
-@router.get("/{workspace_name}/runs/{run_id}", response=RunOut)
+@router.get("/{workspace_name}/runs/{run_id}", response=RunOut, auth=IN_RUN)
 def get_run(request: HttpRequest, workspace_name: str, run_id: str) -> RunOut:
     member = access(request, workspace_name)
     return run_out(selectors.run_get(member.workspace, run_id))
 
 
-@router.post("/{workspace_name}/runs/{run_id}/cancel", response=RunOut)
+@router.post("/{workspace_name}/runs/{run_id}/cancel", response=RunOut, auth=IN_RUN)
 def cancel_run(request: HttpRequest, workspace_name: str, run_id: str) -> RunOut:
     member = access(request, workspace_name)
     run = services.run_cancel(access=member, run=selectors.run_get(member.workspace, run_id))
     return run_out(selectors.run_get(member.workspace, run.run_id))
 
 
-@router.get("/{workspace_name}/runs/{run_id}/logs", response=LogsOut)
+@router.get("/{workspace_name}/runs/{run_id}/logs", response=LogsOut, auth=IN_RUN)
 def get_logs(
     request: HttpRequest, workspace_name: str, run_id: str, after: int = 0, stream: str | None = None
 ) -> LogsOut:
@@ -249,14 +249,14 @@ def get_logs(
     )
 
 
-@router.get("/{workspace_name}/runs/{run_id}/files", response=list[FileOut])
+@router.get("/{workspace_name}/runs/{run_id}/files", response=list[FileOut], auth=IN_RUN)
 def list_files(request: HttpRequest, workspace_name: str, run_id: str) -> list[FileOut]:
     member = access(request, workspace_name)
     run = selectors.run_get(member.workspace, run_id)
     return [FileOut(path=f.path, size=f.size, sha256=f.sha256) for f in selectors.run_files(run)]
 
 
-@router.get("/{workspace_name}/runs/{run_id}/file")
+@router.get("/{workspace_name}/runs/{run_id}/file", auth=IN_RUN)
 def download_file(request: HttpRequest, workspace_name: str, run_id: str, path: str):
     from trainhub.downloads import file_response
 

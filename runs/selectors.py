@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.db.models import F, QuerySet
 from django.http import Http404
 
-from runs.models import ACTIVE_STATUSES, Experiment, LogChunk, Run, RunFile
+from runs.models import Experiment, LogChunk, Run, RunFile
 from trainhub.workspaces.models import Workspace
 from trainhub.workspaces.selectors import hash_token
 
@@ -16,13 +16,10 @@ PAGE_SIZE = 50
 
 
 def run_for_token(token: str) -> Run | None:
+    """The run a run token was made for, whatever its status (the caller refuses ended ones)."""
     if len(token) > 200:
         return None
-    return (
-        Run.objects.select_related("workspace", "created_by")
-        .filter(token_hash=hash_token(token), status__in=ACTIVE_STATUSES)
-        .first()
-    )
+    return Run.objects.select_related("workspace", "created_by").filter(token_hash=hash_token(token)).first()
 
 
 MAX_STATES = 100

@@ -6,6 +6,7 @@ from typing import Any
 
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import Http404, HttpRequest, HttpResponse
+from django.utils import timezone
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError
 from ninja.security import APIKeyCookie, HttpBearer
@@ -16,6 +17,19 @@ from trainhub.workspaces.permissions import Access
 
 INVALID_TOKEN = "The API token is not valid: it is unknown, revoked, or its user was removed."
 NOT_SIGNED_IN = "Sign in, or send an API token as 'Authorization: Bearer <token>'."
+RUN_TOKEN_PREFIX = "thr_"
+RUN_TOKEN_ENDED = "Run {run_id} has ended ({status}): its token stopped working with it."
+RUN_TOKEN_REFUSED = (
+    "A run's token only acts for its run (metrics, its files and inputs, registering its models); "
+    "use an API token from the workspace's Tokens page for this."
+)
+
+
+class RunTokenEnded(AuthenticationError):
+    """A run's token, sent after its run reached a final status."""
+
+    def __init__(self, message: str):
+        super().__init__(401, message)
 
 
 class RunCredential:
@@ -27,16 +41,22 @@ class RunCredential:
 
 
 class TokenAuth(HttpBearer):
-    def authenticate(self, request: HttpRequest, token: str) -> ApiToken | RunCredential | None:
-        if token.startswith("thr_"):
-            from runs.selectors import run_for_token
+    """API tokens, and the run tokens (`thr_`) of running scripts.
 
-            run = run_for_token(token)
-            if run is None or run.created_by is None:
-                request.trainhub_bad_token = True  # type: ignore[attr-defined]
-                return None
-            request.user = run.created_by
-            return RunCredential(run)
+    This is the one place that keeps a run's token to its run: it is refused (403) on every
+    endpoint whose auth is not IN_RUN, so a new endpoint is closed to runs unless marked; where
+    it is accepted, a workspace or a run other than its own answers 404; once the run is final it
+    answers 401 (after `ended_grace_seconds`, for the last metrics of ranks stopped by the end).
+    """
+
+    def __init__(self, *, run_tokens: bool = False, ended_grace_seconds: int = 0):
+        super().__init__()
+        self.run_tokens = run_tokens
+        self.ended_grace_seconds = ended_grace_seconds
+
+    def authenticate(self, request: HttpRequest, token: str) -> ApiToken | RunCredential | None:
+        if token.startswith(RUN_TOKEN_PREFIX):
+            return self._run_credential(request, token)
         api_token = selectors.active_token(token)
         if api_token is None:
             request.trainhub_bad_token = True  # type: ignore[attr-defined]
@@ -44,6 +64,31 @@ class TokenAuth(HttpBearer):
         services.token_touch(api_token)
         request.user = api_token.user
         return api_token
+
+    def _run_credential(self, request: HttpRequest, token: str) -> RunCredential | None:
+        from runs.selectors import RUN_NOT_FOUND, run_for_token
+
+        run = run_for_token(token)
+        if run is None or run.created_by is None:
+            request.trainhub_bad_token = True  # type: ignore[attr-defined]
+            return None
+        if run.is_final and not self._in_grace(run):
+            raise RunTokenEnded(RUN_TOKEN_ENDED.format(run_id=run.run_id, status=run.status))
+        route = request.resolver_match.kwargs if request.resolver_match else {}
+        workspace_name = route.get("workspace_name", run.workspace.name)
+        if workspace_name != run.workspace.name:
+            raise Http404(selectors.WORKSPACE_NOT_FOUND.format(name=workspace_name))
+        if not self.run_tokens:
+            raise PermissionDenied(RUN_TOKEN_REFUSED)
+        if route.get("run_id", run.run_id) != run.run_id:
+            raise Http404(RUN_NOT_FOUND.format(run_id=route["run_id"]))
+        request.user = run.created_by
+        return RunCredential(run)
+
+    def _in_grace(self, run: Any) -> bool:
+        if run.ended_at is None or not self.ended_grace_seconds:
+            return False
+        return run.ended_at >= timezone.now() - timezone.timedelta(seconds=self.ended_grace_seconds)
 
 
 class SessionAuth(APIKeyCookie):
@@ -64,6 +109,9 @@ api = NinjaAPI(
     auth=[TokenAuth(), SessionAuth(csrf=True)],
 )
 
+# The auth of the endpoints a running script may call with its run's token (see TokenAuth).
+IN_RUN = [TokenAuth(run_tokens=True), SessionAuth(csrf=True)]
+
 
 def access(request: HttpRequest, workspace_name: str) -> Access:
     """The caller's access to a workspace; a token only ever reaches its own workspace."""
@@ -83,6 +131,8 @@ def _error(request: HttpRequest, message: str, status: int, code: str) -> HttpRe
 
 @api.exception_handler(AuthenticationError)
 def _on_authentication_error(request: HttpRequest, exc: Exception) -> HttpResponse:
+    if isinstance(exc, RunTokenEnded):
+        return _error(request, exc.message, 401, "run_ended")
     if getattr(request, "trainhub_bad_token", False):
         return _error(request, INVALID_TOKEN, 401, "invalid_token")
     return _error(request, NOT_SIGNED_IN, 401, "not_authenticated")
