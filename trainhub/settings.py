@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -59,6 +60,7 @@ INSTALLED_APPS = [
     "metrics",
     "registry",
     "datastores",
+    "axes",
 ]
 
 MIDDLEWARE = [
@@ -70,6 +72,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "trainhub.urls"
@@ -130,6 +133,23 @@ STORAGES = {
     },
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
+
+# Sign-in throttling (django-axes), for the sign-in page and the admin's alike: after
+# TRAINHUB_SIGNIN_FAILURE_LIMIT failures for one username, or from one client address, signing in
+# there is refused (the right password too) for TRAINHUB_SIGNIN_LOCKOUT_MINUTES; each attempt
+# meanwhile starts the wait again. The client address is the one daphne gives (see serve.py).
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = envint("TRAINHUB_SIGNIN_FAILURE_LIMIT", 10)
+TRAINHUB_SIGNIN_LOCKOUT_MINUTES = envint("TRAINHUB_SIGNIN_LOCKOUT_MINUTES", 15)
+AXES_COOLOFF_TIME = timedelta(minutes=TRAINHUB_SIGNIN_LOCKOUT_MINUTES)
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_RESET_ON_SUCCESS = True
+AXES_CLIENT_IP_CALLABLE = "trainhub.workspaces.signin.client_address"
+AXES_LOCKOUT_CALLABLE = "trainhub.workspaces.signin.locked_out"
+AXES_VERBOSE = False
 
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "workspaces:list"
@@ -212,8 +232,9 @@ TRAINHUB_ALLOW_DIRECT_URL_REQUIREMENTS = envbool("TRAINHUB_ALLOW_DIRECT_URL_REQU
 TRAINHUB_IMAGE_KEEP_DAYS = envint("TRAINHUB_IMAGE_KEEP_DAYS", 14)
 TRAINHUB_IMAGE_KEEP_COUNT = envint("TRAINHUB_IMAGE_KEEP_COUNT", 5)
 
-# HTTPS, for a deployment behind a TLS proxy (daphne's --proxy-headers reads X-Forwarded-Proto).
-# Off by default: `make run` serves plain HTTP on localhost.
+# HTTPS, for a deployment behind a TLS proxy (with TRAINHUB_BEHIND_PROXY, daphne's --proxy-headers
+# reads X-Forwarded-Proto and X-Forwarded-For). Off by default: `make run` serves plain HTTP on localhost.
+TRAINHUB_BEHIND_PROXY = envbool("TRAINHUB_BEHIND_PROXY", "False")
 SECURE_SSL_REDIRECT = envbool("SECURE_SSL_REDIRECT", "False")
 SECURE_HSTS_SECONDS = envint("SECURE_HSTS_SECONDS", 0)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = envbool("SECURE_HSTS_INCLUDE_SUBDOMAINS", "False")

@@ -7,19 +7,26 @@ must act for its run only: what the in-run SDK does, in its own workspace, while
 
 from __future__ import annotations
 
+import html
+import http.client
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import urlencode, urlsplit
 
 import pytest
+from axes.models import AccessAttempt
+from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.test import Client
 from django.utils import timezone
 
 from datastores.models import Datastore
 from registry.models import ModelVersion
 from runs.models import Run, RunStatus
-from tests.conftest import api_client, issue_token
+from tests.conftest import PASSWORD, api_client, issue_token
 from tests.datastores.builders import upload
 from tests.hostile.test_identity import api_routes, call, snapshot_of_world
 from tests.metrics.builders import running_run
@@ -28,6 +35,7 @@ from trainhub.api import IN_RUN, RUN_TOKEN_REFUSED, TokenAuth, api
 from trainhub.compute.models import ComputeCluster
 from trainhub.environments.models import Environment
 from trainhub.workspaces.models import ApiToken, Membership, Role
+from trainhub.workspaces.signin import LOCKED_OUT
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -273,3 +281,89 @@ def test_the_in_run_sdk_still_does_what_a_training_script_needs(workspace, owner
     assert "read back 1" in lines
     assert any(line.startswith("list workspaces refused:") and RUN_TOKEN_REFUSED in line for line in lines), lines
     assert Path(tmp_path, "inputs", "a.csv").exists()
+
+
+class FormClient:
+    """Signs in through the real server's form, as a browser on `address` would (its own cookies)."""
+
+    def __init__(self, live_url: str, address: str = "127.0.0.1"):
+        parts = urlsplit(live_url)
+        self.host, self.port, self.address = parts.hostname, parts.port, address
+        self.cookies: dict[str, str] = {}
+
+    def request(self, method: str, path: str, body: str | None = None, **headers: str) -> tuple[int, str, dict]:
+        connection = http.client.HTTPConnection(self.host, self.port, timeout=30, source_address=(self.address, 0))
+        try:
+            cookie = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
+            headers = {"Cookie": cookie, **headers} if cookie else headers
+            if body is not None:
+                headers["Content-Type"] = "application/x-www-form-urlencoded"
+            connection.request(method, path, body=body, headers=headers)
+            response = connection.getresponse()
+            for name, value in response.getheaders():
+                if name.lower() == "set-cookie":
+                    key, _, rest = value.partition("=")
+                    self.cookies[key] = rest.split(";", 1)[0]
+            return response.status, response.read().decode(), dict(response.getheaders())
+        finally:
+            connection.close()
+
+    def sign_in(self, username: str, password: str, page: str = "/accounts/login/", **headers: str) -> tuple[int, str]:
+        """(status, page text) of posting the sign-in form; 302 is signed in."""
+        _, form, _ = self.request("GET", page)
+        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', form).group(1)
+        body = urlencode({"username": username, "password": password, "csrfmiddlewaretoken": token, "next": "/"})
+        status, text, _ = self.request("POST", page, body, **headers)
+        return status, html.unescape(text)
+
+    def signed_in(self) -> bool:
+        status, _, headers = self.request("GET", "/workspaces/")
+        return status == 200
+
+
+def locked_out_message() -> str:
+    return LOCKED_OUT.format(minutes=settings.TRAINHUB_SIGNIN_LOCKOUT_MINUTES)
+
+
+@pytest.mark.slow
+def test_thirty_wrong_passwords_lock_the_account_and_the_address(live_url, owner, reader):
+    """The attack: 30 guesses in a row at olivia's password at the sign-in form. After the limit
+    the page says sign-in is locked and for how long, and the right password is refused too, from
+    this address (whatever X-Forwarded-For it claims) and for olivia from anywhere. Another user
+    from another address signs in; olivia does again once the lock-out has passed."""
+    attacker = FormClient(live_url)
+    answers = [attacker.sign_in("olivia", f"guess-{n}") for n in range(30)]
+    limit = settings.AXES_FAILURE_LIMIT
+    assert all(status == 200 and "didn't match" in text for status, text in answers[: limit - 1])
+    assert all(status == 429 and locked_out_message() in text for status, text in answers[limit:])
+    assert "locked for 15 minutes" in answers[-1][1]
+
+    status, text = attacker.sign_in("olivia", PASSWORD)
+    assert status == 429 and locked_out_message() in text
+    assert attacker.sign_in("rita", PASSWORD, **{"X-Forwarded-For": "10.1.2.3"})[0] == 429
+    assert not attacker.signed_in()
+    elsewhere = FormClient(live_url, address="127.0.0.2")
+    assert elsewhere.sign_in("olivia", PASSWORD)[0] == 429
+    assert not elsewhere.signed_in()
+
+    colleague = FormClient(live_url, address="127.0.0.3")
+    assert colleague.sign_in("rita", PASSWORD)[0] == 302
+    assert colleague.signed_in()
+
+    # The lock-out passes.
+    cooloff = timezone.timedelta(minutes=settings.TRAINHUB_SIGNIN_LOCKOUT_MINUTES, seconds=1)
+    AccessAttempt.objects.update(attempt_time=timezone.now() - cooloff)
+    assert attacker.sign_in("olivia", PASSWORD)[0] == 302
+    assert attacker.signed_in()
+
+
+@pytest.mark.slow
+def test_the_admin_sign_in_is_throttled_too(live_url):
+    """The attack: the same guessing at the admin site's login, for a superuser."""
+    get_user_model().objects.create_superuser("root", "root@example.com", PASSWORD)
+    attacker = FormClient(live_url)
+    for n in range(settings.AXES_FAILURE_LIMIT):
+        attacker.sign_in("root", f"guess-{n}", page="/admin/login/")
+    status, text = attacker.sign_in("root", PASSWORD, page="/admin/login/")
+    assert status == 429 and locked_out_message() in text
+    assert FormClient(live_url, address="127.0.0.2").sign_in("root", PASSWORD)[0] == 429

@@ -19,11 +19,14 @@ def main() -> None:
 
     wait_for_redis(settings.REDIS_URL)
     request_limits.install()
+    # Behind a proxy, the client's address and scheme come from its X-Forwarded-* headers; without
+    # one those headers are the client's own words, and sign-in throttling counts by the peer.
+    proxy = ["--proxy-headers"] if settings.TRAINHUB_BEHIND_PROXY else []
     CommandLineInterface().run(
         [
             "--bind", settings.TRAINHUB_HOST,
             "--port", str(settings.TRAINHUB_PORT),
-            "--proxy-headers",
+            *proxy,
             "trainhub.asgi:application",
         ]
     )
