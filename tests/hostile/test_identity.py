@@ -201,6 +201,7 @@ def api_write_bodies(world: dict) -> dict[str, object]:
     """A well-formed body for each write, so that only the role can be why it is refused."""
     return {
         "/computes": {"name": "stolen", "vm_size": "LOCAL_CPU"},
+        "/computes/{name}": None,
         "/environments": {"name": "stolen", "spec": {"python": "3.11", "pip": ["six"]}},
         "/clone": {"new_name": "stolen"},
         "/snapshots/{sha256}": b"",
