@@ -47,11 +47,12 @@ class Harness:
         from tests.helpers.ports import free_port
 
         port = free_port()
-        self.redis = subprocess.Popen(
-            ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--maxmemory-policy", "noeviction", "--dir", str(self.data_dir)],
-            stdout=subprocess.DEVNULL,
-        )
+        from trainhub.datadir import redis_url_with_credentials
+        from trainhub.ops.redis_server import start_redis_server
+
+        # Configured as under `make run`: user `trainhub`, its password in the data directory.
+        redis_url = redis_url_with_credentials(f"redis://127.0.0.1:{port}/0", self.data_dir)
+        self.redis = start_redis_server(redis_url, self.data_dir / "redis", persistent=False, stdout=subprocess.DEVNULL)
         os.environ.update(
             {
                 "TRAINHUB_DATA_DIR": str(self.data_dir),
@@ -68,7 +69,7 @@ class Harness:
 
         from trainhub.ops.redis_server import wait_for_redis
 
-        wait_for_redis(os.environ["REDIS_URL"])
+        wait_for_redis(redis_url)
         call_command("migrate", verbosity=0)
         return self
 

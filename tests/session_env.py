@@ -1,5 +1,8 @@
 """Loaded with `-p tests.session_env` before Django is: a data directory and a real Redis for the session.
 
+REDIS_URL names no password: as under `make run`, every process takes the site's credential from
+the data directory (trainhub.datadir), so nothing passes it through the environment.
+
 The environment is set when this module is imported, because pytest-django reads the
 settings before any later hook of ours would run.
 """
@@ -12,43 +15,39 @@ import shutil
 import subprocess
 import tempfile
 import time
+from pathlib import Path
 
 from tests.helpers.ports import free_port
+from trainhub.datadir import redis_url_with_credentials
+from trainhub.ops.redis_server import redis_answers, start_redis_server
 
 
-def _start_redis(data_dir: str) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    redis_dir = os.path.join(data_dir, "redis")
-    os.makedirs(redis_dir, exist_ok=True)
-    process = subprocess.Popen(
-        [
-            "redis-server", "--bind", "127.0.0.1", "--port", str(port), "--dir", redis_dir,
-            "--save", "", "--appendonly", "no", "--maxmemory-policy", "noeviction",
-        ],
-        stdout=open(os.path.join(data_dir, "redis.log"), "wb"),
+def start_session_redis(url: str, data_dir: str) -> subprocess.Popen:
+    """The session's Redis as `make run` starts one (user `trainhub`, its password in the data
+    directory, every other client refused), without persistence; the Redis restart tests start
+    it again through this."""
+    credentialed = redis_url_with_credentials(url, Path(data_dir))
+    process = start_redis_server(
+        credentialed,
+        Path(data_dir) / "redis",
+        persistent=False,
+        stdout=open(os.path.join(data_dir, "redis.log"), "ab"),
         stderr=subprocess.STDOUT,
     )
-    url = f"redis://127.0.0.1:{port}/0"
-    import redis
-
     deadline = time.monotonic() + 20
-    while True:
-        try:
-            if redis.Redis.from_url(url).ping():
-                break
-        except redis.RedisError:
-            pass
+    while not redis_answers(credentialed):
         if process.poll() is not None or time.monotonic() > deadline:
             raise RuntimeError("The test Redis server did not start: see redis.log.")
         time.sleep(0.05)
-    return process, url
+    return process
 
 
 def _setup() -> None:
     if os.environ.get("TRAINHUB_TEST_SESSION"):
         return
     data_dir = tempfile.mkdtemp(prefix="trainhub-test-")
-    redis_process, redis_url = _start_redis(data_dir)
+    redis_url = f"redis://127.0.0.1:{free_port()}/0"
+    redis_process = start_session_redis(redis_url, data_dir)
     os.environ.update(
         {
             "TRAINHUB_TEST_SESSION": "1",

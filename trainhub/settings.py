@@ -2,31 +2,19 @@
 
 from __future__ import annotations
 
-import secrets
 from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
 
+from trainhub.datadir import private_dir, private_file, private_secret, redis_url_with_credentials
 from trainhub.envvars import envbool, envint, envlist, envstr
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-DATA_DIR = Path(envstr("TRAINHUB_DATA_DIR", str(BASE_DIR / "var"))).resolve()
-DATA_DIR.mkdir(parents=True, exist_ok=True)
+# Only its owner may enter: it holds the secret key, the Redis password and the SQLite database.
+DATA_DIR = private_dir(Path(envstr("TRAINHUB_DATA_DIR", str(BASE_DIR / "var"))).resolve())
 
-
-def _secret_key() -> str:
-    given = envstr("DJANGO_SECRET_KEY", "")
-    if given:
-        return given
-    path = DATA_DIR / "secret_key"
-    if not path.exists():
-        path.touch(mode=0o600)
-        path.write_text(secrets.token_urlsafe(50))
-    return path.read_text().strip()
-
-
-SECRET_KEY = _secret_key()
+SECRET_KEY = envstr("DJANGO_SECRET_KEY", "") or private_secret(DATA_DIR / "secret_key")
 DEBUG = envbool("DEBUG", "False")
 
 TRAINHUB_HOST = envstr("TRAINHUB_HOST", "127.0.0.1")
@@ -94,11 +82,12 @@ TEMPLATES = [
 ]
 
 DATABASES = {
-    "default": dj_database_url.parse(
-        envstr("DATABASE_URL", f"sqlite:///{DATA_DIR / 'db.sqlite3'}"), conn_max_age=0
-    )
+    "default": dj_database_url.parse(envstr("DATABASE_URL", f"sqlite:///{DATA_DIR / 'db.sqlite3'}"), conn_max_age=0)
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Made 0600 before SQLite opens it: its -wal and -shm files take the database file's mode.
+    if DATABASES["default"]["NAME"] != ":memory:":
+        private_file(Path(DATABASES["default"]["NAME"]))
     # Nodes, workers and the web server write to one file: WAL lets readers go on while one
     # writes, and IMMEDIATE transactions take the write lock up front instead of failing midway.
     DATABASES["default"]["OPTIONS"] = {
@@ -161,7 +150,9 @@ CSRF_COOKIE_SECURE = envbool("CSRF_COOKIE_SECURE", "False")
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
 
-REDIS_URL = envstr("REDIS_URL", "redis://127.0.0.1:6379/0")
+# Without a password in REDIS_URL, the site's own credential (user `trainhub`, its password made once
+# in <data dir>/redis-password) is used: the Redis `make run` starts refuses every other client.
+REDIS_URL = redis_url_with_credentials(envstr("REDIS_URL", "redis://127.0.0.1:6379/0"), DATA_DIR)
 
 # No channel layer: live events reach sockets through runs/live.py (one Redis subscription per
 # followed run per web process), not one Redis list per socket.

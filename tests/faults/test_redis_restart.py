@@ -8,15 +8,15 @@ from __future__ import annotations
 import atexit
 import os
 import signal
-import subprocess
-from urllib.parse import urlsplit
 
 import pytest
 import redis
+from django.conf import settings
 
 from runs.models import LogChunk, Run
 from tests.faults.printer import assert_every_line_in_order, printer_config
 from tests.helpers.processes import wait_until
+from tests.session_env import start_session_redis
 from trainhub.compute.models import Node
 from trainhub.sdk import Environment, Experiment, ScriptRunConfig
 
@@ -25,28 +25,15 @@ pytestmark = pytest.mark.slow
 
 
 def restart_redis() -> None:
-    """Shut the session's Redis down without saving, and start a new one on the same port."""
-    url = os.environ["REDIS_URL"]
-    port = urlsplit(url).port
-    redis_dir = os.path.join(os.environ["TRAINHUB_DATA_DIR"], "redis")
+    """Shut the session's Redis down without saving, and start a new one on the same port, with
+    the same credential (the one in the data directory)."""
+    url = settings.REDIS_URL
     try:
         redis.Redis.from_url(url).shutdown(nosave=True)
     except redis.ConnectionError:
         pass  # the connection drops as the server goes: that is the shutdown
-    process = subprocess.Popen(
-        ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--dir", redis_dir,
-         "--save", "", "--appendonly", "no", "--maxmemory-policy", "noeviction"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-    )
+    process = start_session_redis(os.environ["REDIS_URL"], os.environ["TRAINHUB_DATA_DIR"])
     atexit.register(process.terminate)  # the rest of the session goes on using it
-
-    def answers() -> bool:
-        try:
-            return bool(redis.Redis.from_url(url).ping())
-        except redis.ConnectionError:
-            return False
-
-    wait_until(answers, 20, message="Redis back")
 
 
 def test_a_redis_restart_loses_no_run(ws, node, controller, tmp_path):
@@ -82,7 +69,7 @@ def test_a_job_waiting_in_a_nodes_queue_is_not_lost_with_redis(ws, node, control
     src = ScriptRunConfig(source_directory=str(project), script="hello.py", compute_target="cpu-cluster",
                           environment=Environment.get(workspace=ws, name="TrainHub-PyTorch-2.13-CPU"))
     queue = f"rq:queue:{Node.objects.get(name=node.name).queue_name}"
-    connection = redis.Redis.from_url(os.environ["REDIS_URL"])
+    connection = redis.Redis.from_url(settings.REDIS_URL)
     node.process.send_signal(signal.SIGSTOP)
     try:
         # The paused worker's BLPOP would still take the job inside Redis: cancel it, so the job waits.

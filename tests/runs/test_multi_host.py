@@ -78,8 +78,9 @@ def shared_redis(hosts):
     before = redis.config_get("bind")["bind"], redis.config_get("protected-mode")["protected-mode"]
     redis.config_set("bind", f"127.0.0.1 {host_address}")
     redis.config_set("protected-mode", "no")
+    # As README says nodes on another machine join: a REDIS_URL that carries the password.
     url = urlparse(settings.REDIS_URL)
-    yield f"redis://{host_address}:{url.port}{url.path}"
+    yield f"redis://{url.username}:{url.password}@{host_address}:{url.port}{url.path}"
     redis.config_set("bind", before[0])
     redis.config_set("protected-mode", before[1])
 

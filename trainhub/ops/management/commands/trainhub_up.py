@@ -10,6 +10,7 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
+from trainhub.datadir import redacted
 from trainhub.ops.demo import seed_demo
 
 
@@ -29,7 +30,7 @@ class Command(BaseCommand):
                     f"  Login:        {demo.username} / {demo.password}",
                     f"  config.json:  {demo.config_path}",
                     f"  Data:         {settings.DATA_DIR}",
-                    f"  Redis:        {settings.REDIS_URL}",
+                    f"  Redis:        {redacted(settings.REDIS_URL)}",
                     "  Stop with Ctrl-C.",
                     "",
                 ]
@@ -42,10 +43,7 @@ class Command(BaseCommand):
         env["TRAINHUB_DATA_DIR"] = str(settings.DATA_DIR)
         env["TRAINHUB_HOST"] = settings.TRAINHUB_HOST
         env["TRAINHUB_PORT"] = str(settings.TRAINHUB_PORT)
-        env["REDIS_URL"] = settings.REDIS_URL
         env["PYTHONUNBUFFERED"] = "1"
         procfile = settings.BASE_DIR / "Procfile"
         honcho = str(bin_dir / "honcho")
-        os.execvpe(
-            honcho, [honcho, "start", "-f", str(procfile), "-d", str(settings.BASE_DIR)], env
-        )
+        os.execvpe(honcho, [honcho, "start", "-f", str(procfile), "-d", str(settings.BASE_DIR)], env)
