@@ -31,7 +31,10 @@ from runs import services
 from runs.archives import UnsafeArchiveError, extract_snapshot, walk_regular_files
 from runs.containers import Launcher, ProcessLauncher, launch_problem, launcher_for
 from runs.models import Run, RunNode, RunProcess, RunStatus
+from runs.mpi_agent import SOCKET_VARIABLE as MPI_AGENT_SOCKET
+from runs.mpi_relay import MpiRelay, request_key, result_key
 from runs.sandbox import Sandbox, SandboxUnavailable, run_sandbox
+from runs.scheduling import run_token
 from trainhub.compute.models import Node
 from trainhub.redis_conn import get_redis
 from trainhub.sdk._whole_lines import ANNOUNCE, split_tagged
@@ -150,13 +153,12 @@ def clear_run_keys(run_pk: int) -> None:
 
 
 class NodeExecution:
-    def __init__(
-        self, run_pk: int, node_pk: int, node_rank: int, token: str, stop_event: threading.Event | None = None
-    ):
+    def __init__(self, run_pk: int, node_pk: int, node_rank: int, stop_event: threading.Event | None = None):
         self.run = Run.objects.select_related("workspace", "experiment", "snapshot", "cluster").get(pk=run_pk)
         self.node = Node.objects.get(pk=node_pk)
         self.node_rank = node_rank
-        self.token = token
+        # Derived here, from the row and the secret key: the job that brought the node here holds ids only.
+        self.token = run_token(self.run.pk, self.run.token_salt)
         self.stop_event = stop_event or threading.Event()
         self.redis = get_redis()
         self.workdir = Path(settings.TRAINHUB_NODE_WORK_DIR) / self.node.name / self.run.run_id
@@ -172,6 +174,7 @@ class NodeExecution:
         self.prepare_flushed_at = time.monotonic()
         self.launcher: Launcher = ProcessLauncher()
         self.sandbox: Sandbox | None = None
+        self.mpi_relay: MpiRelay | None = None
         # Names of the ranks' variables that come from the node's own environment, not the run.
         self.node_variables: frozenset[str] = frozenset()
 
@@ -255,6 +258,8 @@ class NodeExecution:
             )
         finally:
             self.stop_ranks()
+            if self.mpi_relay is not None:
+                self.mpi_relay.close()
             self.launcher.remove_leftovers()
             self.flush_prepare()
             # Announced by a per-node launch's rank after its launcher was stopped, or never ended.
@@ -503,7 +508,8 @@ class NodeExecution:
         run = self.run
         total = run.node_count * run.process_count_per_node
         app, app_variables = self._mpi_app(base)
-        agent = f"{sys.executable} -P {Path(settings.BASE_DIR) / 'runs' / 'mpi_agent.py'}"
+        # Isolated and without site-packages: the agent needs the standard library only.
+        agent = f"{sys.executable} -I -S {Path(settings.BASE_DIR) / 'runs' / 'mpi_agent.py'}"
         mpirun = [
             "mpirun",
             "--allow-run-as-root",
@@ -524,7 +530,8 @@ class NodeExecution:
             "1",
             *app,
         ]
-        env = dict(base, **app_variables, TRAINHUB_MPI_RUN=str(run.pk), TRAINHUB_MPI_REDIS_URL=settings.REDIS_URL)
+        self.mpi_relay = MpiRelay(run.pk, run.node_count, self.workdir, self.redis)
+        env = dict(base, **app_variables, **{MPI_AGENT_SOCKET: str(self.mpi_relay.path)})
         env.pop("PYTHONUNBUFFERED", None)
         nodes = dict(RunNode.objects.filter(run=run).values_list("node_rank", "node__name"))
         for rank in range(total):
@@ -544,9 +551,7 @@ class NodeExecution:
 
     def _serve_mpi(self, base: dict[str, str]) -> None:
         """On the other nodes: start what mpirun's agent asks for (Open MPI's daemon)."""
-        from runs.mpi_agent import request_key, result_key
-
-        key = request_key(str(self.run.pk), self.node_rank)
+        key = request_key(self.run.pk, self.node_rank)
         daemon_env = dict(base, **self._mpi_app(base)[1])
         deadline = time.monotonic() + RENDEZVOUS_TIMEOUT_SECONDS
         daemons: dict[str, RankProcess] = {}
@@ -559,8 +564,8 @@ class NodeExecution:
                 finished = [i for i, d in daemons.items() if d.process.poll() is not None]
                 for request_id in finished:
                     daemon = daemons.pop(request_id)
-                    self.redis.rpush(result_key(str(self.run.pk), request_id), daemon.process.returncode)
-                    self.redis.expire(result_key(str(self.run.pk), request_id), 3600)
+                    self.redis.rpush(result_key(self.run.pk, request_id), daemon.process.returncode)
+                    self.redis.expire(result_key(self.run.pk, request_id), 3600)
                 self.flush()
                 if finished and not daemons:
                     return
@@ -856,12 +861,10 @@ class _Timeout(RunAborted):
         super().__init__("timeout")
 
 
-def execute_on_node(
-    run_pk: int, node_pk: int, node_rank: int, token: str, stop_event: threading.Event | None = None
-) -> None:
+def execute_on_node(run_pk: int, node_pk: int, node_rank: int, stop_event: threading.Event | None = None) -> None:
     close_old_connections()
     try:
-        NodeExecution(run_pk, node_pk, node_rank, token, stop_event).execute()
+        NodeExecution(run_pk, node_pk, node_rank, stop_event).execute()
     finally:
         from runs.scheduling import dispatch_cluster
         from trainhub.compute.services import node_set_idle

@@ -6,5 +6,5 @@ from runs.execution import execute_on_node
 from trainhub.compute.node_worker import current_stop_event
 
 
-def execute_run_on_node(run_pk: int, node_pk: int, node_rank: int, token: str) -> None:
-    execute_on_node(run_pk, node_pk, node_rank, token, current_stop_event())
+def execute_run_on_node(run_pk: int, node_pk: int, node_rank: int) -> None:
+    execute_on_node(run_pk, node_pk, node_rank, current_stop_event())

@@ -97,6 +97,9 @@ class Run(models.Model):
     error_traceback = models.TextField(blank=True)
     dispatched_at = models.DateTimeField(null=True, blank=True)
     token_hash = models.CharField(max_length=64, blank=True)
+    # Made at each dispatch: every node of the run derives the run's token from it and the secret
+    # key (runs.scheduling.run_token), so the token itself is never stored or queued.
+    token_salt = models.CharField(max_length=32, blank=True)
 
     class Meta:
         constraints = [

@@ -1,7 +1,9 @@
-"""Open MPI's remote-launch agent for TrainHub (used instead of ssh): asks the node named
-`trainhub-node-<rank>` to start the daemon command, and waits for it to end.
+"""Open MPI's remote-launch agent for TrainHub (used instead of ssh): asks node 0, over the unix
+socket it serves in the run's folder (runs/mpi_relay.py), to have the node named
+`trainhub-node-<rank>` start the daemon command, and waits for it to end.
 
-Run as a plain script by mpirun on the run's first node; standard library and redis only.
+Run by mpirun inside the run's box, as `python -I -S`: the standard library only, and no
+credential (node 0 relays the request over Redis with its own).
 """
 
 from __future__ import annotations
@@ -9,46 +11,39 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import sys
-import uuid
-
-import redis
 
 HOST_PREFIX = "trainhub-node-"
-
-
-def request_key(run_pk: str, node_rank: int) -> str:
-    return f"trainhub:run:{run_pk}:mpi:{node_rank}"
-
-
-def result_key(run_pk: str, request_id: str) -> str:
-    return f"trainhub:run:{run_pk}:mpi:result:{request_id}"
+SOCKET_VARIABLE = "TRAINHUB_MPI_AGENT_SOCKET"
+FAILED = 255
 
 
 def main(argv: list[str]) -> int:
     while argv and argv[0].startswith("-"):
         argv = argv[1:]
-    if len(argv) < 2 or not argv[0].startswith(HOST_PREFIX):
+    if len(argv) < 2 or not argv[0].startswith(HOST_PREFIX) or not argv[0][len(HOST_PREFIX) :].isdigit():
         print(f"trainhub mpi agent: cannot launch on {argv[:1]}", file=sys.stderr)
-        return 255
-    node_rank = int(argv[0][len(HOST_PREFIX):])
-    run_pk = os.environ["TRAINHUB_MPI_RUN"]
-    connection = redis.Redis.from_url(os.environ["TRAINHUB_MPI_REDIS_URL"])
-    request_id = uuid.uuid4().hex
-    command = " ".join(argv[1:])
-
-    def on_term(signum, frame):
-        connection.rpush(request_key(run_pk, node_rank), json.dumps({"id": request_id, "kill": True}))
-        sys.exit(128 + signum)
-
-    signal.signal(signal.SIGTERM, on_term)
-    signal.signal(signal.SIGINT, on_term)
-    connection.rpush(request_key(run_pk, node_rank), json.dumps({"id": request_id, "command": command}))
-    while True:
-        # Well under redis-py's 5 s socket timeout: a 5 s BLPOP raced it and failed long MPI runs.
-        answer = connection.blpop([result_key(run_pk, request_id)], timeout=1)
-        if answer is not None:
-            return int(answer[1])
+        return FAILED
+    node_rank = int(argv[0][len(HOST_PREFIX) :])
+    path = os.environ[SOCKET_VARIABLE]
+    # Hanging up is how the agent says "stop the daemon" when mpirun stops it.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda signum, frame: sys.exit(128 + signum))
+    # A unix socket's path may hold 107 bytes, the run's folder can be deeper: connect from inside it.
+    os.chdir(os.path.dirname(path))
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as relay:
+        relay.connect(os.path.basename(path))
+        request = {"node_rank": node_rank, "command": " ".join(argv[1:])}
+        relay.sendall(json.dumps(request).encode() + b"\n")
+        answer = b""
+        while not answer.endswith(b"\n"):
+            chunk = relay.recv(64)
+            if not chunk:
+                print("trainhub mpi agent: node 0 ended the launch", file=sys.stderr)
+                return FAILED
+            answer += chunk
+    return int(answer)
 
 
 if __name__ == "__main__":

@@ -10,12 +10,14 @@ before the node took the job, the controller finds the run's job gone and places
 
 from __future__ import annotations
 
+import base64
 import logging
 import secrets
 from datetime import timedelta
 
 from django.db import transaction
 from django.utils import timezone
+from django.utils.crypto import salted_hmac
 from rq import Queue
 from rq.job import Job
 
@@ -29,6 +31,7 @@ from trainhub.workspaces.selectors import hash_token
 logger = logging.getLogger(__name__)
 
 RUN_TOKEN_PREFIX = "thr_"
+RUN_TOKEN_KEY_SALT = "trainhub.runs.run_token"
 # A job is in its node's queue within milliseconds of the dispatch's commit, and stays in Redis
 # while the node runs it: one missing this long after the dispatch was lost with Redis's data.
 LOST_JOB_GRACE = timedelta(seconds=5)
@@ -74,11 +77,10 @@ def _place_head_run(cluster_pk: int) -> int | None:
         chosen = [node for node in idle if node.pk in alive][: head.node_count]
         if len(chosen) < head.node_count:
             return None
-        now = timezone.now()
-        token = RUN_TOKEN_PREFIX + secrets.token_urlsafe(24)
-        head.dispatched_at = now
-        head.token_hash = hash_token(token)
-        head.save(update_fields=["dispatched_at", "token_hash"])
+        head.dispatched_at = timezone.now()
+        head.token_salt = secrets.token_hex(16)
+        head.token_hash = hash_token(run_token(head.pk, head.token_salt))
+        head.save(update_fields=["dispatched_at", "token_salt", "token_hash"])
         for rank, node in enumerate(chosen):
             node.state = NodeState.BUSY
             node.current_run = head
@@ -86,22 +88,29 @@ def _place_head_run(cluster_pk: int) -> int | None:
             RunNode.objects.create(run=head, node=node, node_rank=rank)
         assignments = [(node, rank) for rank, node in enumerate(chosen)]
         run_pk = head.pk
-        transaction.on_commit(lambda: _enqueue(run_pk, assignments, token))
+        transaction.on_commit(lambda: _enqueue(run_pk, assignments))
         return run_pk
 
 
-def _enqueue(run_pk: int, assignments: list[tuple[Node, int]], token: str) -> None:
+def run_token(run_pk: int, token_salt: str) -> str:
+    """The token of a run's dispatch: an HMAC of the secret key, which the server and every node
+    hold, so a node derives it from the run's row and no token travels in a job or sits in Redis."""
+    digest = salted_hmac(RUN_TOKEN_KEY_SALT, f"{run_pk}:{token_salt}", algorithm="sha256").digest()
+    return RUN_TOKEN_PREFIX + base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+def _enqueue(run_pk: int, assignments: list[tuple[Node, int]]) -> None:
     from runs.execution import clear_run_keys
 
     # A database restored or reset can hand out a run id again: start from clean Redis keys.
     clear_run_keys(run_pk)
+    # Ids only: whoever can read Redis learns no secret from a job.
     for node, rank in assignments:
         node_queue(node).enqueue(
             "runs.jobs.execute_run_on_node",
             run_pk,
             node.pk,
             rank,
-            token,
             job_timeout=-1,
             result_ttl=600,
             failure_ttl=86400,
@@ -155,8 +164,8 @@ def _undo_dispatch(run_pk: int) -> bool:
     )
     placements.delete()
     run.dispatched_at = None
-    run.token_hash = ""
-    run.save(update_fields=["dispatched_at", "token_hash"])
+    run.token_salt = run.token_hash = ""
+    run.save(update_fields=["dispatched_at", "token_salt", "token_hash"])
     return True
 
 

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+import redis
 import requests
 
 from tests.helpers.ports import free_port
@@ -227,6 +228,12 @@ def test_it_serves_a_clean_data_directory_and_stops_on_ctrl_c(make_run, tmp_path
 
     assert listening(instance.redis_port)
     assert any((tmp_path / "data" / "redis").iterdir()), "Redis keeps its data in the data dir"
+    password = (tmp_path / "data" / "redis-password").read_text().strip()
+    assert instance.printed("Redis") == f"redis://trainhub:***@127.0.0.1:{instance.redis_port}/0"
+    assert password not in instance.output()
+    with pytest.raises(redis.AuthenticationError):
+        redis.Redis(port=instance.redis_port).ping()
+    assert redis.Redis(port=instance.redis_port, username="trainhub", password=password).ping()
 
     started = instance.press_ctrl_c()
     assert len(started) >= 5, f"expected redis, daphne, workers and the controller: {started}"

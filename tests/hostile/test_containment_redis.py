@@ -1,0 +1,294 @@
+"""Redis behind a credential no run can read (issue 16): a run that reaches the site's Redis over the
+host network can queue nothing for the server's worker or a node, no queued job or Redis key holds a
+run's token, and the data directory keeps its secrets to its owner. Real Redis, real node, real
+worker, real sandbox."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import stat
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+import redis
+from django.conf import settings
+from rq import Queue, Worker
+
+from runs.models import LogChunk, Run
+from runs.sandbox import SANDBOXED
+from tests.helpers.ports import free_port
+from tests.helpers.processes import BASE_DIR, process_env, wait_until
+from trainhub.compute.models import Node
+from trainhub.datadir import REDIS_PASSWORD_FILE
+from trainhub.redis_conn import get_redis
+from trainhub.sdk import Environment, Experiment, ScriptRunConfig
+from trainhub.workspaces.selectors import hash_token
+
+pytestmark = pytest.mark.slow
+
+PROJECTS = Path(__file__).parent / "projects"
+
+
+def _push_module():
+    spec = importlib.util.spec_from_file_location("redis_push", PROJECTS / "redis_push" / "push.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def log_text(run_id: str) -> str:
+    return "\n".join(c.text for c in LogChunk.objects.filter(run__run_id=run_id).order_by("first_seq"))
+
+
+def redis_password() -> str:
+    return urlsplit(settings.REDIS_URL).password or ""
+
+
+def assert_no_secret_in(texts: dict[str, str | bytes]) -> None:
+    for secret_name, secret in (("the secret key", settings.SECRET_KEY), ("the Redis password", redis_password())):
+        assert secret, f"{secret_name} is empty: the check would mean nothing"
+        for where, text in texts.items():
+            data = text.encode() if isinstance(text, str) else text
+            assert secret.encode() not in data, f"{secret_name} appears in {where}"
+
+
+def everything_in_redis() -> bytes:
+    """Every key and value of the session's Redis, zlib-compressed values (RQ's job data) unpacked."""
+    connection = redis.Redis.from_url(settings.REDIS_URL)
+    found: list[bytes] = []
+    for key in connection.scan_iter(count=1000):
+        kind = connection.type(key).decode()
+        if kind == "string":
+            values = [connection.get(key)]
+        elif kind == "hash":
+            values = [part for pair in connection.hgetall(key).items() for part in pair]
+        elif kind == "list":
+            values = connection.lrange(key, 0, -1)
+        elif kind == "set":
+            values = list(connection.smembers(key))
+        elif kind == "zset":
+            values = [member for member, _ in connection.zrange(key, 0, -1, withscores=True)]
+        elif kind == "stream":
+            values = [part for _, entry in connection.xrange(key) for pair in entry.items() for part in pair]
+        else:
+            values = []
+        found.append(key)
+        for value in values:
+            if value is None:
+                continue
+            found.append(value)
+            try:
+                found.append(zlib.decompress(value))
+            except zlib.error:
+                pass
+    return b"\n".join(found)
+
+
+@pytest.fixture
+def server_worker(transactional_db, tmp_path):
+    """The server's RQ worker on the `default` queue, as `make run` starts it."""
+    log_path = tmp_path / "worker.log"
+    process = subprocess.Popen(
+        [sys.executable, "manage.py", "trainhub_worker"],
+        cwd=BASE_DIR,
+        env=process_env(),
+        stdout=open(log_path, "ab"),
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_until(
+            lambda: Worker.all(queue=Queue("default", connection=get_redis())) or process.poll() is not None,
+            60,
+            message="the server's worker",
+        )
+        assert process.poll() is None, log_path.read_text()
+        yield log_path
+    finally:
+        process.terminate()
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def test_a_run_cannot_queue_a_pickled_job_for_the_server_or_a_node(
+    ws, node, server_worker, live_server_process, tmp_path
+):
+    """Attack 1: the run connects to the site's Redis (same host network) without a password, then
+    with every credential it finds (its environment, /proc/*/environ and cmdline of the machine's
+    processes, the data directory's redis-password file), and pushes a pickled RQ job running a
+    shell command onto the server worker's `default` queue and onto its own node's queue (variant:
+    another queue name). Redis refuses every attempt (NOAUTH), neither the worker nor the node
+    executes anything, and neither the secret key nor the Redis password appears in any log,
+    output or Redis value. The same job pushed with the site's credential does run: the refusal
+    is what stops it."""
+    node_queue = Node.objects.get(name=node.name).queue_name
+    evil = {queue: tmp_path / f"pwned-{queue}" for queue in ("default", node_queue)}
+    secret_key_file = settings.DATA_DIR / "secret_key"
+    jobs = [f"{queue}=cat {secret_key_file} > {marker}" for queue, marker in evil.items()]
+    address = urlsplit(settings.REDIS_URL)
+    src = ScriptRunConfig(
+        source_directory=str(PROJECTS / "redis_push"),
+        script="push.py",
+        arguments=[f"{address.hostname}:{address.port}", str(settings.DATA_DIR), *jobs],
+        compute_target="cpu-cluster",
+        environment=Environment.get(workspace=ws, name="TrainHub-PyTorch-2.13-CPU"),
+    )
+    run = Experiment(ws, "redis-push").submit(src)
+    details = run.wait_for_completion(raise_on_error=False)
+    log = log_text(run.id)
+    assert details["status"] == "Completed", log
+    assert SANDBOXED in log
+    attempts = [line for line in log.splitlines() if line.startswith("ATTACK ")]
+    assert "ATTACK no credential: PING -> -NOAUTH" in log
+    # HSET and RPUSH on each queue without a credential: Redis answers with an error or hangs up.
+    unauthenticated = [line for line in attempts if line.startswith("ATTACK no credential: ")]
+    pushes = [line for line in unauthenticated if "RPUSH" in line or "HSET" in line]
+    assert len(pushes) == 4 and all(line.split(" -> ")[1].startswith("-") for line in pushes), pushes
+    assert "ATTACK read redis-password: FileNotFoundError" in log
+    assert not [line for line in attempts if "QUEUED" in line or "-> +OK" in line or "-> :" in line], attempts
+
+    # Controls, after the run: the same commands with the site's credential queue jobs that run.
+    push = _push_module()
+    connection = redis.Redis.from_url(settings.REDIS_URL)
+    controls = {queue: tmp_path / f"control-{queue}" for queue in evil}
+    for queue, marker in controls.items():
+        for parts in push.job_commands(queue, f"echo ran > {marker}"):
+            connection.execute_command(*parts)
+    wait_until(lambda: all(marker.exists() for marker in controls.values()), 90, message="the control jobs")
+    # Each queue is worked in order: a job the run had queued would have run before the control.
+    assert [marker for marker in evil.values() if marker.exists()] == []
+
+    downloaded = run.download_files(output_directory=str(tmp_path / "downloads"))
+    assert_no_secret_in(
+        {
+            "the run's log": log,
+            "the node's log": node.log(),
+            "the worker's log": server_worker.read_text(errors="replace"),
+            "the web server's log": live_server_process.log(),
+            "Redis": everything_in_redis(),
+            **{f"the run's file {path}": Path(path).read_bytes() for path in downloaded},
+        }
+    )
+
+
+WAITER = """
+import os, sys, time
+print("ready", flush=True)
+deadline = time.monotonic() + 120
+while not os.path.exists("release") and time.monotonic() < deadline:
+    time.sleep(0.1)
+os.makedirs("outputs", exist_ok=True)
+with open("outputs/token.txt", "w") as handle:
+    handle.write(os.environ["TRAINHUB_RUN_TOKEN"])
+print("released", flush=True)
+"""
+
+
+def test_a_dispatched_runs_token_is_nowhere_in_redis(ws, node, tmp_path):
+    """Attack 4's second half: whoever reads Redis (every key: the node's job hash
+    `rq:job:run-N-node-0`, queues, registries, rendezvous and log keys) while a run runs must not
+    find its token. The job carries ids only; the node derives the token from the run's row."""
+    project = tmp_path / "waiter"
+    project.mkdir()
+    (project / "waiter.py").write_text(WAITER)
+    src = ScriptRunConfig(
+        source_directory=str(project),
+        script="waiter.py",
+        compute_target="cpu-cluster",
+        environment=Environment.get(workspace=ws, name="TrainHub-PyTorch-2.13-CPU"),
+    )
+    run = Experiment(ws, "token-in-redis").submit(src)
+    row = Run.objects.get(run_id=run.id)
+    wait_until(lambda: "ready" in log_text(run.id), 120, message="the run running")
+    seen = everything_in_redis()
+    assert f"rq:job:run-{row.pk}-node-0".encode() in seen, "the node's job should be in Redis while it runs"
+    (Path(settings.TRAINHUB_NODE_WORK_DIR) / node.name / run.id / "release").touch()
+    details = run.wait_for_completion(raise_on_error=False)
+    assert details["status"] == "Completed", log_text(run.id)
+
+    token = Path(run.download_file("outputs/token.txt", str(tmp_path / "token.txt"))).read_text()
+    assert token.startswith("thr_") and hash_token(token) == Run.objects.get(pk=row.pk).token_hash
+    assert token.encode() not in seen, "the run's token sits in Redis"
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_the_data_directory_keeps_its_secrets_to_its_owner(tmp_path):
+    """What `make run` does first (migrate, which loads the settings) and then its Procfile's Redis,
+    on a fresh data directory and on an older one left world-readable: the folder ends 0700, the
+    database, secret key and Redis password 0600; the Redis refuses a client without the
+    credential and serves the one in the data directory; the password is on no process's command
+    line or environment and not in what `make run` prints."""
+    fresh, older = tmp_path / "fresh", tmp_path / "older"
+    older.mkdir(mode=0o755)
+    (older / "secret_key").write_text("an older secret key of fifty characters or so, kept as it was")
+    (older / "secret_key").chmod(0o644)
+    older.chmod(0o755)
+    port = free_port()
+    session = ("TRAINHUB_", "DJANGO_", "DATABASE_URL", "REDIS_URL")
+    for data_dir in (fresh, older):
+        env = {k: v for k, v in os.environ.items() if not k.startswith(session)}
+        env.update(TRAINHUB_DATA_DIR=str(data_dir), REDIS_URL=f"redis://127.0.0.1:{port}/0")
+        migrated = subprocess.run(
+            [sys.executable, "manage.py", "migrate", "--verbosity", "0"], cwd=BASE_DIR, env=env, capture_output=True
+        )
+        assert migrated.returncode == 0, migrated.stderr.decode()
+        assert _mode(data_dir) == 0o700
+        for name in ("db.sqlite3", "secret_key", REDIS_PASSWORD_FILE):
+            assert _mode(data_dir / name) == 0o600, name
+    assert (older / "secret_key").read_text().startswith("an older secret key")
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(session)}
+    env.update(TRAINHUB_DATA_DIR=str(fresh), REDIS_URL=f"redis://127.0.0.1:{port}/0")
+    output = tmp_path / "redis.out"
+    launcher = subprocess.Popen(
+        [sys.executable, "-m", "trainhub.ops.redis_server"],
+        cwd=BASE_DIR,
+        env=env,
+        stdout=open(output, "wb"),
+        stderr=subprocess.STDOUT,
+    )
+    password = (fresh / REDIS_PASSWORD_FILE).read_text().strip()
+    try:
+        credentialed = redis.Redis(port=port, username="trainhub", password=password)
+
+        def answers() -> bool:
+            try:
+                return bool(credentialed.ping())
+            except redis.ConnectionError:
+                return launcher.poll() is not None
+
+        wait_until(answers, 30, message="the Procfile's Redis")
+        assert launcher.poll() is None, output.read_text()
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis(port=port).ping()
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis(port=port, password=password).ping()  # the default user is off
+        for pid in [launcher.pid, *_children(launcher.pid)]:
+            for part in ("cmdline", "environ"):
+                assert password.encode() not in Path(f"/proc/{pid}/{part}").read_bytes(), f"{pid}'s {part}"
+        assert _mode(fresh / "redis") == 0o700
+    finally:
+        launcher.terminate()
+        launcher.wait(20)
+    assert password not in output.read_text()
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+        except (OSError, IndexError, ValueError):
+            pass
+    return found
