@@ -19,7 +19,7 @@ import redis
 from django.conf import settings
 from rq import Queue, Worker
 
-from runs.models import LogChunk, Run
+from runs.models import LogChunk, Run, RunProcess
 from runs.sandbox import SANDBOXED
 from tests.helpers.ports import free_port
 from tests.helpers.processes import BASE_DIR, process_env, wait_until
@@ -27,6 +27,7 @@ from trainhub.compute.models import Node
 from trainhub.datadir import REDIS_PASSWORD_FILE
 from trainhub.redis_conn import get_redis
 from trainhub.sdk import Environment, Experiment, ScriptRunConfig
+from trainhub.sdk.runconfig import MpiConfiguration
 from trainhub.workspaces.selectors import hash_token
 
 pytestmark = pytest.mark.slow
@@ -176,6 +177,38 @@ def test_a_run_cannot_queue_a_pickled_job_for_the_server_or_a_node(
             **{f"the run's file {path}": Path(path).read_bytes() for path in downloaded},
         }
     )
+
+
+def test_an_mpi_run_finds_no_redis_credential_in_its_launchers(ws, two_nodes, tmp_path):
+    """Attack 1 through MPI: every rank of a two-node `mpirun` run scans the environments and command
+    lines of the processes it can see (mpirun, the launch agent on node 0, Open MPI's daemon on
+    node 1: all of them started inside the run's box) for a Redis URL with a password, then pushes
+    a job onto the `default` queue with whatever it found. The agent asks node 0 over a socket in
+    the run's folder and holds no Redis URL, so nothing is found and every push is refused."""
+    address = urlsplit(settings.REDIS_URL)
+    src = ScriptRunConfig(
+        source_directory=str(PROJECTS / "redis_push"),
+        script="push.py",
+        arguments=[f"{address.hostname}:{address.port}", str(settings.DATA_DIR), f"default=touch {tmp_path}/pwned"],
+        compute_target="cpu-cluster",
+        environment=Environment.get(workspace=ws, name="TrainHub-PyTorch-2.13-CPU"),
+        distributed_job_config=MpiConfiguration(node_count=2, process_count_per_node=1),
+    )
+    run = Experiment(ws, "redis-push-mpi").submit(src)
+    details = run.wait_for_completion(raise_on_error=False)
+    log = log_text(run.id)
+    assert details["status"] == "Completed", log
+    nodes = set(RunProcess.objects.filter(run__run_id=run.id).values_list("node_name", flat=True))
+    assert nodes == {node.name for node in two_nodes}
+    for rank in (0, 1):
+        rank_log = "\n".join(
+            c.text for c in LogChunk.objects.filter(run__run_id=run.id, stream=f"std_log_process_{rank}")
+        )
+        assert "ATTACK found 0 credential(s)" in rank_log, rank_log
+        assert "ATTACK no credential: PING -> -NOAUTH" in rank_log, rank_log
+    assert "QUEUED" not in log and "-> +OK" not in log, log
+    assert not (tmp_path / "pwned").exists()
+    assert_no_secret_in({"the run's log": log, **{f"node {n.name}'s log": n.log() for n in two_nodes}})
 
 
 WAITER = """
