@@ -13,6 +13,7 @@ from django.http import Http404
 
 from metrics.downsample import lttb_indices
 from metrics.models import MetricChunk, MetricRow, MetricSeries, SeriesKind
+from metrics.run_filter import apply_filter
 from runs.models import Experiment, Run
 from trainhub.workspaces.models import Workspace
 
@@ -169,6 +170,15 @@ def experiment_metric_names(experiment: Experiment, limit: int = 200) -> list[st
     )
 
 
+@dataclass(frozen=True)
+class FinalValue:
+    """A metric of rank 0 of a run as the runs table shows it."""
+
+    last: float | None
+    min: float | None
+    max: float | None
+
+
 def runs_with_final_values(
     experiment: Experiment,
     *,
@@ -177,12 +187,16 @@ def runs_with_final_values(
     descending: bool,
     offset: int,
     limit: int,
+    expression: str = "",
 ) -> list[Run]:
-    """A page of the experiment's runs; each has `final_values` ({name: last value of rank 0}).
+    """A page of the experiment's runs that match `expression` (metrics/run_filter.py; raises
+    FilterError); each has `final_values`, a FinalValue per column (of rank 0).
 
     Sorted by a metric's final value (runs without it last), or newest first.
     """
     runs = Run.objects.filter(experiment=experiment).select_related("created_by")
+    if expression:
+        runs = apply_filter(runs, expression)
     if sort:
         final = MetricSeries.objects.filter(run=OuterRef("pk"), name=sort, rank=0, kind=SeriesKind.SCALAR)
         runs = runs.annotate(sort_value=Subquery(final.values("last_value")[:1]))
@@ -191,14 +205,15 @@ def runs_with_final_values(
     else:
         runs = runs.order_by("-id")
     page = list(runs[offset : offset + limit])
-    finals: dict[int, dict[str, float | None]] = {run.pk: {} for run in page}
+    finals: dict[int, dict[str, FinalValue]] = {run.pk: {} for run in page}
     if columns:
-        for run_pk, name, value in MetricSeries.objects.filter(
+        for run_pk, name, last, low, high in MetricSeries.objects.filter(
             run_id__in=list(finals), name__in=columns, rank=0, kind=SeriesKind.SCALAR
-        ).values_list("run_id", "name", "last_value"):
-            finals[run_pk][name] = value
+        ).values_list("run_id", "name", "last_value", "min_value", "max_value"):
+            finals[run_pk][name] = FinalValue(last, low, high)
+    empty = FinalValue(None, None, None)
     for run in page:
-        run.final_values = [finals[run.pk].get(name) for name in columns]  # type: ignore[attr-defined]
+        run.final_values = [finals[run.pk].get(name, empty) for name in columns]  # type: ignore[attr-defined]
     return page
 
 

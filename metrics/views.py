@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Iterator
+from urllib.parse import urlencode
 
 import numpy as np
 from django.contrib.auth.decorators import login_required
@@ -12,6 +13,7 @@ from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 
 from metrics import selectors
 from metrics.models import MetricSeries, SeriesKind
+from metrics.run_filter import FilterError
 from runs import selectors as run_selectors
 from runs.models import Experiment
 from trainhub.workspaces import selectors as workspace_selectors
@@ -104,14 +106,23 @@ def experiment_metrics(request: HttpRequest, workspace_name: str, name: str) -> 
     descending = request.GET.get("order") == "desc"
     page_text = request.GET.get("page", "1")
     page = max(1, int(page_text)) if page_text.isdigit() else 1
-    runs = selectors.runs_with_final_values(
-        experiment,
-        columns=columns,
-        sort=sort,
-        descending=descending,
-        offset=(page - 1) * RUNS_PER_PAGE,
-        limit=RUNS_PER_PAGE + 1,
-    )
+    expression = request.GET.get("q", "").strip()[:2000]
+    filter_error = None
+    try:
+        runs = selectors.runs_with_final_values(
+            experiment,
+            columns=columns,
+            sort=sort,
+            descending=descending,
+            offset=(page - 1) * RUNS_PER_PAGE,
+            limit=RUNS_PER_PAGE + 1,
+            expression=expression,
+        )
+    except FilterError as error:
+        filter_error = str(error)
+        runs = []
+    for run in runs:
+        run.shown_parameters = run_selectors.run_parameters(run)  # type: ignore[attr-defined]
     return workspace_page(
         request,
         access,
@@ -126,6 +137,10 @@ def experiment_metrics(request: HttpRequest, workspace_name: str, name: str) -> 
         page=page,
         has_next=len(runs) > RUNS_PER_PAGE,
         selected=_chosen(request, "runs"),
+        expression=expression,
+        filter_error=filter_error,
+        base_query=urlencode([("columns", column) for column in columns] + ([("q", expression)] if expression else [])),
+        sort_query=urlencode([("sort", sort), ("order", "desc" if descending else "asc")]) if sort else "",
     )
 
 

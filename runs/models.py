@@ -85,6 +85,8 @@ class Run(models.Model):
     script = models.CharField(max_length=1000, blank=True)
     command = models.JSONField(default=list, blank=True)
     arguments = models.JSONField(default=list, blank=True)
+    # The arguments read as `--name value` (runs/parameters.py), kept so run tables filter on them.
+    parameters = models.JSONField(default=dict, blank=True)
     distributed = models.JSONField(default=dict, blank=True)
     node_count = models.PositiveIntegerField(default=1)
     process_count_per_node = models.PositiveIntegerField(default=1)

@@ -6,6 +6,7 @@ from django.db.models import F, QuerySet
 from django.http import Http404
 
 from runs.models import Experiment, LogChunk, Run, RunFile
+from runs.parameters import parameters_of
 from trainhub.workspaces.models import Workspace
 from trainhub.workspaces.selectors import hash_token
 
@@ -159,34 +160,8 @@ def launch_summary(run: Run, ranks_recorded: int) -> tuple[str, str]:
 
 
 def run_parameters(run: Run) -> dict[str, str]:
-    """The run's parameters as people read them: its arguments taken as `--name value` (a flag
-    alone reads "true"), then its tags."""
-    found: dict[str, str] = {}
-    arguments = [str(argument) for argument in run.arguments]
-    index = 0
-    while index < len(arguments):
-        argument = arguments[index]
-        if argument.startswith("-") and len(argument) > 1 and not _is_number(argument):
-            name, equals, value = argument.lstrip("-").partition("=")
-            if not equals:
-                following = arguments[index + 1] if index + 1 < len(arguments) else None
-                if following is not None and (not following.startswith("-") or _is_number(following)):
-                    value = following
-                    index += 1
-                else:
-                    value = "true"
-            found[name] = value
-        index += 1
-    found.update({str(key): str(value) for key, value in (run.tags or {}).items()})
-    return found
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
+    """The run's parameters as people read them: its arguments taken as `--name value`, then its tags."""
+    return {**(run.parameters or parameters_of(run.arguments)), **{str(k): str(v) for k, v in (run.tags or {}).items()}}
 
 
 def differing_parameters(parameters: list[dict[str, str]]) -> list[str]:

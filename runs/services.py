@@ -38,6 +38,7 @@ from runs.models import (
     RunStatusChange,
     Snapshot,
 )
+from runs.parameters import parameters_of
 from trainhub import uploads
 from trainhub.compute import catalog
 from trainhub.compute.models import ComputeCluster, Node, Provisioner
@@ -324,6 +325,7 @@ def run_submit(
             script=script or "",
             command=[str(c) for c in command or []],
             arguments=[str(a) for a in arguments or []],
+            parameters=parameters_of(arguments or []),
             distributed=distributed or {},
             node_count=node_count,
             process_count_per_node=per_node,

@@ -9,6 +9,7 @@ from django.core.files.storage import default_storage
 
 from runs.execution import clear_run_keys
 from runs.models import Experiment, Run, RunStatus, RunStatusChange, Snapshot
+from runs.parameters import parameters_of
 from trainhub.compute.models import ComputeCluster, Provisioner
 from trainhub.workspaces.models import Workspace
 
@@ -41,6 +42,7 @@ def make_run(workspace: Workspace, cluster: ComputeCluster | None = None, experi
         "script": "train.py",
     }
     values.update(extra)
+    values.setdefault("parameters", parameters_of(values.get("arguments", [])))  # as run_submit does
     run = Run.objects.create(
         workspace=workspace,
         experiment=exp,
