@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 from django.core.cache import cache
-from django.db.models import F, OuterRef, QuerySet, Subquery
+from django.db.models import F, QuerySet
 from django.http import Http404
 
 from metrics.downsample import lttb_indices
@@ -194,17 +194,13 @@ def runs_with_final_values(
 
     Sorted by a metric's final value (runs without it last), or newest first.
     """
-    runs = Run.objects.filter(experiment=experiment).select_related("created_by")
+    runs = Run.objects.filter(experiment=experiment)
     if expression:
-        runs = apply_filter(runs, expression)
+        runs = apply_filter(runs, expression, experiment)
     if sort:
-        final = MetricSeries.objects.filter(run=OuterRef("pk"), name=sort, rank=0, kind=SeriesKind.SCALAR)
-        runs = runs.annotate(sort_value=Subquery(final.values("last_value")[:1]))
-        key = F("sort_value").desc(nulls_last=True) if descending else F("sort_value").asc(nulls_last=True)
-        runs = runs.order_by(key, "-id")
+        page = _runs_sorted_by_metric(experiment, runs, bool(expression), sort, descending, offset, limit)
     else:
-        runs = runs.order_by("-id")
-    page = list(runs[offset : offset + limit])
+        page = list(runs.select_related("created_by").order_by("-id")[offset : offset + limit])
     finals: dict[int, dict[str, FinalValue]] = {run.pk: {} for run in page}
     if columns:
         for run_pk, name, last, low, high in MetricSeries.objects.filter(
@@ -215,6 +211,24 @@ def runs_with_final_values(
     for run in page:
         run.final_values = [finals[run.pk].get(name, empty) for name in columns]  # type: ignore[attr-defined]
     return page
+
+
+def _runs_sorted_by_metric(
+    experiment: Experiment, runs: QuerySet[Run], filtered: bool, sort: str, descending: bool, offset: int, limit: int
+) -> list[Run]:
+    """A page of `runs` by the final value of a metric, runs without it last (newest first). Read
+    from the series' (experiment, name, rank, last_value) index, not by sorting every run."""
+    series = MetricSeries.objects.filter(experiment=experiment, name=sort, rank=0, kind=SeriesKind.SCALAR)
+    if filtered:
+        series = series.filter(run__in=runs.values("pk"))
+    value = F("last_value").desc(nulls_last=True) if descending else F("last_value").asc(nulls_last=True)
+    ids = list(series.order_by(value, "-run_id").values_list("run_id", flat=True)[offset : offset + limit])
+    if len(ids) < limit:
+        skipped = max(0, offset - series.count()) if not ids else 0
+        without = runs.exclude(pk__in=series.values("run_id")).order_by("-id").values_list("pk", flat=True)
+        ids += list(without[skipped : skipped + limit - len(ids)])
+    found = Run.objects.select_related("created_by").in_bulk(ids)
+    return [found[pk] for pk in ids]
 
 
 def runs_for_compare(scope: Experiment | Workspace, run_ids: list[str]) -> list[Run]:
