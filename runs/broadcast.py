@@ -26,6 +26,11 @@ def members_group(workspace_pk: int) -> str:
     return f"workspace-{workspace_pk}.members"
 
 
+def user_group(user_pk: int) -> str:
+    """Where a user's sockets hear that a session of theirs ended or their password changed."""
+    return f"user-{user_pk}.sessions"
+
+
 def _publish(group: str, message: str) -> None:
     try:
         get_redis().publish(channel_of(group), message)

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from importlib import import_module
 from typing import Any
 from urllib.parse import parse_qs
 
 from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.conf import settings
+from django.contrib.auth import HASH_SESSION_KEY, SESSION_KEY, get_user_model
+from django.utils.crypto import constant_time_compare
 
 from runs import live, selectors
-from runs.broadcast import members_group, run_group
+from runs.broadcast import members_group, run_group, user_group
 from runs.models import Run
 from trainhub.workspaces.models import Membership
 
@@ -27,6 +31,12 @@ INBOX_LIMIT = 2000
 RESYNC_CLOSE_CODE = 4429
 # The user is no longer a member of the run's workspace: the page stops reconnecting.
 REMOVED_CLOSE_CODE = 4403
+# The socket's session no longer signs its user in (signed out, or the password changed): the page
+# stops reconnecting, as for a socket opened without a session.
+SIGNED_OUT_CLOSE_CODE = 4401
+# Events that only ever close sockets: acted on as they arrive, not queued behind what the client
+# has not read yet.
+ACCESS_EVENTS = frozenset({"member.removed", "session.ended", "password.changed"})
 
 
 class _SendBuffer:
@@ -88,6 +98,7 @@ class MemberRunConsumer(AsyncJsonWebsocketConsumer):
 
     group: str | None = None
     members: str | None = None
+    sessions: str | None = None
     _inbox: asyncio.Queue[live.Event] | None = None
     _pump: asyncio.Task[None] | None = None
     _resyncing = False
@@ -108,6 +119,8 @@ class MemberRunConsumer(AsyncJsonWebsocketConsumer):
             return None
         self._inbox = asyncio.Queue(INBOX_LIMIT)
         try:
+            await live.hub().join(user_group(user.pk), self)
+            self.sessions = user_group(user.pk)
             await live.hub().join(members_group(run.workspace_id), self)
             self.members = members_group(run.workspace_id)
             await live.hub().join(self.group_of(run.pk), self)
@@ -116,7 +129,10 @@ class MemberRunConsumer(AsyncJsonWebsocketConsumer):
             await self.close(code=RESYNC_CLOSE_CODE)
             return None
         self.group = self.group_of(run.pk)
-        # Removed between the check above and the join: no event will say so any more.
+        # Removed or signed out between the checks above and the joins: no event will say so any more.
+        if not await self._session_signs_in(user):
+            await self.close(code=SIGNED_OUT_CLOSE_CODE)
+            return None
         if await self._run_for(user, run.run_id) is None:
             await self.close(code=REMOVED_CLOSE_CODE)
             return None
@@ -133,12 +149,18 @@ class MemberRunConsumer(AsyncJsonWebsocketConsumer):
     async def disconnect(self, code: int) -> None:
         if self._pump is not None:
             self._pump.cancel()
-        for group in (self.group, self.members):
+        for group in (self.group, self.members, self.sessions):
             if group is not None:
                 await live.hub().leave(group, self)
 
     def deliver(self, event: live.Event) -> None:
         if self._resyncing or self._inbox is None:
+            return
+        if event.get("type") in ACCESS_EVENTS:
+            code = self._closed_by(event)
+            if code is not None:
+                self._resyncing = True  # nothing more goes out
+                asyncio.ensure_future(self.close(code=code))
             return
         try:
             self._inbox.put_nowait(event)
@@ -167,10 +189,28 @@ class MemberRunConsumer(AsyncJsonWebsocketConsumer):
     async def receive_json(self, content, **kwargs) -> None:
         """Clients only listen."""
 
-    async def member_removed(self, event: live.Event) -> None:
-        if event["user_id"] == self.scope["user"].pk:
-            self._resyncing = True  # nothing more goes out
-            await self.close(code=REMOVED_CLOSE_CODE)
+    def _closed_by(self, event: live.Event) -> int | None:
+        """The close code an access event means for this socket, or None when it is about another."""
+        kind = event["type"]
+        if kind == "member.removed":
+            return REMOVED_CLOSE_CODE if event["user_id"] == self.scope["user"].pk else None
+        if kind == "session.ended":
+            return SIGNED_OUT_CLOSE_CODE if event["session_key"] == self.scope["session"].session_key else None
+        return SIGNED_OUT_CLOSE_CODE  # password.changed, heard in this user's own group only
+
+    @database_sync_to_async
+    def _session_signs_in(self, user) -> bool:
+        """Whether the socket's session still signs `user` in, as a new request with it would."""
+        session = self.scope.get("session")
+        if session is None or not session.session_key:
+            return False
+        stored = import_module(settings.SESSION_ENGINE).SessionStore(session.session_key).load()
+        current = get_user_model().objects.filter(pk=user.pk, is_active=True).first()
+        return (
+            current is not None
+            and str(stored.get(SESSION_KEY)) == str(user.pk)
+            and constant_time_compare(stored.get(HASH_SESSION_KEY, ""), current.get_session_auth_hash())
+        )
 
     @database_sync_to_async
     def _run_for(self, user, run_id: str) -> Run | None:

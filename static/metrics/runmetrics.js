@@ -192,7 +192,16 @@
     socket.onclose = function (event) {
       var status = document.getElementById("run-status");
       if (status && finalStates[status.textContent]) return;
-      if (event.code === 4401 || event.code === 4403 || event.code === 4404) return;  // no access
+      if (event.code === 4401 || event.code === 4403 || event.code === 4404) {  // no access: say why, stop
+        var notice = document.createElement("p");
+        notice.className = "error";
+        notice.setAttribute("role", "alert");
+        notice.textContent = event.code === 4401
+          ? "You are signed out (here or by a password change): sign in again to follow these metrics."
+          : "You no longer have access to this run: the charts stopped following.";
+        section.insertBefore(notice, section.firstChild);
+        return;
+      }
       setTimeout(connect, delay);
       delay = Math.min(delay * 2, 10000);
     };

@@ -91,7 +91,16 @@
     };
     socket.onclose = function (event) {
       if (status && finalStates[status.textContent]) return;
-      if (event.code === 4401 || event.code === 4403 || event.code === 4404) return;  // no access
+      if (event.code === 4401 || event.code === 4403 || event.code === 4404) {  // no access: say why, stop
+        var notice = document.createElement("p");
+        notice.className = "error";
+        notice.setAttribute("role", "alert");
+        notice.textContent = event.code === 4401
+          ? "You are signed out (here or by a password change): sign in again to follow this log."
+          : "You no longer have access to this run: the log stopped following.";
+        pre.parentNode.insertBefore(notice, pre);
+        return;
+      }
       setTimeout(connect, delay);
       delay = Math.min(delay * 2, 10000);
     };

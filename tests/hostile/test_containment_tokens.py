@@ -13,24 +13,31 @@ import json
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from urllib.parse import urlencode, urlsplit
 
 import pytest
+import websockets.exceptions
+import websockets.sync.client
 from axes.models import AccessAttempt
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.test import Client
 from django.utils import timezone
+from playwright.sync_api import expect
 
 from datastores.models import Datastore
 from registry.models import ModelVersion
 from runs.models import Run, RunStatus
+from runs.services import log_append
 from tests.conftest import PASSWORD, api_client, issue_token
 from tests.datastores.builders import upload
 from tests.hostile.test_identity import api_routes, call, snapshot_of_world
 from tests.metrics.builders import running_run
 from tests.metrics.test_sdk_metrics import run_env, script
+from tests.runs.builders import make_run
 from trainhub.api import IN_RUN, RUN_TOKEN_REFUSED, TokenAuth, api
 from trainhub.compute.models import ComputeCluster
 from trainhub.environments.models import Environment
@@ -367,3 +374,117 @@ def test_the_admin_sign_in_is_throttled_too(live_url):
     status, text = attacker.sign_in("root", PASSWORD, page="/admin/login/")
     assert status == 429 and locked_out_message() in text
     assert FormClient(live_url, address="127.0.0.2").sign_in("root", PASSWORD)[0] == 429
+
+
+@contextmanager
+def watching(live_url: str, browser: FormClient, run: Run) -> Iterator[websockets.sync.client.ClientConnection]:
+    """The run page's log socket, opened with `browser`'s session, once its replay is read."""
+    with websockets.sync.client.connect(
+        live_url.replace("http://", "ws://") + f"/ws/runs/{run.run_id}/logs/",
+        additional_headers={"Cookie": f"sessionid={browser.cookies['sessionid']}", "Origin": live_url},
+        open_timeout=30,
+    ) as socket:
+        while json.loads(socket.recv(timeout=30))["type"] != "replayed":
+            pass
+        yield socket
+
+
+def close_code(socket: websockets.sync.client.ClientConnection) -> int | None:
+    """The code the server closed `socket` with (reading what it sent before)."""
+    try:
+        while True:
+            socket.recv(timeout=20)
+    except websockets.exceptions.ConnectionClosed as closed:
+        return closed.rcvd.code if closed.rcvd else None
+
+
+def still_follows(socket: websockets.sync.client.ClientConnection, run: Run) -> bool:
+    log_append(run.pk, "std_log_process_0", ["a line for whoever still watches"])
+    while True:
+        message = json.loads(socket.recv(timeout=20))
+        if message["type"] == "lines":
+            return "a line for whoever still watches" in message["lines"]
+
+
+def signed_in_twice(live_url: str, username: str) -> tuple[FormClient, FormClient]:
+    """The same user signed in from two browsers (two sessions)."""
+    browsers = (FormClient(live_url), FormClient(live_url))
+    for browser in browsers:
+        assert browser.sign_in(username, PASSWORD)[0] == 302
+    return browsers
+
+
+@pytest.mark.slow
+def test_signing_out_closes_the_sockets_of_that_session(live_url, workspace, owner):
+    """The attack: a log socket opened before signing out (a shared computer, a stolen laptop left
+    on the run page) keeps streaming the run's log. Signing out closes it (4401, which the page
+    does not reconnect after); a socket of the same user's other, still signed-in browser stays."""
+    run = make_run(workspace, status=RunStatus.RUNNING, created_by=owner)
+    laptop, desktop = signed_in_twice(live_url, "olivia")
+    with watching(live_url, laptop, run) as on_laptop, watching(live_url, desktop, run) as on_desktop:
+        _, page, _ = laptop.request("GET", "/workspaces/")
+        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1)
+        signed_out, _, _ = laptop.request("POST", "/accounts/logout/", urlencode({"csrfmiddlewaretoken": token}))
+        assert signed_out == 302
+        assert close_code(on_laptop) == 4401
+        assert still_follows(on_desktop, run)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", ["password-change page", "set_password"])
+def test_a_password_change_closes_every_socket_of_the_user(live_url, workspace, owner, path):
+    """The attack: whoever learnt the old password opened a socket; the owner changes the password
+    (on the password-change page, or an administrator with set_password) and that socket must not
+    stream on. Every socket of the user closes with 4401; another member's stays."""
+    run = make_run(workspace, status=RunStatus.RUNNING, created_by=owner)
+    mine, intruder = signed_in_twice(live_url, "olivia")
+    colleague = FormClient(live_url, address="127.0.0.2")
+    assert colleague.sign_in("carl", PASSWORD)[0] == 302
+    stack = ExitStack()
+    sockets = [stack.enter_context(watching(live_url, browser, run)) for browser in (mine, intruder, colleague)]
+    if path == "set_password":
+        owner.set_password("a brand new passphrase")
+        owner.save()
+    else:
+        _, form, _ = mine.request("GET", "/accounts/password_change/")
+        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', form).group(1)
+        body = {
+            "old_password": PASSWORD,
+            "new_password1": "a brand new passphrase",
+            "new_password2": "a brand new passphrase",
+            "csrfmiddlewaretoken": token,
+        }
+        assert mine.request("POST", "/accounts/password_change/", urlencode(body))[0] == 302
+    assert close_code(sockets[0]) == 4401
+    assert close_code(sockets[1]) == 4401
+    assert still_follows(sockets[2], run)
+    stack.close()
+
+
+# Last in the module: the browser's event loop stays open in this thread until the module ends.
+@pytest.mark.slow
+@pytest.mark.browser
+def test_the_run_page_says_it_stopped_following_after_signing_out(page, live_url, workspace, owner):
+    """What the user sees: the run page open in one tab, signing out in another. The log and the
+    charts stop following, say why, and the page does not keep reconnecting."""
+    run = make_run(workspace, status=RunStatus.RUNNING, created_by=owner)
+    page.goto(f"{live_url}/accounts/login/")
+    page.get_by_label("Username").fill("olivia")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    sockets = []
+    page.on("websocket", lambda socket: sockets.append(socket))
+    page.goto(f"{live_url}/w/birds/runs/{run.run_id}/")
+    log_append(run.pk, "std_log_process_0", ["step 1"])
+    expect(page.locator("#log")).to_contain_text("step 1")
+    other_tab = page.context.new_page()
+    other_tab.goto(f"{live_url}/workspaces/")
+    other_tab.get_by_role("button", name="Sign out").click()
+    alerts = page.get_by_role("alert")
+    expect(alerts.filter(has_text="sign in again to follow this log")).to_have_count(1)
+    expect(alerts.filter(has_text="sign in again to follow these metrics")).to_have_count(1)
+    log_append(run.pk, "std_log_process_0", ["step 2"])
+    page.wait_for_timeout(2000)
+    expect(page.locator("#log")).not_to_contain_text("step 2")
+    # One log socket and one metrics socket, each opened once: no reconnecting.
+    assert sorted(s.url.rsplit("/", 2)[-2] for s in sockets) == ["logs", "metrics"]
