@@ -57,6 +57,8 @@ class RunOut(Schema):
     run_id: str
     number: int
     experiment: str
+    display_name: str
+    description: str
     status: str
     status_reason: str
     created_at: datetime
@@ -80,6 +82,13 @@ class RunOut(Schema):
     status_history: list[StatusChangeOut]
     processes: list[ProcessOut]
     portal_url: str
+
+
+class RunChangeIn(Schema):
+    display_name: str | None = None
+    description: str | None = None
+    tags: dict[str, str] | None = None
+    removed_tags: list[str] | None = None
 
 
 class FileOut(Schema):
@@ -109,6 +118,8 @@ def run_out(run: Run) -> RunOut:
         run_id=run.run_id,
         number=run.number,
         experiment=run.experiment.name,
+        display_name=run.display_name,
+        description=run.description,
         status=run.status,
         status_reason=run.status_reason,
         created_at=run.created_at,
@@ -225,6 +236,14 @@ def list_runs(
 def get_run(request: HttpRequest, workspace_name: str, run_id: str) -> RunOut:
     member = access(request, workspace_name)
     return run_out(selectors.run_get(member.workspace, run_id))
+
+
+@router.patch("/{workspace_name}/runs/{run_id}", response=RunOut)
+def update_run(request: HttpRequest, workspace_name: str, run_id: str, body: RunChangeIn) -> RunOut:
+    """A run's display name, description and tags, as people edit them (not from inside runs)."""
+    member = access(request, workspace_name)
+    run = services.run_update(access=member, run=selectors.run_get(member.workspace, run_id), **body.dict())
+    return run_out(selectors.run_get(member.workspace, run.run_id))
 
 
 @router.post("/{workspace_name}/runs/{run_id}/cancel", response=RunOut, auth=IN_RUN)

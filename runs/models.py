@@ -65,6 +65,7 @@ class Run(models.Model):
     number = models.PositiveIntegerField()
     run_id = models.CharField(max_length=120, unique=True)
     display_name = models.CharField(max_length=200, blank=True)
+    description = models.TextField(blank=True)
     status = models.CharField(max_length=12, choices=RunStatus.choices, default=RunStatus.QUEUED)
     status_reason = models.TextField(blank=True)
     created_by = models.ForeignKey(

@@ -393,6 +393,42 @@ def _docker_problem(cluster: ComputeCluster, environment: EnvironmentChoice) -> 
 # ---------------------------------------------------------------- cancel
 
 
+DISPLAY_NAME_TOO_LONG = "A run's display name has at most 200 characters."
+DESCRIPTION_TOO_LONG = "A run's description has at most 10,000 characters."
+BAD_TAG = "Tags are names of at most 255 characters with values of at most 1,000: {key!r} is not."
+
+
+def run_update(
+    *,
+    access: Access,
+    run: Run,
+    display_name: str | None = None,
+    description: str | None = None,
+    tags: dict[str, str] | None = None,
+    removed_tags: list[str] | None = None,
+) -> Run:
+    """A run's name and notes, edited by people: any value left None stays as it is; `tags` are
+    added or replaced, `removed_tags` dropped. Checked whole before anything changes."""
+    access.require(Action.WRITE)
+    if display_name is not None and len(display_name) > 200:
+        raise ValidationError(DISPLAY_NAME_TOO_LONG)
+    if description is not None and len(description) > 10_000:
+        raise ValidationError(DESCRIPTION_TOO_LONG)
+    for key, value in (tags or {}).items():
+        if not key.strip() or len(key) > 255 or len(str(value)) > 1000:
+            raise ValidationError(BAD_TAG.format(key=key))
+    with transaction.atomic():
+        locked = Run.objects.select_for_update().get(pk=run.pk)
+        if display_name is not None:
+            locked.display_name = display_name.strip()
+        if description is not None:
+            locked.description = description.strip()
+        merged = {**locked.tags, **{key.strip(): str(value) for key, value in (tags or {}).items()}}
+        locked.tags = {key: value for key, value in merged.items() if key not in set(removed_tags or [])}
+        locked.save(update_fields=["display_name", "description", "tags"])
+    return locked
+
+
 def run_cancel(*, access: Access, run: Run) -> Run:
     access.require(Action.WRITE)
     if run.is_final:

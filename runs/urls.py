@@ -10,6 +10,7 @@ urlpatterns = [
     path("w/<str:workspace_name>/run-states/", views.run_states, name="states"),
     path("w/<str:workspace_name>/runs/<str:run_id>/", views.run_detail, name="detail"),
     path("w/<str:workspace_name>/runs/<str:run_id>/cancel/", views.run_cancel, name="cancel"),
+    path("w/<str:workspace_name>/runs/<str:run_id>/edit/", views.run_edit, name="edit"),
     path("w/<str:workspace_name>/runs/<str:run_id>/file", views.run_file, name="file"),
     path("w/<str:workspace_name>/runs/<str:run_id>/log.txt", views.run_log_download, name="log"),
 ]

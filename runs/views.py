@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from asgiref.sync import sync_to_async
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import redirect
 from django.views.decorators.http import require_POST
@@ -92,6 +93,33 @@ def run_detail(request: HttpRequest, workspace_name: str, run_id: str) -> HttpRe
         tail=[c.as_message() for c in tail],
         streams=selectors.log_streams(run),
     )
+
+
+@login_required
+@require_POST
+def run_edit(request: HttpRequest, workspace_name: str, run_id: str) -> HttpResponse:
+    """The run page's name-and-notes form: tags as one `key=value` per line."""
+    access = workspace_selectors.access_for(request.user, workspace_name)
+    run = selectors.run_get(access.workspace, run_id)
+    tags: dict[str, str] = {}
+    for line in request.POST.get("tags", "").splitlines():
+        key, _, value = line.partition("=")
+        if key.strip():
+            tags[key.strip()] = value.strip()
+    try:
+        services.run_update(
+            access=access,
+            run=run,
+            display_name=request.POST.get("display_name", ""),
+            description=request.POST.get("description", ""),
+            tags=tags,
+            removed_tags=[key for key in run.tags if key not in tags],
+        )
+    except ValidationError as error:
+        messages.error(request, " ".join(error.messages))
+    else:
+        messages.success(request, "Saved.")
+    return redirect("runs:detail", workspace_name=workspace_name, run_id=run_id)
 
 
 @login_required

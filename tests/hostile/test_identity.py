@@ -134,7 +134,7 @@ def page_routes() -> list[str]:
 
 # Pages that only accept POST: GET answers 405 to members, which proves nothing; they are
 # attacked in test_readers_cannot_write_through_pages.
-POST_ONLY_PAGES = {"/cancel/", "/role/", "/remove/", "/revoke/", "/clone/", "/export-onnx/", "/delete/"}
+POST_ONLY_PAGES = {"/cancel/", "/edit/", "/role/", "/remove/", "/revoke/", "/clone/", "/export-onnx/", "/delete/"}
 
 
 def get_pages() -> list[str]:
@@ -208,6 +208,7 @@ def api_write_bodies(world: dict) -> dict[str, object]:
         "/runs": {"snapshot": world["_snapshot"], "compute_target": world["_cluster"],
                   "environment": {"name": "birds-env"}, "script": "train.py"},
         "/cancel": None,
+        "/runs/{run_id}": {"display_name": "stolen", "tags": {"stolen": "yes"}},
         "/models/{name}/versions": {"run_id": world["run_id"], "model_path": "outputs/model.pt"},
         "/versions/{version}": None,
         "/tags": {"add": {"stolen": "yes"}},
@@ -237,7 +238,7 @@ def snapshot_of_world() -> tuple:
     return (
         list(ComputeCluster.objects.values_list("name", flat=True).order_by("name")),
         list(Environment.objects.values_list("name", flat=True).order_by("name")),
-        list(Run.objects.values_list("run_id", "status").order_by("run_id")),
+        list(Run.objects.values_list("run_id", "status", "display_name", "tags").order_by("run_id")),
         list(ModelVersion.objects.values_list("model__name", "version", "tags").order_by("pk")),
         OnnxExport.objects.filter(passed__isnull=False).count(),
         list(DatastoreFile.objects.values_list("path", flat=True).order_by("path")),
@@ -268,6 +269,7 @@ PAGE_WRITES = {
     "/remove/": {},
     "/clone/": {"new_name": "stolen"},
     "/cancel/": {},
+    "/edit/": {"display_name": "stolen", "tags": "stolen=yes"},
     "/export-onnx/": {"sample_input_shape": "1,8"},
     "/delete/": {},
     "/compute/": {"name": "stolen", "vm_size": "LOCAL_CPU", "min_nodes": 0, "max_nodes": 1,

@@ -52,6 +52,22 @@ class Run(RunMetricsMixin, RunRegistryMixin):
         return (self._details or self._refresh())["number"]
 
     @property
+    def display_name(self) -> str:
+        return (self._details or self._refresh())["display_name"]
+
+    @display_name.setter
+    def display_name(self, value: str) -> None:
+        self._details = self._ws._http.patch(self._api(), json={"display_name": str(value)})
+
+    @property
+    def description(self) -> str:
+        return (self._details or self._refresh())["description"]
+
+    @description.setter
+    def description(self, value: str) -> None:
+        self._details = self._ws._http.patch(self._api(), json={"description": str(value)})
+
+    @property
     def status(self) -> str:
         return self.get_status()
 
