@@ -12,6 +12,7 @@ have bwrap || need+=(bubblewrap)
 if [ "$profile" = test ]; then
   have chromium || need+=(chromium)
   have ip || need+=(iproute2)
+  have openssl || need+=(openssl)
   ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 fi
 

@@ -22,7 +22,7 @@ from rq import Queue, Worker
 from runs.models import LogChunk, Run, RunProcess
 from runs.sandbox import SANDBOXED
 from tests.helpers.ports import free_port
-from tests.helpers.processes import BASE_DIR, process_env, wait_until
+from tests.helpers.processes import BASE_DIR, NodeProcess, process_env, wait_until
 from trainhub.compute.models import Node
 from trainhub.datadir import REDIS_PASSWORD_FILE
 from trainhub.redis_conn import get_redis
@@ -209,6 +209,69 @@ def test_an_mpi_run_finds_no_redis_credential_in_its_launchers(ws, two_nodes, tm
     assert "QUEUED" not in log and "-> +OK" not in log, log
     assert not (tmp_path / "pwned").exists()
     assert_no_secret_in({"the run's log": log, **{f"node {n.name}'s log": n.log() for n in two_nodes}})
+
+
+ENVIRONMENT_CHECK = """
+import os, sys
+password = sys.argv[1]
+held = [name for name, value in os.environ.items() if "redis://" in value or "rediss://" in value or password in value]
+print("variables naming Redis or holding its password:", held or "none", flush=True)
+"""
+
+
+@pytest.fixture
+def tls_redis(tmp_path):
+    """The session's Redis also serving TLS on a port of its own, as an administrator sets one up
+    for nodes on other machines (a self-signed certificate the node is told to trust)."""
+    cert, key = tmp_path / "redis-cert.pem", tmp_path / "redis-key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    connection = get_redis()
+    port = free_port()
+    connection.config_set("tls-cert-file", str(cert))
+    connection.config_set("tls-key-file", str(key))
+    connection.config_set("tls-auth-clients", "no")
+    connection.config_set("tls-port", port)
+    try:
+        yield port, cert
+    finally:
+        connection.config_set("tls-port", 0)
+
+
+def test_a_node_joins_with_the_password_in_a_rediss_url(ws, cluster, live_server_process, tls_redis, tmp_path):
+    """README's way for a node on another machine: REDIS_URL=rediss://trainhub:<password>@host:port
+    (the TLS port only speaks TLS, so a node that works through it used TLS). The node runs a run
+    to the end, and the run's environment holds neither the URL nor the password."""
+    port, cert = tls_redis
+    password = redis_password()
+    url = f"rediss://trainhub:{password}@127.0.0.1:{port}/0?ssl_ca_certs={cert}"
+    with pytest.raises(redis.ConnectionError):
+        redis.Redis(port=port, username="trainhub", password=password, socket_timeout=5).ping()
+    node = NodeProcess(cluster, tmp_path, REDIS_URL=url, TRAINHUB_NODE_SERVER_URL=live_server_process.url).start()
+    try:
+        project = tmp_path / "check"
+        project.mkdir()
+        (project / "check.py").write_text(ENVIRONMENT_CHECK)
+        src = ScriptRunConfig(
+            source_directory=str(project),
+            script="check.py",
+            arguments=[password],
+            compute_target="cpu-cluster",
+            environment=Environment.get(workspace=ws, name="TrainHub-PyTorch-2.13-CPU"),
+        )
+        run = Experiment(ws, "rediss-node").submit(src)
+        details = run.wait_for_completion(raise_on_error=False)
+    finally:
+        node.stop()
+    log = log_text(run.id)
+    assert details["status"] == "Completed", log
+    assert RunProcess.objects.get(run__run_id=run.id, rank=0).node_name == node.name
+    assert "variables naming Redis or holding its password: none" in log, log
+    assert password not in node.log()
 
 
 WAITER = """
