@@ -21,7 +21,7 @@ from urllib.parse import unquote, urlparse
 
 import redis
 
-from trainhub.datadir import redacted, redis_url_with_credentials
+from trainhub.datadir import private_dir, redacted, redis_url_with_credentials
 
 # Stopping Redis last lets workers and nodes say goodbye to it; honcho kills whatever is
 # left 5 s after Ctrl-C, so the wait for them stays well below that.
@@ -69,7 +69,7 @@ def redis_server_command(url: str, data_dir: Path, persistent: bool = True) -> l
     parsed = urlparse(url)
     host = parsed.hostname or "127.0.0.1"
     port = parsed.port or 6379
-    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    private_dir(data_dir)
     return [
         "redis-server",
         "-",
