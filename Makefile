@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test system-deps-run system-deps-test docker-engine install bench lint clean
+.PHONY: run test system-deps-run system-deps-test docker-engine install bench lint clean screenshots
 
 run: system-deps-run $(STAMP)
 	$(PY) manage.py trainhub_up
@@ -37,6 +37,10 @@ $(STAMP): pyproject.toml
 	env $$($(PY) -m trainhub.pipconf --env) $(VENV)/bin/uv pip install --python $(PY) \
 		$$($(PY) -m trainhub.pipconf) -e '.[dev]'
 	touch $(STAMP)
+
+# The README's pictures of the runs table, the compare view and a run page (docs/screenshots/).
+screenshots: system-deps-test $(STAMP)
+	TRAINHUB_SCREENSHOTS=1 $(PY) -m pytest tests/browser/test_screenshots.py -q
 
 bench: $(STAMP)
 	@for script in bench/*.py; do echo "== $$script"; $(PY) $$script || exit 1; done
