@@ -212,3 +212,25 @@ def test_more_nodes_than_the_cluster_allows_is_refused_at_submit(ws, cluster):
     with pytest.raises(UserErrorException, match="asks for 3 nodes but compute target 'cpu-cluster' has at most 2"):
         Experiment(ws, "too-big").submit(src)
     assert not Run.objects.exists()
+
+
+def test_the_tutorials_mpi_script_runs_on_two_nodes(ws, two_nodes, tmp_path):
+    """docs/tutorial.md's MPI step, as a reader copies it: its script and its submit."""
+    from django.conf import settings
+
+    tutorial = (settings.BASE_DIR / "docs" / "tutorial.md").read_text()
+    script = tutorial.split("Save this as `mpi_allreduce.py` in the project folder:\n\n```python\n", 1)[1]
+    (tmp_path / "mpi_allreduce.py").write_text(script.split("```", 1)[0])
+    src = ScriptRunConfig(
+        source_directory=str(tmp_path),
+        script="mpi_allreduce.py",
+        compute_target=ComputeTarget(workspace=ws, name="cpu-cluster"),
+        environment=Environment.get(ws, "TrainHub-PyTorch-2.13-CPU"),
+        distributed_job_config=MpiConfiguration(node_count=2),
+    )
+    run = Experiment(ws, "mpi").submit(src)
+    assert run.wait_for_completion()["status"] == "Completed"
+    assert sorted(rank_lines(run, "the sum over all ranks is 3")) == [
+        "rank 0 of 2: the sum over all ranks is 3",
+        "rank 1 of 2: the sum over all ranks is 3",
+    ]
