@@ -153,6 +153,8 @@ X_FRAME_OPTIONS = "DENY"
 # Without a password in REDIS_URL, the site's own credential (user `trainhub`, its password made once
 # in <data dir>/redis-password) is used: the Redis `make run` starts refuses every other client.
 REDIS_URL = redis_url_with_credentials(envstr("REDIS_URL", "redis://127.0.0.1:6379/0"), DATA_DIR)
+# DEBUG's error pages and error mails show the settings: not these two.
+DEFAULT_EXCEPTION_REPORTER_FILTER = "trainhub.ops.error_reports.SettingsFilter"
 
 # No channel layer: live events reach sockets through runs/live.py (one Redis subscription per
 # followed run per web process), not one Redis list per socket.

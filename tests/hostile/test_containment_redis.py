@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 import pytest
 import redis
 from django.conf import settings
+from django.views.debug import technical_500_response
 from rq import Queue, Worker
 
 from runs.models import LogChunk, Run, RunProcess
@@ -388,3 +389,14 @@ def _children(pid: int) -> list[int]:
         except (OSError, IndexError, ValueError):
             pass
     return found
+
+
+def test_a_debug_error_page_does_not_show_the_redis_password(rf):
+    """With DEBUG on (a development machine), Django's error page lists the settings: REDIS_URL
+    and RQ_QUEUES hold the password, and are shown masked like SECRET_KEY."""
+    try:
+        raise RuntimeError("boom")
+    except RuntimeError:
+        page = technical_500_response(rf.get("/w/birds/"), *sys.exc_info()).content.decode()
+    assert "REDIS_URL" in page and "RQ_QUEUES" in page
+    assert_no_secret_in({"the error page": page})
