@@ -26,6 +26,7 @@ from tests.helpers.ports import free_port
 from tests.helpers.processes import BASE_DIR, NodeProcess, process_env, wait_until
 from trainhub.compute.models import Node
 from trainhub.datadir import REDIS_PASSWORD_FILE
+from trainhub.ops.redis_server import redis_answers
 from trainhub.redis_conn import get_redis
 from trainhub.sdk import Environment, Experiment, ScriptRunConfig
 from trainhub.sdk.runconfig import MpiConfiguration
@@ -400,3 +401,26 @@ def test_a_debug_error_page_does_not_show_the_redis_password(rf):
         page = technical_500_response(rf.get("/w/birds/"), *sys.exc_info()).content.decode()
     assert "REDIS_URL" in page and "RQ_QUEUES" in page
     assert_no_secret_in({"the error page": page})
+
+
+def test_make_runs_redis_launcher_refuses_a_redis_without_its_credential(tmp_path):
+    """A Redis without a password already on REDIS_URL's port (a machine's own, say): `make run`
+    must not use it, since runs would reach it freely. The launcher stops, saying how to go on."""
+    port = free_port()
+    other = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        wait_until(lambda: redis_answers(f"redis://127.0.0.1:{port}/0"), 20, message="the other Redis")
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("TRAINHUB_", "REDIS_URL"))}
+        env.update(TRAINHUB_DATA_DIR=str(tmp_path / "data"), REDIS_URL=f"redis://127.0.0.1:{port}/0")
+        launcher = subprocess.run(
+            [sys.executable, "-m", "trainhub.ops.redis_server"], cwd=BASE_DIR, env=env, capture_output=True, text=True
+        )
+    finally:
+        other.terminate()
+        other.wait(10)
+    assert launcher.returncode == 1
+    assert f"The Redis at redis://trainhub:***@127.0.0.1:{port}/0 refuses TrainHub's credential" in launcher.stderr
+    assert (tmp_path / "data" / REDIS_PASSWORD_FILE).read_text().strip() not in launcher.stdout + launcher.stderr
