@@ -36,7 +36,7 @@ def test_it_lists_the_curated_and_the_workspaces_environments(
         {"name": "secret-env", "spec": SIX_SPEC},
     )
     listed = {e["name"]: e for e in api.get(BASE).json()}
-    assert set(listed) == {PYTORCH_CPU_NAME, "birds-env"}
+    assert set(listed) == {PYTORCH_CPU_NAME, "TrainHub-PyTorch-2.13", "birds-env"}
     assert listed[PYTORCH_CPU_NAME]["curated"] and not listed["birds-env"]["curated"]
     assert listed[PYTORCH_CPU_NAME]["spec"]["pip"] == ["torch==2.13.0", "numpy"]
 

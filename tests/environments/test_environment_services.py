@@ -107,10 +107,14 @@ def test_curated_environments_are_seen_by_every_workspace_but_custom_ones_only_b
 ):
     register(member, contributor)
     assert [e.name for e in selectors.visible_environments(member.workspace)] == [
+        "TrainHub-PyTorch-2.13",
         PYTORCH_CPU_NAME,
         "birds-env",
     ]
-    assert [e.name for e in selectors.visible_environments(other_workspace)] == [PYTORCH_CPU_NAME]
+    assert [e.name for e in selectors.visible_environments(other_workspace)] == [
+        "TrainHub-PyTorch-2.13",
+        PYTORCH_CPU_NAME,
+    ]
     with pytest.raises(Exception, match="No environment named 'birds-env'"):
         selectors.environment_get(other_workspace, "birds-env")
 

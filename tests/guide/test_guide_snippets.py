@@ -210,7 +210,10 @@ def test_the_environment_snippets(guide):
     run_snippet("save env", namespace)
     saved = Path(namespace["curated_env_name"])
     assert "torch==2.13.0" in (saved / "conda_dependencies.yml").read_text()
-    assert Environment.load_from_directory(saved).python.conda_dependencies.pip_packages == ["torch==2.13.0", "numpy"]
+    # 'TrainHub-PyTorch-1.6-GPU' is the curated PyTorch environment that answers to the cloud's name.
+    assert Environment.load_from_directory(saved).python.conda_dependencies.pip_packages == [
+        "torch==2.13.0", "numpy", "pillow", "onnx", "onnxscript", "mpi4py"
+    ]
 
     run_snippet("conda env", namespace)
     assert namespace["pytorch_env"].python.conda_dependencies.get_python_version() == "3.11"

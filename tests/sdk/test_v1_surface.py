@@ -55,7 +55,7 @@ def test_the_collections_of_a_workspace(ws, tmp_path):
     assert list(ws.compute_targets) == ["cpu-cluster"]
     assert ws.compute_targets["cpu-cluster"].vm_size == "STANDARD_D2_V2"
     assert ws.models["birds"].version == 2
-    assert "TrainHub-PyTorch-2.13-CPU" in ws.environments
+    assert {"TrainHub-PyTorch-2.13", "TrainHub-PyTorch-2.13-CPU"} <= set(ws.environments)
     assert list(ws.datastores) == ["workspaceblobstore"]
     assert ws.experiments == {}
 
@@ -135,9 +135,9 @@ def test_a_cluster_runs_were_made_on_is_kept(ws, tmp_path):
     ],
 )
 def test_the_cloud_curated_pytorch_names_resolve_to_the_curated_environment(ws, azure_name):
-    with pytest.warns(UserWarning, match=f"{azure_name} is TrainHub's curated environment TrainHub-PyTorch-2.13-CPU"):
+    with pytest.warns(UserWarning, match=f"{azure_name} is TrainHub's curated environment TrainHub-PyTorch-2.13"):
         env = Environment.get(ws, name=azure_name)
-    assert (env.name, env.is_curated) == ("TrainHub-PyTorch-2.13-CPU", True)
+    assert (env.name, env.is_curated) == ("TrainHub-PyTorch-2.13", True)
     assert "torch==2.13.0" in env.python.conda_dependencies.pip_packages
 
 
@@ -149,9 +149,9 @@ def test_an_unknown_cloud_name_is_still_not_found(ws):
 def test_the_environment_page_names_what_it_answers_to(ws, client_for, owner):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        listed = Environment.list(ws)["TrainHub-PyTorch-2.13-CPU"]
+        listed = Environment.list(ws)["TrainHub-PyTorch-2.13"]
     assert "AzureML-acpt-pytorch-2.2-cuda12.1" in listed.answers_to
-    page = client_for(owner).get("/w/birds/environments/TrainHub-PyTorch-2.13-CPU/").content.decode()
+    page = client_for(owner).get("/w/birds/environments/TrainHub-PyTorch-2.13/").content.decode()
     assert "AzureML-PyTorch-1.6-GPU" in page and "not those the names say" in page
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 RESERVED_PREFIX = "TrainHub-"
@@ -16,10 +17,21 @@ def is_reserved(name: str) -> bool:
     # Any capitalisation: "trainhub-pytorch" next to "TrainHub-PyTorch" would fool people as well.
     return name.lower().startswith(RESERVED_PREFIX.lower())
 
+PYTORCH_NAME = "TrainHub-PyTorch-2.13"
+PYTORCH_DESCRIPTION = (
+    "PyTorch 2.13.0 (the nodes' build: CPU, or CUDA where nodes have GPUs), NumPy, Pillow, ONNX, "
+    "onnxscript and mpi4py on Python 3.11: what the cloud SDK's curated PyTorch environments hold, "
+    "at TrainHub's versions. The cloud's curated PyTorch names find this environment."
+)
+PYTORCH_SPEC: dict[str, Any] = {
+    "python": "3.11",
+    "pip": ["torch==2.13.0", "numpy", "pillow", "onnx", "onnxscript", "mpi4py"],
+}
+
 # The cloud SDK's curated PyTorch names that its published v1 examples use. Each is found as
 # TrainHub-<rest> (the porting rule) and as written; the versions inside are TrainHub's.
 AZURE_PREFIX = "AzureML-"
-PYTORCH_CPU_ANSWERS_TO = [
+PYTORCH_ANSWERS_TO = [
     "AzureML-PyTorch-1.6-GPU",
     "AzureML-PyTorch-1.6-CPU",
     "AzureML-pytorch-1.10-ubuntu18.04-py38-cuda11-gpu",
@@ -38,3 +50,17 @@ def alias_key(name: str) -> str | None:
         if lowered.startswith(prefix):
             return lowered[len(prefix) :]
     return None
+
+
+@dataclass(frozen=True)
+class Seeded:
+    name: str
+    spec: dict[str, Any]
+    description: str
+    answers_to: list[str] = field(default_factory=list)
+
+
+SEEDED = (
+    Seeded(PYTORCH_CPU_NAME, PYTORCH_CPU_SPEC, PYTORCH_CPU_DESCRIPTION),
+    Seeded(PYTORCH_NAME, PYTORCH_SPEC, PYTORCH_DESCRIPTION, PYTORCH_ANSWERS_TO),
+)

@@ -354,22 +354,20 @@ def build_enqueue(*, user: AbstractBaseUser, version: EnvironmentVersion) -> Non
 
 @transaction.atomic
 def seed_demo(*, workspace, user) -> None:
-    """`make run`'s curated PyTorch environment, answering to the cloud SDK's PyTorch names.
-    Idempotent: a second call changes nothing."""
-    environment = Environment.objects.filter(workspace__isnull=True, name=curated.PYTORCH_CPU_NAME).first()
-    if environment is not None and not environment.answers_to:
-        environment.answers_to = list(curated.PYTORCH_CPU_ANSWERS_TO)
-        environment.save(update_fields=["answers_to"])
-    if environment is not None and environment.versions.exists():
-        return
-    registration = _curated_save(
-        user=user,
-        name=curated.PYTORCH_CPU_NAME,
-        spec=curated.PYTORCH_CPU_SPEC,
-        description=curated.PYTORCH_CPU_DESCRIPTION,
-        deprecated=False,
-        environment=environment,
-    )
-    Environment.objects.filter(pk=registration.version.environment_id).update(
-        answers_to=list(curated.PYTORCH_CPU_ANSWERS_TO)
-    )
+    """`make run`'s curated PyTorch environments: the lean CPU one, and the full one that answers
+    to the cloud SDK's curated PyTorch names. Idempotent: a second call changes nothing."""
+    for seeded in curated.SEEDED:
+        environment = Environment.objects.filter(workspace__isnull=True, name=seeded.name).first()
+        if environment is None or not environment.versions.exists():
+            registration = _curated_save(
+                user=user,
+                name=seeded.name,
+                spec=seeded.spec,
+                description=seeded.description,
+                deprecated=False,
+                environment=environment,
+            )
+            environment = registration.version.environment
+        if seeded.answers_to and not environment.answers_to:
+            environment.answers_to = list(seeded.answers_to)
+            environment.save(update_fields=["answers_to"])
