@@ -178,8 +178,11 @@ def test_bad_values_inside_a_script(workspace, live_url, tmp_path):
     assert done.returncode == 0, done.stderr
     assert done.stderr.count("is not finite") == 1
     assert (
-        "TypeError: run.log('loss', ...): the value must be a number (int or float), not str."
-        in done.stdout
+        "TypeError: run.log('loss', ...): 'loss' already holds numbers in this run, and text cannot "
+        "join them; log it under another name." in done.stdout
+    )
+    assert "TypeError: run.log('loss', ...): the value must be a number (int or float) or a string, not list." in (
+        done.stdout
     )
     assert done.stdout.count("TypeError:") == 3
     assert (
@@ -239,3 +242,47 @@ def test_offline_get_context_prints_and_keeps_values(tmp_path):
     )
     assert '{"lr": "0.01"}' in lines
     assert time.monotonic() - started < 30
+
+
+def test_a_text_value_is_kept_and_read_back_as_text(workspace, owner_token, live_url, tmp_path, client_for, owner):
+    from trainhub.sdk import Experiment, Workspace
+    from trainhub.sdk.run import Run
+
+    run, token = running_run(workspace)
+    path = script(
+        tmp_path,
+        """
+        from trainhub.sdk import Run
+        run = Run.get_context()
+        run.log("optimizer", "sgd")
+        run.log("note", "warming up")
+        run.log("note", "converged")
+        run.log("loss", 0.5)
+        try:
+            run.log("note", 1.0)
+        except TypeError as error:
+            print("TypeError:", error)
+        print("inside", sorted(run.get_metrics().items()))
+        """,
+    )
+    done = subprocess.run(
+        [sys.executable, path], env=run_env(run, token, live_url), capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert "TypeError: run.log('note', ...): 'note' already holds text in this run" in done.stdout
+    expected = {"optimizer": "sgd", "note": ["warming up", "converged"], "loss": 0.5}
+    assert f"inside {sorted(expected.items())}" in done.stdout
+    ws = Workspace.get("birds", url=live_url, token=owner_token)
+    assert Run(Experiment(ws, run.experiment.name), run.run_id).get_metrics() == expected
+    page = client_for(owner).get(f"/w/birds/runs/{run.run_id}/").content.decode()
+    assert "converged" in page and "sgd" in page
+
+
+def test_an_offline_run_keeps_text_values_too(capsys):
+    from trainhub.sdk._run_context import OfflineRun
+
+    run = OfflineRun()
+    run.log("optimizer", "sgd")
+    run.log("loss", 0.25)
+    assert run.get_metrics() == {"optimizer": "sgd", "loss": 0.25}
+    assert "[offline run] optimizer = 'sgd'" in capsys.readouterr().out

@@ -63,6 +63,7 @@ def test_the_collections_of_a_workspace(ws, tmp_path):
 def test_get_status_of_a_cluster_serializes_as_the_notebooks_print_it(ws):
     from trainhub.sdk import ComputeTarget
     from trainhub.sdk.compute import AmlCompute
+    from trainhub.sdk.exceptions import ComputeTargetException
 
     config = AmlCompute.provisioning_configuration(vm_size="STANDARD_D2_V2", min_nodes=1, max_nodes=3)
     target = ComputeTarget.create(ws, "cpu-cluster", config)
@@ -86,6 +87,16 @@ def test_get_status_of_a_cluster_serializes_as_the_notebooks_print_it(ws):
     }
     assert (serialized["vmSize"], serialized["provisioningState"]) == ("STANDARD_D2_V2", "Succeeded")
     assert target.list_nodes() == []
+
+    target.update(idle_seconds_before_scaledown="300")  # train-on-amlcompute passes a string
+    target.update(max_nodes=4)
+    assert target.get_status().scale_settings == {
+        "minNodeCount": 1,
+        "maxNodeCount": 4,
+        "nodeIdleTimeBeforeScaleDown": "PT300S",
+    }
+    with pytest.raises(ComputeTargetException, match="min_nodes \\(5\\) must be at most max_nodes \\(4\\)"):
+        target.update(min_nodes=5)
 
 
 def test_delete_removes_a_cluster_and_readers_and_outsiders_cannot(

@@ -44,6 +44,12 @@ class ClusterIn(Schema):
     provisioner: str = "local"
 
 
+class ClusterUpdateIn(Schema):
+    min_nodes: int | None = None
+    max_nodes: int | None = None
+    idle_seconds_before_scaledown: int | None = None
+
+
 class ClusterOut(Schema):
     name: str
     vm_size: str
@@ -123,6 +129,13 @@ def create_cluster(request: HttpRequest, workspace_name: str, payload: ClusterIn
     member = access(request, workspace_name)
     cluster = services.cluster_create(access=member, user=request.user, **payload.dict())
     return Status(201, _out(cluster))
+
+
+@router.patch("/{workspace_name}/computes/{name}", response=ClusterOut)
+def update_cluster(request: HttpRequest, workspace_name: str, name: str, payload: ClusterUpdateIn) -> ClusterOut:
+    member = access(request, workspace_name)
+    cluster = selectors.cluster_get(member.workspace, name)
+    return _out(services.cluster_update(access=member, cluster=cluster, **payload.dict()))
 
 
 @router.delete("/{workspace_name}/computes/{name}", response={204: None})

@@ -77,6 +77,31 @@ def cluster_create(
 
 
 @transaction.atomic
+def cluster_update(
+    *,
+    access: Access,
+    cluster: ComputeCluster,
+    min_nodes: int | None = None,
+    max_nodes: int | None = None,
+    idle_seconds_before_scaledown: int | None = None,
+) -> ComputeCluster:
+    """Change a cluster's scale settings; the controller steers to them on its next tick."""
+    access.require(Action.WRITE)
+    cluster = ComputeCluster.objects.select_for_update().get(pk=cluster.pk)
+    min_nodes = cluster.min_nodes if min_nodes is None else min_nodes
+    max_nodes = cluster.max_nodes if max_nodes is None else max_nodes
+    if min_nodes < 0 or max_nodes < 1 or min_nodes > max_nodes:
+        raise ValidationError(BAD_NODE_COUNTS.format(min=min_nodes, max=max_nodes))
+    if idle_seconds_before_scaledown is not None and idle_seconds_before_scaledown < 0:
+        raise ValidationError("idle_seconds_before_scaledown must be 0 or more.")
+    cluster.min_nodes, cluster.max_nodes = min_nodes, max_nodes
+    if idle_seconds_before_scaledown is not None:
+        cluster.idle_seconds_before_scaledown = idle_seconds_before_scaledown
+    cluster.save(update_fields=["min_nodes", "max_nodes", "idle_seconds_before_scaledown"])
+    return cluster
+
+
+@transaction.atomic
 def cluster_delete(*, access: Access, cluster: ComputeCluster) -> None:
     """Delete a cluster no run was made on; its idle nodes see their row gone and stop."""
     access.require(Action.WRITE)

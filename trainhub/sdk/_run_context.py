@@ -12,7 +12,7 @@ import threading
 from typing import Any
 
 from trainhub.sdk._run_metrics import (
-    NOT_A_NUMBER,
+    NOT_A_LIST,
     NOT_FINITE_WARNING,
     UrllibTransport,
     as_cell,
@@ -21,6 +21,7 @@ from trainhub.sdk._run_metrics import (
     as_tag_value,
     check_name,
     run_rank,
+    table_view,
 )
 
 
@@ -65,6 +66,10 @@ class OfflineRun:
 
     def log(self, name: str, value: Any, step: int | None = None, description: str = "") -> None:
         check_name(name)
+        if isinstance(value, str):
+            self._tables.setdefault(name, []).append({name: as_cell(name, name, value)})
+            print(f"[offline run] {name} = {value!r}")
+            return
         value = as_number(name, value)
         if not math.isfinite(value):
             if name not in self._non_finite:
@@ -81,7 +86,7 @@ class OfflineRun:
 
     def log_list(self, name: str, value: Any, description: str = "") -> None:
         if isinstance(value, (str, bytes)):
-            raise TypeError(NOT_A_NUMBER.format(name=name, kind=type(value).__name__))
+            raise TypeError(NOT_A_LIST.format(name=name, kind=type(value).__name__))
         for item in value:
             self.log(name, item, description=description)
 
@@ -113,8 +118,7 @@ class OfflineRun:
             values = [value for _, value in points]
             found[metric] = values[0] if len(values) == 1 else values
         for table, rows in self._tables.items():
-            columns = {key: None for row in rows for key in row}
-            found[table] = {key: [row.get(key) for row in rows] for key in columns}
+            found[table] = table_view(table, rows)
         if name is not None:
             return {name: found[name]} if name in found else {}
         return found

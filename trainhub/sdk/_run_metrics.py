@@ -43,8 +43,12 @@ _ROW = object()
 _TAG = object()
 
 NOT_A_NUMBER = (
-    "run.log({name!r}, ...): the value must be a number (int or float), not {kind}. "
-    "Record text with run.tag() or run.log_row()."
+    "run.log({name!r}, ...): the value must be a number (int or float) or a string, not {kind}."
+)
+NOT_A_LIST = "run.log_list({name!r}, ...) takes a list of values, not a single {kind}."
+MIXED_KINDS = (
+    "run.log({name!r}, ...): {name!r} already holds {has} in this run, and {given} cannot join "
+    "them; log it under another name."
 )
 BAD_NAME = "A metric name must be a string of 1 to 255 characters, not {got}."
 NOT_FINITE_WARNING = (
@@ -150,16 +154,23 @@ def as_tag_value(key: str, value: Any) -> str:
     return value
 
 
+def table_view(name: str, rows: list[dict[str, Any]]) -> Any:
+    """A table's columns; the texts `run.log(name, 'text')` kept, when its one column is its name."""
+    columns: dict[str, list[Any]] = {}
+    for key in {key: None for row in rows for key in row}:
+        columns[key] = [row.get(key) for row in rows]
+    if list(columns) == [name]:
+        texts = columns[name]
+        return texts[0] if len(texts) == 1 else texts
+    return columns
+
+
 def metrics_view(answer: dict[str, Any]) -> dict[str, Any]:
     """The server's series as `get_metrics()` gives them: a value, a list, or table columns."""
     found: dict[str, Any] = {}
     for name, series in answer["metrics"].items():
         if series["kind"] == "table":
-            columns: dict[str, list[Any]] = {}
-            rows = series["rows"]
-            for key in {key: None for row in rows for key in row["cells"]}:
-                columns[key] = [row["cells"].get(key) for row in rows]
-            found[name] = columns
+            found[name] = table_view(name, [row["cells"] for row in series["rows"]])
         else:
             values = series["values"]
             found[name] = values[0] if len(values) == 1 else values
@@ -238,6 +249,7 @@ class MetricsBuffer:
         self.rank = rank
         self.items: collections.deque[tuple[Any, Any, Any, float]] = collections.deque()
         self.names: set[str] = set()
+        self.text_names: set[str] = set()
         self.non_finite: set[str] = set()
         self.descriptions: dict[str, str] = {}
         self.wake = threading.Event()
@@ -430,12 +442,17 @@ class RunMetricsMixin:
         """Record one value of a metric (`step` defaults to the metric's previous step + 1)."""
         buffer = self._metrics_buffer or self._metrics()
         if type(value) is not float:
+            if isinstance(value, str):
+                self._log_text(buffer, name, value, step, description)
+                return
             value = as_number(name, value)
         try:
             known = name in buffer.names
         except TypeError:
             known = False
         if not known:
+            if name in buffer.text_names:
+                raise TypeError(MIXED_KINDS.format(name=name, has="text", given="a number"))
             buffer.add_name(name)
         if value - value != 0.0:  # NaN or ±inf, without a function call
             buffer.drop_non_finite(name, value)
@@ -448,10 +465,24 @@ class RunMetricsMixin:
         if len(buffer.items) >= BATCH_ITEMS:
             buffer.wake.set()
 
+    def _log_text(self, buffer: MetricsBuffer, name: str, value: str, step: Any, description: str) -> None:
+        """`run.log(name, 'text')`: kept as a one-column table named after the metric, which
+        `get_metrics()` reads back as the text (or the list of texts)."""
+        check_name(name)
+        if name in buffer.names:
+            raise TypeError(MIXED_KINDS.format(name=name, has="numbers", given="text"))
+        cells = {name: as_cell(name, name, value)}
+        if step is not None:
+            step = as_step(name, step)
+        buffer.text_names.add(name)
+        if description:
+            buffer.descriptions[name] = str(description)[:1000]
+        buffer.items.append((_ROW, (name, cells), step, time.time()))
+
     def log_list(self, name: str, value: Iterable[Any], description: str = "") -> None:
         """Record a list of values of a metric, at consecutive steps."""
         if isinstance(value, (str, bytes)):
-            raise TypeError(NOT_A_NUMBER.format(name=name, kind=type(value).__name__))
+            raise TypeError(NOT_A_LIST.format(name=name, kind=type(value).__name__))
         for item in value:
             self.log(name, item, description=description)
 

@@ -123,6 +123,27 @@ class ComputeTarget:
         self.refresh_state()
         return [dict(node) for node in self._details["nodes"]]
 
+    def update(
+        self,
+        min_nodes: int | None = None,
+        max_nodes: int | None = None,
+        idle_seconds_before_scaledown: int | None = None,
+    ) -> None:
+        """Change the scale settings; what is not given stays."""
+        try:
+            self._details = self.workspace._http.patch(
+                self.workspace.api(f"computes/{self.name}"),
+                json={
+                    "min_nodes": min_nodes,
+                    "max_nodes": max_nodes,
+                    "idle_seconds_before_scaledown": None
+                    if idle_seconds_before_scaledown is None
+                    else int(idle_seconds_before_scaledown),
+                },
+            )
+        except exceptions.UserErrorException as error:
+            raise ComputeTargetException(str(error), status=error.status, code=error.code) from None
+
     def delete(self) -> None:
         """Delete the cluster (its idle nodes stop). Refused while a node runs something, and for a
         cluster that runs were made on: their history keeps it."""

@@ -36,8 +36,9 @@ class MpiConfiguration:
 
 @dataclass
 class DockerConfiguration:
-    """`docker_runtime_config=DockerConfiguration(use_docker=True)`. Whether a run is built as an
-    image is the environment's `docker.enabled`; this object is accepted and recorded as given."""
+    """`docker_runtime_config=DockerConfiguration(use_docker=True)`, accepted as the cloud SDK's
+    notebooks pass it: whether a run is built as an image follows the environment's
+    `docker.enabled`."""
 
     use_docker: bool | None = None
     shm_size: str | None = None
