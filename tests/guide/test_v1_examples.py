@@ -5,8 +5,8 @@ what the notebook shows checked as the user would see it.
 Examples of the two repositories that do not run here, and why (docs/porting.md has the table):
 train-on-local and using-environments submit to compute_target="local", which TrainHub refuses
 with its reason (tests/sdk/test_v1_surface.py); azureml-examples' v1 mnist job pins python=3.6
-and the azureml-* packages in its conda file, which the nodes' builder refuses; the MLflow and
-HyperDrive examples are their own issues.
+in its conda file, which the nodes' builder refuses; the MLflow and HyperDrive examples are their
+own issues.
 """
 
 from __future__ import annotations

@@ -128,11 +128,13 @@ def test_a_cluster_runs_were_made_on_is_kept(ws, tmp_path):
 
     target = ComputeTarget.create(ws, "cpu-cluster", AmlCompute.provisioning_configuration(vm_size="STANDARD_D2_V2"))
     (tmp_path / "train.py").write_text("print('hello')\n")
-    Experiment(ws, "kept").submit(
+    run = Experiment(ws, "kept").submit(
         ScriptRunConfig(source_directory=str(tmp_path), script="train.py", compute_target=target), show_progress=False
     )
     with pytest.raises(ComputeTargetException, match="1 run\\(s\\) were made on it"):
         target.delete()
+    environment = run.get_environment()
+    assert (environment.name, environment.version, environment.is_curated) == ("TrainHub-PyTorch-2.13-CPU", 1, True)
     assert list(ws.compute_targets) == ["cpu-cluster"]
 
 
@@ -314,3 +316,20 @@ def test_use_gpu_on_a_cpu_cluster_runs_on_cpu_and_the_log_says_so(ws, tmp_path):
         "none, and this machine (where its local provisioner starts nodes) has no GPU either: this run runs on CPU "
         "(as the cloud service runs its GPU image on a CPU size)."
     ]
+
+
+def test_the_cloud_sdk_s_own_packages_are_left_out_with_a_warning(tmp_path):
+    from trainhub.sdk.conda_dependencies import CondaDependencies
+
+    (tmp_path / "environment.yml").write_text(
+        "dependencies:\n- python=3.11\n- pip:\n  - torch\n  - azureml-mlflow\n  - matplotlib\n  - azureml-dataprep\n"
+    )
+    with pytest.warns(UserWarning, match="left out azureml-mlflow, azureml-dataprep: the cloud SDK's packages"):
+        env = Environment.from_conda_specification("pytorch-mnist-example", tmp_path / "environment.yml")
+    assert env.python.conda_dependencies.pip_packages == ["torch", "matplotlib"]
+    with pytest.warns(UserWarning, match="CondaDependencies.create: left out azureml-defaults, azureml-core"):
+        deps = CondaDependencies.create(pip_packages=["numpy", "azureml-defaults", "azureml-core"])
+    assert deps.pip_packages == ["numpy"]
+    with pytest.warns(UserWarning, match="add_pip_package: left out azureml-defaults"):
+        deps.add_pip_package("azureml-defaults==1.50")
+    assert deps.pip_packages == ["numpy"]

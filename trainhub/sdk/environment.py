@@ -37,6 +37,11 @@ PIP_OPTION = (
 )
 ALREADY_SAVED = "{path} already holds a saved environment: pass overwrite=True to replace it."
 NO_DEFINITION = "No saved environment in {path}: it has neither {ours} nor {azure}."
+AZUREML_PACKAGE_PREFIX = "azureml-"
+AZUREML_LEFT_OUT = (
+    "{where}: left out {packages}: the cloud SDK's packages are not installed in TrainHub runs, "
+    "which have TrainHub's in-run SDK (import it as trainhub.sdk)."
+)
 STANDS_IN = (
     "{asked} is TrainHub's curated environment {name} here: the packages and versions inside are "
     "{name}'s, not those the name says (Environment.get(ws, '{name}').python.conda_dependencies "
@@ -52,6 +57,17 @@ _PYTHON_ENTRY = re.compile(r"^python\s*(?:==?|\s)\s*(\d+\.\d+(?:\.\d+)?)(?:\.?\*
 
 def _package_name(entry: str) -> str:
     return re.split(r"[\s=<>!~\[;@]", entry.split("::")[-1].strip(), maxsplit=1)[0].lower()
+
+
+def _without_azureml(packages: list[str], where: str) -> list[str]:
+    """The pip packages but the cloud SDK's own (azureml-defaults, azureml-core, …), each left out
+    with a warning: a TrainHub run already has the in-run SDK."""
+    kept, dropped = [], []
+    for package in packages:
+        (dropped if _package_name(package).startswith(AZUREML_PACKAGE_PREFIX) else kept).append(package)
+    if dropped:
+        warnings.warn(AZUREML_LEFT_OUT.format(where=where, packages=", ".join(dropped)), stacklevel=3)
+    return kept
 
 
 def _yaml():
@@ -89,7 +105,9 @@ class CondaDependencies:
         pin_sdk_version: bool = True,
     ) -> CondaDependencies:
         return cls(
-            python_version=python_version, conda_packages=conda_packages, pip_packages=pip_packages
+            python_version=python_version,
+            conda_packages=conda_packages,
+            pip_packages=_without_azureml(list(pip_packages or []), "CondaDependencies.create"),
         )
 
     @property
@@ -111,6 +129,8 @@ class CondaDependencies:
         self._python_version = str(version)
 
     def add_pip_package(self, pip_package: str) -> None:
+        if not _without_azureml([pip_package], "add_pip_package"):
+            return
         self.remove_pip_package(_package_name(pip_package))
         self._pip_packages.append(pip_package)
 
@@ -220,6 +240,7 @@ class CondaDependencies:
                 NOT_CONDA.format(path=source, problem="channels: must be a list")
             )
         conda._channels = [str(c) for c in channels]
+        conda._pip_packages = _without_azureml(conda._pip_packages, source)
         variables = document.get("variables") or {}
         if not isinstance(variables, dict):
             raise UserErrorException(

@@ -87,6 +87,13 @@ class Run(RunMetricsMixin, RunRegistryMixin):
             else None,
         )
 
+    def get_environment(self) -> Any:
+        """The environment version the run ran in."""
+        from trainhub.sdk.environment import Environment
+
+        environment = (self._details or self._refresh())["environment"]
+        return Environment.get(self._ws, environment["name"], version=environment["version"])
+
     def get_portal_url(self) -> str:
         return self._ws.url + (self._details or self._refresh())["portal_url"]
 
