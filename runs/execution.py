@@ -33,7 +33,7 @@ from runs.containers import Launcher, ProcessLauncher, launch_problem, launcher_
 from runs.models import Run, RunNode, RunProcess, RunStatus
 from runs.mpi_agent import SOCKET_VARIABLE as MPI_AGENT_SOCKET
 from runs.mpi_relay import MpiRelay, request_key, result_key
-from runs.sandbox import Sandbox, SandboxUnavailable, run_sandbox
+from runs.sandbox import SYSTEM_PATH, Box, SandboxUnavailable, box_uid, python_folders, run_box, start_unboxed
 from runs.scheduling import run_token
 from trainhub.compute.models import Node
 from trainhub.redis_conn import get_redis
@@ -72,9 +72,6 @@ class RankProcess:
     launcher: bool = False
 
 
-# Run as a file with -P, not `-m runs.supervisor`: the rank's working folder is the run's, not
-# ours; -S because it needs nothing beyond the standard library and site costs ~80 ms here.
-SUPERVISOR = str(Path(__file__).with_name("supervisor.py"))
 MPI_HOST_PREFIX = "trainhub-node-"
 MPI_TAG = re.compile(r"\[\d+,(\d+)\]<std(?:out|err)>:")
 MPI_FAILED_RANK = re.compile(r"Process name: \[\[\d+,\d+\],(\d+)\]")
@@ -115,6 +112,15 @@ def last_traceback(lines: list[str]) -> str:
         if line.startswith("Traceback (most recent call last)"):
             start = index
     return "\n".join(lines[start:]) if start is not None else "\n".join(lines[-30:])
+
+
+def node_variables_passed(environ: dict[str, str] | os._Environ) -> dict[str, str]:
+    """What a run gets of the node's own variables: those TRAINHUB_NODE_PASS_ENV names (NAME* for a
+    prefix), nothing else (the node's credentials, proxies, tokens stay the node's)."""
+    names = settings.TRAINHUB_NODE_PASS_ENV
+    exact = {name for name in names if not name.endswith("*")}
+    prefixes = tuple(name[:-1] for name in names if name.endswith("*"))
+    return {name: value for name, value in environ.items() if name in exact or (prefixes and name.startswith(prefixes))}
 
 
 def free_port(preferred: int) -> int:
@@ -173,7 +179,7 @@ class NodeExecution:
         self.prepare_pending: list[str] = []
         self.prepare_flushed_at = time.monotonic()
         self.launcher: Launcher = ProcessLauncher()
-        self.sandbox: Sandbox | None = None
+        self.box: Box | None = None
         self.mpi_relay: MpiRelay | None = None
         # Names of the ranks' variables that come from the node's own environment, not the run.
         self.node_variables: frozenset[str] = frozenset()
@@ -271,6 +277,8 @@ class NodeExecution:
             )
             shutil.rmtree(self.workdir, ignore_errors=True)
             shutil.rmtree(self.private_logs, ignore_errors=True)
+            if self.box is not None:
+                self.box.cleanup()
 
     def prepare_environment(self) -> tuple[Path, dict[str, str]]:
         from trainhub.environments.builders import BuildError
@@ -321,14 +329,23 @@ class NodeExecution:
         return sdk_path(Path(settings.TRAINHUB_ENV_CACHE_DIR))
 
     def sandbox_processes(self, python: Path, inputs: list[Path]) -> None:
-        """The node's own processes (not containers) start in a sandbox that hides the site's data."""
+        """The node's own processes (not containers) start in the run's box: its uid, its private
+        /tmp and /dev/shm (shared by the run's ranks on this node), the site's data out of sight."""
         if not isinstance(self.launcher, ProcessLauncher):
             return
-        readable = [python.parent.parent, self.sdk_folder, *inputs]
+        readable = [*python_folders(python), self.sdk_folder, *inputs]
         try:
-            self.sandbox = run_sandbox(self.workdir, readable, self.say)
+            self.box = run_box(
+                uid=box_uid("run", self.run.pk),
+                workdir=self.workdir,
+                box_folder=self.workdir.parent / f"{self.run.run_id}.box",
+                read_only=readable,
+                say=self.say,
+            )
         except SandboxUnavailable as error:
             raise _SetupFailed(str(error), "") from None
+        if self.box is not None:
+            self.box.prepare()
 
     def rendezvous(self) -> dict[str, str]:
         key = _rendezvous_key(self.run.pk)
@@ -403,17 +420,17 @@ class NodeExecution:
     def _base_env(self, python: Path, env_vars: dict[str, str], rendezvous: dict[str, str]) -> dict[str, str]:
         run = self.run
         world_size = self.processes_started_per_node * run.node_count
-        inherited = {
-            name: value
-            for name, value in os.environ.items()
-            if not name.startswith(("DJANGO_", "TRAINHUB_", "DATABASE_URL", "REDIS_URL"))
-        }
+        inherited = node_variables_passed(os.environ)
         bin_dir = str(python.parent)
         pythonpath = env_vars.get("PYTHONPATH", inherited.get("PYTHONPATH"))
         run_set = dict(env_vars)
         run_set.update(
             {
-                "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+                "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH') or SYSTEM_PATH}",
+                # The run folder is its home; the box's user has no passwd entry to name it.
+                "HOME": str(self.workdir),
+                "USER": f"trainhub-run-{run.pk}",
+                "LOGNAME": f"trainhub-run-{run.pk}",
                 "VIRTUAL_ENV": str(python.parent.parent),
                 "PYTHONPATH": os.pathsep.join([str(self.sdk_folder)] + ([pythonpath] if pythonpath else [])),
                 "PYTHONUNBUFFERED": "1",
@@ -456,17 +473,11 @@ class NodeExecution:
     ) -> RankProcess:
         run = self.run
         log_file = open(self.private_logs / f"{stream}.txt", "w", encoding="utf-8", errors="replace")
-        command = ["--", *argv] if self.sandbox is None else ["--sandboxed", "--", *self.sandbox.command(argv)]
-        process = subprocess.Popen(
-            [sys.executable, "-S", "-P", SUPERVISOR, *command],
-            cwd=self.workdir,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            pass_fds=(),
-        )
+        pipes: dict[str, Any] = dict(stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        if self.box is not None:
+            process = self.box.popen(argv, env, start_new_session=True, **pipes)
+        else:
+            process = start_unboxed(argv, env, self.workdir, start_new_session=True, **pipes)
         rank_process = RankProcess(rank, local_rank, stream, process, log_file, mpi=mpi, launcher=launcher)
         self.ranks.append(rank_process)
         threading.Thread(target=self._read, args=(rank_process,), daemon=True).start()

@@ -1,29 +1,41 @@
-"""Keeps a run's processes away from the site's secrets: on a node, each rank of a virtualenv
-environment starts inside a bubblewrap (`bwrap`) sandbox.
+"""The box: where member code runs on a node (a run's ranks and launchers, environment builds,
+exports), unprivileged and out of sight of the site's data, other runs and the node's variables.
 
-Inside it the file system is the machine's, read-only, except that the site's data folders (the
-secret key, the SQLite database, stored files and models, uploads, other runs' folders, the node
-caches), /run (the Docker and database sockets) and the TrainHub CLI credentials are hidden behind
-empty read-only folders. What the run needs is put back: its own folder (writable), its environment's
-virtualenv, the in-run SDK and its staged inputs (read-only). /tmp and /dev (with /dev/shm) stay
-the machine's, and so does the network, so rendezvous, gloo and mpirun work as before. Every
-capability is dropped, so a rank running as root cannot unmount what hides the secrets.
+A box is a bubblewrap (`bwrap`) sandbox, started under the rank supervisor (runs/supervisor.py):
 
-TRAINHUB_NODE_SANDBOX: "auto" (the default) sandboxes when bwrap works on the node and otherwise
-warns, in the node's log and in every run's log; "true" refuses to start a node without it;
-"false" turns it off. Docker environments run in containers (runs/containers.py) instead.
+- its own PID and IPC namespaces: it sees and signals none of the node's or other boxes' processes;
+- the machine's file system read-only, with the site's data folders (the secret key, the database,
+  stored files and models, uploads, run folders, node caches), /run (the Docker and database
+  sockets), the node user's home folder and the TrainHub CLI credentials hidden behind empty
+  read-only folders; what the box needs is put back (its working folder and `writable` paths
+  writable, `read_only` paths read-only);
+- a private /tmp and /dev/shm (folders of the node's, given by the caller), a minimal /dev
+  (GPUs put back), every capability dropped, no new privileges;
+- on a node running as root, every process of the box runs as the box's unprivileged uid (no passwd
+  entry needed); a node that is not root cannot change uid and runs them as its own user, in a user
+  namespace;
+- EXACTLY the variables the caller gives: bwrap reads them (and its options) from a memfd, so
+  neither bwrap's nor the supervisor's environment nor any command line of the node holds them.
+
+TRAINHUB_NODE_SANDBOX: "auto" (the default) and "true" refuse to start a node where the box does not
+work (no bwrap, no user namespaces); only "false" runs member code unboxed, said loudly in the node's
+log and every run's log. Docker environments run in containers (runs/containers.py) instead.
 """
 
 from __future__ import annotations
 
 import functools
+import glob
 import logging
+import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterable
+import tempfile
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
@@ -32,66 +44,53 @@ logger = logging.getLogger(__name__)
 
 OFF = ("false", "0", "no", "off")
 NOT_SANDBOXED = (
-    "WARNING: this node runs the run's processes without a sandbox ({why}): they can read "
-    "everything the node's user can, the server's secret key and database included. Install "
-    "bubblewrap (apt-get install bubblewrap) or set TRAINHUB_NODE_SANDBOX=true to refuse such nodes."
+    "WARNING: this node runs member code WITHOUT its box ({why}): a run's processes can read "
+    "everything the node's user can, the server's secret key and database included, and see other "
+    "runs' processes. Unset TRAINHUB_NODE_SANDBOX (or set it to true) to refuse to run them unboxed."
 )
-SANDBOX_REQUIRED = "TRAINHUB_NODE_SANDBOX is {setting!r} but the run sandbox does not work on this node: {why}"
+SANDBOX_REQUIRED = (
+    "TRAINHUB_NODE_SANDBOX is {setting!r} but the box that runs member code does not work on this node: "
+    "{why}. Install bubblewrap (apt-get install bubblewrap) and allow user namespaces, or set "
+    "TRAINHUB_NODE_SANDBOX=false to run members' code unboxed."
+)
 SANDBOXED = (
-    "Processes run in a sandbox: the file system is read-only but for the run folder, /tmp and "
-    "/dev/shm, and the server's data is hidden."
+    "Processes run in a box: an unprivileged user, their own process namespace, a private /tmp and "
+    "/dev/shm; the file system is read-only but for the run folder, and the server's data is hidden."
 )
-# Started with every option the ranks get, so that a node whose kernel refuses one of them finds
-# out at once, not at its first run.
-# fmt: off
-BASE_OPTIONS = (
-    "--ro-bind", "/", "/",
-    "--dev-bind", "/dev", "/dev",
-    "--proc", "/proc",
-    "--bind", "/tmp", "/tmp",  # WRITABLE
-    "--die-with-parent",
-    "--cap-drop", "ALL",
+SAME_UID = (
+    "This node does not run as root, so it cannot give each run a user of its own: runs are boxed "
+    "(own process namespace, private /tmp, the site's data hidden) but run as the node's user."
 )
-# fmt: on
-WRITABLE = Path("/tmp")
+# uids of boxes: TRAINHUB_RUN_UID_BASE + KINDS.index(kind) * UID_SPAN + key % UID_SPAN.
+BOX_KINDS = ("run", "build", "export")
+UID_SPAN = 100_000
+SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+SUPERVISOR = str(Path(__file__).with_name("supervisor.py"))
+# The supervisor takes nothing from its environment or the current folder: -I (no PYTHON*
+# variables, no script folder on sys.path) and -S (standard library only; site costs ~80 ms).
+SUPERVISOR_ARGV = (sys.executable, "-I", "-S", SUPERVISOR)
+GPU_DEVICES = ("/dev/nvidia*", "/dev/dri")
 
 
 class SandboxUnavailable(Exception):
-    """TRAINHUB_NODE_SANDBOX is true and bwrap does not work here."""
+    """The box cannot run here (no bwrap, no user namespaces) and the node may not run code unboxed."""
 
 
-@functools.cache
-def sandbox_problem() -> str | None:
-    """Why bwrap cannot sandbox a process on this machine, or None when it can (asked once per process)."""
-    bwrap = shutil.which("bwrap")
-    if bwrap is None:
-        return "bwrap (Debian's bubblewrap) is not installed"
-    try:
-        probe = subprocess.run(
-            [bwrap, *BASE_OPTIONS, "--", "true"], capture_output=True, text=True, timeout=30, check=False
-        )
-    except (OSError, subprocess.TimeoutExpired) as error:
-        return f"bwrap does not start: {error}"
-    if probe.returncode != 0:
-        return f"bwrap fails here: {probe.stderr.strip() or f'exit code {probe.returncode}'}"
-    return None
+def box_uid(kind: str, key: int) -> int:
+    """The unprivileged uid of the box of a run (kind "run", key its pk), a build ("build") or an
+    export ("export"): distinct per kind and key within UID_SPAN, from TRAINHUB_RUN_UID_BASE."""
+    base = int(getattr(settings, "TRAINHUB_RUN_UID_BASE", 200_000))
+    return base + BOX_KINDS.index(kind) * UID_SPAN + key % UID_SPAN
 
 
-def node_sandbox_support(setting: str) -> tuple[bool, str]:
-    """Whether a node starting now sandboxes its runs (setting: auto, true or false), and a line
-    saying so. A node told true refuses to start without a working bwrap."""
-    if setting.lower() in OFF:
-        return False, NOT_SANDBOXED.format(why="TRAINHUB_NODE_SANDBOX is false")
-    problem = sandbox_problem()
-    if problem is None:
-        return True, "runs sandboxed"
-    if setting.lower() == "auto":
-        return False, NOT_SANDBOXED.format(why=problem)
-    raise ImproperlyConfigured(SANDBOX_REQUIRED.format(setting=setting, why=problem))
+def node_is_root() -> bool:
+    return os.geteuid() == 0
 
 
 def hidden_folders() -> list[Path]:
-    """What a run must never see: where the site keeps its data, and the machine's service sockets."""
+    """What a box must never see: where the site keeps its data, the machine's service sockets and
+    the node user's home folder (what a box needs there is put back). Existing folders only,
+    shallowest first."""
     candidates = [
         Path(settings.DATA_DIR),
         Path(settings.STORAGES["default"].get("OPTIONS", {}).get("location") or settings.DATA_DIR),
@@ -99,82 +98,277 @@ def hidden_folders() -> list[Path]:
         Path(settings.TRAINHUB_NODE_WORK_DIR),
         Path(settings.TRAINHUB_DATA_CACHE_DIR),
         Path(settings.TRAINHUB_ENV_CACHE_DIR),
+        Path.home(),
         Path.home() / ".trainhub",
+        Path("/root"),
         Path("/run"),
     ]
     database = settings.DATABASES["default"]
     if database["ENGINE"] == "django.db.backends.sqlite3":
         candidates.append(Path(str(database["NAME"])).parent)
-    return _outermost(path.absolute() for path in candidates if path.absolute() != Path("/"))
-
-
-def _outermost(paths: Iterable[Path], *, files: bool = False) -> list[Path]:
-    """The folders (and with `files`, the files) that exist, without those inside another of
-    them, outermost first."""
-    kept: list[Path] = []
-    for path in sorted({p for p in paths if p.is_dir() or (files and p.is_file())}, key=lambda p: len(p.parts)):
-        if not any(path.is_relative_to(outer) for outer in kept):
-            kept.append(path)
-    return kept
+    found = {path.absolute() for path in candidates if path.absolute() != Path("/") and path.is_dir()}
+    return sorted(found, key=lambda p: (len(p.parts), str(p)))
 
 
 @dataclass(frozen=True)
-class Sandbox:
-    """The bwrap command line that starts one rank with only what its run needs."""
+class Box:
+    """One box: where `popen` starts member code (see the module docstring).
 
-    run_folder: Path
-    read_only: tuple[Path, ...]
-    hidden: tuple[Path, ...]
-    # What the run reads that lies in the writable /tmp (a checkout and its virtualenv there):
-    # made read-only before the hidden folders inside it are covered.
-    protected: tuple[Path, ...] = ()
+    uid: the box's processes run as this uid (and gid) when the node is root; ignored otherwise.
+    workdir: the working folder of the box's processes, writable. writable, read_only: what else
+    the box sees of the node's hidden folders (or of /tmp), put back writable or read-only; paths
+    outside hidden folders are visible read-only anyway. tmp: the node's folder that is /tmp in the
+    box; shm: the one that is /dev/shm (None: a private tmpfs per box). Give boxes that must
+    share /dev/shm (a run's ranks on one node) the same shm. network: False for a private network
+    namespace with nothing but loopback.
 
-    def command(self, argv: list[str]) -> list[str]:
-        options = list(BASE_OPTIONS)
-        for path in self.protected:
-            options += ["--ro-bind", str(path), str(path)]
-        for folder in self.hidden:
-            options += ["--tmpfs", str(folder)]
+    prepare() creates tmp and shm and hands workdir, tmp, shm and writable to the uid (recursively,
+    never following symlinks); cleanup() removes tmp and shm. Call them once per box, not per process.
+    """
+
+    uid: int
+    workdir: Path
+    tmp: Path
+    writable: tuple[Path, ...] = ()
+    read_only: tuple[Path, ...] = ()
+    shm: Path | None = None
+    network: bool = True
+
+    def prepare(self) -> None:
+        for folder in (self.tmp, self.shm):
+            if folder is not None:
+                folder.mkdir(parents=True, exist_ok=True)
+                folder.chmod(0o700)
+        if node_is_root():
+            for path in (self.workdir, self.tmp, self.shm, *self.writable):
+                if path is not None:
+                    _chown_tree(path, self.uid)
+
+    def cleanup(self) -> None:
+        for folder in (self.tmp, self.shm):
+            if folder is not None:
+                shutil.rmtree(folder, ignore_errors=True)
+
+    def popen(self, argv: Sequence[str], env: dict[str, str], **popen_kwargs: Any) -> subprocess.Popen:
+        """Start `argv` in the box, in workdir, with exactly `env` (nothing of the caller's), under the
+        supervisor: SIGTERM to the returned process stops everything in the box (SIGTERM to its
+        processes, SIGKILL after a grace period), and it all dies with the node. popen_kwargs go to
+        subprocess.Popen (stdout, stderr, stdin, start_new_session, pass_fds...); env and cwd are ours.
+        Raises SandboxUnavailable where no box can run and the node may not run code unboxed."""
+        problem = sandbox_problem()
+        if problem is not None:
+            raise SandboxUnavailable(SANDBOX_REQUIRED.format(setting=settings.TRAINHUB_NODE_SANDBOX, why=problem))
+        return _start(self.bwrap_arguments(env), [*self.command_prefix(), *argv], self.workdir, popen_kwargs)
+
+    def run(
+        self, argv: Sequence[str], env: dict[str, str], *, timeout: float | None = None, **popen_kwargs: Any
+    ) -> subprocess.CompletedProcess:
+        """popen, then wait for the end (stopping the box after `timeout` seconds and raising
+        subprocess.TimeoutExpired); stdout/stderr as popen_kwargs ask (e.g. capture_output=True)."""
+        if popen_kwargs.pop("capture_output", False):
+            popen_kwargs.update(stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        popen_kwargs.setdefault("stdin", subprocess.DEVNULL)
+        with self.popen(argv, env, **popen_kwargs) as process:
+            try:
+                stdout, stderr = process.communicate(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                process.terminate()
+                process.communicate()
+                raise
+            return subprocess.CompletedProcess(list(argv), process.returncode, stdout, stderr)
+
+    def bwrap_arguments(self, env: dict[str, str]) -> list[str]:
+        """bwrap's options for this box and `env`, which bwrap reads from a memfd (see popen)."""
+        options = ["--unshare-pid", "--unshare-ipc", "--die-with-parent", "--new-session"]
+        if not self.network:
+            options.append("--unshare-net")
+        if not node_is_root():
+            options.append("--unshare-user")
+        options += ["--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev"]
+        for device in sorted(d for pattern in GPU_DEVICES for d in glob.glob(pattern)):
+            options += ["--dev-bind", device, device]
+        options += ["--bind", str(self.tmp), "/tmp"]
+        options += ["--bind", str(self.shm), "/dev/shm"] if self.shm is not None else ["--tmpfs", "/dev/shm"]
+        options += self._mounts()
+        options += ["--clearenv"]
+        for name, value in env.items():
+            options += ["--setenv", name, value]
+        options += ["--chdir", str(self.workdir.absolute()), "--cap-drop", "ALL"]
+        if node_is_root():
+            # bwrap sets up the mounts as root (it reaches the 0700 data folder) and enters the box's
+            # folders (its uid's, 0700); then the box drops to its uid (command_prefix): setpriv needs
+            # these capabilities for that, and no process of the box keeps any.
+            kept = ("CAP_SETUID", "CAP_SETGID", "CAP_SETPCAP", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH")
+            options += [arg for cap in kept for arg in ("--cap-add", cap)]
+        return options
+
+    def command_prefix(self) -> list[str]:
+        """What follows bwrap's options on its command line, before the box's command."""
+        if not node_is_root():
+            return ["--"]
+        drop = [_setpriv(), f"--reuid={self.uid}", f"--regid={self.uid}", "--clear-groups"]
+        return ["--", *drop, "--inh-caps=-all", "--bounding-set=-all", "--"]
+
+    def _mounts(self) -> list[str]:
+        """Hide the hidden folders and put back what the box needs, shallowest path first, so that
+        a hidden folder inside a put-back one (the data folder inside a checkout) is hidden again."""
+        writable = [self.workdir.absolute(), *(p.absolute() for p in self.writable)]
+        read_only = [Path(p).absolute() for p in self.read_only if Path(p).exists()]
+        hidden = hidden_folders()
         resolv = Path("/etc/resolv.conf").resolve()
-        if any(resolv.is_relative_to(folder) for folder in self.hidden):
-            options += ["--ro-bind", str(resolv), str(resolv)]  # systemd-resolved keeps it under /run
-        options += ["--symlink", "/dev/shm", "/run/shm", "--bind", str(self.run_folder), str(self.run_folder)]
-        for path in self.read_only:
-            options += ["--ro-bind", str(path), str(path)]
-        for folder in self.hidden:
+        if any(resolv.is_relative_to(h) for h in hidden):
+            read_only.append(resolv)  # systemd-resolved keeps it under /run
+        # /tmp is the box's own already: what lies there on the node is gone unless put back.
+        operations: list[tuple[Path, int, str]] = [(Path("/tmp"), 0, "gone")]
+        operations += [(h, 0, "hide") for h in hidden]
+        operations += [(p, 1, "ro") for p in read_only]
+        operations += [(p, 2, "rw") for p in writable]
+        operations.sort(key=lambda op: (len(op[0].parts), op[1]))
+        options: list[str] = []
+        covered: list[Path] = []  # the tmpfs (or private /tmp) covering what is hidden or gone
+        visible_roots: list[Path] = []
+        tmpfs: list[Path] = []
+        for path, _, kind in operations:
+            inside = [c for c in covered + visible_roots if path.is_relative_to(c) and path != c]
+            top = max(inside, key=lambda c: len(c.parts), default=None)
+            if kind in ("hide", "gone"):
+                if top is None or top in visible_roots:  # else it is out of sight already
+                    if kind == "hide":
+                        options += ["--perms", "0755", "--tmpfs", str(path)]
+                        tmpfs.append(path)
+                    covered.append(path)
+                continue
+            if top is not None and top in covered:
+                # bwrap would make the folders leading to it root's and 0700
+                for parent in reversed(path.parents):
+                    if parent.is_relative_to(top) and parent != top:
+                        options += ["--perms", "0755", "--dir", str(parent)]
+            options += ["--ro-bind" if kind == "ro" else "--bind", str(path), str(path)]
+            visible_roots.append(path)
+        for folder in tmpfs:
             options += ["--remount-ro", str(folder)]  # what covers them takes no writes either
-        return ["bwrap", *options, "--chdir", str(self.run_folder), "--", *argv]
+        return options
 
 
-def run_sandbox(run_folder: Path, read_only: Iterable[Path], say) -> Sandbox | None:
-    """The sandbox of a run's processes on this node, or None (saying why in the run's log) when
-    TRAINHUB_NODE_SANDBOX lets the node run them without one. `read_only`: what the run reads
-    besides its folder (its virtualenv, the in-run SDK, its staged inputs)."""
-    setting = settings.TRAINHUB_NODE_SANDBOX
+def python_folders(python: Path) -> list[Path]:
+    """What a box needs to run `python` (a virtualenv's): the virtualenv and the installation its
+    interpreter links to (which may lie in a hidden folder, e.g. a pyenv under the home folder)."""
+    python = Path(python).absolute()
+    return [python.parent.parent, python.resolve().parent.parent]
+
+
+def _chown_tree(root: Path, uid: int) -> None:
+    """Hand `root` and what it holds to `uid`, but for files linked from elsewhere too (a staged
+    input's hard links into the node's data cache): the box may read them, never own them."""
+    os.chown(root, uid, uid, follow_symlinks=False)
+    for folder, dirs, files in os.walk(root):
+        for name in dirs + files:
+            path = os.path.join(folder, name)
+            if name in files and os.lstat(path).st_nlink > 1:
+                continue
+            os.chown(path, uid, uid, follow_symlinks=False)
+
+
+@functools.cache
+def _setpriv() -> str:
+    return shutil.which("setpriv") or "/usr/bin/setpriv"
+
+
+def _start(
+    bwrap_arguments: list[str] | None,
+    argv: list[str],
+    cwd: Path,
+    popen_kwargs: dict[str, Any],
+    env: dict[str, str] | None = None,
+) -> subprocess.Popen:
+    """The supervisor, started with nothing of the caller's environment. Boxed, bwrap's options (the
+    command's variables among them) go through a memfd; unboxed, the command's variables do."""
+    payload_fd = os.memfd_create("trainhub-box", 0)
     try:
-        enabled, note = node_sandbox_support(setting)
+        if bwrap_arguments is not None:
+            os.write(payload_fd, b"".join(arg.encode() + b"\0" for arg in bwrap_arguments))
+            head = ["--sandboxed", "--", _bwrap(), "--args", str(payload_fd), *argv]
+        else:
+            os.write(payload_fd, b"".join(f"{k}={v}".encode() + b"\0" for k, v in (env or {}).items()))
+            head = ["--env-fd", str(payload_fd), "--", *argv]
+        os.lseek(payload_fd, 0, os.SEEK_SET)
+        kwargs = dict(popen_kwargs)
+        kwargs["pass_fds"] = (*kwargs.get("pass_fds", ()), payload_fd)
+        return subprocess.Popen([*SUPERVISOR_ARGV, *head], cwd=cwd, env={"PATH": SYSTEM_PATH}, **kwargs)
+    finally:
+        os.close(payload_fd)
+
+
+def start_unboxed(argv: Sequence[str], env: dict[str, str], cwd: Path, **popen_kwargs: Any) -> subprocess.Popen:
+    """Start `argv` under the supervisor WITHOUT a box (TRAINHUB_NODE_SANDBOX=false, or a helper of
+    the node's own such as the container helper): the supervisor still takes nothing of `env`, which
+    reaches only the command."""
+    return _start(None, list(argv), cwd, popen_kwargs, env=env)
+
+
+@functools.cache
+def _bwrap() -> str:
+    return shutil.which("bwrap") or "bwrap"
+
+
+@functools.cache
+def sandbox_problem() -> str | None:
+    """Why no box can run on this machine, or None when one can (asked once per process): a box of
+    `true` is started the way the node starts them."""
+    if shutil.which("bwrap") is None:
+        return "bwrap (Debian's bubblewrap) is not installed"
+    if node_is_root() and shutil.which("setpriv") is None:
+        return "setpriv (Debian's util-linux) is not installed"
+    with tempfile.TemporaryDirectory(prefix="trainhub-box-probe-") as folder:
+        probe = Box(uid=box_uid("build", 0), workdir=Path(folder) / "work", tmp=Path(folder) / "tmp")
+        probe.workdir.mkdir()
+        probe.prepare()
+        try:
+            process = _start(
+                probe.bwrap_arguments({}),
+                [*probe.command_prefix(), "true"],
+                probe.workdir,
+                {"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT},
+            )
+            output, _ = process.communicate(timeout=30)
+        except (OSError, subprocess.TimeoutExpired) as error:
+            return f"bwrap does not start: {error}"
+    if process.returncode != 0:
+        return f"bwrap fails here: {output.decode(errors='replace').strip() or f'exit code {process.returncode}'}"
+    return None
+
+
+def node_sandbox_support(setting: str) -> tuple[bool, str]:
+    """Whether a node starting now boxes member code (setting: auto, true or false), and a line
+    saying so. Unless told false, a node refuses to start where the box does not work."""
+    if setting.lower() in OFF:
+        return False, NOT_SANDBOXED.format(why="TRAINHUB_NODE_SANDBOX is false")
+    problem = sandbox_problem()
+    if problem is not None:
+        raise ImproperlyConfigured(SANDBOX_REQUIRED.format(setting=setting, why=problem))
+    return True, "runs boxed" if node_is_root() else f"runs boxed. {SAME_UID}"
+
+
+def run_box(*, uid: int, workdir: Path, box_folder: Path, read_only: Iterable[Path], say) -> Box | None:
+    """The box of a run's processes on this node (its private /tmp and /dev/shm in `box_folder`), or
+    None, said in the run's log, when TRAINHUB_NODE_SANDBOX=false lets the node run them unboxed.
+    `read_only`: what the run reads besides its folder (its virtualenv, the in-run SDK, its staged
+    inputs). Raises SandboxUnavailable where the box does not work."""
+    try:
+        enabled, note = node_sandbox_support(settings.TRAINHUB_NODE_SANDBOX)
     except ImproperlyConfigured as error:
         raise SandboxUnavailable(str(error)) from None
     if not enabled:
         logger.warning("%s", note)
         say(note)
         return None
-    hidden = hidden_folders()
-    run_folder = run_folder.absolute()
     # mpirun starts its remote-launch agent (runs/mpi_agent.py) with the node's own Python.
-    wanted = [Path(p).absolute() for p in (*read_only, settings.BASE_DIR, sys.prefix)]
-    # Only what lies behind a hidden folder needs putting back (the rest is visible already), and
-    # never a folder that holds a hidden one.
-    needed = [
-        p for p in wanted if any(p.is_relative_to(h) for h in hidden) and not any(h.is_relative_to(p) for h in hidden)
-    ]
-    # An input that is one file (ds.path('fowl/labels.txt')) is put back alone.
-    kept = [p for p in _outermost(needed, files=True) if not p.is_relative_to(run_folder)]
-    protected = [p for p in _outermost(wanted, files=True) if p.is_relative_to(WRITABLE) and p != WRITABLE]
-    say(SANDBOXED)
-    return Sandbox(
-        run_folder=run_folder,
-        read_only=tuple(kept),
-        hidden=tuple(hidden),
-        protected=tuple(p for p in protected if not p.is_relative_to(run_folder)),
+    wanted = [Path(p).absolute() for p in (*read_only, settings.BASE_DIR, sys.prefix, sys.base_prefix)]
+    say(SANDBOXED if node_is_root() else f"{SANDBOXED} {SAME_UID}")
+    return Box(
+        uid=uid,
+        workdir=workdir.absolute(),
+        tmp=box_folder / "tmp",
+        shm=box_folder / "shm",
+        read_only=tuple(p for p in wanted if not p.is_relative_to(workdir.absolute())),
     )

@@ -1,6 +1,7 @@
 """Runs one rank's command and guarantees that no process of it outlives it (standard library only).
 
-The node starts `python -m runs.supervisor -- CMD...` as the leader of a new process group.
+The node starts `python -I -S runs/supervisor.py -- CMD...` (see runs/sandbox.py) with an empty
+environment, as the leader of a new process group: nothing of a run reaches it.
 The supervisor asks the kernel for SIGTERM when the node dies, adopts orphaned descendants
 (child subreaper), and on SIGTERM — or when the command ends — stops every descendant,
 including those that left the process group.
@@ -8,6 +9,8 @@ including those that left the process group.
 With `--sandboxed`, CMD is a sandbox (bwrap, see runs/sandbox.py) that dies at once on SIGTERM
 and takes its processes down with SIGKILL: the SIGTERM goes to the processes inside it only, so
 they may end gracefully, and the sandbox itself is killed only once the grace period is over.
+With `--env-fd N` (no sandbox), CMD gets the environment read from file descriptor N (NUL-separated
+NAME=VALUE entries), which the supervisor itself never takes.
 """
 
 from __future__ import annotations
@@ -113,14 +116,24 @@ def _reap() -> None:
             return
 
 
+def _read_environment(fd: int) -> dict[str, str]:
+    with os.fdopen(fd, "rb") as handle:
+        entries = handle.read().split(b"\0")
+    return dict(entry.decode().split("=", 1) for entry in entries if b"=" in entry)
+
+
 def main(argv: list[str]) -> int:
     sandboxed = argv[:1] == ["--sandboxed"]
     if sandboxed:
         argv = argv[1:]
+    environment = None
+    if argv[:1] == ["--env-fd"] and len(argv) > 1:
+        environment = _read_environment(int(argv[1]))
+        argv = argv[2:]
     if argv[:1] == ["--"]:
         argv = argv[1:]
     if not argv:
-        print("usage: python -m runs.supervisor [--sandboxed] -- COMMAND [ARGS...]", file=sys.stderr)
+        print("usage: supervisor.py [--sandboxed | --env-fd N] -- COMMAND [ARGS...]", file=sys.stderr)
         return 2
     parent = os.getppid()
     _prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
@@ -140,7 +153,7 @@ def main(argv: list[str]) -> int:
 
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_term)
-    child = _spawn(argv)
+    child = _spawn(argv, environment)
     if child is None:
         return 127
     while True:
@@ -155,7 +168,7 @@ def main(argv: list[str]) -> int:
     return os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status)
 
 
-def _spawn(argv: list[str]) -> int | None:
+def _spawn(argv: list[str], environment: dict[str, str] | None) -> int | None:
     """fork + exec, reporting an exec failure through a pipe (no `subprocess`: it is slow to import)."""
     read_end, write_end = os.pipe()
     pid = os.fork()
@@ -163,7 +176,9 @@ def _spawn(argv: list[str]) -> int | None:
         os.close(read_end)
         try:
             os.set_inheritable(write_end, False)
-            os.execvp(argv[0], argv)
+            if environment is None:
+                os.execvp(argv[0], argv)
+            os.execvpe(argv[0], argv, environment)
         except OSError as error:
             os.write(write_end, f"Cannot start {argv[0]!r}: {error.strerror}".encode())
         os._exit(127)

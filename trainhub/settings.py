@@ -184,10 +184,16 @@ TRAINHUB_NODE_WORK_DIR = envstr("TRAINHUB_NODE_WORK_DIR", str(DATA_DIR / "node-w
 TRAINHUB_NODE_ADDRESS = envstr("TRAINHUB_NODE_ADDRESS", "")
 # Whether a node runs Docker environments: "auto" (when a Docker engine answers as it starts), true, false.
 TRAINHUB_NODE_DOCKER = envstr("TRAINHUB_NODE_DOCKER", "auto")
-# Whether a node starts a run's processes in a bubblewrap sandbox that hides the site's data
-# (runs/sandbox.py): "auto" (when bwrap works, with a warning otherwise), true (a node without it
-# refuses to start), false.
+# Whether a node runs member code in its box (runs/sandbox.py): "auto" and true (a node where the
+# box does not work refuses to start), false (runs unboxed, said loudly in the node's and runs' logs).
 TRAINHUB_NODE_SANDBOX = envstr("TRAINHUB_NODE_SANDBOX", "auto")
+# The first uid of the boxes' unprivileged users (a node running as root); each run, build and export
+# gets its own above it (runs/sandbox.py: box_uid).
+TRAINHUB_RUN_UID_BASE = envint("TRAINHUB_RUN_UID_BASE", 200_000)
+# The node's own variables a run gets (names; NAME* for a prefix): nothing else of the node's reaches it.
+TRAINHUB_NODE_PASS_ENV = [
+    name.strip() for name in envstr("TRAINHUB_NODE_PASS_ENV", "LANG,LANGUAGE,LC_*,TZ").split(",") if name.strip()
+]
 # The URL a node gives its runs to reach the server (metrics, model registration).
 TRAINHUB_NODE_SERVER_URL = envstr("TRAINHUB_NODE_SERVER_URL", f"http://127.0.0.1:{TRAINHUB_PORT}")
 TRAINHUB_SNAPSHOT_MAX_BYTES = envint("TRAINHUB_SNAPSHOT_MAX_BYTES", 300 * 1024 * 1024)

@@ -877,6 +877,7 @@ def sdk_path(cache_dir: Path) -> Path:
         destination = staging / relative
         destination.parent.mkdir(parents=True, exist_ok=True)
         destination.write_bytes(data)
+    staging.chmod(0o755)  # mkdtemp's 0700 would keep it from the runs' unprivileged users
     try:
         os.rename(staging, target)
     except OSError:
