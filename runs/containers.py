@@ -10,9 +10,12 @@ start for each rank is that helper, which hands the rank's Open MPI variables an
 folder on to the container.
 
 Containers share the node's network (rendezvous addresses and ports are the node's), see the
-run's working folder and the node's staged data at the same paths as on the node, and carry the
-labels LABEL_RUN and LABEL_NODE: the node removes its run's containers when the run ends, its own
-when it stops, and the controller those of nodes that are gone (a node killed outright).
+run's working folder (writable) and the run's own staged inputs (read-only) at the same paths as on
+the node, and nothing else of it; each has its own IPC namespace and /dev/shm, runs as the run's
+unprivileged uid (runs/sandbox.py: box_uid; the node's own where it is not root) with no
+capability and no new privileges, and carries the labels LABEL_RUN and LABEL_NODE: the node removes
+its run's containers when the run ends, its own when it stops, and the controller those of nodes
+that are gone (a node killed outright).
 """
 
 from __future__ import annotations
@@ -44,7 +47,11 @@ CONTAINER_RANK = str(Path(__file__).with_name("container_rank.py"))
 CONTAINER_RANK_ARGV = (sys.executable, "-S", "-P", CONTAINER_RANK)
 SPEC_VARIABLE = "TRAINHUB_CONTAINER_SPEC"
 # Set by the image (its virtualenv and the in-run SDK), or meaningless inside the container.
-NOT_PASSED = frozenset({"PATH", "VIRTUAL_ENV", "PYTHONPATH", "HOME"})
+NOT_PASSED = frozenset({"PATH", "VIRTUAL_ENV", "PYTHONPATH", "HOME", "USER", "LOGNAME"})
+# Each container's own /dev/shm (its IPC namespace is its own).
+CONTAINER_SHM_BYTES = 1024**3
+HOST_VARIABLES = frozenset({SPEC_VARIABLE, "TRAINHUB_MPI_RANK_DIR"})
+HOST_PREFIXES = ("TRAINHUB_MPI_",)
 
 
 class Launcher(Protocol):
@@ -90,8 +97,10 @@ class ContainerLauncher:
     run_id: str
     node_name: str
     workdir: Path
+    # The run's staged inputs, read-only.
     mounts: tuple[Path, ...]
     gpus: int
+    user: str = f"{os.getuid()}:{os.getgid()}"
 
     def command(
         self, argv: list[str], env: dict[str, str], node_variables: frozenset[str] = frozenset()
@@ -101,9 +110,10 @@ class ContainerLauncher:
             argv=argv,
             env=run_variables(env, node_variables),
             workdir=self.workdir,
-            mounts=(self.workdir, *self.mounts),
+            mounts=self.mounts,
             labels={LABEL_RUN: self.run_id, LABEL_NODE: self.node_name, LABEL_SITE: site_label()},
             gpus=self.gpus,
+            user=self.user,
         )
         helper_env = {name: os.environ[name] for name in ("PATH", "DOCKER_HOST") if name in os.environ}
         helper_env[SPEC_VARIABLE] = json.dumps(spec)
@@ -138,17 +148,22 @@ def container_spec(
     mounts: Iterable[Path],
     labels: dict[str, str],
     gpus: int,
+    user: str,
 ) -> dict[str, Any]:
-    """The body of the Engine API's container create request for one rank.
+    """The body of the Engine API's container create request for one rank: `workdir` writable,
+    `mounts` read-only.
 
-    The container runs as the node's user, so what it writes in outputs/ is the node's to copy
-    and delete. GPUs: a node with GPUs hands them all to the run's containers (one run per node),
-    through a device request for the NVIDIA runtime.
+    The container runs as `user` (uid:gid), the owner of the run's folder, so it writes its
+    outputs there and the node copies and deletes them. GPUs: a node with GPUs hands them all to
+    the run's containers (one run per node), through a device request for the NVIDIA runtime.
     """
     host_config: dict[str, Any] = {
-        "Binds": [f"{path}:{path}:rw" for path in mounts],
+        "Binds": [f"{workdir}:{workdir}:rw", *(f"{path}:{path}:ro" for path in mounts)],
         "NetworkMode": "host",
-        "IpcMode": "host",
+        "IpcMode": "private",
+        "ShmSize": CONTAINER_SHM_BYTES,
+        "CapDrop": ["ALL"],
+        "SecurityOpt": ["no-new-privileges"],
         "Init": True,
     }
     if gpus > 0:
@@ -159,7 +174,7 @@ def container_spec(
         "Env": [f"{name}={value}" for name, value in env.items()],
         "WorkingDir": str(workdir),
         "Labels": labels,
-        "User": f"{os.getuid()}:{os.getgid()}",
+        "User": user,
         "HostConfig": host_config,
     }
 
@@ -209,19 +224,31 @@ def launch_problem(run: Run, node: Node) -> str:
 
 
 def launcher_for(run: Run, node: Node, workdir: Path, built: MaterialisedEnvironment) -> Launcher:
-    """Containers of the built image for a Docker environment, the node's own processes otherwise."""
+    """Containers of the built image for a Docker environment (their inputs are added once staged,
+    see with_inputs), the node's own processes otherwise."""
     if built.image is None:
         return ProcessLauncher()
-    data = Path(settings.TRAINHUB_DATA_CACHE_DIR).absolute()
-    data.mkdir(parents=True, exist_ok=True)
+    from runs.sandbox import box_uid, node_is_root
+
+    uid = box_uid("run", run.pk) if node_is_root() else os.getuid()
+    gid = uid if node_is_root() else os.getgid()
     return ContainerLauncher(
         image=built.image,
         run_id=run.run_id,
         node_name=node.name,
         workdir=workdir,
-        mounts=(data,),
+        mounts=(),
         gpus=node.gpus,
+        user=f"{uid}:{gid}",
     )
+
+
+def host_variables(env: dict[str, str]) -> dict[str, str]:
+    """What a process the node starts OUTSIDE any box for a Docker run (the container helper, mpirun
+    and Open MPI's daemons) gets of a rank's environment: the node's PATH and TrainHub's own
+    variables for them, never the run's (those go into the container's spec)."""
+    kept = {name: value for name, value in env.items() if name in HOST_VARIABLES or name.startswith(HOST_PREFIXES)}
+    return kept | {name: os.environ[name] for name in ("PATH", "DOCKER_HOST") if name in os.environ}
 
 
 def reap_containers_of_gone_nodes() -> list[str]:

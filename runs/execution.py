@@ -4,6 +4,7 @@ output, watch for cancel and failures, then copy outputs and logs into the run's
 from __future__ import annotations
 
 import collections
+import dataclasses
 import functools
 import json
 import logging
@@ -29,11 +30,28 @@ from django.utils import timezone
 from datastores.staging import stage_run_inputs
 from runs import services
 from runs.archives import UnsafeArchiveError, extract_snapshot, walk_regular_files
-from runs.containers import Launcher, ProcessLauncher, launch_problem, launcher_for
+from runs.containers import (
+    ContainerLauncher,
+    Launcher,
+    ProcessLauncher,
+    host_variables,
+    launch_problem,
+    launcher_for,
+)
 from runs.models import Run, RunNode, RunProcess, RunStatus
 from runs.mpi_agent import SOCKET_VARIABLE as MPI_AGENT_SOCKET
 from runs.mpi_relay import MpiRelay, request_key, result_key
-from runs.sandbox import SYSTEM_PATH, Box, SandboxUnavailable, box_uid, python_folders, run_box, start_unboxed
+from runs.sandbox import (
+    SYSTEM_PATH,
+    Box,
+    SandboxUnavailable,
+    box_uid,
+    chown_tree,
+    node_is_root,
+    python_folders,
+    run_box,
+    start_unboxed,
+)
 from runs.scheduling import run_token
 from trainhub.compute.models import Node
 from trainhub.redis_conn import get_redis
@@ -330,8 +348,12 @@ class NodeExecution:
 
     def sandbox_processes(self, python: Path, inputs: list[Path]) -> None:
         """The node's own processes (not containers) start in the run's box: its uid, its private
-        /tmp and /dev/shm (shared by the run's ranks on this node), the site's data out of sight."""
-        if not isinstance(self.launcher, ProcessLauncher):
+        /tmp and /dev/shm (shared by the run's ranks on this node), the site's data out of sight.
+        Containers see the run's folder, as its uid, and its own inputs read-only."""
+        if isinstance(self.launcher, ContainerLauncher):
+            self.launcher = dataclasses.replace(self.launcher, mounts=tuple(inputs))
+            if node_is_root():
+                chown_tree(self.workdir, int(self.launcher.user.split(":")[0]))
             return
         readable = [*python_folders(python), self.sdk_folder, *inputs]
         try:
@@ -476,6 +498,10 @@ class NodeExecution:
         pipes: dict[str, Any] = dict(stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         if self.box is not None:
             process = self.box.popen(argv, env, start_new_session=True, **pipes)
+        elif isinstance(self.launcher, ContainerLauncher):
+            # The container helper, mpirun and Open MPI's daemons of a Docker run run outside any box:
+            # the run's variables reach only its containers.
+            process = start_unboxed(argv, host_variables(env), self.workdir, start_new_session=True, **pipes)
         else:
             process = start_unboxed(argv, env, self.workdir, start_new_session=True, **pipes)
         rank_process = RankProcess(rank, local_rank, stream, process, log_file, mpi=mpi, launcher=launcher)

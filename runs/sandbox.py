@@ -142,7 +142,7 @@ class Box:
         if node_is_root():
             for path in (self.workdir, self.tmp, self.shm, *self.writable):
                 if path is not None:
-                    _chown_tree(path, self.uid)
+                    chown_tree(path, self.uid)
 
     def cleanup(self) -> None:
         for folder in (self.tmp, self.shm):
@@ -257,7 +257,7 @@ def python_folders(python: Path) -> list[Path]:
     return [python.parent.parent, python.resolve().parent.parent]
 
 
-def _chown_tree(root: Path, uid: int) -> None:
+def chown_tree(root: Path, uid: int) -> None:
     """Hand `root` and what it holds to `uid`, but for files linked from elsewhere too (a staged
     input's hard links into the node's data cache): the box may read them, never own them."""
     os.chown(root, uid, uid, follow_symlinks=False)

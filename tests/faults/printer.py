@@ -21,12 +21,13 @@ print("the end", flush=True)
 """
 
 
-def printer_config(ws, folder: Path, stop: Path) -> ScriptRunConfig:
-    """The printer as a run on cpu-cluster; it prints until `stop` exists, then 50 lines more."""
+def printer_config(ws, folder: Path, stop: str) -> ScriptRunConfig:
+    """The printer as a run on cpu-cluster; it prints until a file named `stop` exists in its run
+    folder (tests.helpers.processes.run_folder: its /tmp is its own), then 50 lines more."""
     project = folder / "printer"
     project.mkdir(exist_ok=True)
     (project / "printer.py").write_text(PRINTER)
-    return ScriptRunConfig(source_directory=str(project), script="printer.py", arguments=[str(stop)],
+    return ScriptRunConfig(source_directory=str(project), script="printer.py", arguments=[stop],
                            compute_target="cpu-cluster",
                            environment=Environment.get(workspace=ws, name="TrainHub-PyTorch-2.13-CPU"))
 

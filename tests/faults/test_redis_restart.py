@@ -15,7 +15,7 @@ from django.conf import settings
 
 from runs.models import LogChunk, Run
 from tests.faults.printer import assert_every_line_in_order, printer_config
-from tests.helpers.processes import wait_until
+from tests.helpers.processes import run_folder, wait_until
 from tests.session_env import start_session_redis
 from trainhub.compute.models import Node
 from trainhub.sdk import Environment, Experiment, ScriptRunConfig
@@ -37,22 +37,24 @@ def restart_redis() -> None:
 
 
 def test_a_redis_restart_loses_no_run(ws, node, controller, tmp_path):
-    first_stop, second_stop = tmp_path / "stop-1", tmp_path / "stop-2"
-    running = Experiment(ws, "redis-restart").submit(printer_config(ws, tmp_path, first_stop))
+    running = Experiment(ws, "redis-restart").submit(printer_config(ws, tmp_path, "stop"))
     wait_until(lambda: LogChunk.objects.filter(run__run_id=running.id, text__contains="line 3").exists(), 90,
                message="the run printing")
-    queued = Experiment(ws, "redis-restart").submit(printer_config(ws, tmp_path, second_stop))
+    queued = Experiment(ws, "redis-restart").submit(printer_config(ws, tmp_path, "stop"))
 
     restart_redis()
     wait_until(lambda: LogChunk.objects.filter(run__run_id=running.id, text__contains="line 60").exists(), 60,
                message="the run printing after the restart")
-    first_stop.touch()
-    second_stop.touch()
+    (run_folder(running.id) / "stop").touch()
 
     first = running.wait_for_completion(raise_on_error=False)
     assert first["status"] == "Completed" or (first["status"] == "Failed" and first["status_reason"]), first
     if first["status"] == "Completed":
         assert_every_line_in_order(running.id)  # the line counter, lost with Redis, went on from the stored lines
+    # Its folder, where it looks for the file, exists once it starts (the first run is done by now).
+    wait_until(lambda: run_folder(queued.id).is_dir() or Run.objects.get(run_id=queued.id).is_final, 90,
+               message="the queued run to start")
+    (run_folder(queued.id) / "stop").touch()
     second = queued.wait_for_completion(raise_on_error=False)
     assert second["status"] == "Completed", second
     wait_until(lambda: Node.objects.get(name=node.name).state == "idle", 30, message="the node idle again")

@@ -9,7 +9,7 @@ from playwright.sync_api import expect
 from runs.models import LogChunk
 from tests.browser.test_workspace_flows import sign_in
 from tests.faults.printer import assert_every_line_in_order, printed_lines, printer_config
-from tests.helpers.processes import wait_until
+from tests.helpers.processes import run_folder, wait_until
 from trainhub.sdk import Experiment
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
@@ -24,8 +24,7 @@ LAST_LINE_ABOVE = """threshold => {
 def test_a_web_restart_loses_no_line(live_server_process, ws, node, page, tmp_path):
     """The session's server is the one restarted: on the same port, as an operator would."""
     server = live_server_process
-    stop = tmp_path / "stop"
-    run = Experiment(ws, "web-restart").submit(printer_config(ws, tmp_path, stop))
+    run = Experiment(ws, "web-restart").submit(printer_config(ws, tmp_path, "stop"))
     wait_until(lambda: LogChunk.objects.filter(run__run_id=run.id, text__contains="line 5").exists(), 90,
                message="the run printing")
     sign_in(page, server.url, "olivia")
@@ -38,7 +37,7 @@ def test_a_web_restart_loses_no_line(live_server_process, ws, node, page, tmp_pa
     # A line printed after the restart reaches the open page while the run still runs
     # (once the run ends the page reloads itself, which would prove nothing).
     page.wait_for_function(LAST_LINE_ABOVE, arg=printed_while_down + 30, timeout=60_000)
-    stop.touch()
+    (run_folder(run.id) / "stop").touch()
 
     assert run.wait_for_completion()["status"] == "Completed"
     assert_every_line_in_order(run.id)

@@ -191,3 +191,37 @@ def bytes_written(pid: int) -> int:
     with open(f"/proc/{pid}/io") as io:
         counters = dict(line.split(": ") for line in io.read().splitlines())
     return int(counters["wchar"])
+
+
+def run_folder(run_id: str, node_rank: int = 0) -> Path:
+    """The run's working folder on its node `node_rank`: the boxed ranks' current folder, and the one
+    folder a test and the run's processes both see (their /tmp is their own)."""
+    from runs.models import RunNode
+
+    name = RunNode.objects.filter(run__run_id=run_id, node_rank=node_rank).values_list("node__name", flat=True).first()
+    return Path(settings.TRAINHUB_NODE_WORK_DIR) / str(name) / run_id
+
+
+def run_pids(run_id: str) -> list[tuple[int, int]]:
+    """The processes of a run on this machine, seen from outside its boxes: (pid here, pid in its box)
+    each (a box has its own PID namespace; /proc/PID/status's NSpid lists both)."""
+    marker = f"TRAINHUB_RUN_ID={run_id}".encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as environ:
+                if marker not in environ.read().split(b"\0"):
+                    continue
+            with open(f"/proc/{entry}/status") as status:
+                nspid = next(line.split()[1:] for line in status if line.startswith("NSpid:"))
+        except (OSError, StopIteration):
+            continue
+        found.append((int(entry), int(nspid[-1])))
+    return found
+
+
+def host_pid(run_id: str, pid_in_box: int) -> int:
+    """The pid here of the process of a (one-rank) run that has `pid_in_box` in its box."""
+    return next(pid for pid, boxed in run_pids(run_id) if boxed == pid_in_box)

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from runs.models import Run, Snapshot
-from tests.helpers.processes import pid_alive, wait_until
+from tests.helpers.processes import host_pid, pid_alive, run_folder, wait_until
 from tests.runs.conftest import script_config
 from trainhub.compute.models import Node
 from trainhub.sdk import Experiment
@@ -74,12 +74,12 @@ def test_a_failing_script_shows_its_exit_code_and_traceback(ws, node):
 
 
 def test_cancel_stops_the_whole_process_tree(ws, node, tmp_path):
-    pid_file = tmp_path / "grandchild.pid"
     run = Experiment(ws, name="cancels").submit(
-        script_config(ws, "scripts", "spawn_and_wait.py", [str(pid_file)])
+        script_config(ws, "scripts", "spawn_and_wait.py", ["grandchild.pid"])
     )
-    wait_until(pid_file.exists, 60, message="the grandchild to start")
-    grandchild = int(pid_file.read_text())
+    pid_file = lambda: run_folder(run.id) / "grandchild.pid"  # noqa: E731
+    wait_until(lambda: pid_file().exists(), 60, message="the grandchild to start")
+    grandchild = host_pid(run.id, int(pid_file().read_text()))
     assert pid_alive(grandchild)
     started = time.monotonic()
     run.cancel()
