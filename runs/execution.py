@@ -187,6 +187,7 @@ class NodeExecution:
         self.redis = get_redis()
         self.workdir = Path(settings.TRAINHUB_NODE_WORK_DIR) / self.node.name / self.run.run_id
         self.private_logs = self.workdir.parent / f"{self.run.run_id}.logs"
+        self.box_folder = self.workdir.parent / f"{self.run.run_id}.box"  # its /tmp and /dev/shm
         self.ranks: list[RankProcess] = []
         self.lines: collections.deque[tuple[str, str]] = collections.deque()
         self.lines_lock = threading.Lock()
@@ -297,6 +298,7 @@ class NodeExecution:
             shutil.rmtree(self.private_logs, ignore_errors=True)
             if self.box is not None:
                 self.box.cleanup()
+            shutil.rmtree(self.box_folder, ignore_errors=True)
 
     def prepare_environment(self) -> tuple[Path, dict[str, str]]:
         from trainhub.environments.builders import BuildError
@@ -360,7 +362,7 @@ class NodeExecution:
             self.box = run_box(
                 uid=box_uid("run", self.run.pk),
                 workdir=self.workdir,
-                box_folder=self.workdir.parent / f"{self.run.run_id}.box",
+                box_folder=self.box_folder,
                 read_only=readable,
                 say=self.say,
             )

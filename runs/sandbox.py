@@ -28,6 +28,8 @@ import functools
 import glob
 import logging
 import os
+import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -70,6 +72,10 @@ SUPERVISOR = str(Path(__file__).with_name("supervisor.py"))
 # variables, no script folder on sys.path) and -S (standard library only; site costs ~80 ms).
 SUPERVISOR_ARGV = (sys.executable, "-I", "-S", SUPERVISOR)
 GPU_DEVICES = ("/dev/nvidia*", "/dev/dri")
+# Where a box of a root node finds its variables (see Box.popen), and what sets them.
+ENV_FILE = "/dev/.trainhub-env"
+SET_ENV_AND_EXEC = f'set -a && . {ENV_FILE} && set +a && exec "$@"'
+IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
 class SandboxUnavailable(Exception):
@@ -150,7 +156,8 @@ class Box:
                 shutil.rmtree(folder, ignore_errors=True)
 
     def popen(self, argv: Sequence[str], env: dict[str, str], **popen_kwargs: Any) -> subprocess.Popen:
-        """Start `argv` in the box, in workdir, with exactly `env` (nothing of the caller's), under the
+        """Start `argv` in the box, in workdir, with exactly `env` (nothing of the caller's; PATH is a
+        system one when env has none; names that are not shell identifiers are left out), under the
         supervisor: SIGTERM to the returned process stops everything in the box (SIGTERM to its
         processes, SIGKILL after a grace period), and it all dies with the node. popen_kwargs go to
         subprocess.Popen (stdout, stderr, stdin, start_new_session, pass_fds...); env and cwd are ours.
@@ -158,7 +165,21 @@ class Box:
         problem = sandbox_problem()
         if problem is not None:
             raise SandboxUnavailable(SANDBOX_REQUIRED.format(setting=settings.TRAINHUB_NODE_SANDBOX, why=problem))
-        return _start(self.bwrap_arguments(env), [*self.command_prefix(), *argv], self.workdir, popen_kwargs)
+        if not node_is_root():
+            return _start(self.bwrap_arguments(env), [*self.command_prefix(), *argv], self.workdir, popen_kwargs)
+        # As root, nothing of the run may reach a process that still has privileges (setpriv: an
+        # LD_PRELOAD of the run would run as root): the variables are set only after the uid drop, by
+        # a shell that reads them from a file bwrap copies into the box (from a memfd).
+        script = "".join(f"{name}={shlex.quote(value)}\n" for name, value in env.items() if IDENTIFIER.match(name))
+        env_fd = _memfd(script.encode())
+        try:
+            options = self.bwrap_arguments({"PATH": SYSTEM_PATH})
+            options += ["--perms", "0444", "--ro-bind-data", str(env_fd), ENV_FILE]
+            command = [*self.command_prefix(), "/bin/sh", "-c", SET_ENV_AND_EXEC, "trainhub-box", *argv]
+            kwargs = dict(popen_kwargs, pass_fds=(*popen_kwargs.get("pass_fds", ()), env_fd))
+            return _start(options, command, self.workdir, kwargs)
+        finally:
+            os.close(env_fd)
 
     def run(
         self, argv: Sequence[str], env: dict[str, str], *, timeout: float | None = None, **popen_kwargs: Any
@@ -274,6 +295,13 @@ def _setpriv() -> str:
     return shutil.which("setpriv") or "/usr/bin/setpriv"
 
 
+def _memfd(data: bytes) -> int:
+    fd = os.memfd_create("trainhub-box", 0)
+    os.write(fd, data)
+    os.lseek(fd, 0, os.SEEK_SET)
+    return fd
+
+
 def _start(
     bwrap_arguments: list[str] | None,
     argv: list[str],
@@ -283,15 +311,13 @@ def _start(
 ) -> subprocess.Popen:
     """The supervisor, started with nothing of the caller's environment. Boxed, bwrap's options (the
     command's variables among them) go through a memfd; unboxed, the command's variables do."""
-    payload_fd = os.memfd_create("trainhub-box", 0)
+    if bwrap_arguments is not None:
+        payload_fd = _memfd(b"".join(arg.encode() + b"\0" for arg in bwrap_arguments))
+        head = ["--sandboxed", "--", _bwrap(), "--args", str(payload_fd), *argv]
+    else:
+        payload_fd = _memfd(b"".join(f"{k}={v}".encode() + b"\0" for k, v in (env or {}).items()))
+        head = ["--env-fd", str(payload_fd), "--", *argv]
     try:
-        if bwrap_arguments is not None:
-            os.write(payload_fd, b"".join(arg.encode() + b"\0" for arg in bwrap_arguments))
-            head = ["--sandboxed", "--", _bwrap(), "--args", str(payload_fd), *argv]
-        else:
-            os.write(payload_fd, b"".join(f"{k}={v}".encode() + b"\0" for k, v in (env or {}).items()))
-            head = ["--env-fd", str(payload_fd), "--", *argv]
-        os.lseek(payload_fd, 0, os.SEEK_SET)
         kwargs = dict(popen_kwargs)
         kwargs["pass_fds"] = (*kwargs.get("pass_fds", ()), payload_fd)
         return subprocess.Popen([*SUPERVISOR_ARGV, *head], cwd=cwd, env={"PATH": SYSTEM_PATH}, **kwargs)
