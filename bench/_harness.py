@@ -109,10 +109,10 @@ class Harness:
             self.node(cluster)
         return server, Workspace.get("bench", url=server.url, token=token)
 
-    def node(self, cluster):
+    def node(self, cluster, **env: str):
         from tests.helpers.processes import NodeProcess
 
-        node = NodeProcess(cluster, self.data_dir).start()
+        node = NodeProcess(cluster, self.data_dir, **env).start()
         self.processes.append(node.process)
         return node
 

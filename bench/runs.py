@@ -1,4 +1,5 @@
-"""Run figures: warm submit overhead, live log latency and completeness, a 100,000-run experiment page."""
+"""Run figures: the box's start cost per rank, warm submit overhead with and without the box, live log
+latency and completeness, a 100,000-run experiment page."""
 
 from __future__ import annotations
 
@@ -14,13 +15,55 @@ from pathlib import Path
 from _harness import PASSWORD, PRINTER, Harness, login_cookie, percentile, submit
 
 FIRST_LINE = "import time; print('T', time.time(), flush=True)\n"
+
+
 def log_text(run_id: str) -> str:
     from runs.models import LogChunk
 
     return "\n".join(c.text for c in LogChunk.objects.filter(run__run_id=run_id).order_by("first_seq"))
 
 
-def submit_overhead(ws, folder: Path) -> None:
+def box_start_cost() -> None:
+    """What the box adds to starting one rank: the supervisor starting `true` in a run's box (bwrap,
+    the uid drop, the variables set after it) against the supervisor starting it unboxed."""
+    from django.conf import settings
+
+    from runs.sandbox import SYSTEM_PATH, Box, box_uid, python_folders, start_unboxed
+
+    root = Path(settings.TRAINHUB_NODE_WORK_DIR)
+    root.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix="bench-box-", dir=root))
+    work = folder / "work"
+    work.mkdir()
+    box = Box(
+        uid=box_uid("run", 1),
+        workdir=work,
+        tmp=folder / "tmp",
+        shm=folder / "shm",
+        read_only=tuple(python_folders(Path(sys.executable))),
+    )
+    box.prepare()
+    # About what a rank gets: TrainHub's variables, a token, the run's own.
+    env = {"PATH": SYSTEM_PATH, "HOME": str(work), "TRAINHUB_RUN_TOKEN": "th_" + "x" * 40}
+    env |= {f"VARIABLE_{n}": f"value {n}" for n in range(30)}
+
+    def started_and_ended(start) -> float:
+        began = time.perf_counter()
+        start().wait()
+        return time.perf_counter() - began
+
+    unboxed = [started_and_ended(lambda: start_unboxed(["true"], env, work)) for _ in range(30)]
+    boxed = [started_and_ended(lambda: box.popen(["true"], env)) for _ in range(30)]
+    box.cleanup()
+    print(
+        f"rank start (supervisor -> `true` ended): boxed median {statistics.median(boxed) * 1000:.0f} ms, "
+        f"p95 {percentile(boxed, 0.95) * 1000:.0f} ms; unboxed median {statistics.median(unboxed) * 1000:.0f} ms; "
+        f"the box adds {(statistics.median(boxed) - statistics.median(unboxed)) * 1000:.0f} ms per rank "
+        f"(goal < 50 ms)"
+    )
+
+
+def submit_overhead(ws, folder: Path, label: str) -> None:
     from django.conf import settings
 
     from runs.models import Run
@@ -41,7 +84,7 @@ def submit_overhead(ws, folder: Path) -> None:
         printed = re.search(r"^T ([0-9.]+)$", log_text(run.id), re.M)
         hub.append(float(printed.group(1)) - started)
     print(
-        f"warm submit -> first line: median {statistics.median(hub) * 1000:.0f} ms; "
+        f"{label}: warm submit -> first line: median {statistics.median(hub) * 1000:.0f} ms; "
         f"bare script -> first line: median {statistics.median(bare) * 1000:.0f} ms; "
         f"overhead {(statistics.median(hub) - statistics.median(bare)) * 1000:.0f} ms (target <= 300 ms)"
     )
@@ -183,14 +226,18 @@ def main() -> None:
     with Harness() as harness:
         user, workspace, cluster, token = harness.workspace()
         server = harness.server()
-        harness.node(cluster)
+        unboxed = harness.node(cluster, TRAINHUB_NODE_SANDBOX="false")
         from trainhub.sdk import Workspace
 
         ws = Workspace.get("bench", url=server.url, token=token)
         folder = Path(tempfile.mkdtemp(prefix="bench-src-"))
         (folder / "first.py").write_text(FIRST_LINE)
         (folder / "printer.py").write_text(PRINTER)
-        submit_overhead(ws, folder)
+        box_start_cost()
+        submit_overhead(ws, folder, "without the box")
+        unboxed.stop()
+        harness.node(cluster)
+        submit_overhead(ws, folder, "in the box")
         websocket_latency(ws, folder, server, ("bench", PASSWORD))
         experiment_page(workspace, cluster, server, ("bench", PASSWORD))
 
