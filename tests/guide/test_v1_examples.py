@@ -38,9 +38,9 @@ def site(django_db_blocker, live_server_process, tmp_path_factory):
         from trainhub.sdk.compute import AmlCompute
 
         ws = Workspace.get("birds", url=site.url, token=site.token)
-        for name, count in CLUSTERS.items():
+        for name in CLUSTERS:
             ComputeTarget.create(ws, name, AmlCompute.provisioning_configuration(vm_size="STANDARD_D2_V2"))
-            site.start_nodes(name, count)
+        site.start_cluster_nodes(CLUSTERS)
         yield site, folder
 
 

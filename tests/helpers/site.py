@@ -31,22 +31,32 @@ class Site:
 
     def start_nodes(self, cluster_name: str, count: int) -> list[NodeProcess]:
         """`count` nodes for a cluster made through the API, started by hand as people do."""
+        return self.start_cluster_nodes({cluster_name: count})
+
+    def start_cluster_nodes(self, counts: dict[str, int]) -> list[NodeProcess]:
+        """Nodes for several clusters at once ({cluster name: count}), all started before waiting
+        for any: each takes seconds to come up, and they come up side by side."""
         from trainhub.compute.models import ComputeCluster, Node
 
         with self.blocker.unblock():
-            cluster = ComputeCluster.objects.select_related("workspace").get(
-                workspace=self.workspace, name=cluster_name
-            )
+            clusters = {
+                name: ComputeCluster.objects.select_related("workspace").get(workspace=self.workspace, name=name)
+                for name in counts
+            }
             started = [
                 NodeProcess(cluster, self.log_dir, TRAINHUB_NODE_SERVER_URL=self.url).start(wait=False)
-                for _ in range(count)
+                for name, cluster in clusters.items()
+                for _ in range(counts[name])
             ]
             self.nodes += started
-            wait_until(
-                lambda: Node.objects.filter(cluster=cluster, state="idle").count() >= count,
-                90,
-                message=f"{count} idle nodes",
-            )
+            for name, cluster in clusters.items():
+                wait_until(
+                    lambda cluster=cluster, count=counts[name]: (
+                        Node.objects.filter(cluster=cluster, state="idle").count() >= count
+                    ),
+                    90,
+                    message=f"{counts[name]} idle nodes in {name}",
+                )
         return started
 
 
