@@ -116,3 +116,23 @@ def test_build_now_builds_on_the_servers_worker_and_records_it(
     assert "six" in build.log and build.finished_at is not None
     page = client_for(staff).get(f"/admin/environments/environmentbuild/{build.pk}/change/")
     assert page.status_code == 200
+
+
+def test_staff_set_the_cloud_names_a_curated_environment_answers_to(client_for, staff, curated):
+    client = client_for(staff)
+    response = client.post(ADD_URL, form(answers_to="AzureML-Six-1.0\nazureml-six-1.0\nTrainHub-six-2.0\n"))
+    assert response.status_code == 302, response.content.decode()[:3000]
+    six = Environment.objects.get(name="TrainHub-Six")
+    assert six.answers_to == ["AzureML-Six-1.0", "TrainHub-six-2.0"]  # the same name twice is kept once
+
+    # A name another curated environment answers to, or one without the prefix, is refused.
+    pytorch = Environment.objects.get(name="TrainHub-PyTorch-2.13")
+    url = f"/admin/environments/environment/{six.pk}/change/"
+    response = client.post(url, form(six, answers_to=f"{pytorch.answers_to[0]}\n"))
+    assert response.status_code == 200 and "already finds the curated environment TrainHub-PyTorch-2.13" in (
+        response.content.decode().replace("&#x27;", "'")
+    )
+    response = client.post(url, form(six, answers_to="six-1.0\n"))
+    assert "is not a cloud curated name" in response.content.decode().replace("&#x27;", "'")
+    six.refresh_from_db()
+    assert six.answers_to == ["AzureML-Six-1.0", "TrainHub-six-2.0"]

@@ -84,6 +84,7 @@ class EnvironmentAdmin(admin.ModelAdmin):
             description=form.cleaned_data.get("description", ""),
             deprecated=form.cleaned_data.get("deprecated", False),
             environment=obj if change else None,
+            answers_to=form.cleaned_data.get("answers_to", []),
         )
         obj.pk = registration.version.environment.pk
         version = registration.version.version

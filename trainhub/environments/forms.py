@@ -5,10 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
+from django.core.exceptions import ValidationError
 
 from trainhub.environments.builders import direct_urls_allowed
 from trainhub.environments.curated import CURATED_NEEDS_PREFIX, RESERVED_PREFIX
 from trainhub.environments.models import NAME_MESSAGE, NAME_PATTERN, Environment
+from trainhub.environments.services import curated_answers_to_clean
 from trainhub.environments.spec import DEFAULT_PYTHON, SpecError, normalise_spec
 
 
@@ -46,6 +48,12 @@ class CuratedEnvironmentForm(forms.ModelForm):
         widget=forms.Textarea(attrs={"rows": 3}),
         help_text="NAME=value, one per line",
     )
+    answers_to = forms.CharField(
+        required=False,
+        label="Answers to",
+        widget=forms.Textarea(attrs={"rows": 4}),
+        help_text="The cloud SDK's curated names (AzureML-…) that find this environment, one per line.",
+    )
 
     class Meta:
         model = Environment
@@ -66,6 +74,8 @@ class CuratedEnvironmentForm(forms.ModelForm):
                 docker_base_dockerfile=spec["docker"]["base_dockerfile"] or "",
                 environment_variables="\n".join(f"{k}={v}" for k, v in spec["environment_variables"].items()),
             )
+        if self.instance.pk:
+            self.initial["answers_to"] = "\n".join(self.instance.answers_to or [])
 
     def clean_name(self) -> str:
         name = self.cleaned_data["name"].strip()
@@ -94,6 +104,13 @@ class CuratedEnvironmentForm(forms.ModelForm):
             },
             "environment_variables": variables,
         }
+        try:
+            data["answers_to"] = curated_answers_to_clean(
+                environment=self.instance, names=_lines(data.get("answers_to", ""))
+            )
+        except ValidationError as error:
+            self.add_error("answers_to", error)
+            return data
         try:
             data["spec"] = normalise_spec(raw, allow_direct_urls=direct_urls_allowed())
         except SpecError as error:

@@ -41,6 +41,8 @@ RESERVED_NAME = (
     "which administrators make in the admin site. Choose another name: to change a curated "
     "environment, clone it under a name of your own."
 )
+ANSWERS_TO_PREFIX = "{name!r} is not a cloud curated name: it starts with AzureML- (or TrainHub-)."
+ANSWERS_TO_TAKEN = "{name!r} already finds the curated environment {other}: a name finds one environment."
 CURATED_STAFF_ONLY = "Only TrainHub administrators (staff) can create or change curated environments."
 NAME_TAKEN = "An environment named {name!r} already exists here."
 # By name: the job module imports this one.
@@ -158,10 +160,12 @@ def curated_environment_save(
     description: str = "",
     deprecated: bool = False,
     environment: Environment | None = None,
+    answers_to: list[str] | None = None,
 ) -> Registration:
-    """Create a curated environment, or change one: a changed spec makes its next version."""
+    """Create a curated environment, or change one: a changed spec makes its next version.
+    `answers_to`, when given, replaces the cloud curated names that find it."""
     _require_staff(user)
-    return _curated_save(
+    registration = _curated_save(
         user=user,
         name=name,
         spec=spec,
@@ -169,6 +173,36 @@ def curated_environment_save(
         deprecated=deprecated,
         environment=environment,
     )
+    if answers_to is not None:
+        curated_answers_to_set(environment=registration.version.environment, names=answers_to)
+    return registration
+
+
+def curated_answers_to_clean(*, environment: Environment | None, names: list[str]) -> list[str]:
+    """The cloud curated names (AzureML-…) that are to find `environment` (None: one being made),
+    each once; a name another curated environment answers to is refused, so that each name finds
+    one environment."""
+    cleaned: list[str] = []
+    for name in names:
+        key = curated.alias_key(name.strip())
+        if not key:
+            raise ValidationError(ANSWERS_TO_PREFIX.format(name=name))
+        if key not in {curated.alias_key(c) for c in cleaned}:
+            cleaned.append(name.strip())
+    others = Environment.objects.filter(workspace__isnull=True)
+    if environment is not None and environment.pk:
+        others = others.exclude(pk=environment.pk)
+    taken = {curated.alias_key(alias): other.name for other in others for alias in other.answers_to or []}
+    for name in cleaned:
+        other = taken.get(curated.alias_key(name))
+        if other is not None:
+            raise ValidationError(ANSWERS_TO_TAKEN.format(name=name, other=other))
+    return cleaned
+
+
+def curated_answers_to_set(*, environment: Environment, names: list[str]) -> None:
+    environment.answers_to = curated_answers_to_clean(environment=environment, names=names)
+    environment.save(update_fields=["answers_to"])
 
 
 def _curated_save(
