@@ -6,15 +6,39 @@ read or plant must fail where it was made."""
 from __future__ import annotations
 
 import base64
+import functools
+import http.server
+import io
+import json
 import os
+import shutil
 import socket
+import stat
+import subprocess
+import tarfile
+import threading
+from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
+from django.db import connection
 
+from runs.models import LogChunk
+from tests.helpers.processes import NodeProcess
+from trainhub.environments import services
+from trainhub.environments.builders import _find_uv, materialise_environment
+from trainhub.environments.models import EnvironmentBuild
 from trainhub.environments.spec import spec_hash
-from trainhub.sdk import Environment
+from trainhub.sdk import Environment, Experiment, ScriptRunConfig
 from trainhub.sdk.exceptions import NotFoundError, UserErrorException
+from trainhub.workspaces.selectors import access_for
+
+PROJECTS = Path(__file__).parent / "projects"
+NODE_SECRET = "node-secret-7f3a9c0e51b2"
+
+
+def log_text(run_id: str) -> str:
+    return "\n".join(c.text for c in LogChunk.objects.filter(run__run_id=run_id).order_by("first_seq"))
 
 
 def test_a_local_or_direct_url_requirement_is_refused_at_creation(ws, live_url):
@@ -36,6 +60,125 @@ def test_a_local_or_direct_url_requirement_is_refused_at_creation(ws, live_url):
         assert requirement in str(error.value) and says in str(error.value)
     with pytest.raises(NotFoundError):
         Environment.get(workspace=ws, name="sneaky")
+
+
+def _uv_cache() -> Path:
+    uv = _find_uv()
+    assert uv is not None
+    return Path(subprocess.run([str(uv), "cache", "dir"], capture_output=True, text=True, check=True).stdout.strip())
+
+
+@pytest.fixture
+def sdist_server(tmp_path):
+    """An index of one: http://127.0.0.1:PORT/ serving the folder where the test puts evil's sdist."""
+    folder = tmp_path / "served"
+    folder.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield folder, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def _evil_sdist(folder: Path, own: Path, targets: dict[str, list[str]]) -> str:
+    """evil-1.0.tar.gz: the in-tree backend of projects/evil_sdist with the targets it attacks."""
+    name = "evil-1.0.tar.gz"
+    with tarfile.open(folder / name, "w:gz") as archive:
+        for path in sorted((PROJECTS / "evil_sdist").iterdir()):
+            archive.add(path, f"evil-1.0/{path.name}")
+        for member, data in [
+            ("targets.json", json.dumps({"own": str(own), "targets": targets}).encode()),
+            ("PKG-INFO", b"Metadata-Version: 2.1\nName: evil\nVersion: 1.0\n"),
+        ]:
+            info = tarfile.TarInfo(f"evil-1.0/{member}")
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    return name
+
+
+@pytest.fixture
+def permissive_node(cluster, live_server_process, transactional_db, tmp_path):
+    """A node whose administrator allows direct URL requirements, with a secret in its environment."""
+    process = NodeProcess(
+        cluster,
+        tmp_path,
+        TRAINHUB_NODE_SERVER_URL=live_server_process.url,
+        TRAINHUB_ALLOW_DIRECT_URL_REQUIREMENTS="true",
+        AWS_SECRET_ACCESS_KEY=NODE_SECRET,
+    ).start()
+    yield process
+    process.stop()
+
+
+@pytest.mark.slow
+def test_an_sdists_build_backend_finds_nothing_and_its_run_cannot_write_its_environment(
+    ws, owner, permissive_node, sdist_server, settings, tmp_path
+):
+    """Attack 3, with direct URLs allowed by the administrator: `evil @ http://127.0.0.1:PORT/evil-
+    1.0.tar.gz` is an sdist whose in-tree PEP 517 backend, run by the node's build, reads the secret
+    key, the database, the data folder, another build's virtualenv and the node's variables
+    (/proc/<node>/environ), and plants a .pth into the environment cache, another build's
+    virtualenv and the node's shared uv cache (which other workspaces' builds hard-link from). Then a
+    run in the environment built tries to plant a .pth into its own virtualenv and the cache.
+    Every attempt fails; the secret key and the node's secret appear in no log."""
+    cache = Path(settings.TRAINHUB_ENV_CACHE_DIR)
+    other = materialise_environment({"pip": ["six"]}, cache_dir=cache, log=lambda _line: None).root
+    other_site = other / "lib" / "python3.11" / "site-packages"
+    targets = {
+        "secret-key": ["read", str(settings.DATA_DIR / "secret_key")],
+        "database": ["read", str(connection.settings_dict["NAME"])],
+        "data-dir": ["read", str(settings.DATA_DIR)],
+        "other-venv": ["read", str(other / "pyvenv.cfg")],
+        "node-environ": ["read", f"/proc/{permissive_node.process.pid}/environ"],
+        "env-cache": ["write", str(cache)],
+        "other-venv-site-packages": ["write", str(other_site)],
+        "shared-uv-cache": ["write", str(_uv_cache())],
+    }
+    served, url = sdist_server
+    spec = {"python": "3.11", "pip": [f"evil @ {url}/evil-1.0.tar.gz"]}
+    root = cache / spec_hash(spec)
+    site_packages = root / "lib" / "python3.11" / "site-packages"
+    _evil_sdist(served, root, targets)
+    settings.TRAINHUB_ALLOW_DIRECT_URL_REQUIREMENTS = True
+    services.environment_register(access=access_for(owner, "birds"), user=owner, name="evil-env", spec=spec)
+
+    source = tmp_path / "probe"
+    shutil.copytree(PROJECTS / "probe", source)
+    shutil.copy(PROJECTS / "snoop" / "snoop.py", source)
+    src = ScriptRunConfig(
+        source_directory=str(source),
+        script="probe.py",
+        arguments=[f"write:own-site-packages={site_packages}", f"write:own-venv={root}", f"write:env-cache={cache}"],
+        compute_target="cpu-cluster",
+        environment=Environment.get(workspace=ws, name="evil-env"),
+    )
+    planted = [Path(path) / "planted.pth" for action, path in targets.values() if action == "write"]
+    planted += [site_packages / "planted.pth", root / "planted.pth"]
+    try:
+        run = Experiment(ws, "evil-build").submit(src)
+        status = run.wait_for_completion(raise_on_error=False)["status"]
+    finally:
+        leftovers = [path for path in planted if path.exists()]
+        for path in leftovers:
+            path.unlink()
+    log = log_text(run.id)
+    assert status == "Completed", log
+    assert leftovers == [], "the build or the run planted files outside its box"
+    assert "installing again in a box" in log
+    assert "ESCAPED" not in log, log
+    for name in [*targets, "own-site-packages", "own-venv"]:
+        assert f"REFUSED {name}: " in log, f"{name}: no refusal in the log"
+    assert "UID 0\n" not in log
+    builds = "\n".join(EnvironmentBuild.objects.values_list("log", flat=True))
+    for text in (log, builds, permissive_node.log()):
+        assert settings.SECRET_KEY not in text
+        assert NODE_SECRET not in text
+    for folder, dirs, files in os.walk(root):
+        for name in dirs + files:
+            found = os.lstat(os.path.join(folder, name))
+            writable = not stat.S_ISLNK(found.st_mode) and found.st_mode & 0o022
+            assert found.st_uid == os.geteuid() and not writable, os.path.join(folder, name)
 
 
 LOOPBACK_PROBE = """\

@@ -11,12 +11,23 @@ Packages are installed with uv, given the machine's pip configuration (uv does n
 indexes, local wheel folders and constraints. pip is used only when uv is missing or fails for a
 reason other than resolution, and the build log says so. Interpreters are never downloaded.
 
+Member code never runs outside a box. uv first installs with --no-build, as the node's user against
+the node's shared uv cache: installing wheels executes nothing of theirs, and this is the fast path
+(a warm cache hard-links every file). Only when a package must be built from source (an sdist's
+setup.py or PEP 517 backend is member code) does the install run again in a box (runs/sandbox.py):
+an unprivileged uid of its own, the site's data and the other environments out of sight, a
+throwaway uv cache of its own in the box's private /tmp (so a build backend cannot poison the shared
+cache that other workspaces' builds hard-link from), and only the installer's variables. pip, which
+has no such switch, always installs in a box. Whoever built it, a finished environment is handed to
+the node's user and no one else can write to it: no run can plant code that a later run imports.
+
 torch: a resolver never chooses torch. Every torch requirement (in pip, a conda `pytorch`, or one
 pulled in by another package, through a constraint) is pinned to the torch installed next to
 TrainHub (2.13.0+cpu here: the machine's local CPU wheel). A requirement that excludes that
 release is refused with a clear error rather than resolved to some other (multi-GB CUDA) build.
 
-Django-free: nodes, the server's worker and the benchmarks call it alike.
+Django-free but for a boxed install (the box reads the site's settings): nodes, the server's worker
+and the benchmarks call it alike.
 """
 
 from __future__ import annotations
@@ -56,6 +67,21 @@ DEFAULT_MAX_CACHE_BYTES = 50 * 1024**3
 EVICTION_GRACE_SECONDS = 600
 WAIT_LOG_SECONDS = 30
 HASH_PATTERN = re.compile(r"^[0-9a-f]{64}$")
+# uv's words when --no-build met a package it could only build from source.
+NEEDS_BUILD = re.compile(r"(?i)building source distributions .*is disabled|building from source is disabled")
+SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# What an installer sees of the node's variables (besides *_PROXY, UV_* and PIP_* ones).
+INSTALLER_VARIABLES = (
+    "PATH",
+    "HOME",
+    "LANG",
+    "LC_ALL",
+    "TMPDIR",
+    "XDG_CACHE_HOME",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "REQUESTS_CA_BUNDLE",
+)
 _FIND = object()
 
 CONDA_ALIASES = {"pytorch": "torch", "pytorch-cpu": "torch", "py-opencv": "opencv-python"}
@@ -244,13 +270,13 @@ def _build(spec: dict[str, Any], digest: str, root: Path, log: BuildLog, uv: Pat
         log(f"Python {version} from {interpreter}")
         requirements = python_requirements(spec, interpreter, uv, log)
         if uv is not None:
-            _build_with_uv(uv, interpreter, root, requirements, log)
+            _build_with_uv(uv, interpreter, root, requirements, log, digest)
         else:
             log("uv is not available on this node: building with pip, which is much slower.")
             _create_venv_with_python(interpreter, root, log)
             _write_inputs(root, requirements)
             if requirements:
-                _pip_install(root, log)
+                _pip_install(root, log, digest)
         size = directory_size(root)
         seconds = time.monotonic() - started
         _write_marker(
@@ -461,6 +487,8 @@ def _installable(requirement: str, interpreter: Path, uv: Path | None) -> bool:
             "--quiet",
             "--no-header",
             "--no-deps",
+            # Metadata from wheels only: an sdist's build would run member code outside a box.
+            "--no-build",
             "--color",
             "never",
             "--python",
@@ -477,6 +505,8 @@ def _installable(requirement: str, interpreter: Path, uv: Path | None) -> bool:
             "install",
             "--dry-run",
             "--no-deps",
+            "--only-binary",
+            ":all:",
             "--ignore-installed",
             "--quiet",
             "--disable-pip-version-check",
@@ -501,11 +531,39 @@ def _pip_config() -> PipConfig:
 
 
 def _installer_env() -> dict[str, str]:
-    env = dict(os.environ)
-    for name in ("VIRTUAL_ENV", "UV_PYTHON", "PYTHONPATH", "PYTHONHOME"):
-        env.pop(name, None)
+    """What an installer sees of the node's variables: where to reach the network and the node's
+    own uv/pip settings, never the rest (secrets in the node's environment stay there)."""
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if name in INSTALLER_VARIABLES or name.upper().endswith("_PROXY") or name.startswith(("UV_", "PIP_"))
+    }
+    env.pop("UV_PYTHON", None)
+    env.setdefault("PATH", SYSTEM_PATH)
     env.update(_pip_config().uv_env())
     env.update({"UV_PYTHON_DOWNLOADS": "never", "NO_COLOR": "1", "PIP_NO_INPUT": "1"})
+    return env
+
+
+def _box_env(root: Path) -> dict[str, str]:
+    """The variables of an install in a box: the installer's, with a home, caches and temporary
+    files of the box's own (its private /tmp, thrown away with it)."""
+    env = {
+        name: value
+        for name, value in _installer_env().items()
+        if name not in ("HOME", "TMPDIR", "XDG_CACHE_HOME", "UV_CACHE_DIR", "PIP_CACHE_DIR")
+    }
+    env.update(
+        {
+            "PATH": f"{root / 'bin'}:{SYSTEM_PATH}",
+            "HOME": "/tmp",
+            "TMPDIR": "/tmp",
+            "UV_CACHE_DIR": "/tmp/uv-cache",
+            # The cache and the virtualenv are separate mounts in the box: no hard links across.
+            "UV_LINK_MODE": "copy",
+            "PIP_CACHE_DIR": "/tmp/pip-cache",
+        }
+    )
     return env
 
 
@@ -537,6 +595,7 @@ def _build_with_uv(
     root: Path,
     requirements: list[str],
     log: BuildLog,
+    digest: str,
 ) -> None:
     version = subprocess.run([str(uv), "--version"], capture_output=True, text=True, check=False).stdout.strip()
     log(f"Installing with {version or 'uv'}, using this machine's pip configuration.")
@@ -561,30 +620,34 @@ def _build_with_uv(
     if not requirements:
         log("No packages to install.")
         return
-    code, output = _stream(
-        [
-            str(uv),
-            "pip",
-            "install",
-            "--python",
-            str(_venv_python(root)),
-            "--color",
-            "never",
-            "--no-progress",
-            *_pip_config().uv_args(),
-            "--constraint",
-            str(root / CONSTRAINTS_FILE),
-            "-r",
-            str(root / REQUIREMENTS_FILE),
-        ],
-        log,
-    )
+    install = [
+        str(uv),
+        "pip",
+        "install",
+        "--python",
+        str(_venv_python(root)),
+        "--color",
+        "never",
+        "--no-progress",
+        *_pip_config().uv_args(),
+        "--constraint",
+        str(root / CONSTRAINTS_FILE),
+        "-r",
+        str(root / REQUIREMENTS_FILE),
+    ]
+    code, output = _stream([*install, "--no-build"], log)
+    if code != 0 and NEEDS_BUILD.search(output):
+        log(
+            "A package must be built from source: installing again in a box, as an unprivileged "
+            "user with a uv cache of its own."
+        )
+        code, output = _boxed(install, root, digest, log)
     if code == 0:
         return
     if _is_resolution_failure(output):
         raise BuildError(f"The requirements cannot be installed: {_last_error(output)}")
     log(f"uv could not install the requirements ({_last_error(output)}); falling back to pip.")
-    _pip_install(root, log)
+    _pip_install(root, log, digest)
 
 
 def _create_venv_with_python(interpreter: Path, root: Path, log: BuildLog) -> None:
@@ -593,9 +656,10 @@ def _create_venv_with_python(interpreter: Path, root: Path, log: BuildLog) -> No
         raise BuildError(f"python -m venv failed: {_last_error(output)}")
 
 
-def _pip_install(root: Path, log: BuildLog) -> None:
+def _pip_install(root: Path, log: BuildLog, digest: str) -> None:
     # pip reads the machine's pip configuration itself; this process's pip installs into the venv.
-    code, output = _stream(
+    # It builds whatever sdist it meets, so it always runs in a box.
+    code, output = _boxed(
         [
             sys.executable,
             "-m",
@@ -612,6 +676,8 @@ def _pip_install(root: Path, log: BuildLog) -> None:
             "-r",
             str(root / REQUIREMENTS_FILE),
         ],
+        root,
+        digest,
         log,
     )
     if code != 0:
@@ -636,9 +702,9 @@ def _last_error(output: str) -> str:
 
 
 def _stream(command: list[str], log: Callable[[str], None]) -> tuple[int, str]:
-    """Run `command`, passing each output line to `log` as it comes; (exit code, all output)."""
-    collected = []
-    with subprocess.Popen(
+    """Run `command` (TrainHub's own installer, running no member code), passing each output line
+    to `log` as it comes; (exit code, all output)."""
+    process = subprocess.Popen(
         command,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -647,7 +713,13 @@ def _stream(command: list[str], log: Callable[[str], None]) -> tuple[int, str]:
         errors="replace",
         env=_installer_env(),
         bufsize=1,
-    ) as process:
+    )
+    return _pump(process, log)
+
+
+def _pump(process: subprocess.Popen, log: Callable[[str], None]) -> tuple[int, str]:
+    collected = []
+    with process:
         assert process.stdout is not None
         for line in process.stdout:
             line = line.rstrip("\n")
@@ -655,6 +727,73 @@ def _stream(command: list[str], log: Callable[[str], None]) -> tuple[int, str]:
             log(line)
         code = process.wait()
     return code, "\n".join(collected)
+
+
+def _boxed(command: list[str], root: Path, digest: str, log: Callable[[str], None]) -> tuple[int, str]:
+    """Run an installer that may run member code (an sdist's build) in a box whose one writable
+    folder is the virtualenv being built; (exit code, all output).
+
+    The box's uid is one of the build kind, derived from the spec hash; its /tmp (home, caches)
+    is thrown away afterwards. Where the node may run member code unboxed
+    (TRAINHUB_NODE_SANDBOX=false), it runs unboxed and the build log says so.
+    """
+    from django.conf import settings
+    from django.core.exceptions import ImproperlyConfigured
+
+    from runs.sandbox import Box, box_uid, node_sandbox_support, python_folders
+
+    try:
+        enabled, note = node_sandbox_support(settings.TRAINHUB_NODE_SANDBOX)
+    except ImproperlyConfigured as error:
+        raise BuildError(str(error)) from None
+    if not enabled:
+        log(note)
+        return _stream(command, log)
+    scratch = Path(tempfile.mkdtemp(prefix=f".box-{digest[:12]}-", dir=root.parent))
+    box = Box(
+        uid=box_uid("build", int(digest[:8], 16)),
+        workdir=root,
+        tmp=scratch / "tmp",
+        # The installers and the interpreters the virtualenv links to may live in a hidden folder
+        # (a pyenv Python under the node user's home): put back read-only.
+        read_only=(
+            _venv_python(root).resolve().parents[1],
+            *python_folders(Path(sys.executable)),
+            Path(settings.BASE_DIR),
+        ),
+    )
+    box.prepare()
+    try:
+        process = box.popen(
+            command,
+            _box_env(root),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            errors="replace",
+            bufsize=1,
+        )
+        return _pump(process, log)
+    finally:
+        box.cleanup()
+        shutil.rmtree(scratch, ignore_errors=True)
+        _seal(root)
+
+
+def _seal(root: Path) -> None:
+    """After a box installed into it, the virtualenv belongs to the node's user again and nobody
+    else may write to it: not the box's uid, not a run's, so nothing planted there reaches a later
+    run. (What uv installs as the node's user is so already: wheels' files get 0644 or 0755.)"""
+    owner = os.geteuid()
+    for folder, dirs, files in os.walk(root):
+        for name in [".", *dirs, *files]:
+            path = os.path.join(folder, name)
+            stat = os.lstat(path)
+            if stat.st_uid != owner or stat.st_gid != os.getegid():
+                os.chown(path, owner, os.getegid(), follow_symlinks=False)
+            if not os.path.islink(path) and stat.st_mode & 0o022:
+                os.chmod(path, stat.st_mode & ~0o022 & 0o7777)
 
 
 # ---------------------------------------------------------------- cache bookkeeping
