@@ -181,6 +181,46 @@ def test_an_sdists_build_backend_finds_nothing_and_its_run_cannot_write_its_envi
             assert found.st_uid == os.geteuid() and not writable, os.path.join(folder, name)
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(1200)  # a training run and an export run, each a real node job
+def test_an_onnx_export_runs_none_of_the_runs_variables_or_code_outside_the_box(ws, node, settings, tmp_path):
+    """Attack 2, the export's half: the model's run had `environment_variables: {"PYTHONPATH": "."}`
+    and a `signal.py` in its snapshot that prints the secret key to whoever imports it. Exporting
+    its model reused the run's variables and snapshot, and the shadowing module ran with the
+    server's rights. Now the export takes the run's packages and snapshot but not its variables;
+    wherever the shadow runs, it is in the box: the secret key appears in no log, and the export
+    still succeeds."""
+    source = tmp_path / "export"
+    shutil.copytree(Path(__file__).parents[1] / "registry" / "projects" / "export", source)
+    shutil.copy(PROJECTS / "shadow" / "signal.py", source)
+    (source / "shadow-target.txt").write_text(str(settings.DATA_DIR / "secret_key"))
+    env = Environment.get(workspace=ws, name="TrainHub-PyTorch-2.13-CPU").clone("shadowed")
+    env.environment_variables = {"PYTHONPATH": "."}
+    env.register(ws)
+    src = ScriptRunConfig(
+        source_directory=str(source),
+        script="train.py",
+        compute_target="cpu-cluster",
+        environment=Environment.get(workspace=ws, name="shadowed"),
+    )
+    run = Experiment(ws, "shadowed").submit(src)
+    assert run.wait_for_completion(raise_on_error=False)["status"] == "Completed", log_text(run.id)
+    model = run.register_model(model_name="shadowed", model_path="outputs/model.pt")
+
+    exported = model.export_onnx(sample_input_shape=[1, 8], show_output=False)
+
+    assert exported.name == "shadowed-onnx"
+    export_run = exported.run_id
+    from runs.models import Run as RunRow
+
+    assert RunRow.objects.get(run_id=export_run).environment_spec["environment_variables"] == {}
+    logs = {name: log_text(run_id) for name, run_id in (("training", run.id), ("export", export_run))}
+    assert "REFUSED shadow in " in logs["training"], logs["training"]
+    for name, text in [*logs.items(), ("node", node.log())]:
+        assert "ESCAPED" not in text, f"{name}: {text}"
+        assert settings.SECRET_KEY not in text, f"{name}: the secret key"
+
+
 LOOPBACK_PROBE = """\
 import socket
 for name, port in [("redis", {redis}), ("listener", {listener})]:
