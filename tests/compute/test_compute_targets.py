@@ -73,3 +73,17 @@ def test_a_duplicate_name_is_refused(workspace, owner_token):
     assert client.post("/api/v1/workspaces/birds/computes", payload, content_type="application/json").status_code == 201
     response = client.post("/api/v1/workspaces/birds/computes", payload, content_type="application/json")
     assert "already exists" in response.json()["detail"]
+
+
+def test_the_cluster_page_shows_each_live_nodes_load(client_for, reader, workspace):
+    import os
+
+    from tests.runs.builders import make_cluster
+    from trainhub.compute.services import node_register
+
+    cluster = make_cluster(workspace, name="loaded")
+    node = node_register(cluster=cluster, address="127.0.0.1", name="loaded-node-1")
+    body = client_for(reader).get("/w/birds/compute/loaded/").content.decode()
+    cell = body.split(f"<td>{node.name}</td>", 1)[1].split('<td class="load">', 1)[1].split("</td>", 1)[0]
+    one, five, fifteen = (float(part) for part in cell.split(" / "))
+    assert abs(fifteen - os.getloadavg()[2]) < 1.0 and one >= 0 and five >= 0

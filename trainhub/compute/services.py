@@ -176,8 +176,28 @@ def node_register(
     return node
 
 
+def _load_key(node_id: int) -> str:
+    return f"trainhub:node:{node_id}:load"
+
+
 def node_heartbeat(node: Node) -> None:
-    get_redis().set(_alive_key(node.pk), node.name, ex=HEARTBEAT_TTL_SECONDS)
+    """The node is alive, and how loaded its machine is (1, 5 and 15 minute load averages)."""
+    pipe = get_redis().pipeline(transaction=False)
+    pipe.set(_alive_key(node.pk), node.name, ex=HEARTBEAT_TTL_SECONDS)
+    pipe.set(_load_key(node.pk), " ".join(f"{value:.2f}" for value in os.getloadavg()), ex=HEARTBEAT_TTL_SECONDS)
+    pipe.execute()
+
+
+def node_loads(node_ids: list[int]) -> dict[int, tuple[float, float, float]]:
+    """The load averages the live nodes among these last reported."""
+    if not node_ids:
+        return {}
+    values = get_redis().mget([_load_key(node_id) for node_id in node_ids])
+    return {
+        node_id: tuple(float(part) for part in value.split())  # type: ignore[misc]
+        for node_id, value in zip(node_ids, values, strict=True)
+        if value
+    }
 
 
 def node_heartbeat_persist(node: Node) -> None:

@@ -43,6 +43,10 @@ def cluster_list(request: HttpRequest, workspace_name: str) -> HttpResponse:
 def cluster_detail(request: HttpRequest, workspace_name: str, name: str) -> HttpResponse:
     access = workspace_selectors.access_for(request.user, workspace_name)
     cluster = selectors.cluster_get(access.workspace, name)
+    nodes = list(selectors.recent_nodes(cluster))
+    loads = services.node_loads([node.pk for node in nodes])
+    for node in nodes:
+        node.load = loads.get(node.pk)  # type: ignore[attr-defined]
     return workspace_page(
         request,
         access,
@@ -50,5 +54,5 @@ def cluster_detail(request: HttpRequest, workspace_name: str, name: str) -> Http
         "compute",
         cluster=cluster,
         size=catalog.get_size(cluster.vm_size),
-        nodes=selectors.recent_nodes(cluster),
+        nodes=nodes,
     )
