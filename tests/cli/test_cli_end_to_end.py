@@ -7,14 +7,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shlex
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.helpers.processes import BASE_DIR, process_env
+from tests.helpers.processes import BASE_DIR, process_env, run_folder
 from tests.helpers.site import module_site
 
 pytestmark = pytest.mark.slow
@@ -169,10 +168,8 @@ def test_a_failing_run_exits_non_zero_with_one_line(user):
 
 
 def test_logs_follow_a_running_run_and_cancel_stops_one(user, tmp_path):
-    flag = tmp_path / "go"
     submitted = as_json(trainhub(
-        user, f"trainhub run submit --json --no-wait --script print_slowly.py --compute cpu --experiment cli-slow "
-              f"-- {shlex.quote(str(flag))}"
+        user, "trainhub run submit --json --no-wait --script print_slowly.py --compute cpu --experiment cli-slow -- go"
     ))
     env = process_env(HOME=str(user["home"]))
     env.pop("TRAINHUB_TOKEN", None)
@@ -185,14 +182,15 @@ def test_logs_follow_a_running_run_and_cancel_stops_one(user, tmp_path):
         assert before[-1] or follower.poll() is None, before
         before.append(follower.stdout.readline().strip())
     assert "LATER-LINE after the page opened" not in before
-    flag.touch()
+    with user["site"].blocker.unblock():
+        (run_folder(submitted["run_id"]) / "go").touch()  # in the run's folder: its /tmp is its own
     rest, errors = follower.communicate(timeout=120)
     assert follower.returncode == 0, errors
     assert "LATER-LINE after the page opened" in rest
 
     waiting = as_json(trainhub(
-        user, f"trainhub --json run submit --no-wait --script print_slowly.py --compute cpu --experiment cli-slow "
-              f"-- {shlex.quote(str(tmp_path / 'never'))}"
+        user, "trainhub --json run submit --no-wait --script print_slowly.py --compute cpu --experiment cli-slow "
+              "-- never"
     ))
     canceled = trainhub(user, f"trainhub run cancel {waiting['run_id']}")
     assert canceled.returncode == 0, canceled.stderr

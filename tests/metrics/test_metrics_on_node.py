@@ -10,7 +10,7 @@ from playwright.sync_api import expect
 from metrics.models import MetricSeries
 from runs.models import Run
 from tests.browser.test_workspace_flows import sign_in
-from tests.helpers.processes import wait_until
+from tests.helpers.processes import run_folder, wait_until
 from trainhub.sdk import Experiment
 from trainhub.sdk.exceptions import RunFailedError
 
@@ -47,10 +47,7 @@ def test_a_run_that_crashes_right_after_logging_keeps_every_point(ws, node):
 
 @pytest.mark.browser
 def test_the_run_page_charts_a_running_training_live(ws, node, page, live_url, tmp_path):
-    stop_file = tmp_path / "stop"
-    run = Experiment(ws, name="metrics-live").submit(
-        config(ws, "train_slowly.py", [str(stop_file)]), show_progress=False
-    )
+    run = Experiment(ws, name="metrics-live").submit(config(ws, "train_slowly.py", ["stop"]), show_progress=False)
     wait_until(
         lambda: MetricSeries.objects.filter(run__run_id=run.id, name="loss").exists(),
         180,
@@ -69,7 +66,7 @@ def test_the_run_page_charts_a_running_training_live(ws, node, page, live_url, t
         arg=shown,
         timeout=60_000,
     )
-    stop_file.touch()
+    (run_folder(run.id) / "stop").touch()  # the run's /tmp is its own: its folder is what both see
     details = run.wait_for_completion()
     assert details["status"] == "Completed"
     metrics = run.get_metrics()

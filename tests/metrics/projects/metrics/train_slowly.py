@@ -1,4 +1,4 @@
-"""Trains a small torch model, logging its loss every 0.2 s until the file argv[1] exists."""
+"""Trains a small torch model, logging its loss every 0.2 s until the file argv[1] (in its run folder) exists."""
 
 import os
 import sys
