@@ -97,11 +97,13 @@ def stop_tree(grace: float = GRACE_SECONDS, spare: int | None = None) -> None:
     me = os.getpid()
     _signal_all([pid for pid in descendants(me) if pid != spare], signal.SIGTERM)
     deadline = time.monotonic() + grace
+    pause = 0.002  # a box's init ends a moment after bwrap: wait for it in small steps at first
     while time.monotonic() < deadline:
         _reap()
         if not descendants(me):
             return
-        time.sleep(0.05)
+        time.sleep(pause)
+        pause = min(pause * 2, 0.05)
     _signal_all(descendants(me), signal.SIGKILL)
     _reap()
 

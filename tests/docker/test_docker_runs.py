@@ -1,13 +1,14 @@
 """Runs in Docker environments on real nodes with a real Docker engine: the image built from the
 environment (its log in the run's log, recorded for the environment page) and reused by the next
 run, a run's logs, outputs and model from a container, a 2-node x 2-process gloo DDP run in
-containers, cancel leaving no container, a failed build surfaced with its log, and nodes without
-an engine never given a Docker run."""
+containers, cancel leaving no container, a failed build surfaced with its log, nodes without
+an engine never given a Docker run, and a rank's container unprivileged and apart from the node."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -230,3 +231,36 @@ def test_a_killed_node_leaves_no_container_running(site, ws, torch_env):
     assert [c.status for c in run_containers(client, run.id)] == ["running"]
     node.kill()
     wait_until(lambda: run_containers(client, run.id) == [], 20, message="no container of the killed node's run")
+
+
+CONTAINMENT_PROBE = """
+import os, sys
+status = dict(line.split(":", 1) for line in open("/proc/self/status"))
+print("uid", os.getuid(), flush=True)
+print("ipc", os.readlink("/proc/self/ns/ipc"), flush=True)
+print("CapEff", status["CapEff"].strip(), "NoNewPrivs", status["NoNewPrivs"].strip(), flush=True)
+print("data cache", "visible" if os.path.exists(sys.argv[1]) else "absent", flush=True)
+with open("outputs/written.txt", "w") as handle:
+    handle.write("written by the container")
+"""
+
+
+def test_a_ranks_container_is_unprivileged_has_its_own_ipc_and_sees_only_its_run(site, ws, torch_env, tmp_path):
+    """Suspected in issue 16: rank containers had the host's IPC namespace and the node's whole data
+    cache (every workspace's staged inputs) mounted read-write. A rank's container runs as a non-root
+    user with no capability and no new privileges, in an IPC namespace of its own; the node's data
+    cache is not in it; it still writes its outputs."""
+    from django.conf import settings
+
+    (tmp_path / "probe.py").write_text(CONTAINMENT_PROBE)
+    run = submit(ws, torch_env, tmp_path, "probe.py", arguments=[str(settings.TRAINHUB_DATA_CACHE_DIR)])
+    details = run.wait_for_completion(raise_on_error=False)
+    lines = log_lines(site, run, "std_log_process_0")
+    assert details["status"] == "Completed", lines
+    uid = int(next(line for line in lines if line.startswith("uid ")).split()[1])
+    assert uid != 0
+    assert f"ipc {os.readlink('/proc/self/ns/ipc')}" not in lines
+    assert "CapEff 0000000000000000 NoNewPrivs 1" in lines
+    assert "data cache absent" in lines
+    run.download_file("outputs/written.txt", str(tmp_path / "written.txt"))
+    assert (tmp_path / "written.txt").read_text() == "written by the container"
