@@ -12,8 +12,9 @@ folder on to the container.
 Containers share the node's network (rendezvous addresses and ports are the node's), see the
 run's working folder (writable) and the run's own staged inputs (read-only) at the same paths as on
 the node, and nothing else of it; each has its own IPC namespace and /dev/shm, runs as the run's
-unprivileged uid (runs/sandbox.py: box_uid; the node's own where it is not root) with no
-capability and no new privileges, and carries the labels LABEL_RUN and LABEL_NODE: the node removes
+unprivileged uid (runs/sandbox.py: box_uid; the node's own where it is not root, and for MPI ranks,
+which share Open MPI's session files with its daemon on the host) with no capability and no new
+privileges, and carries the labels LABEL_RUN and LABEL_NODE: the node removes
 its run's containers when the run ends, its own when it stops, and the controller those of nodes
 that are gone (a node killed outright).
 """
@@ -230,8 +231,11 @@ def launcher_for(run: Run, node: Node, workdir: Path, built: MaterialisedEnviron
         return ProcessLauncher()
     from runs.sandbox import box_uid, node_is_root
 
-    uid = box_uid("run", run.pk) if node_is_root() else os.getuid()
-    gid = uid if node_is_root() else os.getgid()
+    # An MPI rank shares Open MPI's session files (PMIx's store, 0700) with the daemon on the host,
+    # which runs as the node's user: its container does too (still without capabilities).
+    unprivileged = node_is_root() and run.distributed.get("type") != "mpi"
+    uid = box_uid("run", run.pk) if unprivileged else os.getuid()
+    gid = uid if unprivileged else os.getgid()
     return ContainerLauncher(
         image=built.image,
         run_id=run.run_id,

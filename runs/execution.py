@@ -47,7 +47,6 @@ from runs.sandbox import (
     SandboxUnavailable,
     box_uid,
     chown_tree,
-    node_is_root,
     python_folders,
     run_box,
     start_unboxed,
@@ -354,8 +353,9 @@ class NodeExecution:
         Containers see the run's folder, as its uid, and its own inputs read-only."""
         if isinstance(self.launcher, ContainerLauncher):
             self.launcher = dataclasses.replace(self.launcher, mounts=tuple(inputs))
-            if node_is_root():
-                chown_tree(self.workdir, int(self.launcher.user.split(":")[0]))
+            uid = int(self.launcher.user.split(":")[0])
+            if uid != os.getuid():
+                chown_tree(self.workdir, uid)
             return
         readable = [*python_folders(python), self.sdk_folder, *inputs]
         try:
