@@ -201,7 +201,7 @@ def api_write_bodies(world: dict) -> dict[str, object]:
     """A well-formed body for each write, so that only the role can be why it is refused."""
     return {
         "/computes": {"name": "stolen", "vm_size": "LOCAL_CPU"},
-        "/computes/{name}": None,
+        "/computes/{name}": {"max_nodes": 9},  # PATCH's body (DELETE reads none)
         "/environments": {"name": "stolen", "spec": {"python": "3.11", "pip": ["six"]}},
         "/clone": {"new_name": "stolen"},
         "/snapshots/{sha256}": b"",
@@ -236,7 +236,7 @@ def snapshot_of_world() -> tuple:
     from trainhub.environments.models import Environment
 
     return (
-        list(ComputeCluster.objects.values_list("name", flat=True).order_by("name")),
+        list(ComputeCluster.objects.values_list("name", "max_nodes").order_by("name")),
         list(Environment.objects.values_list("name", flat=True).order_by("name")),
         list(Run.objects.values_list("run_id", "status", "display_name", "tags").order_by("run_id")),
         list(ModelVersion.objects.values_list("model__name", "version", "tags").order_by("pk")),
