@@ -47,6 +47,7 @@ from runs.sandbox import (
     SandboxUnavailable,
     box_uid,
     chown_tree,
+    node_is_root,
     python_folders,
     run_box,
     start_unboxed,
@@ -869,12 +870,18 @@ class NodeExecution:
             # A build can fail before the snapshot (and this folder) is unpacked.
             self.private_logs.mkdir(parents=True, exist_ok=True)
             (self.private_logs / f"{self.prepare_stream}.txt").write_text("\n".join(self.prepare_lines) + "\n")
-        skipped = []
+        skipped, foreign = [], []
+        # A box's files are its uid's: any other is a hard link to a file the run could not read
+        # itself, made where the kernel allows it (fs.protected_hardlinks=0). The node never copies one.
+        owner = self.box.uid if self.box is not None and node_is_root() else None
         for folder in ("outputs", "logs"):
             for relative, absolute, is_link in walk_regular_files(self.workdir / folder):
                 name = f"{folder}/{relative}"
                 if is_link or not absolute.is_file():
                     skipped.append(name)
+                    continue
+                if owner is not None and absolute.lstat().st_uid != owner:
+                    foreign.append(name)
                     continue
                 services.run_file_store(run=self.run, path=name, local_path=absolute)
         for relative, absolute, is_link in walk_regular_files(self.private_logs):
@@ -885,6 +892,12 @@ class NodeExecution:
                 self.run.pk,
                 self.prepare_stream,
                 [f"Not copied (symlinks and special files are never copied): {', '.join(skipped[:20])}"],
+            )
+        if foreign:
+            services.log_append(
+                self.run.pk,
+                self.prepare_stream,
+                [f"Not copied (files the run's user does not own are never copied): {', '.join(foreign[:20])}"],
             )
 
 

@@ -371,3 +371,22 @@ def test_a_file_planted_in_tmp_by_one_run_is_not_seen_by_the_next(ws, node, tmp_
     assert "PLANTED CODE RAN" not in log
     assert not Path(f"{run_folder(first.id)}.box").exists(), "the first run's /tmp and /dev/shm were removed"
     assert not any(Path("/tmp").glob("trainhub-planted*"))
+
+
+def test_a_file_the_run_does_not_own_in_its_outputs_is_never_copied(ws, node, tmp_path):
+    """Variant of attack 4: where the kernel lets a user hard-link files it does not own
+    (fs.protected_hardlinks=0), a run links a root-only file of the machine into its outputs/ for
+    the node to copy into the run's history. Such a link is put there by the test (this machine
+    protects hard links); the node copies only the files of the run's own user, and says so."""
+    source = project(tmp_path / "linker", {"linker.py": VICTIM})
+    run = submit(ws, source, "linker.py", Environment.get(workspace=ws, name=CURATED))
+    wait_until(lambda: "victim ready" in log_text(run.id), 120, message="the run to start")
+    planted = run_folder(run.id) / "outputs" / "shadow-copy"
+    planted.write_text(settings.SECRET_KEY)
+    planted.chmod(0o600)
+    (run_folder(run.id) / "go").touch()
+    assert run.wait_for_completion(raise_on_error=False)["status"] == "Completed", log_text(run.id)
+    names = run.get_file_names()
+    assert "outputs/result.txt" in names and "outputs/shadow-copy" not in names
+    assert "(files the run's user does not own are never copied): outputs/shadow-copy" in log_text(run.id)
+    assert_no_secret(log_text(run.id), "the run's log")
