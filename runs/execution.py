@@ -28,7 +28,8 @@ from django.db import close_old_connections
 from django.utils import timezone
 
 from datastores.staging import stage_run_inputs
-from runs import services
+from metrics.services import metrics_ingest, parse_batch
+from runs import services, system_metrics
 from runs.archives import UnsafeArchiveError, extract_snapshot, walk_regular_files
 from runs.containers import (
     ContainerLauncher,
@@ -56,6 +57,8 @@ from runs.scheduling import run_token
 from trainhub.compute.models import Node
 from trainhub.redis_conn import get_redis
 from trainhub.sdk._whole_lines import ANNOUNCE, split_tagged
+from trainhub.workspaces.models import Role
+from trainhub.workspaces.permissions import Access
 
 logger = logging.getLogger(__name__)
 
@@ -198,6 +201,7 @@ class NodeExecution:
         self.prepare_pending: list[str] = []
         self.prepare_flushed_at = time.monotonic()
         self.launcher: Launcher = ProcessLauncher()
+        self.system = system_metrics.Sampler()
         self.box: Box | None = None
         self.mpi_relay: MpiRelay | None = None
         # Names of the ranks' variables that come from the node's own environment, not the run.
@@ -686,9 +690,15 @@ class NodeExecution:
         """Until every rank has ended; returns the first rank that failed, if any."""
         last_abort_check = 0.0
         timeout_at = time.monotonic() + self.run.timeout_seconds if self.run.timeout_seconds else None
+        sample_every = settings.TRAINHUB_SYSTEM_METRICS_SECONDS
+        # The first sample only starts each rank's CPU clock: take it soon.
+        next_sample = time.monotonic() + min(1.0, sample_every)
         while True:
             time.sleep(FLUSH_SECONDS)
             self.flush()
+            if sample_every and time.monotonic() >= next_sample:
+                next_sample = time.monotonic() + sample_every
+                self.record_system_metrics()
             running = False
             for rank in self.ranks:
                 if rank.exit_code is None:
@@ -715,6 +725,20 @@ class NodeExecution:
                 self.check_abort()
             if timeout_at is not None and now > timeout_at:
                 raise _Timeout()
+
+    def record_system_metrics(self) -> None:
+        """CPU and memory of each running rank's process tree, as the run's system/ metrics. The
+        processes of a container are the engine's, not ours: Docker runs are not sampled."""
+        if not isinstance(self.launcher, ProcessLauncher):
+            return
+        roots = {rank.rank: rank.process.pid for rank in self.ranks if rank.exit_code is None and rank.rank >= 0}
+        platform = Access(workspace=self.run.workspace, role=Role.CONTRIBUTOR)
+        try:
+            for rank, values in self.system.sample(roots).items():
+                batch = parse_batch({"rank": rank, "metrics": [{"name": n, "values": [v]} for n, v in values.items()]})
+                metrics_ingest(access=platform, run=self.run, batch=batch)
+        except Exception:  # a run never fails for want of a sample
+            logger.warning("system metrics of run %s failed", self.run.run_id, exc_info=True)
 
     def _wait_readers(self, ranks: list[RankProcess] | None = None) -> None:
         # A reader reaches EOF once every writer of the pipe has exited; the supervisor makes
