@@ -94,6 +94,8 @@ def test_ddp_ranks_talk_across_two_hosts(ws, cluster, hosts, shared_redis, tmp_p
                 NodeProcess(
                     cluster, tmp_path, prefix=("ip", "netns", "exec", namespace),
                     REDIS_URL=shared_redis, TRAINHUB_NODE_ADDRESS=address, GLOO_SOCKET_IFNAME=interface,
+                    # The node's own variables reach its runs only where the administrator names them.
+                    TRAINHUB_NODE_PASS_ENV="LANG,LC_*,TZ,GLOO_SOCKET_IFNAME",
                 ).start(wait=False)
             )
         wait_until(lambda: Node.objects.filter(cluster=cluster, state="idle").count() == 2, 60, message="two nodes")
