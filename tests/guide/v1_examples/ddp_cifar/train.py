@@ -37,4 +37,6 @@ if rank == 0:
     os.makedirs("outputs", exist_ok=True)
     with open("outputs/result.json", "w") as handle:
         json.dump({"world_size": world, "files_seen": seen.item()}, handle)
+# Every rank reaches the end before any tears gloo down (a peer closing early aborts the other).
+dist.barrier()
 dist.destroy_process_group()

@@ -25,4 +25,6 @@ for epoch in range(2):
     loss.backward()
     optimizer.step()
     print(f"rank {dist.get_rank()}/{dist.get_world_size()} {args.dist_backend} epoch {epoch} loss {loss.item():.4f}")
+# Every rank reaches the end before any tears gloo down (a peer closing early aborts the other).
+dist.barrier()
 dist.destroy_process_group()

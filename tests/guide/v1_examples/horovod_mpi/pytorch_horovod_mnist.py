@@ -12,4 +12,6 @@ dist.init_process_group("gloo", init_method=os.environ["AZ_BATCHAI_PYTORCH_INIT_
 gradient = torch.full((10,), float(rank + 1))
 dist.all_reduce(gradient)
 print(f"horovod-style rank {rank}/{world} averaged gradient {gradient[0].item() / world}", flush=True)
+# Every rank reaches the end before any tears gloo down (a peer closing early aborts the other).
+dist.barrier()
 dist.destroy_process_group()
