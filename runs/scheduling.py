@@ -26,11 +26,10 @@ from trainhub.compute.models import Node, NodeState
 from trainhub.compute.services import alive_node_ids
 from trainhub.environments.builders import uses_docker
 from trainhub.redis_conn import get_redis
-from trainhub.workspaces.selectors import hash_token
+from trainhub.workspaces.selectors import RUN_TOKEN_PREFIX, hash_token
 
 logger = logging.getLogger(__name__)
 
-RUN_TOKEN_PREFIX = "thr_"
 RUN_TOKEN_KEY_SALT = "trainhub.runs.run_token"
 # A job is in its node's queue within milliseconds of the dispatch's commit, and stays in Redis
 # while the node runs it: one missing this long after the dispatch was lost with Redis's data.

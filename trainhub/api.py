@@ -14,10 +14,10 @@ from ninja.security import APIKeyCookie, HttpBearer
 from trainhub.workspaces import selectors, services
 from trainhub.workspaces.models import ApiToken
 from trainhub.workspaces.permissions import Access
+from trainhub.workspaces.selectors import RUN_TOKEN_PREFIX
 
 INVALID_TOKEN = "The API token is not valid: it is unknown, revoked, or its user was removed."
 NOT_SIGNED_IN = "Sign in, or send an API token as 'Authorization: Bearer <token>'."
-RUN_TOKEN_PREFIX = "thr_"
 RUN_TOKEN_ENDED = "Run {run_id} has ended ({status}): its token stopped working with it."
 RUN_TOKEN_REFUSED = (
     "A run's token only acts for its run (metrics, its files and inputs, registering its models); "

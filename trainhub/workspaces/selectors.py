@@ -12,6 +12,8 @@ from trainhub.workspaces.models import ApiToken, Membership, Role, Workspace
 from trainhub.workspaces.permissions import Access
 
 WORKSPACE_NOT_FOUND = "No workspace named {name!r} that you are a member of."
+# Run tokens (made by runs.scheduling.run_token) start with it; members' API tokens never do.
+RUN_TOKEN_PREFIX = "thr_"
 
 
 def hash_token(token: str) -> str:
