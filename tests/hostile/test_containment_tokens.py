@@ -34,7 +34,7 @@ from runs.models import Run, RunStatus
 from runs.services import log_append
 from tests.conftest import PASSWORD, api_client, issue_token
 from tests.datastores.builders import upload
-from tests.hostile.test_identity import api_routes, call, snapshot_of_world
+from tests.hostile.test_identity import api_routes, call, every_route, snapshot_of_world
 from tests.metrics.builders import running_run
 from tests.metrics.test_sdk_metrics import run_env, script
 from tests.runs.builders import make_run
@@ -80,17 +80,6 @@ RUN_TOKEN_ENDPOINTS = {
 
 # Open to anyone, signed in or not: the catalog of node sizes.
 PUBLIC_ENDPOINTS = {("GET", "/api/v1/vm-sizes/")}
-
-
-def every_route() -> list[tuple[str, str]]:
-    """(method, path template) of every endpoint of the JSON API, workspace or not."""
-    return [
-        (method, f"/api/v1{prefix}{path}")
-        for prefix, router in api._routers
-        for path, view in router.path_operations.items()
-        for operation in view.operations
-        for method in operation.methods
-    ]
 
 
 def open_to_runs(method: str, template: str) -> bool:

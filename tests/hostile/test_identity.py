@@ -105,16 +105,20 @@ def fill(template: str, world: dict) -> str:
     return url + next((q for suffix, q in QUERIES.items() if template.endswith(suffix)), "")
 
 
-def api_routes() -> list[tuple[str, str]]:
-    """(method, path template) of every workspace endpoint of the JSON API."""
+def every_route() -> list[tuple[str, str]]:
+    """(method, path template) of every endpoint of the JSON API, workspace or not."""
     return [
         (method, f"/api/v1{prefix}{path}")
         for prefix, router in api._routers
         for path, view in router.path_operations.items()
         for operation in view.operations
         for method in operation.methods
-        if "{workspace_name}" in path
     ]
+
+
+def api_routes() -> list[tuple[str, str]]:
+    """(method, path template) of every workspace endpoint of the JSON API."""
+    return [(method, template) for method, template in every_route() if "{workspace_name}" in template]
 
 
 def page_routes() -> list[str]:
