@@ -7,23 +7,23 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.browser.test_workspace_flows import sign_in
-from tests.helpers.processes import wait_until
+from tests.helpers.processes import run_folder, wait_until
 from tests.runs.conftest import script_config
 from trainhub.sdk import Experiment
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 
-def test_the_live_log_shows_a_line_printed_after_the_page_opened(page, live_url, ws, node, tmp_path):
-    go = tmp_path / "go"
-    run = Experiment(ws, "live").submit(script_config(ws, "scripts", "print_slowly.py", [str(go)]))
+def test_the_live_log_shows_a_line_printed_after_the_page_opened(page, live_url, ws, node):
+    # The file the script waits for is in its run folder: a run's /tmp is its own.
+    run = Experiment(ws, "live").submit(script_config(ws, "scripts", "print_slowly.py", ["go"]))
     wait_until(lambda: run.get_status() == "Running", 60, message="Running")
     sign_in(page, live_url, "olivia")
     page.goto(f"{live_url}/w/birds/runs/{run.id}/")
     log = page.locator("#log")
     expect(log).to_contain_text("first line")
     expect(log).not_to_contain_text("LATER-LINE")
-    go.write_text("now")
+    (run_folder(run.id) / "go").write_text("now")
     expect(log).to_contain_text("LATER-LINE after the page opened", timeout=20_000)
     expect(page.locator("#run-status")).to_have_text("Completed", timeout=30_000)
     # The page reloads once the run ended, to show its files.
