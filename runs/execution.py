@@ -171,14 +171,6 @@ def reserve_master_port(redis: Any, address: str, run_pk: int) -> int:
     raise OSError(f"no free port on {address}")
 
 
-def _rendezvous_key(run_pk: int) -> str:
-    return f"trainhub:run:{run_pk}:rendezvous"
-
-
-def clear_run_keys(run_pk: int) -> None:
-    get_redis().delete(services.abort_key(run_pk), _rendezvous_key(run_pk), f"trainhub:run:{run_pk}:logseq")
-
-
 class NodeExecution:
     def __init__(self, run_pk: int, node_pk: int, node_rank: int, stop_event: threading.Event | None = None):
         self.run = Run.objects.select_related("workspace", "experiment", "snapshot", "cluster").get(pk=run_pk)
@@ -377,7 +369,7 @@ class NodeExecution:
             self.box.prepare()
 
     def rendezvous(self) -> dict[str, str]:
-        key = _rendezvous_key(self.run.pk)
+        key = services.rendezvous_key(self.run.pk)
         if self.leader:
             port = reserve_master_port(self.redis, self.node.address, self.run.pk)
             value = {"addr": self.node.address, "port": str(port)}

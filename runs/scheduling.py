@@ -99,10 +99,9 @@ def run_token(run_pk: int, token_salt: str) -> str:
 
 
 def _enqueue(run_pk: int, assignments: list[tuple[Node, int]]) -> None:
-    from runs.execution import clear_run_keys
+    from runs.services import clear_dispatch_keys
 
-    # A database restored or reset can hand out a run id again: start from clean Redis keys.
-    clear_run_keys(run_pk)
+    clear_dispatch_keys(run_pk)
     # Ids only: whoever can read Redis learns no secret from a job.
     for node, rank in assignments:
         node_queue(node).enqueue(

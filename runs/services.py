@@ -334,6 +334,9 @@ def run_submit(
         )
         RunStatusChange.objects.create(run=run, status=RunStatus.QUEUED, at=run.created_at)
         run_inputs_record(run=run)
+        # A database restored or reset hands out run ids again: the new run starts from clean Redis
+        # keys, before anything (the warning below) is numbered in its log.
+        transaction.on_commit(lambda: clear_run_keys(run.pk))
         if gpu_warning:
             transaction.on_commit(lambda: log_append(run.pk, SUBMIT_STREAM, [gpu_warning]))
     from runs.scheduling import dispatch_cluster
@@ -447,8 +450,24 @@ def run_cancel(*, access: Access, run: Run) -> Run:
 # ---------------------------------------------------------------- logs
 
 
-def _seq_key(run_pk: int) -> str:
+def log_counter_key(run_pk: int) -> str:
     return f"trainhub:run:{run_pk}:logseq"
+
+
+def rendezvous_key(run_pk: int) -> str:
+    return f"trainhub:run:{run_pk}:rendezvous"
+
+
+def clear_dispatch_keys(run_pk: int) -> None:
+    """What a placement of the run starts without: an earlier abort and rendezvous. Never its log
+    counter: lines may be stored already (the submit's own), and a counter deleted between another
+    writer's increment and its insert would hand out those numbers twice."""
+    get_redis().delete(abort_key(run_pk), rendezvous_key(run_pk))
+
+
+def clear_run_keys(run_pk: int) -> None:
+    """Every Redis key of a run id, for a run made anew (a database reset hands out ids again)."""
+    get_redis().delete(abort_key(run_pk), rendezvous_key(run_pk), log_counter_key(run_pk))
 
 
 def log_append(run_pk: int, stream: str, lines: list[str]) -> LogChunk | None:
@@ -457,7 +476,7 @@ def log_append(run_pk: int, stream: str, lines: list[str]) -> LogChunk | None:
         return None
     lines = [line if len(line) <= LOG_LINE_LIMIT else line[:LOG_LINE_LIMIT] + " …[cut]" for line in lines]
     redis = get_redis()
-    key = _seq_key(run_pk)
+    key = log_counter_key(run_pk)
     if not redis.exists(key):
         # The counter lives in Redis; after a Redis restart it continues from what is stored.
         stored = LogChunk.objects.filter(run_id=run_pk).aggregate(top=Max(F("first_seq") + F("line_count") - 1))

@@ -7,9 +7,9 @@ import hashlib
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 
-from runs.execution import clear_run_keys
 from runs.models import Experiment, Run, RunStatus, RunStatusChange, Snapshot
 from runs.parameters import parameters_of
+from runs.services import clear_run_keys
 from trainhub.compute.models import ComputeCluster, Provisioner
 from trainhub.workspaces.models import Workspace
 

@@ -79,8 +79,8 @@ def test_a_reconnect_replays_only_what_was_missed(workspace, reader):
 def test_numbering_continues_when_redis_forgot_the_counter(workspace):
     """A Redis restart without persistence loses the run's line counter: the next lines must
     still follow the stored ones, or readers would drop them as already seen."""
-    from runs.execution import clear_run_keys
     from runs.models import LogChunk
+    from runs.services import clear_run_keys
 
     run = make_run(workspace)
     log_append(run.pk, "std_log_process_0", ["one", "two"])
@@ -90,3 +90,17 @@ def test_numbering_continues_when_redis_forgot_the_counter(workspace):
         (1, "one\ntwo"),
         (3, "three"),
     ]
+
+
+def test_a_placement_never_numbers_lines_twice(workspace):
+    """The submit may number a line (use_gpu's warning) while the dispatcher places the run: a
+    writer that took its number but has not stored its line yet must not see it handed out again."""
+    from runs.models import LogChunk
+    from runs.services import clear_dispatch_keys, log_counter_key
+    from trainhub.redis_conn import get_redis
+
+    run = make_run(workspace)
+    get_redis().incrby(log_counter_key(run.pk), 1)  # the submit's warning took number 1, not yet stored
+    clear_dispatch_keys(run.pk)  # the run is placed meanwhile
+    log_append(run.pk, "prepare_node_0", ["Preparing environment"])
+    assert list(LogChunk.objects.filter(run=run).values_list("first_seq", flat=True)) == [2]

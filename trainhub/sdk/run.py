@@ -131,9 +131,11 @@ class Run(RunMetricsMixin, RunRegistryMixin):
         streams_seen: set[str] = set()
         while True:
             answer = self._ws._http.get(self._api("logs"), params={"after": contiguous})
+            fresh = False
             for chunk in answer["chunks"]:
                 if chunk["first_seq"] in seen:
                     continue
+                fresh = True
                 seen.add(chunk["first_seq"])
                 spans[chunk["first_seq"]] = len(chunk["lines"])
                 streams_seen.add(chunk["stream"])
@@ -142,9 +144,11 @@ class Run(RunMetricsMixin, RunRegistryMixin):
                     yield prefix + line
             while contiguous + 1 in spans:
                 contiguous += spans.pop(contiguous + 1)
-            if not answer["chunks"] and (not follow or answer["status"] in FINAL_STATUSES):
+            # Nothing new (a hole in the numbering keeps handing back lines already seen) ends a
+            # finished run's log: the status was read before its lines, so all of them are here.
+            if not fresh and (not follow or answer["status"] in FINAL_STATUSES):
                 return
-            if not answer["chunks"]:
+            if not fresh:
                 time.sleep(poll_seconds)
 
     def get_file_names(self) -> list[str]:
