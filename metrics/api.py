@@ -18,6 +18,7 @@ from metrics.models import SeriesKind
 from runs import selectors as run_selectors
 from runs.models import Run
 from trainhub.api import IN_RUN, SessionAuth, TokenAuth, access
+from trainhub.idempotency.services import answer_once
 
 router = Router(tags=["metrics"])
 
@@ -35,6 +36,9 @@ Values are finite numbers: NaN, inf and -inf are refused (400), as are strings a
 Names are 1–255 characters; tag values are strings. Limits per request and per run are in
 `metrics/limits.py` (by default 200,000 points per request, 50,000,000 points, 1,000 names,
 100,000 rows and 500 tags per run).
+
+With an `Idempotency-Key` header (what the SDK sends with each batch), a batch sent again with
+the same key, e.g. after the client timed out, is answered as the first time and stored once.
 """
 
 
@@ -43,7 +47,7 @@ def _run(request: HttpRequest, workspace_name: str, run_id: str) -> tuple[Any, R
     return member, run_selectors.run_get(member.workspace, run_id)
 
 
-def _body(request: HttpRequest) -> Any:
+def _raw_body(request: HttpRequest) -> bytes:
     declared = request.headers.get("Content-Length") or "0"
     if declared.isdigit() and int(declared) > limits.MAX_BODY_BYTES:
         raise ValidationError(services.BODY_TOO_LARGE.format(limit=limits.MAX_BODY_BYTES))
@@ -51,6 +55,10 @@ def _body(request: HttpRequest) -> Any:
     raw = request.read(limits.MAX_BODY_BYTES + 1)
     if len(raw) > limits.MAX_BODY_BYTES:
         raise ValidationError(services.BODY_TOO_LARGE.format(limit=limits.MAX_BODY_BYTES))
+    return raw
+
+
+def _json(raw: bytes) -> Any:
     try:
         return json.loads(raw)
     except (ValueError, UnicodeDecodeError) as error:
@@ -68,9 +76,17 @@ def _body(request: HttpRequest) -> Any:
 )
 def ingest(request: HttpRequest, workspace_name: str, run_id: str) -> JsonResponse:
     member, run = _run(request, workspace_name, run_id)
-    batch = services.parse_batch(_body(request))
-    stored = services.metrics_ingest(access=member, run=run, batch=batch)
-    return JsonResponse({"points": stored.points, "rows": stored.rows, "tags": stored.tags})
+    raw = _raw_body(request)
+    batch = services.parse_batch(_json(raw))
+
+    def ingest_batch() -> tuple[int, dict[str, int]]:
+        stored = services.metrics_ingest(access=member, run=run, batch=batch)
+        return 200, {"points": stored.points, "rows": stored.rows, "tags": stored.tags}
+
+    status, answer = answer_once(
+        request=request, workspace=member.workspace, scope=f"runs/{run.pk}/metrics", body=raw, produce=ingest_batch
+    )
+    return JsonResponse(answer, status=status)
 
 
 def _rank(rank: int) -> int:

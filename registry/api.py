@@ -15,6 +15,7 @@ from registry.models import ModelVersion, OnnxExport
 from runs import selectors as run_selectors
 from trainhub import uploads
 from trainhub.api import IN_RUN, RunCredential, access
+from trainhub.idempotency.services import answer_once
 
 router = Router(tags=["models"])
 
@@ -198,24 +199,32 @@ def register_version(
         "framework": payload.framework,
         "framework_version": payload.framework_version,
     }
-    if from_run:
-        if run is None:
-            raise ValidationError(SOURCE_CHOICE)
-        version = services.version_register_from_run(
-            run=run, model_path=payload.model_path, **common
-        )
-    else:
-        version = services.version_register_from_uploads(
-            root=payload.root or "",
-            is_folder=payload.is_folder,
-            files=[
-                services.UploadedFileRef(path=f.path, sha256=f.sha256, size=f.size)
-                for f in payload.files or []
-            ],
-            run=run,
-            **common,
-        )
-    return Status(201, version_out(selectors.version_get(member.workspace, name, version.version)))
+    if from_run and run is None:
+        raise ValidationError(SOURCE_CHOICE)
+
+    def register() -> tuple[int, dict[str, Any]]:
+        if from_run:
+            version = services.version_register_from_run(run=run, model_path=payload.model_path, **common)
+        else:
+            version = services.version_register_from_uploads(
+                root=payload.root or "",
+                is_folder=payload.is_folder,
+                files=[
+                    services.UploadedFileRef(path=f.path, sha256=f.sha256, size=f.size)
+                    for f in payload.files or []
+                ],
+                run=run,
+                **common,
+            )
+        found = selectors.version_get(member.workspace, name, version.version)
+        return 201, version_out(found).model_dump(mode="json")
+
+    # A registration sent again with its Idempotency-Key (after a timeout) makes no second version.
+    status, answer = answer_once(
+        request=request, workspace=member.workspace, scope=f"models/{name}/versions", body=request.body,
+        produce=register,
+    )
+    return Status(status, answer)
 
 
 @router.get("/{workspace_name}/models/{name}", response=VersionOut, auth=IN_RUN)

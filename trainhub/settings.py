@@ -48,6 +48,7 @@ INSTALLED_APPS = [
     "metrics",
     "registry",
     "datastores",
+    "trainhub.idempotency",
     "axes",
 ]
 
@@ -212,6 +213,10 @@ TRAINHUB_UPLOAD_DIR = envstr("TRAINHUB_UPLOAD_DIR", str(DATA_DIR / "uploads"))
 TRAINHUB_UPLOAD_CHUNK_BYTES = envint("TRAINHUB_UPLOAD_CHUNK_BYTES", 8 * 1024 * 1024)
 TRAINHUB_UPLOAD_STALE_SECONDS = envint("TRAINHUB_UPLOAD_STALE_SECONDS", 24 * 3600)
 TRAINHUB_REQUEST_MAX_BYTES = envint("TRAINHUB_REQUEST_MAX_BYTES", 64 * 1024 * 1024)
+
+# How long the answer to a POST sent with an Idempotency-Key (metric batches, model registrations)
+# is kept: a retry of it within that time gets the same answer and stores nothing twice.
+TRAINHUB_IDEMPOTENCY_SECONDS = envint("TRAINHUB_IDEMPOTENCY_SECONDS", 24 * 3600)
 # A chunk stays in memory in Django's request spool: the upload's staging file is its one copy.
 FILE_UPLOAD_MAX_MEMORY_SIZE = TRAINHUB_UPLOAD_CHUNK_BYTES
 
