@@ -163,6 +163,23 @@ class RunNode(models.Model):
         return f"{self.run_id}: node rank {self.node_rank}"
 
 
+class SlurmJob(models.Model):
+    """The Slurm job of a run on a Slurm cluster, and what Slurm last said of it."""
+
+    run = models.OneToOneField(Run, on_delete=models.CASCADE, related_name="slurm_job")
+    job_id = models.CharField(max_length=20, blank=True)
+    state = models.CharField(max_length=20, blank=True)
+    reason = models.CharField(max_length=255, blank=True)
+    nodes = models.CharField(max_length=1000, blank=True)
+    submitted_at = models.DateTimeField(null=True, blank=True)
+    # When squeue first said the job is gone (missing from its answer, or ended while the run is
+    # still active): the run is failed if that lasts.
+    gone_since = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.run_id}: Slurm job {self.job_id or '(not submitted)'}"
+
+
 class RunProcess(models.Model):
     """One process (rank) of a run."""
 

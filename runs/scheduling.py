@@ -22,7 +22,7 @@ from rq import Queue
 from rq.job import Job
 
 from runs.models import ACTIVE_STATUSES, Run, RunNode, RunStatus
-from trainhub.compute.models import Node, NodeState
+from trainhub.compute.models import ComputeCluster, Node, NodeState
 from trainhub.compute.services import alive_node_ids
 from trainhub.environments.builders import uses_docker
 from trainhub.redis_conn import get_redis
@@ -45,7 +45,13 @@ def node_queue(node: Node) -> Queue:
 
 
 def dispatch_cluster(cluster_pk: int) -> list[int]:
-    """Start as many queued runs of the cluster as its idle nodes allow; returns their ids."""
+    """Start as many queued runs of the cluster as its idle nodes allow; returns their ids. A Slurm
+    cluster's runs all go to Slurm, which decides when each starts."""
+    cluster = ComputeCluster.objects.filter(pk=cluster_pk).first()
+    if cluster is not None and cluster.is_slurm:
+        from runs.slurm import submit_queued_runs
+
+        return submit_queued_runs(cluster)
     started = []
     while True:
         placed = _place_head_run(cluster_pk)

@@ -293,15 +293,17 @@ def run_submit(
             f"No compute target named {compute_target!r} in workspace {access.workspace.name!r}."
         )
     node_count, per_node = _placement(distributed)
-    if node_count > cluster.max_nodes:
+    # A Slurm cluster's limits and GPUs are Slurm's to hold: it keeps a job it cannot run yet pending
+    # with its reason, and refuses one that can never run at sbatch.
+    if node_count > cluster.max_nodes and not cluster.is_slurm:
         raise ValidationError(
             TOO_MANY_NODES.format(asked=node_count, cluster=cluster.name, max=cluster.max_nodes)
         )
-    gpu_problem, gpu_warning = _gpu_problem(cluster, use_gpu)
+    gpu_problem, gpu_warning = ("", "") if cluster.is_slurm else _gpu_problem(cluster, use_gpu)
     if gpu_problem:
         # Refused before anything is recorded: a run that could never start is not a run.
         raise ValidationError(gpu_problem, code="gpu_unavailable")
-    docker_problem = _docker_problem(cluster, environment)
+    docker_problem = "" if cluster.is_slurm else _docker_problem(cluster, environment)
     if docker_problem:
         # Likewise: it would wait at the head of the cluster's queue, and hold up the runs behind it.
         raise ValidationError(docker_problem, code="docker_unavailable")
@@ -443,6 +445,10 @@ def run_cancel(*, access: Access, run: Run) -> Run:
         run_transition(run.pk, RunStatus.CANCELED, reason="Canceled before it started.")
     else:
         get_redis().set(abort_key(run.pk), RunStatus.CANCELED, ex=3600)
+        if run.cluster.is_slurm:
+            from runs import slurm
+
+            slurm.cancel(run)
     run.refresh_from_db()
     return run
 

@@ -14,6 +14,9 @@ if [ "$profile" = test ]; then
   have ip || need+=(iproute2)
   have openssl || need+=(openssl)
   ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
+  # The Slurm clusters' tests start a real Slurm (tests/helpers/slurm.py).
+  have slurmctld || need+=(slurm-wlm)
+  have munged || need+=(munge)
 fi
 
 if [ "${#need[@]}" -eq 0 ]; then

@@ -86,6 +86,29 @@ def live_server_process(django_db_setup, django_db_blocker, tmp_path_factory) ->
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def slurm_cluster(live_server_process):
+    """A real Slurm (munged, slurmctld, slurmd n1 and n2 in partition `debug`) for the whole session;
+    its hosts' node settings point at this session's server, database, files and Redis."""
+    import os
+
+    from tests.helpers.processes import process_env
+    from tests.helpers.slurm import SlurmCluster, slurm_missing
+
+    missing = slurm_missing()
+    if missing:
+        pytest.skip(f"No Slurm on this machine: {missing}")
+    cluster = SlurmCluster(
+        Path(os.environ["TRAINHUB_SLURM_CONF"]),
+        process_env(TRAINHUB_NODE_SERVER_URL=live_server_process.url),
+        Path(os.environ["TRAINHUB_SLURM_NODE_ENV_FILE"]),
+    )
+    try:
+        yield cluster.start()
+    finally:
+        cluster.stop()
+
+
 @pytest.fixture
 def live_url(live_server_process, transactional_db) -> str:
     return live_server_process.url

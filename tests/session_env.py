@@ -48,8 +48,15 @@ def _setup() -> None:
     data_dir = tempfile.mkdtemp(prefix="trainhub-test-")
     redis_url = f"redis://127.0.0.1:{free_port()}/0"
     redis_process = start_session_redis(redis_url, data_dir)
+    # The test Slurm's folder (tests/helpers/slurm.py): outside the private data directory, since
+    # munged wants every folder above its socket open to all. Nothing starts in it until a test asks.
+    slurm_dir = tempfile.mkdtemp(prefix="trainhub-slurm-")
+    os.chmod(slurm_dir, 0o755)
     os.environ.update(
         {
+            "TRAINHUB_SLURM_CONF": os.path.join(slurm_dir, "slurm.conf"),
+            "TRAINHUB_SLURM_NODE_ENV_FILE": os.path.join(slurm_dir, "node.env"),
+            "TRAINHUB_SLURM_JOB_LOG_DIR": os.path.join(slurm_dir, "jobs"),
             "TRAINHUB_TEST_SESSION": "1",
             "TRAINHUB_DATA_DIR": data_dir,
             "REDIS_URL": redis_url,
@@ -65,6 +72,7 @@ def _setup() -> None:
         except subprocess.TimeoutExpired:
             redis_process.kill()
         shutil.rmtree(data_dir, ignore_errors=True)
+        shutil.rmtree(slurm_dir, ignore_errors=True)
 
     atexit.register(stop)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -199,6 +200,18 @@ TRAINHUB_NODE_PASS_ENV = [
 ]
 # The URL a node gives its runs to reach the server (metrics, model registration).
 TRAINHUB_NODE_SERVER_URL = envstr("TRAINHUB_NODE_SERVER_URL", f"http://127.0.0.1:{TRAINHUB_PORT}")
+# Slurm clusters (a compute target that is a Slurm partition): the slurm.conf the server's sbatch,
+# squeue, scancel and sinfo read (default: Slurm's own), and the folder holding them (default: PATH).
+TRAINHUB_SLURM_CONF = envstr("TRAINHUB_SLURM_CONF", "")
+TRAINHUB_SLURM_BIN_DIR = envstr("TRAINHUB_SLURM_BIN_DIR", "")
+# On the Slurm hosts: the Python of a TrainHub checkout there and that checkout, and a file of
+# NAME=value lines (mode 0600) with the node settings (DATABASE_URL, REDIS_URL, TRAINHUB_DATA_DIR, …):
+# a job carries none of the server's variables.
+TRAINHUB_SLURM_NODE_PYTHON = envstr("TRAINHUB_SLURM_NODE_PYTHON", sys.executable)
+TRAINHUB_SLURM_NODE_DIR = envstr("TRAINHUB_SLURM_NODE_DIR", str(BASE_DIR))
+TRAINHUB_SLURM_NODE_ENV_FILE = envstr("TRAINHUB_SLURM_NODE_ENV_FILE", "")
+# Where each job's own output (TrainHub's task, not the run's ranks) goes, on the Slurm hosts.
+TRAINHUB_SLURM_JOB_LOG_DIR = envstr("TRAINHUB_SLURM_JOB_LOG_DIR", str(DATA_DIR / "logs" / "slurm"))
 TRAINHUB_SNAPSHOT_MAX_BYTES = envint("TRAINHUB_SNAPSHOT_MAX_BYTES", 300 * 1024 * 1024)
 TRAINHUB_SNAPSHOT_MAX_FILES = envint("TRAINHUB_SNAPSHOT_MAX_FILES", 2000)
 TRAINHUB_SNAPSHOT_MAX_EXPANDED_BYTES = envint("TRAINHUB_SNAPSHOT_MAX_EXPANDED_BYTES", 1024 * 1024 * 1024)

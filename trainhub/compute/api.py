@@ -42,6 +42,7 @@ class ClusterIn(Schema):
     max_nodes: int = 4
     idle_seconds_before_scaledown: int = 1800
     provisioner: str = "local"
+    slurm_partition: str = ""
 
 
 class ClusterUpdateIn(Schema):
@@ -60,6 +61,7 @@ class ClusterOut(Schema):
     max_nodes: int
     idle_seconds_before_scaledown: int
     provisioner: str
+    slurm_partition: str
     provisioning_state: str
     current_node_count: int
     target_node_count: int
@@ -74,8 +76,42 @@ class ClusterOut(Schema):
 
 def _out(cluster: ComputeCluster) -> ClusterOut:
     size = catalog.get_size(cluster.vm_size)
-    nodes = list(selectors.live_nodes(cluster))
-    status = selectors.cluster_status(cluster)
+    if cluster.is_slurm:
+        # Slurm's nodes of the partition and their states, as sinfo reports them.
+        partition = selectors.slurm_partition(cluster)
+        status = partition.status
+        nodes = [
+            NodeOut(
+                name=n.name,
+                hostname=n.name,
+                address=n.address,
+                state=n.state,
+                cpus=int(n.cpus or 0),
+                gpus=selectors.gres_gpus(n.gres),
+                docker=False,
+                current_run=None,
+                last_heartbeat_at=None,
+            )
+            for n in partition.nodes
+        ]
+        provisioning_state = "Failed" if partition.error else "Succeeded"
+    else:
+        status = selectors.cluster_status(cluster)
+        provisioning_state = "Succeeded"
+        nodes = [
+            NodeOut(
+                name=n.name,
+                hostname=n.hostname,
+                address=n.address,
+                state=n.state,
+                cpus=n.cpus,
+                gpus=n.gpus,
+                docker=n.docker,
+                current_run=n.current_run.run_id if n.current_run else None,
+                last_heartbeat_at=n.last_heartbeat_at,
+            )
+            for n in selectors.live_nodes(cluster)
+        ]
     return ClusterOut(
         name=cluster.name,
         vm_size=cluster.vm_size,
@@ -86,7 +122,8 @@ def _out(cluster: ComputeCluster) -> ClusterOut:
         max_nodes=cluster.max_nodes,
         idle_seconds_before_scaledown=cluster.idle_seconds_before_scaledown,
         provisioner=cluster.provisioner,
-        provisioning_state="Succeeded",
+        slurm_partition=cluster.slurm_partition,
+        provisioning_state=provisioning_state,
         current_node_count=status.current_node_count,
         target_node_count=status.target_node_count,
         idle_node_count=status.idle_node_count,
@@ -95,15 +132,7 @@ def _out(cluster: ComputeCluster) -> ClusterOut:
         leaving_node_count=status.leaving_node_count,
         allocation_state=status.allocation_state,
         created_at=cluster.created_at,
-        nodes=[
-            NodeOut(
-                name=n.name, hostname=n.hostname, address=n.address, state=n.state, cpus=n.cpus,
-                gpus=n.gpus, docker=n.docker,
-                current_run=n.current_run.run_id if n.current_run else None,
-                last_heartbeat_at=n.last_heartbeat_at,
-            )
-            for n in nodes
-        ],
+        nodes=nodes,
     )
 
 

@@ -1,5 +1,5 @@
-"""The controller loop: fail the runs of lost nodes, place queued runs, and keep each local
-cluster's node processes between min_nodes and max_nodes."""
+"""The controller loop: fail the runs of lost nodes, place queued runs, follow Slurm jobs, and keep
+each local cluster's node processes between min_nodes and max_nodes."""
 
 from __future__ import annotations
 
@@ -26,6 +26,8 @@ logger = logging.getLogger(__name__)
 TICK_SECONDS = 0.5
 DISPATCH_EVERY = 2.0
 PROVISION_EVERY = 1.0
+# squeue once a second at most, and only while a Slurm job's run is active.
+SLURM_WATCH_EVERY = 1.0
 # A managed node that has not registered this long after its start is considered failed.
 NODE_START_GRACE = timedelta(seconds=60)
 
@@ -34,10 +36,11 @@ def reap_lost_nodes() -> list[int]:
     from runs.containers import reap_containers_of_gone_nodes
     from runs.services import lost_node_runs
 
+    # A Slurm host's node row stands for a job's task there: Slurm, not a heartbeat, says it is gone.
     candidates = list(
-        Node.objects.filter(state__in=[NodeState.IDLE, NodeState.BUSY, NodeState.STOPPING]).values_list(
-            "pk", flat=True
-        )
+        Node.objects.filter(state__in=[NodeState.IDLE, NodeState.BUSY, NodeState.STOPPING])
+        .exclude(cluster__provisioner=Provisioner.SLURM)
+        .values_list("pk", flat=True)
     )
     alive = services.alive_node_ids(candidates)
     lost = [pk for pk in candidates if pk not in alive and services.node_mark_lost(pk)]
@@ -126,14 +129,18 @@ class LocalProvisioner:
 
 def run_controller(stop: list[bool]) -> None:
     from runs.scheduling import dispatch_all, redispatch_lost_jobs
+    from runs.slurm import watch_jobs
 
     provisioner = LocalProvisioner()
-    last_dispatch = last_provision = 0.0
+    last_dispatch = last_provision = last_slurm_watch = 0.0
     try:
         while not stop:
             try:
                 reap_lost_nodes()
                 now = time.monotonic()
+                if now - last_slurm_watch >= SLURM_WATCH_EVERY:
+                    last_slurm_watch = now
+                    watch_jobs()
                 if now - last_provision >= PROVISION_EVERY:
                     last_provision = now
                     provisioner.tick()

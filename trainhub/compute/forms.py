@@ -16,3 +16,6 @@ class ClusterForm(forms.Form):
     max_nodes = forms.IntegerField(min_value=1, initial=4)
     idle_seconds_before_scaledown = forms.IntegerField(min_value=0, initial=1800)
     provisioner = forms.ChoiceField(choices=Provisioner.choices, initial=Provisioner.LOCAL)
+    slurm_partition = forms.CharField(
+        max_length=63, required=False, help_text="For a Slurm compute target: the partition its runs go to."
+    )

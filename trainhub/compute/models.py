@@ -11,6 +11,7 @@ from trainhub.workspaces.models import Workspace, name_validator
 class Provisioner(models.TextChoices):
     LOCAL = "local", "Local (TrainHub starts node processes on this machine)"
     MANUAL = "manual", "Manual (people start nodes on their machines)"
+    SLURM = "slurm", "Slurm (a partition of an existing Slurm cluster)"
 
 
 class ComputeCluster(models.Model):
@@ -21,6 +22,8 @@ class ComputeCluster(models.Model):
     max_nodes = models.PositiveIntegerField(default=4)
     idle_seconds_before_scaledown = models.PositiveIntegerField(default=1800)
     provisioner = models.CharField(max_length=10, choices=Provisioner.choices, default=Provisioner.LOCAL)
+    # A Slurm cluster's partition: Slurm allocates its runs' hosts there (trainhub/compute/slurm.py).
+    slurm_partition = models.CharField(max_length=63, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
@@ -34,6 +37,10 @@ class ComputeCluster(models.Model):
 
     def __str__(self) -> str:
         return f"{self.workspace.name}/{self.name}"
+
+    @property
+    def is_slurm(self) -> bool:
+        return self.provisioner == Provisioner.SLURM
 
 
 class NodeState(models.TextChoices):

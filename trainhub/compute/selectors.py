@@ -51,6 +51,49 @@ class ClusterStatus:
         return "Steady" if self.current_node_count == self.target_node_count else "Resizing"
 
 
+@dataclass(frozen=True)
+class SlurmPartitionView:
+    """A Slurm cluster's partition as Slurm reports it now, or why Slurm could not say."""
+
+    nodes: list
+    error: str = ""
+
+    @property
+    def status(self) -> ClusterStatus:
+        states = [node.state.rstrip("*~#!%$@^-") for node in self.nodes]
+        answering = [n for n in self.nodes if not n.state.endswith("*")]
+        idle = sum(1 for state in states if state == "idle")
+        busy = sum(1 for state in states if state.startswith(("alloc", "mix", "completing")))
+        current = len(answering)
+        return ClusterStatus(
+            current_node_count=current,
+            target_node_count=current,
+            idle_node_count=idle,
+            running_node_count=busy,
+            preparing_node_count=0,
+            leaving_node_count=sum(1 for state in states if state.startswith(("drain", "down", "fail"))),
+        )
+
+
+def slurm_partition(cluster: ComputeCluster) -> SlurmPartitionView:
+    from trainhub.compute import slurm
+
+    try:
+        return SlurmPartitionView(nodes=slurm.partition_nodes(cluster.slurm_partition))
+    except (slurm.SlurmError, ValueError) as error:
+        return SlurmPartitionView(nodes=[], error=str(error))
+
+
+def gres_gpus(gres: str) -> int:
+    """GPUs of a node's generic resources as sinfo prints them (gpu:2, gpu:a100:4(S:0-1), (null))."""
+    total = 0
+    for item in gres.split(","):
+        parts = item.split("(")[0].split(":")
+        if parts[0] == "gpu" and parts[-1].isdigit():
+            total += int(parts[-1])
+    return total
+
+
 def cluster_status(cluster: ComputeCluster) -> ClusterStatus:
     """Live nodes by state, and the size the local provisioner steers to: between min and max
     nodes, enough for the busy nodes and the runs waiting (what the controller starts nodes for).

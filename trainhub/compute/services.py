@@ -26,6 +26,10 @@ CLUSTER_BUSY = (
     "Compute target {name!r} cannot be deleted while its nodes are running something ({nodes}): "
     "wait for those runs or cancel them first."
 )
+SLURM_PARTITION_NEEDED = "A Slurm compute target names its Slurm partition (slurm_partition)."
+SLURM_PARTITION_ONLY = "Only a Slurm compute target (provisioner 'slurm') names a Slurm partition."
+SLURM_PARTITION_UNKNOWN = "Slurm has no partition named {name!r}."
+SLURM_NOT_REACHED = "Compute target {name!r} cannot be attached: {error}"
 # A node refreshes its key every HEARTBEAT_SECONDS; a node whose key expired is lost.
 HEARTBEAT_SECONDS = 1.0
 HEARTBEAT_TTL_SECONDS = 6
@@ -46,6 +50,7 @@ def cluster_create(
     max_nodes: int = 4,
     idle_seconds_before_scaledown: int = 1800,
     provisioner: str = Provisioner.LOCAL,
+    slurm_partition: str = "",
 ) -> ComputeCluster:
     access.require(Action.WRITE)
     size = catalog.get_size(vm_size)
@@ -57,6 +62,10 @@ def cluster_create(
         raise ValidationError(BAD_NODE_COUNTS.format(min=min_nodes, max=max_nodes))
     if provisioner not in Provisioner.values:
         raise ValidationError({"provisioner": f"provisioner must be one of {', '.join(Provisioner.values)}."})
+    if provisioner == Provisioner.SLURM:
+        check_slurm_partition(name, slurm_partition)
+    elif slurm_partition:
+        raise ValidationError({"slurm_partition": SLURM_PARTITION_ONLY})
     cluster = ComputeCluster(
         workspace=access.workspace,
         name=name,
@@ -65,6 +74,7 @@ def cluster_create(
         max_nodes=max_nodes,
         idle_seconds_before_scaledown=idle_seconds_before_scaledown,
         provisioner=provisioner,
+        slurm_partition=slurm_partition,
         created_by=user,
     )
     cluster.full_clean(exclude=["workspace", "created_by"], validate_unique=False)
@@ -74,6 +84,24 @@ def cluster_create(
     except IntegrityError:
         raise ValidationError({"name": CLUSTER_NAME_TAKEN.format(name=name)}) from None
     return cluster
+
+
+def check_slurm_partition(cluster_name: str, partition: str) -> None:
+    """The partition is a name Slurm knows: asked of Slurm with sinfo as the cluster is attached."""
+    from trainhub.compute import slurm
+
+    if not partition:
+        raise ValidationError({"slurm_partition": SLURM_PARTITION_NEEDED})
+    try:
+        slurm.check_partition(partition)
+    except ValueError as error:
+        raise ValidationError({"slurm_partition": str(error)}) from None
+    try:
+        known = slurm.partition_exists(partition)
+    except slurm.SlurmError as error:
+        raise ValidationError({"slurm_partition": SLURM_NOT_REACHED.format(name=cluster_name, error=error)}) from None
+    if not known:
+        raise ValidationError({"slurm_partition": SLURM_PARTITION_UNKNOWN.format(name=partition)})
 
 
 @transaction.atomic

@@ -43,6 +43,16 @@ def cluster_list(request: HttpRequest, workspace_name: str) -> HttpResponse:
 def cluster_detail(request: HttpRequest, workspace_name: str, name: str) -> HttpResponse:
     access = workspace_selectors.access_for(request.user, workspace_name)
     cluster = selectors.cluster_get(access.workspace, name)
+    if cluster.is_slurm:
+        return workspace_page(
+            request,
+            access,
+            "compute/slurm_detail.html",
+            "compute",
+            cluster=cluster,
+            size=catalog.get_size(cluster.vm_size),
+            partition=selectors.slurm_partition(cluster),
+        )
     nodes = list(selectors.recent_nodes(cluster))
     loads = services.node_loads([node.pk for node in nodes])
     for node in nodes:

@@ -18,6 +18,7 @@ _EXPORTS = {
     "Environment": "trainhub.sdk.environment",
     "ComputeTarget": "trainhub.sdk.compute",
     "AmlCompute": "trainhub.sdk.compute",
+    "SlurmCompute": "trainhub.sdk.compute",
     "ScriptRunConfig": "trainhub.sdk.script_run_config",
     "Run": "trainhub.sdk.run",
     "Model": "trainhub.sdk.model",

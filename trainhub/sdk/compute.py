@@ -1,4 +1,5 @@
-"""`ComputeTarget` and `AmlCompute`: named clusters of nodes, as in the guide."""
+"""`ComputeTarget` and `AmlCompute`: named clusters of nodes, as in the guide; `SlurmCompute`: a
+partition of an existing Slurm cluster, attached as the cloud SDK attaches existing compute."""
 
 from __future__ import annotations
 
@@ -18,6 +19,12 @@ class AmlComputeProvisioningConfiguration:
     max_nodes: int = 4
     idle_seconds_before_scaledown: int = 1800
     provisioner: str = "local"
+
+
+@dataclass
+class SlurmComputeAttachConfiguration:
+    partition: str
+    vm_size: str = "LOCAL_CPU"
 
 
 class AmlComputeStatus:
@@ -95,8 +102,25 @@ class ComputeTarget:
         return AmlCompute(workspace, name, _details=details)
 
     @staticmethod
+    def attach(workspace: Any, name: str, attach_configuration: SlurmComputeAttachConfiguration) -> SlurmCompute:
+        """Attach existing compute: a Slurm partition, which then runs this target's runs as Slurm jobs."""
+        try:
+            details = workspace._http.post(
+                workspace.api("computes"),
+                json={
+                    "name": name,
+                    "vm_size": attach_configuration.vm_size,
+                    "provisioner": "slurm",
+                    "slurm_partition": attach_configuration.partition,
+                },
+            )
+        except exceptions.UserErrorException as error:
+            raise ComputeTargetException(str(error), status=error.status, code=error.code) from None
+        return SlurmCompute(workspace, name, _details=details)
+
+    @staticmethod
     def list(workspace: Any) -> list[ComputeTarget]:
-        return [AmlCompute(workspace, d["name"], _details=d) for d in workspace._http.get(workspace.api("computes"))]
+        return [_target(workspace, d) for d in workspace._http.get(workspace.api("computes"))]
 
     def refresh_state(self) -> None:
         self._details = self.workspace._http.get(self.workspace.api(f"computes/{self.name}"))
@@ -203,3 +227,22 @@ class AmlCompute(ComputeTarget):
     @staticmethod
     def supported_vmsizes(workspace: Any, location: str | None = None) -> list[dict[str, Any]]:
         return workspace._http.get("vm-sizes")
+
+
+class SlurmCompute(ComputeTarget):
+    """A compute target that is a Slurm partition: `ComputeTarget.attach(ws, name,
+    SlurmCompute.attach_configuration(partition="gpu"))`."""
+
+    @staticmethod
+    def attach_configuration(partition: str, vm_size: str = "LOCAL_CPU") -> SlurmComputeAttachConfiguration:
+        """`vm_size` names each host's size as the catalog does (its GPUs become `--gres=gpu:N`)."""
+        return SlurmComputeAttachConfiguration(partition=partition, vm_size=vm_size)
+
+    @property
+    def partition(self) -> str:
+        return self._details["slurm_partition"]
+
+
+def _target(workspace: Any, details: dict[str, Any]) -> ComputeTarget:
+    kind = SlurmCompute if details.get("provisioner") == "slurm" else AmlCompute
+    return kind(workspace, details["name"], _details=details)

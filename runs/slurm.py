@@ -1,0 +1,264 @@
+"""Runs on a Slurm cluster: each run is one Slurm job, which Slurm allocates, gang-schedules and
+ends; its one task per allocated host runs TrainHub's node-side execution there (runs/slurm_task.py).
+
+The server only submits, watches and cancels: while Slurm holds a job pending the run stays Queued
+with Slurm's reason; a job that ends before its run did (time limit, node failure, scancel) or that
+Slurm no longer knows fails the run with that reason."""
+
+from __future__ import annotations
+
+import logging
+import math
+import secrets
+from datetime import timedelta
+from pathlib import Path
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from runs import services
+from runs.models import ACTIVE_STATUSES, Run, RunStatus, SlurmJob
+from runs.scheduling import run_token
+from trainhub.compute import catalog, slurm
+from trainhub.compute.models import ComputeCluster
+from trainhub.workspaces.selectors import hash_token
+
+logger = logging.getLogger(__name__)
+
+# squeue may not list a job in the instant after sbatch returned, nor one whose end it is still
+# writing: a job missing this long is one Slurm has forgotten.
+MISSING_GRACE = timedelta(seconds=3)
+# A job whose sbatch never came back (the submitting process died) is given up after this.
+SUBMIT_GRACE = timedelta(seconds=60)
+# A job that ended while its run is still active: its tasks get this long to record the end themselves.
+ENDED_GRACE = timedelta(seconds=2)
+SBATCH_FAILED = "Slurm refused the run's job: {error}"
+JOB_FORGOTTEN = "Slurm no longer knows the run's job {job_id}: the run was failed rather than left running."
+NOT_SUBMITTED = "The run's Slurm job was never submitted (sbatch did not answer)."
+SLURM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# What Slurm's end of a job means for its run.
+END_REASONS = {
+    "TIMEOUT": "Slurm stopped job {job_id} at its time limit ({reason}).",
+    "NODE_FAIL": "Slurm job {job_id} failed: node {nodes} failed ({reason}).",
+    "BOOT_FAIL": "Slurm job {job_id} failed: node {nodes} did not boot ({reason}).",
+    "OUT_OF_MEMORY": "Slurm job {job_id} ran out of memory on {nodes}.",
+    "PREEMPTED": "Slurm preempted job {job_id} ({reason}).",
+    "DEADLINE": "Slurm job {job_id} passed its deadline ({reason}).",
+    "CANCELLED": "Slurm job {job_id} was cancelled in Slurm (scancel).",
+}
+ENDED_OTHERWISE = "Slurm job {job_id} ended ({state}, {reason}) before the run did."
+
+
+def job_name(run: Run) -> str:
+    return f"trainhub-run-{run.pk}"
+
+
+def per_node_tasks(run: Run) -> int:
+    """Slurm tasks per node of the allocation: one per rank for a per-process launch, one per node
+    for a per-node launcher and for MPI (mpirun or the launcher starts the node's ranks)."""
+    distributed = run.distributed or {}
+    per_node_launch = distributed.get("type") == "pytorch" and not distributed.get("process_count")
+    if distributed.get("type") == "mpi" or (run.command and per_node_launch):
+        return 1
+    return run.process_count_per_node
+
+
+def gpus_per_node(run: Run) -> int:
+    size = catalog.get_size(run.cluster.vm_size)
+    return size.gpus if size else 0
+
+
+def sbatch_arguments(run: Run) -> list[str]:
+    """The job's options, every one built here from the run's numbers and the site's settings."""
+    tasks = per_node_tasks(run)
+    arguments = [
+        f"--job-name={job_name(run)}",
+        f"--partition={slurm.check_partition(run.cluster.slurm_partition)}",
+        f"--nodes={run.node_count}",
+        f"--ntasks-per-node={tasks}",
+        # One attempt per run: a requeued job would run the run's code a second time.
+        "--no-requeue",
+        # None of the server's variables (its credentials) go into Slurm: the hosts have their own.
+        "--export=NONE",
+        f"--output={Path(settings.TRAINHUB_SLURM_JOB_LOG_DIR) / job_name(run)}-%j.out",
+        f"--chdir={settings.TRAINHUB_SLURM_NODE_DIR}",
+    ]
+    gpus = gpus_per_node(run)
+    if gpus:
+        arguments.append(f"--gres=gpu:{gpus}")
+    if run.timeout_seconds:
+        # Slurm counts whole minutes; the node stops the run at its own limit to the second first.
+        arguments.append(f"--time={max(1, math.ceil(run.timeout_seconds / 60))}")
+    return arguments
+
+
+def job_script(run: Run) -> str:
+    """One TrainHub task per allocated host, holding the host's share of the run's CPUs."""
+    task = [settings.TRAINHUB_SLURM_NODE_PYTHON, "-m", "runs.slurm_task", str(run.pk)]
+    if settings.TRAINHUB_SLURM_NODE_ENV_FILE:
+        task += ["--env-file", settings.TRAINHUB_SLURM_NODE_ENV_FILE]
+    srun = [
+        "srun",
+        f"--ntasks={run.node_count}",
+        "--ntasks-per-node=1",
+        f"--cpus-per-task={per_node_tasks(run)}",
+        "--kill-on-bad-exit=1",
+        "--export=NONE",
+        f"--chdir={settings.TRAINHUB_SLURM_NODE_DIR}",
+        *task,
+    ]
+    return "\n".join(
+        [
+            "#!/bin/sh",
+            f"# TrainHub run {run.run_id}: one task per allocated host runs its share of the run.",
+            f"export PATH={SLURM_PATH}",
+            "exec " + " ".join(_quoted(part) for part in srun),
+            "",
+        ]
+    )
+
+
+def _quoted(part: str) -> str:
+    """Site settings and numbers only reach the script; quoted all the same."""
+    return "'" + part.replace("'", "'\"'\"'") + "'"
+
+
+def submit_queued_runs(cluster: ComputeCluster) -> list[int]:
+    """Hand every queued run of the cluster to Slurm, in submission order; Slurm decides when and
+    where each runs. Returns the ids of the runs submitted."""
+    submitted = []
+    while True:
+        run_pk = _take_next(cluster.pk)
+        if run_pk is None:
+            return submitted
+        _submit(run_pk)
+        submitted.append(run_pk)
+
+
+@transaction.atomic
+def _take_next(cluster_pk: int) -> int | None:
+    run = (
+        Run.objects.select_for_update()
+        .filter(cluster_id=cluster_pk, status=RunStatus.QUEUED, dispatched_at__isnull=True)
+        .order_by("id")
+        .first()
+    )
+    if run is None:
+        return None
+    run.dispatched_at = timezone.now()
+    run.token_salt = secrets.token_hex(16)
+    run.token_hash = hash_token(run_token(run.pk, run.token_salt))
+    run.save(update_fields=["dispatched_at", "token_salt", "token_hash"])
+    SlurmJob.objects.update_or_create(run=run, defaults={"job_id": "", "state": "", "reason": ""})
+    return run.pk
+
+
+def _submit(run_pk: int) -> None:
+    run = Run.objects.select_related("cluster").get(pk=run_pk)
+    services.clear_dispatch_keys(run.pk)
+    Path(settings.TRAINHUB_SLURM_JOB_LOG_DIR).mkdir(parents=True, exist_ok=True)
+    try:
+        job_id = slurm.submit(sbatch_arguments(run), job_script(run))
+    except (slurm.SlurmError, ValueError) as error:
+        services.fail_run(run.pk, SBATCH_FAILED.format(error=error))
+        return
+    SlurmJob.objects.filter(run=run).update(job_id=job_id, state="PENDING", submitted_at=timezone.now())
+    logger.info("run %s is Slurm job %s", run.run_id, job_id)
+    run.refresh_from_db(fields=["status"])
+    if run.is_final:
+        # Canceled while sbatch was answering: its job must not run.
+        cancel(run)
+
+
+def cancel(run: Run) -> None:
+    """scancel the run's job. A run no task of which started ends here; the tasks of a started one
+    end it themselves (they stop their ranks as the run's abort key appears, or as Slurm signals them)."""
+    job = SlurmJob.objects.filter(run=run).first()
+    if job is not None and job.job_id:
+        try:
+            slurm.cancel(job.job_id)
+        except slurm.SlurmError as error:
+            logger.warning("scancel of run %s's job %s failed: %s", run.run_id, job.job_id, error)
+    run.refresh_from_db(fields=["status"])
+    if run.status == RunStatus.QUEUED:
+        services.run_transition(run.pk, RunStatus.CANCELED, reason="Canceled while Slurm held it pending.")
+
+
+def watch_jobs() -> list[int]:
+    """Bring the runs of Slurm jobs up to date with what squeue says; returns the runs it ended."""
+    jobs = list(
+        SlurmJob.objects.filter(run__status__in=ACTIVE_STATUSES, run__cluster__provisioner="slurm").select_related(
+            "run"
+        )
+    )
+    if not jobs:
+        return []
+    try:
+        states = slurm.jobs([job.job_id for job in jobs if job.job_id])
+    except slurm.SlurmError as error:
+        # Slurm not answering is not a job forgotten: the runs wait for its next answer.
+        logger.warning("squeue failed: %s", error)
+        return []
+    now = timezone.now()
+    ended = []
+    for job in jobs:
+        if not job.job_id:
+            if job.submitted_at is None and job.run.dispatched_at and now - job.run.dispatched_at > SUBMIT_GRACE:
+                services.fail_run(job.run_id, NOT_SUBMITTED)
+                ended.append(job.run_id)
+            continue
+        state = states.get(job.job_id)
+        if state is None:
+            if job.gone_since is None:
+                SlurmJob.objects.filter(pk=job.pk).update(gone_since=now)
+            elif now - job.gone_since > MISSING_GRACE:
+                services.fail_run(job.run_id, JOB_FORGOTTEN.format(job_id=job.job_id))
+                ended.append(job.run_id)
+            continue
+        if (state.state, state.reason, state.nodes) != (job.state, job.reason, job.nodes):
+            SlurmJob.objects.filter(pk=job.pk).update(state=state.state, reason=state.reason, nodes=state.nodes)
+            if state.state == "PENDING" and state.reason != job.reason:
+                _say_pending(job.run_id, state)
+        if not state.ended:
+            if job.gone_since is not None:
+                SlurmJob.objects.filter(pk=job.pk).update(gone_since=None)
+            continue
+        if _end_run(job, state, now):
+            ended.append(job.run_id)
+    return ended
+
+
+def _say_pending(run_pk: int, state: slurm.JobState) -> None:
+    services.log_append(run_pk, services.SUBMIT_STREAM, [f"Slurm job {state.job_id} is pending: {state.reason}"])
+
+
+def end_reason(state: slurm.JobState) -> str:
+    """Why Slurm ended the job, in words; a node failure names the node(s) Slurm has down."""
+    nodes = state.nodes or "?"
+    if state.state in ("NODE_FAIL", "BOOT_FAIL"):
+        try:
+            nodes = ", ".join(slurm.failed_nodes(state.nodes)) or nodes
+        except slurm.SlurmError:
+            pass
+    template = END_REASONS.get(state.state, ENDED_OTHERWISE)
+    return template.format(job_id=state.job_id, state=state.state, reason=state.reason, nodes=nodes)
+
+
+def _end_run(job: SlurmJob, state: slurm.JobState, now) -> bool:
+    """A job Slurm ended while its run is active: the run ends with Slurm's reason. When the job
+    simply ended (its tasks exited), they may still be recording the run's end: ENDED_GRACE first."""
+    run = Run.objects.get(pk=job.run_id)
+    if run.is_final:
+        return False
+    if state.state not in END_REASONS:
+        if job.gone_since is None:
+            SlurmJob.objects.filter(pk=job.pk).update(gone_since=now)
+            return False
+        if now - job.gone_since < ENDED_GRACE:
+            return False
+    if state.state == "CANCELLED" and run.cancel_requested_at:
+        services.run_transition(run.pk, RunStatus.CANCELED, reason="Canceled by the user.")
+    else:
+        services.fail_run(run.pk, end_reason(state))
+    return True

@@ -1,0 +1,190 @@
+"""The Slurm commands TrainHub calls (sbatch, squeue, scancel, sinfo, scontrol), each with an
+argument list it builds itself: no shell, and no string of a member's ever reaches one."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from dataclasses import dataclass
+
+from django.conf import settings
+
+# Slurm's own partition and node names; anything else is refused before a command is built.
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+NODELIST_PATTERN = re.compile(r"^[A-Za-z0-9_.,\[\]-]{1,1000}$")
+BAD_PARTITION = "A Slurm partition is named with letters, digits, '_', '.' and '-' (at most 63), not {name!r}."
+SLURM_UNAVAILABLE = "Slurm did not answer: {error}"
+COMMAND_SECONDS = 20
+# squeue's states of a job that will not run any more.
+ENDED_STATES = frozenset(
+    {
+        "BOOT_FAIL",
+        "CANCELLED",
+        "COMPLETED",
+        "DEADLINE",
+        "FAILED",
+        "NODE_FAIL",
+        "OUT_OF_MEMORY",
+        "PREEMPTED",
+        "REVOKED",
+        "SPECIAL_EXIT",
+        "TIMEOUT",
+    }
+)
+
+
+class SlurmError(Exception):
+    """A Slurm command failed; the message is Slurm's own."""
+
+
+def check_partition(name: str) -> str:
+    if not NAME_PATTERN.match(name or ""):
+        raise ValueError(BAD_PARTITION.format(name=name))
+    return name
+
+
+def _node_name(name: str) -> str:
+    if not NAME_PATTERN.match(name or ""):
+        raise ValueError(f"not a Slurm node name: {name!r}")
+    return name
+
+
+def _environment() -> dict[str, str]:
+    env = {"PATH": os.environ.get("PATH") or "/usr/bin:/bin", "LANG": "C"}
+    # On a job's host, slurmd gives its tasks SLURM_CONF.
+    conf = settings.TRAINHUB_SLURM_CONF or os.environ.get("SLURM_CONF")
+    if conf:
+        env["SLURM_CONF"] = conf
+    return env
+
+
+def command(name: str, *arguments: str, stdin: str | None = None) -> str:
+    """Run one Slurm command; its standard output, or SlurmError with what it said."""
+    program = os.path.join(settings.TRAINHUB_SLURM_BIN_DIR, name) if settings.TRAINHUB_SLURM_BIN_DIR else name
+    try:
+        done = subprocess.run(
+            [program, *arguments],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            env=_environment(),
+            timeout=COMMAND_SECONDS,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as error:
+        raise SlurmError(SLURM_UNAVAILABLE.format(error=error)) from None
+    if done.returncode != 0:
+        said = (done.stderr or done.stdout).strip().replace("\n", " ")
+        raise SlurmError(f"{name} failed: {said or f'exit code {done.returncode}'}")
+    return done.stdout
+
+
+def submit(arguments: list[str], script: str) -> str:
+    """sbatch the script (read from standard input) with these options; the job's id."""
+    output = command("sbatch", "--parsable", *arguments, stdin=script).strip()
+    job_id = output.split(";", 1)[0]
+    if not job_id.isdigit():
+        raise SlurmError(f"sbatch answered {output!r}, not a job id")
+    return job_id
+
+
+def cancel(job_id: str) -> None:
+    command("scancel", _job_id(job_id))
+
+
+@dataclass(frozen=True)
+class JobState:
+    job_id: str
+    state: str
+    reason: str
+    nodes: str
+
+    @property
+    def ended(self) -> bool:
+        return self.state in ENDED_STATES
+
+
+def jobs(job_ids: list[str]) -> dict[str, JobState]:
+    """What Slurm knows of these jobs (those it has forgotten are missing from the answer)."""
+    if not job_ids:
+        return {}
+    wanted = {_job_id(job_id) for job_id in job_ids}
+    # Every job of every state Slurm still holds, filtered here: `--jobs` with one forgotten id
+    # fails the whole query.
+    output = command("squeue", "--noheader", "--states=all", "--format=%i|%T|%r|%N")
+    found = {}
+    for line in output.splitlines():
+        parts = line.strip().split("|")
+        if len(parts) == 4 and parts[0] in wanted:
+            found[parts[0]] = JobState(parts[0], parts[1], parts[2], parts[3])
+    return found
+
+
+def job_state(job_id: str) -> JobState | None:
+    """One job, asked through scontrol (as a job's own task does)."""
+    try:
+        output = command("scontrol", "--oneliner", "show", "job", _job_id(job_id))
+    except SlurmError:
+        return None
+    fields = dict(part.split("=", 1) for part in output.split() if "=" in part)
+    return JobState(job_id, fields.get("JobState", ""), fields.get("Reason", ""), fields.get("NodeList", ""))
+
+
+@dataclass(frozen=True)
+class SlurmNode:
+    name: str
+    state: str
+    cpus: str
+    memory_mb: str
+    gres: str
+    reason: str
+    address: str
+
+
+def partition_nodes(partition: str) -> list[SlurmNode]:
+    """The partition's nodes and their states, as sinfo reports them."""
+    output = command(
+        "sinfo",
+        "--noheader",
+        "--Node",
+        f"--partition={check_partition(partition)}",
+        "--format=%N|%T|%c|%m|%G|%E|%o",
+    )
+    nodes = []
+    for line in output.splitlines():
+        parts = line.strip().split("|")
+        if len(parts) == 7:
+            nodes.append(SlurmNode(*parts))
+    return nodes
+
+
+def failed_nodes(nodelist: str) -> list[str]:
+    """Of a job's nodes (Slurm's node list, e.g. n[1-2]), those Slurm has down or not responding."""
+    if not NODELIST_PATTERN.match(nodelist or ""):
+        return []
+    output = command("sinfo", "--noheader", "--Node", f"--nodes={nodelist}", "--format=%N|%T")
+    failed = []
+    for line in output.splitlines():
+        name, _, state = line.strip().partition("|")
+        if state.endswith("*") or state.split("+")[0].rstrip("*") in ("down", "fail", "failing", "drained"):
+            failed.append(name)
+    return sorted(set(failed))
+
+
+def partition_exists(partition: str) -> bool:
+    output = command("sinfo", "--noheader", f"--partition={check_partition(partition)}", "--format=%P")
+    return bool(output.strip())
+
+
+def node_address(name: str) -> str:
+    """The address Slurm reaches a node at (NodeAddr), which other hosts of a job reach it at too."""
+    output = command("scontrol", "--oneliner", "show", "node", _node_name(name))
+    fields = dict(part.split("=", 1) for part in output.split() if "=" in part)
+    return fields.get("NodeAddr", name)
+
+
+def _job_id(job_id: str) -> str:
+    if not str(job_id).isdigit():
+        raise ValueError(f"not a Slurm job id: {job_id!r}")
+    return str(job_id)
