@@ -461,6 +461,13 @@ class NodeExecution:
                 "TRAINHUB_WORKSPACE": run.workspace.name,
                 "TRAINHUB_EXPERIMENT": run.experiment.name,
                 "TRAINHUB_OUTPUTS_DIR": str(self.workdir / "outputs"),
+                # MLflow's client logs into this run unchanged: start_run() resumes MLFLOW_RUN_ID
+                # (mlflow_compat/), with the run's own token, which reaches this run only.
+                "MLFLOW_TRACKING_URI": f"{settings.TRAINHUB_NODE_SERVER_URL.rstrip('/')}/mlflow/{run.workspace.name}",
+                "MLFLOW_TRACKING_TOKEN": self.token,
+                "MLFLOW_RUN_ID": run.run_id,
+                "MLFLOW_EXPERIMENT_NAME": run.experiment.name,
+                "MLFLOW_EXPERIMENT_ID": str(run.experiment_id),
                 "MASTER_ADDR": rendezvous["addr"],
                 "MASTER_PORT": rendezvous["port"],
                 "NODE_RANK": str(self.node_rank),

@@ -23,4 +23,5 @@ urlpatterns = [
     path("", include("metrics.urls")),
     path("", include("datastores.urls")),
     path("", include("trainhub.docs.urls")),
+    path("", include("mlflow_compat.urls")),
 ]

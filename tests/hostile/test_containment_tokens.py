@@ -29,6 +29,7 @@ from django.utils import timezone
 from playwright.sync_api import expect
 
 from datastores.models import Datastore
+from mlflow_compat.views import ENDPOINTS, NOT_DELETABLE
 from registry.models import ModelVersion
 from runs.models import Run, RunStatus
 from runs.services import log_append
@@ -191,6 +192,108 @@ def test_a_run_token_cannot_cancel_or_read_another_run_of_its_workspace(workspac
     assert theirs.status == RunStatus.RUNNING
     assert not ModelVersion.objects.filter(model__name="stolen").exists()
     assert client.get(f"/api/v1/workspaces/birds/runs/{mine.run_id}").json()["status"] == "Running"
+
+
+# MLflow's tracking API (mlflow_compat/, /mlflow/<workspace>/api/2.0/…): the second way in for a
+# run's token, set in every run as MLFLOW_TRACKING_TOKEN. What it serves is reviewed here too.
+MLFLOW_ENDPOINTS = {
+    ("GET", "runs/get"),
+    ("POST", "runs/update"),
+    ("POST", "runs/log-metric"),
+    ("POST", "runs/log-parameter"),
+    ("POST", "runs/set-tag"),
+    ("POST", "runs/log-batch"),
+    ("POST", "runs/log-model"),
+    ("POST", "runs/log-inputs"),
+    ("POST", "runs/outputs"),
+    ("POST", "runs/create"),
+    ("POST", "runs/delete"),
+    ("POST", "runs/delete-tag"),
+    ("POST", "runs/search"),
+    ("GET", "metrics/get-history"),
+    ("GET", "experiments/get"),
+    ("GET", "experiments/get-by-name"),
+    ("POST", "experiments/search"),
+    ("POST", "experiments/create"),
+    ("POST", "logged-models"),
+}
+
+
+def test_only_the_reviewed_mlflow_endpoints_are_served():
+    assert set(ENDPOINTS) == MLFLOW_ENDPOINTS
+
+
+def mlflow_calls(run_id: str) -> list[tuple[str, str, dict]]:
+    """Every MLflow endpoint, aimed at `run_id` with a well-formed body."""
+    bodies = {
+        "runs/log-metric": {"key": "loss", "value": 9.0, "timestamp": 0, "step": 0},
+        "runs/log-parameter": {"key": "lr", "value": "9"},
+        "runs/set-tag": {"key": "stolen", "value": "yes"},
+        "runs/log-batch": {"metrics": [{"key": "loss", "value": 9.0, "timestamp": 0, "step": 0}]},
+        "metrics/get-history": {"metric_key": "loss"},
+        "logged-models": {"source_run_id": run_id, "name": "stolen"},
+    }
+    return [
+        (method, endpoint, {"run_id": run_id, **bodies.get(endpoint, {})})
+        for method, endpoint in sorted(MLFLOW_ENDPOINTS)
+        if not endpoint.startswith(("experiments/", "runs/search", "runs/create"))
+    ]
+
+
+def mlflow_call(client: Client, workspace_name: str, method: str, endpoint: str, body: dict):
+    url = f"/mlflow/{workspace_name}/api/2.0/mlflow/{endpoint}"
+    if method == "GET":
+        return client.get(url, body)
+    return client.generic(method, url, json.dumps(body), content_type="application/json")
+
+
+def test_a_run_token_reaches_only_its_own_run_through_mlflow(world, workspace, other_workspace, owner):
+    """The attack: a run of `birds` points MLflow's client at a colleague's run (same workspace) and
+    at a run of `elsewhere`: it logs metrics, params and tags there, reads them, announces a model
+    in them, uploads a file into their outputs. Every call answers MLflow's 404 and nothing changes."""
+    mine, token = running_run(workspace)
+    theirs, _ = running_run(workspace, experiment="theirs")
+    Membership.objects.create(workspace=other_workspace, user=owner, role=Role.OWNER)
+    far, _ = running_run(other_workspace, created_by=owner)
+    client = api_client(token)
+    before = snapshot_of_world()
+    for target, workspace_name in ((theirs, "birds"), (far, "birds"), (far, "elsewhere")):
+        for method, endpoint, body in mlflow_calls(target.run_id):
+            response = mlflow_call(client, workspace_name, method, endpoint, body)
+            if endpoint.startswith("runs/delete") and workspace_name == "birds":  # refused to all: history is kept
+                assert response.json() == {"error_code": "PERMISSION_DENIED", "message": NOT_DELETABLE}
+                continue
+            assert response.status_code == 404, (workspace_name, endpoint, response.content)
+            assert response.json()["error_code"] == "RESOURCE_DOES_NOT_EXIST", (endpoint, response.content)
+        for method, path in (("PUT", f"{target.run_id}/outputs/stolen.txt"), ("GET", f"{target.run_id}/outputs/x")):
+            url = f"/mlflow/{workspace_name}/api/2.0/mlflow-artifacts/artifacts/{path}"
+            response = client.generic(method, url, b"data", content_type="application/octet-stream")
+            assert response.status_code == 404, (workspace_name, path, response.content)
+        listing = client.get(f"/mlflow/{workspace_name}/api/2.0/mlflow-artifacts/artifacts", {"path": target.run_id})
+        assert listing.status_code == 404
+    search = mlflow_call(client, "birds", "POST", "runs/search", {"experiment_ids": [str(theirs.experiment_id)]})
+    assert search.status_code == 404 and "theirs" not in search.content.decode()
+    assert snapshot_of_world() == before
+    assert not theirs.files.exists() and not far.files.exists()
+    assert not theirs.metric_series.exists() and not far.metric_series.exists()
+    assert Run.objects.get(pk=theirs.pk).parameters == theirs.parameters
+    own = mlflow_call(client, "birds", "GET", "runs/get", {"run_id": mine.run_id})
+    assert own.status_code == 200 and own.json()["run"]["info"]["run_id"] == mine.run_id
+
+
+def test_a_run_token_dies_with_its_run_for_mlflow_too(workspace):
+    run, token = running_run(workspace)
+    client = api_client(token)
+    assert mlflow_call(client, "birds", "GET", "runs/get", {"run_id": run.run_id}).status_code == 200
+    Run.objects.filter(pk=run.pk).update(
+        status=RunStatus.COMPLETED, ended_at=timezone.now() - timezone.timedelta(hours=1)
+    )
+    response = mlflow_call(client, "birds", "POST", "runs/set-tag", {"run_id": run.run_id, "key": "k", "value": "v"})
+    assert response.status_code == 401
+    assert response.json() == {
+        "error_code": "UNAUTHENTICATED",
+        "message": f"Run {run.run_id} has ended (Completed): its token stopped working with it.",
+    }
 
 
 @pytest.mark.parametrize("status", [RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELED])

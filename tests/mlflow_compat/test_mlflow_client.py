@@ -1,0 +1,214 @@
+"""The stock `mlflow` client against TrainHub's MLflow endpoints, as a run's script and as a member
+reading back: a real server, the real client in a subprocess with the variables a node sets."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import requests
+
+from metrics.models import MetricSeries
+from mlflow_compat.access import OTHER_RUN, READ_ONLY
+from mlflow_compat.services import ARTIFACT_EXISTS, NOT_IN_OUTPUTS
+from runs.models import Run
+from tests.conftest import issue_token
+from tests.metrics.builders import running_run
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+
+
+def mlflow_env(live_url: str, workspace_name: str, token: str, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TRAINHUB_", "DJANGO_", "DATABASE_URL", "MLFLOW_"))}
+    env.update(
+        MLFLOW_TRACKING_URI=f"{live_url}/mlflow/{workspace_name}",
+        MLFLOW_TRACKING_TOKEN=token,
+        # A refused call fails at once instead of being retried for minutes.
+        MLFLOW_HTTP_REQUEST_MAX_RETRIES="0",
+        **extra,
+    )
+    return env
+
+
+def run_python(code: str, env: dict[str, str], cwd) -> subprocess.CompletedProcess:  # noqa: ANN001
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], env=env, cwd=cwd, capture_output=True, text=True, timeout=240
+    )
+
+
+def in_run_env(live_url: str, run: Run, token: str) -> dict[str, str]:
+    """What the node sets (runs/execution.py) for MLflow."""
+    return mlflow_env(
+        live_url,
+        run.workspace.name,
+        token,
+        MLFLOW_RUN_ID=run.run_id,
+        MLFLOW_EXPERIMENT_NAME=run.experiment.name,
+        MLFLOW_EXPERIMENT_ID=str(run.experiment_id),
+    )
+
+
+def test_a_script_logs_params_tags_metrics_and_files_into_its_run(workspace, owner, live_url, tmp_path):
+    run, token = running_run(workspace)
+    (tmp_path / "notes.txt").write_text("hello\n")
+    done = run_python(
+        """
+        import mlflow
+        with mlflow.start_run() as active:
+            print("RUN", active.info.run_id)
+            mlflow.log_params({"lr": 0.01, "epochs": 3})
+            mlflow.set_tags({"team": "birds", "stage": "dev"})
+            for step in range(50):
+                mlflow.log_metric("loss", 1.0 / (step + 1), step=step)
+            mlflow.log_artifact("notes.txt", artifact_path="docs")
+            mlflow.log_dict({"a": 1}, "config/settings.json")
+        """,
+        in_run_env(live_url, run, token),
+        tmp_path,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"RUN {run.run_id}" in done.stdout
+    run.refresh_from_db()
+    assert run.parameters["lr"] == "0.01" and run.parameters["epochs"] == "3"
+    assert run.tags == {"team": "birds", "stage": "dev"}
+    assert run.status == "Running"  # end_run's FINISHED is TrainHub's to decide
+    loss = MetricSeries.objects.get(run=run, name="loss")
+    assert loss.count == 50 and loss.last_step == 49 and loss.last_value == pytest.approx(1 / 50)
+    assert set(run.files.values_list("path", flat=True)) == {"outputs/docs/notes.txt", "outputs/config/settings.json"}
+
+    # The run page shows them.
+    from django.test import Client
+
+    page = Client()
+    page.force_login(owner)
+    html = page.get(f"/w/{workspace.name}/runs/{run.run_id}/").content.decode()
+    assert "team=birds" in html and "lr=0.01" in html and "outputs/docs/notes.txt" in html
+
+
+def test_a_member_reads_runs_and_metric_history_back(workspace, owner, live_url, tmp_path):
+    run, token = running_run(workspace)
+    logged = run_python(
+        """
+        import mlflow
+        mlflow.start_run()
+        for step in range(20):
+            mlflow.log_metric("acc", step / 20, step=step)
+        mlflow.log_param("batch", 64)
+        """,
+        in_run_env(live_url, run, token),
+        tmp_path,
+    )
+    assert logged.returncode == 0, logged.stderr[-3000:]
+    member = issue_token(workspace, owner)
+    read = run_python(
+        f"""
+        import json, mlflow
+        from mlflow import MlflowClient
+        frame = mlflow.search_runs(experiment_names=["{run.experiment.name}"])
+        history = MlflowClient().get_metric_history("{run.run_id}", "acc")
+        local = MlflowClient().download_artifacts("{run.run_id}", "")
+        print(json.dumps({{
+            "ids": list(frame["run_id"]),
+            "acc": float(frame["metrics.acc"][0]),
+            "batch": frame["params.batch"][0],
+            "history": [[m.step, m.value] for m in history],
+        }}))
+        """,
+        mlflow_env(live_url, workspace.name, member),
+        tmp_path,
+    )
+    assert read.returncode == 0, read.stderr[-3000:]
+    found = json.loads(read.stdout.strip().splitlines()[-1])
+    assert found["ids"] == [run.run_id]
+    assert found["acc"] == pytest.approx(19 / 20) and found["batch"] == "64"
+    assert found["history"] == [[step, pytest.approx(step / 20)] for step in range(20)]
+
+
+def test_a_batch_of_a_thousand_metrics_then_another(workspace, live_url, tmp_path):
+    run, token = running_run(workspace)
+    done = run_python(
+        """
+        import time, mlflow
+        from mlflow import MlflowClient
+        from mlflow.entities import Metric
+        run = mlflow.start_run()
+        now = int(time.time() * 1000)
+        client = MlflowClient()
+        client.log_batch(run.info.run_id, metrics=[Metric("x", float(i), now, i) for i in range(1000)])
+        client.log_batch(run.info.run_id, metrics=[Metric("x", float(i), now, i) for i in range(1000, 1500)])
+        """,
+        in_run_env(live_url, run, token),
+        tmp_path,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    series = MetricSeries.objects.get(run=run, name="x")
+    assert series.count == 1500 and series.last_step == 1499 and series.last_value == 1499.0
+    # MLflow's client splits larger batches itself; one sent whole is refused as MLflow's server does.
+    too_many = [{"key": "x", "value": 0, "timestamp": 0, "step": 0}] * 1001
+    answer = requests.post(
+        f"{live_url}/mlflow/{workspace.name}/api/2.0/mlflow/runs/log-batch",
+        json={"run_id": run.run_id, "metrics": too_many},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=30,
+    )
+    assert answer.status_code == 400 and answer.json()["error_code"] == "INVALID_PARAMETER_VALUE"
+    assert "at most 1000 metrics" in answer.json()["message"]
+    assert MetricSeries.objects.get(run=run, name="x").count == 1500
+
+
+def test_another_runs_id_is_refused(workspace, live_url, tmp_path):
+    run, token = running_run(workspace)
+    other, _ = running_run(workspace)
+    done = run_python(
+        f"""
+        import mlflow
+        from mlflow import MlflowClient
+        mlflow.start_run()
+        client = MlflowClient()
+        for call in (
+            lambda: client.log_metric("{other.run_id}", "loss", 1.0),
+            lambda: client.get_run("{other.run_id}"),
+            lambda: client.set_tag("{other.run_id}", "k", "v"),
+        ):
+            try:
+                call()
+                print("ACCEPTED")
+            except Exception as error:
+                print("REFUSED", error)
+        """,
+        in_run_env(live_url, run, token),
+        tmp_path,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "ACCEPTED" not in done.stdout
+    assert done.stdout.count("RESOURCE_DOES_NOT_EXIST") == 3
+    assert OTHER_RUN.format(run_id=other.run_id, own=run.run_id) in done.stdout
+    other.refresh_from_db()
+    assert other.tags == {} and not MetricSeries.objects.filter(run=other).exists()
+
+
+def test_artifact_paths_stay_in_outputs_and_member_tokens_only_read(workspace, owner, live_url):
+    run, token = running_run(workspace)
+    base = f"{live_url}/mlflow/{workspace.name}/api/2.0/mlflow-artifacts/artifacts/{run.run_id}"
+    as_run = {"Authorization": f"Bearer {token}"}
+    for path in ("logs/evil.txt", "outputs/../logs/x", "outputs/%2e%2e/%2e%2e/x", "../other/outputs/x"):
+        answer = requests.put(f"{base}/{path}", data=b"x", headers=as_run, timeout=30)
+        assert answer.status_code in (400, 404), (path, answer.text)
+        assert set(answer.json()) == {"error_code", "message"}
+    assert requests.put(f"{base}/logs/evil.txt", data=b"x", headers=as_run, timeout=30).json()["message"] == (
+        NOT_IN_OUTPUTS.format(path="logs/evil.txt")
+    )
+    assert requests.put(f"{base}/outputs/a.txt", data=b"one", headers=as_run, timeout=30).status_code == 200
+    again = requests.put(f"{base}/outputs/a.txt", data=b"two", headers=as_run, timeout=30)
+    assert again.status_code == 400
+    assert again.json()["message"] == ARTIFACT_EXISTS.format(run_id=run.run_id, path="outputs/a.txt")
+    member = {"Authorization": f"Bearer {issue_token(workspace, owner)}"}
+    refused = requests.put(f"{base}/outputs/b.txt", data=b"x", headers=member, timeout=30)
+    assert refused.status_code == 403 and refused.json() == {"error_code": "PERMISSION_DENIED", "message": READ_ONLY}
+    got = requests.get(f"{base}/outputs/a.txt", headers=member, timeout=30)
+    assert got.content == b"one", (got.status_code, got.text[-2000:])
+    assert list(run.files.values_list("path", flat=True)) == ["outputs/a.txt"]
