@@ -158,7 +158,13 @@ def test_attack_2_pythonpath_and_a_shadowing_module_never_run_outside_the_box(ws
 
     assert outside, "the supervisor and bwrap, seen from the node's machine"
     for pid, variables in outside.items():
-        leaked = {"PYTHONPATH", "LD_PRELOAD", "ATTACK_TARGETS", "TRAINHUB_RUN_TOKEN"} & variables.keys()
+        leaked = {
+            "PYTHONPATH",
+            "LD_PRELOAD",
+            "ATTACK_TARGETS",
+            "TRAINHUB_RUN_TOKEN",
+            "MLFLOW_TRACKING_TOKEN",
+        } & variables.keys()
         assert not leaked, f"process {pid} outside the box has the run's {sorted(leaked)}"
     shadows = [line for line in log.splitlines() if line.startswith("SHADOW")]
     uid = box_uid("run", Run.objects.get(run_id=run.id).pk)
