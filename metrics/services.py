@@ -382,7 +382,7 @@ def metrics_ingest(*, access: Access, run: Run, batch: MetricsBatch) -> IngestRe
         # One writer per run at a time: the per-run limits below are then exact.
         locked = (
             Run.objects.select_for_update()
-            .only("id", "run_id", "experiment_id", "tags")
+            .only("id", "run_id", "experiment_id", "tags", "parent_id")
             .get(pk=run.pk)
         )
         existing = _series_for(locked, batch)
@@ -403,6 +403,12 @@ def metrics_ingest(*, access: Access, run: Run, batch: MetricsBatch) -> IngestRe
             live["tags"] = locked.tags
         group = metrics_group(run.pk)
         transaction.on_commit(lambda: broadcast(group, "metrics.batch", {"batch": live}))
+        parent_pk = locked.parent_id
+        if parent_pk is not None and batch.series:
+            # A sweep's child logged: its policy looks at the new values now, not at the next tick.
+            from sweeps.services import sweep_advance_safely
+
+            transaction.on_commit(lambda: sweep_advance_safely(parent_pk))
     return IngestResult(
         points=sum(len(s.values) for s in batch.series),
         rows=sum(len(t.rows) for t in batch.tables),

@@ -869,12 +869,14 @@ class NodeExecution:
             time.sleep(0.2)
 
     def end_aborted(self, reason: str) -> None:
-        self.run.refresh_from_db(fields=["status", "cancel_requested_at"])
+        self.run.refresh_from_db(fields=["status", "cancel_requested_at", "cancel_reason"])
         if self.run.is_final:
             return
         if reason == RunStatus.CANCELED or self.run.cancel_requested_at:
             services.run_transition(self.run.pk, RunStatus.FINALIZING)
-            services.run_transition(self.run.pk, RunStatus.CANCELED, reason="Canceled by the user.")
+            services.run_transition(
+                self.run.pk, RunStatus.CANCELED, reason=self.run.cancel_reason or services.CANCELED_BY_USER
+            )
         elif reason == "timeout":
             services.fail_run(
                 self.run.pk, f"The run passed its time limit of {self.run.timeout_seconds} s and was stopped."

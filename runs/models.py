@@ -75,6 +75,11 @@ class Run(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     ended_at = models.DateTimeField(null=True, blank=True)
     cancel_requested_at = models.DateTimeField(null=True, blank=True)
+    # Why the run was canceled when it was not its user (a sweep's early termination): the reason
+    # its end shows instead of "Canceled by the user."
+    cancel_reason = models.CharField(max_length=500, blank=True)
+    # A sweep's children point at the sweep's own run (sweeps.models.Sweep.parent).
+    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.CASCADE, related_name="children")
 
     cluster = models.ForeignKey(
         "compute.ComputeCluster", on_delete=models.PROTECT, related_name="runs"

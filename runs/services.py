@@ -80,6 +80,7 @@ GPU_ASKED_ON_CPU = (
 )
 # The log stream of what TrainHub says about a run when it is submitted.
 SUBMIT_STREAM = "submit"
+CANCELED_BY_USER = "Canceled by the user."
 RUN_ALREADY_FINAL = "Run {run_id} already ended ({status})."
 NODE_LOST = "node lost"
 LOG_LINE_LIMIT = 16_384
@@ -151,6 +152,12 @@ def _after_final(run: Run) -> None:
     # Every node of the run stops its ranks when this key appears (cancel, failure, node lost);
     # each node's job then returns its node to idle.
     get_redis().set(abort_key(run.pk), run.status, ex=3600)
+    if run.parent_id is not None:
+        # A sweep's child ended: the sweep starts its next child at once (the controller's tick
+        # catches up on any end this process did not live to hand over).
+        from sweeps.services import sweep_advance_safely
+
+        sweep_advance_safely(run.parent_id)
 
 
 def abort_key(run_pk: int) -> str:
@@ -280,7 +287,10 @@ def run_submit(
     tags: dict[str, str] | None = None,
     display_name: str = "",
     use_gpu: bool = False,
+    sweep_parent: bool = False,
 ) -> Run:
+    """A new run, queued for its cluster; with `sweep_parent`, the run of a sweep instead: it runs
+    nothing itself (it is Running from the start and never placed), its children do."""
     access.require(Action.WRITE)
     if bool(script) == bool(command):
         raise ValidationError(SCRIPT_OR_COMMAND)
@@ -335,6 +345,13 @@ def run_submit(
             tags={str(k): str(v) for k, v in (tags or {}).items()},
         )
         RunStatusChange.objects.create(run=run, status=RunStatus.QUEUED, at=run.created_at)
+        if sweep_parent:
+            Run.objects.filter(pk=run.pk).update(
+                status=RunStatus.RUNNING, started_at=run.created_at, dispatched_at=run.created_at
+            )
+            RunStatusChange.objects.create(run=run, status=RunStatus.RUNNING, at=run.created_at)
+            run.refresh_from_db()
+            return run
         run_inputs_record(run=run)
         # A database restored or reset hands out run ids again: the new run starts from clean Redis
         # keys, before anything (the warning below) is numbered in its log.
@@ -344,6 +361,45 @@ def run_submit(
     from runs.scheduling import dispatch_cluster
 
     transaction.on_commit(lambda: dispatch_cluster(cluster.pk))
+    return run
+
+
+@transaction.atomic
+def run_submit_child(*, parent: Run, arguments: list[str], tags: dict[str, str], display_name: str) -> Run:
+    """A run of a sweep: its parent's script, environment and cluster, with its own arguments.
+    The parent's submit checked all of it."""
+    experiment = parent.experiment
+    Experiment.objects.filter(pk=experiment.pk).update(last_run_number=F("last_run_number") + 1)
+    experiment.refresh_from_db(fields=["last_run_number"])
+    run = Run.objects.create(
+        workspace=parent.workspace,
+        experiment=experiment,
+        number=experiment.last_run_number,
+        run_id=f"{experiment.name}_{int(time.time())}_{secrets.token_hex(4)}",
+        display_name=display_name[:200],
+        created_by=parent.created_by,
+        cluster=parent.cluster,
+        snapshot=parent.snapshot,
+        environment_name=parent.environment_name,
+        environment_version=parent.environment_version,
+        environment_spec=parent.environment_spec,
+        script=parent.script,
+        command=parent.command,
+        arguments=arguments,
+        parameters=parameters_of(arguments),
+        distributed=parent.distributed,
+        node_count=parent.node_count,
+        process_count_per_node=parent.process_count_per_node,
+        timeout_seconds=parent.timeout_seconds,
+        tags=tags,
+        parent=parent,
+    )
+    RunStatusChange.objects.create(run=run, status=RunStatus.QUEUED, at=run.created_at)
+    run_inputs_record(run=run)
+    transaction.on_commit(lambda: clear_run_keys(run.pk))
+    from runs.scheduling import dispatch_cluster
+
+    transaction.on_commit(lambda: dispatch_cluster(parent.cluster_id))
     return run
 
 
@@ -438,11 +494,25 @@ def run_cancel(*, access: Access, run: Run) -> Run:
     access.require(Action.WRITE)
     if run.is_final:
         return run
+    from sweeps.models import Sweep
+
+    sweep = Sweep.objects.filter(parent=run).first()
+    if sweep is not None:
+        from sweeps.services import sweep_cancel
+
+        sweep_cancel(access=access, sweep=sweep)
+        run.refresh_from_db()
+        return run
+    return run_stop(run, reason="")
+
+
+def run_stop(run: Run, *, reason: str) -> Run:
+    """Cancel a run for TrainHub itself (`reason` shows on the run; empty: canceled by its user)."""
     Run.objects.filter(pk=run.pk, cancel_requested_at__isnull=True).update(
-        cancel_requested_at=timezone.now()
+        cancel_requested_at=timezone.now(), cancel_reason=reason[:500]
     )
     if run.status == RunStatus.QUEUED and run.dispatched_at is None:
-        run_transition(run.pk, RunStatus.CANCELED, reason="Canceled before it started.")
+        run_transition(run.pk, RunStatus.CANCELED, reason=reason or "Canceled before it started.")
     else:
         get_redis().set(abort_key(run.pk), RunStatus.CANCELED, ex=3600)
         if run.cluster.is_slurm:

@@ -162,6 +162,7 @@ def _register_routers() -> None:
     from metrics.api import router as metrics_router
     from registry.api import router as registry_router
     from runs.api import router as runs_router
+    from sweeps.api import router as sweeps_router
     from trainhub.compute.api import catalog_router
     from trainhub.compute.api import router as compute_router
     from trainhub.environments.api import router as environments_router
@@ -175,6 +176,7 @@ def _register_routers() -> None:
     api.add_router("/workspaces", registry_router)
     api.add_router("/workspaces", metrics_router)
     api.add_router("/workspaces", datastores_router)
+    api.add_router("/workspaces", sweeps_router)
 
 
 _register_routers()

@@ -51,6 +51,7 @@ INSTALLED_APPS = [
     "datastores",
     "trainhub.idempotency",
     "mlflow_compat",
+    "sweeps",
     "axes",
 ]
 

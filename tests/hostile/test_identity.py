@@ -24,7 +24,8 @@ from metrics.services import metrics_ingest, parse_batch
 from registry.models import ModelVersion, OnnxExport
 from registry.services import blob_store
 from runs.models import Run, RunStatus
-from runs.services import log_append
+from runs.services import EnvironmentChoice, log_append
+from sweeps.services import sweep_submit
 from tests.conftest import api_client, issue_token
 from tests.datastores.builders import upload
 from tests.registry.builders import access_of, register, run_with_outputs
@@ -59,6 +60,11 @@ def world(workspace, owner, contributor):
     dataset = data_client.post(f"/api/v1/workspaces/{workspace.name}/datasets/fowl/versions",
                                {"sources": [[DATASTORE, "fowl/**"]]}, content_type="application/json")
     assert dataset.status_code == 201, dataset.content
+    sweep = sweep_submit(
+        access=access, user=owner, experiment_name=run.experiment.name, spec=SWEEP_SPEC,
+        run={"snapshot_sha256": run.snapshot.sha256, "compute_target": run.cluster.name, "script": "train.py",
+             "environment": EnvironmentChoice("birds-env", 1, {"python": "3.11", "pip": ["six"]})},
+    )
     return {
         "workspace_name": workspace.name,
         "run_id": run.run_id,
@@ -73,7 +79,18 @@ def world(workspace, owner, contributor):
         "_model": version.model.name,
         "_cluster": run.cluster.name,
         "_snapshot": run.snapshot.sha256,
+        "_sweep": sweep.parent.run_id,
     }
+
+
+SWEEP_SPEC = {
+    "sampling": {"type": "grid", "space": {"lr": ["choice", [[0.1, 0.01]]]}},
+    "policy": None,
+    "primary_metric_name": "loss",
+    "primary_metric_goal": "MINIMIZE",
+    "max_total_runs": 2,
+    "max_concurrent_runs": 1,
+}
 
 
 # The query string each route needs to name one thing (a file, a metric).
@@ -97,6 +114,8 @@ def fill(template: str, world: dict) -> str:
         else world["experiment_name"]
     )
     values["sha256"] = world["_snapshot"] if "snapshots" in template else hashlib.sha256(BLOB).hexdigest()
+    if "/sweeps/" in template:
+        values["run_id"] = world["_sweep"]
     url = template
     for key, value in values.items():
         for kind in ("", "str:", "int:"):
@@ -225,6 +244,8 @@ def api_write_bodies(world: dict) -> dict[str, object]:
         "/data-blobs/{sha256}": BLOB,
         "/data-blobs": b"",
         "/datasets/{name}/versions": {"sources": [[DATASTORE, "fowl/**"]], "create_new_version": True},
+        "/sweeps": {"run": {"snapshot": world["_snapshot"], "compute_target": world["_cluster"],
+                            "environment": {"name": "birds-env"}, "script": "train.py"}, "sweep": SWEEP_SPEC},
     }
 
 

@@ -130,6 +130,7 @@ class LocalProvisioner:
 def run_controller(stop: list[bool]) -> None:
     from runs.scheduling import dispatch_all, redispatch_lost_jobs
     from runs.slurm import watch_jobs
+    from sweeps.services import sweeps_tick
 
     provisioner = LocalProvisioner()
     last_dispatch = last_provision = last_slurm_watch = 0.0
@@ -147,6 +148,7 @@ def run_controller(stop: list[bool]) -> None:
                 if now - last_dispatch >= DISPATCH_EVERY:
                     last_dispatch = now
                     redispatch_lost_jobs()
+                    sweeps_tick()
                     dispatch_all()
             except Exception:
                 logger.exception("controller tick failed")

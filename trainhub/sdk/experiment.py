@@ -17,11 +17,14 @@ class Experiment:
     def submit(self, config: Any, tags: dict[str, str] | None = None, show_progress: bool = True, **_ignored: Any):
         from trainhub.sdk.run import Run
 
-        submission = config._submission(self.workspace)
+        sweep = getattr(config, "_is_hyperdrive", False)
+        submission = (config.run_config if sweep else config)._submission(self.workspace)
         packed = pack_source_directory(config.source_directory)
         try:
             payload = dict(submission, snapshot=packed.sha256, tags=dict(tags or {}))
-            path = self.workspace.api(f"experiments/{self.name}/runs")
+            if sweep:
+                payload = {"run": payload, "sweep": config._sweep_json()}
+            path = self.workspace.api(f"experiments/{self.name}/{'sweeps' if sweep else 'runs'}")
             # Most submits send a snapshot the server already has: try without uploading.
             details = _post_unless_snapshot_unknown(self.workspace, path, payload)
             if details is None:
@@ -29,6 +32,10 @@ class Experiment:
                 details = self.workspace._http.post(path, json=payload)
         finally:
             packed.path.unlink(missing_ok=True)
+        if sweep:
+            from trainhub.sdk.train.hyperdrive.run import HyperDriveRun
+
+            return HyperDriveRun(self, details["run"]["run_id"], _details=details["run"])
         return Run(self, details["run_id"], _details=details)
 
     @staticmethod

@@ -1,0 +1,124 @@
+"""Sweep endpoints of the JSON API: submit, show (children with their primary metric), cancel.
+
+Members only: a run's token reaches none of them (they are not IN_RUN)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from django.http import HttpRequest
+from ninja import Router, Schema, Status
+
+from runs import selectors as run_selectors
+from runs.api import RunIn, RunOut, resolve_environment, run_out
+from sweeps import selectors, services
+from sweeps.models import Sweep
+from trainhub.api import access
+
+router = Router(tags=["sweeps"])
+
+
+class SweepIn(Schema):
+    run: RunIn
+    sweep: dict[str, Any]
+
+
+class ChildOut(Schema):
+    index: int
+    run_id: str
+    status: str
+    status_reason: str
+    parameters: dict[str, Any]
+    best_primary_metric: float | None
+    last_primary_metric: float | None
+    created_at: datetime
+    started_at: datetime | None
+    ended_at: datetime | None
+
+
+class SweepOut(Schema):
+    run: RunOut
+    sampling: dict[str, Any]
+    policy: dict[str, Any]
+    primary_metric_name: str
+    primary_metric_goal: str
+    max_total_runs: int
+    max_concurrent_runs: int
+    max_duration_minutes: int | None
+    end_reason: str
+    best_run_id: str | None
+    children: list[ChildOut]
+
+
+def sweep_out(sweep: Sweep) -> SweepOut:
+    rows = selectors.child_rows(sweep)
+    best = selectors.best_row(sweep, rows)
+    return SweepOut(
+        run=run_out(run_selectors.run_get(sweep.parent.workspace, sweep.parent.run_id)),
+        sampling=sweep.sampling,
+        policy=sweep.policy,
+        primary_metric_name=sweep.primary_metric_name,
+        primary_metric_goal=sweep.primary_metric_goal,
+        max_total_runs=sweep.max_total_runs,
+        max_concurrent_runs=sweep.max_concurrent_runs,
+        max_duration_minutes=sweep.max_duration_minutes,
+        end_reason=sweep.end_reason,
+        best_run_id=best.run.run_id if best else None,
+        children=[
+            ChildOut(
+                index=row.index,
+                run_id=row.run.run_id,
+                status=row.run.status,
+                status_reason=row.run.status_reason,
+                parameters=row.parameters,
+                best_primary_metric=row.best_primary_metric,
+                last_primary_metric=row.last_primary_metric,
+                created_at=row.run.created_at,
+                started_at=row.run.started_at,
+                ended_at=row.run.ended_at,
+            )
+            for row in rows
+        ],
+    )
+
+
+@router.post("/{workspace_name}/experiments/{experiment_name}/sweeps", response={201: SweepOut})
+def submit_sweep(
+    request: HttpRequest, workspace_name: str, experiment_name: str, payload: SweepIn
+) -> tuple[int, SweepOut]:
+    member = access(request, workspace_name)
+    given = payload.run
+    sweep = services.sweep_submit(
+        access=member,
+        user=request.user,
+        experiment_name=experiment_name,
+        spec=payload.sweep,
+        run={
+            "snapshot_sha256": given.snapshot,
+            "compute_target": given.compute_target,
+            "environment": resolve_environment(member.workspace, given.environment),
+            "script": given.script,
+            "command": given.command,
+            "arguments": given.arguments,
+            "distributed": given.distributed,
+            "timeout_seconds": given.timeout_seconds,
+            "tags": given.tags,
+            "display_name": given.display_name,
+            "use_gpu": given.use_gpu,
+        },
+    )
+    return Status(201, sweep_out(selectors.sweep_get(member.workspace, sweep.parent.run_id)))
+
+
+@router.get("/{workspace_name}/sweeps/{run_id}", response=SweepOut)
+def get_sweep(request: HttpRequest, workspace_name: str, run_id: str) -> SweepOut:
+    member = access(request, workspace_name)
+    return sweep_out(selectors.sweep_get(member.workspace, run_id))
+
+
+@router.post("/{workspace_name}/sweeps/{run_id}/cancel", response=SweepOut)
+def cancel_sweep(request: HttpRequest, workspace_name: str, run_id: str) -> SweepOut:
+    member = access(request, workspace_name)
+    sweep = services.sweep_cancel(access=member, sweep=selectors.sweep_get(member.workspace, run_id))
+    return sweep_out(selectors.sweep_get(member.workspace, sweep.parent.run_id))
