@@ -85,7 +85,7 @@ def runs_page(
         runs = runs.filter(status=status)
     if before_id:
         runs = runs.filter(id__lt=before_id)
-    return list(runs.select_related("cluster", "created_by").order_by("-id")[:limit])
+    return list(runs.select_related("cluster", "created_by", "sweep", "parent").order_by("-id")[:limit])
 
 
 def log_chunks_after(run: Run, after: int, *, stream: str | None = None, max_lines: int = 5000) -> list[LogChunk]:

@@ -22,6 +22,7 @@ urlpatterns = [
     path("", include("registry.urls")),
     path("", include("metrics.urls")),
     path("", include("datastores.urls")),
+    path("", include("sweeps.urls")),
     path("", include("trainhub.docs.urls")),
     path("", include("mlflow_compat.urls")),
 ]

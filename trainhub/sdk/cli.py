@@ -1,4 +1,4 @@
-"""The `trainhub` command: one subcommand per noun (login, workspace, env, compute, run, model),
+"""The `trainhub` command: one subcommand per noun (login, workspace, env, compute, run, model, sweep),
 each a thin layer over the SDK.
 
 A subcommand lives in its own module with `add_parser(subparsers)`; listing it in COMMANDS is all
@@ -20,6 +20,7 @@ COMMANDS = (
     "trainhub.sdk._cli_compute",
     "trainhub.sdk._cli_run",
     "trainhub.sdk._cli_model",
+    "trainhub.sdk._cli_sweep",
 )
 
 # Every action accepts --json after its name too; SUPPRESS keeps the global one when it is absent.
