@@ -258,7 +258,7 @@ def _end_run(job: SlurmJob, state: slurm.JobState, now) -> bool:
         if now - job.gone_since < ENDED_GRACE:
             return False
     if state.state == "CANCELLED" and run.cancel_requested_at:
-        services.run_transition(run.pk, RunStatus.CANCELED, reason="Canceled by the user.")
+        services.run_transition(run.pk, RunStatus.CANCELED, reason=run.cancel_reason or services.CANCELED_BY_USER)
     else:
         services.fail_run(run.pk, end_reason(state))
     return True

@@ -103,13 +103,15 @@ class SlurmNodeExecution(NodeExecution):
         if reason != "node stopped":
             super().end_aborted(reason)
             return
-        self.run.refresh_from_db(fields=["status", "cancel_requested_at"])
+        self.run.refresh_from_db(fields=["status", "cancel_requested_at", "cancel_reason"])
         if self.run.is_final:
             return
         state = slurm.job_state(self.job_id)
         if self.run.cancel_requested_at:
             services.run_transition(self.run.pk, RunStatus.FINALIZING)
-            services.run_transition(self.run.pk, RunStatus.CANCELED, reason="Canceled by the user.")
+            services.run_transition(
+                self.run.pk, RunStatus.CANCELED, reason=self.run.cancel_reason or services.CANCELED_BY_USER
+            )
         elif state is not None and state.state in END_REASONS:
             services.fail_run(self.run.pk, end_reason(state))
         else:
