@@ -1,9 +1,10 @@
 """Runs one rank in a container and behaves like the rank's process (see runs/containers.py).
 
-Started by the node's supervisor with the body of the container's create request in
-TRAINHUB_CONTAINER_SPEC: creates and starts the container, copies its output to stdout as it
-comes, and exits with its exit code. SIGTERM (cancel, a failed peer, the node stopping or dying)
-stops the container, which is then removed either way.
+Started by the node's supervisor (for an MPI rank, by runs/container_relay.py on the rank's
+request) with the body of the container's create request in TRAINHUB_CONTAINER_SPEC: creates and
+starts the container, copies its output to stdout as it comes, and exits with its exit code.
+SIGTERM (cancel, a failed peer, the node stopping or dying) stops the container, which is then
+removed either way.
 
 Standard library only, and run with -S: it talks to the engine's Engine API (HTTP and JSON, over
 its unix socket or DOCKER_HOST) itself, since importing the Docker SDK took about half of a
@@ -26,10 +27,6 @@ STOP_SECONDS = 2
 DEFAULT_SOCKET = "/var/run/docker.sock"
 # Long enough for an engine busy building images; logs and wait have none (a run lasts).
 REQUEST_TIMEOUT_SECONDS = 600
-# mpirun's daemons tell each rank who it is through these; they reach the container too.
-FORWARDED_PREFIXES = ("OMPI_", "PMIX_", "OPAL_")
-# Where Open MPI's daemon keeps the job's session files (PMIx's shared store the rank reads).
-MPI_SESSION_VARIABLES = ("PMIX_SERVER_TMPDIR", "OMPI_MCA_orte_jobfam_session_dir")
 # A frame of a multiplexed (no TTY) log stream: stream type, three zero bytes, payload size.
 FRAME_HEADER_BYTES = 8
 
@@ -108,20 +105,8 @@ def copy_output(response: http.client.HTTPResponse, out: Any) -> None:
         out.flush()
 
 
-def with_mpi(spec: dict[str, Any], environ: dict[str, str]) -> dict[str, Any]:
-    """The spec with what Open MPI's daemon gave this rank: its variables and its session folder."""
-    forwarded = [f"{name}={value}" for name, value in environ.items() if name.startswith(FORWARDED_PREFIXES)]
-    spec = dict(spec, Env=[*spec.get("Env", []), *forwarded])
-    session = next((environ[name] for name in MPI_SESSION_VARIABLES if environ.get(name)), None)
-    if session:
-        host_config = dict(spec.get("HostConfig", {}))
-        host_config["Binds"] = [*host_config.get("Binds", []), f"{session}:{session}:rw"]
-        spec["HostConfig"] = host_config
-    return spec
-
-
 def main() -> int:
-    spec = with_mpi(json.loads(os.environ["TRAINHUB_CONTAINER_SPEC"]), dict(os.environ))
+    spec = json.loads(os.environ["TRAINHUB_CONTAINER_SPEC"])
     stopping = threading.Event()
     created: list[str] = []
 

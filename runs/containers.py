@@ -5,16 +5,16 @@ supervisor. For a Docker environment that command is runs/container_rank.py, whi
 container through the engine's HTTP API, pumps its output to stdout (so the node reads logs exactly as
 from a process), passes SIGTERM on as a container stop and exits with the container's code.
 
-MPI launches keep mpirun (node 0) and Open MPI's daemons (the other nodes) on the host: what they
-start for each rank is that helper, which hands the rank's Open MPI variables and the job's session
-folder on to the container.
+MPI launches run mpirun (node 0) and Open MPI's daemons (the other nodes) in the run's box, as
+for any other environment: what they start for each rank is runs/container_agent.py, which asks its
+node's ContainerRelay (runs/container_relay.py) for the rank's container, handing on only the
+rank's Open MPI variables.
 
 Containers share the node's network (rendezvous addresses and ports are the node's), see the
 run's working folder (writable) and the run's own staged inputs (read-only) at the same paths as on
 the node, and nothing else of it; each has its own IPC namespace and /dev/shm, runs as the run's
-unprivileged uid (runs/sandbox.py: box_uid; the node's own where it is not root, and for MPI ranks,
-which share Open MPI's session files with its daemon on the host) with no capability and no new
-privileges, and carries the labels LABEL_RUN and LABEL_NODE: the node removes
+unprivileged uid (runs/sandbox.py: box_uid; the node's own where it is not root) with no capability
+and no new privileges, and carries the labels LABEL_RUN and LABEL_NODE: the node removes
 its run's containers when the run ends, its own when it stops, and the controller those of nodes
 that are gone (a node killed outright).
 """
@@ -46,6 +46,8 @@ LABEL_SITE = "trainhub.site"
 CONTAINER_RANK = str(Path(__file__).with_name("container_rank.py"))
 # Standard library only: -S spares it the site packages.
 CONTAINER_RANK_ARGV = (sys.executable, "-S", "-P", CONTAINER_RANK)
+# Runs in the run's box: isolated and without site-packages (standard library only).
+CONTAINER_AGENT_ARGV = (sys.executable, "-I", "-S", str(Path(__file__).with_name("container_agent.py")))
 SPEC_VARIABLE = "TRAINHUB_CONTAINER_SPEC"
 # Set by the image (its virtualenv and the in-run SDK), or meaningless inside the container.
 NOT_PASSED = frozenset({"PATH", "VIRTUAL_ENV", "PYTHONPATH", "HOME", "USER", "LOGNAME"})
@@ -103,10 +105,9 @@ class ContainerLauncher:
     gpus: int
     user: str = f"{os.getuid()}:{os.getgid()}"
 
-    def command(
-        self, argv: list[str], env: dict[str, str], node_variables: frozenset[str] = frozenset()
-    ) -> tuple[list[str], dict[str, str]]:
-        spec = container_spec(
+    def spec(self, argv: list[str], env: dict[str, str], node_variables: frozenset[str]) -> dict[str, Any]:
+        """The container create request of a rank (see container_spec)."""
+        return container_spec(
             image=self.image,
             argv=argv,
             env=run_variables(env, node_variables),
@@ -116,17 +117,23 @@ class ContainerLauncher:
             gpus=self.gpus,
             user=self.user,
         )
+
+    def command(
+        self, argv: list[str], env: dict[str, str], node_variables: frozenset[str] = frozenset()
+    ) -> tuple[list[str], dict[str, str]]:
         helper_env = {name: os.environ[name] for name in ("PATH", "DOCKER_HOST") if name in os.environ}
-        helper_env[SPEC_VARIABLE] = json.dumps(spec)
+        helper_env[SPEC_VARIABLE] = json.dumps(self.spec(argv, env, node_variables))
         return list(CONTAINER_RANK_ARGV), helper_env
 
     def mpi_app(
         self, argv: list[str], env: dict[str, str], node_variables: frozenset[str]
     ) -> tuple[list[str], dict[str, str]]:
-        """Every rank is the container helper, which adds Open MPI's variables for the rank (and
-        its session folder) to this node's container spec."""
-        helper, helper_env = self.command(argv, env, node_variables)
-        return helper, {SPEC_VARIABLE: helper_env[SPEC_VARIABLE]}
+        """Every rank is the container agent, in the run's box, which asks this node's relay
+        (runs/container_relay.py, serving `self.spec(argv, env, node_variables)`) for its container."""
+        from runs.container_agent import SOCKET_VARIABLE
+        from runs.container_relay import SOCKET_NAME
+
+        return list(CONTAINER_AGENT_ARGV), {SOCKET_VARIABLE: str(self.workdir / SOCKET_NAME)}
 
     def remove_leftovers(self) -> None:
         remove_containers({LABEL_RUN: self.run_id, LABEL_NODE: self.node_name})
@@ -231,11 +238,8 @@ def launcher_for(run: Run, node: Node, workdir: Path, built: MaterialisedEnviron
         return ProcessLauncher()
     from runs.sandbox import box_uid, node_is_root
 
-    # An MPI rank shares Open MPI's session files (PMIx's store, 0700) with the daemon on the host,
-    # which runs as the node's user: its container does too (still without capabilities).
-    unprivileged = node_is_root() and run.distributed.get("type") != "mpi"
-    uid = box_uid("run", run.pk) if unprivileged else os.getuid()
-    gid = uid if unprivileged else os.getgid()
+    uid = box_uid("run", run.pk) if node_is_root() else os.getuid()
+    gid = uid if node_is_root() else os.getgid()
     return ContainerLauncher(
         image=built.image,
         run_id=run.run_id,
@@ -248,11 +252,21 @@ def launcher_for(run: Run, node: Node, workdir: Path, built: MaterialisedEnviron
 
 
 def host_variables(env: dict[str, str]) -> dict[str, str]:
-    """What a process the node starts OUTSIDE any box for a Docker run (the container helper, mpirun
-    and Open MPI's daemons) gets of a rank's environment: the node's PATH and TrainHub's own
-    variables for them, never the run's (those go into the container's spec)."""
+    """What the container helper, which the node starts OUTSIDE any box for a Docker run, gets of a
+    rank's environment: the node's PATH and DOCKER_HOST and TrainHub's own variables for it, never
+    the run's (those go into the container's spec)."""
+    engine = {name: os.environ[name] for name in ("DOCKER_HOST",) if name in os.environ}
+    return launcher_variables(env) | engine
+
+
+def launcher_variables(env: dict[str, str]) -> dict[str, str]:
+    """What mpirun and Open MPI's daemons of a Docker MPI run (in the run's box) get of a rank's
+    environment: the node's PATH, TrainHub's own variables for them and HOME (the run's folder: PMIx
+    needs one, and the box's uid has no passwd entry); the run's go into the container's spec, and
+    the ranks hand on to their containers only Open MPI's."""
     kept = {name: value for name, value in env.items() if name in HOST_VARIABLES or name.startswith(HOST_PREFIXES)}
-    return kept | {name: os.environ[name] for name in ("PATH", "DOCKER_HOST") if name in os.environ}
+    home = {"HOME": env["HOME"]} if "HOME" in env else {}
+    return kept | home | {name: os.environ[name] for name in ("PATH",) if name in os.environ}
 
 
 def reap_containers_of_gone_nodes() -> list[str]:

@@ -31,6 +31,7 @@ from datastores.staging import stage_run_inputs
 from metrics.services import metrics_ingest, parse_batch
 from runs import services, system_metrics
 from runs.archives import UnsafeArchiveError, extract_snapshot, walk_regular_files
+from runs.container_relay import ContainerRelay
 from runs.containers import (
     ContainerLauncher,
     Launcher,
@@ -38,6 +39,7 @@ from runs.containers import (
     host_variables,
     launch_problem,
     launcher_for,
+    launcher_variables,
 )
 from runs.models import Run, RunNode, RunProcess, RunStatus
 from runs.mpi_agent import SOCKET_VARIABLE as MPI_AGENT_SOCKET
@@ -72,6 +74,12 @@ PEERS_TIMEOUT_SECONDS = 60
 DEFAULT_MASTER_PORT = 6105
 TRACEBACK_LINES = 400
 VARIABLE = re.compile(r"\$(?:\{(\w+)\}|(\w+))")
+
+
+DOCKER_MPI_NEEDS_BOX = (
+    "MPI launches in a Docker environment run mpirun and Open MPI's daemons in the run's box, which "
+    "this node does not use (TRAINHUB_NODE_SANDBOX=false). Run it on nodes with the box, or without MPI."
+)
 
 
 class RunAborted(Exception):
@@ -196,6 +204,7 @@ class NodeExecution:
         self.system = system_metrics.Sampler()
         self.box: Box | None = None
         self.mpi_relay: MpiRelay | None = None
+        self.container_relay: ContainerRelay | None = None
         # Names of the ranks' variables that come from the node's own environment, not the run.
         self.node_variables: frozenset[str] = frozenset()
 
@@ -281,6 +290,8 @@ class NodeExecution:
             self.stop_ranks()
             if self.mpi_relay is not None:
                 self.mpi_relay.close()
+            if self.container_relay is not None:
+                self.container_relay.close()
             self.launcher.remove_leftovers()
             self.flush_prepare()
             # Announced by a per-node launch's rank after its launcher was stopped, or never ended.
@@ -347,14 +358,17 @@ class NodeExecution:
     def sandbox_processes(self, python: Path, inputs: list[Path]) -> None:
         """The node's own processes (not containers) start in the run's box: its uid, its private
         /tmp and /dev/shm (shared by the run's ranks on this node), the site's data out of sight.
-        Containers see the run's folder, as its uid, and its own inputs read-only."""
+        Containers see the run's folder, as its uid, and its own inputs read-only; a Docker MPI
+        run's mpirun and Open MPI's daemons are in the box too."""
+        readable = [*python_folders(python), self.sdk_folder, *inputs]
         if isinstance(self.launcher, ContainerLauncher):
             self.launcher = dataclasses.replace(self.launcher, mounts=tuple(inputs))
             uid = int(self.launcher.user.split(":")[0])
             if uid != os.getuid():
                 chown_tree(self.workdir, uid)
-            return
-        readable = [*python_folders(python), self.sdk_folder, *inputs]
+            if self.run.distributed.get("type") != "mpi":
+                return
+            readable = list(inputs)
         try:
             self.box = run_box(
                 uid=box_uid("run", self.run.pk),
@@ -367,6 +381,8 @@ class NodeExecution:
             raise _SetupFailed(str(error), "") from None
         if self.box is not None:
             self.box.prepare()
+        elif isinstance(self.launcher, ContainerLauncher):
+            raise _SetupFailed(DOCKER_MPI_NEEDS_BOX, "")
 
     def rendezvous(self) -> dict[str, str]:
         key = services.rendezvous_key(self.run.pk)
@@ -415,6 +431,15 @@ class NodeExecution:
     def start_ranks(self, python: Path, env_vars: dict[str, str], rendezvous: dict[str, str]) -> None:
         base = self._base_env(python, env_vars, rendezvous)
         if self.run.distributed.get("type") == "mpi":
+            if isinstance(self.launcher, ContainerLauncher) and self.box is not None:
+                argv = [expand_variables(str(part), base) for part in self._argv()]
+                self.container_relay = ContainerRelay(
+                    run_pk=self.run.pk,
+                    folder=self.workdir,
+                    spec=self.launcher.spec(argv, base, self.node_variables),
+                    tmp=self.box.tmp,
+                    ranks=self.run.process_count_per_node,
+                )
             if self.leader:
                 self._start_mpirun(python, base)
             else:
@@ -503,10 +528,12 @@ class NodeExecution:
         log_file = open(self.private_logs / f"{stream}.txt", "w", encoding="utf-8", errors="replace")
         pipes: dict[str, Any] = dict(stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         if self.box is not None:
+            if isinstance(self.launcher, ContainerLauncher):
+                # mpirun or Open MPI's daemon of a Docker run: the run's variables reach only its containers.
+                env = launcher_variables(env)
             process = self.box.popen(argv, env, start_new_session=True, **pipes)
         elif isinstance(self.launcher, ContainerLauncher):
-            # The container helper, mpirun and Open MPI's daemons of a Docker run run outside any box:
-            # the run's variables reach only its containers.
+            # The container helper runs outside any box: the run's variables reach only its container.
             process = start_unboxed(argv, host_variables(env), self.workdir, start_new_session=True, **pipes)
         else:
             process = start_unboxed(argv, env, self.workdir, start_new_session=True, **pipes)

@@ -19,7 +19,8 @@ A box is a bubblewrap (`bwrap`) sandbox, started under the rank supervisor (runs
 
 TRAINHUB_NODE_SANDBOX: "auto" (the default) and "true" refuse to start a node where the box does not
 work (no bwrap, no user namespaces); only "false" runs member code unboxed, said loudly in the node's
-log and every run's log. Docker environments run in containers (runs/containers.py) instead.
+log and every run's log. Docker environments run each rank in a container (runs/containers.py)
+instead; an MPI launch's mpirun and Open MPI's daemons run in the box there too.
 """
 
 from __future__ import annotations

@@ -1,16 +1,19 @@
 """Launches in Docker environments beyond one process per rank: MPI across two nodes (mpirun and
-Open MPI's daemons on the hosts, every rank in a container), its cancel, the run's variables
+Open MPI's daemons in the run's box, every rank in a container), its cancel, the run's variables
 reaching the container even where the node has the same value, and whole lines from the local
 ranks of a per-node torchrun launch inside a container."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 
+from runs.container_agent import SOCKET_VARIABLE
+from runs.container_relay import SOCKET_NAME
+from runs.containers import CONTAINER_AGENT_ARGV, launch_problem, launcher_for
 from runs.models import Run
+from runs.sandbox import box_uid
 from tests.docker.conftest import (
     PROJECTS,
     docker_environment,
@@ -24,7 +27,9 @@ from tests.helpers.processes import NodeProcess, wait_until
 from tests.helpers.site import module_site
 from tests.runs.conftest import PROJECTS as RUN_PROJECTS
 from tests.runs.test_distributed import assert_mpi_ranks_ran_on_their_nodes
-from trainhub.environments.docker_builder import DEFAULT_BASE_IMAGE
+from trainhub.compute.models import Node
+from trainhub.environments.builders import MaterialisedEnvironment
+from trainhub.environments.docker_builder import DEFAULT_BASE_IMAGE, ENV_ROOT
 
 pytestmark = pytest.mark.slow
 
@@ -50,8 +55,11 @@ def site(docker_engine, django_db_setup, django_db_blocker, live_server_process,
             for _ in range(2):
                 site.nodes.append(
                     NodeProcess(
-                        cluster, log_dir, TRAINHUB_NODE_SERVER_URL=site.url,
-                        SHARED_SETTING=SHARED_SETTING, NODE_ONLY=NODE_ONLY,
+                        cluster,
+                        log_dir,
+                        TRAINHUB_NODE_SERVER_URL=site.url,
+                        SHARED_SETTING=SHARED_SETTING,
+                        NODE_ONLY=NODE_ONLY,
                     ).start()
                 )
         yield site
@@ -70,43 +78,77 @@ def mpi_config():
     return MpiConfiguration(node_count=2, process_count_per_node=2)
 
 
-def test_an_mpi_runs_ranks_are_the_container_helper_with_the_runs_variables(db, tmp_path):
-    """What a Docker node hands mpirun (or Open MPI's daemon) for its ranks. Also the first test of
-    the module to ask for `db`, so that the test database exists for the site."""
-    from runs.containers import CONTAINER_RANK_ARGV, SPEC_VARIABLE, launch_problem, launcher_for
+def docker_mpi_run() -> tuple[Run, Node]:
+    """A Docker MPI run (2 nodes x 2 processes) in a workspace of its own, and a Docker node."""
     from tests.conftest import make_user
     from tests.runs.builders import make_cluster, make_snapshot
-    from trainhub.compute.models import Node
-    from trainhub.environments.builders import MaterialisedEnvironment
-    from trainhub.environments.docker_builder import ENV_ROOT
     from trainhub.workspaces.services import workspace_create
 
     workspace = workspace_create(name="mpi", user=make_user("mia"), description="")
     cluster = make_cluster(workspace, name="mpi-cluster")
-    node = Node.objects.create(cluster=cluster, name="mpi-node", hostname="h", address="127.0.0.1", pid=1, cpus=2,
-                               docker=True)
-    run = Run.objects.create(
-        workspace=workspace, experiment=workspace.experiments.create(name="e"), number=1, run_id="e_1", cluster=cluster,
-        snapshot=make_snapshot(workspace), environment_name="mpi-env", environment_spec={"docker": {"enabled": True}},
-        script="train.py", distributed={"type": "mpi", "node_count": 2, "process_count_per_node": 2},
+    node = Node.objects.create(
+        cluster=cluster, name="mpi-node", hostname="h", address="127.0.0.1", pid=1, cpus=2, docker=True
     )
+    run = Run.objects.create(
+        workspace=workspace,
+        experiment=workspace.experiments.create(name="e"),
+        number=1,
+        run_id="e_1",
+        cluster=cluster,
+        snapshot=make_snapshot(workspace),
+        environment_name="mpi-env",
+        environment_spec={"docker": {"enabled": True}},
+        script="train.py",
+        distributed={"type": "mpi", "node_count": 2, "process_count_per_node": 2},
+    )
+    return run, node
+
+
+IMAGE_PYTHON = Path(ENV_ROOT) / "bin" / "python"
+BUILT = MaterialisedEnvironment(IMAGE_PYTHON, Path(ENV_ROOT), "0" * 64, True, "img")
+
+
+def test_an_mpi_runs_ranks_are_the_container_agent_and_the_node_keeps_the_spec(db, tmp_path):
+    """What a Docker node hands mpirun (or Open MPI's daemon) for its ranks: the container agent and
+    the relay's socket, nothing of the container; the spec its relay serves has the run's variables
+    and the run's uid. Also the first test of the module to ask for `db`, so that the test database
+    exists for the site."""
+    run, node = docker_mpi_run()
     assert launch_problem(run, node) == ""
-    built = MaterialisedEnvironment(Path(ENV_ROOT) / "bin" / "python", Path(ENV_ROOT), "0" * 64, True, "img")
-    launcher = launcher_for(run, node, tmp_path / "work", built)
+    launcher = launcher_for(run, node, tmp_path / "work", BUILT)
     env = {"SHARED_SETTING": SHARED_SETTING, "NODE_ONLY": NODE_ONLY, "NODE_RANK": "1", "PATH": "/node/bin"}
-    app, variables = launcher.mpi_app(["python", "train.py"], env, frozenset({"SHARED_SETTING", "NODE_ONLY", "PATH"}))
-    assert app == list(CONTAINER_RANK_ARGV)
-    spec = json.loads(variables.pop(SPEC_VARIABLE))
-    assert variables == {}
+    node_variables = frozenset({"SHARED_SETTING", "NODE_ONLY", "PATH"})
+    app, variables = launcher.mpi_app(["python", "train.py"], env, node_variables)
+    assert app == list(CONTAINER_AGENT_ARGV)
+    assert variables == {SOCKET_VARIABLE: str(tmp_path / "work" / SOCKET_NAME)}
+    spec = launcher.spec(["python", "train.py"], env, node_variables)
     assert spec["Cmd"] == ["python", "train.py"] and spec["HostConfig"]["NetworkMode"] == "host"
     assert sorted(spec["Env"]) == ["HOME=/tmp", "NODE_RANK=1"]
-    _, variables = launcher.mpi_app(["python", "train.py"], env, frozenset({"NODE_ONLY", "PATH"}))
-    assert f"SHARED_SETTING={SHARED_SETTING}" in json.loads(variables[SPEC_VARIABLE])["Env"]
+    assert spec["User"] == f"{box_uid('run', run.pk)}:{box_uid('run', run.pk)}"
+    spec = launcher.spec(["python", "train.py"], env, frozenset({"NODE_ONLY", "PATH"}))
+    assert f"SHARED_SETTING={SHARED_SETTING}" in spec["Env"]
+
+
+def test_a_node_without_its_box_fails_a_docker_mpi_run_saying_why(db, settings, tmp_path):
+    """TRAINHUB_NODE_SANDBOX=false: mpirun and Open MPI's daemons of a Docker run have no box to run
+    in (and would run as the node's user, outside it): the run fails with the reason."""
+    from runs.execution import DOCKER_MPI_NEEDS_BOX, NodeExecution, _SetupFailed
+
+    settings.TRAINHUB_NODE_SANDBOX = "false"
+    settings.TRAINHUB_NODE_WORK_DIR = str(tmp_path / "node-work")
+    run, node = docker_mpi_run()
+    execution = NodeExecution(run.pk, node.pk, 0)
+    execution.workdir.mkdir(parents=True)
+    execution.launcher = launcher_for(run, node, execution.workdir, BUILT)
+    with pytest.raises(_SetupFailed) as failed:
+        execution.sandbox_processes(IMAGE_PYTHON, [])
+    assert failed.value.reason == DOCKER_MPI_NEEDS_BOX
+    assert execution.box is None
 
 
 def test_mpi_runs_two_nodes_by_two_processes_in_containers(site, ws, mpi_env):
     run = submit(ws, mpi_env, RUN_PROJECTS / "ddp", "mpi_allreduce.py", distributed_job_config=mpi_config())
-    assert run.wait_for_completion(raise_on_error=False)["status"] == "Completed", log_lines(site, run)
+    assert run.wait_for_completion(raise_on_error=False)["status"] == "Completed", "\n".join(log_lines(site, run)[-80:])
     lines = []
     for rank in range(4):
         said = [line for line in log_lines(site, run, f"std_log_process_{rank}") if "mpi rank" in line]
@@ -122,7 +164,8 @@ def test_cancel_of_an_mpi_run_leaves_no_container(site, ws, mpi_env):
     run = submit(ws, mpi_env, PROJECTS, "mpi_wait.py", distributed_job_config=mpi_config())
     wait_until(
         lambda: sum("waiting to be canceled" in line for line in log_lines(site, run, "std_log_process_")) == 4,
-        180, message="the four ranks to start in their containers",
+        180,
+        message="the four ranks to start in their containers",
     )
     client = site_client()
     assert [c.status for c in run_containers(client, run.id)] == ["running"] * 4
