@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
 import secrets
@@ -45,6 +46,8 @@ from trainhub.compute.models import ComputeCluster, Node, Provisioner
 from trainhub.redis_conn import get_redis
 from trainhub.workspaces.models import Workspace, name_validator
 from trainhub.workspaces.permissions import Access, Action
+
+logger = logging.getLogger(__name__)
 
 ALLOWED_TRANSITIONS: dict[str, set[str]] = {
     RunStatus.QUEUED: {RunStatus.PREPARING, RunStatus.FAILED, RunStatus.CANCELED},
@@ -158,6 +161,13 @@ def _after_final(run: Run) -> None:
         from sweeps.services import sweep_advance_safely
 
         sweep_advance_safely(run.parent_id)
+    if run.tags.get("endpoint"):
+        from endpoints.services import replica_run_ended
+
+        try:
+            replica_run_ended(run)
+        except Exception:  # the run's end is recorded whatever its endpoint's bookkeeping does
+            logger.exception("run %s: replacing its endpoint replica failed", run.run_id)
 
 
 def abort_key(run_pk: int) -> str:

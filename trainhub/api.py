@@ -159,6 +159,7 @@ def _on_validation_error(request: HttpRequest, exc: ValidationError) -> HttpResp
 
 def _register_routers() -> None:
     from datastores.api import router as datastores_router
+    from endpoints.api import router as endpoints_router
     from metrics.api import router as metrics_router
     from registry.api import router as registry_router
     from runs.api import router as runs_router
@@ -177,6 +178,7 @@ def _register_routers() -> None:
     api.add_router("/workspaces", metrics_router)
     api.add_router("/workspaces", datastores_router)
     api.add_router("/workspaces", sweeps_router)
+    api.add_router("/workspaces", endpoints_router)
 
 
 _register_routers()

@@ -14,6 +14,11 @@ from trainhub.ops.flow_control import ResponseFlowControl, WideASGIHandler  # no
 # in memory.
 django_asgi_app = ResponseFlowControl(WideASGIHandler())
 
+from endpoints.proxy import ScoringProxy  # noqa: E402
+
+# Endpoints' scoring URL is answered before Django: it only checks a key and passes bytes on.
+django_asgi_app = ScoringProxy(django_asgi_app)
+
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402

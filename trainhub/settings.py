@@ -48,6 +48,7 @@ INSTALLED_APPS = [
     "runs",
     "metrics",
     "registry",
+    "endpoints",
     "datastores",
     "trainhub.idempotency",
     "mlflow_compat",
@@ -267,3 +268,8 @@ SECURE_SSL_REDIRECT = envbool("SECURE_SSL_REDIRECT", "False")
 SECURE_HSTS_SECONDS = envint("SECURE_HSTS_SECONDS", 0)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = envbool("SECURE_HSTS_INCLUDE_SUBDOMAINS", "False")
 SECURE_HSTS_PRELOAD = envbool("SECURE_HSTS_PRELOAD", "False")
+
+# Endpoints: the largest request body the scoring proxy passes on, and how long it waits for a
+# replica's answer.
+TRAINHUB_ENDPOINT_MAX_REQUEST_BYTES = envint("TRAINHUB_ENDPOINT_MAX_REQUEST_BYTES", 10 * 1024 * 1024)
+TRAINHUB_ENDPOINT_TIMEOUT_SECONDS = envint("TRAINHUB_ENDPOINT_TIMEOUT_SECONDS", 60)

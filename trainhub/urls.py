@@ -20,6 +20,7 @@ urlpatterns = [
     path("", include("trainhub.compute.urls")),
     path("", include("runs.urls")),
     path("", include("registry.urls")),
+    path("", include("endpoints.urls")),
     path("", include("metrics.urls")),
     path("", include("datastores.urls")),
     path("", include("sweeps.urls")),

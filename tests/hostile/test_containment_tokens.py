@@ -77,6 +77,8 @@ RUN_TOKEN_ENDPOINTS = {
     ("GET", "/api/v1/workspaces/{workspace_name}/datasets/{name}"),
     ("GET", "/api/v1/workspaces/{workspace_name}/datasets/{name}/versions/{version}"),
     ("GET", "/api/v1/workspaces/{workspace_name}/datasets/{name}/versions/{version}/files"),
+    # An endpoint replica's scoring server reports its port; only for the replica its run is.
+    ("POST", "/api/v1/workspaces/{workspace_name}/endpoints/{name}/replicas/{replica_id}/ready"),
 }
 
 # Open to anyone, signed in or not: the catalog of node sizes.
@@ -104,6 +106,28 @@ def test_only_the_reviewed_endpoints_take_a_run_token():
     assert isinstance(IN_RUN[0], TokenAuth) and IN_RUN[0].run_tokens
     for method, template in PUBLIC_ENDPOINTS:
         assert Client().generic(method, template).status_code == 200
+
+
+def test_a_run_token_reports_only_its_own_replica_ready(workspace, owner):
+    """The attack: a run takes over another run's endpoint replica by reporting its own port for it."""
+    from endpoints.models import Endpoint, Replica
+
+    replica_run, _ = running_run(workspace, experiment="endpoint-serving")
+    other_run, other_token = running_run(workspace)
+    endpoint = Endpoint.objects.create(
+        workspace=workspace, name="serving", cluster=replica_run.cluster, snapshot=replica_run.snapshot,
+        entry_script="score.py", environment_name="e", environment_spec={}, primary_key_hash="p" * 64,
+        secondary_key_hash="s" * 64,
+    )
+    replica = Replica.objects.create(endpoint=endpoint, run=replica_run, generation=1)
+    response = api_client(other_token).post(
+        f"/api/v1/workspaces/birds/endpoints/serving/replicas/{replica.pk}/ready",
+        {"port": 8001, "secret": "x" * 40},
+        content_type="application/json",
+    )
+    assert response.status_code == 403
+    replica.refresh_from_db()
+    assert (replica.state, replica.port, replica.secret) == ("starting", None, "")
 
 
 def test_a_run_token_cannot_list_workspaces(workspace, owner, other_workspace):

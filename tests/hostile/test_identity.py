@@ -20,6 +20,7 @@ from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver
 
 from datastores.models import DatasetVersion, DatastoreFile
+from endpoints.models import Endpoint, Replica
 from metrics.services import metrics_ingest, parse_batch
 from registry.models import ModelVersion, OnnxExport
 from registry.services import blob_store
@@ -57,6 +58,13 @@ def world(workspace, owner, contributor):
     blob_store(access=access, sha256=hashlib.sha256(BLOB).hexdigest(), stream=io.BytesIO(BLOB))
     data_client = api_client(issue_token(workspace, owner))
     upload(data_client, workspace.name, {"fowl/a.csv": BLOB})
+    endpoint = Endpoint.objects.create(
+        workspace=workspace, name="serving", cluster=run.cluster, snapshot=run.snapshot, entry_script="score.py",
+        environment_name="birds-env", environment_spec={"python": "3.11"}, primary_key_hash="p" * 64,
+        secondary_key_hash="s" * 64, created_by=owner,
+    )
+    endpoint.model_versions.set([version])
+    replica = Replica.objects.create(endpoint=endpoint, run=run, generation=1)
     dataset = data_client.post(f"/api/v1/workspaces/{workspace.name}/datasets/fowl/versions",
                                {"sources": [[DATASTORE, "fowl/**"]]}, content_type="application/json")
     assert dataset.status_code == 201, dataset.content
@@ -74,6 +82,7 @@ def world(workspace, owner, contributor):
         "export_id": export.pk,
         "sha256": None,
         "membership_id": Membership.objects.get(workspace=workspace, user=contributor).pk,
+        "replica_id": replica.pk,
         "token_id": ApiToken.objects.create(workspace=workspace, user=owner, name="t", token_hash="x" * 64).pk,
         "_run": run,
         "_model": version.model.name,
@@ -107,6 +116,7 @@ def fill(template: str, world: dict) -> str:
     values = dict(world)
     values["name"] = (
         world["_model"] if "models" in template
+        else "serving" if "endpoints" in template
         else world["_cluster"] if "comput" in template
         else "birds-env" if "environments" in template
         else DATASTORE if "stores" in template
@@ -157,7 +167,9 @@ def page_routes() -> list[str]:
 
 # Pages that only accept POST: GET answers 405 to members, which proves nothing; they are
 # attacked in test_readers_cannot_write_through_pages.
-POST_ONLY_PAGES = {"/cancel/", "/edit/", "/role/", "/remove/", "/revoke/", "/clone/", "/export-onnx/", "/delete/"}
+POST_ONLY_PAGES = {
+    "/cancel/", "/edit/", "/role/", "/remove/", "/revoke/", "/clone/", "/export-onnx/", "/delete/", "/keys/", "/try/"
+}
 
 
 def get_pages() -> list[str]:
@@ -246,6 +258,11 @@ def api_write_bodies(world: dict) -> dict[str, object]:
         "/datasets/{name}/versions": {"sources": [[DATASTORE, "fowl/**"]], "create_new_version": True},
         "/sweeps": {"run": {"snapshot": world["_snapshot"], "compute_target": world["_cluster"],
                             "environment": {"name": "birds-env"}, "script": "train.py"}, "sweep": SWEEP_SPEC},
+        "/endpoints": {"name": "stolen", "models": [{"name": world["_model"]}], "entry_script": "score.py",
+                       "snapshot": world["_snapshot"]},
+        "/endpoints/{name}": {"models": [{"name": world["_model"]}]},  # PATCH's body (DELETE reads none)
+        "/keys": {"key_type": "Primary"},
+        "/ready": {"port": 8001, "secret": "x" * 40},
     }
 
 
@@ -268,6 +285,8 @@ def snapshot_of_world() -> tuple:
         OnnxExport.objects.filter(passed__isnull=False).count(),
         list(DatastoreFile.objects.values_list("path", flat=True).order_by("path")),
         DatasetVersion.objects.count(),
+        list(Endpoint.objects.values_list("name", "generation", "primary_key_hash", "secondary_key_hash")),
+        list(Replica.objects.values_list("state", "port")),
     )
 
 
@@ -297,6 +316,7 @@ PAGE_WRITES = {
     "/edit/": {"display_name": "stolen", "tags": "stolen=yes"},
     "/export-onnx/": {"sample_input_shape": "1,8"},
     "/delete/": {},
+    "/keys/": {"key_type": "Primary"},
     "/compute/": {"name": "stolen", "vm_size": "LOCAL_CPU", "min_nodes": 0, "max_nodes": 1,
                   "idle_seconds_before_scaledown": 60, "provisioner": "manual"},
 }

@@ -24,6 +24,10 @@ _EXPORTS = {
     "Model": "trainhub.sdk.model",
     "Datastore": "trainhub.sdk.datastore",
     "Dataset": "trainhub.sdk.dataset",
+    "InferenceConfig": "trainhub.sdk.model",
+    "Webservice": "trainhub.sdk.webservice",
+    "AciWebservice": "trainhub.sdk.webservice",
+    "LocalWebservice": "trainhub.sdk.webservice",
 }
 
 __all__ = sorted([*_EXPORTS, "VERSION"])

@@ -12,7 +12,7 @@ from typing import Any
 from trainhub.sdk import exceptions
 from trainhub.sdk._downloads import ChecksumMismatchError, TargetExistsError, download_checked, target_inside
 
-__all__ = ["ChecksumMismatchError", "ExportFailedError", "Model", "OnnxExport", "TargetExistsError"]
+__all__ = ["ChecksumMismatchError", "ExportFailedError", "InferenceConfig", "Model", "OnnxExport", "TargetExistsError"]
 
 FINAL_EXPORT_STATES = ("Succeeded", "Failed", "Canceled")
 
@@ -228,6 +228,62 @@ class Model:
         found = workspace._http.get(workspace.api("models"), params=params)
         return [Model(workspace, _details=details) for details in found]
 
+    @staticmethod
+    def deploy(
+        workspace: Any,
+        name: str,
+        models: list[Model],
+        inference_config: InferenceConfig | None = None,
+        deployment_config: dict[str, Any] | None = None,
+        deployment_target: Any = None,
+        overwrite: bool = False,
+        show_output: bool = False,
+        **_ignored: Any,
+    ) -> Any:
+        """Serve `models` as the endpoint `name` on a compute cluster: a replica runs the inference
+        config's entry script (init() once, run(raw_data) per request) in its run's box, or, with no
+        inference config and one ONNX version, onnxruntime. Returns the Webservice; its
+        wait_for_deployment() waits until it answers."""
+        from trainhub.sdk.webservice import Webservice
+
+        config = dict(deployment_config or {})
+        if deployment_target is not None and not config.get("compute_target"):
+            target = deployment_target
+            config["compute_target"] = target if isinstance(target, str) else target.name
+        payload = InferenceConfig._payload(inference_config, workspace) if inference_config is not None else {}
+        payload.update(
+            name=name,
+            models=[{"name": m.name, "version": m.version} for m in models],
+            deployment_config={k: v for k, v in config.items() if k not in ("tags", "description")},
+            overwrite=bool(overwrite),
+            description=config.get("description") or "",
+            tags=dict(config.get("tags") or {}),
+        )
+        details = workspace._http.post(workspace.api("endpoints"), json=payload)
+        service = Webservice(workspace, name, _details=details)
+        if show_output:
+            service.wait_for_deployment(show_output=True)
+        return service
+
+    @staticmethod
+    def get_model_path(model_name: str, version: int | None = None, _workspace: Any = None) -> str:
+        """Inside an endpoint's scoring script: where a deployed model's files are (the file itself
+        when the version is one file). Elsewhere: the same under ./azureml-models."""
+        root = Path(os.environ.get("TRAINHUB_MODELS_ROOT") or Path.cwd() / "azureml-models")
+        folder = root / model_name
+        found = folder.iterdir() if folder.is_dir() else iter(())
+        versions = sorted((p for p in found if p.name.isdigit()), key=lambda p: int(p.name))
+        if version is not None:
+            versions = [p for p in versions if p.name == str(int(version))]
+        if not versions:
+            raise exceptions.UserErrorException(
+                f"Model {model_name}{'' if version is None else f':{version}'} is not deployed here (looked in {root})."
+            )
+        entries = list(versions[-1].iterdir())
+        if len(entries) == 1 and entries[0].is_file():
+            return str(entries[0])
+        return str(versions[-1])
+
     # ------------------------------------------------------------ this version
 
     def _api(self, path: str = "") -> str:
@@ -313,6 +369,73 @@ class Model:
     def __repr__(self) -> str:
         workspace = getattr(self.workspace, "name", None)
         return f"Model(workspace={workspace!r}, name={self.name!r}, version={self.version})"
+
+
+class InferenceConfig:
+    """What a deployment runs: `entry_script` (init() and run(raw_data)) from `source_directory`
+    (the entry script's folder when None), in `environment` (the default curated one when None)."""
+
+    def __init__(
+        self,
+        entry_script: str | None = None,
+        runtime: str | None = None,
+        conda_file: str | None = None,
+        extra_docker_file_steps: str | None = None,
+        source_directory: str | os.PathLike[str] | None = None,
+        enable_gpu: bool | None = None,
+        description: str | None = None,
+        base_image: str | None = None,
+        base_image_registry: Any = None,
+        cuda_version: str | None = None,
+        environment: Any = None,
+        **_ignored: Any,
+    ):
+        if source_directory is None and entry_script:
+            source_directory, entry_script = os.path.dirname(entry_script) or ".", os.path.basename(entry_script)
+        self.entry_script = entry_script
+        self.source_directory = str(source_directory) if source_directory is not None else None
+        self.environment = environment
+        self.description = description
+
+    @staticmethod
+    def _payload(config: InferenceConfig, workspace: Any) -> dict[str, Any]:
+        """Pack and upload the source directory (when the server lacks it); name the environment."""
+        from trainhub.sdk._snapshot import pack_source_directory
+        from trainhub.sdk.environment import Environment
+        from trainhub.sdk.experiment import upload_packed
+        from trainhub.sdk.script_run_config import DEFAULT_ENVIRONMENT
+
+        if not config.entry_script:
+            environment = config.environment
+            return {
+                "entry_script": None,
+                "snapshot": None,
+                "environment": _environment_ref(environment, workspace) if environment is not None else None,
+            }
+        source = config.source_directory or "."
+        if not os.path.isfile(os.path.join(source, config.entry_script)):
+            raise exceptions.UserErrorException(
+                f"The entry script {config.entry_script!r} is not in source_directory {source!r}."
+            )
+        environment = config.environment or Environment.get(workspace=workspace, name=DEFAULT_ENVIRONMENT)
+        packed = pack_source_directory(source)
+        try:
+            try:
+                workspace._http.get(workspace.api(f"snapshots/{packed.sha256}"))
+            except exceptions.NotFoundError:
+                upload_packed(workspace, packed, show_progress=False)
+        finally:
+            packed.path.unlink(missing_ok=True)
+        return {
+            "entry_script": config.entry_script.replace(os.sep, "/"),
+            "snapshot": packed.sha256,
+            "environment": _environment_ref(environment, workspace),
+        }
+
+
+def _environment_ref(environment: Any, workspace: Any) -> dict[str, Any]:
+    name, version = environment._ensure_registered(workspace)
+    return {"name": name, "version": version}
 
 
 class OnnxExport:

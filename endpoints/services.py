@@ -1,0 +1,464 @@
+"""Deploying, updating and deleting endpoints, and the life of their replicas.
+
+A replica is a run (experiment `endpoint-<name>`) whose command is the scoring server
+(trainhub/sdk/_scoring_server.py): it runs on a node of the endpoint's cluster, in the run's box,
+holds the node as any run does, and its log is the service's log. The server never loads the
+model nor imports the scoring script: it only passes request bytes to the replica's port.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import secrets
+import tarfile
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import transaction
+from django.utils import timezone
+
+from endpoints.models import Endpoint, EndpointState, Replica, ReplicaState
+from registry.models import ModelVersion
+from runs.models import Run
+from runs.services import EnvironmentChoice, log_append, run_cancel, run_submit, snapshot_store
+from trainhub.redis_conn import get_redis
+from trainhub.workspaces.models import name_validator
+from trainhub.workspaces.permissions import Access, Action
+from trainhub.workspaces.selectors import hash_token
+
+ENDPOINT_KEY_PREFIX = "the_"
+DEPLOY_STREAM = "deployment"
+DEFAULT_ENVIRONMENT = "TrainHub-PyTorch-2.13-CPU"
+ONNX_PACKAGES = ("onnxruntime>=1.20",)
+
+NAME_TAKEN = (
+    "An endpoint named {name!r} already exists in this workspace: pass overwrite=True to replace "
+    "what it serves, or delete it first."
+)
+NO_MODELS = "Give at least one registered model version to deploy."
+UNKNOWN_VERSION = "No model version {name}:{version} in this workspace."
+NO_ENTRY_SCRIPT = (
+    "An entry script is needed (InferenceConfig(entry_script=...)) unless the one model deployed "
+    "is an ONNX version, which onnxruntime serves with no script."
+)
+ENTRY_SCRIPT_MISSING = "The entry script {script!r} is not in the uploaded source directory."
+BAD_ENTRY_SCRIPT = "The entry script is a relative path inside the source directory ending in .py: {script!r} is not."
+NO_COMPUTE = "Workspace {workspace!r} has no compute cluster to run the endpoint on: create one first."
+UNKNOWN_COMPUTE = "No compute target named {name!r} in this workspace."
+NOT_THIS_REPLICA = "Only the run of replica {pk} may report that it is ready."
+BAD_ADDRESS = "A replica reports a port from 1 to 65535 and a secret of 32 to 64 characters."
+NEVER_READY = "The replica stopped before it answered: {reason}"
+REPLICA_DIED = "Replica {pk} (run {run_id}) stopped while serving ({reason}): a new replica replaces it."
+
+
+@dataclass(frozen=True)
+class NewKeys:
+    primary: str
+    secondary: str
+
+
+def new_endpoint_key() -> str:
+    return ENDPOINT_KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def route_version_key(endpoint_pk: int) -> str:
+    """Bumped at every change the scoring proxy must see (replicas, keys, deletion)."""
+    return f"trainhub:endpoint:{endpoint_pk}:route"
+
+
+def stats_key(endpoint_pk: int) -> str:
+    return f"trainhub:endpoint:{endpoint_pk}:stats"
+
+
+def _bump_route(endpoint_pk: int) -> None:
+    transaction.on_commit(lambda: get_redis().incr(route_version_key(endpoint_pk)))
+
+
+def _versions(access: Access, models: list[dict[str, Any]]) -> list[ModelVersion]:
+    if not models:
+        raise ValidationError(NO_MODELS)
+    found = []
+    for ref in models:
+        name, version = str(ref.get("name", "")), ref.get("version")
+        query = ModelVersion.objects.select_related("model", "run").filter(
+            model__workspace=access.workspace, model__name=name
+        )
+        found_version = (query.filter(version=version) if version else query.order_by("-version")).first()
+        if found_version is None:
+            raise ValidationError(UNKNOWN_VERSION.format(name=name, version=version or "latest"))
+        found.append(found_version)
+    return found
+
+
+def _is_onnx(version: ModelVersion) -> bool:
+    return version.framework.lower() == "onnx" or version.root.lower().endswith(".onnx")
+
+
+def _cluster(access: Access, compute_target: str | None):
+    clusters = access.workspace.clusters
+    if compute_target:
+        cluster = clusters.filter(name=compute_target).first()
+        if cluster is None:
+            raise ValidationError(UNKNOWN_COMPUTE.format(name=compute_target))
+        return cluster
+    cluster = clusters.order_by("name").first()
+    if cluster is None:
+        raise ValidationError(NO_COMPUTE.format(workspace=access.workspace.name))
+    return cluster
+
+
+def _check_entry_script(snapshot, entry_script: str) -> str:
+    script = entry_script.replace("\\", "/").lstrip("./") if entry_script.startswith("./") else entry_script
+    parts = script.split("/")
+    if not script.endswith(".py") or script.startswith("/") or ".." in parts:
+        raise ValidationError(BAD_ENTRY_SCRIPT.format(script=entry_script))
+    if snapshot.files and script not in {str(entry[0]) for entry in snapshot.files}:
+        raise ValidationError(ENTRY_SCRIPT_MISSING.format(script=entry_script))
+    return script
+
+
+def _scoring_snapshot(access: Access):
+    """The snapshot of an endpoint with no scoring script: one small file, the same every time."""
+    text = b"A TrainHub endpoint served by onnxruntime: python -m trainhub.sdk._scoring_server\n"
+    raw = io.BytesIO()
+    with gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz:
+        with tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as archive:
+            info = tarfile.TarInfo("ENDPOINT.txt")
+            info.size = len(text)
+            info.mode = 0o644
+            archive.addfile(info, io.BytesIO(text))
+    data = raw.getvalue()
+    return snapshot_store(access=access, sha256=hashlib.sha256(data).hexdigest(), stream=io.BytesIO(data))
+
+
+def _onnx_environment(access: Access, version: ModelVersion) -> EnvironmentChoice:
+    from registry.exports import with_packages
+    from trainhub.environments.selectors import environment_for_run
+
+    base = environment_for_run(workspace=access.workspace, name=DEFAULT_ENVIRONMENT, version=None)
+    spec = {**with_packages(base.spec, ONNX_PACKAGES), "environment_variables": {}}
+    return EnvironmentChoice(name=f"{base.name} + onnxruntime", version=None, spec=spec)
+
+
+@dataclass(frozen=True)
+class Serving:
+    """What a deploy or an update asks to serve (already checked)."""
+
+    versions: list[ModelVersion]
+    snapshot: Any
+    entry_script: str
+    environment: EnvironmentChoice
+
+
+def serving_check(
+    *,
+    access: Access,
+    models: list[dict[str, Any]],
+    entry_script: str | None,
+    snapshot_sha256: str | None,
+    environment: EnvironmentChoice | None,
+) -> Serving:
+    """What to serve, checked: the versions exist here, the script is in the snapshot, or the one
+    version is ONNX (served with no script, in the default environment plus onnxruntime)."""
+    from runs.models import Snapshot
+
+    access.require(Action.WRITE)
+    versions = _versions(access, models)
+    if not entry_script:
+        if len(versions) != 1 or not _is_onnx(versions[0]):
+            raise ValidationError(NO_ENTRY_SCRIPT)
+        return Serving(versions, _scoring_snapshot(access), "", environment or _onnx_environment(access, versions[0]))
+    snapshot = Snapshot.objects.filter(workspace=access.workspace, sha256=snapshot_sha256 or "").first()
+    if snapshot is None:
+        from runs.services import SNAPSHOT_UNKNOWN
+
+        raise ValidationError(SNAPSHOT_UNKNOWN.format(sha=snapshot_sha256), code="snapshot_unknown")
+    script = _check_entry_script(snapshot, entry_script)
+    if environment is None:
+        from trainhub.environments.selectors import environment_for_run
+
+        base = environment_for_run(workspace=access.workspace, name=DEFAULT_ENVIRONMENT, version=None)
+        environment = EnvironmentChoice(name=base.name, version=base.version, spec=base.spec)
+    return Serving(versions, snapshot, script, environment)
+
+
+def _deployment_lines(endpoint: Endpoint) -> list[str]:
+    config = endpoint.deployment_config or {}
+    kind = config.get("kind", "")
+    lines = []
+    if kind == "aci":
+        lines.append(
+            f"AciWebservice.deploy_configuration(cpu_cores={config.get('cpu_cores')}, "
+            f"memory_gb={config.get('memory_gb')}) is served as a TrainHub endpoint on compute cluster "
+            f"{endpoint.cluster.name!r} (vm size {endpoint.cluster.vm_size}): each replica holds a whole node "
+            "of it, as a run does; cpu_cores and memory_gb are not reserved separately."
+        )
+        if config.get("auth_enabled") is False:
+            lines.append(
+                "auth_enabled=False is not honoured: a TrainHub endpoint always needs its key or a "
+                "member's token (Authorization: Bearer ...)."
+            )
+    elif kind == "local":
+        lines.append(
+            f"LocalWebservice.deploy_configuration(port={config.get('port')}) is served as a TrainHub "
+            f"endpoint on compute cluster {endpoint.cluster.name!r}, not on this machine's port: "
+            "call it at its scoring URI."
+        )
+    else:
+        lines.append(f"Serving on compute cluster {endpoint.cluster.name!r}.")
+    return lines
+
+
+def _replica_submit(endpoint: Endpoint, user: AbstractBaseUser | None, lines: list[str] = ()) -> Replica:
+    access = Access(workspace=endpoint.workspace, role="contributor")
+    versions = list(endpoint.model_versions.select_related("model").order_by("model__name", "version"))
+    command = ["python", "-m", "trainhub.sdk._scoring_server", "--endpoint", endpoint.name]
+    for version in versions:
+        command += ["--model", f"{version.model.name}:{version.version}"]
+    if endpoint.entry_script:
+        command += ["--entry-script", endpoint.entry_script]
+    run = run_submit(
+        access=access,
+        user=user,
+        experiment_name=f"endpoint-{endpoint.name}",
+        snapshot_sha256=endpoint.snapshot.sha256,
+        compute_target=endpoint.cluster.name,
+        environment=EnvironmentChoice(
+            name=endpoint.environment_name, version=endpoint.environment_version, spec=endpoint.environment_spec
+        ),
+        command=command,
+        tags={"endpoint": endpoint.name, "generation": str(endpoint.generation)},
+        display_name=f"Endpoint {endpoint.name} (generation {endpoint.generation})",
+    )
+    replica = Replica.objects.create(endpoint=endpoint, run=run, generation=endpoint.generation)
+    command += ["--replica", str(replica.pk)]
+    Run.objects.filter(pk=run.pk).update(command=command)
+    said = [*_deployment_lines(endpoint), *lines]
+    transaction.on_commit(lambda: log_append(run.pk, DEPLOY_STREAM, said))
+    return replica
+
+
+def endpoint_deploy(
+    *,
+    access: Access,
+    user: AbstractBaseUser | None,
+    name: str,
+    serving: Serving,
+    deployment_config: dict[str, Any],
+    overwrite: bool = False,
+    description: str = "",
+    tags: dict[str, Any] | None = None,
+) -> tuple[Endpoint, NewKeys | None]:
+    """A new endpoint and its first replica; with `overwrite`, an existing one is updated instead.
+    Returns the endpoint and its keys (only when it is new: they are shown once)."""
+    access.require(Action.WRITE)
+    name_validator(name)
+    cluster = _cluster(access, (deployment_config or {}).get("compute_target"))
+    existing = Endpoint.objects.filter(workspace=access.workspace, name=name).first()
+    if existing is not None:
+        if not overwrite:
+            raise ValidationError(NAME_TAKEN.format(name=name), code="name_taken")
+        return endpoint_update(access=access, user=user, endpoint=existing, serving=serving), None
+    keys = NewKeys(new_endpoint_key(), new_endpoint_key())
+    with transaction.atomic():
+        endpoint = Endpoint.objects.create(
+            workspace=access.workspace,
+            name=name,
+            description=description or "",
+            tags={str(k): str(v) for k, v in (tags or {}).items()},
+            cluster=cluster,
+            snapshot=serving.snapshot,
+            entry_script=serving.entry_script,
+            environment_name=serving.environment.name,
+            environment_version=serving.environment.version,
+            environment_spec=serving.environment.spec,
+            deployment_config=dict(deployment_config or {}),
+            primary_key_hash=hash_token(keys.primary),
+            secondary_key_hash=hash_token(keys.secondary),
+            created_by=user if user is not None and user.is_authenticated else None,
+        )
+        endpoint.model_versions.set(serving.versions)
+        _replica_submit(endpoint, endpoint.created_by)
+    return endpoint, keys
+
+
+def endpoint_update(*, access: Access, user: AbstractBaseUser | None, endpoint: Endpoint, serving: Serving) -> Endpoint:
+    """Serve new versions (or a new script or environment): a replica of the next generation starts
+    beside the serving one, requests switch to it once it answers, then the old one stops."""
+    access.require(Action.WRITE)
+    with transaction.atomic():
+        locked = Endpoint.objects.select_for_update().get(pk=endpoint.pk)
+        locked.generation += 1
+        locked.state = EndpointState.TRANSITIONING
+        locked.error = ""
+        locked.snapshot = serving.snapshot
+        locked.entry_script = serving.entry_script
+        locked.environment_name = serving.environment.name
+        locked.environment_version = serving.environment.version
+        locked.environment_spec = serving.environment.spec
+        locked.save()
+        locked.model_versions.set(serving.versions)
+        # A replica of an older generation still starting is not waited for.
+        for replica in locked.replicas.filter(state=ReplicaState.STARTING).select_related("run"):
+            _retire(replica)
+        _replica_submit(locked, user if user is not None and user.is_authenticated else locked.created_by)
+    return locked
+
+
+def _retire(replica: Replica) -> None:
+    Replica.objects.filter(pk=replica.pk).update(state=ReplicaState.RETIRED)
+    _bump_route(replica.endpoint_id)
+    run = replica.run
+    transaction.on_commit(
+        lambda: run_cancel(access=Access(workspace=run.workspace, role="contributor"), run=Run.objects.get(pk=run.pk))
+    )
+
+
+def endpoint_delete(*, access: Access, endpoint: Endpoint) -> None:
+    """Stop every replica (their nodes are free once they end) and forget the endpoint."""
+    access.require(Action.WRITE)
+    with transaction.atomic():
+        runs = [r.run for r in endpoint.replicas.select_related("run").exclude(state=ReplicaState.STOPPED)]
+        pk = endpoint.pk
+        endpoint.delete()
+        transaction.on_commit(lambda: get_redis().incr(route_version_key(pk)))
+        for run in runs:
+            transaction.on_commit(lambda run=run: run_cancel(access=access, run=run))
+
+
+def endpoint_regenerate_key(*, access: Access, endpoint: Endpoint, key_type: str) -> str:
+    """A new primary or secondary key; the old one stops working at once."""
+    access.require(Action.WRITE)
+    key = new_endpoint_key()
+    field = {"primary": "primary_key_hash", "secondary": "secondary_key_hash"}.get(key_type.lower())
+    if field is None:
+        raise ValidationError("key_type is 'Primary' or 'Secondary'.")
+    with transaction.atomic():
+        Endpoint.objects.filter(pk=endpoint.pk).update(**{field: hash_token(key)})
+        _bump_route(endpoint.pk)
+    return key
+
+
+def replica_ready(*, run: Run, replica: Replica, address: str, port: int, secret: str) -> Replica:
+    """The replica's scoring server answers at address:port: requests go to it from now on, and
+    replicas of older generations stop."""
+    if replica.run_id != run.pk:
+        raise PermissionDenied(NOT_THIS_REPLICA.format(pk=replica.pk))
+    if not (isinstance(port, int) and 0 < port < 65536) or not 32 <= len(secret or "") <= 64:
+        raise ValidationError(BAD_ADDRESS)
+    with transaction.atomic():
+        endpoint = Endpoint.objects.select_for_update().get(pk=replica.endpoint_id)
+        locked = Replica.objects.select_for_update().get(pk=replica.pk)
+        if locked.state != ReplicaState.STARTING:
+            return locked
+        locked.state = ReplicaState.READY
+        # The address is the node's, as the scheduler knows it, never what the replica claims.
+        locked.address = run.run_nodes.select_related("node").get(node_rank=0).node.address or address
+        locked.port = port
+        locked.secret = secret
+        locked.ready_at = timezone.now()
+        locked.save()
+        if locked.generation >= endpoint.generation:
+            endpoint.state = EndpointState.HEALTHY
+            endpoint.error = ""
+            endpoint.save(update_fields=["state", "error", "updated_at"])
+            for old in (
+                endpoint.replicas.filter(generation__lt=locked.generation)
+                .exclude(state__in=[ReplicaState.RETIRED, ReplicaState.STOPPED])
+                .select_related("run")
+            ):
+                _retire(old)
+        _bump_route(endpoint.pk)
+    return locked
+
+
+def replica_run_ended(run: Run) -> None:
+    """A replica's run reached a final state: a replica that served and died is replaced (said in
+    the new replica's log); one that never answered fails the deployment with its reason."""
+    with transaction.atomic():
+        replica = Replica.objects.select_for_update().filter(run_id=run.pk).first()
+        if replica is None:
+            return
+        was = replica.state
+        Replica.objects.filter(pk=replica.pk).update(state=ReplicaState.STOPPED)
+        _bump_route(replica.endpoint_id)
+        if was in (ReplicaState.RETIRED, ReplicaState.STOPPED):
+            return
+        endpoint = Endpoint.objects.select_for_update().filter(pk=replica.endpoint_id).first()
+        if endpoint is None or replica.generation < endpoint.generation:
+            return
+        reason = run.status_reason or run.status
+        if was == ReplicaState.STARTING:
+            endpoint.state = EndpointState.FAILED
+            endpoint.error = NEVER_READY.format(reason=reason)[:5000]
+            endpoint.save(update_fields=["state", "error", "updated_at"])
+            return
+        endpoint.restarts += 1
+        endpoint.state = EndpointState.UNHEALTHY
+        line = REPLICA_DIED.format(pk=replica.pk, run_id=run.run_id, reason=reason)
+        endpoint.error = line[:5000]
+        endpoint.save(update_fields=["restarts", "state", "error", "updated_at"])
+        _replica_submit(endpoint, endpoint.created_by, [line])
+
+
+def endpoint_record_request(endpoint_pk: int, seconds: float, ok: bool) -> None:
+    pipe = get_redis().pipeline(transaction=False)
+    key = stats_key(endpoint_pk)
+    pipe.hincrby(key, "requests", 1)
+    if not ok:
+        pipe.hincrby(key, "errors", 1)
+    pipe.hincrbyfloat(key, "seconds", seconds)
+    pipe.execute()
+
+
+def endpoint_stats(endpoint_pk: int) -> dict[str, float]:
+    raw = get_redis().hgetall(stats_key(endpoint_pk))
+    requests = int(raw.get(b"requests", 0))
+    seconds = float(raw.get(b"seconds", 0.0))
+    return {
+        "requests": requests,
+        "errors": int(raw.get(b"errors", 0)),
+        "mean_latency_ms": round(seconds / requests * 1000, 2) if requests else 0.0,
+    }
+
+
+TRY_NO_REPLICA = "No replica answers yet (the endpoint is {state})."
+
+
+def endpoint_try(*, endpoint: Endpoint, body: bytes) -> tuple[int, str]:
+    """Send `body` to a serving replica (the portal's try-a-request form): (status, answer text)."""
+    import http.client
+
+    from django.conf import settings
+
+    from endpoints.selectors import serving_replicas
+
+    replicas = serving_replicas(endpoint)
+    if not replicas:
+        return 503, TRY_NO_REPLICA.format(state=endpoint.state)
+    replica = replicas[0]
+    connection = http.client.HTTPConnection(
+        replica.address, replica.port, timeout=settings.TRAINHUB_ENDPOINT_TIMEOUT_SECONDS
+    )
+    started = time.perf_counter()
+    try:
+        connection.request(
+            "POST",
+            "/score",
+            body=body,
+            headers={"Content-Type": "application/json", "X-TrainHub-Replica": replica.secret},
+        )
+        response = connection.getresponse()
+        answer = response.read(1_000_000).decode("utf-8", errors="replace")
+        status = response.status
+    except OSError as error:
+        return 502, f"The replica could not be reached: {error}"
+    finally:
+        connection.close()
+    endpoint_record_request(endpoint.pk, time.perf_counter() - started, status < 400)
+    return status, answer
