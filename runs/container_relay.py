@@ -31,6 +31,8 @@ logger = logging.getLogger(__name__)
 
 SOCKET_NAME = ".trainhub-containers.sock"
 MAX_REQUEST_BYTES = 64 * 1024
+# The agent sends its request as soon as it connects: a connection that holds it back is refused.
+REQUEST_SECONDS = 10
 REFUSED = 125
 REFUSED_MESSAGE = "TrainHub refused the rank's container request: {reason}\n"
 
@@ -123,6 +125,8 @@ class ContainerRelay:
             try:
                 variables = parse_request(self._read_request(connection))
                 helper = self._start(variables)
+            except OSError:
+                return  # the agent went away
             except RequestRefused as refused:
                 logger.warning("run %s: refused a container request: %s", self.run_pk, refused)
                 message = REFUSED_MESSAGE.format(reason=refused).encode()
@@ -140,13 +144,18 @@ class ContainerRelay:
 
     def _read_request(self, connection: socket.socket) -> bytes:
         data = b""
+        connection.settimeout(REQUEST_SECONDS)
         while not data.endswith(b"\n"):
-            chunk = connection.recv(65536)
+            try:
+                chunk = connection.recv(65536)
+            except TimeoutError:
+                raise RequestRefused(f"no whole request within {REQUEST_SECONDS} s") from None
             if not chunk:
                 raise RequestRefused("the agent hung up before its request was whole")
             data += chunk
             if len(data) > MAX_REQUEST_BYTES:
                 raise RequestRefused(f"a request is at most {MAX_REQUEST_BYTES} bytes")
+        connection.settimeout(None)
         return data
 
     def _start(self, variables: dict[str, str]) -> subprocess.Popen:

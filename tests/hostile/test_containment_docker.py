@@ -17,7 +17,7 @@ from django.conf import settings
 from django.db import connection
 
 from runs.container_agent import EXIT, FRAME_HEADER_BYTES, read_exactly
-from runs.container_relay import MAX_REQUEST_BYTES, REFUSED, SOCKET_NAME, ContainerRelay
+from runs.container_relay import MAX_REQUEST_BYTES, REFUSED, REQUEST_SECONDS, SOCKET_NAME, ContainerRelay
 from runs.models import Run
 from runs.sandbox import box_uid
 from tests.docker.conftest import docker_engine, log_lines, run_containers, site_client, submit, ws  # noqa: F401
@@ -117,7 +117,8 @@ def launcher_processes(run_id: str) -> dict[int, tuple[str, int]]:
 
 def test_the_relay_refuses_a_forged_request_and_starts_nothing(db, tmp_path):
     """The node's end of the relay, spoken to directly as anything of a run could: each forged
-    request gets the refusal and exit code 125, and no container helper was started. Also the first
+    request, and one that never ends, gets the refusal and exit code 125, and no container helper
+    was started. Also the first
     test of the module to ask for `db`, so that the test database exists for the site."""
     folder = tmp_path / "run"
     folder.mkdir()
@@ -135,6 +136,10 @@ def test_the_relay_refuses_a_forged_request_and_starts_nothing(db, tmp_path):
                 message = read_exactly(agent, int.from_bytes(header[1:], "big"))
                 assert message.startswith(b"TrainHub refused the rank's container request: "), (name, message)
                 assert read_exactly(agent, FRAME_HEADER_BYTES + 3) == exit_frame(REFUSED), name
+        with socket.socket(socket.AF_UNIX) as agent:
+            agent.connect(str(folder / SOCKET_NAME))
+            agent.sendall(b'{"variables": {}')  # and never the rest
+            assert f"no whole request within {REQUEST_SECONDS} s".encode() in agent.recv(4096)
         assert relay.helpers == []
     finally:
         relay.close()
