@@ -49,9 +49,7 @@ def test_a_key_sent_with_another_body_is_refused_and_stores_nothing(workspace):
 
 def test_a_malformed_key_is_refused(workspace):
     run, token = running_run(workspace)
-    refused = post_batch(
-        api_client(token), run, series_body("loss", [0.9]), HTTP_IDEMPOTENCY_KEY="a b/c"
-    )
+    refused = post_batch(api_client(token), run, series_body("loss", [0.9]), HTTP_IDEMPOTENCY_KEY="a b/c")
     assert refused.status_code == 400 and refused.json()["detail"] == services.BAD_KEY
     assert stored(run) == 0
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from trainhub.sdk import exceptions
@@ -34,17 +35,16 @@ def target_inside(target_dir: str, relative: str) -> str:
 
 
 def download_checked(
-    http: Any,
-    url: str,
+    open_file: Callable[[dict[str, str]], Any],
     target: str,
     *,
     size: int,
     sha256: str,
     label: str,
-    params: dict[str, str] | None = None,
     show_progress: bool = False,
 ) -> None:
-    """Fetch one file to `target`; `label` names it in the progress bar and in errors."""
+    """Fetch one file to `target` through `open_file(headers)` (a store's streamed GET of it);
+    `label` names it in the progress bar and in errors."""
     os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
     partial = target + ".part"
     digest = hashlib.sha256()
@@ -55,7 +55,7 @@ def download_checked(
                 digest.update(chunk)
                 offset += len(chunk)
     headers = {"Range": f"bytes={offset}-"} if offset else {}
-    response = http.request("GET", url, params=params, stream=True, headers=headers, timeout=(5, 600))
+    response = open_file(headers)
     if offset and response.status_code != 206:
         digest, offset = hashlib.sha256(), 0  # the server sent the whole file again
     bar = None

@@ -54,13 +54,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 
 def fetch(workspace: Any, args: argparse.Namespace, target: Path) -> None:
-    response = workspace._http.request(
-        "GET",
-        workspace.api(f"models/{args.model}/versions/{args.version}/file"),
-        params={"path": args.file},
-        stream=True,
-        timeout=(5, 600),
-    )
+    response = workspace._store.open_model_file(args.model, args.version, args.file)
     digest = hashlib.sha256()
     with response, open(target, "wb") as handle:
         for chunk in response.iter_content(chunk_size=1 << 20):
@@ -168,23 +162,20 @@ def export_and_compare(
 
 
 def upload(workspace: Any, path: Path) -> tuple[str, int]:
-    from trainhub.sdk._uploads import upload_file
-
     sha256 = hashlib.sha256(path.read_bytes()).hexdigest()
-    upload_file(workspace._http, workspace.api(f"model-blobs/{sha256}"), path)
+    workspace._store.upload_model_blob(sha256, path)
     return sha256, path.stat().st_size
 
 
 def report(workspace: Any, export_id: int, **values: Any) -> dict[str, Any]:
-    return workspace._http.post(workspace.api(f"onnx-exports/{export_id}/report"), json=values)
+    return workspace._store.report_onnx_export(export_id, values)
 
 
 def main(argv: list[str] | None = None) -> int:
-    from trainhub.sdk._run_registry import registry_workspace
     from trainhub.sdk.run import Run
 
     args = parse(sys.argv[1:] if argv is None else argv)
-    workspace = registry_workspace(Run.get_context(allow_offline=False)._ws)
+    workspace = Run.get_context(allow_offline=False)._ws
     label = f"{args.model}:{args.version} {args.file}"
     work = Path(os.environ.get("TRAINHUB_OUTPUTS_DIR", ".")).parent / "onnx-export"
     work.mkdir(parents=True, exist_ok=True)

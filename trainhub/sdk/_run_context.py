@@ -14,7 +14,6 @@ from typing import Any
 from trainhub.sdk._run_metrics import (
     NOT_A_LIST,
     NOT_FINITE_WARNING,
-    UrllibTransport,
     as_cell,
     as_number,
     as_step,
@@ -23,6 +22,8 @@ from trainhub.sdk._run_metrics import (
     run_rank,
     table_view,
 )
+from trainhub.sdk._store import RestStore
+from trainhub.sdk._transport import Transport
 
 
 class _ExperimentRef:
@@ -38,18 +39,8 @@ class _RunWorkspace:
         self.name = name
         self.url = url.rstrip("/")
         self._token = token
-        self.__http = None
-
-    @property
-    def _http(self) -> Any:
-        if self.__http is None:
-            from trainhub.sdk._http import HttpClient
-
-            self.__http = HttpClient(self.url, self._token)
-        return self.__http
-
-    def api(self, path: str) -> str:
-        return f"workspaces/{self.name}/{path.lstrip('/')}".rstrip("/")
+        self._http = Transport(self.url, token)
+        self._store = RestStore(self._http, name)
 
 
 class OfflineRun:
@@ -148,7 +139,6 @@ def current_run(allow_offline: bool = True) -> Any:
         url, token = os.environ["TRAINHUB_SERVER_URL"], os.environ["TRAINHUB_RUN_TOKEN"]
         workspace = _RunWorkspace(os.environ["TRAINHUB_WORKSPACE"], url, token)
         run = Run(_ExperimentRef(workspace, os.environ.get("TRAINHUB_EXPERIMENT", "")), run_id)
-        run._metrics_transport = UrllibTransport(url, token)
         run._metrics_rank = run_rank()
         _current = run
         return run

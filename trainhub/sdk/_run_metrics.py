@@ -16,7 +16,6 @@ import array
 import atexit
 import base64
 import collections
-import json
 import math
 import operator
 import os
@@ -24,11 +23,10 @@ import signal
 import sys
 import threading
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Iterable
 from typing import Any
+
+from trainhub.sdk import exceptions
 
 MAX_NAME_LENGTH = 255
 MAX_TAG_VALUE_LENGTH = 5000
@@ -187,65 +185,15 @@ def _packed(typecode: str, items: Any) -> str:
     return base64.b64encode(packed.tobytes()).decode("ascii")
 
 
-# ---------------------------------------------------------------- transport
-
-
-class UrllibTransport:
-    """The in-run way to the server: urllib, the run's own token, no third-party package."""
-
-    def __init__(self, base_url: str, token: str):
-        self.base_url = base_url.rstrip("/")
-        self.token = token
-
-    def _request(self, method: str, path: str, body: bytes | None, timeout: float) -> Any:
-        request = urllib.request.Request(
-            f"{self.base_url}/api/v1/{path.lstrip('/')}",
-            data=body,
-            method=method,
-            headers={"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return json.loads(response.read() or b"null")
-
-    def post(self, path: str, payload: dict[str, Any], timeout: float = 60.0) -> Any:
-        return self._request("POST", path, json.dumps(payload, allow_nan=False).encode(), timeout)
-
-    def get(self, path: str, params: dict[str, Any], timeout: float = 120.0) -> Any:
-        query = urllib.parse.urlencode({k: v for k, v in params.items() if v is not None})
-        return self._request("GET", f"{path}?{query}", None, timeout)
-
-
-class _PermanentError(Exception):
-    pass
-
-
-def _send_once(transport: Any, path: str, payload: dict[str, Any]) -> None:
-    try:
-        transport.post(path, payload)
-    except urllib.error.HTTPError as error:
-        if error.code in (429, 502, 503, 504):
-            raise
-        try:
-            detail = json.loads(error.read()).get("detail")
-        except Exception:
-            detail = error.reason
-        raise _PermanentError(f"{error.code}: {detail}") from None
-    except Exception as error:
-        status = getattr(error, "status", None)  # the SDK's typed errors (outside a run)
-        if status is not None and 400 <= status < 500 and status != 429:
-            raise _PermanentError(f"{status}: {error}") from None
-        raise
-
-
 # ---------------------------------------------------------------- the buffer
 
 
 class MetricsBuffer:
     """Points, rows and tags waiting to be sent, and the thread that sends them."""
 
-    def __init__(self, transport: Any, path: str, rank: int):
-        self.transport = transport
-        self.path = path
+    def __init__(self, store: Any, run_id: str, rank: int):
+        self.store = store
+        self.run_id = run_id
         self.rank = rank
         self.items: collections.deque[tuple[Any, Any, Any, float]] = collections.deque()
         self.names: set[str] = set()
@@ -365,31 +313,24 @@ class MetricsBuffer:
         }
 
     def _send(self, payload: dict[str, Any], count: int, deadline: float) -> None:
-        delay = 0.2
-        while True:
-            try:
-                _send_once(self.transport, self.path, payload)
-                self.sent += count
-                return
-            except _PermanentError as error:
-                print(
-                    f"TrainHub: {count} metric values were refused by the server ({error}).",
-                    file=sys.stderr,
-                    flush=True,
-                )
-                return
-            except Exception as error:
-                if time.monotonic() + delay > deadline:
-                    print(
-                        f"TrainHub: {count} metric values could not be sent "
-                        f"({type(error).__name__}: "
-                        f"{error}); the server did not answer in time.",
-                        file=sys.stderr,
-                        flush=True,
-                    )
-                    return
-                time.sleep(delay)
-                delay = min(delay * 2, 5.0)
+        """One batch, under one idempotency key: the transport sends it again until `deadline`
+        when the server does not answer, and the server stores it once however often it came."""
+        try:
+            self.store.log_metrics(self.run_id, payload, retry_seconds=max(0.0, deadline - time.monotonic()))
+            self.sent += count
+        except (exceptions.ServerUnreachableError, exceptions.ServerError) as error:
+            print(
+                f"TrainHub: {count} metric values could not be sent ({type(error).__name__}: "
+                f"{error}); the server did not answer in time.",
+                file=sys.stderr,
+                flush=True,
+            )
+        except exceptions.TrainHubError as error:
+            print(
+                f"TrainHub: {count} metric values were refused by the server ({error.status}: {error}).",
+                file=sys.stderr,
+                flush=True,
+            )
 
     # ------------------------------------------------------------ the end
 
@@ -425,17 +366,13 @@ class RunMetricsMixin:
     """The metric methods of `Run`, with the names and signatures of the guide's API."""
 
     _metrics_buffer: MetricsBuffer | None = None
-    _metrics_transport: Any = None
     _metrics_rank: int = 0
     _metrics_lock = threading.Lock()
 
     def _metrics(self) -> MetricsBuffer:
         with RunMetricsMixin._metrics_lock:
             if self._metrics_buffer is None:
-                transport = self._metrics_transport or _WorkspaceTransport(self._ws._http)  # type: ignore[attr-defined]
-                self._metrics_buffer = MetricsBuffer(
-                    transport, self._api("metrics"), self._metrics_rank
-                )  # type: ignore[attr-defined]
+                self._metrics_buffer = MetricsBuffer(self._ws._store, self.id, self._metrics_rank)  # type: ignore[attr-defined]
             return self._metrics_buffer
 
     def log(self, name: str, value: Any, step: int | None = None, description: str = "") -> None:
@@ -515,28 +452,10 @@ class RunMetricsMixin:
         """The run's metrics: {name: value} for one value, {name: [values]} for several, and for
         tables {name: {column: [values]}}. Rank 0's unless `rank` is given (in a run: its own)."""
         self.flush()
-        transport = self._metrics_transport
-        params = {"name": name, "rank": self._metrics_rank if rank is None else rank}
-        if transport is not None:
-            answer = transport.get(self._api("metrics"), params)  # type: ignore[attr-defined]
-        else:
-            answer = self._ws._http.get(self._api("metrics"), params=params)  # type: ignore[attr-defined]
+        answer = self._ws._store.get_metrics(self.id, name, self._metrics_rank if rank is None else rank)  # type: ignore[attr-defined]
         return metrics_view(answer)
 
     def get_tags(self) -> dict[str, str]:
         """The run's tags, including those set by this script."""
         self.flush()
-        transport = self._metrics_transport
-        if transport is not None:
-            return transport.get(self._api("metrics/summary"), {})["tags"]  # type: ignore[attr-defined]
-        return self._ws._http.get(self._api("metrics/summary"))["tags"]  # type: ignore[attr-defined]
-
-
-class _WorkspaceTransport:
-    """Outside a run: the SDK's HTTP client (user token, retries, typed errors)."""
-
-    def __init__(self, http: Any):
-        self.http = http
-
-    def post(self, path: str, payload: dict[str, Any], timeout: float = 60.0) -> Any:
-        return self.http.post(path, json=payload)
+        return self._ws._store.get_metrics_summary(self.id)["tags"]  # type: ignore[attr-defined]

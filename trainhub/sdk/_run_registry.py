@@ -30,7 +30,7 @@ class RunRegistryMixin:
     ) -> Any:
         from trainhub.sdk.model import Model, register_local
 
-        workspace = registry_workspace(self._ws)
+        workspace = self._ws
         if model_path is None:
             model_path = model_name
         local = self._local_output(model_path)
@@ -47,9 +47,9 @@ class RunRegistryMixin:
                 model_framework_version=model_framework_version,
                 show_progress=False,
             )
-        details = workspace._http.post(
-            workspace.api(f"models/{model_name}/versions"),
-            json={
+        details = workspace._store.register_model_version(
+            model_name,
+            {
                 "run_id": self.id,
                 "model_path": str(model_path),
                 "tags": dict(tags or {}),
@@ -69,27 +69,3 @@ class RunRegistryMixin:
         if path.is_absolute() or ".." in path.parts or os.path.islink(str(path)):
             return None  # the server refuses it with the reason
         return str(path) if os.path.exists(str(path)) else None
-
-
-class _StdlibWorkspace:
-    """A run's workspace whose HTTP goes through the standard library."""
-
-    def __init__(self, workspace: Any, http: Any):
-        self._inner = workspace
-        self._http = http
-        self.name = workspace.name
-        self.url = workspace.url
-
-    def api(self, path: str) -> str:
-        return self._inner.api(path)
-
-
-def registry_workspace(workspace: Any) -> Any:
-    """`workspace`, or in an environment without `requests`, the same on the standard library."""
-    try:
-        workspace._http  # noqa: B018  (imports requests on first use)
-    except ImportError:
-        from trainhub.sdk._urllib_http import UrllibHttpClient
-
-        return _StdlibWorkspace(workspace, UrllibHttpClient(workspace.url, workspace._token))
-    return workspace

@@ -4,22 +4,23 @@ Standard library only: a training script registering a model from inside a run u
 A file goes up in chunks, each a PUT with `Content-Range: bytes START-END/TOTAL`; the server says
 how much it holds after each, and a probe (`bytes */TOTAL`) asks it before the first, so an upload
 cut off by a lost connection, a restarted server or a killed client resumes where it stopped.
+A chunk is a PUT of a byte range, so the transport sends it again after a timeout: the server
+appends only the bytes past what it holds, and a repeated last chunk finds the file committed
+and gets the same answer. Nothing is stored twice, and no idempotency key is needed.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from trainhub.sdk import exceptions
+from trainhub.sdk._transport import Transport
 
 CHUNK_BYTES = 8 * 1024 * 1024
-ATTEMPTS = 5
 
 
-def _put(http: Any, path: str, data: bytes, content_range: str) -> tuple[int, dict[str, Any]]:
+def _put(http: Transport, path: str, data: bytes, content_range: str) -> tuple[int, dict[str, Any]]:
     response = http.request(
         "PUT",
         path,
@@ -31,22 +32,8 @@ def _put(http: Any, path: str, data: bytes, content_range: str) -> tuple[int, di
         return response.status_code, response.json()
 
 
-def _put_retrying(http: Any, path: str, data: bytes, content_range: str, size: int) -> tuple[int, dict[str, Any]]:
-    """A chunk that failed on the way is not sent again blindly: after a pause the server is asked
-    how much it holds, and the upload goes on from there."""
-    for attempt in range(ATTEMPTS):
-        try:
-            return _put(http, path, data, content_range)
-        except (exceptions.ServerUnreachableError, exceptions.ServerError):
-            if attempt + 1 == ATTEMPTS:
-                raise
-            time.sleep(0.5 * 2**attempt)
-            data, content_range = b"", f"bytes */{size}"
-    raise AssertionError("unreachable")
-
-
 def upload_file(
-    http: Any,
+    http: Transport,
     path: str,
     local: Path,
     *,
@@ -58,7 +45,7 @@ def upload_file(
     size = local.stat().st_size
     sent = False
     with open(local, "rb") as handle:
-        status, answer = _put_retrying(http, path, b"", f"bytes */{size}", size)
+        status, answer = _put(http, path, b"", f"bytes */{size}")
         while status != 201:
             sent = True
             received = answer["received"]
@@ -67,7 +54,7 @@ def upload_file(
             handle.seek(received)
             data = handle.read(min(CHUNK_BYTES, answer.get("chunk_bytes") or CHUNK_BYTES))
             content_range = f"bytes {received}-{received + len(data) - 1}/{size}"
-            status, answer = _put_retrying(http, path, data, content_range, size)
+            status, answer = _put(http, path, data, content_range)
     if sent and on_progress is not None:
         on_progress(size, size)
     return answer

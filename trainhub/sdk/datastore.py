@@ -55,8 +55,7 @@ def download_files(workspace: Any, files: list[dict[str, Any]], target_path: str
         if os.path.exists(target) and not overwrite:
             continue
         download_checked(
-            workspace._http,
-            workspace.api(f"data-blobs/{entry['sha256']}/content"),
+            partial(workspace._store.open_data_blob, entry["sha256"]),
             target,
             size=entry["size"],
             sha256=entry["sha256"],
@@ -102,7 +101,7 @@ class Datastore(DataInput):
     def __init__(self, workspace: Any, name: str, _details: dict[str, Any] | None = None):
         self.workspace = workspace
         self.name = name
-        self._details = _details if _details is not None else workspace._http.get(workspace.api(f"datastores/{name}"))
+        self._details = _details if _details is not None else workspace._store.get_datastore(name)
 
     @staticmethod
     def get(workspace: Any, datastore_name: str) -> Datastore:
@@ -110,19 +109,18 @@ class Datastore(DataInput):
 
     @staticmethod
     def get_default(workspace: Any) -> Datastore:
-        details = workspace._http.get(workspace.api("default-datastore"))
+        details = workspace._store.get_default_datastore()
         return Datastore(workspace, details["name"], _details=details)
 
     @staticmethod
     def register(workspace: Any, datastore_name: str) -> Datastore:
         """A new, empty datastore of the workspace (files live in TrainHub's own storage)."""
-        details = workspace._http.post(workspace.api("datastores"), json={"name": datastore_name})
+        details = workspace._store.create_datastore(datastore_name)
         return Datastore(workspace, details["name"], _details=details)
 
     @staticmethod
     def list(workspace: Any) -> dict[str, Datastore]:
-        return {d["name"]: Datastore(workspace, d["name"], _details=d) for d in workspace._http.get(
-            workspace.api("datastores"))}
+        return {d["name"]: Datastore(workspace, d["name"], _details=d) for d in workspace._store.list_datastores()}
 
     @property
     def is_default(self) -> bool:
@@ -142,7 +140,7 @@ class Datastore(DataInput):
     # ------------------------------------------------------------ files
 
     def list_files(self, prefix: str = "") -> list[dict[str, Any]]:
-        return self.workspace._http.get(self.workspace.api(f"datastores/{self.name}/files"), params={"prefix": prefix})
+        return self.workspace._store.list_datastore_files(self.name, prefix)
 
     def download(self, target_path: str | os.PathLike[str], prefix: str | None = None, overwrite: bool = False,
                  show_progress: bool = True) -> int:
@@ -209,10 +207,8 @@ class Datastore(DataInput):
                   "pass overwrite=True to replace)")
 
     def _put_files(self, batch: dict[str, tuple[Path, str]], overwrite: bool) -> dict[str, str]:
-        answer = self.workspace._http.post(
-            self.workspace.api(f"datastores/{self.name}/files"),
-            json={"files": [{"path": remote, "sha256": sha} for remote, (_, sha) in batch.items()],
-                  "overwrite": overwrite},
+        answer = self.workspace._store.put_datastore_files(
+            self.name, [{"path": remote, "sha256": sha} for remote, (_, sha) in batch.items()], overwrite
         )
         return {item["path"]: item["outcome"] for item in answer}
 
@@ -242,14 +238,11 @@ class Datastore(DataInput):
         with tarfile.open(fileobj=body, mode="w") as archive:
             for sha, local in batch:
                 archive.add(str(local), arcname=sha, recursive=False)
-        self.workspace._http.request("POST", self.workspace.api("data-blobs"), data=body.getvalue(),
-                                     headers={"Content-Type": "application/x-tar"}, timeout=(5, 600))
+        self.workspace._store.post_data_blob_batch(body.getvalue())
         if bar is not None:
             bar.update(sum(local.stat().st_size for _, local in batch))
 
     def _send_large(self, sha: str, local: Path, bar: Any) -> None:
-        from trainhub.sdk._uploads import upload_file
-
         sent = [0]
 
         def progress(received: int, size: int) -> None:
@@ -257,7 +250,7 @@ class Datastore(DataInput):
                 bar.update(received - sent[0])
             sent[0] = received
 
-        upload_file(self.workspace._http, self.workspace.api(f"data-blobs/{sha}"), local, on_progress=progress)
+        self.workspace._store.upload_data_blob(sha, local, on_progress=progress)
 
     def __repr__(self) -> str:
         return f"Datastore(name={self.name!r}, workspace={self.workspace.name!r})"

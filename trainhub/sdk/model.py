@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -86,18 +87,13 @@ def upload_files(
 ) -> list[dict[str, Any]]:
     """Upload each file the server does not hold yet (by sha256), resuming any upload of it that
     was cut off before; returns the version's files."""
-    from trainhub.sdk._uploads import progress_bar, upload_file
+    from trainhub.sdk._uploads import progress_bar
 
     manifest = []
     for path, local in files:
         sha256 = _sha256_of(local)
         manifest.append({"path": path, "sha256": sha256, "size": local.stat().st_size})
-        upload_file(
-            workspace._http,
-            workspace.api(f"model-blobs/{sha256}"),
-            local,
-            on_progress=progress_bar(f"Uploading {path}", show_progress),
-        )
+        workspace._store.upload_model_blob(sha256, local, on_progress=progress_bar(f"Uploading {path}", show_progress))
     return manifest
 
 
@@ -116,9 +112,9 @@ def register_local(
 ) -> Model:
     root, is_folder, files = local_files(model_path)
     manifest = upload_files(workspace, files, show_progress=show_progress)
-    details = workspace._http.post(
-        workspace.api(f"models/{model_name}/versions"),
-        json={
+    details = workspace._store.register_model_version(
+        model_name,
+        {
             "run_id": run_id,
             "root": root,
             "is_folder": is_folder,
@@ -155,12 +151,7 @@ class Model:
                 version = int(number) if number else version
             if not name:
                 raise exceptions.UserErrorException("Give Model a name (or an id 'name:version').")
-            path = (
-                f"models/{name}/versions/{int(version)}"
-                if version is not None
-                else f"models/{name}"
-            )
-            _details = workspace._http.get(workspace.api(path))
+            _details = workspace._store.get_model_version(name, version)
         self._apply(_details)
 
     def _apply(self, details: dict[str, Any]) -> None:
@@ -225,7 +216,7 @@ class Model:
         params: dict[str, Any] = {"tag": _tag_filters(tags), "latest": latest}
         if name:
             params["name"] = name
-        found = workspace._http.get(workspace.api("models"), params=params)
+        found = workspace._store.list_model_versions(params)
         return [Model(workspace, _details=details) for details in found]
 
     @staticmethod
@@ -286,11 +277,6 @@ class Model:
 
     # ------------------------------------------------------------ this version
 
-    def _api(self, path: str = "") -> str:
-        return self.workspace.api(
-            f"models/{self.name}/versions/{self.version}{('/' + path) if path else ''}"
-        )
-
     def download(
         self,
         target_dir: str = ".",
@@ -310,10 +296,8 @@ class Model:
                 raise TargetExistsError(present[0])
         for model_file, target in targets:
             download_checked(
-                self.workspace._http,
-                self._api("file"),
+                partial(self.workspace._store.open_model_file, self.name, self.version, model_file["path"]),
                 target,
-                params={"path": model_file["path"]},
                 size=model_file["size"],
                 sha256=model_file["sha256"],
                 label=f"{self.id} {model_file['path']}",
@@ -322,17 +306,17 @@ class Model:
         return target_root
 
     def add_tags(self, tags: dict[str, Any]) -> None:
-        self._apply(self.workspace._http.patch(self._api("tags"), json={"add": dict(tags)}))
+        self._apply(self.workspace._store.update_model_tags(self.name, self.version, {"add": dict(tags)}))
 
     def remove_tags(self, tags: Any) -> None:
         names = list(tags) if not isinstance(tags, str) else [tags]
         self._apply(
-            self.workspace._http.patch(self._api("tags"), json={"remove": [str(n) for n in names]})
+            self.workspace._store.update_model_tags(self.name, self.version, {"remove": [str(n) for n in names]})
         )
 
     def delete(self) -> None:
         """Delete this version; its number is never given to another version."""
-        self.workspace._http.delete(self._api())
+        self.workspace._store.delete_model_version(self.name, self.version)
 
     def get_details(self) -> dict[str, Any]:
         return dict(self._details)
@@ -360,7 +344,7 @@ class Model:
                 compute_target if isinstance(compute_target, str) else compute_target.name
             )
         export = OnnxExport(
-            self.workspace, self.workspace._http.post(self._api("onnx-exports"), json=payload)
+            self.workspace, self.workspace._store.start_onnx_export(self.name, self.version, payload)
         )
         if not wait:
             return export
@@ -458,7 +442,7 @@ class OnnxExport:
         return self._details["max_abs_diff"]
 
     def get_details(self) -> dict[str, Any]:
-        self._details = self.workspace._http.get(self.workspace.api(f"onnx-exports/{self.id}"))
+        self._details = self.workspace._store.get_onnx_export(self.id)
         return dict(self._details)
 
     def get_status(self) -> str:

@@ -40,11 +40,8 @@ class Run(RunMetricsMixin, RunRegistryMixin):
     def _ws(self) -> Any:
         return self.experiment.workspace
 
-    def _api(self, path: str = "") -> str:
-        return self._ws.api(f"runs/{self.id}{('/' + path) if path else ''}")
-
     def _refresh(self) -> dict[str, Any]:
-        self._details = self._ws._http.get(self._api())
+        self._details = self._ws._store.get_run(self.id)
         return self._details
 
     @property
@@ -57,7 +54,7 @@ class Run(RunMetricsMixin, RunRegistryMixin):
 
     @display_name.setter
     def display_name(self, value: str) -> None:
-        self._details = self._ws._http.patch(self._api(), json={"display_name": str(value)})
+        self._details = self._ws._store.update_run(self.id, {"display_name": str(value)})
 
     @property
     def description(self) -> str:
@@ -65,7 +62,7 @@ class Run(RunMetricsMixin, RunRegistryMixin):
 
     @description.setter
     def description(self, value: str) -> None:
-        self._details = self._ws._http.patch(self._api(), json={"description": str(value)})
+        self._details = self._ws._store.update_run(self.id, {"description": str(value)})
 
     @property
     def status(self) -> str:
@@ -98,7 +95,7 @@ class Run(RunMetricsMixin, RunRegistryMixin):
         return self._ws.url + (self._details or self._refresh())["portal_url"]
 
     def cancel(self) -> None:
-        self._details = self._ws._http.post(self._api("cancel"))
+        self._details = self._ws._store.cancel_run(self.id)
 
     def wait_for_completion(
         self, show_output: bool = False, wait_post_processing: bool = False, raise_on_error: bool = True,
@@ -130,7 +127,7 @@ class Run(RunMetricsMixin, RunRegistryMixin):
         spans: dict[int, int] = {}
         streams_seen: set[str] = set()
         while True:
-            answer = self._ws._http.get(self._api("logs"), params={"after": contiguous})
+            answer = self._ws._store.get_run_logs(self.id, contiguous)
             fresh = False
             for chunk in answer["chunks"]:
                 if chunk["first_seq"] in seen:
@@ -152,14 +149,14 @@ class Run(RunMetricsMixin, RunRegistryMixin):
                 time.sleep(poll_seconds)
 
     def get_file_names(self) -> list[str]:
-        return [f["path"] for f in self._ws._http.get(self._api("files"))]
+        return [f["path"] for f in self._ws._store.list_run_files(self.id)]
 
     def download_file(self, name: str, output_file_path: str | None = None, _validate_checksum: bool = True) -> str:
         target = output_file_path or os.path.basename(name)
         if os.path.isdir(target):
             target = os.path.join(target, os.path.basename(name))
         os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
-        response = self._ws._http.request("GET", self._api("file"), params={"path": name}, stream=True)
+        response = self._ws._store.open_run_file(self.id, name)
         expected = response.headers.get("X-Checksum-Sha256")
         digest = hashlib.sha256()
         partial = target + ".part"

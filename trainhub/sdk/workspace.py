@@ -7,7 +7,8 @@ from typing import Any
 
 from trainhub.sdk import exceptions
 from trainhub.sdk._config import find_config, find_token, read_config
-from trainhub.sdk._http import HttpClient
+from trainhub.sdk._store import RestStore
+from trainhub.sdk._transport import Transport
 
 
 class Workspace:
@@ -22,12 +23,13 @@ class Workspace:
                 f"No API token for {self.url}: put one in config.json, set TRAINHUB_TOKEN, "
                 "or add it to ~/.trainhub/credentials (a [server URL] section with a token key)."
             )
-        self._http = HttpClient(self.url, self._token)
+        self._http = Transport(self.url, self._token)
+        self._store = RestStore(self._http, self.name)
         self._details = _details if _details is not None else self._fetch()
 
     def _fetch(self) -> dict[str, Any]:
         try:
-            return self._http.get(f"workspaces/{self.name}")
+            return self._store.get_workspace()
         except exceptions.NotFoundError as error:
             raise exceptions.WorkspaceNotFoundError(
                 f"No workspace named {self.name!r} on {self.url} that this token can reach.",

@@ -1,0 +1,205 @@
+"""The SDK's one way to the server: the token, timeouts, one retry policy and typed errors.
+
+Standard library only, so that `Run.get_context()` inside a run needs nothing else. The policy:
+
+- GET, HEAD, PUT and DELETE are idempotent: they are sent again after a connection error, a
+  timeout or a 429/500/502/503/504 answer, with backoff (a 429's or 503's Retry-After is honoured).
+- A POST is sent again after those only when it carries an `Idempotency-Key` header: the server
+  then answers a repeat with its first answer and stores nothing twice. A POST without one is
+  sent once: after a timeout nobody knows whether the server stored it.
+- A refused connection is tried again for every method: nothing reached the server.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json as jsonlib
+import os
+import ssl
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+from trainhub.sdk import exceptions
+
+USER_AGENT = "trainhub-sdk/0.1"
+DEFAULT_TIMEOUT = 60.0
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE"})
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+ATTEMPTS = 5
+BACKOFF_SECONDS = 0.3
+MAX_DELAY_SECONDS = 5.0
+
+
+def new_idempotency_key() -> str:
+    return uuid.uuid4().hex
+
+
+def _seconds(timeout: Any) -> float:
+    """requests' (connect, read) pairs are still accepted: the socket gets the longer one."""
+    return float(max(timeout)) if isinstance(timeout, tuple) else float(timeout)
+
+
+def _ssl_context() -> ssl.SSLContext | None:
+    bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+    return ssl.create_default_context(cafile=bundle) if bundle else None
+
+
+def _retry_after(headers: Any) -> float | None:
+    value = (headers or {}).get("Retry-After", "")
+    return min(float(value), 30.0) if value.isdigit() else None
+
+
+class Response:
+    """An answer of the server: status, headers, and the body read whole or streamed."""
+
+    def __init__(self, raw: Any, content: bytes | None = None):
+        self.raw = raw
+        self.status_code: int = raw.status
+        self.headers = raw.headers
+        self._content = content
+
+    @property
+    def content(self) -> bytes:
+        if self._content is None:
+            self._content = self.raw.read()
+        return self._content
+
+    def json(self) -> Any:
+        return jsonlib.loads(self.content or b"null")
+
+    def iter_content(self, chunk_size: int | None = 1 << 20) -> Iterator[bytes]:
+        while chunk := self.raw.read(chunk_size or (1 << 20)):
+            yield chunk
+
+    def close(self) -> None:
+        self.raw.close()
+
+    def __enter__(self) -> Response:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+class _Retryable:
+    """An attempt that failed in a way worth another: what to raise when none is left, and how
+    long the server asked to wait."""
+
+    def __init__(self, error: exceptions.TrainHubError, wait: float | None = None):
+        self.error = error
+        self.wait = wait
+
+
+class Transport:
+    """HTTP to one TrainHub server with one token."""
+
+    def __init__(self, base_url: str, token: str | None, *, timeout: float = DEFAULT_TIMEOUT):
+        self.base_url = base_url.rstrip("/")
+        self.token = token
+        self.timeout = timeout
+        self._context = _ssl_context()
+
+    def url(self, path: str) -> str:
+        return f"{self.base_url}/api/v1/{path.lstrip('/')}"
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, Any] | None = None,
+        data: bytes | None = None,
+        json: Any = None,
+        headers: dict[str, str] | None = None,
+        stream: bool = False,
+        timeout: Any = None,
+        retry_seconds: float | None = None,
+    ) -> Response:
+        """Send a request, again as the policy allows; `retry_seconds` keeps trying for that
+        long instead of a fixed number of attempts (a run's metrics)."""
+        method = method.upper()
+        url = self.url(path)
+        if params:
+            query = {key: value for key, value in params.items() if value is not None}
+            url += "?" + urllib.parse.urlencode(query, doseq=True)
+        sent = {"User-Agent": USER_AGENT, **(headers or {})}
+        if self.token:
+            sent["Authorization"] = f"Bearer {self.token}"
+        body = data
+        if json is not None:
+            body = jsonlib.dumps(json, allow_nan=False).encode()
+            sent["Content-Type"] = "application/json"
+        repeatable = method in IDEMPOTENT_METHODS or IDEMPOTENCY_HEADER in sent
+        seconds = _seconds(timeout if timeout is not None else self.timeout)
+        deadline = None if retry_seconds is None else time.monotonic() + retry_seconds
+        attempt = 0
+        while True:
+            outcome = self._attempt(method, url, body, sent, stream, seconds, repeatable)
+            if isinstance(outcome, Response):
+                return outcome
+            attempt += 1
+            delay = outcome.wait or min(BACKOFF_SECONDS * 2 ** (attempt - 1), MAX_DELAY_SECONDS)
+            out_of_time = attempt >= ATTEMPTS if deadline is None else time.monotonic() + delay > deadline
+            if out_of_time:
+                raise outcome.error
+            time.sleep(delay)
+
+    def _attempt(
+        self,
+        method: str,
+        url: str,
+        body: bytes | None,
+        headers: dict[str, str],
+        stream: bool,
+        seconds: float,
+        repeatable: bool,
+    ) -> Response | _Retryable:
+        """The answer, or a failure worth another attempt; other failures are raised as typed
+        errors, outside the except blocks so that they carry no urllib context."""
+        request = urllib.request.Request(url, data=body, method=method, headers=headers)
+        retry_after = None
+        try:
+            raw = urllib.request.urlopen(request, timeout=seconds, context=self._context)
+            if stream:
+                return Response(raw)
+            with raw:
+                return Response(raw, raw.read())
+        except urllib.error.HTTPError as answer:
+            error = exceptions.from_answer(answer.code, answer.read(), answer.reason or "")
+            again = repeatable and answer.code in RETRY_STATUSES
+            retry_after = _retry_after(answer.headers)
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as failure:
+            reason = getattr(failure, "reason", failure)
+            if isinstance(reason, TimeoutError):
+                error = exceptions.ServerUnreachableError(
+                    f"The TrainHub server at {self.base_url} did not answer in time."
+                )
+            else:
+                error = exceptions.ServerUnreachableError(
+                    f"Cannot reach the TrainHub server at {self.base_url}: is it running, and is "
+                    f"the URL right? ({type(reason).__name__})"
+                )
+            again = repeatable or isinstance(reason, ConnectionRefusedError)
+        if again:
+            return _Retryable(error, retry_after)
+        raise error
+
+    def get(self, path: str, **kwargs: Any) -> Any:
+        return self.request("GET", path, **kwargs).json()
+
+    def post(self, path: str, json: Any = None, **kwargs: Any) -> Any:
+        response = self.request("POST", path, json=json, **kwargs)
+        return response.json() if response.content else None
+
+    def patch(self, path: str, json: Any = None, **kwargs: Any) -> Any:
+        response = self.request("PATCH", path, json=json, **kwargs)
+        return response.json() if response.content else None
+
+    def delete(self, path: str, **kwargs: Any) -> None:
+        self.request("DELETE", path, **kwargs)
