@@ -69,6 +69,15 @@ class RestStore:
     def submit_run(self, experiment: str, payload: dict[str, Any]) -> dict[str, Any]:
         return self._post(f"experiments/{experiment}/runs", json=payload)
 
+    def submit_sweep(self, experiment: str, payload: dict[str, Any]) -> dict[str, Any]:
+        return self._post(f"experiments/{experiment}/sweeps", json=payload)
+
+    def get_sweep(self, sweep_id: str) -> dict[str, Any]:
+        return self._get(f"sweeps/{sweep_id}")
+
+    def cancel_sweep(self, sweep_id: str) -> dict[str, Any]:
+        return self._post(f"sweeps/{sweep_id}/cancel")
+
     def list_runs(self, experiment: str, status: str | None = None) -> list[dict[str, Any]]:
         return self._get(f"experiments/{experiment}/runs", params={"status": status} if status else {})
 

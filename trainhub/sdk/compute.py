@@ -82,7 +82,7 @@ class ComputeTarget:
         self.name = name
         if _details is None:
             try:
-                _details = workspace._http.get(workspace.api(f"computes/{name}"))
+                _details = workspace._store.get_compute(name)
             except exceptions.NotFoundError:
                 raise ComputeTargetException(
                     f"ComputeTargetNotFound: no compute target named {name!r} in workspace {workspace.name!r}."
@@ -94,9 +94,7 @@ class ComputeTarget:
         workspace: Any, name: str, provisioning_configuration: AmlComputeProvisioningConfiguration
     ) -> AmlCompute:
         try:
-            details = workspace._http.post(
-                workspace.api("computes"), json={"name": name, **asdict(provisioning_configuration)}
-            )
+            details = workspace._store.create_compute({"name": name, **asdict(provisioning_configuration)})
         except exceptions.UserErrorException as error:
             raise ComputeTargetException(str(error), status=error.status, code=error.code) from None
         return AmlCompute(workspace, name, _details=details)
@@ -105,14 +103,13 @@ class ComputeTarget:
     def attach(workspace: Any, name: str, attach_configuration: SlurmComputeAttachConfiguration) -> SlurmCompute:
         """Attach existing compute: a Slurm partition, which then runs this target's runs as Slurm jobs."""
         try:
-            details = workspace._http.post(
-                workspace.api("computes"),
-                json={
+            details = workspace._store.create_compute(
+                {
                     "name": name,
                     "vm_size": attach_configuration.vm_size,
                     "provisioner": "slurm",
                     "slurm_partition": attach_configuration.partition,
-                },
+                }
             )
         except exceptions.UserErrorException as error:
             raise ComputeTargetException(str(error), status=error.status, code=error.code) from None
@@ -120,10 +117,10 @@ class ComputeTarget:
 
     @staticmethod
     def list(workspace: Any) -> list[ComputeTarget]:
-        return [_target(workspace, d) for d in workspace._http.get(workspace.api("computes"))]
+        return [_target(workspace, d) for d in workspace._store.list_computes()]
 
     def refresh_state(self) -> None:
-        self._details = self.workspace._http.get(self.workspace.api(f"computes/{self.name}"))
+        self._details = self.workspace._store.get_compute(self.name)
 
     @property
     def vm_size(self) -> str:
@@ -155,9 +152,9 @@ class ComputeTarget:
     ) -> None:
         """Change the scale settings; what is not given stays."""
         try:
-            self._details = self.workspace._http.patch(
-                self.workspace.api(f"computes/{self.name}"),
-                json={
+            self._details = self.workspace._store.update_compute(
+                self.name,
+                {
                     "min_nodes": min_nodes,
                     "max_nodes": max_nodes,
                     "idle_seconds_before_scaledown": None
@@ -172,7 +169,7 @@ class ComputeTarget:
         """Delete the cluster (its idle nodes stop). Refused while a node runs something, and for a
         cluster that runs were made on: their history keeps it."""
         try:
-            self.workspace._http.delete(self.workspace.api(f"computes/{self.name}"))
+            self.workspace._store.delete_compute(self.name)
         except exceptions.UserErrorException as error:
             raise ComputeTargetException(str(error), status=error.status, code=error.code) from None
 
@@ -226,7 +223,7 @@ class AmlCompute(ComputeTarget):
 
     @staticmethod
     def supported_vmsizes(workspace: Any, location: str | None = None) -> list[dict[str, Any]]:
-        return workspace._http.get("vm-sizes")
+        return workspace._store.list_vm_sizes()
 
 
 class SlurmCompute(ComputeTarget):

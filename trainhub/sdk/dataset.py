@@ -47,9 +47,8 @@ class FileDataset(DataInput):
 
     def register(self, workspace: Any, name: str, description: str | None = None, tags: dict | None = None,
                  create_new_version: bool = False) -> FileDataset:
-        answer = workspace._http.post(
-            workspace.api(f"datasets/{name}/versions"),
-            json={"sources": self.sources, "description": description or "", "create_new_version": create_new_version},
+        answer = workspace._store.register_dataset(
+            name, {"sources": self.sources, "description": description or "", "create_new_version": create_new_version}
         )
         return FileDataset._from_answer(workspace, answer)
 
@@ -79,7 +78,7 @@ class FileDataset(DataInput):
             raise exceptions.UserErrorException(
                 "Register the dataset first (dataset.register(ws, name)): its files are fixed when it is registered."
             )
-        return self.workspace._http.get(self.workspace.api(f"datasets/{self.name}/versions/{self.version}/files"))
+        return self.workspace._store.list_dataset_files(self.name, self.version)
 
     def as_named_input(self, name: str) -> FileDataset:
         return self._copy(input_name=name)
@@ -133,5 +132,4 @@ class Dataset:
 
     @staticmethod
     def get_by_name(workspace: Any, name: str, version: int | str = "latest") -> FileDataset:
-        path = f"datasets/{name}" if version == "latest" else f"datasets/{name}/versions/{int(version)}"
-        return FileDataset._from_answer(workspace, workspace._http.get(workspace.api(path)))
+        return FileDataset._from_answer(workspace, workspace._store.get_dataset(name, version))

@@ -13,7 +13,6 @@ import re
 import warnings
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 from trainhub.sdk.exceptions import UserErrorException
 
@@ -379,10 +378,7 @@ class Environment:
     @classmethod
     def get(cls, workspace: Any, name: str, version: int | str | None = None) -> Environment:
         """The latest version of `name` (curated or the workspace's own), or the one given."""
-        params = {"version": int(version)} if version is not None else None
-        body = workspace._http.get(
-            workspace.api(f"environments/{quote(name, safe='')}"), params=params
-        )
+        body = workspace._store.get_environment(name, None if version is None else int(version))
         environment = cls._from_server(body, workspace)
         if environment.name.lower() != name.lower():
             warnings.warn(STANDS_IN.format(asked=name, name=environment.name), stacklevel=2)
@@ -399,7 +395,7 @@ class Environment:
         """The latest version of every environment the workspace sees, by name."""
         return {
             body["name"]: cls._from_server(body, workspace)
-            for body in workspace._http.get(workspace.api("environments"))
+            for body in workspace._store.list_environments()
         }
 
     def register(self, workspace: Any) -> Environment:
@@ -408,9 +404,8 @@ class Environment:
             return self
         if self.is_curated:
             raise UserErrorException(CHANGED_CURATED.format(name=self.name))
-        body = workspace._http.post(
-            workspace.api("environments"),
-            json={"name": self.name, "spec": self._spec(), "description": self.description},
+        body = workspace._store.register_environment(
+            {"name": self.name, "spec": self._spec(), "description": self.description}
         )
         self._load_server(body, workspace)
         return self

@@ -6,7 +6,7 @@ from typing import Any
 
 from trainhub.sdk import exceptions
 from trainhub.sdk._snapshot import pack_source_directory
-from trainhub.sdk._uploads import progress_bar, upload_file
+from trainhub.sdk._uploads import progress_bar
 
 
 class Experiment:
@@ -22,14 +22,16 @@ class Experiment:
         packed = pack_source_directory(config.source_directory)
         try:
             payload = dict(submission, snapshot=packed.sha256, tags=dict(tags or {}))
+            store = self.workspace._store
+            submit = store.submit_run
             if sweep:
                 payload = {"run": payload, "sweep": config._sweep_json()}
-            path = self.workspace.api(f"experiments/{self.name}/{'sweeps' if sweep else 'runs'}")
+                submit = store.submit_sweep
             # Most submits send a snapshot the server already has: try without uploading.
-            details = _post_unless_snapshot_unknown(self.workspace, path, payload)
+            details = _submit_unless_snapshot_unknown(submit, self.name, payload)
             if details is None:
                 upload_packed(self.workspace, packed, show_progress=show_progress)
-                details = self.workspace._http.post(path, json=payload)
+                details = submit(self.name, payload)
         finally:
             packed.path.unlink(missing_ok=True)
         if sweep:
@@ -41,25 +43,24 @@ class Experiment:
     @staticmethod
     def list(workspace: Any, experiment_name: str | None = None, **_ignored: Any) -> list[Experiment]:
         """The workspace's experiments (only `experiment_name` when given), as the guide's SDK lists them."""
-        found = workspace._http.get(workspace.api("experiments"))
+        found = workspace._store.list_experiments()
         return [Experiment(workspace, e["name"]) for e in found if experiment_name in (None, e["name"])]
 
     def get_runs(self, status: str | None = None) -> list:
         from trainhub.sdk.run import Run
 
-        params = {"status": status} if status else {}
-        found = self.workspace._http.get(self.workspace.api(f"experiments/{self.name}/runs"), params=params)
+        found = self.workspace._store.list_runs(self.name, status)
         return [Run(self, d["run_id"], _details=d) for d in found]
 
     def __repr__(self) -> str:
         return f"Experiment(workspace={self.workspace.name!r}, name={self.name!r})"
 
 
-def _post_unless_snapshot_unknown(workspace: Any, path: str, payload: dict[str, Any]) -> Any:
+def _submit_unless_snapshot_unknown(submit: Any, experiment: str, payload: dict[str, Any]) -> Any:
     """The server's answer, or None when it lacks the snapshot. A refusal after the upload is then
     raised on its own, not chained to this one."""
     try:
-        return workspace._http.post(path, json=payload)
+        return submit(experiment, payload)
     except exceptions.UserErrorException as error:
         if error.code != "snapshot_unknown":
             raise
@@ -67,9 +68,6 @@ def _post_unless_snapshot_unknown(workspace: Any, path: str, payload: dict[str, 
 
 
 def upload_packed(workspace: Any, packed: Any, *, show_progress: bool = True) -> None:
-    upload_file(
-        workspace._http,
-        workspace.api(f"snapshots/{packed.sha256}"),
-        packed.path,
-        on_progress=progress_bar("Uploading snapshot", show_progress),
+    workspace._store.upload_snapshot(
+        packed.sha256, packed.path, on_progress=progress_bar("Uploading snapshot", show_progress)
     )

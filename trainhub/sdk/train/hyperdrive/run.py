@@ -16,7 +16,7 @@ __all__ = ["HyperDriveRun", "PrimaryMetricGoal"]
 
 class HyperDriveRun(Run):
     def _sweep(self) -> dict[str, Any]:
-        return self._ws._http.get(self._ws.api(f"sweeps/{self.id}"))
+        return self._ws._store.get_sweep(self.id)
 
     def _child(self, child: dict[str, Any]) -> Run:
         return Run(self.experiment, child["run_id"])
@@ -72,7 +72,7 @@ class HyperDriveRun(Run):
 
     def cancel(self) -> None:
         """Stops the sweep: no child is started any more, and every running child is canceled."""
-        self._ws._http.post(self._ws.api(f"sweeps/{self.id}/cancel"))
+        self._ws._store.cancel_sweep(self.id)
 
     def wait_for_completion(
         self,
