@@ -59,7 +59,7 @@ def fetch_models(workspace: Any, models: list[str], root: Path) -> list[Path]:
     folders = []
     for ref in models:
         name, _, version = ref.rpartition(":")
-        details = workspace._http.get(workspace.api(f"models/{name}/versions/{version}"))
+        details = workspace._store.get_model_version(name, int(version))
         folder = root / name / version
         folder.mkdir(parents=True, exist_ok=True)
         for entry in details["files"]:
@@ -68,13 +68,7 @@ def fetch_models(workspace: Any, models: list[str], root: Path) -> list[Path]:
                 raise ScoringFailed(f"Model {ref} has a file outside its folder: {entry['path']!r}")
             target = folder.joinpath(*relative.parts)
             target.parent.mkdir(parents=True, exist_ok=True)
-            response = workspace._http.request(
-                "GET",
-                workspace.api(f"models/{name}/versions/{version}/file"),
-                params={"path": entry["path"]},
-                stream=True,
-                timeout=(5, 600),
-            )
+            response = workspace._store.open_model_file(name, int(version), entry["path"])
             digest = hashlib.sha256()
             with response, open(target, "wb") as handle:
                 for chunk in response.iter_content(chunk_size=1 << 20):
@@ -219,11 +213,10 @@ def handler_for(scorer: Any, secret: str, in_flight: InFlight) -> type[BaseHTTPR
 
 
 def main(argv: list[str] | None = None) -> int:
-    from trainhub.sdk._run_registry import registry_workspace
     from trainhub.sdk.run import Run
 
     args = parse(sys.argv[1:] if argv is None else argv)
-    workspace = registry_workspace(Run.get_context(allow_offline=False)._ws)
+    workspace = Run.get_context(allow_offline=False)._ws
     root = Path.cwd() / MODELS_FOLDER
     folders = fetch_models(workspace, args.model, root)
     os.environ["AZUREML_MODEL_DIR"] = str(folders[0] if len(folders) == 1 else root)
@@ -239,9 +232,8 @@ def main(argv: list[str] | None = None) -> int:
     server = ThreadingHTTPServer((address, 0), handler_for(scorer, secret, in_flight))
     port = server.server_address[1]
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown, daemon=True).start())
-    workspace._http.post(
-        workspace.api(f"endpoints/{args.endpoint}/replicas/{args.replica}/ready"),
-        json={"address": address, "port": port, "secret": secret},
+    workspace._store.endpoint_replica_ready(
+        args.endpoint, args.replica, {"address": address, "port": port, "secret": secret}
     )
     print(f"Replica {args.replica} of endpoint {args.endpoint} answers on {address}:{port}", flush=True)
     server.serve_forever(poll_interval=0.2)

@@ -84,6 +84,9 @@ class RestStore:
     def upload_snapshot(self, sha256: str, local: Path, on_progress: Any = None) -> dict[str, Any]:
         return self._upload(f"snapshots/{sha256}", local, on_progress)
 
+    def get_snapshot(self, sha256: str) -> dict[str, Any]:
+        return self._get(f"snapshots/{sha256}")
+
     def get_run(self, run_id: str) -> dict[str, Any]:
         return self._get(f"runs/{run_id}")
 
@@ -148,6 +151,38 @@ class RestStore:
 
     def report_onnx_export(self, export_id: int, report: dict[str, Any]) -> dict[str, Any]:
         return self._post(f"onnx-exports/{export_id}/report", json=report)
+
+    # ------------------------------------------------------------ endpoints
+
+    def deploy_endpoint(self, deployment: dict[str, Any]) -> dict[str, Any]:
+        return self._post("endpoints", json=deployment)
+
+    def list_endpoints(self) -> list[dict[str, Any]]:
+        return self._get("endpoints")
+
+    def get_endpoint(self, name: str) -> dict[str, Any]:
+        return self._get(f"endpoints/{name}")
+
+    def update_endpoint(self, name: str, changes: dict[str, Any]) -> dict[str, Any]:
+        return self._patch(f"endpoints/{name}", changes)
+
+    def delete_endpoint(self, name: str) -> None:
+        self.transport.delete(self._path(f"endpoints/{name}"))
+
+    def regenerate_endpoint_key(self, name: str, key_type: str) -> dict[str, Any]:
+        return self._post(f"endpoints/{name}/keys", json={"key_type": key_type})
+
+    def get_endpoint_logs(self, name: str, after: int) -> dict[str, Any]:
+        return self._get(f"endpoints/{name}/logs", params={"after": after})
+
+    def endpoint_replica_ready(self, name: str, replica: int | str, where: dict[str, Any]) -> dict[str, Any]:
+        return self._post(f"endpoints/{name}/replicas/{replica}/ready", json=where)
+
+    def score(self, scoring_uri: str, body: bytes) -> tuple[int, bytes]:
+        """An endpoint's answer to `body` (status and content, whatever the status)."""
+        return self.transport.exchange(
+            "POST", scoring_uri, data=body, headers={"Content-Type": "application/json"}, timeout=(10, 120)
+        )
 
     # ------------------------------------------------------------ environments
 

@@ -190,6 +190,21 @@ class Transport:
             return _Retryable(error, retry_after)
         raise error
 
+    def exchange(
+        self, method: str, url: str, *, data: bytes, headers: dict[str, str], timeout: Any
+    ) -> tuple[int, bytes]:
+        """One request to a full URL outside the API (an endpoint's scoring URL) with this token:
+        its status and body whatever the status, sent once; a connection failure is raised as is."""
+        sent = {"User-Agent": USER_AGENT, **headers}
+        if self.token:
+            sent["Authorization"] = f"Bearer {self.token}"
+        request = urllib.request.Request(url, data=data, method=method.upper(), headers=sent)
+        try:
+            with urllib.request.urlopen(request, timeout=_seconds(timeout), context=self._context) as raw:
+                return raw.status, raw.read()
+        except urllib.error.HTTPError as answer:
+            return answer.code, answer.read()
+
     def get(self, path: str, **kwargs: Any) -> Any:
         return self.request("GET", path, **kwargs).json()
 

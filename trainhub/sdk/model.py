@@ -250,7 +250,7 @@ class Model:
             description=config.get("description") or "",
             tags=dict(config.get("tags") or {}),
         )
-        details = workspace._http.post(workspace.api("endpoints"), json=payload)
+        details = workspace._store.deploy_endpoint(payload)
         service = Webservice(workspace, name, _details=details)
         if show_output:
             service.wait_for_deployment(show_output=True)
@@ -405,7 +405,7 @@ class InferenceConfig:
         packed = pack_source_directory(source)
         try:
             try:
-                workspace._http.get(workspace.api(f"snapshots/{packed.sha256}"))
+                workspace._store.get_snapshot(packed.sha256)
             except exceptions.NotFoundError:
                 upload_packed(workspace, packed, show_progress=False)
         finally:

@@ -81,12 +81,9 @@ class Webservice:
 
     # ------------------------------------------------------------ reading
 
-    def _api(self, path: str = "") -> str:
-        return self.workspace.api(f"endpoints/{self.name}{('/' + path) if path else ''}")
-
     def _refresh(self) -> dict[str, Any]:
         try:
-            self._details = self.workspace._http.get(self._api())
+            self._details = self.workspace._store.get_endpoint(self.name)
         except exceptions.NotFoundError as error:
             raise WebserviceException(str(error), status=404, code="not_found") from None
         return self._details
@@ -148,7 +145,7 @@ class Webservice:
     # ------------------------------------------------------------ waiting and logs
 
     def _log_lines(self, after: int) -> tuple[list[str], int, str]:
-        answer = self.workspace._http.get(self._api("logs"), params={"after": after})
+        answer = self.workspace._store.get_endpoint_logs(self.name, after)
         lines: list[str] = []
         for chunk in answer["chunks"]:
             lines += chunk["lines"]
@@ -194,7 +191,7 @@ class Webservice:
 
     def regen_key(self, key: str, set_key: str | None = None) -> str:
         """A new 'Primary' or 'Secondary' key (the old one stops working); returned, and kept for get_keys()."""
-        answer = self.workspace._http.post(self._api("keys"), json={"key_type": key})
+        answer = self.workspace._store.regenerate_endpoint_key(self.name, key)
         primary, secondary = self._keys or ("", "")
         if key.lower() == "primary":
             primary = answer["key"]
@@ -209,22 +206,17 @@ class Webservice:
         body = input_data if isinstance(input_data, (str, bytes)) else json.dumps(input_data)
         if isinstance(body, str):
             body = body.encode()
-        http = self.workspace._http
         try:
-            response = http.session.post(
-                self.scoring_uri, data=body, headers={"Content-Type": "application/json"}, timeout=(10, 120)
-            )
+            status, content = self.workspace._store.score(self.scoring_uri, body)
         except Exception as error:
             raise exceptions.ServerUnreachableError(f"Cannot reach {self.scoring_uri}: {error}") from None
         try:
-            answer = response.json()
+            answer = json.loads(content)
         except ValueError:
-            answer = response.text
-        if response.status_code >= 400:
+            answer = content.decode(errors="replace")
+        if status >= 400:
             detail = answer.get("detail") if isinstance(answer, dict) else answer
-            raise WebserviceException(
-                f"Received bad response from service ({response.status_code}): {detail}", status=response.status_code
-            )
+            raise WebserviceException(f"Received bad response from service ({status}): {detail}", status=status)
         return answer
 
     # ------------------------------------------------------------ changing
@@ -252,14 +244,14 @@ class Webservice:
             }
         else:
             payload = InferenceConfig._payload(inference_config, self.workspace)
-        self._details = self.workspace._http.patch(self._api(), json=dict(payload, models=refs))
+        self._details = self.workspace._store.update_endpoint(self.name, dict(payload, models=refs))
 
     def delete(self) -> None:
-        self.workspace._http.delete(self._api())
+        self.workspace._store.delete_endpoint(self.name)
 
     @staticmethod
     def list(workspace: Any, compute_type: str | None = None, **_ignored: Any) -> list[Webservice]:
-        found = [Webservice(workspace, d["name"], _details=d) for d in workspace._http.get(workspace.api("endpoints"))]
+        found = [Webservice(workspace, d["name"], _details=d) for d in workspace._store.list_endpoints()]
         return [w for w in found if compute_type in (None, w.compute_type)]
 
     def __repr__(self) -> str:
