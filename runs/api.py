@@ -61,6 +61,8 @@ class RunOut(Schema):
     description: str
     status: str
     status_reason: str
+    # A Slurm cluster's run: its job's id, and Slurm's state and reason for it (PENDING, Resources).
+    slurm_job: dict[str, str] | None = None
     created_at: datetime
     started_at: datetime | None
     ended_at: datetime | None
@@ -113,6 +115,13 @@ class SnapshotOut(Schema):
     size: int
 
 
+def _slurm_job(run: Run) -> dict[str, str] | None:
+    job = selectors.slurm_job_of(run) if run.cluster.is_slurm else None
+    if job is None:
+        return None
+    return {"job_id": job.job_id, "state": job.state, "reason": job.reason, "nodes": job.nodes}
+
+
 def run_out(run: Run) -> RunOut:
     return RunOut(
         run_id=run.run_id,
@@ -122,6 +131,7 @@ def run_out(run: Run) -> RunOut:
         description=run.description,
         status=run.status,
         status_reason=run.status_reason,
+        slurm_job=_slurm_job(run),
         created_at=run.created_at,
         started_at=run.started_at,
         ended_at=run.ended_at,

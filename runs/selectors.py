@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.db.models import F, QuerySet
 from django.http import Http404
 
-from runs.models import Experiment, LogChunk, Run, RunFile
+from runs.models import Experiment, LogChunk, Run, RunFile, SlurmJob
 from runs.parameters import parameters_of
 from trainhub.workspaces.models import Workspace
 from trainhub.workspaces.selectors import hash_token
@@ -168,3 +168,8 @@ def differing_parameters(parameters: list[dict[str, str]]) -> list[str]:
     """Names whose value is not the same in every one of these runs (missing counts as a value)."""
     names = sorted({name for each in parameters for name in each})
     return [name for name in names if len({each.get(name) for each in parameters}) > 1]
+
+
+def slurm_job_of(run: Run) -> SlurmJob | None:
+    """The Slurm job of a run on a Slurm cluster, with what Slurm last said of it."""
+    return SlurmJob.objects.filter(run=run).first()

@@ -216,8 +216,10 @@ def watch_jobs() -> list[int]:
                 services.fail_run(job.run_id, JOB_FORGOTTEN.format(job_id=job.job_id))
                 ended.append(job.run_id)
             continue
-        if (state.state, state.reason, state.nodes) != (job.state, job.reason, job.nodes):
-            SlurmJob.objects.filter(pk=job.pk).update(state=state.state, reason=state.reason, nodes=state.nodes)
+        # A completing job lists only the nodes still completing: the allocation is kept as it was.
+        nodes = job.nodes if state.state == "COMPLETING" and job.nodes else state.nodes
+        if (state.state, state.reason, nodes) != (job.state, job.reason, job.nodes):
+            SlurmJob.objects.filter(pk=job.pk).update(state=state.state, reason=state.reason, nodes=nodes)
             if state.state == "PENDING" and state.reason != job.reason:
                 _say_pending(job.run_id, state)
         if not state.ended:
@@ -233,15 +235,18 @@ def _say_pending(run_pk: int, state: slurm.JobState) -> None:
     services.log_append(run_pk, services.SUBMIT_STREAM, [f"Slurm job {state.job_id} is pending: {state.reason}"])
 
 
-def end_reason(state: slurm.JobState) -> str:
-    """Why Slurm ended the job, in words; a node failure names the node(s) Slurm has down."""
-    nodes = state.nodes or "?"
-    if state.state in ("NODE_FAIL", "BOOT_FAIL"):
+def end_reason(state: slurm.JobState, allocation: str = "") -> str:
+    """Why Slurm ended the job, in words; a node failure names the node(s) of the job's allocation
+    that Slurm has down (squeue lists a completing job's remaining nodes only: the caller passes the
+    allocation when it knows it)."""
+    allocation = allocation or state.nodes
+    nodes = allocation or "?"
+    if state.verdict in ("NODE_FAIL", "BOOT_FAIL"):
         try:
-            nodes = ", ".join(slurm.failed_nodes(state.nodes)) or nodes
+            nodes = ", ".join(slurm.failed_nodes(allocation)) or f"of {nodes}"
         except slurm.SlurmError:
-            pass
-    template = END_REASONS.get(state.state, ENDED_OTHERWISE)
+            nodes = f"of {nodes}"
+    template = END_REASONS.get(state.verdict, ENDED_OTHERWISE)
     return template.format(job_id=state.job_id, state=state.state, reason=state.reason, nodes=nodes)
 
 
@@ -251,14 +256,14 @@ def _end_run(job: SlurmJob, state: slurm.JobState, now) -> bool:
     run = Run.objects.get(pk=job.run_id)
     if run.is_final:
         return False
-    if state.state not in END_REASONS:
+    if state.verdict not in END_REASONS:
         if job.gone_since is None:
             SlurmJob.objects.filter(pk=job.pk).update(gone_since=now)
             return False
         if now - job.gone_since < ENDED_GRACE:
             return False
-    if state.state == "CANCELLED" and run.cancel_requested_at:
+    if state.verdict == "CANCELLED" and run.cancel_requested_at:
         services.run_transition(run.pk, RunStatus.CANCELED, reason=run.cancel_reason or services.CANCELED_BY_USER)
     else:
-        services.fail_run(run.pk, end_reason(state))
+        services.fail_run(run.pk, end_reason(state, allocation=job.nodes))
     return True

@@ -112,7 +112,9 @@ class SlurmNodeExecution(NodeExecution):
             services.run_transition(
                 self.run.pk, RunStatus.CANCELED, reason=self.run.cancel_reason or services.CANCELED_BY_USER
             )
-        elif state is not None and state.state in END_REASONS:
-            services.fail_run(self.run.pk, end_reason(state))
+        elif state is not None and state.verdict in END_REASONS:
+            services.fail_run(self.run.pk, end_reason(state, allocation=os.environ.get("SLURM_JOB_NODELIST", "")))
         else:
-            services.fail_run(self.run.pk, TASK_STOPPED.format(node=os.environ.get("SLURMD_NODENAME", "?")))
+            # Slurm has not said why yet: the server's watch records its verdict once the job ends,
+            # which it does as this task exits.
+            self.say(TASK_STOPPED.format(node=os.environ.get("SLURMD_NODENAME", "?")))

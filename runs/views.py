@@ -92,6 +92,7 @@ def run_detail(request: HttpRequest, workspace_name: str, run_id: str) -> HttpRe
         snapshot_files=run.snapshot.files,
         tail=[c.as_message() for c in tail],
         streams=selectors.log_streams(run),
+        slurm_job=selectors.slurm_job_of(run),
     )
 
 

@@ -90,6 +90,9 @@ class SlurmCluster:
             self._stop(name)
 
     def start_slurmd(self, name: str, wait: bool = True) -> None:
+        """Start node `name`'s slurmd; waiting for it idle needs it in the partition (sinfo lists
+        only nodes of partitions)."""
+        (self.folder / "spool" / name).mkdir(parents=True, exist_ok=True)
         self._spawn(name, ["slurmd", "-D", "-N", name, "-f", str(self.conf)])
         if wait:
             self.wait_nodes_idle([name])

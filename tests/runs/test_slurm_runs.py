@@ -7,9 +7,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from django.test import Client
 
-from runs.models import LogChunk, RunProcess, SlurmJob
-from tests.helpers.processes import ControllerProcess
+from runs.models import LogChunk, Run, RunNode, RunProcess, RunStatusChange, SlurmJob
+from tests.helpers.processes import ControllerProcess, pid_alive, run_folder, run_pids, wait_until
 from tests.helpers.site import module_site
 from tests.runs.conftest import PROJECTS
 from trainhub.sdk import Environment, Experiment, ScriptRunConfig, Workspace
@@ -32,10 +33,10 @@ def site(django_db_blocker, live_server_process, slurm_cluster, tmp_path_factory
         controller.stop()
 
 
-def config(site, script: str, arguments=(), **extra) -> ScriptRunConfig:
+def config(site, script: str, arguments=(), project: str = "ddp", **extra) -> ScriptRunConfig:
     ws = site["ws"]
     return ScriptRunConfig(
-        source_directory=str(PROJECTS / "ddp"),
+        source_directory=str(PROJECTS / project),
         script=script,
         arguments=list(arguments),
         compute_target="hpc",
@@ -80,3 +81,107 @@ def test_the_guides_per_process_ddp_job_runs_as_one_slurm_job(site, tmp_path):
     assert {f"logs/std_log_process_{r}.txt" for r in range(4)} <= set(run.get_file_names())
     run.download_file("outputs/result.json", str(tmp_path / "result.json"))
     assert json.loads((tmp_path / "result.json").read_text()) == {"world_size": 4, "sum": 10.0}
+
+
+def hold(site, nodes: int, per_node: int, seconds: float = 120, name: str = "slurm-hold"):
+    """A run of `nodes` x `per_node` ranks that each say where they are and hold until released."""
+    src = config(
+        site,
+        "hold.py",
+        ["--seconds", seconds],
+        project="slurm",
+        distributed_job_config=PyTorchConfiguration(process_count=nodes * per_node, node_count=nodes),
+    )
+    return Experiment(site["ws"], name).submit(src)
+
+
+def held(site, run_id: str) -> int:
+    with site["blocker"].unblock():
+        return sum(c.text.count("holding rank") for c in LogChunk.objects.filter(run__run_id=run_id))
+
+
+def status(site, run_id: str) -> str:
+    with site["blocker"].unblock():
+        return Run.objects.values_list("status", flat=True).get(run_id=run_id)
+
+
+def slurm_job(site, run_id: str) -> SlurmJob:
+    with site["blocker"].unblock():
+        return SlurmJob.objects.get(run__run_id=run_id)
+
+
+def release(site, run_id: str) -> None:
+    with site["blocker"].unblock():
+        for rank in RunNode.objects.filter(run__run_id=run_id).values_list("node_rank", flat=True):
+            (run_folder(run_id, rank) / "release").write_text("")
+
+
+def test_a_job_larger_than_the_partition_waits_queued_with_slurms_reason_until_a_node_is_added(site):
+    slurm = site["slurm"]
+    run = hold(site, nodes=3, per_node=1, seconds=0, name="slurm-three")
+    wait_until(lambda: slurm_job(site, run.id).reason == "PartitionNodeLimit", 30, message="Slurm's reason")
+    details = run.get_details()
+    assert details["status"] == "Queued"
+    assert (details["slurm_job"]["state"], details["slurm_job"]["reason"]) == ("PENDING", "PartitionNodeLimit")
+    with site["blocker"].unblock():
+        client = Client()
+        client.force_login(site["site"].owner)
+        page = client.get(f"/w/birds/runs/{run.id}/").content.decode()
+    job_id = slurm_job(site, run.id).job_id
+    assert f"Slurm holds job {job_id} pending: PartitionNodeLimit" in page
+    slurm.set_partition_nodes(["n1", "n2", "n3"])
+    try:
+        slurm.start_slurmd("n3", wait=False)
+        assert run.wait_for_completion()["status"] == "Completed"
+        assert held(site, run.id) == 3
+    finally:
+        slurm.set_partition_nodes(["n1", "n2"])
+        slurm.stop_slurmd("n3")
+
+
+def test_two_runs_that_need_the_whole_partition_run_one_after_the_other(site):
+    first = hold(site, nodes=2, per_node=2, name="slurm-whole")
+    second = hold(site, nodes=2, per_node=2, seconds=0, name="slurm-whole")
+    wait_until(lambda: held(site, first.id) == 4, 90, message="the first run's four ranks")
+    # Slurm holds the second back while the first has every CPU of the partition.
+    wait_until(lambda: slurm_job(site, second.id).state == "PENDING", 10, message="the second job pending")
+    assert status(site, second.id) == "Queued" and held(site, second.id) == 0
+    release(site, first.id)
+    assert first.wait_for_completion()["status"] == "Completed"
+    assert second.wait_for_completion()["status"] == "Completed"
+    with site["blocker"].unblock():
+        first_end = RunStatusChange.objects.get(run__run_id=first.id, status="Completed").at
+        second_start = RunStatusChange.objects.get(run__run_id=second.id, status="Preparing").at
+    assert first_end <= second_start
+    assert slurm_job(site, first.id).nodes == slurm_job(site, second.id).nodes == "n[1-2]"
+
+
+def test_cancel_scancels_the_job_and_every_rank_ends(site):
+    run = hold(site, nodes=2, per_node=2, name="slurm-cancel")
+    wait_until(lambda: held(site, run.id) == 4, 90, message="four ranks holding")
+    ranks = [pid for pid, _ in run_pids(run.id)]
+    assert len(ranks) >= 4
+    run.cancel()
+    wait_until(lambda: not any(pid_alive(pid) for pid in ranks), 5, message="every rank's process ended")
+    wait_until(lambda: status(site, run.id) == "Canceled", 10, message="the run Canceled")
+    job_id = slurm_job(site, run.id).job_id
+    assert site["slurm"].slurm("squeue", "--noheader", "--states=all", f"--jobs={job_id}", "--format=%T").strip() in (
+        "CANCELLED",
+        "COMPLETING",
+    )
+
+
+def test_a_node_whose_slurmd_dies_fails_the_run_naming_it(site):
+    """Last of the module: n2 is down until its slurmd is started again."""
+    slurm = site["slurm"]
+    run = hold(site, nodes=2, per_node=1, name="slurm-node-fail")
+    wait_until(lambda: held(site, run.id) == 2, 90, message="two ranks holding")
+    ranks = [pid for pid, _ in run_pids(run.id)]
+    slurm.kill_slurmd("n2")
+    try:
+        wait_until(lambda: status(site, run.id) == "Failed", 30, message="the run failed")
+        details = run.get_details()
+        assert "node n2 failed" in details["status_reason"], details["status_reason"]
+        wait_until(lambda: not any(pid_alive(pid) for pid in ranks), 10, message="every rank's process ended")
+    finally:
+        slurm.start_slurmd("n2")

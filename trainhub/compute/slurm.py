@@ -33,6 +33,8 @@ ENDED_STATES = frozenset(
     }
 )
 
+COMPLETING_REASONS = {"NodeDown": "NODE_FAIL", "TimeLimit": "TIMEOUT"}
+
 
 class SlurmError(Exception):
     """A Slurm command failed; the message is Slurm's own."""
@@ -101,8 +103,16 @@ class JobState:
     nodes: str
 
     @property
+    def verdict(self) -> str:
+        """The job's end as Slurm decided it: while its processes are still being stopped, squeue and
+        scontrol say COMPLETING, and the reason tells a node failure or a time limit apart."""
+        if self.state == "COMPLETING":
+            return COMPLETING_REASONS.get(self.reason, self.state)
+        return self.state
+
+    @property
     def ended(self) -> bool:
-        return self.state in ENDED_STATES
+        return self.verdict in ENDED_STATES
 
 
 def jobs(job_ids: list[str]) -> dict[str, JobState]:
