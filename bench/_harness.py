@@ -144,7 +144,8 @@ def now() -> float:
     return time.time()
 
 
-def submit(ws, folder: Path, script: str, arguments=(), experiment: str = "bench", **config):
+def submit(ws, folder: Path, script: str, arguments=(), experiment: str = "bench", compute_target: str = "cpu",
+           **config):
     """A run of `folder/script` on the harness's cluster, in the curated environment
     (`config`: more ScriptRunConfig arguments, e.g. distributed_job_config)."""
     from trainhub.sdk import Environment, Experiment, ScriptRunConfig
@@ -153,7 +154,7 @@ def submit(ws, folder: Path, script: str, arguments=(), experiment: str = "bench
         source_directory=str(folder),
         script=script,
         arguments=list(arguments),
-        compute_target="cpu",
+        compute_target=compute_target,
         environment=Environment.get(workspace=ws, name="TrainHub-PyTorch-2.13-CPU"),
         **config,
     )

@@ -1,9 +1,12 @@
 """Distributed figures: a 2 nodes × 2 processes gloo DDP job through TrainHub against the same job
-started by hand with torchrun, and the time from a rank failing to every rank stopped."""
+started by hand with torchrun, and the time from a rank failing to every rank stopped. Where this
+machine can run the test Slurm (tests/helpers/slurm.py: slurm-wlm and munge installed, root), the
+same job also on a Slurm partition through TrainHub and by hand with srun, one run each."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -44,6 +47,11 @@ FAILING = textwrap.dedent(
 )
 STEPS = 400
 REPEATS = int(os.environ.get("BENCH_REPEATS", "5"))  # 0: only the rank-failure figure
+# One srun task per rank, its variables from Slurm's, as a user writes it by hand.
+SRUN_RANK = (
+    'RANK=$SLURM_PROCID WORLD_SIZE=$SLURM_NTASKS LOCAL_RANK=$SLURM_LOCALID MASTER_ADDR=127.0.0.1 '
+    'MASTER_PORT=29741 OMP_NUM_THREADS=1 exec "$0" "$@"'
+)
 
 
 def by_hand(python: Path, folder: Path) -> float:
@@ -77,11 +85,67 @@ def by_hand(python: Path, folder: Path) -> float:
     return time.monotonic() - started
 
 
-def through_trainhub(ws, folder: Path, script: str, arguments=()):
+def through_trainhub(ws, folder: Path, script: str, arguments=(), target: str = "cpu"):
     from trainhub.sdk.runconfig import PyTorchConfiguration
 
-    return submit(ws, folder, script, arguments, experiment="bench-ddp",
+    return submit(ws, folder, script, arguments, experiment="bench-ddp", compute_target=target,
                   distributed_job_config=PyTorchConfiguration(process_count=4, node_count=2))
+
+
+def slurm_folder() -> Path | None:
+    """The test Slurm's folder, named in the environment before Django reads its settings; None
+    where this machine cannot run it."""
+    from tests.helpers.slurm import slurm_missing
+
+    missing = slurm_missing()
+    if missing:
+        print(f"No Slurm figures: {missing}")
+        return None
+    folder = Path(tempfile.mkdtemp(prefix="bench-slurm-"))
+    os.chmod(folder, 0o755)
+    os.environ.update(
+        {
+            "TRAINHUB_SLURM_CONF": str(folder / "slurm.conf"),
+            "TRAINHUB_SLURM_NODE_ENV_FILE": str(folder / "node.env"),
+            "TRAINHUB_SLURM_JOB_LOG_DIR": str(folder / "jobs"),
+        }
+    )
+    return folder
+
+
+def by_srun(slurm, python: Path, folder: Path) -> float:
+    started = time.monotonic()
+    subprocess.run(
+        ["srun", "--partition=debug", "--nodes=2", "--ntasks-per-node=2", f"--chdir={folder}",
+         "/bin/sh", "-c", SRUN_RANK, str(python), str(folder / "work.py"), str(STEPS)],
+        env=slurm.env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True,
+    )
+    return time.monotonic() - started
+
+
+def slurm_figures(harness, server, ws, folder: Path, python: Path, slurm_dir: Path, local: float) -> None:
+    from tests.helpers.processes import process_env
+    from tests.helpers.slurm import SlurmCluster
+    from trainhub.sdk.compute import ComputeTarget, SlurmCompute
+
+    slurm = SlurmCluster(slurm_dir / "slurm.conf", process_env(TRAINHUB_NODE_SERVER_URL=server.url),
+                         slurm_dir / "node.env")
+    try:
+        slurm.start()
+        ComputeTarget.attach(ws, "hpc", SlurmCompute.attach_configuration(partition="debug"))
+        through_trainhub(ws, folder, "work.py", [10], target="hpc").wait_for_completion()  # warm: first task
+        hand = by_srun(slurm, python, folder)
+        started = time.monotonic()
+        through_trainhub(ws, folder, "work.py", [STEPS], target="hpc").wait_for_completion()
+        hub = time.monotonic() - started
+        print(
+            f"2 nodes x 2 processes gloo DDP, {STEPS} steps, one run each: local cluster {local:.2f} s, "
+            f"Slurm through TrainHub {hub:.2f} s (submit to Completed), bare srun {hand:.2f} s; "
+            f"Slurm/srun {hub / hand:.3f} (target <= 1.1), local/Slurm {local / hub:.3f}"
+        )
+    finally:
+        slurm.stop()
+        shutil.rmtree(slurm_dir, ignore_errors=True)
 
 
 def alive(pid: int) -> bool:
@@ -93,8 +157,9 @@ def alive(pid: int) -> bool:
 
 
 def main() -> None:
+    slurm_dir = slurm_folder()
     with Harness() as harness:
-        _, ws = harness.sdk_workspace(nodes=2)
+        server, ws = harness.sdk_workspace(nodes=2)
         from django.conf import settings
 
         from runs.models import LogChunk, Run
@@ -122,6 +187,8 @@ def main() -> None:
                 f"(submit to Completed), torchrun by hand median {statistics.median(hand):.2f} s, "
                 f"ratio {ratio:.3f} (target <= 1.05)"
             )
+            if slurm_dir is not None:
+                slurm_figures(harness, server, ws, folder, python, slurm_dir, statistics.median(hub))
 
         run = through_trainhub(ws, folder, "fail.py")
 
