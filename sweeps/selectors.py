@@ -68,7 +68,9 @@ def child_rows(sweep: Sweep) -> list[ChildRow]:
         best = None
         if found is not None and found.count:
             best = found.max_value if sweep.maximize else found.min_value
-        rows.append(ChildRow(child.index, child.run, child.parameters, best, found.last_value if found else None))
+        # In the space's order (a PostgreSQL JSON object keeps its own).
+        parameters = {name: child.parameters[name] for name in sweep.sampling["order"] if name in child.parameters}
+        rows.append(ChildRow(child.index, child.run, parameters, best, found.last_value if found else None))
     return rows
 
 

@@ -55,6 +55,14 @@
     status.className = "status " + data.status;
     status.textContent = data.status;
     document.getElementById("sweep-reason").textContent = data.end_reason;
+    var best = data.children.filter(function (child) { return child.run_id === data.best_run_id; })[0];
+    if (best) {
+      var shown = document.getElementById("sweep-best");
+      var link = document.createElement("a");
+      link.href = best.url;
+      link.textContent = "#" + best.number;
+      shown.replaceChildren(link, document.createTextNode(" " + data.metric + " = " + format(best.best)));
+    }
   }
 
   function svg(name, attributes, parent) {
@@ -134,6 +142,7 @@
     if (curves) curves.plot.destroy();
     box.replaceChildren();
     var plot = new uPlot({width: Math.max(360, box.clientWidth - 12), height: 260, series: series,
+                          scales: {x: {time: false}},
                           axes: [{}, {size: 64, values: function (u, ticks) { return ticks.map(format); }}],
                           legend: {live: true}}, columns, box);
     curves = {plot: plot, shape: shape};

@@ -5,8 +5,7 @@ what the notebook shows checked as the user would see it.
 Examples of the two repositories that do not run here, and why (docs/porting.md has the table):
 train-on-local and using-environments submit to compute_target="local", which TrainHub refuses
 with its reason (tests/sdk/test_v1_surface.py); azureml-examples' v1 mnist job pins python=3.6
-in its conda file, which the nodes' builder refuses; the MLflow and HyperDrive examples are their
-own issues.
+in its conda file, which the nodes' builder refuses; the MLflow examples are their own issue.
 """
 
 from __future__ import annotations
@@ -24,7 +23,7 @@ from tests.helpers.site import module_site
 pytestmark = pytest.mark.slow
 
 EXAMPLES = Path(__file__).parent / "v1_examples"
-RULE = ("azureml.core", "azureml.train.dnn", "AzureML-")
+RULE = ("azureml.core", "azureml.train.dnn", "azureml.train.hyperdrive", "AzureML-")
 # Each example's notebook finds these clusters (the try: ComputeTarget(...) branch) with these nodes.
 CLUSTERS = {"gpu-cluster": 2, "hd-cluster": 1, "cpu-cluster": 1}
 
@@ -81,9 +80,26 @@ def test_hyperparameter_tune_deploy_trains_logs_and_registers(site, tmp_path, mo
     assert "Found existing compute target." in shown
     assert "'allocationState': 'Steady'" in shown and "'currentNodeCount': 1" in shown
     assert "Status: Completed" in shown and "Epoch 2 loss" in shown
-    assert re.search(r"Validation accuracy: \d\.\d{5} \n  Learning rate: 0\.00100 \n  Momentum: 0\.90000", shown)
-    assert re.search(r"pytorch-birds\tpytorch-birds:1\t1", shown)
     assert namespace["run"].get_details()["environment"]["name"] == "TrainHub-PyTorch-2.13"
+    # The HyperDrive cells: four children of uniform learning rates and momentums, each shown
+    # starting and ending with its best_val_acc; the best of them is the one registered.
+    hyperdrive_run = namespace["hyperdrive_run"]
+    children = hyperdrive_run.get_children_sorted_by_primary_metric()
+    assert len(children) == 4 and {child["status"] for child in children} == {"Completed"}
+    for child in children:
+        assert 0.0005 <= child["hyperparameters"]["learning_rate"] <= 0.005
+        assert 0.9 <= child["hyperparameters"]["momentum"] <= 0.99
+        assert f"({child['run_id']}) ended Completed: best_val_acc {child['best_primary_metric']:.6g}" in shown
+    assert len(re.findall(r"Child \d \(\S+\) started: learning_rate=0\.\d+ momentum=0\.9\d*", shown)) == 4
+    best = children[0]
+    assert namespace["best_run"].id == best["run_id"]
+    accuracy, lr, momentum = (
+        best["best_primary_metric"],
+        *map(best["hyperparameters"].get, ("learning_rate", "momentum")),
+    )
+    assert f"Validation accuracy: {accuracy:.5f} \n  Learning rate: {lr:.5f} \n  Momentum: {momentum:.5f}" in shown
+    assert re.search(r"pytorch-birds\tpytorch-birds:1\t1", shown)
+    assert namespace["model"].run_id == best["run_id"]
 
 
 def test_distributed_data_parallel_reads_the_uploaded_dataset_per_process_and_per_node(
