@@ -210,6 +210,11 @@ def _start_next(sweep: Sweep) -> bool:
     """Make the next child if the limits allow; False when none was made."""
     from sweeps.selectors import ended_history
 
+    made = SweepChild.objects.filter(sweep=sweep).count()
+    in_flight = Run.objects.filter(parent=sweep.parent_id, status__in=ACTIVE_STATUSES).count()
+    if made < sweep.max_total_runs and in_flight >= sweep.max_concurrent_runs:
+        # The common case of a metric logged by a child: no room, and no write lock taken to find out.
+        return False
     try:
         with transaction.atomic():
             # Counted and made under the sweep's row lock (SQLite: the write lock), so two processes

@@ -4,14 +4,17 @@ without nodes: the database is all a sweep keeps, so any process can move it on.
 from __future__ import annotations
 
 import secrets
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from django.db import connection
 
 from metrics.services import metrics_ingest, parse_batch
 from runs.models import Run, RunStatus
 from runs.services import EnvironmentChoice, run_cancel, run_transition
 from sweeps import services
-from sweeps.models import SweepChild
+from sweeps.models import Sweep, SweepChild
 from tests.conftest import api_client, issue_token
 from tests.runs.builders import make_cluster, make_snapshot
 from trainhub.sdk.train.hyperdrive import BanditPolicy, choice, uniform
@@ -141,3 +144,31 @@ def test_the_sweep_endpoints_are_for_members_of_its_workspace_only(workspace, ow
     sweep.parent.refresh_from_db()
     assert sweep.parent.status == RunStatus.RUNNING
     assert not Run.objects.filter(parent=sweep.parent, status=RunStatus.CANCELED).exists()
+
+
+@pytest.mark.postgres
+def test_advancers_racing_make_each_child_once_and_keep_the_concurrency(workspace, owner):
+    """Six processes' worth of advancers (threads, each on its own connection) released at once over a
+    sweep with room for five more children: five are made, each index once."""
+    sweep = submit(
+        workspace, owner, sampling={"type": "random", "space": {"lr": uniform(0, 1)}}, total=20, concurrent=1
+    )
+    Sweep.objects.filter(pk=sweep.pk).update(max_concurrent_runs=6)
+    barrier = threading.Barrier(6)
+
+    def advancer() -> None:
+        try:
+            barrier.wait(timeout=30)
+            for _ in range(3):
+                services.sweep_advance(sweep.pk)
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(6) as pool:
+        for future in [pool.submit(advancer) for _ in range(6)]:
+            future.result()
+    indices = list(SweepChild.objects.filter(sweep=sweep).values_list("index", flat=True))
+    assert sorted(indices) == list(range(6))
+    assert Run.objects.filter(parent=sweep.parent).count() == 6
+    numbers = list(Run.objects.filter(experiment=sweep.parent.experiment).values_list("number", flat=True))
+    assert sorted(numbers) == list(range(1, 8))
