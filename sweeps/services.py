@@ -119,7 +119,8 @@ def sweep_submit(
             access=access, user=user, experiment_name=experiment_name, sweep_parent=True, **run
         )
         sweep = Sweep.objects.create(parent=parent, **checked)
-    transaction.on_commit(lambda: sweep_advance(sweep.pk))
+    # Its first children: a failure here leaves a sweep the controller's tick starts, not a failed submit.
+    transaction.on_commit(lambda: sweep_advance_safely(parent.pk))
     return sweep
 
 
