@@ -111,7 +111,7 @@ def job_script(run: Run) -> str:
     return "\n".join(
         [
             "#!/bin/sh",
-            f"# TrainHub run {run.run_id}: one task per allocated host runs its share of the run.",
+            f"# TrainHub run {run.pk}: one task per allocated host runs its share of the run.",
             f"export PATH={SLURM_PATH}",
             "exec " + " ".join(_quoted(part) for part in srun),
             "",

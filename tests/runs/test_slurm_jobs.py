@@ -1,0 +1,89 @@
+"""What the server gives Slurm for a run (options and script built from the run's numbers and the
+site's settings, nothing a member wrote), and what it makes of a job Slurm no longer knows."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from runs import slurm
+from runs.models import Run, RunStatus, SlurmJob
+from tests.runs.builders import make_cluster, make_run
+
+pytestmark = pytest.mark.django_db
+
+HOSTILE = "x'; touch /tmp/owned; echo '$(id)`id`\n#SBATCH --uid=0"
+
+
+@pytest.fixture
+def slurm_target(workspace):
+    return make_cluster(workspace, name="hpc", provisioner="slurm", slurm_partition="debug", vm_size="STANDARD_NC12")
+
+
+def test_a_runs_job_is_built_from_its_numbers_only(workspace, slurm_target):
+    run = make_run(
+        workspace,
+        slurm_target,
+        experiment="exp",
+        script="",
+        command=["python", HOSTILE],
+        arguments=[HOSTILE],
+        distributed={"type": "pytorch", "process_count": 4, "node_count": 2},
+        node_count=2,
+        process_count_per_node=2,
+        timeout_seconds=90,
+        tags={"t": HOSTILE},
+        display_name=HOSTILE,
+    )
+    arguments = slurm.sbatch_arguments(run)
+    assert arguments[:5] == [
+        f"--job-name=trainhub-run-{run.pk}",
+        "--partition=debug",
+        "--nodes=2",
+        "--ntasks-per-node=2",
+        "--no-requeue",
+    ]
+    assert {"--export=NONE", "--gres=gpu:2", "--time=2"} <= set(arguments)
+    script = slurm.job_script(run)
+    for text in ("owned", "id`", "--uid", run.run_id):
+        assert text not in script and all(text not in argument for argument in arguments)
+    assert f"-m' 'runs.slurm_task' '{run.pk}'" in script
+
+
+def test_a_per_node_launch_and_mpi_get_one_task_per_node(workspace, slurm_target):
+    torchrun = make_run(
+        workspace,
+        slurm_target,
+        script="",
+        command=["torchrun", "x.py"],
+        node_count=2,
+        distributed={"type": "pytorch", "node_count": 2},
+        process_count_per_node=1,
+    )
+    mpi = make_run(
+        workspace, slurm_target, distributed={"type": "mpi", "node_count": 2}, node_count=2, process_count_per_node=4
+    )
+    assert "--ntasks-per-node=1" in slurm.sbatch_arguments(torchrun)
+    assert "--ntasks-per-node=1" in slurm.sbatch_arguments(mpi)
+    assert "'--cpus-per-task=1'" in slurm.job_script(mpi)
+
+
+def test_a_job_slurm_no_longer_knows_fails_its_run(slurm_cluster, workspace, slurm_target):
+    run = make_run(workspace, slurm_target, status=RunStatus.RUNNING, dispatched_at=timezone.now())
+    # A job id this Slurm never handed out (its ids start at 1).
+    SlurmJob.objects.create(run=run, job_id="999999", state="RUNNING", submitted_at=timezone.now())
+    assert slurm.watch_jobs() == []  # missing once: squeue may not list a job it just started
+    SlurmJob.objects.filter(run=run).update(gone_since=timezone.now() - timedelta(seconds=10))
+    assert slurm.watch_jobs() == [run.pk]
+    run = Run.objects.get(pk=run.pk)
+    assert run.status == RunStatus.FAILED
+    assert run.status_reason == slurm.JOB_FORGOTTEN.format(job_id="999999")
+
+
+def test_a_partition_name_never_reaches_slurm_unchecked(workspace):
+    cluster = make_cluster(workspace, name="bad", provisioner="slurm", slurm_partition="debug --uid=0")
+    run = make_run(workspace, cluster)
+    with pytest.raises(ValueError, match="A Slurm partition is named with letters"):
+        slurm.sbatch_arguments(run)
