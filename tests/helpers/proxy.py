@@ -1,7 +1,7 @@
 """A reverse proxy in front of a live server that loses one answer the way a network does.
 
-Every request is passed to the server and its answer back, except the first one matching a
-pattern: that one reaches the server, which processes it and answers, and then the client gets
+Every request is passed to the server and its answer back, except the first (or `nth`) one
+matching a pattern: that one reaches the server, which processes it and answers, and then the client gets
 either nothing (the connection is closed, as when a link drops) or a 504 (as a gateway answers
 when the server was slower than its timeout). Either way the client cannot know its request was
 stored. Each request seen is recorded (method, path, Idempotency-Key) for the test to look at.
@@ -22,10 +22,12 @@ HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", 
 
 
 class LosingProxy:
-    def __init__(self, upstream: str, pattern: str, mode: str = DROP):
+    def __init__(self, upstream: str, pattern: str, mode: str = DROP, nth: int = 1):
         self.upstream = urlsplit(upstream)
         self.pattern = re.compile(pattern)
         self.mode = mode
+        self.nth = nth
+        self.matched = 0
         self.seen: list[tuple[str, str, str | None]] = []
         self.lost: list[tuple[str, str, int]] = []
         self._lock = threading.Lock()
@@ -36,6 +38,9 @@ class LosingProxy:
     def _should_lose(self, method: str, path: str) -> bool:
         with self._lock:
             if self.lost or not self.pattern.search(f"{method} {path}"):
+                return False
+            self.matched += 1
+            if self.matched < self.nth:
                 return False
             self.lost.append((method, path, 0))
             return True

@@ -3,6 +3,7 @@ the server processed the request: keyed POSTs are sent again and stored once, ot
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -12,7 +13,7 @@ import pytest
 
 from datastores.models import Datastore as DatastoreRow
 from metrics.models import MetricSeries
-from registry.models import ModelVersion
+from registry.models import ModelBlob, ModelVersion
 from tests.helpers.processes import BASE_DIR
 from tests.helpers.proxy import DROP, GATEWAY_TIMEOUT, LosingProxy
 from tests.metrics.builders import running_run
@@ -75,6 +76,26 @@ def test_a_model_registration_answered_504_by_a_gateway_makes_one_version(worksp
     sent = keys_of(proxy, "POST", "/models/heron/versions")
     assert len(sent) == 2 and sent[0] is not None and sent[0] == sent[1]
     assert list(ModelVersion.objects.filter(model__name="heron").values_list("version", flat=True)) == [1]
+
+
+def test_an_upload_chunk_whose_answer_was_lost_is_sent_again_and_the_file_stored_once(
+    workspace, live_url, owner_token, tmp_path
+):
+    local = tmp_path / "model.pt"
+    local.write_bytes(b"chunked" * 1000)
+    sha256 = hashlib.sha256(local.read_bytes()).hexdigest()
+    # The first PUT asks how much the server holds; the second carries the bytes and commits them.
+    with LosingProxy(live_url, r"^PUT .*/model-blobs/", mode=DROP, nth=2) as proxy:
+        ws = Workspace.get("birds", url=proxy.url, token=owner_token)
+        model = Model.register(ws, str(local), "egret", show_progress=False)
+        target = tmp_path / "back"
+        model.download(target_dir=str(target))
+
+    ((_, _, status),) = proxy.lost
+    assert status == 201
+    assert [method for method, path, _ in proxy.seen if "/model-blobs/" in path] == ["PUT"] * 3
+    assert ModelBlob.objects.filter(workspace=workspace, sha256=sha256).count() == 1
+    assert (target / "model.pt").read_bytes() == local.read_bytes()
 
 
 def test_a_post_without_an_idempotency_key_is_sent_once(workspace, live_url, owner_token):
