@@ -19,9 +19,7 @@ from trainhub.idempotency.services import answer_once
 
 router = Router(tags=["models"])
 
-SOURCE_CHOICE = (
-    "Register either from a run (run_id and model_path) or from uploaded files (files), not both."
-)
+SOURCE_CHOICE = "Register either from a run (run_id and model_path) or from uploaded files (files), not both."
 
 
 class FileOut(Schema):
@@ -135,9 +133,7 @@ def version_out(version: ModelVersion) -> VersionOut:
         snapshot=version.snapshot_sha256 or None,
         created_by=version.created_by.get_username() if version.created_by else None,
         created_at=version.created_at,
-        files=[
-            FileOut(path=f.path, size=f.size, sha256=f.sha256) for f in selectors.files_of(version)
-        ],
+        files=[FileOut(path=f.path, size=f.size, sha256=f.sha256) for f in selectors.files_of(version)],
         portal_url=f"/w/{workspace.name}/models/{version.model.name}/{version.version}/",
     )
 
@@ -210,8 +206,7 @@ def register_version(
                 root=payload.root or "",
                 is_folder=payload.is_folder,
                 files=[
-                    services.UploadedFileRef(path=f.path, sha256=f.sha256, size=f.size)
-                    for f in payload.files or []
+                    services.UploadedFileRef(path=f.path, sha256=f.sha256, size=f.size) for f in payload.files or []
                 ],
                 run=run,
                 **common,
@@ -221,7 +216,10 @@ def register_version(
 
     # A registration sent again with its Idempotency-Key (after a timeout) makes no second version.
     status, answer = answer_once(
-        request=request, workspace=member.workspace, scope=f"models/{name}/versions", body=request.body,
+        request=request,
+        workspace=member.workspace,
+        scope=f"models/{name}/versions",
+        body=request.body,
         produce=register,
     )
     return Status(status, answer)
@@ -240,42 +238,28 @@ def get_version(request: HttpRequest, workspace_name: str, name: str, version: i
 
 
 @router.patch("/{workspace_name}/models/{name}/versions/{version}/tags", response=VersionOut)
-def update_tags(
-    request: HttpRequest, workspace_name: str, name: str, version: int, payload: TagsIn
-) -> VersionOut:
+def update_tags(request: HttpRequest, workspace_name: str, name: str, version: int, payload: TagsIn) -> VersionOut:
     member = access(request, workspace_name)
     found = selectors.version_get(member.workspace, name, version)
-    services.version_update_tags(
-        access=member, version=found, add=payload.add, remove=payload.remove
-    )
+    services.version_update_tags(access=member, version=found, add=payload.add, remove=payload.remove)
     return version_out(selectors.version_get(member.workspace, name, version))
 
 
 @router.delete("/{workspace_name}/models/{name}/versions/{version}", response={204: None})
-def delete_version(
-    request: HttpRequest, workspace_name: str, name: str, version: int
-) -> tuple[int, None]:
+def delete_version(request: HttpRequest, workspace_name: str, name: str, version: int) -> tuple[int, None]:
     member = access(request, workspace_name)
-    services.version_delete(
-        access=member, version=selectors.version_get(member.workspace, name, version)
-    )
+    services.version_delete(access=member, version=selectors.version_get(member.workspace, name, version))
     return Status(204, None)
 
 
 @router.get("/{workspace_name}/models/{name}/versions/{version}/file", auth=IN_RUN)
-def download_file(
-    request: HttpRequest, workspace_name: str, name: str, version: int, path: str
-) -> HttpResponse:
+def download_file(request: HttpRequest, workspace_name: str, name: str, version: int, path: str) -> HttpResponse:
     member = access(request, workspace_name)
-    return file_download(
-        request, selectors.file_get(selectors.version_get(member.workspace, name, version), path)
-    )
+    return file_download(request, selectors.file_get(selectors.version_get(member.workspace, name, version), path))
 
 
 @router.get("/{workspace_name}/models/{name}/versions/{version}/download", auth=IN_RUN)
-def download_version(
-    request: HttpRequest, workspace_name: str, name: str, version: int
-) -> HttpResponse:
+def download_version(request: HttpRequest, workspace_name: str, name: str, version: int) -> HttpResponse:
     member = access(request, workspace_name)
     found = selectors.version_get(member.workspace, name, version)
     return version_download(request, found, list(selectors.files_of(found)))
@@ -290,22 +274,20 @@ def get_blob(request: HttpRequest, workspace_name: str, sha256: str) -> BlobOut:
     return BlobOut(sha256=blob.sha256, size=blob.size)
 
 
-@router.put(
-    "/{workspace_name}/model-blobs/{sha256}", response={200: uploads.ProgressOut, 201: BlobOut}, auth=IN_RUN
-)
-def put_blob(
-    request: HttpRequest, workspace_name: str, sha256: str
-) -> tuple[int, uploads.ProgressOut | BlobOut]:
+@router.put("/{workspace_name}/model-blobs/{sha256}", response={200: uploads.ProgressOut, 201: BlobOut}, auth=IN_RUN)
+def put_blob(request: HttpRequest, workspace_name: str, sha256: str) -> tuple[int, uploads.ProgressOut | BlobOut]:
     """A model file, whole or one `Content-Range` chunk at a time (resumable: trainhub/uploads.py)."""
     return uploads.put_answer(
-        request, access(request, workspace_name), sha256,
-        kind=services.BLOB_UPLOADS, receive=services.blob_receive, out=BlobOut,
+        request,
+        access(request, workspace_name),
+        sha256,
+        kind=services.BLOB_UPLOADS,
+        receive=services.blob_receive,
+        out=BlobOut,
     )
 
 
-@router.post(
-    "/{workspace_name}/models/{name}/versions/{version}/onnx-exports", response={201: ExportOut}
-)
+@router.post("/{workspace_name}/models/{name}/versions/{version}/onnx-exports", response={201: ExportOut})
 def start_export(
     request: HttpRequest, workspace_name: str, name: str, version: int, payload: ExportIn
 ) -> tuple[int, ExportOut]:
@@ -329,9 +311,7 @@ def get_export(request: HttpRequest, workspace_name: str, export_id: int) -> Exp
 
 
 @router.post("/{workspace_name}/onnx-exports/{export_id}/report", response=ExportOut, auth=IN_RUN)
-def report_export(
-    request: HttpRequest, workspace_name: str, export_id: int, payload: ReportIn
-) -> ExportOut:
+def report_export(request: HttpRequest, workspace_name: str, export_id: int, payload: ReportIn) -> ExportOut:
     member = access(request, workspace_name)
     export = selectors.export_get(member.workspace, export_id)
     credential = getattr(request, "auth", None)

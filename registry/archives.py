@@ -38,17 +38,13 @@ def zip_response(files: Iterable[ModelFile], *, filename: str) -> StreamingHttpR
     archive = zipstream.ZipStream(compress_type=zipstream.ZIP_STORED, sized=True)
     for model_file in files:
         archive.add(_stored_bytes(model_file.storage_name), model_file.path, size=model_file.size)
-    response = StreamingHttpResponse(
-        _in_worker_thread(iter(archive)), content_type="application/zip"
-    )
+    response = StreamingHttpResponse(_in_worker_thread(iter(archive)), content_type="application/zip")
     response["Content-Length"] = str(len(archive))
     response["Content-Disposition"] = content_disposition_header(True, filename)
     return response
 
 
-def version_download(
-    request: HttpRequest, version: ModelVersion, files: list[ModelFile]
-) -> HttpResponse:
+def version_download(request: HttpRequest, version: ModelVersion, files: list[ModelFile]) -> HttpResponse:
     """A single-file version as itself (Range, checksum headers); a folder version as a zip."""
     if not version.is_folder and len(files) == 1:
         return file_download(request, files[0])

@@ -55,14 +55,10 @@ NO_COMPUTE = "Workspace {workspace!r} has no compute target to run the export on
 UNKNOWN_COMPUTE = "No compute target named {name!r} in this workspace."
 NOT_THIS_EXPORT = "Only the token of the run doing this export may report on it."
 ALREADY_REPORTED = "ONNX export {pk} already reported its result."
-EXPORT_RESULT_MISSING = (
-    "The export did not upload {file}: no uploaded file {sha!r} in this workspace."
-)
+EXPORT_RESULT_MISSING = "The export did not upload {file}: no uploaded file {sha!r} in this workspace."
 
 
-def _check_request(
-    sample_input_shape: Any, opset: Any, tolerance: Any
-) -> tuple[list[int], int, float]:
+def _check_request(sample_input_shape: Any, opset: Any, tolerance: Any) -> tuple[list[int], int, float]:
     if not isinstance(sample_input_shape, (list, tuple)) or not 1 <= len(sample_input_shape) <= 8:
         raise ValidationError(BAD_SHAPE)
     shape = []
@@ -89,9 +85,7 @@ def _model_file(version: ModelVersion) -> str:
     candidates = [p for p in paths if p.lower().endswith(MODEL_SUFFIXES)]
     if len(candidates) != 1:
         raise ValidationError(
-            NO_MODEL_FILE.format(
-                name=version.model.name, version=version.version, suffixes=", ".join(MODEL_SUFFIXES)
-            )
+            NO_MODEL_FILE.format(name=version.model.name, version=version.version, suffixes=", ".join(MODEL_SUFFIXES))
         )
     return candidates[0]
 
@@ -120,9 +114,7 @@ def _export_environment(access: Access, version: ModelVersion) -> EnvironmentCho
     else:
         from trainhub.environments.selectors import environment_for_run
 
-        base = environment_for_run(
-            workspace=access.workspace, name=DEFAULT_ENVIRONMENT, version=None
-        )
+        base = environment_for_run(workspace=access.workspace, name=DEFAULT_ENVIRONMENT, version=None)
         name, spec = base.name, base.spec
     # The packages and the interpreter are the model's, but never the run's variables: a
     # PYTHONPATH or LD_PRELOAD of the spec would make the export import the member's code.
@@ -141,9 +133,7 @@ def _export_snapshot(access: Access) -> Snapshot:
             info.mode = 0o644
             archive.addfile(info, io.BytesIO(text))
     data = raw.getvalue()
-    return snapshot_store(
-        access=access, sha256=hashlib.sha256(data).hexdigest(), stream=io.BytesIO(data)
-    )
+    return snapshot_store(access=access, sha256=hashlib.sha256(data).hexdigest(), stream=io.BytesIO(data))
 
 
 def _compute_target(access: Access, version: ModelVersion, compute_target: str | None) -> str:
@@ -256,9 +246,7 @@ def onnx_export_report(
         locked.details = details
         locked.reported_at = timezone.now()
         if passed:
-            blob = ModelBlob.objects.filter(
-                workspace=access.workspace, sha256=onnx_sha256 or ""
-            ).first()
+            blob = ModelBlob.objects.filter(workspace=access.workspace, sha256=onnx_sha256 or "").first()
             if blob is None or (onnx_size is not None and blob.size != onnx_size):
                 raise ValidationError(EXPORT_RESULT_MISSING.format(file=ONNX_FILE, sha=onnx_sha256))
             source = export.source
@@ -268,9 +256,7 @@ def onnx_export_report(
                 model_name=f"{source.model.name}{ONNX_SUFFIX}",
                 root=ONNX_FILE,
                 is_folder=False,
-                files=[
-                    services.UploadedFileRef(path=ONNX_FILE, sha256=blob.sha256, size=blob.size)
-                ],
+                files=[services.UploadedFileRef(path=ONNX_FILE, sha256=blob.sha256, size=blob.size)],
                 run=run,
                 tags={"onnx": "true", "source": f"{source.model.name}:{source.version}"},
                 properties={

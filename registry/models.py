@@ -14,8 +14,7 @@ from trainhub.workspaces.models import Workspace
 # No ':' (the CLI names a version NAME:VERSION) and room for the "-onnx" suffix of exports.
 MODEL_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,199}$")
 BAD_MODEL_NAME = (
-    "A model name is 1 to 200 letters, digits, '-', '_' or '.', starting with a letter or digit: "
-    "{name!r} is not."
+    "A model name is 1 to 200 letters, digits, '-', '_' or '.', starting with a letter or digit: {name!r} is not."
 )
 
 
@@ -33,9 +32,7 @@ class Model(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
-        constraints = [
-            models.UniqueConstraint(fields=["workspace", "name"], name="model_name_per_workspace")
-        ]
+        constraints = [models.UniqueConstraint(fields=["workspace", "name"], name="model_name_per_workspace")]
         ordering = ["name"]
 
     def __str__(self) -> str:
@@ -57,9 +54,7 @@ class ModelVersion(models.Model):
     framework = models.CharField(max_length=40, default="PyTorch")
     framework_version = models.CharField(max_length=40, blank=True)
 
-    run = models.ForeignKey(
-        Run, null=True, blank=True, on_delete=models.SET_NULL, related_name="model_versions"
-    )
+    run = models.ForeignKey(Run, null=True, blank=True, on_delete=models.SET_NULL, related_name="model_versions")
     # Lineage copied at registration, so it survives the run row.
     run_identifier = models.CharField(max_length=120, blank=True)
     experiment_name = models.CharField(max_length=100, blank=True)
@@ -73,9 +68,7 @@ class ModelVersion(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
-        constraints = [
-            models.UniqueConstraint(fields=["model", "version"], name="one_row_per_model_version")
-        ]
+        constraints = [models.UniqueConstraint(fields=["model", "version"], name="one_row_per_model_version")]
         ordering = ["model__name", "-version"]
 
     def __str__(self) -> str:
@@ -92,9 +85,7 @@ class ModelBlob(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
-        constraints = [
-            models.UniqueConstraint(fields=["workspace", "sha256"], name="model_blob_per_workspace")
-        ]
+        constraints = [models.UniqueConstraint(fields=["workspace", "sha256"], name="model_blob_per_workspace")]
 
     def __str__(self) -> str:
         return self.sha256[:12]
@@ -109,14 +100,10 @@ class ModelFile(models.Model):
     size = models.BigIntegerField()
     sha256 = models.CharField(max_length=64)
     storage_name = models.CharField(max_length=1200)
-    blob = models.ForeignKey(
-        ModelBlob, null=True, blank=True, on_delete=models.PROTECT, related_name="files"
-    )
+    blob = models.ForeignKey(ModelBlob, null=True, blank=True, on_delete=models.PROTECT, related_name="files")
 
     class Meta:
-        constraints = [
-            models.UniqueConstraint(fields=["version", "path"], name="one_model_file_per_path")
-        ]
+        constraints = [models.UniqueConstraint(fields=["version", "path"], name="one_model_file_per_path")]
         ordering = ["path"]
 
     def __str__(self) -> str:

@@ -7,9 +7,7 @@ from pathlib import PurePosixPath
 from django.core.exceptions import ValidationError
 
 PATH_EMPTY = "Give model_path: a file or folder of the run's outputs, e.g. 'outputs/model.pt'."
-PATH_ABSOLUTE = (
-    "model_path {path!r} is absolute; name a path inside the run, e.g. 'outputs/model.pt'."
-)
+PATH_ABSOLUTE = "model_path {path!r} is absolute; name a path inside the run, e.g. 'outputs/model.pt'."
 PATH_CLIMBS = "model_path {path!r} climbs out with '..'; name a path inside the run."
 PATH_BAD_CHARACTERS = "The path {path!r} holds characters a file name cannot have."
 PATH_TOO_LONG = "The path {path!r} is too long."

@@ -34,9 +34,9 @@ def models_of(workspace: Workspace, *, search: str = "") -> QuerySet[Model]:
     """Models with at least one version, with their latest version number and version count.
 
     `search` matches a name (substring) or a tag of any version ('key' or 'key=value')."""
-    models = workspace.models.annotate(
-        latest_version=Max("versions__version"), version_count=Count("versions")
-    ).filter(version_count__gt=0)
+    models = workspace.models.annotate(latest_version=Max("versions__version"), version_count=Count("versions")).filter(
+        version_count__gt=0
+    )
     search = search.strip()
     if search:
         tagged = _with_tag(ModelVersion.objects.filter(model__workspace=workspace), search)
@@ -77,11 +77,7 @@ def version_get(workspace: Workspace, name: str, version: int | None = None) -> 
     versions = ModelVersion.objects.select_related(
         "model", "model__workspace", "created_by", "run", "run__experiment"
     ).filter(model=model)
-    found = (
-        versions.filter(version=version).first()
-        if version is not None
-        else versions.order_by("-version").first()
-    )
+    found = versions.filter(version=version).first() if version is not None else versions.order_by("-version").first()
     if found is None:
         if version is None:
             raise Http404(NO_VERSIONS.format(name=name))
@@ -123,9 +119,7 @@ def files_of(version: ModelVersion) -> QuerySet[ModelFile]:
 def file_get(version: ModelVersion, path: str) -> ModelFile:
     found = version.files.filter(path=path).first()
     if found is None:
-        raise Http404(
-            FILE_NOT_FOUND.format(name=version.model.name, version=version.version, path=path)
-        )
+        raise Http404(FILE_NOT_FOUND.format(name=version.model.name, version=version.version, path=path))
     return found
 
 
@@ -138,16 +132,12 @@ def blob_get(workspace: Workspace, sha256: str) -> ModelBlob | None:
 
 
 def exports_of(version: ModelVersion) -> QuerySet[OnnxExport]:
-    return version.onnx_exports.select_related(
-        "run", "run__experiment", "result", "result__model"
-    ).order_by("-id")
+    return version.onnx_exports.select_related("run", "run__experiment", "result", "result__model").order_by("-id")
 
 
 def export_get(workspace: Workspace, pk: int) -> OnnxExport:
     found = (
-        OnnxExport.objects.select_related(
-            "source", "source__model", "run", "result", "result__model"
-        )
+        OnnxExport.objects.select_related("source", "source__model", "run", "result", "result__model")
         .filter(pk=pk, source__model__workspace=workspace)
         .first()
     )

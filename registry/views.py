@@ -12,6 +12,7 @@ from django.views.decorators.http import require_POST
 
 from registry import exports, selectors, services
 from registry.archives import file_download, version_download
+from registry.mlflow_models import mlflow_model_of
 from trainhub.workspaces import selectors as workspace_selectors
 from trainhub.workspaces.pages import workspace_page
 
@@ -60,6 +61,7 @@ def version_detail(request: HttpRequest, workspace_name: str, name: str, version
         version=found,
         files=selectors.files_of(found),
         exports=selectors.exports_of(found),
+        mlflow_model=mlflow_model_of(found),
         exported_from=found.exported_from.select_related("source", "source__model").first(),
         clusters=access.workspace.clusters.order_by("name"),
         default_opset=exports.DEFAULT_OPSET,
