@@ -77,8 +77,15 @@ def wall_time(ws, folder: Path) -> None:
 def main() -> int:
     import os
 
+    from trainhub.sdk import Workspace
+
     with Harness() as harness:
-        _, ws = harness.sdk_workspace(nodes=4)
+        _, _, cluster, token = harness.workspace(max_nodes=4)
+        server = harness.server()
+        for _ in range(4):
+            # The children log their metric: their nodes must name the server they send it to.
+            harness.node(cluster, TRAINHUB_NODE_SERVER_URL=server.url)
+        ws = Workspace.get("bench", url=server.url, token=token)
         folder = Path(tempfile.mkdtemp(prefix="bench-sweep-"))
         (folder / "trivial.py").write_text(TRIVIAL)
         print(f"load average before: {' '.join(f'{v:.1f}' for v in os.getloadavg())}")
