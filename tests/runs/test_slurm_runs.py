@@ -83,6 +83,30 @@ def test_the_guides_per_process_ddp_job_runs_as_one_slurm_job(site, tmp_path):
     assert json.loads((tmp_path / "result.json").read_text()) == {"world_size": 4, "sum": 10.0}
 
 
+def test_the_per_node_torch_distributed_launch_job_runs_once_per_host(site):
+    """`python -m torch.distributed.launch` on each allocated host (one Slurm task per node), with
+    $NODE_RANK, $MASTER_ADDR and $MASTER_PORT expanded from the allocation."""
+    launcher = (
+        "python -m torch.distributed.launch --nproc_per_node 2 --nnodes 2 --node_rank $NODE_RANK "
+        "--master_addr $MASTER_ADDR --master_port $MASTER_PORT --use_env ddp_check.py"
+    )
+    src = ScriptRunConfig(
+        source_directory=str(PROJECTS / "ddp"),
+        command=launcher.split(),
+        compute_target="hpc",
+        environment=Environment.get(workspace=site["ws"], name="TrainHub-PyTorch-2.13-CPU"),
+        distributed_job_config=PyTorchConfiguration(node_count=2),
+    )
+    run = Experiment(site["ws"], "slurm-per-node").submit(src)
+    assert run.wait_for_completion()["status"] == "Completed"
+    with site["blocker"].unblock():
+        logs = {rank: stream_text(run.id, f"std_log_process_{rank}") for rank in range(4)}
+    for rank, own in logs.items():
+        assert f"rank {rank}/4 local {rank % 2} node {rank // 2} master 127.0.0.1" in own
+        assert "all_reduce sum 10.0 expected 10.0" in own
+    assert {"logs/launcher_node_0.txt", "logs/launcher_node_1.txt"} <= set(run.get_file_names())
+
+
 def hold(site, nodes: int, per_node: int, seconds: float = 120, name: str = "slurm-hold"):
     """A run of `nodes` x `per_node` ranks that each say where they are and hold until released."""
     src = config(
