@@ -39,6 +39,13 @@ def test_a_contributor_attaches_a_partition_and_its_page_shows_slurms_nodes(
     for name in ("n1", "n2"):
         assert f'<td>{name}</td><td>127.0.0.1</td><td><span class="status">{states[name]}</span>' in page
     assert "<td>n3</td>" not in page  # configured in Slurm, but in no partition of this target
+    assert "Slurm partition <code>debug</code>" in client.get("/w/birds/compute/").content.decode()
+
+
+def test_the_slurm_docs_page_maps_azure_ml_compute_to_slurm(client_for, reader, workspace):
+    page = client_for(reader).get("/docs/slurm/").content.decode()
+    assert "Azure ML compute on Slurm" in page and "PyTorchJob" in page
+    assert "<td>One Slurm <strong>partition</strong>" in page
 
 
 @pytest.mark.parametrize(
