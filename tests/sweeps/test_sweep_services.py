@@ -6,9 +6,11 @@ from __future__ import annotations
 import secrets
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 
 import pytest
 from django.db import connection
+from django.utils import timezone
 
 from metrics.services import metrics_ingest, parse_batch
 from runs.models import Run, RunStatus
@@ -172,3 +174,31 @@ def test_advancers_racing_make_each_child_once_and_keep_the_concurrency(workspac
     assert Run.objects.filter(parent=sweep.parent).count() == 6
     numbers = list(Run.objects.filter(experiment=sweep.parent.experiment).values_list("number", flat=True))
     assert sorted(numbers) == list(range(1, 8))
+
+
+def test_max_duration_cancels_the_children_still_running_and_ends_the_sweep(workspace, owner):
+    sweep = submit(workspace, owner, sampling=GRID, minutes=1)
+    finish(children(sweep)[0])
+    Run.objects.filter(pk=sweep.parent_id).update(started_at=timezone.now() - timedelta(minutes=2))
+    services.sweeps_tick()
+    made = children(sweep)
+    assert [run.status for run in made] == [RunStatus.COMPLETED, RunStatus.CANCELED, RunStatus.CANCELED]
+    assert made[2].status_reason == "Canceled: its sweep reached max_duration_minutes (1)."
+    sweep.parent.refresh_from_db()
+    assert sweep.parent.status == RunStatus.COMPLETED
+    assert sweep.parent.status_reason == services.DURATION_REACHED.format(minutes=1)
+
+
+def test_a_bayesian_sweep_samples_each_child_from_the_ended_ones(workspace, owner):
+    sampling = {"type": "bayesian", "space": {"lr": uniform(0.001, 0.1), "act": choice("relu", "tanh")}}
+    sweep = submit(workspace, owner, sampling=sampling, total=4, concurrent=1)
+    for step in range(4):
+        (child,) = [run for run in children(sweep) if run.status == RunStatus.QUEUED]
+        parameters = SweepChild.objects.get(run=child).parameters
+        assert 0.001 <= parameters["lr"] <= 0.1 and parameters["act"] in ("relu", "tanh")
+        assert child.arguments[-4:] == ["--lr", str(parameters["lr"]), "--act", parameters["act"]]
+        log(workspace, child, [1 - parameters["lr"]])
+        finish(child)
+        assert len(children(sweep)) == min(step + 2, 4)
+    sweep.parent.refresh_from_db()
+    assert sweep.parent.status == RunStatus.COMPLETED
