@@ -1,6 +1,6 @@
 """Sweeps on a live TrainHub with real nodes, driven from the SDK as the notebook does: the
-concurrency limit, a Bandit policy, cancel, a node and the controller restarted mid-sweep, and the
-best child's model registered."""
+concurrency limit, a Bandit policy, cancel, a node, the controller and the web server restarted
+mid-sweep, and the best child's model registered."""
 
 from __future__ import annotations
 
@@ -174,10 +174,12 @@ def test_cancel_of_the_sweep_ends_every_child_and_starts_no_more(site):
     assert [child.get_details()["status_reason"] for child in children] == ["Canceled with its sweep."] * 2
 
 
-def test_a_node_and_the_controller_restarted_mid_sweep_lose_no_child_and_start_none_twice(site, tmp_path):
-    """A node is killed while it runs a child and the controller is stopped: the child fails as
-    "node lost" once a new controller reaps it, and the sweep goes on with new nodes from the state
-    in the database, each child made once."""
+def test_a_node_the_controller_and_the_web_server_restarted_mid_sweep_lose_no_child_and_start_none_twice(
+    site, live_server_process, tmp_path
+):
+    """A node is killed while it runs a child, and the controller and the web server are stopped:
+    the child fails as "node lost" once a new controller reaps it, and the sweep goes on with a new
+    node from the state in the database, each child made once."""
     from runs.models import Run
     from sweeps.models import SweepChild
     from trainhub.compute.models import ComputeCluster
@@ -209,7 +211,9 @@ def test_a_node_and_the_controller_restarted_mid_sweep_lose_no_child_and_start_n
         cluster = ComputeCluster.objects.select_related("workspace").get(name="sweep-cluster")
     victim = next(node for node in live.nodes if node.name == victim_name)
     controller.stop()
+    live_server_process.stop()
     victim.kill()
+    live_server_process.start()
     controller = ControllerProcess(tmp_path).start()
     try:
         live.nodes.append(NodeProcess(cluster, live.log_dir, TRAINHUB_NODE_SERVER_URL=live.url).start(wait=False))
