@@ -84,10 +84,35 @@ class SlurmCluster:
             jobs = self.slurm("squeue", "--noheader", "--format=%i").split()
             if jobs:
                 self.slurm("scancel", *jobs)
-        except (subprocess.CalledProcessError, subprocess.TimeoutExpired):
+            # Until every job has ended: a step daemon whose slurmd stops first lingers on.
+            self._wait(lambda: not self.slurm("squeue", "--noheader", "--format=%i").split(), 30, "jobs ended")
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired, RuntimeError):
             pass
         for name in [n for n in self.processes if n not in ("slurmctld", "munged")] + ["slurmctld", "munged"]:
             self._stop(name)
+        for pid in self._step_daemons():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def _step_daemons(self) -> list[int]:
+        """slurmstepd processes of this Slurm (their SLURM_CONF is its), left by a slurmd stopped or killed."""
+        marker = f"SLURM_CONF={self.conf}".encode()
+        found = []
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
+                    if not cmdline.read().startswith(b"slurmstepd"):
+                        continue
+                with open(f"/proc/{entry}/environ", "rb") as environ:
+                    if marker in environ.read().split(b"\0"):
+                        found.append(int(entry))
+            except OSError:
+                continue
+        return found
 
     def start_slurmd(self, name: str, wait: bool = True) -> None:
         """Start node `name`'s slurmd; waiting for it idle needs it in the partition (sinfo lists
