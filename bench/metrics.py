@@ -1,9 +1,13 @@
-"""Metric figures: ingest points/s from one run, run.log() cost, chart data of 1,000,000 points."""
+"""Metric figures: ingest points/s from one run, run.log() cost, chart data of 1,000,000 points, and
+points/s through MLflow's client (log_metric in a loop, log_batch) against TrainHub and against a
+real `mlflow server` (SQLite backend) started here."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -15,6 +19,33 @@ from pathlib import Path
 from _harness import BASE_DIR, Harness
 
 POINTS = 1_000_000
+MLFLOW_LOOP_POINTS = 2_000
+MLFLOW_BATCHES = 50  # of 1,000 metrics, MLflow's limit per log_batch
+MLFLOW_SCRIPT = textwrap.dedent(
+    """
+    import json, sys, time
+    import mlflow
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric
+
+    loop_points, batches = int(sys.argv[1]), int(sys.argv[2])
+    run = mlflow.start_run()
+    client = MlflowClient()
+    started = time.perf_counter()
+    for step in range(loop_points):
+        mlflow.log_metric("loop", 1.0 / (step + 1), step=step)
+    loop_seconds = time.perf_counter() - started
+    now = int(time.time() * 1000)
+    started = time.perf_counter()
+    for batch in range(batches):
+        client.log_batch(run.info.run_id, metrics=[
+            Metric("batch", float(i), now, batch * 1000 + i) for i in range(1000)
+        ])
+    batch_seconds = time.perf_counter() - started
+    history = len(client.get_metric_history(run.info.run_id, "batch"))
+    print(json.dumps({"loop_seconds": loop_seconds, "batch_seconds": batch_seconds, "stored": history}))
+    """
+)
 SCRIPT = textwrap.dedent(
     """
     import json, sys, time
@@ -127,8 +158,112 @@ def main() -> None:
             f"again {statistics.median(times[1:]):.0f} ms (cached until a point is added; "
             f"target <= 200 ms)"
         )
+        mlflow_figures(harness, server.url, run, token)
         load = os.getloadavg()[0]
         print(f"(load average during the run: {load:.1f} on {os.cpu_count()} CPUs)")
+
+
+def mlflow_figures(harness: Harness, server_url: str, run, token: str) -> None:  # noqa: ANN001
+    """The same MLflow script against TrainHub (as inside a run) and against `mlflow server`."""
+    from runs.models import Run, RunStatus
+    from tests.runs.builders import make_run
+    from trainhub.workspaces.selectors import hash_token
+
+    mlflow_run = make_run(run.workspace, experiment="bench", status=RunStatus.RUNNING, created_by=run.created_by)
+    Run.objects.filter(pk=mlflow_run.pk).update(token_hash=hash_token(token + "-mlflow"))
+    folder = Path(tempfile.mkdtemp(dir=harness.data_dir))
+    (folder / "mlflow_log.py").write_text(MLFLOW_SCRIPT)
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("TRAINHUB_", "DJANGO_", "MLFLOW_"))}
+    base["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
+    trainhub = mlflow_script(
+        folder,
+        {
+            **base,
+            "MLFLOW_TRACKING_URI": f"{server_url}/mlflow/{run.workspace.name}",
+            "MLFLOW_TRACKING_TOKEN": token + "-mlflow",
+            "MLFLOW_RUN_ID": mlflow_run.run_id,
+            "MLFLOW_EXPERIMENT_NAME": mlflow_run.experiment.name,
+        },
+    )
+    with mlflow_server(folder) as url:
+        reference = mlflow_script(folder, {**base, "MLFLOW_TRACKING_URI": url})
+    for label, figures in (("TrainHub", trainhub), ("mlflow server (SQLite, 1 worker)", reference)):
+        print(
+            f"MLflow client against {label}: log_metric loop {MLFLOW_LOOP_POINTS / figures['loop_seconds']:,.0f} "
+            f"points/s ({MLFLOW_LOOP_POINTS:,} calls); log_batch "
+            f"{MLFLOW_BATCHES * 1000 / figures['batch_seconds']:,.0f} points/s ({MLFLOW_BATCHES} batches of 1,000)"
+        )
+
+
+def mlflow_script(folder: Path, env: dict[str, str]) -> dict:
+    done = subprocess.run(
+        [sys.executable, str(folder / "mlflow_log.py"), str(MLFLOW_LOOP_POINTS), str(MLFLOW_BATCHES)],
+        env=env,
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
+    if done.returncode != 0:
+        raise SystemExit(done.stderr[-3000:])
+    # mlflow prints links to its UI when the run ends: the figures are the line of JSON.
+    figures = json.loads(next(line for line in done.stdout.splitlines() if line.startswith("{")))
+    assert figures["stored"] == MLFLOW_BATCHES * 1000, figures
+    return figures
+
+
+@contextlib.contextmanager
+def mlflow_server(folder: Path):
+    """`mlflow server` with a SQLite backend on a free port, stopped afterwards."""
+    import requests
+
+    from tests.helpers.ports import free_port
+
+    port = free_port()
+    log = open(folder / "mlflow-server.log", "ab")
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{folder}/mlflow.db",
+            "--artifacts-destination",
+            str(folder / "mlartifacts"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        cwd=folder,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                if requests.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit((folder / "mlflow-server.log").read_text(errors="replace")[-3000:])
+            time.sleep(0.5)
+        yield url
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        log.close()
 
 
 if __name__ == "__main__":
