@@ -226,6 +226,15 @@ def logged_model(request: HttpRequest, caller: Caller, body: dict[str, Any], mod
     return {"model": selectors.logged_model_out(model)}
 
 
+def search_logged_models(request: HttpRequest, caller: Caller, body: dict[str, Any]) -> dict[str, Any]:
+    """None found, on purpose: a logged model's files are its run's artifacts (`outputs/<name>/`), and
+    MLflow's client lists and downloads a run's artifacts plus those of the models this finds, which
+    would show every model file twice. `logged-models/<id>` still answers for a model by its id."""
+    for each in body.get("experiment_ids") or []:
+        selectors.experiment_by_id(caller, each)
+    return {"models": []}
+
+
 ENDPOINTS: dict[tuple[str, str], Handler] = {
     ("GET", "runs/get"): get_run,
     ("POST", "runs/update"): update_run,
@@ -246,6 +255,7 @@ ENDPOINTS: dict[tuple[str, str], Handler] = {
     ("POST", "experiments/search"): search_experiments,
     ("POST", "experiments/create"): create_experiment,
     ("POST", "logged-models"): create_logged_model,
+    ("POST", "logged-models/search"): search_logged_models,
 }
 
 
@@ -263,8 +273,7 @@ def tracking(request: HttpRequest, workspace_name: str, endpoint: str) -> HttpRe
             return handler(request, caller, _body(request))
         if key.startswith("logged-models/") and key.count("/") >= 1:
             _, model_id, *rest = key.split("/", 2)
-            if model_id != "search":
-                return logged_model(request, caller, _body(request), model_id, rest[0] if rest else "")
+            return logged_model(request, caller, _body(request), model_id, rest[0] if rest else "")
         raise _unknown(request, key)
 
     return _answer(call)

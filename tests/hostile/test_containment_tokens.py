@@ -115,8 +115,14 @@ def test_a_run_token_reports_only_its_own_replica_ready(workspace, owner):
     replica_run, _ = running_run(workspace, experiment="endpoint-serving")
     other_run, other_token = running_run(workspace)
     endpoint = Endpoint.objects.create(
-        workspace=workspace, name="serving", cluster=replica_run.cluster, snapshot=replica_run.snapshot,
-        entry_script="score.py", environment_name="e", environment_spec={}, primary_key_hash="p" * 64,
+        workspace=workspace,
+        name="serving",
+        cluster=replica_run.cluster,
+        snapshot=replica_run.snapshot,
+        entry_script="score.py",
+        environment_name="e",
+        environment_spec={},
+        primary_key_hash="p" * 64,
         secondary_key_hash="s" * 64,
     )
     replica = Replica.objects.create(endpoint=endpoint, run=replica_run, generation=1)
@@ -240,6 +246,7 @@ MLFLOW_ENDPOINTS = {
     ("POST", "experiments/search"),
     ("POST", "experiments/create"),
     ("POST", "logged-models"),
+    ("POST", "logged-models/search"),
 }
 
 
@@ -260,7 +267,7 @@ def mlflow_calls(run_id: str) -> list[tuple[str, str, dict]]:
     return [
         (method, endpoint, {"run_id": run_id, **bodies.get(endpoint, {})})
         for method, endpoint in sorted(MLFLOW_ENDPOINTS)
-        if not endpoint.startswith(("experiments/", "runs/search", "runs/create"))
+        if not endpoint.startswith(("experiments/", "runs/search", "runs/create", "logged-models/search"))
     ]
 
 

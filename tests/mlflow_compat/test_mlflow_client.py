@@ -98,6 +98,7 @@ def test_a_member_reads_runs_and_metric_history_back(workspace, owner, live_url,
         for step in range(20):
             mlflow.log_metric("acc", step / 20, step=step)
         mlflow.log_param("batch", 64)
+        mlflow.log_text("kept", "notes/a.txt")
         """,
         in_run_env(live_url, run, token),
         tmp_path,
@@ -111,11 +112,14 @@ def test_a_member_reads_runs_and_metric_history_back(workspace, owner, live_url,
         frame = mlflow.search_runs(experiment_names=["{run.experiment.name}"])
         history = MlflowClient().get_metric_history("{run.run_id}", "acc")
         local = MlflowClient().download_artifacts("{run.run_id}", "")
+        listed = [f.path for f in MlflowClient().list_artifacts("{run.run_id}", "notes")]
         print(json.dumps({{
             "ids": list(frame["run_id"]),
             "acc": float(frame["metrics.acc"][0]),
             "batch": frame["params.batch"][0],
             "history": [[m.step, m.value] for m in history],
+            "listed": listed,
+            "downloaded": open(local + "/notes/a.txt").read(),
         }}))
         """,
         mlflow_env(live_url, workspace.name, member),
@@ -126,6 +130,7 @@ def test_a_member_reads_runs_and_metric_history_back(workspace, owner, live_url,
     assert found["ids"] == [run.run_id]
     assert found["acc"] == pytest.approx(19 / 20) and found["batch"] == "64"
     assert found["history"] == [[step, pytest.approx(step / 20)] for step in range(20)]
+    assert found["listed"] == ["notes/a.txt"] and found["downloaded"] == "kept"
 
 
 def test_a_batch_of_a_thousand_metrics_then_another(workspace, live_url, tmp_path):
