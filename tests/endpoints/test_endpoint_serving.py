@@ -239,13 +239,72 @@ def test_a_killed_replica_is_replaced(site, deployed):
     assert service.run({"data": ROWS})["version"] == "2"
 
 
-def test_deleting_the_endpoint_frees_its_node(site, deployed):
-    site_, ws, _ = site
+def trainhub_cli(config: Path, *words: str) -> subprocess.CompletedProcess:
+    from tests.cli.test_cli_end_to_end import TRAINHUB
+
+    return subprocess.run([TRAINHUB, "--config", str(config), *words], capture_output=True, text=True, timeout=120)
+
+
+def test_the_cli_lists_shows_and_deletes_the_endpoint_which_frees_its_node(site, deployed):
+    site_, ws, folder = site
     service, _, _ = deployed
-    service.delete()
+    config = site_.write_config(folder)
+    listed = trainhub_cli(config, "endpoint", "list")
+    assert listed.returncode == 0, listed.stderr
+    assert f"aci-birds\tHealthy\tbirds:2\t{service.scoring_uri}" in listed.stdout
+    shown = json.loads(trainhub_cli(config, "endpoint", "show", "aci-birds").stdout)
+    assert shown["state"] == "Healthy" and shown["restarts"] == 1 and shown["stats"]["requests"] > 0
+    assert "scored 2 rows" in trainhub_cli(config, "endpoint", "logs", "aci-birds").stdout
+
+    deleted = trainhub_cli(config, "endpoint", "delete", "aci-birds")
+    assert deleted.returncode == 0 and "Deleted endpoint aci-birds" in deleted.stdout
     from trainhub.sdk.webservice import Webservice
 
     assert Webservice.list(ws) == []
     wait_until(lambda: idle_nodes(site_) == 2, 60, message="both nodes idle")
     status, answer = curl(service.scoring_uri, service.get_keys()[1], "{}")
     assert status == 401
+    missing = trainhub_cli(config, "endpoint", "show", "aci-birds")
+    assert missing.returncode == 1 and "No endpoint named 'aci-birds'" in missing.stderr
+
+
+def test_an_onnx_version_is_served_with_no_script_and_matches_pytorch(site):
+    import torch
+
+    from trainhub.sdk import Model
+
+    site_, ws, folder = site
+    torch.manual_seed(3)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2)).eval()
+    path = folder / "onnx" / "model.onnx"
+    path.parent.mkdir()
+    torch.onnx.export(
+        model,
+        (torch.zeros(1, 4),),
+        str(path),
+        dynamo=False,
+        input_names=["input"],
+        output_names=["scores"],
+        dynamic_axes={"input": {0: "batch"}, "scores": {0: "batch"}},
+    )
+    registered = Model.register(ws, str(path), "birds-onnx", model_framework="Onnx", show_progress=False)
+
+    service = Model.deploy(ws, "onnx-birds", [registered])
+    service.wait_for_deployment()
+    answer = service.run({"data": ROWS})
+    assert list(answer) == ["scores"]
+    with torch.no_grad():
+        expected = model(torch.tensor(ROWS)).tolist()
+    diff = max(
+        abs(a - b) for got, want in zip(answer["scores"], expected, strict=True) for a, b in zip(got, want, strict=True)
+    )
+    assert diff <= 1e-4
+    assert service.run({"input": ROWS}) == answer  # the model's own input name works too
+    assert (
+        "Serving model.onnx with onnxruntime" in service.get_logs()
+        and "inputs input tensor(float)" in service.get_logs()
+    )
+    with pytest.raises(Exception, match="400"):
+        service.run({"nothing": 1})
+    service.delete()
+    wait_until(lambda: idle_nodes(site_) == 2, 60, message="both nodes idle")

@@ -1,5 +1,5 @@
-"""The `trainhub` command: one subcommand per noun (login, workspace, env, compute, run, model, sweep),
-each a thin layer over the SDK.
+"""The `trainhub` command: one subcommand per noun (login, workspace, env, compute, run, model, sweep,
+endpoint), each a thin layer over the SDK.
 
 A subcommand lives in its own module with `add_parser(subparsers)`; listing it in COMMANDS is all
 it takes to add one. Exit codes: 0 on success, 1 with a one-line error otherwise (2 for usage).
@@ -21,6 +21,7 @@ COMMANDS = (
     "trainhub.sdk._cli_run",
     "trainhub.sdk._cli_model",
     "trainhub.sdk._cli_sweep",
+    "trainhub.sdk._cli_endpoint",
 )
 
 # Every action accepts --json after its name too; SUPPRESS keeps the global one when it is absent.
