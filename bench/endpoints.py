@@ -51,9 +51,15 @@ def load(
         mine = []
         for _ in range(per_thread):
             started = time.perf_counter()
-            connection.request("POST", path, body=body, headers={"Content-Type": "application/json", **headers})
-            response = connection.getresponse()
-            response.read()
+            try:
+                connection.request("POST", path, body=body, headers={"Content-Type": "application/json", **headers})
+                response = connection.getresponse()
+                response.read()
+            except (OSError, http.client.HTTPException) as error:
+                failures.append(type(error).__name__)
+                connection.close()
+                connection = http.client.HTTPConnection(host, port, timeout=60)
+                continue
             mine.append(time.perf_counter() - started)
             if response.status != 200:
                 failures.append(str(response.status))
@@ -87,7 +93,13 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=400, help="requests per measurement (default 400)")
     args = parser.parse_args()
     with Harness() as harness:
-        server, ws = harness.sdk_workspace(nodes=1)
+        _, _, cluster, token = harness.workspace()
+        server = harness.server()
+        # The replica fetches its model and reports its port to this server.
+        harness.node(cluster, TRAINHUB_NODE_SERVER_URL=server.url)
+        from trainhub.sdk import Workspace
+
+        ws = Workspace.get("bench", url=server.url, token=token)
         import torch
 
         from endpoints.models import Replica
@@ -105,7 +117,11 @@ def main() -> None:
         )
         started = time.perf_counter()
         service = Model.deploy(ws, "bench", [model], config)
-        service.wait_for_deployment()
+        try:
+            service.wait_for_deployment()
+        except Exception:
+            print(service.get_logs())
+            raise
         print(f"deploy -> first answer ready: {time.perf_counter() - started:.1f} s (environment already built)")
         key = service.get_keys()[0]
         replica = Replica.objects.get(endpoint__name="bench", state="ready")

@@ -77,6 +77,7 @@ class ScoringProxy:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
+        _no_delay(send)
         status, content_type, body, endpoint_pk = await self.score(scope, receive, match.group(1), match.group(2))
         await send(
             {
@@ -226,6 +227,16 @@ class ScoringProxy:
         except OSError as error:
             raise ReplicaLost(str(error)) from None
         return _Connection(reader, writer)
+
+
+def _no_delay(send: Send) -> None:
+    """Answers go out at once under daphne: with Nagle's algorithm a small answer written after
+    another write waits for the client's delayed ACK."""
+    from trainhub.ops.flow_control import _twisted_request
+
+    transport = getattr(_twisted_request(send), "transport", None)
+    if transport is not None and hasattr(transport, "setTcpNoDelay"):
+        transport.setTcpNoDelay(True)
 
 
 def _bearer(value: bytes) -> str | None:
