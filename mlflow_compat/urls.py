@@ -6,6 +6,7 @@ from mlflow_compat import views
 
 app_name = "mlflow"
 urlpatterns = [
+    path("mlflow/<str:workspace_name>/", views.links, name="links"),
     path("mlflow/<str:workspace_name>/api/2.0/mlflow-artifacts/artifacts", views.artifacts_list, name="artifacts"),
     path(
         "mlflow/<str:workspace_name>/api/2.0/mlflow-artifacts/artifacts/<path:artifact_path>",

@@ -9,6 +9,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.files.storage import default_storage
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
@@ -21,6 +22,8 @@ from mlflow_compat.access import Caller, MlflowError, caller_for, invalid, not_f
 from registry.paths import clean_relative_path
 from runs import selectors as run_selectors
 from runs.models import Run
+from trainhub.workspaces import selectors as workspace_selectors
+from trainhub.workspaces.pages import workspace_page
 
 UNKNOWN_ENDPOINT = (
     "TrainHub does not serve {method} {endpoint} of MLflow's API: it serves what MLflow's client "
@@ -277,6 +280,14 @@ def tracking(request: HttpRequest, workspace_name: str, endpoint: str) -> HttpRe
         raise _unknown(request, key)
 
     return _answer(call)
+
+
+@login_required
+def links(request: HttpRequest, workspace_name: str) -> HttpResponse:
+    """Where the links MLflow's client prints (`…/mlflow/<workspace>/#/experiments/…/runs/<id>`) lead:
+    a page whose script opens TrainHub's page of that run."""
+    access = workspace_selectors.access_for(request.user, workspace_name)
+    return workspace_page(request, access, "mlflow_compat/links.html", "experiments")
 
 
 @csrf_exempt
