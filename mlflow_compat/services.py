@@ -2,8 +2,7 @@
 tags, properties and outputs.
 
 - Metrics (key, value, step, timestamp in ms) go through the same ingest as `run.log`, at rank 0.
-- Params are the run's parameters (beside those read from its arguments); like MLflow, a param
-  once logged keeps its value.
+- Params are the run's parameters (beside those read from its arguments, which they replace).
 - Tags go to the run's tags; MLflow's own (`mlflow.*`) to its properties, out of the way.
 - Artifacts are the run's outputs: `log_artifact("x.png", "plots")` is `outputs/plots/x.png`.
   Outputs are history: a path is written once.
@@ -45,10 +44,6 @@ BATCH_TOO_LARGE = (
 BAD_METRIC = "Metric {index}: {problem}."
 NOT_FINITE = "metric {key!r} has the value {value}: TrainHub stores finite numbers only (NaN, inf and -inf are refused)"
 BAD_ENTRY = "{what} {index} is not an object with a string 'key' and 'value'."
-PARAM_CHANGED = (
-    "Param {key!r} of run {run_id} is already {old!r}; a param keeps its value once logged "
-    "(got {new!r}). Log what changes as a metric or a tag."
-)
 PARAM_TOO_LONG = "Param {key!r} is {length} characters long; the limit is " + str(MAX_PARAM_LENGTH) + "."
 TOO_MANY_PARAMS = "Run {run_id} would have {total} params; the limit is {limit} per run."
 TAG_TOO_LONG = "Tag {key!r} is {length} characters long; the limit is {limit}."
@@ -198,11 +193,9 @@ def _store_params_and_properties(run: Run, params: dict[str, str], properties: d
         Run.objects.select_for_update().only("id", "run_id", "parameters", "arguments", "properties").get(pk=run.pk)
     )
     if params:
-        current = run_parameters(locked)
-        for key, value in params.items():
-            if key in current and current[key] != value:
-                raise invalid(PARAM_CHANGED.format(key=key, run_id=locked.run_id, old=current[key], new=value))
-        merged = {**current, **params}
+        # A param logged again replaces the value (MLflow's server refuses a change): the run's
+        # parameters also hold its arguments as typed (`--lr 1e-3`), which a script logs as 0.001.
+        merged = {**run_parameters(locked), **params}
         if len(merged) > MAX_PARAMS_PER_RUN:
             raise invalid(TOO_MANY_PARAMS.format(run_id=locked.run_id, total=len(merged), limit=MAX_PARAMS_PER_RUN))
         locked.parameters = merged

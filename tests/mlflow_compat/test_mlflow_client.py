@@ -217,3 +217,18 @@ def test_artifact_paths_stay_in_outputs_and_member_tokens_only_read(workspace, o
     got = requests.get(f"{base}/outputs/a.txt", headers=member, timeout=30)
     assert got.content == b"one", (got.status_code, got.text[-2000:])
     assert list(run.files.values_list("path", flat=True)) == ["outputs/a.txt"]
+
+
+def test_a_param_logged_as_the_script_reads_its_argument_replaces_the_typed_one(workspace):
+    """`--lr 1e-3` on the command line is logged by the script as 0.001: that must not stop it."""
+    from tests.conftest import api_client
+
+    run, token = running_run(workspace, arguments=["--lr", "1e-3", "--epochs", "3"])
+    answer = api_client(token).post(
+        f"/mlflow/{workspace.name}/api/2.0/mlflow/runs/log-parameter",
+        {"run_id": run.run_id, "key": "lr", "value": "0.001"},
+        content_type="application/json",
+    )
+    assert answer.status_code == 200, answer.content
+    run.refresh_from_db()
+    assert run.parameters == {"lr": "0.001", "epochs": "3"}
