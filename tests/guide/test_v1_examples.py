@@ -73,7 +73,7 @@ def test_each_example_holds_the_files_its_notebook_copies(db):
             assert (folder / name).is_file(), (folder.name, name)
 
 
-def test_hyperparameter_tune_deploy_trains_logs_and_registers(site, tmp_path, monkeypatch, capsys):
+def test_hyperparameter_tune_deploy_trains_logs_registers_and_deploys(site, tmp_path, monkeypatch, capsys):
     namespace = run_notebook(site, "birds_single_node", tmp_path, monkeypatch)
     shown = capsys.readouterr().out
     assert_first_cells(shown, site[0].url)
@@ -100,6 +100,16 @@ def test_hyperparameter_tune_deploy_trains_logs_and_registers(site, tmp_path, mo
     assert f"Validation accuracy: {accuracy:.5f} \n  Learning rate: {lr:.5f} \n  Momentum: {momentum:.5f}" in shown
     assert re.search(r"pytorch-birds\tpytorch-birds:1\t1", shown)
     assert namespace["model"].run_id == best["run_id"]
+    # The deployment cells: the best run's model answers as an endpoint on the cluster, then is deleted.
+    assert "AciWebservice.deploy_configuration(cpu_cores=2, memory_gb=2) is served as a TrainHub endpoint" in shown
+    assert 'ACI service creation operation finished, operation "Healthy"' in shown and "\nHealthy\n" in shown
+    assert f"{site[0].url}/endpoints/birds/aci-birds/score\n" in shown
+    result = namespace["result"]
+    assert result["label"] in ("chicken", "turkey") and 0.5 <= float(result["probability"]) <= 1.0
+    assert f"{result}\n" in shown
+    from trainhub.sdk.webservice import Webservice
+
+    assert Webservice.list(namespace["ws"]) == []
 
 
 def test_distributed_data_parallel_reads_the_uploaded_dataset_per_process_and_per_node(

@@ -1,6 +1,7 @@
 """train-hyperparameter-tune-deploy-with-pytorch (MachineLearningNotebooks, ml-frameworks/pytorch):
-its training, HyperDrive, metrics and registration cells. The RunDetails widget and the ACI
-deployment are left out, and the sweep has 4 children instead of 8 (the test's cluster has one node)."""
+its training, HyperDrive, metrics, registration and ACI deployment cells (the service is a TrainHub
+endpoint on the cluster). The RunDetails widget is left out, and the sweep has 4 children instead
+of 8 (the test's cluster has one node)."""
 
 # Cells of a notebook, in order: imports stay where the notebook has them.
 # ruff: noqa: E402, F811, UP030
@@ -136,3 +137,40 @@ print(
 # ----
 model = best_run.register_model(model_name="pytorch-birds", model_path="outputs/model.pt")
 print(model.name, model.id, model.version, sep="\t")
+
+# ----
+from trainhub.sdk.model import InferenceConfig, Model
+from trainhub.sdk.webservice import AciWebservice
+
+inference_config = InferenceConfig(entry_script="pytorch_score.py", environment=pytorch_env)
+
+aciconfig = AciWebservice.deploy_configuration(
+    cpu_cores=2,
+    memory_gb=2,
+    tags={"data": "birds", "method": "transfer learning", "framework": "pytorch"},
+    description="Classify turkey/chickens using transfer learning with PyTorch",
+)
+
+service = Model.deploy(
+    workspace=ws, name="aci-birds", models=[model], inference_config=inference_config, deployment_config=aciconfig
+)
+service.wait_for_deployment(True)
+print(service.state)
+
+# ----
+print(service.get_logs())
+
+# ----
+print(service.scoring_uri)
+
+# ----
+import json
+
+import torch
+
+input_data = torch.randn(1, 4)  # stands in for preprocess('test_img.jpg')
+result = service.run(input_data=json.dumps({"data": input_data.tolist()}))
+print(result)
+
+# ----
+service.delete()
