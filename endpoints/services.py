@@ -15,6 +15,7 @@ import secrets
 import tarfile
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
@@ -24,7 +25,7 @@ from django.utils import timezone
 
 from endpoints.models import Endpoint, EndpointState, Replica, ReplicaState
 from registry.models import ModelVersion
-from runs.models import Run
+from runs.models import Run, RunStatus
 from runs.services import EnvironmentChoice, log_append, run_cancel, run_submit, snapshot_store
 from trainhub.redis_conn import get_redis
 from trainhub.workspaces.models import name_validator
@@ -53,6 +54,14 @@ UNKNOWN_COMPUTE = "No compute target named {name!r} in this workspace."
 NOT_THIS_REPLICA = "Only the run of replica {pk} may report that it is ready."
 BAD_ADDRESS = "A replica reports a port from 1 to 65535 and a secret of 32 to 64 characters."
 NEVER_READY = "The replica stopped before it answered: {reason}"
+CRASH_LOOP = (
+    "Replicas stopped while serving {count} times within {minutes} minutes (the last: {reason}): no new "
+    "replica is started. Fix the scoring script or the model, then update or deploy again."
+)
+# A replica that keeps dying is not started again forever: this many ends of serving replicas
+# within the window fail the endpoint instead.
+CRASH_LOOP_ENDS = 5
+CRASH_LOOP_WINDOW = timedelta(minutes=10)
 REPLICA_DIED = "Replica {pk} (run {run_id}) stopped while serving ({reason}): a new replica replaces it."
 
 
@@ -396,6 +405,18 @@ def replica_run_ended(run: Run) -> None:
         if was == ReplicaState.STARTING:
             endpoint.state = EndpointState.FAILED
             endpoint.error = NEVER_READY.format(reason=reason)[:5000]
+            endpoint.save(update_fields=["state", "error", "updated_at"])
+            return
+        recent_ends = endpoint.replicas.filter(
+            ready_at__isnull=False,
+            state=ReplicaState.STOPPED,
+            run__ended_at__gte=timezone.now() - CRASH_LOOP_WINDOW,
+        ).exclude(run__status=RunStatus.CANCELED)
+        if recent_ends.count() >= CRASH_LOOP_ENDS:
+            endpoint.state = EndpointState.FAILED
+            endpoint.error = CRASH_LOOP.format(
+                count=CRASH_LOOP_ENDS, minutes=int(CRASH_LOOP_WINDOW.total_seconds() // 60), reason=reason
+            )[:5000]
             endpoint.save(update_fields=["state", "error", "updated_at"])
             return
         endpoint.restarts += 1
