@@ -1,5 +1,6 @@
 """Endpoint pages: the list, one endpoint (state, versions, replicas, URL, keys shown once, request
-count and latency, its log, a form to try a request), regenerating a key, deleting."""
+count and latency, its serving replica's live log, a form to try a request), regenerating a key,
+deleting."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from django.shortcuts import redirect
 from django.views.decorators.http import require_POST
 
 from endpoints import selectors, services
-from runs.selectors import log_chunks_after
+from runs.selectors import log_tail
 from trainhub.workspaces import selectors as workspace_selectors
 from trainhub.workspaces.pages import workspace_page
 from trainhub.workspaces.permissions import Access
@@ -30,10 +31,7 @@ def endpoint_list(request: HttpRequest, workspace_name: str) -> HttpResponse:
 def _detail(request: HttpRequest, access: Access, name: str, **extra) -> HttpResponse:
     endpoint = selectors.endpoint_get(access.workspace, name)
     replica = selectors.log_replica(endpoint)
-    lines: list[str] = []
-    if replica is not None:
-        for chunk in log_chunks_after(replica.run, 0):
-            lines += chunk.text.split("\n")
+    tail = [c.as_message() for c in log_tail(replica.run, max_lines=LOG_LINES_SHOWN)] if replica is not None else []
     return workspace_page(
         request,
         access,
@@ -43,7 +41,7 @@ def _detail(request: HttpRequest, access: Access, name: str, **extra) -> HttpRes
         versions=endpoint.model_versions.select_related("model").order_by("model__name", "version"),
         replicas=selectors.replicas_of(endpoint)[:20],
         log_replica=replica,
-        log_lines=lines[-LOG_LINES_SHOWN:],
+        tail=tail,
         stats=services.endpoint_stats(endpoint.pk),
         scoring_url=request.build_absolute_uri(selectors.scoring_path(endpoint)),
         **extra,

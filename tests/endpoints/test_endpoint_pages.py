@@ -7,6 +7,7 @@ import pytest
 
 from endpoints.models import Endpoint, Replica
 from endpoints.services import endpoint_record_request
+from runs.services import log_append
 from tests.registry.builders import register, run_with_outputs
 from trainhub.workspaces.selectors import hash_token
 
@@ -44,9 +45,14 @@ def test_the_list_shows_state_versions_and_url(endpoint, client_for, reader):
 
 def test_an_endpoints_page_shows_its_replicas_and_a_new_key_once(endpoint, client_for, owner):
     client = client_for(owner)
+    run = endpoint.replicas.get().run
+    log_append(run.pk, "std_log_process_0", ["init: loaded the model"])
     page = client.get("/w/birds/endpoints/aci-birds/").content.decode()
     assert "http://testserver/endpoints/birds/aci-birds/score" in page
-    assert endpoint.replicas.get().run.run_id in page
+    assert run.run_id in page
+    # The serving replica's log, followed live through its run's log socket.
+    assert "init: loaded the model" in page and f'data-ws="/ws/runs/{run.run_id}/logs/"' in page
+    assert "trainhub/runlog" in page
     assert "Keys are shown once" in page
 
     answer = client.post("/w/birds/endpoints/aci-birds/keys/", {"key_type": "Secondary"}).content.decode()
