@@ -135,12 +135,31 @@ def expand_variables(value: str, env: dict[str, str]) -> str:
     return VARIABLE.sub(lambda m: env.get(m.group(1) or m.group(2), m.group(0)), value)
 
 
+# Where a Python traceback starts, and where faulthandler's report of a crash does (a rank killed
+# by a signal from native code: a segmentation fault, an abort in a C++ library).
+TRACEBACK_STARTS = ("Traceback (most recent call last)", "Fatal Python error: ")
+
+
 def last_traceback(lines: list[str]) -> str:
     start = None
     for index, line in enumerate(lines):
-        if line.startswith("Traceback (most recent call last)"):
+        if line.startswith(TRACEBACK_STARTS):
             start = index
     return "\n".join(lines[start:]) if start is not None else "\n".join(lines[-30:])
+
+
+def signal_named(exit_code: int | None) -> str:
+    """" (SIGSEGV)" for an exit code that says a signal ended the process (128 + its number, as a
+    shell reports it; negative from Popen), else ""."""
+    if exit_code is None:
+        return ""
+    number = -exit_code if exit_code < 0 else exit_code - 128
+    if number <= 0:
+        return ""
+    try:
+        return f" ({signal.Signals(number).name})"
+    except ValueError:
+        return ""
 
 
 def node_variables_passed(environ: dict[str, str] | os._Environ) -> dict[str, str]:
@@ -480,6 +499,9 @@ class NodeExecution:
                 "VIRTUAL_ENV": str(python.parent.parent),
                 "PYTHONPATH": os.pathsep.join([str(self.sdk_folder)] + ([pythonpath] if pythonpath else [])),
                 "PYTHONUNBUFFERED": "1",
+                # A rank that dies in native code (a segmentation fault, an abort in a C++ library)
+                # prints where its Python threads were, into its log and the run's error.
+                "PYTHONFAULTHANDLER": env_vars.get("PYTHONFAULTHANDLER", "1"),
                 "TRAINHUB_RUN_ID": run.run_id,
                 "TRAINHUB_RUN_TOKEN": self.token,
                 "TRAINHUB_SERVER_URL": settings.TRAINHUB_NODE_SERVER_URL,
@@ -844,7 +866,7 @@ class NodeExecution:
             tb = last_traceback(list(self.tails.get(f"std_log_process_{rank}", failed.tail)))
             services.fail_run(
                 self.run.pk,
-                f"Rank {rank} ({where}) exited with code {failed.exit_code}.",
+                f"Rank {rank} ({where}) exited with code {failed.exit_code}{signal_named(failed.exit_code)}.",
                 exit_code=failed.exit_code,
                 failed_rank=rank,
                 error_traceback=tb,

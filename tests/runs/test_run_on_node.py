@@ -12,6 +12,7 @@ import pytest
 from runs.models import Run, Snapshot
 from tests.helpers.processes import host_pid, pid_alive, run_folder, wait_until
 from tests.runs.conftest import script_config
+from tests.runs.test_distributed import stream_text
 from trainhub.compute.models import Node
 from trainhub.sdk import Experiment
 from trainhub.sdk.exceptions import RunFailedError, UserErrorException
@@ -71,6 +72,19 @@ def test_a_failing_script_shows_its_exit_code_and_traceback(ws, node):
     assert details["failed_rank"] == 0
     assert details["error_traceback"].startswith("Traceback (most recent call last)")
     assert "return a / b" in details["error_traceback"]
+
+
+def test_a_rank_that_crashes_in_native_code_shows_the_signal_and_where_python_was(ws, node):
+    """No Python traceback comes from a segmentation fault: the run says which signal ended the
+    rank, and faulthandler (on in every rank) puts the Python stack of the crash in its error."""
+    run = Experiment(ws, name="failures").submit(script_config(ws, "scripts", "crash.py"))
+    with pytest.raises(RunFailedError, match="SIGSEGV"):
+        run.wait_for_completion()
+    details = run.get_details()
+    assert details["status_reason"] == f"Rank 0 (node {node.name}) exited with code 139 (SIGSEGV)."
+    assert details["error_traceback"].startswith("Fatal Python error: Segmentation fault")
+    assert 'crash.py", line 10 in read_null_pointer' in details["error_traceback"]
+    assert "about to crash" in stream_text(run, "std_log_process_0")
 
 
 def test_cancel_stops_the_whole_process_tree(ws, node, tmp_path):

@@ -3,15 +3,30 @@ under mpirun, each rank takes its rank from Open MPI's variables, as Horovod doe
 all_reduces a gradient-sized tensor over gloo."""
 
 import os
+import sys
 
 import torch
 import torch.distributed as dist
 
-rank, world = int(os.environ["OMPI_COMM_WORLD_RANK"]), int(os.environ["OMPI_COMM_WORLD_SIZE"])
-dist.init_process_group("gloo", init_method=os.environ["AZ_BATCHAI_PYTORCH_INIT_METHOD"], rank=rank, world_size=world)
-gradient = torch.full((10,), float(rank + 1))
-dist.all_reduce(gradient)
-print(f"horovod-style rank {rank}/{world} averaged gradient {gradient[0].item() / world}", flush=True)
-# Every rank reaches the end before any tears gloo down (a peer closing early aborts the other).
-dist.barrier()
-dist.destroy_process_group()
+# Everything lives in main() and the process ends with os._exit once its output is flushed:
+# see tests/runs/projects/ddp/ddp_check.py for the abort in Python's teardown this avoids.
+
+
+def main() -> None:
+    rank, world = int(os.environ["OMPI_COMM_WORLD_RANK"]), int(os.environ["OMPI_COMM_WORLD_SIZE"])
+    dist.init_process_group(
+        "gloo", init_method=os.environ["AZ_BATCHAI_PYTORCH_INIT_METHOD"], rank=rank, world_size=world
+    )
+    gradient = torch.full((10,), float(rank + 1))
+    dist.all_reduce(gradient)
+    print(f"horovod-style rank {rank}/{world} averaged gradient {gradient[0].item() / world}", flush=True)
+    del gradient
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
