@@ -37,7 +37,12 @@ TOO_LARGE = "The request is {size} bytes; an endpoint takes at most {limit}."
 TIMED_OUT = "The replica did not answer within {seconds} s."
 UNREACHABLE = "The replica could not be reached: {error}"
 ONLY_POST = "Score with POST."
+BAD_ANSWER = "The replica's answer is not one TrainHub passes on: {why}"
 REPLICA_HEADER = "X-TrainHub-Replica"
+# What a replica (member code) may send back: a bounded answer of a type no browser runs on this origin.
+MAX_ANSWER_BYTES = 64 * 1024 * 1024
+MAX_ANSWER_HEADERS = 100
+RELAYED_TYPES = (b"application/json", b"text/plain")
 IDLE_CONNECTIONS_PER_REPLICA = 32
 
 
@@ -55,6 +60,10 @@ class Route:
 
 class ReplicaLost(Exception):
     """The request never reached the replica: it may be sent again."""
+
+
+class BadAnswer(Exception):
+    """The replica answered something that is not a bounded HTTP/1.1 answer."""
 
 
 class _Connection:
@@ -83,7 +92,11 @@ class ScoringProxy:
             {
                 "type": "http.response.start",
                 "status": status,
-                "headers": [(b"content-type", content_type), (b"content-length", str(len(body)).encode())],
+                "headers": [
+                    (b"content-type", content_type),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"x-content-type-options", b"nosniff"),
+                ],
             }
         )
         await send({"type": "http.response.body", "body": body})
@@ -140,6 +153,8 @@ class ScoringProxy:
                 route = await self.route(workspace, name, fresh=True) or route
             except TimeoutError:
                 return _error(504, TIMED_OUT.format(seconds=timeout), "timeout", route.endpoint_pk)
+            except BadAnswer as bad:
+                return _error(502, BAD_ANSWER.format(why=bad), "bad_answer", route.endpoint_pk)
         raise AssertionError("unreachable")
 
     async def route(self, workspace: str, name: str, fresh: bool = False) -> Route | None:
@@ -185,23 +200,11 @@ class ScoringProxy:
             # A kept connection the replica had closed (it stopped): the request never reached it.
             raise ReplicaLost("the replica closed the connection")
         try:
-            status = int(status_line.split(b" ", 2)[1])
-            length = 0
-            answer_type = b"application/json"
-            keep = True
-            while True:
-                line = await connection.reader.readline()
-                if line in (b"\r\n", b"\n", b""):
-                    break
-                key, _, value = line.partition(b":")
-                key = key.strip().lower()
-                if key == b"content-length":
-                    length = int(value.strip())
-                elif key == b"content-type":
-                    answer_type = value.strip()
-                elif key == b"connection" and value.strip().lower() == b"close":
-                    keep = False
+            status, answer_type, length, keep = await _answer_head(status_line, connection.reader)
             answer = await connection.reader.readexactly(length)
+        except (ValueError, IndexError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as error:
+            connection.writer.close()
+            raise BadAnswer(f"{type(error).__name__}: {error}"[:300]) from None
         except BaseException:
             connection.writer.close()
             raise
@@ -227,6 +230,35 @@ class ScoringProxy:
         except OSError as error:
             raise ReplicaLost(str(error)) from None
         return _Connection(reader, writer)
+
+
+async def _answer_head(status_line: bytes, reader: asyncio.StreamReader) -> tuple[int, bytes, int, bool]:
+    """(status, content type, body length, keep the connection) of an answer, checked."""
+    status = int(status_line.split(b" ", 2)[1])
+    if not 100 <= status <= 599:
+        raise ValueError(f"status {status}")
+    length = 0
+    answer_type = b"application/json"
+    keep = True
+    for _ in range(MAX_ANSWER_HEADERS):
+        line = await reader.readline()
+        if line in (b"\r\n", b"\n", b""):
+            break
+        key, _, value = line.partition(b":")
+        key = key.strip().lower()
+        if key == b"content-length":
+            length = int(value.strip())
+        elif key == b"content-type":
+            answer_type = value.strip()
+        elif key == b"connection" and value.strip().lower() == b"close":
+            keep = False
+    else:
+        raise ValueError(f"more than {MAX_ANSWER_HEADERS} header lines")
+    if not 0 <= length <= MAX_ANSWER_BYTES:
+        raise ValueError(f"a body of {length} bytes (at most {MAX_ANSWER_BYTES})")
+    if not answer_type.lower().startswith(RELAYED_TYPES):
+        answer_type = b"application/octet-stream"
+    return status, answer_type, length, keep
 
 
 def _no_delay(send: Send) -> None:
