@@ -37,7 +37,6 @@ WORKLOAD = textwrap.dedent(
 FAILING = textwrap.dedent(
     """
     import os, time
-    print("pid", os.getpid(), flush=True)
     time.sleep(4)
     if os.environ["RANK"] == "3":
         print("failing at", time.time(), flush=True)
@@ -148,21 +147,13 @@ def slurm_figures(harness, server, ws, folder: Path, python: Path, slurm_dir: Pa
         shutil.rmtree(slurm_dir, ignore_errors=True)
 
 
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 def main() -> None:
     slurm_dir = slurm_folder()
     with Harness() as harness:
         server, ws = harness.sdk_workspace(nodes=2)
         from django.conf import settings
 
-        from runs.models import LogChunk, Run
+        from runs.models import LogChunk, Run, RunProcess
         from trainhub.environments.builders import materialise_environment
 
         folder = Path(tempfile.mkdtemp(prefix="bench-ddp-"))
@@ -195,16 +186,16 @@ def main() -> None:
         def log_text() -> str:
             return "\n".join(c.text for c in LogChunk.objects.filter(run__run_id=run.id))
 
-        while log_text().count("pid ") < 4:
-            time.sleep(0.05)
-        pids = [int(line.split()[1]) for line in log_text().split("\n") if line.startswith("pid ")]
-        while any(alive(pid) for pid in pids):
-            time.sleep(0.05)
-        gone_at = time.time()
         run.wait_for_completion(raise_on_error=False)
+        # When each node saw its ranks end (a rank's pid is its box's, not one to watch from here).
+        processes = RunProcess.objects.filter(run__run_id=run.id)
+        while processes.filter(ended_at__isnull=True).exists():  # the other node may still be stopping
+            time.sleep(0.05)
+        ended = [p.ended_at for p in processes]
+        gone_at = max(ended).timestamp()
         failed_at = float(log_text().split("failing at ", 1)[1].split()[0])
         print(
-            f"rank failure -> all {len(pids)} ranks stopped: {gone_at - failed_at:.2f} s (target <= 10 s); "
+            f"rank failure -> all {len(ended)} ranks stopped: {gone_at - failed_at:.2f} s (target <= 10 s); "
             f"run {Run.objects.get(run_id=run.id).status}: {Run.objects.get(run_id=run.id).status_reason}"
         )
 
