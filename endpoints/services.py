@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import hmac
 import io
 import secrets
 import tarfile
@@ -52,6 +53,7 @@ BAD_ENTRY_SCRIPT = "The entry script is a relative path inside the source direct
 NO_COMPUTE = "Workspace {workspace!r} has no compute cluster to run the endpoint on: create one first."
 UNKNOWN_COMPUTE = "No compute target named {name!r} in this workspace."
 NOT_THIS_REPLICA = "Only the run of replica {pk} may report that it is ready."
+NOT_A_REPLICA = "Port {port} of the replica's node does not answer as a TrainHub scoring server."
 BAD_ADDRESS = "A replica reports a port from 1 to 65535 and a secret of 32 to 64 characters."
 NEVER_READY = "The replica stopped before it answered: {reason}"
 CRASH_LOOP = (
@@ -360,14 +362,19 @@ def replica_ready(*, run: Run, replica: Replica, address: str, port: int, secret
         raise PermissionDenied(NOT_THIS_REPLICA.format(pk=replica.pk))
     if not (isinstance(port, int) and 0 < port < 65536) or not 32 <= len(secret or "") <= 64:
         raise ValidationError(BAD_ADDRESS)
+    # The address is the node's, as the scheduler knows it, never what the replica claims.
+    placement = run.run_nodes.select_related("node").filter(node_rank=0).first()
+    node_address = placement.node.address if placement is not None else ""
+    if not node_address:
+        raise ValidationError(NOT_A_REPLICA.format(port=port))
+    _check_proof(node_address, port, secret)
     with transaction.atomic():
         endpoint = Endpoint.objects.select_for_update().get(pk=replica.endpoint_id)
         locked = Replica.objects.select_for_update().get(pk=replica.pk)
         if locked.state != ReplicaState.STARTING:
             return locked
         locked.state = ReplicaState.READY
-        # The address is the node's, as the scheduler knows it, never what the replica claims.
-        locked.address = run.run_nodes.select_related("node").get(node_rank=0).node.address or address
+        locked.address = node_address
         locked.port = port
         locked.secret = secret
         locked.ready_at = timezone.now()
@@ -384,6 +391,28 @@ def replica_ready(*, run: Run, replica: Replica, address: str, port: int, secret
                 _retire(old)
         _bump_route(endpoint.pk)
     return locked
+
+
+def _check_proof(address: str, port: int, secret: str) -> None:
+    """The port is the replica's scoring server (it proves it knows the secret), not another service
+    of the node's that requests would otherwise be sent to."""
+    import http.client
+    import json
+
+    from trainhub.sdk._scoring_server import PROOF_PATH, REPLICA_HEADER, proof
+
+    connection = http.client.HTTPConnection(address, port, timeout=10)
+    try:
+        connection.request("GET", PROOF_PATH, headers={REPLICA_HEADER: secret})
+        response = connection.getresponse()
+        answer = json.loads(response.read(1000) or b"{}")
+        shown = answer.get("proof", "") if response.status == 200 and isinstance(answer, dict) else ""
+    except (OSError, ValueError, http.client.HTTPException):
+        shown = ""
+    finally:
+        connection.close()
+    if not isinstance(shown, str) or not hmac.compare_digest(shown, proof(secret)):
+        raise ValidationError(NOT_A_REPLICA.format(port=port))
 
 
 def replica_run_ended(run: Run) -> None:

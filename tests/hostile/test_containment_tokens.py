@@ -136,6 +136,48 @@ def test_a_run_token_reports_only_its_own_replica_ready(workspace, owner):
     assert (replica.state, replica.port, replica.secret) == ("starting", None, "")
 
 
+def test_a_replica_cannot_point_the_server_at_another_service_of_its_node(workspace, owner):
+    """The attack: the scoring script reports, with its own run's token, the port of another service on
+    its node (here a listener that answers 200 to anything) so that the server sends requests there.
+    The server asks the port for the replica's proof of its secret first, and refuses."""
+    import socket
+    import threading
+
+    from endpoints.models import Endpoint, Replica
+    from endpoints.services import NOT_A_REPLICA
+    from runs.models import RunNode
+    from trainhub.compute.models import Node
+
+    run, token = running_run(workspace, experiment="endpoint-serving")
+    node = Node.objects.create(cluster=run.cluster, name="n-proof", hostname="h", address="127.0.0.1", pid=1, cpus=1)
+    RunNode.objects.create(run=run, node=node, node_rank=0, state="running")
+    endpoint = Endpoint.objects.create(
+        workspace=workspace, name="serving", cluster=run.cluster, snapshot=run.snapshot, entry_script="score.py",
+        environment_name="e", environment_spec={}, primary_key_hash="p" * 64, secondary_key_hash="s" * 64,
+    )
+    replica = Replica.objects.create(endpoint=endpoint, run=run, generation=1)
+    other = socket.create_server(("127.0.0.1", 0))
+
+    def answer_anything():
+        with other:
+            connection, _ = other.accept()
+            with connection:
+                connection.recv(4096)
+                connection.sendall(b'HTTP/1.1 200 OK\r\nContent-Length: 15\r\n\r\n{"proof": "x"}\n')
+
+    threading.Thread(target=answer_anything, daemon=True).start()
+    port = other.getsockname()[1]
+    response = api_client(token).post(
+        f"/api/v1/workspaces/birds/endpoints/serving/replicas/{replica.pk}/ready",
+        {"port": port, "secret": "x" * 40},
+        content_type="application/json",
+    )
+    assert response.status_code == 400
+    assert response.json()["detail"] == NOT_A_REPLICA.format(port=port)
+    replica.refresh_from_db()
+    assert (replica.state, replica.port) == ("starting", None)
+
+
 def test_a_run_token_cannot_list_workspaces(workspace, owner, other_workspace):
     """The attack: a run of `birds` lists its user's other workspaces (`elsewhere`) to go there next."""
     Membership.objects.create(workspace=other_workspace, user=owner, role=Role.OWNER)

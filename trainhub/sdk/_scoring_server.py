@@ -38,6 +38,15 @@ from typing import Any
 
 MODELS_FOLDER = "azureml-models"
 REPLICA_HEADER = "X-TrainHub-Replica"
+# The server checks that the port a replica reports is a replica's: GET PROOF_PATH there answers
+# proof(secret), which no other service on the node can compute.
+PROOF_PATH = "/trainhub-replica"
+
+
+def proof(secret: str) -> str:
+    return hmac.new(secret.encode(), b"trainhub replica", hashlib.sha256).hexdigest()
+
+
 NO_RUN_FUNCTION = "The entry script {script} has no run(raw_data) function."
 
 
@@ -192,6 +201,12 @@ def handler_for(scorer: Any, secret: str, in_flight: InFlight) -> type[BaseHTTPR
         # the client's delayed ACK (40 ms a request on Linux).
         disable_nagle_algorithm = True
 
+        def do_GET(self) -> None:  # noqa: N802
+            if self.path != PROOF_PATH or not hmac.compare_digest(self.headers.get(REPLICA_HEADER, ""), secret):
+                self._answer(404, b'{"detail": "Score with POST, through TrainHub."}')
+                return
+            self._answer(200, json.dumps({"proof": proof(secret)}).encode())
+
         def do_POST(self) -> None:  # noqa: N802
             if not hmac.compare_digest(self.headers.get(REPLICA_HEADER, ""), secret):
                 self._answer(403, b'{"detail": "Requests reach a replica through TrainHub only."}')
@@ -235,11 +250,18 @@ def main(argv: list[str] | None = None) -> int:
     server = ThreadingHTTPServer((address, 0), handler_for(scorer, secret, in_flight))
     port = server.server_address[1]
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown, daemon=True).start())
-    workspace._store.endpoint_replica_ready(
-        args.endpoint, args.replica, {"address": address, "port": port, "secret": secret}
-    )
+    # Serving before the report: the server asks this port for its proof before it sends requests.
+    serving = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, name="serve")
+    serving.start()
+    try:
+        workspace._store.endpoint_replica_ready(
+            args.endpoint, args.replica, {"address": address, "port": port, "secret": secret}
+        )
+    except BaseException:
+        server.shutdown()
+        raise
     print(f"Replica {args.replica} of endpoint {args.endpoint} answers on {address}:{port}", flush=True)
-    server.serve_forever(poll_interval=0.2)
+    serving.join()
     server.server_close()  # no new connection from here; kept ones may still bring a request
     in_flight.wait_idle(timeout=2.5)  # the node kills the box 3 s after SIGTERM
     print(f"Replica {args.replica} stopped", flush=True)
