@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test system-deps-run system-deps-test docker-engine install bench lint clean screenshots
+.PHONY: run test check system-deps-run system-deps-test docker-engine install bench clean screenshots
 
 run: system-deps-run $(STAMP)
 	$(PY) manage.py trainhub_up
@@ -45,8 +45,12 @@ screenshots: system-deps-test $(STAMP)
 bench: $(STAMP)
 	@for script in bench/*.py; do echo "== $$script"; $(PY) $$script || exit 1; done
 
-lint: $(STAMP)
+# Lint, format and the import contracts of pyproject.toml ([tool.importlinter]); .ci/run runs it
+# before the tests.
+check: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
 
 clean:
 	rm -rf $(VENV) var
