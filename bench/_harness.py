@@ -144,8 +144,9 @@ def now() -> float:
     return time.time()
 
 
-def submit(ws, folder: Path, script: str, arguments=(), experiment: str = "bench", compute_target: str = "cpu",
-           **config):
+def submit(
+    ws, folder: Path, script: str, arguments=(), experiment: str = "bench", compute_target: str = "cpu", **config
+):
     """A run of `folder/script` on the harness's cluster, in the curated environment
     (`config`: more ScriptRunConfig arguments, e.g. distributed_job_config)."""
     from trainhub.sdk import Environment, Experiment, ScriptRunConfig

@@ -57,8 +57,11 @@ def copied_per_run(ws, datastore, folder: Path) -> list[str]:
     lines = []
     for _ in range(2):
         config = ScriptRunConfig(
-            source_directory=str(folder), script="read.py", arguments=[datastore.path("small").as_mount()],
-            compute_target="cpu", environment=Environment.get(ws, "TrainHub-PyTorch-2.13-CPU"),
+            source_directory=str(folder),
+            script="read.py",
+            arguments=[datastore.path("small").as_mount()],
+            compute_target="cpu",
+            environment=Environment.get(ws, "TrainHub-PyTorch-2.13-CPU"),
         )
         run = Experiment(ws, "data").submit(config)
         assert run.wait_for_completion()["status"] == "Completed"
@@ -80,12 +83,20 @@ def main() -> None:
         scratch = Path(tempfile.mkdtemp(prefix="trainhub-bench-datastores-"))
         try:
             make_files(scratch)
-            compare(f"{SMALL_FILES} files of {SMALL_BYTES} B", scratch / "small", SMALL_FILES * SMALL_BYTES,
-                    lambda: datastore.upload(str(scratch / "small"), "small", show_progress=False))
+            compare(
+                f"{SMALL_FILES} files of {SMALL_BYTES} B",
+                scratch / "small",
+                SMALL_FILES * SMALL_BYTES,
+                lambda: datastore.upload(str(scratch / "small"), "small", show_progress=False),
+            )
             again = timed(lambda: datastore.upload(str(scratch / "small"), "small", show_progress=False))
             print(f"{SMALL_FILES} files uploaded again (all skipped by checksum): {again:.2f} s")
-            compare(f"one file of {BIG_BYTES / 1e6:.0f} MB", scratch / "big", BIG_BYTES,
-                    lambda: datastore.upload(str(scratch / "big"), "big", show_progress=False))
+            compare(
+                f"one file of {BIG_BYTES / 1e6:.0f} MB",
+                scratch / "big",
+                BIG_BYTES,
+                lambda: datastore.upload(str(scratch / "big"), "big", show_progress=False),
+            )
             first, second = copied_per_run(ws, datastore, scratch / "source")
             print(f"run input on a node, first run: {first}")
             print(f"run input on the same node, second run: {second}")

@@ -48,7 +48,7 @@ STEPS = 400
 REPEATS = int(os.environ.get("BENCH_REPEATS", "5"))  # 0: only the rank-failure figure
 # One srun task per rank, its variables from Slurm's, as a user writes it by hand.
 SRUN_RANK = (
-    'RANK=$SLURM_PROCID WORLD_SIZE=$SLURM_NTASKS LOCAL_RANK=$SLURM_LOCALID MASTER_ADDR=127.0.0.1 '
+    "RANK=$SLURM_PROCID WORLD_SIZE=$SLURM_NTASKS LOCAL_RANK=$SLURM_LOCALID MASTER_ADDR=127.0.0.1 "
     'MASTER_PORT=29741 OMP_NUM_THREADS=1 exec "$0" "$@"'
 )
 
@@ -87,8 +87,15 @@ def by_hand(python: Path, folder: Path) -> float:
 def through_trainhub(ws, folder: Path, script: str, arguments=(), target: str = "cpu"):
     from trainhub.sdk.runconfig import PyTorchConfiguration
 
-    return submit(ws, folder, script, arguments, experiment="bench-ddp", compute_target=target,
-                  distributed_job_config=PyTorchConfiguration(process_count=4, node_count=2))
+    return submit(
+        ws,
+        folder,
+        script,
+        arguments,
+        experiment="bench-ddp",
+        compute_target=target,
+        distributed_job_config=PyTorchConfiguration(process_count=4, node_count=2),
+    )
 
 
 def slurm_folder() -> Path | None:
@@ -115,9 +122,23 @@ def slurm_folder() -> Path | None:
 def by_srun(slurm, python: Path, folder: Path) -> float:
     started = time.monotonic()
     subprocess.run(
-        ["srun", "--partition=debug", "--nodes=2", "--ntasks-per-node=2", f"--chdir={folder}",
-         "/bin/sh", "-c", SRUN_RANK, str(python), str(folder / "work.py"), str(STEPS)],
-        env=slurm.env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True,
+        [
+            "srun",
+            "--partition=debug",
+            "--nodes=2",
+            "--ntasks-per-node=2",
+            f"--chdir={folder}",
+            "/bin/sh",
+            "-c",
+            SRUN_RANK,
+            str(python),
+            str(folder / "work.py"),
+            str(STEPS),
+        ],
+        env=slurm.env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        check=True,
     )
     return time.monotonic() - started
 
@@ -127,8 +148,9 @@ def slurm_figures(harness, server, ws, folder: Path, python: Path, slurm_dir: Pa
     from tests.helpers.slurm import SlurmCluster
     from trainhub.sdk.compute import ComputeTarget, SlurmCompute
 
-    slurm = SlurmCluster(slurm_dir / "slurm.conf", process_env(TRAINHUB_NODE_SERVER_URL=server.url),
-                         slurm_dir / "node.env")
+    slurm = SlurmCluster(
+        slurm_dir / "slurm.conf", process_env(TRAINHUB_NODE_SERVER_URL=server.url), slurm_dir / "node.env"
+    )
     try:
         slurm.start()
         ComputeTarget.attach(ws, "hpc", SlurmCompute.attach_configuration(partition="debug"))

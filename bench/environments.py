@@ -100,14 +100,17 @@ def docker_figures(work: Path) -> None:
     )
     venv = materialise_environment(PYTORCH_CPU_SPEC, cache_dir=work / "venv", log=quiet, max_cache_bytes=0)
     spec = container_spec(
-        image=built.image, argv=[str(built.python), *TRIVIAL], env={}, workdir=work, mounts=[work],
-        labels={"trainhub.bench": "1"}, gpus=0,
+        image=built.image,
+        argv=[str(built.python), *TRIVIAL],
+        env={},
+        workdir=work,
+        mounts=[work],
+        labels={"trainhub.bench": "1"},
+        gpus=0,
     )
     helper_env = {"PATH": os.environ["PATH"], SPEC_VARIABLE: json.dumps(spec)}
     in_venv = statistics.median(timed_run([str(venv.python), *TRIVIAL], os.environ) for _ in range(TRIVIAL_STARTS))
-    in_container = statistics.median(
-        timed_run(list(CONTAINER_RANK_ARGV), helper_env) for _ in range(TRIVIAL_STARTS)
-    )
+    in_container = statistics.median(timed_run(list(CONTAINER_RANK_ARGV), helper_env) for _ in range(TRIVIAL_STARTS))
     print(
         f"trivial script, median of {TRIVIAL_STARTS}: virtualenv {in_venv:.2f} s, container {in_container:.2f} s, "
         f"overhead {in_container - in_venv:.2f} s (target <= 1 s)"
@@ -124,9 +127,7 @@ def timed_run(argv: list[str], env: dict[str, str]) -> float:
 def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="trainhub-bench-envs-"))
     try:
-        cold_build(
-            work, "warm-up"
-        )  # fills uv's package cache, as on any node after its first build
+        cold_build(work, "warm-up")  # fills uv's package cache, as on any node after its first build
         uv_seconds = statistics.median(cold_build(work, f"cold-{i}") for i in range(COLD_BUILDS))
         hits = sorted(cache_hits(work))
         pip_seconds = pip_build(work)
@@ -138,10 +139,7 @@ def main() -> None:
         f"median {statistics.median(hits) * 1000:.1f} ms, "
         f"p95 {hits[int(0.95 * (len(hits) - 1))] * 1000:.1f} ms (target median <= 50 ms)"
     )
-    print(
-        f"cold build of {PYTORCH_CPU_NAME} with uv (package cache warm, median of {COLD_BUILDS}): "
-        f"{uv_seconds:.1f} s"
-    )
+    print(f"cold build of {PYTORCH_CPU_NAME} with uv (package cache warm, median of {COLD_BUILDS}): {uv_seconds:.1f} s")
     print(f"python -m venv && pip install {' '.join(PYTORCH_CPU_SPEC['pip'])}: {pip_seconds:.1f} s")
     print(f"ratio uv / pip: {uv_seconds / pip_seconds:.3f} (target <= 0.1)")
 

@@ -46,7 +46,7 @@ class Viewer:
             self.in_order = False
             self.gaps += 1  # lines this viewer will never get on this socket
         arrived = time.time()
-        for line in lines[self.next_seq - first:] if first < self.next_seq else lines:
+        for line in lines[self.next_seq - first :] if first < self.next_seq else lines:
             if line.startswith("L "):
                 _, number, stamp = line.split()
                 self.in_order &= int(number) == self.next_line
@@ -63,8 +63,12 @@ async def watch(url: str, cookie: str, origin: str, viewer: Viewer, expected: in
     while viewer.next_line < expected and time.time() < deadline:
         try:
             # A browser waits for a busy server far longer than the 10 s websockets gives it.
-            async with connect(f"{url}?after={viewer.next_seq - 1}", max_size=None, open_timeout=60,
-                               additional_headers={"Cookie": cookie, "Origin": origin}) as socket:
+            async with connect(
+                f"{url}?after={viewer.next_seq - 1}",
+                max_size=None,
+                open_timeout=60,
+                additional_headers={"Cookie": cookie, "Origin": origin},
+            ) as socket:
                 while viewer.next_line < expected:
                     raw = await asyncio.wait_for(socket.recv(), timeout=max(0.1, deadline - time.time()))
                     viewer.take(json.loads(raw))
@@ -88,8 +92,9 @@ def watch_share(url: str, cookie: str, origin: str, count: int, expected: int, d
         await asyncio.gather(*(watch(url, cookie, origin, v, expected, deadline) for v in viewers))
 
     asyncio.run(all_of_them())
-    return [(v.in_order, v.next_line, v.gaps, v.reconnects, dict(v.close_codes), array("f", v.latencies))
-            for v in viewers]
+    return [
+        (v.in_order, v.next_line, v.gaps, v.reconnects, dict(v.close_codes), array("f", v.latencies)) for v in viewers
+    ]
 
 
 def many_viewers(ws, folder: Path, server, viewers: int, seconds: int, processes: int) -> None:

@@ -121,9 +121,7 @@ def main() -> None:
 
         user = get_user_model().objects.create_user("bench", password="bench-password-1")
         workspace = services.workspace_create(name="bench", user=user)
-        token = services.token_create(
-            access=Access(workspace, Role.OWNER), user=user, name="bench"
-        ).secret
+        token = services.token_create(access=Access(workspace, Role.OWNER), user=user, name="bench").secret
         run = make_run(workspace, make_cluster(workspace), status="Completed")
         scratch = Path(tempfile.mkdtemp(prefix="trainhub-bench-registry-"))
         try:
@@ -163,9 +161,7 @@ def main() -> None:
             runs = [download(file_url, token, pid) for _ in range(3)]
             best = max(runs, key=lambda r: r[0])
             peak_rss = max(r[1] for r in runs)
-            zip_rate, zip_rss, zip_size, zip_cpu = download(
-                f"{api}/models/big-folder/versions/1/download", token, pid
-            )
+            zip_rate, zip_rss, zip_size, zip_cpu = download(f"{api}/models/big-folder/versions/1/download", token, pid)
 
             from trainhub.sdk import Model, Workspace
 
@@ -201,9 +197,7 @@ def main() -> None:
                 f"  download (SDK Model.download): {sdk_rate:.2f} GB/s, sha256 checked; "
                 f"server peak RSS {sdk_peak.peak:.0f} MB"
             )
-            print(
-                f"  server CPU per GB downloaded:  {cpu:.2f} s (single file), {zip_cpu:.2f} s (zip)"
-            )
+            print(f"  server CPU per GB downloaded:  {cpu:.2f} s (single file), {zip_cpu:.2f} s (zip)")
             memory = f"{idle_rss:.0f} MB idle, {peak_rss:.0f} MB peak"
             print(f"  server RSS:                    {memory}")
             print(

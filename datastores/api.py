@@ -151,8 +151,12 @@ def get_blob_content(request: HttpRequest, workspace_name: str, sha256: str) -> 
 def put_blob(request: HttpRequest, workspace_name: str, sha256: str) -> tuple[int, uploads.ProgressOut | BlobOut]:
     """A file's content, whole or one `Content-Range` chunk at a time (resumable: trainhub/uploads.py)."""
     return uploads.put_answer(
-        request, access(request, workspace_name), sha256,
-        kind=services.BLOB_UPLOADS, receive=services.blob_receive, out=BlobOut,
+        request,
+        access(request, workspace_name),
+        sha256,
+        kind=services.BLOB_UPLOADS,
+        receive=services.blob_receive,
+        out=BlobOut,
     )
 
 

@@ -128,8 +128,7 @@ def datastores_with_totals(workspace: Workspace) -> QuerySet[Datastore]:
 def datasets_with_latest(workspace: Workspace) -> list[tuple[Dataset, DatasetVersion | None]]:
     datasets = list(datasets_of(workspace))
     latest = {
-        v.dataset_id: v
-        for v in DatasetVersion.objects.filter(dataset__in=datasets).order_by("dataset_id", "version")
+        v.dataset_id: v for v in DatasetVersion.objects.filter(dataset__in=datasets).order_by("dataset_id", "version")
     }
     return [(dataset, latest.get(dataset.pk)) for dataset in datasets]
 

@@ -42,8 +42,7 @@ BLOB_UNKNOWN = "No uploaded file {sha!r} in this workspace: upload its content f
 FILE_PATH_EMPTY = "Each file needs a path inside the datastore, not the datastore's root."
 TOO_MANY_FILES = "At most {limit} files per request."
 DATASET_EXISTS = (
-    "Dataset {name!r} already exists (version {version}): pass create_new_version=True to register "
-    "the next version."
+    "Dataset {name!r} already exists (version {version}): pass create_new_version=True to register the next version."
 )
 NO_SOURCES = "A file dataset needs at least one (datastore, path pattern) pair."
 BAD_BATCH = (

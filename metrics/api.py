@@ -70,9 +70,7 @@ def _json(raw: bytes) -> Any:
     # The last flush of a rank stopped because another rank failed arrives when the run is final.
     auth=[TokenAuth(run_tokens=True, ended_grace_seconds=limits.RUN_TOKEN_GRACE_SECONDS), SessionAuth(csrf=True)],
     description=INGEST_DOC,
-    openapi_extra={
-        "requestBody": {"content": {"application/json": {"schema": {"type": "object"}}}}
-    },
+    openapi_extra={"requestBody": {"content": {"application/json": {"schema": {"type": "object"}}}}},
 )
 def ingest(request: HttpRequest, workspace_name: str, run_id: str) -> JsonResponse:
     member, run = _run(request, workspace_name, run_id)
@@ -101,11 +99,7 @@ def get_metrics(
 ) -> JsonResponse:
     """Every point of one rank's metrics (or of one metric), and every row of its tables."""
     _, run = _run(request, workspace_name, run_id)
-    series = (
-        [selectors.series_get(run, name, _rank(rank))]
-        if name
-        else list(selectors.series_of(run, rank=rank))
-    )
+    series = [selectors.series_get(run, name, _rank(rank))] if name else list(selectors.series_of(run, rank=rank))
     points = selectors.points_by_series([s.pk for s in series if s.kind == SeriesKind.SCALAR])
     found: dict[str, Any] = {}
     for item in series:
@@ -121,10 +115,7 @@ def get_metrics(
         else:
             found[item.name] = {
                 "kind": item.kind,
-                "rows": [
-                    {"step": r.step, "time": r.time, "cells": r.cells}
-                    for r in selectors.rows_of(item)
-                ],
+                "rows": [{"step": r.step, "time": r.time, "cells": r.cells} for r in selectors.rows_of(item)],
             }
     return JsonResponse({"run_id": run.run_id, "rank": rank, "metrics": found, "tags": run.tags})
 
@@ -148,9 +139,7 @@ def get_summary(request: HttpRequest, workspace_name: str, run_id: str) -> JsonR
         }
         for s in selectors.series_of(run)
     ]
-    return JsonResponse(
-        {"run_id": run.run_id, "ranks": selectors.ranks_of(run), "series": series, "tags": run.tags}
-    )
+    return JsonResponse({"run_id": run.run_id, "ranks": selectors.ranks_of(run), "series": series, "tags": run.tags})
 
 
 @router.get("/{workspace_name}/runs/{run_id}/metrics/chart", auth=IN_RUN)
@@ -167,7 +156,5 @@ def get_chart(
     _, run = _run(request, workspace_name, run_id)
     if x not in ("step", "time"):
         raise ValidationError(selectors.BAD_AXIS)
-    series = selectors.chart_data(
-        run, rank=_rank(rank), axis=x, max_points=points, names=[name] if name else None
-    )
+    series = selectors.chart_data(run, rank=_rank(rank), axis=x, max_points=points, names=[name] if name else None)
     return JsonResponse({"run_id": run.run_id, "rank": rank, "x": x, "series": series})

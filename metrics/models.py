@@ -39,14 +39,10 @@ class MetricSeries(models.Model):
     class Meta:
         verbose_name_plural = "metric series"
         constraints = [
-            models.UniqueConstraint(
-                fields=["run", "name", "rank"], name="one_series_per_run_name_rank"
-            ),
+            models.UniqueConstraint(fields=["run", "name", "rank"], name="one_series_per_run_name_rank"),
         ]
         indexes = [
-            models.Index(
-                fields=["experiment", "name", "rank", "last_value"], name="series_experiment_sort"
-            ),
+            models.Index(fields=["experiment", "name", "rank", "last_value"], name="series_experiment_sort"),
         ]
         ordering = ["name", "rank"]
 

@@ -23,9 +23,7 @@ from trainhub.workspaces.permissions import Access, Action
 BAD_BODY = "The body must be a JSON object with any of 'metrics', 'rows' and 'tags' (and 'rank')."
 NOT_JSON = "The body is not valid JSON: {error}."
 BODY_TOO_LARGE = "The body is larger than {limit} bytes: send the metrics in smaller batches."
-BAD_NAME = (
-    "A metric name is a string of 1 to " + str(limits.MAX_NAME_LENGTH) + " characters; got {got}."
-)
+BAD_NAME = "A metric name is a string of 1 to " + str(limits.MAX_NAME_LENGTH) + " characters; got {got}."
 BAD_RANK = "'rank' is an integer from 0 to " + str(limits.MAX_RANK) + "; got {got!r}."
 BAD_LIST = "Metric {name!r}: {field!r} must be a list."
 LENGTHS_DIFFER = "Metric {name!r}: {field!r} has {got} items but 'values' has {expected}."
@@ -37,39 +35,22 @@ NOT_FINITE = (
     "Metric {name!r}: value {value} at position {index} is not finite. TrainHub stores finite "
     "numbers only: NaN, inf and -inf are refused."
 )
-BAD_STEP = (
-    "Metric {name!r}: step {value!r} at position {index} is not an integer from 0 to 2**63-1."
-)
-BAD_TIME = (
-    "Metric {name!r}: time {value!r} at position {index} is not a finite number of seconds "
-    "since 1970."
-)
+BAD_STEP = "Metric {name!r}: step {value!r} at position {index} is not an integer from 0 to 2**63-1."
+BAD_TIME = "Metric {name!r}: time {value!r} at position {index} is not a finite number of seconds since 1970."
 BAD_PACKED = (
-    "Metric {name!r}: {field!r} must be base64 of little-endian 8-byte numbers (float64 values "
-    "and times, int64 steps)."
+    "Metric {name!r}: {field!r} must be base64 of little-endian 8-byte numbers (float64 values and times, int64 steps)."
 )
 BAD_DESCRIPTION = "Metric {name!r}: the description is a string of at most {limit} characters."
 BAD_ROW = "Row {index}: {problem}."
-BAD_CELL = (
-    "Row {index} of {name!r}: cell {key!r} is {kind}; cells are finite numbers, strings, "
-    "booleans or null."
-)
-TAG_NOT_STRING = (
-    "Tag {key!r}: the value is {kind}; tag values are strings (at most {limit} characters)."
-)
-BAD_TAG_KEY = (
-    "A tag name is a string of 1 to " + str(limits.MAX_TAG_KEY_LENGTH) + " characters; got {got}."
-)
-TOO_MANY_IN_REQUEST = (
-    "This request carries {count} points and rows; the limit is {limit} per request."
-)
+BAD_CELL = "Row {index} of {name!r}: cell {key!r} is {kind}; cells are finite numbers, strings, booleans or null."
+TAG_NOT_STRING = "Tag {key!r}: the value is {kind}; tag values are strings (at most {limit} characters)."
+BAD_TAG_KEY = "A tag name is a string of 1 to " + str(limits.MAX_TAG_KEY_LENGTH) + " characters; got {got}."
+TOO_MANY_IN_REQUEST = "This request carries {count} points and rows; the limit is {limit} per request."
 TOO_MANY_POINTS = "Run {run_id} would hold {total} metric points; the limit is {limit} per run."
 TOO_MANY_NAMES = "Run {run_id} would have {total} metric names; the limit is {limit} per run."
 TOO_MANY_ROWS = "Run {run_id} would hold {total} table rows; the limit is {limit} per run."
 TOO_MANY_TAGS = "Run {run_id} would have {total} tags; the limit is {limit} per run."
-KIND_CONFLICT = (
-    "{name!r} is already {existing} of this run; a metric and a table cannot share a name."
-)
+KIND_CONFLICT = "{name!r} is already {existing} of this run; a metric and a table cannot share a name."
 
 LIVE_POINTS_PER_SERIES = 1000
 AUTO_STEP = -1
@@ -135,15 +116,11 @@ def _numbers(name: str, items: list[Any], *, what: str) -> np.ndarray:
         for index, value in enumerate(items):
             if type(value) not in (int, float):
                 message = NOT_A_NUMBER if what == "values" else BAD_TIME
-                raise ValidationError(
-                    message.format(name=name, value=value, index=index, kind=_kind(value))
-                )
+                raise ValidationError(message.format(name=name, value=value, index=index, kind=_kind(value)))
     try:
         array = np.array(items, dtype=np.float64)
     except OverflowError:
-        array = np.array(
-            [float(v) if abs(v) < 1e308 else math.inf for v in items], dtype=np.float64
-        )
+        array = np.array([float(v) if abs(v) < 1e308 else math.inf for v in items], dtype=np.float64)
     finite = np.isfinite(array)
     if not finite.all():
         index = int(np.argmin(finite))
@@ -204,9 +181,7 @@ def _series(entry: Any, now: float) -> SeriesBatch:
     name = _check_name(entry.get("name"))
     description = entry.get("description") or ""
     if not isinstance(description, str) or len(description) > limits.MAX_DESCRIPTION_LENGTH:
-        raise ValidationError(
-            BAD_DESCRIPTION.format(name=name, limit=limits.MAX_DESCRIPTION_LENGTH)
-        )
+        raise ValidationError(BAD_DESCRIPTION.format(name=name, limit=limits.MAX_DESCRIPTION_LENGTH))
     values = _packed(name, entry, "values_f64", "<f8")
     if values is not None:
         steps = _packed(name, entry, "steps_i64", "<i8")
@@ -222,29 +197,21 @@ def _series(entry: Any, now: float) -> SeriesBatch:
                 raise ValidationError(BAD_LIST.format(name=name, field=field_name))
             if given is not None and len(given) != len(listed):
                 raise ValidationError(
-                    LENGTHS_DIFFER.format(
-                        name=name, field=field_name, got=len(given), expected=len(listed)
-                    )
+                    LENGTHS_DIFFER.format(name=name, field=field_name, got=len(given), expected=len(listed))
                 )
         values = _numbers(name, listed, what="values")
         steps = _steps(name, entry["steps"]) if entry.get("steps") is not None else None
-        times = (
-            _numbers(name, entry["times"], what="times") if entry.get("times") is not None else None
-        )
+        times = _numbers(name, entry["times"], what="times") if entry.get("times") is not None else None
     if times is None:
         times = np.full(len(values), now, dtype=np.float64)
     return SeriesBatch(name=name, description=description, values=values, steps=steps, times=times)
 
 
-def _check_packed(
-    name: str, values: np.ndarray, steps: np.ndarray | None, times: np.ndarray | None
-) -> None:
+def _check_packed(name: str, values: np.ndarray, steps: np.ndarray | None, times: np.ndarray | None) -> None:
     for field_name, array in (("steps_i64", steps), ("times_f64", times)):
         if array is not None and len(array) != len(values):
             raise ValidationError(
-                LENGTHS_DIFFER.format(
-                    name=name, field=field_name, got=len(array), expected=len(values)
-                )
+                LENGTHS_DIFFER.format(name=name, field=field_name, got=len(array), expected=len(values))
             )
     finite = np.isfinite(values)
     if not finite.all():
@@ -284,9 +251,7 @@ def _rows(entries: Any, now: float) -> list[RowsBatch]:
     tables: dict[str, RowsBatch] = {}
     for index, entry in enumerate(entries):
         if not isinstance(entry, dict):
-            raise ValidationError(
-                BAD_ROW.format(index=index, problem="a row is an object with 'name' and 'cells'")
-            )
+            raise ValidationError(BAD_ROW.format(index=index, problem="a row is an object with 'name' and 'cells'"))
         name = _check_name(entry.get("name"))
         cells = entry.get("cells")
         if not isinstance(cells, dict) or len(cells) > limits.MAX_ROW_CELLS:
@@ -298,18 +263,12 @@ def _rows(entries: Any, now: float) -> list[RowsBatch]:
             )
         step = entry.get("step")
         if step is not None and (type(step) is not int or not 0 <= step <= _INT64_MAX):
-            raise ValidationError(
-                BAD_ROW.format(index=index, problem=f"step {step!r} is not a non-negative integer")
-            )
+            raise ValidationError(BAD_ROW.format(index=index, problem=f"step {step!r} is not a non-negative integer"))
         when = entry.get("time", now)
         if type(when) not in (int, float) or not math.isfinite(when):
-            raise ValidationError(
-                BAD_ROW.format(index=index, problem=f"time {when!r} is not a number of seconds")
-            )
+            raise ValidationError(BAD_ROW.format(index=index, problem=f"time {when!r} is not a number of seconds"))
         checked = {key: _cell(name, index, key, value) for key, value in cells.items()}
-        tables.setdefault(name, RowsBatch(name)).rows.append(
-            {"step": step, "time": float(when), "cells": checked}
-        )
+        tables.setdefault(name, RowsBatch(name)).rows.append({"step": step, "time": float(when), "cells": checked})
     return list(tables.values())
 
 
@@ -320,9 +279,7 @@ def _tags(given: Any) -> dict[str, str]:
         _check_name(key, BAD_TAG_KEY)
         if not isinstance(value, str) or len(value) > limits.MAX_TAG_VALUE_LENGTH:
             kind = _kind(value) if not isinstance(value, str) else f"{len(value)} characters long"
-            raise ValidationError(
-                TAG_NOT_STRING.format(key=key, kind=kind, limit=limits.MAX_TAG_VALUE_LENGTH)
-            )
+            raise ValidationError(TAG_NOT_STRING.format(key=key, kind=kind, limit=limits.MAX_TAG_VALUE_LENGTH))
     return dict(given)
 
 
@@ -351,17 +308,13 @@ def parse_batch(body: Any, *, now: float | None = None) -> MetricsBatch:
         tags=_tags(body.get("tags") or {}),
     )
     if batch.size > limits.MAX_POINTS_PER_REQUEST:
-        raise ValidationError(
-            TOO_MANY_IN_REQUEST.format(count=batch.size, limit=limits.MAX_POINTS_PER_REQUEST)
-        )
+        raise ValidationError(TOO_MANY_IN_REQUEST.format(count=batch.size, limit=limits.MAX_POINTS_PER_REQUEST))
     return batch
 
 
 def _concat(first: SeriesBatch, second: SeriesBatch) -> SeriesBatch:
     if (first.steps is None) != (second.steps is None):
-        raise ValidationError(
-            f"Metric {first.name!r} is sent twice, once with steps and once without."
-        )
+        raise ValidationError(f"Metric {first.name!r} is sent twice, once with steps and once without.")
     return SeriesBatch(
         name=first.name,
         description=second.description or first.description,
@@ -381,21 +334,15 @@ def metrics_ingest(*, access: Access, run: Run, batch: MetricsBatch) -> IngestRe
     with transaction.atomic():
         # One writer per run at a time: the per-run limits below are then exact.
         locked = (
-            Run.objects.select_for_update()
-            .only("id", "run_id", "experiment_id", "tags", "parent_id")
-            .get(pk=run.pk)
+            Run.objects.select_for_update().only("id", "run_id", "experiment_id", "tags", "parent_id").get(pk=run.pk)
         )
         existing = _series_for(locked, batch)
         _check_limits(locked, batch, existing)
         for series_batch in batch.series:
-            series = existing.get(series_batch.name) or _series_create(
-                locked, batch.rank, series_batch.name
-            )
+            series = existing.get(series_batch.name) or _series_create(locked, batch.rank, series_batch.name)
             live["series"].append(_append_points(series, series_batch))
         for table in batch.tables:
-            series = existing.get(table.name) or _series_create(
-                locked, batch.rank, table.name, kind=SeriesKind.TABLE
-            )
+            series = existing.get(table.name) or _series_create(locked, batch.rank, table.name, kind=SeriesKind.TABLE)
             live["rows"].extend(_append_rows(series, table))
         if batch.tags:
             locked.tags = {**locked.tags, **batch.tags}
@@ -420,28 +367,18 @@ def _series_for(run: Run, batch: MetricsBatch) -> dict[str, MetricSeries]:
     names = [s.name for s in batch.series] + [t.name for t in batch.tables]
     if not names:
         return {}
-    found = {
-        s.name: s for s in MetricSeries.objects.filter(run=run, rank=batch.rank, name__in=names)
-    }
-    kinds = {s.name: SeriesKind.SCALAR for s in batch.series} | {
-        t.name: SeriesKind.TABLE for t in batch.tables
-    }
+    found = {s.name: s for s in MetricSeries.objects.filter(run=run, rank=batch.rank, name__in=names)}
+    kinds = {s.name: SeriesKind.SCALAR for s in batch.series} | {t.name: SeriesKind.TABLE for t in batch.tables}
     if len(kinds) < len(names):
         duplicate = next(t.name for t in batch.tables if t.name in {s.name for s in batch.series})
         raise ValidationError(KIND_CONFLICT.format(name=duplicate, existing="a metric"))
     other_rank_kinds = dict(
-        MetricSeries.objects.filter(run=run, name__in=names)
-        .exclude(rank=batch.rank)
-        .values_list("name", "kind")
+        MetricSeries.objects.filter(run=run, name__in=names).exclude(rank=batch.rank).values_list("name", "kind")
     )
     for name, kind in kinds.items():
         existing_kind = found[name].kind if name in found else other_rank_kinds.get(name)
         if existing_kind is not None and existing_kind != kind:
-            label = (
-                "a table (run.log_row)"
-                if existing_kind == SeriesKind.TABLE
-                else "a metric (run.log)"
-            )
+            label = "a table (run.log_row)" if existing_kind == SeriesKind.TABLE else "a metric (run.log)"
             raise ValidationError(KIND_CONFLICT.format(name=name, existing=label))
     return found
 
@@ -453,11 +390,7 @@ def _check_limits(run: Run, batch: MetricsBatch, existing: dict[str, MetricSerie
         known = set(MetricSeries.objects.filter(run=run).values_list("name", flat=True).distinct())
         total = len(known | new_names)
         if total > limits.MAX_NAMES_PER_RUN:
-            raise ValidationError(
-                TOO_MANY_NAMES.format(
-                    run_id=run.run_id, total=total, limit=limits.MAX_NAMES_PER_RUN
-                )
-            )
+            raise ValidationError(TOO_MANY_NAMES.format(run_id=run.run_id, total=total, limit=limits.MAX_NAMES_PER_RUN))
     totals = dict(
         MetricSeries.objects.filter(run=run)
         .values_list("kind")
@@ -467,27 +400,19 @@ def _check_limits(run: Run, batch: MetricsBatch, existing: dict[str, MetricSerie
     points = sum(len(s.values) for s in batch.series)
     if points and totals.get(SeriesKind.SCALAR, 0) + points > limits.MAX_POINTS_PER_RUN:
         total = totals.get(SeriesKind.SCALAR, 0) + points
-        raise ValidationError(
-            TOO_MANY_POINTS.format(run_id=run.run_id, total=total, limit=limits.MAX_POINTS_PER_RUN)
-        )
+        raise ValidationError(TOO_MANY_POINTS.format(run_id=run.run_id, total=total, limit=limits.MAX_POINTS_PER_RUN))
     rows = sum(len(t.rows) for t in batch.tables)
     if rows and totals.get(SeriesKind.TABLE, 0) + rows > limits.MAX_ROWS_PER_RUN:
         total = totals.get(SeriesKind.TABLE, 0) + rows
-        raise ValidationError(
-            TOO_MANY_ROWS.format(run_id=run.run_id, total=total, limit=limits.MAX_ROWS_PER_RUN)
-        )
+        raise ValidationError(TOO_MANY_ROWS.format(run_id=run.run_id, total=total, limit=limits.MAX_ROWS_PER_RUN))
     if batch.tags:
         total = len(set(run.tags) | set(batch.tags))
         if total > limits.MAX_TAGS_PER_RUN:
-            raise ValidationError(
-                TOO_MANY_TAGS.format(run_id=run.run_id, total=total, limit=limits.MAX_TAGS_PER_RUN)
-            )
+            raise ValidationError(TOO_MANY_TAGS.format(run_id=run.run_id, total=total, limit=limits.MAX_TAGS_PER_RUN))
 
 
 def _series_create(run: Run, rank: int, name: str, kind: str = SeriesKind.SCALAR) -> MetricSeries:
-    return MetricSeries.objects.create(
-        run=run, experiment_id=run.experiment_id, name=name, rank=rank, kind=kind
-    )
+    return MetricSeries.objects.create(run=run, experiment_id=run.experiment_id, name=name, rank=rank, kind=kind)
 
 
 def _append_points(series: MetricSeries, batch: SeriesBatch) -> dict[str, Any]:
@@ -533,12 +458,8 @@ def _append_points(series: MetricSeries, batch: SeriesBatch) -> dict[str, Any]:
         series.last_value = float(batch.values[-1])
         series.last_time = float(batch.times[-1])
         low_value, high_value = float(batch.values.min()), float(batch.values.max())
-        series.min_value = (
-            low_value if series.min_value is None else min(series.min_value, low_value)
-        )
-        series.max_value = (
-            high_value if series.max_value is None else max(series.max_value, high_value)
-        )
+        series.min_value = low_value if series.min_value is None else min(series.min_value, low_value)
+        series.max_value = high_value if series.max_value is None else max(series.max_value, high_value)
     if batch.description:
         series.description = batch.description
     series.save()

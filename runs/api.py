@@ -193,8 +193,12 @@ def put_snapshot(
 ) -> tuple[int, uploads.ProgressOut | SnapshotOut]:
     """A snapshot, whole or one `Content-Range` chunk at a time (resumable: trainhub/uploads.py)."""
     return uploads.put_answer(
-        request, access(request, workspace_name), sha256,
-        kind=services.SNAPSHOT_UPLOADS, receive=services.snapshot_receive, out=SnapshotOut,
+        request,
+        access(request, workspace_name),
+        sha256,
+        kind=services.SNAPSHOT_UPLOADS,
+        receive=services.snapshot_receive,
+        out=SnapshotOut,
     )
 
 

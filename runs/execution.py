@@ -149,7 +149,7 @@ def last_traceback(lines: list[str]) -> str:
 
 
 def signal_named(exit_code: int | None) -> str:
-    """" (SIGSEGV)" for an exit code that says a signal ended the process (128 + its number, as a
+    """ " (SIGSEGV)" for an exit code that says a signal ended the process (128 + its number, as a
     shell reports it; negative from Popen), else ""."""
     if exit_code is None:
         return ""

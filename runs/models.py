@@ -30,9 +30,7 @@ class Experiment(models.Model):
     last_run_number = models.PositiveIntegerField(default=0)
 
     class Meta:
-        constraints = [
-            models.UniqueConstraint(fields=["workspace", "name"], name="experiment_name_per_workspace")
-        ]
+        constraints = [models.UniqueConstraint(fields=["workspace", "name"], name="experiment_name_per_workspace")]
         ordering = ["name"]
 
     def __str__(self) -> str:
@@ -51,9 +49,7 @@ class Snapshot(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
-        constraints = [
-            models.UniqueConstraint(fields=["workspace", "sha256"], name="snapshot_per_workspace")
-        ]
+        constraints = [models.UniqueConstraint(fields=["workspace", "sha256"], name="snapshot_per_workspace")]
 
     def __str__(self) -> str:
         return self.sha256[:12]
@@ -68,9 +64,7 @@ class Run(models.Model):
     description = models.TextField(blank=True)
     status = models.CharField(max_length=12, choices=RunStatus.choices, default=RunStatus.QUEUED)
     status_reason = models.TextField(blank=True)
-    created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
-    )
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     ended_at = models.DateTimeField(null=True, blank=True)
@@ -81,9 +75,7 @@ class Run(models.Model):
     # A sweep's children point at the sweep's own run (sweeps.models.Sweep.parent).
     parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.CASCADE, related_name="children")
 
-    cluster = models.ForeignKey(
-        "compute.ComputeCluster", on_delete=models.PROTECT, related_name="runs"
-    )
+    cluster = models.ForeignKey("compute.ComputeCluster", on_delete=models.PROTECT, related_name="runs")
     snapshot = models.ForeignKey(Snapshot, on_delete=models.PROTECT, related_name="runs")
     environment_name = models.CharField(max_length=255)
     environment_version = models.PositiveIntegerField(null=True, blank=True)
@@ -110,9 +102,7 @@ class Run(models.Model):
     token_salt = models.CharField(max_length=32, blank=True)
 
     class Meta:
-        constraints = [
-            models.UniqueConstraint(fields=["experiment", "number"], name="run_number_per_experiment")
-        ]
+        constraints = [models.UniqueConstraint(fields=["experiment", "number"], name="run_number_per_experiment")]
         indexes = [
             models.Index(fields=["experiment", "-id"], name="run_experiment_recent"),
             models.Index(fields=["experiment", "status", "-id"], name="run_experiment_status"),
@@ -246,4 +236,3 @@ class RunFile(models.Model):
 
     def __str__(self) -> str:
         return self.path
-

@@ -70,11 +70,7 @@ def _place_head_run(cluster_pk: int) -> int | None:
         )
         if head is None:
             return None
-        idle = list(
-            Node.objects.select_for_update()
-            .filter(cluster_id=cluster_pk, state=NodeState.IDLE)
-            .order_by("id")
-        )
+        idle = list(Node.objects.select_for_update().filter(cluster_id=cluster_pk, state=NodeState.IDLE).order_by("id"))
         if uses_docker(head.environment_spec):
             # Only nodes with a Docker engine can run it: the others are never sent one.
             idle = [node for node in idle if node.docker]

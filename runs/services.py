@@ -63,9 +63,7 @@ STORE_FAILED = "Storing {path} in the run's history failed: {error}."
 SNAPSHOT_UNKNOWN = "No snapshot {sha!r} in this workspace: upload it first."
 BAD_SHA = "A snapshot is named by the 64 hex digits of its sha256."
 SCRIPT_OR_COMMAND = "Give either a script or a command, not both and not neither."
-TOO_MANY_NODES = (
-    "This run asks for {asked} nodes but compute target {cluster!r} has at most {max} (max_nodes)."
-)
+TOO_MANY_NODES = "This run asks for {asked} nodes but compute target {cluster!r} has at most {max} (max_nodes)."
 GPU_UNAVAILABLE = (
     "Compute target {cluster!r} is of size {size}, which needs {gpus} GPU(s) per node, but "
     "{where} has no GPU: the run cannot start. Use a CPU size (e.g. STANDARD_D3_V2) or add nodes "
@@ -212,8 +210,12 @@ def _snapshot_commit(workspace: Workspace, sha256: str, staged: uploads.StagedFi
     try:
         with transaction.atomic():
             return Snapshot.objects.create(
-                workspace=workspace, sha256=sha256, size=size, storage_name=storage_name,
-                files=files, file_count=len(files),
+                workspace=workspace,
+                sha256=sha256,
+                size=size,
+                storage_name=storage_name,
+                files=files,
+                file_count=len(files),
             )
     except IntegrityError:
         return Snapshot.objects.get(workspace=workspace, sha256=sha256)
@@ -224,7 +226,10 @@ def snapshot_receive(*, access: Access, sha256: str, chunk: uploads.Chunk) -> Sn
     sha256, else how much of it the server holds (see trainhub/uploads.py)."""
     access.require(Action.WRITE)
     return uploads.receive(
-        workspace=access.workspace, kind=SNAPSHOT_UPLOADS, sha256=sha256, chunk=chunk,
+        workspace=access.workspace,
+        kind=SNAPSHOT_UPLOADS,
+        sha256=sha256,
+        chunk=chunk,
         existing=partial(_snapshot_of, access.workspace, sha256),
         commit=partial(_snapshot_commit, access.workspace, sha256),
     )
@@ -234,7 +239,10 @@ def snapshot_store(*, access: Access, sha256: str, stream: IO[bytes]) -> Snapsho
     """Store a snapshot the server makes itself (an ONNX export's), checked, once."""
     access.require(Action.WRITE)
     return uploads.store_stream(
-        workspace=access.workspace, kind=SNAPSHOT_UPLOADS, sha256=sha256, stream=stream,
+        workspace=access.workspace,
+        kind=SNAPSHOT_UPLOADS,
+        sha256=sha256,
+        stream=stream,
         existing=partial(_snapshot_of, access.workspace, sha256),
         commit=partial(_snapshot_commit, access.workspace, sha256),
     )
@@ -271,9 +279,7 @@ def _placement(distributed: dict[str, Any] | None) -> tuple[int, int]:
     if per_node is None and total is not None:
         total = int(total)
         if total % node_count:
-            raise ValidationError(
-                f"process_count ({total}) must be a multiple of node_count ({node_count})."
-            )
+            raise ValidationError(f"process_count ({total}) must be a multiple of node_count ({node_count}).")
         per_node = total // node_count
     per_node = int(per_node or 1)
     if node_count < 1 or per_node < 1:
@@ -309,16 +315,12 @@ def run_submit(
         raise ValidationError(SNAPSHOT_UNKNOWN.format(sha=snapshot_sha256), code="snapshot_unknown")
     cluster = access.workspace.clusters.filter(name=compute_target).first()
     if cluster is None:
-        raise ValidationError(
-            f"No compute target named {compute_target!r} in workspace {access.workspace.name!r}."
-        )
+        raise ValidationError(f"No compute target named {compute_target!r} in workspace {access.workspace.name!r}.")
     node_count, per_node = _placement(distributed)
     # A Slurm cluster's limits and GPUs are Slurm's to hold: it keeps a job it cannot run yet pending
     # with its reason, and refuses one that can never run at sbatch.
     if node_count > cluster.max_nodes and not cluster.is_slurm:
-        raise ValidationError(
-            TOO_MANY_NODES.format(asked=node_count, cluster=cluster.name, max=cluster.max_nodes)
-        )
+        raise ValidationError(TOO_MANY_NODES.format(asked=node_count, cluster=cluster.name, max=cluster.max_nodes))
     gpu_problem, gpu_warning = ("", "") if cluster.is_slurm else _gpu_problem(cluster, use_gpu)
     if gpu_problem:
         # Refused before anything is recorded: a run that could never start is not a run.

@@ -30,7 +30,12 @@ async def _read_range(storage_name: str, start: int, length: int) -> AsyncIterat
 
 
 def file_response(
-    request: HttpRequest, *, storage_name: str, filename: str, size: int, sha256: str | None = None,
+    request: HttpRequest,
+    *,
+    storage_name: str,
+    filename: str,
+    size: int,
+    sha256: str | None = None,
     content_type: str = "application/octet-stream",
 ) -> HttpResponse:
     start, end = 0, size - 1
@@ -50,9 +55,7 @@ def file_response(
             return _unsatisfiable(size)
         status = 206
     length = end - start + 1 if size else 0
-    response = StreamingHttpResponse(
-        _read_range(storage_name, start, length), status=status, content_type=content_type
-    )
+    response = StreamingHttpResponse(_read_range(storage_name, start, length), status=status, content_type=content_type)
     response["Content-Length"] = str(length)
     response["Accept-Ranges"] = "bytes"
     response["Content-Disposition"] = content_disposition_header(True, filename)

@@ -35,10 +35,7 @@ def run_metrics(run: Run) -> dict[str, Any]:
                 {
                     "series": item,
                     "columns": columns,
-                    "rows": [
-                        {"step": r.step, "cells": [r.cells.get(c, "") for c in columns]}
-                        for r in rows
-                    ],
+                    "rows": [{"step": r.step, "cells": [r.cells.get(c, "") for c in columns]} for r in rows],
                 }
             )
     return {

@@ -11,7 +11,7 @@ register = template.Library()
 
 @register.filter
 def run_label(run: Run | None) -> str:
-    """"pytorch-birds #3 · lr 0.01" rather than the run's id (shown where no experiment is around)."""
+    """ "pytorch-birds #3 · lr 0.01" rather than the run's id (shown where no experiment is around)."""
     if run is None:
         return ""
     label = f"{run.experiment.name} #{run.number}"

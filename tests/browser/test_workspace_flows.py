@@ -133,9 +133,7 @@ def test_config_json_downloads_with_a_token_that_works(page, live_url, reader, w
     assert ws.get_details()["role"] == "reader"
 
 
-def test_config_json_without_a_token_leaves_it_to_the_sdk(
-    page, live_url, owner, workspace, tmp_path
-):
+def test_config_json_without_a_token_leaves_it_to_the_sdk(page, live_url, owner, workspace, tmp_path):
     sign_in(page, live_url, "olivia")
     page.goto(f"{live_url}/w/birds/")
     page.get_by_label("Include a new API token").uncheck()

@@ -36,16 +36,20 @@ def shell(folder: Path, command: str, home: Path, stdin: str = "") -> subprocess
 def user(django_db_blocker, live_server_process, tmp_path_factory):
     """A home with credentials from `trainhub login`, a project folder with its config.json, a node."""
     home, project = tmp_path_factory.mktemp("home"), tmp_path_factory.mktemp("project")
-    for script in (PROJECTS / "tiny" / "train.py", PROJECTS / "scripts" / "fail.py",
-                   PROJECTS / "scripts" / "print_slowly.py"):
+    for script in (
+        PROJECTS / "tiny" / "train.py",
+        PROJECTS / "scripts" / "fail.py",
+        PROJECTS / "scripts" / "print_slowly.py",
+    ):
         shutil.copy(script, project)
     with module_site(django_db_blocker, live_server_process, home) as site:
         login = shell(
             project, f"trainhub login --server {site.url} --workspace birds --token-stdin", home, stdin=site.token
         )
         assert login.returncode == 0, login.stderr
-        created = shell(project, "trainhub compute create cpu --vm-size LOCAL_CPU --max-nodes 1 --provisioner manual",
-                        home)
+        created = shell(
+            project, "trainhub compute create cpu --vm-size LOCAL_CPU --max-nodes 1 --provisioner manual", home
+        )
         assert created.returncode == 0, created.stderr
         site.start_nodes("cpu", 1)
         yield {"home": home, "project": project, "site": site, "login": login}
@@ -95,7 +99,9 @@ def test_env_list_show_create_clone_export(user):
     listed = trainhub(user, "trainhub env list")
     assert "TrainHub-PyTorch-2.13-CPU:1\tcurated" in listed.stdout
     assert as_json(trainhub(user, "trainhub env show TrainHub-PyTorch-2.13-CPU --json"))["spec"]["pip"] == [
-        "torch==2.13.0", "numpy"]
+        "torch==2.13.0",
+        "numpy",
+    ]
     (user["project"] / "requirements.txt").write_text("numpy\n")
     created = trainhub(user, "trainhub env create mine --pip-requirements requirements.txt")
     assert created.stdout.strip() == "Registered mine:1"
@@ -135,13 +141,18 @@ def test_submit_follows_the_log_then_download_register_and_fetch_the_model(user)
     assert hashlib.sha256((user["project"] / "model" / "model.pt").read_bytes()).hexdigest() == printed_sha
 
 
-
 def test_export_onnx_json_keeps_stdout_for_the_json(user):
     """`model export-onnx --json`: the export's log goes to stderr, stdout is the new version as JSON."""
     made = subprocess.run(
-        [str(BASE_DIR / ".venv" / "bin" / "python"), "-c",
-         "import torch; torch.jit.script(torch.nn.Linear(8, 2)).save('scripted.pt')"],
-        cwd=user["project"], capture_output=True, text=True, timeout=120,
+        [
+            str(BASE_DIR / ".venv" / "bin" / "python"),
+            "-c",
+            "import torch; torch.jit.script(torch.nn.Linear(8, 2)).save('scripted.pt')",
+        ],
+        cwd=user["project"],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert made.returncode == 0, made.stderr
     registered = trainhub(user, "trainhub model register --name cli-scripted --path scripted.pt")
@@ -151,13 +162,16 @@ def test_export_onnx_json_keeps_stdout_for_the_json(user):
     assert done.returncode == 0, done.stderr
     exported = json.loads(done.stdout)
     assert (exported["name"], exported["version"], exported["exported_from"]) == (
-        "cli-scripted-onnx", 1, "cli-scripted:1"
+        "cli-scripted-onnx",
+        1,
+        "cli-scripted:1",
     )
     assert "onnx.checker: model.onnx is valid" in done.stderr
 
     human = trainhub(user, "trainhub model export-onnx cli-scripted:1 --shape 1,8 --compute-target cpu")
     assert human.returncode == 0, human.stderr
     assert "Exported cli-scripted:1 to cli-scripted-onnx:2: max abs difference " in human.stdout
+
 
 def test_a_failing_run_exits_non_zero_with_one_line(user):
     done = trainhub(user, "trainhub run submit --script fail.py --compute cpu --experiment cli-fail")
@@ -168,14 +182,21 @@ def test_a_failing_run_exits_non_zero_with_one_line(user):
 
 
 def test_logs_follow_a_running_run_and_cancel_stops_one(user, tmp_path):
-    submitted = as_json(trainhub(
-        user, "trainhub run submit --json --no-wait --script print_slowly.py --compute cpu --experiment cli-slow -- go"
-    ))
+    submitted = as_json(
+        trainhub(
+            user,
+            "trainhub run submit --json --no-wait --script print_slowly.py --compute cpu --experiment cli-slow -- go",
+        )
+    )
     env = process_env(HOME=str(user["home"]))
     env.pop("TRAINHUB_TOKEN", None)
     follower = subprocess.Popen(
-        [TRAINHUB, "run", "logs", "-f", submitted["run_id"]], cwd=user["project"], env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [TRAINHUB, "run", "logs", "-f", submitted["run_id"]],
+        cwd=user["project"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     before = [follower.stdout.readline().strip()]
     while before[-1] != "first line":  # the log opens with the node's preparing lines
@@ -188,10 +209,13 @@ def test_logs_follow_a_running_run_and_cancel_stops_one(user, tmp_path):
     assert follower.returncode == 0, errors
     assert "LATER-LINE after the page opened" in rest
 
-    waiting = as_json(trainhub(
-        user, "trainhub --json run submit --no-wait --script print_slowly.py --compute cpu --experiment cli-slow "
-              "-- never"
-    ))
+    waiting = as_json(
+        trainhub(
+            user,
+            "trainhub --json run submit --no-wait --script print_slowly.py --compute cpu --experiment cli-slow "
+            "-- never",
+        )
+    )
     canceled = trainhub(user, f"trainhub run cancel {waiting['run_id']}")
     assert canceled.returncode == 0, canceled.stderr
     assert canceled.stdout.strip() == f"Run {waiting['run_id']}: Canceled"

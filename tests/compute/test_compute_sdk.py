@@ -33,12 +33,16 @@ def test_the_local_provisioner_scales_up_for_a_run_and_down_when_idle(ws, worksp
     from tests.runs.conftest import PROJECTS
     from trainhub.sdk import Environment, Experiment, ScriptRunConfig
 
-    make_cluster(workspace, name="elastic", min_nodes=0, max_nodes=1, provisioner="local",
-                 idle_seconds_before_scaledown=2)
+    make_cluster(
+        workspace, name="elastic", min_nodes=0, max_nodes=1, provisioner="local", idle_seconds_before_scaledown=2
+    )
     assert not Node.objects.exists()
     src = ScriptRunConfig(
-        source_directory=str(PROJECTS / "scripts"), script="print_slowly.py", arguments=["/nonexistent-ok"],
-        compute_target="elastic", environment=Environment.get(workspace=ws, name="TrainHub-PyTorch-2.13-CPU"),
+        source_directory=str(PROJECTS / "scripts"),
+        script="print_slowly.py",
+        arguments=["/nonexistent-ok"],
+        compute_target="elastic",
+        environment=Environment.get(workspace=ws, name="TrainHub-PyTorch-2.13-CPU"),
         max_run_duration_seconds=2,
     )
     run = Experiment(ws, "elastic").submit(src)

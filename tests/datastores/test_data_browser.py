@@ -21,8 +21,11 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 def test_i_follow_a_dataset_to_the_run_that_used_it_and_back(page, live_url, workspace, owner):
     client = api_client(issue_token(workspace, owner))
     upload(client, "birds", {"fowl/train/a.csv": b"x,y\n1,2\n", "fowl/labels.txt": b"chicken\n"})
-    client.post("/api/v1/workspaces/birds/datasets/fowl/versions", {"sources": [["workspaceblobstore", "fowl/**"]]},
-                content_type="application/json")
+    client.post(
+        "/api/v1/workspaces/birds/datasets/fowl/versions",
+        {"sources": [["workspaceblobstore", "fowl/**"]]},
+        content_type="application/json",
+    )
     run = make_run(workspace, arguments=["--data_dir", marker({"kind": "dataset", "dataset": "fowl", "mode": "mount"})])
     run_inputs_record(run=run)
 

@@ -22,30 +22,53 @@ def data(workspace, owner):
     client = api_client(issue_token(workspace, owner))
     upload(client, "birds", FILES)
     answer = client.post(
-        "/api/v1/workspaces/birds/datasets/fowl/versions", {"sources": [["workspaceblobstore", "fowl/**"]]},
+        "/api/v1/workspaces/birds/datasets/fowl/versions",
+        {"sources": [["workspaceblobstore", "fowl/**"]]},
         content_type="application/json",
     )
     assert answer.status_code == 201, answer.content
     return client
 
 
-PAGES = ["/w/birds/data/", "/w/birds/data/stores/workspaceblobstore/", "/w/birds/data/sets/fowl/",
-         "/w/birds/data/sets/fowl/1/", f"/w/birds/data/files/{SHA_A}/?path=fowl/a.csv"]
-READS = ["datastores", "default-datastore", "datastores/workspaceblobstore", "datastores/workspaceblobstore/files",
-         f"data-blobs/{SHA_A}", f"data-blobs/{SHA_A}/content", "datasets/fowl", "datasets/fowl/versions/1",
-         "datasets/fowl/versions/1/files"]
+PAGES = [
+    "/w/birds/data/",
+    "/w/birds/data/stores/workspaceblobstore/",
+    "/w/birds/data/sets/fowl/",
+    "/w/birds/data/sets/fowl/1/",
+    f"/w/birds/data/files/{SHA_A}/?path=fowl/a.csv",
+]
+READS = [
+    "datastores",
+    "default-datastore",
+    "datastores/workspaceblobstore",
+    "datastores/workspaceblobstore/files",
+    f"data-blobs/{SHA_A}",
+    f"data-blobs/{SHA_A}/content",
+    "datasets/fowl",
+    "datasets/fowl/versions/1",
+    "datasets/fowl/versions/1/files",
+]
 
 
 def writes(client):
     base = "/api/v1/workspaces/birds"
     return [
         client.post(f"{base}/datastores", {"name": "mine"}, content_type="application/json"),
-        client.post(f"{base}/datastores/workspaceblobstore/files",
-                    {"files": [{"path": "fowl/c.csv", "sha256": SHA_A}]}, content_type="application/json"),
-        client.put(f"{base}/data-blobs/{hashlib.sha256(b'new').hexdigest()}", data=b"new",
-                   content_type="application/octet-stream"),
-        client.post(f"{base}/datasets/fowl/versions", {"sources": [["workspaceblobstore", "fowl/**"]],
-                    "create_new_version": True}, content_type="application/json"),
+        client.post(
+            f"{base}/datastores/workspaceblobstore/files",
+            {"files": [{"path": "fowl/c.csv", "sha256": SHA_A}]},
+            content_type="application/json",
+        ),
+        client.put(
+            f"{base}/data-blobs/{hashlib.sha256(b'new').hexdigest()}",
+            data=b"new",
+            content_type="application/octet-stream",
+        ),
+        client.post(
+            f"{base}/datasets/fowl/versions",
+            {"sources": [["workspaceblobstore", "fowl/**"]], "create_new_version": True},
+            content_type="application/json",
+        ),
     ]
 
 

@@ -21,8 +21,18 @@ pytestmark = pytest.mark.django_db
 
 BASE = "/api/v1/workspaces/birds"
 SHA = hashlib.sha256(b"a").hexdigest()
-HOSTILE = ["../escape.txt", "fowl/../../escape.txt", "/etc/passwd", "C:/windows/x", "fowl\\..\\x", "fowl/\x00x",
-           "fowl/\nx", "", "..", "x" * 2000]
+HOSTILE = [
+    "../escape.txt",
+    "fowl/../../escape.txt",
+    "/etc/passwd",
+    "C:/windows/x",
+    "fowl\\..\\x",
+    "fowl/\x00x",
+    "fowl/\nx",
+    "",
+    "..",
+    "x" * 2000,
+]
 
 
 @pytest.fixture
@@ -35,8 +45,9 @@ def client(workspace, owner):
 @pytest.mark.parametrize("path", HOSTILE)
 def test_a_file_path_outside_the_datastore_is_refused(client, path):
     files = [{"path": "fowl/fine.csv", "sha256": SHA}, {"path": path, "sha256": SHA}]
-    answer = client.post(f"{BASE}/datastores/workspaceblobstore/files", {"files": files},
-                         content_type="application/json")
+    answer = client.post(
+        f"{BASE}/datastores/workspaceblobstore/files", {"files": files}, content_type="application/json"
+    )
     assert answer.status_code == 400
     assert answer.json()["detail"]
     assert list(DatastoreFile.objects.values_list("path", flat=True)) == ["fowl/a.csv"]
@@ -50,8 +61,11 @@ def test_a_listing_prefix_outside_is_refused(client, prefix):
 
 @pytest.mark.parametrize("pattern", ["../**", "/etc/**", "fowl/../../**", "**/../x"])
 def test_a_dataset_pattern_outside_is_refused(client, pattern):
-    answer = client.post(f"{BASE}/datasets/fowl/versions", {"sources": [["workspaceblobstore", pattern]]},
-                         content_type="application/json")
+    answer = client.post(
+        f"{BASE}/datasets/fowl/versions",
+        {"sources": [["workspaceblobstore", pattern]]},
+        content_type="application/json",
+    )
     assert answer.status_code == 400
     assert not DatasetVersion.objects.exists()
 

@@ -64,8 +64,9 @@ def test_it_uploads_listed_files_and_never_a_symlink(ws, data_dir, tmp_path, cap
     assert "Not uploaded (symlinks and special files never are)" in capsys.readouterr().err
     assert sorted(listing(ds)) == ["fowl/labels.txt", "fowl/train/a.csv", "fowl/train/b.csv"]
 
-    ds.upload_files([str(data_dir / "train" / "a.csv")], relative_root=str(data_dir), target_path="extra",
-                    show_progress=False)
+    ds.upload_files(
+        [str(data_dir / "train" / "a.csv")], relative_root=str(data_dir), target_path="extra", show_progress=False
+    )
     assert "extra/train/a.csv" in listing(ds, "extra")
     with pytest.raises(UserErrorException, match="not a regular file"):
         ds.upload_files([str(data_dir / "escape")], show_progress=False)
@@ -131,10 +132,16 @@ def test_it_downloads_a_datastore_folder_and_a_dataset_version(ws, data_dir, tmp
     ds.upload(src_dir=str(data_dir / "train"), target_path="geese", show_progress=False)
 
     assert ds.download(tmp_path / "got", prefix="fowl", show_progress=False) == 3
-    got = {str(path.relative_to(tmp_path / "got")): path.read_bytes()
-           for path in (tmp_path / "got").rglob("*") if path.is_file()}
-    assert got == {"fowl/labels.txt": b"chicken\nturkey\n", "fowl/train/a.csv": b"x,y\n1,2\n",
-                   "fowl/train/b.csv": b"x,y\n3,4\n"}
+    got = {
+        str(path.relative_to(tmp_path / "got")): path.read_bytes()
+        for path in (tmp_path / "got").rglob("*")
+        if path.is_file()
+    }
+    assert got == {
+        "fowl/labels.txt": b"chicken\nturkey\n",
+        "fowl/train/a.csv": b"x,y\n1,2\n",
+        "fowl/train/b.csv": b"x,y\n3,4\n",
+    }
 
     # A file already there is kept unless overwrite.
     (tmp_path / "got" / "fowl" / "labels.txt").write_text("mine")

@@ -43,18 +43,24 @@ def test_a_run_reads_its_inputs_and_a_second_run_copies_nothing(ws, node, data_d
     ds.upload(src_dir=str(data_dir), target_path="fowl", show_progress=False)
     dataset = Dataset.File.from_files(path=(ds, "fowl/train/*.csv")).register(ws, "fowl", create_new_version=True)
     arguments = [
-        "--mounted", ds.path("fowl").as_mount(),
-        "--downloaded", ds.path("fowl/train").as_download(),
-        "--root", ds,
-        "--one-file", ds.path("fowl/labels.txt"),
-        "--dataset", dataset.as_named_input("fowl_train").as_mount(),
-        "--dataset-copy", Dataset.get_by_name(ws, "fowl", 1).as_named_input("fowl_copy").as_download(),
+        "--mounted",
+        ds.path("fowl").as_mount(),
+        "--downloaded",
+        ds.path("fowl/train").as_download(),
+        "--root",
+        ds,
+        "--one-file",
+        ds.path("fowl/labels.txt"),
+        "--dataset",
+        dataset.as_named_input("fowl_train").as_mount(),
+        "--dataset-copy",
+        Dataset.get_by_name(ws, "fowl", 1).as_named_input("fowl_copy").as_download(),
     ]
     experiment = Experiment(ws, "data")
     first = experiment.submit(reader_config(ws, arguments))
     assert first.wait_for_completion()["status"] == "Completed"
 
-    train = {name[len("train/"):]: content for name, content in DATA.items() if name.startswith("train/")}
+    train = {name[len("train/") :]: content for name, content in DATA.items() if name.startswith("train/")}
     expected = {
         "--mounted": listing(DATA),
         "--downloaded": listing(train),
@@ -77,8 +83,12 @@ def test_a_run_reads_its_inputs_and_a_second_run_copies_nothing(ws, node, data_d
     assert len(staged) == 6 and all(" 0 bytes copied" in line for line in staged), staged
     assert read_line(second, "--mounted").split(" path=")[1] == read_line(first, "--mounted").split(" path=")[1]
 
-    estimator = PyTorch(source_directory=str(PROJECTS / "reader"), compute_target="cpu-cluster",
-                        entry_script="read_data.py", script_params={"--data_dir": ds})
+    estimator = PyTorch(
+        source_directory=str(PROJECTS / "reader"),
+        compute_target="cpu-cluster",
+        entry_script="read_data.py",
+        script_params={"--data_dir": ds},
+    )
     third = experiment.submit(estimator)
     assert third.wait_for_completion()["status"] == "Completed"
     assert f"files={expected['--root']} writable=False" in read_line(third, "--data_dir")

@@ -25,7 +25,10 @@ def docker_engine():
         pytest.skip(f"No Docker engine answers on this machine ({problem}); scripts/docker-engine.sh starts one.")
     built = subprocess.run(
         [str(BASE_DIR / "scripts" / "docker-base-image.sh"), DEFAULT_BASE_IMAGE],
-        capture_output=True, text=True, timeout=900, check=False,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
     )
     assert built.returncode == 0, f"The local base image could not be built:\n{built.stdout}{built.stderr}"
     from trainhub.environments.docker_builder import docker_client

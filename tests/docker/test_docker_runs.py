@@ -67,12 +67,20 @@ def test_a_gpu_node_hands_its_gpus_to_the_containers_with_nccl(db, tmp_path):
 
     workspace = workspace_create(name="gpus", user=make_user("gina"), description="")
     cluster = make_cluster(workspace, name="gpu-cluster", vm_size="STANDARD_NC12")
-    node = Node.objects.create(cluster=cluster, name="gpu-node", hostname="h", address="10.0.0.2", pid=1, cpus=12,
-                               gpus=2, docker=True)
+    node = Node.objects.create(
+        cluster=cluster, name="gpu-node", hostname="h", address="10.0.0.2", pid=1, cpus=12, gpus=2, docker=True
+    )
     run = Run.objects.create(
-        workspace=workspace, experiment=workspace.experiments.create(name="e"), number=1, run_id="e_1", cluster=cluster,
-        snapshot=make_snapshot(workspace), environment_name="gpu-env", environment_spec={"docker": {"enabled": True}},
-        script="train.py", distributed={"type": "pytorch", "communication_backend": "Nccl"},
+        workspace=workspace,
+        experiment=workspace.experiments.create(name="e"),
+        number=1,
+        run_id="e_1",
+        cluster=cluster,
+        snapshot=make_snapshot(workspace),
+        environment_name="gpu-env",
+        environment_spec={"docker": {"enabled": True}},
+        script="train.py",
+        distributed={"type": "pytorch", "communication_backend": "Nccl"},
     )
     image = "trainhub-env:" + "0" * 64
     built = MaterialisedEnvironment(Path(ENV_ROOT) / "bin" / "python", Path(ENV_ROOT), "0" * 64, True, image)
@@ -106,7 +114,6 @@ def test_a_run_in_a_docker_environment_logs_outputs_and_registers_its_model(site
     printed = next(line for line in ranks if line.startswith("model sha256")).split()[-1]
     run.download_file("outputs/model.pt", str(tmp_path / "model.pt"))
 
-
     assert hashlib.sha256((tmp_path / "model.pt").read_bytes()).hexdigest() == printed
     model = run.register_model("docker-linear", "outputs/model.pt")
     assert model.version == 1
@@ -137,7 +144,10 @@ def test_two_nodes_by_two_processes_of_gloo_ddp_in_containers(site, ws, torch_en
     from trainhub.sdk.runconfig import PyTorchConfiguration
 
     run = submit(
-        ws, torch_env, RUN_PROJECTS / "ddp", "ddp_check.py",
+        ws,
+        torch_env,
+        RUN_PROJECTS / "ddp",
+        "ddp_check.py",
         distributed_job_config=PyTorchConfiguration(process_count=4, node_count=2),
     )
     assert run.wait_for_completion()["status"] == "Completed"
@@ -150,8 +160,11 @@ def test_two_nodes_by_two_processes_of_gloo_ddp_in_containers(site, ws, torch_en
 
 def test_cancel_stops_and_removes_the_runs_containers(site, ws, torch_env):
     run = submit(ws, torch_env, PROJECTS, "wait.py")
-    wait_until(lambda: "waiting to be canceled" in log_lines(site, run, "std_log_process_0"), 120,
-               message="the script to start in its container")
+    wait_until(
+        lambda: "waiting to be canceled" in log_lines(site, run, "std_log_process_0"),
+        120,
+        message="the script to start in its container",
+    )
     client = site_client()
     (container,) = run_containers(client, run.id)
     assert container.status == "running"
@@ -199,8 +212,9 @@ def test_nodes_without_an_engine_are_never_sent_a_docker_run(site, ws, torch_env
     with site.blocker.unblock():
         plain = Node.objects.get(cluster__name="plain-cluster", state="idle")
         assert not plain.docker
-        Node.objects.create(cluster=plain.cluster, name="docker-but-down", hostname="h", address="127.0.0.1", pid=1,
-                            cpus=1, docker=True)
+        Node.objects.create(
+            cluster=plain.cluster, name="docker-but-down", hostname="h", address="127.0.0.1", pid=1, cpus=1, docker=True
+        )
     run = submit(ws, torch_env, PROJECTS, "train.py", cluster="plain-cluster")
     with site.blocker.unblock():
         assert dispatch_cluster(plain.cluster_id) == []
@@ -225,8 +239,11 @@ def test_a_killed_node_leaves_no_container_running(site, ws, torch_env):
         node = NodeProcess(solo, site.log_dir, TRAINHUB_NODE_SERVER_URL=site.url).start()
     site.nodes.append(node)
     run = submit(ws, torch_env, PROJECTS, "wait.py", cluster="docker-solo")
-    wait_until(lambda: "waiting to be canceled" in log_lines(site, run, "std_log_process_0"), 120,
-               message="the script to start in its container")
+    wait_until(
+        lambda: "waiting to be canceled" in log_lines(site, run, "std_log_process_0"),
+        120,
+        message="the script to start in its container",
+    )
     client = site_client()
     assert [c.status for c in run_containers(client, run.id)] == ["running"]
     node.kill()

@@ -90,7 +90,8 @@ def test_an_environment_image_whose_tag_a_rebuild_took_is_pruned(docker_engine):
         labelled_image(client, kept_tag, "sdk-2")
         not_ours = client.images.build(
             fileobj=io.BytesIO(f"FROM {DEFAULT_BASE_IMAGE}\nLABEL trainhub.test-untagged={tag}\n".encode()),
-            pull=False, rm=True,
+            pull=False,
+            rm=True,
         )[0]
 
         removed = prune_superseded_images(older_than_seconds=0)

@@ -155,9 +155,7 @@ def test_it_never_evicts_an_environment_that_is_locked_or_running(cache_dir):
     sleeper = subprocess.Popen([str(running.python), "-c", "import time; time.sleep(60)"])
     try:
         with FileLock(str(cache_dir / "_locks" / f"{locked.spec_hash}.lock")):
-            _, log = build(
-                {"pip": ["six"], "environment_variables": {"A": "2"}}, cache_dir, max_cache_bytes=1
-            )
+            _, log = build({"pip": ["six"], "environment_variables": {"A": "2"}}, cache_dir, max_cache_bytes=1)
     finally:
         sleeper.kill()
         sleeper.wait()
@@ -200,9 +198,7 @@ def test_a_failed_install_gives_one_line_and_the_full_log(cache_dir):
 
 def test_an_invalid_spec_is_a_build_error():
     with pytest.raises(BuildError, match="spec is invalid"):
-        materialise_environment(
-            {"pip": ["--index-url x"]}, cache_dir=Path("/nonexistent"), log=print
-        )
+        materialise_environment({"pip": ["--index-url x"]}, cache_dir=Path("/nonexistent"), log=print)
 
 
 def test_torch_is_pinned_to_the_local_build_or_refused():

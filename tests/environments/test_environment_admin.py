@@ -46,9 +46,7 @@ def test_staff_create_a_curated_environment(client_for, staff):
     assert environment.is_curated
     version = environment.versions.get()
     assert version.version == 1 and version.created_by == staff
-    assert version.spec["pip"] == ["six"] and version.spec["environment_variables"] == {
-        "OMP_NUM_THREADS": "1"
-    }
+    assert version.spec["pip"] == ["six"] and version.spec["environment_variables"] == {"OMP_NUM_THREADS": "1"}
 
 
 def test_editing_the_spec_makes_a_new_version_and_keeps_the_old(client_for, staff, curated):
@@ -56,9 +54,7 @@ def test_editing_the_spec_makes_a_new_version_and_keeps_the_old(client_for, staf
     url = f"/admin/environments/environment/{curated.pk}/change/"
     page = client.get(url).content.decode()
     assert "torch==2.13.0" in page  # the form starts from the latest spec
-    response = client.post(
-        url, form(curated, name=PYTORCH_CPU_NAME, pip="torch==2.13.0\nnumpy\nsix\n")
-    )
+    response = client.post(url, form(curated, name=PYTORCH_CPU_NAME, pip="torch==2.13.0\nnumpy\nsix\n"))
     assert response.status_code == 302, response.content.decode()[:3000]
     assert [v.spec["pip"] for v in curated.versions.order_by("version")] == [
         ["torch==2.13.0", "numpy"],
@@ -101,9 +97,7 @@ def test_build_now_builds_on_the_servers_worker_and_records_it(
     queue = django_rq.get_queue("default")
     before = set(queue.job_ids)
     with django_capture_on_commit_callbacks(execute=True):
-        response = client.post(
-            CHANGELIST_URL, {"action": "build_now", "_selected_action": [environment.pk]}
-        )
+        response = client.post(CHANGELIST_URL, {"action": "build_now", "_selected_action": [environment.pk]})
     assert response.status_code == 302
     [job_id] = set(queue.job_ids) - before
     job = queue.fetch_job(job_id)

@@ -25,9 +25,7 @@ def api(workspace, contributor):
     return api_client(issue_token(workspace, contributor))
 
 
-def test_it_lists_the_curated_and_the_workspaces_environments(
-    api, curated, other_workspace, outsider
-):
+def test_it_lists_the_curated_and_the_workspaces_environments(api, curated, other_workspace, outsider):
     post(api, BASE, {"name": "birds-env", "spec": SIX_SPEC})
     theirs = api_client(issue_token(other_workspace, outsider))
     post(
@@ -50,9 +48,7 @@ def test_register_makes_version_one_then_returns_it_for_the_same_spec(api, contr
         1,
         contributor.username,
     )
-    assert body["spec"]["python"] == "3.11" and body["portal_url"].endswith(
-        "/environments/birds-env/versions/1/"
-    )
+    assert body["spec"]["python"] == "3.11" and body["portal_url"].endswith("/environments/birds-env/versions/1/")
     again = post(api, BASE, {"name": "birds-env", "spec": SIX_SPEC})
     assert again.status_code == 200 and again.json()["version"] == 1
 
@@ -89,10 +85,7 @@ def test_the_reserved_prefix_is_refused_even_for_staff(workspace, staff, curated
 def test_clone_copies_a_curated_spec_into_the_workspace(api, curated):
     response = post(api, f"{BASE}/{PYTORCH_CPU_NAME}/clone", {"new_name": "my-torch"})
     assert response.status_code == 201
-    assert (
-        response.json()["spec"]["pip"] == ["torch==2.13.0", "numpy"]
-        and not response.json()["curated"]
-    )
+    assert response.json()["spec"]["pip"] == ["torch==2.13.0", "numpy"] and not response.json()["curated"]
 
 
 def test_a_bad_spec_is_a_400_that_says_why(api):
@@ -122,9 +115,7 @@ ENDPOINTS = [
 
 
 @pytest.mark.parametrize(("method", "path", "body"), ENDPOINTS)
-def test_outsiders_get_404_from_every_endpoint(
-    api, curated, other_workspace, outsider, method, path, body
-):
+def test_outsiders_get_404_from_every_endpoint(api, curated, other_workspace, outsider, method, path, body):
     post(api, BASE, {"name": "birds-env", "spec": SIX_SPEC})
     stranger = api_client(issue_token(other_workspace, outsider))
     response = post(stranger, path, body) if method == "post" else stranger.get(path)
@@ -141,7 +132,4 @@ def test_another_workspaces_environment_is_404_by_name(api, other_workspace, out
         {"name": "secret-env", "spec": SIX_SPEC},
     )
     response = api.get(f"{BASE}/secret-env")
-    assert (
-        response.status_code == 404
-        and "No environment named 'secret-env'" in response.json()["detail"]
-    )
+    assert response.status_code == 404 and "No environment named 'secret-env'" in response.json()["detail"]

@@ -23,9 +23,7 @@ def birds_env(workspace, contributor):
         environment_variables={"OMP_NUM_THREADS": "2"},
         docker={"enabled": True, "base_image": "python:3.11-slim"},
     )
-    return services.environment_register(
-        access=access, user=contributor, name="birds-env", spec=spec
-    ).version
+    return services.environment_register(access=access, user=contributor, name="birds-env", spec=spec).version
 
 
 def test_the_list_shows_curated_and_own_environments_only(
@@ -56,9 +54,7 @@ def test_the_environment_page_lists_its_versions(client_for, reader, birds_env, 
     assert "Environment.get(workspace=ws, name='birds-env')" in body
 
 
-def test_the_version_page_shows_the_full_spec_who_made_it_and_its_builds(
-    client_for, reader, birds_env
-):
+def test_the_version_page_shows_the_full_spec_who_made_it_and_its_builds(client_for, reader, birds_env):
     build = services.record_build(spec_hash=birds_env.spec_hash, node="node-7", version=birds_env)
     services.build_finish(
         build=build,
@@ -83,14 +79,8 @@ def test_the_version_page_shows_the_full_spec_who_made_it_and_its_builds(
         assert text in body, text
 
 
-def test_a_curated_version_page_works_from_any_workspace(
-    client_for, outsider, other_workspace, curated
-):
-    body = (
-        client_for(outsider)
-        .get(f"/w/elsewhere/environments/{PYTORCH_CPU_NAME}/versions/1/")
-        .content.decode()
-    )
+def test_a_curated_version_page_works_from_any_workspace(client_for, outsider, other_workspace, curated):
+    body = client_for(outsider).get(f"/w/elsewhere/environments/{PYTORCH_CPU_NAME}/versions/1/").content.decode()
     assert "torch==2.13.0" in body and "Not built yet" in body
 
 
@@ -106,9 +96,7 @@ def test_a_contributor_clones_a_curated_environment(client_for, contributor, wor
     ]
 
 
-def test_cloning_into_the_reserved_prefix_shows_the_error(
-    client_for, contributor, workspace, curated
-):
+def test_cloning_into_the_reserved_prefix_shows_the_error(client_for, contributor, workspace, curated):
     response = client_for(contributor).post(
         f"/w/birds/environments/{PYTORCH_CPU_NAME}/clone/",
         {"new_name": "TrainHub-Mine", "version": 1},
@@ -119,9 +107,7 @@ def test_cloning_into_the_reserved_prefix_shows_the_error(
 
 
 def test_a_reader_cannot_clone(client_for, reader, workspace, curated):
-    response = client_for(reader).post(
-        f"/w/birds/environments/{PYTORCH_CPU_NAME}/clone/", {"new_name": "x"}
-    )
+    response = client_for(reader).post(f"/w/birds/environments/{PYTORCH_CPU_NAME}/clone/", {"new_name": "x"})
     assert response.status_code == 403
     assert (
         "Clone into this workspace"
@@ -144,16 +130,12 @@ def test_outsiders_get_404_on_every_page(client_for, outsider, birds_env, curate
 
 
 def test_outsiders_cannot_clone_through_the_page(client_for, outsider, birds_env):
-    response = client_for(outsider).post(
-        "/w/birds/environments/birds-env/clone/", {"new_name": "stolen"}
-    )
+    response = client_for(outsider).post("/w/birds/environments/birds-env/clone/", {"new_name": "stolen"})
     assert response.status_code == 404
     assert not Environment.objects.filter(name="stolen").exists()
 
 
-def test_another_workspaces_environment_is_404_in_mine(
-    client_for, owner, other_workspace, outsider
-):
+def test_another_workspaces_environment_is_404_in_mine(client_for, owner, other_workspace, outsider):
     services.environment_register(
         access=Access(workspace=other_workspace, role=Role.OWNER),
         user=outsider,

@@ -63,16 +63,9 @@ def test_nobody_registers_a_reserved_name(member, owner, name):
 def test_nobody_clones_into_a_reserved_name(member, contributor, curated):
     source = selectors.version_get(curated)
     with pytest.raises(ValidationError, match="reserved"):
-        services.environment_clone(
-            access=member, user=contributor, source=source, new_name="TrainHub-mine"
-        )
-    clone = services.environment_clone(
-        access=member, user=contributor, source=source, new_name="mine"
-    )
-    assert (
-        clone.version.spec == source.spec
-        and clone.version.environment.workspace == member.workspace
-    )
+        services.environment_clone(access=member, user=contributor, source=source, new_name="TrainHub-mine")
+    clone = services.environment_clone(access=member, user=contributor, source=source, new_name="mine")
+    assert clone.version.spec == source.spec and clone.version.environment.workspace == member.workspace
 
 
 def test_a_reader_cannot_register(workspace, reader):
@@ -130,13 +123,9 @@ def test_make_run_seeds_the_curated_pytorch_environment_once(db):
 
 def test_a_run_gets_the_name_version_and_full_spec(member, contributor, curated):
     register(member, contributor)
-    choice = selectors.environment_for_run(
-        workspace=member.workspace, name="birds-env", version=None
-    )
+    choice = selectors.environment_for_run(workspace=member.workspace, name="birds-env", version=None)
     assert (choice.name, choice.version, choice.spec) == ("birds-env", 1, normalise_spec(SIX_SPEC))
-    choice = selectors.environment_for_run(
-        workspace=member.workspace, name=PYTORCH_CPU_NAME, version=1
-    )
+    choice = selectors.environment_for_run(workspace=member.workspace, name=PYTORCH_CPU_NAME, version=1)
     assert choice.spec["pip"] == ["torch==2.13.0", "numpy"]
 
 
@@ -144,9 +133,7 @@ def test_a_build_record_keeps_the_tail_of_a_huge_log(member, contributor):
     version = register(member, contributor).version
     log = "first line\n" + "x" * services.MAX_STORED_LOG_CHARS + "\nlast line\n"
     build = services.record_build(spec_hash=version.spec_hash, node="n1", version=version)
-    services.build_finish(
-        build=build, status=BuildStatus.FAILED, log=log, reason="It broke.\nDetails"
-    )
+    services.build_finish(build=build, status=BuildStatus.FAILED, log=log, reason="It broke.\nDetails")
     build.refresh_from_db()
     assert build.log.endswith("last line\n") and "first line" not in build.log
     assert "earlier characters of the build log dropped" in build.log
@@ -163,16 +150,12 @@ def test_an_executor_build_is_recorded_but_a_cache_hit_is_not(member, contributo
         version.spec, cache_dir=cache_dir, node="node-3", log=lines.append, version=version
     )
     assert not built.cache_hit and any("six" in line for line in lines)
-    services.materialise_recorded(
-        version.spec, cache_dir=cache_dir, node="node-3", log=lines.append
-    )
+    services.materialise_recorded(version.spec, cache_dir=cache_dir, node="node-3", log=lines.append)
     build = EnvironmentBuild.objects.get()
     assert (build.node, build.status, build.version) == ("node-3", BuildStatus.SUCCEEDED, version)
     assert "six" in build.log and build.spec_hash == version.spec_hash
 
     with pytest.raises(BuildError):
-        services.materialise_recorded(
-            {"python": "3.7"}, cache_dir=cache_dir, node="node-3", log=print
-        )
+        services.materialise_recorded({"python": "3.7"}, cache_dir=cache_dir, node="node-3", log=print)
     failed = EnvironmentBuild.objects.get(status=BuildStatus.FAILED)
     assert failed.reason.startswith("Python 3.7 is not available") and "Build failed" in failed.log

@@ -34,9 +34,7 @@ def test_normalising_twice_changes_nothing_and_the_hash_ignores_form():
     once = normalise_spec(spec)
     assert normalise_spec(once) == once
     assert once["environment_variables"] == {"A": "true", "B": "1"}
-    assert (
-        spec_hash(spec) == spec_hash(once) != spec_hash({"python": "3.10", "pip": ["numpy>=1.26"]})
-    )
+    assert spec_hash(spec) == spec_hash(once) != spec_hash({"python": "3.10", "pip": ["numpy>=1.26"]})
 
 
 @pytest.mark.parametrize(

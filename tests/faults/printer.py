@@ -27,9 +27,13 @@ def printer_config(ws, folder: Path, stop: str) -> ScriptRunConfig:
     project = folder / "printer"
     project.mkdir(exist_ok=True)
     (project / "printer.py").write_text(PRINTER)
-    return ScriptRunConfig(source_directory=str(project), script="printer.py", arguments=[stop],
-                           compute_target="cpu-cluster",
-                           environment=Environment.get(workspace=ws, name="TrainHub-PyTorch-2.13-CPU"))
+    return ScriptRunConfig(
+        source_directory=str(project),
+        script="printer.py",
+        arguments=[stop],
+        compute_target="cpu-cluster",
+        environment=Environment.get(workspace=ws, name="TrainHub-PyTorch-2.13-CPU"),
+    )
 
 
 def printed_lines(run_id: str) -> int:

@@ -37,8 +37,12 @@ def full_runs_disk():
 
 def test_a_full_disk_while_storing_outputs_fails_the_run_cleanly(ws, node, full_runs_disk, tmp_path):
     (tmp_path / "write.py").write_text(WRITER)
-    src = ScriptRunConfig(source_directory=str(tmp_path), script="write.py", compute_target="cpu-cluster",
-                          environment=Environment.get(workspace=ws, name="TrainHub-PyTorch-2.13-CPU"))
+    src = ScriptRunConfig(
+        source_directory=str(tmp_path),
+        script="write.py",
+        compute_target="cpu-cluster",
+        environment=Environment.get(workspace=ws, name="TrainHub-PyTorch-2.13-CPU"),
+    )
     run = Experiment(ws, "disk-full").submit(src)
     details = run.wait_for_completion(raise_on_error=False)
 

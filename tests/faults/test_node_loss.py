@@ -37,12 +37,19 @@ def test_a_node_killed_mid_run_fails_the_run_and_stops_every_rank(ws, two_nodes,
     (project / "hang.py").write_text(
         "import os, time\nprint('rank', os.environ['RANK'], 'pid', os.getpid(), flush=True)\ntime.sleep(600)\n"
     )
-    src = ScriptRunConfig(source_directory=str(project), script="hang.py", compute_target="cpu-cluster",
-                          environment=Environment.get(workspace=ws, name="TrainHub-PyTorch-2.13-CPU"),
-                          distributed_job_config=PyTorchConfiguration(process_count=4, node_count=2))
+    src = ScriptRunConfig(
+        source_directory=str(project),
+        script="hang.py",
+        compute_target="cpu-cluster",
+        environment=Environment.get(workspace=ws, name="TrainHub-PyTorch-2.13-CPU"),
+        distributed_job_config=PyTorchConfiguration(process_count=4, node_count=2),
+    )
     run = Experiment(ws, "ddp-node-lost").submit(src)
-    wait_until(lambda: RunProcess.objects.filter(run__run_id=run.id, state="running").count() == 4, 90,
-               message="four ranks running")
+    wait_until(
+        lambda: RunProcess.objects.filter(run__run_id=run.id, state="running").count() == 4,
+        90,
+        message="four ranks running",
+    )
     wait_until(lambda: len(rank_lines(run, "pid")) == 4, 30, message="every rank printing")
     pids = [pid for pid, _ in run_pids(run.id)]  # their pids on this machine, not in their boxes
     assert len(pids) >= 4

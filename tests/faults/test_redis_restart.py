@@ -23,7 +23,6 @@ from trainhub.sdk import Environment, Experiment, ScriptRunConfig
 pytestmark = pytest.mark.slow
 
 
-
 def restart_redis() -> None:
     """Shut the session's Redis down without saving, and start a new one on the same port, with
     the same credential (the one in the data directory)."""
@@ -38,13 +37,19 @@ def restart_redis() -> None:
 
 def test_a_redis_restart_loses_no_run(ws, node, controller, tmp_path):
     running = Experiment(ws, "redis-restart").submit(printer_config(ws, tmp_path, "stop"))
-    wait_until(lambda: LogChunk.objects.filter(run__run_id=running.id, text__contains="line 3").exists(), 90,
-               message="the run printing")
+    wait_until(
+        lambda: LogChunk.objects.filter(run__run_id=running.id, text__contains="line 3").exists(),
+        90,
+        message="the run printing",
+    )
     queued = Experiment(ws, "redis-restart").submit(printer_config(ws, tmp_path, "stop"))
 
     restart_redis()
-    wait_until(lambda: LogChunk.objects.filter(run__run_id=running.id, text__contains="line 60").exists(), 60,
-               message="the run printing after the restart")
+    wait_until(
+        lambda: LogChunk.objects.filter(run__run_id=running.id, text__contains="line 60").exists(),
+        60,
+        message="the run printing after the restart",
+    )
     (run_folder(running.id) / "stop").touch()
 
     first = running.wait_for_completion(raise_on_error=False)
@@ -52,8 +57,11 @@ def test_a_redis_restart_loses_no_run(ws, node, controller, tmp_path):
     if first["status"] == "Completed":
         assert_every_line_in_order(running.id)  # the line counter, lost with Redis, went on from the stored lines
     # Its folder, where it looks for the file, exists once it starts (the first run is done by now).
-    wait_until(lambda: run_folder(queued.id).is_dir() or Run.objects.get(run_id=queued.id).is_final, 90,
-               message="the queued run to start")
+    wait_until(
+        lambda: run_folder(queued.id).is_dir() or Run.objects.get(run_id=queued.id).is_final,
+        90,
+        message="the queued run to start",
+    )
     (run_folder(queued.id) / "stop").touch()
     second = queued.wait_for_completion(raise_on_error=False)
     assert second["status"] == "Completed", second
@@ -68,8 +76,12 @@ def test_a_job_waiting_in_a_nodes_queue_is_not_lost_with_redis(ws, node, control
     project = tmp_path / "hello"
     project.mkdir()
     (project / "hello.py").write_text("print('hello after the restart', flush=True)\n")
-    src = ScriptRunConfig(source_directory=str(project), script="hello.py", compute_target="cpu-cluster",
-                          environment=Environment.get(workspace=ws, name="TrainHub-PyTorch-2.13-CPU"))
+    src = ScriptRunConfig(
+        source_directory=str(project),
+        script="hello.py",
+        compute_target="cpu-cluster",
+        environment=Environment.get(workspace=ws, name="TrainHub-PyTorch-2.13-CPU"),
+    )
     queue = f"rq:queue:{Node.objects.get(name=node.name).queue_name}"
     connection = redis.Redis.from_url(settings.REDIS_URL)
     node.process.send_signal(signal.SIGSTOP)
@@ -90,7 +102,5 @@ def test_a_job_waiting_in_a_nodes_queue_is_not_lost_with_redis(ws, node, control
     wait_until(lambda: Run.objects.get(run_id=run.id).status in final, 60, message="the run to end")
     details = run.get_details()
     assert details["status"] == "Completed", details
-    assert "hello after the restart" in "\n".join(
-        c.text for c in LogChunk.objects.filter(run__run_id=run.id)
-    )
+    assert "hello after the restart" in "\n".join(c.text for c in LogChunk.objects.filter(run__run_id=run.id))
     wait_until(lambda: Node.objects.get(name=node.name).state == "idle", 30, message="the node idle again")

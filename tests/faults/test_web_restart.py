@@ -25,8 +25,11 @@ def test_a_web_restart_loses_no_line(live_server_process, ws, node, page, tmp_pa
     """The session's server is the one restarted: on the same port, as an operator would."""
     server = live_server_process
     run = Experiment(ws, "web-restart").submit(printer_config(ws, tmp_path, "stop"))
-    wait_until(lambda: LogChunk.objects.filter(run__run_id=run.id, text__contains="line 5").exists(), 90,
-               message="the run printing")
+    wait_until(
+        lambda: LogChunk.objects.filter(run__run_id=run.id, text__contains="line 5").exists(),
+        90,
+        message="the run printing",
+    )
     sign_in(page, server.url, "olivia")
     page.goto(f"{server.url}/w/birds/runs/{run.id}/")
     expect(page.locator("#log")).to_contain_text("line 5")

@@ -74,27 +74,56 @@ MAPPING = (
     ("cluster", 'cluster_name = "gpu-cluster"', "", "guide fixture, test_the_cluster_snippet_finds_the_cluster"),
     ("curated env", "curated_env_name = ", "", "test_the_environment_snippets"),
     ("save env", "pytorch_env.save_to_directory", "", "test_the_environment_snippets"),
-    ("conda env", "pytorch_env = Environment.from_conda_specification(name='pytorch-1.6-gpu', "
-     "file_path='./conda_dependencies.yml')", None, "test_the_environment_snippets"),
+    (
+        "conda env",
+        "pytorch_env = Environment.from_conda_specification(name='pytorch-1.6-gpu', "
+        "file_path='./conda_dependencies.yml')",
+        None,
+        "test_the_environment_snippets",
+    ),
     ("clone env", "pytorch_env = pytorch_env.clone", "", "test_the_environment_snippets"),
-    ("docker env", "pytorch_env = Environment.from_conda_specification", "docker.base_image",
-     "test_the_environment_snippets"),
-    ("script run config", "from azureml.core import ScriptRunConfig", "script='pytorch_train.py'",
-     "test_single_node_training"),
+    (
+        "docker env",
+        "pytorch_env = Environment.from_conda_specification",
+        "docker.base_image",
+        "test_the_environment_snippets",
+    ),
+    (
+        "script run config",
+        "from azureml.core import ScriptRunConfig",
+        "script='pytorch_train.py'",
+        "test_single_node_training",
+    ),
     ("submit 2020-01", "run = Experiment(ws, name='Tutorial-pytorch-birds')", "", "test_single_node_training"),
     ("submit 2020-09", "run = Experiment(ws, name='pytorch-birds')", "", "test_single_node_training"),
     ("register", "model = run.register_model", "", "test_single_node_training"),
     ("download", "# Create a model folder", "run.download_file", "test_single_node_training"),
     ("mpi", "from azureml.core import ScriptRunConfig", "MpiConfiguration(node_count=2)", "test_the_mpi_snippet"),
-    ("per process", "from azureml.core import ScriptRunConfig", "PyTorchConfiguration(process_count=4",
-     "test_the_per_process_snippet"),
+    (
+        "per process",
+        "from azureml.core import ScriptRunConfig",
+        "PyTorchConfiguration(process_count=4",
+        "test_the_per_process_snippet",
+    ),
     ("per node", "from azureml.core import ScriptRunConfig", "launch_cmd", "test_the_per_node_launch_snippet"),
-    ("older arguments", "from azureml.core import ScriptRunConfig", "communication_backend='Nccl'",
-     "test_the_older_arguments_snippet"),
-    ("estimator with datastore", "from azureml.train.dnn import PyTorch", "'--data_dir': ds",
-     "test_the_estimator_snippet_with_a_datastore"),
-    ("estimator mpi", "from azureml.train.dnn import PyTorch", "distributed_backend='mpi'",
-     "test_the_estimator_snippets"),
+    (
+        "older arguments",
+        "from azureml.core import ScriptRunConfig",
+        "communication_backend='Nccl'",
+        "test_the_older_arguments_snippet",
+    ),
+    (
+        "estimator with datastore",
+        "from azureml.train.dnn import PyTorch",
+        "'--data_dir': ds",
+        "test_the_estimator_snippet_with_a_datastore",
+    ),
+    (
+        "estimator mpi",
+        "from azureml.train.dnn import PyTorch",
+        "distributed_backend='mpi'",
+        "test_the_estimator_snippets",
+    ),
     ("estimator submit", "run = exp.submit(pt_est)", "", "test_the_estimator_snippets"),
     ("horovod import", "import torch", "import horovod", "NOT RUN: Horovod is not installable here"),
 )
@@ -212,7 +241,12 @@ def test_the_environment_snippets(guide):
     assert "torch==2.13.0" in (saved / "conda_dependencies.yml").read_text()
     # 'TrainHub-PyTorch-1.6-GPU' is the curated PyTorch environment that answers to the cloud's name.
     assert Environment.load_from_directory(saved).python.conda_dependencies.pip_packages == [
-        "torch==2.13.0", "numpy", "pillow", "onnx", "onnxscript", "mpi4py"
+        "torch==2.13.0",
+        "numpy",
+        "pillow",
+        "onnx",
+        "onnxscript",
+        "mpi4py",
     ]
 
     run_snippet("conda env", namespace)

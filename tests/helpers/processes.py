@@ -99,8 +99,16 @@ class NodeProcess:
 
         self.process = subprocess.Popen(
             [
-                *self.prefix, sys.executable, "manage.py", "trainhub_node", "--cluster", self.cluster.name,
-                "--workspace", self.cluster.workspace.name, "--name", self.name,
+                *self.prefix,
+                sys.executable,
+                "manage.py",
+                "trainhub_node",
+                "--cluster",
+                self.cluster.name,
+                "--workspace",
+                self.cluster.workspace.name,
+                "--name",
+                self.name,
             ],
             cwd=BASE_DIR,
             env=process_env(**self.env),

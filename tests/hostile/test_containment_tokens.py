@@ -152,8 +152,15 @@ def test_a_replica_cannot_point_the_server_at_another_service_of_its_node(worksp
     node = Node.objects.create(cluster=run.cluster, name="n-proof", hostname="h", address="127.0.0.1", pid=1, cpus=1)
     RunNode.objects.create(run=run, node=node, node_rank=0, state="running")
     endpoint = Endpoint.objects.create(
-        workspace=workspace, name="serving", cluster=run.cluster, snapshot=run.snapshot, entry_script="score.py",
-        environment_name="e", environment_spec={}, primary_key_hash="p" * 64, secondary_key_hash="s" * 64,
+        workspace=workspace,
+        name="serving",
+        cluster=run.cluster,
+        snapshot=run.snapshot,
+        entry_script="score.py",
+        environment_name="e",
+        environment_spec={},
+        primary_key_hash="p" * 64,
+        secondary_key_hash="s" * 64,
     )
     replica = Replica.objects.create(endpoint=endpoint, run=run, generation=1)
     other = socket.create_server(("127.0.0.1", 0))

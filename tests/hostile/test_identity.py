@@ -59,19 +59,36 @@ def world(workspace, owner, contributor):
     data_client = api_client(issue_token(workspace, owner))
     upload(data_client, workspace.name, {"fowl/a.csv": BLOB})
     endpoint = Endpoint.objects.create(
-        workspace=workspace, name="serving", cluster=run.cluster, snapshot=run.snapshot, entry_script="score.py",
-        environment_name="birds-env", environment_spec={"python": "3.11"}, primary_key_hash="p" * 64,
-        secondary_key_hash="s" * 64, created_by=owner,
+        workspace=workspace,
+        name="serving",
+        cluster=run.cluster,
+        snapshot=run.snapshot,
+        entry_script="score.py",
+        environment_name="birds-env",
+        environment_spec={"python": "3.11"},
+        primary_key_hash="p" * 64,
+        secondary_key_hash="s" * 64,
+        created_by=owner,
     )
     endpoint.model_versions.set([version])
     replica = Replica.objects.create(endpoint=endpoint, run=run, generation=1)
-    dataset = data_client.post(f"/api/v1/workspaces/{workspace.name}/datasets/fowl/versions",
-                               {"sources": [[DATASTORE, "fowl/**"]]}, content_type="application/json")
+    dataset = data_client.post(
+        f"/api/v1/workspaces/{workspace.name}/datasets/fowl/versions",
+        {"sources": [[DATASTORE, "fowl/**"]]},
+        content_type="application/json",
+    )
     assert dataset.status_code == 201, dataset.content
     sweep = sweep_submit(
-        access=access, user=owner, experiment_name=run.experiment.name, spec=SWEEP_SPEC,
-        run={"snapshot_sha256": run.snapshot.sha256, "compute_target": run.cluster.name, "script": "train.py",
-             "environment": EnvironmentChoice("birds-env", 1, {"python": "3.11", "pip": ["six"]})},
+        access=access,
+        user=owner,
+        experiment_name=run.experiment.name,
+        spec=SWEEP_SPEC,
+        run={
+            "snapshot_sha256": run.snapshot.sha256,
+            "compute_target": run.cluster.name,
+            "script": "train.py",
+            "environment": EnvironmentChoice("birds-env", 1, {"python": "3.11", "pip": ["six"]}),
+        },
     )
     return {
         "workspace_name": workspace.name,
@@ -115,12 +132,18 @@ def fill(template: str, world: dict) -> str:
     """`template` ('{run_id}' or '<str:run_id>' parameters) with the world's values and query."""
     values = dict(world)
     values["name"] = (
-        world["_model"] if "models" in template
-        else "serving" if "endpoints" in template
-        else world["_cluster"] if "comput" in template
-        else "birds-env" if "environments" in template
-        else DATASTORE if "stores" in template
-        else "fowl" if "sets" in template
+        world["_model"]
+        if "models" in template
+        else "serving"
+        if "endpoints" in template
+        else world["_cluster"]
+        if "comput" in template
+        else "birds-env"
+        if "environments" in template
+        else DATASTORE
+        if "stores" in template
+        else "fowl"
+        if "sets" in template
         else world["experiment_name"]
     )
     values["sha256"] = world["_snapshot"] if "snapshots" in template else hashlib.sha256(BLOB).hexdigest()
@@ -168,7 +191,16 @@ def page_routes() -> list[str]:
 # Pages that only accept POST: GET answers 405 to members, which proves nothing; they are
 # attacked in test_readers_cannot_write_through_pages.
 POST_ONLY_PAGES = {
-    "/cancel/", "/edit/", "/role/", "/remove/", "/revoke/", "/clone/", "/export-onnx/", "/delete/", "/keys/", "/try/"
+    "/cancel/",
+    "/edit/",
+    "/role/",
+    "/remove/",
+    "/revoke/",
+    "/clone/",
+    "/export-onnx/",
+    "/delete/",
+    "/keys/",
+    "/try/",
 }
 
 
@@ -211,8 +243,9 @@ def test_outsiders_get_404_on_every_page_download_and_endpoint(world, client_for
         assert call(token, method, template, world).status_code == 404, (method, template)
 
 
-def test_a_members_token_for_another_workspace_reaches_only_that_one(world, workspace, owner, outsider,
-                                                                     other_workspace):
+def test_a_members_token_for_another_workspace_reaches_only_that_one(
+    world, workspace, owner, outsider, other_workspace
+):
     """The owner of `birds` also belongs to `elsewhere`: their `elsewhere` token still gets 404 in `birds`."""
     from trainhub.workspaces.models import Role
 
@@ -240,8 +273,12 @@ def api_write_bodies(world: dict) -> dict[str, object]:
         "/environments": {"name": "stolen", "spec": {"python": "3.11", "pip": ["six"]}},
         "/clone": {"new_name": "stolen"},
         "/snapshots/{sha256}": b"",
-        "/runs": {"snapshot": world["_snapshot"], "compute_target": world["_cluster"],
-                  "environment": {"name": "birds-env"}, "script": "train.py"},
+        "/runs": {
+            "snapshot": world["_snapshot"],
+            "compute_target": world["_cluster"],
+            "environment": {"name": "birds-env"},
+            "script": "train.py",
+        },
         "/cancel": None,
         "/runs/{run_id}": {"display_name": "stolen", "tags": {"stolen": "yes"}},
         "/models/{name}/versions": {"run_id": world["run_id"], "model_path": "outputs/model.pt"},
@@ -256,10 +293,21 @@ def api_write_bodies(world: dict) -> dict[str, object]:
         "/data-blobs/{sha256}": BLOB,
         "/data-blobs": b"",
         "/datasets/{name}/versions": {"sources": [[DATASTORE, "fowl/**"]], "create_new_version": True},
-        "/sweeps": {"run": {"snapshot": world["_snapshot"], "compute_target": world["_cluster"],
-                            "environment": {"name": "birds-env"}, "script": "train.py"}, "sweep": SWEEP_SPEC},
-        "/endpoints": {"name": "stolen", "models": [{"name": world["_model"]}], "entry_script": "score.py",
-                       "snapshot": world["_snapshot"]},
+        "/sweeps": {
+            "run": {
+                "snapshot": world["_snapshot"],
+                "compute_target": world["_cluster"],
+                "environment": {"name": "birds-env"},
+                "script": "train.py",
+            },
+            "sweep": SWEEP_SPEC,
+        },
+        "/endpoints": {
+            "name": "stolen",
+            "models": [{"name": world["_model"]}],
+            "entry_script": "score.py",
+            "snapshot": world["_snapshot"],
+        },
         "/endpoints/{name}": {"models": [{"name": world["_model"]}]},  # PATCH's body (DELETE reads none)
         "/keys": {"key_type": "Primary"},
         "/ready": {"port": 8001, "secret": "x" * 40},
@@ -317,8 +365,14 @@ PAGE_WRITES = {
     "/export-onnx/": {"sample_input_shape": "1,8"},
     "/delete/": {},
     "/keys/": {"key_type": "Primary"},
-    "/compute/": {"name": "stolen", "vm_size": "LOCAL_CPU", "min_nodes": 0, "max_nodes": 1,
-                  "idle_seconds_before_scaledown": 60, "provisioner": "manual"},
+    "/compute/": {
+        "name": "stolen",
+        "vm_size": "LOCAL_CPU",
+        "min_nodes": 0,
+        "max_nodes": 1,
+        "idle_seconds_before_scaledown": 60,
+        "provisioner": "manual",
+    },
 }
 
 
@@ -403,8 +457,10 @@ def test_a_member_removed_while_watching_is_cut_off(world, workspace, reader, co
         return "".join(texts)
 
     async def scenario():
-        watching = {who: WebsocketCommunicator(application, fill(template, world), headers=headers(who))
-                    for who in (reader, contributor)}
+        watching = {
+            who: WebsocketCommunicator(application, fill(template, world), headers=headers(who))
+            for who in (reader, contributor)
+        }
         for communicator in watching.values():
             assert (await communicator.connect())[0]
             await received_text(communicator)  # the replay

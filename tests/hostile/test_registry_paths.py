@@ -27,9 +27,7 @@ def stored_blobs(sha256: str) -> list[str]:
 
 @pytest.fixture
 def run(workspace):
-    return run_with_outputs(
-        workspace, {"outputs/model.pt": b"weights", "logs/std_log_process_0.txt": b"log"}
-    )
+    return run_with_outputs(workspace, {"outputs/model.pt": b"weights", "logs/std_log_process_0.txt": b"log"})
 
 
 @pytest.mark.django_db
@@ -127,23 +125,17 @@ def test_upload_manifests_with_bad_paths_are_refused(owner_token, root, is_folde
 
 
 @pytest.mark.django_db
-def test_a_version_cannot_name_a_file_uploaded_to_another_workspace(
-    owner_token, other_workspace, outsider
-):
+def test_a_version_cannot_name_a_file_uploaded_to_another_workspace(owner_token, other_workspace, outsider):
     from tests.registry.builders import access_of
 
     content = b"their secret weights"
     sha = hashlib.sha256(content).hexdigest()
     import io
 
-    services.blob_store(
-        access=access_of(other_workspace, outsider), sha256=sha, stream=io.BytesIO(content)
-    )
+    services.blob_store(access=access_of(other_workspace, outsider), sha256=sha, stream=io.BytesIO(content))
     answer = api_client(owner_token).post(
         "/api/v1/workspaces/birds/models/m/versions",
-        data=json.dumps(
-            {"root": "m.pt", "files": [{"path": "m.pt", "sha256": sha, "size": len(content)}]}
-        ),
+        data=json.dumps({"root": "m.pt", "files": [{"path": "m.pt", "sha256": sha, "size": len(content)}]}),
         content_type="application/json",
     )
     assert answer.status_code == 400

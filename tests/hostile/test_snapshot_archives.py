@@ -162,7 +162,8 @@ def target(tmp_path):
 def test_it_extracts_a_zip_snapshot(target):
     """A zip made by another tool (folders as members, files in them) unpacks like a .tar.gz."""
     archive = zip_with(
-        zip_member("pkg/", b"", stat.S_IFDIR | 0o755), zip_member("pkg/mod.py", b"X = 1"),
+        zip_member("pkg/", b"", stat.S_IFDIR | 0o755),
+        zip_member("pkg/mod.py", b"X = 1"),
         zip_member("train.py", b"print(1)"),
     )
     assert extract_snapshot(archive, target, max_bytes=1000) == 2

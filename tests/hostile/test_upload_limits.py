@@ -103,9 +103,7 @@ def test_a_body_declared_past_the_request_limit_is_refused_before_it_is_sent(
     assert requests.get(f"{limited_server.url}/accounts/login/", timeout=10).status_code == 200
 
 
-def test_a_chunked_body_without_length_is_cut_off_once_past_the_limit(
-    limited_server, url, owner_token, workspace
-):
+def test_a_chunked_body_without_length_is_cut_off_once_past_the_limit(limited_server, url, owner_token, workspace):
     before = bytes_written(limited_server.process.pid)
     connection = raw_request(
         limited_server,
@@ -173,9 +171,7 @@ def test_a_chunk_shorter_than_its_range_changes_nothing(url, headers, workspace)
     assert probe.status_code == 200 and probe.json()["received"] == 400
 
 
-def test_the_sdk_is_told_the_limit_before_it_sends_the_file(
-    limited_server, url, owner_token, tmp_path, workspace
-):
+def test_the_sdk_is_told_the_limit_before_it_sends_the_file(limited_server, url, owner_token, tmp_path, workspace):
     from trainhub.sdk import Model, Workspace
     from trainhub.sdk.exceptions import UserErrorException
 

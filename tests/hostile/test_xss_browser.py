@@ -40,8 +40,13 @@ def hostile_world(live_url, workspace, owner, reader):
     Workspace.objects.filter(pk=workspace.pk).update(description=PAYLOAD)
     access = access_of(workspace, owner)
     run = run_with_outputs(
-        workspace, {"outputs/model.pt": b"w"}, display_name=PAYLOAD, tags={PAYLOAD: PAYLOAD},
-        status_reason=PAYLOAD, error_traceback=PAYLOAD, created_by=owner,
+        workspace,
+        {"outputs/model.pt": b"w"},
+        display_name=PAYLOAD,
+        tags={PAYLOAD: PAYLOAD},
+        status_reason=PAYLOAD,
+        error_traceback=PAYLOAD,
+        created_by=owner,
     )
     log_append(run.pk, "std_log_process_0", PAYLOADS)
     batch = {
@@ -51,10 +56,22 @@ def hostile_world(live_url, workspace, owner, reader):
         "tags": {SVG: IMG},
     }
     metrics_ingest(access=access, run=run, batch=parse_batch(batch))
-    register(workspace, owner, run, name="birds", tags={IMG[:100]: PAYLOAD, SVG: SCRIPT}, description=PAYLOAD,
-             properties={SCRIPT: IMG})
-    environment_register(access=access, user=owner, name="hostile-env", description=PAYLOAD,
-                         spec={"python": "3.11", "pip": ["six"], "environment_variables": {"X": PAYLOAD}})
+    register(
+        workspace,
+        owner,
+        run,
+        name="birds",
+        tags={IMG[:100]: PAYLOAD, SVG: SCRIPT},
+        description=PAYLOAD,
+        properties={SCRIPT: IMG},
+    )
+    environment_register(
+        access=access,
+        user=owner,
+        name="hostile-env",
+        description=PAYLOAD,
+        spec={"python": "3.11", "pip": ["six"], "environment_variables": {"X": PAYLOAD}},
+    )
     ApiToken.objects.create(workspace=workspace, user=reader, name=IMG[:100], prefix="th_x", token_hash="y" * 64)
     return run
 
@@ -62,13 +79,21 @@ def hostile_world(live_url, workspace, owner, reader):
 def pages(run) -> list[str]:
     base = "/w/birds"
     return [
-        "/workspaces/", f"{base}/", f"{base}/members/", f"{base}/tokens/",
-        f"{base}/experiments/", f"{base}/experiments/{run.experiment.name}/",
+        "/workspaces/",
+        f"{base}/",
+        f"{base}/members/",
+        f"{base}/tokens/",
+        f"{base}/experiments/",
+        f"{base}/experiments/{run.experiment.name}/",
         f"{base}/experiments/{run.experiment.name}/metrics/",
         f"{base}/experiments/{run.experiment.name}/compare/?runs={run.run_id}",
         f"{base}/runs/{run.run_id}/",
-        f"{base}/models/", f"{base}/models/birds/", f"{base}/models/birds/1/",
-        f"{base}/environments/", f"{base}/environments/hostile-env/", f"{base}/environments/hostile-env/versions/1/",
+        f"{base}/models/",
+        f"{base}/models/birds/",
+        f"{base}/models/birds/1/",
+        f"{base}/environments/",
+        f"{base}/environments/hostile-env/",
+        f"{base}/environments/hostile-env/versions/1/",
     ]
 
 
@@ -103,7 +128,8 @@ def test_payloads_streamed_live_stay_text(page, live_url, hostile_world, owner_t
     live_names = {"rank": 0, "metrics": [{"name": f"live {p}", "values": [2.0]} for p in PAYLOADS]}
     answer = api_client(owner_token).post(
         f"/api/v1/workspaces/birds/runs/{hostile_world.run_id}/metrics",
-        data=json.dumps(live_names), content_type="application/json",
+        data=json.dumps(live_names),
+        content_type="application/json",
     )
     assert answer.status_code == 200, answer.content
     expect(page.locator("body")).to_contain_text("live <img src=x")

@@ -27,9 +27,7 @@ def test_a_member_gets_each_batch_live(workspace, reader):
     run, token = running_run(workspace)
 
     async def scenario():
-        communicator = WebsocketCommunicator(
-            application, f"/ws/runs/{run.run_id}/metrics/", headers=headers(reader)
-        )
+        communicator = WebsocketCommunicator(application, f"/ws/runs/{run.run_id}/metrics/", headers=headers(reader))
         connected, _ = await communicator.connect()
         assert connected
         assert (await communicator.receive_json_from(timeout=5))["type"] == "subscribed"
@@ -52,9 +50,7 @@ def test_a_large_batch_reaches_viewers_sampled_with_positions(workspace, reader)
     run, token = running_run(workspace)
 
     async def scenario():
-        communicator = WebsocketCommunicator(
-            application, f"/ws/runs/{run.run_id}/metrics/", headers=headers(reader)
-        )
+        communicator = WebsocketCommunicator(application, f"/ws/runs/{run.run_id}/metrics/", headers=headers(reader))
         assert (await communicator.connect())[0]
         await communicator.receive_json_from(timeout=5)
         values = [float(i % 97) for i in range(50_000)]

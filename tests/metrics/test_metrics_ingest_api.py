@@ -79,10 +79,7 @@ def test_small_batches_append_in_order_and_steps_continue(run_and_token):
     client = api_client(token)
     for start in range(0, 50, 5):
         assert (
-            post_batch(
-                client, run, series_body("loss", [float(v) for v in range(start, start + 5)])
-            ).status_code
-            == 200
+            post_batch(client, run, series_body("loss", [float(v) for v in range(start, start + 5)])).status_code == 200
         )
     answer = client.get(metrics_url(run), {"name": "loss"}).json()
     assert answer["metrics"]["loss"]["values"] == [float(v) for v in range(50)]
@@ -224,9 +221,7 @@ def test_a_table_and_a_metric_cannot_share_a_name(run_and_token):
     post_batch(client, run, series_body("per_class", [1.0]))
     response = post_batch(client, run, {"rows": [{"name": "per_class", "cells": {"a": 1}}]})
     assert response.status_code == 400
-    assert detail(response) == services.KIND_CONFLICT.format(
-        name="per_class", existing="a metric (run.log)"
-    )
+    assert detail(response) == services.KIND_CONFLICT.format(name="per_class", existing="a metric (run.log)")
 
 
 def test_per_run_limits_are_enforced(run_and_token, monkeypatch):
@@ -237,9 +232,7 @@ def test_per_run_limits_are_enforced(run_and_token, monkeypatch):
     assert post_batch(client, run, series_body("a", [1.0] * 8)).status_code == 200
     too_many = post_batch(client, run, series_body("a", [1.0] * 3))
     assert too_many.status_code == 400
-    assert detail(too_many) == services.TOO_MANY_POINTS.format(
-        run_id=run.run_id, total=11, limit=10
-    )
+    assert detail(too_many) == services.TOO_MANY_POINTS.format(run_id=run.run_id, total=11, limit=10)
     assert post_batch(client, run, series_body("b", [1.0])).status_code == 200
     third_name = post_batch(client, run, series_body("c", [1.0]))
     assert detail(third_name) == services.TOO_MANY_NAMES.format(run_id=run.run_id, total=3, limit=2)
@@ -259,9 +252,7 @@ def test_a_request_past_the_size_limit_is_refused(run_and_token, monkeypatch):
 
 def test_a_reader_cannot_write_metrics(workspace, reader, run_and_token):
     run, _ = run_and_token
-    response = post_batch(
-        api_client(issue_token(workspace, reader)), run, series_body("loss", [1.0])
-    )
+    response = post_batch(api_client(issue_token(workspace, reader)), run, series_body("loss", [1.0]))
     assert response.status_code == 403
     from trainhub.workspaces.permissions import READ_ONLY_MESSAGE
 
@@ -279,9 +270,7 @@ def test_a_reader_can_read_metrics(workspace, reader, run_and_token):
 def test_a_contributor_can_log_to_a_finished_run(workspace, contributor, run_and_token):
     run, _ = run_and_token
     Run.objects.filter(pk=run.pk).update(status=RunStatus.COMPLETED)
-    response = post_batch(
-        api_client(issue_token(workspace, contributor)), run, series_body("test_acc", [0.93])
-    )
+    response = post_batch(api_client(issue_token(workspace, contributor)), run, series_body("test_acc", [0.93]))
     assert response.status_code == 200
 
 
@@ -319,9 +308,7 @@ def test_outsiders_get_404_from_every_endpoint(other_workspace, outsider, run_an
 
 def test_outsiders_cannot_write(other_workspace, outsider, run_and_token):
     run, _ = run_and_token
-    response = post_batch(
-        api_client(issue_token(other_workspace, outsider)), run, series_body("loss", [1.0])
-    )
+    response = post_batch(api_client(issue_token(other_workspace, outsider)), run, series_body("loss", [1.0]))
     assert response.status_code == 404
     assert not MetricSeries.objects.filter(run=run).exists()
 

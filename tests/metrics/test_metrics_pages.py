@@ -41,9 +41,7 @@ def test_the_run_page_lists_final_values_tags_and_tables(client_for, reader, log
     page = client_for(reader).get(f"/w/birds/runs/{run.run_id}/").content.decode()
     assert 'id="metrics"' in page
     assert f'data-ws="/ws/runs/{run.run_id}/metrics/"' in page
-    assert (
-        '<tr data-name="loss"><td>loss</td><td class="value">0.25</td><td>2</td><td>3</td>' in page
-    )
+    assert '<tr data-name="loss"><td>loss</td><td class="value">0.25</td><td>2</td><td>3</td>' in page
     assert "<dt>optimizer</dt><dd>sgd</dd>" in page
     assert "<th>cls</th><th>precision</th>" in page and "<td>0.875</td>" in page
     assert "metrics/vendor/uplot/uPlot.iife.min.js" in page
@@ -114,9 +112,7 @@ def test_the_experiment_page_links_to_runs_by_metric(client_for, reader, workspa
     assert 'href="/w/birds/experiments/sweep/metrics/"' in page
 
 
-def test_the_compare_view_takes_a_shareable_selection(
-    client_for, reader, workspace, other_workspace
-):
+def test_the_compare_view_takes_a_shareable_selection(client_for, reader, workspace, other_workspace):
     a, b, c = make_runs_with_accuracy(workspace, [0.5, 0.9, 0.7])
     foreign, _ = running_run(other_workspace, experiment="sweep")
     client = client_for(reader)
@@ -127,9 +123,7 @@ def test_the_compare_view_takes_a_shareable_selection(
     assert f"?runs={a.run_id},{b.run_id},{c.run_id}</code>" in html
     assert f"Not runs of this experiment: {foreign.run_id}" in html
     assert "<th>accuracy</th><th>loss</th>" in html
-    repeated = client.get(
-        f"/w/birds/experiments/sweep/compare/?runs={a.run_id}&runs={b.run_id}"
-    ).content.decode()
+    repeated = client.get(f"/w/birds/experiments/sweep/compare/?runs={a.run_id}&runs={b.run_id}").content.decode()
     assert f"?runs={a.run_id},{b.run_id}</code>" in repeated
 
 
@@ -155,9 +149,7 @@ def test_anonymous_visitors_are_sent_to_sign_in(logged_run):
     run, _ = logged_run
     for url in page_urls(run):
         response = Client().get(url)
-        assert response.status_code == 302 and response["Location"].startswith(
-            "/accounts/login/"
-        ), url
+        assert response.status_code == 302 and response["Location"].startswith("/accounts/login/"), url
 
 
 def test_members_see_every_page(client_for, reader, logged_run):

@@ -20,11 +20,7 @@ pytestmark = pytest.mark.slow
 
 
 def run_env(run, token: str, live_url: str, **extra: str) -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("TRAINHUB_", "DJANGO_", "DATABASE_URL"))
-    }
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TRAINHUB_", "DJANGO_", "DATABASE_URL"))}
     env.update(
         PYTHONPATH=str(BASE_DIR),
         PYTHONUNBUFFERED="1",
@@ -137,11 +133,7 @@ def test_rows_tags_ranks_and_get_metrics_inside_a_run(workspace, live_url, tmp_p
         "lr": 0.1,
         "per_class": {"cls": [3, 4], "precision": [0.9, 0.8]},
     }
-    assert (
-        answer["tags"]["optimizer"] == "sgd"
-        and answer["tags"]["epochs"] == "30"
-        and answer["tags"]["note"] == ""
-    )
+    assert answer["tags"]["optimizer"] == "sgd" and answer["tags"]["epochs"] == "30" and answer["tags"]["note"] == ""
     assert MetricSeries.objects.get(run=run, name="loss").rank == 1
     assert MetricSeries.objects.get(run=run, name="lr").last_step == 100
 
@@ -229,17 +221,12 @@ def test_offline_get_context_prints_and_keeps_values(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRAINHUB_")}
     env["PYTHONPATH"] = str(BASE_DIR)
     started = time.monotonic()
-    done = subprocess.run(
-        [sys.executable, path], env=env, capture_output=True, text=True, timeout=60
-    )
+    done = subprocess.run([sys.executable, path], env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert lines[0] == "OfflineRun"
     assert "[offline run] loss = 0.5 (step 0)" in lines
-    assert (
-        '{"loss": 0.5, "accuracy": [0.1, 0.2], "per_class": {"cls": [1], "precision": [0.5]}}'
-        in lines
-    )
+    assert '{"loss": 0.5, "accuracy": [0.1, 0.2], "per_class": {"cls": [1], "precision": [0.5]}}' in lines
     assert '{"lr": "0.01"}' in lines
     assert time.monotonic() - started < 30
 

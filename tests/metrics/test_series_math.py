@@ -18,9 +18,7 @@ def reference_lttb(data: np.ndarray, n_out: int) -> np.ndarray:
     for i, this_bin in enumerate(bins):
         following = bins[i + 1] if i < len(bins) - 1 else data[-1:]
         a, c = out[i], following.mean(axis=0)
-        areas = np.abs(
-            (a[0] - c[0]) * (this_bin[:, 1] - a[1]) - (a[0] - this_bin[:, 0]) * (c[1] - a[1])
-        )
+        areas = np.abs((a[0] - c[0]) * (this_bin[:, 1] - a[1]) - (a[0] - this_bin[:, 0]) * (c[1] - a[1]))
         out[i + 1] = this_bin[np.argmax(areas)]
     return out
 

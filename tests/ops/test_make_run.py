@@ -26,7 +26,13 @@ START_TIMEOUT = 240
 STOP_TIMEOUT = 30
 # Variables of this test session that a person's shell would not have.
 SESSION_ONLY = (
-    "TRAINHUB_", "DJANGO_", "DATABASE_URL", "REDIS_URL", "MAKEFLAGS", "MAKELEVEL", "MFLAGS",
+    "TRAINHUB_",
+    "DJANGO_",
+    "DATABASE_URL",
+    "REDIS_URL",
+    "MAKEFLAGS",
+    "MAKELEVEL",
+    "MFLAGS",
 )
 
 
@@ -204,8 +210,7 @@ def assert_all_gone(instance: MakeRun, started: set[int]) -> None:
             return
         if time.monotonic() > deadline:
             raise AssertionError(
-                f"after Ctrl-C, processes {sorted(left)} live and ports {serving} answer:\n"
-                + instance.output()[-3000:]
+                f"after Ctrl-C, processes {sorted(left)} live and ports {serving} answer:\n" + instance.output()[-3000:]
             )
         time.sleep(0.2)
 

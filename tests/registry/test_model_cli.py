@@ -32,9 +32,7 @@ def project(live_url, owner_token, tmp_path) -> Path:
 def trainhub(project: Path, *args: str) -> subprocess.CompletedProcess:
     env = process_env()
     env.pop("TRAINHUB_TOKEN", None)
-    return subprocess.run(
-        [TRAINHUB, *args], cwd=project, env=env, capture_output=True, text=True, timeout=120
-    )
+    return subprocess.run([TRAINHUB, *args], cwd=project, env=env, capture_output=True, text=True, timeout=120)
 
 
 @pytest.fixture
@@ -70,9 +68,7 @@ def test_a_damaged_file_fails_the_download(project, registered):
     done = trainhub(project, "model", "download", "pytorch-birds:1")
     assert done.returncode == 1
     last = done.stderr.strip().splitlines()[-1]
-    assert last.startswith(
-        "trainhub: error: The download of pytorch-birds:1 model.pt does not match its sha256"
-    )
+    assert last.startswith("trainhub: error: The download of pytorch-birds:1 model.pt does not match its sha256")
     assert not (project / "model.pt").exists()
     assert not (project / "model.pt.part").exists()
 
@@ -111,14 +107,10 @@ def test_list_show_and_register(project, registered):
 
     shown = json.loads(trainhub(project, "model", "show", "pytorch-birds:1").stdout)
     assert shown["run_id"] == registered.run_id
-    assert shown["files"] == [
-        {"path": "model.pt", "size": len(WEIGHTS), "sha256": hashlib.sha256(WEIGHTS).hexdigest()}
-    ]
+    assert shown["files"] == [{"path": "model.pt", "size": len(WEIGHTS), "sha256": hashlib.sha256(WEIGHTS).hexdigest()}]
 
     (project / "local.pt").write_bytes(b"local weights")
-    made = trainhub(
-        project, "model", "register", "--name", "local", "--path", "local.pt", "--tag", "k=v"
-    )
+    made = trainhub(project, "model", "register", "--name", "local", "--path", "local.pt", "--tag", "k=v")
     assert made.returncode == 0, made.stderr
     assert made.stdout.strip() == "Registered local:1"
     from_run = trainhub(
@@ -133,11 +125,6 @@ def test_list_show_and_register(project, registered):
         registered.run_id,
     )
     assert from_run.stdout.strip() == "Registered again:1"
-    bad = trainhub(
-        project, "model", "register", "--name", "x", "--path", "../x", "--run-id", registered.run_id
-    )
+    bad = trainhub(project, "model", "register", "--name", "x", "--path", "../x", "--run-id", registered.run_id)
     assert bad.returncode == 1
-    assert (
-        bad.stderr.strip()
-        == "trainhub: error: model_path '../x' climbs out with '..'; name a path inside the run."
-    )
+    assert bad.stderr.strip() == "trainhub: error: model_path '../x' climbs out with '..'; name a path inside the run."

@@ -40,9 +40,7 @@ def test_a_version_downloads_byte_identical(sdk_ws, stored, tmp_path):
     path = model.download(target_dir=str(tmp_path))
     assert path == str(tmp_path / "model.pt")
     assert (tmp_path / "model.pt").read_bytes() == WEIGHTS
-    assert model.files == [
-        {"path": "model.pt", "size": len(WEIGHTS), "sha256": hashlib.sha256(WEIGHTS).hexdigest()}
-    ]
+    assert model.files == [{"path": "model.pt", "size": len(WEIGHTS), "sha256": hashlib.sha256(WEIGHTS).hexdigest()}]
     assert not list(tmp_path.glob("*.part"))
 
 
@@ -86,15 +84,11 @@ def test_range_requests_resume_a_single_file(live_url, owner_token, stored):
     assert whole.status_code == 200
     assert whole.headers["X-Checksum-Sha256"] == hashlib.sha256(WEIGHTS).hexdigest()
     assert whole.headers["Accept-Ranges"] == "bytes"
-    part = requests.get(
-        url, params={"path": "model.pt"}, headers=dict(headers, Range="bytes=1000-1999"), timeout=30
-    )
+    part = requests.get(url, params={"path": "model.pt"}, headers=dict(headers, Range="bytes=1000-1999"), timeout=30)
     assert part.status_code == 206
     assert part.content == WEIGHTS[1000:2000]
     assert part.headers["Content-Range"] == f"bytes 1000-1999/{len(WEIGHTS)}"
-    tail = requests.get(
-        url, params={"path": "model.pt"}, headers=dict(headers, Range="bytes=-10"), timeout=30
-    )
+    tail = requests.get(url, params={"path": "model.pt"}, headers=dict(headers, Range="bytes=-10"), timeout=30)
     assert tail.content == WEIGHTS[-10:]
     beyond = requests.get(
         url,

@@ -65,10 +65,7 @@ def test_versions_are_numbered_and_fetched_by_number_or_latest(sdk_ws, tmp_path)
         local.write_bytes(content)
         Model.register(sdk_ws, str(local), "pytorch-birds", show_progress=False)
     assert Model(sdk_ws, name="pytorch-birds").version == 3
-    assert (
-        Model(sdk_ws, name="pytorch-birds", version=2).files[0]["sha256"]
-        == hashlib.sha256(b"two").hexdigest()
-    )
+    assert Model(sdk_ws, name="pytorch-birds", version=2).files[0]["sha256"] == hashlib.sha256(b"two").hexdigest()
     assert Model(sdk_ws, id="pytorch-birds:1").version == 1
     with pytest.raises(NotFoundError, match="has no version 9"):
         Model(sdk_ws, name="pytorch-birds", version=9)
@@ -81,9 +78,7 @@ def test_list_filters_by_name_and_tags(sdk_ws, tmp_path):
     local.write_bytes(b"x")
     Model.register(sdk_ws, str(local), "a", tags={"stage": "dev"}, show_progress=False)
     Model.register(sdk_ws, str(local), "a", tags={"stage": "prod"}, show_progress=False)
-    Model.register(
-        sdk_ws, str(local), "b", tags={"stage": "prod", "team": "vision"}, show_progress=False
-    )
+    Model.register(sdk_ws, str(local), "b", tags={"stage": "prod", "team": "vision"}, show_progress=False)
     assert [m.id for m in Model.list(sdk_ws)] == ["a:2", "a:1", "b:1"]
     assert [m.id for m in Model.list(sdk_ws, name="a")] == ["a:2", "a:1"]
     assert [m.id for m in Model.list(sdk_ws, tags=[["stage", "prod"]])] == ["a:2", "b:1"]
@@ -128,9 +123,7 @@ def test_a_reader_cannot_register(live_url, workspace, reader, tmp_path):
 def test_run_register_model_references_the_runs_stored_file(sdk_ws, workspace, owner):
     from trainhub.sdk import Experiment
 
-    run = run_with_outputs(
-        workspace, {"outputs/model.pt": b"trained", "outputs/tok/vocab.txt": b"a b"}
-    )
+    run = run_with_outputs(workspace, {"outputs/model.pt": b"trained", "outputs/tok/vocab.txt": b"a b"})
     sdk_run = Run(Experiment(sdk_ws, run.experiment.name), run.run_id)
     model = sdk_run.register_model(
         model_name="pytorch-birds",

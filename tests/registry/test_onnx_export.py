@@ -19,9 +19,7 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.mark.timeout(1200)  # a training run and three export runs, each a real node job
-def test_a_trained_model_exports_to_onnx_with_its_parity_checked(
-    ws, node, client_for, reader, tmp_path
-):
+def test_a_trained_model_exports_to_onnx_with_its_parity_checked(ws, node, client_for, reader, tmp_path):
     run = submit_export_project(ws)
     model = run.register_model(model_name="pytorch-birds", model_path="outputs/model.pt")
 
@@ -37,10 +35,7 @@ def test_a_trained_model_exports_to_onnx_with_its_parity_checked(
     assert export.passed and export.result.model.name == "pytorch-birds-onnx"
     assert 0 <= export.max_abs_diff <= DEFAULT_TOLERANCE
     assert float(exported.properties["parity_max_abs_diff"]) == export.max_abs_diff
-    assert (
-        exported.properties["source_model"] == "pytorch-birds"
-        and exported.properties["source_version"] == "1"
-    )
+    assert exported.properties["source_model"] == "pytorch-birds" and exported.properties["source_version"] == "1"
     assert export.details["loader"] == "pickled nn.Module"
     export_run = RunRow.objects.get(pk=export.run_id)
     assert export_run.experiment.name == EXPORT_EXPERIMENT and export_run.status == "Completed"

@@ -47,9 +47,7 @@ def start(version, owner, **extra):
 
 def running_with_token(export, token: str) -> str:
     """What the dispatcher does for a node: a run token (the test plays the node)."""
-    type(export.run).objects.filter(pk=export.run.pk).update(
-        status=RunStatus.RUNNING, token_hash=hash_token(token)
-    )
+    type(export.run).objects.filter(pk=export.run.pk).update(status=RunStatus.RUNNING, token_hash=hash_token(token))
     return token
 
 
@@ -118,9 +116,7 @@ def test_a_folder_needs_exactly_one_model_file(version, workspace, owner):
     with pytest.raises(ValidationError) as error:
         start(two, owner)
     assert error.value.messages == [
-        exports.NO_MODEL_FILE.format(
-            name="two", version=1, suffixes=", ".join(exports.MODEL_SUFFIXES)
-        )
+        exports.NO_MODEL_FILE.format(name="two", version=1, suffixes=", ".join(exports.MODEL_SUFFIXES))
     ]
     one = register(workspace, owner, version.run, name="one", path="outputs/b")
     command = start(one, owner).run.command
@@ -154,9 +150,7 @@ def test_a_difference_above_the_tolerance_fails_whatever_the_job_says(version, o
     assert answer.status_code == 200
     assert answer.json()["state"] == "Failed" and answer.json()["max_abs_diff"] == 2e-3
     assert answer.json()["result"] is None
-    again = client.post(
-        url, data=json.dumps({"passed": True, "max_abs_diff": 0}), content_type="application/json"
-    )
+    again = client.post(url, data=json.dumps({"passed": True, "max_abs_diff": 0}), content_type="application/json")
     assert again.json()["detail"] == exports.ALREADY_REPORTED.format(pk=export.pk)
 
 
@@ -187,9 +181,7 @@ def test_a_passing_report_registers_the_onnx_version(version, owner, client_for,
         content_type="application/json",
     )
     assert answer.status_code == 200, answer.json()
-    assert (
-        answer.json()["state"] == "Succeeded" and answer.json()["result"] == "pytorch-birds-onnx:1"
-    )
+    assert answer.json()["state"] == "Succeeded" and answer.json()["result"] == "pytorch-birds-onnx:1"
     export.refresh_from_db()
     result = export.result
     assert (result.framework, result.framework_version, result.run_id) == (
@@ -198,17 +190,12 @@ def test_a_passing_report_registers_the_onnx_version(version, owner, client_for,
         export.run_id,
     )
     assert result.properties["parity_max_abs_diff"] == "3.5e-08"
-    assert (
-        result.properties["source_model"] == "pytorch-birds"
-        and result.properties["source_version"] == "1"
-    )
+    assert result.properties["source_model"] == "pytorch-birds" and result.properties["source_version"] == "1"
     assert [f.path for f in result.files.all()] == ["model.onnx"]
     page = client_for(reader).get("/w/birds/models/pytorch-birds/1/").content.decode()
     assert "3.5e-08" in page and "Succeeded" in page
     onnx_page = client_for(reader).get("/w/birds/models/pytorch-birds-onnx/1/").content.decode()
-    assert (
-        'href="/w/birds/models/pytorch-birds/1/">pytorch-birds:1</a> · max |Δ| 3.5e-08' in onnx_page
-    )
+    assert 'href="/w/birds/models/pytorch-birds/1/">pytorch-birds:1</a> · max |Δ| 3.5e-08' in onnx_page
     assert 'id="export-form"' not in onnx_page
     from django.core.exceptions import ValidationError
 
@@ -228,7 +215,5 @@ def test_the_version_page_starts_an_export(version, client_for, contributor):
     page = client.get(response["Location"]).content.decode()
     assert f"ONNX export started as run {export.run.run_id}." in page
     assert "Queued" in page
-    client.post(
-        "/w/birds/models/pytorch-birds/1/export-onnx/", {"sample_input_shape": "one by eight"}
-    )
+    client.post("/w/birds/models/pytorch-birds/1/export-onnx/", {"sample_input_shape": "one by eight"})
     assert OnnxExport.objects.count() == 1

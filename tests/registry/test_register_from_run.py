@@ -32,9 +32,7 @@ def submit_export_project(ws):
     return run
 
 
-def test_a_real_runs_outputs_are_registered_with_lineage(
-    ws, node, client_for, reader, tmp_path, capsys
-):
+def test_a_real_runs_outputs_are_registered_with_lineage(ws, node, client_for, reader, tmp_path, capsys):
     run = submit_export_project(ws)
     assert "registered in run in-run-model:1" in capsys.readouterr().out
     row = RunRow.objects.get(run_id=run.id)
@@ -59,16 +57,11 @@ def test_a_real_runs_outputs_are_registered_with_lineage(
     assert model.model_framework_version == "2.13.0"
     stored = row.files.get(path="outputs/model.pt")
     assert model.files == [{"path": "model.pt", "size": stored.size, "sha256": stored.sha256}]
-    assert (
-        ModelVersion.objects.get(model__name="pytorch-birds").files.get().storage_name
-        == stored.storage_name
-    )
+    assert ModelVersion.objects.get(model__name="pytorch-birds").files.get().storage_name == stored.storage_name
 
     run.download_file("outputs/model.pt", str(tmp_path / "from-run.pt"))
     model.download(str(tmp_path / "from-registry"))
-    assert (tmp_path / "from-registry" / "model.pt").read_bytes() == (
-        tmp_path / "from-run.pt"
-    ).read_bytes()
+    assert (tmp_path / "from-registry" / "model.pt").read_bytes() == (tmp_path / "from-run.pt").read_bytes()
 
     in_run = Model(ws, name="in-run-model")
     assert in_run.run_id == run.id and in_run.tags == {"phase": "in-run"}

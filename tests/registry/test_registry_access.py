@@ -87,9 +87,7 @@ def test_outsiders_get_404_on_every_endpoint(other_workspace, outsider, version)
         ("put", f"{base}/model-blobs/{'0' * 64}", None),
     ]
     for method, url, body in writes:
-        response = getattr(client, method)(
-            url, data=json.dumps(body) if body else b"", content_type="application/json"
-        )
+        response = getattr(client, method)(url, data=json.dumps(body) if body else b"", content_type="application/json")
         assert response.status_code == 404, url
     assert ModelVersion.objects.filter(model__name="pytorch-birds").count() == 1
     assert version.tags == {"stage": "dev"}
@@ -103,9 +101,7 @@ def test_outsiders_cannot_post_pages(client_for, outsider, version):
     assert ModelVersion.objects.filter(pk=version.pk).exists()
 
 
-def test_the_models_of_another_workspace_are_not_found_through_mine(
-    owner, workspace, other_workspace, outsider
-):
+def test_the_models_of_another_workspace_are_not_found_through_mine(owner, workspace, other_workspace, outsider):
     foreign = run_with_outputs(other_workspace, {"outputs/model.pt": b"theirs"})
     register(other_workspace, outsider, foreign, name="secret-model")
     client = api_client(issue_token(workspace, owner))
@@ -123,9 +119,7 @@ def test_a_reader_can_download_but_not_change(workspace, reader, version):
     base = "/api/v1/workspaces/birds/models/pytorch-birds/versions/1"
     assert client.get(f"{base}/file?path=model.pt").status_code == 200
     assert (
-        client.patch(
-            f"{base}/tags", data=json.dumps({"add": {"x": "1"}}), content_type="application/json"
-        ).status_code
+        client.patch(f"{base}/tags", data=json.dumps({"add": {"x": "1"}}), content_type="application/json").status_code
         == 403
     )
     assert client.delete(base).status_code == 403

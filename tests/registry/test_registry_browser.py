@@ -18,9 +18,7 @@ WEIGHTS = bytes(range(256)) * 4000
 
 
 def test_i_find_a_model_and_download_it(page, live_url, workspace, owner, tmp_path):
-    run = run_with_outputs(
-        workspace, {"outputs/model.pt": WEIGHTS, "outputs/tok/vocab.txt": b"a b"}
-    )
+    run = run_with_outputs(workspace, {"outputs/model.pt": WEIGHTS, "outputs/tok/vocab.txt": b"a b"})
     register(workspace, owner, run, tags={"stage": "prod"})
     register(workspace, owner, run, name="tokenizer", path="outputs/tok")
 

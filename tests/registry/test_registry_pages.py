@@ -14,9 +14,7 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def versions(workspace, owner):
-    run = run_with_outputs(
-        workspace, {"outputs/model.pt": b"weights", "outputs/tok/vocab.txt": b"a b c"}
-    )
+    run = run_with_outputs(workspace, {"outputs/model.pt": b"weights", "outputs/tok/vocab.txt": b"a b c"})
     register(workspace, owner, run, tags={"stage": "dev"})
     register(workspace, owner, run, tags={"stage": "prod"}, description="Second and better")
     register(workspace, owner, run, name="tokenizer", path="outputs/tok", tags={"team": "nlp"})
@@ -41,9 +39,7 @@ def test_the_models_list_shows_latest_versions_and_tags(client_for, reader, vers
         ("stage=dev", "pytorch-birds", "tokenizer"),
     ],
 )
-def test_the_models_list_searches_names_and_tags(
-    client_for, reader, versions, search, shown, hidden
-):
+def test_the_models_list_searches_names_and_tags(client_for, reader, versions, search, shown, hidden):
     page = client_for(reader).get("/w/birds/models/", {"q": search}).content.decode()
     assert f'href="/w/birds/models/{shown}/"' in page
     assert f'href="/w/birds/models/{hidden}/"' not in page
@@ -56,9 +52,7 @@ def test_a_search_that_finds_nothing_says_so(client_for, reader, versions):
 
 def test_the_model_page_lists_its_versions(client_for, reader, versions):
     page = client_for(reader).get("/w/birds/models/pytorch-birds/").content.decode()
-    assert page.index('href="/w/birds/models/pytorch-birds/2/"') < page.index(
-        'href="/w/birds/models/pytorch-birds/1/"'
-    )
+    assert page.index('href="/w/birds/models/pytorch-birds/2/"') < page.index('href="/w/birds/models/pytorch-birds/1/"')
     assert f'href="/w/birds/runs/{versions.run_id}/"' in page
 
 
@@ -99,8 +93,6 @@ def test_a_contributor_deletes_a_version_and_its_number_stays_taken(
 def test_a_model_whose_versions_are_all_deleted_leaves_the_list(client_for, owner, versions):
     client = client_for(owner)
     client.post("/w/birds/models/tokenizer/1/delete/")
-    assert (
-        'href="/w/birds/models/tokenizer/"' not in client.get("/w/birds/models/").content.decode()
-    )
+    assert 'href="/w/birds/models/tokenizer/"' not in client.get("/w/birds/models/").content.decode()
     page = client.get("/w/birds/models/tokenizer/").content.decode()
     assert "The next one registered gets number 2" in page

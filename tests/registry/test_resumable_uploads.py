@@ -124,11 +124,14 @@ def test_an_uploaded_file_no_version_holds_is_deleted_once_stale(sdk_ws, tmp_pat
     another.write_bytes(b"the next upload")
     Model.register(sdk_ws, str(another), "another", show_progress=False)
 
-    assert requests.get(
-        f"{sdk_ws.url}/api/v1/{sdk_ws.api(f'model-blobs/{orphan_sha}')}",
-        headers={"Authorization": f"Bearer {sdk_ws._token}"},
-        timeout=30,
-    ).status_code == 404
+    assert (
+        requests.get(
+            f"{sdk_ws.url}/api/v1/{sdk_ws.api(f'model-blobs/{orphan_sha}')}",
+            headers={"Authorization": f"Bearer {sdk_ws._token}"},
+            timeout=30,
+        ).status_code
+        == 404
+    )
     assert not default_storage.exists(stored)
     target = tmp_path / "kept-download"
     Model(sdk_ws, name="kept").download(target_dir=str(target), show_progress=False)

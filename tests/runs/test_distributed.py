@@ -82,7 +82,10 @@ def test_per_node_launch(ws, two_nodes, launcher):
     assert_all_ranks_reduced(run, 4)
     processes = list(RunProcess.objects.filter(run__run_id=run.id).order_by("rank"))
     assert [(p.rank, p.node_rank, p.local_rank, p.state) for p in processes] == [
-        (0, 0, 0, "completed"), (1, 0, 1, "completed"), (2, 1, 0, "completed"), (3, 1, 1, "completed")
+        (0, 0, 0, "completed"),
+        (1, 0, 1, "completed"),
+        (2, 1, 0, "completed"),
+        (3, 1, 1, "completed"),
     ]
     for rank in range(4):
         own = stream_text(run, f"std_log_process_{rank}")
@@ -122,6 +125,7 @@ def test_a_failing_rank_of_a_per_node_launch_is_named_with_its_traceback(ws, two
     assert details["status_reason"].startswith("Rank 3 (node ")
     assert "rank 3 fails on purpose" in details["error_traceback"]
     assert "rank 3 fails on purpose" in stream_text(run, "std_log_process_3")
+
     def states():
         return dict(RunProcess.objects.filter(run__run_id=run.id).values_list("rank", "state"))
 
@@ -132,10 +136,19 @@ def test_a_failing_rank_of_a_per_node_launch_is_named_with_its_traceback(ws, two
 
 
 def test_the_older_editions_arguments(ws, two_nodes):
-    args = ["--dist-backend", "gloo", "--dist-url", "$AZ_BATCHAI_PYTORCH_INIT_METHOD",
-            "--rank", "$AZ_BATCHAI_TASK_INDEX", "--world-size", 2]
-    src = ddp_config(ws, arguments=args,
-                     distributed_job_config=PyTorchConfiguration(communication_backend="Gloo", node_count=2))
+    args = [
+        "--dist-backend",
+        "gloo",
+        "--dist-url",
+        "$AZ_BATCHAI_PYTORCH_INIT_METHOD",
+        "--rank",
+        "$AZ_BATCHAI_TASK_INDEX",
+        "--world-size",
+        2,
+    ]
+    src = ddp_config(
+        ws, arguments=args, distributed_job_config=PyTorchConfiguration(communication_backend="Gloo", node_count=2)
+    )
     run = Experiment(ws, "ddp-legacy").submit(src)
     assert run.wait_for_completion()["status"] == "Completed"
     assert_all_ranks_reduced(run, 2)
@@ -173,8 +186,9 @@ def assert_mpi_ranks_ran_on_their_nodes(run, lines: list[str]) -> None:
 
 
 def test_a_failing_rank_stops_every_rank_and_is_named(ws, two_nodes):
-    src = ddp_config(ws, arguments=["--fail-rank", 3],
-                     distributed_job_config=PyTorchConfiguration(process_count=4, node_count=2))
+    src = ddp_config(
+        ws, arguments=["--fail-rank", 3], distributed_job_config=PyTorchConfiguration(process_count=4, node_count=2)
+    )
     run = Experiment(ws, "ddp-fail").submit(src)
     with pytest.raises(RunFailedError):
         run.wait_for_completion()

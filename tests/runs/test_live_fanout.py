@@ -177,6 +177,7 @@ async def read_until_closed(connection, viewer: Viewer, seconds: float) -> None:
         pass
     viewer.close_code = connection.close_code
 
+
 def test_a_viewer_following_while_redis_restarts_resyncs_and_misses_nothing(live_url, workspace, reader):
     """Redis restarts without persistence: the web process subscribes again, closes the sockets
     that were following for a resync, and a viewer reconnecting from its last line (as the page

@@ -42,8 +42,9 @@ def hosts():
         ip("link", "set", bridge, "up")
         if shutil.which("iptables"):
             # Docker's engine sets the FORWARD policy to DROP, which also drops bridged traffic.
-            subprocess.run(["iptables", "-I", "FORWARD", "-i", bridge, "-o", bridge, "-j", "ACCEPT"],
-                           capture_output=True)
+            subprocess.run(
+                ["iptables", "-I", "FORWARD", "-i", bridge, "-o", bridge, "-j", "ACCEPT"], capture_output=True
+            )
         for index in range(2):
             namespace, outer, inner = f"thns{tag}-{index}", f"thh{tag}{index}", f"thn{tag}{index}"
             address = SUBNET.format(tag, index + 2)
@@ -66,8 +67,9 @@ def hosts():
             subprocess.run(["ip", "link", "del", entry[1]], capture_output=True)
         subprocess.run(["ip", "link", "del", bridge], capture_output=True)
         if shutil.which("iptables"):
-            subprocess.run(["iptables", "-D", "FORWARD", "-i", bridge, "-o", bridge, "-j", "ACCEPT"],
-                           capture_output=True)
+            subprocess.run(
+                ["iptables", "-D", "FORWARD", "-i", bridge, "-o", bridge, "-j", "ACCEPT"], capture_output=True
+            )
 
 
 @pytest.fixture
@@ -92,16 +94,21 @@ def test_ddp_ranks_talk_across_two_hosts(ws, cluster, hosts, shared_redis, tmp_p
         for namespace, address, interface in namespaces:
             nodes.append(
                 NodeProcess(
-                    cluster, tmp_path, prefix=("ip", "netns", "exec", namespace),
-                    REDIS_URL=shared_redis, TRAINHUB_NODE_ADDRESS=address, GLOO_SOCKET_IFNAME=interface,
+                    cluster,
+                    tmp_path,
+                    prefix=("ip", "netns", "exec", namespace),
+                    REDIS_URL=shared_redis,
+                    TRAINHUB_NODE_ADDRESS=address,
+                    GLOO_SOCKET_IFNAME=interface,
                     # The node's own variables reach its runs only where the administrator names them.
                     TRAINHUB_NODE_PASS_ENV="LANG,LC_*,TZ,GLOO_SOCKET_IFNAME",
                 ).start(wait=False)
             )
         wait_until(lambda: Node.objects.filter(cluster=cluster, state="idle").count() == 2, 60, message="two nodes")
         assert set(Node.objects.values_list("address", flat=True)) == {a for _, a, _ in namespaces}
-        src = script_config(ws, "ddp", "ddp_check.py",
-                            distributed_job_config=PyTorchConfiguration(process_count=4, node_count=2))
+        src = script_config(
+            ws, "ddp", "ddp_check.py", distributed_job_config=PyTorchConfiguration(process_count=4, node_count=2)
+        )
         run = Experiment(ws, "multi-host").submit(src)
         details = run.wait_for_completion()
         assert details["status"] == "Completed", details["status_reason"]

@@ -85,9 +85,7 @@ def test_members_download_a_file_byte_for_byte(client_for, reader, run):
 
 
 def test_a_download_resumes_with_a_range(client_for, reader, run):
-    response = client_for(reader).get(
-        f"/w/birds/runs/{run.run_id}/file?path=outputs/model.pt", HTTP_RANGE="bytes=3-"
-    )
+    response = client_for(reader).get(f"/w/birds/runs/{run.run_id}/file?path=outputs/model.pt", HTTP_RANGE="bytes=3-")
     assert response.status_code == 206
     assert response["Content-Range"] == "bytes 3-6/7"
     assert b"".join(response) == b"ghts"

@@ -28,7 +28,12 @@ def test_a_training_script_runs_end_to_end(ws, node, tmp_path, capsys):
 
     assert details["status"] == "Completed"
     assert [c["status"] for c in details["status_history"]] == [
-        "Queued", "Preparing", "Starting", "Running", "Finalizing", "Completed",
+        "Queued",
+        "Preparing",
+        "Starting",
+        "Running",
+        "Finalizing",
+        "Completed",
     ]
     assert "epoch 2 loss" in printed
     assert "Execution Summary" in printed
@@ -88,9 +93,7 @@ def test_a_rank_that_crashes_in_native_code_shows_the_signal_and_where_python_wa
 
 
 def test_cancel_stops_the_whole_process_tree(ws, node, tmp_path):
-    run = Experiment(ws, name="cancels").submit(
-        script_config(ws, "scripts", "spawn_and_wait.py", ["grandchild.pid"])
-    )
+    run = Experiment(ws, name="cancels").submit(script_config(ws, "scripts", "spawn_and_wait.py", ["grandchild.pid"]))
     pid_file = lambda: run_folder(run.id) / "grandchild.pid"  # noqa: E731
     wait_until(lambda: pid_file().exists(), 60, message="the grandchild to start")
     grandchild = host_pid(run.id, int(pid_file().read_text()))

@@ -39,8 +39,12 @@ def test_a_hostile_log_line_stays_text_in_the_browser(page, live_url, ws, node, 
     )
     from trainhub.sdk import Environment, ScriptRunConfig
 
-    src = ScriptRunConfig(source_directory=str(project), script="xss.py", compute_target="cpu-cluster",
-                          environment=Environment.get(workspace=ws, name="TrainHub-PyTorch-2.13-CPU"))
+    src = ScriptRunConfig(
+        source_directory=str(project),
+        script="xss.py",
+        compute_target="cpu-cluster",
+        environment=Environment.get(workspace=ws, name="TrainHub-PyTorch-2.13-CPU"),
+    )
     sign_in(page, live_url, "olivia")
     run = Experiment(ws, "xss").submit(src)
     page.goto(f"{live_url}/w/birds/runs/{run.id}/")

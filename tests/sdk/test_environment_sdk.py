@@ -68,9 +68,7 @@ def test_save_to_directory_writes_the_conda_yaml_that_load_reads_back(ws, tmp_pa
 
 
 def test_a_conda_specification_registers_as_version_one_then_n_plus_one(ws, conda_file):
-    pytorch_env = Environment.from_conda_specification(
-        name="pytorch-1.6-cpu", file_path=str(conda_file)
-    )
+    pytorch_env = Environment.from_conda_specification(name="pytorch-1.6-cpu", file_path=str(conda_file))
     conda = pytorch_env.python.conda_dependencies
     assert conda.get_python_version() == "3.11" and conda.pip_packages == ["six", "idna>=3"]
     assert conda.conda_packages == [] and conda.conda_channels == ["conda-forge"]
@@ -79,16 +77,14 @@ def test_a_conda_specification_registers_as_version_one_then_n_plus_one(ws, cond
 
     registered = pytorch_env.register(workspace=ws)
     assert registered is pytorch_env and pytorch_env.version == 1
-    assert (
-        Environment.from_conda_specification("pytorch-1.6-cpu", conda_file).register(ws).version
-        == 1
-    )
+    assert Environment.from_conda_specification("pytorch-1.6-cpu", conda_file).register(ws).version == 1
     pytorch_env.python.conda_dependencies.add_pip_package("six==1.17.0")
     assert pytorch_env._to_submission()["name"] == "pytorch-1.6-cpu"
     assert pytorch_env._ensure_registered(ws) == ("pytorch-1.6-cpu", 2)
-    assert Environment.get(
-        workspace=ws, name="pytorch-1.6-cpu", version=1
-    ).python.conda_dependencies.pip_packages == ["six", "idna>=3"]
+    assert Environment.get(workspace=ws, name="pytorch-1.6-cpu", version=1).python.conda_dependencies.pip_packages == [
+        "six",
+        "idna>=3",
+    ]
     assert "pytorch-1.6-cpu" in Environment.list(workspace=ws)
 
 
@@ -99,10 +95,7 @@ def test_docker_settings_and_environment_variables_are_stored(ws, conda_file):
     pytorch_env.environment_variables["NCCL_DEBUG"] = "INFO"
     pytorch_env.register(workspace=ws)
     again = Environment.get(workspace=ws, name="pytorch-gpu")
-    assert (
-        again.docker.enabled
-        and again.docker.base_image == "openmpi3.1.2-cuda10.1-cudnn7-ubuntu18.04"
-    )
+    assert again.docker.enabled and again.docker.base_image == "openmpi3.1.2-cuda10.1-cudnn7-ubuntu18.04"
     assert again.environment_variables == {"NCCL_DEBUG": "INFO", "OMP_NUM_THREADS": "1"}
 
 
@@ -123,9 +116,7 @@ def test_clone_gives_a_name_of_my_own_and_refuses_the_reserved_prefix(ws):
 def test_registering_a_reserved_name_is_refused_by_the_server(ws, conda_file):
     from trainhub.environments.services import RESERVED_NAME
 
-    sneaky = Environment.from_conda_specification(
-        name="TrainHub-PyTorch-2.13-CPU", file_path=conda_file
-    )
+    sneaky = Environment.from_conda_specification(name="TrainHub-PyTorch-2.13-CPU", file_path=conda_file)
     with pytest.raises(exceptions.UserErrorException) as error:
         sneaky.register(workspace=ws)
     assert error.value.message == RESERVED_NAME and error.value.status == 400
@@ -158,18 +149,14 @@ def test_a_deprecated_environment_still_works_with_a_warning(ws):
 def test_from_pip_requirements_reads_comments_continuations_and_includes(ws, tmp_path):
     (tmp_path / "base.txt").write_text("idna>=3  # for URLs\n")
     (tmp_path / "requirements.txt").write_text("# training\nsix \\\n  >=1.16\n-r base.txt\n\n")
-    env = Environment.from_pip_requirements(
-        name="from-pip", file_path=tmp_path / "requirements.txt"
-    )
+    env = Environment.from_pip_requirements(name="from-pip", file_path=tmp_path / "requirements.txt")
     assert env.python.conda_dependencies.pip_packages == ["six >=1.16", "idna>=3"]
     assert env.register(workspace=ws).version == 1
 
 
 def test_pip_options_in_requirements_are_a_clear_error(tmp_path):
     (tmp_path / "requirements.txt").write_text("six\n--index-url http://example.invalid/simple\n")
-    with pytest.raises(
-        exceptions.UserErrorException, match="line 2: '--index-url .*' is a pip option"
-    ):
+    with pytest.raises(exceptions.UserErrorException, match="line 2: '--index-url .*' is a pip option"):
         Environment.from_pip_requirements(name="x", file_path=tmp_path / "requirements.txt")
 
 

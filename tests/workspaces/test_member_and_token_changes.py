@@ -54,9 +54,7 @@ def test_outsiders_get_404_for_role_changes_and_removals(client_for, outsider, c
     assert carls_membership.role == Role.CONTRIBUTOR
 
 
-def test_a_membership_of_another_workspace_is_404_even_to_an_owner(
-    client_for, owner, workspace, other_workspace
-):
+def test_a_membership_of_another_workspace_is_404_even_to_an_owner(client_for, owner, workspace, other_workspace):
     theirs = Membership.objects.get(workspace=other_workspace)
     response = client_for(owner).post(f"/w/{workspace.name}/members/{theirs.pk}/remove/")
     assert response.status_code == 404

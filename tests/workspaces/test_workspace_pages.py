@@ -46,8 +46,11 @@ def test_it_rejects_a_taken_or_bad_name(client_for, outsider, workspace):
 
 @pytest.mark.parametrize("page", WORKSPACE_PAGES)
 def test_it_answers_404_to_outsiders(client_for, outsider, workspace, page):
-    url = {"detail": f"/w/{workspace.name}/", "members": f"/w/{workspace.name}/members/",
-           "tokens": f"/w/{workspace.name}/tokens/"}[page]
+    url = {
+        "detail": f"/w/{workspace.name}/",
+        "members": f"/w/{workspace.name}/members/",
+        "tokens": f"/w/{workspace.name}/tokens/",
+    }[page]
     assert client_for(outsider).get(url).status_code == 404
 
 
@@ -60,35 +63,31 @@ def test_it_answers_404_to_outsiders_for_config_json(client_for, outsider, works
 
 
 def test_an_owner_adds_a_member(client_for, owner, workspace, outsider):
-    response = client_for(owner).post(
-        f"/w/{workspace.name}/members/", {"username": "oscar", "role": "reader"}
-    )
+    response = client_for(owner).post(f"/w/{workspace.name}/members/", {"username": "oscar", "role": "reader"})
     assert response.status_code == 302
     assert Membership.objects.get(workspace=workspace, user=outsider).role == Role.READER
 
 
 def test_it_names_an_unknown_user(client_for, owner, workspace):
-    body = client_for(owner).post(
-        f"/w/{workspace.name}/members/", {"username": "nobody", "role": "reader"}
-    ).content.decode()
+    body = (
+        client_for(owner)
+        .post(f"/w/{workspace.name}/members/", {"username": "nobody", "role": "reader"})
+        .content.decode()
+    )
     assert "No user named" in body
 
 
 @pytest.mark.parametrize("who", ["reader", "contributor"])
 def test_only_owners_add_members(request, client_for, workspace, outsider, who):
     user = request.getfixturevalue(who)
-    response = client_for(user).post(
-        f"/w/{workspace.name}/members/", {"username": "oscar", "role": "owner"}
-    )
+    response = client_for(user).post(f"/w/{workspace.name}/members/", {"username": "oscar", "role": "owner"})
     assert response.status_code == 403
     assert not Membership.objects.filter(user=outsider).exists()
 
 
 def test_the_last_owner_cannot_step_down(client_for, owner, workspace):
     membership = Membership.objects.get(workspace=workspace, user=owner)
-    client_for(owner).post(
-        f"/w/{workspace.name}/members/{membership.pk}/role/", {"role": "reader"}, follow=True
-    )
+    client_for(owner).post(f"/w/{workspace.name}/members/{membership.pk}/role/", {"role": "reader"}, follow=True)
     membership.refresh_from_db()
     assert membership.role == Role.OWNER
 
@@ -125,9 +124,7 @@ def test_i_cannot_revoke_someone_elses_token(client_for, owner, contributor, wor
 
 
 def test_config_json_carries_a_fresh_token_when_asked(client_for, contributor, workspace):
-    response = client_for(contributor).post(
-        f"/w/{workspace.name}/config.json", {"include_token": "on"}
-    )
+    response = client_for(contributor).post(f"/w/{workspace.name}/config.json", {"include_token": "on"})
     config = json.loads(response.content)
     assert response["Content-Disposition"] == 'attachment; filename="config.json"'
     assert config["workspace_name"] == "birds"

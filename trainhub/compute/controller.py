@@ -78,8 +78,9 @@ class LocalProvisioner:
         live = Node.objects.filter(cluster=cluster, state__in=[NodeState.IDLE, NodeState.BUSY])
         busy = live.filter(state=NodeState.BUSY).count()
         queued = (
-            Run.objects.filter(cluster=cluster, status=RunStatus.QUEUED, dispatched_at__isnull=True)
-            .aggregate(nodes=Sum("node_count"))["nodes"]
+            Run.objects.filter(cluster=cluster, status=RunStatus.QUEUED, dispatched_at__isnull=True).aggregate(
+                nodes=Sum("node_count")
+            )["nodes"]
             or 0
         )
         wanted = min(cluster.max_nodes, max(cluster.min_nodes, busy + queued))
@@ -95,8 +96,14 @@ class LocalProvisioner:
         log = open(self.log_dir / f"node-{cluster.workspace.name}-{cluster.name}.log", "ab")
         process = subprocess.Popen(
             [
-                sys.executable, str(Path(settings.BASE_DIR) / "manage.py"), "trainhub_node",
-                "--cluster", cluster.name, "--workspace", cluster.workspace.name, "--managed",
+                sys.executable,
+                str(Path(settings.BASE_DIR) / "manage.py"),
+                "trainhub_node",
+                "--cluster",
+                cluster.name,
+                "--workspace",
+                cluster.workspace.name,
+                "--managed",
             ],
             cwd=settings.BASE_DIR,
             stdout=log,
@@ -108,9 +115,9 @@ class LocalProvisioner:
 
     def _scale_down(self, cluster: ComputeCluster, excess: int) -> None:
         cutoff = timezone.now() - timedelta(seconds=cluster.idle_seconds_before_scaledown)
-        idle = Node.objects.filter(
-            cluster=cluster, state=NodeState.IDLE, managed=True, idle_since__lt=cutoff
-        ).order_by("idle_since")[:excess]
+        idle = Node.objects.filter(cluster=cluster, state=NodeState.IDLE, managed=True, idle_since__lt=cutoff).order_by(
+            "idle_since"
+        )[:excess]
         for node in idle:
             if services.node_request_stop(node, "idle: scaled down"):
                 logger.info("scaling down %s", node)

@@ -30,9 +30,7 @@ class ComputeCluster(models.Model):
     )
 
     class Meta:
-        constraints = [
-            models.UniqueConstraint(fields=["workspace", "name"], name="cluster_name_per_workspace")
-        ]
+        constraints = [models.UniqueConstraint(fields=["workspace", "name"], name="cluster_name_per_workspace")]
         ordering = ["name"]
 
     def __str__(self) -> str:
@@ -67,9 +65,7 @@ class Node(models.Model):
     managed = models.BooleanField(default=False, help_text="Started by the local provisioner.")
     state = models.CharField(max_length=10, choices=NodeState.choices, default=NodeState.IDLE)
     state_reason = models.CharField(max_length=255, blank=True)
-    current_run = models.ForeignKey(
-        "runs.Run", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
+    current_run = models.ForeignKey("runs.Run", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     started_at = models.DateTimeField(auto_now_add=True)
     idle_since = models.DateTimeField(null=True, blank=True)
     last_heartbeat_at = models.DateTimeField(null=True, blank=True)

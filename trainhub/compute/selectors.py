@@ -108,9 +108,12 @@ def cluster_status(cluster: ComputeCluster) -> ClusterStatus:
     idle, busy = counts.get(NodeState.IDLE, 0), counts.get(NodeState.BUSY, 0)
     current = idle + busy
     if cluster.provisioner == Provisioner.LOCAL:
-        waiting = Run.objects.filter(
-            cluster=cluster, status=RunStatus.QUEUED, dispatched_at__isnull=True
-        ).aggregate(nodes=Sum("node_count"))["nodes"] or 0
+        waiting = (
+            Run.objects.filter(cluster=cluster, status=RunStatus.QUEUED, dispatched_at__isnull=True).aggregate(
+                nodes=Sum("node_count")
+            )["nodes"]
+            or 0
+        )
         target = max(current, min(cluster.max_nodes, max(cluster.min_nodes, busy + waiting)))
     else:
         target = current

@@ -264,9 +264,9 @@ def node_stopped(node_id: int, reason: str = "stopped") -> None:
 
 
 def node_mark_lost(node_id: int, reason: str = "heartbeat expired") -> bool:
-    updated = Node.objects.filter(
-        pk=node_id, state__in=[NodeState.IDLE, NodeState.BUSY, NodeState.STOPPING]
-    ).update(state=NodeState.LOST, state_reason=reason, stopped_at=timezone.now())
+    updated = Node.objects.filter(pk=node_id, state__in=[NodeState.IDLE, NodeState.BUSY, NodeState.STOPPING]).update(
+        state=NodeState.LOST, state_reason=reason, stopped_at=timezone.now()
+    )
     return bool(updated)
 
 

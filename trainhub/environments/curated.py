@@ -17,6 +17,7 @@ def is_reserved(name: str) -> bool:
     # Any capitalisation: "trainhub-pytorch" next to "TrainHub-PyTorch" would fool people as well.
     return name.lower().startswith(RESERVED_PREFIX.lower())
 
+
 PYTORCH_NAME = "TrainHub-PyTorch-2.13"
 PYTORCH_DESCRIPTION = (
     "PyTorch 2.13.0 (the nodes' build: CPU, or CUDA where nodes have GPUs), NumPy, Pillow, ONNX, "

@@ -97,9 +97,7 @@ class ResponseFlowControl:
     def __init__(self, app: Callable[..., Awaitable[None]]):
         self.app = app
 
-    async def __call__(
-        self, scope: Message, receive: Callable[[], Awaitable[Message]], send: Send
-    ) -> None:
+    async def __call__(self, scope: Message, receive: Callable[[], Awaitable[Message]], send: Send) -> None:
         request = _twisted_request(send) if scope["type"] == "http" else None
         if request is None:
             await self.app(scope, receive, send)

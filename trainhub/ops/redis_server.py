@@ -73,14 +73,21 @@ def redis_server_command(url: str, data_dir: Path, persistent: bool = True) -> l
     return [
         "redis-server",
         "-",
-        "--bind", host,
-        "--port", str(port),
-        "--dir", str(data_dir),
-        "--daemonize", "no",
+        "--bind",
+        host,
+        "--port",
+        str(port),
+        "--dir",
+        str(data_dir),
+        "--daemonize",
+        "no",
         # Jobs, heartbeats and log batches must never be dropped to make room.
-        "--maxmemory-policy", "noeviction",
-        "--appendonly", "yes" if persistent else "no",
-        "--save", "",
+        "--maxmemory-policy",
+        "noeviction",
+        "--appendonly",
+        "yes" if persistent else "no",
+        "--save",
+        "",
     ]
 
 

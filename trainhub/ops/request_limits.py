@@ -59,9 +59,7 @@ class BoundedRequest(WebRequest):
         self.refused = True
         # Twisted would answer "100 Continue" right after this: the client must not send the body.
         self.requestHeaders.removeHeader(b"Expect")
-        body = json.dumps(
-            {"detail": REQUEST_TOO_LARGE.format(limit=max_bytes()), "code": "request_too_large"}
-        ).encode()
+        body = json.dumps({"detail": REQUEST_TOO_LARGE.format(limit=max_bytes()), "code": "request_too_large"}).encode()
         head = (
             b"HTTP/1.1 413 Content Too Large\r\nContent-Type: application/json\r\n"
             b"Connection: close\r\nContent-Length: %d\r\n\r\n" % len(body)

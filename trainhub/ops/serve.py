@@ -24,8 +24,10 @@ def main() -> None:
     proxy = ["--proxy-headers"] if settings.TRAINHUB_BEHIND_PROXY else []
     CommandLineInterface().run(
         [
-            "--bind", settings.TRAINHUB_HOST,
-            "--port", str(settings.TRAINHUB_PORT),
+            "--bind",
+            settings.TRAINHUB_HOST,
+            "--port",
+            str(settings.TRAINHUB_PORT),
             *proxy,
             "trainhub.asgi:application",
         ]

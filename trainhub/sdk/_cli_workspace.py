@@ -61,8 +61,7 @@ def log_in(args: argparse.Namespace) -> int:
     return emit(
         args,
         dict(config, role=role, config=str(path), credentials=str(credentials)),
-        f"Logged in to {workspace.name} on {workspace.url} as {role}: token kept in {credentials}, "
-        f"{path} written.",
+        f"Logged in to {workspace.name} on {workspace.url} as {role}: token kept in {credentials}, {path} written.",
     )
 
 

@@ -29,12 +29,8 @@ STATE_DICT = (
     "torch.export.save(torch.export.export(model, (x,)), path), or torch.save(model, path)."
 )
 NOT_A_MODULE = "{file} did not load as a torch.nn.Module (it gave {kind})."
-UNLOADABLE = (
-    "{file} could not be loaded as TorchScript, a torch.export program or a pickled module: {error}"
-)
-PARITY_FAILED = (
-    "Parity check failed: max absolute difference {diff:.3g} is above the tolerance {tolerance:g}."
-)
+UNLOADABLE = "{file} could not be loaded as TorchScript, a torch.export program or a pickled module: {error}"
+PARITY_FAILED = "Parity check failed: max absolute difference {diff:.3g} is above the tolerance {tolerance:g}."
 
 
 class ExportFailed(Exception):
@@ -91,16 +87,13 @@ def load_model(path: Path, label: str) -> tuple[Any, str]:
             raise ExportFailed(STATE_DICT.format(file=label))
     if loaded is None:
         print(
-            f"Unpickling {label} as a whole nn.Module (this runs code from the file, "
-            f"inside this job only)",
+            f"Unpickling {label} as a whole nn.Module (this runs code from the file, inside this job only)",
             flush=True,
         )
         try:
             loaded = torch.load(str(path), map_location="cpu", weights_only=False)
         except Exception as error:
-            raise ExportFailed(
-                UNLOADABLE.format(file=label, error=f"{type(error).__name__}: {error}")
-            ) from None
+            raise ExportFailed(UNLOADABLE.format(file=label, error=f"{type(error).__name__}: {error}")) from None
     if not isinstance(loaded, torch.nn.Module):
         raise ExportFailed(NOT_A_MODULE.format(file=label, kind=type(loaded).__name__))
     return loaded, "pickled nn.Module"
@@ -115,14 +108,10 @@ def _outputs(value: Any) -> list[Any]:
         return [array for item in value for array in _outputs(item)]
     if isinstance(value, dict):
         return [array for key in value for array in _outputs(value[key])]
-    raise ExportFailed(
-        f"The model returned {type(value).__name__}; only tensors (or tuples of them) compare."
-    )
+    raise ExportFailed(f"The model returned {type(value).__name__}; only tensors (or tuples of them) compare.")
 
 
-def export_and_compare(
-    model: Any, shape: list[int], opset: int, target: Path
-) -> tuple[float, dict[str, str]]:
+def export_and_compare(model: Any, shape: list[int], opset: int, target: Path) -> tuple[float, dict[str, str]]:
     import numpy
     import onnx
     import onnxruntime
@@ -134,9 +123,7 @@ def export_and_compare(
     with torch.no_grad():
         expected = _outputs(model(sample))
         # The TorchScript-based exporter takes modules, scripted modules and export programs alike.
-        torch.onnx.export(
-            model, (sample,), str(target), opset_version=opset, dynamo=False, input_names=["input"]
-        )
+        torch.onnx.export(model, (sample,), str(target), opset_version=opset, dynamo=False, input_names=["input"])
     onnx.checker.check_model(onnx.load(str(target)), full_check=True)
     print(f"onnx.checker: {target.name} is valid (opset {opset})", flush=True)
     session = onnxruntime.InferenceSession(str(target), providers=["CPUExecutionProvider"])
@@ -146,13 +133,9 @@ def export_and_compare(
     diff = 0.0
     for want, have in zip(expected, got, strict=True):
         if want.shape != have.shape:
-            raise ExportFailed(
-                f"Output shapes differ: PyTorch {want.shape}, onnxruntime {have.shape}."
-            )
+            raise ExportFailed(f"Output shapes differ: PyTorch {want.shape}, onnxruntime {have.shape}.")
         if want.size:
-            diff = max(
-                diff, float(numpy.max(numpy.abs(want.astype("float64") - have.astype("float64"))))
-            )
+            diff = max(diff, float(numpy.max(numpy.abs(want.astype("float64") - have.astype("float64")))))
     versions = {
         "torch": torch.__version__,
         "onnx": onnx.__version__,
@@ -188,9 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Loaded {label} as {how}", flush=True)
         shape = [int(d) for d in args.shape.split(",")]
         diff, versions = export_and_compare(model, shape, args.opset, target)
-        print(
-            f"Parity: max absolute difference {diff:.3g} (tolerance {args.tolerance:g})", flush=True
-        )
+        print(f"Parity: max absolute difference {diff:.3g} (tolerance {args.tolerance:g})", flush=True)
         if diff > args.tolerance:
             raise ExportFailed(PARITY_FAILED.format(diff=diff, tolerance=args.tolerance))
         sha256, size = upload(workspace, target)

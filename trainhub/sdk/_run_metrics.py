@@ -40,9 +40,7 @@ SIGTERM_FLUSH_SECONDS = 2.5  # the node gives a stopped rank 3 s before SIGKILL
 _ROW = object()
 _TAG = object()
 
-NOT_A_NUMBER = (
-    "run.log({name!r}, ...): the value must be a number (int or float) or a string, not {kind}."
-)
+NOT_A_NUMBER = "run.log({name!r}, ...): the value must be a number (int or float) or a string, not {kind}."
 NOT_A_LIST = "run.log_list({name!r}, ...) takes a list of values, not a single {kind}."
 MIXED_KINDS = (
     "run.log({name!r}, ...): {name!r} already holds {has} in this run, and {given} cannot join "
@@ -86,9 +84,7 @@ def as_number(name: str, value: Any) -> float:
         try:
             value = item()
         except (ValueError, RuntimeError):
-            raise TypeError(
-                NOT_A_NUMBER.format(name=name, kind=f"{type(value).__name__} of many values")
-            ) from None
+            raise TypeError(NOT_A_NUMBER.format(name=name, kind=f"{type(value).__name__} of many values")) from None
     if isinstance(value, (int, float)):
         try:
             return float(value)
@@ -105,13 +101,10 @@ def as_step(name: str, step: Any) -> int:
             step = step.__index__()
         else:
             raise TypeError(
-                f"run.log({name!r}, ..., step=...): the step must be an integer, "
-                f"not {type(step).__name__}."
+                f"run.log({name!r}, ..., step=...): the step must be an integer, not {type(step).__name__}."
             )
     if not 0 <= step < 2**63:
-        raise ValueError(
-            f"run.log({name!r}, ..., step={step}): the step must be from 0 to 2**63-1."
-        )
+        raise ValueError(f"run.log({name!r}, ..., step={step}): the step must be from 0 to 2**63-1.")
     return step
 
 
@@ -121,16 +114,13 @@ def as_cell(name: str, key: str, value: Any) -> Any:
     elif callable(getattr(value, "item", None)):
         value = value.item()
     if type(value) is str and len(value) > MAX_CELL_TEXT_LENGTH:
-        raise ValueError(
-            f"run.log_row({name!r}): cell {key!r} is longer than {MAX_CELL_TEXT_LENGTH} characters."
-        )
+        raise ValueError(f"run.log_row({name!r}): cell {key!r} is longer than {MAX_CELL_TEXT_LENGTH} characters.")
     if type(value) is float and not math.isfinite(value):
         return None
     if value is None or type(value) in (bool, int, float, str):
         return value
     raise TypeError(
-        f"run.log_row({name!r}): cell {key!r} is {type(value).__name__}; cells are numbers, "
-        "strings, booleans or None."
+        f"run.log_row({name!r}): cell {key!r} is {type(value).__name__}; cells are numbers, strings, booleans or None."
     )
 
 
@@ -142,13 +132,9 @@ def as_tag_value(key: str, value: Any) -> str:
     if type(value) in (int, float, bool):
         value = str(value)
     if not isinstance(value, str):
-        raise TypeError(
-            f"run.tag({key!r}, ...): a tag value is a string, not {type(value).__name__}."
-        )
+        raise TypeError(f"run.tag({key!r}, ...): a tag value is a string, not {type(value).__name__}.")
     if len(value) > MAX_TAG_VALUE_LENGTH:
-        raise ValueError(
-            f"run.tag({key!r}, ...): a tag value is at most {MAX_TAG_VALUE_LENGTH} characters."
-        )
+        raise ValueError(f"run.tag({key!r}, ...): a tag value is at most {MAX_TAG_VALUE_LENGTH} characters.")
     return value
 
 
@@ -271,8 +257,7 @@ class MetricsBuffer:
         row_positions = groups.pop(_ROW, [])
         if groups:
             payload["metrics"] = [
-                self._series_payload(name, positions, firsts, thirds, times)
-                for name, positions in groups.items()
+                self._series_payload(name, positions, firsts, thirds, times) for name, positions in groups.items()
             ]
         if row_positions:
             payload["rows"] = [

@@ -26,9 +26,16 @@ def _source(path: Any) -> list[str]:
 class FileDataset(DataInput):
     """Files matched in datastores; registered, a numbered immutable version of a named dataset."""
 
-    def __init__(self, sources: list[list[str]], workspace: Any = None, name: str | None = None,
-                 version: int | None = None, details: dict[str, Any] | None = None,
-                 input_name: str | None = None, mode: str = MOUNT):
+    def __init__(
+        self,
+        sources: list[list[str]],
+        workspace: Any = None,
+        name: str | None = None,
+        version: int | None = None,
+        details: dict[str, Any] | None = None,
+        input_name: str | None = None,
+        mode: str = MOUNT,
+    ):
         self.sources = sources
         self.workspace = workspace
         self.name = name
@@ -45,16 +52,29 @@ class FileDataset(DataInput):
     def id(self) -> str | None:
         return f"{self.name}:{self.version}" if self.name else None
 
-    def register(self, workspace: Any, name: str, description: str | None = None, tags: dict | None = None,
-                 create_new_version: bool = False) -> FileDataset:
+    def register(
+        self,
+        workspace: Any,
+        name: str,
+        description: str | None = None,
+        tags: dict | None = None,
+        create_new_version: bool = False,
+    ) -> FileDataset:
         answer = workspace._store.register_dataset(
             name, {"sources": self.sources, "description": description or "", "create_new_version": create_new_version}
         )
         return FileDataset._from_answer(workspace, answer)
 
     def _copy(self, **changes: Any) -> FileDataset:
-        values = dict(sources=self.sources, workspace=self.workspace, name=self.name, version=self.version,
-                      details=self.details, input_name=self.input_name, mode=self.mode)
+        values = dict(
+            sources=self.sources,
+            workspace=self.workspace,
+            name=self.name,
+            version=self.version,
+            details=self.details,
+            input_name=self.input_name,
+            mode=self.mode,
+        )
         return FileDataset(**dict(values, **changes))
 
     def to_path(self) -> list[str]:
@@ -119,9 +139,7 @@ class _FileFactory:
                 "with Dataset.File.from_files((datastore, 'folder/pattern'))."
             )
         if not (isinstance(target, tuple) and len(target) == 2 and hasattr(target[0], "upload")):
-            raise exceptions.UserErrorException(
-                f"upload_directory's target is (datastore, 'folder'), not {target!r}."
-            )
+            raise exceptions.UserErrorException(f"upload_directory's target is (datastore, 'folder'), not {target!r}.")
         datastore, folder = target
         datastore.upload(src_dir, target_path=folder, overwrite=overwrite, show_progress=show_progress)
         return FileDataset([[datastore.name, str(folder).strip("/") or "**"]])

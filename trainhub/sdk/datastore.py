@@ -46,8 +46,9 @@ def _batches(files: list[tuple[str, Path]]) -> list[list[tuple[str, Path]]]:
     return [batch for batch in batches if batch]
 
 
-def download_files(workspace: Any, files: list[dict[str, Any]], target_path: str, *, overwrite: bool,
-                   show_progress: bool) -> int:
+def download_files(
+    workspace: Any, files: list[dict[str, Any]], target_path: str, *, overwrite: bool, show_progress: bool
+) -> int:
     """Fetch datastore contents ({path, sha256, size}) by sha256 to `target_path/<path>`; how many."""
     fetched = 0
     for entry in files:
@@ -73,8 +74,13 @@ def _remote_path(*parts: str) -> str:
 class DataReference(DataInput):
     """A file or folder of a datastore (`ds.path('fowl')`), mounted unless `as_download()`."""
 
-    def __init__(self, datastore: Datastore, path_on_datastore: str = "", data_reference_name: str | None = None,
-                 mode: str = MOUNT):
+    def __init__(
+        self,
+        datastore: Datastore,
+        path_on_datastore: str = "",
+        data_reference_name: str | None = None,
+        mode: str = MOUNT,
+    ):
         self.datastore = datastore
         self.path_on_datastore = path_on_datastore or ""
         self.data_reference_name = data_reference_name
@@ -142,16 +148,26 @@ class Datastore(DataInput):
     def list_files(self, prefix: str = "") -> list[dict[str, Any]]:
         return self.workspace._store.list_datastore_files(self.name, prefix)
 
-    def download(self, target_path: str | os.PathLike[str], prefix: str | None = None, overwrite: bool = False,
-                 show_progress: bool = True) -> int:
+    def download(
+        self,
+        target_path: str | os.PathLike[str],
+        prefix: str | None = None,
+        overwrite: bool = False,
+        show_progress: bool = True,
+    ) -> int:
         """Download the datastore's files (those under `prefix`) into `target_path`, keeping their
         paths; each is checked against its sha256. A file already there is kept unless `overwrite`.
         Returns how many files were downloaded."""
         files = self.list_files(prefix or "")
         return download_files(self.workspace, files, str(target_path), overwrite=overwrite, show_progress=show_progress)
 
-    def upload(self, src_dir: str | os.PathLike[str], target_path: str | None = None, overwrite: bool = False,
-               show_progress: bool = True) -> DataReference:
+    def upload(
+        self,
+        src_dir: str | os.PathLike[str],
+        target_path: str | None = None,
+        overwrite: bool = False,
+        show_progress: bool = True,
+    ) -> DataReference:
         """Upload every regular file under `src_dir` to `target_path`. A file already there with
         the same content is skipped, one with other content is kept unless `overwrite`; an upload
         cut off resumes where it stopped when run again. Symlinks are never uploaded."""
@@ -168,14 +184,21 @@ class Datastore(DataInput):
                 else:
                     files.append((_remote_path(target_path or "", local.relative_to(root).as_posix()), local))
         if links:
-            print(f"Not uploaded (symlinks and special files never are): {', '.join(map(str, links[:20]))}",
-                  file=sys.stderr)
+            print(
+                f"Not uploaded (symlinks and special files never are): {', '.join(map(str, links[:20]))}",
+                file=sys.stderr,
+            )
         self._upload(files, overwrite, show_progress)
         return self.path(target_path)
 
-    def upload_files(self, files: list[str | os.PathLike[str]], relative_root: str | None = None,
-                     target_path: str | None = None, overwrite: bool = False,
-                     show_progress: bool = True) -> DataReference:
+    def upload_files(
+        self,
+        files: list[str | os.PathLike[str]],
+        relative_root: str | None = None,
+        target_path: str | None = None,
+        overwrite: bool = False,
+        show_progress: bool = True,
+    ) -> DataReference:
         """Upload the given files to `target_path`, named relative to `relative_root` (default:
         by their file names alone)."""
         pairs = []
@@ -202,9 +225,11 @@ class Datastore(DataInput):
             for outcome in outcomes.values():
                 counts[outcome] = counts.get(outcome, 0) + 1
         if show_progress:
-            print(f"Uploaded to datastore {self.name}: {counts.get('stored', 0)} stored, {counts.get('skipped', 0)} "
-                  f"skipped (same content already there), {counts.get('kept', 0)} kept (other content there; "
-                  "pass overwrite=True to replace)")
+            print(
+                f"Uploaded to datastore {self.name}: {counts.get('stored', 0)} stored, {counts.get('skipped', 0)} "
+                f"skipped (same content already there), {counts.get('kept', 0)} kept (other content there; "
+                "pass overwrite=True to replace)"
+            )
 
     def _put_files(self, batch: dict[str, tuple[Path, str]], overwrite: bool) -> dict[str, str]:
         answer = self.workspace._store.put_datastore_files(
@@ -220,8 +245,13 @@ class Datastore(DataInput):
         if show_progress:
             from tqdm import tqdm
 
-            bar = tqdm(total=sum(p.stat().st_size for p in unique.values()), unit="B", unit_scale=True,
-                       desc=f"Uploading {len(unique)} files to {self.name}", leave=False)
+            bar = tqdm(
+                total=sum(p.stat().st_size for p in unique.values()),
+                unit="B",
+                unit_scale=True,
+                desc=f"Uploading {len(unique)} files to {self.name}",
+                leave=False,
+            )
         small = [(sha, local) for sha, local in unique.items() if local.stat().st_size <= SMALL_FILE_BYTES]
         large = [(sha, local) for sha, local in unique.items() if local.stat().st_size > SMALL_FILE_BYTES]
         jobs = [partial(self._send_batch, batch, bar) for batch in _batches(small)]

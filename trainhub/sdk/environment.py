@@ -47,8 +47,7 @@ STANDS_IN = (
     "lists them)."
 )
 CHANGED_CURATED = (
-    "{name} is a curated environment and cannot be changed: clone it first, "
-    "e.g. env = env.clone(new_name='my-env')."
+    "{name} is a curated environment and cannot be changed: clone it first, e.g. env = env.clone(new_name='my-env')."
 )
 
 _PYTHON_ENTRY = re.compile(r"^python\s*(?:==?|\s)\s*(\d+\.\d+(?:\.\d+)?)(?:\.?\*)?$", re.IGNORECASE)
@@ -73,9 +72,7 @@ def _yaml():
     try:
         import yaml
     except ImportError:
-        raise UserErrorException(
-            "Reading or writing conda files needs PyYAML: pip install pyyaml."
-        ) from None
+        raise UserErrorException("Reading or writing conda files needs PyYAML: pip install pyyaml.") from None
     return yaml
 
 
@@ -142,9 +139,7 @@ class CondaDependencies:
         if name == "python":
             version = _PYTHON_ENTRY.match(conda_package.strip())
             if not version:
-                raise UserErrorException(
-                    BAD_PYTHON.format(path="add_conda_package", entry=conda_package)
-                )
+                raise UserErrorException(BAD_PYTHON.format(path="add_conda_package", entry=conda_package))
             self._python_version = version.group(1)
             return
         self._conda_packages = [p for p in self._conda_packages if _package_name(p) != name]
@@ -154,9 +149,7 @@ class CondaDependencies:
         if channel not in self._channels:
             self._channels.append(channel)
 
-    def serialize_to_string(
-        self, name: str = "project_environment", variables: dict[str, str] | None = None
-    ) -> str:
+    def serialize_to_string(self, name: str = "project_environment", variables: dict[str, str] | None = None) -> str:
         dependencies: list[Any] = []
         if self._python_version:
             dependencies.append(f"python={self._python_version}")
@@ -176,9 +169,7 @@ class CondaDependencies:
         return str(path)
 
     @classmethod
-    def _from_conda_file(
-        cls, path: str | os.PathLike[str]
-    ) -> tuple[CondaDependencies, dict[str, str]]:
+    def _from_conda_file(cls, path: str | os.PathLike[str]) -> tuple[CondaDependencies, dict[str, str]]:
         """The dependencies of a conda environment file, and its `variables:` section."""
         source = str(path)
         try:
@@ -192,30 +183,20 @@ class CondaDependencies:
             mark = getattr(error, "problem_mark", None)
             where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
             problem = getattr(error, "problem", None) or str(error).splitlines()[0]
-            raise UserErrorException(
-                BAD_YAML.format(path=source, problem=f"{problem}{where}")
-            ) from None
+            raise UserErrorException(BAD_YAML.format(path=source, problem=f"{problem}{where}")) from None
         if not isinstance(document, dict):
             raise UserErrorException(
-                NOT_CONDA.format(
-                    path=source, problem="it should be a mapping with a dependencies: list"
-                )
+                NOT_CONDA.format(path=source, problem="it should be a mapping with a dependencies: list")
             )
         dependencies = document.get("dependencies") or []
         if not isinstance(dependencies, list):
-            raise UserErrorException(
-                NOT_CONDA.format(path=source, problem="dependencies: must be a list")
-            )
+            raise UserErrorException(NOT_CONDA.format(path=source, problem="dependencies: must be a list"))
         conda = cls()
         for entry in dependencies:
             if isinstance(entry, dict) and set(entry) == {"pip"}:
                 packages = entry["pip"] or []
-                if not isinstance(packages, list) or not all(
-                    isinstance(p, (str, int, float)) for p in packages
-                ):
-                    raise UserErrorException(
-                        NOT_CONDA.format(path=source, problem="pip: must be a list of packages")
-                    )
+                if not isinstance(packages, list) or not all(isinstance(p, (str, int, float)) for p in packages):
+                    raise UserErrorException(NOT_CONDA.format(path=source, problem="pip: must be a list of packages"))
                 conda._pip_packages += [str(p).strip() for p in packages if str(p).strip()]
             elif isinstance(entry, str):
                 entry = entry.strip()
@@ -229,22 +210,16 @@ class CondaDependencies:
                     conda._conda_packages.append(entry)
             else:
                 raise UserErrorException(
-                    NOT_CONDA.format(
-                        path=source, problem=f"unexpected entry {entry!r} under dependencies"
-                    )
+                    NOT_CONDA.format(path=source, problem=f"unexpected entry {entry!r} under dependencies")
                 )
         channels = document.get("channels") or []
         if not isinstance(channels, list):
-            raise UserErrorException(
-                NOT_CONDA.format(path=source, problem="channels: must be a list")
-            )
+            raise UserErrorException(NOT_CONDA.format(path=source, problem="channels: must be a list"))
         conda._channels = [str(c) for c in channels]
         conda._pip_packages = _without_azureml(conda._pip_packages, source)
         variables = document.get("variables") or {}
         if not isinstance(variables, dict):
-            raise UserErrorException(
-                NOT_CONDA.format(path=source, problem="variables: must be a mapping")
-            )
+            raise UserErrorException(NOT_CONDA.format(path=source, problem="variables: must be a mapping"))
         return conda, {str(k): str(v) for k, v in variables.items()}
 
     def __repr__(self) -> str:
@@ -333,9 +308,7 @@ class Environment:
                 "base_image": self.docker.base_image or None,
                 "base_dockerfile": self.docker.base_dockerfile or None,
             },
-            "environment_variables": {
-                str(k): str(v) for k, v in self.environment_variables.items()
-            },
+            "environment_variables": {str(k): str(v) for k, v in self.environment_variables.items()},
         }
 
     def _set_spec(self, spec: dict[str, Any]) -> None:
@@ -393,10 +366,7 @@ class Environment:
     @classmethod
     def list(cls, workspace: Any) -> dict[str, Environment]:
         """The latest version of every environment the workspace sees, by name."""
-        return {
-            body["name"]: cls._from_server(body, workspace)
-            for body in workspace._store.list_environments()
-        }
+        return {body["name"]: cls._from_server(body, workspace) for body in workspace._store.list_environments()}
 
     def register(self, workspace: Any) -> Environment:
         """Register this spec as the next version (an unchanged spec keeps its version)."""
@@ -482,9 +452,7 @@ class Environment:
         python = definition.get("python") or {}
         conda_file = python.get("condaDependenciesFile") or CONDA_FILE
         if (folder / conda_file).is_file():
-            environment.python.conda_dependencies, variables = CondaDependencies._from_conda_file(
-                folder / conda_file
-            )
+            environment.python.conda_dependencies, variables = CondaDependencies._from_conda_file(folder / conda_file)
             environment.environment_variables.update(variables)
         environment.python.user_managed_dependencies = bool(python.get("userManagedDependencies"))
         environment.python.interpreter_path = python.get("interpreterPath")
@@ -501,9 +469,7 @@ class Environment:
     def from_conda_specification(cls, name: str, file_path: str | os.PathLike[str]) -> Environment:
         """From a conda environment file: python=X.Y, conda packages, pip: section, variables:."""
         environment = cls(name)
-        environment.python.conda_dependencies, variables = CondaDependencies._from_conda_file(
-            file_path
-        )
+        environment.python.conda_dependencies, variables = CondaDependencies._from_conda_file(file_path)
         environment.environment_variables.update(variables)
         return environment
 
@@ -549,9 +515,7 @@ class Environment:
         return environment
 
     @classmethod
-    def _with_packages(
-        cls, name: str, conda_specification: Any, pip_requirements: Any
-    ) -> Environment:
+    def _with_packages(cls, name: str, conda_specification: Any, pip_requirements: Any) -> Environment:
         if conda_specification is not None:
             return cls.from_conda_specification(name, conda_specification)
         if pip_requirements is not None:

@@ -60,9 +60,7 @@ def local_files(model_path: str | os.PathLike[str]) -> tuple[str, bool, list[tup
     Symlinks are not followed (as run outputs never copy them): the version holds regular files."""
     given = Path(model_path).expanduser()
     if given.is_symlink() or not given.exists():
-        raise exceptions.UserErrorException(
-            f"model_path {str(model_path)!r} is not a file or folder here."
-        )
+        raise exceptions.UserErrorException(f"model_path {str(model_path)!r} is not a file or folder here.")
     given = given.resolve()
     root = given.name
     if given.is_file():
@@ -76,15 +74,11 @@ def local_files(model_path: str | os.PathLike[str]) -> tuple[str, bool, list[tup
                 continue
             found.append((f"{root}/{absolute.relative_to(given).as_posix()}", absolute))
     if not found:
-        raise exceptions.UserErrorException(
-            f"The folder {str(model_path)!r} holds no regular files to register."
-        )
+        raise exceptions.UserErrorException(f"The folder {str(model_path)!r} holds no regular files to register.")
     return root, True, found
 
 
-def upload_files(
-    workspace: Any, files: list[tuple[str, Path]], *, show_progress: bool = True
-) -> list[dict[str, Any]]:
+def upload_files(workspace: Any, files: list[tuple[str, Path]], *, show_progress: bool = True) -> list[dict[str, Any]]:
     """Upload each file the server does not hold yet (by sha256), resuming any upload of it that
     was cut off before; returns the version's files."""
     from trainhub.sdk._uploads import progress_bar
@@ -340,12 +334,8 @@ class Model:
         if tolerance is not None:
             payload["tolerance"] = float(tolerance)
         if compute_target is not None:
-            payload["compute_target"] = (
-                compute_target if isinstance(compute_target, str) else compute_target.name
-            )
-        export = OnnxExport(
-            self.workspace, self.workspace._store.start_onnx_export(self.name, self.version, payload)
-        )
+            payload["compute_target"] = compute_target if isinstance(compute_target, str) else compute_target.name
+        export = OnnxExport(self.workspace, self.workspace._store.start_onnx_export(self.name, self.version, payload))
         if not wait:
             return export
         return export.wait_for_completion(show_output=show_output, timeout_seconds=timeout_seconds)
@@ -464,17 +454,14 @@ class OnnxExport:
             details["run_status"] not in (None, "Completed", "Failed", "Canceled")
         ):
             if time.monotonic() > deadline:
-                raise exceptions.TrainHubError(
-                    f"ONNX export {self.id} did not finish in {timeout_seconds} s."
-                )
+                raise exceptions.TrainHubError(f"ONNX export {self.id} did not finish in {timeout_seconds} s.")
             time.sleep(poll_seconds)
         if details["state"] != "Succeeded" or not details["result"]:
             raise ExportFailedError(
                 f"ONNX export of {details['source']} failed: "
                 f"{details['reason'] or details['state']}"
                 + (
-                    f" (max abs difference {details['max_abs_diff']:.3g}, "
-                    f"tolerance {details['tolerance']:g})"
+                    f" (max abs difference {details['max_abs_diff']:.3g}, tolerance {details['tolerance']:g})"
                     if details["max_abs_diff"] is not None
                     else ""
                 ),
@@ -484,4 +471,3 @@ class OnnxExport:
     def __repr__(self) -> str:
         source, state = self._details["source"], self._details["state"]
         return f"OnnxExport(id={self.id}, source={source!r}, state={state!r})"
-

@@ -98,7 +98,10 @@ class Run(RunMetricsMixin, RunRegistryMixin):
         self._details = self._ws._store.cancel_run(self.id)
 
     def wait_for_completion(
-        self, show_output: bool = False, wait_post_processing: bool = False, raise_on_error: bool = True,
+        self,
+        show_output: bool = False,
+        wait_post_processing: bool = False,
+        raise_on_error: bool = True,
         poll_seconds: float = 0.3,
     ) -> dict[str, Any]:
         for line in self.iter_log(follow=True, poll_seconds=poll_seconds):
@@ -173,7 +176,10 @@ class Run(RunMetricsMixin, RunRegistryMixin):
         return target
 
     def download_files(
-        self, prefix: str | None = None, output_directory: str | None = None, output_paths: list[str] | None = None,
+        self,
+        prefix: str | None = None,
+        output_directory: str | None = None,
+        output_paths: list[str] | None = None,
         append_prefix: bool = True,
     ) -> list[str]:
         output_directory = output_directory or "."
@@ -181,7 +187,7 @@ class Run(RunMetricsMixin, RunRegistryMixin):
         for name in self.get_file_names():
             if prefix and not name.startswith(prefix):
                 continue
-            relative = name if append_prefix or not prefix else name[len(prefix):].lstrip("/")
+            relative = name if append_prefix or not prefix else name[len(prefix) :].lstrip("/")
             done.append(self.download_file(name, os.path.join(output_directory, relative)))
         return done
 

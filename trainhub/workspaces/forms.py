@@ -11,9 +11,7 @@ class WorkspaceForm(forms.Form):
     name = forms.RegexField(
         regex=NAME_PATTERN,
         max_length=63,
-        error_messages={
-            "invalid": "Use 1 to 63 letters, digits, '-' or '_', starting with a letter or digit."
-        },
+        error_messages={"invalid": "Use 1 to 63 letters, digits, '-' or '_', starting with a letter or digit."},
     )
     description = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2}))
 

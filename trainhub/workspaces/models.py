@@ -36,16 +36,12 @@ class Workspace(models.Model):
 
 class Membership(models.Model):
     workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="memberships")
-    user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships"
-    )
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
     role = models.CharField(max_length=16, choices=Role.choices)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
-        constraints = [
-            models.UniqueConstraint(fields=["workspace", "user"], name="one_membership_per_user")
-        ]
+        constraints = [models.UniqueConstraint(fields=["workspace", "user"], name="one_membership_per_user")]
         ordering = ["workspace__name", "user__username"]
 
     def __str__(self) -> str:
@@ -56,9 +52,7 @@ class ApiToken(models.Model):
     """A bearer token: only its sha256 is kept; the token itself is shown once."""
 
     workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="tokens")
-    user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens"
-    )
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
     name = models.CharField(max_length=100)
     prefix = models.CharField(max_length=12)
     token_hash = models.CharField(max_length=64, unique=True)

@@ -46,6 +46,4 @@ class Access:
 
     def require(self, action: Action) -> None:
         if not self.can(action):
-            raise PermissionDenied(
-                OWNER_ONLY_MESSAGE if action is Action.ADMINISTER else READ_ONLY_MESSAGE
-            )
+            raise PermissionDenied(OWNER_ONLY_MESSAGE if action is Action.ADMINISTER else READ_ONLY_MESSAGE)

@@ -27,9 +27,7 @@ def workspaces_for_user(user: AbstractBaseUser | AnonymousUser) -> QuerySet[Work
 
 
 def memberships_for_user(user: AbstractBaseUser) -> QuerySet[Membership]:
-    return Membership.objects.filter(user=user).select_related("workspace").order_by(
-        "workspace__name"
-    )
+    return Membership.objects.filter(user=user).select_related("workspace").order_by("workspace__name")
 
 
 def access_for(user: AbstractBaseUser | AnonymousUser, workspace_name: str) -> Access:
@@ -37,9 +35,7 @@ def access_for(user: AbstractBaseUser | AnonymousUser, workspace_name: str) -> A
     if not user.is_authenticated:
         raise Http404(WORKSPACE_NOT_FOUND.format(name=workspace_name))
     membership = (
-        Membership.objects.select_related("workspace")
-        .filter(user=user, workspace__name=workspace_name)
-        .first()
+        Membership.objects.select_related("workspace").filter(user=user, workspace__name=workspace_name).first()
     )
     if membership is None:
         raise Http404(WORKSPACE_NOT_FOUND.format(name=workspace_name))

@@ -77,16 +77,14 @@ def member_remove(*, access: Access, membership: Membership) -> None:
     access.require(Action.ADMINISTER)
     if membership.role == Role.OWNER:
         _ensure_another_owner(membership)
-    ApiToken.objects.filter(
-        workspace=membership.workspace, user=membership.user, revoked_at__isnull=True
-    ).update(revoked_at=timezone.now())
+    ApiToken.objects.filter(workspace=membership.workspace, user=membership.user, revoked_at__isnull=True).update(
+        revoked_at=timezone.now()
+    )
     membership.delete()
 
 
 def _ensure_another_owner(membership: Membership) -> None:
-    owners = Membership.objects.select_for_update().filter(
-        workspace=membership.workspace, role=Role.OWNER
-    )
+    owners = Membership.objects.select_for_update().filter(workspace=membership.workspace, role=Role.OWNER)
     if not owners.exclude(pk=membership.pk).exists():
         raise ValidationError(LAST_OWNER)
 

@@ -23,9 +23,7 @@ NO_BACKEND = (
     "distributed_backend='mpi' (Horovod), or 'gloo' / 'nccl' for torch.distributed."
 )
 UNKNOWN_BACKEND = "distributed_backend={backend!r} is not one of: " + ", ".join(BACKENDS) + "."
-TWO_BACKENDS = (
-    "Give either distributed_training={given} or distributed_backend={backend!r}, not both."
-)
+TWO_BACKENDS = "Give either distributed_training={given} or distributed_backend={backend!r}, not both."
 PACKAGES_AND_ENVIRONMENT = (
     "Give either environment_definition or pip_packages/conda_packages, not both: add the "
     "packages to the environment instead."
@@ -94,9 +92,7 @@ class PyTorch(ScriptRunConfig):
             raise UserErrorException(PACKAGES_AND_ENVIRONMENT)
         if distributed_training is not None:
             if distributed_backend is not None:
-                raise UserErrorException(
-                    TWO_BACKENDS.format(given=distributed_training, backend=distributed_backend)
-                )
+                raise UserErrorException(TWO_BACKENDS.format(given=distributed_training, backend=distributed_backend))
             distributed_backend = distributed_training.backend
             if isinstance(distributed_training, Mpi) and process_count_per_node == 1:
                 process_count_per_node = distributed_training.process_count_per_node
