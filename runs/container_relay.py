@@ -25,6 +25,7 @@ from typing import Any
 
 from runs.container_agent import EXIT, FORWARDED_PREFIXES, OUTPUT, frame
 from runs.containers import CONTAINER_RANK_ARGV, SPEC_VARIABLE
+from runs.run_socket import RunSocket
 from runs.sandbox import IDENTIFIER, start_unboxed
 
 logger = logging.getLogger(__name__)
@@ -80,45 +81,18 @@ class ContainerRelay:
         self.slots = ranks
         self.lock = threading.Lock()
         self.helpers: list[subprocess.Popen] = []
-        self.closed = threading.Event()
-        self.path = folder / SOCKET_NAME
-        self.path.unlink(missing_ok=True)
-        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        # A unix socket's path may hold 107 bytes, a run's folder can be deeper: bind through the
-        # folder's descriptor.
-        folder_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            self.listener.bind(f"/proc/self/fd/{folder_fd}/{SOCKET_NAME}")
-        finally:
-            os.close(folder_fd)
-        # The run's processes run as the run's uid: the folder keeps others out.
-        self.path.chmod(0o666)
-        self.listener.listen(16)
-        threading.Thread(target=self._accept, name=f"container-relay-{run_pk}", daemon=True).start()
+        self.socket = RunSocket(folder, SOCKET_NAME, self._serve, f"container-relay-{run_pk}")
+        self.path, self.closed = self.socket.path, self.socket.closed
 
     def close(self) -> None:
         """Stop listening and stop every container helper still running (the node then removes
         the run's containers by their labels)."""
-        self.closed.set()
-        try:
-            self.listener.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        self.listener.close()
-        self.path.unlink(missing_ok=True)
+        self.socket.close()
         with self.lock:
             helpers = list(self.helpers)
         for helper in helpers:
             if helper.poll() is None:
                 helper.terminate()
-
-    def _accept(self) -> None:
-        while not self.closed.is_set():
-            try:
-                connection, _ = self.listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(connection,), daemon=True).start()
 
     def _serve(self, connection: socket.socket) -> None:
         with connection:

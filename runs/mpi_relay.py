@@ -8,16 +8,15 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import select
 import socket
-import threading
 import uuid
 from pathlib import Path
 
 import redis
 
 from runs.mpi_agent import FAILED
+from runs.run_socket import RunSocket
 
 logger = logging.getLogger(__name__)
 
@@ -41,39 +40,12 @@ class MpiRelay:
     def __init__(self, run_pk: int, node_count: int, folder: Path, connection: redis.Redis):
         self.run_pk = run_pk
         self.node_count = node_count
-        self.path = folder / SOCKET_NAME
         self.redis = connection
-        self.closed = threading.Event()
-        self.path.unlink(missing_ok=True)
-        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        # A unix socket's path may hold 107 bytes, a run's folder can be deeper: bind through the
-        # folder's descriptor.
-        folder_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            self.listener.bind(f"/proc/self/fd/{folder_fd}/{SOCKET_NAME}")
-        finally:
-            os.close(folder_fd)
-        # The run's processes may run as another user than the node: the folder keeps others out.
-        self.path.chmod(0o666)
-        self.listener.listen(16)
-        threading.Thread(target=self._accept, name=f"mpi-relay-{run_pk}", daemon=True).start()
+        self.socket = RunSocket(folder, SOCKET_NAME, self._serve, f"mpi-relay-{run_pk}")
+        self.path, self.closed = self.socket.path, self.socket.closed
 
     def close(self) -> None:
-        self.closed.set()
-        try:
-            self.listener.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        self.listener.close()
-        self.path.unlink(missing_ok=True)
-
-    def _accept(self) -> None:
-        while not self.closed.is_set():
-            try:
-                connection, _ = self.listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(connection,), daemon=True).start()
+        self.socket.close()
 
     def _serve(self, connection: socket.socket) -> None:
         with connection:
