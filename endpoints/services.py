@@ -8,12 +8,8 @@ model nor imports the scoring script: it only passes request bytes to the replic
 
 from __future__ import annotations
 
-import gzip
-import hashlib
 import hmac
-import io
 import secrets
-import tarfile
 import time
 from dataclasses import dataclass
 from datetime import timedelta
@@ -27,7 +23,7 @@ from django.utils import timezone
 from endpoints.models import Endpoint, EndpointState, Replica, ReplicaState
 from registry.models import ModelVersion
 from runs.models import Run, RunStatus
-from runs.services import EnvironmentChoice, log_append, run_cancel, run_submit, snapshot_store
+from runs.services import EnvironmentChoice, log_append, one_file_snapshot, run_cancel, run_submit
 from trainhub.redis_conn import get_redis
 from trainhub.workspaces.models import name_validator
 from trainhub.workspaces.permissions import Access, Action
@@ -136,15 +132,7 @@ def _check_entry_script(snapshot, entry_script: str) -> str:
 def _scoring_snapshot(access: Access):
     """The snapshot of an endpoint with no scoring script: one small file, the same every time."""
     text = b"A TrainHub endpoint served by onnxruntime: python -m trainhub.sdk._scoring_server\n"
-    raw = io.BytesIO()
-    with gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz:
-        with tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as archive:
-            info = tarfile.TarInfo("ENDPOINT.txt")
-            info.size = len(text)
-            info.mode = 0o644
-            archive.addfile(info, io.BytesIO(text))
-    data = raw.getvalue()
-    return snapshot_store(access=access, sha256=hashlib.sha256(data).hexdigest(), stream=io.BytesIO(data))
+    return one_file_snapshot(access=access, name="ENDPOINT.txt", text=text)
 
 
 def _onnx_environment(access: Access, version: ModelVersion) -> EnvironmentChoice:

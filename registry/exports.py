@@ -15,10 +15,6 @@ difference is above the tolerance (DEFAULT_TOLERANCE unless the caller gives one
 from __future__ import annotations
 
 import copy
-import gzip
-import hashlib
-import io
-import tarfile
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
@@ -29,7 +25,7 @@ from django.utils import timezone
 from registry import services
 from registry.models import ModelBlob, ModelVersion, OnnxExport
 from runs.models import Run, Snapshot
-from runs.services import EnvironmentChoice, run_submit, snapshot_store
+from runs.services import EnvironmentChoice, one_file_snapshot, run_submit
 from trainhub.workspaces.permissions import Access, Action
 
 EXPORT_EXPERIMENT = "onnx-export"
@@ -125,15 +121,7 @@ def _export_environment(access: Access, version: ModelVersion) -> EnvironmentCho
 def _export_snapshot(access: Access) -> Snapshot:
     """The snapshot of an export of a model with no run: one small file, the same every time."""
     text = b"An ONNX export job of TrainHub: python -m trainhub.sdk._onnx_export\n"
-    raw = io.BytesIO()
-    with gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz:
-        with tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as archive:
-            info = tarfile.TarInfo("EXPORT.txt")
-            info.size = len(text)
-            info.mode = 0o644
-            archive.addfile(info, io.BytesIO(text))
-    data = raw.getvalue()
-    return snapshot_store(access=access, sha256=hashlib.sha256(data).hexdigest(), stream=io.BytesIO(data))
+    return one_file_snapshot(access=access, name="EXPORT.txt", text=text)
 
 
 def _compute_target(access: Access, version: ModelVersion, compute_target: str | None) -> str:

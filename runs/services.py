@@ -5,11 +5,14 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
+import io
 import logging
 import os
 import re
 import secrets
+import tarfile
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -246,6 +249,20 @@ def snapshot_store(*, access: Access, sha256: str, stream: IO[bytes]) -> Snapsho
         existing=partial(_snapshot_of, access.workspace, sha256),
         commit=partial(_snapshot_commit, access.workspace, sha256),
     )
+
+
+def one_file_snapshot(*, access: Access, name: str, text: bytes) -> Snapshot:
+    """The snapshot of a job that runs TrainHub's own code (an export, a scoring server with no
+    script): one small file `name` holding `text`, packed the same way every time (so stored once)."""
+    raw = io.BytesIO()
+    with gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz:
+        with tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as archive:
+            info = tarfile.TarInfo(name)
+            info.size = len(text)
+            info.mode = 0o644
+            archive.addfile(info, io.BytesIO(text))
+    data = raw.getvalue()
+    return snapshot_store(access=access, sha256=hashlib.sha256(data).hexdigest(), stream=io.BytesIO(data))
 
 
 def _snapshot_listing(storage_name: str) -> list[list[Any]]:
