@@ -42,6 +42,7 @@ class Harness:
     def __init__(self) -> None:
         self.data_dir = Path(tempfile.mkdtemp(prefix="trainhub-bench-"))
         self.processes: list[subprocess.Popen] = []
+        self.server_url = ""
 
     def __enter__(self) -> Harness:
         from tests.helpers.ports import free_port
@@ -97,6 +98,7 @@ class Harness:
 
         server = Server(self.data_dir).start()
         self.processes.append(server.process)
+        self.server_url = server.url
         return server
 
     def sdk_workspace(self, nodes: int = 2):
@@ -112,6 +114,9 @@ class Harness:
     def node(self, cluster, **env: str):
         from tests.helpers.processes import NodeProcess
 
+        if self.server_url:
+            # Runs send their metrics and outputs to this server, not to `make run`'s port.
+            env.setdefault("TRAINHUB_NODE_SERVER_URL", self.server_url)
         node = NodeProcess(cluster, self.data_dir, **env).start()
         self.processes.append(node.process)
         return node
