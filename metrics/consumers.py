@@ -8,16 +8,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from metrics.broadcast import metrics_group
-from runs.consumers import MemberRunConsumer
-from runs.live import Event
+from runs.models import Run
+from runs.selectors import run_for_member
+from trainhub import live
+from trainhub.live.hub import Event
+from trainhub.live.sockets import LiveSocket
 
 
-class RunMetricsConsumer(MemberRunConsumer):
-    group_of = staticmethod(metrics_group)
+class RunMetricsConsumer(LiveSocket):
+    def find(self, user: Any) -> tuple[Run, int, str] | None:
+        run = run_for_member(user, self.scope["url_route"]["kwargs"]["run_id"])
+        return None if run is None else (run, run.workspace_id, live.run_metrics_group(run.pk))
 
     async def connect(self) -> None:
-        run = await self.join_run()
+        run = await self.open_for_member()
         if run is not None:
             await self.send_json({"type": "subscribed", "status": run.status})
 

@@ -14,10 +14,9 @@ from django.db import transaction
 from django.db.models import Sum
 
 from metrics import limits
-from metrics.broadcast import metrics_group
 from metrics.models import MetricChunk, MetricRow, MetricSeries, SeriesKind
-from runs.broadcast import broadcast
 from runs.models import Run
+from trainhub.live import publish_metrics
 from trainhub.workspaces.permissions import Access, Action
 
 BAD_BODY = "The body must be a JSON object with any of 'metrics', 'rows' and 'tags' (and 'rank')."
@@ -348,8 +347,8 @@ def metrics_ingest(*, access: Access, run: Run, batch: MetricsBatch) -> IngestRe
             locked.tags = {**locked.tags, **batch.tags}
             locked.save(update_fields=["tags"])
             live["tags"] = locked.tags
-        group = metrics_group(run.pk)
-        transaction.on_commit(lambda: broadcast(group, "metrics.batch", {"batch": live}))
+        run_pk = run.pk
+        transaction.on_commit(lambda: publish_metrics(run_pk, live))
         parent_pk = locked.parent_id
         if parent_pk is not None and batch.series:
             # A sweep's child logged: its policy looks at the new values now, not at the next tick.

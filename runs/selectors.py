@@ -7,7 +7,7 @@ from django.http import Http404
 
 from runs.models import Experiment, LogChunk, Run, RunFile, SlurmJob
 from runs.parameters import parameters_of
-from trainhub.workspaces.models import Workspace
+from trainhub.workspaces.models import Membership, Workspace
 from trainhub.workspaces.selectors import hash_token
 
 RUN_NOT_FOUND = "No run {run_id!r} in this workspace."
@@ -21,6 +21,14 @@ def run_for_token(token: str) -> Run | None:
     if len(token) > 200:
         return None
     return Run.objects.select_related("workspace", "created_by").filter(token_hash=hash_token(token)).first()
+
+
+def run_for_member(user, run_id: str) -> Run | None:
+    """The run, when `user` is a member of its workspace (a live socket's check)."""
+    run = Run.objects.filter(run_id=run_id).first()
+    if run is None or not Membership.objects.filter(workspace_id=run.workspace_id, user=user).exists():
+        return None
+    return run
 
 
 MAX_STATES = 100

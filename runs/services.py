@@ -30,7 +30,6 @@ from django.utils import timezone
 
 from datastores.services import run_inputs_record
 from runs.archives import list_snapshot, snapshot_suffix
-from runs.broadcast import broadcast, run_group
 from runs.models import (
     ACTIVE_STATUSES,
     FINAL_STATUSES,
@@ -43,7 +42,7 @@ from runs.models import (
     Snapshot,
 )
 from runs.parameters import parameters_of
-from trainhub import uploads
+from trainhub import live, uploads
 from trainhub.compute import catalog
 from trainhub.compute.models import ComputeCluster, Node, Provisioner
 from trainhub.redis_conn import get_redis
@@ -146,7 +145,7 @@ def run_transition(
             "exit_code": run.exit_code,
             "failed_rank": run.failed_rank,
         }
-        transaction.on_commit(lambda: broadcast(run_group(run.pk), "run.status", payload))
+        transaction.on_commit(lambda: live.publish_run_status(run.pk, payload))
     if to_status in FINAL_STATUSES:
         _after_final(run)
     return run
@@ -591,11 +590,7 @@ def log_append(run_pk: int, stream: str, lines: list[str]) -> LogChunk | None:
     chunk = LogChunk.objects.create(
         run_id=run_pk, stream=stream, first_seq=first, line_count=len(lines), text="\n".join(lines)
     )
-    broadcast(
-        run_group(run_pk),
-        "log.lines",
-        {"stream": stream, "first_seq": first, "lines": lines},
-    )
+    live.publish_log_lines(run_pk, stream, first, lines)
     return chunk
 
 

@@ -161,7 +161,7 @@ REDIS_URL = redis_url_with_credentials(envstr("REDIS_URL", "redis://127.0.0.1:63
 # DEBUG's error pages and error mails show the settings: not these two.
 DEFAULT_EXCEPTION_REPORTER_FILTER = "trainhub.ops.error_reports.SettingsFilter"
 
-# No channel layer: live events reach sockets through runs/live.py (one Redis subscription per
+# No channel layer: live events reach sockets through trainhub/live/ (one Redis subscription per
 # followed run per web process), not one Redis list per socket.
 
 RQ_QUEUES = {

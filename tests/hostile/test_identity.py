@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from channels.testing import WebsocketCommunicator
+from django.contrib.auth import get_user_model
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver
 
@@ -446,8 +447,25 @@ def provoke(template: str, world: dict) -> str:
     return "a line after the removal"
 
 
+def remove_member(how: str, workspace, user, owner) -> None:
+    """Remove `user` from the workspace as an owner does on the members page, or as a superuser
+    does in the admin."""
+    membership = Membership.objects.get(workspace=workspace, user=user)
+    if how == "members page":
+        client = Client()
+        client.force_login(owner)
+        answer = client.post(f"/w/{workspace.name}/members/{membership.pk}/remove/")
+    else:
+        client = Client()
+        client.force_login(get_user_model().objects.create_superuser("root", password="root-password-1"))
+        answer = client.post(f"/admin/workspaces/membership/{membership.pk}/delete/", {"post": "yes"})
+    assert answer.status_code == 302
+    assert not Membership.objects.filter(pk=membership.pk).exists()
+
+
+@pytest.mark.parametrize("how", ["members page", "admin"])
 @pytest.mark.parametrize("template", SOCKETS)
-def test_a_member_removed_while_watching_is_cut_off(world, workspace, reader, contributor, template):
+def test_a_member_removed_while_watching_is_cut_off(world, workspace, owner, reader, contributor, template, how):
     """The attack: keep a socket open on a run, get removed from the workspace, keep reading."""
 
     async def received_text(communicator) -> str:
@@ -464,7 +482,7 @@ def test_a_member_removed_while_watching_is_cut_off(world, workspace, reader, co
         for communicator in watching.values():
             assert (await communicator.connect())[0]
             await received_text(communicator)  # the replay
-        await asyncio.to_thread(lambda: Membership.objects.filter(workspace=workspace, user=reader).delete())
+        await asyncio.to_thread(remove_member, how, workspace, reader, owner)
         closed = await watching[reader].receive_output(timeout=10)
         assert (closed["type"], closed.get("code")) == ("websocket.close", 4403)
         # The other member's socket stays open and still gets what the run does.

@@ -16,13 +16,13 @@ from django.conf import settings
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from runs.broadcast import run_group
-from runs.consumers import INBOX_LIMIT, RESYNC_CLOSE_CODE
-from runs.live import channel_of
 from runs.models import RunStatus
 from runs.services import log_append
 from tests.runs.builders import make_run
 from tests.runs.test_run_log_consumer import session_cookie
+from trainhub.live import run_logs_group
+from trainhub.live.hub import channel_of
+from trainhub.live.sockets import INBOX_LIMIT, RESYNC_CLOSE_CODE
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -74,8 +74,8 @@ async def follow(connection, viewer: Viewer, total: int) -> None:
 
 def subscribers(run) -> int:
     """Redis subscriptions to the run's live log, over every web process."""
-    return dict(redis.Redis.from_url(settings.REDIS_URL).pubsub_numsub(channel_of(run_group(run.pk))))[
-        channel_of(run_group(run.pk)).encode()
+    return dict(redis.Redis.from_url(settings.REDIS_URL).pubsub_numsub(channel_of(run_logs_group(run.pk))))[
+        channel_of(run_logs_group(run.pk)).encode()
     ]
 
 

@@ -1,6 +1,7 @@
 from django.contrib import admin
 
 from trainhub.workspaces.models import ApiToken, Membership, Workspace
+from trainhub.workspaces.services import members_removed
 
 
 class MembershipInline(admin.TabularInline):
@@ -15,6 +16,11 @@ class WorkspaceAdmin(admin.ModelAdmin):
     search_fields = ["name"]
     inlines = [MembershipInline]
 
+    def save_formset(self, request, form, formset, change) -> None:
+        super().save_formset(request, form, formset, change)
+        if formset.model is Membership:
+            members_removed(formset.deleted_objects)
+
 
 @admin.register(Membership)
 class MembershipAdmin(admin.ModelAdmin):
@@ -22,6 +28,15 @@ class MembershipAdmin(admin.ModelAdmin):
     list_filter = ["role"]
     search_fields = ["workspace__name", "user__username"]
     autocomplete_fields = ["user", "workspace"]
+
+    def delete_model(self, request, obj) -> None:
+        super().delete_model(request, obj)
+        members_removed([obj])
+
+    def delete_queryset(self, request, queryset) -> None:
+        removed = list(queryset)
+        super().delete_queryset(request, queryset)
+        members_removed(removed)
 
 
 @admin.register(ApiToken)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -12,6 +13,7 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from trainhub import live
 from trainhub.workspaces.models import ApiToken, Membership, Role, Workspace
 from trainhub.workspaces.permissions import Access, Action
 from trainhub.workspaces.selectors import hash_token
@@ -81,6 +83,18 @@ def member_remove(*, access: Access, membership: Membership) -> None:
         revoked_at=timezone.now()
     )
     membership.delete()
+    members_removed([membership])
+
+
+def members_removed(memberships: Iterable[Membership]) -> None:
+    """Once the removal is committed, the removed members' open sockets on the workspace close."""
+    gone = [(membership.workspace_id, membership.user_id) for membership in memberships]
+
+    def close() -> None:
+        for workspace_pk, user_pk in gone:
+            live.close_member_sockets(workspace_pk, user_pk)
+
+    transaction.on_commit(close)
 
 
 def _ensure_another_owner(membership: Membership) -> None:

@@ -1,7 +1,7 @@
-"""Live events for this process's WebSocket viewers: one Redis pub/sub subscription per group per
-process, however many viewers follow it, and the process hands each event to its viewers itself.
+"""The fan-out inside a web process: one Redis pub/sub subscription per group per process, however
+many sockets follow it, and the process hands each event to its sockets itself.
 
-`runs.broadcast.broadcast` PUBLISHes an event once; every web process subscribed to the group gets
+`trainhub.live.publish` PUBLISHes an event once; every web process subscribed to the group gets
 it once over its one connection and offers it to each local listener without waiting, so a slow
 listener never holds the others up. After Redis went away, the listeners that were following a
 group are told to resync once it is subscribed again (what was published meanwhile is lost).
