@@ -11,6 +11,7 @@ from __future__ import annotations
 from django.db import models
 
 from runs.models import Experiment, Run
+from trainhub.workspaces.models import Workspace
 
 
 class SeriesKind(models.TextChoices):
@@ -22,8 +23,10 @@ class MetricSeries(models.Model):
     """One metric of one rank of a run, with a running summary for tables and sorting."""
 
     run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="metric_series")
-    # Denormalised from the run so an experiment's runs sort by a metric through one index.
+    # Denormalised from the run so that an experiment's runs, and a workspace's, sort by a metric's
+    # last, min or max value through one index range instead of a sort of every run.
     experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="+")
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="+")
     name = models.CharField(max_length=255)
     rank = models.PositiveIntegerField(default=0)
     kind = models.CharField(max_length=8, choices=SeriesKind.choices, default=SeriesKind.SCALAR)
@@ -42,7 +45,9 @@ class MetricSeries(models.Model):
             models.UniqueConstraint(fields=["run", "name", "rank"], name="one_series_per_run_name_rank"),
         ]
         indexes = [
-            models.Index(fields=["experiment", "name", "rank", "last_value"], name="series_experiment_sort"),
+            models.Index(fields=[scope, "name", "rank", value], name=f"series_{scope}_{value}")
+            for scope in ("experiment", "workspace")
+            for value in ("last_value", "min_value", "max_value")
         ]
         ordering = ["name", "rank"]
 

@@ -2,19 +2,24 @@
 `metrics.accuracy > 0.9 and status = Completed and params.lr = 0.01 and tags.optimizer != sgd`.
 
 Clauses joined by `and`; `metrics.<name>` compares the final value of rank 0 with a number
-(> >= < <= = !=); `status`, `user`, `tags.<key>` and `params.<key>` (an argument `--key value`
-or a tag) take = or !=."""
+(> >= < <= = !=), `metrics.<name>:min` and `:max` its least and greatest; `status`, `user`,
+`experiment`, `tags.<key>` and `params.<key>` (an argument `--key value` or a tag) take = or !=.
+
+A metric clause is a correlated EXISTS on the series' (run, name, rank) key: a page of 50 runs
+looks up the rows it reads, where `run IN (SELECT ...)` built the whole list of matching runs
+first (333 ms at 100,000 runs, 3.2 s once sorted as well)."""
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
-from django.db.models import Q, QuerySet, TextField
+from django.db.models import Exists, OuterRef, Q, QuerySet, TextField
 from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Cast
 
 from metrics.models import MetricSeries, SeriesKind
-from runs.models import Experiment, Run, RunStatus
+from runs.models import Run, RunStatus
 
 CLAUSE = re.compile(r"^(?P<field>[A-Za-z_][\w.\-/:]*)\s*(?P<op>>=|<=|!=|==|=|>|<)\s*(?P<value>.+)$")
 AND = re.compile(r"\s+and\s+", re.IGNORECASE)
@@ -27,7 +32,7 @@ NOT_A_CLAUSE = (
 NOT_A_NUMBER = "{clause!r}: metrics compare with a number."
 EQUALS_ONLY = "{clause!r}: {field} takes = or != only."
 UNKNOWN_STATUS = "{clause!r}: the statuses are " + ", ".join(RunStatus.values) + "."
-UNKNOWN_FIELD = "{clause!r}: filter on metrics.<name>, params.<name>, tags.<name>, status or user."
+UNKNOWN_FIELD = "{clause!r}: filter on metrics.<name>, params.<name>, tags.<name>, status, user or experiment."
 TOO_MANY = f"At most {MAX_CLAUSES} clauses."
 
 
@@ -47,50 +52,103 @@ def _text(key: str, field: str) -> Cast:
     return Cast(KeyTextTransform(key, field), TextField())
 
 
-def apply_filter(runs: QuerySet[Run], expression: str, experiment: Experiment | None = None) -> QuerySet[Run]:
-    """`runs` narrowed by `expression`; give the runs' `experiment` when there is one, so that
-    metric clauses read one index range instead of every series."""
+STATS = {"last": "last_value", "min": "min_value", "max": "max_value"}
+
+
+def metric_and_stat(text: str) -> tuple[str, str]:
+    """`accuracy` -> ("accuracy", "last_value"); `accuracy:max` -> ("accuracy", "max_value")."""
+    name, colon, stat = text.rpartition(":")
+    if colon and name and stat in STATS:
+        return name, STATS[stat]
+    return text, STATS["last"]
+
+
+def metric_condition(name: str, stat: str, lookup: str | None = None, number: float | None = None) -> Exists:
+    """Runs whose rank-0 scalar `name` has a `stat` (matching `lookup` `number` when given)."""
+    series = MetricSeries.objects.filter(
+        run_id=OuterRef("pk"), name=name, rank=0, kind=SeriesKind.SCALAR, **{f"{stat}__isnull": False}
+    )
+    if lookup is not None:
+        series = series.filter(**{f"{stat}__{lookup}": number})
+    return Exists(series)
+
+
+@dataclass(frozen=True)
+class Clause:
+    """One clause read: a metric comparison (`metric` is (name, stat)) or a condition on the run."""
+
+    text: str
+    negate: bool
+    metric: tuple[str, str] | None = None
+    lookup: str = ""
+    number: float = 0.0
+    condition: Q | None = None
+    aliases: tuple[tuple[str, Cast], ...] = ()
+
+
+def parse(expression: str) -> list[Clause]:
+    """The clauses of `expression`, or FilterError saying what it cannot read."""
     clauses = [clause.strip() for clause in AND.split(expression.strip()) if clause.strip()]
     if len(clauses) > MAX_CLAUSES:
         raise FilterError(TOO_MANY)
-    for index, clause in enumerate(clauses):
-        match = CLAUSE.match(clause)
-        if match is None:
-            raise FilterError(NOT_A_CLAUSE.format(clause=clause))
-        field, op, value = match.group("field"), match.group("op"), _unquote(match.group("value"))
-        negate = op == "!="
-        if field.startswith("metrics.") and len(field) > len("metrics."):
-            try:
-                number = float(value)
-            except ValueError:
-                raise FilterError(NOT_A_NUMBER.format(clause=clause)) from None
-            series = MetricSeries.objects.filter(name=field[len("metrics.") :], rank=0, kind=SeriesKind.SCALAR)
-            if experiment is not None:
-                series = series.filter(experiment=experiment)
-            matching = series.filter(**{f"last_value__{LOOKUPS[op]}": number}).values("run_id")
-            if negate:
-                runs = runs.filter(pk__in=series.values("run_id")).exclude(pk__in=matching)
+    return [_clause(index, clause) for index, clause in enumerate(clauses)]
+
+
+def _clause(index: int, clause: str) -> Clause:
+    match = CLAUSE.match(clause)
+    if match is None:
+        raise FilterError(NOT_A_CLAUSE.format(clause=clause))
+    field, op, value = match.group("field"), match.group("op"), _unquote(match.group("value"))
+    negate = op == "!="
+    if field.startswith("metrics.") and len(field) > len("metrics."):
+        try:
+            number = float(value)
+        except ValueError:
+            raise FilterError(NOT_A_NUMBER.format(clause=clause)) from None
+        return Clause(clause, negate, metric_and_stat(field[len("metrics.") :]), LOOKUPS[op], number)
+    if op not in ("=", "==", "!="):
+        raise FilterError(EQUALS_ONLY.format(clause=clause, field=field))
+    aliases: tuple[tuple[str, Cast], ...] = ()
+    if field == "status":
+        status = next((s for s in RunStatus.values if s.lower() == value.lower()), None)
+        if status is None:
+            raise FilterError(UNKNOWN_STATUS.format(clause=clause))
+        condition = Q(status=status)
+    elif field == "user":
+        condition = Q(created_by__username=value)
+    elif field == "experiment":
+        condition = Q(experiment__name=value)
+    elif field.startswith(("tags.", "params.")) and "." in field:
+        kind, key = field.split(".", 1)
+        alias = f"filter_{index}"
+        aliases = ((f"{alias}_tag", _text(key, "tags")),)
+        condition = Q(**{f"{alias}_tag": value})
+        if kind == "params":
+            aliases += ((f"{alias}_param", _text(key, "parameters")),)
+            condition |= Q(**{f"{alias}_param": value})
+    else:
+        raise FilterError(UNKNOWN_FIELD.format(clause=clause))
+    return Clause(clause, negate, condition=condition, aliases=aliases)
+
+
+def apply_clauses(runs: QuerySet[Run], clauses: list[Clause]) -> QuerySet[Run]:
+    for clause in clauses:
+        if clause.metric is not None:
+            name, stat = clause.metric
+            if clause.negate:
+                runs = runs.filter(metric_condition(name, stat)).exclude(
+                    metric_condition(name, stat, "exact", clause.number)
+                )
             else:
-                runs = runs.filter(pk__in=matching)
+                runs = runs.filter(metric_condition(name, stat, clause.lookup, clause.number))
             continue
-        if op not in ("=", "==", "!="):
-            raise FilterError(EQUALS_ONLY.format(clause=clause, field=field))
-        if field == "status":
-            status = next((s for s in RunStatus.values if s.lower() == value.lower()), None)
-            if status is None:
-                raise FilterError(UNKNOWN_STATUS.format(clause=clause))
-            condition = Q(status=status)
-        elif field == "user":
-            condition = Q(created_by__username=value)
-        elif field.startswith(("tags.", "params.")) and "." in field:
-            kind, key = field.split(".", 1)
-            alias = f"filter_{index}"
-            runs = runs.alias(**{f"{alias}_tag": _text(key, "tags")})
-            condition = Q(**{f"{alias}_tag": value})
-            if kind == "params":
-                runs = runs.alias(**{f"{alias}_param": _text(key, "parameters")})
-                condition |= Q(**{f"{alias}_param": value})
-        else:
-            raise FilterError(UNKNOWN_FIELD.format(clause=clause))
-        runs = runs.exclude(condition) if negate else runs.filter(condition)
+        if clause.aliases:
+            runs = runs.alias(**dict(clause.aliases))
+        assert clause.condition is not None
+        runs = runs.exclude(clause.condition) if clause.negate else runs.filter(clause.condition)
     return runs
+
+
+def apply_filter(runs: QuerySet[Run], expression: str) -> QuerySet[Run]:
+    """`runs` narrowed by `expression`."""
+    return apply_clauses(runs, parse(expression))

@@ -8,12 +8,11 @@ from typing import Any
 
 import numpy as np
 from django.core.cache import cache
-from django.db.models import F, QuerySet
+from django.db.models import QuerySet
 from django.http import Http404
 
 from metrics.downsample import lttb_indices
 from metrics.models import MetricChunk, MetricRow, MetricSeries, SeriesKind
-from metrics.run_filter import apply_filter
 from runs.models import Experiment, Run
 from trainhub.workspaces.models import Workspace
 
@@ -157,84 +156,13 @@ def iter_rows(series: MetricSeries, batch: int = 2000) -> Iterator[MetricRow]:
         after = page[-1].index
 
 
-# ---------------------------------------------------------------- experiments
-
-
-def experiment_metric_names(experiment: Experiment, limit: int = 200) -> list[str]:
-    """Names of the scalar metrics rank 0 of the experiment's runs logged."""
-    return list(
-        MetricSeries.objects.filter(experiment=experiment, rank=0, kind=SeriesKind.SCALAR)
-        .order_by("name")
-        .values_list("name", flat=True)
-        .distinct()[:limit]
-    )
-
-
-@dataclass(frozen=True)
-class FinalValue:
-    """A metric of rank 0 of a run as the runs table shows it."""
-
-    last: float | None
-    min: float | None
-    max: float | None
-
-
-def runs_with_final_values(
-    experiment: Experiment,
-    *,
-    columns: list[str],
-    sort: str | None,
-    descending: bool,
-    offset: int,
-    limit: int,
-    expression: str = "",
-) -> list[Run]:
-    """A page of the experiment's runs that match `expression` (metrics/run_filter.py; raises
-    FilterError); each has `final_values`, a FinalValue per column (of rank 0).
-
-    Sorted by a metric's final value (runs without it last), or newest first.
-    """
-    runs = Run.objects.filter(experiment=experiment)
-    if expression:
-        runs = apply_filter(runs, expression, experiment)
-    if sort:
-        page = _runs_sorted_by_metric(experiment, runs, bool(expression), sort, descending, offset, limit)
-    else:
-        page = list(runs.select_related("created_by").order_by("-id")[offset : offset + limit])
-    finals: dict[int, dict[str, FinalValue]] = {run.pk: {} for run in page}
-    if columns:
-        for run_pk, name, last, low, high in MetricSeries.objects.filter(
-            run_id__in=list(finals), name__in=columns, rank=0, kind=SeriesKind.SCALAR
-        ).values_list("run_id", "name", "last_value", "min_value", "max_value"):
-            finals[run_pk][name] = FinalValue(last, low, high)
-    empty = FinalValue(None, None, None)
-    for run in page:
-        run.final_values = [finals[run.pk].get(name, empty) for name in columns]  # type: ignore[attr-defined]
-    return page
-
-
-def _runs_sorted_by_metric(
-    experiment: Experiment, runs: QuerySet[Run], filtered: bool, sort: str, descending: bool, offset: int, limit: int
-) -> list[Run]:
-    """A page of `runs` by the final value of a metric, runs without it last (newest first). Read
-    from the series' (experiment, name, rank, last_value) index, not by sorting every run."""
-    series = MetricSeries.objects.filter(experiment=experiment, name=sort, rank=0, kind=SeriesKind.SCALAR)
-    if filtered:
-        series = series.filter(run__in=runs.values("pk"))
-    value = F("last_value").desc(nulls_last=True) if descending else F("last_value").asc(nulls_last=True)
-    ids = list(series.order_by(value, "-run_id").values_list("run_id", flat=True)[offset : offset + limit])
-    if len(ids) < limit:
-        skipped = max(0, offset - series.count()) if not ids else 0
-        without = runs.exclude(pk__in=series.values("run_id")).order_by("-id").values_list("pk", flat=True)
-        ids += list(without[skipped : skipped + limit - len(ids)])
-    found = Run.objects.select_related("created_by").in_bulk(ids)
-    return [found[pk] for pk in ids]
-
-
 def runs_for_compare(scope: Experiment | Workspace, run_ids: list[str]) -> list[Run]:
     """The named runs of the experiment (or of any experiment of the workspace), in the order
     given; unknown ids are left out."""
     runs = Run.objects.select_related("experiment").filter(run_id__in=run_ids[:COMPARE_MAX_RUNS])
-    runs = runs.filter(experiment=scope) if isinstance(scope, Experiment) else runs.filter(workspace=scope)
-    found = {r.run_id: r for r in runs}
+    # The scope is checked here: in SQL SQLite would walk every run of it instead of the run_id index.
+    if isinstance(scope, Experiment):
+        found = {r.run_id: r for r in runs if r.experiment_id == scope.pk}
+    else:
+        found = {r.run_id: r for r in runs if r.workspace_id == scope.pk}
     return [found[run_id] for run_id in run_ids if run_id in found]

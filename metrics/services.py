@@ -411,7 +411,9 @@ def _check_limits(run: Run, batch: MetricsBatch, existing: dict[str, MetricSerie
 
 
 def _series_create(run: Run, rank: int, name: str, kind: str = SeriesKind.SCALAR) -> MetricSeries:
-    return MetricSeries.objects.create(run=run, experiment_id=run.experiment_id, name=name, rank=rank, kind=kind)
+    return MetricSeries.objects.create(
+        run=run, experiment_id=run.experiment_id, workspace_id=run.workspace_id, name=name, rank=rank, kind=kind
+    )
 
 
 def _append_points(series: MetricSeries, batch: SeriesBatch) -> dict[str, Any]:

@@ -9,9 +9,9 @@ from urllib.parse import urlencode
 
 import numpy as np
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 
-from metrics import selectors
+from metrics import runs_table, selectors
 from metrics.models import MetricSeries, SeriesKind
 from metrics.run_filter import FilterError
 from runs import selectors as run_selectors
@@ -21,7 +21,6 @@ from trainhub.workspaces.pages import workspace_page
 from trainhub.workspaces.permissions import Access
 
 CSV_POINTS_PER_PIECE = 20_000
-RUNS_PER_PAGE = 50
 
 
 def _csv_line(values: list) -> str:
@@ -95,53 +94,79 @@ def _chosen(request: HttpRequest, key: str) -> list[str]:
 
 @login_required
 def experiment_metrics(request: HttpRequest, workspace_name: str, name: str) -> HttpResponse:
-    """The experiment's runs with final values of the metrics the user picked, sortable by one."""
+    """The runs table of one experiment."""
     access = workspace_selectors.access_for(request.user, workspace_name)
-    experiment = run_selectors.experiment_get(access.workspace, name)
-    names = selectors.experiment_metric_names(experiment)
-    columns = [c for c in _chosen(request, "columns") if c in names] or names[:4]
-    sort = request.GET.get("sort") or None
-    if sort not in names:
+    return _runs_table(request, access, run_selectors.experiment_get(access.workspace, name))
+
+
+@login_required
+def workspace_runs(request: HttpRequest, workspace_name: str) -> HttpResponse:
+    """The runs table of every experiment of the workspace."""
+    access = workspace_selectors.access_for(request.user, workspace_name)
+    return _runs_table(request, access, None)
+
+
+def _runs_table(request: HttpRequest, access: Access, experiment: Experiment | None) -> HttpResponse:
+    """Columns, filter, sort and page all come from the URL, so a reload or a shared link shows the
+    same table; links keep every choice but the page."""
+    scope = experiment or access.workspace
+    names = runs_table.metric_names(scope)
+    columns = runs_table.chosen_columns(_chosen(request, "columns"), names)
+    sort = runs_table.column_of(request.GET.get("sort", ""), names)
+    if sort is not None and not sort.sortable:
         sort = None
     descending = request.GET.get("order") == "desc"
-    page_text = request.GET.get("page", "1")
-    page = max(1, int(page_text)) if page_text.isdigit() else 1
     expression = request.GET.get("q", "").strip()[:2000]
+    cursor = request.GET.get("after", "")[:100]
     filter_error = None
     try:
-        runs = selectors.runs_with_final_values(
-            experiment,
-            columns=columns,
-            sort=sort,
-            descending=descending,
-            offset=(page - 1) * RUNS_PER_PAGE,
-            limit=RUNS_PER_PAGE + 1,
-            expression=expression,
-        )
+        page = runs_table.runs_page(scope, expression=expression, sort=sort, descending=descending, cursor=cursor)
     except FilterError as error:
         filter_error = str(error)
-        runs = []
-    for run in runs:
-        run.shown_parameters = run_selectors.run_parameters(run)  # type: ignore[attr-defined]
+        page = runs_table.TablePage([], None)
+    values = runs_table.metric_values([run.pk for run in page.runs], columns)
+    rows = [{"run": run, "cells": runs_table.cells_of(run, columns, values[run.pk])} for run in page.runs]
+    parameter_keys, tag_keys = runs_table.parameter_and_tag_keys(scope)
+    kept = [("columns", ",".join(c.key for c in columns))] + ([("q", expression)] if expression else [])
+    sorted_by = [("sort", sort.key), ("order", "desc" if descending else "asc")] if sort else []
     return workspace_page(
         request,
         access,
-        "metrics/experiment_metrics.html",
-        "experiments",
+        "metrics/runs_table.html",
+        "experiments" if experiment else "runs",
         experiment=experiment,
         names=names,
         columns=columns,
+        chosen={c.key for c in columns},
+        run_columns=list(runs_table.RUN_COLUMNS.items()),
+        parameter_keys=parameter_keys,
+        tag_keys=tag_keys,
         sort=sort,
         descending=descending,
-        runs=runs[:RUNS_PER_PAGE],
-        page=page,
-        has_next=len(runs) > RUNS_PER_PAGE,
+        rows=rows,
+        first_page=bool(cursor),
+        next_query=urlencode([*kept, *sorted_by, ("after", page.next_cursor)]) if page.next_cursor else "",
+        cursor_error=page.cursor_error,
         selected=_chosen(request, "runs"),
         expression=expression,
         filter_error=filter_error,
-        base_query=urlencode([("columns", column) for column in columns] + ([("q", expression)] if expression else [])),
-        sort_query=urlencode([("sort", sort), ("order", "desc" if descending else "asc")]) if sort else "",
+        base_query=urlencode(kept),
+        sort_query=urlencode(sorted_by),
+        column_keys=",".join(c.key for c in columns),
     )
+
+
+@login_required
+def table_states(request: HttpRequest, workspace_name: str) -> JsonResponse:
+    """?runs=a,b&columns=metrics.accuracy,...: the status, duration and metric cells of runs a
+    runs table shows, for its live updates."""
+    access = workspace_selectors.access_for(request.user, workspace_name)
+    columns = [
+        column
+        for column in (runs_table.column_of(key, []) for key in _chosen(request, "columns"))
+        if column is not None and column.kind == "metric"
+    ]
+    return JsonResponse(runs_table.table_states(access.workspace, _chosen(request, "runs"), columns))
 
 
 @login_required

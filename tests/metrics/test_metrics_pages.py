@@ -95,8 +95,10 @@ def test_runs_by_metric_shows_chosen_columns_sorted(client_for, reader, workspac
     order = [html.index(f'data-run="{r.run_id}"') for r in (high, middle, low, none)]
     assert order == sorted(order)
     assert (
-        '<td class="num" title="min 0.1 · max 0.9">0.9<br><span class="muted range">0.1 – 0.9</span></td>' in html
-        and "<th><a" in html
+        '<td class="num" data-metric="metrics.accuracy" title="min 0.1 · max 0.9"><span class="value">0.9</span>'
+        '<br><span class="muted range">0.1 – 0.9</span></td>'
+        in html
+        and '<th data-column="metrics.accuracy"><a' in html
         and ">loss<" not in html.split("<tbody>")[1]
     )
     ascending = client.get(

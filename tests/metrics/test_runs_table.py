@@ -43,6 +43,9 @@ def test_filters_read_metrics_status_parameters_tags_and_users(workspace, contri
     assert matching("tags.optimizer = adam", workspace) == [b]
     assert matching("params.optimizer = adam", workspace) == [b]  # a tag is a parameter too
     assert matching("user = carl", workspace) == [b]
+    assert matching("experiment = sweep and metrics.accuracy:min = 0.1", workspace) == [a, b, c]
+    assert matching("metrics.accuracy:max < 0.9", workspace) == [b]
+    assert matching("experiment = other", workspace) == []
 
 
 @pytest.mark.parametrize(
@@ -52,7 +55,7 @@ def test_filters_read_metrics_status_parameters_tags_and_users(workspace, contri
         ("metrics.accuracy > high", "metrics compare with a number"),
         ("params.lr > 0.01", "params.lr takes = or != only"),
         ("status = Sleeping", "the statuses are Queued"),
-        ("color = red", "filter on metrics.<name>, params.<name>, tags.<name>, status or user"),
+        ("color = red", "filter on metrics.<name>, params.<name>, tags.<name>, status, user or experiment"),
         (" and ".join(["status = Queued"] * 11), "At most 10 clauses"),
     ],
 )
@@ -66,7 +69,7 @@ def test_the_table_shows_parameters_users_and_filters_through_its_url(client_for
     client = client_for(reader)
     html = client.get(
         "/w/birds/experiments/sweep/metrics/",
-        {"q": "metrics.accuracy > 0.9", "columns": "accuracy", "sort": "accuracy", "order": "desc"},
+        {"q": "metrics.accuracy > 0.9", "columns": "parameters,accuracy", "sort": "accuracy", "order": "desc"},
     ).content.decode()
     table = html.split('id="metric-runs"', 1)[1]
     assert runs["b"].run_id not in table
@@ -74,7 +77,10 @@ def test_the_table_shows_parameters_users_and_filters_through_its_url(client_for
     assert '<span class="param">lr=0.1</span>' in table and '<span class="param">epochs=3</span>' in table
     assert 'value="metrics.accuracy &gt; 0.9"' in html
     # Sorting and paging keep the filter.
-    assert "?columns=accuracy&amp;q=metrics.accuracy+%3E+0.9&amp;sort=accuracy&amp;order=asc" in html
+    assert (
+        "?columns=parameters%2Cmetrics.accuracy&amp;q=metrics.accuracy+%3E+0.9&amp;sort=metrics.accuracy&amp;order=asc"
+        in html
+    )
 
     adam = client.get("/w/birds/experiments/sweep/metrics/", {"q": "tags.optimizer = adam"}).content.decode()
     assert "<td>carl</td>" in adam and runs["a"].run_id not in adam.split('id="metric-runs"', 1)[1]

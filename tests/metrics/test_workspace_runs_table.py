@@ -1,0 +1,92 @@
+"""The runs table of the whole workspace: runs of every experiment, the columns a user picks, pages
+by keyset that neither skip nor repeat a run, and the values its live updates read."""
+
+from __future__ import annotations
+
+import json
+
+from metrics import runs_table
+from runs.models import Run, RunStatus
+from tests.conftest import api_client
+from tests.metrics.builders import post_batch, running_run, series_body
+
+
+def runs_of_two_experiments(workspace) -> dict[str, Run]:
+    made = {}
+    for name, experiment, lr, accuracy in (
+        ("a", "baseline", "0.1", 0.7),
+        ("b", "tuned", "0.01", 0.9),
+        ("c", "tuned", "0.001", None),
+        ("d", "baseline", "0.01", 0.8),
+        ("e", "tuned", "0.1", 0.6),
+    ):
+        run, token = running_run(workspace, experiment=experiment, arguments=["--lr", lr])
+        if accuracy is not None:
+            post_batch(api_client(token), run, series_body("accuracy", [0.2, accuracy]))
+        made[name] = run
+    Run.objects.filter(pk=made["b"].pk).update(tags={"optimizer": "adam"}, status=RunStatus.COMPLETED)
+    return made
+
+
+def every_page(workspace, **options) -> list[str]:
+    shown, cursor = [], ""
+    while True:
+        page = runs_table.runs_page(workspace, cursor=cursor, limit=2, **options)
+        assert page.cursor_error is None
+        shown += [run.run_id for run in page.runs]
+        if page.next_cursor is None:
+            return shown
+        cursor = page.next_cursor
+
+
+def test_pages_by_keyset_neither_skip_nor_repeat_a_run(workspace):
+    runs = runs_of_two_experiments(workspace)
+    ids = {key: run.run_id for key, run in runs.items()}
+    accuracy = runs_table.column_of("metrics.accuracy", [])
+    assert every_page(workspace) == [ids[k] for k in "edcba"]
+    assert every_page(workspace, sort=accuracy, descending=True) == [ids[k] for k in "bdaec"]
+    assert every_page(workspace, sort=accuracy) == [ids[k] for k in "eadbc"]  # without the metric: last
+    maximum = runs_table.column_of("metrics.accuracy:max", [])
+    assert every_page(workspace, sort=maximum, expression="experiment = tuned") == [ids[k] for k in "ebc"]
+    assert every_page(workspace, sort=accuracy, descending=True, expression="metrics.accuracy < 0.85") == [
+        ids[k] for k in "dae"
+    ]
+    assert every_page(workspace, sort=accuracy, expression="params.lr = 0.01") == [ids[k] for k in "db"]
+    assert runs_table.runs_page(workspace, cursor="nonsense").cursor_error == runs_table.BAD_CURSOR
+
+
+def test_the_workspace_table_shows_the_columns_chosen_in_its_url(client_for, reader, outsider, workspace):
+    runs = runs_of_two_experiments(workspace)
+    columns = "user,params.lr,tags.optimizer,metrics.accuracy:max,metrics.nothing-logged"
+    html = client_for(reader).get("/w/birds/runs/", {"columns": columns, "sort": "metrics.accuracy", "order": "desc"})
+    html = html.content.decode()
+    head, body = html.split('id="metric-runs"', 1)[1].split("<tbody>")
+    assert [h.split('"')[0] for h in head.split('data-column="')[1:]] == columns.split(",")
+    assert ">accuracy (max)</a>" in head
+    order = [body.index(f'data-run="{runs[k].run_id}"') for k in "bdaec"]
+    assert order == sorted(order)
+    b_row = body.split(f'data-run="{runs["b"].run_id}"')[1].split("</tr>")[0]
+    assert ">tuned #1</a>" in b_row and "<td>olivia</td>" in b_row and "<td>0.01</td>" in b_row
+    assert "<td>adam</td>" in b_row and '<span class="value">0.9</span>' in b_row
+    assert 'value="params.lr" checked' in html and 'value="tags.optimizer" checked' in html
+    assert 'value="parameters" >' in html  # offered, not chosen
+    assert 'href="/w/birds/runs/" class="active">Runs</a>' in html
+    assert client_for(outsider).get("/w/birds/runs/").status_code == 404
+
+
+def test_its_live_updates_read_status_duration_and_metrics_of_the_workspace_only(
+    client_for, reader, outsider, workspace, other_workspace
+):
+    run, token = running_run(workspace)
+    post_batch(api_client(token), run, series_body("loss", [0.9, 0.5, 0.7]))
+    theirs, _ = running_run(other_workspace, experiment="theirs")
+    url = f"/w/birds/run-table-states/?runs={run.run_id},{theirs.run_id}&columns=metrics.loss,metrics.loss:min"
+    states = json.loads(client_for(reader).get(url).content)
+    assert list(states) == [run.run_id]
+    assert states[run.run_id]["status"] == "Running" and states[run.run_id]["final"] is False
+    assert states[run.run_id]["metrics"] == {
+        "metrics.loss": "0.7",
+        "metrics.loss:range": "0.5 – 0.9",
+        "metrics.loss:min": "0.5",
+    }
+    assert client_for(outsider).get(url).status_code == 404
