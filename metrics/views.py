@@ -190,12 +190,13 @@ def _compare_page(request: HttpRequest, access: Access, experiment: Experiment |
     names = sorted(
         set(MetricSeries.objects.filter(run__in=runs, rank=0, kind=SeriesKind.SCALAR).values_list("name", flat=True))
     )
-    finals = {
-        (run_pk, metric): value
-        for run_pk, metric, value in MetricSeries.objects.filter(
+    summaries = {
+        (run_pk, metric): (last, low, high)
+        for run_pk, metric, last, low, high in MetricSeries.objects.filter(
             run__in=runs, rank=0, kind=SeriesKind.SCALAR
-        ).values_list("run_id", "name", "last_value")
+        ).values_list("run_id", "name", "last_value", "min_value", "max_value")
     }
+    finals = {key: values[0] for key, values in summaries.items()}
     parameters = [run_selectors.run_parameters(run) for run in runs]
     differing = run_selectors.differing_parameters(parameters)
     across = experiment is None or len({run.experiment_id for run in runs}) > 1
@@ -214,6 +215,25 @@ def _compare_page(request: HttpRequest, access: Access, experiment: Experiment |
         {"name": name, "differs": name in differing, "values": [values.get(name, "") for values in parameters]}
         for name in every
     ]
+    # What the scatter can put on either axis: each parameter, each metric's last, min and max.
+    scatter_fields = [{"key": f"params.{name}", "label": name} for name in every] + [
+        {"key": f"metrics.{name}{suffix}", "label": f"{name}{label}"}
+        for name in names
+        for suffix, label in (("", ""), (":min", " (min)"), (":max", " (max)"))
+    ]
+    scatter_runs = [
+        {
+            "label": item["label"],
+            "values": {f"params.{name}": value for name, value in values.items()}
+            | {
+                f"metrics.{metric}{suffix}": summary[position]
+                for metric in names
+                if (summary := summaries.get((run.pk, metric)))
+                for position, suffix in enumerate(("", ":min", ":max"))
+            },
+        }
+        for run, values, item in zip(runs, parameters, labelled, strict=True)
+    ]
     return workspace_page(
         request,
         access,
@@ -226,6 +246,7 @@ def _compare_page(request: HttpRequest, access: Access, experiment: Experiment |
         rows=rows,
         names=names,
         parameter_rows=parameter_rows,
+        scatter={"fields": scatter_fields, "runs": scatter_runs, "differing": [f"params.{n}" for n in differing]},
         addable=run_selectors.recent_runs_of(access.workspace, exclude=[run.pk for run in runs]),
         share_query=",".join(run.run_id for run in runs),
         missing=[run_id for run_id in run_ids if run_id not in {r.run_id for r in runs}],

@@ -11,8 +11,9 @@ from tests.conftest import api_client
 from tests.metrics.builders import post_batch, running_run, series_body
 
 
-def runs_of_two_experiments(workspace) -> dict[str, Run]:
-    made = {}
+def runs_of_two_experiments(workspace) -> tuple[dict[str, Run], dict[str, str]]:
+    """Five runs, their tokens by the same keys."""
+    made, tokens = {}, {}
     for name, experiment, lr, accuracy in (
         ("a", "baseline", "0.1", 0.7),
         ("b", "tuned", "0.01", 0.9),
@@ -23,9 +24,9 @@ def runs_of_two_experiments(workspace) -> dict[str, Run]:
         run, token = running_run(workspace, experiment=experiment, arguments=["--lr", lr])
         if accuracy is not None:
             post_batch(api_client(token), run, series_body("accuracy", [0.2, accuracy]))
-        made[name] = run
+        made[name], tokens[name] = run, token
     Run.objects.filter(pk=made["b"].pk).update(tags={"optimizer": "adam"}, status=RunStatus.COMPLETED)
-    return made
+    return made, tokens
 
 
 def every_page(workspace, **options) -> list[str]:
@@ -40,7 +41,7 @@ def every_page(workspace, **options) -> list[str]:
 
 
 def test_pages_by_keyset_neither_skip_nor_repeat_a_run(workspace):
-    runs = runs_of_two_experiments(workspace)
+    runs, _ = runs_of_two_experiments(workspace)
     ids = {key: run.run_id for key, run in runs.items()}
     accuracy = runs_table.column_of("metrics.accuracy", [])
     assert every_page(workspace) == [ids[k] for k in "edcba"]
@@ -56,7 +57,7 @@ def test_pages_by_keyset_neither_skip_nor_repeat_a_run(workspace):
 
 
 def test_the_workspace_table_shows_the_columns_chosen_in_its_url(client_for, reader, outsider, workspace):
-    runs = runs_of_two_experiments(workspace)
+    runs, _ = runs_of_two_experiments(workspace)
     columns = "user,params.lr,tags.optimizer,metrics.accuracy:max,metrics.nothing-logged"
     html = client_for(reader).get("/w/birds/runs/", {"columns": columns, "sort": "metrics.accuracy", "order": "desc"})
     html = html.content.decode()
