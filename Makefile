@@ -51,6 +51,8 @@ check: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy
+	$(VENV)/bin/mypy --no-site-packages -p trainhub.sdk
 
 clean:
 	rm -rf $(VENV) var

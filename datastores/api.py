@@ -6,7 +6,8 @@ from __future__ import annotations
 from datetime import datetime
 
 from django.core.exceptions import ValidationError
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest
+from django.http.response import HttpResponseBase
 from ninja import Router, Schema, Status
 
 from datastores import selectors, services
@@ -15,7 +16,7 @@ from datastores.models import DatasetVersion, Datastore
 from datastores.paths import clean_path
 from trainhub import uploads
 from trainhub.api import IN_RUN, access
-from trainhub.workspaces.permissions import Action
+from trainhub.workspaces.permissions import Action, signed_in_user
 
 router = Router(tags=["datastores"])
 
@@ -96,7 +97,7 @@ def list_datastores(request: HttpRequest, workspace_name: str) -> list[Datastore
 
 
 @router.post("/{workspace_name}/datastores", response={201: DatastoreOut})
-def create_datastore(request: HttpRequest, workspace_name: str, payload: DatastoreIn) -> tuple[int, DatastoreOut]:
+def create_datastore(request: HttpRequest, workspace_name: str, payload: DatastoreIn) -> Status[DatastoreOut]:
     member = access(request, workspace_name)
     return Status(201, datastore_out(services.datastore_create(access=member, name=payload.name)))
 
@@ -142,13 +143,13 @@ def get_blob(request: HttpRequest, workspace_name: str, sha256: str) -> BlobOut:
 
 
 @router.get("/{workspace_name}/data-blobs/{sha256}/content", auth=IN_RUN)
-def get_blob_content(request: HttpRequest, workspace_name: str, sha256: str) -> HttpResponse:
+def get_blob_content(request: HttpRequest, workspace_name: str, sha256: str) -> HttpResponseBase:
     """A file's content by its sha256 (what `Datastore.download` and `FileDataset.download` fetch)."""
     return blob_download(request, access(request, workspace_name).workspace, sha256)
 
 
 @router.put("/{workspace_name}/data-blobs/{sha256}", response={200: uploads.ProgressOut, 201: BlobOut})
-def put_blob(request: HttpRequest, workspace_name: str, sha256: str) -> tuple[int, uploads.ProgressOut | BlobOut]:
+def put_blob(request: HttpRequest, workspace_name: str, sha256: str) -> Status[uploads.ProgressOut | BlobOut]:
     """A file's content, whole or one `Content-Range` chunk at a time (resumable: trainhub/uploads.py)."""
     return uploads.put_answer(
         request,
@@ -179,11 +180,11 @@ def post_blob_batch(request: HttpRequest, workspace_name: str) -> BatchOut:
 @router.post("/{workspace_name}/datasets/{name}/versions", response={201: DatasetVersionOut})
 def register_dataset(
     request: HttpRequest, workspace_name: str, name: str, payload: DatasetVersionIn
-) -> tuple[int, DatasetVersionOut]:
+) -> Status[DatasetVersionOut]:
     member = access(request, workspace_name)
     version = services.dataset_register(
         access=member,
-        user=request.user,
+        user=signed_in_user(request),
         name=name,
         sources=[(d, p) for d, p in payload.sources],
         description=payload.description,

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest
+from django.http.response import HttpResponseBase
 
 from datastores.selectors import blob_get
 from trainhub.downloads import file_response
@@ -11,7 +12,7 @@ from trainhub.workspaces.models import Workspace
 BLOB_NOT_HERE = "No file with sha256 {sha!r} in this workspace's datastores."
 
 
-def blob_download(request: HttpRequest, workspace: Workspace, sha256: str, filename: str = "") -> HttpResponse:
+def blob_download(request: HttpRequest, workspace: Workspace, sha256: str, filename: str = "") -> HttpResponseBase:
     """A content of the workspace's datastores, streamed (ranges, sha256 header); 404 when unknown."""
     blob = blob_get(workspace, sha256)
     if blob is None:

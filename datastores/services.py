@@ -13,7 +13,7 @@ from functools import partial
 from typing import IO, Any
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.core.files.storage import default_storage
 from django.db import IntegrityError, transaction
@@ -109,8 +109,8 @@ def blob_receive(*, access: Access, sha256: str, chunk: uploads.Chunk) -> DataBl
     )
 
 
-def _batch_members(body: bytes) -> tuple[tarfile.TarFile, list[tarfile.TarInfo]]:
-    """The members of a batch, each a regular file named by a sha256, or a ValidationError."""
+def _batch_members(body: bytes) -> list[tuple[str, IO[bytes]]]:
+    """The members of a batch, each a regular file named by a sha256 (name, content), or a ValidationError."""
     refused = ValidationError(BAD_BATCH.format(limit=uploads.chunk_bytes()), code="upload_batch")
     if len(body) > uploads.chunk_bytes():
         raise refused
@@ -119,36 +119,40 @@ def _batch_members(body: bytes) -> tuple[tarfile.TarFile, list[tarfile.TarInfo]]
         members = archive.getmembers()
     except tarfile.TarError:
         raise refused from None
-    if not all(member.isfile() and uploads.SHA_PATTERN.match(member.name) for member in members):
-        raise refused
-    return archive, members
+    contents: list[tuple[str, IO[bytes]]] = []
+    for member in members:
+        content = archive.extractfile(member) if member.isfile() else None
+        if content is None or not uploads.SHA_PATTERN.match(member.name):
+            raise refused
+        contents.append((member.name, content))
+    return contents
 
 
-def blobs_store_batch(*, access: Access, stream: IO[bytes]) -> int:
+def blobs_store_batch(*, access: Access, stream: uploads.Readable) -> int:
     """Store many small contents sent in one request (an uncompressed tar, at most one upload chunk,
     of files named by their sha256), each checked like a single upload: one request instead of two
     per file, one query for what is there already, one transaction. How many were new."""
     access.require(Action.WRITE)
-    archive, members = _batch_members(stream.read(uploads.chunk_bytes() + 1))
+    members = _batch_members(stream.read(uploads.chunk_bytes() + 1))
     present = set(
-        DataBlob.objects.filter(workspace=access.workspace, sha256__in=[m.name for m in members]).values_list(
+        DataBlob.objects.filter(workspace=access.workspace, sha256__in=[name for name, _ in members]).values_list(
             "sha256", flat=True
         )
     )
     names: list[str] = []
     try:
         with transaction.atomic():
-            for member in members:
-                if member.name in present:
+            for sha256, content in members:
+                if sha256 in present:
                     continue
-                present.add(member.name)
+                present.add(sha256)
                 blob = uploads.store_stream(
                     workspace=access.workspace,
                     kind=BLOB_UPLOADS,
-                    sha256=member.name,
-                    stream=archive.extractfile(member),
+                    sha256=sha256,
+                    stream=content,
                     existing=lambda: None,  # looked up above; a racing copy is caught when it is recorded
-                    commit=partial(_blob_commit, access.workspace, member.name),
+                    commit=partial(_blob_commit, access.workspace, sha256),
                 )
                 names.append(blob.storage_name)
     except BaseException:
@@ -220,7 +224,7 @@ def _next_dataset_version(access: Access, name: str, create_new_version: bool) -
 def dataset_register(
     *,
     access: Access,
-    user: AbstractBaseUser | None,
+    user: User | None,
     name: str,
     sources: list[tuple[str, str]],
     description: str = "",

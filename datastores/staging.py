@@ -142,7 +142,7 @@ def _remove_tree(root: Path, tree: Path) -> set[int] | None:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             return None
-        inodes = set()
+        inodes: set[int] = set()
         for folder, _, names in os.walk(tree):
             os.chmod(folder, READ_ONLY_DIR | stat.S_IWUSR)
             inodes.update(os.lstat(os.path.join(folder, name)).st_ino for name in names)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
+from django.http.response import HttpResponseBase
 
 from datastores import selectors, services
 from datastores.downloads import blob_download
@@ -47,7 +48,7 @@ def datastore_detail(request: HttpRequest, workspace_name: str, name: str) -> Ht
 
 
 @login_required
-def data_file(request: HttpRequest, workspace_name: str, sha256: str) -> HttpResponse:
+def data_file(request: HttpRequest, workspace_name: str, sha256: str) -> HttpResponseBase:
     """A file of a datastore or dataset, by content, saved under the name of its `path`."""
     access = workspace_selectors.access_for(request.user, workspace_name)
     return blob_download(request, access.workspace, sha256, request.GET.get("path", "")[:1024])

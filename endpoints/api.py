@@ -14,7 +14,7 @@ from endpoints.models import Endpoint, Replica
 from runs.api import EnvironmentRef, LogChunkOut, LogsOut, resolve_environment
 from runs.selectors import log_chunks_after
 from trainhub.api import IN_RUN, RunCredential, access
-from trainhub.workspaces.permissions import Access
+from trainhub.workspaces.permissions import Access, signed_in_user
 
 router = Router(tags=["endpoints"])
 
@@ -131,11 +131,11 @@ def _serving(member: Access, payload: ServingIn) -> services.Serving:
 
 
 @router.post("/{workspace_name}/endpoints", response={201: EndpointOut})
-def deploy(request: HttpRequest, workspace_name: str, payload: DeployIn) -> tuple[int, EndpointOut]:
+def deploy(request: HttpRequest, workspace_name: str, payload: DeployIn) -> Status[EndpointOut]:
     member = access(request, workspace_name)
     endpoint, keys = services.endpoint_deploy(
         access=member,
-        user=request.user,
+        user=signed_in_user(request),
         name=payload.name,
         serving=_serving(member, payload),
         deployment_config=payload.deployment_config,
@@ -162,12 +162,14 @@ def get_endpoint(request: HttpRequest, workspace_name: str, name: str) -> Endpoi
 def update_endpoint(request: HttpRequest, workspace_name: str, name: str, payload: ServingIn) -> EndpointOut:
     member = access(request, workspace_name)
     endpoint = selectors.endpoint_get(member.workspace, name)
-    services.endpoint_update(access=member, user=request.user, endpoint=endpoint, serving=_serving(member, payload))
+    services.endpoint_update(
+        access=member, user=signed_in_user(request), endpoint=endpoint, serving=_serving(member, payload)
+    )
     return endpoint_out(selectors.endpoint_get(member.workspace, name))
 
 
 @router.delete("/{workspace_name}/endpoints/{name}", response={204: None})
-def delete_endpoint(request: HttpRequest, workspace_name: str, name: str) -> tuple[int, None]:
+def delete_endpoint(request: HttpRequest, workspace_name: str, name: str) -> Status[None]:
     member = access(request, workspace_name)
     services.endpoint_delete(access=member, endpoint=selectors.endpoint_get(member.workspace, name))
     return Status(204, None)

@@ -54,7 +54,7 @@ class Route:
     state: str
     key_hashes: tuple[str, ...]
     replicas: list[tuple[str, int, str]]
-    version: bytes | None
+    version: bytes | str | None
     turn: itertools.count = field(default_factory=itertools.count)
 
 
@@ -333,6 +333,6 @@ def _load_route(workspace: str, name: str) -> Route | None:
         name=endpoint.name,
         state=endpoint.state,
         key_hashes=(endpoint.primary_key_hash, endpoint.secondary_key_hash),
-        replicas=[(a, p, s) for g, a, p, s in replicas if g == newest],
+        replicas=[(a, p, s) for g, a, p, s in replicas if g == newest and p is not None],
         version=version,
     )

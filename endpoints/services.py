@@ -11,11 +11,13 @@ from __future__ import annotations
 import hmac
 import secrets
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.utils import timezone
@@ -213,7 +215,7 @@ def _deployment_lines(endpoint: Endpoint) -> list[str]:
     return lines
 
 
-def _replica_submit(endpoint: Endpoint, user: AbstractBaseUser | None, lines: list[str] = ()) -> Replica:
+def _replica_submit(endpoint: Endpoint, user: User | None, lines: Sequence[str] = ()) -> Replica:
     access = Access(workspace=endpoint.workspace, role="contributor")
     versions = list(endpoint.model_versions.select_related("model").order_by("model__name", "version"))
     command = ["python", "-m", "trainhub.sdk._scoring_server", "--endpoint", endpoint.name]
@@ -245,7 +247,7 @@ def _replica_submit(endpoint: Endpoint, user: AbstractBaseUser | None, lines: li
 def endpoint_deploy(
     *,
     access: Access,
-    user: AbstractBaseUser | None,
+    user: User | None,
     name: str,
     serving: Serving,
     deployment_config: dict[str, Any],
@@ -286,7 +288,7 @@ def endpoint_deploy(
     return endpoint, keys
 
 
-def endpoint_update(*, access: Access, user: AbstractBaseUser | None, endpoint: Endpoint, serving: Serving) -> Endpoint:
+def endpoint_update(*, access: Access, user: User | None, endpoint: Endpoint, serving: Serving) -> Endpoint:
     """Serve new versions (or a new script or environment): a replica of the next generation starts
     beside the serving one, requests switch to it once it answers, then the old one stops."""
     access.require(Action.WRITE)
@@ -327,7 +329,7 @@ def endpoint_delete(*, access: Access, endpoint: Endpoint) -> None:
         endpoint.delete()
         transaction.on_commit(lambda: get_redis().incr(route_version_key(pk)))
         for run in runs:
-            transaction.on_commit(lambda run=run: run_cancel(access=access, run=run))
+            transaction.on_commit(partial(run_cancel, access=access, run=run))
 
 
 def endpoint_regenerate_key(*, access: Access, endpoint: Endpoint, key_type: str) -> str:

@@ -104,13 +104,13 @@ def get_metrics(
     found: dict[str, Any] = {}
     for item in series:
         if item.kind == SeriesKind.SCALAR:
-            data = points[item.pk]
+            steps, values, times = points[item.pk].every_column()
             found[item.name] = {
                 "kind": item.kind,
                 "description": item.description,
-                "steps": data.steps.tolist(),
-                "values": data.values.tolist(),
-                "times": data.times.tolist(),
+                "steps": steps.tolist(),
+                "values": values.tolist(),
+                "times": times.tolist(),
             }
         else:
             found[item.name] = {

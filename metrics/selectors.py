@@ -36,6 +36,12 @@ class Points:
     def count(self) -> int:
         return len(self.values)
 
+    def every_column(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(steps, values, times) of points read with all their columns."""
+        if self.steps is None or self.times is None:
+            raise ValueError("these points were read without their steps or times")
+        return self.steps, self.values, self.times
+
 
 COLUMN_TYPES = {"steps": "<i8", "values": "<f8", "times": "<f8"}
 

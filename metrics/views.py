@@ -37,13 +37,14 @@ def _scalar_csv(series: list[MetricSeries]) -> Iterator[str]:
     yield "name,rank,step,value,time_unix,time_utc\n"
     for item in series:
         points = selectors.points_of(item)
+        all_steps, all_values, all_times = points.every_column()
         prefix = _csv_line([item.name, item.rank]).rstrip("\n")
         for start in range(0, points.count, CSV_POINTS_PER_PIECE):
             stop = start + CSV_POINTS_PER_PIECE
-            steps = points.steps[start:stop].tolist()
-            values = points.values[start:stop].tolist()
-            times = points.times[start:stop].tolist()
-            utc = _iso(points.times[start:stop])
+            steps = all_steps[start:stop].tolist()
+            values = all_values[start:stop].tolist()
+            times = all_times[start:stop].tolist()
+            utc = _iso(all_times[start:stop])
             yield "".join(
                 f"{prefix},{s},{v!r},{t!r},{u}\n" for s, v, t, u in zip(steps, values, times, utc, strict=True)
             )
@@ -65,7 +66,7 @@ def _table_csv(series: MetricSeries) -> Iterator[str]:
 
 
 @login_required
-def run_metrics_csv(request: HttpRequest, workspace_name: str, run_id: str) -> HttpResponse:
+def run_metrics_csv(request: HttpRequest, workspace_name: str, run_id: str) -> StreamingHttpResponse:
     """Every point of one metric (?name=, ?rank=) or of all the run's metrics, as CSV."""
     access = workspace_selectors.access_for(request.user, workspace_name)
     run = run_selectors.run_get(access.workspace, run_id)

@@ -9,6 +9,7 @@ which reads the workspace's runs. Any other run id answers 404, as another works
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 
 from django.http import Http404, HttpRequest, JsonResponse
 from django.utils import timezone
@@ -109,7 +110,7 @@ def _in_grace(run: Run) -> bool:
     # The last flush of a script stopped by its run's end arrives when the run is final.
     if run.ended_at is None:
         return False
-    return run.ended_at >= timezone.now() - timezone.timedelta(seconds=RUN_TOKEN_GRACE_SECONDS)
+    return run.ended_at >= timezone.now() - timedelta(seconds=RUN_TOKEN_GRACE_SECONDS)
 
 
 def run_for(caller: Caller, run_id: object) -> Run:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import secrets
 import tempfile
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 from django.conf import settings
@@ -170,7 +170,8 @@ def log_batch(*, caller: Caller, run: Run, metrics: Any = None, params: Any = No
             )
         )
     series = _series(metrics)
-    user_tags, system_tags = {}, {}
+    user_tags: dict[str, str] = {}
+    system_tags: dict[str, str] = {}
     for key, value in tag_items:
         limit = limits.MAX_TAG_VALUE_LENGTH
         if len(value) > limit:
@@ -225,7 +226,7 @@ def output_path(run: Run, artifact_path: str) -> str:
     return path
 
 
-def artifact_store(*, caller: Caller, run: Run, path: str, stream: IO[bytes], declared: int | None) -> RunFile:
+def artifact_store(*, caller: Caller, run: Run, path: str, stream: uploads.Readable, declared: int | None) -> RunFile:
     """Store one uploaded file as `path` of the run's outputs (streamed to disk, bounded)."""
     caller.access.require(Action.WRITE)
     limit = max_artifact_bytes()

@@ -72,7 +72,7 @@ def _body(request: HttpRequest) -> dict[str, Any]:
     return body
 
 
-def _answer(call: Callable[[], Any]) -> HttpResponse:
+def _answer(call: Callable[[], Any]) -> HttpResponseBase:
     try:
         found = call()
     except MlflowError as error:
@@ -267,7 +267,7 @@ def _unknown(request: HttpRequest, endpoint: str) -> MlflowError:
 
 
 @csrf_exempt
-def tracking(request: HttpRequest, workspace_name: str, endpoint: str) -> HttpResponse:
+def tracking(request: HttpRequest, workspace_name: str, endpoint: str) -> HttpResponseBase:
     def call() -> Any:
         caller = caller_for(request, workspace_name)
         key = endpoint.strip("/")
@@ -305,7 +305,7 @@ def _run_and_rest(caller: Caller, artifact_path: str) -> tuple[Run, str]:
 
 
 @csrf_exempt
-def artifacts_list(request: HttpRequest, workspace_name: str) -> HttpResponse:
+def artifacts_list(request: HttpRequest, workspace_name: str) -> HttpResponseBase:
     def call() -> Any:
         caller = caller_for(request, workspace_name)
         if request.method != "GET":
@@ -325,7 +325,7 @@ def artifacts_list(request: HttpRequest, workspace_name: str) -> HttpResponse:
 
 
 @csrf_exempt
-def artifact(request: HttpRequest, workspace_name: str, artifact_path: str) -> HttpResponse:
+def artifact(request: HttpRequest, workspace_name: str, artifact_path: str) -> HttpResponseBase:
     def call() -> Any:
         caller = caller_for(request, workspace_name)
         run, rest = _run_and_rest(caller, artifact_path)

@@ -6,7 +6,8 @@ from datetime import datetime
 from typing import Any
 
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest
+from django.http.response import HttpResponseBase
 from ninja import Query, Router, Schema, Status
 
 from registry import exports, selectors, services
@@ -16,6 +17,7 @@ from runs import selectors as run_selectors
 from trainhub import uploads
 from trainhub.api import IN_RUN, RunCredential, access
 from trainhub.idempotency.services import answer_once
+from trainhub.workspaces.permissions import signed_in_user
 
 router = Router(tags=["models"])
 
@@ -170,9 +172,7 @@ def list_versions(
 
 
 @router.post("/{workspace_name}/models/{name}/versions", response={201: VersionOut}, auth=IN_RUN)
-def register_version(
-    request: HttpRequest, workspace_name: str, name: str, payload: RegisterIn
-) -> tuple[int, VersionOut]:
+def register_version(request: HttpRequest, workspace_name: str, name: str, payload: RegisterIn) -> Status[VersionOut]:
     member = access(request, workspace_name)
     from_run = payload.model_path is not None
     if from_run == (payload.files is not None):
@@ -185,9 +185,9 @@ def register_version(
             raise Http404(run_selectors.RUN_NOT_FOUND.format(run_id=run_id))
         run_id = credential.run.run_id
     run = run_selectors.run_get(member.workspace, run_id) if run_id else None
-    common = {
+    common: dict[str, Any] = {
         "access": member,
-        "user": request.user,
+        "user": signed_in_user(request),
         "model_name": name,
         "tags": payload.tags,
         "properties": payload.properties,
@@ -199,7 +199,7 @@ def register_version(
         raise ValidationError(SOURCE_CHOICE)
 
     def register() -> tuple[int, dict[str, Any]]:
-        if from_run:
+        if run is not None and payload.model_path is not None:  # from_run: run was checked above
             version = services.version_register_from_run(run=run, model_path=payload.model_path, **common)
         else:
             version = services.version_register_from_uploads(
@@ -246,20 +246,20 @@ def update_tags(request: HttpRequest, workspace_name: str, name: str, version: i
 
 
 @router.delete("/{workspace_name}/models/{name}/versions/{version}", response={204: None})
-def delete_version(request: HttpRequest, workspace_name: str, name: str, version: int) -> tuple[int, None]:
+def delete_version(request: HttpRequest, workspace_name: str, name: str, version: int) -> Status[None]:
     member = access(request, workspace_name)
     services.version_delete(access=member, version=selectors.version_get(member.workspace, name, version))
     return Status(204, None)
 
 
 @router.get("/{workspace_name}/models/{name}/versions/{version}/file", auth=IN_RUN)
-def download_file(request: HttpRequest, workspace_name: str, name: str, version: int, path: str) -> HttpResponse:
+def download_file(request: HttpRequest, workspace_name: str, name: str, version: int, path: str) -> HttpResponseBase:
     member = access(request, workspace_name)
     return file_download(request, selectors.file_get(selectors.version_get(member.workspace, name, version), path))
 
 
 @router.get("/{workspace_name}/models/{name}/versions/{version}/download", auth=IN_RUN)
-def download_version(request: HttpRequest, workspace_name: str, name: str, version: int) -> HttpResponse:
+def download_version(request: HttpRequest, workspace_name: str, name: str, version: int) -> HttpResponseBase:
     member = access(request, workspace_name)
     found = selectors.version_get(member.workspace, name, version)
     return version_download(request, found, list(selectors.files_of(found)))
@@ -275,7 +275,7 @@ def get_blob(request: HttpRequest, workspace_name: str, sha256: str) -> BlobOut:
 
 
 @router.put("/{workspace_name}/model-blobs/{sha256}", response={200: uploads.ProgressOut, 201: BlobOut}, auth=IN_RUN)
-def put_blob(request: HttpRequest, workspace_name: str, sha256: str) -> tuple[int, uploads.ProgressOut | BlobOut]:
+def put_blob(request: HttpRequest, workspace_name: str, sha256: str) -> Status[uploads.ProgressOut | BlobOut]:
     """A model file, whole or one `Content-Range` chunk at a time (resumable: trainhub/uploads.py)."""
     return uploads.put_answer(
         request,
@@ -290,11 +290,11 @@ def put_blob(request: HttpRequest, workspace_name: str, sha256: str) -> tuple[in
 @router.post("/{workspace_name}/models/{name}/versions/{version}/onnx-exports", response={201: ExportOut})
 def start_export(
     request: HttpRequest, workspace_name: str, name: str, version: int, payload: ExportIn
-) -> tuple[int, ExportOut]:
+) -> Status[ExportOut]:
     member = access(request, workspace_name)
     export = exports.onnx_export_start(
         access=member,
-        user=request.user,
+        user=signed_in_user(request),
         version=selectors.version_get(member.workspace, name, version),
         sample_input_shape=payload.sample_input_shape,
         opset=payload.opset,

@@ -7,7 +7,8 @@ from collections.abc import AsyncIterator, Iterable, Iterator
 import zipstream
 from asgiref.sync import sync_to_async
 from django.core.files.storage import default_storage
-from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import HttpRequest, StreamingHttpResponse
+from django.http.response import HttpResponseBase
 from django.utils.http import content_disposition_header
 
 from registry.models import ModelFile, ModelVersion
@@ -44,14 +45,14 @@ def zip_response(files: Iterable[ModelFile], *, filename: str) -> StreamingHttpR
     return response
 
 
-def version_download(request: HttpRequest, version: ModelVersion, files: list[ModelFile]) -> HttpResponse:
+def version_download(request: HttpRequest, version: ModelVersion, files: list[ModelFile]) -> HttpResponseBase:
     """A single-file version as itself (Range, checksum headers); a folder version as a zip."""
     if not version.is_folder and len(files) == 1:
         return file_download(request, files[0])
     return zip_response(files, filename=f"{version.model.name}-{version.version}.zip")
 
 
-def file_download(request: HttpRequest, model_file: ModelFile) -> HttpResponse:
+def file_download(request: HttpRequest, model_file: ModelFile) -> HttpResponseBase:
     return file_response(
         request,
         storage_name=model_file.storage_name,

@@ -17,7 +17,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.utils import timezone
@@ -141,7 +141,7 @@ def _compute_target(access: Access, version: ModelVersion, compute_target: str |
 def onnx_export_start(
     *,
     access: Access,
-    user: AbstractBaseUser | None,
+    user: User | None,
     version: ModelVersion,
     sample_input_shape: list[int],
     opset: int = DEFAULT_OPSET,

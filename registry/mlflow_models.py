@@ -88,7 +88,9 @@ def mlflow_model_of(version: ModelVersion) -> MlflowModel | None:
         return None
     if not isinstance(data, dict) or not isinstance(data.get("flavors"), dict):
         return None
-    signature = data.get("signature") if isinstance(data.get("signature"), dict) else {}
+    signature = data.get("signature")
+    if not isinstance(signature, dict):
+        signature = {}
     return MlflowModel(
         flavors=[_text(name) for name in list(data["flavors"])[:20]],
         mlflow_version=_text(data.get("mlflow_version")),

@@ -51,7 +51,7 @@ def recent_versions(workspace: Workspace, limit: int = 5) -> list[ModelVersion]:
 
 
 def latest_versions(models: list[Model]) -> dict[int, ModelVersion]:
-    wanted = [(m.pk, m.latest_version) for m in models if getattr(m, "latest_version", None)]
+    wanted = [(m.pk, number) for m in models if (number := getattr(m, "latest_version", None))]
     if not wanted:
         return {}
     condition = Q()

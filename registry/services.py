@@ -11,10 +11,10 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
-from typing import IO, Any
+from typing import Any
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.core.files.storage import default_storage
 from django.db import IntegrityError, transaction
@@ -117,7 +117,7 @@ def _lineage(run: Run | None) -> dict[str, Any]:
 def _create_version(
     *,
     access: Access,
-    user: AbstractBaseUser | None,
+    user: User | None,
     model_name: str,
     root: str,
     is_folder: bool,
@@ -156,7 +156,7 @@ def _create_version(
 def version_register_from_run(
     *,
     access: Access,
-    user: AbstractBaseUser | None,
+    user: User | None,
     run: Run,
     model_name: str,
     model_path: str,
@@ -239,7 +239,7 @@ def blob_receive(*, access: Access, sha256: str, chunk: uploads.Chunk) -> ModelB
     )
 
 
-def blob_store(*, access: Access, sha256: str, stream: IO[bytes]) -> ModelBlob:
+def blob_store(*, access: Access, sha256: str, stream: uploads.Readable) -> ModelBlob:
     """Store a model file the server reads itself (an ONNX export's result), checked, once."""
     access.require(Action.WRITE)
     return uploads.store_stream(
@@ -257,7 +257,12 @@ def _delete_blobs(blobs: QuerySet[ModelBlob]) -> int:
     orphans = list(blobs.select_for_update().filter(files__isnull=True))
     names = [blob.storage_name for blob in orphans]
     ModelBlob.objects.filter(pk__in=[blob.pk for blob in orphans]).delete()
-    transaction.on_commit(lambda: [default_storage.delete(name) for name in names])
+
+    def delete_files() -> None:
+        for name in names:
+            default_storage.delete(name)
+
+    transaction.on_commit(delete_files)
     return len(orphans)
 
 
@@ -272,7 +277,7 @@ def blob_sweep_unattached(now: datetime | None = None) -> int:
 def version_register_from_uploads(
     *,
     access: Access,
-    user: AbstractBaseUser | None,
+    user: User | None,
     model_name: str,
     root: str,
     is_folder: bool,

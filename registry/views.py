@@ -7,6 +7,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse
+from django.http.response import HttpResponseBase
 from django.shortcuts import redirect
 from django.views.decorators.http import require_POST
 
@@ -15,6 +16,7 @@ from registry.archives import file_download, version_download
 from registry.mlflow_models import mlflow_model_of
 from trainhub.workspaces import selectors as workspace_selectors
 from trainhub.workspaces.pages import workspace_page
+from trainhub.workspaces.permissions import signed_in_user
 
 BAD_SHAPE_TEXT = "Write the sample input shape as numbers separated by commas, e.g. 1, 3, 224, 224."
 
@@ -70,14 +72,14 @@ def version_detail(request: HttpRequest, workspace_name: str, name: str, version
 
 
 @login_required
-def version_download_view(request: HttpRequest, workspace_name: str, name: str, version: int) -> HttpResponse:
+def version_download_view(request: HttpRequest, workspace_name: str, name: str, version: int) -> HttpResponseBase:
     access = workspace_selectors.access_for(request.user, workspace_name)
     found = selectors.version_get(access.workspace, name, version)
     return version_download(request, found, list(selectors.files_of(found)))
 
 
 @login_required
-def version_file(request: HttpRequest, workspace_name: str, name: str, version: int) -> HttpResponse:
+def version_file(request: HttpRequest, workspace_name: str, name: str, version: int) -> HttpResponseBase:
     access = workspace_selectors.access_for(request.user, workspace_name)
     found = selectors.version_get(access.workspace, name, version)
     return file_download(request, selectors.file_get(found, request.GET.get("path", "")))
@@ -98,7 +100,7 @@ def version_export(request: HttpRequest, workspace_name: str, name: str, version
     try:
         export = exports.onnx_export_start(
             access=access,
-            user=request.user,
+            user=signed_in_user(request),
             version=found,
             sample_input_shape=shape,
             opset=opset,

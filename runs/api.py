@@ -13,6 +13,7 @@ from runs import selectors, services
 from runs.models import Run
 from trainhub import uploads
 from trainhub.api import IN_RUN, access
+from trainhub.workspaces.permissions import signed_in_user
 
 router = Router(tags=["runs"])
 
@@ -188,9 +189,7 @@ def get_snapshot(request: HttpRequest, workspace_name: str, sha256: str) -> Snap
 
 
 @router.put("/{workspace_name}/snapshots/{sha256}", response={200: uploads.ProgressOut, 201: SnapshotOut})
-def put_snapshot(
-    request: HttpRequest, workspace_name: str, sha256: str
-) -> tuple[int, uploads.ProgressOut | SnapshotOut]:
+def put_snapshot(request: HttpRequest, workspace_name: str, sha256: str) -> Status[uploads.ProgressOut | SnapshotOut]:
     """A snapshot, whole or one `Content-Range` chunk at a time (resumable: trainhub/uploads.py)."""
     return uploads.put_answer(
         request,
@@ -203,12 +202,12 @@ def put_snapshot(
 
 
 @router.post("/{workspace_name}/experiments/{experiment_name}/runs", response={201: RunOut})
-def submit_run(request: HttpRequest, workspace_name: str, experiment_name: str, payload: RunIn) -> tuple[int, RunOut]:
+def submit_run(request: HttpRequest, workspace_name: str, experiment_name: str, payload: RunIn) -> Status[RunOut]:
     member = access(request, workspace_name)
     environment = resolve_environment(member.workspace, payload.environment)
     run = services.run_submit(
         access=member,
-        user=request.user,
+        user=signed_in_user(request),
         experiment_name=experiment_name,
         snapshot_sha256=payload.snapshot,
         compute_target=payload.compute_target,

@@ -60,10 +60,12 @@ def snapshot_suffix(fileobj: IO[bytes]) -> str:
 def _zip_entries(fileobj: IO[bytes]) -> int:
     """How many members a zip's end record declares. ZipFile reads the whole central directory
     into memory as it opens: a zip of millions of empty members is refused before that."""
-    end = zipfile._EndRecData(fileobj)  # the end record (zip64 aware); zipfile has no public reader of it
+    # The end record (zip64 aware): zipfile has no public reader of it, and typeshed leaves out
+    # zipfile's private names.
+    end = zipfile._EndRecData(fileobj)  # type: ignore[attr-defined]
     if end is None:
         raise zipfile.BadZipFile("no end of central directory record")
-    return int(end[zipfile._ECD_ENTRIES_TOTAL])
+    return int(end[zipfile._ECD_ENTRIES_TOTAL])  # type: ignore[attr-defined]
 
 
 def list_snapshot(fileobj: IO[bytes], limit: int) -> list[list[Any]]:
@@ -233,7 +235,7 @@ def safe_join(root: Path, relative: str) -> Path:
 
 def walk_regular_files(root: Path) -> list[tuple[str, Path, bool]]:
     """(relative path, absolute path, is_symlink) of everything under root, links not followed."""
-    found = []
+    found: list[tuple[str, Path, bool]] = []
     if not root.is_dir() or root.is_symlink():
         return found
     for folder, dirnames, filenames in os.walk(root, followlinks=False):

@@ -157,8 +157,9 @@ class ContainerRelay:
         """The container's output to the agent until it ends, or until the agent hangs up."""
         assert helper.stdout is not None
         output = helper.stdout.fileno()
+        watched: list[int | socket.socket] = [output, connection]
         while True:
-            readable, _, _ = select.select([output, connection], [], [], 1)
+            readable, _, _ = select.select(watched, [], [], 1)
             if self.closed.is_set():
                 return
             if connection in readable and _hung_up(connection):

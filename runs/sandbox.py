@@ -390,7 +390,7 @@ def run_box(*, uid: int, workdir: Path, box_folder: Path, read_only: Iterable[Pa
         say(note)
         return None
     # mpirun starts its remote-launch agent (runs/mpi_agent.py) with the node's own Python.
-    wanted = [Path(p).absolute() for p in (*read_only, settings.BASE_DIR, sys.prefix, sys.base_prefix)]
+    wanted = [Path(p).absolute() for p in (*read_only, settings.BASE_DIR, Path(sys.prefix), Path(sys.base_prefix))]
     say(SANDBOXED if node_is_root() else f"{SANDBOXED} {SAME_UID}")
     return Box(
         uid=uid,

@@ -107,7 +107,8 @@ def log_chunks_after(run: Run, after: int, *, stream: str | None = None, max_lin
     )
     if stream:
         chunks = chunks.filter(stream=stream)
-    found, lines = [], 0
+    found: list[LogChunk] = []
+    lines = 0
     for chunk in chunks.iterator(chunk_size=50):
         found.append(chunk)
         lines += chunk.line_count

@@ -20,7 +20,7 @@ from functools import partial
 from typing import IO, Any
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.core.files.base import File
 from django.core.files.storage import default_storage
@@ -306,7 +306,7 @@ def _placement(distributed: dict[str, Any] | None) -> tuple[int, int]:
 def run_submit(
     *,
     access: Access,
-    user: AbstractBaseUser | None,
+    user: User | None,
     experiment_name: str,
     snapshot_sha256: str,
     compute_target: str,

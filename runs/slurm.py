@@ -127,7 +127,7 @@ def _quoted(part: str) -> str:
 def submit_queued_runs(cluster: ComputeCluster) -> list[int]:
     """Hand every queued run of the cluster to Slurm, in submission order; Slurm decides when and
     where each runs. Returns the ids of the runs submitted."""
-    submitted = []
+    submitted: list[int] = []
     while True:
         run_pk = _take_next(cluster.pk)
         if run_pk is None:

@@ -9,6 +9,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.http.response import HttpResponseBase
 from django.shortcuts import redirect
 from django.views.decorators.http import require_POST
 
@@ -134,7 +135,7 @@ def run_cancel(request: HttpRequest, workspace_name: str, run_id: str) -> HttpRe
 
 
 @login_required
-def run_file(request: HttpRequest, workspace_name: str, run_id: str) -> HttpResponse:
+def run_file(request: HttpRequest, workspace_name: str, run_id: str) -> HttpResponseBase:
     access = workspace_selectors.access_for(request.user, workspace_name)
     run = selectors.run_get(access.workspace, run_id)
     found = selectors.run_file_get(run, request.GET.get("path", ""))
@@ -166,7 +167,7 @@ async def _log_text(run_pk: int, stream: str | None) -> AsyncIterator[bytes]:
 
 
 @login_required
-def run_log_download(request: HttpRequest, workspace_name: str, run_id: str) -> HttpResponse:
+def run_log_download(request: HttpRequest, workspace_name: str, run_id: str) -> HttpResponseBase:
     access = workspace_selectors.access_for(request.user, workspace_name)
     run = selectors.run_get(access.workspace, run_id)
     stream = request.GET.get("stream") or None

@@ -15,6 +15,7 @@ from runs.api import RunIn, RunOut, resolve_environment, run_out
 from sweeps import selectors, services
 from sweeps.models import Sweep
 from trainhub.api import access
+from trainhub.workspaces.permissions import signed_in_user
 
 router = Router(tags=["sweeps"])
 
@@ -84,14 +85,12 @@ def sweep_out(sweep: Sweep) -> SweepOut:
 
 
 @router.post("/{workspace_name}/experiments/{experiment_name}/sweeps", response={201: SweepOut})
-def submit_sweep(
-    request: HttpRequest, workspace_name: str, experiment_name: str, payload: SweepIn
-) -> tuple[int, SweepOut]:
+def submit_sweep(request: HttpRequest, workspace_name: str, experiment_name: str, payload: SweepIn) -> Status[SweepOut]:
     member = access(request, workspace_name)
     given = payload.run
     sweep = services.sweep_submit(
         access=member,
-        user=request.user,
+        user=signed_in_user(request),
         experiment_name=experiment_name,
         spec=payload.sweep,
         run={

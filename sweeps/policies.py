@@ -89,9 +89,10 @@ def _stops(
 
 
 def _outside_slack(policy: dict[str, Any], value: float, best: float, maximize: bool) -> bool:
-    factor, amount = policy.get("slack_factor"), policy.get("slack_amount")
+    factor = policy.get("slack_factor")
     if factor is not None:
         limit = best / (1 + factor) if maximize else best * (1 + factor)
-    else:
+    else:  # a checked BanditPolicy carries exactly one of the two
+        amount = policy["slack_amount"]
         limit = best - amount if maximize else best + amount
     return value < limit if maximize else value > limit

@@ -32,7 +32,7 @@ def check_sampling(sampling: Any) -> dict[str, Any]:
     if not isinstance(sampling, dict) or sampling.get("type") not in SAMPLING_TYPES:
         raise ValidationError(BAD_SAMPLING)
     try:
-        checked = SAMPLING_TYPES[sampling["type"]](sampling.get("space"))
+        checked = SAMPLING_TYPES[sampling["type"]](sampling.get("space") or {})
     except UserErrorException as error:
         raise ValidationError(str(error)) from None
     seed = sampling.get("seed")

@@ -12,7 +12,7 @@ import threading
 from datetime import timedelta
 from typing import Any
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -67,6 +67,13 @@ def _check_policy(policy: Any) -> dict[str, Any]:
     return checked.to_json()
 
 
+def _count(value: Any, top: int, message: str) -> int:
+    """A whole number from 1 to `top`, or the SDK's message naming what was given."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= top:
+        raise ValidationError(message.format(given=value))
+    return value
+
+
 def check_spec(spec: Any) -> dict[str, Any]:
     """The sweep's settings as the SDK's HyperDriveConfig checks them, with the same messages."""
     if not isinstance(spec, dict):
@@ -81,19 +88,11 @@ def check_spec(spec: Any) -> dict[str, Any]:
     goal = spec.get("primary_metric_goal")
     if goal not in ("MAXIMIZE", "MINIMIZE"):
         raise ValidationError(sdk_config.BAD_GOAL.format(given=goal))
-    total, concurrent, minutes = (
-        spec.get(k) for k in ("max_total_runs", "max_concurrent_runs", "max_duration_minutes")
-    )
-    for value, top, message in (
-        (total, sdk_config.MAX_TOTAL_RUNS, sdk_config.BAD_TOTAL),
-        (concurrent, sdk_config.MAX_CONCURRENT_RUNS, sdk_config.BAD_CONCURRENT),
-    ):
-        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= top:
-            raise ValidationError(message.format(given=value))
-    if minutes is not None and (
-        isinstance(minutes, bool) or not isinstance(minutes, int) or not 1 <= minutes <= sdk_config.MAX_DURATION_MINUTES
-    ):
-        raise ValidationError(sdk_config.BAD_DURATION.format(given=minutes))
+    total = _count(spec.get("max_total_runs"), sdk_config.MAX_TOTAL_RUNS, sdk_config.BAD_TOTAL)
+    concurrent = _count(spec.get("max_concurrent_runs"), sdk_config.MAX_CONCURRENT_RUNS, sdk_config.BAD_CONCURRENT)
+    minutes = spec.get("max_duration_minutes")
+    if minutes is not None:
+        minutes = _count(minutes, sdk_config.MAX_DURATION_MINUTES, sdk_config.BAD_DURATION)
     if checked_sampling["type"] == "grid":
         total = min(total, sampling.grid_size(checked_sampling))
     return {
@@ -107,9 +106,7 @@ def check_spec(spec: Any) -> dict[str, Any]:
     }
 
 
-def sweep_submit(
-    *, access: Access, user: AbstractBaseUser | None, experiment_name: str, spec: Any, run: dict[str, Any]
-) -> Sweep:
+def sweep_submit(*, access: Access, user: User | None, experiment_name: str, spec: Any, run: dict[str, Any]) -> Sweep:
     """A sweep's parent run and its first children. `run` holds run_submit's arguments (checked
     there exactly as a run's), which every child repeats with its own hyperparameters appended."""
     access.require(Action.WRITE)
@@ -196,10 +193,10 @@ def _apply_policy(sweep: Sweep) -> None:
 
 
 def _apply_time_limit(sweep: Sweep) -> None:
-    minutes = sweep.max_duration_minutes
-    if minutes is None or sweep.end_reason:
+    minutes, started = sweep.max_duration_minutes, sweep.parent.started_at
+    if minutes is None or started is None or sweep.end_reason:
         return
-    if timezone.now() - sweep.parent.started_at < timedelta(minutes=minutes):
+    if timezone.now() - started < timedelta(minutes=minutes):
         return
     if Sweep.objects.filter(pk=sweep.pk, end_reason="").update(end_reason=DURATION_REACHED.format(minutes=minutes)):
         sweep.refresh_from_db(fields=["end_reason"])

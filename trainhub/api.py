@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -88,7 +89,7 @@ class TokenAuth(HttpBearer):
     def _in_grace(self, run: Any) -> bool:
         if run.ended_at is None or not self.ended_grace_seconds:
             return False
-        return run.ended_at >= timezone.now() - timezone.timedelta(seconds=self.ended_grace_seconds)
+        return run.ended_at >= timezone.now() - timedelta(seconds=self.ended_grace_seconds)
 
 
 class SessionAuth(APIKeyCookie):

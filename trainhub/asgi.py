@@ -12,12 +12,12 @@ from trainhub.ops.flow_control import ResponseFlowControl, WideASGIHandler  # no
 
 # Streamed downloads go out in big messages and wait for the socket to drain instead of piling up
 # in memory.
-django_asgi_app = ResponseFlowControl(WideASGIHandler())
+django_app = ResponseFlowControl(WideASGIHandler())
 
 from endpoints.proxy import ScoringProxy  # noqa: E402
 
 # Endpoints' scoring URL is answered before Django: it only checks a key and passes bytes on.
-django_asgi_app = ScoringProxy(django_asgi_app)
+http_app = ScoringProxy(django_app)
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
@@ -27,7 +27,7 @@ from trainhub.routing import websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
-        "http": django_asgi_app,
+        "http": http_app,
         "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }
 )

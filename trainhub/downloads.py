@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from asgiref.sync import sync_to_async
 from django.core.files.storage import default_storage
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http.response import HttpResponseBase
 from django.utils.http import content_disposition_header
 
 CHUNK = 4 * 1024 * 1024
@@ -37,7 +38,7 @@ def file_response(
     size: int,
     sha256: str | None = None,
     content_type: str = "application/octet-stream",
-) -> HttpResponse:
+) -> HttpResponseBase:
     start, end = 0, size - 1
     status = 200
     header = request.headers.get("Range", "")

@@ -46,7 +46,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, Any, Protocol, TypeVar
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -86,6 +86,12 @@ class Kind:
     too_large: str = TOO_LARGE
 
 
+class Readable(Protocol):
+    """What an upload's bytes are read from: a request's body, a file, a member of an archive."""
+
+    def read(self, size: int, /) -> bytes: ...
+
+
 @dataclass(frozen=True)
 class Chunk:
     """One request of an upload: bytes [start, end] of `total`, or a probe (start is None)."""
@@ -93,7 +99,7 @@ class Chunk:
     start: int | None
     end: int | None
     total: int
-    body: IO[bytes]
+    body: Readable
 
     @property
     def length(self) -> int:
@@ -151,8 +157,14 @@ def chunk_from_request(request: HttpRequest, kind: Kind) -> Chunk:
 
 
 def put_answer(
-    request: HttpRequest, access: Any, sha256: str, *, kind: Kind, receive: Callable[..., Any], out: type[Schema]
-) -> tuple[int, Any]:
+    request: HttpRequest,
+    access: Any,
+    sha256: str,
+    *,
+    kind: Kind,
+    receive: Callable[..., Any],
+    out: Callable[..., Schema],
+) -> Status[Any]:
     """The PUT endpoint of one kind of upload: a writer's chunk goes to `receive`; the answer is
     200 with the progress while the file is incomplete, 201 with `out` once it is stored."""
     from trainhub.workspaces.permissions import Action
@@ -168,7 +180,7 @@ def _whole_body(request: HttpRequest, kind: Kind) -> Chunk:
     """A file sent whole in one request (a small file, a plain client). Without a Content-Length
     (chunked transfer encoding) it is read, up to one chunk more than allowed, to learn its size."""
     declared = request.headers.get("Content-Length", "")
-    body: IO[bytes] = request
+    body: Readable = request
     if declared.isdigit():
         size = int(declared)
     else:
@@ -312,7 +324,7 @@ def receive(
             received = os.fstat(handle.fileno()).st_size
             if received == 0:
                 sweep_stale()
-            if chunk.start is not None and chunk.start <= received <= chunk.end:
+            if chunk.start is not None and chunk.end is not None and chunk.start <= received <= chunk.end:
                 received = _append(handle, chunk, received)
             if received < chunk.total:
                 return Progress(received=received, size=chunk.total)
@@ -324,7 +336,7 @@ def store_stream(
     workspace: Any,
     kind: Kind,
     sha256: str,
-    stream: IO[bytes],
+    stream: Readable,
     existing: Callable[[], T | None],
     commit: Callable[[StagedFile], T],
 ) -> T:
@@ -374,12 +386,12 @@ def save_blob(model: type[B], folder: str, workspace: Any, sha256: str, staged: 
     stored = default_storage.save(f"{folder}/{sha256}-{secrets.token_hex(6)}", staged)
     try:
         with transaction.atomic():
-            row = model.objects.create(
+            row = model._default_manager.create(
                 workspace=workspace, sha256=sha256, size=default_storage.size(stored), storage_name=stored
             )
     except IntegrityError:
         default_storage.delete(stored)
-        return model.objects.get(workspace=workspace, sha256=sha256), False
+        return model._default_manager.get(workspace=workspace, sha256=sha256), False
     return row, True
 
 

@@ -1,3 +1,5 @@
+from typing import Any
+
 from django import forms
 from django.contrib import admin
 
@@ -20,8 +22,9 @@ class ComputeClusterAdminForm(forms.ModelForm):
             "created_by",
         ]
 
-    def clean(self):
-        data = super().clean()
+    def clean(self) -> dict[str, Any]:
+        super().clean()
+        data = self.cleaned_data
         # The same checks as an attach through the API or the portal: Slurm must know the partition.
         if data.get("provisioner") == Provisioner.SLURM:
             services.check_slurm_partition(data.get("name", ""), data.get("slurm_partition", ""))

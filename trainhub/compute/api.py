@@ -10,6 +10,7 @@ from ninja import Router, Schema, Status
 from trainhub.api import access
 from trainhub.compute import catalog, selectors, services
 from trainhub.compute.models import ComputeCluster
+from trainhub.workspaces.permissions import signed_in_user
 
 router = Router(tags=["compute"])
 catalog_router = Router(tags=["compute"])
@@ -154,9 +155,9 @@ def get_cluster(request: HttpRequest, workspace_name: str, name: str) -> Cluster
 
 
 @router.post("/{workspace_name}/computes", response={201: ClusterOut})
-def create_cluster(request: HttpRequest, workspace_name: str, payload: ClusterIn) -> tuple[int, ClusterOut]:
+def create_cluster(request: HttpRequest, workspace_name: str, payload: ClusterIn) -> Status[ClusterOut]:
     member = access(request, workspace_name)
-    cluster = services.cluster_create(access=member, user=request.user, **payload.dict())
+    cluster = services.cluster_create(access=member, user=signed_in_user(request), **payload.dict())
     return Status(201, _out(cluster))
 
 
@@ -168,7 +169,7 @@ def update_cluster(request: HttpRequest, workspace_name: str, name: str, payload
 
 
 @router.delete("/{workspace_name}/computes/{name}", response={204: None})
-def delete_cluster(request: HttpRequest, workspace_name: str, name: str) -> tuple[int, None]:
+def delete_cluster(request: HttpRequest, workspace_name: str, name: str) -> Status[None]:
     member = access(request, workspace_name)
     services.cluster_delete(access=member, cluster=selectors.cluster_get(member.workspace, name))
     return Status(204, None)

@@ -6,7 +6,7 @@ import os
 import secrets
 import socket
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -43,7 +43,7 @@ def _alive_key(node_id: int) -> str:
 def cluster_create(
     *,
     access: Access,
-    user: AbstractBaseUser | None,
+    user: User | None,
     name: str,
     vm_size: str,
     min_nodes: int = 0,

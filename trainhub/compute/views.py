@@ -13,6 +13,7 @@ from trainhub.compute.forms import ClusterForm
 from trainhub.forms import add_service_errors
 from trainhub.workspaces import selectors as workspace_selectors
 from trainhub.workspaces.pages import workspace_page
+from trainhub.workspaces.permissions import signed_in_user
 
 
 @login_required
@@ -22,7 +23,7 @@ def cluster_list(request: HttpRequest, workspace_name: str) -> HttpResponse:
     if request.method == "POST":
         if form.is_valid():
             try:
-                cluster = services.cluster_create(access=access, user=request.user, **form.cleaned_data)
+                cluster = services.cluster_create(access=access, user=signed_in_user(request), **form.cleaned_data)
             except ValidationError as error:
                 add_service_errors(form, error)
             else:

@@ -11,6 +11,7 @@ from django.http import HttpRequest
 from trainhub.environments import services
 from trainhub.environments.forms import CuratedEnvironmentForm, WorkspaceEnvironmentForm
 from trainhub.environments.models import Environment, EnvironmentBuild, EnvironmentVersion
+from trainhub.workspaces.permissions import signed_in_user
 
 
 class KindFilter(admin.SimpleListFilter):
@@ -30,8 +31,7 @@ class KindFilter(admin.SimpleListFilter):
 
 class VersionInline(admin.TabularInline):
     model = EnvironmentVersion
-    fields = ["version", "spec", "spec_hash", "created_at", "created_by"]
-    readonly_fields = fields
+    fields = readonly_fields = ("version", "spec", "spec_hash", "created_at", "created_by")
     extra = 0
     can_delete = False
     show_change_link = False
@@ -78,7 +78,7 @@ class EnvironmentAdmin(admin.ModelAdmin):
             obj.save(update_fields=["description", "deprecated"])
             return
         registration = services.curated_environment_save(
-            user=request.user,
+            user=signed_in_user(request),
             name=form.cleaned_data["name"],
             spec=form.cleaned_data["spec"],
             description=form.cleaned_data.get("description", ""),
@@ -99,7 +99,7 @@ class EnvironmentAdmin(admin.ModelAdmin):
         for environment in queryset:
             latest = environment.versions.order_by("-version").first()
             if latest is not None:
-                services.build_enqueue(user=request.user, version=latest)
+                services.build_enqueue(user=signed_in_user(request), version=latest)
                 count += 1
         self.message_user(
             request,
@@ -109,12 +109,12 @@ class EnvironmentAdmin(admin.ModelAdmin):
     @admin.action(description="Mark deprecated")
     def mark_deprecated(self, request: HttpRequest, queryset: QuerySet[Environment]) -> None:
         for environment in queryset:
-            services.environment_set_deprecated(user=request.user, environment=environment, deprecated=True)
+            services.environment_set_deprecated(user=signed_in_user(request), environment=environment, deprecated=True)
 
     @admin.action(description="Mark not deprecated")
     def mark_not_deprecated(self, request: HttpRequest, queryset: QuerySet[Environment]) -> None:
         for environment in queryset:
-            services.environment_set_deprecated(user=request.user, environment=environment, deprecated=False)
+            services.environment_set_deprecated(user=signed_in_user(request), environment=environment, deprecated=False)
 
 
 @admin.register(EnvironmentBuild)

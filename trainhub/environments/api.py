@@ -11,7 +11,7 @@ from ninja import Router, Schema
 from trainhub.api import access, api
 from trainhub.environments import selectors, services
 from trainhub.environments.models import EnvironmentVersion
-from trainhub.workspaces.permissions import Action
+from trainhub.workspaces.permissions import Action, signed_in_user
 
 router = Router(tags=["environments"])
 
@@ -76,7 +76,7 @@ def register_environment(request: HttpRequest, workspace_name: str, payload: Env
     member.require(Action.WRITE)
     registration = services.environment_register(
         access=member,
-        user=request.user,
+        user=signed_in_user(request),
         name=payload.name,
         spec=payload.spec,
         description=payload.description,
@@ -107,6 +107,6 @@ def clone_environment(request: HttpRequest, workspace_name: str, name: str, payl
     member.require(Action.WRITE)
     source = selectors.version_get(selectors.environment_get(member.workspace, name), payload.version)
     registration = services.environment_clone(
-        access=member, user=request.user, source=source, new_name=payload.new_name
+        access=member, user=signed_in_user(request), source=source, new_name=payload.new_name
     )
     return _respond(request, registration, workspace_name)

@@ -847,7 +847,7 @@ class CacheEntry:
 
 def cache_entries(cache_dir: Path) -> list[CacheEntry]:
     """The finished environments in a cache, least recently used first."""
-    entries = []
+    entries: list[CacheEntry] = []
     if not Path(cache_dir).is_dir():
         return entries
     for root in Path(cache_dir).iterdir():

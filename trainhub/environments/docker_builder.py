@@ -183,7 +183,8 @@ def record_image_use(cache_dir: Path, digest: str) -> None:
 def image_keep_policy() -> tuple[float, int]:
     """(days, count): this site keeps its images used within the last `days`, and its `count`
     most recently used ones whenever they were used."""
-    days, count = DEFAULT_IMAGE_KEEP_DAYS, DEFAULT_IMAGE_KEEP_COUNT
+    days: float = DEFAULT_IMAGE_KEEP_DAYS
+    count = DEFAULT_IMAGE_KEEP_COUNT
     try:
         from django.conf import settings
 

@@ -84,7 +84,8 @@ class CuratedEnvironmentForm(forms.ModelForm):
         return name
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data
         variables = {}
         for line in _lines(data.get("environment_variables", "")):
             name, sep, value = line.partition("=")

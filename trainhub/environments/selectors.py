@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypedDict
 
 from django.db.models import Max, Q, QuerySet
 from django.http import Http404
@@ -12,6 +12,8 @@ from trainhub.environments.models import Environment, EnvironmentBuild, Environm
 from trainhub.workspaces.models import Workspace
 
 if TYPE_CHECKING:
+    from django_stubs_ext import WithAnnotations
+
     from runs.services import EnvironmentChoice
 
 ENVIRONMENT_NOT_FOUND = "No environment named {name!r} in workspace {workspace!r} or among the curated environments."
@@ -19,7 +21,11 @@ VERSION_NOT_FOUND = "Environment {name!r} has no version {version} (its latest i
 MAX_BUILDS_SHOWN = 50
 
 
-def visible_environments(workspace: Workspace) -> QuerySet[Environment]:
+class _LatestVersion(TypedDict):
+    latest_version: int | None
+
+
+def visible_environments(workspace: Workspace) -> QuerySet[WithAnnotations[Environment, _LatestVersion]]:
     """Curated environments first, then the workspace's own, each by name."""
     return (
         Environment.objects.filter(Q(workspace__isnull=True) | Q(workspace=workspace))
@@ -31,7 +37,7 @@ def visible_environments(workspace: Workspace) -> QuerySet[Environment]:
 
 def environment_get(workspace: Workspace, name: str) -> Environment:
     # Curated names carry the reserved prefix, so a curated and a workspace name never collide.
-    environment = visible_environments(workspace).filter(name=name).first()
+    environment: Environment | None = visible_environments(workspace).filter(name=name).first()
     if environment is None:
         environment = curated_for_azure_name(workspace, name)
     if environment is None:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import django_rq
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -73,7 +73,7 @@ def _normalised(spec: dict[str, Any] | None) -> dict[str, Any]:
         raise ValidationError({"spec": str(error)}) from None
 
 
-def _add_version(environment: Environment, spec: dict[str, Any], user: AbstractBaseUser | None) -> Registration:
+def _add_version(environment: Environment, spec: dict[str, Any], user: User | None) -> Registration:
     """The next version of `environment` with `spec`, unless its latest has exactly that spec."""
     locked = Environment.objects.select_for_update().get(pk=environment.pk)
     digest = spec_hash(spec)
@@ -91,7 +91,7 @@ def _add_version(environment: Environment, spec: dict[str, Any], user: AbstractB
     return Registration(version, created=True)
 
 
-def _environment_for(*, workspace, name: str, user: AbstractBaseUser | None, description: str) -> Environment:
+def _environment_for(*, workspace, name: str, user: User | None, description: str) -> Environment:
     environment = Environment.objects.filter(workspace=workspace, name=name).first()
     if environment is not None:
         return environment
@@ -114,7 +114,7 @@ def _environment_for(*, workspace, name: str, user: AbstractBaseUser | None, des
 def environment_register(
     *,
     access: Access,
-    user: AbstractBaseUser,
+    user: User,
     name: str,
     spec: dict[str, Any],
     description: str = "",
@@ -133,9 +133,7 @@ def environment_register(
 
 
 @transaction.atomic
-def environment_clone(
-    *, access: Access, user: AbstractBaseUser, source: EnvironmentVersion, new_name: str
-) -> Registration:
+def environment_clone(*, access: Access, user: User, source: EnvironmentVersion, new_name: str) -> Registration:
     """A workspace environment `new_name` whose next version has the spec of `source`."""
     return environment_register(
         access=access,
@@ -146,7 +144,7 @@ def environment_clone(
     )
 
 
-def _require_staff(user: AbstractBaseUser | None) -> None:
+def _require_staff(user: User | None) -> None:
     if user is None or not user.is_authenticated or not getattr(user, "is_staff", False):
         raise PermissionDenied(CURATED_STAFF_ONLY)
 
@@ -154,7 +152,7 @@ def _require_staff(user: AbstractBaseUser | None) -> None:
 @transaction.atomic
 def curated_environment_save(
     *,
-    user: AbstractBaseUser,
+    user: User,
     name: str,
     spec: dict[str, Any],
     description: str = "",
@@ -207,7 +205,7 @@ def curated_answers_to_set(*, environment: Environment, names: list[str]) -> Non
 
 def _curated_save(
     *,
-    user: AbstractBaseUser | None,
+    user: User | None,
     name: str,
     spec: dict[str, Any],
     description: str,
@@ -242,7 +240,7 @@ def _curated_save(
 
 
 @transaction.atomic
-def environment_set_deprecated(*, user: AbstractBaseUser, environment: Environment, deprecated: bool) -> None:
+def environment_set_deprecated(*, user: User, environment: Environment, deprecated: bool) -> None:
     _require_staff(user)
     Environment.objects.filter(pk=environment.pk).update(deprecated=deprecated)
     environment.deprecated = deprecated
@@ -377,7 +375,7 @@ def _build_recorded(
     return built
 
 
-def build_enqueue(*, user: AbstractBaseUser, version: EnvironmentVersion) -> None:
+def build_enqueue(*, user: User, version: EnvironmentVersion) -> None:
     """Build `version` on the server's worker (the admin's "build now") once the request commits."""
     _require_staff(user)
     transaction.on_commit(lambda: django_rq.get_queue("default").enqueue(BUILD_JOB, version.pk))

@@ -15,6 +15,7 @@ from trainhub.environments.forms import CloneForm
 from trainhub.environments.spec import normalise_spec, to_conda_yaml
 from trainhub.workspaces import selectors as workspace_selectors
 from trainhub.workspaces.pages import workspace_page
+from trainhub.workspaces.permissions import signed_in_user
 
 
 @login_required
@@ -65,7 +66,7 @@ def environment_clone(request: HttpRequest, workspace_name: str, name: str) -> H
         try:
             registration = services.environment_clone(
                 access=access,
-                user=request.user,
+                user=signed_in_user(request),
                 source=source,
                 new_name=form.cleaned_data["new_name"],
             )

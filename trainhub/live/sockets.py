@@ -8,6 +8,7 @@ import logging
 from importlib import import_module
 from typing import Any
 
+from asgiref.typing import WebSocketConnectEvent
 from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
@@ -95,7 +96,7 @@ class LiveSocket(AsyncJsonWebsocketConsumer):
     "log.lines", …); its `connect` calls `open_for_member` first.
     """
 
-    channel_layer_alias = None  # see trainhub.live.hub
+    channel_layer_alias = None  # type: ignore[assignment]  # see trainhub.live.hub; channels takes None, its stubs a str only
 
     group: str | None = None
     members: str | None = None
@@ -143,7 +144,7 @@ class LiveSocket(AsyncJsonWebsocketConsumer):
         await self.accept()
         return thing
 
-    async def websocket_connect(self, message: dict[str, Any]) -> None:
+    async def websocket_connect(self, message: WebSocketConnectEvent) -> None:
         # Live events wait in the inbox until connect() (access, replay) is done, as a channel
         # layer's did: the replay comes first, then what was published since the join.
         await super().websocket_connect(message)
@@ -197,7 +198,8 @@ class LiveSocket(AsyncJsonWebsocketConsumer):
         """The close code an access event means for this socket, or None when it is about another."""
         kind = event["type"]
         if kind == "member.removed":
-            return REMOVED_CLOSE_CODE if event["user_id"] == self.scope["user"].pk else None
+            user = self.scope["user"]
+            return REMOVED_CLOSE_CODE if user is not None and event["user_id"] == user.pk else None
         if kind == "session.ended":
             return SIGNED_OUT_CLOSE_CODE if event["session_key"] == self.scope["session"].session_key else None
         return SIGNED_OUT_CLOSE_CODE  # password.changed, heard in this user's own group only

@@ -124,7 +124,7 @@ def list_runs(args: argparse.Namespace) -> int:
     from trainhub.sdk.experiment import Experiment
 
     runs = [
-        run._details
+        run._details or run._refresh()
         for experiment in Experiment.list(workspace_from(args), experiment_name=args.experiment)
         for run in experiment.get_runs(status=args.status)
     ]

@@ -20,7 +20,7 @@ import io
 import os
 import re
 import sys
-from typing import Any
+from typing import Any, TextIO
 
 # A line of a rank: TAG, the rank, TAG, the text. Its announcement is a line whose text starts with
 # ANNOUNCE. Control characters no program prints at the start of a line.
@@ -39,7 +39,7 @@ SITECUSTOMIZE = (
 )
 
 
-def _line_buffered(stream: io.TextIOWrapper) -> io.TextIOWrapper:
+def _line_buffered(stream: TextIO) -> TextIO:
     if not isinstance(stream, io.TextIOWrapper):
         return stream
     binary = stream.buffer

@@ -3,6 +3,7 @@ partition of an existing Slurm cluster, attached as the cloud SDK attaches exist
 
 from __future__ import annotations
 
+import builtins
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -139,7 +140,7 @@ class ComputeTarget:
     def status(self) -> AmlComputeStatus:
         return self.get_status()
 
-    def list_nodes(self) -> list[dict[str, Any]]:
+    def list_nodes(self) -> builtins.list[dict[str, Any]]:
         """The cluster's live nodes: name, hostname, address, state, CPUs, GPUs, the run on it."""
         self.refresh_state()
         return [dict(node) for node in self._details["nodes"]]

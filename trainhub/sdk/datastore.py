@@ -3,6 +3,7 @@ and handed to runs: `ds.path('fowl').as_mount()`, `.as_download()`, or the datas
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import io
 import os
@@ -145,7 +146,7 @@ class Datastore(DataInput):
 
     # ------------------------------------------------------------ files
 
-    def list_files(self, prefix: str = "") -> list[dict[str, Any]]:
+    def list_files(self, prefix: str = "") -> builtins.list[dict[str, Any]]:
         return self.workspace._store.list_datastore_files(self.name, prefix)
 
     def download(
@@ -193,7 +194,7 @@ class Datastore(DataInput):
 
     def upload_files(
         self,
-        files: list[str | os.PathLike[str]],
+        files: builtins.list[str | os.PathLike[str]],
         relative_root: str | None = None,
         target_path: str | None = None,
         overwrite: bool = False,
@@ -213,7 +214,7 @@ class Datastore(DataInput):
         self._upload(pairs, overwrite, show_progress)
         return self.path(target_path)
 
-    def _upload(self, files: list[tuple[str, Path]], overwrite: bool, show_progress: bool) -> None:
+    def _upload(self, files: builtins.list[tuple[str, Path]], overwrite: bool, show_progress: bool) -> None:
         counts: dict[str, int] = {}
         for start in range(0, len(files), FILES_PER_REQUEST):
             batch = {remote: (local, _sha256_of(local)) for remote, local in files[start : start + FILES_PER_REQUEST]}
@@ -237,7 +238,7 @@ class Datastore(DataInput):
         )
         return {item["path"]: item["outcome"] for item in answer}
 
-    def _send_contents(self, contents: list[tuple[Path, str]], show_progress: bool) -> None:
+    def _send_contents(self, contents: builtins.list[tuple[Path, str]], show_progress: bool) -> None:
         """Upload each distinct content the server lacks, a few requests at a time: small files
         packed together in batches, large ones alone and resumably."""
         unique = dict((sha, local) for local, sha in contents)
@@ -263,7 +264,7 @@ class Datastore(DataInput):
             if bar is not None:
                 bar.close()
 
-    def _send_batch(self, batch: list[tuple[str, Path]], bar: Any) -> None:
+    def _send_batch(self, batch: builtins.list[tuple[str, Path]], bar: Any) -> None:
         body = io.BytesIO()
         with tarfile.open(fileobj=body, mode="w") as archive:
             for sha, local in batch:

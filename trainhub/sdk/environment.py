@@ -60,7 +60,8 @@ def _package_name(entry: str) -> str:
 def _without_azureml(packages: list[str], where: str) -> list[str]:
     """The pip packages but the cloud SDK's own (azureml-defaults, azureml-core, …), each left out
     with a warning: a TrainHub run already has the in-run SDK."""
-    kept, dropped = [], []
+    kept: list[str] = []
+    dropped: list[str] = []
     for package in packages:
         (dropped if _package_name(package).startswith(AZUREML_PACKAGE_PREFIX) else kept).append(package)
     if dropped:

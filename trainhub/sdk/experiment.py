@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+import builtins
+from typing import TYPE_CHECKING, Any
 
 from trainhub.sdk import exceptions
 from trainhub.sdk._snapshot import pack_source_directory
 from trainhub.sdk._uploads import progress_bar
+
+if TYPE_CHECKING:
+    from trainhub.sdk.run import Run
 
 
 class Experiment:
@@ -46,7 +50,7 @@ class Experiment:
         found = workspace._store.list_experiments()
         return [Experiment(workspace, e["name"]) for e in found if experiment_name in (None, e["name"])]
 
-    def get_runs(self, status: str | None = None) -> list:
+    def get_runs(self, status: str | None = None) -> builtins.list[Run]:
         from trainhub.sdk.run import Run
 
         found = self.workspace._store.list_runs(self.name, status)

@@ -3,6 +3,7 @@ tags, delete, and export to ONNX (done by a job on a node, never on this machine
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import os
 import time
@@ -217,7 +218,7 @@ class Model:
     def deploy(
         workspace: Any,
         name: str,
-        models: list[Model],
+        models: builtins.list[Model],
         inference_config: InferenceConfig | None = None,
         deployment_config: dict[str, Any] | None = None,
         deployment_target: Any = None,
@@ -317,7 +318,7 @@ class Model:
 
     def export_onnx(
         self,
-        sample_input_shape: list[int] | tuple[int, ...],
+        sample_input_shape: builtins.list[int] | tuple[int, ...],
         opset: int = 17,
         compute_target: Any = None,
         tolerance: float | None = None,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.contrib.auth.models import AnonymousUser, User
 from django.db.models import QuerySet
 from django.http import Http404
 
@@ -20,17 +20,17 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def workspaces_for_user(user: AbstractBaseUser | AnonymousUser) -> QuerySet[Workspace]:
+def workspaces_for_user(user: User | AnonymousUser) -> QuerySet[Workspace]:
     if not user.is_authenticated:
         return Workspace.objects.none()
     return Workspace.objects.filter(memberships__user=user).order_by("name")
 
 
-def memberships_for_user(user: AbstractBaseUser) -> QuerySet[Membership]:
+def memberships_for_user(user: User) -> QuerySet[Membership]:
     return Membership.objects.filter(user=user).select_related("workspace").order_by("workspace__name")
 
 
-def access_for(user: AbstractBaseUser | AnonymousUser, workspace_name: str) -> Access:
+def access_for(user: User | AnonymousUser, workspace_name: str) -> Access:
     """The user's access to the named workspace, or 404 when they are not a member of it."""
     if not user.is_authenticated:
         raise Http404(WORKSPACE_NOT_FOUND.format(name=workspace_name))
@@ -52,7 +52,7 @@ def resource_group(workspace: Workspace) -> str:
     return ", ".join(owners)
 
 
-def tokens_of(*, workspace: Workspace, user: AbstractBaseUser) -> QuerySet[ApiToken]:
+def tokens_of(*, workspace: Workspace, user: User) -> QuerySet[ApiToken]:
     return ApiToken.objects.filter(workspace=workspace, user=user).order_by("-created_at")
 
 

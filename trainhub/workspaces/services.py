@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -35,7 +35,7 @@ class IssuedToken:
 
 
 @transaction.atomic
-def workspace_create(*, name: str, user: AbstractBaseUser, description: str = "") -> Workspace:
+def workspace_create(*, name: str, user: User, description: str = "") -> Workspace:
     workspace = Workspace(name=name, description=description, created_by=user)
     workspace.full_clean(validate_unique=False)
     if Workspace.objects.filter(name__iexact=name).exists():
@@ -103,7 +103,7 @@ def _ensure_another_owner(membership: Membership) -> None:
         raise ValidationError(LAST_OWNER)
 
 
-def token_create(*, access: Access, user: AbstractBaseUser, name: str) -> IssuedToken:
+def token_create(*, access: Access, user: User, name: str) -> IssuedToken:
     """Any member may make tokens for themselves; a token acts with its owner's role."""
     name = name.strip()
     if not name:

@@ -16,8 +16,9 @@ from django.views.decorators.http import require_POST
 from trainhub.forms import add_service_errors
 from trainhub.workspaces import selectors, services
 from trainhub.workspaces.forms import ConfigForm, MemberForm, RoleForm, TokenForm, WorkspaceForm
+from trainhub.workspaces.models import Role
 from trainhub.workspaces.pages import workspace_page
-from trainhub.workspaces.permissions import Access
+from trainhub.workspaces.permissions import Access, signed_in_user
 
 
 def server_url(request: HttpRequest) -> str:
@@ -32,14 +33,14 @@ def workspace_list(request: HttpRequest) -> HttpResponse:
             workspace = services.workspace_create(
                 name=form.cleaned_data["name"],
                 description=form.cleaned_data["description"],
-                user=request.user,
+                user=signed_in_user(request),
             )
         except ValidationError as error:
             add_service_errors(form, error)
         else:
             messages.success(request, f"Workspace {workspace.name} created.")
             return redirect("workspaces:detail", workspace_name=workspace.name)
-    memberships = selectors.memberships_for_user(request.user)
+    memberships = selectors.memberships_for_user(signed_in_user(request))
     return render(request, "workspaces/list.html", {"memberships": memberships, "form": form})
 
 
@@ -81,7 +82,7 @@ def member_list(request: HttpRequest, workspace_name: str) -> HttpResponse:
         "members",
         members=selectors.members_of(access.workspace),
         form=form,
-        role_choices=RoleForm.base_fields["role"].choices,
+        role_choices=Role.choices,
     )
 
 
@@ -126,7 +127,7 @@ def token_list(request: HttpRequest, workspace_name: str) -> HttpResponse:
     issued = None
     if request.method == "POST" and form.is_valid():
         try:
-            issued = services.token_create(access=access, user=request.user, name=form.cleaned_data["name"])
+            issued = services.token_create(access=access, user=signed_in_user(request), name=form.cleaned_data["name"])
         except ValidationError as error:
             add_service_errors(form, error)
         else:
@@ -136,7 +137,7 @@ def token_list(request: HttpRequest, workspace_name: str) -> HttpResponse:
         access,
         "workspaces/tokens.html",
         "tokens",
-        tokens=selectors.tokens_of(workspace=access.workspace, user=request.user),
+        tokens=selectors.tokens_of(workspace=access.workspace, user=signed_in_user(request)),
         issued=issued,
         form=form,
     )
@@ -146,7 +147,9 @@ def token_list(request: HttpRequest, workspace_name: str) -> HttpResponse:
 @require_POST
 def token_revoke(request: HttpRequest, workspace_name: str, token_id: int) -> HttpResponse:
     access = selectors.access_for(request.user, workspace_name)
-    token = get_object_or_404(selectors.tokens_of(workspace=access.workspace, user=request.user), pk=token_id)
+    token = get_object_or_404(
+        selectors.tokens_of(workspace=access.workspace, user=signed_in_user(request)), pk=token_id
+    )
     services.token_revoke(token=token)
     messages.success(request, f"Token {token.name} revoked.")
     return redirect("workspaces:tokens", workspace_name=workspace_name)
@@ -162,7 +165,9 @@ def config_download(request: HttpRequest, workspace_name: str) -> HttpResponse:
         form = ConfigForm(request.POST)
         if form.is_valid() and form.cleaned_data["include_token"]:
             stamp = timezone.now().strftime("%Y-%m-%d %H:%M")
-            token = services.token_create(access=access, user=request.user, name=f"config.json download {stamp}").secret
+            token = services.token_create(
+                access=access, user=signed_in_user(request), name=f"config.json download {stamp}"
+            ).secret
     config = services.config_json(
         workspace=access.workspace,
         server_url=getattr(settings, "TRAINHUB_PUBLIC_URL_OVERRIDE", None) or server_url(request),

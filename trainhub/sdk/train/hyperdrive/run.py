@@ -66,9 +66,12 @@ class HyperDriveRun(Run):
             return Run(self.experiment, entry["run_id"])
         return None
 
-    def get_metrics(self, name: str | None = None, recursive: bool = False, **kwargs: Any) -> dict[str, Any]:
-        """Each child's metrics, by child run id."""
-        return {child.id: child.get_metrics(name=name, **kwargs) for child in self.get_children()}
+    def get_metrics(
+        self, name: str | None = None, rank: int | None = None, *, recursive: bool = False
+    ) -> dict[str, Any]:
+        """Each child's metrics, by child run id (`recursive` is accepted as the cloud SDK's is:
+        a sweep's metrics are always its children's)."""
+        return {child.id: child.get_metrics(name=name, rank=rank) for child in self.get_children()}
 
     def cancel(self) -> None:
         """Stops the sweep: no child is started any more, and every running child is canceled."""
