@@ -219,7 +219,7 @@ def _by_metric(
                     series = series.filter(**{f"{stat}__gte": value}).filter(
                         Q(**{f"{stat}__gt": value}) | Q(pk__gt=series_pk)
                     )
-        order = [F(stat).desc(), "-pk"] if descending else [F(stat).asc(), "pk"]
+        order = (F(stat).desc(), "-pk") if descending else (F(stat).asc(), "pk")
         found = list(series.order_by(*order).values_list("pk", "run_id", stat)[: limit + 1])
         ids = [run_pk for _, run_pk, _ in found[:limit]]
         if len(found) > limit:

@@ -85,8 +85,8 @@ def run_cells(run: Run, cells: list[dict[str, Any]]) -> SafeString:
                     )
                 )
         elif column.kind == "duration":
-            running = run.started_at is not None and not run.is_final
-            since = format_html(' data-running-since="{}"', run.started_at.isoformat()) if running else ""
+            started = run.started_at
+            since = format_html(' data-running-since="{}"', started.isoformat()) if started and not run.is_final else ""
             shown.append(format_html("<td data-duration{}>{}</td>", since, duration(value)))
         elif column.kind == "started":
             shown.append(format_html("<td>{}</td>", when(value)))
