@@ -178,13 +178,15 @@ def test_conda_packages_the_pip_indexes_have_are_installed(cache_dir):
     assert run_python(built.python, "import six").returncode == 0
 
 
-def test_a_python_the_node_lacks_is_a_clear_error_naming_what_it_has(cache_dir):
-    with pytest.raises(BuildError) as failure:
-        build({"python": "3.7", "pip": ["six"]}, cache_dir)
-    reason = failure.value.reason
-    assert reason.startswith("Python 3.7 is not available on node")
-    assert f"Python {sys.version_info.major}.{sys.version_info.minor} (" in reason
-    assert "Build failed: Python 3.7" in failure.value.log
+def test_a_python_the_node_lacks_builds_on_the_nodes_python_with_a_warning_naming_both(cache_dir):
+    built, log = build({"python": "3.6", "pip": ["six"]}, cache_dir)
+    own = f"{sys.version_info.major}.{sys.version_info.minor}"
+    full = f"{own}.{sys.version_info.micro}"
+    assert f"WARNING: the environment asks for Python 3.6, which node {builders.node_name()} does not have" in log
+    assert f"building it on the node's Python {full} instead" in log and f"set python={own}" in log
+    check = run_python(built.python, "import sys, six; print(sys.version_info[:2])")
+    assert check.returncode == 0 and check.stdout.strip() == str(sys.version_info[:2])
+    assert json.loads((built.root / MARKER).read_text())["python"] == full
 
 
 def test_a_failed_install_gives_one_line_and_the_full_log(cache_dir):

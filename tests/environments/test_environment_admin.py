@@ -7,6 +7,7 @@ import pytest
 
 from trainhub.environments.curated import CURATED_NEEDS_PREFIX, PYTORCH_CPU_NAME
 from trainhub.environments.models import BuildStatus, Environment, EnvironmentBuild
+from trainhub.sdk.environment import AZUREML_LEFT_OUT
 
 pytestmark = pytest.mark.django_db
 
@@ -47,6 +48,14 @@ def test_staff_create_a_curated_environment(client_for, staff):
     version = environment.versions.get()
     assert version.version == 1 and version.created_by == staff
     assert version.spec["pip"] == ["six"] and version.spec["environment_variables"] == {"OMP_NUM_THREADS": "1"}
+
+
+def test_the_cloud_sdks_pip_packages_are_left_out_with_the_sdks_warning(client_for, staff):
+    pip = "six\nazureml-defaults\nazureml-core==1.48.0\n"
+    response = client_for(staff).post(ADD_URL, form(pip=pip), follow=True)
+    assert Environment.objects.get(name="TrainHub-Six").versions.get().spec["pip"] == ["six"]
+    shown = [str(message) for message in response.context["messages"]]
+    assert AZUREML_LEFT_OUT.format(where="pip", packages="azureml-defaults, azureml-core==1.48.0") in shown
 
 
 def test_editing_the_spec_makes_a_new_version_and_keeps_the_old(client_for, staff, curated):

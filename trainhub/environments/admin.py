@@ -88,6 +88,8 @@ class EnvironmentAdmin(admin.ModelAdmin):
         )
         obj.pk = registration.version.environment.pk
         version = registration.version.version
+        if form.left_out_warning:
+            messages.warning(request, form.left_out_warning)
         if registration.created:
             messages.info(request, f"{obj.name}: version {version} registered.")
         else:

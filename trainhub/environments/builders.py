@@ -88,10 +88,11 @@ CONDA_ALIASES = {"pytorch": "torch", "pytorch-cpu": "torch", "py-opencv": "openc
 # conda lists pip itself among the dependencies; a virtualenv needs no conda package for it.
 CONDA_SKIPPED = {"pip"}
 
-PYTHON_UNAVAILABLE = (
-    "Python {wanted} is not available on node {node}: it has {available}. Set python= to one of "
-    "these in the environment, or install Python {wanted} on the node (interpreters are never "
-    "downloaded)."
+PYTHON_FALLBACK = (
+    "WARNING: the environment asks for Python {wanted}, which node {node} does not have (it has "
+    "{available}): building it on the node's Python {version} instead. Interpreters are never "
+    "downloaded; set python={short} in the environment to silence this, or install Python {wanted} "
+    "on the node."
 )
 CONDA_UNAVAILABLE = (
     "The venv builder cannot install these conda packages: {names}. It installs Python packages "
@@ -266,7 +267,7 @@ def _build(spec: dict[str, Any], digest: str, root: Path, log: BuildLog, uv: Pat
             log("Removing an unfinished build found there (no completion marker).")
             shutil.rmtree(root)
         _note_ignored_parts(spec, log)
-        interpreter, version = find_python(spec["python"])
+        interpreter, version = find_python(spec["python"], log)
         log(f"Python {version} from {interpreter}")
         requirements = python_requirements(spec, interpreter, uv, log)
         if uv is not None:
@@ -316,16 +317,20 @@ def _note_ignored_parts(spec: dict[str, Any], log: Callable[[str], None]) -> Non
 # ---------------------------------------------------------------- interpreters
 
 
-def find_python(version: str) -> tuple[Path, str]:
-    """An interpreter of this machine matching X.Y of `version`, and its full version."""
+def find_python(version: str, log: Callable[[str], None] = lambda _line: None) -> tuple[Path, str]:
+    """An interpreter of this machine matching X.Y of `version`, and its full version; where the
+    machine has none, the node's own Python, with a warning line naming both versions (environment
+    files written for the cloud pin Pythons such as 3.6 that a node no longer has)."""
     wanted = ".".join(version.split(".")[:2])
     for candidate in _candidates(wanted):
         found = _probe_python(candidate)
         if found is not None and found[0] == wanted:
             return Path(found[2]), found[1]
-    available = available_pythons()
-    listed = ", ".join(f"Python {v} ({p})" for v, p in available.items()) or "no usable Python"
-    raise BuildError(PYTHON_UNAVAILABLE.format(wanted=wanted, node=node_name(), available=listed))
+    own = sys.version_info
+    short, full = f"{own.major}.{own.minor}", f"{own.major}.{own.minor}.{own.micro}"
+    available = ", ".join(f"Python {v}" for v in available_pythons()) or f"Python {short}"
+    log(PYTHON_FALLBACK.format(wanted=wanted, node=node_name(), available=available, version=full, short=short))
+    return Path(sys.executable), full
 
 
 def _candidates(wanted: str) -> list[str]:

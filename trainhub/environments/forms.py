@@ -12,6 +12,7 @@ from trainhub.environments.curated import CURATED_NEEDS_PREFIX, RESERVED_PREFIX
 from trainhub.environments.models import NAME_MESSAGE, NAME_PATTERN, Environment
 from trainhub.environments.services import curated_answers_to_clean
 from trainhub.environments.spec import DEFAULT_PYTHON, SpecError, normalise_spec
+from trainhub.sdk.environment import AZUREML_LEFT_OUT, split_cloud_sdk_packages
 
 
 class CloneForm(forms.Form):
@@ -59,6 +60,9 @@ class CuratedEnvironmentForm(forms.ModelForm):
         model = Environment
         fields = ["name", "description", "deprecated"]
 
+    # The SDK's warning when the pip list held the cloud SDK's packages, which the form left out.
+    left_out_warning = ""
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         latest = self.instance.versions.order_by("-version").first() if self.instance.pk else None
@@ -93,9 +97,12 @@ class CuratedEnvironmentForm(forms.ModelForm):
                 self.add_error("environment_variables", f"{line!r} is not NAME=value.")
                 return data
             variables[name.strip()] = value
+        pip, left_out = split_cloud_sdk_packages(_lines(data.get("pip", "")))
+        if left_out:
+            self.left_out_warning = AZUREML_LEFT_OUT.format(where="pip", packages=", ".join(left_out))
         raw = {
             "python": data.get("python"),
-            "pip": _lines(data.get("pip", "")),
+            "pip": pip,
             "conda": _lines(data.get("conda", "")),
             "channels": _lines(data.get("channels", "")),
             "docker": {

@@ -57,13 +57,19 @@ def _package_name(entry: str) -> str:
     return re.split(r"[\s=<>!~\[;@]", entry.split("::")[-1].strip(), maxsplit=1)[0].lower()
 
 
-def _without_azureml(packages: list[str], where: str) -> list[str]:
-    """The pip packages but the cloud SDK's own (azureml-defaults, azureml-core, …), each left out
-    with a warning: a TrainHub run already has the in-run SDK."""
+def split_cloud_sdk_packages(packages: list[str]) -> tuple[list[str], list[str]]:
+    """(the pip packages to install, the cloud SDK's own among them: azureml-defaults, azureml-core, …)."""
     kept: list[str] = []
     dropped: list[str] = []
     for package in packages:
         (dropped if _package_name(package).startswith(AZUREML_PACKAGE_PREFIX) else kept).append(package)
+    return kept, dropped
+
+
+def _without_azureml(packages: list[str], where: str) -> list[str]:
+    """The pip packages but the cloud SDK's own, each left out with a warning: a TrainHub run
+    already has the in-run SDK."""
+    kept, dropped = split_cloud_sdk_packages(packages)
     if dropped:
         warnings.warn(AZUREML_LEFT_OUT.format(where=where, packages=", ".join(dropped)), stacklevel=3)
     return kept
