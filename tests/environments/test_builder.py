@@ -261,3 +261,34 @@ def test_the_curated_pytorch_environment_builds_from_the_local_torch(cache_dir):
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == [builders.installed_torch_version(), "numpy"]
+
+
+TORCHVISION_CHECK = """
+import warnings
+warnings.simplefilter("always")
+import torch, torchvision
+from torchvision import models, transforms
+from PIL import Image
+model = models.resnet18(weights=None).eval()
+image = transforms.Compose([transforms.Resize(32), transforms.ToTensor()])(Image.new("RGB", (64, 64)))
+print("resnet18", tuple(model(image.unsqueeze(0)).shape))
+try:
+    torchvision.ops.nms(torch.rand(3, 4), torch.rand(3), 0.5)
+except RuntimeError as error:
+    print("nms:", str(error).split(".")[0])
+"""
+
+
+def test_a_cuda_torchvision_beside_the_cpu_torch_imports_without_its_compiled_ops_and_says_so(cache_dir):
+    built, log = build({"pip": ["torch==2.13.0", "torchvision", "pillow"]}, cache_dir)
+    if not (built.root / "lib" / "python3.11" / "site-packages" / f"{builders.TORCHVISION_SHIM}.pth").exists():
+        pytest.skip("this machine's torchvision loads beside its torch: nothing to work around")
+    assert "is a CUDA build: its compiled operators need libtorch_cuda" in log
+    checked = run_python(built.python, TORCHVISION_CHECK)
+    assert checked.returncode == 0, checked.stderr
+    assert "resnet18 (1, 1000)" in checked.stdout
+    assert "nms: Couldn't load custom C++ ops" in checked.stdout
+    assert "torchvision's models, transforms and datasets work; its compiled operators" in checked.stderr
+    # A process that never imports torchvision neither imports torch nor warns.
+    quiet = run_python(built.python, "import sys; print('torch' in sys.modules)")
+    assert quiet.stdout.strip() == "False" and quiet.stderr == ""

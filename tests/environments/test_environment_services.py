@@ -8,6 +8,7 @@ import pytest
 from django.core.exceptions import PermissionDenied, ValidationError
 
 from tests.environments.conftest import SIX_SPEC
+from trainhub.environments import curated as shipped
 from trainhub.environments import selectors, services
 from trainhub.environments.curated import CURATED_NEEDS_PREFIX, PYTORCH_CPU_NAME
 from trainhub.environments.models import BuildStatus, Environment, EnvironmentVersion
@@ -121,6 +122,24 @@ def test_make_run_seeds_the_curated_pytorch_environment_once(db):
     assert spec["python"] == "3.11" and spec["pip"] == ["torch==2.13.0", "numpy"]
 
 
+def test_seeding_moves_a_site_on_an_earlier_shipped_spec_to_the_current_one_but_keeps_an_admins(staff):
+    earlier = shipped.PYTORCH_EARLIER_SPECS[0]
+    services.curated_environment_save(user=staff, name=shipped.PYTORCH_NAME, spec=earlier, description="old")
+    seed_make_run_demo()
+    environment = Environment.objects.get(name=shipped.PYTORCH_NAME)
+    assert [v.spec["pip"] for v in environment.versions.order_by("version")] == [
+        earlier["pip"],
+        shipped.PYTORCH_SPEC["pip"],
+    ]
+    assert "torchaudio (no release for torch 2.13 exists" in environment.description
+    edited = {**shipped.PYTORCH_SPEC, "pip": [*shipped.PYTORCH_SPEC["pip"], "six"]}
+    services.curated_environment_save(
+        user=staff, name=shipped.PYTORCH_NAME, spec=edited, description="ours", environment=environment
+    )
+    seed_make_run_demo()
+    assert environment.versions.order_by("-version").first().spec["pip"][-1] == "six"
+
+
 def test_a_run_gets_the_name_version_and_full_spec(member, contributor, curated):
     register(member, contributor)
     choice = selectors.environment_for_run(workspace=member.workspace, name="birds-env", version=None)
@@ -156,6 +175,6 @@ def test_an_executor_build_is_recorded_but_a_cache_hit_is_not(member, contributo
     assert "six" in build.log and build.spec_hash == version.spec_hash
 
     with pytest.raises(BuildError):
-        services.materialise_recorded({"python": "3.7"}, cache_dir=cache_dir, node="node-3", log=print)
+        services.materialise_recorded({"pip": ["six==0.0.1"]}, cache_dir=cache_dir, node="node-3", log=print)
     failed = EnvironmentBuild.objects.get(status=BuildStatus.FAILED)
-    assert failed.reason.startswith("Python 3.7 is not available") and "Build failed" in failed.log
+    assert failed.reason.startswith("The requirements cannot be installed") and "Build failed" in failed.log

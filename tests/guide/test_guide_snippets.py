@@ -242,10 +242,12 @@ def test_the_environment_snippets(guide):
     # 'TrainHub-PyTorch-1.6-GPU' is the curated PyTorch environment that answers to the cloud's name.
     assert Environment.load_from_directory(saved).python.conda_dependencies.pip_packages == [
         "torch==2.13.0",
+        "torchvision",
         "numpy",
         "pillow",
         "onnx",
         "onnxscript",
+        "mlflow>=3.1,<4",
         "mpi4py",
     ]
 

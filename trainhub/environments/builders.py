@@ -102,6 +102,13 @@ TORCH_EXCLUDED = (
     "This machine installs torch {local} only (its local CPU build); the environment asks for "
     "{asked!r}. Ask for torch=={release}."
 )
+TORCHVISION_SHIM = "_trainhub_torchvision_cpu"
+TORCHVISION_WITHOUT_OPS = (
+    "torchvision {torchvision} is a CUDA build: its compiled operators need libtorch_cuda, which torch "
+    "{torch} does not have. It is set up to import without them: its models, transforms and datasets "
+    "work; torchvision.ops (nms, roi_align, …) and torchvision.io's image decoding do not, and "
+    "importing torchvision warns so."
+)
 TORCH_URL = "torch must come from this machine's local build, not from a URL ({asked!r})."
 TORCH_UNPINNED = (
     "torch is not installed next to TrainHub on this node, so an exact pin (torch==X.Y.Z) is "
@@ -278,6 +285,7 @@ def _build(spec: dict[str, Any], digest: str, root: Path, log: BuildLog, uv: Pat
             _write_inputs(root, requirements)
             if requirements:
                 _pip_install(root, log, digest)
+        torchvision_without_compiled_ops(root, log)
         size = directory_size(root)
         seconds = time.monotonic() - started
         _write_marker(
@@ -303,6 +311,28 @@ def _build(spec: dict[str, Any], digest: str, root: Path, log: BuildLog, uv: Pat
         reason = f"The build failed: {type(error).__name__}: {error}".splitlines()[0][:300]
         log(reason)
         raise BuildError(reason, log.text()) from error
+
+
+def torchvision_without_compiled_ops(root: Path, log: Callable[[str], None]) -> bool:
+    """Let a CUDA build of torchvision beside a CPU torch import without its compiled operators
+    (the only torchvision wheels for torch 2.13 on this machine's indexes are CUDA builds); True
+    when it had to. See torchvision_shim.py for why torchvision needs the help."""
+    site = next(iter(sorted(root.glob("lib/python3.*/site-packages"))), None)
+    if site is None:
+        return False
+    compiled, torch_lib = site / "torchvision" / "_C.so", site / "torch" / "lib"
+    if not compiled.is_file() or not torch_lib.is_dir() or (torch_lib / "libtorch_cuda.so").exists():
+        return False
+    if b"libtorch_cuda.so" not in compiled.read_bytes():
+        return False
+    shutil.copyfile(Path(__file__).with_name("torchvision_shim.py"), site / f"{TORCHVISION_SHIM}.py")
+    (site / f"{TORCHVISION_SHIM}.pth").write_text(f"import {TORCHVISION_SHIM}\n")
+    versions = {
+        name: next((p.name.split("-")[1].removesuffix(".dist-info") for p in site.glob(f"{name}-*.dist-info")), "?")
+        for name in ("torch", "torchvision")
+    }
+    log(TORCHVISION_WITHOUT_OPS.format(**versions))
+    return True
 
 
 def _note_ignored_parts(spec: dict[str, Any], log: Callable[[str], None]) -> None:

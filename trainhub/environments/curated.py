@@ -20,14 +20,23 @@ def is_reserved(name: str) -> bool:
 
 PYTORCH_NAME = "TrainHub-PyTorch-2.13"
 PYTORCH_DESCRIPTION = (
-    "PyTorch 2.13.0 (the nodes' build: CPU, or CUDA where nodes have GPUs), NumPy, Pillow, ONNX, "
-    "onnxscript and mpi4py on Python 3.11: what the cloud SDK's curated PyTorch environments hold, "
-    "at TrainHub's versions. The cloud's curated PyTorch names find this environment."
+    "PyTorch 2.13.0 (the nodes' build: CPU, or CUDA where nodes have GPUs), torchvision, NumPy, "
+    "Pillow, ONNX, onnxscript, MLflow and mpi4py on Python 3.11: what the cloud SDK's curated "
+    "PyTorch environments hold, at TrainHub's versions. The cloud's curated PyTorch names find "
+    "this environment. On CPU nodes torchvision is its CUDA build (the only one the package indexes "
+    "have for torch 2.13) without its compiled operators: models, transforms and datasets work, "
+    "torchvision.ops (nms, roi_align) and torchvision.io's image decoding do not. Not in it: "
+    "torchaudio (no release for torch 2.13 exists; the newest, 2.11, is a CUDA build whose compiled "
+    "part does not load beside a CPU torch) and Horovod (use torch.distributed under MPI)."
 )
 PYTORCH_SPEC: dict[str, Any] = {
     "python": "3.11",
-    "pip": ["torch==2.13.0", "numpy", "pillow", "onnx", "onnxscript", "mpi4py"],
+    "pip": ["torch==2.13.0", "torchvision", "numpy", "pillow", "onnx", "onnxscript", "mlflow>=3.1,<4", "mpi4py"],
 }
+# Specs this environment shipped with before: a site still on one gets the current one when seeded.
+PYTORCH_EARLIER_SPECS: tuple[dict[str, Any], ...] = (
+    {"python": "3.11", "pip": ["torch==2.13.0", "numpy", "pillow", "onnx", "onnxscript", "mpi4py"]},
+)
 
 # The cloud SDK's curated PyTorch names that its published v1 examples use. Each is found as
 # TrainHub-<rest> (the porting rule) and as written; the versions inside are TrainHub's.
@@ -59,9 +68,10 @@ class Seeded:
     spec: dict[str, Any]
     description: str
     answers_to: list[str] = field(default_factory=list)
+    earlier_specs: tuple[dict[str, Any], ...] = ()
 
 
 SEEDED = (
     Seeded(PYTORCH_CPU_NAME, PYTORCH_CPU_SPEC, PYTORCH_CPU_DESCRIPTION),
-    Seeded(PYTORCH_NAME, PYTORCH_SPEC, PYTORCH_DESCRIPTION, PYTORCH_ANSWERS_TO),
+    Seeded(PYTORCH_NAME, PYTORCH_SPEC, PYTORCH_DESCRIPTION, PYTORCH_ANSWERS_TO, PYTORCH_EARLIER_SPECS),
 )

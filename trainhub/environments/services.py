@@ -387,10 +387,14 @@ def build_enqueue(*, user: User, version: EnvironmentVersion) -> None:
 @transaction.atomic
 def seed_demo(*, workspace, user) -> None:
     """`make run`'s curated PyTorch environments: the lean CPU one, and the full one that answers
-    to the cloud SDK's curated PyTorch names. Idempotent: a second call changes nothing."""
+    to the cloud SDK's curated PyTorch names. Idempotent: a second call changes nothing. One whose
+    latest version is a spec TrainHub shipped before gets the current one (an administrator's own
+    edit is kept)."""
     for seeded in curated.SEEDED:
         environment = Environment.objects.filter(workspace__isnull=True, name=seeded.name).first()
-        if environment is None or not environment.versions.exists():
+        latest = environment.versions.order_by("-version").first() if environment is not None else None
+        superseded = latest is not None and latest.spec in [_normalised(s) for s in seeded.earlier_specs]
+        if latest is None or superseded:
             registration = _curated_save(
                 user=user,
                 name=seeded.name,
