@@ -204,9 +204,12 @@ def create_experiment(request: HttpRequest, caller: Caller, body: dict[str, Any]
 
 
 def create_logged_model(request: HttpRequest, caller: Caller, body: dict[str, Any]) -> dict[str, Any]:
-    if not body.get("source_run_id"):
+    # MLflow 3's log_model outside `with mlflow.start_run()` names no run (MLflow 1 and 2 started
+    # MLFLOW_RUN_ID's): from inside a run, its token says whose model it is.
+    source_run_id = body.get("source_run_id") or (caller.run.run_id if caller.run is not None else None)
+    if not source_run_id:
         raise invalid(services.MODEL_NEEDS_RUN)
-    run = writable_run(caller, body["source_run_id"])
+    run = writable_run(caller, source_run_id)
     return {"model": selectors.logged_model_out(services.logged_model_create(caller=caller, run=run, body=body))}
 
 
