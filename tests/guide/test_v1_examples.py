@@ -4,8 +4,7 @@ what the notebook shows checked as the user would see it.
 
 Examples of the two repositories that do not run here, and why (docs/porting.md has the table):
 train-on-local and using-environments submit to compute_target="local", which TrainHub refuses
-with its reason (tests/sdk/test_v1_surface.py); azureml-examples' v1 mnist job pins python=3.6
-in its conda file, which the nodes' builder refuses; the MLflow examples are their own issue.
+with its reason (tests/sdk/test_v1_surface.py).
 """
 
 from __future__ import annotations
@@ -128,11 +127,30 @@ def test_distributed_data_parallel_reads_the_uploaded_dataset_per_process_and_pe
     assert namespace["per_node_run"].get_details()["command"][:3] == ["python", "-m", "torch.distributed.launch"]
 
 
-def test_horovod_example_runs_under_mpirun_on_two_nodes(site, tmp_path, monkeypatch, capsys):
-    run_notebook(site, "horovod_mpi", tmp_path, monkeypatch)
+def test_horovod_example_runs_under_mpirun_on_two_nodes_and_horovod_itself_is_refused_saying_why(
+    site, tmp_path, monkeypatch, capsys
+):
+    from trainhub.environments.builders import CANNOT_BUILD
+    from trainhub.sdk.exceptions import RunFailedError
+
+    namespace = run_notebook(site, "horovod_mpi", tmp_path, monkeypatch)
     shown = capsys.readouterr().out
     assert "Status: Completed" in shown
     assert sorted(re.findall(r"horovod-style rank (\d)/2 averaged gradient 1.5", shown)) == ["0", "1"]
+
+    # The cloud's curated environment holds Horovod; asking for it here fails at once, saying why.
+    with_horovod = namespace["pytorch_env"].clone("pytorch-horovod")
+    with_horovod.python.conda_dependencies.add_pip_package("horovod")
+    namespace["src"].run_config.environment = with_horovod
+    run = namespace["experiment"].submit(namespace["src"])
+    with pytest.raises(RunFailedError) as failure:
+        run.wait_for_completion()
+    reason = run.get_details()["status_reason"]
+    assert reason == "Environment build failed: " + CANNOT_BUILD["horovod"][1].format(
+        release="0.28.1", torch="2.13.0+cpu"
+    )
+    assert "C++14, which the headers of torch 2.13.0+cpu refuse" in str(failure.value)
+    assert len(str(failure.value)) < 2000  # the reason, not a compiler log
 
 
 def test_the_gloo_estimator_runs_two_ranks_on_cpu_and_says_so(site, tmp_path, monkeypatch, capsys):

@@ -102,6 +102,18 @@ TORCH_EXCLUDED = (
     "This machine installs torch {local} only (its local CPU build); the environment asks for "
     "{asked!r}. Ask for torch=={release}."
 )
+# Packages known not to build against the local torch up to a release: asking for one fails at
+# once, saying why, instead of after minutes of compiler output. Name → (newest such release, why).
+CANNOT_BUILD = {
+    "horovod": (
+        "0.28.1",
+        "Horovod cannot be installed on these nodes: its newest release, {release}, has no wheels, and "
+        "its source build compiles its PyTorch part as C++14, which the headers of torch {torch} refuse "
+        "(they need C++17). Leave horovod out and use torch.distributed: MpiConfiguration starts the "
+        "script under mpirun as Horovod's launcher would (rank and size in OMPI_COMM_WORLD_RANK and "
+        "OMPI_COMM_WORLD_SIZE, the rendezvous in AZ_BATCHAI_PYTORCH_INIT_METHOD).",
+    ),
+}
 TORCHVISION_SHIM = "_trainhub_torchvision_cpu"
 TORCHVISION_WITHOUT_OPS = (
     "torchvision {torchvision} is a CUDA build: its compiled operators need libtorch_cuda, which torch "
@@ -426,6 +438,7 @@ def installed_torch_version() -> str | None:
 def pin_torch(entry: str, local: str | None, log: Callable[[str], None]) -> str:
     """The requirement as given, or for torch, pinned to the local build (or refused)."""
     requirement = Requirement(entry)
+    _refuse_if_it_cannot_build(requirement, local)
     if canonicalize_name(requirement.name) != "torch":
         return entry
     if requirement.url:
@@ -443,6 +456,19 @@ def pin_torch(entry: str, local: str | None, log: Callable[[str], None]) -> str:
     pinned = f"torch{extras}=={local}{marker}"
     log(f"torch: {entry!r} is installed as {pinned!r}, this machine's local build.")
     return pinned
+
+
+def _refuse_if_it_cannot_build(requirement: Requirement, local_torch: str | None) -> None:
+    known = CANNOT_BUILD.get(canonicalize_name(requirement.name))
+    if known is None or requirement.url:
+        return
+    release, why = Version(known[0]), known[1]
+    # Only a requirement that names a newer release than the failing ones is tried.
+    newer = any(
+        s.operator != "!=" and s.operator[0] in ">=~" and Version(s.version) > release for s in requirement.specifier
+    )
+    if not newer:
+        raise BuildError(why.format(release=release, torch=local_torch or "2.13"))
 
 
 def conda_to_pip(entry: str) -> str | None:
