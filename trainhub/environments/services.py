@@ -394,7 +394,7 @@ def seed_demo(*, workspace, user) -> None:
         environment = Environment.objects.filter(workspace__isnull=True, name=seeded.name).first()
         latest = environment.versions.order_by("-version").first() if environment is not None else None
         superseded = latest is not None and latest.spec in [_normalised(s) for s in seeded.earlier_specs]
-        if latest is None or superseded:
+        if environment is None or latest is None or superseded:
             registration = _curated_save(
                 user=user,
                 name=seeded.name,
