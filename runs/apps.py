@@ -5,3 +5,10 @@ class RunsConfig(AppConfig):
     name = "runs"
     label = "runs"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from runs.selectors import queued_node_demand
+        from trainhub.compute.selectors import register_node_demand
+
+        # The compute app tells a cluster's target size from the nodes its waiting runs ask for.
+        register_node_demand(queued_node_demand)

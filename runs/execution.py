@@ -9,12 +9,10 @@ import functools
 import json
 import logging
 import os
-import re
 import shutil
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 import traceback
@@ -25,7 +23,6 @@ from typing import Any
 from django.conf import settings
 from django.core.files.storage import default_storage
 from django.db import close_old_connections
-from django.utils import timezone
 
 from datastores.staging import stage_run_inputs
 from metrics.services import metrics_ingest, parse_batch
@@ -41,11 +38,29 @@ from runs.containers import (
     launcher_for,
     launcher_variables,
 )
-from runs.models import Run, RunNode, RunProcess, RunStatus
+from runs.launch_plan import (
+    Host,
+    HostPlan,
+    Rendezvous,
+    RunAccess,
+    RunLaunch,
+    mpi_rank_app,
+    mpirun_argv,
+    mpirun_environment,
+    plan_host,
+)
+from runs.models import PlacementState, ProcessState, Run, RunNode, RunStatus
 from runs.mpi_agent import SOCKET_VARIABLE as MPI_AGENT_SOCKET
 from runs.mpi_relay import MpiRelay, request_key, result_key
+from runs.output_routing import (
+    last_traceback,
+    launcher_failed_rank,
+    mpi_failed_rank,
+    rank_started,
+    signal_named,
+    split_mpi_output,
+)
 from runs.sandbox import (
-    SYSTEM_PATH,
     Box,
     SandboxUnavailable,
     box_uid,
@@ -55,8 +70,12 @@ from runs.sandbox import (
     run_box,
     start_unboxed,
 )
-from runs.scheduling import run_token
+from runs.scheduling import dispatch_cluster
+from runs.tokens import run_token
 from trainhub.compute.models import Node
+from trainhub.compute.services import node_set_idle
+from trainhub.environments.builders import BuildError, sdk_path
+from trainhub.environments.services import materialise_recorded
 from trainhub.redis_conn import get_redis
 from trainhub.sdk._whole_lines import ANNOUNCE, split_tagged
 from trainhub.workspaces.models import Role
@@ -73,7 +92,6 @@ RENDEZVOUS_TIMEOUT_SECONDS = 120
 PEERS_TIMEOUT_SECONDS = 60
 DEFAULT_MASTER_PORT = 6105
 TRACEBACK_LINES = 400
-VARIABLE = re.compile(r"\$(?:\{(\w+)\}|(\w+))")
 
 
 DOCKER_MPI_NEEDS_BOX = (
@@ -99,76 +117,6 @@ class RankProcess:
     mpi: bool = False
     # A per-node launcher (torchrun): its ranks' lines arrive tagged on its pipe, see _whole_lines.
     launcher: bool = False
-
-
-MPI_HOST_PREFIX = "trainhub-node-"
-MPI_TAG = re.compile(r"\[\d+,(\d+)\]<std(?:out|err)>:")
-MPI_FAILED_RANK = re.compile(r"Process name: \[\[\d+,\d+\],(\d+)\]")
-# torchrun's failure summary: "rank      : 3 (local_rank: 1)" under "Root Cause (first observed failure)".
-LAUNCHER_FAILED_RANK = re.compile(r"^\s*rank\s*:\s*(\d+) \(local_rank: \d+\)")
-RANK_STARTED = re.compile(r"started local_rank=(\d+) pid=(\d+)")
-# Set by each node for the MPI ranks it hosts (mpirun's and Open MPI's daemon's children inherit it).
-MPI_RANK_DIR = "TRAINHUB_MPI_RANK_DIR"
-
-
-def split_mpi_output(line: str, pending: dict[str, str]) -> list[tuple[str, str]]:
-    """Route a line of `mpirun --tag-output` to the ranks' streams.
-
-    Open MPI tags every write, so one physical line can hold pieces of a rank's line;
-    a piece ends the rank's line only where the physical line ends."""
-    parts = MPI_TAG.split(line)
-    found: list[tuple[str, str]] = []
-    if parts[0]:
-        found.append(("mpirun", parts[0]))
-    last = None
-    for index in range(1, len(parts), 2):
-        stream = f"std_log_process_{parts[index]}"
-        pending[stream] = pending.get(stream, "") + parts[index + 1]
-        last = stream
-    if last is not None:
-        found.append((last, pending.pop(last)))
-    return found
-
-
-def expand_variables(value: str, env: dict[str, str]) -> str:
-    """$VAR and ${VAR} from the rank's environment; unknown names stay as written."""
-    return VARIABLE.sub(lambda m: env.get(m.group(1) or m.group(2), m.group(0)), value)
-
-
-# Where a Python traceback starts, and where faulthandler's report of a crash does (a rank killed
-# by a signal from native code: a segmentation fault, an abort in a C++ library).
-TRACEBACK_STARTS = ("Traceback (most recent call last)", "Fatal Python error: ")
-
-
-def last_traceback(lines: list[str]) -> str:
-    start = None
-    for index, line in enumerate(lines):
-        if line.startswith(TRACEBACK_STARTS):
-            start = index
-    return "\n".join(lines[start:]) if start is not None else "\n".join(lines[-30:])
-
-
-def signal_named(exit_code: int | None) -> str:
-    """ " (SIGSEGV)" for an exit code that says a signal ended the process (128 + its number, as a
-    shell reports it; negative from Popen), else ""."""
-    if exit_code is None:
-        return ""
-    number = -exit_code if exit_code < 0 else exit_code - 128
-    if number <= 0:
-        return ""
-    try:
-        return f" ({signal.Signals(number).name})"
-    except ValueError:
-        return ""
-
-
-def node_variables_passed(environ: dict[str, str] | os._Environ) -> dict[str, str]:
-    """What a run gets of the node's own variables: those TRAINHUB_NODE_PASS_ENV names (NAME* for a
-    prefix), nothing else (the node's credentials, proxies, tokens stay the node's)."""
-    names = settings.TRAINHUB_NODE_PASS_ENV
-    exact = {name for name in names if not name.endswith("*")}
-    prefixes = tuple(name[:-1] for name in names if name.endswith("*"))
-    return {name: value for name, value in environ.items() if name in exact or (prefixes and name.startswith(prefixes))}
 
 
 def free_port(preferred: int) -> int:
@@ -265,7 +213,7 @@ class NodeExecution:
     # ------------------------------------------------------------ phases
 
     def execute(self) -> None:
-        RunNode.objects.filter(run=self.run, node_rank=self.node_rank).update(state="preparing")
+        services.placement_preparing(self.run.pk, self.node_rank)
         try:
             self.check_abort()
             self.transition(RunStatus.PREPARING)
@@ -278,8 +226,7 @@ class NodeExecution:
             self.check_abort()
             self.flush_prepare()
             self.transition(RunStatus.STARTING)
-            rendezvous = self.rendezvous()
-            self.start_ranks(python, env_vars, rendezvous)
+            self.start_ranks(self.plan(python, env_vars, self.rendezvous()))
             self.transition(RunStatus.RUNNING)
             failed = self.pump()
             if failed is not None and failed.rank < 0:
@@ -314,12 +261,8 @@ class NodeExecution:
             self.launcher.remove_leftovers()
             self.flush_prepare()
             # Announced by a per-node launch's rank after its launcher was stopped, or never ended.
-            RunProcess.objects.filter(run=self.run, node_rank=self.node_rank, state="running").update(
-                state="stopped", ended_at=timezone.now()
-            )
-            RunNode.objects.filter(run=self.run, node_rank=self.node_rank).update(
-                state="done", finished_at=timezone.now()
-            )
+            services.running_processes_ended(self.run.pk, ProcessState.STOPPED, node_rank=self.node_rank)
+            services.placement_done(self.run.pk, self.node_rank)
             shutil.rmtree(self.workdir, ignore_errors=True)
             shutil.rmtree(self.private_logs, ignore_errors=True)
             if self.box is not None:
@@ -327,9 +270,6 @@ class NodeExecution:
             shutil.rmtree(self.box_folder, ignore_errors=True)
 
     def prepare_environment(self) -> tuple[Path, dict[str, str]]:
-        from trainhub.environments.builders import BuildError
-        from trainhub.environments.services import materialise_recorded
-
         spec = self.run.environment_spec
         self.say(
             f"Preparing environment {self.run.environment_name}"
@@ -370,8 +310,6 @@ class NodeExecution:
     @functools.cached_property
     def sdk_folder(self) -> Path:
         """The in-run SDK (and the sitecustomize) that goes on the ranks' PYTHONPATH."""
-        from trainhub.environments.builders import sdk_path
-
         return sdk_path(Path(settings.TRAINHUB_ENV_CACHE_DIR))
 
     def sandbox_processes(self, python: Path, inputs: list[Path]) -> None:
@@ -403,18 +341,18 @@ class NodeExecution:
         elif isinstance(self.launcher, ContainerLauncher):
             raise _SetupFailed(DOCKER_MPI_NEEDS_BOX, "")
 
-    def rendezvous(self) -> dict[str, str]:
+    def rendezvous(self) -> Rendezvous:
         key = services.rendezvous_key(self.run.pk)
         if self.leader:
             port = reserve_master_port(self.redis, self.node.address, self.run.pk)
-            value = {"addr": self.node.address, "port": str(port)}
-            self.redis.set(key, json.dumps(value), ex=7 * 86400)
-            return value
+            self.redis.set(key, json.dumps({"addr": self.node.address, "port": str(port)}), ex=7 * 86400)
+            return Rendezvous(self.node.address, port)
         deadline = time.monotonic() + RENDEZVOUS_TIMEOUT_SECONDS
         while True:
             raw = self.redis.get(key)
             if raw:
-                return json.loads(raw)
+                value = json.loads(raw)
+                return Rendezvous(value["addr"], int(value["port"]))
             self.check_abort()
             if time.monotonic() > deadline:
                 raise _SetupFailed(
@@ -424,116 +362,40 @@ class NodeExecution:
                 )
             time.sleep(0.1)
 
-    @property
-    def per_node_launch(self) -> bool:
-        """A per-node launch: the command (torchrun, torch.distributed.launch) forks the ranks itself."""
-        run = self.run
-        return (
-            bool(run.command) and run.distributed.get("type") == "pytorch" and not run.distributed.get("process_count")
+    def plan(self, python: Path, env_vars: dict[str, str], rendezvous: Rendezvous) -> HostPlan:
+        """This host's share of the run's launch plan (runs/launch_plan.py)."""
+        host = Host(
+            node_rank=self.node_rank,
+            name=self.node.name,
+            workdir=self.workdir,
+            python=python,
+            run_variables=env_vars,
+            node_environ=dict(os.environ),
+            pass_env=tuple(settings.TRAINHUB_NODE_PASS_ENV),
+            sdk_folder=self.sdk_folder,
         )
+        access = RunAccess(server_url=settings.TRAINHUB_NODE_SERVER_URL, token=self.token)
+        return plan_host(RunLaunch.of(self.run), host, rendezvous, access)
 
-    @property
-    def processes_started_per_node(self) -> int:
-        return 1 if self.per_node_launch else self.run.process_count_per_node
-
-    def _argv(self) -> list[str]:
-        run = self.run
-        if run.command:
-            return [*run.command, *run.arguments]
-        return ["python", run.script, *run.arguments]
-
-    def _launch_plan(self) -> list[tuple[int, int, list[str]]]:
-        """(global rank, local rank, argv) of each process this node starts."""
-        per_node = self.processes_started_per_node
-        return [(self.node_rank * per_node + local_rank, local_rank, self._argv()) for local_rank in range(per_node)]
-
-    def start_ranks(self, python: Path, env_vars: dict[str, str], rendezvous: dict[str, str]) -> None:
-        base = self._base_env(python, env_vars, rendezvous)
-        if self.run.distributed.get("type") == "mpi":
+    def start_ranks(self, plan: HostPlan) -> None:
+        self.node_variables = plan.node_variables
+        if plan.mpi is not None:
             if isinstance(self.launcher, ContainerLauncher) and self.box is not None:
-                argv = [expand_variables(str(part), base) for part in self._argv()]
                 self.container_relay = ContainerRelay(
                     run_pk=self.run.pk,
                     folder=self.workdir,
-                    spec=self.launcher.spec(argv, base, self.node_variables),
+                    spec=self.launcher.spec(plan.mpi.app, plan.env, plan.node_variables),
                     tmp=self.box.tmp,
                     ranks=self.run.process_count_per_node,
                 )
             if self.leader:
-                self._start_mpirun(python, base)
+                self._start_mpirun(plan)
             else:
-                self._serve_mpi(base)
+                self._serve_mpi(plan)
             return
-        for rank, local_rank, argv in self._launch_plan():
-            rank_variables = {
-                "RANK": str(rank),
-                "LOCAL_RANK": str(local_rank),
-                "AZ_BATCHAI_TASK_INDEX": str(rank),
-                "TRAINHUB_RANK": str(rank),
-            }
-            env = dict(base, **rank_variables)
-            argv = [expand_variables(str(part), env) for part in argv]
-            if argv and argv[0] in ("python", "python3"):
-                argv[0] = str(python)
-            command = self.launcher.command(argv, env, self.node_variables - rank_variables.keys())
-            if self.per_node_launch:
-                # Its ranks' lines go to their own logs; what the launcher itself prints, to this one.
-                self._spawn(rank, local_rank, f"launcher_node_{self.node_rank}", *command, launcher=True)
-            else:
-                self._spawn(rank, local_rank, f"std_log_process_{rank}", *command)
-
-    def _base_env(self, python: Path, env_vars: dict[str, str], rendezvous: dict[str, str]) -> dict[str, str]:
-        run = self.run
-        world_size = self.processes_started_per_node * run.node_count
-        inherited = node_variables_passed(os.environ)
-        bin_dir = str(python.parent)
-        pythonpath = env_vars.get("PYTHONPATH", inherited.get("PYTHONPATH"))
-        run_set = dict(env_vars)
-        run_set.update(
-            {
-                "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH') or SYSTEM_PATH}",
-                # The run folder is its home; the box's user has no passwd entry to name it.
-                "HOME": str(self.workdir),
-                "USER": f"trainhub-run-{run.pk}",
-                "LOGNAME": f"trainhub-run-{run.pk}",
-                "VIRTUAL_ENV": str(python.parent.parent),
-                "PYTHONPATH": os.pathsep.join([str(self.sdk_folder)] + ([pythonpath] if pythonpath else [])),
-                "PYTHONUNBUFFERED": "1",
-                # A rank that dies in native code (a segmentation fault, an abort in a C++ library)
-                # prints where its Python threads were, into its log and the run's error.
-                "PYTHONFAULTHANDLER": env_vars.get("PYTHONFAULTHANDLER", "1"),
-                "TRAINHUB_RUN_ID": run.run_id,
-                "TRAINHUB_RUN_TOKEN": self.token,
-                "TRAINHUB_SERVER_URL": settings.TRAINHUB_NODE_SERVER_URL,
-                "TRAINHUB_WORKSPACE": run.workspace.name,
-                "TRAINHUB_EXPERIMENT": run.experiment.name,
-                "TRAINHUB_OUTPUTS_DIR": str(self.workdir / "outputs"),
-                # MLflow's client logs into this run unchanged: start_run() resumes MLFLOW_RUN_ID
-                # (mlflow_compat/), with the run's own token, which reaches this run only.
-                "MLFLOW_TRACKING_URI": f"{settings.TRAINHUB_NODE_SERVER_URL.rstrip('/')}/mlflow/{run.workspace.name}",
-                "MLFLOW_TRACKING_TOKEN": self.token,
-                "MLFLOW_RUN_ID": run.run_id,
-                "MLFLOW_EXPERIMENT_NAME": run.experiment.name,
-                "MLFLOW_EXPERIMENT_ID": str(run.experiment_id),
-                "MASTER_ADDR": rendezvous["addr"],
-                "MASTER_PORT": rendezvous["port"],
-                "NODE_RANK": str(self.node_rank),
-                "WORLD_SIZE": str(world_size),
-                "AZ_BATCHAI_PYTORCH_INIT_METHOD": f"tcp://{rendezvous['addr']}:{rendezvous['port']}",
-                "TRAINHUB_DIST_BACKEND": str(run.distributed.get("communication_backend") or "gloo").lower(),
-                "TRAINHUB_NODE_COUNT": str(run.node_count),
-            }
-        )
-        if run.process_count_per_node > 1 and "OMP_NUM_THREADS" not in env_vars:
-            # Several ranks share the node's cores: one thread each, as torchrun sets by default;
-            # otherwise every rank starts one thread per core and they fight over the CPUs.
-            run_set["OMP_NUM_THREADS"] = "1"
-        if self.per_node_launch:
-            # The launcher's ranks share its pipe and run with `python -u`: see trainhub/sdk/_whole_lines.py.
-            run_set["TRAINHUB_WHOLE_LINES"] = "1"
-        # A container gets only what the run set, even where the node has the same value.
-        self.node_variables = frozenset(inherited.keys() - run_set.keys())
-        return inherited | run_set
+        for process in plan.processes:
+            command = self.launcher.command(process.argv, process.env, process.node_variables)
+            self._spawn(process.rank, process.local_rank, process.stream, *command, launcher=process.launcher)
 
     def _spawn(
         self,
@@ -564,87 +426,46 @@ class NodeExecution:
         threading.Thread(target=self._read, args=(rank_process,), daemon=True).start()
         if not record or launcher:
             return rank_process
-        RunProcess.objects.update_or_create(
-            run=run,
+        services.process_started(
+            run_pk=run.pk,
             rank=rank,
-            defaults={
-                "node_rank": self.node_rank,
-                "local_rank": local_rank,
-                "node_name": self.node.name,
-                "pid": process.pid,
-                "state": "running",
-                "started_at": timezone.now(),
-            },
+            node_rank=self.node_rank,
+            local_rank=local_rank,
+            node_name=self.node.name,
+            pid=process.pid,
         )
         return rank_process
 
     # ------------------------------------------------------------ MPI
 
-    def _mpi_hosts(self) -> str:
-        per_node = self.run.process_count_per_node
-        hosts = [f"localhost:{per_node}"]
-        hosts += [f"{MPI_HOST_PREFIX}{rank}:{per_node}" for rank in range(1, self.run.node_count)]
-        return ",".join(hosts)
+    def _mpi_app(self, plan: HostPlan) -> tuple[list[str], dict[str, str]]:
+        """What mpirun starts for each rank of this host, and what this host adds to the environment
+        of mpirun or of Open MPI's daemon for it."""
+        assert plan.mpi is not None
+        app, variables = self.launcher.mpi_app(plan.mpi.app, plan.env, plan.node_variables)
+        in_own_folder, rank_dir = mpi_rank_app(app, self.workdir)
+        return in_own_folder, dict(variables, **rank_dir)
 
-    def _mpi_app(self, base: dict[str, str]) -> tuple[list[str], dict[str, str]]:
-        """What mpirun starts for each rank of this node, and what this node adds to the environment
-        of mpirun or of Open MPI's daemon for it. Open MPI starts every rank in mpirun's working
-        folder (node 0's, or the home folder where it does not exist): each rank first moves to its
-        own node's."""
-        argv = [expand_variables(str(part), base) for part in self._argv()]
-        app, variables = self.launcher.mpi_app(argv, base, self.node_variables)
-        in_own_folder = ["/bin/sh", "-c", f'cd "${MPI_RANK_DIR}" && exec "$@"', "trainhub-mpi-rank", *app]
-        return in_own_folder, dict(variables, **{MPI_RANK_DIR: str(self.workdir)})
-
-    def _start_mpirun(self, python: Path, base: dict[str, str]) -> None:
-        run = self.run
-        total = run.node_count * run.process_count_per_node
-        app, app_variables = self._mpi_app(base)
-        # Isolated and without site-packages: the agent needs the standard library only.
-        agent = f"{sys.executable} -I -S {Path(settings.BASE_DIR) / 'runs' / 'mpi_agent.py'}"
-        mpirun = [
-            "mpirun",
-            "--allow-run-as-root",
-            "--tag-output",
-            "--oversubscribe",
-            "-np",
-            str(total),
-            "--host",
-            self._mpi_hosts(),
-            "--mca",
-            "plm_rsh_agent",
-            agent,
-            "--mca",
-            "btl",
-            "tcp,self",
-            "--mca",
-            "orte_keep_fqdn_hostnames",
-            "1",
-            *app,
-        ]
-        self.mpi_relay = MpiRelay(run.pk, run.node_count, self.workdir, self.redis)
-        env = dict(base, **app_variables, **{MPI_AGENT_SOCKET: str(self.mpi_relay.path)})
-        env.pop("PYTHONUNBUFFERED", None)
-        nodes = dict(RunNode.objects.filter(run=run).values_list("node_rank", "node__name"))
-        for rank in range(total):
-            node_rank, local_rank = divmod(rank, run.process_count_per_node)
-            RunProcess.objects.update_or_create(
-                run=run,
+    def _start_mpirun(self, plan: HostPlan) -> None:
+        assert plan.mpi is not None
+        app, app_variables = self._mpi_app(plan)
+        self.mpi_relay = MpiRelay(self.run.pk, self.run.node_count, self.workdir, self.redis)
+        env = mpirun_environment(plan.env, app_variables, {MPI_AGENT_SOCKET: str(self.mpi_relay.path)})
+        nodes = dict(RunNode.objects.filter(run=self.run).values_list("node_rank", "node__name"))
+        for rank, node_rank, local_rank in plan.mpi.ranks:
+            services.process_started(
+                run_pk=self.run.pk,
                 rank=rank,
-                defaults={
-                    "node_rank": node_rank,
-                    "local_rank": local_rank,
-                    "node_name": nodes.get(node_rank, ""),
-                    "state": "running",
-                    "started_at": timezone.now(),
-                },
+                node_rank=node_rank,
+                local_rank=local_rank,
+                node_name=nodes.get(node_rank, ""),
             )
-        self._spawn(0, 0, "mpirun", mpirun, env, mpi=True, record=False)
+        self._spawn(0, 0, "mpirun", mpirun_argv(plan.mpi, app), env, mpi=True, record=False)
 
-    def _serve_mpi(self, base: dict[str, str]) -> None:
+    def _serve_mpi(self, plan: HostPlan) -> None:
         """On the other nodes: start what mpirun's agent asks for (Open MPI's daemon)."""
         key = request_key(self.run.pk, self.node_rank)
-        daemon_env = dict(base, **self._mpi_app(base)[1])
+        daemon_env = dict(plan.env, **self._mpi_app(plan)[1])
         deadline = time.monotonic() + RENDEZVOUS_TIMEOUT_SECONDS
         daemons: dict[str, RankProcess] = {}
         while True:
@@ -765,7 +586,9 @@ class NodeExecution:
                 self.flush()
                 for rank in self.ranks:
                     if rank.launcher:  # its ranks' announcements are all read by now
-                        self._rows_of(rank).update(state="completed", exit_code=0, ended_at=timezone.now())
+                        services.running_processes_ended(
+                            self.run.pk, ProcessState.COMPLETED, node_rank=self.node_rank, exit_code=0
+                        )
                 return None
             now = time.monotonic()
             if now - last_abort_check >= ABORT_POLL_SECONDS:
@@ -797,35 +620,30 @@ class NodeExecution:
 
     def _record_started(self, rank: int, announcement: str) -> None:
         """A rank of this node's per-node launcher said it started."""
-        match = RANK_STARTED.search(announcement)
-        local_rank, pid = (int(match.group(1)), int(match.group(2))) if match else (0, None)
-        RunProcess.objects.update_or_create(
-            run=self.run,
+        local_rank, pid = rank_started(announcement)
+        services.process_started(
+            run_pk=self.run.pk,
             rank=rank,
-            defaults={
-                "node_rank": self.node_rank,
-                "local_rank": local_rank,
-                "node_name": self.node.name,
-                "pid": pid,
-                "state": "running",
-                "started_at": timezone.now(),
-            },
+            node_rank=self.node_rank,
+            local_rank=local_rank,
+            node_name=self.node.name,
+            pid=pid,
         )
-
-    def _rows_of(self, rank: RankProcess) -> Any:
-        """The recorded processes a started process stands for: itself, or a launcher's ranks."""
-        if rank.launcher:
-            return RunProcess.objects.filter(run=self.run, node_rank=self.node_rank, state="running")
-        return RunProcess.objects.filter(run=self.run, rank=rank.rank)
 
     def _record_exit(self, rank: RankProcess) -> None:
         if rank.launcher:
             return  # its ranks' rows once their lines are read: pump() on success, finish() on failure
-        self._rows_of(rank).update(
-            state="completed" if rank.exit_code == 0 else "failed",
-            exit_code=rank.exit_code,
-            ended_at=timezone.now(),
-        )
+        state = ProcessState.COMPLETED if rank.exit_code == 0 else ProcessState.FAILED
+        services.process_ended(self.run.pk, rank.rank, state, rank.exit_code)
+
+    def _record_stopped(self, rank: RankProcess) -> None:
+        """The recorded processes a stopped process stands for: itself, or a launcher's ranks."""
+        if rank.launcher:
+            services.running_processes_ended(
+                self.run.pk, ProcessState.STOPPED, node_rank=self.node_rank, exit_code=rank.exit_code
+            )
+        else:
+            services.process_ended(self.run.pk, rank.rank, ProcessState.STOPPED, rank.exit_code)
 
     def stop_ranks(self) -> None:
         alive = [rank for rank in self.ranks if rank.process.poll() is None]
@@ -846,23 +664,22 @@ class NodeExecution:
                 rank.process.wait()
         for rank in alive:
             rank.exit_code = rank.process.returncode
-            self._rows_of(rank).update(state="stopped", exit_code=rank.exit_code, ended_at=timezone.now())
+            self._record_stopped(rank)
 
     def finish(self, failed: RankProcess | None) -> None:
         if failed is not None:
             rank, where = failed.rank, f"node {self.node.name}"
             if failed.mpi:
-                rank, where = self._mpi_failed_rank(), "reported by mpirun"
-                RunProcess.objects.filter(run=self.run, state="running").update(
-                    state="stopped", ended_at=timezone.now()
-                )
-                RunProcess.objects.filter(run=self.run, rank=rank).update(state="failed", exit_code=failed.exit_code)
+                rank, where = mpi_failed_rank(self.tails), "reported by mpirun"
+                services.running_processes_ended(self.run.pk, ProcessState.STOPPED)
+                services.process_ended(self.run.pk, rank, ProcessState.FAILED, failed.exit_code)
             elif failed.launcher:
-                rank, where = self._launcher_failed_rank(failed), f"node {self.node.name}, reported by the launcher"
-                self._rows_of(failed).exclude(rank=rank).update(state="stopped", ended_at=timezone.now())
-                RunProcess.objects.filter(run=self.run, rank=rank).update(
-                    state="failed", exit_code=failed.exit_code, ended_at=timezone.now()
+                rank = launcher_failed_rank(self.tails, failed.stream, default=failed.rank)
+                where = f"node {self.node.name}, reported by the launcher"
+                services.running_processes_ended(
+                    self.run.pk, ProcessState.STOPPED, node_rank=self.node_rank, except_rank=rank
                 )
+                services.process_ended(self.run.pk, rank, ProcessState.FAILED, failed.exit_code)
             tb = last_traceback(list(self.tails.get(f"std_log_process_{rank}", failed.tail)))
             services.fail_run(
                 self.run.pk,
@@ -880,38 +697,14 @@ class NodeExecution:
             return
         self.wait_for_peers()
         if self.run.distributed.get("type") == "mpi":
-            RunProcess.objects.filter(run=self.run).update(state="completed", exit_code=0, ended_at=timezone.now())
+            services.running_processes_ended(self.run.pk, ProcessState.COMPLETED, exit_code=0)
         self.transition(RunStatus.FINALIZING)
         self.finalize_files()
         self.transition(RunStatus.COMPLETED, exit_code=0)
 
-    def _launcher_failed_rank(self, launcher: RankProcess) -> int:
-        """The rank torchrun names as the root cause, else the first of its ranks with a traceback."""
-        lines = list(self.tails.get(launcher.stream, []))
-        for marker in ("Root Cause", ""):
-            start = next((i for i, line in enumerate(lines) if marker in line), len(lines))
-            for line in lines[start:]:
-                match = LAUNCHER_FAILED_RANK.search(line)
-                if match:
-                    return int(match.group(1))
-        return self._rank_with_traceback(default=launcher.rank)
-
-    def _rank_with_traceback(self, default: int) -> int:
-        for stream, lines in self.tails.items():
-            if stream.startswith("std_log_process_") and any("Traceback" in line for line in lines):
-                return int(stream.rsplit("_", 1)[1])
-        return default
-
-    def _mpi_failed_rank(self) -> int:
-        for line in self.tails.get("mpirun", []):
-            match = MPI_FAILED_RANK.search(line)
-            if match:
-                return int(match.group(1))
-        return self._rank_with_traceback(default=0)
-
     def wait_for_peers(self) -> None:
         deadline = time.monotonic() + PEERS_TIMEOUT_SECONDS
-        while RunNode.objects.filter(run=self.run).exclude(node_rank=0).exclude(state="done").exists():
+        while RunNode.objects.filter(run=self.run).exclude(node_rank=0).exclude(state=PlacementState.DONE).exists():
             self.check_abort()
             if time.monotonic() > deadline:
                 raise _SetupFailed("The other nodes of the run did not finish in time.", "")
@@ -992,9 +785,6 @@ def execute_on_node(run_pk: int, node_pk: int, node_rank: int, stop_event: threa
     try:
         NodeExecution(run_pk, node_pk, node_rank, stop_event).execute()
     finally:
-        from runs.scheduling import dispatch_cluster
-        from trainhub.compute.services import node_set_idle
-
         node_set_idle(node_pk)
         cluster_pk = Node.objects.filter(pk=node_pk).values_list("cluster_id", flat=True).first()
         if cluster_pk is not None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from runs.execution import execute_on_node
-from trainhub.compute.node_worker import current_stop_event
+from runs.node_worker import current_stop_event
 
 
 def execute_run_on_node(run_pk: int, node_pk: int, node_rank: int) -> None:

@@ -23,6 +23,22 @@ FINAL_STATUSES = frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CAN
 ACTIVE_STATUSES = frozenset(set(RunStatus) - FINAL_STATUSES)
 
 
+class PlacementState(models.TextChoices):
+    """Where a node of a run's gang is with its share: placed, preparing or running it, done."""
+
+    ASSIGNED = "assigned", "Assigned"
+    PREPARING = "preparing", "Preparing"
+    DONE = "done", "Done"
+
+
+class ProcessState(models.TextChoices):
+    RUNNING = "running", "Running"
+    COMPLETED = "completed", "Completed"
+    FAILED = "failed", "Failed"
+    # Ended by TrainHub: another rank failed, the run was canceled, or its node stopped.
+    STOPPED = "stopped", "Stopped"
+
+
 class Experiment(models.Model):
     workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="experiments")
     name = models.CharField(max_length=100, validators=[name_validator])
@@ -98,7 +114,7 @@ class Run(models.Model):
     dispatched_at = models.DateTimeField(null=True, blank=True)
     token_hash = models.CharField(max_length=64, blank=True)
     # Made at each dispatch: every node of the run derives the run's token from it and the secret
-    # key (runs.scheduling.run_token), so the token itself is never stored or queued.
+    # key (runs.tokens.run_token), so the token itself is never stored or queued.
     token_salt = models.CharField(max_length=32, blank=True)
 
     class Meta:
@@ -145,7 +161,7 @@ class RunNode(models.Model):
     run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="run_nodes")
     node = models.ForeignKey("compute.Node", on_delete=models.PROTECT, related_name="run_nodes")
     node_rank = models.PositiveIntegerField()
-    state = models.CharField(max_length=20, default="assigned")
+    state = models.CharField(max_length=20, choices=PlacementState.choices, default=PlacementState.ASSIGNED)
     finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
@@ -184,7 +200,7 @@ class RunProcess(models.Model):
     local_rank = models.PositiveIntegerField(default=0)
     node_name = models.CharField(max_length=120)
     pid = models.PositiveIntegerField(null=True, blank=True)
-    state = models.CharField(max_length=20, default="starting")
+    state = models.CharField(max_length=20, choices=ProcessState.choices, default=ProcessState.RUNNING)
     exit_code = models.IntegerField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     ended_at = models.DateTimeField(null=True, blank=True)

@@ -10,27 +10,27 @@ before the node took the job, the controller finds the run's job gone and places
 
 from __future__ import annotations
 
-import base64
 import logging
 import secrets
 from datetime import timedelta
 
 from django.db import transaction
 from django.utils import timezone
-from django.utils.crypto import salted_hmac
 from rq import Queue
 from rq.job import Job
 
-from runs.models import ACTIVE_STATUSES, Run, RunNode, RunStatus
+from runs.models import ACTIVE_STATUSES, PlacementState, Run, RunNode, RunStatus
+from runs.services import clear_dispatch_keys, fail_run, placement_assign, placement_done
+from runs.slurm import submit_queued_runs
+from runs.tokens import run_token
 from trainhub.compute.models import ComputeCluster, Node, NodeState
-from trainhub.compute.services import alive_node_ids
+from trainhub.compute.services import alive_node_ids, node_assign, node_set_idle, nodes_release
 from trainhub.environments.builders import uses_docker
 from trainhub.redis_conn import get_redis
-from trainhub.workspaces.selectors import RUN_TOKEN_PREFIX, hash_token
+from trainhub.workspaces.selectors import hash_token
 
 logger = logging.getLogger(__name__)
 
-RUN_TOKEN_KEY_SALT = "trainhub.runs.run_token"
 # A job is in its node's queue within milliseconds of the dispatch's commit, and stays in Redis
 # while the node runs it: one missing this long after the dispatch was lost with Redis's data.
 LOST_JOB_GRACE = timedelta(seconds=5)
@@ -49,8 +49,6 @@ def dispatch_cluster(cluster_pk: int) -> list[int]:
     cluster's runs all go to Slurm, which decides when each starts."""
     cluster = ComputeCluster.objects.filter(pk=cluster_pk).first()
     if cluster is not None and cluster.is_slurm:
-        from runs.slurm import submit_queued_runs
-
         return submit_queued_runs(cluster)
     started = []
     while True:
@@ -83,26 +81,15 @@ def _place_head_run(cluster_pk: int) -> int | None:
         head.token_hash = hash_token(run_token(head.pk, head.token_salt))
         head.save(update_fields=["dispatched_at", "token_salt", "token_hash"])
         for rank, node in enumerate(chosen):
-            node.state = NodeState.BUSY
-            node.current_run = head
-            node.save(update_fields=["state", "current_run"])
-            RunNode.objects.create(run=head, node=node, node_rank=rank)
+            node_assign(node, head.pk)
+            placement_assign(run=head, node=node, node_rank=rank)
         assignments = [(node, rank) for rank, node in enumerate(chosen)]
         run_pk = head.pk
         transaction.on_commit(lambda: _enqueue(run_pk, assignments))
         return run_pk
 
 
-def run_token(run_pk: int, token_salt: str) -> str:
-    """The token of a run's dispatch: an HMAC of the secret key, which the server and every node
-    hold, so a node derives it from the run's row and no token travels in a job or sits in Redis."""
-    digest = salted_hmac(RUN_TOKEN_KEY_SALT, f"{run_pk}:{token_salt}", algorithm="sha256").digest()
-    return RUN_TOKEN_PREFIX + base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
-
-
 def _enqueue(run_pk: int, assignments: list[tuple[Node, int]]) -> None:
-    from runs.services import clear_dispatch_keys
-
     clear_dispatch_keys(run_pk)
     # Ids only: whoever can read Redis learns no secret from a job.
     for node, rank in assignments:
@@ -126,13 +113,10 @@ def redispatch_lost_jobs() -> list[int]:
     """Runs whose job on some node is gone from Redis before that node started it: placed again
     when no node of theirs started (they keep their turn), failed saying why otherwise. Returns
     the ids of the runs placed again."""
-    from runs.services import fail_run
-    from trainhub.compute.services import node_set_idle
-
     dispatched = Run.objects.filter(
         status__in=ACTIVE_STATUSES, dispatched_at__lt=timezone.now() - LOST_JOB_GRACE
     ).values_list("pk", flat=True)
-    waiting = RunNode.objects.filter(run_id__in=list(dispatched), state="assigned").select_related("node")
+    waiting = RunNode.objects.filter(run_id__in=list(dispatched), state=PlacementState.ASSIGNED).select_related("node")
     redis = get_redis()
     lost = [placement for placement in waiting if not Job.exists(job_id(placement.run_id, placement.node_rank), redis)]
     placed_again: list[int] = []
@@ -144,7 +128,7 @@ def redispatch_lost_jobs() -> list[int]:
         for placement in [p for p in lost if p.run_id == run_pk]:
             fail_run(run_pk, JOB_LOST.format(node=placement.node.name, rank=placement.node_rank))
             # That node will never run the job that would have freed it.
-            RunNode.objects.filter(pk=placement.pk).update(state="done", finished_at=timezone.now())
+            placement_done(placement.run_id, placement.node_rank)
             node_set_idle(placement.node_id)
     for cluster_pk in set(Run.objects.filter(pk__in=placed_again).values_list("cluster_id", flat=True)):
         dispatch_cluster(cluster_pk)
@@ -157,11 +141,9 @@ def _undo_dispatch(run_pk: int) -> bool:
     its place in the queue. False when a node of the run has started (or the run moved on)."""
     run = Run.objects.select_for_update().get(pk=run_pk)
     placements = RunNode.objects.filter(run=run)
-    if run.status != RunStatus.QUEUED or placements.exclude(state="assigned").exists():
+    if run.status != RunStatus.QUEUED or placements.exclude(state=PlacementState.ASSIGNED).exists():
         return False
-    Node.objects.filter(current_run=run, state=NodeState.BUSY).update(
-        state=NodeState.IDLE, current_run=None, idle_since=timezone.now()
-    )
+    nodes_release(run.pk)
     placements.delete()
     run.dispatched_at = None
     run.token_salt = run.token_hash = ""

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from django.db.models import F, QuerySet
+from django.db.models import F, QuerySet, Sum
 from django.http import Http404
 
-from runs.models import Experiment, LogChunk, Run, RunFile, SlurmJob
+from runs.models import Experiment, LogChunk, Run, RunFile, RunStatus, SlurmJob
 from runs.parameters import parameters_of
+from trainhub.compute.models import ComputeCluster
 from trainhub.workspaces.models import Membership, Workspace
 from trainhub.workspaces.selectors import hash_token
 
@@ -184,3 +185,9 @@ def differing_parameters(parameters: list[dict[str, str]]) -> list[str]:
 def slurm_job_of(run: Run) -> SlurmJob | None:
     """The Slurm job of a run on a Slurm cluster, with what Slurm last said of it."""
     return SlurmJob.objects.filter(run=run).first()
+
+
+def queued_node_demand(cluster: ComputeCluster) -> int:
+    """The nodes the runs waiting for a cluster ask for (not yet placed)."""
+    waiting = Run.objects.filter(cluster=cluster, status=RunStatus.QUEUED, dispatched_at__isnull=True)
+    return waiting.aggregate(nodes=Sum("node_count"))["nodes"] or 0

@@ -35,8 +35,12 @@ from runs.models import (
     FINAL_STATUSES,
     Experiment,
     LogChunk,
+    PlacementState,
+    ProcessState,
     Run,
     RunFile,
+    RunNode,
+    RunProcess,
     RunStatus,
     RunStatusChange,
     Snapshot,
@@ -44,7 +48,7 @@ from runs.models import (
 from runs.parameters import parameters_of
 from trainhub import live, uploads
 from trainhub.compute import catalog
-from trainhub.compute.models import ComputeCluster, Node, Provisioner
+from trainhub.compute.models import LIVE_NODE_STATES, ComputeCluster, Node, Provisioner
 from trainhub.redis_conn import get_redis
 from trainhub.workspaces.models import Workspace, name_validator
 from trainhub.workspaces.permissions import Access, Action
@@ -440,7 +444,7 @@ def _gpu_problem(cluster: ComputeCluster, use_gpu: bool) -> tuple[str, str]:
         gpus_needed = 1
     if not gpus_needed:
         return "", ""
-    nodes = Node.objects.filter(cluster=cluster, state__in=["idle", "busy"])
+    nodes = Node.objects.filter(cluster=cluster, state__in=LIVE_NODE_STATES)
     if nodes.filter(gpus__gte=gpus_needed).exists():
         return "", ""
     if cluster.provisioner == Provisioner.LOCAL:
@@ -463,7 +467,7 @@ def _docker_problem(cluster: ComputeCluster, environment: EnvironmentChoice) -> 
 
     if not uses_docker(environment.spec):
         return ""
-    nodes = Node.objects.filter(cluster=cluster, state__in=["idle", "busy"])
+    nodes = Node.objects.filter(cluster=cluster, state__in=LIVE_NODE_STATES)
     if nodes.filter(docker=True).exists():
         return ""
     if cluster.provisioner == Provisioner.LOCAL:
@@ -628,8 +632,6 @@ def run_file_store(*, run: Run, path: str, local_path: str | os.PathLike[str]) -
 
 def lost_node_runs(node_ids: Iterable[int]) -> list[int]:
     """Fail the active runs placed on lost nodes; returns their ids."""
-    from runs.models import RunNode
-
     run_ids = set(
         RunNode.objects.filter(node_id__in=list(node_ids), run__status__in=ACTIVE_STATUSES).values_list(
             "run_id", flat=True
@@ -642,3 +644,70 @@ def lost_node_runs(node_ids: Iterable[int]) -> list[int]:
 
 def workspace_of(run: Run) -> Workspace:
     return run.workspace
+
+
+# ---------------------------------------------------------------- placements and processes
+
+
+def placement_assign(*, run: Run, node: Node, node_rank: int) -> RunNode:
+    """Node `node` holds rank `node_rank` of the run's gang (in the dispatch's transaction)."""
+    return RunNode.objects.create(run=run, node=node, node_rank=node_rank)
+
+
+def placement_join(*, run: Run, node: Node, node_rank: int) -> None:
+    """A host that Slurm allocated joins the run's gang as its task starts."""
+    RunNode.objects.update_or_create(
+        run=run, node_rank=node_rank, defaults={"node": node, "state": PlacementState.ASSIGNED}
+    )
+
+
+def placement_preparing(run_pk: int, node_rank: int) -> None:
+    RunNode.objects.filter(run_id=run_pk, node_rank=node_rank).update(state=PlacementState.PREPARING)
+
+
+def placement_done(run_pk: int, node_rank: int) -> None:
+    """The node is done with its share of the run (whatever the run's end): the lead stops waiting."""
+    RunNode.objects.filter(run_id=run_pk, node_rank=node_rank).update(
+        state=PlacementState.DONE, finished_at=timezone.now()
+    )
+
+
+def process_started(
+    *, run_pk: int, rank: int, node_rank: int, local_rank: int, node_name: str, pid: int | None = None
+) -> None:
+    RunProcess.objects.update_or_create(
+        run_id=run_pk,
+        rank=rank,
+        defaults={
+            "node_rank": node_rank,
+            "local_rank": local_rank,
+            "node_name": node_name,
+            "pid": pid,
+            "state": ProcessState.RUNNING,
+            "started_at": timezone.now(),
+        },
+    )
+
+
+def process_ended(run_pk: int, rank: int, state: ProcessState, exit_code: int | None = None) -> None:
+    RunProcess.objects.filter(run_id=run_pk, rank=rank).update(
+        state=state, exit_code=exit_code, ended_at=timezone.now()
+    )
+
+
+def running_processes_ended(
+    run_pk: int,
+    state: ProcessState,
+    *,
+    node_rank: int | None = None,
+    exit_code: int | None = None,
+    except_rank: int | None = None,
+) -> None:
+    """The processes of the run (of one node, with `node_rank`) still recorded as running end in
+    `state`: those a launcher or mpirun started, whose ends the node learns all at once."""
+    running = RunProcess.objects.filter(run_id=run_pk, state=ProcessState.RUNNING)
+    if node_rank is not None:
+        running = running.filter(node_rank=node_rank)
+    if except_rank is not None:
+        running = running.exclude(rank=except_rank)
+    running.update(state=state, exit_code=exit_code, ended_at=timezone.now())

@@ -18,8 +18,9 @@ from django.db import transaction
 from django.utils import timezone
 
 from runs import services
+from runs.launch_plan import LaunchMode, launch_mode
 from runs.models import ACTIVE_STATUSES, Run, RunStatus, SlurmJob
-from runs.scheduling import run_token
+from runs.tokens import run_token
 from trainhub.compute import catalog, slurm
 from trainhub.compute.models import ComputeCluster
 from trainhub.workspaces.selectors import hash_token
@@ -57,11 +58,8 @@ def job_name(run: Run) -> str:
 def per_node_tasks(run: Run) -> int:
     """Slurm tasks per node of the allocation: one per rank for a per-process launch, one per node
     for a per-node launcher and for MPI (mpirun or the launcher starts the node's ranks)."""
-    distributed = run.distributed or {}
-    per_node_launch = distributed.get("type") == "pytorch" and not distributed.get("process_count")
-    if distributed.get("type") == "mpi" or (run.command and per_node_launch):
-        return 1
-    return run.process_count_per_node
+    per_process = launch_mode(run.command, run.distributed or {}) is LaunchMode.PER_PROCESS
+    return run.process_count_per_node if per_process else 1
 
 
 def gpus_per_node(run: Run) -> int:

@@ -6,20 +6,18 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import threading
 import time
 
 from django.conf import settings
-from django.utils import timezone
 
 from runs import services
 from runs.execution import NodeExecution, RunAborted
 from runs.models import Run, RunNode, RunStatus, SlurmJob
 from runs.slurm import END_REASONS, end_reason
 from trainhub.compute import slurm
-from trainhub.compute.models import Node, NodeState
-from trainhub.compute.services import machine_resources, node_docker_support, node_set_idle
+from trainhub.compute.models import Node
+from trainhub.compute.services import node_docker_support, node_register_slurm_host, node_set_idle
 from trainhub.environments.builders import uses_docker
 
 RUN_NODES_SECONDS = 60
@@ -49,7 +47,7 @@ def run_task(run_pk: int) -> int:
     if run.is_final:
         return 0
     node = register_host(run, host)
-    RunNode.objects.update_or_create(run=run, node_rank=node_rank, defaults={"node": node, "state": "assigned"})
+    services.placement_join(run=run, node=node, node_rank=node_rank)
     try:
         SlurmNodeExecution(run.pk, node.pk, node_rank, stop, job_id).execute()
     finally:
@@ -58,28 +56,10 @@ def run_task(run_pk: int) -> int:
 
 
 def register_host(run: Run, host: str) -> Node:
-    """The node row of a Slurm host of the cluster (made by its first task, then kept up to date)."""
+    """The node row of this Slurm host of the run's cluster."""
     address = settings.TRAINHUB_NODE_ADDRESS or slurm.node_address(host)
-    resources = machine_resources()
     docker = uses_docker(run.environment_spec) and node_docker_support(settings.TRAINHUB_NODE_DOCKER)[0]
-    node, _ = Node.objects.update_or_create(
-        name=f"slurm-{run.cluster.pk}-{host}",
-        defaults={
-            "cluster": run.cluster,
-            "hostname": socket.gethostname(),
-            "address": address,
-            "pid": os.getpid(),
-            "cpus": int(resources["cpus"]),
-            "gpus": int(resources["gpus"]),
-            "memory_gb": float(resources["memory_gb"]),
-            "docker": docker,
-            "state": NodeState.BUSY,
-            "state_reason": f"Slurm node {host}",
-            "current_run": run,
-            "last_heartbeat_at": timezone.now(),
-        },
-    )
-    return node
+    return node_register_slurm_host(cluster=run.cluster, host=host, address=address, docker=docker, run_id=run.pk)
 
 
 class SlurmNodeExecution(NodeExecution):

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from django.db.models import Count, Q, QuerySet, Sum
+from django.db.models import Count, Q, QuerySet
 from django.http import Http404
 
 from trainhub.compute.models import LIVE_NODE_STATES, ComputeCluster, Node, NodeState, Provisioner
@@ -16,7 +17,7 @@ CLUSTER_NOT_FOUND = "No compute target named {name!r} in workspace {workspace!r}
 def clusters_of(workspace: Workspace) -> QuerySet[ComputeCluster]:
     return workspace.clusters.annotate(
         live_nodes=Count("nodes", filter=Q(nodes__state__in=LIVE_NODE_STATES)),
-        busy_nodes=Count("nodes", filter=Q(nodes__state="busy")),
+        busy_nodes=Count("nodes", filter=Q(nodes__state=NodeState.BUSY)),
     ).order_by("name")
 
 
@@ -94,12 +95,23 @@ def gres_gpus(gres: str) -> int:
     return total
 
 
+def _no_node_demand(cluster: ComputeCluster) -> int:
+    return 0
+
+
+# How many nodes the runs waiting for a cluster ask for. Compute knows nothing of runs: the runs
+# app registers its selector here as it starts (runs/apps.py).
+_node_demand: list[Callable[[ComputeCluster], int]] = [_no_node_demand]
+
+
+def register_node_demand(source: Callable[[ComputeCluster], int]) -> None:
+    _node_demand[0] = source
+
+
 def cluster_status(cluster: ComputeCluster) -> ClusterStatus:
     """Live nodes by state, and the size the local provisioner steers to: between min and max
     nodes, enough for the busy nodes and the runs waiting (what the controller starts nodes for).
     A manually provisioned cluster's target is the nodes people started."""
-    from runs.models import Run, RunStatus
-
     counts = dict(
         cluster.nodes.filter(state__in=[*LIVE_NODE_STATES, NodeState.STOPPING])
         .values_list("state")
@@ -108,12 +120,7 @@ def cluster_status(cluster: ComputeCluster) -> ClusterStatus:
     idle, busy = counts.get(NodeState.IDLE, 0), counts.get(NodeState.BUSY, 0)
     current = idle + busy
     if cluster.provisioner == Provisioner.LOCAL:
-        waiting = (
-            Run.objects.filter(cluster=cluster, status=RunStatus.QUEUED, dispatched_at__isnull=True).aggregate(
-                nodes=Sum("node_count")
-            )["nodes"]
-            or 0
-        )
+        waiting = _node_demand[0](cluster)
         target = max(current, min(cluster.max_nodes, max(cluster.min_nodes, busy + waiting)))
     else:
         target = current

@@ -241,6 +241,43 @@ def alive_node_ids(node_ids: list[int]) -> set[int]:
     return {node_id for node_id, alive in zip(node_ids, pipe.execute(), strict=True) if alive}
 
 
+def node_register_slurm_host(*, cluster: ComputeCluster, host: str, address: str, docker: bool, run_id: int) -> Node:
+    """The node row of a Slurm host of the cluster, busy with run `run_id` (made by the host's first
+    task, then kept up to date): Slurm, not a heartbeat, says when it is gone."""
+    resources = machine_resources()
+    node, _ = Node.objects.update_or_create(
+        name=f"slurm-{cluster.pk}-{host}",
+        defaults={
+            "cluster": cluster,
+            "hostname": socket.gethostname(),
+            "address": address,
+            "pid": os.getpid(),
+            "cpus": int(resources["cpus"]),
+            "gpus": int(resources["gpus"]),
+            "memory_gb": float(resources["memory_gb"]),
+            "docker": docker,
+            "state": NodeState.BUSY,
+            "state_reason": f"Slurm node {host}",
+            "current_run_id": run_id,
+            "last_heartbeat_at": timezone.now(),
+        },
+    )
+    return node
+
+
+def node_assign(node: Node, run_id: int) -> None:
+    """An idle node (locked by the caller's transaction) takes run `run_id`."""
+    node.state, node.current_run_id = NodeState.BUSY, run_id
+    node.save(update_fields=["state", "current_run"])
+
+
+def nodes_release(run_id: int) -> None:
+    """The nodes busy with run `run_id` are idle again (its dispatch was taken back)."""
+    Node.objects.filter(current_run_id=run_id, state=NodeState.BUSY).update(
+        state=NodeState.IDLE, current_run=None, idle_since=timezone.now()
+    )
+
+
 def node_set_idle(node_id: int) -> None:
     Node.objects.filter(pk=node_id, state=NodeState.BUSY).update(
         state=NodeState.IDLE, current_run=None, idle_since=timezone.now()

@@ -12,7 +12,7 @@ from trainhub.workspaces.models import ApiToken, Membership, Role, Workspace
 from trainhub.workspaces.permissions import Access
 
 WORKSPACE_NOT_FOUND = "No workspace named {name!r} that you are a member of."
-# Run tokens (made by runs.scheduling.run_token) start with it; members' API tokens never do.
+# Run tokens (made by runs.tokens.run_token) start with it; members' API tokens never do.
 RUN_TOKEN_PREFIX = "thr_"
 
 

@@ -7,10 +7,10 @@ import socket
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from runs.node_worker import run_node
 from runs.sandbox import node_sandbox_support
 from trainhub.compute import services
 from trainhub.compute.models import ComputeCluster
-from trainhub.compute.node_worker import run_node
 from trainhub.ops.redis_server import wait_for_redis
 
 

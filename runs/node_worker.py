@@ -13,6 +13,7 @@ from rq import SimpleWorker
 from rq.worker import WorkerStatus
 
 from runs.containers import reap_containers_of_gone_nodes
+from runs.scheduling import dispatch_cluster, node_queue
 from trainhub.compute import services
 from trainhub.compute.models import Node, NodeState
 from trainhub.redis_conn import get_redis
@@ -73,8 +74,6 @@ def _reap_containers() -> None:
 def run_node(node: Node) -> None:
     heartbeat = Heartbeat(node)
     heartbeat.start()
-    from runs.scheduling import dispatch_cluster, node_queue
-
     worker = NodeWorker([node_queue(node)], connection=get_redis(), name=node.name)
     if node.docker:
         # Containers a killed node of this site left behind. Beside the node's start, not before

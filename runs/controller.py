@@ -15,9 +15,14 @@ from pathlib import Path
 
 from django.conf import settings
 from django.db import close_old_connections
-from django.db.models import Sum
 from django.utils import timezone
 
+from runs.containers import reap_containers_of_gone_nodes
+from runs.scheduling import dispatch_all, redispatch_lost_jobs
+from runs.selectors import queued_node_demand
+from runs.services import lost_node_runs
+from runs.slurm import watch_jobs
+from sweeps.services import sweeps_tick
 from trainhub.compute import services
 from trainhub.compute.models import ComputeCluster, Node, NodeState, Provisioner
 
@@ -33,9 +38,6 @@ NODE_START_GRACE = timedelta(seconds=60)
 
 
 def reap_lost_nodes() -> list[int]:
-    from runs.containers import reap_containers_of_gone_nodes
-    from runs.services import lost_node_runs
-
     # A Slurm host's node row stands for a job's task there: Slurm, not a heartbeat, says it is gone.
     candidates = list(
         Node.objects.filter(state__in=[NodeState.IDLE, NodeState.BUSY, NodeState.STOPPING])
@@ -71,18 +73,11 @@ class LocalProvisioner:
             self._tick_cluster(cluster)
 
     def _tick_cluster(self, cluster: ComputeCluster) -> None:
-        from runs.models import Run, RunStatus
-
         processes = [p for p in self.children.get(cluster.pk, []) if p.poll() is None]
         self.children[cluster.pk] = processes
         live = Node.objects.filter(cluster=cluster, state__in=[NodeState.IDLE, NodeState.BUSY])
         busy = live.filter(state=NodeState.BUSY).count()
-        queued = (
-            Run.objects.filter(cluster=cluster, status=RunStatus.QUEUED, dispatched_at__isnull=True).aggregate(
-                nodes=Sum("node_count")
-            )["nodes"]
-            or 0
-        )
+        queued = queued_node_demand(cluster)
         wanted = min(cluster.max_nodes, max(cluster.min_nodes, busy + queued))
         # Nodes started by hand count towards the cluster's size too.
         present = max(live.count(), len(processes))
@@ -135,10 +130,6 @@ class LocalProvisioner:
 
 
 def run_controller(stop: list[bool]) -> None:
-    from runs.scheduling import dispatch_all, redispatch_lost_jobs
-    from runs.slurm import watch_jobs
-    from sweeps.services import sweeps_tick
-
     provisioner = LocalProvisioner()
     last_dispatch = last_provision = last_slurm_watch = 0.0
     try:

@@ -7,7 +7,7 @@ import signal
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from trainhub.compute.controller import run_controller
+from runs.controller import run_controller
 from trainhub.ops.redis_server import wait_for_redis
 
 
