@@ -27,7 +27,7 @@ window.TrainHubCharts = (function () {
   }
 
   // options: {log: y on a log scale, height: pixels, dashed: dash every other run so identical
-  // curves stay visible}
+  // curves stay visible, colors / dashes: one per label instead (a run's colour, a metric's dash)}
   function chart(container, name, labels, data, axis, xLabel, options) {
     options = options || {};
     var card = document.createElement("div");
@@ -43,8 +43,10 @@ window.TrainHubCharts = (function () {
     card.appendChild(title);
     container.appendChild(card);
     var series = [{label: xLabel || axis}].concat(labels.map(function (text, i) {
-      var line = {label: text, stroke: COLORS[i % COLORS.length], width: 1.5, spanGaps: true, value: function (u, v) { return format(v); }};
-      if (options.dashed && i % 2 === 1) line.dash = [6, 4];
+      var color = options.colors ? options.colors[i] : COLORS[i % COLORS.length];
+      var line = {label: text, stroke: color, width: 1.5, spanGaps: true, value: function (u, v) { return format(v); }};
+      if (options.dashes) { if (options.dashes[i]) line.dash = options.dashes[i]; }
+      else if (options.dashed && i % 2 === 1) line.dash = [6, 4];
       return line;
     }));
     var height = options.height || 190;

@@ -73,14 +73,22 @@
     });
   }
 
-  function draw(title, key, parts, axis, log, large) {
+  // Several metrics on one chart: each run keeps its colour, each metric has its own dash.
+  var DASHES = [null, [6, 4], [2, 3], [10, 3, 2, 3]];
+
+  function draw(title, key, parts, axis, log, large, joined) {
     var drawn = parts.filter(function (part) { return part.table[0].length; });
     if (!drawn.length) return;
     var data = uPlot.join(drawn.map(function (part) { return part.table; }));
     var labels = drawn.map(function (part) { return part.label; });
     var xLabel = {step: "step", time: "seconds", wall: "time"}[axis];
-    var chart = Charts.chart(container, title, labels, data, axis === "wall" ? "time" : "step", xLabel,
-                             {log: log, height: large ? 380 : 190, dashed: true});
+    var options = {log: log, height: large || joined ? 380 : 190, dashed: true};
+    if (joined) {
+      options.colors = drawn.map(function (part) { return Charts.COLORS[part.run % Charts.COLORS.length]; });
+      options.dashes = drawn.map(function (part) { return DASHES[part.metric % DASHES.length]; });
+    }
+    var chart = Charts.chart(container, title, labels, data, axis === "wall" ? "time" : "step", xLabel, options);
+    chart.card.classList.toggle("together", !!joined);
     chart.card.dataset.name = key;
     chart.card.dataset.runs = labels.length;
     chart.card.dataset.scale = log ? "log" : "linear";
@@ -100,12 +108,12 @@
     var joined = togetherNames().filter(function (name) { return names[name]; });
     if (joined.length > 1) {
       var parts = [];
-      joined.forEach(function (name) {
+      joined.forEach(function (name, m) {
         tablesOf(name, axis, log, weight).forEach(function (table, i) {
-          parts.push({table: table, label: name + " · " + runs[i].label});
+          parts.push({table: table, label: name + " · " + runs[i].label, run: i, metric: m});
         });
       });
-      draw(joined.join(" + "), joined.join("+"), parts, axis, log, large);
+      draw(joined.join(" + "), joined.join("+"), parts, axis, log, large, true);
     } else {
       joined = [];
     }
@@ -190,8 +198,16 @@
       element("title", {}, dot).textContent = p.label + ": " + Charts.format(p.x) + ", " + Charts.format(p.y);
     });
     var legend = document.createElement("p");
-    legend.className = "muted left-out";
-    legend.textContent = points.map(function (p) { return "● " + p.label; }).join("   ");
+    legend.className = "scatter-legend";
+    points.forEach(function (p) {
+      var item = document.createElement("span");
+      var dot = document.createElement("span");
+      dot.textContent = "● ";
+      dot.style.color = p.color;
+      item.appendChild(dot);
+      item.appendChild(document.createTextNode(p.label));
+      legend.appendChild(item);
+    });
     plot.appendChild(legend);
     if (leftOut.length) {
       var note = document.createElement("p");

@@ -1,7 +1,8 @@
 """Screenshots of the runs table, the compare view and a run page, for the README.
 
 They are written to docs/screenshots/ by `make screenshots` (TRAINHUB_SCREENSHOTS set); in
-`make test` they go to the test's own folder, so that the pages are still drawn and checked."""
+`make test` they go to the test's own folder, so that the pages are still drawn and checked.
+The run page is a real run's on a real node, so that its system metrics exist."""
 
 from __future__ import annotations
 
@@ -13,9 +14,14 @@ import pytest
 from playwright.sync_api import expect
 
 from runs.models import Run, RunStatus
+from runs.system_metrics import CPU, MEMORY
 from tests.browser.test_workspace_flows import sign_in
 from tests.conftest import api_client
+from tests.helpers.processes import NodeProcess
 from tests.metrics.builders import post_batch, running_run, series_body
+from tests.metrics.test_metrics_on_node import config
+from tests.runs.conftest import cluster, curated_env, ws  # noqa: F401  (fixtures used here)
+from trainhub.sdk import Experiment
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -43,24 +49,49 @@ def sweep(workspace) -> list[Run]:
     return runs
 
 
-def test_screenshots_of_the_runs_table_compare_and_a_run(page, live_url, workspace, reader, tmp_path):
+def trained_on_a_node(ws, cluster, live_url, tmp_path) -> str:  # noqa: F811
+    node = NodeProcess(cluster, tmp_path, TRAINHUB_NODE_SERVER_URL=live_url, TRAINHUB_SYSTEM_METRICS_SECONDS="1")
+    node.start()
+    try:
+        src = config(ws, "train_briefly.py", ["--lr", "1.0", "--epochs", "30"])
+        run = Experiment(ws, name="pytorch-birds").submit(src, show_progress=False)
+        assert run.wait_for_completion()["status"] == "Completed"
+    finally:
+        node.stop()
+    return run.id
+
+
+def test_screenshots_of_the_runs_table_compare_and_a_run(
+    page,
+    live_url,
+    workspace,
+    reader,
+    ws,  # noqa: F811
+    cluster,  # noqa: F811
+    tmp_path,
+):
     runs = sweep(workspace)
+    trained = trained_on_a_node(ws, cluster, live_url, tmp_path)
     out = folder(tmp_path)
     out.mkdir(parents=True, exist_ok=True)
     page.set_viewport_size({"width": 1280, "height": 900})
     sign_in(page, live_url, "rita")
     page.goto(
-        f"{live_url}/w/birds/experiments/pytorch-birds/metrics/?columns=accuracy&columns=loss&sort=accuracy&order=desc"
+        f"{live_url}/w/birds/runs/?columns=user,duration,params.lr,params.momentum,metrics.accuracy,"
+        "metrics.accuracy:max,metrics.loss&sort=metrics.accuracy&order=desc"
     )
-    expect(page.locator("#metric-runs tbody tr")).to_have_count(4)
+    expect(page.locator("#metric-runs tbody tr")).to_have_count(5)
     page.screenshot(path=str(out / "runs-table.png"), full_page=True)
 
-    page.goto(f"{live_url}/w/birds/experiments/pytorch-birds/compare/?runs={','.join(r.run_id for r in runs)}")
-    expect(page.locator("#compare-charts")).to_have_attribute("data-ready", "1")
+    selection = ",".join(r.run_id for r in runs)
+    page.goto(f"{live_url}/w/birds/experiments/pytorch-birds/compare/?runs={selection}&together=accuracy,loss")
+    expect(page.locator('.metric-chart[data-name="accuracy+loss"]')).to_have_attribute("data-runs", "8")
     expect(page.locator('#compare-params tr[data-name="lr"]')).to_have_class("differs")
+    expect(page.locator("#compare-scatter circle")).to_have_count(4)
     page.screenshot(path=str(out / "compare.png"), full_page=True)
 
-    page.goto(f"{live_url}/w/birds/runs/{runs[-1].run_id}/")
-    expect(page.locator('.metric-chart[data-name="accuracy"] canvas')).to_be_visible()
+    page.goto(f"{live_url}/w/birds/runs/{trained}/")
+    for name in ("loss", "accuracy", CPU, MEMORY):
+        expect(page.locator(f'.metric-chart[data-name="{name}"] canvas')).to_be_visible()
     page.screenshot(path=str(out / "run.png"), full_page=True)
     assert all((out / name).stat().st_size > 10_000 for name in ("runs-table.png", "compare.png", "run.png"))
