@@ -21,10 +21,10 @@ points = [(random.gauss(0, 1), random.gauss(0, 1)) for _ in range(10000)]
 # One label in ten flipped: the fit levels off below 100 %.
 labels = [(x + 0.5 * y > 0) != (random.random() < 0.1) for x, y in points]
 w = [-1.0, 0.5]  # a bad start, so the curves have somewhere to go
-for epoch in range(args.epochs):
+for _ in range(args.epochs):
     started = time.monotonic()
     loss, right = 0.0, 0
-    for (x, y), label in zip(points, labels):
+    for (x, y), label in zip(points, labels, strict=True):
         p = 1 / (1 + math.exp(-(w[0] * x + w[1] * y)))
         loss -= math.log(p if label else 1 - p)
         right += (p > 0.5) == bool(label)
