@@ -10,6 +10,7 @@ scripts left to render, and no payload may have run. Fields restricted to plain 
 from __future__ import annotations
 
 import json
+from urllib.parse import urlencode
 
 import pytest
 from playwright.sync_api import expect
@@ -86,6 +87,8 @@ def pages(run) -> list[str]:
         f"{base}/experiments/",
         f"{base}/experiments/{run.experiment.name}/",
         f"{base}/experiments/{run.experiment.name}/metrics/",
+        f"{base}/runs/?" + urlencode({"columns": f"parameters,tags.{SVG}", "q": SCRIPT}),
+        f"{base}/runs/?" + urlencode({"columns": f"user,tags.{IMG[:100]}", "sort": f"metrics.{SVG}"}),
         f"{base}/experiments/{run.experiment.name}/compare/?runs={run.run_id}",
         f"{base}/runs/{run.run_id}/",
         f"{base}/models/",
