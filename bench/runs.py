@@ -1,6 +1,7 @@
-"""Run figures: the box's start cost per rank, warm submit overhead with and without the box, live log
-latency and completeness, a 100,000-run experiment page and runs tables (`bench/runs.py table`: only
-those)."""
+"""Run figures: the box's start cost per rank, warm submit overhead with and without the box, how soon
+wait_for_completion() returns after a run's last process exited (`bench/runs.py end`: only that), live
+log latency and completeness, a 100,000-run experiment page and runs tables (`bench/runs.py table`:
+only those)."""
 
 from __future__ import annotations
 
@@ -88,6 +89,42 @@ def submit_overhead(ws, folder: Path, label: str) -> None:
         f"{label}: warm submit -> first line: median {statistics.median(hub) * 1000:.0f} ms; "
         f"bare script -> first line: median {statistics.median(bare) * 1000:.0f} ms; "
         f"overhead {(statistics.median(hub) - statistics.median(bare)) * 1000:.0f} ms (target <= 300 ms)"
+    )
+
+
+def end_to_return(ws, folder: Path, runs: int = 10) -> None:
+    """From a trivial run's last process exiting (as its node saw it) to wait_for_completion()
+    returning, against a client that polls the run's log every 0.3 s (the SDK before its long poll)."""
+    from runs.models import Run, RunProcess
+
+    def last_exit(run_id: str) -> float:
+        ended = [p.ended_at for p in RunProcess.objects.filter(run__run_id=run_id) if p.ended_at]
+        return max(ended).timestamp()
+
+    def polled(run) -> None:
+        while run._ws._store.get_run_logs(run.id, 0)["status"] not in ("Completed", "Failed", "Canceled"):
+            time.sleep(0.3)
+
+    submit(ws, folder, "first.py").wait_for_completion()  # the environment is built
+    ways = {"wait_for_completion()": lambda run: run.wait_for_completion(), "polling every 0.3 s": polled}
+    figures: dict[str, list[float]] = {label: [] for label in ways}
+    finalised: list[float] = []
+    for _ in range(runs):
+        for label, wait in ways.items():
+            run = submit(ws, folder, "first.py")
+            wait(run)
+            returned = time.time()
+            exited = last_exit(run.id)
+            figures[label].append(returned - exited)
+            if label == "wait_for_completion()":
+                finalised.append(Run.objects.get(run_id=run.id).ended_at.timestamp() - exited)
+    print(
+        f"last process exited -> Completed stored: median {statistics.median(finalised) * 1000:.0f} ms; "
+        + "; ".join(
+            f"-> {label} returned: median {statistics.median(v) * 1000:.0f} ms, p95 {percentile(v, 0.95) * 1000:.0f} ms"
+            for label, v in figures.items()
+        )
+        + f" ({runs} trivial runs each; goal: within 50 ms)"
     )
 
 
@@ -280,11 +317,17 @@ def main() -> None:
         folder = Path(tempfile.mkdtemp(prefix="bench-src-"))
         (folder / "first.py").write_text(FIRST_LINE)
         (folder / "printer.py").write_text(PRINTER)
+        if sys.argv[1:] == ["end"]:
+            unboxed.stop()
+            harness.node(cluster)
+            end_to_return(ws, folder)
+            return
         box_start_cost()
         submit_overhead(ws, folder, "without the box")
         unboxed.stop()
         harness.node(cluster)
         submit_overhead(ws, folder, "in the box")
+        end_to_return(ws, folder)
         websocket_latency(ws, folder, server, ("bench", PASSWORD))
         experiment_page(workspace, cluster, server, ("bench", PASSWORD))
 

@@ -2,20 +2,38 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from collections.abc import Callable
+from contextlib import suppress
 from datetime import datetime
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest
 from ninja import Router, Schema, Status
+from redis.exceptions import RedisError
 
 from runs import selectors, services
-from runs.models import Run
-from trainhub import uploads
+from runs.models import FINAL_STATUSES, Run
+from trainhub import live, uploads
 from trainhub.api import IN_RUN, access
 from trainhub.workspaces.permissions import signed_in_user
 
 router = Router(tags=["runs"])
+logger = logging.getLogger(__name__)
+
+# The longest a request waits for a run's lines (the SDK asks for less, to stay below proxies' idle
+# timeouts).
+LOG_WAIT_MAX_SECONDS = 120.0
+# An answer holds the chunks of about this many lines, at most.
+LOG_ANSWER_LINES = 5000
+# The live events that wake a request waiting for a run's lines, or for its end.
+LOG_EVENTS = frozenset({"log.lines", "run.status"})
+STATUS_EVENTS = frozenset({"run.status"})
+# Without Redis nothing wakes a waiting request: it answers after this long, as a poll would.
+LOG_WAIT_WITHOUT_REDIS_SECONDS = 1.0
 
 
 class EnvironmentRef(Schema):
@@ -109,6 +127,8 @@ class LogChunkOut(Schema):
 class LogsOut(Schema):
     status: str
     chunks: list[LogChunkOut]
+    # The run has ended and this answer holds every line it stored after `after`: nothing more to ask.
+    complete: bool = False
 
 
 class SnapshotOut(Schema):
@@ -246,9 +266,17 @@ def list_runs(
 
 
 @router.get("/{workspace_name}/runs/{run_id}", response=RunOut, auth=IN_RUN)
-def get_run(request: HttpRequest, workspace_name: str, run_id: str) -> RunOut:
-    member = access(request, workspace_name)
-    return run_out(selectors.run_get(member.workspace, run_id))
+async def get_run(request: HttpRequest, workspace_name: str, run_id: str, wait: float = 0) -> RunOut:
+    """A run; with `wait` (seconds), a run that has not ended is answered once it ends, or after that
+    long (wait_for_completion() asks again)."""
+    run = await sync_to_async(_member_run)(request, workspace_name, run_id)
+
+    def ended() -> bool:
+        run.refresh_from_db(fields=["status"])
+        return run.is_final
+
+    await _wait_for(run, ended, wait, STATUS_EVENTS)
+    return await sync_to_async(lambda: run_out(selectors.run_get(run.workspace, run.run_id)))()
 
 
 @router.patch("/{workspace_name}/runs/{run_id}", response=RunOut)
@@ -267,18 +295,70 @@ def cancel_run(request: HttpRequest, workspace_name: str, run_id: str) -> RunOut
 
 
 @router.get("/{workspace_name}/runs/{run_id}/logs", response=LogsOut, auth=IN_RUN)
-def get_logs(
-    request: HttpRequest, workspace_name: str, run_id: str, after: int = 0, stream: str | None = None
+async def get_logs(
+    request: HttpRequest,
+    workspace_name: str,
+    run_id: str,
+    after: int = 0,
+    stream: str | None = None,
+    wait: float = 0,
+    known: int | None = None,
 ) -> LogsOut:
-    member = access(request, workspace_name)
-    run = selectors.run_get(member.workspace, run_id)
+    """The lines after `after`. With `wait` (seconds), an answer that would hold no line past `known`
+    (the last line the client has; `after` when not given) for a run that has not ended waits up to
+    that long for the run's next lines or end: a client follows a run with no poll interval."""
+    run = await sync_to_async(_member_run)(request, workspace_name, run_id)
+    known = after if known is None else known
+    answers: list[LogsOut] = []
+
+    def news() -> bool:
+        answers.append(_logs_after(run, after, stream))
+        return _news(answers[-1], known)
+
+    await _wait_for(run, news, wait, LOG_EVENTS)
+    return answers[-1]
+
+
+def _member_run(request: HttpRequest, workspace_name: str, run_id: str) -> Run:
+    return selectors.run_get(access(request, workspace_name).workspace, run_id)
+
+
+def _logs_after(run: Run, after: int, stream: str | None) -> LogsOut:
     # Read the status first: lines stored before a final status are then all in this answer.
+    run.refresh_from_db(fields=["status"])
     status = run.status
-    chunks = selectors.log_chunks_after(run, after, stream=stream)
-    return LogsOut(
-        status=status,
-        chunks=[LogChunkOut(**c.as_message()) for c in chunks],
-    )
+    chunks = selectors.log_chunks_after(run, after, stream=stream, max_lines=LOG_ANSWER_LINES)
+    complete = status in FINAL_STATUSES and sum(c.line_count for c in chunks) < LOG_ANSWER_LINES
+    return LogsOut(status=status, chunks=[LogChunkOut(**c.as_message()) for c in chunks], complete=complete)
+
+
+def _news(answer: LogsOut, known: int) -> bool:
+    """Whether the answer tells a client that has every line up to `known` something new."""
+    return answer.status in FINAL_STATUSES or any(c.first_seq + len(c.lines) - 1 > known for c in answer.chunks)
+
+
+async def _wait_for(run: Run, ready: Callable[[], bool], wait: float, events: frozenset[str]) -> None:
+    """Returns once `ready()` (called in a thread) holds, or after `wait` seconds (at most
+    LOG_WAIT_MAX_SECONDS): `ready()` is asked at once, then again at each of the run's live events
+    of the types `events`. A request that waits holds no thread."""
+    if await sync_to_async(ready)() or wait <= 0:
+        return
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + min(wait, LOG_WAIT_MAX_SECONDS)
+    try:
+        async with live.watching(live.run_logs_group(run.pk), events) as woken:
+            # Joined: an event from now on wakes this request; what came before, `ready()` sees.
+            while not await sync_to_async(ready)():
+                with suppress(TimeoutError):
+                    await asyncio.wait_for(woken.wait(), deadline - loop.time())
+                if loop.time() >= deadline:
+                    await sync_to_async(ready)()
+                    return
+                woken.clear()
+    except (RedisError, OSError, TimeoutError):
+        logger.warning("live events of run %s unavailable: waiting as a poll", run.run_id, exc_info=True)
+        await asyncio.sleep(max(0.0, min(deadline - loop.time(), LOG_WAIT_WITHOUT_REDIS_SECONDS)))
+        await sync_to_async(ready)()
 
 
 @router.get("/{workspace_name}/runs/{run_id}/files", response=list[FileOut], auth=IN_RUN)

@@ -15,7 +15,8 @@ import logging
 import socket
 import weakref
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Any, Protocol
 
 from django.conf import settings
@@ -198,3 +199,29 @@ def hub() -> Hub:
     if found is None:
         found = _hubs[loop] = Hub(settings.REDIS_URL)
     return found
+
+
+class _Waker:
+    def __init__(self, types: frozenset[str] | None) -> None:
+        self.woken = asyncio.Event()
+        self.types = types
+
+    def deliver(self, event: Event) -> None:
+        if self.types is None or event.get("type") in self.types:
+            self.woken.set()
+
+    def resync(self) -> None:
+        self.woken.set()
+
+
+@asynccontextmanager
+async def watching(group: str, types: frozenset[str] | None = None) -> AsyncIterator[asyncio.Event]:
+    """An event that is set when the group's next event (of one of `types`, when given) reaches this
+    process, or when events may have been lost; whatever is published after entering counts. Raises
+    when Redis is away."""
+    waker = _Waker(types)
+    await hub().join(group, waker)
+    try:
+        yield waker.woken
+    finally:
+        await hub().leave(group, waker)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from trainhub.sdk._transport import IDEMPOTENCY_HEADER, Response, Transport, new_idempotency_key
+from trainhub.sdk._transport import DEFAULT_TIMEOUT, IDEMPOTENCY_HEADER, Response, Transport, new_idempotency_key
 
 LONG = (5, 600)
 
@@ -87,8 +87,12 @@ class RestStore:
     def get_snapshot(self, sha256: str) -> dict[str, Any]:
         return self._get(f"snapshots/{sha256}")
 
-    def get_run(self, run_id: str) -> dict[str, Any]:
-        return self._get(f"runs/{run_id}")
+    def get_run(self, run_id: str, *, wait: float | None = None) -> dict[str, Any]:
+        """With `wait`, the server answers for a run that has not ended once it ends, or after that
+        many seconds."""
+        if wait is None:
+            return self._get(f"runs/{run_id}")
+        return self._get(f"runs/{run_id}", params={"wait": wait}, timeout=wait + DEFAULT_TIMEOUT)
 
     def update_run(self, run_id: str, changes: dict[str, Any]) -> dict[str, Any]:
         return self._patch(f"runs/{run_id}", changes)
@@ -96,8 +100,13 @@ class RestStore:
     def cancel_run(self, run_id: str) -> dict[str, Any]:
         return self._post(f"runs/{run_id}/cancel")
 
-    def get_run_logs(self, run_id: str, after: int) -> dict[str, Any]:
-        return self._get(f"runs/{run_id}/logs", params={"after": after})
+    def get_run_logs(
+        self, run_id: str, after: int, *, wait: float | None = None, known: int | None = None
+    ) -> dict[str, Any]:
+        """With `wait`, the server holds an answer with no line past `known` up to that many seconds,
+        until the run prints or changes status."""
+        params = {"after": after, "wait": wait, "known": known}
+        return self._get(f"runs/{run_id}/logs", params=params, timeout=(wait or 0) + DEFAULT_TIMEOUT)
 
     def list_run_files(self, run_id: str) -> list[dict[str, Any]]:
         return self._get(f"runs/{run_id}/files")

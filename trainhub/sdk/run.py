@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,6 +17,8 @@ from trainhub.sdk._run_metrics import RunMetricsMixin
 from trainhub.sdk._run_registry import RunRegistryMixin
 
 FINAL_STATUSES = ("Completed", "Failed", "Canceled")
+# How long one request following a run may wait on the server for its next lines or its end.
+LOG_WAIT_SECONDS = 20.0
 
 
 class Run(RunMetricsMixin, RunRegistryMixin):
@@ -72,17 +73,7 @@ class Run(RunMetricsMixin, RunRegistryMixin):
         return self._refresh()["status"]
 
     def get_details(self) -> dict[str, Any]:
-        details = self._refresh()
-        return dict(
-            details,
-            runId=details["run_id"],
-            target=details["compute_target"],
-            startTimeUtc=details["started_at"],
-            endTimeUtc=details["ended_at"],
-            error={"message": details["status_reason"], "traceback": details["error_traceback"]}
-            if details["status"] == "Failed"
-            else None,
-        )
+        return _described(self._refresh())
 
     def get_environment(self) -> Any:
         """The environment version the run ran in."""
@@ -102,13 +93,18 @@ class Run(RunMetricsMixin, RunRegistryMixin):
         show_output: bool = False,
         wait_post_processing: bool = False,
         raise_on_error: bool = True,
-        poll_seconds: float = 0.3,
     ) -> dict[str, Any]:
-        for line in self.iter_log(follow=True, poll_seconds=poll_seconds):
-            if show_output:
+        if show_output:
+            for line in self.iter_log(follow=True):
                 print(line)
-        sys.stdout.flush()
-        details = self.get_details()
+            sys.stdout.flush()
+            details = self.get_details()
+        else:
+            # Each request waits on the server until the run ends (or LOG_WAIT_SECONDS pass).
+            while (run := self._ws._store.get_run(self.id, wait=LOG_WAIT_SECONDS))["status"] not in FINAL_STATUSES:
+                pass
+            self._details = run
+            details = _described(run)
         if show_output:
             print("\nExecution Summary\n=================")
             print(f"RunId: {self.id}\nStatus: {details['status']}\nWeb View: {self.get_portal_url()}")
@@ -120,17 +116,21 @@ class Run(RunMetricsMixin, RunRegistryMixin):
             )
         return details
 
-    def iter_log(self, follow: bool = False, poll_seconds: float = 0.3) -> Iterator[str]:
+    def iter_log(self, follow: bool = False) -> Iterator[str]:
         """The run's log lines in order; with `follow`, also those still to come, until the run ends.
 
-        Lines of a run with several processes are prefixed with their stream ([std_log_process_1]).
+        Following, each request waits on the server until the run prints or changes status (a long
+        poll), so the end of the run is seen as it happens. Lines of a run with several processes
+        are prefixed with their stream ([std_log_process_1]).
         """
         seen: set[int] = set()
         contiguous = 0
+        known = 0  # the last line number got, past any hole in the numbering
         spans: dict[int, int] = {}
         streams_seen: set[str] = set()
+        wait = LOG_WAIT_SECONDS if follow else None
         while True:
-            answer = self._ws._store.get_run_logs(self.id, contiguous)
+            answer = self._ws._store.get_run_logs(self.id, contiguous, wait=wait, known=known)
             fresh = False
             for chunk in answer["chunks"]:
                 if chunk["first_seq"] in seen:
@@ -138,18 +138,19 @@ class Run(RunMetricsMixin, RunRegistryMixin):
                 fresh = True
                 seen.add(chunk["first_seq"])
                 spans[chunk["first_seq"]] = len(chunk["lines"])
+                known = max(known, chunk["first_seq"] + len(chunk["lines"]) - 1)
                 streams_seen.add(chunk["stream"])
                 prefix = f"[{chunk['stream']}] " if len(streams_seen) > 2 else ""
                 for line in chunk["lines"]:
                     yield prefix + line
             while contiguous + 1 in spans:
                 contiguous += spans.pop(contiguous + 1)
+            if answer.get("complete"):
+                return  # the run has ended and this was the rest of its log
             # Nothing new (a hole in the numbering keeps handing back lines already seen) ends a
             # finished run's log: the status was read before its lines, so all of them are here.
             if not fresh and (not follow or answer["status"] in FINAL_STATUSES):
                 return
-            if not fresh:
-                time.sleep(poll_seconds)
 
     def get_file_names(self) -> list[str]:
         return [f["path"] for f in self._ws._store.list_run_files(self.id)]
@@ -193,3 +194,17 @@ class Run(RunMetricsMixin, RunRegistryMixin):
 
     def __repr__(self) -> str:
         return f"Run(experiment={getattr(self.experiment, 'name', None)!r}, id={self.id!r})"
+
+
+def _described(details: dict[str, Any]) -> dict[str, Any]:
+    """A run's details with the names the guide's SDK gives them too."""
+    return dict(
+        details,
+        runId=details["run_id"],
+        target=details["compute_target"],
+        startTimeUtc=details["started_at"],
+        endTimeUtc=details["ended_at"],
+        error={"message": details["status_reason"], "traceback": details["error_traceback"]}
+        if details["status"] == "Failed"
+        else None,
+    )
