@@ -13,7 +13,8 @@ from endpoints import selectors, services
 from endpoints.models import Endpoint, Replica
 from runs.api import EnvironmentRef, LogChunkOut, LogsOut, resolve_environment
 from runs.selectors import log_chunks_after
-from trainhub.api import IN_RUN, RunCredential, access
+from trainhub.api import IN_RUN
+from trainhub.workspaces.api_access import RunCredential, access
 from trainhub.workspaces.permissions import Access, signed_in_user
 
 router = Router(tags=["endpoints"])

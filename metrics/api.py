@@ -17,8 +17,9 @@ from metrics import limits, selectors, services
 from metrics.models import SeriesKind
 from runs import selectors as run_selectors
 from runs.models import Run
-from trainhub.api import IN_RUN, SessionAuth, TokenAuth, access
+from trainhub.api import IN_RUN, SessionAuth, TokenAuth
 from trainhub.idempotency.services import answer_once
+from trainhub.workspaces.api_access import access
 
 router = Router(tags=["metrics"])
 

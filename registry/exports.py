@@ -25,7 +25,8 @@ from django.utils import timezone
 from registry import services
 from registry.models import ModelBlob, ModelVersion, OnnxExport
 from runs.models import Run, Snapshot
-from runs.services import EnvironmentChoice, one_file_snapshot, run_submit
+from runs.services import one_file_snapshot, run_submit
+from trainhub.environments.selectors import EnvironmentChoice
 from trainhub.workspaces.permissions import Access, Action
 
 EXPORT_EXPERIMENT = "onnx-export"

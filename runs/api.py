@@ -18,7 +18,9 @@ from redis.exceptions import RedisError
 from runs import selectors, services
 from runs.models import FINAL_STATUSES, Run
 from trainhub import live, uploads
-from trainhub.api import IN_RUN, access
+from trainhub.api import IN_RUN
+from trainhub.environments.selectors import EnvironmentChoice, environment_for_run
+from trainhub.workspaces.api_access import access
 from trainhub.workspaces.permissions import signed_in_user
 
 router = Router(tags=["runs"])
@@ -188,10 +190,8 @@ def run_out(run: Run) -> RunOut:
     )
 
 
-def resolve_environment(workspace, ref: EnvironmentRef) -> services.EnvironmentChoice:
+def resolve_environment(workspace, ref: EnvironmentRef) -> EnvironmentChoice:
     """A registered environment (name, version) or, for the SDK's unregistered ones, a spec."""
-    from trainhub.environments.selectors import environment_for_run
-
     if ref.name is None:
         raise ValidationError("Name the run's environment.")
     return environment_for_run(workspace=workspace, name=ref.name, version=ref.version)

@@ -15,7 +15,6 @@ import secrets
 import tarfile
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
 from functools import partial
 from typing import IO, Any
 
@@ -49,6 +48,7 @@ from runs.parameters import parameters_of
 from trainhub import live, uploads
 from trainhub.compute import catalog
 from trainhub.compute.models import LIVE_NODE_STATES, ComputeCluster, Node, Provisioner
+from trainhub.environments.selectors import EnvironmentChoice
 from trainhub.redis_conn import get_redis
 from trainhub.workspaces.models import Workspace, name_validator
 from trainhub.workspaces.permissions import Access, Action
@@ -280,13 +280,6 @@ def _snapshot_listing(storage_name: str) -> list[list[Any]]:
 
 
 # ---------------------------------------------------------------- submit
-
-
-@dataclass(frozen=True)
-class EnvironmentChoice:
-    name: str
-    version: int | None
-    spec: dict[str, Any]
 
 
 def _placement(distributed: dict[str, Any] | None) -> tuple[int, int]:

@@ -14,7 +14,7 @@ from runs import selectors as run_selectors
 from runs.api import RunIn, RunOut, resolve_environment, run_out
 from sweeps import selectors, services
 from sweeps.models import Sweep
-from trainhub.api import access
+from trainhub.workspaces.api_access import access
 from trainhub.workspaces.permissions import signed_in_user
 
 router = Router(tags=["sweeps"])

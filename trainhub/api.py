@@ -13,8 +13,8 @@ from ninja.errors import AuthenticationError
 from ninja.security import APIKeyCookie, HttpBearer
 
 from trainhub.workspaces import selectors, services
+from trainhub.workspaces.api_access import RunCredential
 from trainhub.workspaces.models import ApiToken
-from trainhub.workspaces.permissions import Access
 from trainhub.workspaces.selectors import RUN_TOKEN_PREFIX
 
 INVALID_TOKEN = "The API token is not valid: it is unknown, revoked, or its user was removed."
@@ -31,14 +31,6 @@ class RunTokenEnded(AuthenticationError):
 
     def __init__(self, message: str):
         super().__init__(401, message)
-
-
-class RunCredential:
-    """What a running script authenticates with: the token its node gave it."""
-
-    def __init__(self, run: Any):
-        self.run = run
-        self.workspace = run.workspace
 
 
 class TokenAuth(HttpBearer):
@@ -112,18 +104,6 @@ api = NinjaAPI(
 
 # The auth of the endpoints a running script may call with its run's token (see TokenAuth).
 IN_RUN = [TokenAuth(run_tokens=True), SessionAuth(csrf=True)]
-
-
-def access(request: HttpRequest, workspace_name: str) -> Access:
-    """The caller's access to a workspace; a token only ever reaches its own workspace."""
-    auth = getattr(request, "auth", None)
-    if isinstance(auth, (ApiToken, RunCredential)) and auth.workspace.name != workspace_name:
-        raise Http404(selectors.WORKSPACE_NOT_FOUND.format(name=workspace_name))
-    member = selectors.access_for(request.user, workspace_name)
-    if isinstance(auth, RunCredential) and member.role == "owner":
-        # A run's token acts for the run, never as an owner of the workspace.
-        return Access(workspace=member.workspace, role="contributor")
-    return member
 
 
 def _error(request: HttpRequest, message: str, status: int, code: str) -> HttpResponse:

@@ -6,6 +6,7 @@ from django.templatetags.static import static
 from django.urls import include, path
 from django.views.generic import RedirectView
 
+from trainhub import overview
 from trainhub.api import api
 from trainhub.workspaces.signout import closing_sockets
 
@@ -19,6 +20,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("django-rq/", include("django_rq.urls")),
     path("api/v1/", api.urls),
+    path("w/<str:workspace_name>/", overview.workspace_overview, name="workspace-overview"),
     path("", include("trainhub.workspaces.urls")),
     path("", include("trainhub.environments.urls")),
     path("", include("trainhub.compute.urls")),

@@ -26,7 +26,7 @@ from metrics.services import metrics_ingest, parse_batch
 from registry.models import ModelVersion, OnnxExport
 from registry.services import blob_store
 from runs.models import Run, RunStatus
-from runs.services import EnvironmentChoice, log_append
+from runs.services import log_append
 from sweeps.services import sweep_submit
 from tests.conftest import api_client, issue_token
 from tests.datastores.builders import upload
@@ -34,6 +34,7 @@ from tests.registry.builders import access_of, register, run_with_outputs
 from tests.runs.test_run_log_consumer import headers
 from trainhub.api import api
 from trainhub.asgi import application
+from trainhub.environments.selectors import EnvironmentChoice
 from trainhub.environments.services import environment_register
 from trainhub.workspaces.models import ApiToken, Membership
 from trainhub.workspaces.services import token_revoke

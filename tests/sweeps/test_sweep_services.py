@@ -14,11 +14,12 @@ from django.utils import timezone
 
 from metrics.services import metrics_ingest, parse_batch
 from runs.models import Run, RunStatus
-from runs.services import EnvironmentChoice, run_cancel, run_transition
+from runs.services import run_cancel, run_transition
 from sweeps import services
 from sweeps.models import Sweep, SweepChild
 from tests.conftest import api_client, issue_token
 from tests.runs.builders import make_cluster, make_snapshot
+from trainhub.environments.selectors import EnvironmentChoice
 from trainhub.sdk.train.hyperdrive import BanditPolicy, choice, uniform
 from trainhub.workspaces.models import Role
 from trainhub.workspaces.permissions import Access

@@ -7,9 +7,9 @@ from datetime import datetime
 from django.http import HttpRequest
 from ninja import Router, Schema, Status
 
-from trainhub.api import access
 from trainhub.compute import catalog, selectors, services
 from trainhub.compute.models import ComputeCluster
+from trainhub.workspaces.api_access import access
 from trainhub.workspaces.permissions import signed_in_user
 
 router = Router(tags=["compute"])

@@ -5,12 +5,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from django.http import HttpRequest, HttpResponse
-from ninja import Router, Schema
+from django.http import HttpRequest
+from ninja import Router, Schema, Status
 
-from trainhub.api import access, api
 from trainhub.environments import selectors, services
 from trainhub.environments.models import EnvironmentVersion
+from trainhub.workspaces.api_access import access
 from trainhub.workspaces.permissions import Action, signed_in_user
 
 router = Router(tags=["environments"])
@@ -58,9 +58,8 @@ def _out(version: EnvironmentVersion, workspace_name: str) -> EnvironmentOut:
     )
 
 
-def _respond(request: HttpRequest, registration: services.Registration, workspace_name: str) -> HttpResponse:
-    body = _out(registration.version, workspace_name).dict()
-    return api.create_response(request, body, status=201 if registration.created else 200)
+def _respond(registration: services.Registration, workspace_name: str) -> Status[EnvironmentOut]:
+    return Status(201 if registration.created else 200, _out(registration.version, workspace_name))
 
 
 @router.get("/{workspace_name}/environments", response=list[EnvironmentOut])
@@ -69,8 +68,8 @@ def list_environments(request: HttpRequest, workspace_name: str) -> list[Environ
     return [_out(v, workspace_name) for v in selectors.latest_versions(member.workspace)]
 
 
-@router.post("/{workspace_name}/environments")
-def register_environment(request: HttpRequest, workspace_name: str, payload: EnvironmentIn) -> HttpResponse:
+@router.post("/{workspace_name}/environments", response={200: EnvironmentOut, 201: EnvironmentOut})
+def register_environment(request: HttpRequest, workspace_name: str, payload: EnvironmentIn) -> Status[EnvironmentOut]:
     """201 with a new version; 200 with the latest one when its spec is exactly this one."""
     member = access(request, workspace_name)
     member.require(Action.WRITE)
@@ -81,7 +80,7 @@ def register_environment(request: HttpRequest, workspace_name: str, payload: Env
         spec=payload.spec,
         description=payload.description,
     )
-    return _respond(request, registration, workspace_name)
+    return _respond(registration, workspace_name)
 
 
 @router.get("/{workspace_name}/environments/{name}", response=EnvironmentOut)
@@ -101,12 +100,12 @@ def list_versions(request: HttpRequest, workspace_name: str, name: str) -> list[
     return [_out(v, workspace_name) for v in versions]
 
 
-@router.post("/{workspace_name}/environments/{name}/clone")
-def clone_environment(request: HttpRequest, workspace_name: str, name: str, payload: CloneIn) -> HttpResponse:
+@router.post("/{workspace_name}/environments/{name}/clone", response={200: EnvironmentOut, 201: EnvironmentOut})
+def clone_environment(request: HttpRequest, workspace_name: str, name: str, payload: CloneIn) -> Status[EnvironmentOut]:
     member = access(request, workspace_name)
     member.require(Action.WRITE)
     source = selectors.version_get(selectors.environment_get(member.workspace, name), payload.version)
     registration = services.environment_clone(
         access=member, user=signed_in_user(request), source=source, new_name=payload.new_name
     )
-    return _respond(request, registration, workspace_name)
+    return _respond(registration, workspace_name)

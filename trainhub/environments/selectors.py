@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, TypedDict
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from django.db.models import Max, Q, QuerySet
 from django.http import Http404
@@ -14,11 +15,18 @@ from trainhub.workspaces.models import Workspace
 if TYPE_CHECKING:
     from django_stubs_ext import WithAnnotations
 
-    from runs.services import EnvironmentChoice
-
 ENVIRONMENT_NOT_FOUND = "No environment named {name!r} in workspace {workspace!r} or among the curated environments."
 VERSION_NOT_FOUND = "Environment {name!r} has no version {version} (its latest is {latest})."
 MAX_BUILDS_SHOWN = 50
+
+
+@dataclass(frozen=True)
+class EnvironmentChoice:
+    """What a run records of its environment: the name and version chosen, and the full spec."""
+
+    name: str
+    version: int | None
+    spec: dict[str, Any]
 
 
 class _LatestVersion(TypedDict):
@@ -99,7 +107,5 @@ def builds_of(version: EnvironmentVersion) -> QuerySet[EnvironmentBuild]:
 
 def environment_for_run(*, workspace: Workspace, name: str, version: int | None) -> EnvironmentChoice:
     """What a run submitted with this environment records: its name, version and full spec."""
-    from runs.services import EnvironmentChoice
-
     found = version_get(environment_get(workspace, name), version)
     return EnvironmentChoice(name=found.environment.name, version=found.version, spec=found.spec)

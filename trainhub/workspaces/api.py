@@ -8,8 +8,8 @@ from django.conf import settings
 from django.http import HttpRequest
 from ninja import Router, Schema
 
-from trainhub.api import access
 from trainhub.workspaces import selectors
+from trainhub.workspaces.api_access import access
 from trainhub.workspaces.models import ApiToken
 
 router = Router(tags=["workspaces"])

@@ -6,7 +6,6 @@ app_name = "workspaces"
 
 urlpatterns = [
     path("workspaces/", views.workspace_list, name="list"),
-    path("w/<str:workspace_name>/", views.workspace_detail, name="detail"),
     path("w/<str:workspace_name>/members/", views.member_list, name="members"),
     path("w/<str:workspace_name>/members/<int:membership_id>/role/", views.member_role, name="member-role"),
     path(

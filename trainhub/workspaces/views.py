@@ -39,27 +39,9 @@ def workspace_list(request: HttpRequest) -> HttpResponse:
             add_service_errors(form, error)
         else:
             messages.success(request, f"Workspace {workspace.name} created.")
-            return redirect("workspaces:detail", workspace_name=workspace.name)
+            return redirect("workspace-overview", workspace_name=workspace.name)
     memberships = selectors.memberships_for_user(signed_in_user(request))
     return render(request, "workspaces/list.html", {"memberships": memberships, "form": form})
-
-
-@login_required
-def workspace_detail(request: HttpRequest, workspace_name: str) -> HttpResponse:
-    from registry.selectors import recent_versions
-    from runs.selectors import recent_runs
-    from trainhub.compute.selectors import clusters_of
-
-    access = selectors.access_for(request.user, workspace_name)
-    return workspace_page(
-        request,
-        access,
-        "workspaces/detail.html",
-        "overview",
-        runs=recent_runs(access.workspace),
-        clusters=clusters_of(access.workspace),
-        versions=recent_versions(access.workspace),
-    )
 
 
 @login_required

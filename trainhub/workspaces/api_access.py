@@ -1,0 +1,32 @@
+"""Who an API call acts for in a workspace: the credential a running script sends, and `access`,
+which every endpoint calls first (its own routers import this, not the API root, which mounts them)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.http import Http404, HttpRequest
+
+from trainhub.workspaces import selectors
+from trainhub.workspaces.models import ApiToken, Role
+from trainhub.workspaces.permissions import Access
+
+
+class RunCredential:
+    """What a running script authenticates with: the token its node gave it."""
+
+    def __init__(self, run: Any):
+        self.run = run
+        self.workspace = run.workspace
+
+
+def access(request: HttpRequest, workspace_name: str) -> Access:
+    """The caller's access to a workspace; a token only ever reaches its own workspace."""
+    auth = getattr(request, "auth", None)
+    if isinstance(auth, (ApiToken, RunCredential)) and auth.workspace.name != workspace_name:
+        raise Http404(selectors.WORKSPACE_NOT_FOUND.format(name=workspace_name))
+    member = selectors.access_for(request.user, workspace_name)
+    if isinstance(auth, RunCredential) and member.role == Role.OWNER:
+        # A run's token acts for the run, never as an owner of the workspace.
+        return Access(workspace=member.workspace, role=Role.CONTRIBUTOR)
+    return member
