@@ -25,6 +25,8 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.http import Http404
 
+from trainhub import redis_keys
+
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
@@ -160,10 +162,9 @@ class ScoringProxy:
     async def route(self, workspace: str, name: str, fresh: bool = False) -> Route | None:
         cached = self.routes.get((workspace, name))
         if cached is not None and not fresh:
-            from endpoints.services import route_version_key
             from trainhub.redis_conn import get_redis
 
-            if get_redis().get(route_version_key(cached.endpoint_pk)) == cached.version:
+            if get_redis().get(redis_keys.endpoint_route_version(cached.endpoint_pk)) == cached.version:
                 return cached
         route = await sync_to_async(_load_route)(workspace, name)
         if route is None:
@@ -310,14 +311,13 @@ def _member_workspace_pk(token: str, workspace: str) -> tuple[bool, int | None]:
 
 def _load_route(workspace: str, name: str) -> Route | None:
     from endpoints.models import Endpoint, ReplicaState
-    from endpoints.services import route_version_key
     from trainhub.redis_conn import get_redis
 
     pk = Endpoint.objects.filter(workspace__name=workspace, name=name).values_list("pk", flat=True).first()
     if pk is None:
         return None
     # Read before the rows: a change after this read bumps it again, and the next request reloads.
-    version = get_redis().get(route_version_key(pk))
+    version = get_redis().get(redis_keys.endpoint_route_version(pk))
     endpoint = Endpoint.objects.filter(pk=pk).first()
     if endpoint is None:
         return None

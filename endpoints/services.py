@@ -25,9 +25,11 @@ from django.utils import timezone
 from endpoints.models import Endpoint, EndpointState, Replica, ReplicaState
 from registry.models import ModelVersion
 from runs.models import Run, RunStatus
-from runs.services import EnvironmentChoice, log_append, one_file_snapshot, run_cancel, run_submit
+from runs.services import log_append, one_file_snapshot, run_cancel, run_submit
+from trainhub import redis_keys
+from trainhub.environments.selectors import EnvironmentChoice
 from trainhub.redis_conn import get_redis
-from trainhub.workspaces.models import name_validator
+from trainhub.workspaces.models import Role, name_validator
 from trainhub.workspaces.permissions import Access, Action
 from trainhub.workspaces.selectors import hash_token
 
@@ -75,17 +77,8 @@ def new_endpoint_key() -> str:
     return ENDPOINT_KEY_PREFIX + secrets.token_urlsafe(32)
 
 
-def route_version_key(endpoint_pk: int) -> str:
-    """Bumped at every change the scoring proxy must see (replicas, keys, deletion)."""
-    return f"trainhub:endpoint:{endpoint_pk}:route"
-
-
-def stats_key(endpoint_pk: int) -> str:
-    return f"trainhub:endpoint:{endpoint_pk}:stats"
-
-
 def _bump_route(endpoint_pk: int) -> None:
-    transaction.on_commit(lambda: get_redis().incr(route_version_key(endpoint_pk)))
+    transaction.on_commit(lambda: get_redis().incr(redis_keys.endpoint_route_version(endpoint_pk)))
 
 
 def _versions(access: Access, models: list[dict[str, Any]]) -> list[ModelVersion]:
@@ -216,7 +209,7 @@ def _deployment_lines(endpoint: Endpoint) -> list[str]:
 
 
 def _replica_submit(endpoint: Endpoint, user: User | None, lines: Sequence[str] = ()) -> Replica:
-    access = Access(workspace=endpoint.workspace, role="contributor")
+    access = Access(workspace=endpoint.workspace, role=Role.CONTRIBUTOR)
     versions = list(endpoint.model_versions.select_related("model").order_by("model__name", "version"))
     command = ["python", "-m", "trainhub.sdk._scoring_server", "--endpoint", endpoint.name]
     for version in versions:
@@ -316,7 +309,9 @@ def _retire(replica: Replica) -> None:
     _bump_route(replica.endpoint_id)
     run = replica.run
     transaction.on_commit(
-        lambda: run_cancel(access=Access(workspace=run.workspace, role="contributor"), run=Run.objects.get(pk=run.pk))
+        lambda: run_cancel(
+            access=Access(workspace=run.workspace, role=Role.CONTRIBUTOR), run=Run.objects.get(pk=run.pk)
+        )
     )
 
 
@@ -327,7 +322,7 @@ def endpoint_delete(*, access: Access, endpoint: Endpoint) -> None:
         runs = [r.run for r in endpoint.replicas.select_related("run").exclude(state=ReplicaState.STOPPED)]
         pk = endpoint.pk
         endpoint.delete()
-        transaction.on_commit(lambda: get_redis().incr(route_version_key(pk)))
+        transaction.on_commit(lambda: get_redis().incr(redis_keys.endpoint_route_version(pk)))
         for run in runs:
             transaction.on_commit(partial(run_cancel, access=access, run=run))
 
@@ -448,7 +443,7 @@ def replica_run_ended(run: Run) -> None:
 
 def endpoint_record_request(endpoint_pk: int, seconds: float, ok: bool) -> None:
     pipe = get_redis().pipeline(transaction=False)
-    key = stats_key(endpoint_pk)
+    key = redis_keys.endpoint_stats(endpoint_pk)
     pipe.hincrby(key, "requests", 1)
     if not ok:
         pipe.hincrby(key, "errors", 1)
@@ -457,7 +452,7 @@ def endpoint_record_request(endpoint_pk: int, seconds: float, ok: bool) -> None:
 
 
 def endpoint_stats(endpoint_pk: int) -> dict[str, float]:
-    raw = get_redis().hgetall(stats_key(endpoint_pk))
+    raw = get_redis().hgetall(redis_keys.endpoint_stats(endpoint_pk))
     requests = int(raw.get(b"requests", 0))
     seconds = float(raw.get(b"seconds", 0.0))
     return {

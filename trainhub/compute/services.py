@@ -11,6 +11,7 @@ from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from trainhub import redis_keys
 from trainhub.compute import catalog
 from trainhub.compute.models import ComputeCluster, Node, NodeState, Provisioner
 from trainhub.redis_conn import get_redis
@@ -33,10 +34,6 @@ SLURM_NOT_REACHED = "Compute target {name!r} cannot be attached: {error}"
 # A node refreshes its key every HEARTBEAT_SECONDS; a node whose key expired is lost.
 HEARTBEAT_SECONDS = 1.0
 HEARTBEAT_TTL_SECONDS = 6
-
-
-def _alive_key(node_id: int) -> str:
-    return f"trainhub:node:{node_id}:alive"
 
 
 @transaction.atomic
@@ -143,7 +140,7 @@ def cluster_delete(*, access: Access, cluster: ComputeCluster) -> None:
     node_ids = list(cluster.nodes.values_list("pk", flat=True))
     cluster.delete()
     if node_ids:
-        transaction.on_commit(lambda: get_redis().delete(*[_alive_key(pk) for pk in node_ids]))
+        transaction.on_commit(lambda: get_redis().delete(*[redis_keys.node_alive(pk) for pk in node_ids]))
 
 
 def machine_resources() -> dict[str, float | int | bool]:
@@ -204,15 +201,13 @@ def node_register(
     return node
 
 
-def _load_key(node_id: int) -> str:
-    return f"trainhub:node:{node_id}:load"
-
-
 def node_heartbeat(node: Node) -> None:
     """The node is alive, and how loaded its machine is (1, 5 and 15 minute load averages)."""
     pipe = get_redis().pipeline(transaction=False)
-    pipe.set(_alive_key(node.pk), node.name, ex=HEARTBEAT_TTL_SECONDS)
-    pipe.set(_load_key(node.pk), " ".join(f"{value:.2f}" for value in os.getloadavg()), ex=HEARTBEAT_TTL_SECONDS)
+    pipe.set(redis_keys.node_alive(node.pk), node.name, ex=HEARTBEAT_TTL_SECONDS)
+    pipe.set(
+        redis_keys.node_load(node.pk), " ".join(f"{value:.2f}" for value in os.getloadavg()), ex=HEARTBEAT_TTL_SECONDS
+    )
     pipe.execute()
 
 
@@ -220,7 +215,7 @@ def node_loads(node_ids: list[int]) -> dict[int, tuple[float, float, float]]:
     """The load averages the live nodes among these last reported."""
     if not node_ids:
         return {}
-    values = get_redis().mget([_load_key(node_id) for node_id in node_ids])
+    values = get_redis().mget([redis_keys.node_load(node_id) for node_id in node_ids])
     return {
         node_id: tuple(float(part) for part in value.split())  # type: ignore[misc]
         for node_id, value in zip(node_ids, values, strict=True)
@@ -237,7 +232,7 @@ def alive_node_ids(node_ids: list[int]) -> set[int]:
         return set()
     pipe = get_redis().pipeline()
     for node_id in node_ids:
-        pipe.exists(_alive_key(node_id))
+        pipe.exists(redis_keys.node_alive(node_id))
     return {node_id for node_id, alive in zip(node_ids, pipe.execute(), strict=True) if alive}
 
 
@@ -297,7 +292,7 @@ def node_stopped(node_id: int, reason: str = "stopped") -> None:
     Node.objects.filter(pk=node_id).exclude(state=NodeState.LOST).update(
         state=NodeState.STOPPED, state_reason=reason, current_run=None, stopped_at=timezone.now()
     )
-    get_redis().delete(_alive_key(node_id))
+    get_redis().delete(redis_keys.node_alive(node_id))
 
 
 def node_mark_lost(node_id: int, reason: str = "heartbeat expired") -> bool:

@@ -25,16 +25,18 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from redis.retry import Retry
 
+from trainhub import redis_keys
+
 logger = logging.getLogger(__name__)
 
-CHANNEL_PREFIX = "trainhub:live:"
+CHANNEL_PREFIX = redis_keys.LIVE_CHANNEL_PREFIX
 JOIN_TIMEOUT_SECONDS = 10
 RECONNECT_MAX_SECONDS = 2.0
 KEEPALIVE = {socket.TCP_KEEPIDLE: 10, socket.TCP_KEEPINTVL: 5, socket.TCP_KEEPCNT: 3}
 
 
 def channel_of(group: str) -> str:
-    return CHANNEL_PREFIX + group
+    return redis_keys.live_channel(group)
 
 
 def encode(event: dict[str, Any]) -> str:

@@ -1,0 +1,32 @@
+"""Every name TrainHub gives a key or a channel in Redis, one function each, so that a reader
+finds here what the site keeps there (RQ names its queues' and jobs' own keys)."""
+
+from __future__ import annotations
+
+PREFIX = "trainhub:"
+# Live events go out on channels named LIVE_CHANNEL_PREFIX + the group (trainhub.live).
+LIVE_CHANNEL_PREFIX = f"{PREFIX}live:"
+
+
+def live_channel(group: str) -> str:
+    return LIVE_CHANNEL_PREFIX + group
+
+
+def node_alive(node_pk: int) -> str:
+    """Set by each heartbeat with a short expiry: a node whose key expired is lost."""
+    return f"{PREFIX}node:{node_pk}:alive"
+
+
+def node_load(node_pk: int) -> str:
+    """The node's machine's load averages, from its last heartbeat."""
+    return f"{PREFIX}node:{node_pk}:load"
+
+
+def endpoint_route_version(endpoint_pk: int) -> str:
+    """Bumped whenever an endpoint's replicas or keys change: the scoring proxy reloads its route."""
+    return f"{PREFIX}endpoint:{endpoint_pk}:route"
+
+
+def endpoint_stats(endpoint_pk: int) -> str:
+    """The endpoint's request count and total latency (a hash)."""
+    return f"{PREFIX}endpoint:{endpoint_pk}:stats"
