@@ -87,12 +87,12 @@ def setup(harness: Harness):
     from runs.models import Run, RunStatus
     from tests.runs.builders import make_run
     from trainhub.workspaces import services
-    from trainhub.workspaces.selectors import hash_token
+    from trainhub.workspaces.selectors import RUN_TOKEN_PREFIX, hash_token
 
     user = get_user_model().objects.create_user("bench", password="bench-password-1")
     workspace = services.workspace_create(name="bench", user=user)
     run = make_run(workspace, experiment="bench", status=RunStatus.RUNNING, created_by=user)
-    token = "thr_" + secrets.token_urlsafe(24)
+    token = RUN_TOKEN_PREFIX + secrets.token_urlsafe(24)
     Run.objects.filter(pk=run.pk).update(token_hash=hash_token(token))
     return run, token
 

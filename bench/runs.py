@@ -31,6 +31,7 @@ def box_start_cost() -> None:
     from django.conf import settings
 
     from runs.sandbox import SYSTEM_PATH, Box, box_uid, python_folders, start_unboxed
+    from trainhub.workspaces.selectors import RUN_TOKEN_PREFIX
 
     root = Path(settings.TRAINHUB_NODE_WORK_DIR)
     root.mkdir(parents=True, exist_ok=True)
@@ -46,7 +47,7 @@ def box_start_cost() -> None:
     )
     box.prepare()
     # About what a rank gets: TrainHub's variables, a token, the run's own.
-    env = {"PATH": SYSTEM_PATH, "HOME": str(work), "TRAINHUB_RUN_TOKEN": "th_" + "x" * 40}
+    env = {"PATH": SYSTEM_PATH, "HOME": str(work), "TRAINHUB_RUN_TOKEN": RUN_TOKEN_PREFIX + "x" * 40}
     env |= {f"VARIABLE_{n}": f"value {n}" for n in range(30)}
 
     def started_and_ended(start) -> float:

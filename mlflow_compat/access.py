@@ -19,6 +19,7 @@ from runs import selectors as run_selectors
 from runs.models import Run
 from trainhub.workspaces import selectors as workspace_selectors
 from trainhub.workspaces import services as workspace_services
+from trainhub.workspaces.models import Role
 from trainhub.workspaces.permissions import Access
 from trainhub.workspaces.selectors import RUN_TOKEN_PREFIX
 
@@ -95,7 +96,7 @@ def _run_caller(token: str, workspace_name: str) -> Caller:
     member = _access(run.created_by, workspace_name)
     # A run's token acts for the run, never as an owner of the workspace.
     return Caller(
-        access=Access(workspace=member.workspace, role="contributor" if member.can_write else member.role), run=run
+        access=Access(workspace=member.workspace, role=Role.CONTRIBUTOR if member.can_write else member.role), run=run
     )
 
 

@@ -223,16 +223,6 @@ def _remove_new(target: Path, before: set[Path]) -> None:
             child.unlink(missing_ok=True)
 
 
-def safe_join(root: Path, relative: str) -> Path:
-    """`root/relative`, refusing anything that would land outside `root`."""
-    _check_name(relative)
-    path = (root / relative).resolve()
-    root = root.resolve()
-    if path != root and root not in path.parents:
-        raise UnsafeArchiveError(UNSAFE_MEMBER.format(kind="path", name=relative, why="it lands outside its folder"))
-    return path
-
-
 def walk_regular_files(root: Path) -> list[tuple[str, Path, bool]]:
     """(relative path, absolute path, is_symlink) of everything under root, links not followed."""
     found: list[tuple[str, Path, bool]] = []

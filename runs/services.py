@@ -94,10 +94,6 @@ LOG_LINE_LIMIT = 16_384
 SHA_PATTERN = re.compile(r"^[0-9a-f]{64}$")
 
 
-class TransitionError(Exception):
-    pass
-
-
 # ---------------------------------------------------------------- status
 
 
