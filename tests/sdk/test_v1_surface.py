@@ -285,6 +285,10 @@ def test_the_local_target_is_refused_with_the_reason(ws, tmp_path):
     src = ScriptRunConfig(source_directory=str(tmp_path), script="train.py", compute_target="local")
     with pytest.raises(exceptions.UserErrorException, match="compute_target='local' .* is not supported"):
         Experiment(ws, "local").submit(src)
+    # train-on-local gives no target at all, which the cloud SDK takes as 'local'.
+    src = ScriptRunConfig(source_directory=str(tmp_path), script="train.py")
+    with pytest.raises(exceptions.UserErrorException, match="no compute_target, which the cloud SDK takes as 'local'"):
+        Experiment(ws, "local").submit(src)
 
 
 def test_a_refused_submit_shows_only_the_real_error(ws, tmp_path):

@@ -15,6 +15,7 @@ LOCAL_TARGET = (
     "nodes of a compute cluster. Give the name of a cluster (ComputeTarget.list(ws) shows them); a "
     "cluster with the local provisioner runs its nodes on the server's machine."
 )
+NO_TARGET = "ScriptRunConfig has no compute_target, which the cloud SDK takes as 'local'. " + LOCAL_TARGET
 
 
 class ScriptRunConfig:
@@ -77,7 +78,7 @@ class ScriptRunConfig:
             )
         target = self.compute_target
         if target is None:
-            raise UserErrorException("Give ScriptRunConfig a compute_target (a ComputeTarget or its name).")
+            raise UserErrorException(NO_TARGET)
         if target == "local":
             raise UserErrorException(LOCAL_TARGET)
         target_name = target if isinstance(target, str) else target.name
