@@ -1,6 +1,6 @@
 """Metric figures: ingest points/s from one run, run.log() cost, chart data of 1,000,000 points, and
 points/s through MLflow's client (log_metric in a loop, log_batch) against TrainHub and against a
-real `mlflow server` (SQLite backend) started here."""
+real `mlflow server` (SQLite backend) started here (`--mlflow-only`: only those)."""
 
 from __future__ import annotations
 
@@ -101,6 +101,10 @@ def main() -> None:
     with Harness() as harness:
         server = harness.server()
         run, token = setup(harness)
+        if "--mlflow-only" in sys.argv[1:]:
+            mlflow_figures(harness, server.url, run, token)
+            print(f"(load average during the run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)")
+            return
         folder = Path(tempfile.mkdtemp(dir=harness.data_dir))
         (folder / "log.py").write_text(SCRIPT)
         env = {k: v for k, v in os.environ.items() if not k.startswith(("TRAINHUB_", "DJANGO_"))}

@@ -14,6 +14,7 @@ from django.http import HttpRequest, JsonResponse
 from ninja import Router
 
 from metrics import limits, selectors, services
+from metrics.jsonvalues import json_number, json_numbers
 from metrics.models import SeriesKind
 from runs import selectors as run_selectors
 from runs.models import Run
@@ -33,7 +34,8 @@ Body: `{"rank": 0, "metrics": [{"name": "loss", "values": [0.9, 0.7], "steps": [
 `times_f64` and `steps_i64`: base64 of little-endian float64 / int64 arrays (step -1: the
 previous step + 1), which is what the SDK sends.
 
-Values are finite numbers: NaN, inf and -inf are refused (400), as are strings and booleans.
+Values are finite numbers: NaN, inf and -inf are refused (400), as are strings and booleans (those
+that MLflow's client logs are kept, and read back as the strings "NaN", "Infinity", "-Infinity").
 Names are 1–255 characters; tag values are strings. Limits per request and per run are in
 `metrics/limits.py` (by default 200,000 points per request, 50,000,000 points, 1,000 names,
 100,000 rows and 500 tags per run).
@@ -110,7 +112,7 @@ def get_metrics(
                 "kind": item.kind,
                 "description": item.description,
                 "steps": steps.tolist(),
-                "values": values.tolist(),
+                "values": json_numbers(values),
                 "times": times.tolist(),
             }
         else:
@@ -133,10 +135,10 @@ def get_summary(request: HttpRequest, workspace_name: str, run_id: str) -> JsonR
             "description": s.description,
             "count": s.count,
             "last_step": s.last_step,
-            "last_value": s.last_value,
+            "last_value": json_number(s.final_value),
             "last_time": s.last_time,
-            "min_value": s.min_value,
-            "max_value": s.max_value,
+            "min_value": json_number(s.min_value),
+            "max_value": json_number(s.max_value),
         }
         for s in selectors.series_of(run)
     ]

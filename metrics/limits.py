@@ -3,6 +3,8 @@
 - Metric values are finite numbers (JSON numbers; booleans are not numbers). NaN, inf and
   -inf are refused with a 400 by the server. The in-run SDK drops them before sending and
   warns once per metric name on stderr, so a diverging loss never kills a training script.
+  MLflow's client (mlflow_compat) is the exception: MLflow keeps them, so they are stored, and
+  read back as "NaN", "Infinity", "-Infinity" (metrics/jsonvalues.py); charts leave them out.
 - Names are 1 to 255 characters. Tags are strings (key up to 255 characters, value up to
   5,000); row cells are finite numbers, strings (up to 1,000 characters), booleans or null.
 - Per run: at most `MAX_POINTS_PER_RUN` points over all its metrics and ranks,

@@ -8,6 +8,8 @@ million (on SQLite, a million per-point rows took 0.8–1.3 s to read; the chunk
 
 from __future__ import annotations
 
+import math
+
 from django.db import models
 
 from runs.models import Experiment, Run
@@ -53,6 +55,14 @@ class MetricSeries(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name}[{self.rank}]"
+
+    @property
+    def final_value(self) -> float | None:
+        """The last value logged: NaN where a scalar series with points has no last value stored
+        (ingest keeps NaN out of the summary columns, see metrics.services._append_points)."""
+        if self.last_value is None and self.count and self.kind == SeriesKind.SCALAR:
+            return math.nan
+        return self.last_value
 
 
 class MetricChunk(models.Model):

@@ -12,6 +12,7 @@ from django.db.models import QuerySet
 from django.http import Http404
 
 from metrics.downsample import lttb_indices
+from metrics.jsonvalues import json_number
 from metrics.models import MetricChunk, MetricRow, MetricSeries, SeriesKind
 from runs.models import Experiment, Run
 from trainhub.workspaces.models import Workspace
@@ -100,11 +101,16 @@ def chart_series(points: Points, *, axis: str, max_points: int) -> dict[str, Any
     x = points.steps if axis == "step" else points.times
     assert x is not None, "read the x axis' column"
     values = points.values
+    finite = np.isfinite(values)
+    skipped = points.count - int(finite.sum())
+    if skipped:
+        # NaN and ±inf cannot be drawn: the chart leaves them out and says how many it left out.
+        x, values = x[finite], values[finite]
     if len(x) > 1 and not bool(np.all(x[1:] >= x[:-1])):
         order = np.argsort(x, kind="stable")
         x, values = x[order], values[order]
     keep = lttb_indices(x, values, max(3, min(max_points, MAX_CHART_POINTS)))
-    return {"count": points.count, "x": x[keep].tolist(), "values": values[keep].tolist()}
+    return {"count": points.count, "skipped": skipped, "x": x[keep].tolist(), "values": values[keep].tolist()}
 
 
 def chart_data(
@@ -133,7 +139,8 @@ def chart_data(
         cache.set_many(fresh, timeout=CHART_CACHE_SECONDS)
         drawn.update(fresh)
     return [
-        {"name": s.name, "rank": s.rank, "description": s.description, "last_value": s.last_value} | drawn[keys[s.pk]]
+        {"name": s.name, "rank": s.rank, "description": s.description, "last_value": json_number(s.final_value)}
+        | drawn[keys[s.pk]]
         for s in series
     ]
 

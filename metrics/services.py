@@ -14,6 +14,7 @@ from django.db import transaction
 from django.db.models import Sum
 
 from metrics import limits
+from metrics.jsonvalues import json_numbers
 from metrics.models import MetricChunk, MetricRow, MetricSeries, SeriesKind
 from runs.models import Run
 from trainhub.live import publish_metrics
@@ -371,8 +372,12 @@ def _series_for(run: Run, batch: MetricsBatch) -> dict[str, MetricSeries]:
     if len(kinds) < len(names):
         duplicate = next(t.name for t in batch.tables if t.name in {s.name for s in batch.series})
         raise ValidationError(KIND_CONFLICT.format(name=duplicate, existing="a metric"))
-    other_rank_kinds = dict(
-        MetricSeries.objects.filter(run=run, name__in=names).exclude(rank=batch.rank).values_list("name", "kind")
+    unseen = [name for name in kinds if name not in found]
+    # A name this rank already has keeps its kind: other ranks are read only for new names.
+    other_rank_kinds = (
+        dict(MetricSeries.objects.filter(run=run, name__in=unseen).exclude(rank=batch.rank).values_list("name", "kind"))
+        if unseen
+        else {}
     )
     for name, kind in kinds.items():
         existing_kind = found[name].kind if name in found else other_rank_kinds.get(name)
@@ -456,11 +461,16 @@ def _append_points(series: MetricSeries, batch: SeriesBatch) -> dict[str, Any]:
             )
         series.count += count
         series.last_step = int(steps[-1])
-        series.last_value = float(batch.values[-1])
+        final = float(batch.values[-1])
+        # NaN is kept in the points only (SQLite would store it as NULL anyway): a series with
+        # points and no last value ended on NaN (MetricSeries.final_value). ±inf is stored as is.
+        series.last_value = None if math.isnan(final) else final
         series.last_time = float(batch.times[-1])
-        low_value, high_value = float(batch.values.min()), float(batch.values.max())
-        series.min_value = low_value if series.min_value is None else min(series.min_value, low_value)
-        series.max_value = high_value if series.max_value is None else max(series.max_value, high_value)
+        numbers = batch.values[~np.isnan(batch.values)]
+        if len(numbers):
+            low_value, high_value = float(numbers.min()), float(numbers.max())
+            series.min_value = low_value if series.min_value is None else min(series.min_value, low_value)
+            series.max_value = high_value if series.max_value is None else max(series.max_value, high_value)
     if batch.description:
         series.description = batch.description
     series.save()
@@ -483,7 +493,7 @@ def _live_points(
         keep = np.linspace(0, len(values) - 1, LIVE_POINTS_PER_SERIES).astype(np.int64)
         steps, values, times = steps[keep], values[keep], times[keep]
         payload["index"] = (keep + first_index).tolist()
-    payload.update(steps=steps.tolist(), values=values.tolist(), times=times.tolist())
+    payload.update(steps=steps.tolist(), values=json_numbers(values), times=times.tolist())
     return payload
 
 

@@ -8,20 +8,21 @@ which reads the workspace's runs. Any other run id answers 404, as another works
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.http import Http404, HttpRequest, JsonResponse
 from django.utils import timezone
 
 from metrics.limits import RUN_TOKEN_GRACE_SECONDS
 from runs import selectors as run_selectors
-from runs.models import Run
+from runs.models import FINAL_STATUSES, Run
 from trainhub.workspaces import selectors as workspace_selectors
 from trainhub.workspaces import services as workspace_services
 from trainhub.workspaces.models import Role
 from trainhub.workspaces.permissions import Access
-from trainhub.workspaces.selectors import RUN_TOKEN_PREFIX
+from trainhub.workspaces.selectors import RUN_TOKEN_PREFIX, hash_token
 
 NO_TOKEN = (
     "Send a token as 'Authorization: Bearer <token>' (MLflow sends MLFLOW_TRACKING_TOKEN): inside "
@@ -59,14 +60,25 @@ def not_found(message: str) -> MlflowError:
     return MlflowError("RESOURCE_DOES_NOT_EXIST", message, 404)
 
 
+# How long a web process keeps who a run token is (its run, and its author's role in the workspace):
+# `mlflow.log_metric` in a loop is one request per point, and those two reads were a third of its
+# time. Whether the run has ended is still read on every request (a cheap one); an author removed
+# from the workspace is refused at most this much later.
+RUN_CALLER_SECONDS = 5.0
+_RUN_CALLERS_MAX = 1000
+
+
 @dataclass(frozen=True)
 class Caller:
     access: Access
-    run: Run | None  # a run's token: the one run it reaches
+    run: Run | None  # a run's token: the one run it reaches (its fields as read when checked)
 
     @property
     def workspace(self):  # noqa: ANN201
         return self.access.workspace
+
+
+_RUN_CALLERS: dict[str, tuple[float, Caller]] = {}
 
 
 def caller_for(request: HttpRequest, workspace_name: str) -> Caller:
@@ -86,11 +98,31 @@ def caller_for(request: HttpRequest, workspace_name: str) -> Caller:
 
 
 def _run_caller(token: str, workspace_name: str) -> Caller:
+    key, now = hash_token(token), time.monotonic()
+    cached = _RUN_CALLERS.get(key)
+    if cached is not None and cached[0] > now:
+        caller = cached[1]
+        assert caller.run is not None
+        state = Run.objects.filter(pk=caller.run.pk).values_list("status", "ended_at").first()
+        if state is None:
+            raise MlflowError("UNAUTHENTICATED", INVALID_TOKEN, 401)
+        _refuse_ended(caller.run.run_id, *state)
+        if caller.workspace.name != workspace_name:
+            raise not_found(WORKSPACE_NOT_FOUND.format(name=workspace_name))
+        return caller
+    caller = _checked_run_caller(token, workspace_name)
+    if len(_RUN_CALLERS) >= _RUN_CALLERS_MAX:
+        for stale in [k for k, (until, _) in _RUN_CALLERS.items() if until <= now] or list(_RUN_CALLERS):
+            _RUN_CALLERS.pop(stale, None)
+    _RUN_CALLERS[key] = (now + RUN_CALLER_SECONDS, caller)
+    return caller
+
+
+def _checked_run_caller(token: str, workspace_name: str) -> Caller:
     run = run_selectors.run_for_token(token)
     if run is None or run.created_by is None:
         raise MlflowError("UNAUTHENTICATED", INVALID_TOKEN, 401)
-    if run.is_final and not _in_grace(run):
-        raise MlflowError("UNAUTHENTICATED", RUN_ENDED.format(run_id=run.run_id, status=run.status), 401)
+    _refuse_ended(run.run_id, run.status, run.ended_at)
     if run.workspace.name != workspace_name:
         raise not_found(WORKSPACE_NOT_FOUND.format(name=workspace_name))
     member = _access(run.created_by, workspace_name)
@@ -107,11 +139,12 @@ def _access(user, workspace_name: str) -> Access:  # noqa: ANN001
         raise not_found(WORKSPACE_NOT_FOUND.format(name=workspace_name)) from None
 
 
-def _in_grace(run: Run) -> bool:
+def _refuse_ended(run_id: str, status: str, ended_at: datetime | None) -> None:
     # The last flush of a script stopped by its run's end arrives when the run is final.
-    if run.ended_at is None:
-        return False
-    return run.ended_at >= timezone.now() - timedelta(seconds=RUN_TOKEN_GRACE_SECONDS)
+    if status not in FINAL_STATUSES:
+        return
+    if ended_at is None or ended_at < timezone.now() - timedelta(seconds=RUN_TOKEN_GRACE_SECONDS):
+        raise MlflowError("UNAUTHENTICATED", RUN_ENDED.format(run_id=run_id, status=status), 401)
 
 
 def run_for(caller: Caller, run_id: object) -> Run:
@@ -121,8 +154,8 @@ def run_for(caller: Caller, run_id: object) -> Run:
     if caller.run is not None:
         if run_id != caller.run.run_id:
             raise not_found(OTHER_RUN.format(run_id=run_id, own=caller.run.run_id))
-        # Read with its token in this request: a second read was a quarter of a log_metric's time.
-        return caller.run
+        # The run as it is now: the caller's copy may be a few seconds old (RUN_CALLER_SECONDS).
+        return run_selectors.run_get(caller.workspace, run_id)
     try:
         return run_selectors.run_get(caller.workspace, run_id)
     except Http404:
@@ -130,7 +163,14 @@ def run_for(caller: Caller, run_id: object) -> Run:
 
 
 def writable_run(caller: Caller, run_id: object) -> Run:
-    """The run `run_id` names, when this caller may write to it: a run's token, to its own run."""
+    """The run `run_id` names, when this caller may write to it: a run's token, to its own run.
+
+    The caller's copy of the run, as read when its token was checked: writes lock and read again
+    what they change, and need only its identity from it (no query per `log_metric`)."""
     if caller.run is None:
         raise MlflowError("PERMISSION_DENIED", READ_ONLY, 403)
-    return run_for(caller, run_id)
+    if not isinstance(run_id, str) or not run_id:
+        raise invalid("Give run_id: the id of a TrainHub run.")
+    if run_id != caller.run.run_id:
+        raise not_found(OTHER_RUN.format(run_id=run_id, own=caller.run.run_id))
+    return caller.run

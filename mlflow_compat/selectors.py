@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import base64
+import math
 from typing import Any
 
 from django.db.models import QuerySet
 
 from metrics import selectors as metric_selectors
+from metrics.jsonvalues import json_number, json_numbers
 from metrics.models import MetricSeries, SeriesKind
 from mlflow_compat.access import Caller, invalid, not_found
 from mlflow_compat.models import LoggedModel
+from mlflow_compat.search import apply_mlflow_filter, apply_order
 from runs.models import Experiment, Run, RunStatus
 from runs.parameters import parameters_of
 
@@ -74,7 +77,8 @@ def _latest_metrics(runs: list[Run]) -> dict[int, list[dict[str, Any]]]:
         # Rank 0 last, so it wins where several ranks logged the same name.
         found[run_pk][name] = {
             "key": name,
-            "value": value,
+            # A series with points and no stored last value ended on NaN (MetricSeries.final_value).
+            "value": json_number(math.nan if value is None else value),
             "timestamp": int((when or 0) * 1000),
             "step": step or 0,
         }
@@ -134,16 +138,24 @@ def experiment_by_name(caller: Caller, name: Any) -> Experiment:
 
 
 def runs_page(
-    caller: Caller, experiment_ids: list[Any], *, offset: int, limit: int
+    caller: Caller,
+    experiment_ids: list[Any],
+    *,
+    offset: int,
+    limit: int,
+    filter_text: str = "",
+    order_by: Any = None,
 ) -> tuple[list[dict[str, Any]], int | None]:
-    """One page of the runs of these experiments, newest first, as MLflow's Run objects."""
+    """One page of the runs of these experiments that match MLflow's `filter_text`, in `order_by`
+    (newest first by default), as MLflow's Run objects."""
     experiments = [experiment_by_id(caller, each).pk for each in experiment_ids]
     runs = Run.objects.filter(workspace=caller.workspace, experiment_id__in=experiments)
     if caller.run is not None:
         runs = runs.filter(pk=caller.run.pk)
-    page = list(
-        runs.select_related("created_by").prefetch_related("mlflow_models").order_by("-id")[offset : offset + limit + 1]
-    )
+    if filter_text.strip():
+        runs = apply_mlflow_filter(runs, filter_text)
+    runs = apply_order(runs, order_by)
+    page = list(runs.select_related("created_by").prefetch_related("mlflow_models")[offset : offset + limit + 1])
     following = offset + limit if len(page) > limit else None
     page = page[:limit]
     latest = _latest_metrics(page)
@@ -176,7 +188,7 @@ def metric_history(run: Run, key: str) -> list[dict[str, Any]]:
     times = points.times.tolist() if points.times is not None else [0.0] * points.count
     return [
         {"key": key, "value": value, "timestamp": int(when * 1000), "step": step, "run_id": run.run_id}
-        for value, step, when in zip(points.values.tolist(), steps, times, strict=True)
+        for value, step, when in zip(json_numbers(points.values), steps, times, strict=True)
     ]
 
 

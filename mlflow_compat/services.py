@@ -1,7 +1,8 @@
 """Writes: what MLflow's client sends from inside a run, stored as that run's metrics, parameters,
 tags, properties and outputs.
 
-- Metrics (key, value, step, timestamp in ms) go through the same ingest as `run.log`, at rank 0.
+- Metrics (key, value, step, timestamp in ms) go through the same ingest as `run.log`, at rank 0;
+  NaN and ±inf are kept, as MLflow's server keeps them (charts leave them out and say so).
 - Params are the run's parameters (beside those read from its arguments, which they replace).
 - Tags go to the run's tags; MLflow's own (`mlflow.*`) to its properties, out of the way.
 - Artifacts are the run's outputs: `log_artifact("x.png", "plots")` is `outputs/plots/x.png`.
@@ -10,7 +11,6 @@ tags, properties and outputs.
 
 from __future__ import annotations
 
-import math
 import secrets
 import tempfile
 from typing import Any
@@ -18,8 +18,11 @@ from typing import Any
 import numpy as np
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Sum
 
 from metrics import limits
+from metrics.models import MetricSeries, SeriesKind
+from metrics.selectors import points_of
 from metrics.services import MetricsBatch, SeriesBatch, metrics_ingest
 from mlflow_compat.access import Caller, MlflowError, invalid
 from mlflow_compat.models import LoggedModel
@@ -42,7 +45,6 @@ BATCH_TOO_LARGE = (
     "({total} items in all); this one has {got_metrics}, {got_params} and {got_tags}."
 )
 BAD_METRIC = "Metric {index}: {problem}."
-NOT_FINITE = "metric {key!r} has the value {value}: TrainHub stores finite numbers only (NaN, inf and -inf are refused)"
 BAD_ENTRY = "{what} {index} is not an object with a string 'key' and 'value'."
 PARAM_TOO_LONG = "Param {key!r} is {length} characters long; the limit is " + str(MAX_PARAM_LENGTH) + "."
 TOO_MANY_PARAMS = "Run {run_id} would have {total} params; the limit is {limit} per run."
@@ -57,6 +59,10 @@ ARTIFACT_EXISTS = (
 )
 ARTIFACT_TOO_LARGE = "The artifact is larger than {limit} bytes, the limit for one file."
 TOO_MANY_FILES = "Run {run_id} already holds {limit} files, the limit per run."
+RUN_TOO_LARGE = (
+    "Run {run_id} holds {held} bytes of files; this artifact ({size} bytes so far) would take it past "
+    "{limit} bytes, the limit per run (TRAINHUB_MLFLOW_MAX_RUN_BYTES). Nothing of it was kept."
+)
 MODEL_NEEDS_RUN = (
     "TrainHub keeps a logged model in the run that made it (its outputs): log it from inside a run, "
     "where mlflow.start_run() resumes the TrainHub run."
@@ -111,17 +117,12 @@ def _series(metrics: Any) -> list[SeriesBatch]:
     for index, entry in enumerate(metrics):
         if not isinstance(entry, dict) or not isinstance(entry.get("key"), str):
             raise invalid(BAD_METRIC.format(index=index, problem="it has no string 'key'"))
-        if entry.get("model_id"):
-            # log_model repeats the run's metrics of its step, linked to the model: points we have.
-            continue
         key = entry["key"]
         if not 1 <= len(key) <= limits.MAX_NAME_LENGTH:
             raise invalid(BAD_KEY.format(what="metric", got=key))
         value = _number(entry.get("value"))
         if value is None:
             raise invalid(BAD_METRIC.format(index=index, problem=f"value {entry.get('value')!r} is not a number"))
-        if not math.isfinite(value):
-            raise invalid(BAD_METRIC.format(index=index, problem=NOT_FINITE.format(key=key, value=value)))
         step = _integer(entry.get("step", 0))
         if step is None or not 0 <= step < 2**63:
             raise invalid(
@@ -148,6 +149,44 @@ def _series(metrics: Any) -> list[SeriesBatch]:
     ]
 
 
+def _point_key(key: str, step: Any, timestamp: Any, value: Any) -> tuple[str, int | None, int | None, str]:
+    number = _number(value)
+    return key, _integer(step), _integer(timestamp), repr(number)
+
+
+def _without_model_copies(run: Run, metrics: Any) -> Any:
+    """`metrics` less the copies `log_model` sends of points the run holds already (the same key,
+    step, timestamp and value, linked to the new model). Autolog's own points carry a model_id too,
+    and are new: they are kept."""
+    if not isinstance(metrics, list):
+        return metrics
+    linked = [e for e in metrics if isinstance(e, dict) and e.get("model_id") and isinstance(e.get("key"), str)]
+    if not linked:
+        return metrics
+    steps = {_integer(e.get("step", 0)) for e in linked}
+    held = set()
+    for series in MetricSeries.objects.filter(
+        run=run, rank=0, kind=SeriesKind.SCALAR, name__in={e["key"] for e in linked}
+    ):
+        points = points_of(series)
+        assert points.steps is not None and points.times is not None
+        near = np.isin(points.steps, [s for s in steps if s is not None])
+        for step, when, value in zip(
+            points.steps[near].tolist(), points.times[near].tolist(), points.values[near].tolist(), strict=True
+        ):
+            held.add((series.name, step, round(when * 1000), repr(value)))
+    return [
+        e
+        for e in metrics
+        if not (
+            isinstance(e, dict)
+            and e.get("model_id")
+            and isinstance(e.get("key"), str)
+            and _point_key(e["key"], e.get("step", 0), e.get("timestamp", 0), e.get("value")) in held
+        )
+    ]
+
+
 def log_batch(*, caller: Caller, run: Run, metrics: Any = None, params: Any = None, tags: Any = None) -> None:
     """Store one MLflow log_batch (or log_metric, log_param, set_tag) in the run, all or nothing."""
     param_items, tag_items = _entries(params, "Param"), _entries(tags, "Tag")
@@ -169,7 +208,7 @@ def log_batch(*, caller: Caller, run: Run, metrics: Any = None, params: Any = No
                 got_tags=len(tag_items),
             )
         )
-    series = _series(metrics)
+    series = _series(_without_model_copies(run, metrics))
     user_tags: dict[str, str] = {}
     system_tags: dict[str, str] = {}
     for key, value in tag_items:
@@ -180,13 +219,15 @@ def log_batch(*, caller: Caller, run: Run, metrics: Any = None, params: Any = No
     for key, value in param_items:
         if len(value) > MAX_PARAM_LENGTH:
             raise invalid(PARAM_TOO_LONG.format(key=key, length=len(value)))
+    batch = MetricsBatch(rank=0, series=series, tables=[], tags=user_tags) if series or user_tags else None
+    if not (param_items or system_tags):
+        if batch is not None:  # a log_metric: one transaction, no savepoint inside another
+            metrics_ingest(access=caller.access, run=run, batch=batch)
+        return
     with transaction.atomic():
-        if series or user_tags:
-            metrics_ingest(
-                access=caller.access, run=run, batch=MetricsBatch(rank=0, series=series, tables=[], tags=user_tags)
-            )
-        if param_items or system_tags:
-            _store_params_and_properties(run, dict(param_items), system_tags)
+        if batch is not None:
+            metrics_ingest(access=caller.access, run=run, batch=batch)
+        _store_params_and_properties(run, dict(param_items), system_tags)
 
 
 def _store_params_and_properties(run: Run, params: dict[str, str], properties: dict[str, str]) -> None:
@@ -209,6 +250,27 @@ def _store_params_and_properties(run: Run, params: dict[str, str], properties: d
             )
         locked.properties = merged
     locked.save(update_fields=["parameters", "properties"])
+
+
+# ---------------------------------------------------------------- end_run
+
+# What `mlflow.end_run(status=...)` or `set_terminated` asked for, kept in the run's properties.
+END_STATUS_PROPERTY = "mlflow.endRunStatus"
+END_STATUSES = {"FINISHED": "FINISHED", "FAILED": "FAILED", "KILLED": "KILLED", 3: "FINISHED", 4: "FAILED", 5: "KILLED"}
+RUNNING_STATUSES = {None, "", "RUNNING", "SCHEDULED", 1, 2}
+BAD_STATUS = "status is one of RUNNING, SCHEDULED, FINISHED, FAILED, KILLED; got {got!r}."
+
+
+def end_status_record(*, run: Run, status: Any) -> None:
+    """Keep the end status MLflow's client sent; the run's own status is left to its processes."""
+    if not isinstance(status, str | int | None):
+        raise invalid(BAD_STATUS.format(got=status))
+    if status in RUNNING_STATUSES:
+        return
+    if status not in END_STATUSES:
+        raise invalid(BAD_STATUS.format(got=status))
+    with transaction.atomic():
+        _store_params_and_properties(run, {}, {END_STATUS_PROPERTY: END_STATUSES[status]})
 
 
 # ---------------------------------------------------------------- artifacts
@@ -239,6 +301,16 @@ def artifact_store(*, caller: Caller, run: Run, path: str, stream: uploads.Reada
             "RESOURCE_LIMIT_EXCEEDED",
             TOO_MANY_FILES.format(run_id=run.run_id, limit=settings.TRAINHUB_MLFLOW_MAX_FILES_PER_RUN),
         )
+    run_limit = settings.TRAINHUB_MLFLOW_MAX_RUN_BYTES
+    held = RunFile.objects.filter(run=run).aggregate(total=Sum("size"))["total"] or 0
+
+    def too_large(size: int) -> MlflowError:
+        return MlflowError(
+            "RESOURCE_LIMIT_EXCEEDED", RUN_TOO_LARGE.format(run_id=run.run_id, held=held, size=size, limit=run_limit)
+        )
+
+    if held + (declared or 0) > run_limit:
+        raise too_large(declared or 0)
     root = uploads.upload_root()
     root.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=root, prefix="mlflow-") as staged:
@@ -247,6 +319,8 @@ def artifact_store(*, caller: Caller, run: Run, path: str, stream: uploads.Reada
             size += len(chunk)
             if size > limit:
                 raise invalid(ARTIFACT_TOO_LARGE.format(limit=limit))
+            if held + size > run_limit:
+                raise too_large(size)
             staged.write(chunk)
         staged.flush()
         stored = run_file_store(run=run, path=path, local_path=staged.name)

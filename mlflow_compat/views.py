@@ -39,10 +39,6 @@ NO_NEW_EXPERIMENTS = (
     "(MLFLOW_EXPERIMENT_NAME is set)."
 )
 NOT_DELETABLE = "TrainHub keeps a run's history: runs, tags and outputs are not deleted through MLflow."
-NO_FILTERS = (
-    "TrainHub's runs/search takes no filter_string ({filter!r}): read the experiment's runs and filter "
-    "them in pandas (mlflow.search_runs returns a DataFrame)."
-)
 MAX_SEARCH_RESULTS = 1000
 
 Handler = Callable[[HttpRequest, Caller, dict[str, Any]], Any]
@@ -97,10 +93,13 @@ def get_run(request: HttpRequest, caller: Caller, body: dict[str, Any]) -> dict[
 
 
 def update_run(request: HttpRequest, caller: Caller, body: dict[str, Any]) -> dict[str, Any]:
-    # The run's status is TrainHub's to keep (from its processes' exit): start_run's RUNNING and
-    # end_run's FINISHED are answered with the run as it is.
-    run = writable_run(caller, body.get("run_id") or body.get("run_uuid"))
-    return {"run_info": selectors.run_info(run)}
+    """start_run's RUNNING is answered with the run as it is; end_run's (and set_terminated's)
+    FINISHED, FAILED or KILLED is recorded and shown on the run page, while the run's own status
+    stays TrainHub's to keep: its processes' exit decides, and the run goes on until they end."""
+    run_id = body.get("run_id") or body.get("run_uuid")
+    run = writable_run(caller, run_id)
+    services.end_status_record(run=run, status=body.get("status"))
+    return {"run_info": selectors.run_info(run_for(caller, run_id))}
 
 
 def log_metric(request: HttpRequest, caller: Caller, body: dict[str, Any]) -> dict[str, Any]:
@@ -146,16 +145,25 @@ def refuse_delete(request: HttpRequest, caller: Caller, body: dict[str, Any]) ->
 
 
 def search_runs(request: HttpRequest, caller: Caller, body: dict[str, Any]) -> dict[str, Any]:
-    if (body.get("filter") or "").strip():
-        raise invalid(NO_FILTERS.format(filter=body["filter"]))
     ids = body.get("experiment_ids") or []
     if not isinstance(ids, list):
         raise invalid("experiment_ids must be a list.")
     limit = _integer(body.get("max_results"), 1000)
     if not 1 <= limit <= 50_000:
         raise invalid("max_results is a number from 1 to 50000.")
+    if body.get("run_view_type") not in (None, "", "ACTIVE_ONLY", "ALL", 1, 3):
+        # TrainHub deletes no runs: every run is active, and none is in DELETED_ONLY.
+        return {"runs": []}
+    filter_text = body.get("filter") or ""
+    if not isinstance(filter_text, str):
+        raise invalid("filter is a string in MLflow's search syntax.")
     runs, following = selectors.runs_page(
-        caller, ids, offset=selectors.page_offset(body.get("page_token")), limit=min(limit, MAX_SEARCH_RESULTS)
+        caller,
+        ids,
+        offset=selectors.page_offset(body.get("page_token")),
+        limit=min(limit, MAX_SEARCH_RESULTS),
+        filter_text=filter_text,
+        order_by=body.get("order_by"),
     )
     answer: dict[str, Any] = {"runs": runs}
     if following is not None:

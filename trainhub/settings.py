@@ -238,11 +238,13 @@ TRAINHUB_IDEMPOTENCY_SECONDS = envint("TRAINHUB_IDEMPOTENCY_SECONDS", 24 * 3600)
 FILE_UPLOAD_MAX_MEMORY_SIZE = TRAINHUB_UPLOAD_CHUNK_BYTES
 
 # MLflow inside runs (mlflow_compat/): an artifact is one PUT, so one file is at most a request body;
-# a run holds at most TRAINHUB_MLFLOW_MAX_FILES_PER_RUN files before MLflow's uploads are refused.
+# a run holds at most TRAINHUB_MLFLOW_MAX_FILES_PER_RUN files, and TRAINHUB_MLFLOW_MAX_RUN_BYTES bytes
+# of files, before MLflow's uploads are refused.
 TRAINHUB_MLFLOW_MAX_ARTIFACT_BYTES = min(
     envint("TRAINHUB_MLFLOW_MAX_ARTIFACT_BYTES", TRAINHUB_REQUEST_MAX_BYTES), TRAINHUB_REQUEST_MAX_BYTES
 )
 TRAINHUB_MLFLOW_MAX_FILES_PER_RUN = envint("TRAINHUB_MLFLOW_MAX_FILES_PER_RUN", 10_000)
+TRAINHUB_MLFLOW_MAX_RUN_BYTES = envint("TRAINHUB_MLFLOW_MAX_RUN_BYTES", 10 * 1024**3)
 
 # Datastores: the largest file one upload may hold, and where each node caches the data of its runs'
 # inputs (under the node work directory, which a run's container sees as well), evicted by

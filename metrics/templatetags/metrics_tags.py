@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from django import template
@@ -20,9 +21,11 @@ TABLE_ROWS_SHOWN = 50
 
 @register.filter
 def metric(value: float | None) -> str:
-    """A metric value as people read it: six significant digits."""
+    """A metric value as people read it: six significant digits; NaN, inf and -inf as such."""
     if value is None:
         return "—"
+    if math.isnan(value):
+        return "NaN"
     return f"{value:.6g}"
 
 

@@ -16,3 +16,9 @@ def run_label(run: Run | None) -> str:
         return ""
     label = f"{run.experiment.name} #{run.number}"
     return f"{label} · {run.display_name}" if run.display_name else label
+
+
+@register.filter
+def run_property(run: Run, key: str) -> str:
+    """One of the run's properties (keys with dots, such as MLflow's, cannot be read in a template)."""
+    return str((run.properties or {}).get(key, "")) if isinstance(run.properties, dict) else ""

@@ -3,9 +3,13 @@ window.TrainHubCharts = (function () {
   "use strict";
   var COLORS = ["#2f5bd3", "#d3542f", "#1f8a4c", "#8a3fd1", "#c9a000", "#0f8b8d", "#d12f8a", "#5b6b7f"];
 
+  // NaN and ±inf arrive as the strings "NaN", "Infinity", "-Infinity" (JSON has no such numbers).
+  var NON_FINITE = {NaN: "NaN", Infinity: "inf", "-Infinity": "-inf"};
+
   function format(value) {
     if (value === null || value === undefined) return "";
-    if (typeof value !== "number") return String(value);
+    if (typeof value === "number" && !isFinite(value)) value = String(value);
+    if (typeof value !== "number") return NON_FINITE.hasOwnProperty(value) ? NON_FINITE[value] : String(value);
     if (Number.isInteger(value)) return String(value);
     var abs = Math.abs(value);
     return abs !== 0 && (abs < 1e-4 || abs >= 1e6) ? value.toExponential(4) : String(+value.toPrecision(6));

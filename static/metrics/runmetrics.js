@@ -37,7 +37,7 @@
       if (generation !== state.generation) return;
       clearCharts();
       answers[0].series.forEach(function (s) {
-        state.series[s.name] = {xs: s.x, values: s.values, count: s.count, last: s.last_value};
+        state.series[s.name] = {xs: s.x, values: s.values, count: s.count, last: s.last_value, skipped: s.skipped || 0};
         draw(s.name);
       });
       renderFinals(answers[1].series.filter(function (s) { return s.rank === state.rank && s.kind === "scalar"; }));
@@ -59,7 +59,8 @@
     } else {
       st.chart.plot.setData(data);
     }
-    st.chart.last.textContent = st.values.length ? "last " + Charts.format(st.last) + " · " + st.count + " pts" : "";
+    st.chart.last.textContent = (st.values.length || st.skipped ? "last " + Charts.format(st.last) + " · " + st.count + " pts" : "")
+      + (st.skipped ? " · " + st.skipped + " NaN/inf not drawn" : "");
   }
 
   function sortCharts() {
@@ -87,11 +88,12 @@
     if (batch.rank !== state.rank) return;
     batch.series.forEach(function (s) {
       var st = state.series[s.name];
-      if (!st) st = state.series[s.name] = {xs: [], values: [], count: 0, last: null};
+      if (!st) st = state.series[s.name] = {xs: [], values: [], count: 0, last: null, skipped: 0};
       if (s.first > st.count) { load(); return; }  // a batch went missing: read again
       for (var i = 0; i < s.values.length; i++) {
         var position = s.index ? s.index[i] : s.first + i;
         if (position < st.count) continue;
+        if (typeof s.values[i] !== "number") { st.skipped++; continue; }  // NaN or ±inf: not drawn
         st.xs.push(state.axis === "step" ? s.steps[i] : s.times[i]);
         st.values.push(s.values[i]);
       }
@@ -143,11 +145,13 @@
     if (empty) empty.remove();
     var row = finals.querySelector('tr[data-name="' + CSS.escape(s.name) + '"]');
     var last = s.values[s.values.length - 1];
-    var low = Math.min.apply(null, s.values), high = Math.max.apply(null, s.values);
+    var numbers = s.values.map(Number).filter(function (v) { return !isNaN(v); });  // ±inf counts, NaN not
+    var low = numbers.length ? Math.min.apply(null, numbers) : null;
+    var high = numbers.length ? Math.max.apply(null, numbers) : null;
     if (row) {
       var old = row.children[4].dataset;
-      low = Math.min(low, old.min !== undefined ? +old.min : low);
-      high = Math.max(high, old.max !== undefined ? +old.max : high);
+      if (old.min !== undefined) low = low === null ? +old.min : Math.min(low, +old.min);
+      if (old.max !== undefined) high = high === null ? +old.max : Math.max(high, +old.max);
     }
     var fresh = finalRow({name: s.name, last_value: last, last_step: s.steps[s.steps.length - 1], count: s.count,
                           min_value: low, max_value: high});

@@ -4,6 +4,7 @@ reading back: a real server, the real client in a subprocess with the variables 
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -58,14 +59,18 @@ def test_a_script_logs_params_tags_metrics_and_files_into_its_run(workspace, own
     done = run_python(
         """
         import mlflow
-        with mlflow.start_run() as active:
-            print("RUN", active.info.run_id)
-            mlflow.log_params({"lr": 0.01, "epochs": 3})
-            mlflow.set_tags({"team": "birds", "stage": "dev"})
-            for step in range(50):
-                mlflow.log_metric("loss", 1.0 / (step + 1), step=step)
-            mlflow.log_artifact("notes.txt", artifact_path="docs")
-            mlflow.log_dict({"a": 1}, "config/settings.json")
+        active = mlflow.start_run()
+        print("RUN", active.info.run_id)
+        mlflow.log_params({"lr": 0.01, "epochs": 3})
+        mlflow.set_tags({"team": "birds", "stage": "dev"})
+        for step in range(50):
+            mlflow.log_metric("loss", 1.0 / (step + 1), step=step)
+        # A diverging score: MLflow keeps NaN and inf, and so does TrainHub.
+        for step, value in enumerate([0.5, float("inf"), float("-inf"), float("nan")]):
+            mlflow.log_metric("score", value, step=step)
+        mlflow.log_artifact("notes.txt", artifact_path="docs")
+        mlflow.log_dict({"a": 1}, "config/settings.json")
+        mlflow.end_run(status="FAILED")
         """,
         in_run_env(live_url, run, token),
         tmp_path,
@@ -75,18 +80,44 @@ def test_a_script_logs_params_tags_metrics_and_files_into_its_run(workspace, own
     run.refresh_from_db()
     assert run.parameters["lr"] == "0.01" and run.parameters["epochs"] == "3"
     assert run.tags == {"team": "birds", "stage": "dev"}
-    assert run.status == "Running"  # end_run's FINISHED is TrainHub's to decide
+    # end_run's FAILED is recorded and shown; the run's status stays its processes' to decide.
+    assert run.status == "Running" and run.properties["mlflow.endRunStatus"] == "FAILED"
     loss = MetricSeries.objects.get(run=run, name="loss")
     assert loss.count == 50 and loss.last_step == 49 and loss.last_value == pytest.approx(1 / 50)
+    score = MetricSeries.objects.get(run=run, name="score")
+    assert (score.count, score.min_value, score.max_value) == (4, -math.inf, math.inf)
+    assert math.isnan(score.final_value)
     assert set(run.files.values_list("path", flat=True)) == {"outputs/docs/notes.txt", "outputs/config/settings.json"}
 
-    # The run page shows them.
+    # The run page shows them: NaN as NaN in the values table, and the status MLflow asked for.
     from django.test import Client
 
     page = Client()
     page.force_login(owner)
     html = page.get(f"/w/{workspace.name}/runs/{run.run_id}/").content.decode()
     assert "team=birds" in html and "lr=0.01" in html and "outputs/docs/notes.txt" in html
+    assert '<td class="value">NaN</td><td>3</td><td>4</td><td>-inf / inf</td>' in html
+    assert 'id="mlflow-end-status"><span class="status">FAILED</span>' in html
+
+    # The JSON the charts read stays JSON (no bare NaN): the chart leaves out what it cannot draw
+    # and says how many; the summary and the points name them as strings, which the SDK reads back.
+    api = f"/api/v1/workspaces/{workspace.name}/runs/{run.run_id}/metrics"
+
+    def strict(response) -> dict:  # noqa: ANN001
+        assert response.status_code == 200, response.content
+        return json.loads(response.content, parse_constant=lambda name: pytest.fail(f"bare {name} in JSON"))
+
+    chart = next(s for s in strict(page.get(f"{api}/chart"))["series"] if s["name"] == "score")
+    assert (chart["count"], chart["skipped"], chart["x"], chart["values"]) == (4, 3, [0], [0.5])
+    assert chart["last_value"] == "NaN"
+    summary = next(s for s in strict(page.get(f"{api}/summary"))["series"] if s["name"] == "score")
+    assert (summary["last_value"], summary["min_value"], summary["max_value"]) == ("NaN", "-Infinity", "Infinity")
+    assert strict(page.get(api, {"name": "score"}))["metrics"]["score"]["values"] == [
+        0.5,
+        "Infinity",
+        "-Infinity",
+        "NaN",
+    ]
 
 
 def test_a_member_reads_runs_and_metric_history_back(workspace, owner, live_url, tmp_path):
@@ -97,6 +128,7 @@ def test_a_member_reads_runs_and_metric_history_back(workspace, owner, live_url,
         mlflow.start_run()
         for step in range(20):
             mlflow.log_metric("acc", step / 20, step=step)
+        mlflow.log_metric("grad", float("nan"))
         mlflow.log_param("batch", 64)
         mlflow.log_text("kept", "notes/a.txt")
         """,
@@ -111,11 +143,13 @@ def test_a_member_reads_runs_and_metric_history_back(workspace, owner, live_url,
         from mlflow import MlflowClient
         frame = mlflow.search_runs(experiment_names=["{run.experiment.name}"])
         history = MlflowClient().get_metric_history("{run.run_id}", "acc")
+        grad = [m.value for m in MlflowClient().get_metric_history("{run.run_id}", "grad")]
         local = MlflowClient().download_artifacts("{run.run_id}", "")
         listed = [f.path for f in MlflowClient().list_artifacts("{run.run_id}", "notes")]
         print(json.dumps({{
             "ids": list(frame["run_id"]),
             "acc": float(frame["metrics.acc"][0]),
+            "grad": [repr(grad), repr(float(frame["metrics.grad"][0]))],
             "batch": frame["params.batch"][0],
             "history": [[m.step, m.value] for m in history],
             "listed": listed,
@@ -129,6 +163,7 @@ def test_a_member_reads_runs_and_metric_history_back(workspace, owner, live_url,
     found = json.loads(read.stdout.strip().splitlines()[-1])
     assert found["ids"] == [run.run_id]
     assert found["acc"] == pytest.approx(19 / 20) and found["batch"] == "64"
+    assert found["grad"] == ["[nan]", "nan"]
     assert found["history"] == [[step, pytest.approx(step / 20)] for step in range(20)]
     assert found["listed"] == ["notes/a.txt"] and found["downloaded"] == "kept"
 
@@ -232,3 +267,80 @@ def test_a_param_logged_as_the_script_reads_its_argument_replaces_the_typed_one(
     assert answer.status_code == 200, answer.content
     run.refresh_from_db()
     assert run.parameters == {"lr": "0.001", "epochs": "3"}
+
+
+def test_search_runs_filters_orders_and_pages_as_mlflow_does(workspace, owner, live_url, tmp_path):
+    from metrics.services import metrics_ingest, parse_batch
+    from trainhub.workspaces.permissions import Access
+
+    runs = []
+    for number, (acc, lr, team) in enumerate([(0.7, "0.1", "birds"), (0.9, "0.01", "fish"), (0.95, "0.01", "birds")]):
+        run, _ = running_run(workspace, experiment="search", arguments=["--lr", lr], display_name=f"try-{number}")
+        batch = parse_batch({"metrics": [{"name": "acc", "values": [acc]}], "tags": {"team": team}})
+        metrics_ingest(access=Access(workspace, "owner"), run=run, batch=batch)
+        runs.append(run.run_id)
+    member = issue_token(workspace, owner)
+    read = run_python(
+        """
+        import json, mlflow
+        from mlflow import MlflowClient
+        from mlflow.exceptions import MlflowException
+
+        def ids(**given):
+            return list(mlflow.search_runs(experiment_names=["search"], **given)["run_id"])
+
+        found = {
+            "good": ids(filter_string="metrics.acc > 0.8 AND params.lr = '0.01'"),
+            "birds": ids(filter_string="tags.team != 'fish' and metrics.`acc` <= 0.95", order_by=["metrics.acc ASC"]),
+            "named": ids(filter_string="attributes.run_name LIKE 'try-%' AND attributes.status = 'RUNNING'",
+                         order_by=["params.lr DESC", "metrics.acc DESC"]),
+            "none": ids(filter_string="metrics.acc >= 1"),
+        }
+        client = MlflowClient()
+        experiment = client.get_experiment_by_name("search").experiment_id
+        first = client.search_runs([experiment], order_by=["metrics.acc DESC"], max_results=2)
+        second = client.search_runs([experiment], order_by=["metrics.acc DESC"], max_results=2,
+                                    page_token=first.token)
+        found["pages"] = [[r.info.run_id for r in first], [r.info.run_id for r in second], second.token]
+        try:
+            ids(filter_string="metrics.acc > 'high'")
+        except MlflowException as error:
+            found["error"] = [error.error_code, error.message]
+        print(json.dumps(found))
+        """,
+        mlflow_env(live_url, workspace.name, member),
+        tmp_path,
+    )
+    assert read.returncode == 0, read.stderr[-3000:]
+    found = json.loads(read.stdout.strip().splitlines()[-1])
+    low, middle, high = runs
+    assert found["good"] == [high, middle]  # newest first
+    assert found["birds"] == [low, high]
+    assert found["named"] == [low, high, middle]
+    assert found["none"] == []
+    assert found["pages"] == [[high, middle], [low], None]
+    code, message = found["error"]
+    assert code == "INVALID_PARAMETER_VALUE"
+    assert "metrics.acc compares with a number, not \"'high'\"" in message and "joined by AND" in message
+
+
+def test_a_runs_artifacts_stop_at_the_per_run_total_and_nothing_of_the_refused_one_is_kept(workspace, settings):
+    from django.core.files.storage import default_storage
+
+    from mlflow_compat.services import RUN_TOO_LARGE
+    from tests.conftest import api_client
+
+    settings.TRAINHUB_MLFLOW_MAX_RUN_BYTES = 10
+    run, token = running_run(workspace)
+    base = f"/mlflow/{workspace.name}/api/2.0/mlflow-artifacts/artifacts/{run.run_id}/outputs"
+    client = api_client(token)
+    assert client.put(f"{base}/a.txt", b"123456", content_type="application/octet-stream").status_code == 200
+    refused = client.put(f"{base}/b.txt", b"12345", content_type="application/octet-stream")
+    assert refused.status_code == 400
+    assert refused.json() == {
+        "error_code": "RESOURCE_LIMIT_EXCEEDED",
+        "message": RUN_TOO_LARGE.format(run_id=run.run_id, held=6, size=5, limit=10),
+    }
+    assert list(run.files.values_list("path", flat=True)) == ["outputs/a.txt"]
+    assert not default_storage.exists(f"runs/{run.run_id}/outputs/b.txt")
+    assert client.put(f"{base}/c.txt", b"1234", content_type="application/octet-stream").status_code == 200

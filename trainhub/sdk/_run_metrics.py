@@ -156,7 +156,8 @@ def metrics_view(answer: dict[str, Any]) -> dict[str, Any]:
         if series["kind"] == "table":
             found[name] = table_view(name, [row["cells"] for row in series["rows"]])
         else:
-            values = series["values"]
+            # NaN and ±inf (which MLflow's client may log) arrive as "NaN", "Infinity", "-Infinity".
+            values = [float(v) if type(v) is str else v for v in series["values"]]
             found[name] = values[0] if len(values) == 1 else values
     return found
 

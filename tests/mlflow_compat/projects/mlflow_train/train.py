@@ -2,15 +2,37 @@
 
 import time
 
-import mlflow
-import mlflow.pytorch
-import torch
-from mlflow import MlflowClient
-from mlflow.entities import Metric
-from mlflow.models import infer_signature
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import mlflow  # noqa: E402
+import mlflow.pytorch  # noqa: E402
+import pytorch_lightning as pl  # noqa: E402
+import torch  # noqa: E402
+from mlflow import MlflowClient  # noqa: E402
+from mlflow.entities import Metric  # noqa: E402
+from mlflow.models import infer_signature  # noqa: E402
 
 torch.manual_seed(0)
-mlflow.pytorch.autolog()  # plain torch: a no-op without Lightning, and it must not break anything
+# Instruments Lightning's Trainer.fit: its params, per-epoch metrics and the model land in the run.
+mlflow.pytorch.autolog()
+
+
+class TinyRegressor(pl.LightningModule):
+    def __init__(self):
+        super().__init__()
+        self.layer = torch.nn.Linear(4, 1)
+
+    def training_step(self, batch, batch_index):
+        inputs, targets = batch
+        loss = torch.nn.functional.mse_loss(self.layer(inputs), targets)
+        self.log("train_loss", loss, on_epoch=True, on_step=False)
+        return loss
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.05)
+
 
 model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 1))
 optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
@@ -48,3 +70,15 @@ with mlflow.start_run() as run:
         MlflowClient().get_run("someone_elses_run_1")
     except Exception as error:  # noqa: BLE001
         print("another run refused:", type(error).__name__, str(error)[:200], flush=True)
+
+    figure, axes = plt.subplots()
+    axes.plot([0, 1, 2], [2, 1, 0])
+    mlflow.log_figure(figure, "plots/loss.png")
+    mlflow.log_text("kept as text", "notes/readme.txt")
+    mlflow.log_dict({"hidden": 8, "lr": 0.05}, "config.yaml")
+
+    data = torch.utils.data.TensorDataset(x, y)
+    trainer = pl.Trainer(max_epochs=3, logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    trainer.fit(TinyRegressor(), torch.utils.data.DataLoader(data, batch_size=16))
+    print("lightning fit done", flush=True)
+    mlflow.end_run(status="KILLED")
