@@ -26,7 +26,7 @@ from django.db import connection
 from runs.models import LogChunk
 from tests.helpers.processes import NodeProcess
 from trainhub.environments import services
-from trainhub.environments.builders import _find_uv, materialise_environment
+from trainhub.environments.builders import find_uv, materialise_environment
 from trainhub.environments.models import EnvironmentBuild
 from trainhub.environments.spec import spec_hash
 from trainhub.sdk import Environment, Experiment, ScriptRunConfig
@@ -63,7 +63,7 @@ def test_a_local_or_direct_url_requirement_is_refused_at_creation(ws, live_url):
 
 
 def _uv_cache() -> Path:
-    uv = _find_uv()
+    uv = find_uv()
     assert uv is not None
     return Path(subprocess.run([str(uv), "cache", "dir"], capture_output=True, text=True, check=True).stdout.strip())
 

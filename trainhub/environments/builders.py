@@ -207,21 +207,21 @@ def materialise_environment(
     `uv` is the uv executable to install with; None builds with pip, as on a node without uv.
     """
     transcript = BuildLog(log)
-    normalised, digest = _normalise(spec, transcript)
+    normalised, digest = normalise(spec, transcript)
     cache_dir = Path(cache_dir).absolute()
     root = cache_dir / digest
     hit = _cache_hit(cache_dir, digest, transcript)
     if hit is not None:
         return hit
 
-    lock = FileLock(str(_lock_path(cache_dir, digest)))
-    _acquire_waiting(lock, digest, transcript)
+    lock = FileLock(str(lock_path(cache_dir, digest)))
+    acquire_waiting(lock, digest, transcript)
     try:
         if (root / MARKER).is_file():
             _touch(root)
             transcript(f"Environment {digest[:12]} was built by another process while this one waited.")
             return MaterialisedEnvironment(_venv_python(root), root, digest, cache_hit=True)
-        _build(normalised, digest, root, transcript, _find_uv() if uv is _FIND else uv)
+        _build(normalised, digest, root, transcript, find_uv() if uv is _FIND else uv)
     finally:
         lock.release()
     limit = _default_max_cache_bytes() if max_cache_bytes is None else max_cache_bytes
@@ -234,11 +234,11 @@ def cached_environment(
 ) -> MaterialisedEnvironment | None:
     """The environment of `spec` when this node has it built (marking it used), else None."""
     transcript = BuildLog(log or (lambda _line: None))
-    _, digest = _normalise(spec, transcript)
+    _, digest = normalise(spec, transcript)
     return _cache_hit(Path(cache_dir).absolute(), digest, transcript)
 
 
-def _normalise(spec: dict, log: BuildLog) -> tuple[dict[str, Any], str]:
+def normalise(spec: dict, log: BuildLog) -> tuple[dict[str, Any], str]:
     try:
         # A node checks again what the server checked: a spec stored before a requirement was
         # refused, or under another setting, is not built either.
@@ -254,7 +254,7 @@ def _cache_hit(cache_dir: Path, digest: str, log: Callable[[str], None]) -> Mate
     if not (root / MARKER).is_file():
         return None
     # The lock is uncontended here unless an eviction is removing this very entry.
-    with FileLock(str(_lock_path(cache_dir, digest))):
+    with FileLock(str(lock_path(cache_dir, digest))):
         if not (root / MARKER).is_file():
             return None
         _touch(root)
@@ -262,7 +262,7 @@ def _cache_hit(cache_dir: Path, digest: str, log: Callable[[str], None]) -> Mate
     return MaterialisedEnvironment(_venv_python(root), root, digest, cache_hit=True)
 
 
-def _acquire_waiting(lock: FileLock, digest: str, log: Callable[[str], None]) -> None:
+def acquire_waiting(lock: FileLock, digest: str, log: Callable[[str], None]) -> None:
     try:
         lock.acquire(timeout=0)
         return
@@ -539,7 +539,7 @@ def _conda_requirements(
 
 
 def _installable(requirement: str, interpreter: Path, uv: Path | None) -> bool:
-    config = _pip_config()
+    config = pip_config()
     if uv is not None:
         command = [
             str(uv),
@@ -586,7 +586,7 @@ def _installable(requirement: str, interpreter: Path, uv: Path | None) -> bool:
 
 
 @functools.lru_cache(maxsize=1)
-def _pip_config() -> PipConfig:
+def pip_config() -> PipConfig:
     # Reading it runs pip (half a second): once per process, not once per build.
     return read_pip_config()
 
@@ -601,7 +601,7 @@ def _installer_env() -> dict[str, str]:
     }
     env.pop("UV_PYTHON", None)
     env.setdefault("PATH", SYSTEM_PATH)
-    env.update(_pip_config().uv_env())
+    env.update(pip_config().uv_env())
     env.update({"UV_PYTHON_DOWNLOADS": "never", "NO_COLOR": "1", "PIP_NO_INPUT": "1"})
     return env
 
@@ -636,7 +636,7 @@ def _write_inputs(root: Path, requirements: list[str]) -> None:
 # ---------------------------------------------------------------- installers
 
 
-def _find_uv() -> Path | None:
+def find_uv() -> Path | None:
     beside = Path(sys.executable).parent / "uv"
     if beside.is_file() and os.access(beside, os.X_OK):
         return beside
@@ -676,7 +676,7 @@ def _build_with_uv(
         log,
     )
     if code != 0:
-        raise BuildError(f"uv could not create the virtualenv: {_last_error(output)}")
+        raise BuildError(f"uv could not create the virtualenv: {last_error(output)}")
     _write_inputs(root, requirements)
     if not requirements:
         log("No packages to install.")
@@ -690,7 +690,7 @@ def _build_with_uv(
         "--color",
         "never",
         "--no-progress",
-        *_pip_config().uv_args(),
+        *pip_config().uv_args(),
         "--constraint",
         str(root / CONSTRAINTS_FILE),
         "-r",
@@ -706,15 +706,15 @@ def _build_with_uv(
     if code == 0:
         return
     if _is_resolution_failure(output):
-        raise BuildError(f"The requirements cannot be installed: {_last_error(output)}")
-    log(f"uv could not install the requirements ({_last_error(output)}); falling back to pip.")
+        raise BuildError(f"The requirements cannot be installed: {last_error(output)}")
+    log(f"uv could not install the requirements ({last_error(output)}); falling back to pip.")
     _pip_install(root, log, digest)
 
 
 def _create_venv_with_python(interpreter: Path, root: Path, log: BuildLog) -> None:
     code, output = _stream([str(interpreter), "-m", "venv", "--without-pip", str(root)], log)
     if code != 0:
-        raise BuildError(f"python -m venv failed: {_last_error(output)}")
+        raise BuildError(f"python -m venv failed: {last_error(output)}")
 
 
 def _pip_install(root: Path, log: BuildLog, digest: str) -> None:
@@ -742,7 +742,7 @@ def _pip_install(root: Path, log: BuildLog, digest: str) -> None:
         log,
     )
     if code != 0:
-        raise BuildError(f"pip could not install the requirements: {_last_error(output)}")
+        raise BuildError(f"pip could not install the requirements: {last_error(output)}")
 
 
 def _is_resolution_failure(output: str) -> bool:
@@ -751,7 +751,7 @@ def _is_resolution_failure(output: str) -> bool:
     )
 
 
-def _last_error(output: str) -> str:
+def last_error(output: str) -> str:
     """The line of an installer's output that says what went wrong."""
     lines = [line.strip() for line in output.splitlines() if line.strip()]
     # uv puts the cause below its summary ("cause:", or an arrow in colour); pip says "error:".
@@ -860,7 +860,7 @@ def _seal(root: Path) -> None:
 # ---------------------------------------------------------------- cache bookkeeping
 
 
-def _lock_path(cache_dir: Path, digest: str) -> Path:
+def lock_path(cache_dir: Path, digest: str) -> Path:
     # Outside the entry, so wiping an unfinished entry never removes the lock others wait on.
     locks = cache_dir / "_locks"
     locks.mkdir(parents=True, exist_ok=True)
@@ -952,7 +952,7 @@ def evict_least_recently_used(
             break
         if entry.spec_hash in keep or entry.spec_hash in in_use or now - entry.last_used < EVICTION_GRACE_SECONDS:
             continue
-        lock = FileLock(str(_lock_path(cache_dir, entry.spec_hash)))
+        lock = FileLock(str(lock_path(cache_dir, entry.spec_hash)))
         try:
             lock.acquire(timeout=0)
         except Timeout:
@@ -985,7 +985,7 @@ def _remove_abandoned_builds(cache_dir: Path, log: Callable[[str], None]) -> Non
     for root in cache_dir.iterdir():
         if not HASH_PATTERN.match(root.name) or (root / MARKER).exists():
             continue
-        lock = FileLock(str(_lock_path(cache_dir, root.name)))
+        lock = FileLock(str(lock_path(cache_dir, root.name)))
         try:
             lock.acquire(timeout=0)
         except Timeout:

@@ -46,13 +46,13 @@ from trainhub.environments.builders import (
     BuildError,
     BuildLog,
     MaterialisedEnvironment,
-    _acquire_waiting,
-    _find_uv,
-    _last_error,
-    _lock_path,
-    _normalise,
-    _pip_config,
+    acquire_waiting,
+    find_uv,
+    last_error,
+    lock_path,
     node_name,
+    normalise,
+    pip_config,
     python_requirements,
     sdk_path,
     torch_constraints,
@@ -131,7 +131,7 @@ def cached_image(
 ) -> MaterialisedEnvironment | None:
     """The image of `spec` when the engine has it (with this TrainHub's in-run SDK), else None."""
     transcript = BuildLog(log or (lambda _line: None))
-    _, digest = _normalise(spec, transcript)
+    _, digest = normalise(spec, transcript)
     client = _client_or_fail(transcript)
     return _image_hit(client, digest, _sdk_digest(cache_dir), transcript)
 
@@ -140,7 +140,7 @@ def materialise_image(spec: dict, *, cache_dir: Path, log: Callable[[str], None]
     """The image of `spec` on this node's engine: as it is, or built now (once, whoever asks).
     After a build, this site's images unused for a while are pruned (prune_images)."""
     transcript = BuildLog(log)
-    normalised, digest = _normalise(spec, transcript)
+    normalised, digest = normalise(spec, transcript)
     cache_dir = Path(cache_dir).absolute()
     client = _client_or_fail(transcript)
     sdk = sdk_path(cache_dir)
@@ -149,8 +149,8 @@ def materialise_image(spec: dict, *, cache_dir: Path, log: Callable[[str], None]
         record_image_use(cache_dir, digest)
         return hit
     # Nodes of one machine share its engine: one build per spec at a time, the others wait.
-    lock = FileLock(str(_lock_path(cache_dir, f"docker-{digest}")))
-    _acquire_waiting(lock, digest, transcript)
+    lock = FileLock(str(lock_path(cache_dir, f"docker-{digest}")))
+    acquire_waiting(lock, digest, transcript)
     try:
         hit = _image_hit(client, digest, sdk.name, transcript)
         record_image_use(cache_dir, digest)
@@ -223,7 +223,7 @@ def prune_images(cache_dir: Path, *, keep_days: float | None = None, keep_count:
     removed = []
     for use in candidates:
         tag = image_tag(use.name)
-        lock = FileLock(str(_lock_path(Path(cache_dir).absolute(), f"docker-{use.name}")))
+        lock = FileLock(str(lock_path(Path(cache_dir).absolute(), f"docker-{use.name}")))
         try:
             lock.acquire(blocking=False)
         except Timeout:
@@ -321,7 +321,7 @@ def _build(client: Any, spec: dict[str, Any], digest: str, sdk: Path, log: Build
     started = time.monotonic()
     tag = image_tag(digest)
     log(f"Building image {tag[:25]} on node {node_name()} with the Docker engine")
-    uv = _find_uv()
+    uv = find_uv()
     try:
         if uv is None:
             raise BuildError("uv is not installed next to TrainHub on this node: the image build needs it.")
@@ -399,7 +399,7 @@ def _write_install_inputs(folder: Path, requirements: list[str], config: PipConf
 def _write_context(
     context: Path, spec: dict[str, Any], requirements: list[str], uv: Path, sdk: Path, served: str
 ) -> str:
-    config = _pip_config()
+    config = pip_config()
     torch = [entry for entry in requirements if canonicalize_name(Requirement(entry).name) == "torch"]
     _write_install_inputs(context / "build", requirements, config)
     if torch:
@@ -452,7 +452,7 @@ def _bridge_gateway(client: Any) -> str:
 @contextmanager
 def _local_folders_served(address: str) -> Iterator[str]:
     """http://ADDRESS:PORT serving the pip configuration's local folders (and nothing else)."""
-    config = _pip_config()
+    config = pip_config()
     locations = [*filter(None, [config.index_url]), *config.extra_index_urls, *config.find_links]
     folders = [folder.resolve() for location in locations if (folder := _local_folder(location))]
     # A file:// index's pages link to its files by relative paths (../../files/x.whl): serve the
@@ -500,7 +500,7 @@ def _stream_build(client: Any, context: str, tag: str, labels: dict[str, str], l
             for line in (pending + str(chunk["error"])).splitlines():
                 output.append(line)
                 log(line)
-            raise BuildError(f"The image build failed: {_last_error(chr(10).join(output))}")
+            raise BuildError(f"The image build failed: {last_error(chr(10).join(output))}")
         pending += ANSI_ESCAPE.sub("", str(chunk.get("stream", "")))
         *lines, pending = pending.split("\n")
         for line in lines:
