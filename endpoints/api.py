@@ -10,7 +10,7 @@ from django.http import HttpRequest
 from ninja import Router, Schema, Status
 
 from endpoints import selectors, services
-from endpoints.models import Endpoint, Replica
+from endpoints.models import Endpoint
 from runs.api import EnvironmentRef, LogChunkOut, LogsOut, resolve_environment
 from runs.selectors import log_chunks_after
 from trainhub.api import IN_RUN
@@ -202,15 +202,12 @@ def replica_ready(
 ) -> dict[str, str]:
     """Called by a replica's scoring server, with its run's token, once it answers on its port."""
     from django.core.exceptions import PermissionDenied
-    from django.http import Http404
 
     member = access(request, workspace_name)
     credential = getattr(request, "auth", None)
     if not isinstance(credential, RunCredential):
         raise PermissionDenied(services.NOT_THIS_REPLICA.format(pk=replica_id))
-    replica = Replica.objects.filter(pk=replica_id, endpoint__workspace=member.workspace, endpoint__name=name).first()
-    if replica is None:
-        raise Http404(selectors.ENDPOINT_NOT_FOUND.format(name=name))
+    replica = selectors.replica_get(member.workspace, name, replica_id)
     services.replica_ready(
         run=credential.run, replica=replica, address=payload.address, port=payload.port, secret=payload.secret
     )

@@ -30,6 +30,13 @@ def replicas_of(endpoint: Endpoint) -> QuerySet[Replica]:
     return endpoint.replicas.select_related("run").prefetch_related("run__run_nodes__node").order_by("-id")
 
 
+def replica_get(workspace: Workspace, endpoint_name: str, replica_pk: int) -> Replica:
+    found = Replica.objects.filter(pk=replica_pk, endpoint__workspace=workspace, endpoint__name=endpoint_name).first()
+    if found is None:
+        raise Http404(ENDPOINT_NOT_FOUND.format(name=endpoint_name))
+    return found
+
+
 def log_replica(endpoint: Endpoint) -> Replica | None:
     """The replica whose log the service's log shows: the newest that answered, else the newest."""
     replicas = endpoint.replicas.select_related("run").order_by("-id")

@@ -56,6 +56,15 @@ def series_of(run: Run, *, rank: int | None = None, kind: str | None = None) -> 
     return found.order_by("name", "rank")
 
 
+def scalar_summaries(runs: Iterable[Run]) -> dict[tuple[int, str], tuple[float | None, float | None, float | None]]:
+    """(last, min, max) of rank 0's scalar metrics of these runs, by (run pk, metric name)."""
+    found = MetricSeries.objects.filter(run__in=runs, rank=0, kind=SeriesKind.SCALAR)
+    return {
+        (run_pk, name): (last, low, high)
+        for run_pk, name, last, low, high in found.values_list("run_id", "name", "last_value", "min_value", "max_value")
+    }
+
+
 def ranks_of(run: Run) -> list[int]:
     return sorted(set(MetricSeries.objects.filter(run=run).values_list("rank", flat=True))) or [0]
 

@@ -188,15 +188,8 @@ def compare_across(request: HttpRequest, workspace_name: str) -> HttpResponse:
 def _compare_page(request: HttpRequest, access: Access, experiment: Experiment | None) -> HttpResponse:
     run_ids = _chosen(request, "runs")
     runs = selectors.runs_for_compare(experiment or access.workspace, run_ids)
-    names = sorted(
-        set(MetricSeries.objects.filter(run__in=runs, rank=0, kind=SeriesKind.SCALAR).values_list("name", flat=True))
-    )
-    summaries = {
-        (run_pk, metric): (last, low, high)
-        for run_pk, metric, last, low, high in MetricSeries.objects.filter(
-            run__in=runs, rank=0, kind=SeriesKind.SCALAR
-        ).values_list("run_id", "name", "last_value", "min_value", "max_value")
-    }
+    summaries = selectors.scalar_summaries(runs)
+    names = sorted({metric for _, metric in summaries})
     finals = {key: values[0] for key, values in summaries.items()}
     parameters = [run_selectors.run_parameters(run) for run in runs]
     differing = run_selectors.differing_parameters(parameters)

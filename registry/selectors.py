@@ -50,6 +50,11 @@ def recent_versions(workspace: Workspace, limit: int = 5) -> list[ModelVersion]:
     return list(versions.order_by("-created_at", "-id")[:limit])
 
 
+def export_source_of(version: ModelVersion) -> OnnxExport | None:
+    """The export that made this version, when it is an ONNX export of another."""
+    return version.exported_from.select_related("source", "source__model").first()
+
+
 def latest_versions(models: list[Model]) -> dict[int, ModelVersion]:
     wanted = [(m.pk, number) for m in models if (number := getattr(m, "latest_version", None))]
     if not wanted:

@@ -14,6 +14,7 @@ from django.views.decorators.http import require_POST
 from registry import exports, selectors, services
 from registry.archives import file_download, version_download
 from registry.mlflow_models import mlflow_model_of
+from trainhub.compute.selectors import clusters_of
 from trainhub.workspaces import selectors as workspace_selectors
 from trainhub.workspaces.pages import workspace_page
 from trainhub.workspaces.permissions import signed_in_user
@@ -64,8 +65,8 @@ def version_detail(request: HttpRequest, workspace_name: str, name: str, version
         files=selectors.files_of(found),
         exports=selectors.exports_of(found),
         mlflow_model=mlflow_model_of(found),
-        exported_from=found.exported_from.select_related("source", "source__model").first(),
-        clusters=access.workspace.clusters.order_by("name"),
+        exported_from=selectors.export_source_of(found),
+        clusters=clusters_of(access.workspace),
         default_opset=exports.DEFAULT_OPSET,
         default_tolerance=exports.DEFAULT_TOLERANCE,
     )

@@ -202,7 +202,7 @@ def get_snapshot(request: HttpRequest, workspace_name: str, sha256: str) -> Snap
     from django.http import Http404
 
     member = access(request, workspace_name)
-    snapshot = member.workspace.snapshots.filter(sha256=sha256).first()
+    snapshot = selectors.snapshot_find(member.workspace, sha256)
     if snapshot is None:
         raise Http404(services.SNAPSHOT_UNKNOWN.format(sha=sha256))
     return SnapshotOut(sha256=snapshot.sha256, size=snapshot.size)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.db.models import F, QuerySet, Sum
 from django.http import Http404
 
-from runs.models import Experiment, LogChunk, Run, RunFile, RunStatus, SlurmJob
+from runs.models import Experiment, LogChunk, Run, RunFile, RunStatus, SlurmJob, Snapshot
 from runs.parameters import parameters_of
 from trainhub.compute.models import ComputeCluster
 from trainhub.workspaces.models import Membership, Workspace
@@ -116,6 +116,18 @@ def log_chunks_after(run: Run, after: int, *, stream: str | None = None, max_lin
         if lines >= max_lines:
             break
     return found
+
+
+def log_lines_after(run_pk: int, after: int, *, stream: str | None = None, limit: int = 200) -> list[tuple[int, str]]:
+    """(first sequence number, text) of the next `limit` stored chunks after `after`, in order."""
+    chunks = LogChunk.objects.filter(run_id=run_pk, first_seq__gt=after)
+    if stream:
+        chunks = chunks.filter(stream=stream)
+    return list(chunks.order_by("first_seq").values_list("first_seq", "text")[:limit])
+
+
+def snapshot_find(workspace: Workspace, sha256: str) -> Snapshot | None:
+    return workspace.snapshots.filter(sha256=sha256).first()
 
 
 def log_tail(run: Run, *, stream: str | None = None, max_lines: int = 2000) -> list[LogChunk]:

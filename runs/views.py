@@ -14,7 +14,7 @@ from django.shortcuts import redirect
 from django.views.decorators.http import require_POST
 
 from runs import selectors, services
-from runs.models import LogChunk, RunStatus
+from runs.models import RunStatus
 from trainhub.downloads import file_response
 from trainhub.workspaces import selectors as workspace_selectors
 from trainhub.workspaces.pages import workspace_page
@@ -151,14 +151,8 @@ def run_file(request: HttpRequest, workspace_name: str, run_id: str) -> HttpResp
 async def _log_text(run_pk: int, stream: str | None) -> AsyncIterator[bytes]:
     after = -1
 
-    def batch() -> list[tuple[int, str]]:
-        chunks = LogChunk.objects.filter(run_id=run_pk, first_seq__gt=after)
-        if stream:
-            chunks = chunks.filter(stream=stream)
-        return list(chunks.order_by("first_seq").values_list("first_seq", "text")[:200])
-
     while True:
-        rows = await sync_to_async(batch)()
+        rows = await sync_to_async(selectors.log_lines_after)(run_pk, after, stream=stream)
         if not rows:
             return
         for first_seq, text in rows:

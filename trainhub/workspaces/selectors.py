@@ -12,6 +12,7 @@ from trainhub.workspaces.models import ApiToken, Membership, Role, Workspace
 from trainhub.workspaces.permissions import Access
 
 WORKSPACE_NOT_FOUND = "No workspace named {name!r} that you are a member of."
+MEMBERSHIP_NOT_FOUND = "No such member in this workspace."
 # Run tokens (made by runs.tokens.run_token) start with it; members' API tokens never do.
 RUN_TOKEN_PREFIX = "thr_"
 
@@ -44,6 +45,13 @@ def access_for(user: User | AnonymousUser, workspace_name: str) -> Access:
 
 def members_of(workspace: Workspace) -> QuerySet[Membership]:
     return workspace.memberships.select_related("user").order_by("user__username")
+
+
+def membership_get(workspace: Workspace, membership_id: int) -> Membership:
+    found = members_of(workspace).filter(pk=membership_id).first()
+    if found is None:
+        raise Http404(MEMBERSHIP_NOT_FOUND)
+    return found
 
 
 def resource_group(workspace: Workspace) -> str:

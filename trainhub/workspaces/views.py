@@ -16,7 +16,7 @@ from django.views.decorators.http import require_POST
 from trainhub.forms import add_service_errors
 from trainhub.workspaces import selectors, services
 from trainhub.workspaces.forms import ConfigForm, MemberForm, RoleForm, TokenForm, WorkspaceForm
-from trainhub.workspaces.models import Role
+from trainhub.workspaces.models import Membership, Role
 from trainhub.workspaces.pages import workspace_page
 from trainhub.workspaces.permissions import Access, signed_in_user
 
@@ -68,8 +68,8 @@ def member_list(request: HttpRequest, workspace_name: str) -> HttpResponse:
     )
 
 
-def _membership(access: Access, membership_id: int):
-    return get_object_or_404(access.workspace.memberships.select_related("user"), pk=membership_id)
+def _membership(access: Access, membership_id: int) -> Membership:
+    return selectors.membership_get(access.workspace, membership_id)
 
 
 @login_required
