@@ -1,5 +1,5 @@
-"""Endpoint routes of the JSON API: deploy, update, list, logs, keys, delete, and the replica's
-report that it answers (with its run's token)."""
+"""Endpoint routes of the JSON API: deploy, update, list, logs, keys (made again, or read by
+contributors and owners), delete, and the replica's report that it answers (with its run's token)."""
 
 from __future__ import annotations
 
@@ -66,6 +66,8 @@ class EndpointOut(Schema):
     tags: dict[str, str]
     generation: int
     restarts: int
+    replica_count: int
+    auth_enabled: bool
     replicas: list[ReplicaOut]
     stats: dict[str, float]
     created_at: datetime
@@ -113,6 +115,8 @@ def endpoint_out(endpoint: Endpoint, keys: services.NewKeys | None = None) -> En
         tags=endpoint.tags,
         generation=endpoint.generation,
         restarts=endpoint.restarts,
+        replica_count=endpoint.replica_count,
+        auth_enabled=endpoint.auth_enabled,
         replicas=replicas,
         stats=services.endpoint_stats(endpoint.pk),
         created_at=endpoint.created_at,
@@ -182,6 +186,14 @@ def regenerate_key(request: HttpRequest, workspace_name: str, name: str, payload
     endpoint = selectors.endpoint_get(member.workspace, name)
     key = services.endpoint_regenerate_key(access=member, endpoint=endpoint, key_type=payload.key_type)
     return {"key_type": payload.key_type, "key": key}
+
+
+@router.get("/{workspace_name}/endpoints/{name}/keys", response=dict[str, str])
+def read_keys(request: HttpRequest, workspace_name: str, name: str) -> dict[str, str]:
+    """The endpoint's two keys, for contributors and owners (a reader is refused, 403)."""
+    member = access(request, workspace_name)
+    keys = services.endpoint_keys(access=member, endpoint=selectors.endpoint_get(member.workspace, name))
+    return {"primary": keys.primary, "secondary": keys.secondary}
 
 
 @router.get("/{workspace_name}/endpoints/{name}/logs", response=LogsOut)

@@ -36,8 +36,16 @@ class Endpoint(models.Model):
     # Bumped by each update: a replica of an older generation is replaced once a new one answers.
     generation = models.PositiveIntegerField(default=1)
     restarts = models.PositiveIntegerField(default=0)
+    # How many replicas serve it at once (AksWebservice's num_replicas, or replicas=).
+    replica_count = models.PositiveIntegerField(default=1)
+    # False only when the deployment said auth_enabled=False: anyone reaching the server may score.
+    auth_enabled = models.BooleanField(default=True)
     primary_key_hash = models.CharField(max_length=64)
     secondary_key_hash = models.CharField(max_length=64)
+    # The keys themselves, encrypted with a key derived from the server's secret key
+    # (endpoints/keys.py): what get_keys() gives contributors and owners. Empty: not kept.
+    primary_key_sealed = models.TextField(blank=True)
+    secondary_key_sealed = models.TextField(blank=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)

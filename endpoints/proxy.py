@@ -1,12 +1,17 @@
 """The scoring URL, /endpoints/<workspace>/<name>/score, served before Django: it checks the key
 (or a member's API token) and passes the request's bytes to a replica's port, nothing more.
 
-What to check and where to send is kept per endpoint in this process, and read again from the
-database only when the endpoint's route number in Redis moved (a replica came or went, a key was
-regenerated, the endpoint was deleted): one Redis GET per request. Connections to replicas are
-kept open and reused (HTTP/1.1). A request that could not reach its replica (the connection was
-refused, or a kept connection was found closed before any answer) is sent once more, after the
-route is read again: this is what lets an update switch replicas without a failed request.
+What to check and where to send is kept per endpoint in this process and read again from the
+database after a change was published on ROUTES_CHANNEL (a replica came or went, a key was
+regenerated, the endpoint was deleted), or after ROUTE_KEPT_SECONDS: this process follows that
+channel, and while it does not (before the subscription is confirmed, or after Redis went away)
+nothing is taken from the cache.
+So a request touches neither Redis nor the database; request counts are added up in the process
+and written to Redis once a second. Requests are spread over the endpoint's answering replicas,
+the least busy first; connections to replicas are kept open and reused (HTTP/1.1). A request that
+could not reach its replica (the connection was refused, or a kept connection was found closed
+before any answer) is sent again to another replica, after the route is read again: this is what
+lets an update or a replica's death go by without a failed request.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import asyncio
 import hmac
 import itertools
 import json
+import logging
 import re
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -24,6 +30,9 @@ from typing import Any
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.http import Http404
+from django.http.request import split_domain_port, validate_host
+
+logger = logging.getLogger(__name__)
 
 from trainhub import redis_keys
 
@@ -39,13 +48,39 @@ TOO_LARGE = "The request is {size} bytes; an endpoint takes at most {limit}."
 TIMED_OUT = "The replica did not answer within {seconds} s."
 UNREACHABLE = "The replica could not be reached: {error}"
 ONLY_POST = "Score with POST."
+BAD_LENGTH = "The Content-Length header is not a number of bytes: {value!r}."
+BAD_HOST = "Invalid HTTP_HOST header: {host!r}. You may need to add {domain!r} to ALLOWED_HOSTS."
 BAD_ANSWER = "The replica's answer is not one TrainHub passes on: {why}"
 REPLICA_HEADER = "X-TrainHub-Replica"
+# On each answer: the replica that gave it.
+REPLICA_ANSWERED = "X-TrainHub-Replica-Id"
 # What a replica (member code) may send back: a bounded answer of a type no browser runs on this origin.
 MAX_ANSWER_BYTES = 64 * 1024 * 1024
 MAX_ANSWER_HEADERS = 100
 RELAYED_TYPES = (b"application/json", b"text/plain")
 IDLE_CONNECTIONS_PER_REPLICA = 32
+ROUTES_CHANNEL = redis_keys.endpoint_routes_channel()
+STATS_FLUSH_SECONDS = 1.0
+# A replica that could not be reached is left out of this process's choices for this long, so
+# that requests go to the others meanwhile (its end removes it from the route within a second).
+UNREACHABLE_SECONDS = 5.0
+ACCEPTED_KEYS_KEPT = 64
+# A route is read again after this long even when no change was published: rows deleted by a
+# cascade (a workspace deleted) publish nothing.
+ROUTE_KEPT_SECONDS = 5.0
+DIGITS = re.compile(rb"[0-9]{1,18}")
+
+
+# (status, content type, body, the endpoint's pk to count it for, the replica that answered)
+Answer = tuple[int, bytes, bytes, int | None, int | None]
+
+
+@dataclass(frozen=True)
+class Backend:
+    replica_pk: int
+    address: str
+    port: int
+    secret: str
 
 
 @dataclass
@@ -55,9 +90,12 @@ class Route:
     name: str
     state: str
     key_hashes: tuple[str, ...]
-    replicas: list[tuple[str, int, str]]
-    version: bytes | str | None
+    auth_enabled: bool
+    replicas: list[Backend]
+    loaded_at: float = field(default_factory=time.monotonic)
     turn: itertools.count = field(default_factory=itertools.count)
+    # Keys already checked against key_hashes: the route is dropped when a key changes.
+    accepted: set[str] = field(default_factory=set)
 
 
 class ReplicaLost(Exception):
@@ -81,6 +119,16 @@ class ScoringProxy:
         self.app = app
         self.routes: dict[tuple[str, str], Route] = {}
         self.idle: dict[tuple[str, int], list[_Connection]] = {}
+        # Requests this process has sent to each replica and not yet had answered.
+        self.busy: dict[tuple[str, int], int] = {}
+        self.unreachable: dict[tuple[str, int], float] = {}
+        # Whether ROUTES_CHANNEL is followed (the cache may be used), and how many changes it
+        # brought: a route read from the database while one arrived is used once, not kept.
+        self.following = False
+        self.changes = 0
+        self.stats: dict[int, list[float]] = {}
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.tasks: set[asyncio.Task[None]] = set()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         match = SCORE_PATH.match(scope.get("path", "")) if scope["type"] == "http" else None
@@ -88,32 +136,34 @@ class ScoringProxy:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
+        self._start_background()
         _no_delay(send)
-        status, content_type, body, endpoint_pk = await self.score(scope, receive, match.group(1), match.group(2))
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [
-                    (b"content-type", content_type),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"x-content-type-options", b"nosniff"),
-                ],
-            }
+        status, content_type, body, endpoint_pk, replica_pk = await self.score(
+            scope, receive, match.group(1), match.group(2)
         )
+        headers = [
+            (b"content-type", content_type),
+            (b"content-length", str(len(body)).encode()),
+            (b"x-content-type-options", b"nosniff"),
+        ]
+        if replica_pk is not None:
+            headers.append((REPLICA_ANSWERED.encode(), str(replica_pk).encode()))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
         if endpoint_pk is not None:
-            from endpoints.services import endpoint_record_request
+            counts = self.stats.setdefault(endpoint_pk, [0, 0, 0.0])
+            counts[0] += 1
+            counts[1] += status >= 400
+            counts[2] += time.perf_counter() - started
 
-            endpoint_record_request(endpoint_pk, time.perf_counter() - started, status < 400)
-
-    async def score(
-        self, scope: Scope, receive: Receive, workspace: str, name: str
-    ) -> tuple[int, bytes, bytes, int | None]:
+    async def score(self, scope: Scope, receive: Receive, workspace: str, name: str) -> Answer:
         headers = {k.decode("latin-1").lower(): v for k, v in scope.get("headers", [])}
+        host = _host_problem(headers)
+        if host is not None:
+            return _error(400, host, "bad_host")
         token = _bearer(headers.get("authorization", b""))
         route = await self.route(workspace, name)
-        allowed = route is not None and token is not None and _is_key(token, route.key_hashes)
+        allowed = route is not None and (not route.auth_enabled or (token is not None and self._is_key(route, token)))
         if not allowed:
             if token is None or token.startswith("the_"):
                 return _error(401, NOT_AUTHENTICATED, "not_authenticated")
@@ -126,7 +176,10 @@ class ScoringProxy:
         if scope.get("method") != "POST":
             return _error(405, ONLY_POST, "method_not_allowed")
         limit = settings.TRAINHUB_ENDPOINT_MAX_REQUEST_BYTES
-        declared = int(headers.get("content-length", b"0") or 0)
+        length = headers.get("content-length", b"0").strip() or b"0"
+        if not DIGITS.fullmatch(length):
+            return _error(400, BAD_LENGTH.format(value=length.decode("latin-1")[:40]), "bad_length")
+        declared = int(length)
         if declared > limit:
             return _error(413, TOO_LARGE.format(size=declared, limit=limit), "too_large")
         body = bytearray()
@@ -139,16 +192,21 @@ class ScoringProxy:
                 break
         content_type = headers.get("content-type", b"application/json")
         timeout = settings.TRAINHUB_ENDPOINT_TIMEOUT_SECONDS
+        tried: set[Backend] = set()
         for attempt in range(3):
-            if not route.replicas:
+            backend = self._choose(route, tried)
+            if backend is None:
                 return _error(503, NO_REPLICA.format(name=name, state=route.state), "no_replica", route.endpoint_pk)
-            address, port, secret = route.replicas[next(route.turn) % len(route.replicas)]
+            target = (backend.address, backend.port)
+            tried.add(backend)
+            self.busy[target] = self.busy.get(target, 0) + 1
             try:
                 status, answer_type, answer = await asyncio.wait_for(
-                    self.forward(address, port, secret, content_type, bytes(body)), timeout
+                    self.forward(backend, content_type, bytes(body)), timeout
                 )
-                return status, answer_type, answer, route.endpoint_pk
+                return status, answer_type, answer, route.endpoint_pk, backend.replica_pk
             except ReplicaLost as lost:
+                self.unreachable[target] = time.monotonic() + UNREACHABLE_SECONDS
                 if attempt == 2:
                     return _error(502, UNREACHABLE.format(error=lost), "unreachable", route.endpoint_pk)
                 await asyncio.sleep(0.05 * attempt)
@@ -157,25 +215,121 @@ class ScoringProxy:
                 return _error(504, TIMED_OUT.format(seconds=timeout), "timeout", route.endpoint_pk)
             except BadAnswer as bad:
                 return _error(502, BAD_ANSWER.format(why=bad), "bad_answer", route.endpoint_pk)
+            finally:
+                self.busy[target] -= 1
         raise AssertionError("unreachable")
+
+    def _is_key(self, route: Route, token: str) -> bool:
+        if token in route.accepted:
+            return True
+        if not _is_key(token, route.key_hashes):
+            return False
+        if len(route.accepted) < ACCEPTED_KEYS_KEPT:
+            route.accepted.add(token)
+        return True
+
+    def _choose(self, route: Route, tried: set[Backend]) -> Backend | None:
+        """The least busy of the route's replicas, taking turns among equals; one this request
+        already tried, or found unreachable a moment ago, only when no other is left."""
+        if not route.replicas:
+            return None
+        now = time.monotonic()
+        live = [b for b in route.replicas if b not in tried and self.unreachable.get((b.address, b.port), 0.0) <= now]
+        candidates = live or [b for b in route.replicas if b not in tried] or route.replicas
+        start = next(route.turn)
+        count = len(candidates)
+        order = [candidates[(start + i) % count] for i in range(count)]
+        return min(order, key=lambda b: self.busy.get((b.address, b.port), 0))
 
     async def route(self, workspace: str, name: str, fresh: bool = False) -> Route | None:
         cached = self.routes.get((workspace, name))
-        if cached is not None and not fresh:
-            from trainhub.redis_conn import get_redis
-
-            if get_redis().get(redis_keys.endpoint_route_version(cached.endpoint_pk)) == cached.version:
-                return cached
+        if (
+            cached is not None
+            and not fresh
+            and self.following
+            and time.monotonic() - cached.loaded_at < ROUTE_KEPT_SECONDS
+        ):
+            return cached
+        changes, following = self.changes, self.following
         route = await sync_to_async(_load_route)(workspace, name)
         if route is None:
             self.routes.pop((workspace, name), None)
-        else:
+        elif following and self.following and changes == self.changes:
             self.routes[(workspace, name)] = route
         return route
 
-    async def forward(
-        self, address: str, port: int, secret: str, content_type: bytes, body: bytes
-    ) -> tuple[int, bytes, bytes]:
+    # ------------------------------------------------------------ in the background
+
+    def _start_background(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self.loop is loop:
+            return
+        self.loop = loop
+        for work in (self._follow_routes, self._flush_stats):
+            task = loop.create_task(work())
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+
+    async def _follow_routes(self) -> None:
+        """Drop a cached route as soon as its endpoint changed: the services publish its pk."""
+        import redis.asyncio
+        from redis.exceptions import RedisError
+
+        pause = 0.1
+        while True:
+            client = redis.asyncio.Redis.from_url(settings.REDIS_URL, socket_keepalive=True)
+            pubsub = client.pubsub()
+            try:
+                await pubsub.subscribe(ROUTES_CHANNEL)
+                async for message in pubsub.listen():
+                    if message["type"] == "subscribe":
+                        # What changed while nobody listened is unknown: read everything again.
+                        self.routes.clear()
+                        self.changes += 1
+                        self.following = True
+                        pause = 0.1
+                    elif message["type"] == "message":
+                        self.changes += 1
+                        pk = int(message["data"])
+                        for key in [k for k, r in self.routes.items() if r.endpoint_pk == pk]:
+                            self.routes.pop(key, None)
+            except (RedisError, OSError, ValueError) as error:
+                logger.warning("Scoring routes: not following %s (%s); retrying", ROUTES_CHANNEL, error)
+            finally:
+                self.following = False
+                self.routes.clear()
+                await pubsub.aclose()
+                await client.aclose()
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 2.0)
+
+    async def _flush_stats(self) -> None:
+        """Request counts and latency, added up here, go to Redis once a second."""
+        from redis.exceptions import RedisError
+
+        from trainhub.redis_conn import get_async_redis
+
+        while True:
+            await asyncio.sleep(STATS_FLUSH_SECONDS)
+            stats, self.stats = self.stats, {}
+            if not stats:
+                continue
+            try:
+                pipe = get_async_redis().pipeline(transaction=False)
+                for pk, (requests, errors, seconds) in stats.items():
+                    key = redis_keys.endpoint_stats(pk)
+                    pipe.hincrby(key, "requests", int(requests))
+                    if errors:
+                        pipe.hincrby(key, "errors", int(errors))
+                    pipe.hincrbyfloat(key, "seconds", seconds)
+                await pipe.execute()
+            except (RedisError, OSError) as error:
+                logger.warning("Scoring: request counts of %d endpoints not recorded (%s)", len(stats), error)
+
+    # ------------------------------------------------------------ to a replica
+
+    async def forward(self, backend: Backend, content_type: bytes, body: bytes) -> tuple[int, bytes, bytes]:
+        address, port = backend.address, backend.port
         connection = await self._connect(address, port)
         request = (
             b"POST /score HTTP/1.1\r\nHost: replica\r\nContent-Type: "
@@ -185,7 +339,7 @@ class ScoringProxy:
             + b"\r\n"
             + REPLICA_HEADER.encode()
             + b": "
-            + secret.encode()
+            + backend.secret.encode()
             + b"\r\n\r\n"
             + body
         )
@@ -287,10 +441,23 @@ def _is_key(token: str, key_hashes: tuple[str, ...]) -> bool:
     return any(hmac.compare_digest(digest, known) for known in key_hashes)
 
 
-def _error(
-    status: int, message: str, code: str, endpoint_pk: int | None = None
-) -> tuple[int, bytes, bytes, int | None]:
-    return status, b"application/json", json.dumps({"detail": message, "code": code}).encode(), endpoint_pk
+def _error(status: int, message: str, code: str, endpoint_pk: int | None = None) -> Answer:
+    return status, b"application/json", json.dumps({"detail": message, "code": code}).encode(), endpoint_pk, None
+
+
+def _host_problem(headers: dict[str, bytes]) -> str | None:
+    """Why the Host header is refused, as Django's HttpRequest.get_host() would refuse it (this URL
+    is answered before Django), or None."""
+    host = headers.get("host", b"").decode("latin-1")
+    if settings.USE_X_FORWARDED_HOST and "x-forwarded-host" in headers:
+        host = headers["x-forwarded-host"].decode("latin-1")
+    allowed = settings.ALLOWED_HOSTS
+    if settings.DEBUG and not allowed:
+        allowed = [".localhost", "127.0.0.1", "[::1]"]
+    domain, _ = split_domain_port(host)
+    if domain and validate_host(domain, allowed):
+        return None
+    return BAD_HOST.format(host=host[:100], domain=domain[:100])
 
 
 def _member_workspace_pk(token: str, workspace: str) -> tuple[bool, int | None]:
@@ -311,28 +478,17 @@ def _member_workspace_pk(token: str, workspace: str) -> tuple[bool, int | None]:
 
 def _load_route(workspace: str, name: str) -> Route | None:
     from endpoints.models import Endpoint, ReplicaState
-    from trainhub.redis_conn import get_redis
 
-    pk = Endpoint.objects.filter(workspace__name=workspace, name=name).values_list("pk", flat=True).first()
-    if pk is None:
-        return None
-    # Read before the rows: a change after this read bumps it again, and the next request reloads.
-    version = get_redis().get(redis_keys.endpoint_route_version(pk))
-    endpoint = Endpoint.objects.filter(pk=pk).first()
+    endpoint = Endpoint.objects.filter(workspace__name=workspace, name=name).first()
     if endpoint is None:
         return None
-    replicas = list(
-        endpoint.replicas.filter(state=ReplicaState.READY, port__isnull=False)
-        .order_by("-generation", "id")
-        .values_list("generation", "address", "port", "secret")
-    )
-    newest = replicas[0][0] if replicas else None
+    replicas = endpoint.replicas.filter(state=ReplicaState.READY, port__isnull=False).order_by("id")
     return Route(
         endpoint_pk=endpoint.pk,
         workspace_pk=endpoint.workspace_id,
         name=endpoint.name,
         state=endpoint.state,
         key_hashes=(endpoint.primary_key_hash, endpoint.secondary_key_hash),
-        replicas=[(a, p, s) for g, a, p, s in replicas if g == newest and p is not None],
-        version=version,
+        auth_enabled=endpoint.auth_enabled,
+        replicas=[Backend(pk, a, p, s) for pk, a, p, s in replicas.values_list("pk", "address", "port", "secret")],
     )

@@ -22,6 +22,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.utils import timezone
 
+from endpoints.keys import seal, unseal
 from endpoints.models import Endpoint, EndpointState, Replica, ReplicaState
 from registry.models import ModelVersion
 from runs.models import Run, RunStatus
@@ -57,14 +58,27 @@ NOT_A_REPLICA = "Port {port} of the replica's node does not answer as a TrainHub
 BAD_ADDRESS = "A replica reports a port from 1 to 65535 and a secret of 32 to 64 characters."
 NEVER_READY = "The replica stopped before it answered: {reason}"
 CRASH_LOOP = (
-    "Replicas stopped while serving {count} times within {minutes} minutes (the last: {reason}): no new "
+    "Replicas stopped {count} times within {minutes} minutes (the last: {reason}): no new "
     "replica is started. Fix the scoring script or the model, then update or deploy again."
 )
-# A replica that keeps dying is not started again forever: this many ends of serving replicas
-# within the window fail the endpoint instead.
+# A replica that keeps dying is not started again forever: this many ends of replicas (but those
+# TrainHub stopped itself) within the window fail the endpoint instead.
 CRASH_LOOP_ENDS = 5
 CRASH_LOOP_WINDOW = timedelta(minutes=10)
 REPLICA_DIED = "Replica {pk} (run {run_id}) stopped while serving ({reason}): a new replica replaces it."
+REPLICA_NEVER_READY = "Replica {pk} (run {run_id}) stopped before it answered ({reason}); the others serve."
+MAX_REPLICAS = 16
+BAD_REPLICAS = "replicas (num_replicas) is a whole number from 1 to {most}: {value!r} is not."
+TOO_MANY_REPLICAS = (
+    "{count} replicas need {count} nodes at once, but compute cluster {cluster!r} has at most {most}: "
+    "ask for fewer replicas or raise its max_nodes."
+)
+KEYS_NOT_KEPT = (
+    "The keys of endpoint {name!r} are not kept readable (it was deployed before TrainHub kept them, "
+    "or the server's secret key changed since): regen_key('Primary') and regen_key('Secondary') make "
+    "new ones that get_keys() then returns."
+)
+BAD_LIMIT = "{name} is a number above 0 (at most {most}): {value!r} is not."
 
 
 @dataclass(frozen=True)
@@ -77,8 +91,13 @@ def new_endpoint_key() -> str:
     return ENDPOINT_KEY_PREFIX + secrets.token_urlsafe(32)
 
 
+def _publish_route(endpoint_pk: int) -> None:
+    """Every scoring proxy drops what it keeps of this endpoint (replicas, keys, deletion)."""
+    get_redis().publish(redis_keys.endpoint_routes_channel(), str(endpoint_pk))
+
+
 def _bump_route(endpoint_pk: int) -> None:
-    transaction.on_commit(lambda: get_redis().incr(redis_keys.endpoint_route_version(endpoint_pk)))
+    transaction.on_commit(lambda: _publish_route(endpoint_pk))
 
 
 def _versions(access: Access, models: list[dict[str, Any]]) -> list[ModelVersion]:
@@ -115,7 +134,9 @@ def _cluster(access: Access, compute_target: str | None):
 
 
 def _check_entry_script(snapshot, entry_script: str) -> str:
-    script = entry_script.replace("\\", "/").lstrip("./") if entry_script.startswith("./") else entry_script
+    script = entry_script.replace("\\", "/")
+    while script.startswith("./"):
+        script = script[2:]
     parts = script.split("/")
     if not script.endswith(".py") or script.startswith("/") or ".." in parts:
         raise ValidationError(BAD_ENTRY_SCRIPT.format(script=entry_script))
@@ -181,31 +202,88 @@ def serving_check(
     return Serving(versions, snapshot, script, environment)
 
 
+@dataclass(frozen=True)
+class ServingSettings:
+    """How a deployment configuration is served: replicas, auth, and each replica's limits."""
+
+    replicas: int
+    auth_enabled: bool
+    cpu_cores: float | None
+    memory_gb: float | None
+
+
+def _number(config: dict[str, Any], name: str, most: float) -> float | None:
+    value = config.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= most:
+        raise ValidationError(BAD_LIMIT.format(name=name, most=most, value=value))
+    return float(value)
+
+
+def serving_settings(config: dict[str, Any], cluster: Any) -> ServingSettings:
+    """The deployment configuration's replicas (`replicas`, or AKS's `num_replicas`, or with AKS's
+    autoscale its `autoscale_min_replicas`), `auth_enabled` (off only when said False), `cpu_cores`
+    and `memory_gb` (enforced on each replica only when given), checked."""
+    config = config or {}
+    wanted = config.get("replicas")
+    if wanted is None:
+        wanted = config.get("num_replicas")
+    if wanted is None and config.get("autoscale_enabled"):
+        wanted = config.get("autoscale_min_replicas")
+    wanted = 1 if wanted is None else wanted
+    if isinstance(wanted, bool) or not isinstance(wanted, int) or not 1 <= wanted <= MAX_REPLICAS:
+        raise ValidationError(BAD_REPLICAS.format(most=MAX_REPLICAS, value=wanted))
+    if wanted > cluster.max_nodes:
+        raise ValidationError(TOO_MANY_REPLICAS.format(count=wanted, cluster=cluster.name, most=cluster.max_nodes))
+    return ServingSettings(
+        replicas=wanted,
+        auth_enabled=config.get("auth_enabled") is not False,
+        cpu_cores=_number(config, "cpu_cores", 256),
+        memory_gb=_number(config, "memory_gb", 4096),
+    )
+
+
 def _deployment_lines(endpoint: Endpoint) -> list[str]:
     config = endpoint.deployment_config or {}
     kind = config.get("kind", "")
-    lines = []
+    cluster = f"compute cluster {endpoint.cluster.name!r} (vm size {endpoint.cluster.vm_size})"
     if kind == "aci":
-        lines.append(
-            f"AciWebservice.deploy_configuration(cpu_cores={config.get('cpu_cores')}, "
-            f"memory_gb={config.get('memory_gb')}) is served as a TrainHub endpoint on compute cluster "
-            f"{endpoint.cluster.name!r} (vm size {endpoint.cluster.vm_size}): each replica holds a whole node "
-            "of it, as a run does; cpu_cores and memory_gb are not reserved separately."
-        )
-        if config.get("auth_enabled") is False:
+        given = ", ".join(f"{k}={config[k]}" for k in ("cpu_cores", "memory_gb") if config.get(k) is not None)
+        lines = [
+            f"AciWebservice.deploy_configuration({given}) is served as a TrainHub endpoint on {cluster}: "
+            "each replica is a run holding a node of it."
+        ]
+    elif kind == "aks":
+        lines = [f"AksWebservice.deploy_configuration(...) is served as a TrainHub endpoint on {cluster}."]
+        if config.get("autoscale_enabled"):
             lines.append(
-                "auth_enabled=False is not honoured: a TrainHub endpoint always needs its key or a "
-                "member's token (Authorization: Bearer ...)."
+                f"autoscale_enabled: TrainHub does not scale on load; it serves autoscale_min_replicas "
+                f"({endpoint.replica_count}) replicas."
             )
     elif kind == "local":
-        lines.append(
+        lines = [
             f"LocalWebservice.deploy_configuration(port={config.get('port')}) is served as a TrainHub "
-            f"endpoint on compute cluster {endpoint.cluster.name!r}, not on this machine's port: "
-            "call it at its scoring URI."
-        )
+            f"endpoint on {cluster}, not on this machine's port: call it at its scoring URI."
+        ]
     else:
-        lines.append(f"Serving on compute cluster {endpoint.cluster.name!r}.")
+        lines = [f"Serving on {cluster}."]
+    lines.append(f"Replicas: {endpoint.replica_count}; requests go to the least busy one that answers.")
+    limits = []
+    if config.get("cpu_cores") is not None:
+        limits.append(f"cpu_cores={config['cpu_cores']} (a CPU quota)")
+    if config.get("memory_gb") is not None:
+        limits.append(f"memory_gb={config['memory_gb']} (a replica using more is stopped, its log saying why)")
+    if limits:
+        lines.append("Each replica is limited to " + " and ".join(limits) + ".")
+    if not endpoint.auth_enabled:
+        lines.append("auth_enabled=False: the scoring URL answers anyone who reaches this server, without a key.")
     return lines
+
+
+def _replica_limits(endpoint: Endpoint) -> dict[str, float]:
+    config = endpoint.deployment_config or {}
+    return {k: float(config[k]) for k in ("cpu_cores", "memory_gb") if config.get(k) is not None}
 
 
 def _replica_submit(endpoint: Endpoint, user: User | None, lines: Sequence[str] = ()) -> Replica:
@@ -231,7 +309,7 @@ def _replica_submit(endpoint: Endpoint, user: User | None, lines: Sequence[str] 
     )
     replica = Replica.objects.create(endpoint=endpoint, run=run, generation=endpoint.generation)
     command += ["--replica", str(replica.pk)]
-    Run.objects.filter(pk=run.pk).update(command=command)
+    Run.objects.filter(pk=run.pk).update(command=command, limits=_replica_limits(endpoint))
     said = [*_deployment_lines(endpoint), *lines]
     transaction.on_commit(lambda: log_append(run.pk, DEPLOY_STREAM, said))
     return replica
@@ -248,11 +326,12 @@ def endpoint_deploy(
     description: str = "",
     tags: dict[str, Any] | None = None,
 ) -> tuple[Endpoint, NewKeys | None]:
-    """A new endpoint and its first replica; with `overwrite`, an existing one is updated instead.
-    Returns the endpoint and its keys (only when it is new: they are shown once)."""
+    """A new endpoint and its replicas; with `overwrite`, an existing one is updated instead.
+    Returns the endpoint and its keys (only when it is new)."""
     access.require(Action.WRITE)
     name_validator(name)
     cluster = _cluster(access, (deployment_config or {}).get("compute_target"))
+    settings_ = serving_settings(deployment_config, cluster)
     existing = Endpoint.objects.filter(workspace=access.workspace, name=name).first()
     if existing is not None:
         if not overwrite:
@@ -272,18 +351,24 @@ def endpoint_deploy(
             environment_version=serving.environment.version,
             environment_spec=serving.environment.spec,
             deployment_config=dict(deployment_config or {}),
+            replica_count=settings_.replicas,
+            auth_enabled=settings_.auth_enabled,
             primary_key_hash=hash_token(keys.primary),
             secondary_key_hash=hash_token(keys.secondary),
+            primary_key_sealed=seal(keys.primary),
+            secondary_key_sealed=seal(keys.secondary),
             created_by=user if user is not None and user.is_authenticated else None,
         )
         endpoint.model_versions.set(serving.versions)
-        _replica_submit(endpoint, endpoint.created_by)
+        for _ in range(endpoint.replica_count):
+            _replica_submit(endpoint, endpoint.created_by)
     return endpoint, keys
 
 
 def endpoint_update(*, access: Access, user: User | None, endpoint: Endpoint, serving: Serving) -> Endpoint:
-    """Serve new versions (or a new script or environment): a replica of the next generation starts
-    beside the serving one, requests switch to it once it answers, then the old one stops."""
+    """Serve new versions (or a new script or environment), replica by replica: the replicas of the
+    next generation start beside the serving ones, and each that answers stops one of the old
+    generation (which finishes its requests first), so requests are answered throughout."""
     access.require(Action.WRITE)
     with transaction.atomic():
         locked = Endpoint.objects.select_for_update().get(pk=endpoint.pk)
@@ -300,7 +385,9 @@ def endpoint_update(*, access: Access, user: User | None, endpoint: Endpoint, se
         # A replica of an older generation still starting is not waited for.
         for replica in locked.replicas.filter(state=ReplicaState.STARTING).select_related("run"):
             _retire(replica)
-        _replica_submit(locked, user if user is not None and user.is_authenticated else locked.created_by)
+        starter = user if user is not None and user.is_authenticated else locked.created_by
+        for _ in range(locked.replica_count):
+            _replica_submit(locked, starter)
     return locked
 
 
@@ -322,7 +409,7 @@ def endpoint_delete(*, access: Access, endpoint: Endpoint) -> None:
         runs = [r.run for r in endpoint.replicas.select_related("run").exclude(state=ReplicaState.STOPPED)]
         pk = endpoint.pk
         endpoint.delete()
-        transaction.on_commit(lambda: get_redis().incr(redis_keys.endpoint_route_version(pk)))
+        transaction.on_commit(lambda: _publish_route(pk))
         for run in runs:
             transaction.on_commit(partial(run_cancel, access=access, run=run))
 
@@ -331,18 +418,30 @@ def endpoint_regenerate_key(*, access: Access, endpoint: Endpoint, key_type: str
     """A new primary or secondary key; the old one stops working at once."""
     access.require(Action.WRITE)
     key = new_endpoint_key()
-    field = {"primary": "primary_key_hash", "secondary": "secondary_key_hash"}.get(key_type.lower())
-    if field is None:
+    which = {"primary": "primary", "secondary": "secondary"}.get(key_type.lower())
+    if which is None:
         raise ValidationError("key_type is 'Primary' or 'Secondary'.")
     with transaction.atomic():
-        Endpoint.objects.filter(pk=endpoint.pk).update(**{field: hash_token(key)})
+        Endpoint.objects.filter(pk=endpoint.pk).update(
+            **{f"{which}_key_hash": hash_token(key), f"{which}_key_sealed": seal(key)}
+        )
         _bump_route(endpoint.pk)
     return key
 
 
+def endpoint_keys(*, access: Access, endpoint: Endpoint) -> NewKeys:
+    """The endpoint's two keys, for its workspace's contributors and owners (readers may score
+    with their own token, not read keys they could hand to anyone)."""
+    access.require(Action.WRITE)
+    primary, secondary = unseal(endpoint.primary_key_sealed), unseal(endpoint.secondary_key_sealed)
+    if primary is None or secondary is None:
+        raise ValidationError(KEYS_NOT_KEPT.format(name=endpoint.name), code="keys_not_kept")
+    return NewKeys(primary, secondary)
+
+
 def replica_ready(*, run: Run, replica: Replica, address: str, port: int, secret: str) -> Replica:
     """The replica's scoring server answers at address:port: requests go to it from now on, and
-    replicas of older generations stop."""
+    for each replica of the newest generation that answers, one of an older generation stops."""
     if replica.run_id != run.pk:
         raise PermissionDenied(NOT_THIS_REPLICA.format(pk=replica.pk))
     if not (isinstance(port, int) and 0 < port < 65536) or not 32 <= len(secret or "") <= 64:
@@ -364,18 +463,23 @@ def replica_ready(*, run: Run, replica: Replica, address: str, port: int, secret
         locked.secret = secret
         locked.ready_at = timezone.now()
         locked.save()
-        if locked.generation >= endpoint.generation:
-            endpoint.state = EndpointState.HEALTHY
-            endpoint.error = ""
-            endpoint.save(update_fields=["state", "error", "updated_at"])
-            for old in (
-                endpoint.replicas.filter(generation__lt=locked.generation)
-                .exclude(state__in=[ReplicaState.RETIRED, ReplicaState.STOPPED])
-                .select_related("run")
-            ):
-                _retire(old)
+        _settle(endpoint)
         _bump_route(endpoint.pk)
     return locked
+
+
+def _settle(endpoint: Endpoint) -> None:
+    """After a replica of the endpoint answered: the old generation keeps only as many replicas as
+    the newest one still lacks, and the endpoint is Healthy once the newest has all of its own."""
+    ready = endpoint.replicas.filter(state=ReplicaState.READY)
+    newest = ready.filter(generation=endpoint.generation).count()
+    old = list(ready.filter(generation__lt=endpoint.generation).select_related("run").order_by("generation", "id"))
+    for replica in old[: max(0, len(old) - max(0, endpoint.replica_count - newest))]:
+        _retire(replica)
+    if newest >= endpoint.replica_count:
+        endpoint.state = EndpointState.HEALTHY
+        endpoint.error = ""
+        endpoint.save(update_fields=["state", "error", "updated_at"])
 
 
 def _check_proof(address: str, port: int, secret: str) -> None:
@@ -401,8 +505,10 @@ def _check_proof(address: str, port: int, secret: str) -> None:
 
 
 def replica_run_ended(run: Run) -> None:
-    """A replica's run reached a final state: a replica that served and died is replaced (said in
-    the new replica's log); one that never answered fails the deployment with its reason."""
+    """A replica's run reached a final state: a replica of the serving generation that died is
+    replaced (said in the new replica's log), as is one that never answered while others of its
+    generation serve; when none of them answers, the deployment fails with the reason. Replicas that
+    keep ending stop being replaced."""
     with transaction.atomic():
         replica = Replica.objects.select_for_update().filter(run_id=run.pk).first()
         if replica is None:
@@ -416,15 +522,14 @@ def replica_run_ended(run: Run) -> None:
         if endpoint is None or replica.generation < endpoint.generation:
             return
         reason = run.status_reason or run.status
-        if was == ReplicaState.STARTING:
+        serving = endpoint.replicas.filter(state=ReplicaState.READY, generation=endpoint.generation).exists()
+        if was == ReplicaState.STARTING and not serving:
             endpoint.state = EndpointState.FAILED
             endpoint.error = NEVER_READY.format(reason=reason)[:5000]
             endpoint.save(update_fields=["state", "error", "updated_at"])
             return
         recent_ends = endpoint.replicas.filter(
-            ready_at__isnull=False,
-            state=ReplicaState.STOPPED,
-            run__ended_at__gte=timezone.now() - CRASH_LOOP_WINDOW,
+            state=ReplicaState.STOPPED, run__ended_at__gte=timezone.now() - CRASH_LOOP_WINDOW
         ).exclude(run__status=RunStatus.CANCELED)
         if recent_ends.count() >= CRASH_LOOP_ENDS:
             endpoint.state = EndpointState.FAILED
@@ -435,7 +540,8 @@ def replica_run_ended(run: Run) -> None:
             return
         endpoint.restarts += 1
         endpoint.state = EndpointState.UNHEALTHY
-        line = REPLICA_DIED.format(pk=replica.pk, run_id=run.run_id, reason=reason)
+        said = REPLICA_DIED if was == ReplicaState.READY else REPLICA_NEVER_READY
+        line = said.format(pk=replica.pk, run_id=run.run_id, reason=reason)
         endpoint.error = line[:5000]
         endpoint.save(update_fields=["restarts", "state", "error", "updated_at"])
         _replica_submit(endpoint, endpoint.created_by, [line])

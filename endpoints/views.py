@@ -31,6 +31,8 @@ def endpoint_list(request: HttpRequest, workspace_name: str) -> HttpResponse:
 def _detail(request: HttpRequest, access: Access, name: str, **extra) -> HttpResponse:
     endpoint = selectors.endpoint_get(access.workspace, name)
     replica = selectors.log_replica(endpoint)
+    config = endpoint.deployment_config or {}
+    limits = ", ".join(f"{k}={config[k]}" for k in ("cpu_cores", "memory_gb") if config.get(k) is not None)
     tail = [c.as_message() for c in log_tail(replica.run, max_lines=LOG_LINES_SHOWN)] if replica is not None else []
     return workspace_page(
         request,
@@ -40,6 +42,8 @@ def _detail(request: HttpRequest, access: Access, name: str, **extra) -> HttpRes
         endpoint=endpoint,
         versions=endpoint.model_versions.select_related("model").order_by("model__name", "version"),
         replicas=selectors.replicas_of(endpoint)[:20],
+        serving_count=len(selectors.serving_replicas(endpoint)),
+        limits=limits,
         log_replica=replica,
         tail=tail,
         stats=services.endpoint_stats(endpoint.pk),
@@ -57,7 +61,7 @@ def endpoint_detail(request: HttpRequest, workspace_name: str, name: str) -> Htt
 @login_required
 @require_POST
 def endpoint_key(request: HttpRequest, workspace_name: str, name: str) -> HttpResponse:
-    """A new key, shown on this one answer only (it is stored as a hash)."""
+    """A new key, shown on this page once (get_keys() gives it again to contributors and owners)."""
     access = workspace_selectors.access_for(request.user, workspace_name)
     endpoint = selectors.endpoint_get(access.workspace, name)
     key_type = request.POST.get("key_type", "Primary")

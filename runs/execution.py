@@ -49,6 +49,7 @@ from runs.launch_plan import (
     mpirun_environment,
     plan_host,
 )
+from runs.limits import ENFORCED, NOT_ENFORCED, OUT_OF_MEMORY, LimitsUnavailable, RunCgroup, describe, make_run_cgroup
 from runs.models import PlacementState, ProcessState, Run, RunNode, RunStatus
 from runs.mpi_agent import SOCKET_VARIABLE as MPI_AGENT_SOCKET
 from runs.mpi_relay import MpiRelay, request_key, result_key
@@ -170,6 +171,7 @@ class NodeExecution:
         self.launcher: Launcher = ProcessLauncher()
         self.system = system_metrics.Sampler()
         self.box: Box | None = None
+        self.cgroup: RunCgroup | None = None
         self.mpi_relay: MpiRelay | None = None
         self.container_relay: ContainerRelay | None = None
         # Names of the ranks' variables that come from the node's own environment, not the run.
@@ -267,6 +269,8 @@ class NodeExecution:
             shutil.rmtree(self.private_logs, ignore_errors=True)
             if self.box is not None:
                 self.box.cleanup()
+            if self.cgroup is not None:
+                self.cgroup.remove()
             shutil.rmtree(self.box_folder, ignore_errors=True)
 
     def prepare_environment(self) -> tuple[Path, dict[str, str]]:
@@ -338,8 +342,22 @@ class NodeExecution:
             raise _SetupFailed(str(error), "") from None
         if self.box is not None:
             self.box.prepare()
+            self.hold_to_limits()
         elif isinstance(self.launcher, ContainerLauncher):
             raise _SetupFailed(DOCKER_MPI_NEEDS_BOX, "")
+
+    def hold_to_limits(self) -> None:
+        """The run's limits (Run.limits), held by a cgroup its box joins; said in its log either way."""
+        limits = {k: v for k, v in (self.run.limits or {}).items() if v is not None}
+        if not limits or self.box is None:
+            return
+        try:
+            self.cgroup = make_run_cgroup(self.run.pk, limits)
+        except LimitsUnavailable as why:
+            self.say(NOT_ENFORCED.format(limits=describe(limits), node=self.node.name, why=why))
+            return
+        self.box = dataclasses.replace(self.box, cgroups=tuple(self.cgroup.folders))
+        self.say(ENFORCED.format(node=self.node.name, limits=describe(limits), version=self.cgroup.version))
 
     def rendezvous(self) -> Rendezvous:
         key = services.rendezvous_key(self.run.pk)
@@ -681,9 +699,13 @@ class NodeExecution:
                 )
                 services.process_ended(self.run.pk, rank, ProcessState.FAILED, failed.exit_code)
             tb = last_traceback(list(self.tails.get(f"std_log_process_{rank}", failed.tail)))
+            why = ""
+            if self.cgroup is not None and self.cgroup.out_of_memory():
+                why = ": " + OUT_OF_MEMORY.format(memory_gb=f"{self.run.limits.get('memory_gb'):g}")
+                self.say(f"Rank {rank} was stopped{why}.")
             services.fail_run(
                 self.run.pk,
-                f"Rank {rank} ({where}) exited with code {failed.exit_code}{signal_named(failed.exit_code)}.",
+                f"Rank {rank} ({where}) exited with code {failed.exit_code}{signal_named(failed.exit_code)}{why}.",
                 exit_code=failed.exit_code,
                 failed_rank=rank,
                 error_traceback=tb,

@@ -105,6 +105,8 @@ class Run(models.Model):
     node_count = models.PositiveIntegerField(default=1)
     process_count_per_node = models.PositiveIntegerField(default=1)
     timeout_seconds = models.PositiveIntegerField(null=True, blank=True)
+    # What each node holds the run's processes to (runs/limits.py): {"cpu_cores": 2, "memory_gb": 1.5}.
+    limits = models.JSONField(default=dict, blank=True)
     tags = models.JSONField(default=dict, blank=True)
     properties = models.JSONField(default=dict, blank=True)
 

@@ -140,6 +140,8 @@ class Box:
     read_only: tuple[Path, ...] = ()
     shm: Path | None = None
     network: bool = True
+    # cgroup folders every process of the box is held in (a run's limits, runs/limits.py).
+    cgroups: tuple[Path, ...] = ()
 
     def prepare(self) -> None:
         for folder in (self.tmp, self.shm):
@@ -167,7 +169,13 @@ class Box:
         if problem is not None:
             raise SandboxUnavailable(SANDBOX_REQUIRED.format(setting=settings.TRAINHUB_NODE_SANDBOX, why=problem))
         if not node_is_root():
-            return _start(self.bwrap_arguments(env), [*self.command_prefix(), *argv], self.workdir, popen_kwargs)
+            return _start(
+                self.bwrap_arguments(env),
+                [*self.command_prefix(), *argv],
+                self.workdir,
+                popen_kwargs,
+                cgroups=self.cgroups,
+            )
         # As root, nothing of the run may reach a process that still has privileges (setpriv: an
         # LD_PRELOAD of the run would run as root): the variables are set only after the uid drop, by
         # a shell that reads them from a file bwrap copies into the box (from a memfd).
@@ -178,7 +186,7 @@ class Box:
             options += ["--perms", "0444", "--ro-bind-data", str(env_fd), ENV_FILE]
             command = [*self.command_prefix(), "/bin/sh", "-c", SET_ENV_AND_EXEC, "trainhub-box", *argv]
             kwargs = dict(popen_kwargs, pass_fds=(*popen_kwargs.get("pass_fds", ()), env_fd))
-            return _start(options, command, self.workdir, kwargs)
+            return _start(options, command, self.workdir, kwargs, cgroups=self.cgroups)
         finally:
             os.close(env_fd)
 
@@ -309,15 +317,17 @@ def _start(
     cwd: Path,
     popen_kwargs: dict[str, Any],
     env: dict[str, str] | None = None,
+    cgroups: Sequence[Path] = (),
 ) -> subprocess.Popen:
     """The supervisor, started with nothing of the caller's environment. Boxed, bwrap's options (the
     command's variables among them) go through a memfd; unboxed, the command's variables do."""
+    joined = [arg for folder in cgroups for arg in ("--cgroup", str(folder))]
     if bwrap_arguments is not None:
         payload_fd = _memfd(b"".join(arg.encode() + b"\0" for arg in bwrap_arguments))
-        head = ["--sandboxed", "--", _bwrap(), "--args", str(payload_fd), *argv]
+        head = [*joined, "--sandboxed", "--", _bwrap(), "--args", str(payload_fd), *argv]
     else:
         payload_fd = _memfd(b"".join(f"{k}={v}".encode() + b"\0" for k, v in (env or {}).items()))
-        head = ["--env-fd", str(payload_fd), "--", *argv]
+        head = [*joined, "--env-fd", str(payload_fd), "--", *argv]
     try:
         kwargs = dict(popen_kwargs)
         kwargs["pass_fds"] = (*kwargs.get("pass_fds", ()), payload_fd)

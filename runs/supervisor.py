@@ -10,7 +10,9 @@ With `--sandboxed`, CMD is a sandbox (bwrap, see runs/sandbox.py) that dies at o
 and takes its processes down with SIGKILL: the SIGTERM goes to the processes inside it only, so
 they may end gracefully, and the sandbox itself is killed only once the grace period is over.
 With `--env-fd N` (no sandbox), CMD gets the environment read from file descriptor N (NUL-separated
-NAME=VALUE entries), which the supervisor itself never takes.
+NAME=VALUE entries), which the supervisor itself never takes. Each `--cgroup DIR` first (a run's
+limits, runs/limits.py): the supervisor joins that cgroup before it starts CMD, so that everything
+CMD starts is held to it; one it cannot join ends it before CMD starts.
 """
 
 from __future__ import annotations
@@ -125,6 +127,14 @@ def _read_environment(fd: int) -> dict[str, str]:
 
 
 def main(argv: list[str]) -> int:
+    while argv[:1] == ["--cgroup"] and len(argv) > 1:
+        try:
+            with open(os.path.join(argv[1], "cgroup.procs"), "w") as procs:
+                procs.write(str(os.getpid()))
+        except OSError as error:
+            print(f"Cannot hold the run to its limits (cgroup {argv[1]}): {error}", file=sys.stderr, flush=True)
+            return 125
+        argv = argv[2:]
     sandboxed = argv[:1] == ["--sandboxed"]
     if sandboxed:
         argv = argv[1:]

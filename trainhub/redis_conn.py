@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import functools
+import weakref
+from typing import Any
 
 import redis
+import redis.asyncio
 from django.conf import settings
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
@@ -17,3 +20,17 @@ RECONNECT = Retry(ExponentialBackoff(cap=2.0, base=0.1), retries=15)
 @functools.cache
 def get_redis() -> redis.Redis:
     return redis.Redis.from_url(settings.REDIS_URL, health_check_interval=30, retry=RECONNECT)
+
+
+_async_clients: weakref.WeakKeyDictionary[Any, redis.asyncio.Redis] = weakref.WeakKeyDictionary()
+
+
+def get_async_redis() -> redis.asyncio.Redis:
+    """An asyncio client for the running event loop (one per loop: its connections belong to it)."""
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    client = _async_clients.get(loop)
+    if client is None:
+        client = _async_clients[loop] = redis.asyncio.Redis.from_url(settings.REDIS_URL, health_check_interval=30)
+    return client

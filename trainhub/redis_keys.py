@@ -22,9 +22,10 @@ def node_load(node_pk: int) -> str:
     return f"{PREFIX}node:{node_pk}:load"
 
 
-def endpoint_route_version(endpoint_pk: int) -> str:
-    """Bumped whenever an endpoint's replicas or keys change: the scoring proxy reloads its route."""
-    return f"{PREFIX}endpoint:{endpoint_pk}:route"
+def endpoint_routes_channel() -> str:
+    """The channel an endpoint's pk is published on whenever its replicas or keys change or it is
+    deleted: each scoring proxy drops what it keeps of it (endpoints/proxy.py)."""
+    return f"{PREFIX}endpoint-routes"
 
 
 def endpoint_stats(endpoint_pk: int) -> str:

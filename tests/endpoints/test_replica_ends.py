@@ -77,5 +77,5 @@ def test_a_replica_that_keeps_dying_is_not_replaced_forever(workspace, owner):
     replica_run_ended(run)
     endpoint.refresh_from_db()
     assert endpoint.state == "Failed" and endpoint.restarts == CRASH_LOOP_ENDS - 1
-    assert endpoint.error.startswith(f"Replicas stopped while serving {CRASH_LOOP_ENDS} times within 10 minutes")
+    assert endpoint.error.startswith(f"Replicas stopped {CRASH_LOOP_ENDS} times within 10 minutes")
     assert not endpoint.replicas.filter(state="starting").exists()

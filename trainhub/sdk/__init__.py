@@ -27,6 +27,7 @@ _EXPORTS = {
     "InferenceConfig": "trainhub.sdk.model",
     "Webservice": "trainhub.sdk.webservice",
     "AciWebservice": "trainhub.sdk.webservice",
+    "AksWebservice": "trainhub.sdk.webservice",
     "LocalWebservice": "trainhub.sdk.webservice",
 }
 

@@ -1,4 +1,4 @@
-"""`trainhub endpoint …`: list, show, logs and delete the workspace's endpoints (deployed models)."""
+"""`trainhub endpoint …`: list, show, logs, keys and delete the workspace's endpoints (deployed models)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ def add_parser(subparsers: Any) -> None:
     logs = action(commands, "logs", endpoint_logs, "the serving replica's log")
     logs.add_argument("name")
     logs.add_argument("--tail", type=int, default=5000, metavar="N", help="the last N lines (default 5000)")
+    keys = action(commands, "keys", endpoint_keys, "the endpoint's primary and secondary keys (contributors, owners)")
+    keys.add_argument("name")
     delete = action(commands, "delete", delete_endpoint, "delete an endpoint: its replicas stop, their nodes free")
     delete.add_argument("name")
 
@@ -56,3 +58,8 @@ def endpoint_logs(args: argparse.Namespace) -> int:
 def delete_endpoint(args: argparse.Namespace) -> int:
     _service(args).delete()
     return emit(args, {"deleted": args.name}, f"Deleted endpoint {args.name}: its replicas stop and free their nodes.")
+
+
+def endpoint_keys(args: argparse.Namespace) -> int:
+    primary, secondary = _service(args).get_keys()
+    return emit(args, {"primary": primary, "secondary": secondary}, f"primary\t{primary}\nsecondary\t{secondary}")

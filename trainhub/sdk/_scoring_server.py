@@ -230,6 +230,12 @@ def handler_for(scorer: Any, secret: str, in_flight: InFlight) -> type[BaseHTTPR
     return Handler
 
 
+class ScoringHTTPServer(ThreadingHTTPServer):
+    # The server keeps up to 32 connections per replica and opens them at once under load: with
+    # socketserver's backlog of 5 the kernel resets the ones past it.
+    request_queue_size = 128
+
+
 def main(argv: list[str] | None = None) -> int:
     from trainhub.sdk.run import Run
 
@@ -247,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     secret = secrets.token_urlsafe(32)
     address = os.environ.get("MASTER_ADDR") or "127.0.0.1"
     in_flight = InFlight()
-    server = ThreadingHTTPServer((address, 0), handler_for(scorer, secret, in_flight))
+    server = ScoringHTTPServer((address, 0), handler_for(scorer, secret, in_flight))
     port = server.server_address[1]
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown, daemon=True).start())
     # Serving before the report: the server asks this port for its proof before it sends requests.

@@ -181,6 +181,9 @@ class RestStore:
     def regenerate_endpoint_key(self, name: str, key_type: str) -> dict[str, Any]:
         return self._post(f"endpoints/{name}/keys", json={"key_type": key_type})
 
+    def get_endpoint_keys(self, name: str) -> dict[str, str]:
+        return self._get(f"endpoints/{name}/keys")
+
     def get_endpoint_logs(self, name: str, after: int) -> dict[str, Any]:
         return self._get(f"endpoints/{name}/logs", params={"after": after})
 

@@ -240,7 +240,7 @@ class Model:
         payload.update(
             name=name,
             models=[{"name": m.name, "version": m.version} for m in models],
-            deployment_config={k: v for k, v in config.items() if k not in ("tags", "description")},
+            deployment_config={k: v for k, v in config.items() if k not in ("tags", "description") and v is not None},
             overwrite=bool(overwrite),
             description=config.get("description") or "",
             tags=dict(config.get("tags") or {}),

@@ -1,7 +1,8 @@
 """`Webservice`: a deployed model answering at its scoring URI, as the guide's
-`azureml.core.webservice` names it. `AciWebservice` and `LocalWebservice` give deployment
-configurations; TrainHub serves both as an endpoint on a compute cluster (the deployment's log
-says how each setting was taken)."""
+`azureml.core.webservice` names it. `AciWebservice`, `AksWebservice` and `LocalWebservice` give
+deployment configurations; TrainHub serves each as an endpoint on a compute cluster (the
+deployment's log says how each setting was taken). Unlike the cloud's ACI, a TrainHub endpoint
+needs a key unless auth_enabled=False is said, and limits cpu_cores and memory_gb only when given."""
 
 from __future__ import annotations
 
@@ -13,11 +14,6 @@ from typing import Any
 from trainhub.sdk import exceptions
 
 FINAL_STATES = ("Healthy", "Failed")
-KEYS_SHOWN_ONCE = (
-    "An endpoint's keys are shown once, when it is deployed or a key is regenerated, and this "
-    "Webservice object did not see them: call regen_key('Primary') for a new one, or score with "
-    "service.run(), which uses your own token."
-)
 
 
 class WebserviceException(exceptions.TrainHubError):
@@ -41,14 +37,48 @@ class AciWebservice:
         ssl_enabled: bool | None = None,
         enable_app_insights: bool | None = None,
         compute_target: Any = None,
+        replicas: int | None = None,
         **_ignored: Any,
     ) -> DeploymentConfiguration:
-        """`compute_target` (TrainHub's own): the cluster to serve on; the workspace's first when None."""
+        """TrainHub's own: `compute_target`, the cluster to serve on (the workspace's first when None);
+        `replicas`, how many replicas serve at once (1 when None), each holding a node."""
         return DeploymentConfiguration(
             kind="aci",
-            cpu_cores=cpu_cores if cpu_cores is not None else 0.1,
-            memory_gb=memory_gb if memory_gb is not None else 0.5,
-            auth_enabled=bool(auth_enabled),
+            cpu_cores=cpu_cores,
+            memory_gb=memory_gb,
+            auth_enabled=auth_enabled,
+            replicas=replicas,
+            tags=dict(tags or {}),
+            description=description or "",
+            compute_target=_target_name(compute_target),
+        )
+
+
+class AksWebservice:
+    @staticmethod
+    def deploy_configuration(
+        autoscale_enabled: bool | None = None,
+        autoscale_min_replicas: int | None = None,
+        autoscale_max_replicas: int | None = None,
+        cpu_cores: float | None = None,
+        memory_gb: float | None = None,
+        tags: dict[str, Any] | None = None,
+        description: str | None = None,
+        auth_enabled: bool | None = None,
+        num_replicas: int | None = None,
+        compute_target: Any = None,
+        **_ignored: Any,
+    ) -> DeploymentConfiguration:
+        """`num_replicas` replicas (with autoscale_enabled, autoscale_min_replicas: TrainHub does not
+        scale on load); `compute_target` is a TrainHub cluster, not an AKS one."""
+        return DeploymentConfiguration(
+            kind="aks",
+            num_replicas=num_replicas,
+            autoscale_enabled=bool(autoscale_enabled),
+            autoscale_min_replicas=autoscale_min_replicas,
+            cpu_cores=cpu_cores,
+            memory_gb=memory_gb,
+            auth_enabled=auth_enabled,
             tags=dict(tags or {}),
             description=description or "",
             compute_target=_target_name(compute_target),
@@ -75,9 +105,7 @@ class Webservice:
     def __init__(self, workspace: Any, name: str, _details: dict[str, Any] | None = None, **_ignored: Any):
         self.workspace = workspace
         self.name = name
-        self._keys: tuple[str, str] | None = None
         self._details = _details if _details is not None else self._refresh()
-        self._take_keys(self._details)
 
     # ------------------------------------------------------------ reading
 
@@ -87,11 +115,6 @@ class Webservice:
         except exceptions.NotFoundError as error:
             raise WebserviceException(str(error), status=404, code="not_found") from None
         return self._details
-
-    def _take_keys(self, details: dict[str, Any]) -> None:
-        keys = details.get("keys")
-        if keys:
-            self._keys = (keys["primary"], keys["secondary"])
 
     @property
     def state(self) -> str:
@@ -185,19 +208,19 @@ class Webservice:
     # ------------------------------------------------------------ keys and scoring
 
     def get_keys(self) -> tuple[str, str]:
-        if self._keys is None:
-            raise WebserviceException(KEYS_SHOWN_ONCE)
-        return self._keys
+        """(primary key, secondary key): for the workspace's contributors and owners."""
+        try:
+            keys = self.workspace._store.get_endpoint_keys(self.name)
+        except exceptions.TrainHubError as error:
+            raise WebserviceException(str(error), status=error.status, code=error.code) from None
+        return keys["primary"], keys["secondary"]
 
-    def regen_key(self, key: str, set_key: str | None = None) -> str:
-        """A new 'Primary' or 'Secondary' key (the old one stops working); returned, and kept for get_keys()."""
-        answer = self.workspace._store.regenerate_endpoint_key(self.name, key)
-        primary, secondary = self._keys or ("", "")
-        if key.lower() == "primary":
-            primary = answer["key"]
-        else:
-            secondary = answer["key"]
-        self._keys = (primary, secondary)
+    def regen_key(self, key: str | None = None, set_key: str | None = None, key_type: str | None = None) -> str:
+        """A new 'Primary' or 'Secondary' key (`key` or `key_type`); the old one stops working at once."""
+        which = key_type or key
+        if which is None or which.lower() not in ("primary", "secondary"):
+            raise WebserviceException("regen_key takes key_type='Primary' or 'Secondary'.")
+        answer = self.workspace._store.regenerate_endpoint_key(self.name, which)
         return answer["key"]
 
     def run(self, input_data: Any) -> Any:
