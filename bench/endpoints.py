@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -83,15 +84,21 @@ def report(label: str, concurrency: int, wall: float, latencies: list[float]) ->
     p50 = statistics.median(latencies) * 1000
     print(
         f"{label:<28} concurrency {concurrency:>2}: {len(latencies) / wall:7.0f} requests/s, "
-        f"p50 {p50:6.2f} ms, p95 {percentile(latencies, 0.95) * 1000:6.2f} ms"
+        f"p50 {p50:6.2f} ms, p95 {percentile(latencies, 0.95) * 1000:6.2f} ms, "
+        f"mean {statistics.fmean(latencies) * 1000:6.2f} ms"
     )
     return p50
+
+
+def load_average() -> str:
+    return "load average " + ", ".join(f"{value:.2f}" for value in os.getloadavg())
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=400, help="requests per measurement (default 400)")
     args = parser.parse_args()
+    print(f"{os.cpu_count()} CPUs, {load_average()}")
     with Harness() as harness:
         _, _, cluster, token = harness.workspace()
         server = harness.server()
@@ -137,11 +144,11 @@ def main() -> None:
             print(f"{'':<28} the proxy adds {p50_hub - p50_direct:.2f} ms at p50 (goal < 2 ms)")
         service.delete()
         mlflow_serve(folder / "model.pt", args.requests)
+    print(load_average())
 
 
 def mlflow_serve(model_file: Path, requests: int) -> None:
     """The same model under `mlflow models serve` (pickled, float64 as MLflow's JSON gives it)."""
-    import os
     import signal
     import subprocess
 

@@ -9,9 +9,10 @@ nothing is taken from the cache.
 So a request touches neither Redis nor the database; request counts are added up in the process
 and written to Redis once a second. Requests are spread over the endpoint's answering replicas,
 the least busy first; connections to replicas are kept open and reused (HTTP/1.1). A request that
-could not reach its replica (the connection was refused, or a kept connection was found closed
-before any answer) is sent again to another replica, after the route is read again: this is what
-lets an update or a replica's death go by without a failed request.
+could not reach its replica (the connection was refused) is sent again to another replica after
+the route is read again, and one whose replica closed the connection without an answer (a kept
+connection closed as it stopped, or it died answering) is sent again once: this is what lets an
+update or a replica's death go by without a failed request.
 """
 
 from __future__ import annotations
@@ -99,7 +100,13 @@ class Route:
 
 
 class ReplicaLost(Exception):
-    """The request never reached the replica: it may be sent again."""
+    """No answer came from the replica: its connection was refused (`sent` False: nothing reached
+    it), or closed after the request went out (a kept connection it had closed as it stopped, or
+    the replica died while answering)."""
+
+    def __init__(self, message: str, sent: bool):
+        super().__init__(message)
+        self.sent = sent
 
 
 class BadAnswer(Exception):
@@ -193,6 +200,7 @@ class ScoringProxy:
         content_type = headers.get("content-type", b"application/json")
         timeout = settings.TRAINHUB_ENDPOINT_TIMEOUT_SECONDS
         tried: set[Backend] = set()
+        resent = False
         for attempt in range(3):
             backend = self._choose(route, tried)
             if backend is None:
@@ -201,14 +209,16 @@ class ScoringProxy:
             tried.add(backend)
             self.busy[target] = self.busy.get(target, 0) + 1
             try:
-                status, answer_type, answer = await asyncio.wait_for(
-                    self.forward(backend, content_type, bytes(body)), timeout
-                )
+                async with asyncio.timeout(timeout):  # no task of its own, unlike wait_for
+                    status, answer_type, answer = await self.forward(backend, content_type, bytes(body))
                 return status, answer_type, answer, route.endpoint_pk, backend.replica_pk
             except ReplicaLost as lost:
                 self.unreachable[target] = time.monotonic() + UNREACHABLE_SECONDS
-                if attempt == 2:
+                # A request that went out is sent again once only: one that kills its replica
+                # (past its memory, say) must not take every replica down in turn.
+                if attempt == 2 or (lost.sent and resent):
                     return _error(502, UNREACHABLE.format(error=lost), "unreachable", route.endpoint_pk)
+                resent = resent or lost.sent
                 await asyncio.sleep(0.05 * attempt)
                 route = await self.route(workspace, name, fresh=True) or route
             except TimeoutError:
@@ -349,11 +359,11 @@ class ScoringProxy:
             status_line = await connection.reader.readline()
         except (ConnectionError, OSError) as error:
             connection.writer.close()
-            raise ReplicaLost(str(error)) from None
+            raise ReplicaLost(str(error), sent=True) from None
         if not status_line:
             connection.writer.close()
             # A kept connection the replica had closed (it stopped): the request never reached it.
-            raise ReplicaLost("the replica closed the connection")
+            raise ReplicaLost("the replica closed the connection", sent=True)
         try:
             status, answer_type, length, keep = await _answer_head(status_line, connection.reader)
             answer = await connection.reader.readexactly(length)
@@ -383,7 +393,7 @@ class ScoringProxy:
         try:
             reader, writer = await asyncio.open_connection(address, port)
         except OSError as error:
-            raise ReplicaLost(str(error)) from None
+            raise ReplicaLost(str(error), sent=False) from None
         return _Connection(reader, writer)
 
 

@@ -256,13 +256,15 @@ def test_the_cli_lists_shows_and_deletes_the_endpoint_which_frees_its_node(site,
     assert shown["state"] == "Healthy" and shown["restarts"] == 1 and shown["stats"]["requests"] > 0
     assert "scored 2 rows" in trainhub_cli(config, "endpoint", "logs", "aci-birds").stdout
 
+    keys = json.loads(trainhub_cli(config, "--json", "endpoint", "keys", "aci-birds").stdout)
+    assert (keys["primary"], keys["secondary"]) == service.get_keys()
     deleted = trainhub_cli(config, "endpoint", "delete", "aci-birds")
     assert deleted.returncode == 0 and "Deleted endpoint aci-birds" in deleted.stdout
     from trainhub.sdk.webservice import Webservice
 
     assert Webservice.list(ws) == []
     wait_until(lambda: idle_nodes(site_) == 2, 60, message="both nodes idle")
-    status, answer = curl(service.scoring_uri, service.get_keys()[1], "{}")
+    status, answer = curl(service.scoring_uri, keys["secondary"], "{}")
     assert status == 401
     missing = trainhub_cli(config, "endpoint", "show", "aci-birds")
     assert missing.returncode == 1 and "No endpoint named 'aci-birds'" in missing.stderr

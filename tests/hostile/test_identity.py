@@ -21,6 +21,7 @@ from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver
 
 from datastores.models import DatasetVersion, DatastoreFile
+from endpoints.keys import seal
 from endpoints.models import Endpoint, Replica
 from metrics.services import metrics_ingest, parse_batch
 from registry.models import ModelVersion, OnnxExport
@@ -70,6 +71,8 @@ def world(workspace, owner, contributor):
         environment_spec={"python": "3.11"},
         primary_key_hash="p" * 64,
         secondary_key_hash="s" * 64,
+        primary_key_sealed=seal("the_p"),
+        secondary_key_sealed=seal("the_s"),
         created_by=owner,
     )
     endpoint.model_versions.set([version])

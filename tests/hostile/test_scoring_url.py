@@ -229,3 +229,33 @@ def test_requests_spread_over_replicas_and_skip_one_that_stopped_answering(live_
     assert [a.status_code for a in answers] == [200] * 6, [a.text for a in answers]
     stopped = str(endpoint.replicas.get(port=replicas[0].port).pk)
     assert stopped not in {a.headers[REPLICA_ANSWERED] for a in answers}
+
+
+def test_a_replica_cannot_claim_another_replicas_port(workspace, owner, replicas):
+    """The attack: replica B's scoring script, with its run's token, reports the port of replica A (a
+    real scoring server on the same node) as its own, with a secret it made up or B's own, so that
+    requests meant for B reach A (or A's are counted as B's). A proves only A's own secret: refused.
+    Its run token reads no key of the endpoint either."""
+    from django.test import Client
+
+    from runs.models import RunNode
+    from tests.metrics.builders import running_run
+    from trainhub.compute.models import Node
+
+    endpoint = serving(workspace, owner, "pair", replicas[:1])
+    run, token = running_run(workspace, experiment="endpoint-pair")
+    node = Node.objects.create(cluster=run.cluster, name="n-pair", hostname="h", address="127.0.0.1", pid=1, cpus=1)
+    RunNode.objects.create(run=run, node=node, node_rank=0, state="running")
+    claimant = Replica.objects.create(endpoint=endpoint, run=run, generation=1)
+    client = Client(HTTP_AUTHORIZATION=f"Bearer {token}")
+    for secret in ("made-up-secret-" + "y" * 30, replicas[1].secret):
+        answer = client.post(
+            f"/api/v1/workspaces/birds/endpoints/pair/replicas/{claimant.pk}/ready",
+            {"port": replicas[0].port, "secret": secret},
+            content_type="application/json",
+        )
+        assert answer.status_code == 400
+        assert answer.json()["detail"] == services.NOT_A_REPLICA.format(port=replicas[0].port)
+    claimant.refresh_from_db()
+    assert (claimant.state, claimant.port, claimant.secret) == ("starting", None, "")
+    assert client.get("/api/v1/workspaces/birds/endpoints/pair/keys").status_code == 403
