@@ -500,5 +500,9 @@ def _load_route(workspace: str, name: str) -> Route | None:
         state=endpoint.state,
         key_hashes=(endpoint.primary_key_hash, endpoint.secondary_key_hash),
         auth_enabled=endpoint.auth_enabled,
-        replicas=[Backend(pk, a, p, s) for pk, a, p, s in replicas.values_list("pk", "address", "port", "secret")],
+        replicas=[
+            Backend(pk, a, p, s)
+            for pk, a, p, s in replicas.values_list("pk", "address", "port", "secret")
+            if p is not None
+        ],
     )
