@@ -33,9 +33,9 @@ from django.conf import settings
 from django.http import Http404
 from django.http.request import split_domain_port, validate_host
 
-logger = logging.getLogger(__name__)
-
 from trainhub import redis_keys
+
+logger = logging.getLogger(__name__)
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
