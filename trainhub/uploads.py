@@ -3,13 +3,17 @@ run snapshots, datastore files).
 
 A client sends a file in chunks, each a `PUT` with `Content-Range: bytes START-END/TOTAL` (a
 probe, `bytes */TOTAL` with no body, asks how much arrived). Each chunk is small enough to stay in
-memory in daphne and Django, and is appended to one staging file per (workspace, kind, sha256,
-size). When the last byte arrives the file is checked against its sha256 and handed to the
-caller's `commit`, which saves it through the storage API: a `StagedFile` is moved into a
-FileSystemStorage by a rename, and read into any other storage by a normal save. So a body is
-written to disk once. A connection cut midway loses nothing: the next attempt starts from the
-bytes already received. Staging files nobody finished are deleted after
-`TRAINHUB_UPLOAD_STALE_SECONDS`, when the next upload starts.
+memory in daphne and Django, and is written at its place in one staging file per (workspace, kind,
+sha256, size); a list of the byte ranges held sits beside it. Chunks may come in any order and
+several at once (the SDK sends a few in parallel): a chunk starts at a multiple of the chunk size or
+where a held range ends, so the list stays short, and bytes already held are not written again.
+The sha256 is computed as the held prefix grows, from the bytes just written. When the last byte
+arrives the file is checked against its sha256 and handed to the caller's `commit`, which saves it
+through the storage API: a `StagedFile` is moved into a FileSystemStorage by a rename, and read
+into any other storage by a normal save. So a body is written to disk once. A connection cut
+midway loses nothing: the next attempt sends only the ranges the server does not hold. Staging
+files nobody finished are deleted after `TRAINHUB_UPLOAD_STALE_SECONDS`, when the next upload
+starts.
 
 An app receiving uploads declares a `Kind` and one endpoint (registry and runs are examples):
 
@@ -37,6 +41,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import io
+import json
 import os
 import re
 import secrets
@@ -110,17 +115,23 @@ class ProgressOut(Schema):
     received: int
     size: int
     chunk_bytes: int
+    held: list[list[int]] = []
 
 
 @dataclass(frozen=True)
 class Progress:
-    """An unfinished upload: how many bytes of `size` the server holds."""
+    """An unfinished upload: the byte ranges [start, end) of `size` the server holds; `received`
+    is where the first of them (from 0) ends."""
 
-    received: int
+    held: list[list[int]]
     size: int
 
+    @property
+    def received(self) -> int:
+        return self.held[0][1] if self.held and self.held[0][0] == 0 else 0
+
     def out(self) -> ProgressOut:
-        return ProgressOut(received=self.received, size=self.size, chunk_bytes=chunk_bytes())
+        return ProgressOut(received=self.received, size=self.size, chunk_bytes=chunk_bytes(), held=self.held)
 
 
 class StagedFile(File):
@@ -229,10 +240,10 @@ def staging_path(workspace_pk: int, kind: Kind, name: str) -> Path:
 
 @contextmanager
 def _locked(path: Path) -> Iterator[IO[bytes] | None]:
-    """The staging file opened for appending under an exclusive lock, or None when it was
-    finished (moved into storage or deleted) while this request waited for the lock."""
+    """The staging file opened for writing anywhere in it under an exclusive lock, or None when it
+    was finished (moved into storage or deleted) while this request waited for the lock."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle = open(path, "ab")
+    handle = os.fdopen(os.open(path, os.O_RDWR | os.O_CREAT, 0o600), "r+b")
     try:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
         try:
@@ -244,10 +255,55 @@ def _locked(path: Path) -> Iterator[IO[bytes] | None]:
         handle.close()
 
 
-# The running sha256 of the staging files this process appended to, by (device, inode) and
-# size, so that finishing a 1 GB upload does not stall the request thread reading it all again.
-# A file some chunks of which another process took (or this one before a restart) has no entry
-# here, and is read whole when it is finished.
+def _held_path(path: Path) -> Path:
+    return path.with_name(path.name + ".held")
+
+
+def _read_held(path: Path, handle: IO[bytes]) -> list[list[int]]:
+    """The ranges [start, end) the staging file holds (a file from before the list: its bytes; a
+    list left from a staging file that is gone: nothing)."""
+    size = os.fstat(handle.fileno()).st_size
+    try:
+        held = json.loads(_held_path(path).read_text())
+    except (FileNotFoundError, ValueError):
+        return [[0, size]] if size else []
+    return held if not held or held[-1][1] <= size else []
+
+
+def _write_held(path: Path, held: list[list[int]]) -> None:
+    """Replaced whole, after the bytes it lists were written: a crash leaves a list that claims
+    nothing the file lacks."""
+    temporary = path.with_name(path.name + ".held-new")
+    temporary.write_text(json.dumps(held))
+    os.replace(temporary, _held_path(path))
+
+
+def _with_range(held: list[list[int]], start: int, end: int) -> list[list[int]]:
+    merged: list[list[int]] = []
+    for low, high in sorted([*held, [start, end]]):
+        if merged and low <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], high)
+        else:
+            merged.append([low, high])
+    return merged
+
+
+def _missing(held: list[list[int]], start: int, end: int) -> list[tuple[int, int]]:
+    """The parts of [start, end) that `held` does not cover."""
+    parts, position = [], start
+    for low, high in held:
+        if high <= position or low >= end:
+            continue
+        if low > position:
+            parts.append((position, low))
+        position = max(position, high)
+    if position < end:
+        parts.append((position, end))
+    return parts
+
+
+# The running sha256 of the staging files this process wrote to, by (device, inode): how many bytes
+# from 0 it covers, and the digest.
 _DIGESTS: OrderedDict[tuple[int, int], tuple[int, Any]] = OrderedDict()
 DIGESTS_KEPT = 64
 
@@ -257,38 +313,46 @@ def _file_key(handle: IO[bytes]) -> tuple[int, int]:
     return status.st_dev, status.st_ino
 
 
-def _running_digest(handle: IO[bytes], received: int) -> Any:
-    """The sha256 of the file's first `received` bytes, if this process followed them all."""
-    size, digest = _DIGESTS.pop(_file_key(handle), (None, None))
-    if received == 0:
-        return hashlib.sha256()
-    return digest if size == received else None
+def _digest_to(handle: IO[bytes], prefix: int) -> Any:
+    """The sha256 of the file's first `prefix` bytes: this process hashes only what it has not yet
+    (just written, so from the page cache), and finishing a 1 GB upload does not read it whole
+    again. None when its record is of another file (an inode used again)."""
+    key = _file_key(handle)
+    hashed, digest = _DIGESTS.pop(key, (0, hashlib.sha256()))
+    if hashed > prefix or prefix == 0:
+        return None if prefix else hashlib.sha256()
+    while hashed < prefix:
+        piece = os.pread(handle.fileno(), min(COPY_BYTES, prefix - hashed), hashed)
+        if not piece:
+            return None
+        digest.update(piece)
+        hashed += len(piece)
+    _DIGESTS[key] = (hashed, digest)
+    while len(_DIGESTS) > DIGESTS_KEPT:
+        _DIGESTS.popitem(last=False)
+    return digest
 
 
-def _append(handle: IO[bytes], chunk: Chunk, received: int) -> int:
-    """Append the bytes of the chunk past `received` (a retried chunk may overlap what arrived);
-    a chunk that is not as long as its Content-Range says leaves the staging file as it was."""
+def _store_chunk(handle: IO[bytes], chunk: Chunk, held: list[list[int]]) -> list[list[int]]:
+    """Write the bytes of the chunk that are not held yet at their place; the ranges held after. A
+    chunk that is not as long as its Content-Range says is refused before a byte is written."""
     assert chunk.start is not None and chunk.end is not None
-    position, end = chunk.start, chunk.end + 1
-    digest = _running_digest(handle, received)
-    while piece := chunk.body.read(COPY_BYTES):
-        if position + len(piece) > end:
-            break
-        if position + len(piece) > received:
-            new = piece[max(0, received - position) :]
-            handle.write(new)
-            if digest is not None:
-                digest.update(new)
-        position += len(piece)
-    if position != end or piece:
-        handle.truncate(received)
+    data = chunk.body.read(chunk.length + 1)
+    if len(data) != chunk.length:
         raise ValidationError(CHUNK_LENGTH_MISMATCH.format(declared=chunk.length), code="upload_chunk_length")
-    handle.flush()
-    if digest is not None:
-        _DIGESTS[_file_key(handle)] = (end, digest)
-        while len(_DIGESTS) > DIGESTS_KEPT:
-            _DIGESTS.popitem(last=False)
-    return end
+    view = memoryview(data)
+    for low, high in _missing(held, chunk.start, chunk.end + 1):
+        os.pwrite(handle.fileno(), view[low - chunk.start : high - chunk.start], low)
+        held = _with_range(held, low, high)
+    return held
+
+
+def _may_start(chunk: Chunk, held: list[list[int]]) -> bool:
+    """Whether the chunk starts where chunks start: a multiple of the chunk size, or where a held
+    range ends (so a file is held in at most about two ranges per chunk)."""
+    return chunk.start is not None and (
+        chunk.start % chunk_bytes() == 0 or any(high == chunk.start for _, high in held)
+    )
 
 
 def sha256_of(path: Path) -> str:
@@ -309,8 +373,8 @@ def receive(
     commit: Callable[[StagedFile], T],
 ) -> T | Progress:
     """Take one chunk of an upload; the committed object once the whole file arrived and matched
-    its sha256, else how much the server holds (a chunk that does not start there is not stored:
-    the client goes on from `received`)."""
+    its sha256, else the ranges the server holds (a chunk that starts elsewhere than a multiple of
+    the chunk size or the end of a held range is not stored: the client sends what is missing)."""
     _check(kind, sha256, chunk)
     path = staging_path(workspace.pk, kind, f"{sha256}-{chunk.total}")
     while True:
@@ -319,16 +383,22 @@ def receive(
                 continue  # finished by another request while this one waited: look again
             found = existing()
             if found is not None:
+                _held_path(path).unlink(missing_ok=True)
                 path.unlink(missing_ok=True)  # another upload of the same content finished first
                 return found
-            received = os.fstat(handle.fileno()).st_size
-            if received == 0:
+            held = _read_held(path, handle)
+            if not held:
                 sweep_stale()
-            if chunk.start is not None and chunk.end is not None and chunk.start <= received <= chunk.end:
-                received = _append(handle, chunk, received)
-            if received < chunk.total:
-                return Progress(received=received, size=chunk.total)
-            return _finish(path, sha256, commit, _running_digest(handle, received))
+            if chunk.start is not None and _may_start(chunk, held):
+                held = _store_chunk(handle, chunk, held)
+                _write_held(path, held)
+            prefix = held[0][1] if held and held[0][0] == 0 else 0
+            digest = _digest_to(handle, prefix)
+            if prefix < chunk.total:
+                return Progress(held=held, size=chunk.total)
+            _DIGESTS.pop(_file_key(handle), None)
+            _held_path(path).unlink(missing_ok=True)
+            return _finish(path, sha256, commit, digest)
 
 
 def store_stream(
@@ -403,9 +473,12 @@ def sweep_stale(now: float | None = None) -> int:
     if not root.is_dir():
         return 0
     for path in root.glob("*/*/*"):
+        if path.name.endswith((".held", ".held-new")):
+            continue  # goes with its staging file
         try:
             if path.is_file() and path.stat().st_mtime < cutoff:
                 path.unlink()
+                _held_path(path).unlink(missing_ok=True)
                 removed += 1
         except FileNotFoundError:
             pass  # finished or swept by another request meanwhile

@@ -20,6 +20,7 @@ from registry.services import BLOB_UPLOADS
 from tests.helpers.processes import bytes_written
 from trainhub import uploads
 from trainhub.sdk import Model
+from trainhub.sdk._transport import Transport
 from trainhub.sdk._uploads import upload_file
 
 CHUNK = settings.TRAINHUB_UPLOAD_CHUNK_BYTES
@@ -34,9 +35,27 @@ def stop_after_one_chunk(received: int, total: int) -> None:
         raise Interrupted
 
 
+class CountingTransport(Transport):
+    """The SDK's transport, counting the bytes of the bodies it sends (from several threads)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.bodies: list[int] = []
+
+    @property
+    def sent(self) -> int:
+        return sum(self.bodies)
+
+    def request(self, method: str, path: str, **kwargs):
+        self.bodies.append(len(kwargs.get("data") or b""))
+        return super().request(method, path, **kwargs)
+
+
 def upload_one_chunk(sdk_ws, local: Path, sha256: str) -> None:
+    """One chunk stored, sent alone (no other on its way when the client stops)."""
     with pytest.raises(Interrupted):
-        upload_file(sdk_ws._http, sdk_ws.api(f"model-blobs/{sha256}"), local, on_progress=stop_after_one_chunk)
+        path = sdk_ws.api(f"model-blobs/{sha256}")
+        upload_file(sdk_ws._http, path, local, on_progress=stop_after_one_chunk, threads=1)
 
 
 def write_model(path: Path, size: int, salt: bytes = b"") -> str:
@@ -64,11 +83,43 @@ def test_an_interrupted_upload_resumes_from_the_bytes_the_server_holds(sdk_ws, t
 
     starts: list[int] = []
     path = sdk_ws.api(f"model-blobs/{sha256}")
-    upload_file(sdk_ws._http, path, local, on_progress=lambda received, total: starts.append(received))
+    upload_file(sdk_ws._http, path, local, on_progress=lambda received, total: starts.append(received), threads=1)
     assert starts == [CHUNK, 2 * CHUNK, size]
 
     model = Model.register(sdk_ws, str(local), "resumed", show_progress=False)
     assert model.version == 1
+    target = tmp_path / "downloaded"
+    model.download(target_dir=str(target), show_progress=False)
+    assert hashlib.sha256((target / "model.pt").read_bytes()).hexdigest() == sha256
+
+
+def test_a_parallel_upload_cut_off_midway_resumes_with_what_is_missing_and_is_written_once(
+    sdk_ws, live_server_process, tmp_path
+):
+    """Chunks go up several at once; the client stops after the first is stored (the others on
+    their way still land, in any order). The next upload sends only the ranges the server lacks,
+    and the server wrote each byte once."""
+    local = tmp_path / "model.pt"
+    size = 7 * CHUNK + 12345
+    sha256 = write_model(local, size, salt=b"parallel")
+    path = sdk_ws.api(f"model-blobs/{sha256}")
+    before = bytes_written(live_server_process.process.pid)
+    with pytest.raises(Interrupted):
+        upload_file(sdk_ws._http, path, local, on_progress=stop_after_one_chunk, threads=3)
+    held = probe(sdk_ws, sha256, size).json()["held"]
+    held_bytes = sum(end - start for start, end in held)
+    assert 0 < held_bytes < size
+
+    progress: list[int] = []
+    counting = CountingTransport(sdk_ws._http.base_url, sdk_ws._http.token)
+    finished = upload_file(counting, path, local, on_progress=lambda got, _: progress.append(got), threads=3)
+    written = bytes_written(live_server_process.process.pid) - before
+    assert finished == {"sha256": sha256, "size": size}
+    assert progress[0] == held_bytes and progress[-1] == size
+    assert counting.sent == size - held_bytes
+    assert size <= written < size + 2 * 1024 * 1024
+    model = Model.register(sdk_ws, str(local), "parallel", show_progress=False)
+    assert ModelBlob.objects.filter(sha256=sha256).count() == 1
     target = tmp_path / "downloaded"
     model.download(target_dir=str(target), show_progress=False)
     assert hashlib.sha256((target / "model.pt").read_bytes()).hexdigest() == sha256

@@ -1,23 +1,30 @@
-"""Resumable uploads (model files, snapshots): the client side of trainhub/uploads.py.
+"""Resumable uploads (model files, snapshots, datastore files): the client side of trainhub/uploads.py.
 
 Standard library only: a training script registering a model from inside a run uses it too.
-A file goes up in chunks, each a PUT with `Content-Range: bytes START-END/TOTAL`; the server says
-how much it holds after each, and a probe (`bytes */TOTAL`) asks it before the first, so an upload
-cut off by a lost connection, a restarted server or a killed client resumes where it stopped.
+A file goes up in chunks, each a PUT with `Content-Range: bytes START-END/TOTAL`, a few at once
+(`UPLOAD_THREADS`, each reading its own chunk); a probe (`bytes */TOTAL`) first asks the server
+which byte ranges it holds, so an upload cut off by a lost connection, a restarted server or a
+killed client resumes with only what is missing, and a file the server has is not sent at all.
 A chunk is a PUT of a byte range, so the transport sends it again after a timeout: the server
-appends only the bytes past what it holds, and a repeated last chunk finds the file committed
-and gets the same answer. Nothing is stored twice, and no idempotency key is needed.
+writes only bytes it does not hold, and a repeated last chunk finds the file committed and gets
+the same answer. Nothing is stored twice, and no idempotency key is needed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
+from trainhub.sdk import exceptions
 from trainhub.sdk._transport import Transport
 
 CHUNK_BYTES = 8 * 1024 * 1024
+# Chunks in flight at once: enough to keep the client's reads, the network and the server's writes
+# and hashing busy at the same time.
+UPLOAD_THREADS = 4
 
 
 def _put(http: Transport, path: str, data: bytes, content_range: str) -> tuple[int, dict[str, Any]]:
@@ -32,32 +39,92 @@ def _put(http: Transport, path: str, data: bytes, content_range: str) -> tuple[i
         return response.status_code, response.json()
 
 
+def _held(answer: dict[str, Any]) -> list[list[int]]:
+    """The ranges [start, end) the server holds (a server without the list: its prefix)."""
+    if "held" in answer:
+        return answer["held"]
+    return [[0, answer["received"]]] if answer["received"] else []
+
+
+def _missing(held: list[list[int]], size: int, chunk: int) -> Iterator[tuple[int, int]]:
+    """The chunks [start, end) to send: the gaps between held ranges, cut where multiples of the
+    chunk size fall (where the server lets a chunk start, besides the end of a held range)."""
+    position = 0
+    for low, high in [*held, [size, size]]:
+        while position < low:
+            end = min(low, (position // chunk + 1) * chunk)
+            yield position, end
+            position = end
+        position = max(position, high)
+
+
 def upload_file(
     http: Transport,
     path: str,
     local: Path,
     *,
     on_progress: Callable[[int, int], None] | None = None,
+    threads: int = UPLOAD_THREADS,
 ) -> dict[str, Any]:
-    """Send `local` to the upload endpoint `path` from wherever the server has it up to; the
-    server's answer for the finished file. `on_progress(received, size)` is called before each
-    chunk is sent (the first call says where the upload starts or resumes) and at the end."""
+    """Send `local` to the upload endpoint `path`, all but the ranges the server holds; the server's
+    answer for the finished file. `on_progress(received, size)` is called with what the server held
+    before the first chunk is sent, then as chunks are stored; an exception it raises stops the
+    upload (chunks already on their way are still stored)."""
     size = local.stat().st_size
-    sent = False
+    status, answer = _put(http, path, b"", f"bytes */{size}")
+    if status == 201:
+        return answer
+    stored = sum(high - low for low, high in _held(answer))
+    if on_progress is not None:
+        on_progress(stored, size)
     with open(local, "rb") as handle:
-        status, answer = _put(http, path, b"", f"bytes */{size}")
-        while status != 201:
-            sent = True
-            received = answer["received"]
+        while True:
+            before = _held(answer)
+            status, answer = _send_missing(http, path, handle.fileno(), size, answer, threads, on_progress)
+            if status == 201:
+                return answer
+            if _held(answer) == before:
+                raise exceptions.TrainHubError(f"The server keeps refusing chunks of {local}: {answer}")
+
+
+def _send_missing(
+    http: Transport,
+    path: str,
+    fd: int,
+    size: int,
+    progress: dict[str, Any],
+    threads: int,
+    on_progress: Callable[[int, int], None] | None,
+) -> tuple[int, dict[str, Any]]:
+    """Send the chunks the server lacks by `progress`, `threads` at a time; the answer that
+    finished the file (201), else what the server holds after them (200)."""
+    pieces = _missing(_held(progress), size, progress.get("chunk_bytes") or CHUNK_BYTES)
+    stored = sum(high - low for low, high in _held(progress))
+    latest = (200, progress)
+
+    def send(start: int, end: int) -> tuple[int, dict[str, Any]]:
+        data = os.pread(fd, end - start, start)
+        return _put(http, path, data, f"bytes {start}-{start + len(data) - 1}/{size}")
+
+    with ThreadPoolExecutor(max(1, threads), thread_name_prefix="upload") as pool:
+        running: set[Future[tuple[int, dict[str, Any]]]] = set()
+        while True:
+            for start, end in pieces:
+                running.add(pool.submit(send, start, end))
+                if len(running) >= max(1, threads):
+                    break
+            if not running:
+                return latest
+            done, running = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                status, answer = future.result()
+                if status == 201:
+                    latest = (status, answer)
+                elif latest[0] != 201 and sum(high - low for low, high in _held(answer)) >= stored:
+                    stored = sum(high - low for low, high in _held(answer))
+                    latest = (status, answer)
             if on_progress is not None:
-                on_progress(received, size)
-            handle.seek(received)
-            data = handle.read(min(CHUNK_BYTES, answer.get("chunk_bytes") or CHUNK_BYTES))
-            content_range = f"bytes {received}-{received + len(data) - 1}/{size}"
-            status, answer = _put(http, path, data, content_range)
-    if sent and on_progress is not None:
-        on_progress(size, size)
-    return answer
+                on_progress(size if latest[0] == 201 else stored, size)
 
 
 def progress_bar(description: str, show: bool) -> Any:
