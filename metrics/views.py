@@ -113,12 +113,10 @@ def _runs_table(request: HttpRequest, access: Access, experiment: Experiment | N
     scope = experiment or access.workspace
     names = runs_table.metric_names(scope)
     columns = runs_table.chosen_columns(_chosen(request, "columns"), names)
-    sort = runs_table.column_of(request.GET.get("sort", ""), names)
-    if sort is not None and not sort.sortable:
-        sort = None
+    sort = runs_table.sort_of(request.GET.get("sort", ""), names)
     descending = request.GET.get("order") == "desc"
     expression = request.GET.get("q", "").strip()[:2000]
-    cursor = request.GET.get("after", "")[:100]
+    cursor = request.GET.get("after", "")[:2000]
     filter_error = None
     try:
         page = runs_table.runs_page(scope, expression=expression, sort=sort, descending=descending, cursor=cursor)
@@ -140,6 +138,8 @@ def _runs_table(request: HttpRequest, access: Access, experiment: Experiment | N
         columns=columns,
         chosen={c.key for c in columns},
         run_columns=list(runs_table.RUN_COLUMNS.items()),
+        always_shown=[runs_table.Column(key, key) for key in runs_table.ALWAYS_SHOWN],
+        sort_columns=[(key, label) for key, label in runs_table.SORT_COLUMNS],
         parameter_keys=parameter_keys,
         tag_keys=tag_keys,
         sort=sort,

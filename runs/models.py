@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.db import models
+from django.db.models import F
 
+from runs.expressions import SecondsBetween
 from trainhub.workspaces.models import Workspace, name_validator
 
 
@@ -126,6 +128,16 @@ class Run(models.Model):
             models.Index(fields=["experiment", "status", "-id"], name="run_experiment_status"),
             models.Index(fields=["cluster", "status", "id"], name="run_cluster_queue"),
             models.Index(fields=["workspace", "-id"], name="run_workspace_recent"),
+            # The runs table's sorts by a run's own column walk these from a page's cursor.
+            *(
+                models.Index(fields=[scope, column, "id"], name=f"run_{scope}_{column}_id")
+                for scope in ("workspace", "experiment")
+                for column in ("started_at", "status", "display_name", "created_by")
+            ),
+            *(
+                models.Index(F(scope), SecondsBetween("ended_at", "started_at"), F("id"), name=f"run_{scope}_duration")
+                for scope in ("workspace", "experiment")
+            ),
         ]
 
     def __str__(self) -> str:

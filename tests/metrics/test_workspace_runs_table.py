@@ -4,6 +4,7 @@ by keyset that neither skip nor repeat a run, and the values its live updates re
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 
 from metrics import runs_table
 from runs.models import Run, RunStatus
@@ -91,3 +92,54 @@ def test_its_live_updates_read_status_duration_and_metrics_of_the_workspace_only
         "metrics.loss:min": "0.5",
     }
     assert client_for(outsider).get(url).status_code == 404
+
+
+SORTS = {  # sort: (ascending, descending), the runs without a value last in both
+    "started": ("abdec", "edbac"),  # b and d started together; c never started
+    "duration": ("bdaec", "adbec"),  # b and d took 4 s; e is still running
+    "user": ("bdace", "ecadb"),  # carl's runs before olivia's
+    "status": ("bcade", "edacb"),
+    "name": ("bdaec", "eadbc"),  # b and d are both "alpha"; c has no name
+    "params.lr": ("bdcea", "ecdba"),  # 9 < 10 as numbers, then "auto" as text; a has no lr
+    "tags.optimizer": ("abdec", "dbaec"),
+}
+
+
+def runs_with_ties(workspace, contributor) -> dict[str, Run]:
+    """runs_of_two_experiments' five runs given a start, an end, a name, a user and a parameter
+    each, with ties."""
+    runs, _ = runs_of_two_experiments(workspace)
+    started = datetime(2026, 12, 1, 10, 0, tzinfo=UTC)
+    for key, start, took, name, lr, tag in (
+        ("a", 0, 10, "beta", None, "adam"),
+        ("b", 1, 4, "alpha", "9", "adam"),
+        ("c", None, None, "", "10", None),
+        ("d", 1, 4, "alpha", "9", "sgd"),
+        ("e", 3, None, "gamma", "auto", None),
+    ):
+        Run.objects.filter(pk=runs[key].pk).update(
+            started_at=None if start is None else started + timedelta(seconds=start),
+            ended_at=None if took is None else started + timedelta(seconds=start + took),
+            display_name=name,
+            parameters={} if lr is None else {"lr": lr},
+            tags={} if tag is None else {"optimizer": tag},
+            **({"created_by": contributor} if key in "bd" else {}),
+            **({"status": RunStatus.QUEUED} if key == "c" else {}),
+        )
+    return runs
+
+
+def test_it_sorts_by_every_column_both_ways_with_ties_across_pages(client_for, reader, workspace, contributor):
+    runs = runs_with_ties(workspace, contributor)
+    client = client_for(reader)
+    for key, orders in SORTS.items():
+        sort = runs_table.sort_of(key, [])
+        for descending, expected in zip((False, True), orders, strict=True):
+            wanted = [runs[k].run_id for k in expected]
+            assert every_page(workspace, sort=sort, descending=descending) == wanted, (key, descending)
+            html = client.get("/w/birds/runs/", {"sort": key, "order": "desc" if descending else "asc"})
+            shown = html.content.decode().split("<tbody>")[1].split('data-run="')[1:]
+            assert [row.split('"')[0] for row in shown] == wanted, (key, descending)
+    tuned = [runs[k].run_id for k in "bec"]  # tuned, oldest start first
+    assert every_page(workspace, sort=runs_table.sort_of("started", []), expression="experiment = tuned") == tuned
+    assert runs_table.runs_page(workspace, sort=runs_table.sort_of("name", []), cursor="[9]").cursor_error
