@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from _harness import PASSWORD, PRINTER, Harness, login_cookie, percentile, submit
@@ -169,10 +170,13 @@ def websocket_latency(ws, folder: Path, server, user_password: tuple[str, str]) 
 
 def experiment_page(workspace, cluster, server, user_password) -> None:
     import requests
+    from django.contrib.auth import get_user_model
 
     from runs.models import Experiment, Run, Snapshot
 
     experiment = Experiment.objects.create(workspace=workspace, name="big", last_run_number=100_000)
+    owner = get_user_model().objects.get(username=user_password[0])
+    started = datetime(2026, 1, 1, tzinfo=UTC)
     snapshot = Snapshot.objects.first() or Snapshot.objects.create(
         workspace=workspace, sha256="0" * 64, size=0, storage_name="none"
     )
@@ -190,6 +194,11 @@ def experiment_page(workspace, cluster, server, user_password) -> None:
             arguments=["--lr", ["0.1", "0.01", "0.001"][n % 3], "--batch", str(2 ** (n % 7))],
             parameters={"lr": ["0.1", "0.01", "0.001"][n % 3], "batch": str(2 ** (n % 7))},
             status=["Completed", "Failed", "Canceled"][n % 3],
+            display_name="" if n % 4 == 0 else f"trial-{n % 1000}",
+            tags={"optimizer": ["adam", "sgd"][n % 2]} if n % 5 else {},
+            created_by=owner,
+            started_at=started + timedelta(minutes=n),
+            ended_at=started + timedelta(minutes=n, seconds=n % 977),
         )
         for n in range(1, 100_001)
     ]
@@ -228,6 +237,20 @@ TABLE_QUERIES = {
     "filtered": [
         {"q": "metrics.accuracy > 0.5 and status = Completed"},
         {"q": "params.lr = 0.01 and metrics.loss < 0.2"},
+    ],
+    "sorted by a run's column": [
+        {"sort": "started", "order": "desc"},
+        {"sort": "started"},
+        {"sort": "duration", "order": "desc"},
+        {"sort": "user"},
+        {"sort": "status", "order": "desc"},
+        {"sort": "name"},
+        {"sort": "duration", "q": "status = Completed"},
+    ],
+    "sorted by a parameter or tag": [
+        {"sort": "params.lr"},
+        {"sort": "params.batch", "order": "desc"},
+        {"sort": "tags.optimizer", "q": "status = Failed"},
     ],
     "sorted and filtered": [
         {"sort": "metrics.accuracy", "q": "metrics.accuracy < 0.1"},

@@ -210,6 +210,13 @@ def runs_page(
     return _by_run_value(runs, _segments_of(sort), descending, cursor, limit)
 
 
+def newer_runs(scope: Scope, newer_than: int, *, expression: str = "") -> list[Run]:
+    """The scope's runs after run `newer_than` matching `expression` (raises FilterError), newest
+    first, at most a page."""
+    runs = apply_clauses(_runs_of(scope), parse(expression)).filter(id__gt=newer_than)
+    return list(_shown(runs).order_by("-id")[:PAGE_SIZE])
+
+
 def _shown(runs: QuerySet[Run]) -> QuerySet[Run]:
     """Only what the table shows: a run's other JSON fields cost a decode each, 350 a page."""
     return runs.select_related("created_by", "experiment").defer(*HIDDEN_FIELDS)

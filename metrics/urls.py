@@ -14,5 +14,6 @@ urlpatterns = [
     path("w/<str:workspace_name>/experiments/<str:name>/compare/", views.compare, name="compare"),
     path("w/<str:workspace_name>/runs/", views.workspace_runs, name="runs"),
     path("w/<str:workspace_name>/run-table-states/", views.table_states, name="table-states"),
+    path("w/<str:workspace_name>/run-table-rows/", views.table_new_rows, name="table-new-rows"),
     path("w/<str:workspace_name>/compare/", views.compare_across, name="compare-across"),
 ]

@@ -10,6 +10,7 @@ from urllib.parse import urlencode
 import numpy as np
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.template.loader import render_to_string
 
 from metrics import runs_table, selectors
 from metrics.models import MetricSeries, SeriesKind
@@ -127,6 +128,9 @@ def _runs_table(request: HttpRequest, access: Access, experiment: Experiment | N
     rows = [{"run": run, "cells": runs_table.cells_of(run, columns, values[run.pk])} for run in page.runs]
     parameter_keys, tag_keys = runs_table.parameter_and_tag_keys(scope)
     kept = [("columns", ",".join(c.key for c in columns))] + ([("q", expression)] if expression else [])
+    # Newest first on its first page, the table takes in runs submitted while it is open.
+    follows_new_runs = sort is None and not cursor and filter_error is None
+    scoped = [("experiment", experiment.name)] if experiment else []
     sorted_by = [("sort", sort.key), ("order", "desc" if descending else "asc")] if sort else []
     return workspace_page(
         request,
@@ -154,6 +158,9 @@ def _runs_table(request: HttpRequest, access: Access, experiment: Experiment | N
         base_query=urlencode(kept),
         sort_query=urlencode(sorted_by),
         column_keys=",".join(c.key for c in columns),
+        follows_new_runs=follows_new_runs,
+        new_rows_query=urlencode([*kept, *scoped]),
+        newest=page.runs[0].pk if page.runs else 0,
     )
 
 
@@ -168,6 +175,39 @@ def table_states(request: HttpRequest, workspace_name: str) -> JsonResponse:
         if column is not None and column.kind == "metric"
     ]
     return JsonResponse(runs_table.table_states(access.workspace, _chosen(request, "runs"), columns))
+
+
+@login_required
+def table_new_rows(request: HttpRequest, workspace_name: str) -> JsonResponse:
+    """?newer=<id>&q=&columns=&experiment=: the rows, as the table draws them, of the runs newer
+    than the newest a newest-first table shows that match its filter, newest first."""
+    access = workspace_selectors.access_for(request.user, workspace_name)
+    experiment_name = request.GET.get("experiment")
+    scope = run_selectors.experiment_get(access.workspace, experiment_name) if experiment_name else access.workspace
+    newer = request.GET.get("newer", "")
+    if not newer.isdigit():
+        return JsonResponse({"rows": []})
+    columns = runs_table.chosen_columns(_chosen(request, "columns"), runs_table.metric_names(scope))
+    try:
+        runs = runs_table.newer_runs(scope, int(newer), expression=request.GET.get("q", "").strip()[:2000])
+    except FilterError:
+        runs = []
+    values = runs_table.metric_values([run.pk for run in runs], columns)
+    context = {"workspace": access.workspace, "experiment": experiment_name, "selected": []}
+    return JsonResponse(
+        {
+            "rows": [
+                {
+                    "id": run.pk,
+                    "html": render_to_string(
+                        "metrics/_runs_table_row.html",
+                        {**context, "row": {"run": run, "cells": runs_table.cells_of(run, columns, values[run.pk])}},
+                    ),
+                }
+                for run in runs
+            ]
+        }
+    )
 
 
 @login_required

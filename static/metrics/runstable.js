@@ -1,5 +1,6 @@
 // The runs table: follows the status, duration and metric cells of its active runs (every 2 s
-// while one is shown), and sends the runs ticked for comparison as one shareable ?runs=a,b,c.
+// while one is shown), takes in new runs at its top when it shows the newest first (its first
+// page, unsorted), and sends the runs ticked for comparison as one shareable ?runs=a,b,c.
 (function () {
   "use strict";
   var table = document.getElementById("metric-runs");
@@ -42,19 +43,42 @@
     if (state.final) delete tr.dataset.active;
   }
 
-  function poll() {
+  function states() {
     var rows = active();
-    if (!rows.length) return;
+    if (!rows.length) return Promise.resolve();
     var ids = Array.prototype.map.call(rows, function (tr) { return tr.dataset.run; });
     var url = table.dataset.liveUrl + "?runs=" + encodeURIComponent(ids.join(",")) +
               "&columns=" + encodeURIComponent(metricColumns.join(","));
-    fetch(url, {credentials: "same-origin"})
+    return fetch(url, {credentials: "same-origin"})
       .then(function (response) { return response.ok ? response.json() : {}; })
-      .then(function (states) {
-        active().forEach(function (tr) { if (states[tr.dataset.run]) update(tr, states[tr.dataset.run]); });
-      })
+      .then(function (found) {
+        active().forEach(function (tr) { if (found[tr.dataset.run]) update(tr, found[tr.dataset.run]); });
+      });
+  }
+
+  function newRuns() {
+    if (!table.dataset.newUrl) return Promise.resolve();
+    return fetch(table.dataset.newUrl + "&newer=" + table.dataset.newest, {credentials: "same-origin"})
+      .then(function (response) { return response.ok ? response.json() : {rows: []}; })
+      .then(function (found) {
+        if (!found.rows.length) return;
+        var body = table.tBodies[0];
+        var empty = document.getElementById("no-runs");
+        if (empty) empty.remove();
+        var holder = document.createElement("tbody");
+        found.rows.slice().reverse().forEach(function (row) {
+          if (row.id <= Number(table.dataset.newest)) return;
+          holder.innerHTML = row.html;
+          body.insertBefore(holder.firstElementChild, body.firstElementChild);
+          table.dataset.newest = row.id;
+        });
+      });
+  }
+
+  function poll() {
+    Promise.all([states(), newRuns()])
       .catch(function () {})
-      .then(function () { if (active().length) setTimeout(poll, 2000); });
+      .then(function () { if (active().length || table.dataset.newUrl) setTimeout(poll, 2000); });
   }
   setTimeout(poll, 2000);
 })();

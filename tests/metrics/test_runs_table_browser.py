@@ -1,5 +1,6 @@
 """The workspace runs table and the compare view in Chromium: the table's choices survive a reload
-through its URL and its runs change live; compare draws two metrics on one chart and a scatter."""
+through its URL (a sort by a parameter too), its runs change live and a new run comes in at the
+top of the newest-first table; compare draws two metrics on one chart and a scatter."""
 
 from __future__ import annotations
 
@@ -55,6 +56,26 @@ def test_the_workspace_table_keeps_its_choices_in_the_url_and_follows_its_runs(p
     run_transition(runs["e"].pk, RunStatus.FINALIZING)
     run_transition(runs["e"].pk, RunStatus.COMPLETED)
     expect(row.locator(".status")).to_have_text("Completed")
+
+    page.goto(f"{live_url}/w/birds/runs/")  # newest first: a run submitted now comes in at the top
+    expect(page.locator("#metric-runs tbody tr")).to_have_count(5)
+    submitted, _ = running_run(workspace, experiment="tuned", arguments=["--lr", "0.5"])
+    expect(page.locator("#metric-runs tbody tr").first).to_have_attribute("data-run", submitted.run_id)
+    expect(page.locator("#metric-runs tbody tr")).to_have_count(6)
+
+    page.select_option("#sort", "params.lr")
+    page.select_option("#order", "desc")
+    page.get_by_role("button", name="Show").click()
+
+    def sorted_by_lr() -> None:  # as numbers: 0.5, then 0.1 (e, a), 0.01 (d, b), 0.001
+        rows = page.locator("#metric-runs tbody tr")
+        for position, run in enumerate([submitted, *(runs[key] for key in "eadbc")]):
+            expect(rows.nth(position)).to_have_attribute("data-run", run.run_id)
+        expect(page.locator("#sort")).to_have_value("params.lr")
+
+    sorted_by_lr()
+    page.reload()
+    sorted_by_lr()
 
 
 def test_compare_draws_two_metrics_on_one_chart_and_a_scatter(page, live_url, workspace, reader):

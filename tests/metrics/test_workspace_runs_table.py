@@ -143,3 +143,26 @@ def test_it_sorts_by_every_column_both_ways_with_ties_across_pages(client_for, r
     tuned = [runs[k].run_id for k in "bec"]  # tuned, oldest start first
     assert every_page(workspace, sort=runs_table.sort_of("started", []), expression="experiment = tuned") == tuned
     assert runs_table.runs_page(workspace, sort=runs_table.sort_of("name", []), cursor="[9]").cursor_error
+
+
+def test_a_newest_first_table_takes_in_runs_submitted_while_it_is_open(
+    client_for, reader, outsider, workspace, other_workspace
+):
+    runs, _ = runs_of_two_experiments(workspace)
+    client = client_for(reader)
+    html = client.get("/w/birds/experiments/tuned/metrics/", {"q": "params.lr = 0.01"}).content.decode()
+    new_url = html.split('data-new-url="')[1].split('"')[0].replace("&amp;", "&")
+    newest = html.split('data-newest="')[1].split('"')[0]
+    assert newest == str(runs["b"].pk)
+    submitted, _ = running_run(workspace, experiment="tuned", arguments=["--lr", "0.01"])
+    running_run(workspace, experiment="tuned", arguments=["--lr", "0.1"])  # not matching the filter
+    running_run(workspace, experiment="baseline", arguments=["--lr", "0.01"])  # another experiment
+    running_run(other_workspace, experiment="tuned", arguments=["--lr", "0.01"])
+    rows = json.loads(client.get(f"{new_url}&newer={newest}").content)["rows"]
+    assert [row["id"] for row in rows] == [submitted.pk]
+    assert f'<tr data-run="{submitted.run_id}" data-active>' in rows[0]["html"]
+    assert f">#{submitted.number}</a>" in rows[0]["html"] and '<span class="param">lr=0.01</span>' in rows[0]["html"]
+    assert json.loads(client.get(f"{new_url}&newer={submitted.pk}").content)["rows"] == []
+    sorted_page = client.get("/w/birds/experiments/tuned/metrics/", {"sort": "started"}).content.decode()
+    assert "data-new-url" not in sorted_page  # only the newest-first table takes runs in at its top
+    assert client_for(outsider).get(f"{new_url}&newer={newest}").status_code == 404
