@@ -304,15 +304,15 @@ class NumberIn(Func):
 
     output_field = FloatField()
 
-    def as_sql(self, compiler: Any, connection: Any, **extra: Any) -> tuple[str, list[Any]]:
+    def as_sqlite(self, compiler: Any, connection: Any, **extra_context: Any) -> Any:
         text, params = compiler.compile(self.source_expressions[0])
-        if connection.vendor == "postgresql":
-            pattern = r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$"
-            return f"(CASE WHEN {text} ~ '{pattern}' THEN CAST({text} AS double precision) END)", [*params, *params]
-        return (
-            f"(CASE WHEN {text} GLOB '*[0-9]*' AND {text} NOT GLOB '*[^0-9.eE+-]*' THEN CAST({text} AS REAL) END)",
-            [*params, *params, *params],
-        )
+        numeric = f"{text} GLOB '*[0-9]*' AND {text} NOT GLOB '*[^0-9.eE+-]*'"
+        return f"(CASE WHEN {numeric} THEN CAST({text} AS REAL) END)", (*params, *params, *params)
+
+    def as_postgresql(self, compiler: Any, connection: Any, **extra_context: Any) -> Any:
+        text, params = compiler.compile(self.source_expressions[0])
+        pattern = r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$"
+        return f"(CASE WHEN {text} ~ '{pattern}' THEN CAST({text} AS double precision) END)", (*params, *params)
 
 
 def _json_text(key: str, field_name: str) -> Cast:

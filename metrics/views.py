@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Iterator
+from typing import Any
 from urllib.parse import urlencode
 
 import numpy as np
@@ -193,7 +194,7 @@ def table_new_rows(request: HttpRequest, workspace_name: str) -> JsonResponse:
     except FilterError:
         runs = []
     values = runs_table.metric_values([run.pk for run in runs], columns)
-    context = {"workspace": access.workspace, "experiment": experiment_name, "selected": []}
+    context: dict[str, Any] = {"workspace": access.workspace, "experiment": experiment_name, "selected": []}
     return JsonResponse(
         {
             "rows": [

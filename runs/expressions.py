@@ -16,9 +16,9 @@ class SecondsBetween(Func):
     def __init__(self, end: str, start: str) -> None:
         super().__init__(F(end), F(start))
 
-    def as_sqlite(self, compiler: Any, connection: Any, **extra: Any) -> tuple[str, list[Any]]:
+    def as_sqlite(self, compiler: Any, connection: Any, **extra_context: Any) -> Any:
         template = "((julianday(%(expressions)s)) * 86400.0)"
         return self.as_sql(compiler, connection, template=template, arg_joiner=") - julianday(")
 
-    def as_postgresql(self, compiler: Any, connection: Any, **extra: Any) -> tuple[str, list[Any]]:
+    def as_postgresql(self, compiler: Any, connection: Any, **extra_context: Any) -> Any:
         return self.as_sql(compiler, connection, template="EXTRACT(EPOCH FROM (%(expressions)s))", arg_joiner=" - ")

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from metrics import runs_table
 from runs.models import Run, RunStatus
 from tests.conftest import api_client
@@ -129,6 +131,7 @@ def runs_with_ties(workspace, contributor) -> dict[str, Run]:
     return runs
 
 
+@pytest.mark.postgres  # make test runs it against PostgreSQL too: its number and duration SQL differ
 def test_it_sorts_by_every_column_both_ways_with_ties_across_pages(client_for, reader, workspace, contributor):
     runs = runs_with_ties(workspace, contributor)
     client = client_for(reader)
