@@ -4,7 +4,9 @@ each local cluster's node processes between min_nodes and max_nodes."""
 from __future__ import annotations
 
 import ctypes
+import json
 import logging
+import secrets
 import signal
 import subprocess
 import sys
@@ -23,8 +25,10 @@ from runs.selectors import queued_node_demand
 from runs.services import lost_node_runs
 from runs.slurm import watch_jobs
 from sweeps.services import sweeps_tick
+from trainhub import redis_keys
 from trainhub.compute import services
 from trainhub.compute.models import ComputeCluster, Node, NodeState, Provisioner
+from trainhub.redis_conn import get_redis
 
 logger = logging.getLogger(__name__)
 
@@ -62,15 +66,32 @@ def _set_parent_death_signal() -> None:
 
 
 @dataclass
+class Standby:
+    """A node process started ahead for a cluster, everything loaded, waiting on its Redis list
+    (`trainhub_node --standby TOKEN`) to register: it counts toward no limit until activated."""
+
+    process: subprocess.Popen
+    token: str
+
+
+@dataclass
 class LocalProvisioner:
-    """Starts and stops node processes on this machine for clusters with the local provisioner."""
+    """Starts and stops node processes on this machine for clusters with the local provisioner, and
+    keeps one standby per cluster below its max_nodes: a node added is then ready within a fraction
+    of a second, where a new process takes seconds to load Django and start its worker."""
 
     children: dict[int, list[subprocess.Popen]] = field(default_factory=dict)
+    standbys: dict[int, Standby] = field(default_factory=dict)
+    keep_standby: bool = field(default_factory=lambda: settings.TRAINHUB_LOCAL_STANDBY)
     log_dir: Path = field(default_factory=lambda: Path(settings.DATA_DIR) / "logs")
 
     def tick(self) -> None:
-        for cluster in ComputeCluster.objects.filter(provisioner=Provisioner.LOCAL).select_related("workspace"):
+        clusters = list(ComputeCluster.objects.filter(provisioner=Provisioner.LOCAL).select_related("workspace"))
+        for cluster in clusters:
             self._tick_cluster(cluster)
+        # A deleted cluster's standby goes with it.
+        for pk in set(self.standbys) - {cluster.pk for cluster in clusters}:
+            self._stop(self.standbys.pop(pk).process)
 
     def _tick_cluster(self, cluster: ComputeCluster) -> None:
         processes = [p for p in self.children.get(cluster.pk, []) if p.poll() is None]
@@ -79,17 +100,42 @@ class LocalProvisioner:
         busy = live.filter(state=NodeState.BUSY).count()
         queued = queued_node_demand(cluster)
         wanted = min(cluster.max_nodes, max(cluster.min_nodes, busy + queued))
+        decided_at = time.time()
         # Nodes started by hand count towards the cluster's size too.
         present = max(live.count(), len(processes))
         for _ in range(wanted - present):
-            self._start_node(cluster)
+            self._add_node(cluster, decided_at)
         if present > wanted:
             self._scale_down(cluster, present - wanted)
+        standby = self.standbys.get(cluster.pk)
+        if standby is not None and standby.process.poll() is not None:
+            logger.warning("the standby node of %s exited (code %s): replacing it", cluster, standby.process.returncode)
+            del self.standbys[cluster.pk]
+            standby = None
+        if self.keep_standby and standby is None and max(present, wanted) < cluster.max_nodes:
+            token = secrets.token_hex(8)
+            self.standbys[cluster.pk] = Standby(self._start_process(cluster, ["--standby", token]), token)
 
-    def _start_node(self, cluster: ComputeCluster) -> None:
+    def _add_node(self, cluster: ComputeCluster, decided_at: float) -> None:
+        standby = self.standbys.pop(cluster.pk, None)
+        if standby is not None and standby.process.poll() is None:
+            key = redis_keys.node_standby(standby.token)
+            pipe = get_redis().pipeline()
+            pipe.rpush(key, json.dumps({"decided_at": decided_at}))
+            # Not left behind if the standby dies before it reads it (then the next tick starts another node).
+            pipe.expire(key, 60)
+            pipe.execute()
+            process = standby.process
+            logger.info("activated the standby node of %s (pid %s)", cluster, process.pid)
+        else:
+            process = self._start_process(cluster, ["--decided-at", repr(decided_at)])
+            logger.info("started a node for %s (pid %s)", cluster, process.pid)
+        self.children.setdefault(cluster.pk, []).append(process)
+
+    def _start_process(self, cluster: ComputeCluster, extra: list[str]) -> subprocess.Popen:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.log_dir / f"node-{cluster.workspace.name}-{cluster.name}.log", "ab")
-        process = subprocess.Popen(
+        return subprocess.Popen(
             [
                 sys.executable,
                 str(Path(settings.BASE_DIR) / "manage.py"),
@@ -99,14 +145,13 @@ class LocalProvisioner:
                 "--workspace",
                 cluster.workspace.name,
                 "--managed",
+                *extra,
             ],
             cwd=settings.BASE_DIR,
             stdout=log,
             stderr=subprocess.STDOUT,
             preexec_fn=_set_parent_death_signal,
         )
-        logger.info("started a node for %s (pid %s)", cluster, process.pid)
-        self.children.setdefault(cluster.pk, []).append(process)
 
     def _scale_down(self, cluster: ComputeCluster, excess: int) -> None:
         cutoff = timezone.now() - timedelta(seconds=cluster.idle_seconds_before_scaledown)
@@ -117,8 +162,18 @@ class LocalProvisioner:
             if services.node_request_stop(node, "idle: scaled down"):
                 logger.info("scaling down %s", node)
 
+    @staticmethod
+    def _stop(process: subprocess.Popen) -> None:
+        process.terminate()
+        try:
+            process.wait(5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
     def stop_all(self) -> None:
         processes = [p for group in self.children.values() for p in group if p.poll() is None]
+        processes += [standby.process for standby in self.standbys.values() if standby.process.poll() is None]
         for process in processes:
             process.terminate()
         deadline = time.monotonic() + 10

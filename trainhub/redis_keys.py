@@ -22,6 +22,12 @@ def node_load(node_pk: int) -> str:
     return f"{PREFIX}node:{node_pk}:load"
 
 
+def node_standby(token: str) -> str:
+    """A list a local cluster's standby node process waits on: the provisioner pushes its order to
+    become a node (trainhub_node --standby)."""
+    return f"{PREFIX}standby:{token}"
+
+
 def endpoint_routes_channel() -> str:
     """The channel an endpoint's pk is published on whenever its replicas or keys change or it is
     deleted: each scoring proxy drops what it keeps of it (endpoints/proxy.py)."""

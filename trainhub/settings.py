@@ -193,6 +193,10 @@ TRAINHUB_NODE_DOCKER = envstr("TRAINHUB_NODE_DOCKER", "auto")
 # Whether a node runs member code in its box (runs/sandbox.py): "auto" and true (a node where the
 # box does not work refuses to start), false (runs unboxed, said loudly in the node's and runs' logs).
 TRAINHUB_NODE_SANDBOX = envstr("TRAINHUB_NODE_SANDBOX", "auto")
+# Whether the controller keeps one standby node process per local cluster already started (Django
+# loaded, Redis connected) but not registered, so that a node it adds is ready within a fraction of a
+# second instead of the few seconds a new process takes.
+TRAINHUB_LOCAL_STANDBY = envbool("TRAINHUB_LOCAL_STANDBY", "True")
 # How often a node samples each rank's CPU and memory into the run's system/ metrics (0: never).
 TRAINHUB_SYSTEM_METRICS_SECONDS = envint("TRAINHUB_SYSTEM_METRICS_SECONDS", 5)
 # The first uid of the boxes' unprivileged users (a node running as root); each run, build and export

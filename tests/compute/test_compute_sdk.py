@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import signal
+
 import pytest
 
+from runs.models import RunNode
 from tests.helpers.processes import pid_alive, wait_until
 from trainhub.compute.models import Node
 
@@ -53,3 +57,69 @@ def test_the_local_provisioner_scales_up_for_a_run_and_down_when_idle(ws, worksp
     assert node.managed
     wait_until(lambda: Node.objects.get(pk=node.pk).state == "stopped", 30, message="scale-down")
     wait_until(lambda: not pid_alive(node.pid), 10, message="the node process to exit")
+
+
+def standby_pids(controller) -> set[int]:
+    """The controller's children waiting as standby nodes (`trainhub_node --standby`), seen from
+    /proc: a standby that became a node has a Node row with its pid."""
+    found = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                parent = int(stat.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
+                args = cmdline.read().split(b"\0")
+        except OSError:
+            continue
+        if parent == controller.process.pid and b"--standby" in args:
+            found.add(int(entry))
+    return found - set(Node.objects.values_list("pid", flat=True))
+
+
+def test_a_standby_node_takes_the_second_placement_of_a_two_node_job(ws, workspace, controller, tmp_path):
+    from tests.runs.builders import make_cluster
+    from trainhub.sdk import Environment, Experiment, ScriptRunConfig
+    from trainhub.sdk.compute import ComputeTarget
+    from trainhub.sdk.runconfig import PyTorchConfiguration
+
+    make_cluster(workspace, name="warm", min_nodes=1, max_nodes=3, provisioner="local")
+    wait_until(lambda: Node.objects.filter(state="idle").count() == 1, 60, message="the cluster's warm node")
+    warm = Node.objects.get()
+    wait_until(lambda: standby_pids(controller), 30, message="a standby node process")
+    (standby,) = standby_pids(controller)
+    # Started but no node: the cluster shows its one node only.
+    nodes = ComputeTarget(workspace=ws, name="warm").serialize()["nodes"]
+    assert [(n["name"], n["state"]) for n in nodes] == [(warm.name, "idle")]
+
+    (tmp_path / "hello.py").write_text("import os\nprint('rank', os.environ['RANK'], 'of', os.environ['WORLD_SIZE'])\n")
+    src = ScriptRunConfig(
+        source_directory=str(tmp_path),
+        script="hello.py",
+        compute_target="warm",
+        environment=Environment.get(workspace=ws, name="TrainHub-PyTorch-2.13-CPU"),
+        distributed_job_config=PyTorchConfiguration(process_count=2, node_count=2),
+    )
+    run = Experiment(ws, "warm-standby").submit(src)
+    assert run.wait_for_completion(raise_on_error=False)["status"] == "Completed"
+
+    # The second node of the job is the standby, activated: a managed node with its pid.
+    nodes = ComputeTarget(workspace=ws, name="warm").serialize()["nodes"]
+    assert sorted(n["state"] for n in nodes) == ["idle", "idle"]
+    (added,) = [n["name"] for n in nodes if n["name"] != warm.name]
+    assert (Node.objects.get(name=added).pid, Node.objects.get(name=added).managed) == (standby, True)
+    placed = set(RunNode.objects.filter(run__run_id=run.id).values_list("node__name", flat=True))
+    assert placed == {warm.name, added}
+
+    # Two nodes of three: the controller keeps another standby, and replaces one that dies.
+    wait_until(lambda: standby_pids(controller), 30, message="the next standby")
+    (second,) = standby_pids(controller)
+    os.kill(second, signal.SIGKILL)
+    wait_until(lambda: standby_pids(controller) - {second}, 30, message="a standby replacing the dead one")
+    (third,) = standby_pids(controller)
+
+    # The standby goes with the controller, as the nodes do.
+    controller.stop()
+    wait_until(lambda: not pid_alive(third), 10, message="the standby to exit")
+    assert Node.objects.count() == 2  # the standbys that never became nodes left no row

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import socket
+import time
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
+from django.db import connection
 
 from runs.node_worker import run_node
 from runs.sandbox import node_sandbox_support
+from trainhub import redis_keys
 from trainhub.compute import services
 from trainhub.compute.models import ComputeCluster
 from trainhub.ops.redis_server import wait_for_redis
+from trainhub.redis_conn import get_redis
 
 
 def default_address() -> str:
@@ -40,6 +45,10 @@ class Command(BaseCommand):
             help="Run Docker environments (TRAINHUB_NODE_DOCKER; auto: when a Docker engine answers now).",
         )
         parser.add_argument("--managed", action="store_true", help=argparse_suppress())
+        # The local provisioner's standby: everything loaded, it registers only once told to (a
+        # message on this token's Redis list, saying when the provisioner decided to add a node).
+        parser.add_argument("--standby", metavar="TOKEN", help=argparse_suppress())
+        parser.add_argument("--decided-at", type=float, help=argparse_suppress())
 
     def handle(self, *args, **options) -> None:
         wait_for_redis(settings.REDIS_URL)
@@ -56,15 +65,29 @@ class Command(BaseCommand):
         address = options["address"] or default_address()
         docker, docker_note = services.node_docker_support(options["docker"])
         sandboxed, sandbox_note = node_sandbox_support(settings.TRAINHUB_NODE_SANDBOX)
+        decided_at = wait_for_order(options["standby"]) if options["standby"] else options["decided_at"]
         node = services.node_register(
             cluster=found[0], address=address, managed=options["managed"], name=options["name"], docker=docker
         )
         sandbox_state = sandbox_note if sandboxed else "runs NOT sandboxed"
-        self.stdout.write(f"Node {node.name} of {found[0]} at {address}: {docker_note}; {sandbox_state}; ready.")
+        # The provisioner's decision to the node being ready (idle, able to take a job): bench/distributed.py reads it.
+        since = f" {time.time() - decided_at:.3f} s after the provisioner's decision" if decided_at else ""
+        self.stdout.write(f"Node {node.name} of {found[0]} at {address}: {docker_note}; {sandbox_state}; ready{since}.")
         if not sandboxed:
             self.stdout.write(sandbox_note)
         self.stdout.flush()
         run_node(node)
+
+
+def wait_for_order(token: str) -> float:
+    """Block until the provisioner activates this standby; when it decided to (a Unix time)."""
+    key = redis_keys.node_standby(token)
+    connection.close()  # a fresh one once activated: a long wait may outlast the database's idle timeout
+    while True:
+        # Not forever in one call: a Redis restart ends the wait, and the next one starts afresh.
+        popped = get_redis().blpop([key], timeout=20)
+        if popped:
+            return float(json.loads(popped[1])["decided_at"])
 
 
 def argparse_suppress() -> str:
