@@ -1,7 +1,9 @@
 """Distributed figures: a 2 nodes × 2 processes gloo DDP job through TrainHub against the same job
 started by hand with torchrun, and the time from a rank failing to every rank stopped. Where this
 machine can run the test Slurm (tests/helpers/slurm.py: slurm-wlm and munge installed, root), the
-same job also on a Slurm partition through TrainHub and by hand with srun, one run each."""
+same job also on a Slurm partition through TrainHub and by hand with srun, one run each. With `nodes`, only
+the local provisioner's decision to add a node -> the node ready, with a new process
+and with the standby it keeps warm."""
 
 from __future__ import annotations
 
@@ -45,6 +47,7 @@ FAILING = textwrap.dedent(
     """
 )
 STEPS = 400
+NODE_STARTS = 5
 REPEATS = int(os.environ.get("BENCH_REPEATS", "5"))  # 0: only the rank-failure figure
 # One srun task per rank, its variables from Slurm's, as a user writes it by hand.
 SRUN_RANK = (
@@ -169,7 +172,68 @@ def slurm_figures(harness, server, ws, folder: Path, python: Path, slurm_dir: Pa
         shutil.rmtree(slurm_dir, ignore_errors=True)
 
 
+def node_start_figures(harness, workspace) -> None:
+    """The local provisioner deciding to add a node -> that node ready (registered idle, able to
+    take a job), each of NODE_STARTS nodes in turn: with a new process each time
+    (TRAINHUB_LOCAL_STANDBY=false, as before standbys) and with the standby it keeps."""
+    from trainhub.compute.models import ComputeCluster
+
+    for standby in (False, True):
+        mode = "standby" if standby else "new process"
+        cluster = ComputeCluster.objects.create(
+            workspace=workspace,
+            name=f"local-{'standby' if standby else 'cold'}",
+            vm_size="LOCAL_CPU",
+            min_nodes=0,
+            max_nodes=NODE_STARTS + 1,
+            provisioner="local",
+        )
+        log = harness.data_dir / "logs" / f"node-{workspace.name}-{cluster.name}.log"
+
+        env = {**os.environ, "TRAINHUB_LOCAL_STANDBY": str(standby), "TRAINHUB_NODE_SERVER_URL": harness.server_url}
+        controller = subprocess.Popen(
+            [sys.executable, "manage.py", "trainhub_controller"],
+            cwd=Path(__file__).resolve().parents[1],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        harness.processes.append(controller)
+        figures, loads = [], []
+        for count in range(1, NODE_STARTS + 1):
+            # The standby of this round has loaded (as it has between two jobs on a real cluster).
+            while standby and len(log_lines(log, "waiting for the provisioner")) < count:
+                time.sleep(0.1)
+            loads.append(os.getloadavg()[0])
+            ComputeCluster.objects.filter(pk=cluster.pk).update(min_nodes=count)
+            while len(ready := log_lines(log, "after the provisioner's decision")) < count:
+                time.sleep(0.05)
+            figures.append(float(ready[-1].rsplit(" ready ", 1)[1].split()[0]))
+        controller.terminate()
+        controller.wait(30)
+        print(
+            f"local provisioner decision -> node ready ({mode}), {NODE_STARTS} nodes: median "
+            f"{statistics.median(figures):.3f} s, max {max(figures):.3f} s (target <= 0.5 s); "
+            f"load {min(loads):.1f} to {max(loads):.1f} (uptime: {uptime()})"
+        )
+
+
+def log_lines(log: Path, marker: str) -> list[str]:
+    text = log.read_text(errors="replace") if log.exists() else ""
+    return [line for line in text.splitlines() if marker in line]
+
+
+def uptime() -> str:
+    return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+
+
 def main() -> None:
+    if sys.argv[1:] == ["nodes"]:  # only the local provisioner's node starts
+        with Harness() as harness:
+            _, workspace, _, _ = harness.workspace()
+            harness.server()
+            node_start_figures(harness, workspace)
+        return
     slurm_dir = slurm_folder()
     with Harness() as harness:
         server, ws = harness.sdk_workspace(nodes=2)

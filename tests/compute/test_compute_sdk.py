@@ -105,8 +105,12 @@ def test_a_standby_node_takes_the_second_placement_of_a_two_node_job(ws, workspa
     assert run.wait_for_completion(raise_on_error=False)["status"] == "Completed"
 
     # The second node of the job is the standby, activated: a managed node with its pid.
+    def states() -> list[str]:
+        return sorted(n["state"] for n in ComputeTarget(workspace=ws, name="warm").serialize()["nodes"])
+
+    # A node frees itself just after its run's end is stored.
+    wait_until(lambda: states() == ["idle", "idle"], 30, message="both nodes idle again")
     nodes = ComputeTarget(workspace=ws, name="warm").serialize()["nodes"]
-    assert sorted(n["state"] for n in nodes) == ["idle", "idle"]
     (added,) = [n["name"] for n in nodes if n["name"] != warm.name]
     assert (Node.objects.get(name=added).pid, Node.objects.get(name=added).managed) == (standby, True)
     placed = set(RunNode.objects.filter(run__run_id=run.id).values_list("node__name", flat=True))

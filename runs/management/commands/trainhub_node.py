@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import time
 
@@ -65,7 +66,14 @@ class Command(BaseCommand):
         address = options["address"] or default_address()
         docker, docker_note = services.node_docker_support(options["docker"])
         sandboxed, sandbox_note = node_sandbox_support(settings.TRAINHUB_NODE_SANDBOX)
-        decided_at = wait_for_order(options["standby"]) if options["standby"] else options["decided_at"]
+        decided_at = options["decided_at"]
+        if options["standby"]:
+            self.stdout.write(f"Standby node of {found[0]} (pid {os.getpid()}): loaded, waiting for the provisioner.")
+            self.stdout.flush()
+            try:
+                decided_at = wait_for_order(options["standby"])
+            except KeyboardInterrupt:  # Ctrl-C on `make run`: a standby has nothing to finish
+                return
         node = services.node_register(
             cluster=found[0], address=address, managed=options["managed"], name=options["name"], docker=docker
         )
