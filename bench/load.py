@@ -99,14 +99,16 @@ def watch_share(url: str, cookie: str, origin: str, count: int, expected: int, d
 
 def many_viewers(ws, folder: Path, server, viewers: int, seconds: int, processes: int) -> None:
     from runs.models import Run
+    from tests.helpers.processes import run_folder
 
     rate = 1000
     expected = rate * seconds
-    go = folder / "go"
-    run = submit(ws, folder, "printer.py", [rate, seconds, str(go)])
-    # The printer waits for its go file, so every viewer is connected before the first line.
+    run = submit(ws, folder, "printer.py", [rate, seconds, "go"])
+    # The printer waits for its go file, so every viewer is connected before the first line; the
+    # run's folder is the one folder both the bench and the boxed printer see.
     while not Run.objects.filter(run_id=run.id, status="Running").exists():
         time.sleep(0.2)
+    go = run_folder(run.id) / "go"
     cookie = login_cookie(server, "bench", PASSWORD)
     url = f"ws://127.0.0.1:{server.port}/ws/runs/{run.id}/logs/"
     deadline = time.time() + seconds + 120
@@ -182,7 +184,8 @@ def main() -> None:
         folder = Path(tempfile.mkdtemp(prefix="bench-load-"))
         (folder / "printer.py").write_text(PRINTER)
         many_viewers(ws, folder, server, args.viewers, args.seconds, args.client_processes)
-        many_submits(ws, folder, args.submits, args.clients)
+        if args.submits:
+            many_submits(ws, folder, args.submits, args.clients)
 
 
 if __name__ == "__main__":

@@ -206,3 +206,44 @@ def test_a_viewer_following_while_redis_restarts_resyncs_and_misses_nothing(live
     asyncio.run(scenario())
     assert viewer.close_code == RESYNC_CLOSE_CODE
     assert viewer.jumps == [] and viewer.lines == numbered(0, 150)
+
+
+def test_batches_published_while_the_hub_is_busy_reach_it_merged_in_order_with_nothing_lost(live_url):
+    """A burst of batches (here 500 in one pipeline, as a loaded web process reads a backlog)
+    becomes fewer, larger events: every line still there once, in order, with its numbering."""
+    from trainhub.live.hub import Hub, encode
+
+    group = "run-987654.logs"
+    got: list = []
+
+    class Collect:
+        def deliver(self, event) -> None:
+            got.append(event)
+
+        def resync(self) -> None:
+            raise AssertionError("nothing was lost")
+
+    async def scenario() -> None:
+        hub, listener = Hub(settings.REDIS_URL), Collect()
+        await hub.join(group, listener)
+        sender = redis.Redis.from_url(settings.REDIS_URL).pipeline()
+        for batch in range(500):
+            lines = numbered(batch * 2, 2)
+            sender.publish(
+                channel_of(group),
+                encode({"type": "log.lines", "stream": "s", "first_seq": batch * 2 + 1, "lines": lines}),
+            )
+        sender.publish(channel_of(group), encode({"type": "run.status", "status": "Completed"}))
+        await asyncio.to_thread(sender.execute)
+        async with asyncio.timeout(30):
+            while not got or got[-1]["type"] != "run.status":
+                await asyncio.sleep(0.01)
+        await hub.leave(group, listener)
+
+    asyncio.run(scenario())
+    lines = [event for event in got if event["type"] == "log.lines"]
+    assert len(lines) < 500  # merged
+    assert sum(event.batches for event in lines) == 500
+    assert [line for event in lines for line in event["lines"]] == numbered(0, 1000)
+    firsts = [event["first_seq"] for event in lines]
+    assert firsts == [1] + [first + len(event["lines"]) for first, event in zip(firsts, lines, strict=True)][:-1]

@@ -32,6 +32,9 @@ logger = logging.getLogger(__name__)
 CHANNEL_PREFIX = redis_keys.LIVE_CHANNEL_PREFIX
 JOIN_TIMEOUT_SECONDS = 10
 RECONNECT_MAX_SECONDS = 2.0
+# How long an event may wait to be merged with the next of its run (0: until the loop has handled
+# what arrived with it).
+COALESCE_SECONDS = 0.0
 KEEPALIVE = {socket.TCP_KEEPIDLE: 10, socket.TCP_KEEPINTVL: 5, socket.TCP_KEEPCNT: 3}
 
 
@@ -47,7 +50,12 @@ class Event(dict[str, Any]):
     """An event as this process's listeners get it: one object for all of them, to read, never
     change; what a socket sends of it is rendered once, whatever the number of sockets."""
 
-    __slots__ = ("_texts",)
+    __slots__ = ("_texts", "_batches")
+
+    @property
+    def batches(self) -> int:
+        """How many published events this one holds (merged while the process was busy)."""
+        return getattr(self, "_batches", 1)
 
     def text(self, build: Callable[[Event], dict[str, Any]]) -> str:
         texts: dict[Any, str] = getattr(self, "_texts", None) or {}
@@ -86,6 +94,7 @@ class Hub:
         self._connection: Any = None
         self._writes = asyncio.Lock()
         self._reader: asyncio.Task[None] | None = None
+        self._held: dict[str, list[Event]] = {}  # events waiting for the loop to be free, per group
 
     async def join(self, group: str, listener: Listener) -> None:
         """Returns once Redis has the subscription: whatever is published from then on arrives."""
@@ -163,19 +172,41 @@ class Hub:
                 self._reader = None
                 break
 
+    def _coalesce(self, group: str, event: Event) -> None:
+        """Hold the event until the loop is free again (or COALESCE_SECONDS passed), merged with the
+        group's held lines it continues: while this process is busy, its sockets get fewer, larger
+        messages (each rendered once for all of them) instead of falling behind."""
+        held = self._held.setdefault(group, [])
+        last = held[-1] if held else None
+        if (
+            last is not None
+            and event.get("type") == last.get("type") == "log.lines"
+            and event["stream"] == last["stream"]
+            and event["first_seq"] == last["first_seq"] + len(last["lines"])
+        ):
+            merged = Event(last, lines=last["lines"] + event["lines"])
+            merged._batches = last.batches + 1
+            held[-1] = merged
+        else:
+            held.append(event)
+        if last is None:
+            asyncio.get_running_loop().call_later(COALESCE_SECONDS, self._deliver, group)
+
+    def _deliver(self, group: str) -> None:
+        for event in self._held.pop(group, []):
+            for listener in list(self._groups.get(group, ())):
+                try:
+                    listener.deliver(event)
+                except Exception:  # one broken viewer must not cost the others their events
+                    logger.exception("live events: a listener of %s failed", group)
+
     def _handle(self, reply: Any) -> bool:
         """Act on one reply of the subscribed connection; True once no group is left to follow."""
         kind, channel = reply[0], reply[1].decode()
         group = channel.removeprefix(CHANNEL_PREFIX)
         if kind == b"message":
-            listeners = self._groups.get(group)
-            if listeners:
-                event = Event(json.loads(reply[2]))
-                for listener in list(listeners):
-                    try:
-                        listener.deliver(event)
-                    except Exception:  # one broken viewer must not cost the others their events
-                        logger.exception("live events: a listener of %s failed", group)
+            if group in self._groups:
+                self._coalesce(group, Event(json.loads(reply[2])))
         elif kind == b"subscribe":
             self._awaiting[channel] -= 1
             if self._awaiting[channel] <= 0 and group in self._groups:

@@ -21,8 +21,9 @@ from trainhub.live.publish import members_group, user_group
 
 logger = logging.getLogger(__name__)
 
-# Live events a socket may have waiting before it counts as too far behind (at 20 batches a
-# second, 100 s; they are shared by all sockets, so a long inbox costs little).
+# Published events a socket may have waiting before it counts as too far behind (at 20 batches a
+# second, 100 s; they are shared by all sockets, so a long inbox costs little). Events merged by the
+# hub count as the events they hold.
 INBOX_LIMIT = 2000
 # The socket fell behind, or events may have been lost while Redis was away: the page reconnects
 # (as on any close) and replays from storage what it has not got, by sequence number.
@@ -102,6 +103,7 @@ class LiveSocket(AsyncJsonWebsocketConsumer):
     members: str | None = None
     sessions: str | None = None
     _inbox: asyncio.Queue[live.Event] | None = None
+    _waiting = 0  # published events in the inbox
     _pump: asyncio.Task[None] | None = None
     _resyncing = False
 
@@ -122,7 +124,7 @@ class LiveSocket(AsyncJsonWebsocketConsumer):
             await self.close(code=NOT_FOUND_CLOSE_CODE)
             return None
         thing, workspace_pk, group = found
-        self._inbox = asyncio.Queue(INBOX_LIMIT)
+        self._inbox = asyncio.Queue()
         try:
             await live.hub().join(user_group(user.pk), self)
             self.sessions = user_group(user.pk)
@@ -167,10 +169,11 @@ class LiveSocket(AsyncJsonWebsocketConsumer):
                 self._resyncing = True  # nothing more goes out
                 asyncio.ensure_future(self.close(code=code))
             return
-        try:
-            self._inbox.put_nowait(event)
-        except asyncio.QueueFull:
+        self._waiting += event.batches
+        if self._waiting > INBOX_LIMIT:
             self.resync()
+            return
+        self._inbox.put_nowait(event)
 
     def resync(self) -> None:
         if self._resyncing:
@@ -182,6 +185,7 @@ class LiveSocket(AsyncJsonWebsocketConsumer):
         assert self._inbox is not None
         while not self._resyncing:
             event = await self._inbox.get()
+            self._waiting -= event.batches
             if buffer is not None:
                 await buffer.drained.wait()  # while the client does not read, the inbox fills up
             if self._resyncing:
