@@ -51,6 +51,7 @@ class Event(dict[str, Any]):
     change; what a socket sends of it is rendered once, whatever the number of sockets."""
 
     __slots__ = ("_texts", "_batches")
+    _batches: int
 
     @property
     def batches(self) -> int:
