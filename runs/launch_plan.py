@@ -166,6 +166,8 @@ class MpiPlan:
     app: list[str]
     # (rank, node rank, local rank) of every rank of the run.
     ranks: list[tuple[int, int, int]]
+    node_count: int
+    per_node: int
 
 
 @dataclass(frozen=True)
@@ -291,6 +293,8 @@ def _mpi_plan(run: RunLaunch, env: dict[str, str]) -> MpiPlan:
         hosts=",".join(hosts),
         app=[expand_variables(part, env) for part in run.argv],
         ranks=[(rank, *divmod(rank, per_node)) for rank in range(total)],
+        node_count=run.node_count,
+        per_node=per_node,
     )
 
 

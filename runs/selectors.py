@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.db.models import F, QuerySet, Sum
 from django.http import Http404
 
-from runs.models import Experiment, LogChunk, Run, RunFile, RunStatus, SlurmJob, Snapshot
+from runs.models import Experiment, LogChunk, Run, RunFile, RunNode, RunStatus, SlurmJob, Snapshot
 from runs.parameters import parameters_of
 from trainhub.compute.models import ComputeCluster
 from trainhub.workspaces.models import Membership, Workspace
@@ -203,3 +203,8 @@ def queued_node_demand(cluster: ComputeCluster) -> int:
     """The nodes the runs waiting for a cluster ask for (not yet placed)."""
     waiting = Run.objects.filter(cluster=cluster, status=RunStatus.QUEUED, dispatched_at__isnull=True)
     return waiting.aggregate(nodes=Sum("node_count"))["nodes"] or 0
+
+
+def placement_node_names(run_pk: int) -> dict[int, str]:
+    """node rank → the name of the node that holds it, for the run's gang."""
+    return dict(RunNode.objects.filter(run_id=run_pk).values_list("node_rank", "node__name"))

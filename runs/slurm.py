@@ -34,6 +34,8 @@ MISSING_GRACE = timedelta(seconds=3)
 SUBMIT_GRACE = timedelta(seconds=60)
 # A job that ended while its run is still active: its tasks get this long to record the end themselves.
 ENDED_GRACE = timedelta(seconds=2)
+# Slurm's name for a job waiting for its allocation (squeue's state; SlurmJob.state holds Slurm's words).
+SLURM_PENDING = "PENDING"
 SBATCH_FAILED = "Slurm refused the run's job: {error}"
 JOB_FORGOTTEN = "Slurm no longer knows the run's job {job_id}: the run was failed rather than left running."
 NOT_SUBMITTED = "The run's Slurm job was never submitted (sbatch did not answer)."
@@ -161,7 +163,7 @@ def _submit(run_pk: int) -> None:
     except (slurm.SlurmError, ValueError) as error:
         services.fail_run(run.pk, SBATCH_FAILED.format(error=error))
         return
-    SlurmJob.objects.filter(run=run).update(job_id=job_id, state="PENDING", submitted_at=timezone.now())
+    SlurmJob.objects.filter(run=run).update(job_id=job_id, state=SLURM_PENDING, submitted_at=timezone.now())
     logger.info("run %s is Slurm job %s", run.run_id, job_id)
     run.refresh_from_db(fields=["status"])
     if run.is_final:
@@ -218,7 +220,7 @@ def watch_jobs() -> list[int]:
         nodes = job.nodes if state.state == "COMPLETING" and job.nodes else state.nodes
         if (state.state, state.reason, nodes) != (job.state, job.reason, job.nodes):
             SlurmJob.objects.filter(pk=job.pk).update(state=state.state, reason=state.reason, nodes=nodes)
-            if state.state == "PENDING" and state.reason != job.reason:
+            if state.state == SLURM_PENDING and state.reason != job.reason:
                 _say_pending(job.run_id, state)
         if not state.ended:
             if job.gone_since is not None:

@@ -12,7 +12,8 @@ import time
 from django.conf import settings
 
 from runs import services
-from runs.execution import NodeExecution, RunAborted
+from runs.execution import NodeExecution
+from runs.executor import RunAborted
 from runs.models import Run, RunNode, RunStatus, SlurmJob
 from runs.slurm import END_REASONS, end_reason
 from trainhub.compute import slurm

@@ -132,7 +132,8 @@ def test_an_mpi_runs_ranks_are_the_container_agent_and_the_node_keeps_the_spec(d
 def test_a_node_without_its_box_fails_a_docker_mpi_run_saying_why(db, settings, tmp_path):
     """TRAINHUB_NODE_SANDBOX=false: mpirun and Open MPI's daemons of a Docker run have no box to run
     in (and would run as the node's user, outside it): the run fails with the reason."""
-    from runs.execution import DOCKER_MPI_NEEDS_BOX, NodeExecution, _SetupFailed
+    from runs.execution import DOCKER_MPI_NEEDS_BOX, NodeExecution
+    from runs.executor import SetupFailed
 
     settings.TRAINHUB_NODE_SANDBOX = "false"
     settings.TRAINHUB_NODE_WORK_DIR = str(tmp_path / "node-work")
@@ -140,7 +141,7 @@ def test_a_node_without_its_box_fails_a_docker_mpi_run_saying_why(db, settings, 
     execution = NodeExecution(run.pk, node.pk, 0)
     execution.workdir.mkdir(parents=True)
     execution.launcher = launcher_for(run, node, execution.workdir, BUILT)
-    with pytest.raises(_SetupFailed) as failed:
+    with pytest.raises(SetupFailed) as failed:
         execution.sandbox_processes(IMAGE_PYTHON, [])
     assert failed.value.reason == DOCKER_MPI_NEEDS_BOX
     assert execution.box is None
