@@ -71,6 +71,7 @@ PREPARE_FLUSH_SECONDS = 0.25
 ABORT_POLL_SECONDS = 0.2
 RENDEZVOUS_TIMEOUT_SECONDS = 120
 PEERS_TIMEOUT_SECONDS = 60
+PEERS_RECHECK_SECONDS = 1
 DEFAULT_MASTER_PORT = 6105
 
 
@@ -430,12 +431,16 @@ class NodeExecution:
         self.transition(RunStatus.COMPLETED, exit_code=0)
 
     def wait_for_peers(self) -> None:
+        """Until every other node of the run is done. The database says which are; each node's end
+        wakes this one through Redis (services.placement_done), and a wait that Redis never ends
+        (its data lost) reads the database again every PEERS_RECHECK_SECONDS."""
         deadline = time.monotonic() + PEERS_TIMEOUT_SECONDS
+        key = services.peers_done_key(self.run.pk)
         while RunNode.objects.filter(run=self.run).exclude(node_rank=0).exclude(state=PlacementState.DONE).exists():
             self.check_abort()
             if time.monotonic() > deadline:
                 raise SetupFailed("The other nodes of the run did not finish in time.", "")
-            time.sleep(0.2)
+            self.redis.blpop([key], timeout=PEERS_RECHECK_SECONDS)
 
     def end_aborted(self, reason: str) -> None:
         self.run.refresh_from_db(fields=["status", "cancel_requested_at", "cancel_reason"])

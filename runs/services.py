@@ -555,16 +555,21 @@ def rendezvous_key(run_pk: int) -> str:
     return f"trainhub:run:{run_pk}:rendezvous"
 
 
+def peers_done_key(run_pk: int) -> str:
+    """A list the run's nodes push their node rank onto as they finish: the lead node wakes on it."""
+    return f"trainhub:run:{run_pk}:peers-done"
+
+
 def clear_dispatch_keys(run_pk: int) -> None:
-    """What a placement of the run starts without: an earlier abort and rendezvous. Never its log
-    counter: lines may be stored already (the submit's own), and a counter deleted between another
-    writer's increment and its insert would hand out those numbers twice."""
-    get_redis().delete(abort_key(run_pk), rendezvous_key(run_pk))
+    """What a placement of the run starts without: an earlier abort, rendezvous and node ends. Never
+    its log counter: lines may be stored already (the submit's own), and a counter deleted between
+    another writer's increment and its insert would hand out those numbers twice."""
+    get_redis().delete(abort_key(run_pk), rendezvous_key(run_pk), peers_done_key(run_pk))
 
 
 def clear_run_keys(run_pk: int) -> None:
     """Every Redis key of a run id, for a run made anew (a database reset hands out ids again)."""
-    get_redis().delete(abort_key(run_pk), rendezvous_key(run_pk), log_counter_key(run_pk))
+    get_redis().delete(abort_key(run_pk), rendezvous_key(run_pk), peers_done_key(run_pk), log_counter_key(run_pk))
 
 
 def log_append(run_pk: int, stream: str, lines: list[str]) -> LogChunk | None:
@@ -655,10 +660,15 @@ def placement_preparing(run_pk: int, node_rank: int) -> None:
 
 
 def placement_done(run_pk: int, node_rank: int) -> None:
-    """The node is done with its share of the run (whatever the run's end): the lead stops waiting."""
+    """The node is done with its share of the run (whatever the run's end), recorded first, then
+    told to the lead node waiting on Redis."""
     RunNode.objects.filter(run_id=run_pk, node_rank=node_rank).update(
         state=PlacementState.DONE, finished_at=timezone.now()
     )
+    pipe = get_redis().pipeline(transaction=False)
+    pipe.rpush(peers_done_key(run_pk), node_rank)
+    pipe.expire(peers_done_key(run_pk), 3600)
+    pipe.execute()
 
 
 def process_started(
