@@ -203,7 +203,7 @@ class NodeExecution:
             self.executor.start(plan, self.check_abort)
             self.transition(RunStatus.RUNNING)
             failed = self.executor.pump(self.watch())
-            if failed is not None and failed.rank < 0:
+            if failed is not None and failed.rank < 0 and not failed.store:
                 failed = None  # an MPI daemon of another node: mpirun on node 0 reports failures
             self.finish(failed)
         except RunAborted as aborted:
@@ -360,6 +360,7 @@ class NodeExecution:
             node_environ=dict(os.environ),
             pass_env=tuple(settings.TRAINHUB_NODE_PASS_ENV),
             sdk_folder=self.sdk_folder,
+            torch=any(python_folders(python)[0].glob("lib/python*/site-packages/torch/distributed/rendezvous.py")),
         )
         access = RunAccess(server_url=settings.TRAINHUB_NODE_SERVER_URL, token=self.token)
         return plan_host(RunLaunch.of(self.run), host, rendezvous, access)

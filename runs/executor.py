@@ -22,8 +22,15 @@ import redis
 
 from runs import selectors, services
 from runs.container_relay import ContainerRelay
-from runs.containers import ContainerLauncher, Launcher, host_variables, launcher_variables
-from runs.launch_plan import HostPlan, mpi_rank_app, mpirun_argv, mpirun_environment
+from runs.containers import ContainerLauncher, Launcher, ProcessLauncher, host_variables, launcher_variables
+from runs.launch_plan import (
+    HostPlan,
+    Process,
+    mpi_rank_app,
+    mpirun_argv,
+    mpirun_environment,
+    without_agent_store,
+)
 from runs.models import ProcessState
 from runs.mpi_agent import SOCKET_VARIABLE as MPI_AGENT_SOCKET
 from runs.mpi_relay import MpiRelay, request_key, result_key
@@ -78,13 +85,15 @@ class StartedProcess:
     mpi: bool = False
     # A per-node launcher (torchrun): its ranks' lines arrive tagged on its pipe, see _whole_lines.
     launcher: bool = False
+    # The run's rendezvous store: not a rank, it runs until the run is over on this host.
+    store: bool = False
 
 
 @dataclass(frozen=True)
 class Failure:
     """The rank that failed first, as the run's end names it."""
 
-    rank: int
+    rank: int | None  # None: the run's rendezvous store, not a rank
     exit_code: int | None
     reason: str
     traceback: str
@@ -119,6 +128,7 @@ class HostExecutor:
         self.stream_files: dict[str, IO[str]] = {}
         self.mpi_relay: MpiRelay | None = None
         self.container_relay: ContainerRelay | None = None
+        self.store: StartedProcess | None = None
 
     # ------------------------------------------------------------ starting
 
@@ -140,9 +150,20 @@ class HostExecutor:
             else:
                 self._serve_mpi(plan, tick)
             return
+        if plan.store is not None and not self._start_store(plan.store):
+            plan = without_agent_store(plan)
         for process in plan.processes:
             command = self.launcher.command(process.argv, process.env, process.node_variables)
             self._spawn(process.rank, process.local_rank, process.stream, *command, launcher=process.launcher)
+
+    def _start_store(self, store: Process) -> bool:
+        """Start the run's rendezvous store, just before the ranks: it imports torch while they do,
+        and listens before they reach init_process_group (their clients retry until it does).
+        False where it cannot run: in a container launch, the run's Python is not the node's."""
+        if not isinstance(self.launcher, ProcessLauncher):
+            return False
+        self.store = self._spawn(store.rank, 0, store.stream, store.argv, store.env, record=False, store=True)
+        return True
 
     def _spawn(
         self,
@@ -154,6 +175,7 @@ class HostExecutor:
         mpi: bool = False,
         record: bool = True,
         launcher: bool = False,
+        store: bool = False,
     ) -> StartedProcess:
         log_file = open(self.private_logs / f"{stream}.txt", "w", encoding="utf-8", errors="replace")
         pipes: dict[str, Any] = dict(stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -167,7 +189,7 @@ class HostExecutor:
             process = start_unboxed(argv, host_variables(env), self.workdir, start_new_session=True, **pipes)
         else:
             process = start_unboxed(argv, env, self.workdir, start_new_session=True, **pipes)
-        started = StartedProcess(rank, local_rank, stream, process, log_file, mpi=mpi, launcher=launcher)
+        started = StartedProcess(rank, local_rank, stream, process, log_file, mpi=mpi, launcher=launcher, store=store)
         self.processes.append(started)
         threading.Thread(target=self._read, args=(started,), daemon=True).start()
         if record and not launcher:
@@ -301,8 +323,12 @@ class HostExecutor:
         # A reader reaches EOF once every writer of the pipe has exited; the supervisor makes
         # sure none outlives the rank, so this is short.
         deadline = time.monotonic() + 5
-        for process in self.processes if processes is None else processes:
+        for process in self._watched() if processes is None else processes:
             process.reader_done.wait(max(0.0, deadline - time.monotonic()))
+
+    def _watched(self) -> list[StartedProcess]:
+        """The processes whose ends are the run's (all but the store, which outlives them)."""
+        return [process for process in self.processes if not process.store]
 
     def close_logs(self) -> None:
         for process in self.processes:
@@ -319,8 +345,14 @@ class HostExecutor:
         while True:
             time.sleep(FLUSH_SECONDS)
             self.flush()
+            if self.store is not None and self.store.exit_code is None and self.store.process.poll() is not None:
+                # The ranks cannot meet without it: a failure, not a wait until their timeout.
+                self.store.exit_code = self.store.process.returncode
+                self._wait_readers([self.store])
+                self.flush()
+                return self.store
             running = False
-            for started in self.processes:
+            for started in self._watched():
                 if started.exit_code is None:
                     code = started.process.poll()
                     if code is None:
@@ -349,6 +381,14 @@ class HostExecutor:
     def failure(self, failed: StartedProcess, cause: str = "") -> Failure:
         """Which rank `failed` stands for (mpirun and a per-node launcher name it), recorded as failed;
         `cause` (": …") says why, where the node knows (its memory limit)."""
+        code = f"{failed.exit_code}{signal_named(failed.exit_code)}{cause}"
+        if failed.store:
+            return Failure(
+                rank=None,
+                exit_code=failed.exit_code,
+                reason=f"The run's rendezvous store (node {self.node_name}) exited with code {code}.",
+                traceback=last_traceback(list(self.tails.get(failed.stream, []))),
+            )
         rank, where = failed.rank, f"node {self.node_name}"
         if failed.mpi:
             rank, where = mpi_failed_rank(self.tails), "reported by mpirun"
@@ -364,7 +404,7 @@ class HostExecutor:
         return Failure(
             rank=rank,
             exit_code=failed.exit_code,
-            reason=f"Rank {rank} ({where}) exited with code {failed.exit_code}{signal_named(failed.exit_code)}{cause}.",
+            reason=f"Rank {rank} ({where}) exited with code {code}.",
             traceback=last_traceback(list(self.tails.get(rank_stream(rank), []))),
         )
 
@@ -390,6 +430,8 @@ class HostExecutor:
 
     def _record_stopped(self, started: StartedProcess) -> None:
         """The recorded processes a stopped process stands for: itself, or a launcher's ranks."""
+        if started.store:
+            return
         if started.launcher:
             services.running_processes_ended(
                 self.run_pk, ProcessState.STOPPED, node_rank=self.node_rank, exit_code=started.exit_code

@@ -10,6 +10,7 @@ forking the ranks itself), and *MPI* (`mpirun` on the lead host; Open MPI's daem
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import sys
@@ -28,6 +29,26 @@ MPI_RANK_DIR = "TRAINHUB_MPI_RANK_DIR"
 MPI_AGENT = Path(__file__).with_name("mpi_agent.py")
 # The variables a rank gets of its own; the rest of its environment is its host's.
 RANK_VARIABLES = ("RANK", "LOCAL_RANK", "AZ_BATCHAI_TASK_INDEX", "TRAINHUB_RANK")
+# As under torchrun's agent: every rank connects to a rendezvous store that is up before it starts
+# (torch/distributed/rendezvous.py, _create_c10d_store) instead of rank 0 creating it on the way.
+AGENT_STORE_VARIABLES = {"TORCHELASTIC_USE_AGENT_STORE": "True", "TORCHELASTIC_RESTART_COUNT": "0"}
+STORE_STREAM = "rendezvous_store"
+STORE_READY = "TrainHub: the run's rendezvous store is up"
+# The store of a per-process launch: torch's TCPStore served by the run's own Python, in the run's
+# box on the lead host, as the run's user (it holds what the ranks send). Without torch it exits 3.
+STORE_PROGRAM = f"""
+import os, signal, sys
+from datetime import timedelta
+try:
+    from torch.distributed import TCPStore
+except ImportError:
+    sys.exit(3)
+store = TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), int(os.environ["WORLD_SIZE"]),
+                 True, timedelta(minutes=30), wait_for_workers=False)
+print("{STORE_READY} on port", os.environ["MASTER_PORT"], "as uid", os.getuid(), flush=True)
+while True:
+    signal.pause()
+"""
 
 
 def expand_variables(value: str, env: Mapping[str, str]) -> str:
@@ -97,6 +118,12 @@ class RunLaunch:
         return launch_mode(self.command, self.distributed)
 
     @property
+    def uses_agent_store(self) -> bool:
+        """A DDP launch of several ranks that TrainHub starts itself (torchrun has its own store)."""
+        world = self.node_count * self.process_count_per_node
+        return self.mode is LaunchMode.PER_PROCESS and self.distributed.get("type") == "pytorch" and world > 1
+
+    @property
     def processes_started_per_node(self) -> int:
         """What TrainHub starts on each host: a per-node launcher forks the ranks itself."""
         return 1 if self.mode is LaunchMode.PER_NODE else self.process_count_per_node
@@ -124,6 +151,8 @@ class Host:
     pass_env: tuple[str, ...] = ()
     # The folder of the in-run SDK, first on the ranks' PYTHONPATH.
     sdk_folder: Path = Path("/")
+    # Whether the environment holds torch (its ranks can meet at a store it serves).
+    torch: bool = True
 
 
 @dataclass(frozen=True)
@@ -179,6 +208,8 @@ class HostPlan:
     cwd: Path
     processes: list[Process]
     mpi: MpiPlan | None = None
+    # Started on the lead host before the ranks, and stopped once the run is over there.
+    store: Process | None = None
 
     @property
     def leader(self) -> bool:
@@ -254,11 +285,12 @@ def plan_host(run: RunLaunch, host: Host, rendezvous: Rendezvous, access: RunAcc
             mpi=_mpi_plan(run, env),
         )
     per_node = run.processes_started_per_node
+    agent_store = run.uses_agent_store and host.torch
     processes = []
     for local_rank in range(per_node):
         rank = host.node_rank * per_node + local_rank
         own = dict(zip(RANK_VARIABLES, (str(rank), str(local_rank), str(rank), str(rank)), strict=True))
-        rank_env = dict(env, **own)
+        rank_env = dict(env, **own, **(AGENT_STORE_VARIABLES if agent_store else {}))
         argv = [expand_variables(part, rank_env) for part in run.argv]
         if argv and argv[0] in ("python", "python3"):
             argv[0] = str(host.python)
@@ -276,7 +308,28 @@ def plan_host(run: RunLaunch, host: Host, rendezvous: Rendezvous, access: RunAcc
                 launcher=launcher,
             )
         )
-    return HostPlan(host.node_rank, mode, env, node_variables, host.workdir, processes)
+    store = None
+    if agent_store and host.node_rank == 0:
+        store = Process(
+            rank=-1,
+            local_rank=0,
+            stream=STORE_STREAM,
+            argv=[str(host.python), "-c", STORE_PROGRAM],
+            env=env,
+            cwd=host.workdir,
+            node_variables=node_variables,
+        )
+    return HostPlan(host.node_rank, mode, env, node_variables, host.workdir, processes, store=store)
+
+
+def without_agent_store(plan: HostPlan) -> HostPlan:
+    """The plan of a host whose store did not come up: rank 0 serves the store itself, as the ranks
+    of other hosts expect either way (they only connect to it)."""
+    processes = [
+        dataclasses.replace(p, env={k: v for k, v in p.env.items() if k not in AGENT_STORE_VARIABLES})
+        for p in plan.processes
+    ]
+    return dataclasses.replace(plan, processes=processes, store=None)
 
 
 def plan_run(run: RunLaunch, hosts: list[Host], rendezvous: Rendezvous, access: RunAccess) -> list[HostPlan]:

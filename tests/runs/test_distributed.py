@@ -7,7 +7,9 @@ import json
 
 import pytest
 
+from runs.launch_plan import STORE_READY, STORE_STREAM
 from runs.models import Run, RunProcess, RunStatus
+from runs.sandbox import box_uid
 from tests.helpers.processes import NodeProcess, pid_alive, wait_until
 from tests.runs.conftest import PROJECTS, script_config
 from trainhub.compute.models import Node
@@ -63,6 +65,9 @@ def test_per_process_launch_two_nodes_by_two(ws, two_nodes, tmp_path):
     assert {f"logs/std_log_process_{r}.txt" for r in range(4)} <= names
     run.download_file("outputs/result.json", str(tmp_path / "result.json"))
     assert json.loads((tmp_path / "result.json").read_text()) == {"world_size": 4, "sum": 10.0}
+    # The ranks met at a store that node 0 started before them, in the run's box as the run's user.
+    [ready] = [line for line in stream_text(run, STORE_STREAM).splitlines() if line.startswith(STORE_READY)]
+    assert ready.endswith(f" as uid {box_uid('run', Run.objects.get(run_id=run.id).pk)}"), ready
 
 
 @pytest.mark.parametrize(

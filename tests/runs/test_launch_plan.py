@@ -7,6 +7,7 @@ from pathlib import Path
 
 from runs.launch_plan import (
     MPI_AGENT,
+    STORE_PROGRAM,
     Host,
     LaunchMode,
     Rendezvous,
@@ -17,6 +18,7 @@ from runs.launch_plan import (
     mpirun_argv,
     mpirun_environment,
     plan_run,
+    without_agent_store,
 )
 from runs.models import Experiment, Run
 from runs.output_routing import (
@@ -97,6 +99,7 @@ def test_a_single_process_script_runs_once_with_the_environments_python():
     assert (env["MLFLOW_RUN_ID"], env["MLFLOW_EXPERIMENT_ID"]) == ("mnist_1_abcd", "7")
     assert env["PYTHONUNBUFFERED"] == env["PYTHONFAULTHANDLER"] == "1"
     assert "OMP_NUM_THREADS" not in env and "TRAINHUB_WHOLE_LINES" not in env
+    assert plan.store is None and "TORCHELASTIC_USE_AGENT_STORE" not in env
 
 
 def test_a_per_process_launch_gives_each_rank_its_numbers_on_two_hosts_by_two():
@@ -114,6 +117,25 @@ def test_a_per_process_launch_gives_each_rank_its_numbers_on_two_hosts_by_two():
             # Two ranks share the host's cores: one thread each, as torchrun sets.
             assert env["OMP_NUM_THREADS"] == "1"
             assert process.cwd == Path(f"/work/node-{plan.node_rank}/mnist_1_abcd")
+            # They connect to the store the lead host started before them, as under torchrun's agent.
+            assert env["TORCHELASTIC_USE_AGENT_STORE"] == "True" and env["TORCHELASTIC_RESTART_COUNT"] == "0"
+
+
+def test_the_lead_host_of_a_per_process_launch_serves_the_rendezvous_store_first():
+    first, second = plans(submitted(distributed=PyTorchConfiguration(process_count=4, node_count=2)))
+    assert second.store is None
+    store = first.store
+    assert store.argv == [str(PYTHON), "-c", STORE_PROGRAM] and store.stream == "rendezvous_store"
+    assert store.env["MASTER_PORT"] == "6105" and store.env["WORLD_SIZE"] == "4" and "RANK" not in store.env
+    assert store.cwd == first.cwd
+    # An environment without torch has no store; where it cannot run (a container launch), rank 0
+    # serves the store itself: its host's ranks lose the agent's variables.
+    config = PyTorchConfiguration(process_count=2, node_count=1)
+    [plain] = plans(submitted(distributed=config), torch=False)
+    assert plain.store is None and not any("TORCHELASTIC_USE_AGENT_STORE" in p.env for p in plain.processes)
+    alone = without_agent_store(first)
+    assert alone.store is None and ranks_of(alone) == ranks_of(first)
+    assert not any("TORCHELASTIC_USE_AGENT_STORE" in p.env for p in alone.processes)
 
 
 def test_the_older_editions_arguments_are_expanded_per_rank():
@@ -146,6 +168,7 @@ def test_torchrun_runs_once_per_host_with_its_node_rank_expanded():
         # Its ranks share its pipe: each line comes tagged with its rank (trainhub/sdk/_whole_lines.py).
         assert launcher.env["TRAINHUB_WHOLE_LINES"] == "1"
         assert launcher.env["WORLD_SIZE"] == "2" and "OMP_NUM_THREADS" not in launcher.env
+        assert plan.store is None and "TORCHELASTIC_USE_AGENT_STORE" not in launcher.env
 
 
 def test_torch_distributed_launch_runs_with_the_environments_python():
@@ -170,7 +193,7 @@ def test_mpi_starts_every_rank_from_mpirun_on_the_lead_host():
     run = submitted(script="mpi_allreduce.py", distributed=MpiConfiguration(node_count=2, process_count_per_node=2))
     lead, other = plans(run)
     assert lead.mode is other.mode is LaunchMode.MPI
-    assert lead.processes == other.processes == []
+    assert lead.processes == other.processes == [] and lead.store is None
     assert lead.mpi.total == 4 and lead.mpi.hosts == "localhost:2,trainhub-node-1:2"
     assert lead.mpi.ranks == [(0, 0, 0), (1, 0, 1), (2, 1, 0), (3, 1, 1)]
     assert lead.mpi.app == ["python", "mpi_allreduce.py"]  # each rank's PATH finds the environment's
