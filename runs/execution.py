@@ -154,7 +154,7 @@ class NodeExecution:
         if self.stop_event.is_set():
             return "node stopped"
         value = self.redis.get(services.abort_key(self.run.pk))
-        return value.decode() if value else None
+        return value.decode() if isinstance(value, bytes) else value
 
     def check_abort(self) -> None:
         reason = self.aborted()

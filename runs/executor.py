@@ -250,9 +250,9 @@ class HostExecutor:
                 continue
             message = json.loads(request[1])
             if message.get("kill"):
-                daemon = daemons.get(message["id"])
-                if daemon is not None and daemon.process.poll() is None:
-                    os.kill(daemon.process.pid, signal.SIGTERM)
+                target = daemons.get(message["id"])
+                if target is not None and target.process.poll() is None:
+                    os.kill(target.process.pid, signal.SIGTERM)
                 continue
             stream = f"mpi_daemon_node_{self.node_rank}"
             command = ["bash", "-c", message["command"]]

@@ -7,6 +7,7 @@ import os
 import signal
 import threading
 import time
+from types import FrameType
 
 from django.db import close_old_connections, connection
 from rq import SimpleWorker
@@ -30,7 +31,7 @@ def current_stop_event() -> threading.Event:
 
 
 class NodeWorker(SimpleWorker):
-    def request_stop(self, signum, frame):  # type: ignore[override]
+    def request_stop(self, signum: int, frame: FrameType | None) -> None:
         if self.get_state() == WorkerStatus.BUSY:
             _stop_event.set()
         super().request_stop(signum, frame)

@@ -50,7 +50,7 @@ def dispatch_cluster(cluster_pk: int) -> list[int]:
     cluster = ComputeCluster.objects.filter(pk=cluster_pk).first()
     if cluster is not None and cluster.is_slurm:
         return submit_queued_runs(cluster)
-    started = []
+    started: list[int] = []
     while True:
         placed = _place_head_run(cluster_pk)
         if placed is None:
