@@ -57,6 +57,7 @@ from runs.sandbox import (
 )
 from runs.scheduling import dispatch_cluster
 from runs.tokens import run_token
+from trainhub import redis_keys
 from trainhub.compute.models import Node
 from trainhub.compute.services import node_set_idle
 from trainhub.environments.builders import BuildError, sdk_path
@@ -408,7 +409,7 @@ class NodeExecution:
             if self.cgroup is not None and self.cgroup.out_of_memory():
                 cause = ": " + OUT_OF_MEMORY.format(memory_gb=f"{self.run.limits.get('memory_gb'):g}")
             failure = self.executor.failure(failed, cause=cause)
-            if cause:
+            if cause and failure.rank is not None:
                 self.say(f"Rank {failure.rank} was stopped{cause}.")
             services.fail_run(
                 self.run.pk,
@@ -436,7 +437,7 @@ class NodeExecution:
         wakes this one through Redis (services.placement_done), and a wait that Redis never ends
         (its data lost) reads the database again every PEERS_RECHECK_SECONDS."""
         deadline = time.monotonic() + PEERS_TIMEOUT_SECONDS
-        key = services.peers_done_key(self.run.pk)
+        key = redis_keys.run_peers_done(self.run.pk)
         while RunNode.objects.filter(run=self.run).exclude(node_rank=0).exclude(state=PlacementState.DONE).exists():
             self.check_abort()
             if time.monotonic() > deadline:

@@ -45,7 +45,7 @@ from runs.models import (
     Snapshot,
 )
 from runs.parameters import parameters_of
-from trainhub import live, uploads
+from trainhub import live, redis_keys, uploads
 from trainhub.compute import catalog
 from trainhub.compute.models import LIVE_NODE_STATES, ComputeCluster, Node, Provisioner
 from trainhub.environments.selectors import EnvironmentChoice
@@ -555,21 +555,17 @@ def rendezvous_key(run_pk: int) -> str:
     return f"trainhub:run:{run_pk}:rendezvous"
 
 
-def peers_done_key(run_pk: int) -> str:
-    """A list the run's nodes push their node rank onto as they finish: the lead node wakes on it."""
-    return f"trainhub:run:{run_pk}:peers-done"
-
-
 def clear_dispatch_keys(run_pk: int) -> None:
     """What a placement of the run starts without: an earlier abort, rendezvous and node ends. Never
     its log counter: lines may be stored already (the submit's own), and a counter deleted between
     another writer's increment and its insert would hand out those numbers twice."""
-    get_redis().delete(abort_key(run_pk), rendezvous_key(run_pk), peers_done_key(run_pk))
+    get_redis().delete(abort_key(run_pk), rendezvous_key(run_pk), redis_keys.run_peers_done(run_pk))
 
 
 def clear_run_keys(run_pk: int) -> None:
     """Every Redis key of a run id, for a run made anew (a database reset hands out ids again)."""
-    get_redis().delete(abort_key(run_pk), rendezvous_key(run_pk), peers_done_key(run_pk), log_counter_key(run_pk))
+    peers = redis_keys.run_peers_done(run_pk)
+    get_redis().delete(abort_key(run_pk), rendezvous_key(run_pk), peers, log_counter_key(run_pk))
 
 
 def log_append(run_pk: int, stream: str, lines: list[str]) -> LogChunk | None:
@@ -666,8 +662,8 @@ def placement_done(run_pk: int, node_rank: int) -> None:
         state=PlacementState.DONE, finished_at=timezone.now()
     )
     pipe = get_redis().pipeline(transaction=False)
-    pipe.rpush(peers_done_key(run_pk), node_rank)
-    pipe.expire(peers_done_key(run_pk), 3600)
+    pipe.rpush(redis_keys.run_peers_done(run_pk), node_rank)
+    pipe.expire(redis_keys.run_peers_done(run_pk), 3600)
     pipe.execute()
 
 

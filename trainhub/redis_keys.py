@@ -37,3 +37,9 @@ def endpoint_routes_channel() -> str:
 def endpoint_stats(endpoint_pk: int) -> str:
     """The endpoint's request count and total latency (a hash)."""
     return f"{PREFIX}endpoint:{endpoint_pk}:stats"
+
+
+def run_peers_done(run_pk: int) -> str:
+    """A list each node of the run pushes its node rank onto as it finishes: the lead node blocks
+    on it rather than reading the database in a loop (runs/services.py, placement_done)."""
+    return f"{PREFIX}run:{run_pk}:peers-done"
