@@ -31,7 +31,7 @@ def box_start_cost() -> None:
     the uid drop, the variables set after it) against the supervisor starting it unboxed."""
     from django.conf import settings
 
-    from runs.sandbox import SYSTEM_PATH, Box, box_uid, python_folders, start_unboxed
+    from trainhub.sandbox import SYSTEM_PATH, Box, box_uid, python_folders, start_unboxed
     from trainhub.workspaces.selectors import RUN_TOKEN_PREFIX
 
     root = Path(settings.TRAINHUB_NODE_WORK_DIR)

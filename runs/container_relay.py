@@ -26,7 +26,7 @@ from typing import Any
 from runs.container_agent import EXIT, FORWARDED_PREFIXES, OUTPUT, frame
 from runs.containers import CONTAINER_RANK_ARGV, SPEC_VARIABLE
 from runs.run_socket import RunSocket
-from runs.sandbox import IDENTIFIER, start_unboxed
+from trainhub.sandbox import IDENTIFIER, start_unboxed
 
 logger = logging.getLogger(__name__)
 

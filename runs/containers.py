@@ -13,7 +13,7 @@ rank's Open MPI variables.
 Containers share the node's network (rendezvous addresses and ports are the node's), see the
 run's working folder (writable) and the run's own staged inputs (read-only) at the same paths as on
 the node, and nothing else of it; each has its own IPC namespace and /dev/shm, runs as the run's
-unprivileged uid (runs/sandbox.py: box_uid; the node's own where it is not root) with no capability
+unprivileged uid (trainhub/sandbox.py: box_uid; the node's own where it is not root) with no capability
 and no new privileges, and carries the labels LABEL_RUN and LABEL_NODE: the node removes
 its run's containers when the run ends, its own when it stops, and the controller those of nodes
 that are gone (a node killed outright).
@@ -236,7 +236,7 @@ def launcher_for(run: Run, node: Node, workdir: Path, built: MaterialisedEnviron
     see with_inputs), the node's own processes otherwise."""
     if built.image is None:
         return ProcessLauncher()
-    from runs.sandbox import box_uid, node_is_root
+    from trainhub.sandbox import box_uid, node_is_root
 
     uid = box_uid("run", run.pk) if node_is_root() else os.getuid()
     gid = uid if node_is_root() else os.getgid()

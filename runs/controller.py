@@ -37,8 +37,6 @@ DISPATCH_EVERY = 2.0
 PROVISION_EVERY = 1.0
 # squeue once a second at most, and only while a Slurm job's run is active.
 SLURM_WATCH_EVERY = 1.0
-# A managed node that has not registered this long after its start is considered failed.
-NODE_START_GRACE = timedelta(seconds=60)
 
 
 def reap_lost_nodes() -> list[int]:

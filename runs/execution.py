@@ -46,15 +46,6 @@ from runs.launch_plan import (
 )
 from runs.limits import ENFORCED, NOT_ENFORCED, OUT_OF_MEMORY, LimitsUnavailable, RunCgroup, describe, make_run_cgroup
 from runs.models import PlacementState, ProcessState, Run, RunNode, RunStatus
-from runs.sandbox import (
-    Box,
-    SandboxUnavailable,
-    box_uid,
-    chown_tree,
-    node_is_root,
-    python_folders,
-    run_box,
-)
 from runs.scheduling import dispatch_cluster
 from runs.tokens import run_token
 from trainhub import redis_keys
@@ -63,6 +54,15 @@ from trainhub.compute.services import node_set_idle
 from trainhub.environments.builders import BuildError, sdk_path
 from trainhub.environments.services import materialise_recorded
 from trainhub.redis_conn import get_redis
+from trainhub.sandbox import (
+    Box,
+    SandboxUnavailable,
+    box_uid,
+    chown_tree,
+    node_is_root,
+    python_folders,
+    run_box,
+)
 from trainhub.workspaces.models import Role
 from trainhub.workspaces.permissions import Access
 
@@ -103,7 +103,7 @@ def reserve_master_port(redis: Any, address: str, run_pk: int) -> int:
     preferred = DEFAULT_MASTER_PORT
     for _ in range(20):
         port = free_port(preferred)
-        if redis.set(f"trainhub:master-port:{address}:{port}", run_pk, nx=True, ex=MASTER_PORT_HOLD_SECONDS):
+        if redis.set(redis_keys.master_port(address, port), run_pk, nx=True, ex=MASTER_PORT_HOLD_SECONDS):
             return port
         preferred = 0
     raise OSError(f"no free port on {address}")
@@ -154,7 +154,7 @@ class NodeExecution:
     def aborted(self) -> str | None:
         if self.stop_event.is_set():
             return "node stopped"
-        value = self.redis.get(services.abort_key(self.run.pk))
+        value = self.redis.get(redis_keys.run_abort(self.run.pk))
         return value.decode() if isinstance(value, bytes) else value
 
     def check_abort(self) -> None:
@@ -330,7 +330,7 @@ class NodeExecution:
         self.say(ENFORCED.format(node=self.node.name, limits=describe(limits), version=self.cgroup.version))
 
     def rendezvous(self) -> Rendezvous:
-        key = services.rendezvous_key(self.run.pk)
+        key = redis_keys.run_rendezvous(self.run.pk)
         if self.leader:
             port = reserve_master_port(self.redis, self.node.address, self.run.pk)
             self.redis.set(key, json.dumps({"addr": self.node.address, "port": str(port)}), ex=7 * 86400)

@@ -33,7 +33,7 @@ from runs.launch_plan import (
 )
 from runs.models import ProcessState
 from runs.mpi_agent import SOCKET_VARIABLE as MPI_AGENT_SOCKET
-from runs.mpi_relay import MpiRelay, request_key, result_key
+from runs.mpi_relay import MpiRelay
 from runs.output_routing import (
     RANK_STREAM,
     last_traceback,
@@ -44,7 +44,8 @@ from runs.output_routing import (
     signal_named,
     split_mpi_output,
 )
-from runs.sandbox import Box, start_unboxed
+from trainhub import redis_keys
+from trainhub.sandbox import Box, start_unboxed
 from trainhub.sdk._whole_lines import ANNOUNCE, split_tagged
 
 FLUSH_SECONDS = 0.05
@@ -229,7 +230,7 @@ class HostExecutor:
 
     def _serve_mpi(self, plan: HostPlan, tick: Callable[[], None]) -> None:
         """On the other hosts: start what mpirun's agent asks for (Open MPI's daemon)."""
-        key = request_key(self.run_pk, self.node_rank)
+        key = redis_keys.run_mpi_requests(self.run_pk, self.node_rank)
         daemon_env = dict(plan.env, **self._mpi_app(plan)[1])
         deadline = time.monotonic() + MPI_DAEMON_TIMEOUT_SECONDS
         daemons: dict[str, StartedProcess] = {}
@@ -242,8 +243,8 @@ class HostExecutor:
                 finished = [i for i, d in daemons.items() if d.process.poll() is not None]
                 for request_id in finished:
                     daemon = daemons.pop(request_id)
-                    self.redis.rpush(result_key(self.run_pk, request_id), daemon.process.returncode)
-                    self.redis.expire(result_key(self.run_pk, request_id), 3600)
+                    self.redis.rpush(redis_keys.run_mpi_result(self.run_pk, request_id), daemon.process.returncode)
+                    self.redis.expire(redis_keys.run_mpi_result(self.run_pk, request_id), 3600)
                 self.flush()
                 if finished and not daemons:
                     return

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from runs.mpi_agent import HOST_PREFIX as MPI_HOST_PREFIX
-from runs.sandbox import SYSTEM_PATH
+from trainhub.sandbox import SYSTEM_PATH
 
 VARIABLE = re.compile(r"\$(?:\{(\w+)\}|(\w+))")
 # Set by each host for the MPI ranks it hosts (mpirun's and Open MPI's daemon's children inherit it).

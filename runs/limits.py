@@ -1,6 +1,6 @@
 """A run's CPU and memory limits on a node (`Run.limits`: {"cpu_cores": 0.5, "memory_gb": 1}), held by a
 cgroup of its own that every process of its box joins (the supervisor joins it before it starts the
-box, runs/supervisor.py), so nothing the run forks escapes it.
+box, trainhub/supervisor.py), so nothing the run forks escapes it.
 
 cgroup v1 (a `memory` and a `cpu` hierarchy) and v2 (the unified hierarchy, with the memory and cpu
 controllers given to the node's cgroup) are both used; the run's cgroup is made inside the node's

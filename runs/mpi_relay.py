@@ -17,19 +17,12 @@ import redis
 
 from runs.mpi_agent import FAILED
 from runs.run_socket import RunSocket
+from trainhub import redis_keys
 
 logger = logging.getLogger(__name__)
 
 SOCKET_NAME = ".trainhub-mpi.sock"
 MAX_REQUEST_BYTES = 64 * 1024
-
-
-def request_key(run_pk: int, node_rank: int) -> str:
-    return f"trainhub:run:{run_pk}:mpi:{node_rank}"
-
-
-def result_key(run_pk: int, request_id: str) -> str:
-    return f"trainhub:run:{run_pk}:mpi:result:{request_id}"
 
 
 class MpiRelay:
@@ -56,11 +49,11 @@ class MpiRelay:
                 self._answer(connection, FAILED)
                 return
             request_id = uuid.uuid4().hex
-            queue = request_key(self.run_pk, node_rank)
+            queue = redis_keys.run_mpi_requests(self.run_pk, node_rank)
             self.redis.rpush(queue, json.dumps({"id": request_id, "command": command}))
             while not self.closed.is_set():
                 # Well under redis-py's 5 s socket timeout: a 5 s BLPOP raced it and failed long MPI runs.
-                answer = self.redis.blpop([result_key(self.run_pk, request_id)], timeout=1)
+                answer = self.redis.blpop([redis_keys.run_mpi_result(self.run_pk, request_id)], timeout=1)
                 if answer is not None:
                     self._answer(connection, int(answer[1]))
                     return

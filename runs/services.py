@@ -154,7 +154,7 @@ def run_transition(
 def _after_final(run: Run) -> None:
     # Every node of the run stops its ranks when this key appears (cancel, failure, node lost);
     # each node's job then returns its node to idle.
-    get_redis().set(abort_key(run.pk), run.status, ex=3600)
+    get_redis().set(redis_keys.run_abort(run.pk), run.status, ex=3600)
     if run.parent_id is not None:
         # A sweep's child ended: the sweep starts its next child at once (the controller's tick
         # catches up on any end this process did not live to hand over).
@@ -168,10 +168,6 @@ def _after_final(run: Run) -> None:
             replica_run_ended(run)
         except Exception:  # the run's end is recorded whatever its endpoint's bookkeeping does
             logger.exception("run %s: replacing its endpoint replica failed", run.run_id)
-
-
-def abort_key(run_pk: int) -> str:
-    return f"trainhub:run:{run_pk}:abort"
 
 
 def fail_run(run_pk: int, reason: str, **extra: Any) -> Run | None:
@@ -535,7 +531,7 @@ def run_stop(run: Run, *, reason: str) -> Run:
     if run.status == RunStatus.QUEUED and run.dispatched_at is None:
         run_transition(run.pk, RunStatus.CANCELED, reason=reason or "Canceled before it started.")
     else:
-        get_redis().set(abort_key(run.pk), RunStatus.CANCELED, ex=3600)
+        get_redis().set(redis_keys.run_abort(run.pk), RunStatus.CANCELED, ex=3600)
         if run.cluster.is_slurm:
             from runs import slurm
 
@@ -547,25 +543,21 @@ def run_stop(run: Run, *, reason: str) -> Run:
 # ---------------------------------------------------------------- logs
 
 
-def log_counter_key(run_pk: int) -> str:
-    return f"trainhub:run:{run_pk}:logseq"
-
-
-def rendezvous_key(run_pk: int) -> str:
-    return f"trainhub:run:{run_pk}:rendezvous"
-
-
 def clear_dispatch_keys(run_pk: int) -> None:
     """What a placement of the run starts without: an earlier abort, rendezvous and node ends. Never
     its log counter: lines may be stored already (the submit's own), and a counter deleted between
     another writer's increment and its insert would hand out those numbers twice."""
-    get_redis().delete(abort_key(run_pk), rendezvous_key(run_pk), redis_keys.run_peers_done(run_pk))
+    get_redis().delete(
+        redis_keys.run_abort(run_pk), redis_keys.run_rendezvous(run_pk), redis_keys.run_peers_done(run_pk)
+    )
 
 
 def clear_run_keys(run_pk: int) -> None:
     """Every Redis key of a run id, for a run made anew (a database reset hands out ids again)."""
     peers = redis_keys.run_peers_done(run_pk)
-    get_redis().delete(abort_key(run_pk), rendezvous_key(run_pk), peers, log_counter_key(run_pk))
+    get_redis().delete(
+        redis_keys.run_abort(run_pk), redis_keys.run_rendezvous(run_pk), peers, redis_keys.run_log_sequence(run_pk)
+    )
 
 
 def log_append(run_pk: int, stream: str, lines: list[str]) -> LogChunk | None:
@@ -574,7 +566,7 @@ def log_append(run_pk: int, stream: str, lines: list[str]) -> LogChunk | None:
         return None
     lines = [line if len(line) <= LOG_LINE_LIMIT else line[:LOG_LINE_LIMIT] + " …[cut]" for line in lines]
     redis = get_redis()
-    key = log_counter_key(run_pk)
+    key = redis_keys.run_log_sequence(run_pk)
     if not redis.exists(key):
         # The counter lives in Redis; after a Redis restart it continues from what is stored.
         stored = LogChunk.objects.filter(run_id=run_pk).aggregate(top=Max(F("first_seq") + F("line_count") - 1))
@@ -630,10 +622,6 @@ def lost_node_runs(node_ids: Iterable[int]) -> list[int]:
     for run_pk in sorted(run_ids):
         fail_run(run_pk, NODE_LOST)
     return sorted(run_ids)
-
-
-def workspace_of(run: Run) -> Workspace:
-    return run.workspace
 
 
 # ---------------------------------------------------------------- placements and processes

@@ -8,7 +8,7 @@ import os
 import time
 from dataclasses import dataclass, field
 
-from runs.supervisor import descendants
+from trainhub.supervisor import descendants
 
 CPU = "system/cpu_percent"
 MEMORY = "system/memory_mb"

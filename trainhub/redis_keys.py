@@ -43,3 +43,33 @@ def run_peers_done(run_pk: int) -> str:
     """A list each node of the run pushes its node rank onto as it finishes: the lead node blocks
     on it rather than reading the database in a loop (runs/services.py, placement_done)."""
     return f"{PREFIX}run:{run_pk}:peers-done"
+
+
+def run_abort(run_pk: int) -> str:
+    """Set to the run's final status when it is canceled or fails: every node of it stops its ranks."""
+    return f"{PREFIX}run:{run_pk}:abort"
+
+
+def run_log_sequence(run_pk: int) -> str:
+    """The last sequence number given to a line of the run's log."""
+    return f"{PREFIX}run:{run_pk}:logseq"
+
+
+def run_rendezvous(run_pk: int) -> str:
+    """The lead node's address and port, which the run's other nodes wait for."""
+    return f"{PREFIX}run:{run_pk}:rendezvous"
+
+
+def run_mpi_requests(run_pk: int, node_rank: int) -> str:
+    """The list of mpirun's launch requests for one node of an MPI run (runs/mpi_relay.py)."""
+    return f"{PREFIX}run:{run_pk}:mpi:{node_rank}"
+
+
+def run_mpi_result(run_pk: int, request_id: str) -> str:
+    """The exit code of one launch request of an MPI run."""
+    return f"{PREFIX}run:{run_pk}:mpi:result:{request_id}"
+
+
+def master_port(address: str, port: int) -> str:
+    """Held by the run that took this rendezvous port on this address, so no other run takes it."""
+    return f"{PREFIX}master-port:{address}:{port}"

@@ -190,7 +190,7 @@ TRAINHUB_NODE_WORK_DIR = envstr("TRAINHUB_NODE_WORK_DIR", str(DATA_DIR / "node-w
 TRAINHUB_NODE_ADDRESS = envstr("TRAINHUB_NODE_ADDRESS", "")
 # Whether a node runs Docker environments: "auto" (when a Docker engine answers as it starts), true, false.
 TRAINHUB_NODE_DOCKER = envstr("TRAINHUB_NODE_DOCKER", "auto")
-# Whether a node runs member code in its box (runs/sandbox.py): "auto" and true (a node where the
+# Whether a node runs member code in its box (trainhub/sandbox.py): "auto" and true (a node where the
 # box does not work refuses to start), false (runs unboxed, said loudly in the node's and runs' logs).
 TRAINHUB_NODE_SANDBOX = envstr("TRAINHUB_NODE_SANDBOX", "auto")
 # Whether the controller keeps one standby node process per local cluster already started (Django
@@ -200,7 +200,7 @@ TRAINHUB_LOCAL_STANDBY = envbool("TRAINHUB_LOCAL_STANDBY", "True")
 # How often a node samples each rank's CPU and memory into the run's system/ metrics (0: never).
 TRAINHUB_SYSTEM_METRICS_SECONDS = envint("TRAINHUB_SYSTEM_METRICS_SECONDS", 5)
 # The first uid of the boxes' unprivileged users (a node running as root); each run, build and export
-# gets its own above it (runs/sandbox.py: box_uid).
+# gets its own above it (trainhub/sandbox.py: box_uid).
 TRAINHUB_RUN_UID_BASE = envint("TRAINHUB_RUN_UID_BASE", 200_000)
 # The node's own variables a run gets (names; NAME* for a prefix): nothing else of the node's reaches it.
 TRAINHUB_NODE_PASS_ENV = [

@@ -13,7 +13,6 @@ from runs.container_agent import SOCKET_VARIABLE
 from runs.container_relay import SOCKET_NAME
 from runs.containers import CONTAINER_AGENT_ARGV, launch_problem, launcher_for
 from runs.models import Run
-from runs.sandbox import box_uid
 from tests.docker.conftest import (
     PROJECTS,
     docker_environment,
@@ -30,6 +29,7 @@ from tests.runs.test_distributed import assert_mpi_ranks_ran_on_their_nodes
 from trainhub.compute.models import Node
 from trainhub.environments.builders import MaterialisedEnvironment
 from trainhub.environments.docker_builder import DEFAULT_BASE_IMAGE, ENV_ROOT
+from trainhub.sandbox import box_uid
 
 pytestmark = pytest.mark.slow
 

@@ -15,10 +15,10 @@ from django.conf import settings
 from django.db import connection
 
 from runs.models import LogChunk, Run, RunProcess
-from runs.sandbox import box_uid
 from tests.conftest import issue_token
 from tests.helpers.processes import NodeProcess, run_folder, run_pids, wait_until
 from tests.runs.builders import make_cluster
+from trainhub.sandbox import box_uid
 from trainhub.sdk import Environment, Experiment, ScriptRunConfig, Workspace
 
 pytestmark = pytest.mark.slow

@@ -19,10 +19,10 @@ from django.db import connection
 from runs.container_agent import EXIT, FRAME_HEADER_BYTES, read_exactly
 from runs.container_relay import MAX_REQUEST_BYTES, REFUSED, REQUEST_SECONDS, SOCKET_NAME, ContainerRelay
 from runs.models import Run
-from runs.sandbox import box_uid
 from tests.docker.conftest import docker_engine, log_lines, run_containers, site_client, submit, ws  # noqa: F401
 from tests.docker.test_docker_launches import mpi_config, mpi_env, site  # noqa: F401
 from tests.helpers.processes import run_folder, wait_until
+from trainhub.sandbox import box_uid
 
 pytestmark = pytest.mark.slow
 

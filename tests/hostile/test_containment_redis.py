@@ -21,13 +21,13 @@ from django.views.debug import technical_500_response
 from rq import Queue, Worker
 
 from runs.models import LogChunk, Run, RunProcess
-from runs.sandbox import SANDBOXED
 from tests.helpers.ports import free_port
 from tests.helpers.processes import BASE_DIR, NodeProcess, process_env, wait_until
 from trainhub.compute.models import Node
 from trainhub.datadir import REDIS_PASSWORD_FILE
 from trainhub.ops.redis_server import redis_answers
 from trainhub.redis_conn import get_redis
+from trainhub.sandbox import SANDBOXED
 from trainhub.sdk import Environment, Experiment, ScriptRunConfig
 from trainhub.sdk.runconfig import MpiConfiguration
 from trainhub.workspaces.selectors import hash_token

@@ -15,7 +15,7 @@ from django.db import connection
 
 from registry.models import ModelFile
 from runs.models import LogChunk
-from runs.sandbox import SANDBOXED, node_sandbox_support, sandbox_problem
+from trainhub.sandbox import SANDBOXED, node_sandbox_support, sandbox_problem
 from trainhub.sdk import Environment, Experiment, Model, ScriptRunConfig
 
 PROJECT = Path(__file__).parent / "projects" / "snoop"

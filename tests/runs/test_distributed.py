@@ -9,10 +9,10 @@ import pytest
 
 from runs.launch_plan import STORE_READY, STORE_STREAM
 from runs.models import Run, RunProcess, RunStatus
-from runs.sandbox import box_uid
 from tests.helpers.processes import NodeProcess, pid_alive, wait_until
 from tests.runs.conftest import PROJECTS, script_config
 from trainhub.compute.models import Node
+from trainhub.sandbox import box_uid
 from trainhub.sdk import Environment, Experiment, ScriptRunConfig
 from trainhub.sdk.compute import ComputeTarget
 from trainhub.sdk.exceptions import RunFailedError, UserErrorException

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from runs.limits import PERIOD_US, LimitsUnavailable, make_run_cgroup
-from runs.sandbox import Box, box_uid, python_folders, sandbox_problem
 from tests.helpers.processes import wait_until
+from trainhub.sandbox import Box, box_uid, python_folders, sandbox_problem
 
 GROW = "import sys\nheld = bytearray(b'x') * int(sys.argv[1])\nprint('held', len(held), flush=True)\n"
 

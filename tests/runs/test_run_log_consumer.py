@@ -96,11 +96,12 @@ def test_a_placement_never_numbers_lines_twice(workspace):
     """The submit may number a line (use_gpu's warning) while the dispatcher places the run: a
     writer that took its number but has not stored its line yet must not see it handed out again."""
     from runs.models import LogChunk
-    from runs.services import clear_dispatch_keys, log_counter_key
+    from runs.services import clear_dispatch_keys
     from trainhub.redis_conn import get_redis
+    from trainhub.redis_keys import run_log_sequence
 
     run = make_run(workspace)
-    get_redis().incrby(log_counter_key(run.pk), 1)  # the submit's warning took number 1, not yet stored
+    get_redis().incrby(run_log_sequence(run.pk), 1)  # the submit's warning took number 1, not yet stored
     clear_dispatch_keys(run.pk)  # the run is placed meanwhile
     log_append(run.pk, "prepare_node_0", ["Preparing environment"])
     assert list(LogChunk.objects.filter(run=run).values_list("first_seq", flat=True)) == [2]

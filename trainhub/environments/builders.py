@@ -14,7 +14,7 @@ reason other than resolution, and the build log says so. Interpreters are never 
 Member code never runs outside a box. uv first installs with --no-build, as the node's user against
 the node's shared uv cache: installing wheels executes nothing of theirs, and this is the fast path
 (a warm cache hard-links every file). Only when a package must be built from source (an sdist's
-setup.py or PEP 517 backend is member code) does the install run again in a box (runs/sandbox.py):
+setup.py or PEP 517 backend is member code) does the install run again in a box (trainhub/sandbox.py):
 an unprivileged uid of its own, the site's data and the other environments out of sight, a
 throwaway uv cache of its own in the box's private /tmp (so a build backend cannot poison the shared
 cache that other workspaces' builds hard-link from), and only the installer's variables. pip, which
@@ -801,7 +801,7 @@ def _boxed(command: list[str], root: Path, digest: str, log: Callable[[str], Non
     from django.conf import settings
     from django.core.exceptions import ImproperlyConfigured
 
-    from runs.sandbox import Box, box_uid, node_sandbox_support, python_folders
+    from trainhub.sandbox import Box, box_uid, node_sandbox_support, python_folders
 
     try:
         enabled, note = node_sandbox_support(settings.TRAINHUB_NODE_SANDBOX)

@@ -12,12 +12,12 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import connection
 
 from runs.node_worker import run_node
-from runs.sandbox import node_sandbox_support
 from trainhub import redis_keys
 from trainhub.compute import services
 from trainhub.compute.models import ComputeCluster
 from trainhub.ops.redis_server import wait_for_redis
 from trainhub.redis_conn import get_redis
+from trainhub.sandbox import node_sandbox_support
 
 
 def default_address() -> str:

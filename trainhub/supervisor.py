@@ -1,12 +1,12 @@
 """Runs one rank's command and guarantees that no process of it outlives it (standard library only).
 
-The node starts `python -I -S runs/supervisor.py -- CMD...` (see runs/sandbox.py) with an empty
+The node starts `python -I -S trainhub/supervisor.py -- CMD...` (see trainhub/sandbox.py) with an empty
 environment, as the leader of a new process group: nothing of a run reaches it.
 The supervisor asks the kernel for SIGTERM when the node dies, adopts orphaned descendants
 (child subreaper), and on SIGTERM — or when the command ends — stops every descendant,
 including those that left the process group.
 
-With `--sandboxed`, CMD is a sandbox (bwrap, see runs/sandbox.py) that dies at once on SIGTERM
+With `--sandboxed`, CMD is a sandbox (bwrap, see trainhub/sandbox.py) that dies at once on SIGTERM
 and takes its processes down with SIGKILL: the SIGTERM goes to the processes inside it only, so
 they may end gracefully, and the sandbox itself is killed only once the grace period is over.
 With `--env-fd N` (no sandbox), CMD gets the environment read from file descriptor N (NUL-separated

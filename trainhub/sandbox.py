@@ -1,7 +1,7 @@
 """The box: where member code runs on a node (a run's ranks and launchers, environment builds,
 exports), unprivileged and out of sight of the site's data, other runs and the node's variables.
 
-A box is a bubblewrap (`bwrap`) sandbox, started under the rank supervisor (runs/supervisor.py):
+A box is a bubblewrap (`bwrap`) sandbox, started under the rank supervisor (trainhub/supervisor.py):
 
 - its own PID and IPC namespaces: it sees and signals none of the node's or other boxes' processes;
 - the machine's file system read-only, with the site's data folders (the secret key, the database,
