@@ -37,6 +37,7 @@ from trainhub.api import api
 from trainhub.asgi import application
 from trainhub.environments.selectors import EnvironmentChoice
 from trainhub.environments.services import environment_register
+from trainhub.live.sockets import REMOVED_CLOSE_CODE, SIGNED_OUT_CLOSE_CODE
 from trainhub.workspaces.models import ApiToken, Membership
 from trainhub.workspaces.services import token_revoke
 
@@ -451,23 +452,33 @@ def provoke(template: str, world: dict) -> str:
     return "a line after the removal"
 
 
-def remove_member(how: str, workspace, user, owner) -> None:
-    """Remove `user` from the workspace as an owner does on the members page, or as a superuser
-    does in the admin."""
+def remove_member(how: str, workspace, user, owner) -> int:
+    """Take `user` out of the workspace as an owner does on the members page, or as a superuser
+    does in the admin (the membership, or the whole user), or deactivate the user; the close code
+    the user's open sockets should then get."""
     membership = Membership.objects.get(workspace=workspace, user=user)
+    client = Client()
     if how == "members page":
-        client = Client()
         client.force_login(owner)
         answer = client.post(f"/w/{workspace.name}/members/{membership.pk}/remove/")
+    elif how == "user deactivated":  # a save of the user, whichever page or code does it
+        user.is_active = False
+        user.save()
+        return SIGNED_OUT_CLOSE_CODE
     else:
-        client = Client()
         client.force_login(get_user_model().objects.create_superuser("root", password="root-password-1"))
+        if how == "admin, user deleted":
+            answer = client.post(f"/admin/auth/user/{user.pk}/delete/", {"post": "yes"})
+            assert answer.status_code == 302
+            assert not get_user_model().objects.filter(pk=user.pk).exists()
+            return SIGNED_OUT_CLOSE_CODE
         answer = client.post(f"/admin/workspaces/membership/{membership.pk}/delete/", {"post": "yes"})
     assert answer.status_code == 302
     assert not Membership.objects.filter(pk=membership.pk).exists()
+    return REMOVED_CLOSE_CODE
 
 
-@pytest.mark.parametrize("how", ["members page", "admin"])
+@pytest.mark.parametrize("how", ["members page", "admin", "admin, user deleted", "user deactivated"])
 @pytest.mark.parametrize("template", SOCKETS)
 def test_a_member_removed_while_watching_is_cut_off(world, workspace, owner, reader, contributor, template, how):
     """The attack: keep a socket open on a run, get removed from the workspace, keep reading."""
@@ -486,9 +497,9 @@ def test_a_member_removed_while_watching_is_cut_off(world, workspace, owner, rea
         for communicator in watching.values():
             assert (await communicator.connect())[0]
             await received_text(communicator)  # the replay
-        await asyncio.to_thread(remove_member, how, workspace, reader, owner)
+        expected = await asyncio.to_thread(remove_member, how, workspace, reader, owner)
         closed = await watching[reader].receive_output(timeout=10)
-        assert (closed["type"], closed.get("code")) == ("websocket.close", 4403)
+        assert (closed["type"], closed.get("code")) == ("websocket.close", expected)
         # The other member's socket stays open and still gets what the run does.
         said = await asyncio.to_thread(provoke, template, world)
         assert said in await received_text(watching[contributor])

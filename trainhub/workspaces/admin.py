@@ -1,7 +1,32 @@
 from django.contrib import admin
+from django.contrib.auth import get_user_model
+from django.contrib.auth.admin import UserAdmin
+from django.db import transaction
 
+from trainhub import live
 from trainhub.workspaces.models import ApiToken, Membership, Workspace
 from trainhub.workspaces.services import members_removed
+
+User = get_user_model()
+
+
+class ClosingUserAdmin(UserAdmin):
+    """Django's user admin, except that a deleted user's open sockets close once the delete commits
+    (their memberships go with them, and a socket outlives the sign-in that opened it)."""
+
+    def delete_model(self, request, obj) -> None:
+        user_pk = obj.pk
+        super().delete_model(request, obj)
+        transaction.on_commit(lambda: live.close_user_sockets(user_pk))
+
+    def delete_queryset(self, request, queryset) -> None:
+        user_pks = list(queryset.values_list("pk", flat=True))
+        super().delete_queryset(request, queryset)
+        transaction.on_commit(lambda: [live.close_user_sockets(pk) for pk in user_pks])
+
+
+admin.site.unregister(User)
+admin.site.register(User, ClosingUserAdmin)
 
 
 class MembershipInline(admin.TabularInline):
