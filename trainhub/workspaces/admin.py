@@ -22,7 +22,12 @@ class ClosingUserAdmin(UserAdmin):
     def delete_queryset(self, request, queryset) -> None:
         user_pks = list(queryset.values_list("pk", flat=True))
         super().delete_queryset(request, queryset)
-        transaction.on_commit(lambda: [live.close_user_sockets(pk) for pk in user_pks])
+
+        def close() -> None:
+            for pk in user_pks:
+                live.close_user_sockets(pk)
+
+        transaction.on_commit(close)
 
 
 admin.site.unregister(User)
