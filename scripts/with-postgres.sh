@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Run a command against a throwaway PostgreSQL: initdb into a fresh folder under the data
+# Run a command against a throwaway PostgreSQL: initdb into a fresh folder under the temporary
 # directory, listen only on a unix socket there, export DATABASE_URL, stop and remove it after.
 # Usage: scripts/with-postgres.sh COMMAND [ARGS...]   (make test runs the `postgres` tests so)
 set -euo pipefail
@@ -10,9 +10,9 @@ if [ -z "$pg_bin" ] || [ ! -x "$pg_bin/initdb" ]; then
   exit 1
 fi
 
-data_dir="${TRAINHUB_DATA_DIR:-./var}"
-mkdir -p "$data_dir"
-folder="$(mktemp -d "$(cd "$data_dir" && pwd)/pg-test.XXXXXX")"
+# Not under the data directory: that is 0700 (its secrets), and as root the server runs as the
+# `postgres` user, who could not reach a folder inside it.
+folder="$(mktemp -d "${TMPDIR:-/tmp}/trainhub-pg-test.XXXXXX")"
 
 # PostgreSQL refuses to run as root: as root, the server runs as the `postgres` user.
 as_postgres() {
