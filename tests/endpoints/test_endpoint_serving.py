@@ -170,9 +170,11 @@ def test_a_deployed_model_answers_through_the_sdk_and_curl(site, deployed, capsy
     status, answer = curl(service.scoring_uri, primary[:-4] + "AAAA", json.dumps({"data": ROWS}))
     assert status == 401 and "Bearer" in answer["detail"]
 
+    # The replica's print reaches the service's log after its answer reached the caller (the node
+    # stores its output as it comes): as in the cloud, get_logs() shows it moments later.
+    wait_until(lambda: "scored 2 rows" in service.get_logs(), 30, 0.2, "the scoring script's print in the log")
     logs = service.get_logs()
     assert "init: loaded" in logs and "azureml-models/birds/1/model.pt" in logs
-    assert "scored 2 rows" in logs
 
     from trainhub.sdk.webservice import Webservice
 
