@@ -275,16 +275,22 @@ def _by_metric(
             series_pk, _, value = found[limit - 1]
             following = f"{value!r}_{series_pk}"
     if following is None and not requires_metric:
-        without = runs.exclude(metric_condition(sort.name, stat))
-        if without_after is not None:
-            without = without.filter(id__lt=without_after)
-        room = limit - len(ids)
-        more = list(without.order_by("-id").values_list("pk", flat=True)[: room + 1])
-        if len(more) > room:
-            following = f"none_{more[room - 1]}" if room else "none"
-        ids += more[:room]
+        following = _fill_with_runs_without(runs.exclude(metric_condition(sort.name, stat)), without_after, ids, limit)
     found_runs = _shown(Run.objects.all()).in_bulk(ids)
     return TablePage([found_runs[pk] for pk in ids], following, error)
+
+
+def _fill_with_runs_without(without, without_after: int | None, ids: list[int], limit: int) -> str | None:
+    """The rest of the page from the runs without the sorted value, newest first (after the
+    cursor's run when it is among them), added to `ids`; the cursor of the next page, if any."""
+    if without_after is not None:
+        without = without.filter(id__lt=without_after)
+    room = limit - len(ids)
+    more = list(without.order_by("-id").values_list("pk", flat=True)[: room + 1])
+    ids += more[:room]
+    if len(more) > room:
+        return f"none_{more[room - 1]}" if room else "none"
+    return None
 
 
 @dataclass(frozen=True)
@@ -392,13 +398,7 @@ def _by_run_value(runs: QuerySet[Run], segments: list[Segment], descending: bool
         without = runs
         for segment in segments:
             without = without.exclude(segment.has)
-        if without_after is not None:
-            without = without.filter(id__lt=without_after)
-        room = limit - len(ids)
-        more = list(without.order_by("-id").values_list("pk", flat=True)[: room + 1])
-        if len(more) > room:
-            following = f"none_{more[room - 1]}" if room else "none"
-        ids += more[:room]
+        following = _fill_with_runs_without(without, without_after, ids, limit)
     found_runs = _shown(Run.objects.all()).in_bulk(ids)
     return TablePage([found_runs[pk] for pk in ids], following, error)
 
