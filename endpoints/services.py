@@ -509,6 +509,8 @@ def replica_run_ended(run: Run) -> None:
     replaced (said in the new replica's log), as is one that never answered while others of its
     generation serve; when none of them answers, the deployment fails with the reason. Replicas that
     keep ending stop being replaced."""
+    if not run.tags.get("endpoint"):
+        return
     with transaction.atomic():
         replica = Replica.objects.select_for_update().filter(run_id=run.pk).first()
         if replica is None:

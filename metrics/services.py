@@ -13,7 +13,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import Sum
 
-from metrics import limits
+from metrics import events, limits
 from metrics.jsonvalues import json_numbers
 from metrics.models import MetricChunk, MetricRow, MetricSeries, SeriesKind
 from runs.models import Run
@@ -350,12 +350,8 @@ def metrics_ingest(*, access: Access, run: Run, batch: MetricsBatch) -> IngestRe
             live["tags"] = locked.tags
         run_pk = run.pk
         transaction.on_commit(lambda: publish_metrics(run_pk, live))
-        parent_pk = locked.parent_id
-        if parent_pk is not None and batch.series:
-            # A sweep's child logged: its policy looks at the new values now, not at the next tick.
-            from sweeps.services import sweep_advance_safely
-
-            transaction.on_commit(lambda: sweep_advance_safely(parent_pk))
+        if batch.series:
+            events.metrics_logged.notify(locked)
     return IngestResult(
         points=sum(len(s.values) for s in batch.series),
         rows=sum(len(t.rows) for t in batch.tables),

@@ -28,6 +28,7 @@ from django.db.models import F, Max
 from django.utils import timezone
 
 from datastores.services import run_inputs_record
+from runs import events
 from runs.archives import list_snapshot, snapshot_suffix
 from runs.models import (
     ACTIVE_STATUSES,
@@ -48,6 +49,9 @@ from runs.parameters import parameters_of
 from trainhub import live, redis_keys, uploads
 from trainhub.compute import catalog
 from trainhub.compute.models import LIVE_NODE_STATES, ComputeCluster, Node, Provisioner
+from trainhub.compute.services import machine_resources
+from trainhub.environments.builders import uses_docker
+from trainhub.environments.docker_builder import engine_problem
 from trainhub.environments.selectors import EnvironmentChoice
 from trainhub.redis_conn import get_redis
 from trainhub.workspaces.models import Workspace, name_validator
@@ -155,19 +159,7 @@ def _after_final(run: Run) -> None:
     # Every node of the run stops its ranks when this key appears (cancel, failure, node lost);
     # each node's job then returns its node to idle.
     get_redis().set(redis_keys.run_abort(run.pk), run.status, ex=3600)
-    if run.parent_id is not None:
-        # A sweep's child ended: the sweep starts its next child at once (the controller's tick
-        # catches up on any end this process did not live to hand over).
-        from sweeps.services import sweep_advance_safely
-
-        sweep_advance_safely(run.parent_id)
-    if run.tags.get("endpoint"):
-        from endpoints.services import replica_run_ended
-
-        try:
-            replica_run_ended(run)
-        except Exception:  # the run's end is recorded whatever its endpoint's bookkeeping does
-            logger.exception("run %s: replacing its endpoint replica failed", run.run_id)
+    events.run_ended.notify(run)
 
 
 def fail_run(run_pk: int, reason: str, **extra: Any) -> Run | None:
@@ -375,9 +367,7 @@ def run_submit(
         transaction.on_commit(lambda: clear_run_keys(run.pk))
         if gpu_warning:
             transaction.on_commit(lambda: log_append(run.pk, SUBMIT_STREAM, [gpu_warning]))
-    from runs.scheduling import dispatch_cluster
-
-    transaction.on_commit(lambda: dispatch_cluster(cluster.pk))
+    transaction.on_commit(lambda: events.run_queued.notify(cluster.pk))
     return run
 
 
@@ -414,9 +404,7 @@ def run_submit_child(*, parent: Run, arguments: list[str], tags: dict[str, str],
     RunStatusChange.objects.create(run=run, status=RunStatus.QUEUED, at=run.created_at)
     run_inputs_record(run=run)
     transaction.on_commit(lambda: clear_run_keys(run.pk))
-    from runs.scheduling import dispatch_cluster
-
-    transaction.on_commit(lambda: dispatch_cluster(parent.cluster_id))
+    transaction.on_commit(lambda: events.run_queued.notify(parent.cluster_id))
     return run
 
 
@@ -433,8 +421,6 @@ def _gpu_problem(cluster: ComputeCluster, use_gpu: bool) -> tuple[str, str]:
     if nodes.filter(gpus__gte=gpus_needed).exists():
         return "", ""
     if cluster.provisioner == Provisioner.LOCAL:
-        from trainhub.compute.services import machine_resources
-
         if int(machine_resources()["gpus"]) >= gpus_needed:
             return "", ""
         where = "this machine (where its local provisioner starts nodes)"
@@ -448,16 +434,12 @@ def _gpu_problem(cluster: ComputeCluster, use_gpu: bool) -> tuple[str, str]:
 
 
 def _docker_problem(cluster: ComputeCluster, environment: EnvironmentChoice) -> str:
-    from trainhub.environments.builders import uses_docker
-
     if not uses_docker(environment.spec):
         return ""
     nodes = Node.objects.filter(cluster=cluster, state__in=LIVE_NODE_STATES)
     if nodes.filter(docker=True).exists():
         return ""
     if cluster.provisioner == Provisioner.LOCAL:
-        from trainhub.environments.docker_builder import engine_problem
-
         if engine_problem() is None:
             return ""
         where = f"no Docker engine answers on this machine, where compute target {cluster.name!r} starts its nodes"
@@ -511,13 +493,7 @@ def run_cancel(*, access: Access, run: Run) -> Run:
     access.require(Action.WRITE)
     if run.is_final:
         return run
-    from sweeps.models import Sweep
-
-    sweep = Sweep.objects.filter(parent=run).first()
-    if sweep is not None:
-        from sweeps.services import sweep_cancel
-
-        sweep_cancel(access=access, sweep=sweep)
+    if any(events.run_cancel_asked.notify(access, run)):
         run.refresh_from_db()
         return run
     return run_stop(run, reason="")
@@ -532,10 +508,7 @@ def run_stop(run: Run, *, reason: str) -> Run:
         run_transition(run.pk, RunStatus.CANCELED, reason=reason or "Canceled before it started.")
     else:
         get_redis().set(redis_keys.run_abort(run.pk), RunStatus.CANCELED, ex=3600)
-        if run.cluster.is_slurm:
-            from runs import slurm
-
-            slurm.cancel(run)
+        events.run_stopping.notify(run)
     run.refresh_from_db()
     return run
 

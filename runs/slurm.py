@@ -172,8 +172,11 @@ def _submit(run_pk: int) -> None:
 
 
 def cancel(run: Run) -> None:
-    """scancel the run's job. A run no task of which started ends here; the tasks of a started one
-    end it themselves (they stop their ranks as the run's abort key appears, or as Slurm signals them)."""
+    """scancel the job of a run of a Slurm cluster. A run no task of which started ends here; the tasks
+    of a started one end it themselves (they stop their ranks as the run's abort key appears, or as
+    Slurm signals them)."""
+    if not run.cluster.is_slurm:
+        return
     job = SlurmJob.objects.filter(run=run).first()
     if job is not None and job.job_id:
         try:

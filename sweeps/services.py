@@ -21,6 +21,7 @@ from runs import services as run_services
 from runs.models import ACTIVE_STATUSES, FINAL_STATUSES, Run, RunStatus
 from sweeps import policies, sampling
 from sweeps.models import Sweep, SweepChild
+from sweeps.selectors import ended_history, primary_metric_values
 from trainhub.sdk.exceptions import UserErrorException
 from trainhub.sdk.train.hyperdrive import policy as sdk_policy
 from trainhub.sdk.train.hyperdrive import runconfig as sdk_config
@@ -145,6 +146,30 @@ def sweep_advance_safely(parent_run_pk: int) -> None:
         logger.exception("advancing the sweep of run %s failed; the controller's tick tries again", parent_run_pk)
 
 
+def child_ended(run: Run) -> None:
+    """A sweep's child ended: the sweep starts its next child at once (the controller's tick
+    catches up on any end this process did not live to hand over)."""
+    if run.parent_id is not None:
+        sweep_advance_safely(run.parent_id)
+
+
+def child_logged(run: Run) -> None:
+    """A sweep's child logged metrics: its policy looks at the new values once they are stored,
+    not at the next tick."""
+    parent_pk = run.parent_id
+    if parent_pk is not None:
+        transaction.on_commit(lambda: sweep_advance_safely(parent_pk))
+
+
+def cancel_as_sweep(access: Access, run: Run) -> bool:
+    """The run of a sweep is canceled by canceling its sweep (False for any other run)."""
+    sweep = Sweep.objects.filter(parent=run).first()
+    if sweep is None:
+        return False
+    sweep_cancel(access=access, sweep=sweep)
+    return True
+
+
 def sweeps_tick() -> None:
     """Move on every sweep whose run is still running (the controller calls it every few seconds):
     the time limit, and whatever a process that died was about to do."""
@@ -176,8 +201,6 @@ def _children(sweep: Sweep) -> list[SweepChild]:
 
 
 def _apply_policy(sweep: Sweep) -> None:
-    from sweeps.selectors import primary_metric_values
-
     if sweep.policy.get("type") == "NoTerminationPolicy":
         return
     children = _children(sweep)
@@ -206,8 +229,6 @@ def _apply_time_limit(sweep: Sweep) -> None:
 
 def _start_next(sweep: Sweep) -> bool:
     """Make the next child if the limits allow; False when none was made."""
-    from sweeps.selectors import ended_history
-
     made = SweepChild.objects.filter(sweep=sweep).count()
     in_flight = Run.objects.filter(parent=sweep.parent_id, status__in=ACTIVE_STATUSES).count()
     if made < sweep.max_total_runs and in_flight >= sweep.max_concurrent_runs:

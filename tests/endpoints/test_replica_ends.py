@@ -8,6 +8,7 @@ from django.utils import timezone
 from endpoints.models import Endpoint, Replica
 from endpoints.services import CRASH_LOOP_ENDS, NEVER_READY, replica_run_ended
 from runs.models import Run, RunStatus
+from runs.services import fail_run
 from tests.runs.builders import make_cluster, make_run, make_snapshot
 
 
@@ -79,3 +80,22 @@ def test_a_replica_that_keeps_dying_is_not_replaced_forever(workspace, owner):
     assert endpoint.state == "Failed" and endpoint.restarts == CRASH_LOOP_ENDS - 1
     assert endpoint.error.startswith(f"Replicas stopped {CRASH_LOOP_ENDS} times within 10 minutes")
     assert not endpoint.replicas.filter(state="starting").exists()
+
+
+def test_the_end_of_a_serving_replicas_run_replaces_it(workspace, owner):
+    # Through the run's own transition: the endpoints app hears of the end by its subscription.
+    endpoint, died_run = endpoint_with_replica(workspace, owner, ready=True)
+    Replica.objects.filter(run=died_run).delete()
+    run = make_run(
+        workspace,
+        cluster=endpoint.cluster,
+        experiment="endpoint-aci-birds",
+        status=RunStatus.RUNNING,
+        tags={"endpoint": "aci-birds"},
+    )
+    Replica.objects.create(endpoint=endpoint, run=run, generation=1, state="ready", ready_at=timezone.now())
+    fail_run(run.pk, "Rank 0 exited with code -9.")
+    endpoint.refresh_from_db()
+    assert (endpoint.state, endpoint.restarts) == ("Unhealthy", 1)
+    assert "stopped while serving (Rank 0 exited with code -9.)" in endpoint.error
+    assert endpoint.replicas.get(state="starting").run.status == RunStatus.QUEUED
