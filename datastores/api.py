@@ -15,7 +15,7 @@ from datastores.downloads import blob_download
 from datastores.models import DatasetVersion, Datastore
 from datastores.paths import clean_path
 from trainhub import uploads
-from trainhub.api import IN_RUN
+from trainhub.api_auth import IN_RUN
 from trainhub.workspaces.api_access import access
 from trainhub.workspaces.permissions import Action, signed_in_user
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest
 from ninja import Router, Schema, Status
 
@@ -13,7 +14,7 @@ from endpoints import selectors, services
 from endpoints.models import Endpoint
 from runs.api import EnvironmentRef, LogChunkOut, LogsOut, resolve_environment
 from runs.selectors import log_chunks_after
-from trainhub.api import IN_RUN
+from trainhub.api_auth import IN_RUN
 from trainhub.workspaces.api_access import RunCredential, access
 from trainhub.workspaces.permissions import Access, signed_in_user
 
@@ -213,8 +214,6 @@ def replica_ready(
     request: HttpRequest, workspace_name: str, name: str, replica_id: int, payload: ReadyIn
 ) -> dict[str, str]:
     """Called by a replica's scoring server, with its run's token, once it answers on its port."""
-    from django.core.exceptions import PermissionDenied
-
     member = access(request, workspace_name)
     credential = getattr(request, "auth", None)
     if not isinstance(credential, RunCredential):

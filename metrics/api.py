@@ -18,7 +18,7 @@ from metrics.jsonvalues import json_number, json_numbers
 from metrics.models import SeriesKind
 from runs import selectors as run_selectors
 from runs.models import Run
-from trainhub.api import IN_RUN, SessionAuth, TokenAuth
+from trainhub.api_auth import IN_RUN, SessionAuth, TokenAuth
 from trainhub.idempotency.services import answer_once
 from trainhub.workspaces.api_access import access
 

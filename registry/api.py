@@ -15,7 +15,7 @@ from registry.archives import file_download, version_download
 from registry.models import ModelVersion, OnnxExport
 from runs import selectors as run_selectors
 from trainhub import uploads
-from trainhub.api import IN_RUN
+from trainhub.api_auth import IN_RUN
 from trainhub.idempotency.services import answer_once
 from trainhub.workspaces.api_access import RunCredential, access
 from trainhub.workspaces.permissions import signed_in_user

@@ -11,14 +11,15 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.core.exceptions import ValidationError
-from django.http import HttpRequest
+from django.http import Http404, HttpRequest
 from ninja import Router, Schema, Status
 from redis.exceptions import RedisError
 
 from runs import selectors, services
 from runs.models import FINAL_STATUSES, Run
 from trainhub import live, uploads
-from trainhub.api import IN_RUN
+from trainhub.api_auth import IN_RUN
+from trainhub.downloads import file_response
 from trainhub.environments.selectors import EnvironmentChoice, environment_for_run
 from trainhub.workspaces.api_access import access
 from trainhub.workspaces.permissions import signed_in_user
@@ -199,8 +200,6 @@ def resolve_environment(workspace, ref: EnvironmentRef) -> EnvironmentChoice:
 
 @router.get("/{workspace_name}/snapshots/{sha256}", response=SnapshotOut)
 def get_snapshot(request: HttpRequest, workspace_name: str, sha256: str) -> SnapshotOut:
-    from django.http import Http404
-
     member = access(request, workspace_name)
     snapshot = selectors.snapshot_find(member.workspace, sha256)
     if snapshot is None:
@@ -370,8 +369,6 @@ def list_files(request: HttpRequest, workspace_name: str, run_id: str) -> list[F
 
 @router.get("/{workspace_name}/runs/{run_id}/file", auth=IN_RUN)
 def download_file(request: HttpRequest, workspace_name: str, run_id: str, path: str):
-    from trainhub.downloads import file_response
-
     member = access(request, workspace_name)
     run = selectors.run_get(member.workspace, run_id)
     found = selectors.run_file_get(run, path)

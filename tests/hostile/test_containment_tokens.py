@@ -39,7 +39,8 @@ from tests.hostile.test_identity import api_routes, call, every_route, snapshot_
 from tests.metrics.builders import running_run
 from tests.metrics.test_sdk_metrics import run_env, script
 from tests.runs.builders import make_run
-from trainhub.api import IN_RUN, RUN_TOKEN_REFUSED, TokenAuth, api
+from trainhub.api import api
+from trainhub.api_auth import IN_RUN, RUN_TOKEN_REFUSED, TokenAuth
 from trainhub.compute.models import ComputeCluster
 from trainhub.environments.models import Environment
 from trainhub.workspaces.models import ApiToken, Membership, Role
