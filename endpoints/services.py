@@ -9,6 +9,8 @@ model nor imports the scoring script: it only passes request bytes to the replic
 from __future__ import annotations
 
 import hmac
+import http.client
+import json
 import secrets
 import time
 from collections.abc import Sequence
@@ -17,6 +19,7 @@ from datetime import timedelta
 from functools import partial
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
@@ -24,12 +27,15 @@ from django.utils import timezone
 
 from endpoints.keys import seal, unseal
 from endpoints.models import Endpoint, EndpointState, Replica, ReplicaState
+from endpoints.selectors import serving_replicas
+from registry.exports import with_packages
 from registry.models import ModelVersion
-from runs.models import Run, RunStatus
-from runs.services import log_append, one_file_snapshot, run_cancel, run_submit
+from runs.models import Run, RunStatus, Snapshot
+from runs.services import SNAPSHOT_UNKNOWN, log_append, one_file_snapshot, run_cancel, run_submit
 from trainhub import redis_keys
-from trainhub.environments.selectors import EnvironmentChoice
+from trainhub.environments.selectors import EnvironmentChoice, environment_for_run
 from trainhub.redis_conn import get_redis
+from trainhub.sdk._scoring_server import PROOF_PATH, REPLICA_HEADER, proof
 from trainhub.workspaces.models import Role, name_validator
 from trainhub.workspaces.permissions import Access, Action
 from trainhub.workspaces.selectors import hash_token
@@ -152,9 +158,6 @@ def _scoring_snapshot(access: Access):
 
 
 def _onnx_environment(access: Access, version: ModelVersion) -> EnvironmentChoice:
-    from registry.exports import with_packages
-    from trainhub.environments.selectors import environment_for_run
-
     base = environment_for_run(workspace=access.workspace, name=DEFAULT_ENVIRONMENT, version=None)
     spec = {**with_packages(base.spec, ONNX_PACKAGES), "environment_variables": {}}
     return EnvironmentChoice(name=f"{base.name} + onnxruntime", version=None, spec=spec)
@@ -180,8 +183,6 @@ def serving_check(
 ) -> Serving:
     """What to serve, checked: the versions exist here, the script is in the snapshot, or the one
     version is ONNX (served with no script, in the default environment plus onnxruntime)."""
-    from runs.models import Snapshot
-
     access.require(Action.WRITE)
     versions = _versions(access, models)
     if not entry_script:
@@ -190,13 +191,9 @@ def serving_check(
         return Serving(versions, _scoring_snapshot(access), "", environment or _onnx_environment(access, versions[0]))
     snapshot = Snapshot.objects.filter(workspace=access.workspace, sha256=snapshot_sha256 or "").first()
     if snapshot is None:
-        from runs.services import SNAPSHOT_UNKNOWN
-
         raise ValidationError(SNAPSHOT_UNKNOWN.format(sha=snapshot_sha256), code="snapshot_unknown")
     script = _check_entry_script(snapshot, entry_script)
     if environment is None:
-        from trainhub.environments.selectors import environment_for_run
-
         base = environment_for_run(workspace=access.workspace, name=DEFAULT_ENVIRONMENT, version=None)
         environment = EnvironmentChoice(name=base.name, version=base.version, spec=base.spec)
     return Serving(versions, snapshot, script, environment)
@@ -485,11 +482,6 @@ def _settle(endpoint: Endpoint) -> None:
 def _check_proof(address: str, port: int, secret: str) -> None:
     """The port is the replica's scoring server (it proves it knows the secret), not another service
     of the node's that requests would otherwise be sent to."""
-    import http.client
-    import json
-
-    from trainhub.sdk._scoring_server import PROOF_PATH, REPLICA_HEADER, proof
-
     connection = http.client.HTTPConnection(address, port, timeout=10)
     try:
         connection.request("GET", PROOF_PATH, headers={REPLICA_HEADER: secret})
@@ -575,12 +567,6 @@ TRY_NO_REPLICA = "No replica answers yet (the endpoint is {state})."
 
 def endpoint_try(*, endpoint: Endpoint, body: bytes) -> tuple[int, str]:
     """Send `body` to a serving replica (the portal's try-a-request form): (status, answer text)."""
-    import http.client
-
-    from django.conf import settings
-
-    from endpoints.selectors import serving_replicas
-
     replicas = serving_replicas(endpoint)
     if not replicas:
         return 503, TRY_NO_REPLICA.format(state=endpoint.state)

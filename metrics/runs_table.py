@@ -11,6 +11,7 @@ then its other values as text; a duration is a finished run's (a running one's s
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -403,6 +404,15 @@ def _by_run_value(runs: QuerySet[Run], segments: list[Segment], descending: bool
     return TablePage([found_runs[pk] for pk in ids], following, error)
 
 
+def metric_text(value: float | None) -> str:
+    """A metric value as people read it: six significant digits; NaN, inf and -inf as such."""
+    if value is None:
+        return "—"
+    if math.isnan(value):
+        return "NaN"
+    return f"{value:.6g}"
+
+
 def duration_text(seconds: float | None) -> str:
     """As the page's script counts it up (static/trainhub/times.js)."""
     if seconds is None:
@@ -457,8 +467,6 @@ def cells_of(run: Run, columns: list[Column], series: dict[str, MetricSeries]) -
 def table_states(workspace: Workspace, run_ids: list[str], columns: list[Column]) -> dict[str, dict[str, Any]]:
     """What the live table changes of up to PAGE_SIZE * 2 runs: status, duration and metric cells
     (values as the page prints them)."""
-    from metrics.templatetags.metrics_tags import metric
-
     runs = [
         run
         for run in Run.objects.filter(run_id__in=run_ids[: PAGE_SIZE * 2]).only(
@@ -476,9 +484,9 @@ def table_states(workspace: Workspace, run_ids: list[str], columns: list[Column]
             if column.kind != "metric":
                 continue
             found = values[run.pk].get(column.name)
-            shown[column.key] = metric(getattr(found, column.stat) if found else None)
+            shown[column.key] = metric_text(getattr(found, column.stat) if found else None)
             if found and column.stat == STATS["last"]:
-                shown[column.key + ":range"] = f"{metric(found.min_value)} – {metric(found.max_value)}"
+                shown[column.key + ":range"] = f"{metric_text(found.min_value)} – {metric_text(found.max_value)}"
         states[run.run_id] = {
             "status": run.status,
             "final": run.is_final,

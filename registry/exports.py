@@ -26,7 +26,7 @@ from registry import services
 from registry.models import ModelBlob, ModelVersion, OnnxExport
 from runs.models import Run, Snapshot
 from runs.services import one_file_snapshot, run_submit
-from trainhub.environments.selectors import EnvironmentChoice
+from trainhub.environments.selectors import EnvironmentChoice, environment_for_run
 from trainhub.workspaces.permissions import Access, Action
 
 EXPORT_EXPERIMENT = "onnx-export"
@@ -109,8 +109,6 @@ def _export_environment(access: Access, version: ModelVersion) -> EnvironmentCho
     if run is not None:
         name, spec = run.environment_name, run.environment_spec
     else:
-        from trainhub.environments.selectors import environment_for_run
-
         base = environment_for_run(workspace=access.workspace, name=DEFAULT_ENVIRONMENT, version=None)
         name, spec = base.name, base.spec
     # The packages and the interpreter are the model's, but never the run's variables: a

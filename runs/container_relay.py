@@ -24,13 +24,12 @@ from pathlib import Path
 from typing import Any
 
 from runs.container_agent import EXIT, FORWARDED_PREFIXES, OUTPUT, frame
-from runs.containers import CONTAINER_RANK_ARGV, SPEC_VARIABLE
+from runs.containers import CONTAINER_RANK_ARGV, SOCKET_NAME, SPEC_VARIABLE
 from runs.run_socket import RunSocket
 from trainhub.sandbox import IDENTIFIER, start_unboxed
 
 logger = logging.getLogger(__name__)
 
-SOCKET_NAME = ".trainhub-containers.sock"
 MAX_REQUEST_BYTES = 64 * 1024
 # The agent sends its request as soon as it connects: a connection that holds it back is refused.
 REQUEST_SECONDS = 10

@@ -27,16 +27,16 @@ import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from django.conf import settings
 
-from trainhub.environments.builders import uses_docker
-
-if TYPE_CHECKING:
-    from runs.models import Run
-    from trainhub.compute.models import Node
-    from trainhub.environments.builders import MaterialisedEnvironment
+from runs.container_agent import SOCKET_VARIABLE
+from runs.models import Run
+from trainhub.compute.models import LIVE_NODE_STATES, Node, NodeState
+from trainhub.environments.builders import MaterialisedEnvironment, uses_docker
+from trainhub.environments.docker_builder import docker_client, engine_problem
+from trainhub.sandbox import box_uid, node_is_root
 
 LABEL_RUN = "trainhub.run"
 LABEL_NODE = "trainhub.node"
@@ -49,6 +49,8 @@ CONTAINER_RANK_ARGV = (sys.executable, "-S", "-P", CONTAINER_RANK)
 # Runs in the run's box: isolated and without site-packages (standard library only).
 CONTAINER_AGENT_ARGV = (sys.executable, "-I", "-S", str(Path(__file__).with_name("container_agent.py")))
 SPEC_VARIABLE = "TRAINHUB_CONTAINER_SPEC"
+# Where a node's ContainerRelay (runs/container_relay.py) listens, in the run's working folder.
+SOCKET_NAME = ".trainhub-containers.sock"
 # Set by the image (its virtualenv and the in-run SDK), or meaningless inside the container.
 NOT_PASSED = frozenset({"PATH", "VIRTUAL_ENV", "PYTHONPATH", "HOME", "USER", "LOGNAME"})
 # Each container's own /dev/shm (its IPC namespace is its own).
@@ -130,9 +132,6 @@ class ContainerLauncher:
     ) -> tuple[list[str], dict[str, str]]:
         """Every rank is the container agent, in the run's box, which asks this node's relay
         (runs/container_relay.py, serving `self.spec(argv, env, node_variables)`) for its container."""
-        from runs.container_agent import SOCKET_VARIABLE
-        from runs.container_relay import SOCKET_NAME
-
         return list(CONTAINER_AGENT_ARGV), {SOCKET_VARIABLE: str(self.workdir / SOCKET_NAME)}
 
     def remove_leftovers(self) -> None:
@@ -192,8 +191,6 @@ def site_label() -> str:
 
 
 def _site_containers(labels: dict[str, str]) -> list[Any]:
-    from trainhub.environments.docker_builder import docker_client
-
     wanted = {**labels, LABEL_SITE: site_label()}
     return docker_client().containers.list(all=True, filters={"label": [f"{k}={v}" for k, v in wanted.items()]})
 
@@ -236,8 +233,6 @@ def launcher_for(run: Run, node: Node, workdir: Path, built: MaterialisedEnviron
     see with_inputs), the node's own processes otherwise."""
     if built.image is None:
         return ProcessLauncher()
-    from trainhub.sandbox import box_uid, node_is_root
-
     uid = box_uid("run", run.pk) if node_is_root() else os.getuid()
     gid = uid if node_is_root() else os.getgid()
     return ContainerLauncher(
@@ -272,9 +267,6 @@ def launcher_variables(env: dict[str, str]) -> dict[str, str]:
 def reap_containers_of_gone_nodes() -> list[str]:
     """On a machine with a Docker engine: remove the containers of nodes that are no longer live
     (stopped, lost, or killed before they could clean up); their short ids."""
-    from trainhub.compute.models import LIVE_NODE_STATES, Node, NodeState
-    from trainhub.environments.docker_builder import engine_problem
-
     if engine_problem() is not None:
         return []
     live = Node.objects.filter(state__in=[*LIVE_NODE_STATES, NodeState.STOPPING]).values_list("name", flat=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import models
 from django.db.models import F
+from django.utils import timezone
 
 from runs.expressions import SecondsBetween
 from trainhub.workspaces.models import Workspace, name_validator
@@ -151,8 +152,6 @@ class Run(models.Model):
     def duration_seconds(self) -> float | None:
         if self.started_at is None:
             return None
-        from django.utils import timezone
-
         return ((self.ended_at or timezone.now()) - self.started_at).total_seconds()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import weakref
 from typing import Any
@@ -27,8 +28,6 @@ _async_clients: weakref.WeakKeyDictionary[Any, redis.asyncio.Redis] = weakref.We
 
 def get_async_redis() -> redis.asyncio.Redis:
     """An asyncio client for the running event loop (one per loop: its connections belong to it)."""
-    import asyncio
-
     loop = asyncio.get_running_loop()
     client = _async_clients.get(loop)
     if client is None:

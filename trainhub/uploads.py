@@ -62,6 +62,8 @@ from django.db.models import Model
 from django.http import HttpRequest
 from ninja import Schema, Status
 
+from trainhub.workspaces.permissions import Action
+
 T = TypeVar("T")
 B = TypeVar("B", bound=Model)
 
@@ -178,8 +180,6 @@ def put_answer(
 ) -> Status[Any]:
     """The PUT endpoint of one kind of upload: a writer's chunk goes to `receive`; the answer is
     200 with the progress while the file is incomplete, 201 with `out` once it is stored."""
-    from trainhub.workspaces.permissions import Action
-
     access.require(Action.WRITE)
     outcome = receive(access=access, sha256=sha256, chunk=chunk_from_request(request, kind))
     if isinstance(outcome, Progress):

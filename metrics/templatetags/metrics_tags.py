@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from django import template
@@ -21,12 +20,7 @@ TABLE_ROWS_SHOWN = 50
 
 @register.filter
 def metric(value: float | None) -> str:
-    """A metric value as people read it: six significant digits; NaN, inf and -inf as such."""
-    if value is None:
-        return "—"
-    if math.isnan(value):
-        return "NaN"
-    return f"{value:.6g}"
+    return runs_table.metric_text(value)
 
 
 @register.simple_tag

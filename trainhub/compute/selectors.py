@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from django.db.models import Count, Q, QuerySet
 from django.http import Http404
 
+from trainhub.compute import slurm
 from trainhub.compute.models import LIVE_NODE_STATES, ComputeCluster, Node, NodeState, Provisioner
 from trainhub.workspaces.models import Workspace
 
@@ -77,8 +78,6 @@ class SlurmPartitionView:
 
 
 def slurm_partition(cluster: ComputeCluster) -> SlurmPartitionView:
-    from trainhub.compute import slurm
-
     try:
         return SlurmPartitionView(nodes=slurm.partition_nodes(cluster.slurm_partition))
     except (slurm.SlurmError, ValueError) as error:

@@ -12,8 +12,9 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from trainhub import redis_keys
-from trainhub.compute import catalog
+from trainhub.compute import catalog, slurm
 from trainhub.compute.models import ComputeCluster, Node, NodeState, Provisioner
+from trainhub.environments.docker_builder import engine_problem
 from trainhub.redis_conn import get_redis
 from trainhub.workspaces.permissions import Access, Action
 
@@ -85,8 +86,6 @@ def cluster_create(
 
 def check_slurm_partition(cluster_name: str, partition: str) -> None:
     """The partition is a name Slurm knows: asked of Slurm with sinfo as the cluster is attached."""
-    from trainhub.compute import slurm
-
     if not partition:
         raise ValidationError({"slurm_partition": SLURM_PARTITION_NEEDED})
     try:
@@ -159,8 +158,6 @@ def machine_resources() -> dict[str, float | int | bool]:
 def node_docker_support(setting: str) -> tuple[bool, str]:
     """Whether a node starting now runs Docker environments (setting: auto, true or false), and a
     line saying so. "auto" asks the engine, and a node that says true must have one that answers."""
-    from trainhub.environments.docker_builder import engine_problem
-
     if setting.lower() in ("false", "0", "no"):
         return False, "Docker environments off"
     problem = engine_problem()

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib.metadata
 import json
 import os
 import re
@@ -50,6 +51,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from filelock import FileLock, Timeout
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
@@ -57,6 +60,8 @@ from packaging.version import Version
 
 from trainhub.environments import spec as specs
 from trainhub.pipconf import PipConfig, read_pip_config
+from trainhub.sandbox import Box, box_uid, node_sandbox_support, python_folders
+from trainhub.sdk._whole_lines import SITECUSTOMIZE
 
 MARKER = ".trainhub-complete"
 LAST_USED = ".trainhub-last-used"
@@ -150,24 +155,6 @@ class MaterialisedEnvironment:
 def uses_docker(spec: dict) -> bool:
     """Docker environments build an image and run in containers; the others build a virtualenv."""
     return bool((spec.get("docker") or {}).get("enabled"))
-
-
-def materialise(spec: dict, *, cache_dir: Path, log: Callable[[str], None]) -> MaterialisedEnvironment:
-    """The environment of `spec` on this node, from the builder its kind needs."""
-    if uses_docker(spec):
-        from trainhub.environments.docker_builder import materialise_image
-
-        return materialise_image(spec, cache_dir=cache_dir, log=log)
-    return materialise_environment(spec, cache_dir=cache_dir, log=log)
-
-
-def cached(spec: dict, *, cache_dir: Path, log: Callable[[str], None]) -> MaterialisedEnvironment | None:
-    """The environment of `spec` when this node has it built, from the builder its kind needs."""
-    if uses_docker(spec):
-        from trainhub.environments.docker_builder import cached_image
-
-        return cached_image(spec, cache_dir=cache_dir, log=log)
-    return cached_environment(spec, cache_dir=cache_dir, log=log)
 
 
 def spec_hash(spec: dict) -> str:
@@ -427,11 +414,9 @@ def _venv_python(root: Path) -> Path:
 @functools.lru_cache(maxsize=1)
 def installed_torch_version() -> str | None:
     """The torch installed next to TrainHub: the one build nodes of this machine may install."""
-    from importlib.metadata import PackageNotFoundError, version
-
     try:
-        return version("torch")
-    except PackageNotFoundError:
+        return importlib.metadata.version("torch")
+    except importlib.metadata.PackageNotFoundError:
         return None
 
 
@@ -641,6 +626,7 @@ def find_uv() -> Path | None:
     if beside.is_file() and os.access(beside, os.X_OK):
         return beside
     try:
+        # An optional package (uv's wheel ships its binary): without it, uv is looked for beside Python.
         from uv import find_uv_bin
     except ImportError:
         return None
@@ -798,11 +784,6 @@ def _boxed(command: list[str], root: Path, digest: str, log: Callable[[str], Non
     is thrown away afterwards. Where the node may run member code unboxed
     (TRAINHUB_NODE_SANDBOX=false), it runs unboxed and the build log says so.
     """
-    from django.conf import settings
-    from django.core.exceptions import ImproperlyConfigured
-
-    from trainhub.sandbox import Box, box_uid, node_sandbox_support, python_folders
-
     try:
         enabled, note = node_sandbox_support(settings.TRAINHUB_NODE_SANDBOX)
     except ImproperlyConfigured as error:
@@ -1023,24 +1004,14 @@ def roots_in_use(cache_dir: Path) -> set[str]:
 
 def direct_urls_allowed() -> bool:
     """The administrator's TRAINHUB_ALLOW_DIRECT_URL_REQUIREMENTS (off without Django settings)."""
-    try:
-        from django.conf import settings
-
-        if settings.configured or os.environ.get("DJANGO_SETTINGS_MODULE"):
-            return bool(getattr(settings, "TRAINHUB_ALLOW_DIRECT_URL_REQUIREMENTS", False))
-    except ImportError:
-        pass
+    if settings.configured or os.environ.get("DJANGO_SETTINGS_MODULE"):
+        return bool(getattr(settings, "TRAINHUB_ALLOW_DIRECT_URL_REQUIREMENTS", False))
     return False
 
 
 def _default_max_cache_bytes() -> int:
-    try:
-        from django.conf import settings
-
-        if settings.configured or os.environ.get("DJANGO_SETTINGS_MODULE"):
-            return int(getattr(settings, "TRAINHUB_ENV_CACHE_MAX_BYTES", DEFAULT_MAX_CACHE_BYTES))
-    except ImportError:
-        pass
+    if settings.configured or os.environ.get("DJANGO_SETTINGS_MODULE"):
+        return int(getattr(settings, "TRAINHUB_ENV_CACHE_MAX_BYTES", DEFAULT_MAX_CACHE_BYTES))
     return DEFAULT_MAX_CACHE_BYTES
 
 
@@ -1060,8 +1031,6 @@ def sdk_path(cache_dir: Path) -> Path:
         for path in (package / "sdk").rglob("*")
         if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc"
     )
-    from trainhub.sdk._whole_lines import SITECUSTOMIZE
-
     contents = [(path.relative_to(package.parent).as_posix(), path.read_bytes()) for path in files]
     contents.append(("sitecustomize.py", SITECUSTOMIZE.encode()))
     digest = hashlib.sha256()

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
+from django.conf import settings
 from filelock import FileLock, Timeout
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
@@ -90,6 +91,7 @@ NO_ENGINE = (
 @functools.lru_cache(maxsize=1)
 def docker_client() -> Any:
     """A client of the engine DOCKER_HOST names (the local socket by default), one per process."""
+    # Imported here: the Docker SDK takes about a second to import, paid only where an engine is used.
     import docker
 
     return docker.from_env(timeout=ENGINE_TIMEOUT_SECONDS)
@@ -185,14 +187,9 @@ def image_keep_policy() -> tuple[float, int]:
     most recently used ones whenever they were used."""
     days: float = DEFAULT_IMAGE_KEEP_DAYS
     count = DEFAULT_IMAGE_KEEP_COUNT
-    try:
-        from django.conf import settings
-
-        if settings.configured or os.environ.get("DJANGO_SETTINGS_MODULE"):
-            days = float(getattr(settings, "TRAINHUB_IMAGE_KEEP_DAYS", days))
-            count = int(getattr(settings, "TRAINHUB_IMAGE_KEEP_COUNT", count))
-    except ImportError:
-        pass
+    if settings.configured or os.environ.get("DJANGO_SETTINGS_MODULE"):
+        days = float(getattr(settings, "TRAINHUB_IMAGE_KEEP_DAYS", days))
+        count = int(getattr(settings, "TRAINHUB_IMAGE_KEEP_COUNT", count))
     return days, count
 
 
@@ -211,7 +208,7 @@ def prune_images(cache_dir: Path, *, keep_days: float | None = None, keep_count:
     folder = _uses_dir(cache_dir)
     if not folder.is_dir() or engine_problem() is not None:
         return []
-    import docker.errors
+    import docker.errors  # loaded with the client, see docker_client
 
     uses = sorted(folder.iterdir(), key=lambda path: path.stat().st_mtime, reverse=True)
     cutoff = time.time() - keep_days * 86400
@@ -254,7 +251,7 @@ def prune_superseded_images(*, older_than_seconds: float = SUPERSEDED_GRACE_SECO
     build has just made and not tagged yet."""
     if engine_problem() is not None:
         return []
-    import docker.errors
+    import docker.errors  # loaded with the client, see docker_client
 
     client = docker_client()
     in_use = _images_of_containers(client)
@@ -298,7 +295,7 @@ def _sdk_digest(cache_dir: Path) -> str:
 
 
 def _image_hit(client: Any, digest: str, sdk_digest: str, log: Callable[[str], None]) -> MaterialisedEnvironment | None:
-    import docker.errors
+    import docker.errors  # loaded with the client, see docker_client
 
     try:
         image = client.images.get(image_tag(digest))

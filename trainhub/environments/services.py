@@ -20,11 +20,13 @@ from trainhub.environments.builders import (
     BuildError,
     BuildLog,
     MaterialisedEnvironment,
-    cached,
+    cached_environment,
     direct_urls_allowed,
-    materialise,
+    materialise_environment,
+    uses_docker,
 )
 from trainhub.environments.curated import CURATED_NEEDS_PREFIX
+from trainhub.environments.docker_builder import cached_image, materialise_image
 from trainhub.environments.models import (
     NAME_MESSAGE,
     BuildStatus,
@@ -314,6 +316,20 @@ class _RecordedLog(BuildLog):
         if now - self.flushed_at >= self.INTERVAL_SECONDS:
             self.flushed_at = now
             EnvironmentBuild.objects.filter(pk=self.build.pk).update(log=_log_tail(self.text()))
+
+
+def materialise(spec: dict, *, cache_dir: Path, log: Callable[[str], None]) -> MaterialisedEnvironment:
+    """The environment of `spec` on this node, from the builder its kind needs."""
+    if uses_docker(spec):
+        return materialise_image(spec, cache_dir=cache_dir, log=log)
+    return materialise_environment(spec, cache_dir=cache_dir, log=log)
+
+
+def cached(spec: dict, *, cache_dir: Path, log: Callable[[str], None]) -> MaterialisedEnvironment | None:
+    """The environment of `spec` when this node has it built, from the builder its kind needs."""
+    if uses_docker(spec):
+        return cached_image(spec, cache_dir=cache_dir, log=log)
+    return cached_environment(spec, cache_dir=cache_dir, log=log)
 
 
 def materialise_recorded(

@@ -3,6 +3,8 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.db.models.signals import post_save, pre_save
 
+from trainhub import live
+
 
 class WorkspacesConfig(AppConfig):
     name = "trainhub.workspaces"
@@ -29,8 +31,6 @@ def _note_password_change(sender, instance, update_fields=None, **kwargs) -> Non
 def _password_changed(sender, instance, **kwargs) -> None:
     """Every open socket of a user whose password changed, or who was deactivated, closes: its
     session no longer counts."""
-    from trainhub import live
-
     if getattr(instance, "_trainhub_password_changed", False):
         instance._trainhub_password_changed = False
         user_pk = instance.pk

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import socket
@@ -99,6 +100,4 @@ def wait_for_order(token: str) -> float:
 
 
 def argparse_suppress() -> str:
-    import argparse
-
     return argparse.SUPPRESS
