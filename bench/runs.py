@@ -172,7 +172,8 @@ def experiment_page(workspace, cluster, server, user_password) -> None:
     import requests
     from django.contrib.auth import get_user_model
 
-    from runs.models import Experiment, Run, Snapshot
+    from runs.models import Experiment, Run, RunValue, Snapshot
+    from runs.run_values import run_value_rows
 
     experiment = Experiment.objects.create(workspace=workspace, name="big", last_run_number=100_000)
     owner = get_user_model().objects.get(username=user_password[0])
@@ -203,6 +204,7 @@ def experiment_page(workspace, cluster, server, user_password) -> None:
         for n in range(1, 100_001)
     ]
     Run.objects.bulk_create(runs, batch_size=5000)
+    RunValue.objects.bulk_create([row for run in runs for row in run_value_rows(run)], batch_size=5000)
     session = requests.Session()
     session.get(f"{server.url}/accounts/login/")
     session.post(

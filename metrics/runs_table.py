@@ -4,8 +4,9 @@
 Sorted by a metric, a page walks the series' (scope, name, rank, value) index from its cursor and
 keeps the runs the filter accepts (a correlated EXISTS each), then, past the last run with the
 metric, the runs without it, newest first. Sorted by start, status, user or name, it walks the
-run's (scope, column, id) index the same way. A parameter or tag sorts its numbers as numbers,
-then its other values as text; a duration is a finished run's (a running one's still grows).
+run's (scope, column, id) index the same way; by a parameter or tag, the RunValue (scope, kind,
+key, number, run) index for its numbers, then (scope, kind, key, text, run) for its other values.
+A duration is a finished run's (a running one's still grows).
 """
 
 from __future__ import annotations
@@ -18,24 +19,21 @@ from datetime import datetime
 from typing import Any
 
 from django.contrib.auth import get_user_model
-from django.db.models import (
-    Exists,
-    F,
-    FloatField,
-    Func,
-    OuterRef,
-    Q,
-    QuerySet,
-    TextField,
-)
+from django.db.models import Exists, F, OuterRef, Q, QuerySet
 from django.db.models.expressions import Combinable
-from django.db.models.fields.json import KeyTextTransform
-from django.db.models.functions import Cast, Coalesce
 
 from metrics.models import MetricSeries, SeriesKind
-from metrics.run_filter import STATS, Clause, apply_clauses, metric_and_stat, metric_condition, parse
+from metrics.run_filter import (
+    STATS,
+    Clause,
+    apply_clauses,
+    metric_and_stat,
+    metric_condition,
+    parse,
+    value_condition,
+)
 from runs.expressions import SecondsBetween
-from runs.models import Experiment, Run
+from runs.models import Experiment, Run, RunValue
 from runs.parameters import parameters_of
 from runs.selectors import run_parameters
 from trainhub.workspaces.models import Workspace
@@ -208,7 +206,13 @@ def runs_page(
         return _newest_first(runs, cursor, limit)
     if sort.kind == "metric":
         return _by_metric(scope, runs, clauses, sort, descending, cursor, limit)
-    return _by_run_value(runs, _segments_of(sort), descending, cursor, limit)
+    if sort.kind in ("param", "tag"):
+        return _by_table_value(scope, runs, clauses, sort, descending, cursor, limit)
+    segments = _segments_of(sort)
+    without = runs
+    for segment in segments:
+        without = without.exclude(segment.has)
+    return _by_segments(runs, "pk", segments, without, descending, cursor, limit)
 
 
 def newer_runs(scope: Scope, newer_than: int, *, expression: str = "") -> list[Run]:
@@ -304,28 +308,6 @@ class Segment:
     read: Callable[[Any], Any] = lambda value: value
 
 
-class NumberIn(Func):
-    """The number a text holds (`0.01`, `-3`, `1e-4`), else NULL: a parameter's numbers sort as
-    numbers. PostgreSQL casts only what its pattern accepts; SQLite's cast never fails, and its
-    GLOB keeps out text that is not a number's characters."""
-
-    output_field = FloatField()
-
-    def as_sqlite(self, compiler: Any, connection: Any, **extra_context: Any) -> Any:
-        text, params = compiler.compile(self.source_expressions[0])
-        numeric = f"{text} GLOB '*[0-9]*' AND {text} NOT GLOB '*[^0-9.eE+-]*'"
-        return f"(CASE WHEN {numeric} THEN CAST({text} AS REAL) END)", (*params, *params, *params)
-
-    def as_postgresql(self, compiler: Any, connection: Any, **extra_context: Any) -> Any:
-        text, params = compiler.compile(self.source_expressions[0])
-        pattern = r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$"
-        return f"(CASE WHEN {text} ~ '{pattern}' THEN CAST({text} AS double precision) END)", (*params, *params)
-
-
-def _json_text(key: str, field_name: str) -> Cast:
-    return Cast(KeyTextTransform(key, field_name), TextField())
-
-
 def _segments_of(sort: Column) -> list[Segment]:
     """The runs that have a value of `sort`, in the order it sorts them (ascending)."""
     if sort.kind == "started":
@@ -342,21 +324,44 @@ def _segments_of(sort: Column) -> list[Segment]:
         return [Segment(Q(status__isnull=False), F("status"))]
     if sort.kind == "name":
         return [Segment(~Q(display_name=""), F("display_name"))]
-    text: Combinable = _json_text(sort.name, "tags")
-    if sort.kind == "param":  # as its cell: an argument, else a tag of that name
-        text = Coalesce(_json_text(sort.name, "parameters"), text)
-    number = NumberIn(text)
-    return [
-        Segment(Q(sort_number__isnull=False), number, float),
-        Segment(Q(sort_number__isnull=True, sort_text__isnull=False), text),
-    ]
+    raise ValueError(f"{sort.key!r} is not a run's own column")
 
 
-def _by_run_value(runs: QuerySet[Run], segments: list[Segment], descending: bool, cursor: str, limit: int) -> TablePage:
-    """Each segment's runs by (value, id), descending segments in reverse, then the runs with no
-    value, newest first. A cursor names its segment, the value and the id of the page's last run."""
-    if len(segments) > 1:  # a parameter or tag: its number and text, named for the segments' `has`
-        runs = runs.alias(sort_text=segments[1].value, sort_number=segments[0].value)
+def _values_of(scope: Scope) -> QuerySet[RunValue]:
+    if isinstance(scope, Experiment):
+        return RunValue.objects.filter(experiment=scope)
+    return RunValue.objects.filter(workspace=scope)
+
+
+# A parameter's or tag's values: its numbers as numbers, then the others as text.
+VALUE_SEGMENTS = [
+    Segment(Q(number__isnull=False), F("number"), float),
+    Segment(Q(number__isnull=True), F("text")),
+]
+
+
+def _by_table_value(
+    scope: Scope, runs: QuerySet[Run], clauses: list[Clause], sort: Column, descending: bool, cursor: str, limit: int
+) -> TablePage:
+    values = _values_of(scope).filter(kind=sort.kind, key=sort.name)
+    if clauses:
+        values = values.filter(Exists(runs.filter(pk=OuterRef("run_id"))))
+    without = runs.exclude(value_condition(sort.kind, sort.name))
+    return _by_segments(values, "run_id", VALUE_SEGMENTS, without, descending, cursor, limit)
+
+
+def _by_segments(
+    rows: QuerySet[Any],
+    run_field: str,
+    segments: list[Segment],
+    without: QuerySet[Run],
+    descending: bool,
+    cursor: str,
+    limit: int,
+) -> TablePage:
+    """Each segment's `rows` (runs, or rows naming a run by `run_field`) by (value, run), descending
+    segments in reverse, then the runs `without` a value, newest first. A cursor names its segment,
+    the value and the id of the page's last run."""
     order = list(reversed(segments)) if descending else segments
     error = None
     start, after = 0, None
@@ -376,29 +381,30 @@ def _by_run_value(runs: QuerySet[Run], segments: list[Segment], descending: bool
     following: str | None = None
     for position in range(start, len(order)):
         segment = order[position]
-        found = runs.filter(segment.has).annotate(sort_value=segment.value)
+        found = rows.filter(segment.has).annotate(sort_value=segment.value)
         if after is not None and position == start:
             value, pk = after
             if descending:
-                found = found.filter(sort_value__lte=value).filter(Q(sort_value__lt=value) | Q(pk__lt=pk))
+                found = found.filter(sort_value__lte=value).filter(
+                    Q(sort_value__lt=value) | Q(**{f"{run_field}__lt": pk})
+                )
             else:
-                found = found.filter(sort_value__gte=value).filter(Q(sort_value__gt=value) | Q(pk__gt=pk))
-        by = ("-sort_value", "-pk") if descending else ("sort_value", "pk")
+                found = found.filter(sort_value__gte=value).filter(
+                    Q(sort_value__gt=value) | Q(**{f"{run_field}__gt": pk})
+                )
+        by = ("-sort_value", f"-{run_field}") if descending else ("sort_value", run_field)
         room = limit - len(ids)
-        rows = list(found.order_by(*by).values_list("pk", "sort_value")[: room + 1])
-        ids += [pk for pk, _ in rows[:room]]
-        if len(rows) > room:
+        walked = list(found.order_by(*by).values_list(run_field, "sort_value")[: room + 1])
+        ids += [pk for pk, _ in walked[:room]]
+        if len(walked) > room:
             if room:  # the page ends inside this segment
-                pk, value = rows[room - 1]
+                pk, value = walked[room - 1]
                 written = value.isoformat() if isinstance(value, datetime) else value
                 following = json.dumps([position, written, pk], separators=(",", ":"))
             else:  # the page ended with the segment before
                 following = json.dumps([position])
             break
     if following is None:
-        without = runs
-        for segment in segments:
-            without = without.exclude(segment.has)
         following = _fill_with_runs_without(without, without_after, ids, limit)
     found_runs = _shown(Run.objects.all()).in_bulk(ids)
     return TablePage([found_runs[pk] for pk in ids], following, error)

@@ -17,6 +17,7 @@ from metrics import events, limits
 from metrics.jsonvalues import json_numbers
 from metrics.models import MetricChunk, MetricRow, MetricSeries, SeriesKind
 from runs.models import Run
+from runs.run_values import run_values_sync
 from trainhub.live import publish_metrics
 from trainhub.workspaces.permissions import Access, Action
 
@@ -334,7 +335,9 @@ def metrics_ingest(*, access: Access, run: Run, batch: MetricsBatch) -> IngestRe
     with transaction.atomic():
         # One writer per run at a time: the per-run limits below are then exact.
         locked = (
-            Run.objects.select_for_update().only("id", "run_id", "experiment_id", "tags", "parent_id").get(pk=run.pk)
+            Run.objects.select_for_update()
+            .only("id", "run_id", "workspace_id", "experiment_id", "parameters", "tags", "parent_id")
+            .get(pk=run.pk)
         )
         existing = _series_for(locked, batch)
         _check_limits(locked, batch, existing)
@@ -347,6 +350,7 @@ def metrics_ingest(*, access: Access, run: Run, batch: MetricsBatch) -> IngestRe
         if batch.tags:
             locked.tags = {**locked.tags, **batch.tags}
             locked.save(update_fields=["tags"])
+            run_values_sync(locked)
             live["tags"] = locked.tags
         run_pk = run.pk
         transaction.on_commit(lambda: publish_metrics(run_pk, live))

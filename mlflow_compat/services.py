@@ -29,6 +29,7 @@ from mlflow_compat.models import LoggedModel
 from mlflow_compat.selectors import SYSTEM_TAG_PREFIX, run_parameters
 from registry.paths import clean_relative_path
 from runs.models import Run, RunFile
+from runs.run_values import run_values_sync
 from runs.services import run_file_store
 from trainhub import uploads
 from trainhub.workspaces.permissions import Action
@@ -232,7 +233,9 @@ def log_batch(*, caller: Caller, run: Run, metrics: Any = None, params: Any = No
 
 def _store_params_and_properties(run: Run, params: dict[str, str], properties: dict[str, str]) -> None:
     locked = (
-        Run.objects.select_for_update().only("id", "run_id", "parameters", "arguments", "properties").get(pk=run.pk)
+        Run.objects.select_for_update()
+        .only("id", "run_id", "workspace_id", "experiment_id", "parameters", "arguments", "tags", "properties")
+        .get(pk=run.pk)
     )
     if params:
         # A param logged again replaces the value (MLflow's server refuses a change): the run's
@@ -250,6 +253,8 @@ def _store_params_and_properties(run: Run, params: dict[str, str], properties: d
             )
         locked.properties = merged
     locked.save(update_fields=["parameters", "properties"])
+    if params:
+        run_values_sync(locked)
 
 
 # ---------------------------------------------------------------- end_run

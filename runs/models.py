@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.db import models
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
 from runs.expressions import SecondsBetween
+from runs.parameters import PARAM, TABLE_KEY_LENGTH, TAG, TEXT_LENGTH
 from trainhub.workspaces.models import Workspace, name_validator
 
 
@@ -153,6 +154,51 @@ class Run(models.Model):
         if self.started_at is None:
             return None
         return ((self.ended_at or timezone.now()) - self.started_at).total_seconds()
+
+
+class RunValue(models.Model):
+    """What a run's `params.<key>` or `tags.<key>` column shows, one row per cell, kept in step with
+    the run's parameters and tags (runs/run_values.py): the runs table sorts and filters through
+    these rows' indexes instead of reading the JSON of every run of the scope (~0.9 s at 100,000)."""
+
+    KINDS = [(PARAM, "Parameter"), (TAG, "Tag")]
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="table_values")
+    # The run's, so that a scope's values sort through one index range (as metrics.MetricSeries).
+    experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="+")
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="+")
+    kind = models.CharField(max_length=5, choices=KINDS)
+    key = models.CharField(max_length=TABLE_KEY_LENGTH)
+    value = models.TextField()
+    # The value when it writes a number: numbers sort as numbers, before the values that are not.
+    number = models.FloatField(null=True, blank=True)
+    # The value's first characters, which a sort of the values that are not numbers walks: an index
+    # entry holding a whole 5,000-character tag would pass PostgreSQL's size limit.
+    text = models.CharField(max_length=TEXT_LENGTH, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["run", "kind", "key"], name="one_value_per_run_column")]
+        indexes = [
+            *(
+                models.Index(
+                    fields=[scope, "kind", "key", "number", "run"],
+                    name=f"run_value_{scope}_number",
+                    condition=Q(number__isnull=False),
+                )
+                for scope in ("workspace", "experiment")
+            ),
+            *(
+                models.Index(
+                    fields=[scope, "kind", "key", "text", "run"],
+                    name=f"run_value_{scope}_text",
+                    condition=Q(number__isnull=True),
+                )
+                for scope in ("workspace", "experiment")
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.run_id}: {self.kind}s.{self.key}"
 
 
 class RunStatusChange(models.Model):

@@ -46,6 +46,7 @@ from runs.models import (
     Snapshot,
 )
 from runs.parameters import parameters_of
+from runs.run_values import run_values_sync
 from trainhub import live, redis_keys, uploads
 from trainhub.compute import catalog
 from trainhub.compute.models import LIVE_NODE_STATES, ComputeCluster, Node, Provisioner
@@ -353,6 +354,7 @@ def run_submit(
             timeout_seconds=timeout_seconds,
             tags={str(k): str(v) for k, v in (tags or {}).items()},
         )
+        run_values_sync(run)
         RunStatusChange.objects.create(run=run, status=RunStatus.QUEUED, at=run.created_at)
         if sweep_parent:
             Run.objects.filter(pk=run.pk).update(
@@ -401,6 +403,7 @@ def run_submit_child(*, parent: Run, arguments: list[str], tags: dict[str, str],
         tags=tags,
         parent=parent,
     )
+    run_values_sync(run)
     RunStatusChange.objects.create(run=run, status=RunStatus.QUEUED, at=run.created_at)
     run_inputs_record(run=run)
     transaction.on_commit(lambda: clear_run_keys(run.pk))
@@ -486,6 +489,7 @@ def run_update(
         merged = {**locked.tags, **{key.strip(): str(value) for key, value in (tags or {}).items()}}
         locked.tags = {key: value for key, value in merged.items() if key not in set(removed_tags or [])}
         locked.save(update_fields=["display_name", "description", "tags"])
+        run_values_sync(locked)
     return locked
 
 

@@ -21,9 +21,11 @@ def sweep(workspace, contributor):
     ):
         run, token = running_run(workspace, experiment="sweep", arguments=["--lr", lr, "--epochs", "3"])
         post_batch(api_client(token), run, series_body("accuracy", [0.1, accuracy]))
+        if name == "b":
+            post_batch(api_client(token), run, {"tags": {"optimizer": "adam"}})
         Run.objects.filter(pk=run.pk).update(status=status)
         made[name] = run
-    Run.objects.filter(pk=made["b"].pk).update(tags={"optimizer": "adam"}, created_by=contributor)
+    Run.objects.filter(pk=made["b"].pk).update(created_by=contributor)
     return made
 
 

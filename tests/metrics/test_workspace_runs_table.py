@@ -10,6 +10,7 @@ import pytest
 
 from metrics import runs_table
 from runs.models import Run, RunStatus
+from runs.run_values import run_values_sync
 from tests.conftest import api_client
 from tests.metrics.builders import post_batch, running_run, series_body
 
@@ -28,7 +29,8 @@ def runs_of_two_experiments(workspace) -> tuple[dict[str, Run], dict[str, str]]:
         if accuracy is not None:
             post_batch(api_client(token), run, series_body("accuracy", [0.2, accuracy]))
         made[name], tokens[name] = run, token
-    Run.objects.filter(pk=made["b"].pk).update(tags={"optimizer": "adam"}, status=RunStatus.COMPLETED)
+    post_batch(api_client(tokens["b"]), made["b"], {"tags": {"optimizer": "adam"}})
+    Run.objects.filter(pk=made["b"].pk).update(status=RunStatus.COMPLETED)
     return made, tokens
 
 
@@ -128,6 +130,7 @@ def runs_with_ties(workspace, contributor) -> dict[str, Run]:
             **({"created_by": contributor} if key in "bd" else {}),
             **({"status": RunStatus.QUEUED} if key == "c" else {}),
         )
+        run_values_sync(Run.objects.get(pk=runs[key].pk))  # as a submit with these would have
     return runs
 
 

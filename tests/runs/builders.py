@@ -9,6 +9,7 @@ from django.core.files.storage import default_storage
 
 from runs.models import Experiment, Run, RunStatus, RunStatusChange, Snapshot
 from runs.parameters import parameters_of
+from runs.run_values import run_values_sync
 from runs.services import clear_run_keys
 from trainhub.compute.models import ComputeCluster, Provisioner
 from trainhub.workspaces.models import Workspace
@@ -52,6 +53,7 @@ def make_run(workspace: Workspace, cluster: ComputeCluster | None = None, experi
         snapshot=make_snapshot(workspace),
         **values,
     )
+    run_values_sync(run)  # as run_submit does
     RunStatusChange.objects.create(run=run, status=run.status, at=run.created_at)
     # A rolled-back test frees its run's pk for the next test: drop what Redis kept under it.
     clear_run_keys(run.pk)
