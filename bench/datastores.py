@@ -38,12 +38,21 @@ def timed(action) -> float:
     return time.perf_counter() - started
 
 
-def compare(label: str, source: Path, size: int, upload) -> None:
+def cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def compare(label: str, source: Path, size: int, upload, server_pid: int) -> None:
     copy_seconds = timed(lambda: shutil.copytree(source, source.with_name(source.name + "-copy")))
+    cpu = cpu_seconds(server_pid)
     upload_seconds = timed(upload)
+    cpu = cpu_seconds(server_pid) - cpu
     mb = size / 1e6
     print(
-        f"{label}: upload {upload_seconds:.2f} s ({mb / upload_seconds:.1f} MB/s), plain local copy "
+        f"{label}: upload {upload_seconds:.2f} s ({mb / upload_seconds:.1f} MB/s, "
+        f"{size / upload_seconds / 1e9:.2f} GB/s; server CPU {cpu / (size / 2**30):.2f} s per GiB), plain local copy "
         f"{copy_seconds:.2f} s ({mb / copy_seconds:.1f} MB/s): {upload_seconds / copy_seconds:.1f}x the copy"
     )
 
@@ -88,6 +97,7 @@ def main() -> None:
                 scratch / "small",
                 SMALL_FILES * SMALL_BYTES,
                 lambda: datastore.upload(str(scratch / "small"), "small", show_progress=False),
+                server.process.pid,
             )
             again = timed(lambda: datastore.upload(str(scratch / "small"), "small", show_progress=False))
             print(f"{SMALL_FILES} files uploaded again (all skipped by checksum): {again:.2f} s")
@@ -96,6 +106,7 @@ def main() -> None:
                 scratch / "big",
                 BIG_BYTES,
                 lambda: datastore.upload(str(scratch / "big"), "big", show_progress=False),
+                server.process.pid,
             )
             first, second = copied_per_run(ws, datastore, scratch / "source")
             print(f"run input on a node, first run: {first}")

@@ -176,9 +176,11 @@ def main() -> None:
             storage_before = tree_size(storage)
             with open(big, "ab") as handle:
                 handle.write(b"local copy")  # another hash than the run's file
+            upload_cpu = cpu_seconds(pid)
             upload_started = time.perf_counter()
             Model.register(ws, str(big), "uploaded", show_progress=False)
             upload_seconds = time.perf_counter() - upload_started
+            upload_cpu = cpu_seconds(pid) - upload_cpu
             local_after = io_counters(pid)
 
             wrote = after_io["wchar"] - before_io["wchar"]
@@ -203,6 +205,11 @@ def main() -> None:
             print(
                 f"  download (folder as zip):      {zip_rate:.2f} GB/s, {zip_size} bytes, "
                 f"server peak RSS {zip_rss:.0f} MB"
+            )
+            uploaded = big.stat().st_size
+            print(
+                f"  upload (SDK Model.register):   {uploaded / upload_seconds / 1e9:.2f} GB/s (1 GiB in "
+                f"{upload_seconds:.2f} s, sha256 included); server CPU {upload_cpu / (uploaded / 2**30):.2f} s per GiB"
             )
             print(
                 f"  register a 1 GiB local file:   uploaded in {upload_seconds:.1f} s; storage "

@@ -143,7 +143,7 @@ def test_an_abandoned_upload_is_deleted_once_stale_when_the_next_upload_starts(s
     sha256 = write_model(abandoned, size, salt=b"abandoned")
     upload_one_chunk(sdk_ws, abandoned, sha256)
     staged = uploads.staging_path(workspace.pk, BLOB_UPLOADS, f"{sha256}-{size}")
-    assert staged.stat().st_size == CHUNK
+    assert staged.is_file() and probe(sdk_ws, sha256, size).json()["received"] == CHUNK
     recent = tmp_path / "recent.pt"
     recent_sha = write_model(recent, size, salt=b"recent")
     upload_one_chunk(sdk_ws, recent, recent_sha)

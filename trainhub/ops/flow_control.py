@@ -11,7 +11,8 @@ Twisted request behind `send`) it passes everything through untouched.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, MutableMapping
+import io
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 
 from django.core.handlers.asgi import ASGIHandler
@@ -110,9 +111,29 @@ class ResponseFlowControl:
 
 
 class WideASGIHandler(ASGIHandler):
-    """Django's ASGI handler, sending a response in messages of up to 4 MB instead of 64 KB.
+    """Django's ASGI handler, sending a response in messages of up to 4 MB instead of 64 KB, and
+    taking a body that came in one message as it is.
 
     Django cuts every streamed part into 64 KB messages; for a 1 GB download that is 16,384 trips
-    through this wrapper, daphne and Twisted, which cost more CPU than moving the bytes."""
+    through this wrapper, daphne and Twisted, which cost more CPU than moving the bytes. And it
+    copies every body into a temporary file of its own, which the view then copies out again: an
+    upload chunk (daphne hands up to one whole chunk in one message, trainhub/ops/request_limits.py)
+    is read by the view from the message's own bytes instead."""
 
     chunk_size = 4 * 1024 * 1024
+
+    async def read_body(self, receive: Callable[[], Awaitable[Mapping[str, Any]]]) -> Any:
+        first = await receive()
+        if first["type"] == "http.request" and not first.get("more_body", False):
+            # BytesIO shares a bytes object until it is written to: reading it whole is no copy.
+            return io.BytesIO(first.get("body", b""))
+        replayed = False
+
+        async def again() -> Mapping[str, Any]:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return first
+
+        return await super().read_body(again)
