@@ -23,7 +23,7 @@ from runs.containers import reap_containers_of_gone_nodes
 from runs.scheduling import dispatch_all, redispatch_lost_jobs
 from runs.selectors import queued_node_demand
 from runs.services import lost_node_runs
-from runs.slurm import watch_jobs
+from runs.slurm import watch_jobs, watch_tasks
 from sweeps.services import sweeps_tick
 from trainhub import redis_keys
 from trainhub.compute import services
@@ -35,7 +35,8 @@ logger = logging.getLogger(__name__)
 TICK_SECONDS = 0.5
 DISPATCH_EVERY = 2.0
 PROVISION_EVERY = 1.0
-# squeue once a second at most, and only while a Slurm job's run is active.
+# squeue once a second at most, and only while a Slurm job's run is active; the Slurm tasks'
+# heartbeats as often.
 SLURM_WATCH_EVERY = 1.0
 
 
@@ -192,6 +193,7 @@ def run_controller(stop: list[bool]) -> None:
                 now = time.monotonic()
                 if now - last_slurm_watch >= SLURM_WATCH_EVERY:
                     last_slurm_watch = now
+                    watch_tasks()
                     watch_jobs()
                 if now - last_provision >= PROVISION_EVERY:
                     last_provision = now

@@ -435,10 +435,12 @@ class NodeExecution:
     def wait_for_peers(self) -> None:
         """Until every other node of the run is done. The database says which are; each node's end
         wakes this one through Redis (services.placement_done), and a wait that Redis never ends
-        (its data lost) reads the database again every PEERS_RECHECK_SECONDS."""
+        (its data lost) reads the database again every PEERS_RECHECK_SECONDS. Counted against the
+        run's node count: a Slurm task joins the run only as it starts, not at dispatch."""
         deadline = time.monotonic() + PEERS_TIMEOUT_SECONDS
         key = redis_keys.run_peers_done(self.run.pk)
-        while RunNode.objects.filter(run=self.run).exclude(node_rank=0).exclude(state=PlacementState.DONE).exists():
+        peers_done = RunNode.objects.filter(run=self.run, state=PlacementState.DONE).exclude(node_rank=0)
+        while peers_done.count() < self.run.node_count - 1:
             self.check_abort()
             if time.monotonic() > deadline:
                 raise SetupFailed("The other nodes of the run did not finish in time.", "")

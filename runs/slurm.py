@@ -3,7 +3,8 @@ ends; its one task per allocated host runs TrainHub's node-side execution there 
 
 The server only submits, watches and cancels: while Slurm holds a job pending the run stays Queued
 with Slurm's reason; a job that ends before its run did (time limit, node failure, scancel) or that
-Slurm no longer knows fails the run with that reason."""
+Slurm no longer knows fails the run with that reason; a task that stops heartbeating (its host died or
+hangs) fails the run naming the host, and its job is scancelled."""
 
 from __future__ import annotations
 
@@ -19,10 +20,12 @@ from django.utils import timezone
 
 from runs import services
 from runs.launch_plan import LaunchMode, launch_mode
-from runs.models import ACTIVE_STATUSES, Run, RunStatus, SlurmJob
+from runs.models import ACTIVE_STATUSES, PlacementState, Run, RunNode, RunStatus, SlurmJob
 from runs.tokens import run_token
+from trainhub import redis_keys
 from trainhub.compute import catalog, slurm
-from trainhub.compute.models import ComputeCluster
+from trainhub.compute.models import ComputeCluster, Node
+from trainhub.redis_conn import get_redis
 from trainhub.workspaces.selectors import hash_token
 
 logger = logging.getLogger(__name__)
@@ -34,6 +37,19 @@ MISSING_GRACE = timedelta(seconds=3)
 SUBMIT_GRACE = timedelta(seconds=60)
 # A job that ended while its run is still active: its tasks get this long to record the end themselves.
 ENDED_GRACE = timedelta(seconds=2)
+# Each task of a Slurm run sets its key (redis_keys.run_task_alive) every TASK_HEARTBEAT_SECONDS
+# from a thread that does nothing else; the controller fails the run of a task whose key expired,
+# TASK_SILENCE_SECONDS after its last beat: its host died or hangs. Slurm's own verdict on a dead host
+# waits for SlurmdTimeout (300 s by default). Eight beats may be missed: a healthy task would have to
+# get no CPU for 7 s in a row to be judged lost, where such a thread beside a busy main thread, at a
+# load of 19 to 21 on 2 cores, was at most 0.14 s late in 90 s (measured by hand); and with the
+# controller looking once a second, a dead host's run still fails within about 10 s of its death.
+TASK_HEARTBEAT_SECONDS = 1.0
+TASK_SILENCE_SECONDS = 8
+TASK_LOST = (
+    "Slurm node {hosts} failed: the run's task there stopped reporting (no heartbeat for {seconds} s); "
+    "TrainHub cancels Slurm job {job_id} so that every rank stops."
+)
 # Slurm's name for a job waiting for its allocation (squeue's state; SlurmJob.state holds Slurm's words).
 SLURM_PENDING = "PENDING"
 SBATCH_FAILED = "Slurm refused the run's job: {error}"
@@ -42,7 +58,7 @@ NOT_SUBMITTED = "The run's Slurm job was never submitted (sbatch did not answer)
 SLURM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # What Slurm's end of a job means for its run.
 END_REASONS = {
-    "TIMEOUT": "Slurm stopped job {job_id} at its time limit ({reason}).",
+    "TIMEOUT": "Slurm time limit{limit} reached: Slurm stopped job {job_id} ({reason}).",
     "NODE_FAIL": "Slurm job {job_id} failed: node {nodes} failed ({reason}).",
     "BOOT_FAIL": "Slurm job {job_id} failed: node {nodes} did not boot ({reason}).",
     "OUT_OF_MEMORY": "Slurm job {job_id} ran out of memory on {nodes}.",
@@ -234,6 +250,46 @@ def watch_jobs() -> list[int]:
     return ended
 
 
+def watch_tasks() -> list[int]:
+    """Fail each active Slurm run one of whose tasks stopped beating, naming the task's host, and
+    scancel its job so that the ranks on its other hosts stop too; returns the runs it failed. A task
+    done with its share (PlacementState.DONE) stops beating and is not watched any more."""
+    placements = list(
+        RunNode.objects.filter(run__status__in=ACTIVE_STATUSES, run__cluster__provisioner="slurm")
+        .exclude(state=PlacementState.DONE)
+        .select_related("node")
+        .order_by("run_id", "node_rank")
+    )
+    if not placements:
+        return []
+    pipe = get_redis().pipeline(transaction=False)
+    for placement in placements:
+        pipe.exists(redis_keys.run_task_alive(placement.run_id, placement.node_rank))
+    silent: dict[int, list[str]] = {}
+    for placement, alive in zip(placements, pipe.execute(), strict=True):
+        if not alive:
+            silent.setdefault(placement.run_id, []).append(slurm_host(placement.node))
+    failed = []
+    for run_pk, hosts in silent.items():
+        job_id = SlurmJob.objects.filter(run_id=run_pk).values_list("job_id", flat=True).first() or ""
+        reason = TASK_LOST.format(hosts=", ".join(hosts), seconds=TASK_SILENCE_SECONDS, job_id=job_id or "?")
+        if services.fail_run(run_pk, reason) is None:
+            continue
+        failed.append(run_pk)
+        logger.warning("run %s: the Slurm task on %s stopped beating", run_pk, ", ".join(hosts))
+        if job_id:
+            try:
+                slurm.cancel(job_id)
+            except slurm.SlurmError as error:
+                logger.warning("scancel of job %s of run %s failed: %s", job_id, run_pk, error)
+    return failed
+
+
+def slurm_host(node: Node) -> str:
+    """The Slurm host a Slurm cluster's node row stands for (compute.services.node_register_slurm_host)."""
+    return node.name.removeprefix(f"slurm-{node.cluster_id}-")
+
+
 def _say_pending(run_pk: int, state: slurm.JobState) -> None:
     services.log_append(run_pk, services.SUBMIT_STREAM, [f"Slurm job {state.job_id} is pending: {state.reason}"])
 
@@ -249,8 +305,15 @@ def end_reason(state: slurm.JobState, allocation: str = "") -> str:
             nodes = ", ".join(slurm.failed_nodes(allocation)) or f"of {nodes}"
         except slurm.SlurmError:
             nodes = f"of {nodes}"
+    limit = slurm.time_limit_words(state.time_limit)
     template = END_REASONS.get(state.verdict, ENDED_OTHERWISE)
-    return template.format(job_id=state.job_id, state=state.state, reason=state.reason, nodes=nodes)
+    return template.format(
+        job_id=state.job_id,
+        state=state.state,
+        reason=state.reason,
+        nodes=nodes,
+        limit=f" of {limit}" if limit else "",
+    )
 
 
 def _end_run(job: SlurmJob, state: slurm.JobState, now) -> bool:

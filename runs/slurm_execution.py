@@ -1,27 +1,32 @@
 """What a Slurm job's task does on its host: TrainHub's node-side execution of the host's share of
 the run (the NodeExecution a local node runs: environment, snapshot, box, logs, outputs), with its
-node rank from Slurm's allocation (SLURM_NODEID) and its address as Slurm knows the host."""
+node rank from Slurm's allocation (SLURM_NODEID) and its address as Slurm knows the host. While it
+runs, it heartbeats through Redis, so that the controller fails the run soon after its host dies."""
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import threading
 import time
 
+import redis
 from django.conf import settings
 
 from runs import services
 from runs.execution import NodeExecution
-from runs.executor import RunAborted
-from runs.models import Run, RunNode, RunStatus, SlurmJob
-from runs.slurm import END_REASONS, end_reason
+from runs.models import Run, RunStatus, SlurmJob
+from runs.slurm import END_REASONS, TASK_HEARTBEAT_SECONDS, TASK_SILENCE_SECONDS, end_reason
+from trainhub import redis_keys
 from trainhub.compute import slurm
 from trainhub.compute.models import Node
 from trainhub.compute.services import node_docker_support, node_register_slurm_host, node_set_idle
 from trainhub.environments.builders import uses_docker
+from trainhub.redis_conn import get_redis
 
-RUN_NODES_SECONDS = 60
+logger = logging.getLogger(__name__)
+
 JOB_ID_SECONDS = 10
 NOT_THIS_JOB = "Slurm job {job_id} is not run {run}'s job ({expected}): refusing to run it."
 TASK_STOPPED = "Slurm stopped the run's task on node {node}."
@@ -47,13 +52,53 @@ def run_task(run_pk: int) -> int:
     run = Run.objects.select_related("cluster__workspace").get(pk=run_pk)
     if run.is_final:
         return 0
-    node = register_host(run, host)
-    services.placement_join(run=run, node=node, node_rank=node_rank)
+    # Beating before the task joins the run: the controller watches every task that has joined.
+    heartbeat = TaskHeartbeat(run.pk, node_rank, host)
+    heartbeat.start()
     try:
-        SlurmNodeExecution(run.pk, node.pk, node_rank, stop, job_id).execute()
+        node = register_host(run, host)
+        services.placement_join(run=run, node=node, node_rank=node_rank)
+        try:
+            SlurmNodeExecution(run.pk, node.pk, node_rank, stop, job_id).execute()
+        finally:
+            node_set_idle(node.pk)
     finally:
-        node_set_idle(node.pk)
+        heartbeat.stop()
     return 0
+
+
+class TaskHeartbeat(threading.Thread):
+    """Sets the task's key in Redis (redis_keys.run_task_alive) as it starts and every
+    TASK_HEARTBEAT_SECONDS after, until stopped (runs/slurm.py, watch_tasks, says why these numbers)."""
+
+    def __init__(self, run_pk: int, node_rank: int, host: str):
+        super().__init__(daemon=True, name="slurm-task-heartbeat")
+        self.key = redis_keys.run_task_alive(run_pk, node_rank)
+        self.host = host
+        self.done = threading.Event()
+        self.beat()
+
+    def beat(self) -> None:
+        get_redis().set(self.key, self.host, ex=TASK_SILENCE_SECONDS)
+
+    def run(self) -> None:
+        last = time.monotonic()
+        while not self.done.wait(TASK_HEARTBEAT_SECONDS):
+            now = time.monotonic()
+            if now - last > 3 * TASK_HEARTBEAT_SECONDS:
+                # In the job's output: a host this starved is close to being judged lost.
+                logger.warning(
+                    "heartbeat %.1f s late (lost past %s s)", now - last - TASK_HEARTBEAT_SECONDS, TASK_SILENCE_SECONDS
+                )
+            last = now
+            try:
+                self.beat()
+            except redis.RedisError:
+                logger.warning("heartbeat of %s failed", self.key, exc_info=True)
+
+    def stop(self) -> None:
+        self.done.set()
+        self.join()
 
 
 def register_host(run: Run, host: str) -> Node:
@@ -65,20 +110,11 @@ def register_host(run: Run, host: str) -> Node:
 
 class SlurmNodeExecution(NodeExecution):
     """A local node's execution, but for the ends that are Slurm's to tell (a time limit, a node
-    failure, scancel) and for peers that join as their tasks start rather than at dispatch."""
+    failure, scancel)."""
 
     def __init__(self, run_pk: int, node_pk: int, node_rank: int, stop_event: threading.Event, job_id: str):
         super().__init__(run_pk, node_pk, node_rank, stop_event)
         self.job_id = job_id
-
-    def wait_for_peers(self) -> None:
-        deadline = time.monotonic() + RUN_NODES_SECONDS
-        while RunNode.objects.filter(run=self.run).count() < self.run.node_count:
-            self.check_abort()
-            if time.monotonic() > deadline:
-                raise RunAborted("the run's other Slurm tasks never started")
-            time.sleep(0.2)
-        super().wait_for_peers()
 
     def end_aborted(self, reason: str) -> None:
         if reason != "node stopped":

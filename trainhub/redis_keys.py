@@ -45,6 +45,12 @@ def run_peers_done(run_pk: int) -> str:
     return f"{PREFIX}run:{run_pk}:peers-done"
 
 
+def run_task_alive(run_pk: int, node_rank: int) -> str:
+    """Set by each heartbeat of a Slurm run's task on one host, with a short expiry: a task whose
+    key expired has stopped, its host dead or hung (runs/slurm_execution.py, runs/slurm.py)."""
+    return f"{PREFIX}run:{run_pk}:task:{node_rank}:alive"
+
+
 def run_abort(run_pk: int) -> str:
     """Set to the run's final status when it is canceled or fails: every node of it stops its ranks."""
     return f"{PREFIX}run:{run_pk}:abort"

@@ -122,12 +122,76 @@ class SlurmCluster:
         if wait:
             self.wait_nodes_idle([name])
 
-    def kill_slurmd(self, name: str) -> None:
-        """As a host that dies would: slurmd gone at once (its job's step daemons stay, as they would
-        on a host whose slurmd crashed)."""
+    def kill_host(self, name: str) -> None:
+        """As a host that dies would: its slurmd, and every process of its jobs' steps (the step
+        daemons, TrainHub's task, the run's ranks), killed at once."""
         process = self.processes.pop(name)
         process.kill()
         process.wait()
+        for pid in self.freeze_steps(name):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def freeze_steps(self, name: str) -> set[int]:
+        """SIGSTOP every process of node `name`'s job steps, as a host that hangs (its slurmd still
+        answers Slurm); returns them, for thaw() or a kill. Frozen first, so none forks away."""
+        frozen: set[int] = set()
+        while new := self._step_processes(name) - frozen:
+            for pid in new:
+                try:
+                    os.kill(pid, signal.SIGSTOP)
+                except ProcessLookupError:
+                    pass
+            frozen |= new
+        return frozen
+
+    @staticmethod
+    def thaw(pids: set[int]) -> None:
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+
+    def _step_processes(self, name: str) -> set[int]:
+        """The step daemons of node `name` of this Slurm (found as the parents of the tasks Slurm
+        started there, which carry its SLURM_CONF and SLURMD_NODENAME) and all their descendants."""
+        markers = {f"SLURM_CONF={self.conf}".encode(), f"SLURMD_NODENAME={name}".encode()}
+        parents: dict[int, int] = {}
+        step_daemons: set[int] = set()
+        tasks: list[int] = []
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            pid = int(entry)
+            try:
+                with open(f"/proc/{pid}/status") as status:
+                    parents[pid] = int(next(line.split()[1] for line in status if line.startswith("PPid:")))
+                with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+                    if cmdline.read().startswith(b"slurmstepd"):
+                        step_daemons.add(pid)
+                with open(f"/proc/{pid}/environ", "rb") as environ:
+                    if markers <= set(environ.read().split(b"\0")):
+                        tasks.append(pid)
+            except (OSError, StopIteration):
+                continue
+        roots = set()
+        for pid in tasks:
+            while pid > 1 and pid not in step_daemons:
+                pid = parents.get(pid, 0)
+            if pid > 1:
+                roots.add(pid)
+        children: dict[int, list[int]] = {}
+        for pid, parent in parents.items():
+            children.setdefault(parent, []).append(pid)
+        found, todo = set(), list(roots)
+        while todo:
+            pid = todo.pop()
+            found.add(pid)
+            todo.extend(children.get(pid, []))
+        return found
 
     def stop_slurmd(self, name: str) -> None:
         self._stop(name)

@@ -8,11 +8,16 @@ import json
 
 import pytest
 from django.test import Client
+from django.utils import timezone
+from django.utils.html import escape
 
-from runs.models import LogChunk, Run, RunNode, RunProcess, RunStatusChange, SlurmJob
+from runs import slurm as slurm_runs
+from runs.models import LogChunk, Run, RunNode, RunProcess, RunStatus, RunStatusChange, SlurmJob
 from tests.helpers.processes import ControllerProcess, pid_alive, run_folder, run_pids, wait_until
 from tests.helpers.site import module_site
+from tests.runs.builders import make_run
 from tests.runs.conftest import PROJECTS
+from trainhub.compute.models import ComputeCluster
 from trainhub.sdk import Environment, Experiment, ScriptRunConfig, Workspace
 from trainhub.sdk.compute import ComputeTarget, SlurmCompute
 from trainhub.sdk.runconfig import PyTorchConfiguration
@@ -107,7 +112,7 @@ def test_the_per_node_torch_distributed_launch_job_runs_once_per_host(site):
     assert {"logs/launcher_node_0.txt", "logs/launcher_node_1.txt"} <= set(run.get_file_names())
 
 
-def hold(site, nodes: int, per_node: int, seconds: float = 120, name: str = "slurm-hold"):
+def hold(site, nodes: int, per_node: int, seconds: float = 120, name: str = "slurm-hold", **extra):
     """A run of `nodes` x `per_node` ranks that each say where they are and hold until released."""
     src = config(
         site,
@@ -115,6 +120,7 @@ def hold(site, nodes: int, per_node: int, seconds: float = 120, name: str = "slu
         ["--seconds", seconds],
         project="slurm",
         distributed_job_config=PyTorchConfiguration(process_count=nodes * per_node, node_count=nodes),
+        **extra,
     )
     return Experiment(site["ws"], name).submit(src)
 
@@ -195,19 +201,93 @@ def test_cancel_scancels_the_job_and_every_rank_ends(site):
     )
 
 
-def test_a_node_whose_slurmd_dies_fails_the_run_naming_it(site):
+def shown_on_its_page(site, run_id: str, text: str) -> bool:
+    with site["blocker"].unblock():
+        client = Client()
+        client.force_login(site["site"].owner)
+        return escape(text) in client.get(f"/w/birds/runs/{run_id}/").content.decode()
+
+
+def job_state(site, job_id: str) -> str:
+    return site["slurm"].slurm("squeue", "--noheader", "--states=all", f"--jobs={job_id}", "--format=%T").strip()
+
+
+def test_a_slurm_time_limit_ends_the_run_with_that_reason(site):
+    """The run's time limit is the job's --time; when Slurm ends the job at it (TIMEOUT), the run
+    fails with that reason, on its page, and its ranks end."""
+    run = hold(site, nodes=1, per_node=1, name="slurm-time-limit", max_run_duration_seconds=600)
+    wait_until(lambda: held(site, run.id) == 1, 90, message="the rank holding")
+    ranks = [pid for pid, _ in run_pids(run.id)]
+    job_id = slurm_job(site, run.id).job_id
+    slurm = site["slurm"]
+    assert slurm.slurm("squeue", "--noheader", f"--jobs={job_id}", "--format=%l").strip() == "10:00"
+    # As if its ten minutes were up: Slurm's own time-limit check ends it at its next pass.
+    slurm.slurm("scontrol", "update", f"JobId={job_id}", "EndTime=now")
+    wait_until(lambda: status(site, run.id) == "Failed", 90, message="the run failed")
+    reason = run.get_details()["status_reason"]
+    assert reason.startswith("Slurm time limit of 1 min reached: Slurm stopped job") and job_id in reason, reason
+    assert shown_on_its_page(site, run.id, reason)
+    wait_until(lambda: not any(pid_alive(pid) for pid in ranks), 30, message="the rank's process ended")
+    assert job_state(site, job_id) in ("TIMEOUT", "COMPLETING")
+
+
+def test_a_job_scancelled_behind_trainhubs_back_fails_its_run(site):
+    run = hold(site, nodes=1, per_node=1, name="slurm-scancelled")
+    wait_until(lambda: held(site, run.id) == 1, 90, message="the rank holding")
+    ranks = [pid for pid, _ in run_pids(run.id)]
+    job_id = slurm_job(site, run.id).job_id
+    site["slurm"].slurm("scancel", job_id)
+    wait_until(lambda: status(site, run.id) == "Failed", 30, message="the run failed")
+    assert run.get_details()["status_reason"] == slurm_runs.END_REASONS["CANCELLED"].format(job_id=job_id)
+    wait_until(lambda: not any(pid_alive(pid) for pid in ranks), 10, message="the rank's process ended")
+
+
+def test_a_run_whose_job_slurm_never_had_is_failed_by_the_controller(site):
+    with site["blocker"].unblock():
+        cluster = ComputeCluster.objects.get(workspace__name="birds", name="hpc")
+        run = make_run(cluster.workspace, cluster, experiment="slurm-forgotten", status=RunStatus.RUNNING)
+        # An id this Slurm never handed out (its ids start at 1), as if its state had been lost.
+        SlurmJob.objects.create(run=run, job_id="999999", state="RUNNING", submitted_at=timezone.now())
+    wait_until(lambda: status(site, run.run_id) == "Failed", 30, message="the run failed")
+    reason = slurm_runs.JOB_FORGOTTEN.format(job_id="999999")
+    assert shown_on_its_page(site, run.run_id, reason)
+
+
+def test_a_host_whose_task_hangs_fails_the_run_naming_it(site):
+    """n2's task and ranks frozen while its slurmd answers: Slurm sees nothing wrong, the task's
+    heartbeat stops, and the controller fails the run naming n2 and scancels its job."""
+    slurm = site["slurm"]
+    run = hold(site, nodes=2, per_node=1, name="slurm-hung")
+    wait_until(lambda: held(site, run.id) == 2, 90, message="two ranks holding")
+    ranks = [pid for pid, _ in run_pids(run.id)]
+    job_id = slurm_job(site, run.id).job_id
+    frozen = slurm.freeze_steps("n2")
+    try:
+        wait_until(lambda: status(site, run.id) == "Failed", 60, message="the run failed")
+        reason = run.get_details()["status_reason"]
+        assert reason == slurm_runs.TASK_LOST.format(hosts="n2", seconds=slurm_runs.TASK_SILENCE_SECONDS, job_id=job_id)
+        assert shown_on_its_page(site, run.id, reason)
+        wait_until(lambda: job_state(site, job_id) in ("CANCELLED", "COMPLETING"), 10, message="the job cancelled")
+    finally:
+        slurm.thaw(frozen)
+    wait_until(lambda: not any(pid_alive(pid) for pid in ranks), 30, message="every rank's process ended")
+
+
+def test_a_host_that_dies_fails_the_run_naming_it(site):
     """Last of the module: n2 is down until its slurmd is started again."""
     slurm = site["slurm"]
     run = hold(site, nodes=2, per_node=1, name="slurm-node-fail")
     wait_until(lambda: held(site, run.id) == 2, 90, message="two ranks holding")
     ranks = [pid for pid, _ in run_pids(run.id)]
-    slurm.kill_slurmd("n2")
+    slurm.kill_host("n2")
     try:
-        # Slurm declares a host dead only after SlurmdTimeout (6 s here) and a ping that times out
-        # (MessageTimeout, 10 s): 27 s for n3 in one CI run under load; the run fails when it does.
+        # The task on n2 stops beating (the controller fails the run within seconds); Slurm declares
+        # the host dead after SlurmdTimeout (6 s here) and a ping that times out: whichever is first
+        # names n2.
         wait_until(lambda: status(site, run.id) == "Failed", 90, message="the run failed")
-        details = run.get_details()
-        assert "node n2 failed" in details["status_reason"], details["status_reason"]
-        wait_until(lambda: not any(pid_alive(pid) for pid in ranks), 10, message="every rank's process ended")
+        reason = run.get_details()["status_reason"]
+        assert "node n2 failed" in reason, reason
+        assert shown_on_its_page(site, run.id, reason)
+        wait_until(lambda: not any(pid_alive(pid) for pid in ranks), 30, message="every rank's process ended")
     finally:
         slurm.start_slurmd("n2")

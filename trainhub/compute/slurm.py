@@ -101,6 +101,8 @@ class JobState:
     state: str
     reason: str
     nodes: str
+    # Slurm's words for the job's time limit ("10:00", "1-00:00:00", "UNLIMITED"), as it enforces it.
+    time_limit: str = ""
 
     @property
     def verdict(self) -> str:
@@ -122,12 +124,12 @@ def jobs(job_ids: list[str]) -> dict[str, JobState]:
     wanted = {_job_id(job_id) for job_id in job_ids}
     # Every job of every state Slurm still holds, filtered here: `--jobs` with one forgotten id
     # fails the whole query.
-    output = command("squeue", "--noheader", "--states=all", "--format=%i|%T|%r|%N")
+    output = command("squeue", "--noheader", "--states=all", "--format=%i|%T|%r|%N|%l")
     found = {}
     for line in output.splitlines():
         parts = line.strip().split("|")
-        if len(parts) == 4 and parts[0] in wanted:
-            found[parts[0]] = JobState(parts[0], parts[1], parts[2], parts[3])
+        if len(parts) == 5 and parts[0] in wanted:
+            found[parts[0]] = JobState(*parts)
     return found
 
 
@@ -138,7 +140,13 @@ def job_state(job_id: str) -> JobState | None:
     except SlurmError:
         return None
     fields = dict(part.split("=", 1) for part in output.split() if "=" in part)
-    return JobState(job_id, fields.get("JobState", ""), fields.get("Reason", ""), fields.get("NodeList", ""))
+    return JobState(
+        job_id,
+        fields.get("JobState", ""),
+        fields.get("Reason", ""),
+        fields.get("NodeList", ""),
+        fields.get("TimeLimit", ""),
+    )
 
 
 @dataclass(frozen=True)
@@ -192,6 +200,28 @@ def node_address(name: str) -> str:
     output = command("scontrol", "--oneliner", "show", "node", _node_name(name))
     fields = dict(part.split("=", 1) for part in output.split() if "=" in part)
     return fields.get("NodeAddr", name)
+
+
+def time_limit_words(limit: str) -> str:
+    """Slurm's time limit ("[days-][hours:]minutes:seconds", or a number of minutes) in words:
+    "10 min", "2 h 30 min", "1 day 4 h"; Slurm's own text when it is not a duration."""
+    days, _, clock = limit.rpartition("-")
+    parts = clock.split(":")
+    if not (days or "0").isdigit() or not all(part.isdigit() for part in parts) or not 1 <= len(parts) <= 3:
+        return limit
+    if len(parts) == 1:
+        parts = [parts[0], "0"]  # minutes alone
+    numbers = [int(part) for part in parts]
+    if len(numbers) == 2:
+        numbers.insert(0, 0)
+    hours, minutes, seconds = numbers
+    total = ((int(days or 0) * 24 + hours) * 60 + minutes) * 60 + seconds
+    words = []
+    for size, unit in ((86400, "day"), (3600, "h"), (60, "min"), (1, "s")):
+        count, total = divmod(total, size)
+        if count:
+            words.append(f"{count} {unit}{'s' if unit == 'day' and count > 1 else ''}")
+    return " ".join(words) or "0 s"
 
 
 def _job_id(job_id: str) -> str:
