@@ -471,8 +471,8 @@ def cells_of(run: Run, columns: list[Column], series: dict[str, MetricSeries]) -
 
 
 def table_states(workspace: Workspace, run_ids: list[str], columns: list[Column]) -> dict[str, dict[str, Any]]:
-    """What the live table changes of up to PAGE_SIZE * 2 runs: status, duration and metric cells
-    (values as the page prints them)."""
+    """What the live table changes of up to PAGE_SIZE * 2 runs: status, duration (seconds, as
+    runs.selectors.run_states gives every list) and metric cells (values as the page prints them)."""
     runs = [
         run
         for run in Run.objects.filter(run_id__in=run_ids[: PAGE_SIZE * 2]).only(
@@ -497,7 +497,7 @@ def table_states(workspace: Workspace, run_ids: list[str], columns: list[Column]
             "status": run.status,
             "final": run.is_final,
             "started_at": run.started_at.isoformat() if run.started_at else None,
-            "duration": duration_text(run.duration_seconds),
+            "duration": run.duration_seconds,
             "metrics": shown,
         }
     return states

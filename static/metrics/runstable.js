@@ -1,6 +1,7 @@
 // The runs table: follows the status, duration and metric cells of its active runs (every 2 s
 // while one is shown), takes in new runs at its top when it shows the newest first (its first
 // page, unsorted), and sends the runs ticked for comparison as one shareable ?runs=a,b,c.
+// A row's status and duration are shown by times.js's TrainHubTimes.showRunState, as in every list.
 (function () {
   "use strict";
   var table = document.getElementById("metric-runs");
@@ -16,15 +17,6 @@
   var active = function () { return table.querySelectorAll("tr[data-run][data-active]"); };
 
   function update(tr, state) {
-    var badge = tr.querySelector(".status");
-    badge.className = "status " + state.status;
-    badge.textContent = state.status;
-    var duration = tr.querySelector("[data-duration]");
-    if (duration) {
-      if (state.started_at && !state.final) duration.dataset.runningSince = state.started_at;
-      else delete duration.dataset.runningSince;
-      duration.textContent = state.duration;
-    }
     tr.querySelectorAll("td[data-metric]").forEach(function (cell) {
       var key = cell.dataset.metric;
       if (!(key in state.metrics)) return;
@@ -40,7 +32,7 @@
       }
       shown.textContent = range;
     });
-    if (state.final) delete tr.dataset.active;
+    window.TrainHubTimes.showRunState(tr, state);
   }
 
   function states() {

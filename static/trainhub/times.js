@@ -1,5 +1,7 @@
 // Keeps "5 minutes ago" current, counts up the elapsed time of running runs, and follows the
 // status and duration of the active runs a list shows (tables with data-states-url).
+// TrainHubTimes.showRunState(row, state) is how every list shows a run's new status and duration
+// (the runs table's script uses it too).
 (function () {
   "use strict";
   var UNITS = [["year", 31536000], ["month", 2592000], ["week", 604800], ["day", 86400],
@@ -29,6 +31,22 @@
     });
   }
 
+  // A run's row given what the server says of it now: {status, final, started_at, duration}
+  // (seconds, or null before it starts). A running run's duration then counts up on its own.
+  function showRunState(tr, state) {
+    var badge = tr.querySelector(".status");
+    badge.className = "status " + state.status;
+    badge.textContent = state.status;
+    var cell = tr.querySelector("[data-duration]");
+    if (cell) {
+      if (state.started_at && !state.final) cell.dataset.runningSince = state.started_at;
+      else delete cell.dataset.runningSince;
+      cell.textContent = state.duration === null ? "" : duration(state.duration);
+    }
+    if (state.final) delete tr.dataset.active;
+  }
+  window.TrainHubTimes = {showRunState: showRunState};
+
   function follow(table) {
     var rows = function () { return table.querySelectorAll("tr[data-run][data-active]"); };
     if (!rows().length) return;
@@ -39,18 +57,7 @@
         .then(function (response) { return response.ok ? response.json() : {}; })
         .then(function (states) {
           rows().forEach(function (tr) {
-            var state = states[tr.dataset.run];
-            if (!state) return;
-            var badge = tr.querySelector(".status");
-            badge.className = "status " + state.status;
-            badge.textContent = state.status;
-            var cell = tr.querySelector("[data-duration]");
-            if (cell) {
-              if (state.started_at && !state.final) cell.dataset.runningSince = state.started_at;
-              else delete cell.dataset.runningSince;
-              cell.textContent = state.duration === null ? "" : duration(state.duration);
-            }
-            if (state.final) delete tr.dataset.active;
+            if (states[tr.dataset.run]) showRunState(tr, states[tr.dataset.run]);
           });
         })
         .catch(function () {})

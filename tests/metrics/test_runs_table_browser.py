@@ -4,10 +4,14 @@ top of the newest-first table; compare draws two metrics on one chart and a scat
 
 from __future__ import annotations
 
+import re
+from datetime import timedelta
+
 import pytest
+from django.utils import timezone
 from playwright.sync_api import expect
 
-from runs.models import RunStatus
+from runs.models import Run, RunStatus
 from runs.services import run_transition
 from tests.browser.test_workspace_flows import sign_in
 from tests.conftest import api_client
@@ -50,12 +54,18 @@ def test_the_workspace_table_keeps_its_choices_in_the_url_and_follows_its_runs(p
 
     row = page.locator(f'tr[data-run="{runs["e"].run_id}"]')
     expect(row.locator(".status")).to_have_text("Running")
+    Run.objects.filter(pk=runs["e"].pk).update(started_at=timezone.now() - timedelta(seconds=95))
+    expect(row.locator("td[data-duration]")).to_have_text(re.compile(r"^1 min \d+ s$"))  # counting up
     post_batch(api_client(tokens["e"]), runs["e"], series_body("accuracy", [0.97]))
     expect(row.locator('td[data-metric="metrics.accuracy:max"] .value')).to_have_text("0.97")
     expect(row.locator('td[data-metric="metrics.accuracy"] .range')).to_have_text("0.2 – 0.97")
     run_transition(runs["e"].pk, RunStatus.FINALIZING)
     run_transition(runs["e"].pk, RunStatus.COMPLETED)
     expect(row.locator(".status")).to_have_text("Completed")
+    expect(row.locator("td[data-duration]")).not_to_have_attribute("data-running-since", re.compile(".*"))
+    ended = row.locator("td[data-duration]").text_content()
+    page.reload()  # what the page prints of the finished run is what its live cell shows
+    expect(row.locator("td[data-duration]")).to_have_text(ended)
 
     page.goto(f"{live_url}/w/birds/runs/")  # newest first: a run submitted now comes in at the top
     expect(page.locator("#metric-runs tbody tr")).to_have_count(5)
