@@ -130,12 +130,17 @@ class NodeExecution:
         self.box: Box | None = None
         self.cgroup: RunCgroup | None = None
         self.executor: HostExecutor | None = None
+        self.ranks_left_to_mpirun = False
 
     # ------------------------------------------------------------ helpers
 
     @property
     def leader(self) -> bool:
         return self.node_rank == 0
+
+    @property
+    def mpi(self) -> bool:
+        return self.run.distributed.get("type") == "mpi"
 
     def say(self, line: str) -> None:
         """A line of the node's own (prepare/system) log; sent in batches, at most every
@@ -204,6 +209,9 @@ class NodeExecution:
             self.executor.start(plan, self.check_abort)
             self.transition(RunStatus.RUNNING)
             failed = self.executor.pump(self.watch())
+            # Open MPI's daemon of another host ended as mpirun ended it, after the ranks: how they
+            # ended is mpirun's to say, on node 0 (their rows are its to close).
+            self.ranks_left_to_mpirun = failed is None and not self.leader and self.mpi
             if failed is not None and failed.rank < 0 and not failed.store:
                 failed = None  # an MPI daemon of another node: mpirun on node 0 reports failures
             self.finish(failed)
@@ -232,8 +240,9 @@ class NodeExecution:
                 self.executor.close()
             self.launcher.remove_leftovers()
             self.flush_prepare()
-            # Announced by a per-node launch's rank after its launcher was stopped, or never ended.
-            services.running_processes_ended(self.run.pk, ProcessState.STOPPED, node_rank=self.node_rank)
+            if not self.ranks_left_to_mpirun:
+                # Announced by a per-node launch's rank after its launcher was stopped, or never ended.
+                services.running_processes_ended(self.run.pk, ProcessState.STOPPED, node_rank=self.node_rank)
             services.placement_done(self.run.pk, self.node_rank)
             shutil.rmtree(self.workdir, ignore_errors=True)
             shutil.rmtree(self.private_logs, ignore_errors=True)
@@ -426,7 +435,7 @@ class NodeExecution:
             self.finalize_files()
             return
         self.wait_for_peers()
-        if self.run.distributed.get("type") == "mpi":
+        if self.mpi:
             services.running_processes_ended(self.run.pk, ProcessState.COMPLETED, exit_code=0)
         self.transition(RunStatus.FINALIZING)
         self.finalize_files()

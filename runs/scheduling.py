@@ -23,7 +23,7 @@ from runs.models import ACTIVE_STATUSES, PlacementState, Run, RunNode, RunStatus
 from runs.services import clear_dispatch_keys, fail_run, placement_assign, placement_done
 from runs.slurm import submit_queued_runs
 from runs.tokens import run_token
-from trainhub.compute.models import ComputeCluster, Node, NodeState
+from trainhub.compute.models import ComputeCluster, Node, NodeState, Provisioner
 from trainhub.compute.services import alive_node_ids, node_assign, node_set_idle, nodes_release
 from trainhub.environments.builders import uses_docker
 from trainhub.redis_conn import get_redis
@@ -113,9 +113,12 @@ def redispatch_lost_jobs() -> list[int]:
     """Runs whose job on some node is gone from Redis before that node started it: placed again
     when no node of theirs started (they keep their turn), failed saying why otherwise. Returns
     the ids of the runs placed again."""
-    dispatched = Run.objects.filter(
-        status__in=ACTIVE_STATUSES, dispatched_at__lt=timezone.now() - LOST_JOB_GRACE
-    ).values_list("pk", flat=True)
+    # A Slurm run has no job in Redis: Slurm holds it, and its hosts join as their tasks start.
+    dispatched = (
+        Run.objects.filter(status__in=ACTIVE_STATUSES, dispatched_at__lt=timezone.now() - LOST_JOB_GRACE)
+        .exclude(cluster__provisioner=Provisioner.SLURM)
+        .values_list("pk", flat=True)
+    )
     waiting = RunNode.objects.filter(run_id__in=list(dispatched), state=PlacementState.ASSIGNED).select_related("node")
     redis = get_redis()
     lost = [placement for placement in waiting if not Job.exists(job_id(placement.run_id, placement.node_rank), redis)]

@@ -80,6 +80,12 @@ def per_node_tasks(run: Run) -> int:
     return run.process_count_per_node if per_process else 1
 
 
+def cpus_per_task(run: Run) -> int:
+    """CPUs each Slurm task holds: one per rank, so a per-node or MPI task, which stands for all its
+    host's ranks (mpirun starts them), holds the host's share of the run's CPUs."""
+    return max(1, run.process_count_per_node // per_node_tasks(run))
+
+
 def gpus_per_node(run: Run) -> int:
     size = catalog.get_size(run.cluster.vm_size)
     return size.gpus if size else 0
@@ -99,6 +105,7 @@ def sbatch_arguments(run: Run) -> list[str]:
         "--export=NONE",
         f"--output={Path(settings.TRAINHUB_SLURM_JOB_LOG_DIR) / job_name(run)}-%j.out",
         f"--chdir={settings.TRAINHUB_SLURM_NODE_DIR}",
+        f"--cpus-per-task={cpus_per_task(run)}",
     ]
     gpus = gpus_per_node(run)
     if gpus:
@@ -118,7 +125,7 @@ def job_script(run: Run) -> str:
         "srun",
         f"--ntasks={run.node_count}",
         "--ntasks-per-node=1",
-        f"--cpus-per-task={per_node_tasks(run)}",
+        f"--cpus-per-task={per_node_tasks(run) * cpus_per_task(run)}",
         "--kill-on-bad-exit=1",
         "--export=NONE",
         f"--chdir={settings.TRAINHUB_SLURM_NODE_DIR}",

@@ -8,9 +8,10 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from runs import slurm
+from runs import scheduling, services, slurm
 from runs.models import Run, RunStatus, SlurmJob
 from tests.runs.builders import make_cluster, make_run
+from trainhub.compute.services import node_register_slurm_host
 
 pytestmark = pytest.mark.django_db
 
@@ -45,7 +46,7 @@ def test_a_runs_job_is_built_from_its_numbers_only(workspace, slurm_target):
         "--ntasks-per-node=2",
         "--no-requeue",
     ]
-    assert {"--export=NONE", "--gres=gpu:2", "--time=2"} <= set(arguments)
+    assert {"--export=NONE", "--cpus-per-task=1", "--gres=gpu:2", "--time=2"} <= set(arguments)
     script = slurm.job_script(run)
     for text in ("owned", "id`", "--uid", run.run_id):
         assert text not in script and all(text not in argument for argument in arguments)
@@ -65,9 +66,33 @@ def test_a_per_node_launch_and_mpi_get_one_task_per_node(workspace, slurm_target
     mpi = make_run(
         workspace, slurm_target, distributed={"type": "mpi", "node_count": 2}, node_count=2, process_count_per_node=4
     )
-    assert "--ntasks-per-node=1" in slurm.sbatch_arguments(torchrun)
-    assert "--ntasks-per-node=1" in slurm.sbatch_arguments(mpi)
-    assert "'--cpus-per-task=1'" in slurm.job_script(mpi)
+    assert {"--ntasks-per-node=1", "--cpus-per-task=1"} <= set(slurm.sbatch_arguments(torchrun))
+    # mpirun starts the host's four ranks in its one task: the task holds four CPUs.
+    assert {"--ntasks-per-node=1", "--cpus-per-task=4"} <= set(slurm.sbatch_arguments(mpi))
+    assert "'--ntasks-per-node=1' '--cpus-per-task=4'" in slurm.job_script(mpi)
+
+
+def test_a_slurm_host_that_joins_its_run_late_is_not_taken_for_a_lost_node_job(workspace, slurm_target):
+    """A Slurm run has no job in Redis (Slurm holds it): a host whose task has joined the run but
+    not started preparing, while the other host has, is no lost dispatch, however long Slurm held
+    the job pending."""
+    run = make_run(
+        workspace,
+        slurm_target,
+        status=RunStatus.PREPARING,
+        dispatched_at=timezone.now() - timedelta(minutes=5),
+        node_count=2,
+    )
+    for node_rank, host in enumerate(("n1", "n2")):
+        node = node_register_slurm_host(
+            cluster=slurm_target, host=host, address="127.0.0.1", docker=False, run_id=run.pk
+        )
+        services.placement_join(run=run, node=node, node_rank=node_rank)
+    services.placement_preparing(run.pk, 1)
+    assert scheduling.redispatch_lost_jobs() == []
+    run = Run.objects.get(pk=run.pk)
+    assert (run.status, run.status_reason) == (RunStatus.PREPARING, "")
+    assert run.dispatched_at is not None
 
 
 def test_a_job_slurm_no_longer_knows_fails_its_run(slurm_cluster, workspace, slurm_target):

@@ -17,10 +17,11 @@ from tests.helpers.processes import ControllerProcess, pid_alive, run_folder, ru
 from tests.helpers.site import module_site
 from tests.runs.builders import make_run
 from tests.runs.conftest import PROJECTS
+from tests.runs.test_distributed import assert_mpi_ranks_ran_on_their_nodes
 from trainhub.compute.models import ComputeCluster
 from trainhub.sdk import Environment, Experiment, ScriptRunConfig, Workspace
 from trainhub.sdk.compute import ComputeTarget, SlurmCompute
-from trainhub.sdk.runconfig import PyTorchConfiguration
+from trainhub.sdk.runconfig import MpiConfiguration, PyTorchConfiguration
 
 pytestmark = pytest.mark.slow
 
@@ -110,6 +111,50 @@ def test_the_per_node_torch_distributed_launch_job_runs_once_per_host(site):
         assert f"rank {rank}/4 local {rank % 2} node {rank // 2} master 127.0.0.1" in own
         assert "all_reduce sum 10.0 expected 10.0" in own
     assert {"logs/launcher_node_0.txt", "logs/launcher_node_1.txt"} <= set(run.get_file_names())
+
+
+def test_the_guides_mpi_job_runs_mpirun_in_one_slurm_task_per_node_with_every_ranks_log_live(site):
+    """MpiConfiguration(node_count=2, process_count_per_node=2): one Slurm task per host holding
+    the host's two CPUs; mpirun on the first host starts all four ranks, Open MPI's daemon on the
+    second comes from that host's task. Each rank's line reaches its own log while the ranks hold."""
+    src = config(
+        site,
+        "mpi_hold.py",
+        project="slurm",
+        distributed_job_config=MpiConfiguration(node_count=2, process_count_per_node=2),
+    )
+    run = Experiment(site["ws"], "slurm-mpi").submit(src)
+
+    def said() -> dict[int, list[str]]:
+        with site["blocker"].unblock():
+            return {
+                rank: [
+                    line for line in stream_text(run.id, f"std_log_process_{rank}").split("\n") if "mpi rank" in line
+                ]
+                for rank in range(4)
+            }
+
+    ended = ("Completed", "Failed", "Canceled")
+    wait_until(lambda: all(said().values()) or status(site, run.id) in ended, 120, message="each rank's line")
+    assert all(said().values()), run.get_details()["status_reason"]
+    assert status(site, run.id) == "Running"
+    # One task per host, each holding the host's two CPUs for mpirun's two ranks there.
+    job_id = slurm_job(site, run.id).job_id
+    held = site["slurm"].slurm("squeue", "--noheader", f"--jobs={job_id}", "--Format=NumNodes,NumTasks,NumCPUs")
+    assert held.split() == ["2", "2", "4"]
+    release(site, run.id)
+    details = run.wait_for_completion()
+    assert details["status"] == "Completed", details
+    lines = [line for own in said().values() for line in own]
+    with site["blocker"].unblock():
+        assert all(f"rank {r} released" in stream_text(run.id, f"std_log_process_{r}") for r in range(4))
+    with site["blocker"].unblock():
+        assert_mpi_ranks_ran_on_their_nodes(run, lines)
+        assert (
+            list(RunProcess.objects.filter(run__run_id=run.id).order_by("rank").values_list("state", flat=True))
+            == ["completed"] * 4
+        )
+    assert {f"logs/std_log_process_{r}.txt" for r in range(4)} <= set(run.get_file_names())
 
 
 def hold(site, nodes: int, per_node: int, seconds: float = 120, name: str = "slurm-hold", **extra):
