@@ -18,6 +18,7 @@ from pathlib import Path
 from django.conf import settings
 from django.db import close_old_connections
 from django.utils import timezone
+from redis.exceptions import RedisError
 
 from runs.containers import reap_containers_of_gone_nodes
 from runs.scheduling import dispatch_all, redispatch_lost_jobs
@@ -186,6 +187,8 @@ class LocalProvisioner:
 def run_controller(stop: list[bool]) -> None:
     provisioner = LocalProvisioner()
     last_dispatch = last_provision = last_slurm_watch = 0.0
+    woken = False
+    redis = get_redis()
     try:
         while not stop:
             try:
@@ -195,9 +198,11 @@ def run_controller(stop: list[bool]) -> None:
                     last_slurm_watch = now
                     watch_tasks()
                     watch_jobs()
-                if now - last_provision >= PROVISION_EVERY:
+                if woken or now - last_provision >= PROVISION_EVERY:
                     last_provision = now
                     provisioner.tick()
+                if woken:
+                    dispatch_all()
                 if now - last_dispatch >= DISPATCH_EVERY:
                     last_dispatch = now
                     redispatch_lost_jobs()
@@ -207,6 +212,13 @@ def run_controller(stop: list[bool]) -> None:
                 logger.exception("controller tick failed")
             finally:
                 close_old_connections()
-            time.sleep(TICK_SECONDS)
+            # A run waiting for nodes wakes the controller (runs.scheduling.wake_controller); the
+            # tick stays for what no event announces (heartbeats expiring, idle nodes to scale down).
+            try:
+                woken = redis.blpop([redis_keys.controller_wake()], timeout=TICK_SECONDS) is not None
+            except RedisError:
+                logger.warning("waiting for the controller's wake-up failed", exc_info=True)
+                woken = False
+                time.sleep(TICK_SECONDS)
     finally:
         provisioner.stop_all()

@@ -23,6 +23,7 @@ from runs.models import ACTIVE_STATUSES, PlacementState, Run, RunNode, RunStatus
 from runs.services import clear_dispatch_keys, fail_run, placement_assign, placement_done
 from runs.slurm import submit_queued_runs
 from runs.tokens import run_token
+from trainhub import redis_keys
 from trainhub.compute.models import ComputeCluster, Node, NodeState, Provisioner
 from trainhub.compute.services import alive_node_ids, node_assign, node_set_idle, nodes_release
 from trainhub.environments.builders import uses_docker
@@ -52,13 +53,27 @@ def dispatch_cluster(cluster_pk: int) -> list[int]:
         return submit_queued_runs(cluster)
     started: list[int] = []
     while True:
-        placed = _place_head_run(cluster_pk)
+        placed, short_of_nodes = _place_head_run(cluster_pk)
         if placed is None:
+            if short_of_nodes:
+                wake_controller()
             return started
         started.append(placed)
 
 
-def _place_head_run(cluster_pk: int) -> int | None:
+def wake_controller() -> None:
+    """The controller provisions and dispatches now rather than at its next tick: a run waits for
+    nodes that a local cluster can add, or that it may find free."""
+    pipe = get_redis().pipeline()
+    pipe.lpush(redis_keys.controller_wake(), 1)
+    pipe.ltrim(redis_keys.controller_wake(), 0, 0)
+    pipe.expire(redis_keys.controller_wake(), 60)
+    pipe.execute()
+
+
+def _place_head_run(cluster_pk: int) -> tuple[int | None, bool]:
+    """The head run of the cluster's queue placed on idle nodes: (its pk, False); (None, True) when
+    it waits for nodes, (None, False) when nothing is queued."""
     with transaction.atomic():
         head = (
             Run.objects.select_for_update()
@@ -67,7 +82,7 @@ def _place_head_run(cluster_pk: int) -> int | None:
             .first()
         )
         if head is None:
-            return None
+            return None, False
         idle = list(Node.objects.select_for_update().filter(cluster_id=cluster_pk, state=NodeState.IDLE).order_by("id"))
         if uses_docker(head.environment_spec):
             # Only nodes with a Docker engine can run it: the others are never sent one.
@@ -75,7 +90,7 @@ def _place_head_run(cluster_pk: int) -> int | None:
         alive = alive_node_ids([node.pk for node in idle])
         chosen = [node for node in idle if node.pk in alive][: head.node_count]
         if len(chosen) < head.node_count:
-            return None
+            return None, True
         head.dispatched_at = timezone.now()
         head.token_salt = secrets.token_hex(16)
         head.token_hash = hash_token(run_token(head.pk, head.token_salt))
@@ -86,7 +101,7 @@ def _place_head_run(cluster_pk: int) -> int | None:
         assignments = [(node, rank) for rank, node in enumerate(chosen)]
         run_pk = head.pk
         transaction.on_commit(lambda: _enqueue(run_pk, assignments))
-        return run_pk
+        return run_pk, False
 
 
 def _enqueue(run_pk: int, assignments: list[tuple[Node, int]]) -> None:

@@ -28,6 +28,12 @@ def node_standby(token: str) -> str:
     return f"{PREFIX}standby:{token}"
 
 
+def controller_wake() -> str:
+    """A list of at most one item, pushed when a queued run waits for nodes: the controller blocks on
+    it between its ticks and provisions and dispatches at once (runs/scheduling.py)."""
+    return f"{PREFIX}controller:wake"
+
+
 def endpoint_routes_channel() -> str:
     """The channel an endpoint's pk is published on whenever its replicas or keys change or it is
     deleted: each scoring proxy drops what it keeps of it (endpoints/proxy.py)."""
