@@ -36,7 +36,10 @@ from runs.mpi_agent import SOCKET_VARIABLE as MPI_AGENT_SOCKET
 from runs.mpi_relay import MpiRelay
 from runs.output_routing import (
     RANK_STREAM,
+    TRACEBACK_STARTS,
+    crash_report,
     last_traceback,
+    launcher_failed_exit_code,
     launcher_failed_rank,
     mpi_failed_rank,
     rank_started,
@@ -390,7 +393,7 @@ class HostExecutor:
                 reason=f"The run's rendezvous store (node {self.node_name}) exited with code {code}.",
                 traceback=last_traceback(list(self.tails.get(failed.stream, []))),
             )
-        rank, where = failed.rank, f"node {self.node_name}"
+        rank, where, exit_code = failed.rank, f"node {self.node_name}", failed.exit_code
         if failed.mpi:
             rank, where = mpi_failed_rank(self.tails), "reported by mpirun"
             services.running_processes_ended(self.run_pk, ProcessState.STOPPED)
@@ -398,16 +401,30 @@ class HostExecutor:
         elif failed.launcher:
             rank = launcher_failed_rank(self.tails, failed.stream, default=failed.rank)
             where = f"node {self.node_name}, reported by the launcher"
+            exit_code = launcher_failed_exit_code(self.tails, failed.stream) or failed.exit_code
+            code = f"{exit_code}{signal_named(exit_code)}{cause}"
+            self._file_crash_report(rank, failed.stream)
             services.running_processes_ended(
                 self.run_pk, ProcessState.STOPPED, node_rank=self.node_rank, except_rank=rank
             )
-            services.process_ended(self.run_pk, rank, ProcessState.FAILED, failed.exit_code)
+            services.process_ended(self.run_pk, rank, ProcessState.FAILED, exit_code)
         return Failure(
             rank=rank,
-            exit_code=failed.exit_code,
+            exit_code=exit_code,
             reason=f"Rank {rank} ({where}) exited with code {code}.",
             traceback=last_traceback(list(self.tails.get(rank_stream(rank), []))),
         )
+
+    def _file_crash_report(self, rank: int, launcher_stream: str) -> None:
+        """A launcher's rank that died in native code wrote its crash report below Python, untagged,
+        into the launcher's output: it goes to the rank's own log too, and so into the run's error."""
+        if any(line.startswith(TRACEBACK_STARTS) for line in self.tails.get(rank_stream(rank), [])):
+            return
+        report = crash_report(list(self.tails.get(launcher_stream, [])))
+        if report:
+            with self.lines_lock:
+                self.lines.extend((rank_stream(rank), line) for line in report)
+            self.flush()
 
     # ------------------------------------------------------------ records
 

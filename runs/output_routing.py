@@ -14,11 +14,23 @@ MPI_TAG = re.compile(r"\[\d+,(\d+)\]<std(?:out|err)>:")
 MPI_FAILED_RANK = re.compile(r"Process name: \[\[\d+,\d+\],(\d+)\]")
 # torchrun's failure summary: "rank      : 3 (local_rank: 1)" under "Root Cause (first observed failure)".
 LAUNCHER_FAILED_RANK = re.compile(r"^\s*rank\s*:\s*(\d+) \(local_rank: \d+\)")
+# ... and its exit code: "exitcode  : -6 (pid: 1234)" (negative: the signal that ended it).
+LAUNCHER_FAILED_EXIT_CODE = re.compile(r"^\s*exitcode\s*:\s*(-?\d+)")
 RANK_STARTED = re.compile(r"started local_rank=(\d+) pid=(\d+)")
 RANK_STREAM = "std_log_process_"
 # Where a Python traceback starts, and where faulthandler's report of a crash does (a rank killed
 # by a signal from native code: a segmentation fault, an abort in a C++ library).
 TRACEBACK_STARTS = ("Traceback (most recent call last)", "Fatal Python error: ")
+# The lines of faulthandler's report after its first: blank, indented frames, and these.
+CRASH_REPORT_LINES = (
+    " ",
+    "Current thread ",
+    "Thread 0x",
+    "Stack (most recent call first)",
+    "Extension modules:",
+    "Python runtime state:",
+    "Garbage-collecting",
+)
 
 
 def rank_stream(rank: int) -> str:
@@ -91,6 +103,33 @@ def launcher_failed_rank(tails: Mapping[str, Iterable[str]], launcher_stream: st
             if match:
                 return int(match.group(1))
     return rank_with_traceback(tails, default)
+
+
+def launcher_failed_exit_code(tails: Mapping[str, Iterable[str]], launcher_stream: str) -> int | None:
+    """The exit code torchrun gives for its root-cause rank, as a shell reports it (128 + the signal
+    for a rank a signal ended), else None."""
+    lines = list(tails.get(launcher_stream, []))
+    start = next((i for i, line in enumerate(lines) if "Root Cause" in line), None)
+    for line in lines[start:] if start is not None else []:
+        match = LAUNCHER_FAILED_EXIT_CODE.search(line)
+        if match:
+            code = int(match.group(1))
+            return 128 - code if code < 0 else code
+    return None
+
+
+def crash_report(lines: list[str]) -> list[str]:
+    """faulthandler's last report among `lines`. A rank that dies in native code writes it below
+    Python, so a launcher's rank writes it untagged, into its launcher's output."""
+    start = next((i for i in range(len(lines) - 1, -1, -1) if lines[i].startswith("Fatal Python error: ")), None)
+    if start is None:
+        return []
+    end = start + 1
+    while end < len(lines) and (not lines[end] or lines[end].startswith(CRASH_REPORT_LINES)):
+        end += 1
+    while end > start + 1 and not lines[end - 1]:
+        end -= 1
+    return lines[start:end]
 
 
 def mpi_failed_rank(tails: Mapping[str, Iterable[str]]) -> int:

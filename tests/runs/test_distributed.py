@@ -140,6 +140,25 @@ def test_a_failing_rank_of_a_per_node_launch_is_named_with_its_traceback(ws, two
     wait_until(lambda: Node.objects.filter(state="idle").count() == 2, 15, message="nodes idle again")
 
 
+def test_a_per_node_launchs_rank_dying_in_native_code_is_named_with_its_crash_report(ws, two_nodes):
+    """Its crash report (faulthandler's, written below Python) reaches its own log and the run page."""
+    launcher = (
+        "torchrun --nproc_per_node 2 --nnodes 2 --node_rank ${NODE_RANK} --master_addr ${MASTER_ADDR} "
+        "--master_port ${MASTER_PORT} ddp_check.py --crash-rank 3"
+    )
+    run = Experiment(ws, "ddp-per-node-crash").submit(per_node_config(ws, launcher))
+    with pytest.raises(RunFailedError):
+        run.wait_for_completion()
+    details = run.get_details()
+    assert details["failed_rank"] == 3, details["status_reason"]
+    assert details["status_reason"].startswith("Rank 3 (node "), details["status_reason"]
+    assert details["status_reason"].endswith(", reported by the launcher) exited with code 134 (SIGABRT).")
+    assert details["error_traceback"].startswith("Fatal Python error: Aborted"), details["error_traceback"]
+    assert 'ddp_check.py", line' in details["error_traceback"]
+    own = stream_text(run, "std_log_process_3")
+    assert "rank 3/4 local 1 node 1" in own and "Fatal Python error: Aborted" in own, own
+
+
 def test_the_older_editions_arguments(ws, two_nodes):
     args = [
         "--dist-backend",

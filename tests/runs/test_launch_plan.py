@@ -22,7 +22,9 @@ from runs.launch_plan import (
 )
 from runs.models import Experiment, Run
 from runs.output_routing import (
+    crash_report,
     last_traceback,
+    launcher_failed_exit_code,
     launcher_failed_rank,
     mpi_failed_rank,
     signal_named,
@@ -250,6 +252,21 @@ def test_the_failed_rank_is_the_one_the_launcher_or_mpirun_names():
     assert launcher_failed_rank(tails, "launcher_node_1", default=1) == 3
     assert mpi_failed_rank({"mpirun": ["  Process name: [[4567,1],2]", "  Exit code: 1"]}) == 2
     assert mpi_failed_rank({}) == 0
+
+
+def test_a_launchers_rank_that_died_in_native_code_its_exit_code_and_crash_report():
+    """torchrun's output when a rank aborted: faulthandler's report came untagged, then torchrun's own."""
+    launcher = ["W1205 torch/distributed/run.py:874] *****", "Fatal Python error: Aborted", ""]
+    launcher += ["Thread 0x00007f (most recent call first):", '  File "ddp_check.py", line 60 in main', ""]
+    launcher += ["Extension modules: torch._C (total: 1)", "E1205 failed (exitcode: -6) local_rank: 1"]
+    launcher += ["Traceback (most recent call last):", "ChildFailedError:", "Root Cause (first observed failure):"]
+    launcher += ["  rank      : 3 (local_rank: 1)", "  exitcode  : -6 (pid: 4242)  (SIGABRT)"]
+    assert crash_report(launcher) == launcher[1:7]
+    assert crash_report(["Traceback (most recent call last):", "ValueError: no crash"]) == []
+    assert launcher_failed_exit_code({"launcher_node_1": launcher}, "launcher_node_1") == 134
+    python_error = ["Root Cause (first observed failure):", "  exitcode  : 1 (pid: 7)"]
+    assert launcher_failed_exit_code({"launcher_node_1": python_error}, "launcher_node_1") == 1
+    assert launcher_failed_exit_code({}, "launcher_node_1") is None
 
 
 def test_the_traceback_and_the_signal_of_a_failed_rank():

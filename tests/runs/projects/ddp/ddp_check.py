@@ -27,6 +27,7 @@ def main() -> None:
     parser.add_argument("--world-size", type=int, default=None)
     parser.add_argument("--dist-backend", default="gloo")
     parser.add_argument("--fail-rank", type=int, default=-1)
+    parser.add_argument("--crash-rank", type=int, default=-1, help="this rank dies in native code (abort)")
     args = parser.parse_args()
 
     if args.dist_url:
@@ -44,6 +45,8 @@ def main() -> None:
     )
     if rank == args.fail_rank:
         raise RuntimeError(f"rank {rank} fails on purpose")
+    if rank == args.crash_rank:
+        os.abort()
     total = all_reduce_ranks(rank, world)
     train_one_step()
     dist.barrier()
