@@ -1,18 +1,16 @@
-"""What a node does for its share of a run: prepare the environment, unpack the snapshot, stage
-the inputs, make the run's box, meet the other nodes (rendezvous), build this host's launch plan
-(runs/launch_plan.py) and have the executor carry it out (runs/executor.py) while watching for
-cancel, failures and the time limit; then the run's end: outputs and logs copied into its history,
-and its final state (the lead node, once its peers are done)."""
+"""What a node does for its share of a run, step by step: make the host ready (runs/preparation.py:
+environment, snapshot, box; datastores/staging.py: inputs), meet the other nodes
+(runs/rendezvous.py), build this host's launch plan (runs/launch_plan.py) and have the executor
+carry it out (runs/executor.py) while watching for cancel, failures and the time limit; then the
+run's end: outputs and logs copied into its history (runs/run_files.py), and its final state (the
+lead node, once its peers are done)."""
 
 from __future__ import annotations
 
-import dataclasses
 import functools
-import json
 import logging
 import os
 import shutil
-import socket
 import threading
 import time
 import traceback
@@ -21,48 +19,25 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.core.files.storage import default_storage
 from django.db import close_old_connections
 
 from datastores.staging import stage_run_inputs
 from metrics.services import metrics_ingest, parse_batch
-from runs import services, system_metrics
-from runs.archives import UnsafeArchiveError, extract_snapshot, walk_regular_files
-from runs.containers import (
-    ContainerLauncher,
-    Launcher,
-    ProcessLauncher,
-    launch_problem,
-    launcher_for,
-)
+from runs import preparation, rendezvous, services, system_metrics
+from runs.containers import Launcher, ProcessLauncher
 from runs.executor import HostExecutor, RunAborted, RunTimedOut, SetupFailed, StartedProcess
-from runs.launch_plan import (
-    Host,
-    HostPlan,
-    Rendezvous,
-    RunAccess,
-    RunLaunch,
-    plan_host,
-)
-from runs.limits import ENFORCED, NOT_ENFORCED, OUT_OF_MEMORY, LimitsUnavailable, RunCgroup, describe, make_run_cgroup
+from runs.launch_plan import Host, HostPlan, Rendezvous, RunAccess, RunLaunch, plan_host
+from runs.limits import OUT_OF_MEMORY, RunCgroup
 from runs.models import PlacementState, ProcessState, Run, RunNode, RunStatus
+from runs.run_files import copy_run_files
 from runs.scheduling import dispatch_cluster
 from runs.tokens import run_token
 from trainhub import redis_keys
 from trainhub.compute.models import Node
 from trainhub.compute.services import node_set_idle
-from trainhub.environments.builders import BuildError, sdk_path
-from trainhub.environments.services import materialise_recorded
+from trainhub.environments.builders import sdk_path
 from trainhub.redis_conn import get_redis
-from trainhub.sandbox import (
-    Box,
-    SandboxUnavailable,
-    box_uid,
-    chown_tree,
-    node_is_root,
-    python_folders,
-    run_box,
-)
+from trainhub.sandbox import Box, node_is_root, python_folders
 from trainhub.workspaces.models import Role
 from trainhub.workspaces.permissions import Access
 
@@ -70,43 +45,8 @@ logger = logging.getLogger(__name__)
 
 PREPARE_FLUSH_SECONDS = 0.25
 ABORT_POLL_SECONDS = 0.2
-RENDEZVOUS_TIMEOUT_SECONDS = 120
 PEERS_TIMEOUT_SECONDS = 60
 PEERS_RECHECK_SECONDS = 1
-DEFAULT_MASTER_PORT = 6105
-
-
-DOCKER_MPI_NEEDS_BOX = (
-    "MPI launches in a Docker environment run mpirun and Open MPI's daemons in the run's box, which "
-    "this node does not use (TRAINHUB_NODE_SANDBOX=false). Run it on nodes with the box, or without MPI."
-)
-
-
-def free_port(preferred: int) -> int:
-    for port in (preferred, 0):
-        with socket.socket() as sock:
-            try:
-                sock.bind(("", port))
-            except OSError:
-                continue
-            return sock.getsockname()[1]
-    raise OSError("no free port")
-
-
-MASTER_PORT_HOLD_SECONDS = 120
-
-
-def reserve_master_port(redis: Any, address: str, run_pk: int) -> int:
-    """A free port on `address` that no other run is about to take. A port is free when checked
-    but bound only once rank 0 starts, so two runs starting at once on one host would otherwise
-    both pick 6105; each holds its pick in Redis until rank 0 has surely bound it."""
-    preferred = DEFAULT_MASTER_PORT
-    for _ in range(20):
-        port = free_port(preferred)
-        if redis.set(redis_keys.master_port(address, port), run_pk, nx=True, ex=MASTER_PORT_HOLD_SECONDS):
-            return port
-        preferred = 0
-    raise OSError(f"no free port on {address}")
 
 
 class NodeExecution:
@@ -253,42 +193,11 @@ class NodeExecution:
             shutil.rmtree(self.box_folder, ignore_errors=True)
 
     def prepare_environment(self) -> tuple[Path, dict[str, str]]:
-        spec = self.run.environment_spec
-        self.say(
-            f"Preparing environment {self.run.environment_name}"
-            + (f" version {self.run.environment_version}" if self.run.environment_version else "")
-            + f" on node {self.node.name}"
-        )
-        problem = launch_problem(self.run, self.node)
-        if problem:
-            raise SetupFailed(problem, "")
-        started = time.monotonic()
-        try:
-            built = materialise_recorded(
-                spec, cache_dir=Path(settings.TRAINHUB_ENV_CACHE_DIR), node=self.node.name, log=self.say
-            )
-        except BuildError as error:
-            raise SetupFailed(f"Environment build failed: {error.reason}", error.log) from None
-        self.launcher = launcher_for(self.run, self.node, self.workdir, built)
-        self.say(
-            ("Environment cache hit" if built.cache_hit else "Environment built")
-            + f" ({built.spec_hash[:12]}) in {time.monotonic() - started:.2f} s"
-        )
-        variables = {str(k): str(v) for k, v in (spec.get("environment_variables") or {}).items()}
-        return built.python, variables
+        python, variables, self.launcher = preparation.prepare_environment(self.run, self.node, self.workdir, self.say)
+        return python, variables
 
     def unpack_snapshot(self) -> None:
-        shutil.rmtree(self.workdir, ignore_errors=True)
-        self.workdir.mkdir(parents=True)
-        self.private_logs.mkdir(parents=True, exist_ok=True)
-        try:
-            with default_storage.open(self.run.snapshot.storage_name, "rb") as archive:
-                count = extract_snapshot(archive, self.workdir, max_bytes=settings.TRAINHUB_SNAPSHOT_MAX_EXPANDED_BYTES)
-        except UnsafeArchiveError as error:
-            raise SetupFailed(f"Snapshot rejected: {error}", "") from None
-        (self.workdir / "outputs").mkdir(exist_ok=True)
-        (self.workdir / "logs").mkdir(exist_ok=True)
-        self.say(f"Snapshot {self.run.snapshot.sha256[:12]} unpacked: {count} files")
+        preparation.unpack_snapshot(self.run, self.workdir, self.private_logs, self.say)
 
     @functools.cached_property
     def sdk_folder(self) -> Path:
@@ -296,68 +205,25 @@ class NodeExecution:
         return sdk_path(Path(settings.TRAINHUB_ENV_CACHE_DIR))
 
     def sandbox_processes(self, python: Path, inputs: list[Path]) -> None:
-        """The node's own processes (not containers) start in the run's box: its uid, its private
-        /tmp and /dev/shm (shared by the run's ranks on this node), the site's data out of sight.
-        Containers see the run's folder, as its uid, and its own inputs read-only; a Docker MPI
-        run's mpirun and Open MPI's daemons are in the box too."""
-        readable = [*python_folders(python), self.sdk_folder, *inputs]
-        if isinstance(self.launcher, ContainerLauncher):
-            self.launcher = dataclasses.replace(self.launcher, mounts=tuple(inputs))
-            uid = int(self.launcher.user.split(":")[0])
-            if uid != os.getuid():
-                chown_tree(self.workdir, uid)
-            if self.run.distributed.get("type") != "mpi":
-                return
-            readable = list(inputs)
-        try:
-            self.box = run_box(
-                uid=box_uid("run", self.run.pk),
-                workdir=self.workdir,
-                box_folder=self.box_folder,
-                read_only=readable,
-                say=self.say,
-            )
-        except SandboxUnavailable as error:
-            raise SetupFailed(str(error), "") from None
+        self.launcher, self.box = preparation.make_box(
+            self.run,
+            launcher=self.launcher,
+            readable=[*python_folders(python), self.sdk_folder],
+            inputs=inputs,
+            workdir=self.workdir,
+            box_folder=self.box_folder,
+            say=self.say,
+        )
         if self.box is not None:
             self.box.prepare()
-            self.hold_to_limits()
-        elif isinstance(self.launcher, ContainerLauncher):
-            raise SetupFailed(DOCKER_MPI_NEEDS_BOX, "")
-
-    def hold_to_limits(self) -> None:
-        """The run's limits (Run.limits), held by a cgroup its box joins; said in its log either way."""
-        limits = {k: v for k, v in (self.run.limits or {}).items() if v is not None}
-        if not limits or self.box is None:
-            return
-        try:
-            self.cgroup = make_run_cgroup(self.run.pk, limits)
-        except LimitsUnavailable as why:
-            self.say(NOT_ENFORCED.format(limits=describe(limits), node=self.node.name, why=why))
-            return
-        self.box = dataclasses.replace(self.box, cgroups=tuple(self.cgroup.folders))
-        self.say(ENFORCED.format(node=self.node.name, limits=describe(limits), version=self.cgroup.version))
+            self.box, self.cgroup = preparation.hold_to_limits(self.run, self.node, self.box, self.say)
 
     def rendezvous(self) -> Rendezvous:
-        key = redis_keys.run_rendezvous(self.run.pk)
         if self.leader:
-            port = reserve_master_port(self.redis, self.node.address, self.run.pk)
-            self.redis.set(key, json.dumps({"addr": self.node.address, "port": str(port)}), ex=7 * 86400)
-            return Rendezvous(self.node.address, port)
-        deadline = time.monotonic() + RENDEZVOUS_TIMEOUT_SECONDS
-        while True:
-            raw = self.redis.get(key)
-            if raw:
-                value = json.loads(raw)
-                return Rendezvous(value["addr"], int(value["port"]))
-            self.check_abort()
-            if time.monotonic() > deadline:
-                raise SetupFailed(
-                    f"Node {self.node.name} (node rank {self.node_rank}) waited "
-                    f"{RENDEZVOUS_TIMEOUT_SECONDS} s for node 0's address and port: rendezvous failed.",
-                    "",
-                )
-            time.sleep(0.1)
+            return rendezvous.publish(self.redis, self.run.pk, self.node.address)
+        return rendezvous.wait_for_leader(
+            self.redis, self.run.pk, node_name=self.node.name, node_rank=self.node_rank, check_abort=self.check_abort
+        )
 
     def plan(self, python: Path, env_vars: dict[str, str], rendezvous: Rendezvous) -> HostPlan:
         """This host's share of the run's launch plan (runs/launch_plan.py)."""
@@ -472,42 +338,20 @@ class NodeExecution:
             services.fail_run(self.run.pk, f"Stopped: {reason}")
 
     def finalize_files(self) -> None:
-        """Copy outputs/ and logs/ (regular files only: symlinks are never followed)."""
+        """Copy outputs/ and logs/ into the run's history, with the node's own log of the run."""
         if self.executor is not None:
             self.executor.close_logs()
         if self.prepare_lines:
             # A build can fail before the snapshot (and this folder) is unpacked.
             self.private_logs.mkdir(parents=True, exist_ok=True)
             (self.private_logs / f"{self.prepare_stream}.txt").write_text("\n".join(self.prepare_lines) + "\n")
-        skipped, foreign = [], []
-        # A box's files are its uid's: any other is a hard link to a file the run could not read
-        # itself, made where the kernel allows it (fs.protected_hardlinks=0). The node never copies one.
-        owner = self.box.uid if self.box is not None and node_is_root() else None
-        for folder in ("outputs", "logs"):
-            for relative, absolute, is_link in walk_regular_files(self.workdir / folder):
-                name = f"{folder}/{relative}"
-                if is_link or not absolute.is_file():
-                    skipped.append(name)
-                    continue
-                if owner is not None and absolute.lstat().st_uid != owner:
-                    foreign.append(name)
-                    continue
-                services.run_file_store(run=self.run, path=name, local_path=absolute)
-        for relative, absolute, is_link in walk_regular_files(self.private_logs):
-            if not is_link:
-                services.run_file_store(run=self.run, path=f"logs/{relative}", local_path=absolute)
-        if skipped:
-            services.log_append(
-                self.run.pk,
-                self.prepare_stream,
-                [f"Not copied (symlinks and special files are never copied): {', '.join(skipped[:20])}"],
-            )
-        if foreign:
-            services.log_append(
-                self.run.pk,
-                self.prepare_stream,
-                [f"Not copied (files the run's user does not own are never copied): {', '.join(foreign[:20])}"],
-            )
+        copy_run_files(
+            self.run,
+            workdir=self.workdir,
+            private_logs=self.private_logs,
+            owner=self.box.uid if self.box is not None and node_is_root() else None,
+            log_stream=self.prepare_stream,
+        )
 
 
 def execute_on_node(run_pk: int, node_pk: int, node_rank: int, stop_event: threading.Event | None = None) -> None:

@@ -132,8 +132,9 @@ def test_an_mpi_runs_ranks_are_the_container_agent_and_the_node_keeps_the_spec(d
 def test_a_node_without_its_box_fails_a_docker_mpi_run_saying_why(db, settings, tmp_path):
     """TRAINHUB_NODE_SANDBOX=false: mpirun and Open MPI's daemons of a Docker run have no box to run
     in (and would run as the node's user, outside it): the run fails with the reason."""
-    from runs.execution import DOCKER_MPI_NEEDS_BOX, NodeExecution
+    from runs.execution import NodeExecution
     from runs.executor import SetupFailed
+    from runs.preparation import DOCKER_MPI_NEEDS_BOX
 
     settings.TRAINHUB_NODE_SANDBOX = "false"
     settings.TRAINHUB_NODE_WORK_DIR = str(tmp_path / "node-work")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from runs.execution import reserve_master_port
+from runs.rendezvous import reserve_master_port
 from trainhub.redis_conn import get_redis
 
 
