@@ -30,6 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     if options.env_file:
         load_env_file(options.env_file)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "trainhub.settings")
+    # Imported here: Django is set up only once --env-file has set the variables its settings read,
+    # and run_task's module imports models, which need the set-up app registry.
     import django
 
     django.setup()

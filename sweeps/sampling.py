@@ -91,7 +91,7 @@ def draw(expression: list[Any], rng: random.Random) -> Any:
 def _bayesian(
     sampling: dict[str, Any], index: int, history: list[tuple[dict[str, Any], float]], *, maximize: bool
 ) -> dict[str, Any]:
-    import optuna
+    import optuna  # imported by Bayesian sweeps only: it takes a second or more to import
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     distributions: dict[str, Any] = {}

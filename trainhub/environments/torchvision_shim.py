@@ -34,13 +34,15 @@ class _BeforeTorchvision:
         if fullname != "torchvision":
             return None
         sys.meta_path.remove(self)
+        # Imported only as torchvision is (see the module's docstring): every interpreter of the
+        # environment loads this shim.
         import torch
 
         library = torch.library.Library("torchvision", "FRAGMENT")
         for schema in SCHEMAS:
             library.define(schema)
         _libraries.append(library)
-        from importlib.metadata import version
+        from importlib.metadata import version  # as torch, only once torchvision is imported
 
         warnings.warn(WARNING.format(torchvision=version("torchvision"), torch=torch.__version__), stacklevel=2)
         return None

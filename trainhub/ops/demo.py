@@ -12,6 +12,8 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
 
+from trainhub.compute.services import seed_demo as seed_compute
+from trainhub.environments.services import seed_demo as seed_environments
 from trainhub.workspaces import selectors, services
 from trainhub.workspaces.models import Membership, Role, Workspace
 from trainhub.workspaces.permissions import Access
@@ -82,7 +84,4 @@ def _reusable_token(config_path: Path, workspace: Workspace) -> str | None:
 
 def _app_seeds() -> list:
     """Each app that ships demo content adds its seeding function here."""
-    from trainhub.compute.services import seed_demo as seed_compute
-    from trainhub.environments.services import seed_demo as seed_environments
-
     return [seed_environments, seed_compute]

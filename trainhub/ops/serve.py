@@ -33,6 +33,7 @@ def keep_freed_memory() -> None:
 def main() -> None:
     keep_freed_memory()
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "trainhub.settings")
+    # Imported here: Django is set up once the settings module is named, and what follows needs it.
     import django
 
     django.setup()
