@@ -122,8 +122,9 @@ _current: Any = None
 _current_lock = threading.Lock()
 
 
-def current_run(allow_offline: bool = True) -> Any:
-    """The same object on every call, so that all of a script's metrics share one buffer."""
+def current_run(run_class: type, allow_offline: bool = True) -> Any:
+    """The same object on every call, so that all of a script's metrics share one buffer: a
+    `run_class` (Run.get_context passes its class) inside a run, an OfflineRun outside."""
     global _current
     run_id = os.environ.get("TRAINHUB_RUN_ID")
     if not run_id and not allow_offline:
@@ -134,11 +135,9 @@ def current_run(allow_offline: bool = True) -> Any:
         if not run_id:
             _current = OfflineRun()
             return _current
-        from trainhub.sdk.run import Run
-
         url, token = os.environ["TRAINHUB_SERVER_URL"], os.environ["TRAINHUB_RUN_TOKEN"]
         workspace = _RunWorkspace(os.environ["TRAINHUB_WORKSPACE"], url, token)
-        run = Run(_ExperimentRef(workspace, os.environ.get("TRAINHUB_EXPERIMENT", "")), run_id)
+        run = run_class(_ExperimentRef(workspace, os.environ.get("TRAINHUB_EXPERIMENT", "")), run_id)
         run._metrics_rank = run_rank()
         _current = run
         return run

@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from trainhub.sdk import exceptions
+from trainhub.sdk._deployment import inference_payload
 from trainhub.sdk._downloads import ChecksumMismatchError, TargetExistsError, download_checked, target_inside
+from trainhub.sdk.webservice import Webservice
 
 __all__ = ["ChecksumMismatchError", "ExportFailedError", "InferenceConfig", "Model", "OnnxExport", "TargetExistsError"]
 
@@ -230,13 +232,11 @@ class Model:
         config's entry script (init() once, run(raw_data) per request) in its run's box, or, with no
         inference config and one ONNX version, onnxruntime. Returns the Webservice; its
         wait_for_deployment() waits until it answers."""
-        from trainhub.sdk.webservice import Webservice
-
         config = dict(deployment_config or {})
         if deployment_target is not None and not config.get("compute_target"):
             target = deployment_target
             config["compute_target"] = target if isinstance(target, str) else target.name
-        payload = InferenceConfig._payload(inference_config, workspace) if inference_config is not None else {}
+        payload = inference_payload(inference_config, workspace) if inference_config is not None else {}
         payload.update(
             name=name,
             models=[{"name": m.name, "version": m.version} for m in models],
@@ -371,46 +371,6 @@ class InferenceConfig:
         self.source_directory = str(source_directory) if source_directory is not None else None
         self.environment = environment
         self.description = description
-
-    @staticmethod
-    def _payload(config: InferenceConfig, workspace: Any) -> dict[str, Any]:
-        """Pack and upload the source directory (when the server lacks it); name the environment."""
-        from trainhub.sdk._snapshot import pack_source_directory
-        from trainhub.sdk.environment import Environment
-        from trainhub.sdk.experiment import upload_packed
-        from trainhub.sdk.script_run_config import DEFAULT_ENVIRONMENT
-
-        if not config.entry_script:
-            environment = config.environment
-            return {
-                "entry_script": None,
-                "snapshot": None,
-                "environment": _environment_ref(environment, workspace) if environment is not None else None,
-            }
-        source = config.source_directory or "."
-        if not os.path.isfile(os.path.join(source, config.entry_script)):
-            raise exceptions.UserErrorException(
-                f"The entry script {config.entry_script!r} is not in source_directory {source!r}."
-            )
-        environment = config.environment or Environment.get(workspace=workspace, name=DEFAULT_ENVIRONMENT)
-        packed = pack_source_directory(source)
-        try:
-            try:
-                workspace._store.get_snapshot(packed.sha256)
-            except exceptions.NotFoundError:
-                upload_packed(workspace, packed, show_progress=False)
-        finally:
-            packed.path.unlink(missing_ok=True)
-        return {
-            "entry_script": config.entry_script.replace(os.sep, "/"),
-            "snapshot": packed.sha256,
-            "environment": _environment_ref(environment, workspace),
-        }
-
-
-def _environment_ref(environment: Any, workspace: Any) -> dict[str, Any]:
-    name, version = environment._ensure_registered(workspace)
-    return {"name": name, "version": version}
 
 
 class OnnxExport:

@@ -13,6 +13,7 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
+from trainhub.sdk._run_context import current_run
 from trainhub.sdk._run_metrics import RunMetricsMixin
 from trainhub.sdk._run_registry import RunRegistryMixin
 
@@ -31,9 +32,7 @@ class Run(RunMetricsMixin, RunRegistryMixin):
 
     @classmethod
     def get_context(cls, allow_offline: bool = True) -> Any:
-        from trainhub.sdk._run_context import current_run
-
-        return current_run(allow_offline=allow_offline)
+        return current_run(cls, allow_offline=allow_offline)
 
     # ------------------------------------------------------------ outside
 

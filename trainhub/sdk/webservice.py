@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 from trainhub.sdk import exceptions
+from trainhub.sdk._deployment import inference_payload
 
 FINAL_STATES = ("Healthy", "Failed")
 
@@ -252,8 +253,6 @@ class Webservice:
     ) -> None:
         """Serve other model versions, or another script or environment: a new replica starts beside
         the serving one and takes over once it answers (wait_for_deployment() waits for that)."""
-        from trainhub.sdk.model import InferenceConfig
-
         details = self._refresh()
         if models is None:
             refs = [{"name": m.rpartition(":")[0], "version": int(m.rpartition(":")[2])} for m in details["models"]]
@@ -266,7 +265,7 @@ class Webservice:
                 "environment": details["environment"],
             }
         else:
-            payload = InferenceConfig._payload(inference_config, self.workspace)
+            payload = inference_payload(inference_config, self.workspace)
         self._details = self.workspace._store.update_endpoint(self.name, dict(payload, models=refs))
 
     def delete(self) -> None:
