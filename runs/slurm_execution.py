@@ -10,12 +10,15 @@ import os
 import signal
 import threading
 import time
+from pathlib import Path
 
 import redis
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 
 from runs import services
 from runs.execution import NodeExecution
+from runs.executor import SetupFailed
 from runs.models import Run, RunStatus, SlurmJob
 from runs.slurm import END_REASONS, TASK_HEARTBEAT_SECONDS, TASK_SILENCE_SECONDS, end_reason
 from trainhub import redis_keys
@@ -30,6 +33,11 @@ logger = logging.getLogger(__name__)
 JOB_ID_SECONDS = 10
 NOT_THIS_JOB = "Slurm job {job_id} is not run {run}'s job ({expected}): refusing to run it."
 TASK_STOPPED = "Slurm stopped the run's task on node {node}."
+NO_DOCKER_ON_SLURM_HOST = (
+    "Environment {environment!r} is a Docker environment (docker.enabled = True), but Slurm host {host} "
+    "has no Docker engine TrainHub may use ({why}). Start one on the hosts of partition {partition}, "
+    "usable by the account the jobs run as, or set docker.enabled = False."
+)
 
 
 def run_task(run_pk: int) -> int:
@@ -56,10 +64,11 @@ def run_task(run_pk: int) -> int:
     heartbeat = TaskHeartbeat(run.pk, node_rank, host)
     heartbeat.start()
     try:
-        node = register_host(run, host)
+        docker, docker_problem = host_docker(run, host)
+        node = register_host(run, host, docker)
         services.placement_join(run=run, node=node, node_rank=node_rank)
         try:
-            SlurmNodeExecution(run.pk, node.pk, node_rank, stop, job_id).execute()
+            SlurmNodeExecution(run.pk, node.pk, node_rank, stop, job_id, docker_problem).execute()
         finally:
             node_set_idle(node.pk)
     finally:
@@ -101,10 +110,26 @@ class TaskHeartbeat(threading.Thread):
         self.join()
 
 
-def register_host(run: Run, host: str) -> Node:
+def host_docker(run: Run, host: str) -> tuple[bool, str]:
+    """For a Docker run, whether this host runs Docker environments, and why not ('' when it does);
+    other runs never ask the engine."""
+    if not uses_docker(run.environment_spec):
+        return False, ""
+    try:
+        docker, said = node_docker_support(settings.TRAINHUB_NODE_DOCKER)
+    except ImproperlyConfigured as error:  # TRAINHUB_NODE_DOCKER=true, and no engine answers
+        docker, said = False, str(error)
+    if docker:
+        return True, ""
+    partition = run.cluster.slurm_partition
+    return False, NO_DOCKER_ON_SLURM_HOST.format(
+        environment=run.environment_name, host=host, why=said, partition=partition
+    )
+
+
+def register_host(run: Run, host: str, docker: bool) -> Node:
     """The node row of this Slurm host of the run's cluster."""
     address = settings.TRAINHUB_NODE_ADDRESS or slurm.node_address(host)
-    docker = uses_docker(run.environment_spec) and node_docker_support(settings.TRAINHUB_NODE_DOCKER)[0]
     return node_register_slurm_host(cluster=run.cluster, host=host, address=address, docker=docker, run_id=run.pk)
 
 
@@ -112,9 +137,23 @@ class SlurmNodeExecution(NodeExecution):
     """A local node's execution, but for the ends that are Slurm's to tell (a time limit, a node
     failure, scancel)."""
 
-    def __init__(self, run_pk: int, node_pk: int, node_rank: int, stop_event: threading.Event, job_id: str):
+    def __init__(
+        self,
+        run_pk: int,
+        node_pk: int,
+        node_rank: int,
+        stop_event: threading.Event,
+        job_id: str,
+        docker_problem: str = "",
+    ):
         super().__init__(run_pk, node_pk, node_rank, stop_event)
         self.job_id = job_id
+        self.docker_problem = docker_problem
+
+    def prepare_environment(self) -> tuple[Path, dict[str, str]]:
+        if self.docker_problem:
+            raise SetupFailed(self.docker_problem, "")
+        return super().prepare_environment()
 
     def end_aborted(self, reason: str) -> None:
         if reason != "node stopped":

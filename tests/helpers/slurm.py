@@ -8,12 +8,14 @@ test can add a node to the partition (start_slurmd, then set_partition_nodes).""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from tests.helpers.ports import free_port
@@ -195,6 +197,19 @@ class SlurmCluster:
 
     def stop_slurmd(self, name: str) -> None:
         self._stop(name)
+
+    @contextlib.contextmanager
+    def node_settings(self, **values: str) -> Iterator[None]:
+        """The hosts' node settings (TRAINHUB_SLURM_NODE_ENV_FILE) with `values` changed, for the
+        tasks that start meanwhile: a host set up differently."""
+        saved = dict(self.node_env)
+        self.node_env.update(values)
+        self._write_env_file()
+        try:
+            yield
+        finally:
+            self.node_env = saved
+            self._write_env_file()
 
     def set_partition_nodes(self, names: list[str] | tuple[str, ...]) -> None:
         self.slurm("scontrol", "update", f"PartitionName={PARTITION}", f"Nodes={','.join(names)}")
