@@ -20,12 +20,12 @@ from django.db import close_old_connections
 from django.utils import timezone
 from redis.exceptions import RedisError
 
+from runs import events
 from runs.containers import reap_containers_of_gone_nodes
 from runs.scheduling import dispatch_all, redispatch_lost_jobs
 from runs.selectors import queued_node_demand
 from runs.services import lost_node_runs
 from runs.slurm import watch_jobs, watch_tasks
-from sweeps.services import sweeps_tick
 from trainhub import redis_keys
 from trainhub.compute import services
 from trainhub.compute.models import ComputeCluster, Node, NodeState, Provisioner
@@ -206,7 +206,7 @@ def run_controller(stop: list[bool]) -> None:
                 if now - last_dispatch >= DISPATCH_EVERY:
                     last_dispatch = now
                     redispatch_lost_jobs()
-                    sweeps_tick()
+                    events.controller_tick.notify()
                     dispatch_all()
             except Exception:
                 logger.exception("controller tick failed")

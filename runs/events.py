@@ -18,6 +18,10 @@ run_cancel_asked: Hook[[Access, Run], bool] = Hook("run cancel asked", isolate=F
 # A started run is asked to stop (its abort key is set). Subscriber: runs.slurm cancels its Slurm job.
 run_stopping: Hook[[Run], None] = Hook("run stopping", isolate=False)
 
+# The controller's loop, every few seconds (runs/controller.py). Subscriber: sweeps (a sweep's time
+# limit, and the ends of children that the process that ended them did not live to hand over).
+controller_tick: Hook[[], None] = Hook("controller tick", isolate=True)
+
 # A run reached a final status. Subscribers: sweeps (the next child starts at once), endpoints (a
 # replica that ended is replaced). The end is recorded whatever they do.
 run_ended: Hook[[Run], None] = Hook("run ended", isolate=True)

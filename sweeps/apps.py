@@ -13,5 +13,6 @@ class SweepsConfig(AppConfig):
         from sweeps import services
 
         run_events.run_ended.subscribe(services.child_ended)
+        run_events.controller_tick.subscribe(services.sweeps_tick)
         run_events.run_cancel_asked.subscribe(services.cancel_as_sweep)
         metrics_events.metrics_logged.subscribe(services.child_logged)

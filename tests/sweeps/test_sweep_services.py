@@ -13,6 +13,7 @@ from django.db import connection
 from django.utils import timezone
 
 from metrics.services import metrics_ingest, parse_batch
+from runs import events
 from runs.models import Run, RunStatus
 from runs.services import run_cancel, run_transition
 from sweeps import services
@@ -181,7 +182,7 @@ def test_max_duration_cancels_the_children_still_running_and_ends_the_sweep(work
     sweep = submit(workspace, owner, sampling=GRID, minutes=1)
     finish(children(sweep)[0])
     Run.objects.filter(pk=sweep.parent_id).update(started_at=timezone.now() - timedelta(minutes=2))
-    services.sweeps_tick()
+    events.controller_tick.notify()  # as the controller's loop does, every few seconds
     made = children(sweep)
     assert [run.status for run in made] == [RunStatus.COMPLETED, RunStatus.CANCELED, RunStatus.CANCELED]
     assert made[2].status_reason == "Canceled: its sweep reached max_duration_minutes (1)."
