@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import math
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from django.utils import timezone
 from playwright.sync_api import expect
 
 from runs.models import Run, RunStatus
@@ -43,8 +45,13 @@ def sweep(workspace) -> list[Run]:
         accuracy = [min(0.98, 0.1 + (1 - math.exp(-speed * step / 4)) * (0.9 - 0.04 * index)) for step in range(30)]
         post_batch(api_client(token), run, series_body("loss", losses))
         post_batch(api_client(token), run, series_body("accuracy", accuracy))
+        post_batch(api_client(token), run, {"tags": {"optimizer": "adam" if index == 2 else "sgd"}})
+        started = timezone.now() - timedelta(minutes=40 - 10 * index)
         if index < 3:
-            Run.objects.filter(pk=run.pk).update(status=RunStatus.COMPLETED)
+            ended = started + timedelta(seconds=310 + 47 * index)
+            Run.objects.filter(pk=run.pk).update(status=RunStatus.COMPLETED, started_at=started, ended_at=ended)
+        else:
+            Run.objects.filter(pk=run.pk).update(started_at=started)
         runs.append(run)
     return runs
 
@@ -77,10 +84,11 @@ def test_screenshots_of_the_runs_table_compare_and_a_run(
     page.set_viewport_size({"width": 1280, "height": 900})
     sign_in(page, live_url, "rita")
     page.goto(
-        f"{live_url}/w/birds/runs/?columns=user,duration,params.lr,params.momentum,metrics.accuracy,"
-        "metrics.accuracy:max,metrics.loss&sort=metrics.accuracy&order=desc"
+        f"{live_url}/w/birds/runs/?columns=user,duration,params.lr,params.momentum,tags.optimizer,"
+        "metrics.accuracy,metrics.accuracy:max,metrics.loss&sort=metrics.accuracy&order=desc"
     )
     expect(page.locator("#metric-runs tbody tr")).to_have_count(5)
+    expect(page.locator('#metric-runs thead th[data-column="metrics.accuracy"]')).to_contain_text("▼")
     page.screenshot(path=str(out / "runs-table.png"), full_page=True)
 
     selection = ",".join(r.run_id for r in runs)
