@@ -28,12 +28,19 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import redis.asyncio
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.http import Http404
 from django.http.request import split_domain_port, validate_host
+from redis.exceptions import RedisError
 
+from endpoints.models import Endpoint, ReplicaState
 from trainhub import redis_keys
+from trainhub.ops.flow_control import _twisted_request
+from trainhub.redis_conn import get_async_redis
+from trainhub.workspaces import selectors
+from trainhub.workspaces.selectors import hash_token
 
 logger = logging.getLogger(__name__)
 
@@ -282,9 +289,6 @@ class ScoringProxy:
 
     async def _follow_routes(self) -> None:
         """Drop a cached route as soon as its endpoint changed: the services publish its pk."""
-        import redis.asyncio
-        from redis.exceptions import RedisError
-
         pause = 0.1
         while True:
             client = redis.asyncio.Redis.from_url(settings.REDIS_URL, socket_keepalive=True)
@@ -315,10 +319,6 @@ class ScoringProxy:
 
     async def _flush_stats(self) -> None:
         """Request counts and latency, added up here, go to Redis once a second."""
-        from redis.exceptions import RedisError
-
-        from trainhub.redis_conn import get_async_redis
-
         while True:
             await asyncio.sleep(STATS_FLUSH_SECONDS)
             stats, self.stats = self.stats, {}
@@ -429,8 +429,6 @@ async def _answer_head(status_line: bytes, reader: asyncio.StreamReader) -> tupl
 def _no_delay(send: Send) -> None:
     """Answers go out at once under daphne: with Nagle's algorithm a small answer written after
     another write waits for the client's delayed ACK."""
-    from trainhub.ops.flow_control import _twisted_request
-
     transport = getattr(_twisted_request(send), "transport", None)
     if transport is not None and hasattr(transport, "setTcpNoDelay"):
         transport.setTcpNoDelay(True)
@@ -445,8 +443,6 @@ def _bearer(value: bytes) -> str | None:
 
 
 def _is_key(token: str, key_hashes: tuple[str, ...]) -> bool:
-    from trainhub.workspaces.selectors import hash_token
-
     digest = hash_token(token)
     return any(hmac.compare_digest(digest, known) for known in key_hashes)
 
@@ -473,8 +469,6 @@ def _host_problem(headers: dict[str, bytes]) -> str | None:
 def _member_workspace_pk(token: str, workspace: str) -> tuple[bool, int | None]:
     """(whether the API token is live, the workspace's pk when its user is a member of `workspace`
     and the token is that workspace's: a token reaches only its own workspace)."""
-    from trainhub.workspaces import selectors
-
     api_token = selectors.active_token(token)
     if api_token is None:
         return False, None
@@ -487,8 +481,6 @@ def _member_workspace_pk(token: str, workspace: str) -> tuple[bool, int | None]:
 
 
 def _load_route(workspace: str, name: str) -> Route | None:
-    from endpoints.models import Endpoint, ReplicaState
-
     endpoint = Endpoint.objects.filter(workspace__name=workspace, name=name).first()
     if endpoint is None:
         return None
