@@ -15,6 +15,13 @@ midway loses nothing: the next attempt sends only the ranges the server does not
 files nobody finished are deleted after `TRAINHUB_UPLOAD_STALE_SECONDS`, when the next upload
 starts.
 
+A client that hashes a large file while it sends it does not know its sha256 yet: it sends the
+chunks to a provisional name instead, an upload key (`u` and 32 hex digits, which the SDK derives
+from the local file, so that a cut-off upload resumes under the same key), and, once the server
+holds all of it, asks for it under its sha256 with a probe that names the key in an `Upload-Key`
+header. The server then checks the staged file against that sha256 as it checks any other, and
+commits it; a file the server already has is not stored again (the staged copy is deleted).
+
 An app receiving uploads declares a `Kind` and one endpoint (registry and runs are examples):
 
     THING_UPLOADS = uploads.Kind(name="things", limit=lambda: settings.THING_MAX_BYTES)
@@ -68,11 +75,17 @@ T = TypeVar("T")
 B = TypeVar("B", bound=Model)
 
 SHA_PATTERN = re.compile(r"^[0-9a-f]{64}$")
+KEY_PATTERN = re.compile(r"^u[0-9a-f]{32}$")
+KEY_HEADER = "Upload-Key"
 KIND_PATTERN = re.compile(r"^[a-z][a-z0-9-]{0,39}$")
 RANGE_PATTERN = re.compile(r"^bytes (?:(\d+)-(\d+)|\*)/(\d+)$")
 COPY_BYTES = 1 << 20
 
 BAD_SHA = "A file is named by the 64 hex digits of its sha256."
+BAD_KEY = (
+    "Upload-Key names the chunks sent under a provisional name ('u' and 32 hex digits), and goes with a "
+    "probe of the file's sha256 URL (Content-Range 'bytes */TOTAL')."
+)
 BAD_RANGE = "Content-Range must be 'bytes START-END/TOTAL' (or 'bytes */TOTAL' to ask how much arrived)."
 TOO_LARGE = "The file is {size} bytes; the limit is {limit} bytes."
 CHUNK_TOO_LARGE = (
@@ -107,6 +120,8 @@ class Chunk:
     end: int | None
     total: int
     body: Readable
+    # A probe that takes the file sent under this upload key as the one its URL names.
+    staged_as: str | None = None
 
     @property
     def length(self) -> int:
@@ -161,8 +176,13 @@ def chunk_from_request(request: HttpRequest, kind: Kind) -> Chunk:
     if match is None:
         raise ValidationError(BAD_RANGE, code="upload_range")
     total = int(match.group(3))
+    key = request.headers.get(KEY_HEADER)
     if match.group(1) is None:
-        return Chunk(start=None, end=None, total=total, body=request)
+        if key is not None and not KEY_PATTERN.match(key):
+            raise ValidationError(BAD_KEY, code="upload_key")
+        return Chunk(start=None, end=None, total=total, body=request, staged_as=key)
+    if key is not None:
+        raise ValidationError(BAD_KEY, code="upload_key")
     start, end = int(match.group(1)), int(match.group(2))
     if start > end or end >= total:
         raise ValidationError(BAD_RANGE, code="upload_range")
@@ -216,7 +236,11 @@ def _too_large(kind: Kind, size: int | str) -> ValidationError:
 
 def _check(kind: Kind, sha256: str, chunk: Chunk) -> None:
     """Refuse a chunk before storing a byte of it."""
-    _check_sha(sha256)
+    if KEY_PATTERN.match(sha256):
+        if chunk.staged_as is not None:
+            raise ValidationError(BAD_KEY, code="upload_key")
+    else:
+        _check_sha(sha256)
     if chunk.total > kind.limit():
         raise _too_large(kind, chunk.total)
     if chunk.length > chunk_bytes():
@@ -388,14 +412,19 @@ def receive(
 ) -> T | Progress:
     """Take one chunk of an upload; the committed object once the whole file arrived and matched
     its sha256, else the ranges the server holds (a chunk that starts elsewhere than a multiple of
-    the chunk size or the end of a held range is not stored: the client sends what is missing)."""
+    the chunk size or the end of a held range is not stored: the client sends what is missing).
+    `sha256` may be an upload key instead: its chunks are held until a probe of the file's sha256
+    names the key (`chunk.staged_as`), and neither `existing` nor `commit` is called for them."""
     _check(kind, sha256, chunk)
+    if chunk.staged_as is not None:
+        return _adopt(workspace, kind, sha256, chunk, existing, commit)
+    named = not KEY_PATTERN.match(sha256)
     path = staging_path(workspace.pk, kind, f"{sha256}-{chunk.total}")
     while True:
         with _locked(path) as handle:
             if handle is None:
                 continue  # finished by another request while this one waited: look again
-            found = existing()
+            found = existing() if named else None
             if found is not None:
                 _held_path(path).unlink(missing_ok=True)
                 path.unlink(missing_ok=True)  # another upload of the same content finished first
@@ -411,8 +440,39 @@ def receive(
                 _write_held(path, held)
             prefix = held[0][1] if held and held[0][0] == 0 else 0
             digest = _digest_to(handle, prefix, chunk.start or 0, data)
-            if prefix < chunk.total:
+            if prefix < chunk.total or not named:
                 return Progress(held=held, size=chunk.total)
+            _DIGESTS.pop(_file_key(handle), None)
+            _held_path(path).unlink(missing_ok=True)
+            return _finish(path, sha256, commit, digest)
+
+
+def _adopt(
+    workspace: Any,
+    kind: Kind,
+    sha256: str,
+    probe: Chunk,
+    existing: Callable[[], T | None],
+    commit: Callable[[StagedFile], T],
+) -> T | Progress:
+    """The file sent under the probe's upload key, committed as `sha256` once the server holds all
+    of it and it matches; else what the server holds of it. When the server has that file already,
+    the staged copy is deleted."""
+    assert probe.staged_as is not None
+    path = staging_path(workspace.pk, kind, f"{probe.staged_as}-{probe.total}")
+    while True:
+        with _locked(path) as handle:
+            if handle is None:
+                continue
+            found = existing()
+            if found is not None:
+                _held_path(path).unlink(missing_ok=True)
+                path.unlink(missing_ok=True)
+                return found
+            held = _read_held(path, handle)
+            if held != [[0, probe.total]]:
+                return Progress(held=held, size=probe.total)
+            digest = _digest_to(handle, probe.total)
             _DIGESTS.pop(_file_key(handle), None)
             _held_path(path).unlink(missing_ok=True)
             return _finish(path, sha256, commit, digest)

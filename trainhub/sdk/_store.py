@@ -133,6 +133,11 @@ class RestStore:
     def upload_model_blob(self, sha256: str, local: Path, on_progress: Any = None) -> dict[str, Any]:
         return self._upload(f"model-blobs/{sha256}", local, on_progress)
 
+    def upload_model_blob_hashing(self, local: Path, on_progress: Any = None) -> dict[str, Any]:
+        from trainhub.sdk._uploads import upload_file_hashing
+
+        return upload_file_hashing(self.transport, self._path("model-blobs"), local, on_progress=on_progress)
+
     def get_model_version(self, model_name: str, version: int | None = None) -> dict[str, Any]:
         if version is None:
             return self._get(f"models/{model_name}")

@@ -8,13 +8,22 @@ killed client resumes with only what is missing, and a file the server has is no
 A chunk is a PUT of a byte range, so the transport sends it again after a timeout: the server
 writes only bytes it does not hold, and a repeated last chunk finds the file committed and gets
 the same answer. Nothing is stored twice, and no idempotency key is needed.
+
+`upload_file_hashing` sends a file larger than one chunk while it computes its sha256 (instead of
+reading it once to hash it, then again to send it): its chunks go under an upload key derived from
+the local file (its path, inode, size and modification time: an upload cut off resumes under the
+same key, and a changed file gets another), and a probe of the sha256's URL naming the key commits
+it. A file this process sent or hashed before, unchanged, is named by its sha256 at once, so the
+server can say it has it before a byte is sent.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import socket
 from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +34,10 @@ CHUNK_BYTES = 8 * 1024 * 1024
 # Chunks in flight at once: enough to keep the client's reads, the network and the server's writes
 # and hashing busy at the same time.
 UPLOAD_THREADS = 4
+KEY_HEADER = "Upload-Key"
+
+# The sha256 of local files this process hashed, by (device, inode, size, modification time).
+_KNOWN: dict[tuple[int, int, int, int], str] = {}
 
 
 def _put(http: Transport, path: str, data: bytes, content_range: str) -> tuple[int, dict[str, Any]]:
@@ -125,6 +138,101 @@ def _send_missing(
                     latest = (status, answer)
             if on_progress is not None:
                 on_progress(size if latest[0] == 201 else stored, size)
+
+
+def _identity(local: Path) -> tuple[int, int, int, int]:
+    status = local.stat()
+    return status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns
+
+
+def known_sha256(local: Path) -> str | None:
+    """The sha256 of `local` when this process hashed it before and it has not changed since."""
+    return _KNOWN.get(_identity(local))
+
+
+def remember_sha256(local: Path, identity: tuple[int, int, int, int], sha256: str) -> None:
+    """Record `sha256` for `local` as it was when hashing began, if it is still so."""
+    if _identity(local) == identity:
+        _KNOWN[identity] = sha256
+
+
+def upload_key(local: Path) -> str:
+    """The provisional name of `local`'s chunks: the same for the same unchanged file on this host."""
+    device, inode, size, modified = _identity(local)
+    text = f"{socket.gethostname()}\0{local.resolve()}\0{device}\0{inode}\0{size}\0{modified}"
+    return "u" + hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def upload_file_hashing(
+    http: Transport,
+    folder: str,
+    local: Path,
+    *,
+    on_progress: Callable[[int, int], None] | None = None,
+    threads: int = UPLOAD_THREADS,
+) -> dict[str, Any]:
+    """Send `local` to the upload endpoint `folder/<name>` as it is hashed: read once, in order,
+    each chunk hashed and then sent (`threads` at a time) unless the server holds it; the server's
+    answer for the stored file, with its `sha256`."""
+    identity = _identity(local)
+    size = identity[2]
+    key = upload_key(local)
+    staged = f"{folder}/{key}"
+    _, answer = _put(http, staged, b"", f"bytes */{size}")
+    chunk = answer.get("chunk_bytes") or CHUNK_BYTES
+    held = _held(answer)
+    stored = sum(high - low for low, high in held)
+    if on_progress is not None:
+        on_progress(stored, size)
+    digest = hashlib.sha256()
+    with open(local, "rb") as handle, ThreadPoolExecutor(max(1, threads), thread_name_prefix="upload") as pool:
+        running: set[Future[tuple[int, dict[str, Any]]]] = set()
+
+        def collect(first: bool) -> None:
+            nonlocal running, stored
+            done, running = wait(running, return_when=FIRST_COMPLETED if first else ALL_COMPLETED)
+            for future in done:
+                _, reply = future.result()
+                stored = max(stored, sum(high - low for low, high in _held(reply)))
+            if on_progress is not None:
+                on_progress(stored, size)
+
+        for start in range(0, size, chunk):
+            data = os.pread(handle.fileno(), min(chunk, size - start), start)
+            digest.update(data)
+            for low, high in _missing(held, start + len(data), chunk):
+                if low < start:
+                    continue
+                if len(running) >= max(1, threads):
+                    collect(first=True)
+                piece = data[low - start : high - start]
+                running.add(pool.submit(_put, http, staged, piece, f"bytes {low}-{high - 1}/{size}"))
+        if running:
+            collect(first=False)
+        sha256 = digest.hexdigest()
+        while True:
+            _, answer = _put(http, staged, b"", f"bytes */{size}")
+            if _held(answer) == [[0, size]]:
+                break
+            before = _held(answer)
+            _, answer = _send_missing(http, staged, handle.fileno(), size, answer, threads, on_progress)
+            if _held(answer) == before:
+                raise exceptions.TrainHubError(f"The server keeps refusing chunks of {local}: {answer}")
+    response = http.request(
+        "PUT",
+        f"{folder}/{sha256}",
+        data=b"",
+        headers={"Content-Range": f"bytes */{size}", KEY_HEADER: key},
+        timeout=(5, 600),
+    )
+    with response:
+        status, answer = response.status_code, response.json()
+    if status != 201:
+        raise exceptions.TrainHubError(f"The server did not take {local} as a whole: {answer}")
+    remember_sha256(local, identity, sha256)
+    if on_progress is not None:
+        on_progress(size, size)
+    return answer
 
 
 def progress_bar(description: str, show: bool) -> Any:
