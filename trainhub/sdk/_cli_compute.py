@@ -7,6 +7,9 @@ from typing import Any
 
 from trainhub.sdk.cli import action, emit, workspace_from
 
+# The SDK's facades are imported in each handler: `trainhub` builds every subcommand's parser as it
+# starts, and importing them all would add about half a second to every command.
+
 
 def add_parser(subparsers: Any) -> None:
     compute = subparsers.add_parser("compute", help="compute clusters and their nodes")

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import json
 from typing import Any
 
-from trainhub.sdk.cli import action, emit
+from trainhub.sdk.cli import action, emit, workspace_from
+
+# The SDK's facades are imported in each handler: `trainhub` builds every subcommand's parser as it
+# starts, and importing them all would add about half a second to every command.
 
 
 def add_parser(subparsers: Any) -> None:
@@ -24,14 +28,12 @@ def add_parser(subparsers: Any) -> None:
 
 
 def _service(args: argparse.Namespace) -> Any:
-    from trainhub.sdk.cli import workspace_from
     from trainhub.sdk.webservice import Webservice
 
     return Webservice(workspace_from(args), args.name)
 
 
 def list_endpoints(args: argparse.Namespace) -> int:
-    from trainhub.sdk.cli import workspace_from
     from trainhub.sdk.webservice import Webservice
 
     services = Webservice.list(workspace_from(args))
@@ -43,8 +45,6 @@ def list_endpoints(args: argparse.Namespace) -> int:
 
 
 def show_endpoint(args: argparse.Namespace) -> int:
-    import json
-
     service = _service(args)
     details = dict(service.get_details(), scoring_uri=service.scoring_uri)
     return emit(args, details, json.dumps(details, indent=2, default=str))

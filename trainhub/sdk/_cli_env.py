@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import json
 from typing import Any
 
 from trainhub.sdk.cli import action, emit, name_and_version, workspace_from
 from trainhub.sdk.exceptions import UserErrorException
+
+# The SDK's facades are imported in each handler: `trainhub` builds every subcommand's parser as it
+# starts, and importing them all would add about half a second to every command.
 
 ONE_SOURCE = "Give one of --conda-file, --pip-requirements, --docker-image or --dockerfile."
 
@@ -66,8 +70,6 @@ def list_envs(args: argparse.Namespace) -> int:
 
 
 def show_env(args: argparse.Namespace) -> int:
-    import json
-
     summary = _summary(_get(workspace_from(args), args.env))
     return emit(args, summary, json.dumps(summary, indent=2))
 

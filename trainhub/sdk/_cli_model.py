@@ -8,8 +8,11 @@ import json
 import sys
 from typing import Any
 
-from trainhub.sdk.cli import action, emit, key_values
+from trainhub.sdk.cli import action, emit, key_values, name_and_version, workspace_from
 from trainhub.sdk.exceptions import UserErrorException
+
+# The SDK's facades are imported in each handler: `trainhub` builds every subcommand's parser as it
+# starts, and importing them all would add about half a second to every command.
 
 
 def add_parser(subparsers: Any) -> None:
@@ -48,7 +51,6 @@ def add_parser(subparsers: Any) -> None:
 
 
 def _model(args: argparse.Namespace) -> Any:
-    from trainhub.sdk.cli import name_and_version, workspace_from
     from trainhub.sdk.model import Model
 
     name, version = name_and_version(args.model)
@@ -56,7 +58,6 @@ def _model(args: argparse.Namespace) -> Any:
 
 
 def list_models(args: argparse.Namespace) -> int:
-    from trainhub.sdk.cli import workspace_from
     from trainhub.sdk.model import Model
 
     found = Model.list(workspace_from(args), name=args.name, tags=args.tag, latest=not args.all_versions)
@@ -73,7 +74,6 @@ def show_model(args: argparse.Namespace) -> int:
 
 
 def register_model(args: argparse.Namespace) -> int:
-    from trainhub.sdk.cli import workspace_from
     from trainhub.sdk.model import Model
 
     workspace = workspace_from(args)

@@ -10,8 +10,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from trainhub.sdk._config import save_token
 from trainhub.sdk.cli import action, emit, workspace_from
 from trainhub.sdk.exceptions import UserErrorException
+
+# The SDK's facades are imported in each handler: `trainhub` builds every subcommand's parser as it
+# starts, and importing them all would add about half a second to every command.
 
 CONFIG_EXISTS = "{path} already exists for another workspace or server: add --force to replace it."
 
@@ -45,7 +49,6 @@ def _read_token(from_stdin: bool) -> str:
 
 
 def log_in(args: argparse.Namespace) -> int:
-    from trainhub.sdk._config import save_token
     from trainhub.sdk.workspace import Workspace
 
     url = args.server.rstrip("/")

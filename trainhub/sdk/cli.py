@@ -14,6 +14,11 @@ import json
 import sys
 from typing import Any
 
+from trainhub.sdk.exceptions import TrainHubError, UserErrorException
+
+# The SDK's facades are imported in each handler: `trainhub` builds every subcommand's parser as it
+# starts, and importing them all would add about half a second to every command.
+
 COMMANDS = (
     "trainhub.sdk._cli_workspace",
     "trainhub.sdk._cli_env",
@@ -45,8 +50,6 @@ def run_from(args: argparse.Namespace) -> Any:
 
 def name_and_version(ref: str) -> tuple[str, int | None]:
     """`NAME` or `NAME:VERSION` (a number), as models and environments are named on the command line."""
-    from trainhub.sdk.exceptions import UserErrorException
-
     name, _, version = ref.partition(":")
     if version and not version.isdigit():
         raise UserErrorException(f"{ref!r}: a version is a number, as in NAME:3.")
@@ -55,8 +58,6 @@ def name_and_version(ref: str) -> tuple[str, int | None]:
 
 def key_values(values: list[str], option: str) -> dict[str, str]:
     """Repeated `--tag KEY=VALUE` options as a dict."""
-    from trainhub.sdk.exceptions import UserErrorException
-
     pairs = {}
     for value in values:
         key, sep, text = value.partition("=")
@@ -98,8 +99,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from trainhub.sdk.exceptions import TrainHubError
-
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
