@@ -1,5 +1,6 @@
-"""The controller loop: fail the runs of lost nodes, place queued runs, follow Slurm jobs, and keep
-each local cluster's node processes between min_nodes and max_nodes."""
+"""The controller loop: fail the runs of lost nodes (and of submitting machines gone silent), place
+queued runs, follow Slurm jobs, and keep each local cluster's node processes between min_nodes and
+max_nodes."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from redis.exceptions import RedisError
 
 from runs import events
 from runs.containers import reap_containers_of_gone_nodes
+from runs.local_runs import reap_silent_local_runs
 from runs.scheduling import dispatch_all, redispatch_lost_jobs
 from runs.selectors import queued_node_demand
 from runs.services import lost_node_runs
@@ -206,6 +208,7 @@ def run_controller(stop: list[bool]) -> None:
                 if now - last_dispatch >= DISPATCH_EVERY:
                     last_dispatch = now
                     redispatch_lost_jobs()
+                    reap_silent_local_runs()
                     events.controller_tick.notify()
                     dispatch_all()
             except Exception:

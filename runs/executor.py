@@ -93,6 +93,17 @@ class StartedProcess:
     store: bool = False
 
 
+class DatabaseRecords:
+    """Where a node's executor records what it sees: the database, through runs.services. A runner on
+    the submitting machine (runs/local_runner.py) gives its own, which reports through the API."""
+
+    log_append = staticmethod(services.log_append)
+    process_started = staticmethod(services.process_started)
+    process_ended = staticmethod(services.process_ended)
+    running_processes_ended = staticmethod(services.running_processes_ended)
+    placement_node_names = staticmethod(selectors.placement_node_names)
+
+
 @dataclass(frozen=True)
 class Failure:
     """The rank that failed first, as the run's end names it."""
@@ -115,7 +126,9 @@ class HostExecutor:
         launcher: Launcher,
         box: Box | None,
         connection: redis.Redis,
+        records: Any = None,
     ):
+        self.records = records or DatabaseRecords()
         self.run_pk = run_pk
         self.node_rank = node_rank
         self.node_name = node_name
@@ -197,7 +210,7 @@ class HostExecutor:
         self.processes.append(started)
         threading.Thread(target=self._read, args=(started,), daemon=True).start()
         if record and not launcher:
-            services.process_started(
+            self.records.process_started(
                 run_pk=self.run_pk,
                 rank=rank,
                 node_rank=self.node_rank,
@@ -220,9 +233,9 @@ class HostExecutor:
         app, app_variables = self._mpi_app(plan)
         self.mpi_relay = MpiRelay(self.run_pk, plan.mpi.node_count, self.workdir, self.redis)
         env = mpirun_environment(plan.env, app_variables, {MPI_AGENT_SOCKET: str(self.mpi_relay.path)})
-        nodes = selectors.placement_node_names(self.run_pk)
+        nodes = self.records.placement_node_names(self.run_pk)
         for rank, node_rank, local_rank in plan.mpi.ranks:
-            services.process_started(
+            self.records.process_started(
                 run_pk=self.run_pk,
                 rank=rank,
                 node_rank=node_rank,
@@ -308,7 +321,7 @@ class HostExecutor:
             elif stream.startswith(RANK_STREAM):
                 self._stream_file(stream).write("\n".join(lines) + "\n")
             for start in range(0, len(lines), MAX_LINES_PER_CHUNK):
-                services.log_append(self.run_pk, stream, lines[start : start + MAX_LINES_PER_CHUNK])
+                self.records.log_append(self.run_pk, stream, lines[start : start + MAX_LINES_PER_CHUNK])
 
     def _stream_file(self, stream: str) -> IO[str]:
         """Per-rank log files of ranks this host does not start itself (MPI ranks via mpirun)."""
@@ -372,7 +385,7 @@ class HostExecutor:
                 self.drain()
                 if any(started.launcher for started in self.processes):
                     # Its ranks' announcements are all read by now.
-                    services.running_processes_ended(
+                    self.records.running_processes_ended(
                         self.run_pk, ProcessState.COMPLETED, node_rank=self.node_rank, exit_code=0
                     )
                 return None
@@ -396,18 +409,18 @@ class HostExecutor:
         rank, where, exit_code = failed.rank, f"node {self.node_name}", failed.exit_code
         if failed.mpi:
             rank, where = mpi_failed_rank(self.tails), "reported by mpirun"
-            services.running_processes_ended(self.run_pk, ProcessState.STOPPED)
-            services.process_ended(self.run_pk, rank, ProcessState.FAILED, failed.exit_code)
+            self.records.running_processes_ended(self.run_pk, ProcessState.STOPPED)
+            self.records.process_ended(self.run_pk, rank, ProcessState.FAILED, failed.exit_code)
         elif failed.launcher:
             rank = launcher_failed_rank(self.tails, failed.stream, default=failed.rank)
             where = f"node {self.node_name}, reported by the launcher"
             exit_code = launcher_failed_exit_code(self.tails, failed.stream) or failed.exit_code
             code = f"{exit_code}{signal_named(exit_code)}{cause}"
             self._file_crash_report(rank, failed.stream)
-            services.running_processes_ended(
+            self.records.running_processes_ended(
                 self.run_pk, ProcessState.STOPPED, node_rank=self.node_rank, except_rank=rank
             )
-            services.process_ended(self.run_pk, rank, ProcessState.FAILED, exit_code)
+            self.records.process_ended(self.run_pk, rank, ProcessState.FAILED, exit_code)
         return Failure(
             rank=rank,
             exit_code=exit_code,
@@ -431,7 +444,7 @@ class HostExecutor:
     def _record_started(self, rank: int, announcement: str) -> None:
         """A rank of this host's per-node launcher said it started."""
         local_rank, pid = rank_started(announcement)
-        services.process_started(
+        self.records.process_started(
             run_pk=self.run_pk,
             rank=rank,
             node_rank=self.node_rank,
@@ -444,18 +457,18 @@ class HostExecutor:
         if started.launcher:
             return  # its ranks' rows once their lines are read: pump() on success, failure() otherwise
         state = ProcessState.COMPLETED if started.exit_code == 0 else ProcessState.FAILED
-        services.process_ended(self.run_pk, started.rank, state, started.exit_code)
+        self.records.process_ended(self.run_pk, started.rank, state, started.exit_code)
 
     def _record_stopped(self, started: StartedProcess) -> None:
         """The recorded processes a stopped process stands for: itself, or a launcher's ranks."""
         if started.store:
             return
         if started.launcher:
-            services.running_processes_ended(
+            self.records.running_processes_ended(
                 self.run_pk, ProcessState.STOPPED, node_rank=self.node_rank, exit_code=started.exit_code
             )
         else:
-            services.process_ended(self.run_pk, started.rank, ProcessState.STOPPED, started.exit_code)
+            self.records.process_ended(self.run_pk, started.rank, ProcessState.STOPPED, started.exit_code)
 
     # ------------------------------------------------------------ stopping
 

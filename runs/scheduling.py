@@ -51,6 +51,8 @@ def dispatch_cluster(cluster_pk: int) -> list[int]:
     cluster = ComputeCluster.objects.filter(pk=cluster_pk).first()
     if cluster is not None and cluster.is_slurm:
         return submit_queued_runs(cluster)
+    if cluster is not None and cluster.is_submitting_machine:
+        return []  # its runs are claimed by their submitters' machines (runs/local_runs.py)
     started: list[int] = []
     while True:
         placed, short_of_nodes = _place_head_run(cluster_pk)

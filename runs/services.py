@@ -50,7 +50,7 @@ from runs.run_values import run_values_sync
 from trainhub import live, redis_keys, uploads
 from trainhub.compute import catalog
 from trainhub.compute.models import LIVE_NODE_STATES, ComputeCluster, Node, Provisioner
-from trainhub.compute.services import machine_resources
+from trainhub.compute.services import LOCAL_TARGET, machine_resources, submitting_machine_target
 from trainhub.environments.builders import uses_docker
 from trainhub.environments.docker_builder import engine_problem
 from trainhub.environments.selectors import EnvironmentChoice
@@ -89,6 +89,22 @@ GPU_ASKED_ON_CPU = (
     "WARNING: use_gpu=True asks for a GPU, but compute target {cluster!r} is of size {size}, which "
     "has none, and {where} has no GPU either: this run runs on CPU (as the cloud service runs its "
     "GPU image on a CPU size)."
+)
+LOCAL_NAME_TAKEN = (
+    "This workspace has a compute target named 'local', which the cloud SDK's compute_target='local' "
+    "(the submitting machine) would mean too: rename that compute target to submit to the submitting machine."
+)
+LOCAL_ONE_NODE = (
+    "compute_target='local' runs on the submitting machine, one node: this run asks for {nodes} nodes. "
+    "Run several processes on it with process_count, or submit to a cluster."
+)
+LOCAL_NO_DOCKER = (
+    "Environment {environment!r} is a Docker environment: compute_target='local' runs virtualenv "
+    "environments only. Set docker.enabled = False, or submit to a cluster whose nodes have a Docker engine."
+)
+LOCAL_NO_INPUTS = (
+    "compute_target='local' takes no datastore or dataset inputs: give the script a path on the "
+    "submitting machine, or submit to a cluster."
 )
 # The log stream of what TrainHub says about a run when it is submitted.
 SUBMIT_STREAM = "submit"
@@ -311,19 +327,26 @@ def run_submit(
     snapshot = Snapshot.objects.filter(workspace=access.workspace, sha256=snapshot_sha256).first()
     if snapshot is None:
         raise ValidationError(SNAPSHOT_UNKNOWN.format(sha=snapshot_sha256), code="snapshot_unknown")
-    cluster = access.workspace.clusters.filter(name=compute_target).first()
+    node_count, per_node = _placement(distributed)
+    cluster: ComputeCluster | None = None
+    if compute_target == LOCAL_TARGET:
+        cluster = submitting_machine_target(access.workspace)
+        _check_local(cluster, node_count, environment)
+    else:
+        cluster = access.workspace.clusters.filter(name=compute_target).first()
     if cluster is None:
         raise ValidationError(f"No compute target named {compute_target!r} in workspace {access.workspace.name!r}.")
-    node_count, per_node = _placement(distributed)
     # A Slurm cluster's limits and GPUs are Slurm's to hold: it keeps a job it cannot run yet pending
     # with its reason, and refuses one that can never run at sbatch.
     if node_count > cluster.max_nodes and not cluster.is_slurm:
         raise ValidationError(TOO_MANY_NODES.format(asked=node_count, cluster=cluster.name, max=cluster.max_nodes))
-    gpu_problem, gpu_warning = ("", "") if cluster.is_slurm else _gpu_problem(cluster, use_gpu)
+    # Slurm holds its own limits; the submitting machine is the submitter's to know.
+    unchecked = cluster.is_slurm or cluster.is_submitting_machine
+    gpu_problem, gpu_warning = ("", "") if unchecked else _gpu_problem(cluster, use_gpu)
     if gpu_problem:
         # Refused before anything is recorded: a run that could never start is not a run.
         raise ValidationError(gpu_problem, code="gpu_unavailable")
-    docker_problem = "" if cluster.is_slurm else _docker_problem(cluster, environment)
+    docker_problem = "" if unchecked else _docker_problem(cluster, environment)
     if docker_problem:
         # Likewise: it would wait at the head of the cluster's queue, and hold up the runs behind it.
         raise ValidationError(docker_problem, code="docker_unavailable")
@@ -364,6 +387,8 @@ def run_submit(
             run.refresh_from_db()
             return run
         run_inputs_record(run=run)
+        if cluster.is_submitting_machine and run.inputs.exists():
+            raise ValidationError(LOCAL_NO_INPUTS)
         # A database restored or reset hands out run ids again: the new run starts from clean Redis
         # keys, before anything (the warning below) is numbered in its log.
         transaction.on_commit(lambda: clear_run_keys(run.pk))
@@ -409,6 +434,16 @@ def run_submit_child(*, parent: Run, arguments: list[str], tags: dict[str, str],
     transaction.on_commit(lambda: clear_run_keys(run.pk))
     transaction.on_commit(lambda: events.run_queued.notify(parent.cluster_id))
     return run
+
+
+def _check_local(cluster: ComputeCluster, node_count: int, environment: EnvironmentChoice) -> None:
+    """What a run on the submitting machine cannot ask for: it is one machine, running virtualenvs."""
+    if not cluster.is_submitting_machine:
+        raise ValidationError(LOCAL_NAME_TAKEN)
+    if node_count > 1:
+        raise ValidationError(LOCAL_ONE_NODE.format(nodes=node_count))
+    if uses_docker(environment.spec):
+        raise ValidationError(LOCAL_NO_DOCKER.format(environment=environment.name))
 
 
 def _gpu_problem(cluster: ComputeCluster, use_gpu: bool) -> tuple[str, str]:

@@ -12,6 +12,7 @@ from endpoints.api import router as endpoints_router
 from metrics.api import router as metrics_router
 from registry.api import router as registry_router
 from runs.api import router as runs_router
+from runs.local_api import router as local_runs_router
 from sweeps.api import router as sweeps_router
 from trainhub.api_auth import INVALID_TOKEN, NOT_SIGNED_IN, RunTokenEnded, SessionAuth, TokenAuth
 from trainhub.compute.api import catalog_router
@@ -64,6 +65,7 @@ api.add_router("/workspaces", compute_router)
 api.add_router("/workspaces", environments_router)
 api.add_router("/vm-sizes", catalog_router)
 api.add_router("/workspaces", runs_router)
+api.add_router("/workspaces", local_runs_router)
 api.add_router("/workspaces", registry_router)
 api.add_router("/workspaces", metrics_router)
 api.add_router("/workspaces", datastores_router)

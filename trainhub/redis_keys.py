@@ -62,6 +62,11 @@ def run_abort(run_pk: int) -> str:
     return f"{PREFIX}run:{run_pk}:abort"
 
 
+def run_local_runner(run_pk: int) -> str:
+    """Held while the runner of a run on the submitting machine (compute_target="local") reports."""
+    return f"{PREFIX}run:{run_pk}:local-runner"
+
+
 def run_log_sequence(run_pk: int) -> str:
     """The last sequence number given to a line of the run's log."""
     return f"{PREFIX}run:{run_pk}:logseq"

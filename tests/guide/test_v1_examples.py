@@ -2,9 +2,8 @@
 its README says how), run on a live TrainHub with real nodes: each notebook's cells in order, then
 what the notebook shows checked as the user would see it.
 
-Examples of the two repositories that do not run here, and why (docs/porting.md has the table):
-train-on-local and using-environments submit to compute_target="local", which TrainHub refuses
-with its reason (tests/sdk/test_v1_surface.py).
+Examples of the two repositories that do not run here, and why, are in docs/porting.md's table;
+train-on-local runs on the submitting machine (compute_target="local").
 """
 
 from __future__ import annotations
@@ -67,7 +66,7 @@ def assert_first_cells(shown: str, live_url: str) -> None:
 def test_each_example_holds_the_files_its_notebook_uses(db):
     for folder in sorted(path for path in EXAMPLES.iterdir() if path.is_dir()):
         code = (folder / "notebook.py").read_text()
-        copied = re.findall(r"(?:shutil\.copy|joinpath)\(\"([^\"]+)\"", code)
+        copied = re.findall(r"(?:shutil\.copy|joinpath|open)\(\"(?:\./)?([^\"]+)\"", code)
         assert copied, folder.name
         for name in copied:
             assert (folder / name).exists(), (folder.name, name)
@@ -203,3 +202,29 @@ def test_mnist_builds_its_python_3_6_conda_file_on_the_nodes_python_and_logs_its
     assert "Train Epoch: 2\tLoss: " in shown and "logged the model with mlflow" in shown
     assert "Status: Completed" in shown
     assert "outputs/model/MLmodel" in namespace["run"].get_file_names()
+
+
+def test_train_on_local_runs_on_the_submitting_machine_in_its_box_tracked_in_the_workspace(
+    site, tmp_path, tmp_path_factory, monkeypatch, capsys
+):
+    monkeypatch.setenv("TRAINHUB_LOCAL_RUNNER_DIR", str(tmp_path_factory.mktemp("local-runner")))
+    namespace = run_notebook(site, "train_on_local", tmp_path, monkeypatch)
+    shown = capsys.readouterr().out
+    assert_first_cells(shown, site[0].url)
+    # The user-managed environment is built from its spec, which names no package.
+    assert "No module named 'sklearn'" in namespace["user_managed_failure"]
+    assert namespace["user_managed_run"].get_details()["status"] == "Failed"
+    assert "compute_target='local' runs virtualenv environments only" in namespace["docker_refusal"]
+    run = namespace["run"]
+    details = run.get_details()
+    assert details["status"] == "Completed" and details["compute_target"] == "local"
+    assert {p["node_name"] for p in details["processes"]} == {"the submitting machine"}
+    assert "alpha is 0.95, and mse is" in shown  # the script's lines, followed live
+    assert "Processes run in a box" in shown
+    metrics = namespace["metrics"]
+    assert len(metrics["alpha"]) == 20 and len(metrics["mse"]) == 20
+    assert "When alpha is 0.40, we have min MSE" in shown
+    names = run.get_file_names()
+    assert "outputs/ridge_0.40.pkl" in names and "logs/std_log_process_0.txt" in names
+    assert namespace["model"].version == 1
+    assert "--> Name: best_ridge_model" in shown

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import os
+import sys
 import traceback
 import warnings
 
@@ -12,6 +13,8 @@ import pytest
 
 from tests.conftest import issue_token
 from trainhub.sdk import Dataset, Environment, Experiment, ScriptRunConfig, Workspace, exceptions
+from trainhub.sdk.compute import AmlCompute, ComputeTarget
+from trainhub.sdk.runconfig import PyTorchConfiguration
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -280,15 +283,33 @@ def test_run_config_target_and_environment_are_the_script_run_config_s(ws):
     assert src.run_config.docker.use_docker is True
 
 
-def test_the_local_target_is_refused_with_the_reason(ws, tmp_path):
+def test_the_local_target_without_the_node_package_says_what_to_install(ws, tmp_path, monkeypatch):
+    """The bare SDK (here: Debian's Python, which has no TrainHub node package) cannot run a run on this
+    machine: the submit says what to install, and records nothing."""
     (tmp_path / "train.py").write_text("print('hi')\n")
-    src = ScriptRunConfig(source_directory=str(tmp_path), script="train.py", compute_target="local")
-    with pytest.raises(exceptions.UserErrorException, match="compute_target='local' .* is not supported"):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "executable", "/usr/bin/python3")
+    src = ScriptRunConfig(source_directory=str(tmp_path), script="train.py")  # no target: 'local'
+    with pytest.raises(exceptions.UserErrorException, match="needs TrainHub's node package here") as caught:
         Experiment(ws, "local").submit(src)
-    # train-on-local gives no target at all, which the cloud SDK takes as 'local'.
-    src = ScriptRunConfig(source_directory=str(tmp_path), script="train.py")
-    with pytest.raises(exceptions.UserErrorException, match="no compute_target, which the cloud SDK takes as 'local'"):
-        Experiment(ws, "local").submit(src)
+    assert "make install" in str(caught.value) and "No module named" in str(caught.value)
+    assert Experiment.list(ws, experiment_name="local") == []  # nothing recorded
+
+
+def test_the_local_target_refuses_what_one_machine_cannot_run(ws, tmp_path):
+    (tmp_path / "train.py").write_text("print('hi')\n")
+    src = ScriptRunConfig(
+        source_directory=str(tmp_path),
+        script="train.py",
+        compute_target="local",
+        distributed_job_config=PyTorchConfiguration(process_count=4, node_count=2),
+    )
+    with pytest.raises(
+        exceptions.UserErrorException, match="runs on the submitting machine, one node: this run asks for 2"
+    ):
+        Experiment(ws, "local").submit(src, show_progress=False)
+    with pytest.raises(exceptions.ComputeTargetException, match="'local' names the submitting machine"):
+        ComputeTarget.create(ws, "local", AmlCompute.provisioning_configuration(vm_size="STANDARD_D2_V2"))
 
 
 def test_a_refused_submit_shows_only_the_real_error(ws, tmp_path):

@@ -15,7 +15,9 @@ class ClusterForm(forms.Form):
     min_nodes = forms.IntegerField(min_value=0, initial=0)
     max_nodes = forms.IntegerField(min_value=1, initial=4)
     idle_seconds_before_scaledown = forms.IntegerField(min_value=0, initial=1800)
-    provisioner = forms.ChoiceField(choices=Provisioner.choices, initial=Provisioner.LOCAL)
+    provisioner = forms.ChoiceField(
+        choices=[c for c in Provisioner.choices if c[0] != Provisioner.SUBMITTER], initial=Provisioner.LOCAL
+    )
     slurm_partition = forms.CharField(
         max_length=63, required=False, help_text="For a Slurm compute target: the partition its runs go to."
     )

@@ -12,6 +12,8 @@ class Provisioner(models.TextChoices):
     LOCAL = "local", "Local (TrainHub starts node processes on this machine)"
     MANUAL = "manual", "Manual (people start nodes on their machines)"
     SLURM = "slurm", "Slurm (a partition of an existing Slurm cluster)"
+    # compute_target="local": each run executes on the machine that submitted it (runs/local_runs.py).
+    SUBMITTER = "submitter", "The submitting machine (compute_target='local')"
 
 
 class ComputeCluster(models.Model):
@@ -39,6 +41,10 @@ class ComputeCluster(models.Model):
     @property
     def is_slurm(self) -> bool:
         return self.provisioner == Provisioner.SLURM
+
+    @property
+    def is_submitting_machine(self) -> bool:
+        return self.provisioner == Provisioner.SUBMITTER
 
 
 class NodeState(models.TextChoices):

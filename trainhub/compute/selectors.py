@@ -16,14 +16,19 @@ CLUSTER_NOT_FOUND = "No compute target named {name!r} in workspace {workspace!r}
 
 
 def clusters_of(workspace: Workspace) -> QuerySet[ComputeCluster]:
-    return workspace.clusters.annotate(
-        live_nodes=Count("nodes", filter=Q(nodes__state__in=LIVE_NODE_STATES)),
-        busy_nodes=Count("nodes", filter=Q(nodes__state=NodeState.BUSY)),
-    ).order_by("name")
+    """The workspace's compute targets; "local" (the submitting machine) is no cluster to list."""
+    return (
+        workspace.clusters.exclude(provisioner=Provisioner.SUBMITTER)
+        .annotate(
+            live_nodes=Count("nodes", filter=Q(nodes__state__in=LIVE_NODE_STATES)),
+            busy_nodes=Count("nodes", filter=Q(nodes__state=NodeState.BUSY)),
+        )
+        .order_by("name")
+    )
 
 
 def cluster_get(workspace: Workspace, name: str) -> ComputeCluster:
-    cluster = workspace.clusters.filter(name=name).first()
+    cluster = workspace.clusters.exclude(provisioner=Provisioner.SUBMITTER).filter(name=name).first()
     if cluster is None:
         raise Http404(CLUSTER_NOT_FOUND.format(name=name, workspace=workspace.name))
     return cluster

@@ -16,6 +16,7 @@ from trainhub.compute import catalog, slurm
 from trainhub.compute.models import ComputeCluster, Node, NodeState, Provisioner
 from trainhub.environments.docker_builder import engine_problem
 from trainhub.redis_conn import get_redis
+from trainhub.workspaces.models import Workspace
 from trainhub.workspaces.permissions import Access, Action
 
 CLUSTER_NAME_TAKEN = "A compute target named {name!r} already exists in this workspace."
@@ -27,6 +28,12 @@ CLUSTER_HAS_RUNS = (
 CLUSTER_BUSY = (
     "Compute target {name!r} cannot be deleted while its nodes are running something ({nodes}): "
     "wait for those runs or cancel them first."
+)
+# The cloud SDK's name for the submitting machine (compute_target="local").
+LOCAL_TARGET = "local"
+LOCAL_NAME_RESERVED = (
+    "'local' names the submitting machine (compute_target='local', as in the cloud SDK): give the "
+    "compute target another name."
 )
 SLURM_PARTITION_NEEDED = "A Slurm compute target names its Slurm partition (slurm_partition)."
 SLURM_PARTITION_ONLY = "Only a Slurm compute target (provisioner 'slurm') names a Slurm partition."
@@ -58,8 +65,11 @@ def cluster_create(
         )
     if min_nodes < 0 or max_nodes < 1 or min_nodes > max_nodes:
         raise ValidationError(BAD_NODE_COUNTS.format(min=min_nodes, max=max_nodes))
-    if provisioner not in Provisioner.values:
-        raise ValidationError({"provisioner": f"provisioner must be one of {', '.join(Provisioner.values)}."})
+    made_by_people = [p for p in Provisioner.values if p != Provisioner.SUBMITTER]
+    if provisioner not in made_by_people:
+        raise ValidationError({"provisioner": f"provisioner must be one of {', '.join(made_by_people)}."})
+    if name == LOCAL_TARGET:
+        raise ValidationError({"name": LOCAL_NAME_RESERVED})
     if provisioner == Provisioner.SLURM:
         check_slurm_partition(name, slurm_partition)
     elif slurm_partition:
@@ -81,6 +91,22 @@ def cluster_create(
             cluster.save()
     except IntegrityError:
         raise ValidationError({"name": CLUSTER_NAME_TAKEN.format(name=name)}) from None
+    return cluster
+
+
+def submitting_machine_target(workspace: Workspace) -> ComputeCluster:
+    """The workspace's compute target "local": runs on it execute on the machine that submitted
+    them. Made at the first such submit; listed nowhere (clusters_of leaves it out)."""
+    cluster, _ = ComputeCluster.objects.get_or_create(
+        workspace=workspace,
+        name=LOCAL_TARGET,
+        defaults={
+            "vm_size": "LOCAL_CPU",
+            "min_nodes": 0,
+            "max_nodes": 1,
+            "provisioner": Provisioner.SUBMITTER,
+        },
+    )
     return cluster
 
 

@@ -94,6 +94,16 @@ class RestStore:
             return self._get(f"runs/{run_id}")
         return self._get(f"runs/{run_id}", params={"wait": wait}, timeout=wait + DEFAULT_TIMEOUT)
 
+    def claim_local_run(self, run_id: str) -> dict[str, Any]:
+        """compute_target="local": the submitter's runner takes its run (runs/local_runner.py)."""
+        return self._post(f"runs/{run_id}/local/claim")
+
+    def report_local_run(self, run_id: str, report: dict[str, Any]) -> dict[str, Any]:
+        return self._post(f"runs/{run_id}/local/report", json=report)
+
+    def upload_local_run_file(self, run_id: str, path: str, sha256: str, local: Path) -> dict[str, Any]:
+        return self._upload(f"runs/{run_id}/local/files/{sha256}?path={quote(path, safe='')}", local, None)
+
     def update_run(self, run_id: str, changes: dict[str, Any]) -> dict[str, Any]:
         return self._patch(f"runs/{run_id}", changes)
 

@@ -6,11 +6,18 @@ import builtins
 from typing import TYPE_CHECKING, Any
 
 from trainhub.sdk import exceptions
+from trainhub.sdk._local_runner import check_machine, start_runner
 from trainhub.sdk._snapshot import pack_source_directory
 from trainhub.sdk._uploads import progress_bar
+from trainhub.sdk.script_run_config import LOCAL_TARGET
 
 if TYPE_CHECKING:
     from trainhub.sdk.run import Run
+
+LOCAL_SWEEP = (
+    "A HyperDrive sweep runs its children on a compute cluster's nodes: compute_target='local' (or none) "
+    "is for single runs on this machine. Give the run config a cluster."
+)
 
 
 class Experiment:
@@ -23,7 +30,13 @@ class Experiment:
 
         sweep = getattr(config, "_is_hyperdrive", False)
         submission = (config.run_config if sweep else config)._submission(self.workspace)
+        local = submission["compute_target"] == LOCAL_TARGET
+        if local and sweep:
+            raise exceptions.UserErrorException(LOCAL_SWEEP)
+        if local:
+            check_machine()
         packed = pack_source_directory(config.source_directory)
+        handed_over = False
         try:
             payload = dict(submission, snapshot=packed.sha256, tags=dict(tags or {}))
             store = self.workspace._store
@@ -36,8 +49,13 @@ class Experiment:
             if details is None:
                 upload_packed(self.workspace, packed, show_progress=show_progress)
                 details = submit(self.name, payload)
+            if local:
+                # The runner unpacks this very snapshot (checked against the run's) and removes it.
+                handed_over = True
+                start_runner(self.workspace, details["run_id"], packed.path)
         finally:
-            packed.path.unlink(missing_ok=True)
+            if not handed_over:
+                packed.path.unlink(missing_ok=True)
         if sweep:
             from trainhub.sdk.train.hyperdrive.run import HyperDriveRun
 

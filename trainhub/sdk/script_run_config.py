@@ -10,12 +10,8 @@ from trainhub.sdk.exceptions import UserErrorException
 from trainhub.sdk.runconfig import RunConfiguration
 
 DEFAULT_ENVIRONMENT = "TrainHub-PyTorch-2.13-CPU"
-LOCAL_TARGET = (
-    "compute_target='local' (run on this machine) is not supported: TrainHub runs scripts on the "
-    "nodes of a compute cluster. Give the name of a cluster (ComputeTarget.list(ws) shows them); a "
-    "cluster with the local provisioner runs its nodes on the server's machine."
-)
-NO_TARGET = "ScriptRunConfig has no compute_target, which the cloud SDK takes as 'local'. " + LOCAL_TARGET
+# Azure's "run on this machine, tracked in the workspace" (no compute_target means it too).
+LOCAL_TARGET = "local"
 
 
 class ScriptRunConfig:
@@ -77,11 +73,7 @@ class ScriptRunConfig:
                 f"The script {self.script!r} is not in source_directory {self.source_directory!r}."
             )
         target = self.compute_target
-        if target is None:
-            raise UserErrorException(NO_TARGET)
-        if target == "local":
-            raise UserErrorException(LOCAL_TARGET)
-        target_name = target if isinstance(target, str) else target.name
+        target_name = LOCAL_TARGET if target is None else target if isinstance(target, str) else target.name
         environment = self.environment
         if environment is None:
             environment = Environment.get(workspace=workspace, name=DEFAULT_ENVIRONMENT)
