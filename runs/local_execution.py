@@ -24,7 +24,8 @@ from runs.containers import ProcessLauncher
 from runs.execution import DEFAULT_MASTER_PORT, free_port
 from runs.executor import HostExecutor, RunAborted, RunTimedOut, SetupFailed, StartedProcess
 from runs.launch_plan import Host, Rendezvous, RunAccess, RunLaunch, plan_host
-from trainhub.environments.builders import BuildError, materialise, sdk_path
+from trainhub.environments.builders import BuildError, sdk_path
+from trainhub.environments.services import materialise
 from trainhub.redis_conn import get_redis
 from trainhub.sandbox import (
     Box,
