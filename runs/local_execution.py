@@ -21,9 +21,9 @@ from django.core.exceptions import ImproperlyConfigured
 
 from runs.archives import UnsafeArchiveError, extract_snapshot, walk_regular_files
 from runs.containers import ProcessLauncher
-from runs.execution import DEFAULT_MASTER_PORT, free_port
 from runs.executor import HostExecutor, RunAborted, RunTimedOut, SetupFailed, StartedProcess
 from runs.launch_plan import Host, Rendezvous, RunAccess, RunLaunch, plan_host
+from runs.rendezvous import DEFAULT_MASTER_PORT, free_port
 from trainhub.environments.builders import BuildError, sdk_path
 from trainhub.environments.services import materialise
 from trainhub.redis_conn import get_redis

@@ -22,6 +22,10 @@ import os
 import sys
 from pathlib import Path
 
+import django
+
+from trainhub.sdk import Workspace
+
 RUNNER_DIR_VARIABLE = "TRAINHUB_LOCAL_RUNNER_DIR"
 CLAIMED = "TrainHub local runner: the run is taken"
 # A node's settings that must not point the runner at a site's data, database or Redis.
@@ -47,8 +51,6 @@ def setup_django() -> None:
         os.environ.pop(name, None)
     os.environ["TRAINHUB_DATA_DIR"] = str(runner_folder())
     os.environ["DJANGO_SETTINGS_MODULE"] = "trainhub.settings"
-    import django
-
     django.setup()
 
 
@@ -64,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="say whether this machine can run a local run")
     options = parser.parse_args(argv)
     setup_django()
+    # Here, not at the top: the execution path imports Django's models, which need the settings above.
     from runs.local_execution import LocalExecution, machine_problem
 
     problem = machine_problem()
@@ -74,8 +77,6 @@ def main(argv: list[str] | None = None) -> int:
     if not options.run_id or options.snapshot is None:
         parser.error("give RUN_ID and --snapshot")
     credentials = json.loads(sys.stdin.readline())
-    from trainhub.sdk import Workspace
-
     try:
         workspace = Workspace(credentials["workspace"], url=credentials["server_url"], token=credentials["token"])
         execution = LocalExecution(workspace, options.run_id, options.snapshot)
