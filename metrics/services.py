@@ -334,9 +334,10 @@ def metrics_ingest(*, access: Access, run: Run, batch: MetricsBatch) -> IngestRe
     live: dict[str, Any] = {"rank": batch.rank, "series": [], "rows": [], "tags": None}
     with transaction.atomic():
         # One writer per run at a time: the per-run limits below are then exact.
+        # Its parameters are read only when it is tagged (its params. cells show a tag of their name).
         locked = (
             Run.objects.select_for_update()
-            .only("id", "run_id", "workspace_id", "experiment_id", "parameters", "tags", "parent_id")
+            .only("id", "run_id", "workspace_id", "experiment_id", "tags", "parent_id")
             .get(pk=run.pk)
         )
         existing = _series_for(locked, batch)
