@@ -1,9 +1,11 @@
 """Distributed figures: a 2 nodes × 2 processes gloo DDP job through TrainHub against the same job
 started by hand with torchrun, and the time from a rank failing to every rank stopped. Where this
 machine can run the test Slurm (tests/helpers/slurm.py: slurm-wlm and munge installed, root), the
-same job also on a Slurm partition through TrainHub and by hand with srun, one run each. With `nodes`, only
-the local provisioner's decision to add a node -> the node ready, with a new process
-and with the standby it keeps warm."""
+same job also on a Slurm partition through TrainHub and by hand with srun, one run each. Each DDP
+figure comes with init_process_group's wait (the last rank reaching it -> the last returning). With
+`demo`, the DDP job on `make run`'s cluster instead, its second node cold each time (the provisioner
+adds it). With `nodes`, only the local provisioner's decision to add a node -> the node ready, with
+a new process and with the standby it keeps warm."""
 
 from __future__ import annotations
 
@@ -21,9 +23,11 @@ from _harness import Harness, submit
 
 WORKLOAD = textwrap.dedent(
     """
-    import sys
+    import sys, time
     import torch, torch.distributed as dist
+    reached = time.time()
     dist.init_process_group("gloo", init_method="env://")
+    print(f"init_process_group {reached:.6f} {time.time():.6f}", flush=True)
     torch.manual_seed(dist.get_rank())
     model = torch.nn.parallel.DistributedDataParallel(torch.nn.Sequential(
         torch.nn.Linear(256, 256), torch.nn.ReLU(), torch.nn.Linear(256, 1)))
@@ -47,6 +51,8 @@ FAILING = textwrap.dedent(
     """
 )
 STEPS = 400
+DEMO_CLUSTER = "cpu-cluster"
+DEMO_LOG = Path()
 NODE_STARTS = 5
 REPEATS = int(os.environ.get("BENCH_REPEATS", "5"))  # 0: only the rank-failure figure
 # One srun task per rank, its variables from Slurm's, as a user writes it by hand.
@@ -56,9 +62,11 @@ SRUN_RANK = (
 )
 
 
-def by_hand(python: Path, folder: Path) -> float:
+def by_hand(python: Path, folder: Path) -> tuple[float, str]:
+    """torchrun on two "nodes" of this machine: (seconds, what the ranks printed)."""
     torchrun = python.parent / "torchrun"
     started = time.monotonic()
+    outputs = [tempfile.TemporaryFile() for _ in range(2)]
     processes = [
         subprocess.Popen(
             [
@@ -77,14 +85,80 @@ def by_hand(python: Path, folder: Path) -> float:
                 str(STEPS),
             ],
             cwd=folder,
-            stdout=subprocess.DEVNULL,
+            stdout=outputs[rank],
             stderr=subprocess.DEVNULL,
         )
         for rank in range(2)
     ]
     codes = [p.wait() for p in processes]
+    elapsed = time.monotonic() - started
     assert codes == [0, 0], codes
-    return time.monotonic() - started
+    text = ""
+    for output in outputs:
+        output.seek(0)
+        text += output.read().decode(errors="replace")
+        output.close()
+    return elapsed, text
+
+
+def init_wait(text: str) -> float:
+    """How long after the last rank reached init_process_group the last one returned from it."""
+    pairs = [
+        [float(x) for x in line.split()[1:3]] for line in text.splitlines() if line.startswith("init_process_group ")
+    ]
+    assert len(pairs) == 4, text[-2000:]
+    return max(returned for _, returned in pairs) - max(reached for reached, _ in pairs)
+
+
+def run_log(run_id: str) -> str:
+    from runs.models import LogChunk
+
+    return "\n".join(chunk.text for chunk in LogChunk.objects.filter(run__run_id=run_id))
+
+
+def ddp_figures(ws, folder: Path, python: Path, target: str, label: str) -> float:
+    """REPEATS runs of the 2 x 2 job through TrainHub and by hand with torchrun, alternating;
+    prints the times, their ratio and init_process_group's wait, returns TrainHub's median."""
+    hand, hub, hand_init, hub_init, loads = [], [], [], [], []
+    for _ in range(REPEATS):
+        before_each(target)
+        loads.append(os.getloadavg()[0])
+        seconds, text = by_hand(python, folder)
+        hand.append(seconds)
+        hand_init.append(init_wait(text))
+        before_each(target)
+        started = time.monotonic()
+        run = through_trainhub(ws, folder, "work.py", [STEPS], target=target)
+        assert run.wait_for_completion()["status"] == "Completed"
+        hub.append(time.monotonic() - started)
+        hub_init.append(init_wait(run_log(run.id)))
+    ratio = statistics.median(hub) / statistics.median(hand)
+    print(
+        f"2 nodes x 2 processes gloo DDP, {STEPS} steps, {label}: TrainHub median {statistics.median(hub):.2f} s "
+        f"(submit to Completed; {', '.join(f'{x:.2f}' for x in hub)}), torchrun by hand median "
+        f"{statistics.median(hand):.2f} s ({', '.join(f'{x:.2f}' for x in hand)}), ratio {ratio:.3f} (target <= 1.0); "
+        f"load {min(loads):.1f} to {max(loads):.1f} (uptime: {uptime()})"
+    )
+    print(
+        f"init_process_group, last rank reaching it -> last rank returning, per-process launch ({label}): "
+        f"median {statistics.median(hub_init) * 1000:.1f} ms, max {max(hub_init) * 1000:.1f} ms (target <= 20 ms); "
+        f"torchrun by hand median {statistics.median(hand_init) * 1000:.1f} ms, max {max(hand_init) * 1000:.1f} ms"
+    )
+    return statistics.median(hub)
+
+
+def before_each(target: str) -> None:
+    """On the demo cluster: back to one node and a loaded standby, so that each run's second node is
+    the provisioner's to add (cold)."""
+    if target != DEMO_CLUSTER:
+        return
+    from trainhub.compute.models import Node
+
+    live = Node.objects.filter(cluster__name=DEMO_CLUSTER, state__in=["idle", "busy", "stopping"])
+    while live.count() != 1 or Node.objects.filter(cluster__name=DEMO_CLUSTER, state="idle").count() != 1:
+        time.sleep(0.1)
+    while not standby_waiting():
+        time.sleep(0.1)
 
 
 def through_trainhub(ws, folder: Path, script: str, arguments=(), target: str = "cpu"):
@@ -227,6 +301,36 @@ def uptime() -> str:
     return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
 
 
+def demo_cluster(harness, workspace):
+    """`make run`'s cluster (local provisioner, one node warm, a standby, up to four) and its
+    controller; idle nodes go after 1 s instead of 600 so that each run's second node is cold."""
+    from django.contrib.auth import get_user_model
+
+    from trainhub.compute.models import ComputeCluster
+    from trainhub.compute.services import seed_demo
+
+    seed_demo(workspace=workspace, user=get_user_model().objects.get(username="bench"))
+    ComputeCluster.objects.filter(workspace=workspace, name=DEMO_CLUSTER).update(idle_seconds_before_scaledown=1)
+    controller = subprocess.Popen(
+        [sys.executable, "manage.py", "trainhub_controller"],
+        cwd=Path(__file__).resolve().parents[1],
+        env={**os.environ, "TRAINHUB_NODE_SERVER_URL": harness.server_url},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    harness.processes.append(controller)
+    global DEMO_LOG
+    DEMO_LOG = harness.data_dir / "logs" / f"node-{workspace.name}-{DEMO_CLUSTER}.log"
+
+
+def standby_waiting() -> bool:
+    """A standby of the demo cluster has loaded and waits (its pid is no node's yet)."""
+    from trainhub.compute.models import Node
+
+    said = {int(line.split("(pid ")[1].split(")")[0]) for line in log_lines(DEMO_LOG, "waiting for the provisioner")}
+    return bool(said - set(Node.objects.values_list("pid", flat=True)))
+
+
 def main() -> None:
     if sys.argv[1:] == ["nodes"]:  # only the local provisioner's node starts
         with Harness() as harness:
@@ -234,38 +338,36 @@ def main() -> None:
             harness.server()
             node_start_figures(harness, workspace)
         return
-    slurm_dir = slurm_folder()
+    demo = sys.argv[1:] == ["demo"]
+    slurm_dir = None if demo else slurm_folder()
     with Harness() as harness:
-        server, ws = harness.sdk_workspace(nodes=2)
+        server, ws = harness.sdk_workspace(nodes=0 if demo else 2)
         from django.conf import settings
 
         from runs.models import LogChunk, Run, RunProcess
         from trainhub.environments.builders import materialise_environment
+        from trainhub.workspaces.models import Workspace
 
+        target = "cpu"
+        if demo:
+            demo_cluster(harness, Workspace.objects.get(name="bench"))
+            target = DEMO_CLUSTER
         folder = Path(tempfile.mkdtemp(prefix="bench-ddp-"))
         (folder / "work.py").write_text(WORKLOAD)
         (folder / "fail.py").write_text(FAILING)
-        through_trainhub(ws, folder, "work.py", [10]).wait_for_completion()  # builds the environment
+        through_trainhub(ws, folder, "work.py", [10], target=target).wait_for_completion()  # builds the environment
         spec = Run.objects.latest("id").environment_spec
         python = materialise_environment(
             spec, cache_dir=Path(settings.TRAINHUB_ENV_CACHE_DIR), log=lambda _: None
         ).python
 
         if REPEATS:
-            hand, hub = [], []
-            for _ in range(REPEATS):
-                hand.append(by_hand(python, folder))
-                started = time.monotonic()
-                through_trainhub(ws, folder, "work.py", [STEPS]).wait_for_completion()
-                hub.append(time.monotonic() - started)
-            ratio = statistics.median(hub) / statistics.median(hand)
-            print(
-                f"2 nodes x 2 processes gloo DDP, {STEPS} steps: TrainHub median {statistics.median(hub):.2f} s "
-                f"(submit to Completed), torchrun by hand median {statistics.median(hand):.2f} s, "
-                f"ratio {ratio:.3f} (target <= 1.05)"
-            )
+            label = "make run's demo cluster, second node cold (its standby)" if demo else "two nodes idle"
+            hub = ddp_figures(ws, folder, python, target, label)
             if slurm_dir is not None:
-                slurm_figures(harness, server, ws, folder, python, slurm_dir, statistics.median(hub))
+                slurm_figures(harness, server, ws, folder, python, slurm_dir, hub)
+        if demo:
+            return
 
         run = through_trainhub(ws, folder, "fail.py")
 
