@@ -17,9 +17,11 @@ CMD starts is held to it; one it cannot join ends it before CMD starts.
 
 from __future__ import annotations
 
+# signal's C half (the same functions and numbers): the module builds its enums at import, a few
+# milliseconds of every rank's start.
+import _signal as signal  # type: ignore[import-not-found]
 import ctypes
 import os
-import signal
 import sys
 import time
 
