@@ -50,9 +50,11 @@ def compare(label: str, source: Path, size: int, upload, server_pid: int) -> Non
     upload_seconds = timed(upload)
     cpu = cpu_seconds(server_pid) - cpu
     mb = size / 1e6
+    # Per GiB only for the big file: for 4 MB of small files it would be the requests' cost, scaled.
+    server = f"server CPU {cpu / (size / 2**30):.2f} s per GiB" if size >= 2**26 else f"server CPU {cpu:.2f} s"
     print(
         f"{label}: upload {upload_seconds:.2f} s ({mb / upload_seconds:.1f} MB/s, "
-        f"{size / upload_seconds / 1e9:.2f} GB/s; server CPU {cpu / (size / 2**30):.2f} s per GiB), plain local copy "
+        f"{size / upload_seconds / 1e9:.2f} GB/s; {server}), plain local copy "
         f"{copy_seconds:.2f} s ({mb / copy_seconds:.1f} MB/s): {upload_seconds / copy_seconds:.1f}x the copy"
     )
 
