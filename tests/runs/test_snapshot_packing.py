@@ -93,3 +93,23 @@ def test_a_missing_folder_is_a_clear_error(tmp_path):
 
     with pytest.raises(UserErrorException, match="is not a folder"):
         pack_source_directory(tmp_path / "nope")
+
+
+def test_a_config_json_holding_a_token_stays_on_the_members_machine(project, capsys):
+    """The workspace page's config.json may carry an API token; every member of the workspace (and
+    the run's own code) reads a snapshot, so it is left out, and the member is told."""
+    (project / "config.json").write_text('{"server_url": "http://x", "workspace_name": "w", "token": "thr_secret"}')
+    (project / ".trainhub").mkdir()
+    (project / ".trainhub" / "config.json").write_text('{"workspace_name": "w", "token": "thr_other"}')
+    (project / "settings").mkdir()
+    (project / "settings" / "config.json").write_text('{"lr": 0.1}')
+    packed = pack_source_directory(project)
+    packed.say_left_out()
+    assert "config.json" not in names(packed)
+    assert ".trainhub/config.json" not in names(packed)
+    assert "settings/config.json" in names(packed)
+    assert packed.skipped_tokens == [".trainhub/config.json", "config.json"]
+    with tarfile.open(packed.path, "r:gz") as archive:
+        assert b"thr_" not in b"".join(archive.extractfile(m).read() for m in archive.getmembers() if m.isfile())
+    said = capsys.readouterr().err
+    assert "Left out of the snapshot: .trainhub/config.json (it holds an API token), config.json (it holds" in said

@@ -33,6 +33,7 @@ def inference_payload(config: Any, workspace: Any) -> dict[str, Any]:
         )
     environment = config.environment or Environment.get(workspace=workspace, name=DEFAULT_ENVIRONMENT)
     packed = pack_source_directory(source)
+    packed.say_left_out()
     try:
         try:
             workspace._store.get_snapshot(packed.sha256)

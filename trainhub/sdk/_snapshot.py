@@ -5,7 +5,9 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import json
 import os
+import sys
 import tarfile
 import tempfile
 from dataclasses import dataclass
@@ -27,6 +29,19 @@ class PackedSnapshot:
     size: int
     file_count: int
     skipped_links: list[str]
+    # config.json files holding an API token: a run reads its own token from its variables, and a
+    # snapshot is readable by every member of the workspace (and by the run's code).
+    skipped_tokens: list[str]
+
+    def left_out(self) -> list[str]:
+        """What the user is told was not packed, and why."""
+        said = [f"{name} (a symbolic link)" for name in self.skipped_links]
+        said += [f"{name} (it holds an API token)" for name in self.skipped_tokens]
+        return said
+
+    def say_left_out(self) -> None:
+        if self.left_out():
+            print("Left out of the snapshot: " + ", ".join(self.left_out()) + ".", file=sys.stderr)
 
 
 def ignore_spec(root: Path) -> pathspec.PathSpec:
@@ -42,10 +57,23 @@ def ignore_spec(root: Path) -> pathspec.PathSpec:
     return pathspec.GitIgnoreSpec.from_lines(lines)
 
 
-def list_source_files(root: Path) -> tuple[list[tuple[str, Path, int]], list[str]]:
+def holds_token(path: Path) -> bool:
+    """A config.json as TrainHub's workspace page gives it with a token (the only secret a source
+    folder usually holds by our own doing)."""
+    if path.name != "config.json" or path.stat().st_size > 64 * 1024:
+        return False
+    try:
+        config = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return False
+    return isinstance(config, dict) and bool(config.get("token"))
+
+
+def list_source_files(root: Path) -> tuple[list[tuple[str, Path, int]], list[str], list[str]]:
     spec = ignore_spec(root)
     files: list[tuple[str, Path, int]] = []
     links: list[str] = []
+    tokens: list[str] = []
     for folder, dirnames, filenames in os.walk(root):
         relative_folder = Path(folder).relative_to(root).as_posix()
         prefix = "" if relative_folder == "." else relative_folder + "/"
@@ -66,9 +94,12 @@ def list_source_files(root: Path) -> tuple[list[tuple[str, Path, int]], list[str
                 links.append(relative)
                 continue
             if absolute.is_file():
+                if holds_token(absolute):
+                    tokens.append(relative)
+                    continue
                 files.append((relative, absolute, absolute.stat().st_size))
     files.sort()
-    return files, links
+    return files, links, sorted(tokens)
 
 
 def _human(size: float) -> str:
@@ -88,7 +119,7 @@ def pack_source_directory(
     root = Path(source_directory).expanduser().resolve()
     if not root.is_dir():
         raise UserErrorException(f"source_directory {str(source_directory)!r} is not a folder.")
-    files, links = list_source_files(root)
+    files, links, tokens = list_source_files(root)
     total = sum(size for _, _, size in files)
     if total > max_bytes or len(files) > max_files:
         largest = sorted(files, key=lambda f: -f[2])[:5]
@@ -112,7 +143,7 @@ def pack_source_directory(
                     info.mode = 0o755 if os.access(absolute, os.X_OK) else 0o644
                     with open(absolute, "rb") as content:
                         archive.addfile(info, content)
-    return PackedSnapshot(Path(handle.name), digest.hexdigest(), hashing.size, len(files), links)
+    return PackedSnapshot(Path(handle.name), digest.hexdigest(), hashing.size, len(files), links, tokens)
 
 
 class _HashingWriter(io.RawIOBase):

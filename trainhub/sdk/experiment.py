@@ -36,6 +36,7 @@ class Experiment:
         if local:
             check_machine()
         packed = pack_source_directory(config.source_directory)
+        packed.say_left_out()
         handed_over = False
         try:
             payload = dict(submission, snapshot=packed.sha256, tags=dict(tags or {}))
