@@ -10,8 +10,9 @@ import pytest
 
 from trainhub.environments.builders import sdk_path
 
-# Training scripts take their run (Run.get_context()); scoring scripts find their model (Model).
-IN_RUN_MODULES = ["trainhub.sdk", "trainhub.sdk.run", "trainhub.sdk.model"]
+# Training scripts take their run (Run.get_context()); scoring scripts find their model (Model) and
+# run in the scoring server.
+IN_RUN_MODULES = ["trainhub.sdk", "trainhub.sdk.run", "trainhub.sdk.model", "trainhub.sdk._scoring_server"]
 
 
 @pytest.mark.parametrize("module", IN_RUN_MODULES)

@@ -60,7 +60,7 @@ def download_checked(
         digest, offset = hashlib.sha256(), 0  # the server sent the whole file again
     bar = None
     if show_progress:
-        from tqdm import tqdm
+        from tqdm import tqdm  # only where a bar is shown: the in-run SDK has no tqdm
 
         bar = tqdm(total=size, initial=offset, unit="B", unit_scale=True, desc=label, leave=False, file=sys.stderr)
     try:

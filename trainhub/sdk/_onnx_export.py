@@ -23,6 +23,8 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from trainhub.sdk.run import Run
+
 STATE_DICT = (
     "{file} holds a state_dict (weights without the model's code), which cannot be exported. "
     "Register the whole model: torch.jit.script(model).save(path) (TorchScript), "
@@ -68,6 +70,7 @@ def fetch(workspace: Any, args: argparse.Namespace, target: Path) -> None:
 
 def load_model(path: Path, label: str) -> tuple[Any, str]:
     """(module, how it was loaded). Code-executing unpickling is the last resort."""
+    # torch, numpy and onnx are imported where used: they are the export environment's, not the SDK's.
     import torch
 
     try:
@@ -155,8 +158,6 @@ def report(workspace: Any, export_id: int, **values: Any) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from trainhub.sdk.run import Run
-
     args = parse(sys.argv[1:] if argv is None else argv)
     workspace = Run.get_context(allow_offline=False)._ws
     label = f"{args.model}:{args.version} {args.file}"

@@ -28,6 +28,7 @@ class RunRegistryMixin:
         model_framework_version: str | None = None,
         **_ignored: Any,
     ) -> Any:
+        # Imported at a run's first registration: a run's ranks start without the registry's modules.
         from trainhub.sdk.model import Model, register_local
 
         workspace = self._ws

@@ -36,6 +36,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from trainhub.sdk.run import Run
+
 MODELS_FOLDER = "azureml-models"
 REPLICA_HEADER = "X-TrainHub-Replica"
 # The server checks that the port a replica reports is a replica's: GET PROOF_PATH there answers
@@ -141,6 +143,7 @@ class OnnxScorer:
     """An ONNX model served by onnxruntime: input names from the model, JSON in and out."""
 
     def __init__(self, folder: Path):
+        # Only an ONNX endpoint's environment has them (a scoring script's need not).
         import numpy
         import onnxruntime
 
@@ -237,8 +240,6 @@ class ScoringHTTPServer(ThreadingHTTPServer):
 
 
 def main(argv: list[str] | None = None) -> int:
-    from trainhub.sdk.run import Run
-
     args = parse(sys.argv[1:] if argv is None else argv)
     workspace = Run.get_context(allow_offline=False)._ws
     root = Path.cwd() / MODELS_FOLDER

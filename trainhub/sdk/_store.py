@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import quote
 
 from trainhub.sdk._transport import DEFAULT_TIMEOUT, IDEMPOTENCY_HEADER, Response, Transport, new_idempotency_key
+from trainhub.sdk._uploads import upload_file, upload_file_hashing
 
 LONG = (5, 600)
 
@@ -49,8 +50,6 @@ class RestStore:
         )
 
     def _upload(self, path: str, local: Path, on_progress: Any) -> dict[str, Any]:
-        from trainhub.sdk._uploads import upload_file
-
         return upload_file(self.transport, self._path(path), local, on_progress=on_progress)
 
     # ------------------------------------------------------------ workspace
@@ -144,8 +143,6 @@ class RestStore:
         return self._upload(f"model-blobs/{sha256}", local, on_progress)
 
     def upload_model_blob_hashing(self, local: Path, on_progress: Any = None) -> dict[str, Any]:
-        from trainhub.sdk._uploads import upload_file_hashing
-
         return upload_file_hashing(self.transport, self._path("model-blobs"), local, on_progress=on_progress)
 
     def get_model_version(self, model_name: str, version: int | None = None) -> dict[str, Any]:

@@ -239,7 +239,7 @@ def progress_bar(description: str, show: bool) -> Any:
     """An `on_progress` that moves a tqdm bar (None when not shown)."""
     if not show:
         return None
-    from tqdm import tqdm
+    from tqdm import tqdm  # only where a bar is shown: the in-run SDK has no tqdm
 
     bars: list[Any] = []
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from trainhub.sdk import exceptions
 from trainhub.sdk._data_reference import MOUNT, DataInput
+from trainhub.sdk.datastore import download_files
 
 
 def _source(path: Any) -> list[str]:
@@ -86,8 +87,6 @@ class FileDataset(DataInput):
     ) -> list[str]:
         """Download the version's files into `target_path` (a new temporary folder when None), each
         checked against its sha256; a file already there is kept unless `overwrite`. Their paths."""
-        from trainhub.sdk.datastore import download_files
-
         files = self._files()
         target = str(target_path) if target_path is not None else tempfile.mkdtemp(prefix=f"{self.name}-")
         download_files(self.workspace, files, target, overwrite=overwrite, show_progress=show_progress)

@@ -244,7 +244,7 @@ class Datastore(DataInput):
         unique = dict((sha, local) for local, sha in contents)
         bar = None
         if show_progress:
-            from tqdm import tqdm
+            from tqdm import tqdm  # only where a bar is shown: the in-run SDK has no tqdm
 
             bar = tqdm(
                 total=sum(p.stat().st_size for p in unique.values()),

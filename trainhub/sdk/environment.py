@@ -77,7 +77,7 @@ def _without_azureml(packages: list[str], where: str) -> list[str]:
 
 def _yaml():
     try:
-        import yaml
+        import yaml  # optional: only conda files need it, and the in-run SDK has none
     except ImportError:
         raise UserErrorException("Reading or writing conda files needs PyYAML: pip install pyyaml.") from None
     return yaml

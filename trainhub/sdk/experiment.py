@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import builtins
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from trainhub.sdk import exceptions
 from trainhub.sdk._local_runner import check_machine, start_runner
 from trainhub.sdk._snapshot import pack_source_directory
 from trainhub.sdk._uploads import progress_bar
+from trainhub.sdk.run import Run
 from trainhub.sdk.script_run_config import LOCAL_TARGET
-
-if TYPE_CHECKING:
-    from trainhub.sdk.run import Run
+from trainhub.sdk.train.hyperdrive.run import HyperDriveRun
 
 LOCAL_SWEEP = (
     "A HyperDrive sweep runs its children on a compute cluster's nodes: compute_target='local' (or none) "
@@ -26,8 +25,6 @@ class Experiment:
         self.name = name
 
     def submit(self, config: Any, tags: dict[str, str] | None = None, show_progress: bool = True, **_ignored: Any):
-        from trainhub.sdk.run import Run
-
         sweep = getattr(config, "_is_hyperdrive", False)
         submission = (config.run_config if sweep else config)._submission(self.workspace)
         local = submission["compute_target"] == LOCAL_TARGET
@@ -58,8 +55,6 @@ class Experiment:
             if not handed_over:
                 packed.path.unlink(missing_ok=True)
         if sweep:
-            from trainhub.sdk.train.hyperdrive.run import HyperDriveRun
-
             return HyperDriveRun(self, details["run"]["run_id"], _details=details["run"])
         return Run(self, details["run_id"], _details=details)
 
@@ -70,8 +65,6 @@ class Experiment:
         return [Experiment(workspace, e["name"]) for e in found if experiment_name in (None, e["name"])]
 
     def get_runs(self, status: str | None = None) -> builtins.list[Run]:
-        from trainhub.sdk.run import Run
-
         found = self.workspace._store.list_runs(self.name, status)
         return [Run(self, d["run_id"], _details=d) for d in found]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import builtins
 import hashlib
+import importlib.metadata
 import os
 import time
 from functools import partial
@@ -14,6 +15,7 @@ from typing import Any
 from trainhub.sdk import exceptions
 from trainhub.sdk._deployment import inference_payload
 from trainhub.sdk._downloads import ChecksumMismatchError, TargetExistsError, download_checked, target_inside
+from trainhub.sdk._uploads import CHUNK_BYTES, known_sha256, progress_bar
 from trainhub.sdk.webservice import Webservice
 
 __all__ = ["ChecksumMismatchError", "ExportFailedError", "InferenceConfig", "Model", "OnnxExport", "TargetExistsError"]
@@ -42,10 +44,8 @@ def _tag_filters(tags: Any) -> list[str]:
 
 def _framework_version() -> str:
     try:
-        from importlib.metadata import PackageNotFoundError, version
-
-        return version("torch")
-    except (ImportError, PackageNotFoundError):
+        return importlib.metadata.version("torch")
+    except importlib.metadata.PackageNotFoundError:
         return ""
 
 
@@ -85,8 +85,6 @@ def upload_files(workspace: Any, files: list[tuple[str, Path]], *, show_progress
     """Upload each file the server does not hold yet (by sha256), resuming any upload of it that
     was cut off before; returns the version's files. A file larger than one chunk is hashed as it
     is sent (unless this process knows its sha256 already: then the server is asked first)."""
-    from trainhub.sdk._uploads import CHUNK_BYTES, known_sha256, progress_bar
-
     manifest = []
     for path, local in files:
         size = local.stat().st_size
@@ -410,6 +408,8 @@ class OnnxExport:
         self, show_output: bool = False, timeout_seconds: float = 1800, poll_seconds: float = 0.5
     ) -> Model:
         if show_output and self.run_id:
+            # Imported here: experiment.py needs pathspec, which the in-run SDK (standard library
+            # only) lacks, and scoring scripts import this module inside runs.
             from trainhub.sdk.experiment import Experiment
             from trainhub.sdk.run import Run
 

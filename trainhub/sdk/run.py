@@ -16,6 +16,8 @@ from typing import Any
 from trainhub.sdk._run_context import current_run
 from trainhub.sdk._run_metrics import RunMetricsMixin
 from trainhub.sdk._run_registry import RunRegistryMixin
+from trainhub.sdk.environment import Environment
+from trainhub.sdk.exceptions import RunFailedError, TrainHubError
 
 FINAL_STATUSES = ("Completed", "Failed", "Canceled")
 # How long one request following a run may wait on the server for its next lines or its end.
@@ -76,8 +78,6 @@ class Run(RunMetricsMixin, RunRegistryMixin):
 
     def get_environment(self) -> Any:
         """The environment version the run ran in."""
-        from trainhub.sdk.environment import Environment
-
         environment = (self._details or self._refresh())["environment"]
         return Environment.get(self._ws, environment["name"], version=environment["version"])
 
@@ -108,8 +108,6 @@ class Run(RunMetricsMixin, RunRegistryMixin):
             print("\nExecution Summary\n=================")
             print(f"RunId: {self.id}\nStatus: {details['status']}\nWeb View: {self.get_portal_url()}")
         if details["status"] == "Failed" and raise_on_error:
-            from trainhub.sdk.exceptions import RunFailedError
-
             raise RunFailedError(
                 f"Run {self.id} failed: {details['status_reason']}\n{details['error_traceback']}".rstrip()
             )
@@ -169,8 +167,6 @@ class Run(RunMetricsMixin, RunRegistryMixin):
                 handle.write(chunk)
         if _validate_checksum and expected and digest.hexdigest() != expected:
             os.unlink(partial)
-            from trainhub.sdk.exceptions import TrainHubError
-
             raise TrainHubError(f"The download of {name} was damaged (checksum mismatch); try again.")
         os.replace(partial, target)
         return target

@@ -6,6 +6,7 @@ import os
 import shlex
 from typing import Any
 
+from trainhub.sdk.environment import Environment
 from trainhub.sdk.exceptions import UserErrorException
 from trainhub.sdk.runconfig import RunConfiguration
 
@@ -64,8 +65,6 @@ class ScriptRunConfig:
         self.run_config.environment = environment
 
     def _submission(self, workspace: Any) -> dict[str, Any]:
-        from trainhub.sdk.environment import Environment
-
         if not self.script and not self.command:
             raise UserErrorException("ScriptRunConfig needs a script or a command.")
         if self.script and not (os.path.isfile(os.path.join(self.source_directory, self.script))):

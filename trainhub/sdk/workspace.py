@@ -54,6 +54,8 @@ class Workspace:
         self._details = self._fetch()
         return dict(self._details, url=self.url)
 
+    # Each accessor imports its facade when called: every script and CLI command loads Workspace
+    # first, and importing all of them would take about half a second.
     def get_default_datastore(self) -> Any:
         from trainhub.sdk.datastore import Datastore
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from trainhub.sdk.environment import Environment
 from trainhub.sdk.exceptions import UserErrorException
 from trainhub.sdk.runconfig import MpiConfiguration, PyTorchConfiguration
 from trainhub.sdk.script_run_config import DEFAULT_ENVIRONMENT, ScriptRunConfig
@@ -117,8 +118,6 @@ class PyTorch(ScriptRunConfig):
 
     def _estimator_environment(self, workspace: Any) -> Any:
         """The curated PyTorch environment, cloned only when the estimator adds something to it."""
-        from trainhub.sdk.environment import Environment
-
         curated = Environment.get(workspace=workspace, name=DEFAULT_ENVIRONMENT)
         if not (self.pip_packages or self.conda_packages or self.environment_variables):
             return curated

@@ -6,6 +6,7 @@ import sys
 import time
 from typing import Any
 
+from trainhub.sdk.exceptions import RunFailedError
 from trainhub.sdk.run import FINAL_STATUSES, Run
 
 # The cloud SDK defines PrimaryMetricGoal beside HyperDriveRun; notebooks import it from here too.
@@ -108,8 +109,6 @@ class HyperDriveRun(Run):
             print(f"Web View: {self.get_portal_url()}")
             sys.stdout.flush()
         if details["status"] == "Failed" and raise_on_error:
-            from trainhub.sdk.exceptions import RunFailedError
-
             raise RunFailedError(f"Sweep {self.id} failed: {details['status_reason']}")
         return details
 

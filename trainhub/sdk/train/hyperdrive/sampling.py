@@ -33,6 +33,7 @@ BAYESIAN_KINDS = "Bayesian sampling supports only choice, uniform and quniform h
 
 def check_space(parameter_space: Any) -> dict[str, list[Any]]:
     """The space as {name: [kind, [arguments]]}, checked; the server checks the same way."""
+    # Imported here: the hyperdrive package's __init__ imports this module.
     from trainhub.sdk.train.hyperdrive import parameter_expressions as expressions
 
     if not isinstance(parameter_space, dict) or not parameter_space:
