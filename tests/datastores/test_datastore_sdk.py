@@ -159,3 +159,29 @@ def test_it_downloads_a_datastore_folder_and_a_dataset_version(ws, data_dir, tmp
     assert open(paths[0], "rb").read() in (b"x,y\n1,2\n", b"x,y\n3,4\n")
     assert sorted(registered.to_path()) == ["/a.csv", "/b.csv"]
     assert not list((tmp_path / "set").glob("*.part"))
+
+
+def test_a_large_file_to_a_new_path_is_hashed_as_it_is_sent_and_one_to_a_taken_path_first(ws, tmp_path, workspace):
+    from django.conf import settings
+
+    from datastores.models import DataBlob
+    from trainhub import uploads
+
+    size = settings.TRAINHUB_UPLOAD_CHUNK_BYTES + 100
+    big = tmp_path / "new" / "big.bin"
+    other = tmp_path / "other" / "big.bin"
+    for path in (big, other):
+        path.parent.mkdir()
+        path.write_bytes(os.urandom(size))
+    sha, other_sha = (hashlib.sha256(p.read_bytes()).hexdigest() for p in (big, other))
+    datastore = ws.get_default_datastore()
+
+    datastore.upload_files([str(big)], target_path="large", show_progress=False)
+    datastore.upload_files([str(other)], target_path="large", show_progress=False)
+
+    assert listing(datastore) == {"large/big.bin": sha}
+    assert DataBlob.objects.get(workspace=workspace, sha256=sha).size == size
+    # The file for a taken path was hashed first and, kept out, never sent.
+    assert not DataBlob.objects.filter(sha256=other_sha).exists()
+    staged = uploads.upload_root() / str(workspace.pk)
+    assert not staged.exists() or not [p for p in staged.rglob("*") if p.is_file()]

@@ -216,8 +216,12 @@ class Datastore(DataInput):
 
     def _upload(self, files: builtins.list[tuple[str, Path]], overwrite: bool, show_progress: bool) -> None:
         counts: dict[str, int] = {}
+        taken: dict[str, set[str]] = {}
         for start in range(0, len(files), FILES_PER_REQUEST):
-            batch = {remote: (local, _sha256_of(local)) for remote, local in files[start : start + FILES_PER_REQUEST]}
+            batch = {
+                remote: (local, self._sha256_sending(remote, local, overwrite, show_progress, taken))
+                for remote, local in files[start : start + FILES_PER_REQUEST]
+            }
             outcomes = self._put_files(batch, overwrite)
             missing = [remote for remote, outcome in outcomes.items() if outcome == "missing"]
             if missing:
@@ -231,6 +235,31 @@ class Datastore(DataInput):
                 f"skipped (same content already there), {counts.get('kept', 0)} kept (other content there; "
                 "pass overwrite=True to replace)"
             )
+
+    def _sha256_sending(
+        self, remote: str, local: Path, overwrite: bool, show_progress: bool, taken: dict[str, set[str]]
+    ) -> str:
+        """The file's sha256. A file larger than one chunk that goes to a new path (or replaces one)
+        is hashed as it is sent; one whose path holds a file already is hashed first, since it is
+        skipped or kept by its content; one this process hashed before is not read again. `taken`
+        keeps the paths of each folder listed so far."""
+        from trainhub.sdk._uploads import CHUNK_BYTES, known_sha256, progress_bar, remember_sha256
+
+        known = known_sha256(local)
+        if known is not None:
+            return known
+        identity = local.stat()
+        if identity.st_size <= CHUNK_BYTES:
+            return _sha256_of(local)
+        folder = remote.rpartition("/")[0]
+        if folder not in taken and not overwrite:
+            taken[folder] = {item["path"] for item in self.list_files(folder)}
+        if overwrite or remote not in taken[folder]:
+            bar = progress_bar(f"Uploading {remote}", show_progress)
+            return self.workspace._store.upload_data_blob_hashing(local, on_progress=bar)["sha256"]
+        sha256 = _sha256_of(local)
+        remember_sha256(local, (identity.st_dev, identity.st_ino, identity.st_size, identity.st_mtime_ns), sha256)
+        return sha256
 
     def _put_files(self, batch: dict[str, tuple[Path, str]], overwrite: bool) -> dict[str, str]:
         answer = self.workspace._store.put_datastore_files(
