@@ -21,6 +21,8 @@ from pathlib import Path
 
 from _harness import Harness, submit
 
+from tests.helpers.ports import free_port
+
 WORKLOAD = textwrap.dedent(
     """
     import sys, time
@@ -58,7 +60,7 @@ REPEATS = int(os.environ.get("BENCH_REPEATS", "5"))  # 0: only the rank-failure 
 # One srun task per rank, its variables from Slurm's, as a user writes it by hand.
 SRUN_RANK = (
     "RANK=$SLURM_PROCID WORLD_SIZE=$SLURM_NTASKS LOCAL_RANK=$SLURM_LOCALID MASTER_ADDR=127.0.0.1 "
-    'MASTER_PORT=29741 OMP_NUM_THREADS=1 exec "$0" "$@"'
+    'MASTER_PORT={port} OMP_NUM_THREADS=1 exec "$0" "$@"'
 )
 
 
@@ -67,6 +69,8 @@ def by_hand(python: Path, folder: Path) -> tuple[float, str]:
     torchrun = python.parent / "torchrun"
     started = time.monotonic()
     outputs = [tempfile.TemporaryFile() for _ in range(2)]
+    # Not a fixed port: two benches of two sessions on one machine would meet at the same store.
+    port = free_port()
     processes = [
         subprocess.Popen(
             [
@@ -80,7 +84,7 @@ def by_hand(python: Path, folder: Path) -> tuple[float, str]:
                 "--master_addr",
                 "127.0.0.1",
                 "--master_port",
-                "29731",
+                str(port),
                 str(folder / "work.py"),
                 str(STEPS),
             ],
@@ -207,7 +211,7 @@ def by_srun(slurm, python: Path, folder: Path) -> float:
             f"--chdir={folder}",
             "/bin/sh",
             "-c",
-            SRUN_RANK,
+            SRUN_RANK.format(port=free_port()),
             str(python),
             str(folder / "work.py"),
             str(STEPS),
@@ -239,7 +243,7 @@ def slurm_figures(harness, server, ws, folder: Path, python: Path, slurm_dir: Pa
         print(
             f"2 nodes x 2 processes gloo DDP, {STEPS} steps, one run each: local cluster {local:.2f} s, "
             f"Slurm through TrainHub {hub:.2f} s (submit to Completed), bare srun {hand:.2f} s; "
-            f"Slurm/srun {hub / hand:.3f} (target <= 1.1), local/Slurm {local / hub:.3f}"
+            f"Slurm/srun {hub / hand:.3f} (target <= 1.1), local/Slurm {local / hub:.3f}; uptime: {uptime()}"
         )
     finally:
         slurm.stop()
