@@ -266,8 +266,6 @@ class RestStore:
         return self._upload(f"data-blobs/{sha256}", local, on_progress)
 
     def upload_data_blob_hashing(self, local: Path, on_progress: Any = None) -> dict[str, Any]:
-        from trainhub.sdk._uploads import upload_file_hashing
-
         return upload_file_hashing(self.transport, self._path("data-blobs"), local, on_progress=on_progress)
 
     def open_data_blob(self, sha256: str, headers: dict[str, str] | None = None) -> Response:

@@ -17,6 +17,7 @@ from typing import Any
 from trainhub.sdk import exceptions
 from trainhub.sdk._data_reference import MOUNT, DataInput
 from trainhub.sdk._downloads import download_checked, target_inside
+from trainhub.sdk._uploads import CHUNK_BYTES, known_sha256, progress_bar, remember_sha256
 
 FILES_PER_REQUEST = 1000
 PARALLEL_UPLOADS = 4
@@ -243,8 +244,6 @@ class Datastore(DataInput):
         is hashed as it is sent; one whose path holds a file already is hashed first, since it is
         skipped or kept by its content; one this process hashed before is not read again. `taken`
         keeps the paths of each folder listed so far."""
-        from trainhub.sdk._uploads import CHUNK_BYTES, known_sha256, progress_bar, remember_sha256
-
         known = known_sha256(local)
         if known is not None:
             return known
