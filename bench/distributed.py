@@ -52,7 +52,7 @@ FAILING = textwrap.dedent(
     time.sleep(600)
     """
 )
-STEPS = 400
+STEPS = int(os.environ.get("BENCH_STEPS", "400"))
 DEMO_CLUSTER = "cpu-cluster"
 DEMO_LOG = Path()
 NODE_STARTS = 5
@@ -123,7 +123,9 @@ def run_log(run_id: str) -> str:
 def ddp_figures(ws, folder: Path, python: Path, target: str, label: str) -> float:
     """REPEATS runs of the 2 x 2 job through TrainHub and by hand with torchrun, alternating;
     prints the times, their ratio and init_process_group's wait, returns TrainHub's median."""
-    hand, hub, hand_init, hub_init, loads = [], [], [], [], []
+    from runs.models import Run
+
+    hand, hub, hand_init, hub_init, loads, placed = [], [], [], [], [], []
     for _ in range(REPEATS):
         before_each(target)
         loads.append(os.getloadavg()[0])
@@ -136,11 +138,14 @@ def ddp_figures(ws, folder: Path, python: Path, target: str, label: str) -> floa
         assert run.wait_for_completion()["status"] == "Completed"
         hub.append(time.monotonic() - started)
         hub_init.append(init_wait(run_log(run.id)))
+        stored = Run.objects.get(run_id=run.id)
+        placed.append((stored.dispatched_at - stored.created_at).total_seconds())
     ratio = statistics.median(hub) / statistics.median(hand)
     print(
         f"2 nodes x 2 processes gloo DDP, {STEPS} steps, {label}: TrainHub median {statistics.median(hub):.2f} s "
         f"(submit to Completed; {', '.join(f'{x:.2f}' for x in hub)}), torchrun by hand median "
         f"{statistics.median(hand):.2f} s ({', '.join(f'{x:.2f}' for x in hand)}), ratio {ratio:.3f} (target <= 1.0); "
+        f"submit -> placed on its nodes median {statistics.median(placed):.3f} s, max {max(placed):.3f} s; "
         f"load {min(loads):.1f} to {max(loads):.1f} (uptime: {uptime()})"
     )
     print(
