@@ -19,7 +19,8 @@ from django.core.exceptions import ImproperlyConfigured
 from runs import services
 from runs.execution import NodeExecution
 from runs.executor import SetupFailed
-from runs.models import Run, RunStatus, SlurmJob
+from runs.launch_plan import Rendezvous
+from runs.models import Run, RunNode, RunStatus, SlurmJob
 from runs.slurm import END_REASONS, TASK_HEARTBEAT_SECONDS, TASK_SILENCE_SECONDS, end_reason
 from trainhub import redis_keys
 from trainhub.compute import slurm
@@ -31,6 +32,10 @@ from trainhub.redis_conn import get_redis
 logger = logging.getLogger(__name__)
 
 JOB_ID_SECONDS = 10
+HOSTS_JOIN_SECONDS = 120
+HOSTS_NEVER_JOINED = (
+    "The run's other Slurm tasks did not start within {seconds} s of its first: mpirun was not started."
+)
 NOT_THIS_JOB = "Slurm job {job_id} is not run {run}'s job ({expected}): refusing to run it."
 TASK_STOPPED = "Slurm stopped the run's task on node {node}."
 NO_DOCKER_ON_SLURM_HOST = (
@@ -154,6 +159,23 @@ class SlurmNodeExecution(NodeExecution):
         if self.docker_problem:
             raise SetupFailed(self.docker_problem, "")
         return super().prepare_environment()
+
+    def rendezvous(self) -> Rendezvous:
+        if self.leader and self.mpi:
+            self.wait_for_hosts()
+        return super().rendezvous()
+
+    def wait_for_hosts(self) -> None:
+        """Until every task of the job has joined the run: mpirun's host records each rank with its
+        host as it starts them all, and a host is known once its task joins (the tasks start as Slurm
+        starts them, not at dispatch as local nodes are placed). Usually done long before: a task
+        joins before it prepares."""
+        deadline = time.monotonic() + HOSTS_JOIN_SECONDS
+        while RunNode.objects.filter(run=self.run).count() < self.run.node_count:
+            self.check_abort()
+            if time.monotonic() > deadline:
+                raise SetupFailed(HOSTS_NEVER_JOINED.format(seconds=HOSTS_JOIN_SECONDS), "")
+            time.sleep(0.2)
 
     def end_aborted(self, reason: str) -> None:
         if reason != "node stopped":
