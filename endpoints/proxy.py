@@ -5,7 +5,9 @@ What to check and where to send is kept per endpoint in this process and read ag
 database after a change was published on ROUTES_CHANNEL (a replica came or went, a key was
 regenerated, the endpoint was deleted), or after ROUTE_KEPT_SECONDS: this process follows that
 channel, and while it does not (before the subscription is confirmed, or after Redis went away)
-nothing is taken from the cache.
+nothing is taken from the cache. A change that names an acknowledgement list (a key regenerated,
+the endpoint deleted) is acknowledged there once dropped: the service waits for every follower,
+so that the old key is refused by the time regen_key() returns.
 So a request touches neither Redis nor the database; request counts are added up in the process
 and written to Redis once a second. Requests are spread over the endpoint's answering replicas,
 the least busy first; connections to replicas are kept open and reused (HTTP/1.1). A request that
@@ -26,6 +28,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import redis.asyncio
@@ -55,6 +58,7 @@ NO_REPLICA = "Endpoint {name!r} has no replica answering ({state}): wait_for_dep
 TOO_LARGE = "The request is {size} bytes; an endpoint takes at most {limit}."
 TIMED_OUT = "The replica did not answer within {seconds} s."
 UNREACHABLE = "The replica could not be reached: {error}"
+BAD_CONTENT_TYPE = "The Content-Type header is not a media type: {value!r}."
 ONLY_POST = "Score with POST."
 BAD_LENGTH = "The Content-Length header is not a number of bytes: {value!r}."
 BAD_HOST = "Invalid HTTP_HOST header: {host!r}. You may need to add {domain!r} to ALLOWED_HOSTS."
@@ -77,6 +81,11 @@ ACCEPTED_KEYS_KEPT = 64
 # cascade (a workspace deleted) publish nothing.
 ROUTE_KEPT_SECONDS = 5.0
 DIGITS = re.compile(rb"[0-9]{1,18}")
+# A Content-Type passed on to the replica: printable ASCII only. A bare LF or CR inside it would
+# start a header line of the client's own (a second Content-Length) in the request written to a
+# kept connection, which every caller shares (daphne's Twisted turns them into spaces; an ASGI
+# server that passes values on as they came would not).
+MEDIA_TYPE = re.compile(rb"[\x20-\x7e]{1,200}")
 
 
 # (status, content type, body, the endpoint's pk to count it for, the replica that answered)
@@ -89,6 +98,10 @@ class Backend:
     address: str
     port: int
     secret: str
+
+    @property
+    def target(self) -> tuple[str, int]:
+        return self.address, self.port
 
 
 @dataclass
@@ -141,6 +154,9 @@ class ScoringProxy:
         self.following = False
         self.changes = 0
         self.stats: dict[int, list[float]] = {}
+        # Routes being read from the database, with the number of changes seen when the read
+        # began: requests that miss the cache together wait for one read.
+        self.loading: dict[tuple[str, str], tuple[int, asyncio.Future[Route | None]]] = {}
         self.loop: asyncio.AbstractEventLoop | None = None
         self.tasks: set[asyncio.Task[None]] = set()
 
@@ -171,11 +187,12 @@ class ScoringProxy:
             counts[2] += time.perf_counter() - started
 
     async def score(self, scope: Scope, receive: Receive, workspace: str, name: str) -> Answer:
-        headers = {k.decode("latin-1").lower(): v for k, v in scope.get("headers", [])}
-        host = _host_problem(headers)
+        # ASGI servers give header names in lower case.
+        headers: dict[bytes, bytes] = dict(scope.get("headers", []))
+        host = _host_problem(headers.get(b"host", b""), headers.get(b"x-forwarded-host"))
         if host is not None:
             return _error(400, host, "bad_host")
-        token = _bearer(headers.get("authorization", b""))
+        token = _bearer(headers.get(b"authorization", b""))
         route = await self.route(workspace, name)
         allowed = route is not None and (not route.auth_enabled or (token is not None and self._is_key(route, token)))
         if not allowed:
@@ -190,7 +207,7 @@ class ScoringProxy:
         if scope.get("method") != "POST":
             return _error(405, ONLY_POST, "method_not_allowed")
         limit = settings.TRAINHUB_ENDPOINT_MAX_REQUEST_BYTES
-        length = headers.get("content-length", b"0").strip() or b"0"
+        length = headers.get(b"content-length", b"0").strip() or b"0"
         if not DIGITS.fullmatch(length):
             return _error(400, BAD_LENGTH.format(value=length.decode("latin-1")[:40]), "bad_length")
         declared = int(length)
@@ -204,16 +221,19 @@ class ScoringProxy:
                 return _error(413, TOO_LARGE.format(size=len(body), limit=limit), "too_large")
             if not message.get("more_body"):
                 break
-        content_type = headers.get("content-type", b"application/json")
+        content_type = headers.get(b"content-type", b"application/json")
+        if not MEDIA_TYPE.fullmatch(content_type):
+            value = content_type.decode("latin-1")[:60]
+            return _error(400, BAD_CONTENT_TYPE.format(value=value), "bad_content_type", route.endpoint_pk)
         timeout = settings.TRAINHUB_ENDPOINT_TIMEOUT_SECONDS
-        tried: set[Backend] = set()
+        tried: set[int] = set()
         resent = False
         for attempt in range(3):
             backend = self._choose(route, tried)
             if backend is None:
                 return _error(503, NO_REPLICA.format(name=name, state=route.state), "no_replica", route.endpoint_pk)
-            target = (backend.address, backend.port)
-            tried.add(backend)
+            target = backend.target
+            tried.add(backend.replica_pk)
             self.busy[target] = self.busy.get(target, 0) + 1
             try:
                 async with asyncio.timeout(timeout):  # no task of its own, unlike wait_for
@@ -245,21 +265,26 @@ class ScoringProxy:
             route.accepted.add(token)
         return True
 
-    def _choose(self, route: Route, tried: set[Backend]) -> Backend | None:
+    def _choose(self, route: Route, tried: set[int]) -> Backend | None:
         """The least busy of the route's replicas, taking turns among equals; one this request
         already tried, or found unreachable a moment ago, only when no other is left."""
-        if not route.replicas:
+        replicas = route.replicas
+        if not replicas:
             return None
+        if len(replicas) == 1:
+            return replicas[0]
         now = time.monotonic()
-        live = [b for b in route.replicas if b not in tried and self.unreachable.get((b.address, b.port), 0.0) <= now]
-        candidates = live or [b for b in route.replicas if b not in tried] or route.replicas
+        untried = [b for b in replicas if b.replica_pk not in tried]
+        live = [b for b in untried if self.unreachable.get(b.target, 0.0) <= now]
+        candidates = live or untried or replicas
         start = next(route.turn)
         count = len(candidates)
         order = [candidates[(start + i) % count] for i in range(count)]
-        return min(order, key=lambda b: self.busy.get((b.address, b.port), 0))
+        return min(order, key=lambda b: self.busy.get(b.target, 0))
 
     async def route(self, workspace: str, name: str, fresh: bool = False) -> Route | None:
-        cached = self.routes.get((workspace, name))
+        key = (workspace, name)
+        cached = self.routes.get(key)
         if (
             cached is not None
             and not fresh
@@ -267,12 +292,24 @@ class ScoringProxy:
             and time.monotonic() - cached.loaded_at < ROUTE_KEPT_SECONDS
         ):
             return cached
+        loading = self.loading.get(key)
+        # A read begun before a change was seen may hold what the change replaced: not joined.
+        if loading is None or fresh or loading[0] != self.changes:
+            loading = (self.changes, asyncio.ensure_future(self._load(key)))
+            self.loading[key] = loading
+        return await asyncio.shield(loading[1])
+
+    async def _load(self, key: tuple[str, str]) -> Route | None:
         changes, following = self.changes, self.following
-        route = await sync_to_async(_load_route)(workspace, name)
+        try:
+            route = await sync_to_async(_load_route)(*key)
+        finally:
+            if self.loading.get(key, (0, None))[1] is asyncio.current_task():
+                del self.loading[key]
         if route is None:
-            self.routes.pop((workspace, name), None)
+            self.routes.pop(key, None)
         elif following and self.following and changes == self.changes:
-            self.routes[(workspace, name)] = route
+            self.routes[key] = route
         return route
 
     # ------------------------------------------------------------ in the background
@@ -304,9 +341,12 @@ class ScoringProxy:
                         pause = 0.1
                     elif message["type"] == "message":
                         self.changes += 1
-                        pk = int(message["data"])
-                        for key in [k for k, r in self.routes.items() if r.endpoint_pk == pk]:
+                        pk, _, acknowledge = message["data"].decode().partition(" ")
+                        for key in [k for k, r in self.routes.items() if r.endpoint_pk == int(pk)]:
                             self.routes.pop(key, None)
+                        if acknowledge:
+                            acks = redis_keys.endpoint_route_acks(acknowledge)
+                            await client.pipeline(transaction=False).rpush(acks, 1).expire(acks, 60).execute()
             except (RedisError, OSError, ValueError) as error:
                 logger.warning("Scoring routes: not following %s (%s); retrying", ROUTES_CHANNEL, error)
             finally:
@@ -428,10 +468,11 @@ async def _answer_head(status_line: bytes, reader: asyncio.StreamReader) -> tupl
 
 def _no_delay(send: Send) -> None:
     """Answers go out at once under daphne: with Nagle's algorithm a small answer written after
-    another write waits for the client's delayed ACK."""
+    another write waits for the client's delayed ACK. Once per connection."""
     transport = getattr(_twisted_request(send), "transport", None)
-    if transport is not None and hasattr(transport, "setTcpNoDelay"):
+    if transport is not None and hasattr(transport, "setTcpNoDelay") and not getattr(transport, "no_delay", False):
         transport.setTcpNoDelay(True)
+        transport.no_delay = True
 
 
 def _bearer(value: bytes) -> str | None:
@@ -451,15 +492,19 @@ def _error(status: int, message: str, code: str, endpoint_pk: int | None = None)
     return status, b"application/json", json.dumps({"detail": message, "code": code}).encode(), endpoint_pk, None
 
 
-def _host_problem(headers: dict[str, bytes]) -> str | None:
+def _host_problem(host: bytes, forwarded_host: bytes | None) -> str | None:
     """Why the Host header is refused, as Django's HttpRequest.get_host() would refuse it (this URL
     is answered before Django), or None."""
-    host = headers.get("host", b"").decode("latin-1")
-    if settings.USE_X_FORWARDED_HOST and "x-forwarded-host" in headers:
-        host = headers["x-forwarded-host"].decode("latin-1")
-    allowed = settings.ALLOWED_HOSTS
-    if settings.DEBUG and not allowed:
-        allowed = [".localhost", "127.0.0.1", "[::1]"]
+    if settings.USE_X_FORWARDED_HOST and forwarded_host is not None:
+        host = forwarded_host
+    return _host_refused(host, tuple(settings.ALLOWED_HOSTS), settings.DEBUG)
+
+
+@lru_cache(maxsize=64)
+def _host_refused(host_header: bytes, allowed: tuple[str, ...], debug: bool) -> str | None:
+    host = host_header.decode("latin-1")
+    if debug and not allowed:
+        allowed = (".localhost", "127.0.0.1", "[::1]")
     domain, _ = split_domain_port(host)
     if domain and validate_host(domain, allowed):
         return None

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hmac
 import http.client
 import json
+import logging
 import secrets
 import time
 from collections.abc import Sequence
@@ -40,7 +41,11 @@ from trainhub.workspaces.models import Role, name_validator
 from trainhub.workspaces.permissions import Access, Action
 from trainhub.workspaces.selectors import hash_token
 
+logger = logging.getLogger(__name__)
+
 ENDPOINT_KEY_PREFIX = "the_"
+# How long a key regeneration or a deletion waits for the scoring proxies to drop the old route.
+ROUTE_ACK_SECONDS = 2.0
 DEPLOY_STREAM = "deployment"
 DEFAULT_ENVIRONMENT = "TrainHub-PyTorch-2.13-CPU"
 ONNX_PACKAGES = ("onnxruntime>=1.20",)
@@ -97,9 +102,24 @@ def new_endpoint_key() -> str:
     return ENDPOINT_KEY_PREFIX + secrets.token_urlsafe(32)
 
 
-def _publish_route(endpoint_pk: int) -> None:
-    """Every scoring proxy drops what it keeps of this endpoint (replicas, keys, deletion)."""
-    get_redis().publish(redis_keys.endpoint_routes_channel(), str(endpoint_pk))
+def _publish_route(endpoint_pk: int, *, wait: bool = False) -> None:
+    """Every scoring proxy drops what it keeps of this endpoint (replicas, keys, deletion). With
+    `wait`, returns once each proxy that follows the channel said it did (or after
+    ROUTE_ACK_SECONDS): a regenerated key or a deleted endpoint is refused from then on."""
+    redis = get_redis()
+    if not wait:
+        redis.publish(redis_keys.endpoint_routes_channel(), str(endpoint_pk))
+        return
+    change = secrets.token_hex(8)
+    acks = redis_keys.endpoint_route_acks(change)
+    followers = redis.publish(redis_keys.endpoint_routes_channel(), f"{endpoint_pk} {change}")
+    deadline = time.monotonic() + ROUTE_ACK_SECONDS
+    for _ in range(int(followers)):
+        left = deadline - time.monotonic()
+        if left <= 0 or redis.blpop([acks], timeout=left) is None:
+            logger.warning("Endpoint %s: a scoring proxy did not confirm the change in time", endpoint_pk)
+            break
+    redis.delete(acks)
 
 
 def _bump_route(endpoint_pk: int) -> None:
@@ -406,7 +426,7 @@ def endpoint_delete(*, access: Access, endpoint: Endpoint) -> None:
         runs = [r.run for r in endpoint.replicas.select_related("run").exclude(state=ReplicaState.STOPPED)]
         pk = endpoint.pk
         endpoint.delete()
-        transaction.on_commit(lambda: _publish_route(pk))
+        transaction.on_commit(lambda: _publish_route(pk, wait=True))
         for run in runs:
             transaction.on_commit(partial(run_cancel, access=access, run=run))
 
@@ -422,7 +442,8 @@ def endpoint_regenerate_key(*, access: Access, endpoint: Endpoint, key_type: str
         Endpoint.objects.filter(pk=endpoint.pk).update(
             **{f"{which}_key_hash": hash_token(key), f"{which}_key_sealed": seal(key)}
         )
-        _bump_route(endpoint.pk)
+        pk = endpoint.pk
+        transaction.on_commit(lambda: _publish_route(pk, wait=True))
     return key
 
 

@@ -40,6 +40,12 @@ def endpoint_routes_channel() -> str:
     return f"{PREFIX}endpoint-routes"
 
 
+def endpoint_route_acks(change: str) -> str:
+    """A list each scoring proxy pushes to once it dropped what a change published on
+    endpoint_routes_channel() names (a key regenerated, an endpoint deleted)."""
+    return f"{PREFIX}endpoint-routes:ack:{change}"
+
+
 def endpoint_stats(endpoint_pk: int) -> str:
     """The endpoint's request count and total latency (a hash)."""
     return f"{PREFIX}endpoint:{endpoint_pk}:stats"

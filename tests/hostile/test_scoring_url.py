@@ -1,9 +1,11 @@
 """Attacks on the scoring URL (/endpoints/<workspace>/<name>/score, answered before Django by
 endpoints/proxy.py), against a real daphne whose replicas are real scoring servers
 (trainhub/sdk/_scoring_server.py) listening in this process: a malformed Content-Length, a Host
-the site does not serve, one workspace's key or token on another workspace's endpoint, a stale key
-or replica after a change, and a replica that stops answering. Each answers what Django would (400,
-401, 404) or keeps serving, and never reaches a replica it should not."""
+the site does not serve, a wrong key, one workspace's key or token on another workspace's endpoint,
+a path that tries to step out of the route, a body past the limit, a Content-Type that smuggles a
+header to the replica's kept connection, a stale key or replica after a change, and a replica that
+stops answering. Each answers what Django would (400, 401, 404, 413) or keeps serving, and never
+reaches a replica it should not."""
 
 from __future__ import annotations
 
@@ -13,11 +15,20 @@ import threading
 from pathlib import Path
 
 import pytest
+import requests
 
 from endpoints import services
 from endpoints.keys import seal
 from endpoints.models import Endpoint, Replica
-from endpoints.proxy import BAD_HOST, BAD_LENGTH, NOT_AUTHENTICATED, NOT_FOUND, REPLICA_ANSWERED
+from endpoints.proxy import (
+    BAD_CONTENT_TYPE,
+    BAD_HOST,
+    BAD_LENGTH,
+    NOT_AUTHENTICATED,
+    NOT_FOUND,
+    REPLICA_ANSWERED,
+    TOO_LARGE,
+)
 from tests.conftest import issue_token
 from tests.helpers.processes import wait_until
 from tests.registry.builders import access_of, run_with_outputs
@@ -51,6 +62,10 @@ class LiveReplica:
         )
         self.port = self.server.server_address[1]
         threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+
+    def reached(self) -> bool:
+        """Whether any connection ever reached this replica."""
+        return bool(getattr(self.server, "connections", []))
 
     def stop(self) -> None:
         self.server.shutdown()
@@ -113,8 +128,6 @@ def raw(url: str, request: bytes) -> tuple[int, bytes]:
 
 
 def post(url: str, path: str, body: bytes, *, key: str | None = KEY, host: str | None = None, extra: bytes = b""):
-    import requests
-
     headers = {"Content-Type": "application/json"}
     if key is not None:
         headers["Authorization"] = f"Bearer {key}"
@@ -134,35 +147,43 @@ def test_a_malformed_content_length_is_a_400_not_a_server_error(live_url, worksp
     assert status == 400, body  # daphne's Twisted refuses these itself, before TrainHub sees them
 
 
-@pytest.mark.parametrize("length", [b"1_0", b"+5", b"\xd9\xa1", b"-1"])
-def test_the_proxy_itself_refuses_a_malformed_content_length(workspace, owner, replicas, length):
-    """Under an ASGI server that passes the header on as it came (Twisted refuses these first)."""
+def _asgi_score(headers: list[tuple[bytes, bytes]], body: bytes = b"{}") -> list[dict]:
+    """The messages ScoringProxy sends for one request to birds' `echo`, run in this process."""
     import asyncio
 
     from endpoints.proxy import ScoringProxy
 
-    serving(workspace, owner, "echo", replicas[:1])
     scope = {
         "type": "http",
         "method": "POST",
         "path": "/endpoints/birds/echo/score",
-        "headers": [(b"host", b"127.0.0.1"), (b"authorization", f"Bearer {KEY}".encode()), (b"content-length", length)],
+        "headers": [(b"host", b"127.0.0.1"), (b"authorization", f"Bearer {KEY}".encode()), *headers],
     }
     sent = []
 
     async def receive():
-        return {"type": "http.request", "body": b"{}", "more_body": False}
+        return {"type": "http.request", "body": body, "more_body": False}
 
     async def send(message):
         sent.append(message)
 
     async def score():
         proxy = ScoringProxy(app=None)
+        # Its background tasks (following route changes, writing counts) are not started: redis-py's
+        # pubsub listener can swallow a cancellation, and asyncio.run() would wait for it forever.
+        # Without them every request reads its route from the database.
+        proxy.loop = asyncio.get_running_loop()
         await proxy(scope, receive, send)
-        for task in proxy.tasks:
-            task.cancel()
 
     asyncio.run(score())
+    return sent
+
+
+@pytest.mark.parametrize("length", [b"1_0", b"+5", b"\xd9\xa1", b"-1"])
+def test_the_proxy_itself_refuses_a_malformed_content_length(workspace, owner, replicas, length):
+    """Under an ASGI server that passes the header on as it came (Twisted refuses these first)."""
+    serving(workspace, owner, "echo", replicas[:1])
+    sent = _asgi_score([(b"content-length", length)])
     assert sent[0]["status"] == 400
     assert json.loads(sent[1]["body"])["detail"] == BAD_LENGTH.format(value=length.decode("latin-1"))
 
@@ -206,16 +227,153 @@ def test_a_new_key_and_a_stopped_replica_take_effect_at_once(live_url, workspace
     endpoint = serving(workspace, owner, "changes", replicas[:1])
     path = "/endpoints/birds/changes/score"
     assert post(live_url, path, b"{}").status_code == 200  # the route is now kept by the server
-    # Published: the old key is refused well before the route would be read again anyway.
-    new_key = services.endpoint_regenerate_key(
-        access=access_of(workspace, owner), endpoint=endpoint, key_type="Primary"
-    )
-    wait_until(lambda: post(live_url, path, b"{}").status_code == 401, 2, message="the old key refused")
-    assert post(live_url, path, b"{}", key=new_key).status_code == 200
+    # The server keeps keys it checked; regenerating returns once it dropped them: the very next
+    # request with the old key is refused, each time.
+    old_key = KEY
+    for _ in range(3):
+        new_key = services.endpoint_regenerate_key(
+            access=access_of(workspace, owner), endpoint=endpoint, key_type="Primary"
+        )
+        refused = post(live_url, path, b"{}", key=old_key)
+        assert refused.status_code == 401 and refused.json()["detail"] == NOT_AUTHENTICATED
+        assert post(live_url, path, b"{}", key=new_key).status_code == 200
+        old_key = new_key
     replica = endpoint.replicas.get()
     Replica.objects.filter(pk=replica.pk).update(state="stopped")
     services._publish_route(endpoint.pk)
     wait_until(lambda: post(live_url, path, b"{}", key=new_key).status_code == 503, 2, message="no replica left")
+
+
+def test_a_deleted_endpoint_refuses_its_key_at_once(live_url, workspace, owner, replicas):
+    endpoint = serving(workspace, owner, "gone", replicas[:1])
+    path = "/endpoints/birds/gone/score"
+    assert post(live_url, path, b"{}").status_code == 200
+    services.endpoint_delete(access=access_of(workspace, owner), endpoint=endpoint)
+    assert post(live_url, path, b"{}").status_code == 401
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [
+        f"Bearer {KEY[:-1]}",  # one character short
+        f"Bearer {KEY}x",
+        f"Bearer {KEY.upper()}",
+        "Bearer ",
+        f"Basic {KEY}",
+        f"Bearer {'the_' + 'a' * 300}",
+    ],
+)
+def test_a_wrong_key_is_refused_and_reaches_no_replica(live_url, workspace, owner, replicas, authorization):
+    serving(workspace, owner, "echo", replicas[:1])
+    answer = requests.post(
+        live_url + "/endpoints/birds/echo/score", data=b"{}", headers={"Authorization": authorization}, timeout=30
+    )
+    assert answer.status_code == 401 and answer.json()["detail"] == NOT_AUTHENTICATED
+    assert not replicas[0].reached()
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/endpoints/birds/../elsewhere/echo/score",
+        "/endpoints/birds/echo/score/../../../elsewhere/echo/score",
+        "/endpoints/birds/echo/../../elsewhere/echo/score",
+        "/endpoints/birds%2F..%2Felsewhere/echo/score",
+        "/endpoints/birds/echo%2F..%2F..%2Felsewhere%2Fecho/score",
+        "/endpoints/./elsewhere/echo/score",
+        "/endpoints/elsewhere/echo/score",
+    ],
+)
+def test_a_path_cannot_step_from_ones_own_endpoint_to_anothers(
+    live_url, workspace, owner, other_workspace, outsider, replicas, path
+):
+    """birds' key, on a path that names birds' endpoint and then steps to elsewhere's: answered as a
+    page that does not exist or as elsewhere's endpoint without its key, never by elsewhere's replica."""
+    serving(workspace, owner, "echo", replicas[:1])
+    theirs = serving(other_workspace, outsider, "echo", replicas[1:])
+    Endpoint.objects.filter(pk=theirs.pk).update(primary_key_hash=hash_token("the_elsewhere-key"))
+    status, _ = raw(
+        live_url,
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nAuthorization: Bearer {KEY}\r\n"
+        "Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{}".encode(),
+    )
+    assert status in (401, 404)
+    assert not replicas[1].reached()
+
+
+def test_the_replica_is_asked_for_its_scoring_path_only(live_url, workspace, owner, replicas):
+    """What follows the route in the URL (a query, a step back) is not passed on: the replica sees
+    POST /score, never its proof path or any other."""
+    serving(workspace, owner, "echo", replicas[:1])
+    answer = post(live_url, "/endpoints/birds/echo/score?../../trainhub-replica", b'"q"')
+    assert answer.status_code == 200 and answer.json() == {"echo": '"q"'}
+    status, _ = raw(
+        live_url,
+        f"GET /endpoints/birds/echo/score HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+        f"Authorization: Bearer {KEY}\r\n\r\n".encode(),
+    )
+    assert status == 405
+
+
+def test_a_body_past_the_limit_is_refused_before_any_replica_sees_it(live_url, workspace, owner, replicas, settings):
+    serving(workspace, owner, "echo", replicas[:1])
+    limit = settings.TRAINHUB_ENDPOINT_MAX_REQUEST_BYTES  # the live server's, from the same settings
+    path = "/endpoints/birds/echo/score"
+    declared = post(live_url, path, b"x" * (limit + 1))
+    assert declared.status_code == 413
+    assert declared.json()["detail"] == TOO_LARGE.format(size=limit + 1, limit=limit)
+    # Without a Content-Length (chunked), counted as it arrives.
+    chunked = requests.post(
+        live_url + path,
+        data=iter([b"x" * (1024 * 1024)] * (limit // (1024 * 1024) + 2)),
+        headers={"Authorization": f"Bearer {KEY}"},
+        timeout=60,
+    )
+    assert chunked.status_code == 413 and chunked.json()["code"] == "too_large"
+    assert not replicas[0].reached()
+    assert post(live_url, path, b'"small"').json() == {"echo": '"small"'}
+
+
+@pytest.mark.parametrize("separator", [b"\n", b"\r"])
+def test_a_content_type_cannot_smuggle_a_request_onto_the_replicas_kept_connection(
+    live_url, workspace, owner, replicas, separator
+):
+    """A Content-Type holding a bare LF (or CR) and `Content-Length: 0`, passed on as it is, would
+    end the request to the replica before its body, and the body would be read as a second request
+    on the kept connection, whose answer the next caller of the endpoint would get. (daphne's Twisted
+    turns both into spaces; the proxy refuses them itself under a server that does not: below.)"""
+    serving(workspace, owner, "echo", replicas[:1])
+    path = "/endpoints/birds/echo/score"
+    assert post(live_url, path, b'"warm"').status_code == 200  # a connection to the replica is kept
+    smuggled = b"GET /trainhub-replica HTTP/1.1\r\nHost: replica\r\n\r\n"
+    status, _ = raw(
+        live_url,
+        b"POST " + path.encode() + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+        b"Authorization: Bearer "
+        + KEY.encode()
+        + b"\r\nContent-Type: application/json"
+        + separator
+        + b"Content-Length: 0\r\nContent-Length: "
+        + str(len(smuggled)).encode()
+        + b"\r\n\r\n"
+        + smuggled,
+    )
+    assert status in (200, 400)
+    for n in range(3):
+        assert post(live_url, path, f'"next {n}"'.encode()).json() == {"echo": f'"next {n}"'}
+
+
+@pytest.mark.parametrize("content_type", [b"application/json\nContent-Length: 0", b"text/plain\rX: y", b"a\x00b", b""])
+def test_the_proxy_itself_refuses_a_content_type_it_would_not_pass_on_as_it_is(
+    workspace, owner, replicas, content_type
+):
+    """Under an ASGI server that passes header values on as they came."""
+    serving(workspace, owner, "echo", replicas[:1])
+    sent = _asgi_score([(b"content-type", content_type), (b"content-length", b"2")])
+    assert sent[0]["status"] == 400
+    expected = BAD_CONTENT_TYPE.format(value=content_type.decode("latin-1"))
+    assert json.loads(sent[1]["body"])["detail"] == expected
+    assert not replicas[0].reached()
 
 
 def test_requests_spread_over_replicas_and_skip_one_that_stopped_answering(live_url, workspace, owner, replicas):
