@@ -346,7 +346,10 @@ class ScoringProxy:
                             self.routes.pop(key, None)
                         if acknowledge:
                             acks = redis_keys.endpoint_route_acks(acknowledge)
-                            await client.pipeline(transaction=False).rpush(acks, 1).expire(acks, 60).execute()
+                            pipe = client.pipeline(transaction=False)
+                            pipe.rpush(acks, 1)
+                            pipe.expire(acks, 60)
+                            await pipe.execute()
             except (RedisError, OSError, ValueError) as error:
                 logger.warning("Scoring routes: not following %s (%s); retrying", ROUTES_CHANNEL, error)
             finally:
