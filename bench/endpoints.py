@@ -3,7 +3,7 @@
 proxy adds is the difference), and through `mlflow models serve` of the same model (uvicorn, one
 worker, on this machine, outside any box).
 
-    .venv/bin/python bench/endpoints.py [--requests 400]
+    .venv/bin/python bench/endpoints.py [--requests 1600]
 """
 
 from __future__ import annotations
@@ -103,7 +103,7 @@ def load_average() -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--requests", type=int, default=400, help="requests per measurement (default 400)")
+    parser.add_argument("--requests", type=int, default=1600, help="requests per measurement (default 1600)")
     args = parser.parse_args()
     print(f"{os.cpu_count()} CPUs, {load_average()}")
     with Harness() as harness:
