@@ -2,8 +2,9 @@
 `metrics.accuracy > 0.9 and status = Completed and params.lr = 0.01 and tags.optimizer != sgd`.
 
 Clauses joined by `and`; `metrics.<name>` compares the final value of rank 0 with a number
-(> >= < <= = !=), `metrics.<name>:min` and `:max` its least and greatest; `status`, `user`,
-`experiment`, `tags.<key>` and `params.<key>` (an argument `--key value` or a tag) take = or !=.
+(> >= < <= = !=), `metrics.<name>:min` and `:max` its least and greatest; `status`, `user` and
+`experiment` take = or !=; `tags.<key>` and `params.<key>` (an argument `--key value` or a tag) take
+= or != on the value as shown, and > >= < <= with a number on the values that read as numbers.
 
 A metric clause is a correlated EXISTS on the series' (run, name, rank) key, a parameter or tag
 clause one on its RunValue's (run, kind, key) key: a page of 50 runs looks up the rows it reads,
@@ -30,6 +31,7 @@ NOT_A_CLAUSE = (
     "{clause!r} is not a filter: write name operator value, e.g. metrics.accuracy > 0.9 or status = Completed."
 )
 NOT_A_NUMBER = "{clause!r}: metrics compare with a number."
+NOT_A_NUMBER_VALUE = "{clause!r}: {field} compares with a number (> >= < <=), or takes = or != with any value."
 EQUALS_ONLY = "{clause!r}: {field} takes = or != only."
 UNKNOWN_STATUS = "{clause!r}: the statuses are " + ", ".join(RunStatus.values) + "."
 UNKNOWN_FIELD = "{clause!r}: filter on metrics.<name>, params.<name>, tags.<name>, status, user or experiment."
@@ -68,10 +70,17 @@ def metric_condition(name: str, stat: str, lookup: str | None = None, number: fl
     return Exists(series)
 
 
-def value_condition(kind: str, key: str, value: str | None = None) -> Exists:
-    """Runs whose `kind` column `key` shows a value (`value` when given)."""
+def value_condition(
+    kind: str, key: str, value: str | None = None, lookup: str | None = None, number: float | None = None
+) -> Exists:
+    """Runs whose `kind` column `key` shows a value (`value` when given; a number matching `lookup`
+    `number` when given: values that do not read as numbers never match)."""
     values = RunValue.objects.filter(run_id=OuterRef("pk"), kind=kind, key=key)
-    return Exists(values if value is None else values.filter(value=value))
+    if value is not None:
+        values = values.filter(value=value)
+    if lookup is not None:
+        values = values.filter(**{f"number__{lookup}": number})
+    return Exists(values)
 
 
 @dataclass(frozen=True)
@@ -106,6 +115,16 @@ def _clause(clause: str) -> Clause:
         except ValueError:
             raise FilterError(NOT_A_NUMBER.format(clause=clause)) from None
         return Clause(clause, negate, metric_and_stat(field[len("metrics.") :]), LOOKUPS[op], number)
+    if field.startswith(("tags.", "params.")) and "." in field and op not in ("=", "==", "!="):
+        try:
+            number = float(value)
+        except ValueError:
+            raise FilterError(NOT_A_NUMBER_VALUE.format(clause=clause, field=field)) from None
+        kind, key = field.split(".", 1)
+        condition = Q(value_condition(TAG, key, lookup=LOOKUPS[op], number=number))
+        if kind == "params":
+            condition |= Q(value_condition(PARAM, key, lookup=LOOKUPS[op], number=number))
+        return Clause(clause, negate, condition=condition)
     if op not in ("=", "==", "!="):
         raise FilterError(EQUALS_ONLY.format(clause=clause, field=field))
     if field == "status":

@@ -48,6 +48,12 @@ def test_filters_read_metrics_status_parameters_tags_and_users(workspace, contri
     assert matching("experiment = sweep and metrics.accuracy:min = 0.1", workspace) == [a, b, c]
     assert matching("metrics.accuracy:max < 0.9", workspace) == [b]
     assert matching("experiment = other", workspace) == []
+    # Parameters and tags compare as numbers where their values read as numbers.
+    assert matching("params.lr > 0.05", workspace) == [a]
+    assert matching("params.lr <= 0.01 and metrics.accuracy > 0.9", workspace) == [c]
+    assert matching("params.epochs >= 3", workspace) == [a, b, c]
+    assert matching("params.lr < 0.01", workspace) == []
+    assert matching("tags.optimizer > 0", workspace) == []  # "adam" is no number
 
 
 @pytest.mark.parametrize(
@@ -55,7 +61,8 @@ def test_filters_read_metrics_status_parameters_tags_and_users(workspace, contri
     [
         ("accuracy", "is not a filter"),
         ("metrics.accuracy > high", "metrics compare with a number"),
-        ("params.lr > 0.01", "params.lr takes = or != only"),
+        ("params.lr > high", "params.lr compares with a number"),
+        ("status > 1", "status takes = or != only"),
         ("status = Sleeping", "the statuses are Queued"),
         ("color = red", "filter on metrics.<name>, params.<name>, tags.<name>, status, user or experiment"),
         (" and ".join(["status = Queued"] * 11), "At most 10 clauses"),
