@@ -26,11 +26,13 @@ from runs.launch_plan import Host, Rendezvous, RunAccess, RunLaunch, plan_host
 from runs.rendezvous import DEFAULT_MASTER_PORT, free_port
 from trainhub.environments.builders import BuildError, sdk_path
 from trainhub.environments.services import materialise
+from trainhub.environments.spec import USER_MANAGED
 from trainhub.redis_conn import get_redis
 from trainhub.sandbox import (
     Box,
     SandboxUnavailable,
     box_uid,
+    interpreter_folders,
     node_is_root,
     node_sandbox_support,
     python_folders,
@@ -42,6 +44,10 @@ REPORT_SECONDS = 0.25
 HEARTBEAT_SECONDS = 5.0
 PREPARE_STREAM = "prepare_node_0"
 NAME = "the submitting machine"
+USER_MANAGED_PYTHON = (
+    "Environment {name} is user-managed (python.user_managed_dependencies): nothing is built, the "
+    "processes run with {python} as it is, read-only in the run's box"
+)
 NOT_COPIED = "Not copied (symlinks, special files and files not the run's are never copied)"
 
 
@@ -146,8 +152,11 @@ class ApiRecords:
 class LocalExecution:
     """The run's execution on this machine, phase by phase as a node's (runs/execution.py)."""
 
-    def __init__(self, workspace: Any, run_id: str, snapshot: Path):
+    def __init__(self, workspace: Any, run_id: str, snapshot: Path, user_python: Path | None = None):
         self.workspace = workspace
+        # A user-managed environment's interpreter, as the submitting SDK chose it (never the server).
+        self.user_python = Path(user_python or sys.executable).absolute()
+        self.user_managed = False
         self.store = workspace._store
         self.run_id = run_id
         self.snapshot = snapshot
@@ -215,6 +224,11 @@ class LocalExecution:
 
     def prepare_environment(self) -> tuple[Path, dict[str, str]]:
         spec = self.claim["environment_spec"]
+        variables = {str(k): str(v) for k, v in (spec.get("environment_variables") or {}).items()}
+        if spec.get(USER_MANAGED):
+            self.user_managed = True
+            self.say(USER_MANAGED_PYTHON.format(name=self.claim["environment_name"], python=self.user_python))
+            return self.user_python, variables
         self.say(f"Preparing environment {self.claim['environment_name']} on {NAME} ({socket.gethostname()})")
         started = time.monotonic()
         try:
@@ -225,7 +239,7 @@ class LocalExecution:
             ("Environment cache hit" if built.cache_hit else "Environment built")
             + f" ({built.spec_hash[:12]}) in {time.monotonic() - started:.2f} s"
         )
-        return built.python, {str(k): str(v) for k, v in (spec.get("environment_variables") or {}).items()}
+        return built.python, variables
 
     def unpack_snapshot(self) -> None:
         digest = hashlib.sha256()
@@ -251,11 +265,12 @@ class LocalExecution:
 
     def make_box(self, python: Path) -> None:
         try:
+            folders = interpreter_folders(python) if self.user_managed else python_folders(python)
             self.box = run_box(
                 uid=box_uid("run", self.claim["pk"]),
                 workdir=self.workdir,
                 box_folder=self.box_folder,
-                read_only=[*python_folders(python), self.sdk_folder()],
+                read_only=[*folders, self.sdk_folder()],
                 say=self.say,
             )
         except SandboxUnavailable as error:

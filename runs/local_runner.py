@@ -1,8 +1,9 @@
 """The runner of a compute_target="local" run, on the machine that submitted it (the cloud SDK's
 "run on this machine, tracked in the workspace"). `Experiment.submit` starts it as a subprocess:
 
-    python -m runs.local_runner RUN_ID --snapshot PACKED.tar.gz   (the workspace's URL, name and
-                                                                   the member's token on stdin)
+    python -m runs.local_runner RUN_ID --snapshot PACKED.tar.gz [--python INTERPRETER]
+                                    (the workspace's URL, name and the member's token on stdin;
+                                     INTERPRETER: a user-managed environment's, chosen by the SDK)
     python -m runs.local_runner --check                           (can this machine run one?)
 
 It does for the run what a node does for its share (runs/execution.py): builds or reuses the
@@ -63,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="runs.local_runner", description=__doc__)
     parser.add_argument("run_id", nargs="?")
     parser.add_argument("--snapshot", type=Path)
+    parser.add_argument("--python", type=Path, help="the interpreter of a user-managed environment")
     parser.add_argument("--check", action="store_true", help="say whether this machine can run a local run")
     options = parser.parse_args(argv)
     setup_django()
@@ -79,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     credentials = json.loads(sys.stdin.readline())
     try:
         workspace = Workspace(credentials["workspace"], url=credentials["server_url"], token=credentials["token"])
-        execution = LocalExecution(workspace, options.run_id, options.snapshot)
+        execution = LocalExecution(workspace, options.run_id, options.snapshot, user_python=options.python)
         execution.take_run()
     except Exception as error:
         options.snapshot.unlink(missing_ok=True)

@@ -64,6 +64,12 @@ SAME_UID = (
     "This node does not run as root, so it cannot give each run a user of its own: runs are boxed "
     "(own process namespace, private /tmp, the site's data hidden) but run as the node's user."
 )
+NO_INTERPRETER = "{python} is no executable file on this machine: a user-managed environment's processes cannot start."
+UNCOVERS_HIDDEN = (
+    "The user-managed environment's interpreter {python} belongs to {folder}, which holds {hidden}: the "
+    "run's box keeps that hidden, so it would have to show it. Use a Python of a folder of its own (a "
+    "virtualenv or conda environment), or submit the environment with user_managed_dependencies = False."
+)
 # uids of boxes: TRAINHUB_RUN_UID_BASE + KINDS.index(kind) * UID_SPAN + key % UID_SPAN.
 BOX_KINDS = ("run", "build", "export")
 UID_SPAN = 100_000
@@ -285,6 +291,21 @@ def python_folders(python: Path) -> list[Path]:
     interpreter links to (which may lie in a hidden folder, e.g. a pyenv under the home folder)."""
     python = Path(python).absolute()
     return [python.parent.parent, python.resolve().parent.parent]
+
+
+def interpreter_folders(python: Path) -> list[Path]:
+    """python_folders of an interpreter TrainHub did not build (a user-managed environment's, on the
+    submitting machine). Raises SandboxUnavailable where it is no executable file, or where putting
+    its folders back would uncover what the box hides (an interpreter directly in the home folder)."""
+    python = Path(python).absolute()
+    if not (python.is_file() and os.access(python, os.X_OK)):
+        raise SandboxUnavailable(NO_INTERPRETER.format(python=python))
+    folders = python_folders(python)
+    for folder in folders:
+        for hidden in hidden_folders():
+            if hidden.is_relative_to(folder):
+                raise SandboxUnavailable(UNCOVERS_HIDDEN.format(python=python, folder=folder, hidden=hidden))
+    return folders
 
 
 def chown_tree(root: Path, uid: int) -> None:

@@ -74,3 +74,16 @@ def test_the_conda_yaml_holds_python_conda_and_pip():
         "dependencies": ["python=3.11", "mkl", {"pip": ["torch==2.13.0"]}],
         "variables": {"OMP_NUM_THREADS": "1"},
     }
+
+
+def test_user_managed_dependencies_is_kept_only_when_true_so_other_specs_keep_their_hash():
+    plain = normalise_spec({"pip": ["six"]})
+    assert normalise_spec({"pip": ["six"], "user_managed_dependencies": False}) == plain
+    user_managed = normalise_spec({"pip": ["six"], "user_managed_dependencies": True})
+    assert user_managed == {**plain, "user_managed_dependencies": True}
+    assert normalise_spec(user_managed) == user_managed
+    assert (
+        spec_hash(user_managed) != spec_hash(plain) == spec_hash({"pip": ["six"], "user_managed_dependencies": False})
+    )
+    with pytest.raises(SpecError, match="user_managed_dependencies must be true or false, not 'yes'"):
+        normalise_spec({"user_managed_dependencies": "yes"})

@@ -1,10 +1,13 @@
 """The server's side of compute_target="local" (runs/local_runs.py, runs/local_api.py): only the member
 who submitted a run to the submitting machine claims it, once; what its runner reports goes through
-the same checks as a node's; a run's own token reaches none of it; a silent runner fails its run."""
+the same checks as a node's; a run's own token reaches none of it; a silent runner fails its run. On
+the runner's side, a user-managed environment's interpreter shows the box nothing the box hides."""
 
 from __future__ import annotations
 
 import hashlib
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -15,6 +18,7 @@ from tests.runs.builders import make_run
 from trainhub import redis_keys
 from trainhub.compute.services import submitting_machine_target
 from trainhub.redis_conn import get_redis
+from trainhub.sandbox import SandboxUnavailable, interpreter_folders
 
 pytestmark = pytest.mark.django_db
 
@@ -133,3 +137,23 @@ def test_a_runner_gone_silent_fails_its_run(local_run, runner):
 def test_the_run_page_says_where_it_ran(client_for, reader, local_run):
     page = client_for(reader).get(f"/w/birds/runs/{local_run.run_id}/").content.decode()
     assert "local: the machine of carl, which submitted it" in page
+
+
+def test_a_user_managed_interpreter_never_uncovers_what_the_box_hides(tmp_path, settings):
+    """python.interpreter_path is the submitter's to choose, but its folders are put back in the box:
+    one holding a folder the box hides (the runner's work folder here, the home folder at worst) is
+    refused, and so is a path that is no executable."""
+    holder = tmp_path / "holder"
+    (holder / "bin").mkdir(parents=True)
+    (holder / "work").mkdir()
+    python = holder / "bin" / "python"
+    python.symlink_to(sys.executable)
+    settings.TRAINHUB_NODE_WORK_DIR = str(holder / "work")
+    with pytest.raises(SandboxUnavailable, match=f"belongs to {holder}, which holds {holder / 'work'}"):
+        interpreter_folders(python)
+    (holder / "work" / "script.py").write_text("print(1)")
+    for not_python in (holder / "bin", holder / "nothing", holder / "work" / "script.py"):
+        with pytest.raises(SandboxUnavailable, match="is no executable file"):
+            interpreter_folders(not_python)
+    settings.TRAINHUB_NODE_WORK_DIR = str(tmp_path / "elsewhere")
+    assert interpreter_folders(python) == [holder, Path(sys.executable).resolve().parent.parent]

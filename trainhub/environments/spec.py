@@ -9,6 +9,7 @@ Django-free, so the builder (on nodes) and the benchmarks use it without a confi
       "channels": ["conda-forge"],
       "docker": {"enabled": False, "base_image": None, "base_dockerfile": None},
       "environment_variables": {"NAME": "value"},
+      "user_managed_dependencies": True,     # only when true: see USER_MANAGED
     }
 """
 
@@ -24,7 +25,11 @@ import yaml
 from packaging.requirements import InvalidRequirement, Requirement
 
 DEFAULT_PYTHON = "3.11"
-SPEC_KEYS = ("python", "pip", "conda", "channels", "docker", "environment_variables")
+SPEC_KEYS = ("python", "pip", "conda", "channels", "docker", "environment_variables", "user_managed_dependencies")
+# The cloud SDK's python.user_managed_dependencies: on compute_target="local" the run uses the
+# submitter's own Python as it is (runs/local_execution.py); nodes build the spec's packages anyway.
+# Kept in a normalised spec only when true, so that every spec without it keeps its hash.
+USER_MANAGED = "user_managed_dependencies"
 DOCKER_KEYS = ("enabled", "base_image", "base_dockerfile")
 
 MAX_REQUIREMENTS = 500
@@ -76,6 +81,7 @@ DOCKERFILE_ADD_URL = (
 # An ADD whose source is a URL or a git remote (the engine fetches it, outside the build's network).
 ADD_URL = re.compile(r"^\s*ADD\s.*(?:://|git@)", re.IGNORECASE)
 BAD_VARIABLE = "Environment variable names are letters, digits and '_', not starting with a digit: {name!r}."
+USER_MANAGED_NOT_BOOL = "user_managed_dependencies must be true or false, not {value!r}."
 VARIABLES_NOT_A_MAPPING = "environment_variables must be a mapping of names to values."
 
 
@@ -84,7 +90,8 @@ class SpecError(ValueError):
 
 
 def normalise_spec(raw: Mapping[str, Any] | None, *, allow_direct_urls: bool = False) -> dict[str, Any]:
-    """The canonical form of a spec: every key present, strings stripped, defaults filled in.
+    """The canonical form of a spec: every key present (user_managed_dependencies only when true),
+    strings stripped, defaults filled in.
 
     Local paths and file:// URLs in pip are always refused; direct URLs (name @ https://…) only
     unless `allow_direct_urls` (the administrator's TRAINHUB_ALLOW_DIRECT_URL_REQUIREMENTS).
@@ -96,7 +103,10 @@ def normalise_spec(raw: Mapping[str, Any] | None, *, allow_direct_urls: bool = F
     unknown = sorted(set(raw) - set(SPEC_KEYS))
     if unknown:
         raise SpecError(UNKNOWN_KEYS.format(keys=", ".join(unknown), known=", ".join(SPEC_KEYS)))
-    return {
+    user_managed = raw.get(USER_MANAGED, False)
+    if not isinstance(user_managed, bool):
+        raise SpecError(USER_MANAGED_NOT_BOOL.format(value=user_managed))
+    normalised: dict[str, Any] = {
         "python": _python(raw.get("python")),
         "pip": [_requirement(entry, allow_direct_urls) for entry in _strings("pip", raw.get("pip"))],
         "conda": [_conda(entry) for entry in _strings("conda", raw.get("conda"))],
@@ -104,6 +114,9 @@ def normalise_spec(raw: Mapping[str, Any] | None, *, allow_direct_urls: bool = F
         "docker": _docker(raw.get("docker")),
         "environment_variables": _variables(raw.get("environment_variables")),
     }
+    if user_managed:
+        normalised[USER_MANAGED] = True
+    return normalised
 
 
 def canonical_json(spec: Mapping[str, Any]) -> str:

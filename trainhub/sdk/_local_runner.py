@@ -6,6 +6,8 @@ node package, or the machine cannot make the box, submitting says so before anyt
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -26,6 +28,26 @@ NEEDS_NODE_PACKAGE = (
 CANNOT_RUN_HERE = "compute_target='local' cannot run on this machine: {problem}"
 RUNNER_REFUSED = "The local runner could not take run {run_id}: {problem}"
 CHECK_SECONDS = 120
+NO_INTERPRETER = (
+    "python.interpreter_path {path!r} is no Python interpreter on this machine: a user-managed environment "
+    "(python.user_managed_dependencies = True) runs the script with that Python as it is. Give the full "
+    "path of an executable (e.g. a virtualenv's bin/python), or leave it unset for this Python ({python})."
+)
+
+
+def submitter_python(environment: Any) -> str | None:
+    """The interpreter a user-managed environment runs with on this machine (python.interpreter_path,
+    else the Python that submits, as the cloud SDK does), or None for an environment built from its
+    packages. Chosen here, by the submitter's own code: the server never names it."""
+    if environment is None or not environment.python.user_managed_dependencies:
+        return None
+    given = environment.python.interpreter_path
+    if not given:
+        return sys.executable
+    found = shutil.which(os.path.expanduser(given))
+    if found is None:
+        raise UserErrorException(NO_INTERPRETER.format(path=given, python=sys.executable))
+    return os.path.abspath(found)
 
 
 def check_machine() -> None:
@@ -51,11 +73,13 @@ def check_machine() -> None:
     raise UserErrorException(CANNOT_RUN_HERE.format(problem=problem))
 
 
-def start_runner(workspace: Any, run_id: str, snapshot: Path) -> None:
+def start_runner(workspace: Any, run_id: str, snapshot: Path, python: str | None = None) -> None:
     """Start the run's runner, which takes `snapshot` (and removes it); returns once it has taken the
-    run, and leaves it running on its own (the run goes on when this process ends)."""
+    run, and leaves it running on its own (the run goes on when this process ends). `python`: a
+    user-managed environment's interpreter (submitter_python)."""
+    chosen = ["--python", python] if python else []
     runner = subprocess.Popen(
-        [sys.executable, "-m", RUNNER_MODULE, run_id, "--snapshot", str(snapshot)],
+        [sys.executable, "-m", RUNNER_MODULE, run_id, "--snapshot", str(snapshot), *chosen],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -316,6 +316,8 @@ class Environment:
                 "base_dockerfile": self.docker.base_dockerfile or None,
             },
             "environment_variables": {str(k): str(v) for k, v in self.environment_variables.items()},
+            # Only when true, as the server keeps it (trainhub/environments/spec.py).
+            **({"user_managed_dependencies": True} if self.python.user_managed_dependencies else {}),
         }
 
     def _set_spec(self, spec: dict[str, Any]) -> None:
@@ -330,6 +332,7 @@ class Environment:
         self.docker.base_image = docker.get("base_image")
         self.docker.base_dockerfile = docker.get("base_dockerfile")
         self.environment_variables = dict(spec.get("environment_variables") or {})
+        self.python.user_managed_dependencies = bool(spec.get("user_managed_dependencies"))
 
     @classmethod
     def _from_server(cls, body: dict[str, Any], workspace: Any) -> Environment:

@@ -6,7 +6,7 @@ import builtins
 from typing import Any
 
 from trainhub.sdk import exceptions
-from trainhub.sdk._local_runner import check_machine, start_runner
+from trainhub.sdk._local_runner import check_machine, start_runner, submitter_python
 from trainhub.sdk._snapshot import pack_source_directory
 from trainhub.sdk._uploads import progress_bar
 from trainhub.sdk.run import Run
@@ -30,7 +30,9 @@ class Experiment:
         local = submission["compute_target"] == LOCAL_TARGET
         if local and sweep:
             raise exceptions.UserErrorException(LOCAL_SWEEP)
+        python = None
         if local:
+            python = submitter_python(config.environment)
             check_machine()
         packed = pack_source_directory(config.source_directory)
         packed.say_left_out()
@@ -50,7 +52,7 @@ class Experiment:
             if local:
                 # The runner unpacks this very snapshot (checked against the run's) and removes it.
                 handed_over = True
-                start_runner(self.workspace, details["run_id"], packed.path)
+                start_runner(self.workspace, details["run_id"], packed.path, python)
         finally:
             if not handed_over:
                 packed.path.unlink(missing_ok=True)

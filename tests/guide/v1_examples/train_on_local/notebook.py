@@ -54,14 +54,7 @@ run = exp.submit(src)
 run
 
 # ----
-# TrainHub builds every environment from its spec (user_managed_dependencies is not honoured), and
-# this one names no package: the run fails at `from sklearn...` (see docs/porting.md). The cell is
-# Microsoft's; the test checks the failure the user sees.
-user_managed_run = run
-try:
-    run.wait_for_completion(show_output=True)
-except trainhub.sdk.exceptions.RunFailedError as failed:
-    user_managed_failure = str(failed)
+run.wait_for_completion(show_output=True)
 
 # ----
 from trainhub.sdk.conda_dependencies import CondaDependencies
