@@ -54,6 +54,7 @@ from trainhub.compute.services import LOCAL_TARGET, machine_resources, submittin
 from trainhub.environments.builders import uses_docker
 from trainhub.environments.docker_builder import engine_problem
 from trainhub.environments.selectors import EnvironmentChoice
+from trainhub.environments.spec import USER_MANAGED
 from trainhub.redis_conn import get_redis
 from trainhub.workspaces.models import Workspace, name_validator
 from trainhub.workspaces.permissions import Access, Action
@@ -89,6 +90,12 @@ GPU_ASKED_ON_CPU = (
     "WARNING: use_gpu=True asks for a GPU, but compute target {cluster!r} is of size {size}, which "
     "has none, and {where} has no GPU either: this run runs on CPU (as the cloud service runs its "
     "GPU image on a CPU size)."
+)
+USER_MANAGED_ON_A_CLUSTER = (
+    "WARNING: environment {environment!r} is user-managed (python.user_managed_dependencies = True): "
+    "compute_target='local' runs it with the submitting machine's own Python, but a cluster's nodes build "
+    "it from the packages it names, as any other environment (the cloud service would use its image's "
+    "Python as it is). Name the packages the script imports, or submit to compute_target='local'."
 )
 LOCAL_NAME_TAKEN = (
     "This workspace has a compute target named 'local', which the cloud SDK's compute_target='local' "
@@ -392,8 +399,11 @@ def run_submit(
         # A database restored or reset hands out run ids again: the new run starts from clean Redis
         # keys, before anything (the warning below) is numbered in its log.
         transaction.on_commit(lambda: clear_run_keys(run.pk))
-        if gpu_warning:
-            transaction.on_commit(lambda: log_append(run.pk, SUBMIT_STREAM, [gpu_warning]))
+        said = [gpu_warning] if gpu_warning else []
+        if environment.spec.get(USER_MANAGED) and not cluster.is_submitting_machine:
+            said.append(USER_MANAGED_ON_A_CLUSTER.format(environment=environment.name))
+        if said:
+            transaction.on_commit(lambda: log_append(run.pk, SUBMIT_STREAM, said))
     transaction.on_commit(lambda: events.run_queued.notify(cluster.pk))
     return run
 

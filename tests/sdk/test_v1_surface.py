@@ -322,6 +322,21 @@ def test_a_refused_submit_shows_only_the_real_error(ws, tmp_path):
     assert caught.value.__context__ is None and caught.value.__cause__ is None
 
 
+def test_a_user_managed_environment_on_a_cluster_is_built_from_its_packages_and_the_log_says_so(ws, tmp_path):
+    from runs.services import USER_MANAGED_ON_A_CLUSTER
+
+    ComputeTarget.create(ws, "cpu-cluster", AmlCompute.provisioning_configuration(vm_size="STANDARD_D2_V2"))
+    (tmp_path / "train.py").write_text("print('hi')\n")
+    environment = Environment("mine")
+    environment.python.user_managed_dependencies = True
+    src = ScriptRunConfig(
+        source_directory=str(tmp_path), script="train.py", compute_target="cpu-cluster", environment=environment
+    )
+    run = Experiment(ws, "user-managed").submit(src, show_progress=False)
+    assert run.get_environment().python.user_managed_dependencies
+    assert list(run.iter_log()) == [USER_MANAGED_ON_A_CLUSTER.format(environment="mine")]
+
+
 def test_use_gpu_on_a_cpu_cluster_runs_on_cpu_and_the_log_says_so(ws, tmp_path):
     from trainhub.sdk import ComputeTarget
     from trainhub.sdk.compute import AmlCompute
