@@ -292,7 +292,10 @@ def api_write_bodies(world: dict) -> dict[str, object]:
         "/tags": {"add": {"stolen": "yes"}},
         "/model-blobs/{sha256}": BLOB,
         "/onnx-exports": {"sample_input_shape": [1, 8]},
-        "/report": {"passed": True},
+        "/onnx-exports/{export_id}/report": {"passed": True},
+        "/local/claim": None,
+        "/local/report": {"logs": [{"stream": "stolen", "lines": ["stolen"]}], "status": {"status": "Completed"}},
+        "/local/files/{sha256}": BLOB,
         "/metrics": {"rank": 0, "metrics": [{"name": "stolen", "values": [1.0]}]},
         "/datastores": {"name": "stolen"},
         "/datastores/{name}/files": {"files": [{"path": "stolen.csv", "sha256": hashlib.sha256(BLOB).hexdigest()}]},
@@ -348,7 +351,13 @@ def call(client: Client, method: str, template: str, world: dict):
     """`method` on the filled route; writes carry their well-formed body."""
     body = body_for(template, api_write_bodies(world)) if method in WRITE_METHODS else None
     data = body if isinstance(body, bytes) else json.dumps(body) if body is not None else ""
-    return client.generic(method, fill(template, world), data, content_type="application/json")
+    query = next((q for suffix, q in API_QUERIES.items() if template.endswith(suffix)), "")
+    return client.generic(method, fill(template, world) + query, data, content_type="application/json")
+
+
+# Routes with a required query parameter get a well-formed one, so that only the caller can be why
+# they are refused.
+API_QUERIES = {"/local/files/{sha256}": "?path=outputs/stolen.txt"}
 
 
 def test_readers_cannot_write_through_the_api(world, workspace, reader):
