@@ -64,7 +64,7 @@ def test_download_of_a_named_version_refuses_to_overwrite(project, registered):
 def test_a_damaged_file_fails_the_download(project, registered):
     stored = ModelFile.objects.filter(version__version=1).get()
     with default_storage.open(stored.storage_name, "wb") as handle:  # bit rot in storage
-        handle.write(b"X" + WEIGHTS[1:])
+        handle.write(bytes([WEIGHTS[0] ^ 0xFF]) + WEIGHTS[1:])  # never the byte it was
     done = trainhub(project, "model", "download", "pytorch-birds:1")
     assert done.returncode == 1
     last = done.stderr.strip().splitlines()[-1]
