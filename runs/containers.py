@@ -192,7 +192,10 @@ def site_label() -> str:
 
 def _site_containers(labels: dict[str, str]) -> list[Any]:
     wanted = {**labels, LABEL_SITE: site_label()}
-    return docker_client().containers.list(all=True, filters={"label": [f"{k}={v}" for k, v in wanted.items()]})
+    # A container removed between Docker's list and its inspection (a rank's own end) is gone, not an error.
+    return docker_client().containers.list(
+        all=True, filters={"label": [f"{k}={v}" for k, v in wanted.items()]}, ignore_removed=True
+    )
 
 
 def remove_containers(labels: dict[str, str]) -> list[str]:

@@ -37,8 +37,9 @@ def docker_engine():
 
 
 def run_containers(client, run_id: str) -> list:
-    """Every container of the run, running or not."""
-    return client.containers.list(all=True, filters={"label": f"trainhub.run={run_id}"})
+    """Every container of the run, running or not. One removed between Docker's list and its
+    inspection is gone, not an error: the tests wait for exactly that removal."""
+    return client.containers.list(all=True, filters={"label": f"trainhub.run={run_id}"}, ignore_removed=True)
 
 
 PROJECTS = Path(__file__).parent / "projects"

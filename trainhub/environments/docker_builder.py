@@ -270,7 +270,7 @@ def prune_superseded_images(*, older_than_seconds: float = SUPERSEDED_GRACE_SECO
 
 def _images_of_containers(client: Any) -> set[str]:
     """The ids of the images containers (running or not) were created from: never pruned."""
-    return {container.attrs.get("Image") for container in client.containers.list(all=True)}
+    return {container.attrs.get("Image") for container in client.containers.list(all=True, ignore_removed=True)}
 
 
 def _created_at(stamp: str) -> float:
