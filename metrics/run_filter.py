@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from django.db.models import Exists, OuterRef, Q, QuerySet
 
@@ -120,11 +121,7 @@ def _clause(clause: str) -> Clause:
             number = float(value)
         except ValueError:
             raise FilterError(NOT_A_NUMBER_VALUE.format(clause=clause, field=field)) from None
-        kind, key = field.split(".", 1)
-        condition = Q(value_condition(TAG, key, lookup=LOOKUPS[op], number=number))
-        if kind == "params":
-            condition |= Q(value_condition(PARAM, key, lookup=LOOKUPS[op], number=number))
-        return Clause(clause, negate, condition=condition)
+        return Clause(clause, negate, condition=_value_clause(field, lookup=LOOKUPS[op], number=number))
     if op not in ("=", "==", "!="):
         raise FilterError(EQUALS_ONLY.format(clause=clause, field=field))
     if field == "status":
@@ -137,13 +134,20 @@ def _clause(clause: str) -> Clause:
     elif field == "experiment":
         condition = Q(experiment__name=value)
     elif field.startswith(("tags.", "params.")) and "." in field:
-        kind, key = field.split(".", 1)
-        condition = Q(value_condition(TAG, key, value))
-        if kind == "params":  # what its column shows (the parameter, else the tag), or the tag
-            condition |= Q(value_condition(PARAM, key, value))
+        condition = _value_clause(field, value=value)
     else:
         raise FilterError(UNKNOWN_FIELD.format(clause=clause))
     return Clause(clause, negate, condition=condition)
+
+
+def _value_clause(field: str, **match: Any) -> Q:
+    """`tags.<key>` or `params.<key>` matching `match` (value_condition's): a parameter clause is
+    what its column shows (the parameter, else the tag), or the tag."""
+    kind, key = field.split(".", 1)
+    condition = Q(value_condition(TAG, key, **match))
+    if kind == "params":
+        condition |= Q(value_condition(PARAM, key, **match))
+    return condition
 
 
 def apply_clauses(runs: QuerySet[Run], clauses: list[Clause]) -> QuerySet[Run]:
