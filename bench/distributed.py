@@ -10,6 +10,7 @@ a new process and with the standby it keeps warm."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -105,11 +106,13 @@ def by_hand(python: Path, folder: Path) -> tuple[float, str]:
     return elapsed, text
 
 
+INIT_LINE = re.compile(r"init_process_group (\d+\.\d+) (\d+\.\d+)")
+
+
 def init_wait(text: str) -> float:
     """How long after the last rank reached init_process_group the last one returned from it."""
-    pairs = [
-        [float(x) for x in line.split()[1:3]] for line in text.splitlines() if line.startswith("init_process_group ")
-    ]
+    # Two ranks of one torchrun share its output: one's line can end after the other's began.
+    pairs = [(float(reached), float(returned)) for reached, returned in INIT_LINE.findall(text)]
     assert len(pairs) == 4, text[-2000:]
     return max(returned for _, returned in pairs) - max(reached for reached, _ in pairs)
 
