@@ -121,3 +121,20 @@ def test_a_user_managed_environment_runs_with_the_submitters_python_in_the_box_a
     environment.python.interpreter_path = str(tmp_path / "no-python")
     with pytest.raises(UserErrorException, match="is no Python interpreter on this machine"):
         experiment.submit(src, show_progress=False)
+
+
+def test_a_bad_interpreter_path_is_refused_before_anything_is_recorded(live_url, workspace, owner_token, tmp_path):
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "train.py").write_text("print('never runs')\n")
+    ws = Workspace.get("birds", url=live_url, token=owner_token)
+    environment = Environment("never-registered")
+    environment.python.user_managed_dependencies = True
+    environment.python.interpreter_path = str(tmp_path / "no-python")
+    src = ScriptRunConfig(
+        source_directory=str(project), script="train.py", compute_target="local", environment=environment
+    )
+    with pytest.raises(UserErrorException, match="is no Python interpreter on this machine"):
+        Experiment(ws, "on-this-machine").submit(src, show_progress=False)
+    assert "never-registered" not in Environment.list(ws)
+    assert "on-this-machine" not in [experiment.name for experiment in Experiment.list(ws)]

@@ -26,14 +26,16 @@ class Experiment:
 
     def submit(self, config: Any, tags: dict[str, str] | None = None, show_progress: bool = True, **_ignored: Any):
         sweep = getattr(config, "_is_hyperdrive", False)
-        submission = (config.run_config if sweep else config)._submission(self.workspace)
-        local = submission["compute_target"] == LOCAL_TARGET
+        run_config = config.run_config if sweep else config
+        local = run_config._checked_target_name() == LOCAL_TARGET
         if local and sweep:
             raise exceptions.UserErrorException(LOCAL_SWEEP)
         python = None
         if local:
+            # Before anything is recorded: a refused submit registers no environment either.
             python = submitter_python(config.environment)
             check_machine()
+        submission = run_config._submission(self.workspace)
         packed = pack_source_directory(config.source_directory)
         packed.say_left_out()
         handed_over = False

@@ -64,7 +64,8 @@ class ScriptRunConfig:
     def environment(self, environment: Any) -> None:
         self.run_config.environment = environment
 
-    def _submission(self, workspace: Any) -> dict[str, Any]:
+    def _checked_target_name(self) -> str:
+        """The compute target's name, once what can be checked here without the server is right."""
         if not self.script and not self.command:
             raise UserErrorException("ScriptRunConfig needs a script or a command.")
         if self.script and not (os.path.isfile(os.path.join(self.source_directory, self.script))):
@@ -72,7 +73,11 @@ class ScriptRunConfig:
                 f"The script {self.script!r} is not in source_directory {self.source_directory!r}."
             )
         target = self.compute_target
-        target_name = LOCAL_TARGET if target is None else target if isinstance(target, str) else target.name
+        return LOCAL_TARGET if target is None else target if isinstance(target, str) else target.name
+
+    def _submission(self, workspace: Any) -> dict[str, Any]:
+        """What the server is sent; registers the environment first where it is new."""
+        target_name = self._checked_target_name()
         environment = self.environment
         if environment is None:
             environment = Environment.get(workspace=workspace, name=DEFAULT_ENVIRONMENT)
