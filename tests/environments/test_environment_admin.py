@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
+
 import django_rq
 import pytest
 
+from trainhub.environments import services
 from trainhub.environments.curated import CURATED_NEEDS_PREFIX, PYTORCH_CPU_NAME
 from trainhub.environments.models import BuildStatus, Environment, EnvironmentBuild
 from trainhub.sdk.environment import AZUREML_LEFT_OUT
@@ -139,3 +142,19 @@ def test_staff_set_the_cloud_names_a_curated_environment_answers_to(client_for, 
     assert "is not a cloud curated name" in response.content.decode().replace("&#x27;", "'")
     six.refresh_from_db()
     assert six.answers_to == ["AzureML-Six-1.0", "TrainHub-six-2.0"]
+
+
+def test_a_user_managed_environment_stays_user_managed_in_its_next_version(client_for, staff):
+    spec = {"python": "3.11", "pip": ["six"], "user_managed_dependencies": True}
+    six = services.curated_environment_save(user=staff, name="TrainHub-Six", spec=spec).version.environment
+    client = client_for(staff)
+    url = f"/admin/environments/environment/{six.pk}/change/"
+    page = client.get(url).content.decode()
+    assert re.search(r'<input type="checkbox" name="user_managed_dependencies"[^>]* checked>', page)
+    response = client.post(url, form(six, pip="six\nidna\n", user_managed_dependencies="on"))
+    assert response.status_code == 302, response.content.decode()[:3000]
+    second = six.versions.get(version=2).spec
+    assert second["pip"] == ["six", "idna"] and second["user_managed_dependencies"] is True
+    # Unticked, the next version is built as any other (and hashes as one without the key).
+    client.post(url, form(six, pip="six\nidna\n"))
+    assert "user_managed_dependencies" not in six.versions.get(version=3).spec

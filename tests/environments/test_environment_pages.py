@@ -148,3 +148,17 @@ def test_another_workspaces_environment_is_404_in_mine(client_for, owner, other_
 def test_anonymous_visitors_are_asked_to_sign_in(workspace):
     response = Client().get("/w/birds/environments/")
     assert response.status_code == 302 and response["Location"].startswith("/accounts/login/")
+
+
+def test_the_pages_say_an_environment_is_user_managed(client_for, reader, workspace, contributor):
+    access = Access(workspace=workspace, role=Role.CONTRIBUTOR)
+    spec = dict(SIX_SPEC, user_managed_dependencies=True)
+    services.environment_register(access=access, user=contributor, name="mine", spec=spec)
+    services.environment_register(access=access, user=contributor, name="mine", spec=SIX_SPEC)
+    client = client_for(reader)
+    versions = client.get("/w/birds/environments/mine/").content.decode()
+    assert versions.count("(user-managed)") == 1
+    first = client.get("/w/birds/environments/mine/versions/1/").content.decode()
+    assert "user-managed: on <code>compute_target='local'</code> a run uses the submitter" in first
+    second = client.get("/w/birds/environments/mine/versions/2/").content.decode()
+    assert "user-managed" not in second and "built from the packages above" in second

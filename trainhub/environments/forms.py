@@ -11,7 +11,7 @@ from trainhub.environments.builders import direct_urls_allowed
 from trainhub.environments.curated import CURATED_NEEDS_PREFIX, RESERVED_PREFIX
 from trainhub.environments.models import NAME_MESSAGE, NAME_PATTERN, Environment
 from trainhub.environments.services import curated_answers_to_clean
-from trainhub.environments.spec import DEFAULT_PYTHON, SpecError, normalise_spec
+from trainhub.environments.spec import DEFAULT_PYTHON, USER_MANAGED, SpecError, normalise_spec
 from trainhub.sdk.environment import AZUREML_LEFT_OUT, split_cloud_sdk_packages
 
 
@@ -49,6 +49,12 @@ class CuratedEnvironmentForm(forms.ModelForm):
         widget=forms.Textarea(attrs={"rows": 3}),
         help_text="NAME=value, one per line",
     )
+    user_managed_dependencies = forms.BooleanField(
+        required=False,
+        label="User-managed dependencies",
+        help_text="On compute_target='local' a run uses the submitter's own Python as it is; "
+        "cluster nodes build the packages above anyway.",
+    )
     answers_to = forms.CharField(
         required=False,
         label="Answers to",
@@ -77,6 +83,7 @@ class CuratedEnvironmentForm(forms.ModelForm):
                 docker_base_image=spec["docker"]["base_image"] or "",
                 docker_base_dockerfile=spec["docker"]["base_dockerfile"] or "",
                 environment_variables="\n".join(f"{k}={v}" for k, v in spec["environment_variables"].items()),
+                user_managed_dependencies=spec.get(USER_MANAGED, False),
             )
         if self.instance.pk:
             self.initial["answers_to"] = "\n".join(self.instance.answers_to or [])
@@ -111,6 +118,7 @@ class CuratedEnvironmentForm(forms.ModelForm):
                 "base_dockerfile": data.get("docker_base_dockerfile") or None,
             },
             "environment_variables": variables,
+            USER_MANAGED: bool(data.get("user_managed_dependencies")),
         }
         try:
             data["answers_to"] = curated_answers_to_clean(
