@@ -27,7 +27,7 @@ from runs.local_runs import reap_silent_local_runs
 from runs.scheduling import dispatch_all, redispatch_lost_jobs
 from runs.selectors import queued_node_demand
 from runs.services import lost_node_runs
-from runs.slurm import watch_jobs, watch_tasks
+from runs.slurm import reap_leftover_jobs, watch_jobs, watch_tasks
 from trainhub import redis_keys
 from trainhub.compute import services
 from trainhub.compute.models import ComputeCluster, Node, NodeState, Provisioner
@@ -200,6 +200,7 @@ def run_controller(stop: list[bool]) -> None:
                     last_slurm_watch = now
                     watch_tasks()
                     watch_jobs()
+                    reap_leftover_jobs()
                 if woken or now - last_provision >= PROVISION_EVERY:
                     last_provision = now
                     provisioner.tick()

@@ -4,7 +4,8 @@ ends; its one task per allocated host runs TrainHub's node-side execution there 
 The server only submits, watches and cancels: while Slurm holds a job pending the run stays Queued
 with Slurm's reason; a job that ends before its run did (time limit, node failure, scancel) or that
 Slurm no longer knows fails the run with that reason; a task that stops heartbeating (its host died or
-hangs) fails the run naming the host, and its job is scancelled."""
+hangs) fails the run naming the host, and its job is scancelled. A job Slurm still runs after its run
+ended (the scancel found Slurm not answering) is scancelled again until Slurm shows it ended."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from django.utils import timezone
 
 from runs import services
 from runs.launch_plan import LaunchMode, launch_mode
-from runs.models import ACTIVE_STATUSES, PlacementState, Run, RunNode, RunStatus, SlurmJob
+from runs.models import ACTIVE_STATUSES, FINAL_STATUSES, PlacementState, Run, RunNode, RunStatus, SlurmJob
 from runs.tokens import run_token
 from trainhub import redis_keys
 from trainhub.compute import catalog, slurm
@@ -37,6 +38,14 @@ MISSING_GRACE = timedelta(seconds=3)
 SUBMIT_GRACE = timedelta(seconds=60)
 # A job that ended while its run is still active: its tasks get this long to record the end themselves.
 ENDED_GRACE = timedelta(seconds=2)
+# A run's tasks end themselves as their run ends: a job Slurm still runs this long after, not ending
+# (a task hung on its host, and the scancel when the run failed found Slurm not answering), is
+# scancelled again at each controller pass until squeue shows it ended.
+LEFTOVER_GRACE = timedelta(seconds=5)
+# SlurmJob.state of an ended run's job that squeue no longer lists.
+SLURM_GONE = "GONE"
+# A job in one of these states holds nothing more of Slurm's: it is not asked about again.
+LEFT_STATES = slurm.ENDED_STATES | {SLURM_GONE}
 # Each task of a Slurm run sets its key (redis_keys.run_task_alive) every TASK_HEARTBEAT_SECONDS
 # from a thread that does nothing else; the controller fails the run of a task whose key expired,
 # TASK_SILENCE_SECONDS after its last beat: its host died or hangs. Slurm's own verdict on a dead host
@@ -255,6 +264,45 @@ def watch_jobs() -> list[int]:
         if _end_run(job, state, now):
             ended.append(job.run_id)
     return ended
+
+
+def reap_leftover_jobs() -> list[str]:
+    """scancel the job of each ended run that Slurm still holds past LEFTOVER_GRACE; a job squeue
+    shows ended, or no longer lists, is recorded so and not asked about again. Returns the jobs
+    scancelled."""
+    jobs = list(
+        SlurmJob.objects.filter(run__status__in=FINAL_STATUSES, run__cluster__provisioner="slurm")
+        .exclude(job_id="")
+        .exclude(state__in=LEFT_STATES)
+        .select_related("run")
+    )
+    if not jobs:
+        return []
+    try:
+        states = slurm.jobs([job.job_id for job in jobs])
+    except slurm.SlurmError as error:
+        logger.warning("squeue failed: %s", error)
+        return []
+    now = timezone.now()
+    cancelled = []
+    for job in jobs:
+        state = states.get(job.job_id)
+        if state is None or state.ended:
+            SlurmJob.objects.filter(pk=job.pk).update(state=state.verdict if state else SLURM_GONE)
+            continue
+        ended_at = job.run.ended_at or now
+        if state.state == "COMPLETING" or (state.state != SLURM_PENDING and now - ended_at < LEFTOVER_GRACE):
+            continue
+        try:
+            slurm.cancel(job.job_id)
+        except slurm.SlurmError as error:
+            logger.warning("scancel of job %s of ended run %s failed: %s", job.job_id, job.run.run_id, error)
+            continue
+        logger.warning(
+            "job %s of run %s was still %s after the run ended: scancelled", job.job_id, job.run.run_id, state.state
+        )
+        cancelled.append(job.job_id)
+    return cancelled
 
 
 def watch_tasks() -> list[int]:

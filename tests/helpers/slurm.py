@@ -74,8 +74,7 @@ class SlurmCluster:
             ],
         )
         self._wait(lambda: self.munge_socket.exists(), 20, "munged's socket")
-        self._spawn("slurmctld", ["slurmctld", "-D", "-i", "-f", str(self.conf)])
-        self._wait(self._controller_answers, 60, "slurmctld to answer")
+        self.start_controller()
         for name in PARTITION_NODES:
             self.start_slurmd(name, wait=False)
         self.wait_nodes_idle(PARTITION_NODES)
@@ -115,6 +114,16 @@ class SlurmCluster:
             except OSError:
                 continue
         return found
+
+    def stop_controller(self) -> None:
+        """slurmctld stopped (it saves its jobs' state first): every Slurm command fails until
+        start_controller(); the jobs' steps on the hosts go on."""
+        self._stop("slurmctld")
+
+    def start_controller(self) -> None:
+        """slurmctld started again: it takes its jobs back from its saved state."""
+        self._spawn("slurmctld", ["slurmctld", "-D", "-i", "-f", str(self.conf)])
+        self._wait(self._controller_answers, 60, "slurmctld to answer")
 
     def start_slurmd(self, name: str, wait: bool = True) -> None:
         """Start node `name`'s slurmd; waiting for it idle needs it in the partition (sinfo lists

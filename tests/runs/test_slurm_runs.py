@@ -34,7 +34,14 @@ def site(django_db_blocker, live_server_process, slurm_cluster, tmp_path_factory
         with module_site(django_db_blocker, live_server_process, folder) as site:
             ws = Workspace.get("birds", url=site.url, token=site.token)
             target = ComputeTarget.attach(ws, "hpc", SlurmCompute.attach_configuration(partition="debug"))
-            yield {"site": site, "ws": ws, "target": target, "slurm": slurm_cluster, "blocker": django_db_blocker}
+            yield {
+                "site": site,
+                "ws": ws,
+                "target": target,
+                "slurm": slurm_cluster,
+                "blocker": django_db_blocker,
+                "controller": controller,
+            }
     finally:
         controller.stop()
 
@@ -185,6 +192,11 @@ def slurm_job(site, run_id: str) -> SlurmJob:
         return SlurmJob.objects.get(run__run_id=run_id)
 
 
+def run_pk(site, run_id: str) -> int:
+    with site["blocker"].unblock():
+        return Run.objects.values_list("pk", flat=True).get(run_id=run_id)
+
+
 def release(site, run_id: str) -> None:
     with site["blocker"].unblock():
         for rank in RunNode.objects.filter(run__run_id=run_id).values_list("node_rank", flat=True):
@@ -316,6 +328,31 @@ def test_a_host_whose_task_hangs_fails_the_run_naming_it(site):
     finally:
         slurm.thaw(frozen)
     wait_until(lambda: not any(pid_alive(pid) for pid in ranks), 30, message="every rank's process ended")
+
+
+def test_a_job_whose_scancel_found_slurm_not_answering_is_scancelled_once_it_answers(site):
+    """A one-host run's task hangs while slurmctld is down: the run fails naming its host but its
+    scancel fails, and nothing else would end the job (no other task exits to end its step) while
+    it holds the host. Once Slurm answers again, the controller scancels it."""
+    slurm = site["slurm"]
+    run = hold(site, nodes=1, per_node=1, name="slurm-scancel-retried")
+    wait_until(lambda: held(site, run.id) == 1, 90, message="the rank holding")
+    job = slurm_job(site, run.id)
+    frozen = slurm.freeze_steps(job.nodes)
+    try:
+        slurm.stop_controller()
+        try:
+            wait_until(lambda: status(site, run.id) == "Failed", 60, message="the run failed")
+            assert f"Slurm node {job.nodes} failed" in run.get_details()["status_reason"]
+            # Slurm's commands wait for a controller that is down (up to TrainHub's 20 s for one).
+            failed = f"scancel of job {job.job_id} of run {run_pk(site, run.id)} failed"
+            wait_until(lambda: failed in site["controller"].log(), 60, message="the scancel failed")
+        finally:
+            slurm.start_controller()
+        wait_until(lambda: job_state(site, job.job_id) in ("CANCELLED", "COMPLETING"), 30, message="the job cancelled")
+    finally:
+        slurm.thaw(frozen)
+    slurm.wait_nodes_idle(["n1", "n2"])
 
 
 def test_a_host_that_dies_fails_the_run_naming_it(site):
