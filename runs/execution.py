@@ -243,7 +243,7 @@ class NodeExecution:
 
     def watch(self) -> Callable[[], None]:
         """What the node checks while the run's processes run: the run's abort, its time limit,
-        and (every TRAINHUB_SYSTEM_METRICS_SECONDS) its ranks' CPU and memory."""
+        and (every TRAINHUB_SYSTEM_METRICS_SECONDS) its ranks' CPU, memory and GPU use."""
         last_abort_check = 0.0
         timeout_at = time.monotonic() + self.run.timeout_seconds if self.run.timeout_seconds else None
         sample_every = settings.TRAINHUB_SYSTEM_METRICS_SECONDS
@@ -265,15 +265,14 @@ class NodeExecution:
         return tick
 
     def record_system_metrics(self) -> None:
-        """CPU and memory of each running rank's process tree, as the run's system/ metrics. The
+        """CPU, memory (and GPU) of each running rank's process tree, as the run's system/ metrics. The
         processes of a container are the engine's, not ours: Docker runs are not sampled."""
         if not isinstance(self.launcher, ProcessLauncher) or self.executor is None:
             return
         platform = Access(workspace=self.run.workspace, role=Role.CONTRIBUTOR)
         try:
             for rank, values in self.system.sample(self.executor.running_ranks()).items():
-                batch = parse_batch({"rank": rank, "metrics": [{"name": n, "values": [v]} for n, v in values.items()]})
-                metrics_ingest(access=platform, run=self.run, batch=batch)
+                metrics_ingest(access=platform, run=self.run, batch=parse_batch(system_metrics.batch(rank, values)))
         except Exception:  # a run never fails for want of a sample
             logger.warning("system metrics of run %s failed", self.run.run_id, exc_info=True)
 

@@ -17,6 +17,7 @@ from runs.containers import reap_containers_of_gone_nodes
 from runs.scheduling import dispatch_cluster, node_queue
 from trainhub.compute import services
 from trainhub.compute.models import Node, NodeState
+from trainhub.compute.usage import UsageProbe
 from trainhub.redis_conn import get_redis
 
 logger = logging.getLogger(__name__)
@@ -46,11 +47,15 @@ class Heartbeat(threading.Thread):
         self.done = threading.Event()
 
     def run(self) -> None:
-        last_persist = 0.0
+        last_persist = last_usage = 0.0
+        usage = UsageProbe()
         while not self.done.wait(services.HEARTBEAT_SECONDS):
             try:
-                services.node_heartbeat(self.node)
                 now = time.monotonic()
+                report = now - last_usage >= services.USAGE_SECONDS
+                if report:
+                    last_usage = now
+                services.node_heartbeat(self.node, usage.read() if report else None)
                 if now - last_persist > PERSIST_HEARTBEAT_EVERY:
                     last_persist = now
                     services.node_heartbeat_persist(self.node)

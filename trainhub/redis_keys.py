@@ -22,6 +22,11 @@ def node_load(node_pk: int) -> str:
     return f"{PREFIX}node:{node_pk}:load"
 
 
+def node_usage(node_pk: int) -> str:
+    """The node's machine's CPU, memory and GPU use (JSON), from its last report (trainhub/compute/usage.py)."""
+    return f"{PREFIX}node:{node_pk}:usage"
+
+
 def node_standby(token: str) -> str:
     """A list a local cluster's standby node process waits on: the provisioner pushes its order to
     become a node (trainhub_node --standby)."""

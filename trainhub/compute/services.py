@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import socket
+from typing import Any
 
 from django.contrib.auth.models import User
 from django.core.exceptions import ImproperlyConfigured, ValidationError
@@ -42,6 +44,8 @@ SLURM_NOT_REACHED = "Compute target {name!r} cannot be attached: {error}"
 # A node refreshes its key every HEARTBEAT_SECONDS; a node whose key expired is lost.
 HEARTBEAT_SECONDS = 1.0
 HEARTBEAT_TTL_SECONDS = 6
+# A node reports its machine's CPU, memory and GPU use every USAGE_SECONDS (runs/node_worker.py).
+USAGE_SECONDS = 5
 
 
 @transaction.atomic
@@ -224,13 +228,16 @@ def node_register(
     return node
 
 
-def node_heartbeat(node: Node) -> None:
-    """The node is alive, and how loaded its machine is (1, 5 and 15 minute load averages)."""
+def node_heartbeat(node: Node, usage: dict[str, Any] | None = None) -> None:
+    """The node is alive, and how loaded its machine is (1, 5 and 15 minute load averages); with
+    `usage` (trainhub/compute/usage.py), what its CPUs, memory and GPUs are doing."""
     pipe = get_redis().pipeline(transaction=False)
     pipe.set(redis_keys.node_alive(node.pk), node.name, ex=HEARTBEAT_TTL_SECONDS)
     pipe.set(
         redis_keys.node_load(node.pk), " ".join(f"{value:.2f}" for value in os.getloadavg()), ex=HEARTBEAT_TTL_SECONDS
     )
+    if usage is not None:
+        pipe.set(redis_keys.node_usage(node.pk), json.dumps(usage), ex=HEARTBEAT_TTL_SECONDS + USAGE_SECONDS)
     pipe.execute()
 
 
@@ -244,6 +251,14 @@ def node_loads(node_ids: list[int]) -> dict[int, tuple[float, float, float]]:
         for node_id, value in zip(node_ids, values, strict=True)
         if value
     }
+
+
+def node_usages(node_ids: list[int]) -> dict[int, dict[str, Any]]:
+    """The CPU, memory and GPU use the live nodes among these last reported."""
+    if not node_ids:
+        return {}
+    values = get_redis().mget([redis_keys.node_usage(node_id) for node_id in node_ids])
+    return {node_id: json.loads(value) for node_id, value in zip(node_ids, values, strict=True) if value}
 
 
 def node_heartbeat_persist(node: Node) -> None:
@@ -315,7 +330,8 @@ def node_stopped(node_id: int, reason: str = "stopped") -> None:
     Node.objects.filter(pk=node_id).exclude(state=NodeState.LOST).update(
         state=NodeState.STOPPED, state_reason=reason, current_run=None, stopped_at=timezone.now()
     )
-    get_redis().delete(redis_keys.node_alive(node_id))
+    # Its load and use are the last it reported: a stopped node has none.
+    get_redis().delete(redis_keys.node_alive(node_id), redis_keys.node_load(node_id), redis_keys.node_usage(node_id))
 
 
 def node_mark_lost(node_id: int, reason: str = "heartbeat expired") -> bool:

@@ -56,8 +56,10 @@ def cluster_detail(request: HttpRequest, workspace_name: str, name: str) -> Http
         )
     nodes = list(selectors.recent_nodes(cluster))
     loads = services.node_loads([node.pk for node in nodes])
+    usages = services.node_usages([node.pk for node in nodes])
     for node in nodes:
         node.load = loads.get(node.pk)  # type: ignore[attr-defined]
+        node.usage = usages.get(node.pk)  # type: ignore[attr-defined]
     return workspace_page(
         request,
         access,
