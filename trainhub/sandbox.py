@@ -74,10 +74,19 @@ UNCOVERS_HIDDEN = (
 BOX_KINDS = ("run", "build", "export")
 UID_SPAN = 100_000
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-SUPERVISOR = str(Path(__file__).with_name("supervisor.py"))
 # The supervisor takes nothing from its environment or the current folder: -I (no PYTHON*
 # variables, no script folder on sys.path) and -S (standard library only; site costs ~80 ms).
-SUPERVISOR_ARGV = (sys.executable, "-I", "-S", SUPERVISOR)
+# It is imported, not run as a script, so that its compiled code is read from __pycache__ (a
+# script is compiled at every start: ~1.5 ms of CPU per rank). Its folder comes last on sys.path:
+# the standard library's names still come first.
+SUPERVISOR_ARGV = (
+    sys.executable,
+    "-I",
+    "-S",
+    "-c",
+    f"import sys; sys.path.append({str(Path(__file__).parent)!r}); import supervisor; "
+    "sys.exit(supervisor.main(sys.argv[1:]))",
+)
 GPU_DEVICES = ("/dev/nvidia*", "/dev/dri")
 # Where a box of a root node finds its variables (see Box.popen), and what sets them.
 ENV_FILE = "/dev/.trainhub-env"

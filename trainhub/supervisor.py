@@ -1,7 +1,8 @@
 """Runs one rank's command and guarantees that no process of it outlives it (standard library only).
 
-The node starts `python -I -S trainhub/supervisor.py -- CMD...` (see trainhub/sandbox.py) with an empty
-environment, as the leader of a new process group: nothing of a run reaches it.
+The node starts it with `python -I -S` (imported from its folder, see SUPERVISOR_ARGV in
+trainhub/sandbox.py) and an empty environment, as the leader of a new process group: nothing of a
+run reaches it.
 The supervisor asks the kernel for SIGTERM when the node dies, adopts orphaned descendants
 (child subreaper), and on SIGTERM — or when the command ends — stops every descendant,
 including those that left the process group.
@@ -17,10 +18,10 @@ CMD starts is held to it; one it cannot join ends it before CMD starts.
 
 from __future__ import annotations
 
-# signal's C half (the same functions and numbers): the module builds its enums at import, a few
-# milliseconds of every rank's start.
+# signal's and ctypes' C halves: the modules build enums and classes at import, a few milliseconds
+# of every rank's start.
+import _ctypes
 import _signal as signal  # type: ignore[import-not-found]
-import ctypes
 import os
 import sys
 import time
@@ -30,9 +31,24 @@ PR_SET_CHILD_SUBREAPER = 36
 GRACE_SECONDS = 3.0
 
 
+class _CInt(_ctypes._SimpleCData):
+    _type_ = "i"
+
+
+class _CFunction(_ctypes.CFuncPtr):
+    _flags_ = _ctypes.FUNCFLAG_CDECL | _ctypes.FUNCFLAG_USE_ERRNO
+    _restype_ = _CInt
+
+
+class _Libc:
+    """What ctypes.CDLL(None) is to a function pointer: the process's own symbols."""
+
+    _handle = _ctypes.dlopen(None, os.RTLD_LOCAL)  # type: ignore[arg-type]  # None: the process itself
+
+
 def _prctl(option: int, value: int) -> None:
     try:
-        ctypes.CDLL(None, use_errno=True).prctl(option, value, 0, 0, 0)
+        _CFunction(("prctl", _Libc()))(option, value, 0, 0, 0)  # type: ignore[arg-type]  # any object with a _handle
     except (OSError, AttributeError):
         pass
 
