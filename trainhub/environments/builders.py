@@ -1025,19 +1025,9 @@ def sdk_path(cache_dir: Path) -> Path:
     Copied once per content: a new TrainHub version gets a new folder, and running scripts
     keep the one they started with.
     """
-    package = Path(__file__).resolve().parents[1]
-    files = [package / "__init__.py"] + sorted(
-        path
-        for path in (package / "sdk").rglob("*")
-        if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc"
-    )
-    contents = [(path.relative_to(package.parent).as_posix(), path.read_bytes()) for path in files]
-    contents.append(("sitecustomize.py", SITECUSTOMIZE.encode()))
-    digest = hashlib.sha256()
-    for relative, data in contents:
-        digest.update(relative.encode() + b"\0" + data + b"\0")
+    contents, digest = _sdk_contents()
     base = Path(cache_dir).absolute() / "_sdk"
-    target = base / digest.hexdigest()[:16]
+    target = base / digest
     if target.is_dir():
         return target
     base.mkdir(parents=True, exist_ok=True)
@@ -1053,3 +1043,21 @@ def sdk_path(cache_dir: Path) -> Path:
         # Another process put the same content there first.
         shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+@functools.cache
+def _sdk_contents() -> tuple[list[tuple[str, bytes]], str]:
+    """The in-run SDK's files (path, bytes) and the name of their folder: read and hashed once per
+    process (a node asks at every run: ~2 ms), as this process runs the code it loaded at its start."""
+    package = Path(__file__).resolve().parents[1]
+    files = [package / "__init__.py"] + sorted(
+        path
+        for path in (package / "sdk").rglob("*")
+        if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc"
+    )
+    contents = [(path.relative_to(package.parent).as_posix(), path.read_bytes()) for path in files]
+    contents.append(("sitecustomize.py", SITECUSTOMIZE.encode()))
+    digest = hashlib.sha256()
+    for relative, data in contents:
+        digest.update(relative.encode() + b"\0" + data + b"\0")
+    return contents, digest.hexdigest()[:16]
