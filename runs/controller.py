@@ -11,6 +11,7 @@ import secrets
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -39,7 +40,8 @@ TICK_SECONDS = 0.5
 DISPATCH_EVERY = 2.0
 PROVISION_EVERY = 1.0
 # squeue once a second at most, and only while a Slurm job's run is active; the Slurm tasks'
-# heartbeats as often.
+# heartbeats as often. In a thread of its own: a Slurm command waits up to 20 s for a slurmctld that
+# is down, and the local clusters' nodes, runs and placements must not wait with it.
 SLURM_WATCH_EVERY = 1.0
 
 
@@ -188,19 +190,16 @@ class LocalProvisioner:
 
 def run_controller(stop: list[bool]) -> None:
     provisioner = LocalProvisioner()
-    last_dispatch = last_provision = last_slurm_watch = 0.0
+    last_dispatch = last_provision = 0.0
     woken = False
     redis = get_redis()
+    slurm_watcher = threading.Thread(target=watch_slurm, args=(stop,), name="slurm-watch", daemon=True)
+    slurm_watcher.start()
     try:
         while not stop:
             try:
                 reap_lost_nodes()
                 now = time.monotonic()
-                if now - last_slurm_watch >= SLURM_WATCH_EVERY:
-                    last_slurm_watch = now
-                    watch_tasks()
-                    watch_jobs()
-                    reap_leftover_jobs()
                 if woken or now - last_provision >= PROVISION_EVERY:
                     last_provision = now
                     provisioner.tick()
@@ -226,3 +225,19 @@ def run_controller(stop: list[bool]) -> None:
                 time.sleep(TICK_SECONDS)
     finally:
         provisioner.stop_all()
+        slurm_watcher.join(timeout=1)
+
+
+def watch_slurm(stop: list[bool]) -> None:
+    """Slurm's part of the controller: its runs' task heartbeats, jobs and leftover jobs."""
+    while not stop:
+        began = time.monotonic()
+        try:
+            watch_tasks()
+            watch_jobs()
+            reap_leftover_jobs()
+        except Exception:
+            logger.exception("watching Slurm failed")
+        finally:
+            close_old_connections()
+        time.sleep(max(0.0, SLURM_WATCH_EVERY - (time.monotonic() - began)))
