@@ -7,7 +7,9 @@ memory in daphne and Django, and is written at its place in one staging file per
 sha256, size); a list of the byte ranges held sits beside it. Chunks may come in any order and
 several at once (the SDK sends a few in parallel): a chunk starts at a multiple of the chunk size or
 where a held range ends, so the list stays short, and bytes already held are not written again.
-The sha256 is computed as the held prefix grows, from the bytes just written. When the last byte
+The sha256 is computed as the held prefix grows, from the bytes this process wrote (a chunk that
+arrives ahead of the one before it waits in memory), never from bytes of a chunk over a range held
+already. Whole pages are written past the page cache (see `_write_at`). When the last byte
 arrives the file is checked against its sha256 and handed to the caller's `commit`, which saves it
 through the storage API: a `StagedFile` is moved into a FileSystemStorage by a rename, and read
 into any other storage by a normal save. So a body is written to disk once. A connection cut
@@ -45,16 +47,19 @@ An app receiving uploads declares a `Kind` and one endpoint (registry and runs a
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import io
 import json
+import mmap
 import os
 import re
 import secrets
+import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -339,6 +344,11 @@ def _missing(held: list[list[int]], start: int, end: int) -> list[tuple[int, int
 # from 0 it covers, and the digest.
 _DIGESTS: OrderedDict[tuple[int, int], tuple[int, Any]] = OrderedDict()
 DIGESTS_KEPT = 64
+# Bytes this process wrote past the hashed prefix of a staging file (a chunk that arrived before the
+# one in front of it), by file and offset: hashed from memory once the prefix reaches them, instead
+# of being read back. At most PENDING_CHUNKS chunks' worth in all; the oldest files' go first.
+_PENDING: OrderedDict[tuple[int, int], dict[int, memoryview]] = OrderedDict()
+PENDING_CHUNKS = 4
 
 
 def _file_key(handle: IO[bytes]) -> tuple[int, int]:
@@ -346,20 +356,41 @@ def _file_key(handle: IO[bytes]) -> tuple[int, int]:
     return status.st_dev, status.st_ino
 
 
-def _digest_to(handle: IO[bytes], prefix: int, start: int = 0, data: bytes | memoryview = b"") -> Any:
+def _forget(key: tuple[int, int]) -> None:
+    """Drop what this process knows of a staging file (finished, or a new file on a used inode)."""
+    _DIGESTS.pop(key, None)
+    _PENDING.pop(key, None)
+
+
+def _keep_pending(key: tuple[int, int], pending: dict[int, memoryview]) -> None:
+    if pending:
+        _PENDING[key] = pending
+    budget = PENDING_CHUNKS * chunk_bytes()
+    while _PENDING and sum(len(view) for views in _PENDING.values() for view in views.values()) > budget:
+        _PENDING.popitem(last=False)
+
+
+def _digest_to(handle: IO[bytes], prefix: int, written: Sequence[tuple[int, memoryview]] = ()) -> Any:
     """The sha256 of the file's first `prefix` bytes: this process hashes only what it has not yet,
-    from `data` (the bytes just written at `start`) where they continue it, else read back from the
-    page cache, so finishing a 1 GB upload does not read it whole again. None when its record is
+    from the bytes it wrote itself (`written`: this request's, as (offset, bytes), and those kept
+    from earlier requests) where they continue it, else read back from the file, so finishing a
+    1 GB upload does not read it whole again. Only bytes this process wrote are taken from memory:
+    a chunk's bytes over a range held already may differ from the file's. None when its record is
     of another file (an inode used again)."""
     key = _file_key(handle)
     hashed, digest = _DIGESTS.pop(key, (0, hashlib.sha256()))
-    if hashed > prefix or prefix == 0:
-        return None if prefix else hashlib.sha256()
+    pending = _PENDING.pop(key, {})
+    pending.update(written)
+    if hashed > prefix:
+        return None
     while hashed < prefix:
-        if start <= hashed < start + len(data):
-            piece: bytes | memoryview = memoryview(data)[hashed - start : min(prefix, start + len(data)) - start]
-        else:
-            piece = os.pread(handle.fileno(), min(COPY_BYTES, prefix - hashed), hashed)
+        piece: bytes | memoryview | None = None
+        for start, view in pending.items():
+            if start <= hashed < start + len(view):
+                piece = view[hashed - start : min(prefix, start + len(view)) - start]
+                break
+        if piece is None:
+            piece = os.pread(handle.fileno(), min(8 * COPY_BYTES, prefix - hashed), hashed)
         if not piece:
             return None
         digest.update(piece)
@@ -367,22 +398,97 @@ def _digest_to(handle: IO[bytes], prefix: int, start: int = 0, data: bytes | mem
     _DIGESTS[key] = (hashed, digest)
     while len(_DIGESTS) > DIGESTS_KEPT:
         _DIGESTS.popitem(last=False)
+    _keep_pending(key, {start: view for start, view in pending.items() if start + len(view) > hashed})
     return digest
 
 
-def _store_chunk(handle: IO[bytes], chunk: Chunk, held: list[list[int]]) -> tuple[list[list[int]], bytes]:
+# Whole pages of a chunk are written past the page cache (O_DIRECT): on these machines, filling the
+# kernel's cache with a new 1 GiB file cost 0.2-1.9 s of CPU (fresh pages for each write), against
+# 0.04 s direct. O_DIRECT wants page-aligned memory, so the bytes are copied into a buffer of this
+# process's first (hot, 0.1 s per GiB). The partial pages at either end go through the cache.
+PAGE = 4096
+DIRECT_FROM_BYTES = 1024 * 1024
+_BUFFERS: list[mmap.mmap] = []
+_BUFFERS_LOCK = threading.Lock()
+BUFFERS_KEPT = 2
+
+
+@contextmanager
+def _aligned_buffer(size: int) -> Iterator[mmap.mmap]:
+    """A page-aligned buffer of at least `size` bytes, reused across requests (fresh memory costs a
+    page fault per 4 KB); only one request uses it at a time."""
+    with _BUFFERS_LOCK:
+        buffer = next((b for b in _BUFFERS if len(b) >= size), None)
+        if buffer is not None:
+            _BUFFERS.remove(buffer)
+    if buffer is None:
+        buffer = mmap.mmap(-1, max(size, chunk_bytes()))
+    try:
+        yield buffer
+    finally:
+        with _BUFFERS_LOCK:
+            if len(_BUFFERS) < BUFFERS_KEPT:
+                _BUFFERS.append(buffer)
+                buffer = None
+        if buffer is not None:
+            buffer.close()
+
+
+def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
+    while data:
+        done = os.pwrite(fd, data, offset)
+        data, offset = data[done:], offset + done
+
+
+def _write_direct(fd: int, data: memoryview, offset: int) -> bool:
+    """Write whole pages at a page-aligned offset past the page cache; False where the file system
+    does not allow it (nothing written then)."""
+    flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETFL, flags | os.O_DIRECT)
+    except OSError:
+        return False
+    try:
+        with _aligned_buffer(len(data)) as buffer, memoryview(buffer) as aligned:
+            aligned[: len(data)] = data
+            _pwrite_all(fd, aligned[: len(data)], offset)
+        return True
+    except OSError as error:
+        if error.errno != errno.EINVAL:
+            raise
+        return False
+    finally:
+        fcntl.fcntl(fd, fcntl.F_SETFL, flags)
+
+
+def _write_at(fd: int, data: memoryview, offset: int) -> None:
+    head = min(len(data), -offset % PAGE)
+    end = head + (len(data) - head) // PAGE * PAGE
+    if end - head >= DIRECT_FROM_BYTES and _write_direct(fd, data[head:end], offset + head):
+        _pwrite_all(fd, data[:head], offset)
+        _pwrite_all(fd, data[end:], offset + end)
+    else:
+        _pwrite_all(fd, data, offset)
+
+
+def _store_chunk(
+    handle: IO[bytes], chunk: Chunk, held: list[list[int]]
+) -> tuple[list[list[int]], list[tuple[int, memoryview]]]:
     """Write the bytes of the chunk that are not held yet at their place; the ranges held after,
-    and the chunk's bytes. A chunk that is not as long as its Content-Range says is refused before
-    a byte is written."""
+    and the pieces written, as (offset, bytes). A chunk that is not as long as its Content-Range
+    says is refused before a byte is written."""
     assert chunk.start is not None and chunk.end is not None
     data = chunk.body.read(chunk.length + 1)
     if len(data) != chunk.length:
         raise ValidationError(CHUNK_LENGTH_MISMATCH.format(declared=chunk.length), code="upload_chunk_length")
     view = memoryview(data)
+    written = []
     for low, high in _missing(held, chunk.start, chunk.end + 1):
-        os.pwrite(handle.fileno(), view[low - chunk.start : high - chunk.start], low)
+        piece = view[low - chunk.start : high - chunk.start]
+        _write_at(handle.fileno(), piece, low)
         held = _with_range(held, low, high)
-    return held, data
+        written.append((low, piece))
+    return held, written
 
 
 def _may_start(chunk: Chunk, held: list[list[int]]) -> bool:
@@ -432,17 +538,18 @@ def receive(
             held = _read_held(path, handle)
             if not held:
                 sweep_stale()
-            data = b""
+                _forget(_file_key(handle))
+            written: list[tuple[int, memoryview]] = []
             if chunk.start is not None and _may_start(chunk, held):
                 if not held:
                     _reserve(path, handle, chunk.total)
-                held, data = _store_chunk(handle, chunk, held)
+                held, written = _store_chunk(handle, chunk, held)
                 _write_held(path, held)
             prefix = held[0][1] if held and held[0][0] == 0 else 0
-            digest = _digest_to(handle, prefix, chunk.start or 0, data)
+            digest = _digest_to(handle, prefix, written)
             if prefix < chunk.total or not named:
                 return Progress(held=held, size=chunk.total)
-            _DIGESTS.pop(_file_key(handle), None)
+            _forget(_file_key(handle))
             _held_path(path).unlink(missing_ok=True)
             return _finish(path, sha256, commit, digest)
 
@@ -473,7 +580,7 @@ def _adopt(
             if held != [[0, probe.total]]:
                 return Progress(held=held, size=probe.total)
             digest = _digest_to(handle, probe.total)
-            _DIGESTS.pop(_file_key(handle), None)
+            _forget(_file_key(handle))
             _held_path(path).unlink(missing_ok=True)
             return _finish(path, sha256, commit, digest)
 

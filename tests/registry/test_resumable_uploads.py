@@ -251,3 +251,21 @@ def test_an_upload_that_does_not_match_its_sha256_is_dropped_whole(sdk_ws, works
     assert damaged.json()["detail"] == uploads.HASH_MISMATCH
     assert probe(sdk_ws, claimed, 1000).json()["received"] == 0
     assert not ModelBlob.objects.exists()
+
+
+def test_chunks_sent_last_first_are_stored_whole_and_checked(sdk_ws, tmp_path):
+    """Chunks in flight arrive in any order: those ahead of the hashed part wait in memory, and the
+    file is checked and stored once the first arrives."""
+    local = tmp_path / "model.pt"
+    size = 3 * CHUNK + 4097
+    sha256 = write_model(local, size, salt=b"backwards")
+    content = local.read_bytes()
+    starts = list(range(0, size, CHUNK))
+    for start in reversed(starts[1:]):
+        assert put_range(sdk_ws, sha256, content, start, min(start + CHUNK, size) - 1).status_code == 200
+
+    finished = put_range(sdk_ws, sha256, content, 0, CHUNK - 1)
+
+    assert finished.status_code == 201 and finished.json() == {"sha256": sha256, "size": size}
+    with default_storage.open(ModelBlob.objects.get(sha256=sha256).storage_name) as stored:
+        assert stored.read() == content
