@@ -62,6 +62,9 @@ def _setup() -> None:
             "REDIS_URL": redis_url,
             # Playwright's sync API runs an event loop in the test's thread.
             "DJANGO_ALLOW_ASYNC_UNSAFE": "true",
+            # Upload tests size their files in chunks: a quarter of the default keeps them small,
+            # and still several whole pages past the size a body is read in.
+            "TRAINHUB_UPLOAD_CHUNK_BYTES": str(8 * 1024 * 1024),
         }
     )
 
