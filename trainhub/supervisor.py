@@ -10,6 +10,8 @@ including those that left the process group.
 With `--sandboxed`, CMD is a sandbox (bwrap, see trainhub/sandbox.py) that dies at once on SIGTERM
 and takes its processes down with SIGKILL: the SIGTERM goes to the processes inside it only, so
 they may end gracefully, and the sandbox itself is killed only once the grace period is over.
+With `--spare FD` first, the supervisor is started before it is needed (one of the node's spares)
+and waits for the rest of its command line from the node (see `_wait_for_command`).
 With `--env-fd N` (no sandbox), CMD gets the environment read from file descriptor N (NUL-separated
 NAME=VALUE entries), which the supervisor itself never takes. Each `--cgroup DIR` first (a run's
 limits, runs/limits.py): the supervisor joins that cgroup before it starts CMD, so that everything
@@ -144,7 +146,46 @@ def _read_environment(fd: int) -> dict[str, str]:
     return dict(entry.decode().split("=", 1) for entry in entries if b"=" in entry)
 
 
+def _wait_for_command(fd: int) -> list[str] | None:
+    """A spare's command (`--spare FD`, see trainhub/sandbox.py): the node sends it over socket FD
+    when a rank starts, in a memfd with the file descriptors it names, which are put at the numbers
+    the node gave them. The supervisor then runs as if started with that command line, in the
+    folder the node names. None when the node closed the socket instead."""
+    import json
+    import socket
+
+    with socket.socket(fileno=fd) as channel:
+        _, fds, _, _ = socket.recv_fds(channel, 1, 64)
+    if not fds:
+        return None
+    with os.fdopen(fds[0], "rb") as message_file:
+        message = json.loads(message_file.read())
+    # Out of the way of the numbers they go to first, then to those numbers (inheritable).
+    above = max([*fds, *message["fds"]]) + 1
+    moved = [os.dup2(fd, above + i) for i, fd in enumerate(fds[1:])]
+    for fd in fds[1:]:
+        os.close(fd)
+    for fd, wanted in zip(moved, message["fds"], strict=True):
+        os.dup2(fd, wanted)
+        os.close(fd)
+    os.chdir(message["cwd"])
+    return list(message["argv"])
+
+
 def main(argv: list[str]) -> int:
+    if argv[:1] == ["--spare"] and len(argv) > 1:
+        parent = os.getppid()
+        _prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:
+            return 137
+        try:
+            command = _wait_for_command(int(argv[1]))
+        except OSError as error:
+            print(f"Cannot take the command: {error}", file=sys.stderr, flush=True)
+            return 127
+        if command is None:
+            return 0
+        argv = command
     while argv[:1] == ["--cgroup"] and len(argv) > 1:
         try:
             with open(os.path.join(argv[1], "cgroup.procs"), "w") as procs:
