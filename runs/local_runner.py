@@ -51,6 +51,7 @@ def setup_django() -> None:
     for name in SITE_VARIABLES:
         os.environ.pop(name, None)
     os.environ["TRAINHUB_DATA_DIR"] = str(runner_folder())
+    os.environ["TRAINHUB_LOCAL_RUNNER"] = "true"
     os.environ["DJANGO_SETTINGS_MODULE"] = "trainhub.settings"
     django.setup()
 

@@ -15,8 +15,12 @@ from trainhub.envvars import envbool, envint, envlist, envstr
 BASE_DIR = Path(__file__).resolve().parent.parent
 # Only its owner may enter: it holds the secret key, the Redis password and the SQLite database.
 DATA_DIR = private_dir(Path(envstr("TRAINHUB_DATA_DIR", str(BASE_DIR / "var"))).resolve())
+# Set by the local runner (runs/local_runner.py), which loads the node package's code on a member's
+# machine but holds no site's database, Redis or secret key: none is made for it, and it has none to
+# use (Django's dummy database refuses every query, an empty SECRET_KEY every signature).
+LOCAL_RUNNER = envbool("TRAINHUB_LOCAL_RUNNER", "False")
 
-SECRET_KEY = envstr("DJANGO_SECRET_KEY", "") or private_secret(DATA_DIR / "secret_key")
+SECRET_KEY = "" if LOCAL_RUNNER else envstr("DJANGO_SECRET_KEY", "") or private_secret(DATA_DIR / "secret_key")
 DEBUG = envbool("DEBUG", "False")
 
 TRAINHUB_HOST = envstr("TRAINHUB_HOST", "127.0.0.1")
@@ -87,10 +91,12 @@ TEMPLATES = [
     },
 ]
 
-DATABASES = {
-    "default": dj_database_url.parse(envstr("DATABASE_URL", f"sqlite:///{DATA_DIR / 'db.sqlite3'}"), conn_max_age=0)
-}
-if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+DATABASES: dict[str, Any] = {}
+if not LOCAL_RUNNER:
+    DATABASES["default"] = dj_database_url.parse(
+        envstr("DATABASE_URL", f"sqlite:///{DATA_DIR / 'db.sqlite3'}"), conn_max_age=0
+    )
+if DATABASES and DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Made 0600 before SQLite opens it: its -wal and -shm files take the database file's mode.
     if DATABASES["default"]["NAME"] != ":memory:":
         private_file(Path(DATABASES["default"]["NAME"]))
@@ -117,7 +123,8 @@ USE_TZ = True
 
 STATIC_URL = "/static/"
 STATIC_ROOT = DATA_DIR / "static"
-STATIC_ROOT.mkdir(exist_ok=True)
+if not LOCAL_RUNNER:
+    STATIC_ROOT.mkdir(exist_ok=True)
 STATICFILES_DIRS = [BASE_DIR / "static"]
 WHITENOISE_USE_FINDERS = True
 
@@ -157,8 +164,11 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
 
 # Without a password in REDIS_URL, the site's own credential (user `trainhub`, its password made once
-# in <data dir>/redis-password) is used: the Redis `make run` starts refuses every other client.
-REDIS_URL = redis_url_with_credentials(envstr("REDIS_URL", "redis://127.0.0.1:6379/0"), DATA_DIR)
+# in <data dir>/redis-password) is used: the Redis `make run` starts refuses every other client. The
+# local runner has none: its executor's client (one host, no MPI daemons elsewhere) never connects.
+REDIS_URL = envstr("REDIS_URL", "redis://127.0.0.1:6379/0")
+if not LOCAL_RUNNER:
+    REDIS_URL = redis_url_with_credentials(REDIS_URL, DATA_DIR)
 # DEBUG's error pages and error mails show the settings: not these two.
 DEFAULT_EXCEPTION_REPORTER_FILTER = "trainhub.ops.error_reports.SettingsFilter"
 
