@@ -72,13 +72,18 @@ def metric_condition(name: str, stat: str, lookup: str | None = None, number: fl
 
 
 def value_condition(
-    kind: str, key: str, value: str | None = None, lookup: str | None = None, number: float | None = None
+    kind: str,
+    key: str,
+    value: str | None = None,
+    lookup: str | None = None,
+    number: float | None = None,
+    value_lookup: str = "exact",
 ) -> Exists:
-    """Runs whose `kind` column `key` shows a value (`value` when given; a number matching `lookup`
-    `number` when given: values that do not read as numbers never match)."""
+    """Runs whose `kind` column `key` shows a value (matching `value_lookup` `value` when given; a
+    number matching `lookup` `number` when given: values that do not read as numbers never match)."""
     values = RunValue.objects.filter(run_id=OuterRef("pk"), kind=kind, key=key)
     if value is not None:
-        values = values.filter(value=value)
+        values = values.filter(**{f"value__{value_lookup}": value})
     if lookup is not None:
         values = values.filter(**{f"number__{lookup}": number})
     return Exists(values)

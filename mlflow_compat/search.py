@@ -20,8 +20,10 @@ from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Cast, Coalesce
 
 from metrics.models import MetricSeries, SeriesKind
+from metrics.run_filter import value_condition
 from mlflow_compat.access import invalid
 from runs.models import Run, RunStatus
+from runs.parameters import PARAM, TAG
 
 ENTITIES = {
     "metric": "metrics",
@@ -113,16 +115,18 @@ def _number(token: tuple[str, str], what: str) -> float:
     return float(text)
 
 
-def _like(pattern: str) -> re.Pattern[str]:
+def _like(pattern: str) -> str:
+    """SQL LIKE's pattern (% any characters, _ one) as a regular expression matching the whole value,
+    as LIKE does: a database's regex lookup finds a match anywhere in it."""
     parts = [".*" if c == "%" else "." if c == "_" else re.escape(c) for c in pattern]
-    return re.compile("".join(parts), re.DOTALL)
+    return "(?s)^" + "".join(parts) + "$"
 
 
 def _text_condition(field: Any, comparator: str, value: str) -> Q:
     if comparator == "LIKE":
-        return Q(**{f"{field}__regex": _like(value).pattern})
+        return Q(**{f"{field}__regex": _like(value)})
     if comparator == "ILIKE":
-        return Q(**{f"{field}__iregex": _like(value).pattern})
+        return Q(**{f"{field}__iregex": _like(value)})
     condition = Q(**{field: value})
     return ~condition if comparator == "!=" else condition
 
@@ -230,13 +234,22 @@ def _clause(
             return runs.exclude(condition) if comparator == "!=" else runs.filter(condition)
         field = {"run_name": "display_name", "run_id": "run_id", "user_id": "created_by__username"}[key]
         return runs.filter(_text_condition(field, comparator, text))
-    alias = f"mlflow_filter_{index}"
-    # Cast: on SQLite a bare key transform compares as JSON, so "0.01" would never equal 0.01.
-    column = "parameters" if entity == "params" else "tags"
-    runs = runs.alias(**{alias: Cast(KeyTextTransform(key, column), TextField())})
+    # Through the runs table's RunValue rows and their (run, kind, key) key, as the portal's filter:
+    # reading the JSON of every run of the experiments took ~1 s at 100,000 runs.
+    kind = PARAM if entity == "params" else TAG
     if comparator == "!=":
-        return runs.filter(**{f"{alias}__isnull": False}).exclude(**{alias: text})
-    return runs.filter(_text_condition(alias, comparator, text))
+        condition = Q(value_condition(kind, key)) & ~Q(value_condition(kind, key, value=text))
+    elif comparator == "=":
+        condition = Q(value_condition(kind, key, value=text))
+    else:
+        lookup = "regex" if comparator == "LIKE" else "iregex"
+        condition = Q(value_condition(kind, key, value=_like(text), value_lookup=lookup))
+    if kind == PARAM:
+        # A parameter's row shows the run's tag of that name where the run has no such parameter (a
+        # tag is a parameter in the runs table); MLflow's params are the parameters alone. Only a run
+        # with a tag of that name has its parameters read.
+        condition &= ~Q(value_condition(TAG, key)) | Q(parameters__has_key=key)
+    return runs.filter(condition)
 
 
 def apply_order(runs: QuerySet[Run], order_by: Any) -> QuerySet[Run]:

@@ -1,0 +1,67 @@
+"""MLflow's runs/search on params. and tags.: what MLflow's server answers, read through the runs
+table's RunValue rows (as the portal's filter) rather than the JSON of every run."""
+
+from __future__ import annotations
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from runs.models import Experiment
+from tests.conftest import api_client, issue_token
+from tests.metrics.builders import running_run
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def searched(workspace, owner):
+    """Four runs (newest last): a parameter and a tag of the same name tell MLflow's params from tags."""
+    made = {}
+    for name, arguments, tags in (
+        ("a", ["--lr", "0.01"], {"team": "birds"}),
+        ("b", ["--lr", "0.1"], {"team": "fish"}),
+        ("c", [], {"lr": "0.01"}),  # a tag only: no MLflow param
+        ("d", ["--lr", "0.01"], {"lr": "0.5"}),
+    ):
+        made[name] = running_run(workspace, experiment="search", arguments=arguments, tags=tags)[0].run_id
+    client = api_client(issue_token(workspace, owner))
+    experiment = str(Experiment.objects.get(workspace=workspace, name="search").pk)
+
+    def search(text: str) -> list[str]:
+        answer = client.post(
+            f"/mlflow/{workspace.name}/api/2.0/mlflow/runs/search",
+            {"experiment_ids": [experiment], "filter": text},
+            content_type="application/json",
+        )
+        assert answer.status_code == 200, answer.content
+        ids = {run_id: key for key, run_id in made.items()}
+        return [ids[run["info"]["run_id"]] for run in answer.json().get("runs", [])]
+
+    return search
+
+
+@pytest.mark.postgres  # make test runs it against PostgreSQL too: its regular expressions are its own
+def test_params_and_tags_filter_as_mlflows_server_does(searched):
+    assert searched("params.lr = '0.01'") == ["d", "a"]  # newest first; c's lr is a tag
+    assert searched("params.lr != '0.01'") == ["b"]
+    assert searched("tags.lr = '0.01'") == ["c"]
+    assert searched("tags.lr != '0.01'") == ["d"]
+    assert searched("params.lr LIKE '0.0%'") == ["d", "a"]
+    assert searched("params.lr = '0.01' AND tags.team = 'birds'") == ["a"]
+    assert searched("tags.team ILIKE 'BIRD_'") == ["a"]
+    assert searched("params.missing = '1'") == []
+
+
+def test_like_matches_the_whole_value_as_sql_does(searched):
+    assert searched("tags.team LIKE 'bi%'") == ["a"]
+    assert searched("tags.team LIKE 'ird%'") == []
+    assert searched("tags.team LIKE '%ish'") == ["b"]
+
+
+def test_a_params_or_tags_filter_reads_the_tables_rows_not_every_runs_json(searched):
+    with CaptureQueriesContext(connection) as queries:
+        assert searched("tags.team = 'fish' AND params.lr = '0.1'") == ["b"]
+    [search] = [q["sql"] for q in queries.captured_queries if "runs_runvalue" in q["sql"]]
+    where = search.split(" WHERE ", 1)[1]
+    assert '"runs_run"."tags"' not in where
