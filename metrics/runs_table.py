@@ -34,14 +34,14 @@ from metrics.run_filter import (
 )
 from runs.expressions import SecondsBetween
 from runs.models import Experiment, Run, RunValue
-from runs.parameters import parameters_of
+from runs.parameters import PARAM, TAG, parameters_of
 from runs.selectors import run_parameters
 from trainhub.workspaces.models import Workspace
 
 PAGE_SIZE = 50
 MAX_COLUMNS = 40
 MAX_KEY_LENGTH = 300
-KEYS_FROM_RUNS = 200
+MAX_KEYS = 200
 MAX_METRIC_NAMES = 200
 DEFAULT_METRICS = 4
 MAX_USERS = 1000
@@ -169,15 +169,26 @@ def metric_names(scope: Scope) -> list[str]:
 
 
 def parameter_and_tag_keys(scope: Scope) -> tuple[list[str], list[str]]:
-    """The parameter and tag names of the scope's newest runs, to offer as columns."""
-    parameters: set[str] = set()
-    tags: set[str] = set()
-    for arguments, given, tagged in (
-        _runs_of(scope).order_by("-id").values_list("arguments", "parameters", "tags")[:KEYS_FROM_RUNS]
-    ):
-        parameters.update(given or parameters_of(arguments or []))
-        tags.update(str(key) for key in (tagged or {}))
-    return sorted(parameters), sorted(tags)
+    """The `params.` and `tags.` column names of the scope's runs, old ones too, to offer as columns
+    (a tag is a parameter as well: its `params.` column shows the parameter, else the tag)."""
+    return _keys_of(scope, PARAM), _keys_of(scope, TAG)
+
+
+def _keys_of(scope: Scope, kind: str) -> list[str]:
+    """The distinct keys of the scope's `kind` values: one seek per key on each of the two partial
+    (scope, kind, key, ...) indexes, where a DISTINCT would read every row (SQLite also reads the
+    row a seek of the text index finds, to check that index's condition, one per key)."""
+    keys: set[str] = set()
+    for segment in VALUE_SEGMENTS:
+        values = _values_of(scope).filter(segment.has, kind=kind)
+        last = None
+        for _ in range(MAX_KEYS):
+            following = values if last is None else values.filter(key__gt=last)
+            last = following.order_by("key").values_list("key", flat=True).first()
+            if last is None:
+                break
+            keys.add(last)
+    return sorted(keys)[:MAX_KEYS]
 
 
 @dataclass

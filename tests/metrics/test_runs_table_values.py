@@ -5,9 +5,13 @@ migration made for runs that were there before."""
 from __future__ import annotations
 
 import importlib
+import re
 
 import pytest
 from django.apps import apps
+from django.db import connection
+from django.forms.models import model_to_dict
+from django.test.utils import CaptureQueriesContext
 
 from metrics import runs_table
 from runs.models import Run, RunValue
@@ -15,6 +19,14 @@ from tests.conftest import api_client, issue_token
 from tests.metrics.builders import post_batch, running_run
 from tests.metrics.test_workspace_runs_table import every_page
 from tests.runs.builders import make_cluster, make_snapshot
+
+# What a copy of a run made with bulk_create does not take from model_to_dict: its own ids, and the
+# foreign keys, which it takes by id (foreign_keys).
+NOT_COPIED = ["id", "run_id", "number", "workspace", "experiment", "cluster", "snapshot", "created_by", "parent"]
+
+
+def foreign_keys(run: Run) -> dict[str, int | None]:
+    return {f"{name}_id": getattr(run, f"{name}_id") for name in NOT_COPIED[3:]}
 
 
 def submitted(workspace, user, arguments: list[str], tags: dict[str, str] | None = None) -> Run:
@@ -130,3 +142,24 @@ def test_the_migration_gives_runs_that_were_there_before_their_rows(workspace, c
     importlib.import_module("runs.migrations.0011_run_value").fill(apps, None)
     assert sorted(RunValue.objects.values_list("run_id", "kind", "key", "value", "number", "text")) == kept
     assert every_page(workspace, sort=runs_table.sort_of("params.lr", [])) == [made[k].run_id for k in (0, 2, 1)]
+
+
+def test_the_column_picker_offers_the_keys_of_old_runs_too_from_the_index_alone(client_for, reader, workspace):
+    old, _ = running_run(workspace, arguments=["--warmup", "5"], tags={"dataset": "cub-200"})
+    fields = {
+        **model_to_dict(old, exclude=NOT_COPIED),
+        **foreign_keys(old),
+        "arguments": [],
+        "parameters": {},
+        "tags": {},
+    }
+    Run.objects.bulk_create(Run(**fields, run_id=f"new-{n}", number=old.number + 1 + n) for n in range(300))
+    with CaptureQueriesContext(connection) as queries:
+        html = client_for(reader).get("/w/birds/runs/").content.decode()
+    picker = html.split('id="column-picker"')[1].split("</details>")[0]
+    assert 'value="params.warmup"' in picker and 'value="tags.dataset"' in picker
+    keys = [q["sql"] for q in queries.captured_queries if 'SELECT "runs_runvalue"."key"' in q["sql"]]
+    assert keys
+    for sql in keys:  # each key is a seek on a (workspace, kind, key, ...) index, no scan of the rows
+        [plan] = [row[-1] for row in connection.cursor().execute(f"EXPLAIN QUERY PLAN {sql}").fetchall()]
+        assert re.fullmatch(r"SEARCH runs_runvalue USING (COVERING )?INDEX run_value_workspace_\w+ \(.*\)", plan)
