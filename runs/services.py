@@ -45,7 +45,7 @@ from runs.models import (
     RunStatusChange,
     Snapshot,
 )
-from runs.parameters import parameters_of
+from runs.parameters import TABLE_KEY_LENGTH, parameters_of
 from runs.run_values import run_values_sync
 from trainhub import live, redis_keys, uploads
 from trainhub.compute import catalog
@@ -113,6 +113,8 @@ LOCAL_NO_INPUTS = (
     "compute_target='local' takes no datastore or dataset inputs: give the script a path on the "
     "submitting machine, or submit to a cluster."
 )
+# As every other way a run is tagged: a longer name could not name a runs-table column or filter.
+BAD_TAG_NAME = "A tag's name is 1 to " + str(TABLE_KEY_LENGTH) + " characters: {key!r} has {length}."
 # The log stream of what TrainHub says about a run when it is submitted.
 SUBMIT_STREAM = "submit"
 CANCELED_BY_USER = "Canceled by the user."
@@ -331,6 +333,9 @@ def run_submit(
     access.require(Action.WRITE)
     if bool(script) == bool(command):
         raise ValidationError(SCRIPT_OR_COMMAND)
+    for key in tags or {}:
+        if not 0 < len(str(key)) <= TABLE_KEY_LENGTH:
+            raise ValidationError(BAD_TAG_NAME.format(key=str(key)[:60], length=len(str(key))))
     snapshot = Snapshot.objects.filter(workspace=access.workspace, sha256=snapshot_sha256).first()
     if snapshot is None:
         raise ValidationError(SNAPSHOT_UNKNOWN.format(sha=snapshot_sha256), code="snapshot_unknown")

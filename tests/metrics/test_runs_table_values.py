@@ -15,6 +15,8 @@ from django.test.utils import CaptureQueriesContext
 
 from metrics import runs_table
 from runs.models import Run, RunValue
+from runs.parameters import TABLE_KEY_LENGTH
+from runs.services import BAD_TAG_NAME
 from tests.conftest import api_client, issue_token
 from tests.metrics.builders import post_batch, running_run
 from tests.metrics.test_workspace_runs_table import every_page
@@ -163,3 +165,22 @@ def test_the_column_picker_offers_the_keys_of_old_runs_too_from_the_index_alone(
     for sql in keys:  # each key is a seek on a (workspace, kind, key, ...) index, no scan of the rows
         [plan] = [row[-1] for row in connection.cursor().execute(f"EXPLAIN QUERY PLAN {sql}").fetchall()]
         assert re.fullmatch(r"SEARCH runs_runvalue USING (COVERING )?INDEX run_value_workspace_\w+ \(.*\)", plan)
+
+
+def test_a_tag_name_no_column_could_show_is_refused_at_submit(workspace, contributor, curated_env):
+    make_cluster(workspace, name="cpu")
+    long_name = "k" * (TABLE_KEY_LENGTH + 1)
+    answer = api_client(issue_token(workspace, contributor)).post(
+        f"/api/v1/workspaces/{workspace.name}/experiments/sweep/runs",
+        {
+            "snapshot": make_snapshot(workspace).sha256,
+            "compute_target": "cpu",
+            "environment": {"name": "TrainHub-PyTorch-2.13-CPU"},
+            "script": "train.py",
+            "tags": {"team": "birds", long_name: "x"},
+        },
+        content_type="application/json",
+    )
+    assert answer.status_code == 400
+    assert BAD_TAG_NAME.format(key=long_name[:60], length=TABLE_KEY_LENGTH + 1) in answer.content.decode()
+    assert not Run.objects.exists()

@@ -100,8 +100,11 @@ def test_the_server_refuses_what_the_sdk_refuses_with_the_same_rule():
         check_spec(spec("random", {"lr": uniform(0, 1)}, policy={"type": "BanditPolicy"}))
     with pytest.raises(ValidationError, match="max_concurrent_runs must be an integer between 1 and 100"):
         check_spec(spec("random", {"lr": uniform(0, 1)}, max_concurrent_runs=500))
-    with pytest.raises(ValidationError, match="names are non-empty strings"):
+    with pytest.raises(ValidationError, match="names are strings of 1 to 200 letters"):
         check_spec(spec("random", {"lr; rm -rf": uniform(0, 1)}))
+    # A longer one would name a child's parameter and tag differently (its parameter is cut at 200).
+    with pytest.raises(ValidationError, match="names are strings of 1 to 200 letters"):
+        check_spec(spec("random", {"--" + "k" * 201: uniform(0, 1)}))
 
 
 BANDIT = {"type": "BanditPolicy", "evaluation_interval": 1, "delay_evaluation": 0, "slack_factor": 0.1}

@@ -19,7 +19,13 @@ KINDS = (
     "qlognormal",
 )
 EMPTY_SPACE = "The parameter space is empty: give at least one hyperparameter, e.g. {'lr': uniform(0.001, 0.1)}."
-BAD_NAME = "Hyperparameter names are non-empty strings of letters, digits, '_', '-' and '.': {name!r} is not."
+# A child's `--name value` argument is read as a parameter of at most 200 characters (the server's
+# runs/parameters.py) and its tag of the same name shows in the runs table: a longer name would be two.
+MAX_NAME_LENGTH = 200
+BAD_NAME = (
+    "Hyperparameter names are strings of 1 to " + str(MAX_NAME_LENGTH) + " letters, digits, '_', '-' and '.': "
+    "{name!r} is not."
+)
 BAD_EXPRESSION = (
     "Hyperparameter {name!r} is not a parameter expression: use choice, randint, uniform, quniform, "
     "loguniform, qloguniform, normal, qnormal, lognormal or qlognormal."
@@ -41,7 +47,11 @@ def check_space(parameter_space: Any) -> dict[str, list[Any]]:
     checked = {}
     for name, expression in parameter_space.items():
         bare = name[2:] if isinstance(name, str) and name.startswith("--") else name
-        if not isinstance(bare, str) or not bare or not all(c.isalnum() or c in "_-." for c in bare):
+        if (
+            not isinstance(bare, str)
+            or not 0 < len(bare) <= MAX_NAME_LENGTH
+            or not all(c.isalnum() or c in "_-." for c in bare)
+        ):
             raise UserErrorException(BAD_NAME.format(name=name))
         if (
             not isinstance(expression, list | tuple)
