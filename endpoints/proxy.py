@@ -39,6 +39,7 @@ from django.http.request import split_domain_port, validate_host
 from redis.exceptions import RedisError
 
 from endpoints.models import Endpoint, ReplicaState
+from endpoints.scoring_path import SCORE_PATH, TOO_LARGE
 from trainhub import redis_keys
 from trainhub.ops.flow_control import _twisted_request
 from trainhub.redis_conn import get_async_redis
@@ -51,11 +52,9 @@ Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
-SCORE_PATH = re.compile(r"^/endpoints/([A-Za-z0-9][A-Za-z0-9_.-]{0,99})/([A-Za-z0-9][A-Za-z0-9_.-]{0,99})/score/?$")
 NOT_AUTHENTICATED = "Send the endpoint's key or a member's API token as 'Authorization: Bearer <key>'."
 NOT_FOUND = "No endpoint named {name!r} in workspace {workspace!r}."
 NO_REPLICA = "Endpoint {name!r} has no replica answering ({state}): wait_for_deployment() first."
-TOO_LARGE = "The request is {size} bytes; an endpoint takes at most {limit}."
 TIMED_OUT = "The replica did not answer within {seconds} s."
 UNREACHABLE = "The replica could not be reached: {error}"
 BAD_CONTENT_TYPE = "The Content-Type header is not a media type: {value!r}."

@@ -334,6 +334,42 @@ def test_a_body_past_the_limit_is_refused_before_any_replica_sees_it(live_url, w
     assert post(live_url, path, b'"small"').json() == {"echo": '"small"'}
 
 
+def test_a_body_past_the_endpoints_limit_is_cut_off_as_it_arrives_not_read_up_to_the_servers_limit(
+    live_url, workspace, owner, replicas, settings
+):
+    serving(workspace, owner, "echo", replicas[:1])
+    limit = settings.TRAINHUB_ENDPOINT_MAX_REQUEST_BYTES
+    attempted = 4 * limit
+    assert attempted < settings.TRAINHUB_REQUEST_MAX_BYTES  # what the server would read of any other body
+    host, port = live_url.split("//", 1)[1].split(":")
+    head = f"POST /endpoints/birds/echo/score HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {KEY}\r\n"
+    with socket.create_connection((host, int(port)), timeout=30) as connection:
+        connection.sendall(f"{head}Content-Length: {attempted}\r\nExpect: 100-continue\r\n\r\n".encode())
+        said = b""
+        while b"\r\n\r\n" not in said:
+            said += connection.recv(65536)
+        assert said.startswith(b"HTTP/1.1 413 "), said  # not "100 Continue": the body is never asked for
+        while piece := connection.recv(65536):  # to its end: the server closes the connection
+            said += piece
+        answer = json.loads(said.partition(b"\r\n\r\n")[2])
+        assert answer == {"detail": TOO_LARGE.format(size=attempted, limit=limit), "code": "too_large"}
+    piece = 64 * 1024
+    frame = f"{piece:x}\r\n".encode() + b"z" * piece + b"\r\n"
+    sent = 0
+    with socket.create_connection((host, int(port)), timeout=30) as connection:
+        connection.sendall(f"{head}Transfer-Encoding: chunked\r\n\r\n".encode())
+        try:
+            while sent < attempted:
+                connection.sendall(frame)
+                sent += piece
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        else:
+            pytest.fail(f"the server read {attempted} bytes of a scoring body past the endpoint's {limit}")
+    assert not replicas[0].reached()
+    assert post(live_url, "/endpoints/birds/echo/score", b'"small"').json() == {"echo": '"small"'}
+
+
 @pytest.mark.parametrize("separator", [b"\n", b"\r"])
 def test_a_content_type_cannot_smuggle_a_request_onto_the_replicas_kept_connection(
     live_url, workspace, owner, replicas, separator

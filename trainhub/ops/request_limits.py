@@ -4,9 +4,10 @@ Twisted reads a whole request body before daphne hands the request to Django: in
 file past 100 KB, with no limit, with or without a Content-Length. So a limit checked in a view
 comes after a 50 GB body went to disk. Here a body of up to one upload chunk stays in memory (an
 upload chunk is then written once, by trainhub/uploads.py), a larger one spills to a temporary
-file, and one past TRAINHUB_REQUEST_MAX_BYTES is answered 413 and its connection closed: at once
-when its Content-Length says so, and as soon as it passes the limit when it has none (chunked
-transfer encoding). `install()` (called by trainhub.ops.serve) makes daphne use this request.
+file, and one past TRAINHUB_REQUEST_MAX_BYTES (past TRAINHUB_ENDPOINT_MAX_REQUEST_BYTES on the
+scoring URL) is answered 413 and its connection closed: at once when its Content-Length says so,
+and as soon as it passes the limit when it has none (chunked transfer encoding). `install()`
+(called by trainhub.ops.serve) makes daphne use this request.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import tempfile
 import daphne.server
 from daphne.http_protocol import HTTPFactory, WebRequest
 from django.conf import settings
+
+from endpoints.scoring_path import TOO_LARGE, TOO_LARGE_SO_FAR, is_scoring_target
 
 REQUEST_TOO_LARGE = (
     "The request body is larger than this server accepts ({limit} bytes). Files go up in chunks "
@@ -84,6 +87,8 @@ RECEIVE_BYTES = 1024 * 1024
 class BoundedRequest(WebRequest):
     refused = False
     received = 0
+    limit = 0
+    scoring = False
     content: PiecesBody | tempfile.SpooledTemporaryFile[bytes]
 
     def __init__(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003  (Twisted's signature)
@@ -94,9 +99,14 @@ class BoundedRequest(WebRequest):
         self._parsePOSTFormSubmission = False
 
     def gotLength(self, length: int | None) -> None:  # noqa: N802  (Twisted's name)
-        if length is not None and length > max_bytes():
+        # The request's own path is set only once its body is in: until then Twisted's channel holds
+        # the request line's target. Without it, the server's limit holds and the proxy refuses a
+        # scoring body past the endpoint's once it is all read.
+        self.scoring = is_scoring_target(getattr(self.channel, "_path", b""))
+        self.limit = min(settings.TRAINHUB_ENDPOINT_MAX_REQUEST_BYTES, max_bytes()) if self.scoring else max_bytes()
+        if length is not None and length > self.limit:
             self.content = tempfile.SpooledTemporaryFile()
-            self._refuse()
+            self._refuse(length)
             return
         if length is not None and length <= settings.TRAINHUB_UPLOAD_CHUNK_BYTES:
             self.content = PiecesBody()
@@ -109,8 +119,8 @@ class BoundedRequest(WebRequest):
         if self.refused:
             return
         self.received += len(data)
-        if self.received > max_bytes():
-            self._refuse()
+        if self.received > self.limit:
+            self._refuse(None)
             return
         self.content.write(data)
 
@@ -118,11 +128,17 @@ class BoundedRequest(WebRequest):
         if not self.refused:  # a refused body can still end before its connection closes
             super().process()
 
-    def _refuse(self) -> None:
+    def _refuse(self, length: int | None) -> None:
+        """Answer 413 and close: `length` is the body's declared length, None when it is cut off."""
         self.refused = True
         # Twisted would answer "100 Continue" right after this: the client must not send the body.
         self.requestHeaders.removeHeader(b"Expect")
-        body = json.dumps({"detail": REQUEST_TOO_LARGE.format(limit=max_bytes()), "code": "request_too_large"}).encode()
+        if self.scoring:  # as the proxy answers it (endpoints/proxy.py)
+            said = TOO_LARGE_SO_FAR if length is None else TOO_LARGE
+            error = {"detail": said.format(size=length, limit=self.limit), "code": "too_large"}
+        else:
+            error = {"detail": REQUEST_TOO_LARGE.format(limit=self.limit), "code": "request_too_large"}
+        body = json.dumps(error).encode()
         head = (
             b"HTTP/1.1 413 Content Too Large\r\nContent-Type: application/json\r\n"
             b"Connection: close\r\nContent-Length: %d\r\n\r\n" % len(body)
