@@ -79,6 +79,10 @@ def _reap_containers() -> None:
 
 
 def run_node(node: Node) -> None:
+    # The node's database connections stay open from one run to the next (close_old_connections
+    # still replaces a broken one): a new SQLite connection reads the whole schema first, ~1.5 ms
+    # of CPU on every run's pickup.
+    connection.settings_dict["CONN_MAX_AGE"] = None
     heartbeat = Heartbeat(node)
     heartbeat.start()
     worker = NodeWorker([node_queue(node)], connection=get_redis(), name=node.name)
