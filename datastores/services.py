@@ -9,6 +9,7 @@ import io
 import json
 import re
 import tarfile
+from datetime import datetime, timedelta
 from functools import partial
 from typing import IO, Any
 
@@ -32,7 +33,7 @@ from datastores.models import (
     RunInput,
 )
 from datastores.paths import clean_path
-from runs.models import Run
+from runs.models import ACTIVE_STATUSES, Run
 from trainhub import uploads
 from trainhub.workspaces.models import Workspace, name_validator
 from trainhub.workspaces.permissions import Access, Action
@@ -91,8 +92,42 @@ def datastore_create(*, access: Access, name: str) -> Datastore:
 # ---------------------------------------------------------------- uploaded contents
 
 
-def _blob_commit(workspace: Workspace, sha256: str, staged: uploads.StagedFile) -> DataBlob:
-    return uploads.save_blob(DataBlob, f"datastores/{workspace.pk}/blobs", workspace, sha256, staged)[0]
+def _blob_commit(workspace: Workspace, sha256: str, staged: uploads.StagedFile, sweep: bool = True) -> DataBlob:
+    """Move a checked upload into storage and record it; a new content sweeps forgotten ones
+    (a batch sweeps once, after its last)."""
+    blob, new = uploads.save_blob(DataBlob, f"datastores/{workspace.pk}/blobs", workspace, sha256, staged)
+    if new and sweep:
+        blob_sweep_unheld()
+    return blob
+
+
+def blob_sweep_unheld(now: datetime | None = None) -> int:
+    """Delete contents uploaded TRAINHUB_UPLOAD_STALE_SECONDS ago or more that no datastore file,
+    dataset version or unfinished run's input holds: a content sent for a path another client took
+    meanwhile (the SDK sends a large file to a new path as it hashes it, before the path is set), a
+    client that uploaded and never set its path, a content an overwrite replaced. How many."""
+    cutoff = (now or timezone.now()) - timedelta(seconds=settings.TRAINHUB_UPLOAD_STALE_SECONDS)
+    with transaction.atomic():
+        candidates = DataBlob.objects.select_for_update(of=("self",)).filter(
+            created_at__lt=cutoff, datastore_files__isnull=True, dataset_files__isnull=True
+        )
+        orphans = {(blob.workspace_id, blob.sha256): blob for blob in candidates}
+        if not orphans:
+            return 0
+        for workspace_pk, files in RunInput.objects.filter(run__status__in=ACTIVE_STATUSES).values_list(
+            "run__workspace_id", "files"
+        ):
+            for _, sha256, _ in files:
+                orphans.pop((workspace_pk, sha256), None)
+        names = [blob.storage_name for blob in orphans.values()]
+        DataBlob.objects.filter(pk__in=[blob.pk for blob in orphans.values()]).delete()
+
+        def delete_files() -> None:
+            for name in names:
+                default_storage.delete(name)
+
+        transaction.on_commit(delete_files)
+    return len(names)
 
 
 def blob_receive(*, access: Access, sha256: str, chunk: uploads.Chunk) -> DataBlob | uploads.Progress:
@@ -152,9 +187,11 @@ def blobs_store_batch(*, access: Access, stream: uploads.Readable) -> int:
                     sha256=sha256,
                     stream=content,
                     existing=lambda: None,  # looked up above; a racing copy is caught when it is recorded
-                    commit=partial(_blob_commit, access.workspace, sha256),
+                    commit=partial(_blob_commit, access.workspace, sha256, sweep=False),
                 )
                 names.append(blob.storage_name)
+            if names:
+                blob_sweep_unheld()
     except BaseException:
         for name in names:  # refused: the files of the rolled-back rows go too
             if not DataBlob.objects.filter(storage_name=name).exists():

@@ -185,3 +185,50 @@ def test_a_large_file_to_a_new_path_is_hashed_as_it_is_sent_and_one_to_a_taken_p
     assert not DataBlob.objects.filter(sha256=other_sha).exists()
     staged = uploads.upload_root() / str(workspace.pk)
     assert not staged.exists() or not [p for p in staged.rglob("*") if p.is_file()]
+
+
+def test_a_large_file_sent_for_a_path_another_client_took_meanwhile_is_deleted_once_stale(ws, tmp_path, workspace):
+    """The SDK sends a large file to a free path as it hashes it, then sets the path; when another
+    client took the path in between, the content is held by nothing. Once as old as an abandoned
+    upload it goes, when the next content is stored; contents a path or a queued run's input
+    holds stay."""
+    from datetime import timedelta
+
+    from django.conf import settings
+    from django.core.files.storage import default_storage
+    from django.utils import timezone
+
+    from datastores.models import DataBlob, RunInput
+    from tests.runs.builders import make_run
+
+    def large(name: str) -> tuple:
+        path = tmp_path / name
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(os.urandom(settings.TRAINHUB_UPLOAD_CHUNK_BYTES + 100))
+        return path, hashlib.sha256(path.read_bytes()).hexdigest()
+
+    mine, mine_sha = large("mine.bin")
+    theirs, theirs_sha = large("theirs/mine.bin")
+    queued, queued_sha = large("queued.bin")
+    datastore = ws.get_default_datastore()
+    ws._store.upload_data_blob_hashing(mine)  # the path was free when this client looked
+    datastore.upload_files([str(theirs)], target_path="large", show_progress=False)  # another client
+    assert datastore._put_files({"large/mine.bin": (mine, mine_sha)}, overwrite=False) == {"large/mine.bin": "kept"}
+    ws._store.upload_data_blob_hashing(queued)
+    RunInput.objects.create(
+        run=make_run(workspace), name="data", mode="mount", files=[["queued.bin", queued_sha, queued.stat().st_size]]
+    )
+    forgotten = DataBlob.objects.get(sha256=mine_sha).storage_name
+    DataBlob.objects.update(created_at=timezone.now() - timedelta(seconds=settings.TRAINHUB_UPLOAD_STALE_SECONDS + 1))
+
+    (tmp_path / "next.csv").write_text("the next upload\n")
+    datastore.upload_files([str(tmp_path / "next.csv")], target_path="small", show_progress=False)
+
+    assert not DataBlob.objects.filter(sha256=mine_sha).exists()
+    assert not default_storage.exists(forgotten)
+    assert set(DataBlob.objects.values_list("sha256", flat=True)) == {
+        theirs_sha,
+        queued_sha,
+        hashlib.sha256(b"the next upload\n").hexdigest(),
+    }
+    assert listing(datastore)["large/mine.bin"] == theirs_sha
