@@ -191,3 +191,24 @@ def test_a_slow_reader_does_not_pile_the_file_up_in_server_memory(
         time.sleep(0.005)
     assert digest.hexdigest() == hashlib.sha256(big.read_bytes()).hexdigest()
     assert peak - before < 64, f"the server grew by {peak - before:.0f} MB for a 160 MB download"
+
+
+def test_a_large_partial_download_resumes_from_any_byte_and_is_byte_identical(sdk_ws, workspace, owner, tmp_path):
+    """A file of several receive buffers, resumed from a byte that is not on a page boundary
+    (the SDK writes whole pages past the page cache, the rest through it)."""
+    from trainhub.sdk import _downloads
+
+    large = os.urandom(3 * _downloads.BUFFER_BYTES + 12345)
+    register(
+        workspace,
+        owner,
+        run_with_outputs(workspace, {"outputs/large.pt": large}),
+        name="large",
+        path="outputs/large.pt",
+    )
+    (tmp_path / "large.pt.part").write_bytes(large[:1_000_003])
+
+    Model(sdk_ws, name="large").download(target_dir=str(tmp_path))
+
+    assert (tmp_path / "large.pt").read_bytes() == large
+    assert not list(tmp_path.glob("*.part"))

@@ -3,11 +3,19 @@ is checked against its sha256 and only then takes its name; targets never leave 
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import mmap
 import os
 import sys
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
+
+try:
+    import fcntl
+except ImportError:  # Windows: no O_DIRECT either
+    fcntl = None  # type: ignore[assignment]
 
 from trainhub.sdk import exceptions
 
@@ -32,6 +40,93 @@ def target_inside(target_dir: str, relative: str) -> str:
     if os.path.commonpath([root, absolute]) != root or absolute == root:
         raise exceptions.UserErrorException(f"The file path {relative!r} leads outside {target_dir!r}.")
     return target
+
+
+# A download is received into a few page-aligned buffers in turn, hashed there, and written by a
+# thread of its own while the next one arrives. Whole pages go past the page cache where the file
+# system allows (O_DIRECT): filling the cache with a new 1 GiB file cost 0.2-1.9 s of CPU on the
+# machines this was measured on, about as much as receiving and hashing it together.
+BUFFER_BYTES = 4 << 20
+BUFFERS = 3
+PAGE = 4096
+O_DIRECT = getattr(os, "O_DIRECT", 0)
+
+
+def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
+    while data:
+        done = os.pwrite(fd, data, offset)
+        data, offset = data[done:], offset + done
+
+
+def _write_direct(fd: int, data: memoryview, offset: int) -> bool:
+    """Whole pages from page-aligned memory at a page-aligned offset, past the page cache; False
+    (nothing written) where the system or the file system does not allow it."""
+    if not O_DIRECT or fcntl is None:
+        return False
+    flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETFL, flags | O_DIRECT)
+    except OSError:
+        return False
+    try:
+        _pwrite_all(fd, data, offset)
+        return True
+    except OSError as error:
+        if error.errno != errno.EINVAL:
+            raise
+        return False
+    finally:
+        fcntl.fcntl(fd, fcntl.F_SETFL, flags)
+
+
+def _write_at(fd: int, data: memoryview, offset: int) -> None:
+    """`data` (page-aligned in memory) at `offset`: its whole pages direct, the rest buffered."""
+    head = min(len(data), -offset % PAGE)
+    end = head + (len(data) - head) // PAGE * PAGE
+    if head == 0 and end and _write_direct(fd, data[:end], offset):
+        _pwrite_all(fd, data[end:], offset + end)
+    else:
+        _pwrite_all(fd, data, offset)
+
+
+def _fill(response: Any, view: memoryview) -> int:
+    """Read into `view` until it is full or the body ends; how many bytes."""
+    got = 0
+    while got < len(view):
+        count = response.raw.readinto(view[got:])
+        if not count:
+            break
+        got += count
+    return got
+
+
+def _receive(response: Any, fd: int, offset: int, remaining: int, digest: Any, bar: Any) -> None:
+    """Write the body at `offset` on, hashing it; a body of one buffer is written as it comes."""
+    count = BUFFERS if remaining > BUFFER_BYTES else 1
+    views = [memoryview(mmap.mmap(-1, BUFFER_BYTES)) for _ in range(count)]
+    writes: list[Future[None] | None] = [None] * count
+    with ThreadPoolExecutor(1, thread_name_prefix="download") as writer:
+        turn = 0
+        while True:
+            pending = writes[turn]
+            if pending is not None:
+                pending.result()
+            # A resumed download first fills up to a page boundary, so later writes are whole pages.
+            got = _fill(response, views[turn][: BUFFER_BYTES - offset % PAGE])
+            if not got:
+                break
+            digest.update(views[turn][:got])
+            if count == 1:
+                _write_at(fd, views[turn][:got], offset)
+            else:
+                writes[turn] = writer.submit(_write_at, fd, views[turn][:got], offset)
+            offset += got
+            if bar is not None:
+                bar.update(got)
+            turn = (turn + 1) % count
+        for pending in writes:
+            if pending is not None:
+                pending.result()
 
 
 def download_checked(
@@ -64,12 +159,12 @@ def download_checked(
 
         bar = tqdm(total=size, initial=offset, unit="B", unit_scale=True, desc=label, leave=False, file=sys.stderr)
     try:
-        with response, open(partial, "ab" if offset else "wb") as handle:
-            for chunk in response.iter_content(chunk_size=4 << 20):
-                digest.update(chunk)
-                handle.write(chunk)
-                if bar is not None:
-                    bar.update(len(chunk))
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | (0 if offset else os.O_TRUNC), 0o666)
+        with response:
+            try:
+                _receive(response, fd, offset, size - offset, digest, bar)
+            finally:
+                os.close(fd)
     finally:
         if bar is not None:
             bar.close()
