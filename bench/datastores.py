@@ -46,12 +46,15 @@ def cpu_seconds(pid: int) -> float:
 
 def compare(label: str, source: Path, size: int, upload, server_pid: int) -> None:
     copy_seconds = timed(lambda: shutil.copytree(source, source.with_name(source.name + "-copy")))
-    cpu = cpu_seconds(server_pid)
+    cpu, own = cpu_seconds(server_pid), sum(os.times()[:2])
     upload_seconds = timed(upload)
-    cpu = cpu_seconds(server_pid) - cpu
+    cpu, own = cpu_seconds(server_pid) - cpu, sum(os.times()[:2]) - own
     mb = size / 1e6
     # Per GiB only for the big file: for 4 MB of small files it would be the requests' cost, scaled.
-    server = f"server CPU {cpu / (size / 2**30):.2f} s per GiB" if size >= 2**26 else f"server CPU {cpu:.2f} s"
+    if size >= 2**26:
+        server = f"server CPU {cpu / (size / 2**30):.2f} s, client {own / (size / 2**30):.2f} s per GiB"
+    else:
+        server = f"server CPU {cpu:.2f} s, client {own:.2f} s"
     print(
         f"{label}: upload {upload_seconds:.2f} s ({mb / upload_seconds:.1f} MB/s, "
         f"{size / upload_seconds / 1e9:.2f} GB/s; {server}), plain local copy "

@@ -167,20 +167,21 @@ def main() -> None:
 
             ws = Workspace.get("bench", url=server.url, token=token)
             with PeakRss(pid) as sdk_peak:
-                sdk_started = time.perf_counter()
+                sdk_started, sdk_cpu = time.perf_counter(), sum(os.times()[:2])
                 Model(ws, name="big", version=1).download(target_dir=str(scratch / "sdk"), show_progress=False)
                 sdk_rate = SIZE / (time.perf_counter() - sdk_started) / 1e9
+                sdk_cpu = sum(os.times()[:2]) - sdk_cpu
             shutil.rmtree(scratch / "sdk")
 
             local_before = io_counters(pid)
             storage_before = tree_size(storage)
             with open(big, "ab") as handle:
                 handle.write(b"local copy")  # another hash than the run's file
-            upload_cpu = cpu_seconds(pid)
+            upload_cpu, client_cpu = cpu_seconds(pid), sum(os.times()[:2])
             upload_started = time.perf_counter()
             Model.register(ws, str(big), "uploaded", show_progress=False)
             upload_seconds = time.perf_counter() - upload_started
-            upload_cpu = cpu_seconds(pid) - upload_cpu
+            upload_cpu, client_cpu = cpu_seconds(pid) - upload_cpu, sum(os.times()[:2]) - client_cpu
             local_after = io_counters(pid)
 
             wrote = after_io["wchar"] - before_io["wchar"]
@@ -197,7 +198,7 @@ def main() -> None:
             print(f"  download (single file, curl):  {best[0]:.2f} GB/s (best of {rates})")
             print(
                 f"  download (SDK Model.download): {sdk_rate:.2f} GB/s, sha256 checked; "
-                f"server peak RSS {sdk_peak.peak:.0f} MB"
+                f"server peak RSS {sdk_peak.peak:.0f} MB; client CPU {sdk_cpu / (SIZE / 2**30):.2f} s per GiB"
             )
             print(f"  server CPU per GB downloaded:  {cpu:.2f} s (single file), {zip_cpu:.2f} s (zip)")
             memory = f"{idle_rss:.0f} MB idle, {peak_rss:.0f} MB peak"
@@ -209,7 +210,8 @@ def main() -> None:
             uploaded = big.stat().st_size
             print(
                 f"  upload (SDK Model.register):   {uploaded / upload_seconds / 1e9:.2f} GB/s (1 GiB in "
-                f"{upload_seconds:.2f} s, sha256 included); server CPU {upload_cpu / (uploaded / 2**30):.2f} s per GiB"
+                f"{upload_seconds:.2f} s, sha256 included); CPU per GiB: server "
+                f"{upload_cpu / (uploaded / 2**30):.2f} s, client {client_cpu / (uploaded / 2**30):.2f} s"
             )
             print(
                 f"  register a 1 GiB local file:   uploaded in {upload_seconds:.1f} s; storage "
