@@ -37,7 +37,7 @@ from trainhub.compute.models import Node
 from trainhub.compute.services import node_set_idle
 from trainhub.environments.builders import sdk_path
 from trainhub.redis_conn import get_redis
-from trainhub.sandbox import Box, node_is_root, python_folders
+from trainhub.sandbox import Box, node_is_root, python_folders, warm_supervisor
 from trainhub.workspaces.models import Role
 from trainhub.workspaces.permissions import Access
 
@@ -363,3 +363,4 @@ def execute_on_node(run_pk: int, node_pk: int, node_rank: int, stop_event: threa
         if cluster_pk is not None:
             dispatch_cluster(cluster_pk)
         close_old_connections()
+        warm_supervisor()  # the next run's first rank starts from it

@@ -91,7 +91,7 @@ def run_node(node: Node) -> None:
         # it: the Docker SDK takes a moment to import. (A node that stops removes its run's
         # containers as the run ends: a stop waits for the run.)
         threading.Thread(target=_reap_containers, daemon=True, name="container-reaper").start()
-    warm_supervisor()  # for the first run's first rank: runs start from this thread
+    warm_supervisor()  # for the first run's first rank (runs start from this thread)
     dispatch_cluster(node.cluster_id)
     try:
         worker.work(logging_level="WARNING")

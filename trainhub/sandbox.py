@@ -2,8 +2,8 @@
 exports), unprivileged and out of sight of the site's data, other runs and the node's variables.
 
 A box is a bubblewrap (`bwrap`) sandbox, started under the rank supervisor (trainhub/supervisor.py;
-for a rank, usually a spare one the node started as the previous rank started, waiting for its
-command, so that no Python starts between a rank's start and its box):
+for a rank, usually a spare one the node started after its previous run, waiting for its command,
+so that no Python starts between a rank's start and its box):
 
 - its own PID and IPC namespaces: it sees and signals none of the node's or other boxes' processes;
 - the machine's file system read-only, with the site's data folders (the secret key, the database,
@@ -370,11 +370,10 @@ def _start(
             popen_kwargs[key] != value for key, value in SPARE_POPEN.items()
         ):
             return subprocess.Popen([*SUPERVISOR_ARGV, *head], cwd=cwd, env={"PATH": SYSTEM_PATH}, **kwargs)
-        # A rank's start: a spare takes the command, and another waits for the next one.
+        # A rank's start: this thread's spare takes the command, if it has one.
         process = _hand_to_spare(head, cwd, kwargs["pass_fds"])
         if process is None:
             process = subprocess.Popen([*SUPERVISOR_ARGV, *head], cwd=cwd, env={"PATH": SYSTEM_PATH}, **kwargs)
-        warm_supervisor()
         return process
     finally:
         os.close(payload_fd)
@@ -395,7 +394,9 @@ _spares = threading.local()
 def warm_supervisor() -> None:
     """Start a spare supervisor for this thread's next rank start, unless it has one: a Python
     started ahead of time and waiting for its command (about 10 ms of CPU less on each rank's
-    start). Started as every supervisor is, with nothing of the node's environment."""
+    start). Started as every supervisor is, with nothing of the node's environment. The node calls
+    it when it has time: as it starts, and after each run (not as a rank starts, when the spare's
+    start would take the CPU from the rank's)."""
     spare = getattr(_spares, "ready", None)
     if spare is not None and spare[0].poll() is None:
         return

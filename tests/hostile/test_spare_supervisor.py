@@ -11,7 +11,7 @@ import threading
 import time
 from pathlib import Path
 
-from trainhub.sandbox import Box, box_uid, python_folders, start_unboxed
+from trainhub.sandbox import Box, box_uid, python_folders, start_unboxed, warm_supervisor
 
 # How the executor starts a rank (runs/executor.py).
 RANK_START = dict(stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
@@ -49,9 +49,9 @@ def spares_of_this_process() -> list[int]:
 
 
 def test_a_boxed_rank_from_a_spare_sees_what_a_fresh_supervisor_gives(tmp_path):
-    """The same command in the same box, started twice in one thread: the first start has no spare
-    and starts a supervisor for it, the second takes the spare the first left. Same uid, folder,
-    variables (exactly the given ones) and open files, same exit code."""
+    """The same command in the same box, started twice in one thread: the first has no spare and
+    starts a supervisor for it, the second takes the spare the node started in between. Same uid,
+    folder, variables (exactly the given ones) and open files, same exit code."""
     work = tmp_path / "work"
     work.mkdir()
     box = Box(
@@ -65,7 +65,9 @@ def test_a_boxed_rank_from_a_spare_sees_what_a_fresh_supervisor_gives(tmp_path):
     env = {"PATH": "/usr/bin:/bin", "RUN_VALUE": "it's $HOME; `x`"}
 
     def twice():
-        return [ended(box.popen(["/bin/sh", "-c", REPORT], env, **RANK_START)) for _ in range(2)]
+        fresh = ended(box.popen(["/bin/sh", "-c", REPORT], env, **RANK_START))
+        warm_supervisor()
+        return fresh, ended(box.popen(["/bin/sh", "-c", REPORT], env, **RANK_START))
 
     (spared, *fresh), (spared_next, *spare) = in_own_thread(twice)
     assert not spared and spared_next
@@ -84,7 +86,9 @@ def test_a_boxed_rank_from_a_spare_sees_what_a_fresh_supervisor_gives(tmp_path):
 def test_an_unboxed_rank_from_a_spare_gets_its_variables_and_folder(tmp_path):
     def twice():
         env = {"PATH": "/usr/bin:/bin", "ONLY": "this"}
-        return [ended(start_unboxed(["/bin/sh", "-c", REPORT], env, tmp_path, **RANK_START)) for _ in range(2)]
+        fresh = ended(start_unboxed(["/bin/sh", "-c", REPORT], env, tmp_path, **RANK_START))
+        warm_supervisor()
+        return fresh, ended(start_unboxed(["/bin/sh", "-c", REPORT], env, tmp_path, **RANK_START))
 
     (spared, *fresh), (spared_next, *spare) = in_own_thread(twice)
     assert not spared and spared_next
@@ -99,8 +103,22 @@ def test_an_unboxed_rank_from_a_spare_gets_its_variables_and_folder(tmp_path):
 def test_no_spare_outlives_the_thread_that_started_it(tmp_path):
     """A spare gets SIGTERM when the thread that started it ends (it could not be handed a rank that
     must die with the node): none is left once the threads that started ranks have ended."""
-    in_own_thread(lambda: ended(start_unboxed(["true"], {}, tmp_path, **RANK_START)))
-    deadline = time.monotonic() + 30
-    while spares_of_this_process() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert spares_of_this_process() == []
+
+    def start_and_leave_a_spare():
+        warm_supervisor()
+        ended(start_unboxed(["true"], {}, tmp_path, **RANK_START))
+        warm_supervisor()
+        # /proc shows its command line once its exec is through.
+        return wait_for(lambda: len(spares_of_this_process()) == 1)
+
+    assert in_own_thread(start_and_leave_a_spare), "a spare waits while its thread runs"
+    assert wait_for(lambda: spares_of_this_process() == []), "the spare ended with its thread"
+
+
+def wait_for(condition, seconds: float = 30) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
