@@ -408,30 +408,22 @@ def _digest_to(handle: IO[bytes], prefix: int, written: Sequence[tuple[int, memo
 # process's first (hot, 0.1 s per GiB). The partial pages at either end go through the cache.
 PAGE = 4096
 DIRECT_FROM_BYTES = 1024 * 1024
+DIRECT_BUFFER_BYTES = 4 * 1024 * 1024
 _BUFFERS: list[mmap.mmap] = []
 _BUFFERS_LOCK = threading.Lock()
-BUFFERS_KEPT = 2
 
 
 @contextmanager
-def _aligned_buffer(size: int) -> Iterator[mmap.mmap]:
-    """A page-aligned buffer of at least `size` bytes, reused across requests (fresh memory costs a
+def _aligned_buffer() -> Iterator[mmap.mmap]:
+    """A page-aligned buffer of DIRECT_BUFFER_BYTES, reused across requests (fresh memory costs a
     page fault per 4 KB); only one request uses it at a time."""
     with _BUFFERS_LOCK:
-        buffer = next((b for b in _BUFFERS if len(b) >= size), None)
-        if buffer is not None:
-            _BUFFERS.remove(buffer)
-    if buffer is None:
-        buffer = mmap.mmap(-1, max(size, chunk_bytes()))
+        buffer = _BUFFERS.pop() if _BUFFERS else mmap.mmap(-1, DIRECT_BUFFER_BYTES)
     try:
         yield buffer
     finally:
         with _BUFFERS_LOCK:
-            if len(_BUFFERS) < BUFFERS_KEPT:
-                _BUFFERS.append(buffer)
-                buffer = None
-        if buffer is not None:
-            buffer.close()
+            _BUFFERS.append(buffer)
 
 
 def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
@@ -441,22 +433,24 @@ def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
 
 
 def _write_direct(fd: int, data: memoryview, offset: int) -> bool:
-    """Write whole pages at a page-aligned offset past the page cache; False where the file system
-    does not allow it (nothing written then)."""
+    """Write whole pages at a page-aligned offset past the page cache, through an aligned buffer a
+    few MB at a time; False where the file system does not allow it (nothing written then)."""
     flags = fcntl.fcntl(fd, fcntl.F_GETFL)
     try:
         fcntl.fcntl(fd, fcntl.F_SETFL, flags | os.O_DIRECT)
     except OSError:
         return False
     try:
-        with _aligned_buffer(len(data)) as buffer, memoryview(buffer) as aligned:
-            aligned[: len(data)] = data
-            _pwrite_all(fd, aligned[: len(data)], offset)
+        with _aligned_buffer() as buffer, memoryview(buffer) as aligned:
+            for start in range(0, len(data), DIRECT_BUFFER_BYTES):
+                piece = data[start : start + DIRECT_BUFFER_BYTES]
+                aligned[: len(piece)] = piece
+                _pwrite_all(fd, aligned[: len(piece)], offset + start)
         return True
     except OSError as error:
         if error.errno != errno.EINVAL:
             raise
-        return False
+        return False  # the caller writes it all through the cache (the same bytes where some went)
     finally:
         fcntl.fcntl(fd, fcntl.F_SETFL, flags)
 
