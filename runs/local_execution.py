@@ -19,6 +19,7 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
+from runs import system_metrics
 from runs.archives import UnsafeArchiveError, extract_snapshot, walk_regular_files
 from runs.containers import ProcessLauncher
 from runs.executor import HostExecutor, RunAborted, RunTimedOut, SetupFailed, StartedProcess
@@ -61,8 +62,9 @@ def machine_problem() -> str | None:
 
 
 class ApiRecords:
-    """What the executor records (runs/executor.py, DatabaseRecords), gathered and sent to the server
-    every REPORT_SECONDS by a thread of its own; its answer says when the run must stop."""
+    """What the executor records (runs/executor.py, DatabaseRecords), and the ranks' system metrics,
+    gathered and sent to the server every REPORT_SECONDS by a thread of its own; its answer says when
+    the run must stop."""
 
     def __init__(self, store: Any, run_id: str):
         self.store = store
@@ -71,6 +73,7 @@ class ApiRecords:
         self.sending = threading.Lock()  # one report at a time, so they reach the server in order
         self.logs: list[dict[str, Any]] = []
         self.processes: list[dict[str, Any]] = []
+        self.system: list[dict[str, Any]] = []  # metrics batches, one per rank and sample
         self.stop_reason = ""
         self.sent_at = 0.0
         self.done = threading.Event()
@@ -111,6 +114,10 @@ class ApiRecords:
         with self.lock:
             self.processes.append(event)
 
+    def system_metrics(self, batches: list[dict[str, Any]]) -> None:
+        with self.lock:
+            self.system.extend(batches)
+
     # ---------------------------------------------------------- sending
 
     def start(self) -> None:
@@ -130,6 +137,13 @@ class ApiRecords:
             with self.lock:
                 logs, self.logs = self.logs, []
                 processes, self.processes = self.processes, []
+                system, self.system = self.system, []
+            try:
+                # Before the report: a run's end (its last report) comes after its last sample.
+                for batch in system:
+                    self.store.log_metrics(self.run_id, batch)
+            except Exception as error:  # a run never fails for want of a sample
+                print(f"local runner: system metrics not sent: {error}", file=sys.stderr, flush=True)
             if not (logs or processes or status or heartbeat):
                 return
             report = {"logs": logs, "processes": processes, "status": status}
@@ -323,12 +337,23 @@ class LocalExecution:
         return self.executor.pump(self.watch())
 
     def watch(self) -> Any:
+        """As a node's: the run's abort, its time limit, and (every TRAINHUB_SYSTEM_METRICS_SECONDS)
+        its ranks' CPU, memory and GPU use, sent as its system/ metrics."""
         timeout = self.claim.get("timeout_seconds")
         timeout_at = time.monotonic() + timeout if timeout else None
+        sample_every = settings.TRAINHUB_SYSTEM_METRICS_SECONDS
+        next_sample = time.monotonic() + min(1.0, sample_every)  # the first only starts the CPU clocks
+        sampler = system_metrics.Sampler()
 
         def tick() -> None:
+            nonlocal next_sample
             self.check_abort()
-            if timeout_at is not None and time.monotonic() > timeout_at:
+            now = time.monotonic()
+            if sample_every and self.executor is not None and now >= next_sample:
+                next_sample = now + sample_every
+                samples = sampler.sample(self.executor.running_ranks())
+                self.records.system_metrics([system_metrics.batch(rank, values) for rank, values in samples.items()])
+            if timeout_at is not None and now > timeout_at:
                 raise RunTimedOut()
 
         return tick

@@ -1,5 +1,6 @@
 """compute_target="local" on the real stack: the run executes on the submitting machine (this one) in
-the run's box, its lines streamed live, its metrics kept, and a cancel from the SDK stops it."""
+the run's box, its lines streamed live, its metrics (and its rank's system metrics) kept, and a cancel
+from the SDK stops it."""
 
 from __future__ import annotations
 
@@ -44,6 +45,7 @@ def test_a_local_run_is_boxed_followed_live_and_canceled(
     secret.write_text("the submitter's secret")
     monkeypatch.setenv("TRAINHUB_LOCAL_RUNNER_DIR", str(runner_folder))
     monkeypatch.setenv("SUBMITTERS_SECRET_VARIABLE", "hunter2")
+    monkeypatch.setenv("TRAINHUB_SYSTEM_METRICS_SECONDS", "1")
     project = tmp_path / "project"
     project.mkdir()
     (project / "train.py").write_text(SCRIPT)
@@ -59,7 +61,7 @@ def test_a_local_run_is_boxed_followed_live_and_canceled(
     shown = []
     for line in run.iter_log(follow=True):
         shown.append(line)
-        if line == "tick 3":
+        if line == "tick 6":  # 3 s: the runner sampled the rank twice
             break
     run.cancel()
     details = run.wait_for_completion(raise_on_error=False)
@@ -68,7 +70,9 @@ def test_a_local_run_is_boxed_followed_live_and_canceled(
     assert "submitter's variable: None" in shown
     uid_line = next(line for line in shown if line.startswith("uid:"))
     assert uid_line.endswith("home: True") and not uid_line.startswith("uid: 0 ")
-    assert run.get_metrics()["step"] == 1
+    metrics = run.get_metrics()
+    assert metrics["step"] == 1
+    assert {"system/memory_mb", "system/cpu_percent"} <= set(metrics)  # the rank's, sampled by the runner
     assert "logs/std_log_process_0.txt" in run.get_file_names()
 
 
