@@ -40,6 +40,9 @@ from trainhub.sandbox import box_uid, node_is_root
 
 LABEL_RUN = "trainhub.run"
 LABEL_NODE = "trainhub.node"
+# The rank a container runs (a per-node launcher's: its node's first rank), so the node finds the
+# process tree whose CPU and memory it samples (runs/system_metrics.py).
+LABEL_RANK = "trainhub.rank"
 # Several TrainHub sites (a test session, a second install) can share one engine: each touches only
 # its own containers, told apart by the folder its nodes work in.
 LABEL_SITE = "trainhub.site"
@@ -115,7 +118,12 @@ class ContainerLauncher:
             env=run_variables(env, node_variables),
             workdir=self.workdir,
             mounts=self.mounts,
-            labels={LABEL_RUN: self.run_id, LABEL_NODE: self.node_name, LABEL_SITE: site_label()},
+            labels={
+                LABEL_RUN: self.run_id,
+                LABEL_NODE: self.node_name,
+                LABEL_SITE: site_label(),
+                LABEL_RANK: env.get("TRAINHUB_RANK", ""),
+            },
             gpus=self.gpus,
             user=self.user,
         )
@@ -136,6 +144,16 @@ class ContainerLauncher:
 
     def remove_leftovers(self) -> None:
         remove_containers({LABEL_RUN: self.run_id, LABEL_NODE: self.node_name})
+
+    def rank_pids(self) -> dict[int, int]:
+        """rank → this machine's pid of the first process of the rank's running container (the
+        engine starts it, not the node: its processes are found through the engine)."""
+        found = {}
+        for container in _site_containers({LABEL_RUN: self.run_id, LABEL_NODE: self.node_name}):
+            rank, pid = container.labels.get(LABEL_RANK, ""), container.attrs.get("State", {}).get("Pid")
+            if rank.isdigit() and pid:
+                found[int(rank)] = int(pid)
+        return found
 
 
 def run_variables(env: dict[str, str], node_variables: frozenset[str]) -> dict[str, str]:

@@ -146,7 +146,7 @@ class NodeExecution:
                 box=self.box,
                 connection=self.redis,
             )
-            self.executor.start(plan, self.check_abort)
+            self.executor.start(plan, self.watch())  # another host of an MPI run serves mpirun in there
             self.transition(RunStatus.RUNNING)
             failed = self.executor.pump(self.watch())
             # Open MPI's daemon of another host ended as mpirun ended it, after the ranks: how they
@@ -265,9 +265,10 @@ class NodeExecution:
         return tick
 
     def record_system_metrics(self) -> None:
-        """CPU, memory (and GPU) of each running rank's process tree, as the run's system/ metrics. The
-        processes of a container are the engine's, not ours: Docker runs are not sampled."""
-        if not isinstance(self.launcher, ProcessLauncher) or self.executor is None:
+        """CPU, memory (and GPU) of each running rank's process tree (a Docker rank's container's), as
+        the run's system/ metrics. Not for an MPI launch in containers: its ranks' containers are
+        asked for by Open MPI's processes, which tell no rank."""
+        if self.executor is None or (self.mpi and not isinstance(self.launcher, ProcessLauncher)):
             return
         platform = Access(workspace=self.run.workspace, role=Role.CONTRIBUTOR)
         try:

@@ -47,6 +47,7 @@ from runs.output_routing import (
     signal_named,
     split_mpi_output,
 )
+from runs.system_metrics import launched_ranks, mpi_launched_ranks
 from trainhub import redis_keys
 from trainhub.sandbox import Box, start_unboxed
 from trainhub.sdk._whole_lines import ANNOUNCE, split_tagged
@@ -141,6 +142,8 @@ class HostExecutor:
         self.lines: collections.deque[tuple[str, str]] = collections.deque()
         self.lines_lock = threading.Lock()
         self.started: list[tuple[int, str]] = []  # announcements of a per-node launch's ranks
+        self.announced: dict[int, int] = {}  # rank → the pid a per-node launch's rank gave (in its box)
+        self.mpi_ranks: list[int] = []  # an MPI launch's ranks on this host, by local rank
         self.tails: dict[str, collections.deque[str]] = {}
         self.stream_files: dict[str, IO[str]] = {}
         self.mpi_relay: MpiRelay | None = None
@@ -154,6 +157,9 @@ class HostExecutor:
         that is Open MPI's daemon, once mpirun asks for it: this returns when the daemon ended.
         `tick` is called while waiting and may raise RunAborted."""
         if plan.mpi is not None:
+            self.mpi_ranks = [
+                rank for rank, node, _ in sorted(plan.mpi.ranks, key=lambda r: r[2]) if node == plan.node_rank
+            ]
             if isinstance(self.launcher, ContainerLauncher) and self.box is not None:
                 self.container_relay = ContainerRelay(
                     run_pk=self.run_pk,
@@ -392,8 +398,23 @@ class HostExecutor:
             tick()
 
     def running_ranks(self) -> dict[int, int]:
-        """rank → pid of the processes still running that are ranks (not mpirun's daemons)."""
-        return {p.rank: p.process.pid for p in self.processes if p.exit_code is None and p.rank >= 0}
+        """rank → pid of the processes still running that are ranks (not mpirun's daemons); a per-node
+        launcher's ranks are its processes that announced themselves, an MPI launch's those mpirun or
+        Open MPI's daemon started (runs/system_metrics.py)."""
+        ranks: dict[int, int] = {}
+        # A Docker rank's processes are its container's, which the engine started.
+        in_containers = isinstance(self.launcher, ContainerLauncher)
+        roots = self.launcher.rank_pids() if isinstance(self.launcher, ContainerLauncher) else {}
+        for p in self.processes:
+            root = roots.get(p.rank) if in_containers else p.process.pid
+            if p.exit_code is None and self.mpi_ranks:
+                ranks.update(mpi_launched_ranks(p.process.pid, self.mpi_ranks))
+            elif p.exit_code is None and p.rank >= 0 and root is not None:
+                if p.launcher:
+                    ranks.update(launched_ranks(root, self.announced))
+                else:
+                    ranks[p.rank] = root
+        return ranks
 
     def failure(self, failed: StartedProcess, cause: str = "") -> Failure:
         """Which rank `failed` stands for (mpirun and a per-node launcher name it), recorded as failed;
@@ -444,6 +465,8 @@ class HostExecutor:
     def _record_started(self, rank: int, announcement: str) -> None:
         """A rank of this host's per-node launcher said it started."""
         local_rank, pid = rank_started(announcement)
+        if pid is not None:
+            self.announced[rank] = pid
         self.records.process_started(
             run_pk=self.run_pk,
             rank=rank,

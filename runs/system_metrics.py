@@ -17,6 +17,9 @@ CPU = "system/cpu_percent"
 MEMORY = "system/memory_mb"
 GPU_UTILIZATION = "system/gpu_utilization_percent"
 GPU_MEMORY = "system/gpu_memory_mb"
+# Open MPI's launcher and the daemon it has the other hosts start (its 4.x and 5.x names).
+MPI_LAUNCHERS = {"mpirun", "orterun", "orted", "prterun", "prted"}
+MPI_AGENT_NAME = "mpi_agent.py"
 TICKS = os.sysconf("SC_CLK_TCK")
 PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
 
@@ -42,6 +45,66 @@ def _tree(root: int) -> tuple[float, int, list[int]]:
     return seconds, resident, alive
 
 
+def _namespace_pid(pid: int) -> int | None:
+    """The pid `pid` has in its own (innermost) PID namespace: in a box, what the process itself sees."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("NSpid:"):
+                    return int(line.split()[-1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def launched_ranks(launcher: int, announced: dict[int, int]) -> dict[int, int]:
+    """rank → pid (this machine's) of the ranks a per-node launcher (torchrun) started below pid
+    `launcher`, found by the pid each rank announced as it started (in its box's PID namespace). A
+    rank's own children count in its tree; the launcher itself is no rank's."""
+    wanted = {pid: rank for rank, pid in announced.items()}
+    found: dict[int, int] = {}
+    for pid in descendants(launcher):
+        rank = wanted.get(_namespace_pid(pid) or -1)
+        if rank is not None and rank not in found:
+            found[rank] = pid
+    return found
+
+
+def _stat(pid: int) -> tuple[int, int] | None:
+    """(parent pid, start time in clock ticks since boot) of `pid`."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            fields = stat.read().rsplit(b")", 1)[1].split()
+        return int(fields[1]), int(fields[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _reads(path: str) -> str:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read().decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def mpi_launched_ranks(root: int, ranks: list[int]) -> dict[int, int]:
+    """rank → pid of the MPI ranks of this host below `root` (mpirun, or Open MPI's daemon started
+    for mpirun): the children of mpirun or orted other than mpirun's agents (runs/mpi_agent.py),
+    which Open MPI starts in the order of their local ranks; `ranks` are this host's, in that order.
+    Only once all of them run, so that one that ended early shifts no other."""
+    tree = descendants(root)
+    launchers = {pid for pid in tree if _reads(f"/proc/{pid}/comm").strip() in MPI_LAUNCHERS}
+    started = []
+    for pid in tree:
+        stat = _stat(pid)
+        if stat is not None and stat[0] in launchers and MPI_AGENT_NAME not in _reads(f"/proc/{pid}/cmdline"):
+            started.append((stat[1], pid))
+    if len(started) != len(ranks):
+        return {}
+    return dict(zip(ranks, [pid for _, pid in sorted(started)], strict=True))
+
+
 def gpu_usage(pids: list[int], used: list[gpus.GpuProcess], devices: list[gpus.Gpu]) -> dict[str, float]:
     """The GPU metrics of the processes `pids`: the memory they hold on any GPU, and the mean
     utilisation of the GPUs they hold memory on; {} when they hold none."""
@@ -61,7 +124,7 @@ def gpu_usage(pids: list[int], used: list[gpus.GpuProcess], devices: list[gpus.G
 class Sampler:
     """Per rank, the points since the last sample: CPU as the share of one core over the interval."""
 
-    last: dict[int, tuple[float, float]] = field(default_factory=dict)
+    last: dict[int, tuple[int, float, float]] = field(default_factory=dict)  # rank → root, CPU seconds, when
 
     def sample(self, roots: dict[int, int]) -> dict[int, dict[str, float]]:
         """{rank: {metric: value}} for the ranks given as {rank: root pid}; a rank's first sample
@@ -75,10 +138,10 @@ class Sampler:
             seconds, resident, pids = _tree(root)
             values = {MEMORY: round(resident / 2**20, 1)}
             if rank in self.last:
-                before, at = self.last[rank]
-                if now > at:
+                measured, before, at = self.last[rank]
+                if now > at and measured == root:
                     values[CPU] = round(max(0.0, seconds - before) / (now - at) * 100, 1)
-            self.last[rank] = (seconds, now)
+            self.last[rank] = (root, seconds, now)
             values.update(gpu_usage(pids, used, devices))
             found[rank] = values
         return found

@@ -9,10 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from metrics.models import MetricSeries
 from runs.container_agent import SOCKET_VARIABLE
 from runs.container_relay import SOCKET_NAME
 from runs.containers import CONTAINER_AGENT_ARGV, launch_problem, launcher_for
 from runs.models import Run
+from runs.system_metrics import MEMORY
 from tests.docker.conftest import (
     PROJECTS,
     docker_environment,
@@ -60,6 +62,7 @@ def site(docker_engine, django_db_setup, django_db_blocker, live_server_process,
                         TRAINHUB_NODE_SERVER_URL=site.url,
                         SHARED_SETTING=SHARED_SETTING,
                         NODE_ONLY=NODE_ONLY,
+                        TRAINHUB_SYSTEM_METRICS_SECONDS="1",
                     ).start()
                 )
         yield site
@@ -210,3 +213,7 @@ def test_two_local_ranks_of_torchrun_in_a_container_never_split_or_merge_lines(s
     assert broken == [], broken[:5]
     assert len(printed) == len(expected) and set(printed) == expected
     assert run_containers(site_client(), run.id) == []
+    # Each rank's own memory, found in its container through the engine and the pid it announced.
+    with site.blocker.unblock():
+        sampled = MetricSeries.objects.filter(run__run_id=run.id, name=MEMORY, min_value__gt=0)
+        assert sorted(sampled.values_list("rank", flat=True)) == [0, 1]

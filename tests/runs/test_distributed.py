@@ -7,8 +7,10 @@ import json
 
 import pytest
 
+from metrics.models import MetricSeries
 from runs.launch_plan import STORE_READY, STORE_STREAM
 from runs.models import Run, RunProcess, RunStatus
+from runs.system_metrics import MEMORY
 from tests.helpers.processes import NodeProcess, pid_alive, wait_until
 from tests.runs.conftest import PROJECTS, script_config
 from trainhub.compute.models import Node
@@ -24,7 +26,9 @@ pytestmark = pytest.mark.slow
 @pytest.fixture
 def two_nodes(cluster, live_server_process, transactional_db, tmp_path):
     nodes = [
-        NodeProcess(cluster, tmp_path, TRAINHUB_NODE_SERVER_URL=live_server_process.url).start(wait=False)
+        NodeProcess(
+            cluster, tmp_path, TRAINHUB_NODE_SERVER_URL=live_server_process.url, TRAINHUB_SYSTEM_METRICS_SECONDS="1"
+        ).start(wait=False)
         for _ in range(2)
     ]
     wait_until(lambda: Node.objects.filter(cluster=cluster, state="idle").count() == 2, 60, message="two idle nodes")
@@ -35,6 +39,12 @@ def two_nodes(cluster, live_server_process, transactional_db, tmp_path):
 
 def ddp_config(ws, **extra):
     return script_config(ws, "ddp", "ddp_check.py", **extra)
+
+
+def assert_every_rank_was_sampled(run, world: int) -> None:
+    """Each rank's own memory, as its node sampled it (runs/system_metrics.py)."""
+    sampled = MetricSeries.objects.filter(run__run_id=run.id, name=MEMORY, min_value__gt=0)
+    assert sorted(sampled.values_list("rank", flat=True)) == list(range(world))
 
 
 def rank_lines(run, text: str) -> list[str]:
@@ -65,6 +75,7 @@ def test_per_process_launch_two_nodes_by_two(ws, two_nodes, tmp_path):
     assert {f"logs/std_log_process_{r}.txt" for r in range(4)} <= names
     run.download_file("outputs/result.json", str(tmp_path / "result.json"))
     assert json.loads((tmp_path / "result.json").read_text()) == {"world_size": 4, "sum": 10.0}
+    assert_every_rank_was_sampled(run, 4)
     # The ranks met at a store that node 0 started before them, in the run's box as the run's user.
     [ready] = [line for line in stream_text(run, STORE_STREAM).splitlines() if line.startswith(STORE_READY)]
     assert ready.endswith(f" as uid {box_uid('run', Run.objects.get(run_id=run.id).pk)}"), ready
@@ -98,6 +109,7 @@ def test_per_node_launch(ws, two_nodes, launcher):
         assert "all_reduce sum 10.0" in own and "\x1f" not in own
     names = set(run.get_file_names())
     assert {f"logs/std_log_process_{r}.txt" for r in range(4)} | {"logs/launcher_node_0.txt"} <= names
+    assert_every_rank_was_sampled(run, 4)  # each its own: the launcher's ranks are found by the pid they announced
 
 
 def per_node_config(ws, launcher: str, **extra) -> ScriptRunConfig:
@@ -193,6 +205,7 @@ def test_mpirun_across_two_nodes(ws, two_nodes, tmp_path):
     assert run.wait_for_completion()["status"] == "Completed"
     assert_mpi_ranks_ran_on_their_nodes(run, rank_lines(run, "mpi rank"))
     assert {f"logs/std_log_process_{r}.txt" for r in range(4)} <= set(run.get_file_names())
+    assert_every_rank_was_sampled(run, 4)  # those of node 1 too, started by Open MPI's daemon there
 
 
 def assert_mpi_ranks_ran_on_their_nodes(run, lines: list[str]) -> None:

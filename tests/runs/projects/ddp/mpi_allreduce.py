@@ -1,7 +1,9 @@
 """An MPI program: every rank contributes rank+1; the allreduce sum is checked on every rank, which
-says who it is and where it runs."""
+says who it is and where it runs; then every rank holds 3 s, together, so that its node samples it
+(system metrics)."""
 
 import os
+import time
 
 from mpi4py import MPI
 
@@ -15,6 +17,7 @@ print(
     flush=True,
 )
 assert total == size * (size + 1) // 2
+time.sleep(3)
 if rank == 0:
     os.makedirs("outputs", exist_ok=True)
     with open("outputs/mpi.txt", "w") as handle:
