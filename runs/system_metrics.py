@@ -38,6 +38,8 @@ def _tree(root: int) -> tuple[float, int, list[int]]:
                 fields = stat.read().rsplit(b")", 1)[1].split()
         except (OSError, IndexError):
             continue  # it ended between the listing and the read
+        if fields[0] in (b"Z", b"X"):
+            continue  # it ended and holds nothing any more (0 resident pages) until it is reaped
         # After the command name: state is fields[0], utime fields[11], stime fields[12], rss fields[21].
         seconds += (int(fields[11]) + int(fields[12])) / TICKS
         resident += int(fields[21]) * PAGE_BYTES
@@ -136,6 +138,8 @@ class Sampler:
         devices = gpus.gpus() if used else []
         for rank, root in roots.items():
             seconds, resident, pids = _tree(root)
+            if not pids:
+                continue  # the rank ended since it was listed
             values = {MEMORY: round(resident / 2**20, 1)}
             if rank in self.last:
                 measured, before, at = self.last[rank]
