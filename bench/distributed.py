@@ -246,12 +246,14 @@ def slurm_figures(harness, server, ws, folder: Path, python: Path, slurm_dir: Pa
         through_trainhub(ws, folder, "work.py", [10], target="hpc").wait_for_completion()  # warm: first task
         hand = by_srun(slurm, python, folder)
         started = time.monotonic()
-        through_trainhub(ws, folder, "work.py", [STEPS], target="hpc").wait_for_completion()
+        run = through_trainhub(ws, folder, "work.py", [STEPS], target="hpc")
+        run.wait_for_completion()
         hub = time.monotonic() - started
         print(
             f"2 nodes x 2 processes gloo DDP, {STEPS} steps, one run each: local cluster {local:.2f} s, "
             f"Slurm through TrainHub {hub:.2f} s (submit to Completed), bare srun {hand:.2f} s; "
-            f"Slurm/srun {hub / hand:.3f} (target <= 1.1), local/Slurm {local / hub:.3f}; uptime: {uptime()}"
+            f"Slurm/srun {hub / hand:.3f} (target <= 1.1), local/Slurm {local / hub:.3f}; "
+            f"init_process_group's wait on Slurm {init_wait(run_log(run.id)) * 1000:.1f} ms; uptime: {uptime()}"
         )
     finally:
         slurm.stop()

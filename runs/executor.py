@@ -10,6 +10,7 @@ import collections
 import json
 import os
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -24,6 +25,7 @@ from runs import selectors, services
 from runs.container_relay import ContainerRelay
 from runs.containers import ContainerLauncher, Launcher, ProcessLauncher, host_variables, launcher_variables
 from runs.launch_plan import (
+    STORE_LISTEN_FD,
     HostPlan,
     Process,
     mpi_rank_app,
@@ -58,6 +60,15 @@ STOP_GRACE_SECONDS = 3.0
 # How long another host waits for mpirun on the lead host to ask for Open MPI's daemon.
 MPI_DAEMON_TIMEOUT_SECONDS = 120
 TRACEBACK_LINES = 400
+
+
+def master_port_socket(port: int) -> socket.socket:
+    """A socket listening on `port` of every address, as torch's TCPStore binds it (IPv6 and IPv4
+    where the host has both)."""
+    dual = socket.has_dualstack_ipv6()
+    return socket.create_server(
+        ("", port), family=socket.AF_INET6 if dual else socket.AF_INET, backlog=1024, dualstack_ipv6=dual
+    )
 
 
 class RunAborted(Exception):
@@ -180,12 +191,24 @@ class HostExecutor:
             self._spawn(process.rank, process.local_rank, process.stream, *command, launcher=process.launcher)
 
     def _start_store(self, store: Process) -> bool:
-        """Start the run's rendezvous store, just before the ranks: it imports torch while they do,
-        and listens before they reach init_process_group (their clients retry until it does).
-        False where it cannot run: in a container launch, the run's Python is not the node's."""
+        """Start the run's rendezvous store, just before the ranks: it imports torch while they do.
+        Its port listens before either starts (this node binds it and hands the socket over), so a
+        rank that reaches init_process_group first waits for the store's answer, not for torch's
+        retry. False where it cannot run: in a container launch, the run's Python is not the node's."""
         if not isinstance(self.launcher, ProcessLauncher):
             return False
-        self.store = self._spawn(store.rank, 0, store.stream, store.argv, store.env, record=False, store=True)
+        port = int(store.env["MASTER_PORT"])
+        try:
+            listening = master_port_socket(port)
+        except OSError as error:
+            raise SetupFailed(
+                f"Node {self.node_name} cannot listen on the run's master port {port}: {error.strerror}.", ""
+            ) from error
+        with listening:
+            env = dict(store.env, **{STORE_LISTEN_FD: str(listening.fileno())})
+            self.store = self._spawn(
+                store.rank, 0, store.stream, store.argv, env, record=False, store=True, pass_fds=(listening.fileno(),)
+            )
         return True
 
     def _spawn(
@@ -199,9 +222,12 @@ class HostExecutor:
         record: bool = True,
         launcher: bool = False,
         store: bool = False,
+        pass_fds: tuple[int, ...] = (),
     ) -> StartedProcess:
         log_file = open(self.private_logs / f"{stream}.txt", "w", encoding="utf-8", errors="replace")
-        pipes: dict[str, Any] = dict(stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        pipes: dict[str, Any] = dict(
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, pass_fds=pass_fds
+        )
         if self.box is not None:
             if isinstance(self.launcher, ContainerLauncher):
                 # mpirun or Open MPI's daemon of a Docker run: the run's variables reach only its containers.

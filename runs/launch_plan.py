@@ -34,8 +34,14 @@ RANK_VARIABLES = ("RANK", "LOCAL_RANK", "AZ_BATCHAI_TASK_INDEX", "TRAINHUB_RANK"
 AGENT_STORE_VARIABLES = {"TORCHELASTIC_USE_AGENT_STORE": "True", "TORCHELASTIC_RESTART_COUNT": "0"}
 STORE_STREAM = "rendezvous_store"
 STORE_READY = "TrainHub: the run's rendezvous store is up"
+# The listening socket the lead host binds before it starts the store and the ranks (runs/executor.py),
+# handed to the store by its file descriptor: a rank that reaches init_process_group while the store
+# still imports torch is connected at once and answered once it serves, where a refused connection
+# waits out torch's retry backoff (hundreds of milliseconds, growing with each attempt).
+STORE_LISTEN_FD = "TRAINHUB_STORE_LISTEN_FD"
 # The store of a per-process launch: torch's TCPStore served by the run's own Python, in the run's
-# box on the lead host, as the run's user (it holds what the ranks send). Without torch it exits 3.
+# box on the lead host, as the run's user (it holds what the ranks send). Without torch it exits 3;
+# a torch that cannot serve a given socket closes it and binds the port itself.
 STORE_PROGRAM = f"""
 import os, signal, sys
 from datetime import timedelta
@@ -43,8 +49,14 @@ try:
     from torch.distributed import TCPStore
 except ImportError:
     sys.exit(3)
-store = TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), int(os.environ["WORLD_SIZE"]),
-                 True, timedelta(minutes=30), wait_for_workers=False)
+where = (os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), int(os.environ["WORLD_SIZE"]), True,
+         timedelta(minutes=30))
+listening = int(os.environ["{STORE_LISTEN_FD}"])
+try:
+    store = TCPStore(*where, wait_for_workers=False, master_listen_fd=listening)
+except TypeError:
+    os.close(listening)
+    store = TCPStore(*where, wait_for_workers=False)
 print("{STORE_READY} on port", os.environ["MASTER_PORT"], "as uid", os.getuid(), flush=True)
 while True:
     signal.pause()
