@@ -38,7 +38,7 @@ $(STAMP): pyproject.toml
 		$$($(PY) -m trainhub.pipconf) -e '.[dev]'
 	touch $(STAMP)
 
-# The README's pictures of the runs table, the compare view and a run page (docs/screenshots/).
+# The README's pictures of the runs table, the compare view, a run page and a cluster page (docs/screenshots/).
 screenshots: system-deps-test $(STAMP)
 	TRAINHUB_SCREENSHOTS=1 $(PY) -m pytest tests/browser/test_screenshots.py -q
 

@@ -1,8 +1,9 @@
-"""Screenshots of the runs table, the compare view and a run page, for the README.
+"""Screenshots of the runs table, the compare view, a run page and a cluster page, for the README.
 
 They are written to docs/screenshots/ by `make screenshots` (TRAINHUB_SCREENSHOTS set); in
 `make test` they go to the test's own folder, so that the pages are still drawn and checked.
-The run page is a real run's on a real node, so that its system metrics exist."""
+The run page is a real run's on a real node, so that its system metrics exist; the cluster page shows
+that node, live, with its load."""
 
 from __future__ import annotations
 
@@ -56,19 +57,14 @@ def sweep(workspace) -> list[Run]:
     return runs
 
 
-def trained_on_a_node(ws, cluster, live_url, tmp_path) -> str:  # noqa: F811
-    node = NodeProcess(cluster, tmp_path, TRAINHUB_NODE_SERVER_URL=live_url, TRAINHUB_SYSTEM_METRICS_SECONDS="1")
-    node.start()
-    try:
-        src = config(ws, "train_briefly.py", ["--lr", "1.0", "--epochs", "30"])
-        run = Experiment(ws, name="pytorch-birds").submit(src, show_progress=False)
-        assert run.wait_for_completion()["status"] == "Completed"
-    finally:
-        node.stop()
+def trained_on_a_node(ws) -> str:  # noqa: F811
+    src = config(ws, "train_briefly.py", ["--lr", "1.0", "--epochs", "30"])
+    run = Experiment(ws, name="pytorch-birds").submit(src, show_progress=False)
+    assert run.wait_for_completion()["status"] == "Completed"
     return run.id
 
 
-def test_screenshots_of_the_runs_table_compare_and_a_run(
+def test_screenshots_of_the_runs_table_compare_a_run_and_a_cluster(
     page,
     live_url,
     workspace,
@@ -78,8 +74,16 @@ def test_screenshots_of_the_runs_table_compare_and_a_run(
     tmp_path,
 ):
     runs = sweep(workspace)
-    trained = trained_on_a_node(ws, cluster, live_url, tmp_path)
-    out = folder(tmp_path)
+    node = NodeProcess(cluster, tmp_path, TRAINHUB_NODE_SERVER_URL=live_url, TRAINHUB_SYSTEM_METRICS_SECONDS="1")
+    node.start()
+    try:
+        trained = trained_on_a_node(ws)
+        pictures(page, live_url, runs, trained, folder(tmp_path), node.name)
+    finally:
+        node.stop()
+
+
+def pictures(page, live_url: str, runs: list[Run], trained: str, out: Path, node_name: str) -> None:
     out.mkdir(parents=True, exist_ok=True)
     page.set_viewport_size({"width": 1280, "height": 900})
     sign_in(page, live_url, "rita")
@@ -102,4 +106,11 @@ def test_screenshots_of_the_runs_table_compare_and_a_run(
     for name in ("loss", "accuracy", CPU, MEMORY):
         expect(page.locator(f'.metric-chart[data-name="{name}"] canvas')).to_be_visible()
     page.screenshot(path=str(out / "run.png"), full_page=True)
-    assert all((out / name).stat().st_size > 10_000 for name in ("runs-table.png", "compare.png", "run.png"))
+
+    page.goto(f"{live_url}/w/birds/compute/cpu-cluster/")
+    row = page.locator(f'#nodes tr[data-node="{node_name}"]')
+    expect(row.locator("td.memory")).to_contain_text(" MB")
+    expect(row.locator("td.cpu")).to_contain_text("%")
+    page.screenshot(path=str(out / "cluster.png"), full_page=True)
+    pictured = ("runs-table.png", "compare.png", "run.png", "cluster.png")
+    assert all((out / name).stat().st_size > 10_000 for name in pictured)

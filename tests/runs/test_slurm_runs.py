@@ -11,8 +11,10 @@ from django.test import Client
 from django.utils import timezone
 from django.utils.html import escape
 
+from metrics.models import MetricSeries
 from runs import slurm as slurm_runs
 from runs.models import LogChunk, Run, RunNode, RunProcess, RunStatus, RunStatusChange, SlurmJob
+from runs.system_metrics import MEMORY
 from tests.helpers.processes import ControllerProcess, pid_alive, run_folder, run_pids, wait_until
 from tests.helpers.site import module_site
 from tests.runs.builders import make_run
@@ -83,6 +85,9 @@ def test_the_guides_per_process_ddp_job_runs_as_one_slurm_job(site, tmp_path):
         job = SlurmJob.objects.select_related("run").get(run__run_id=run.id)
         processes = list(RunProcess.objects.filter(run__run_id=run.id).order_by("rank"))
         logs = {rank: stream_text(run.id, f"std_log_process_{rank}") for rank in range(4)}
+        # Each rank's own memory, sampled by its Slurm task as a node samples it (runs/system_metrics.py).
+        sampled = sorted(MetricSeries.objects.filter(run__run_id=run.id, name=MEMORY).values_list("rank", flat=True))
+    assert sampled == [0, 1, 2, 3]
     assert job.job_id.isdigit()
     assert [(p.rank, p.node_rank, p.local_rank) for p in processes] == [(0, 0, 0), (1, 0, 1), (2, 1, 0), (3, 1, 1)]
     # Node rank 0 is the allocation's first host, node rank 1 its second.
