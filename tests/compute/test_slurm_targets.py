@@ -39,6 +39,11 @@ def test_a_contributor_attaches_a_partition_and_its_page_shows_slurms_nodes(
     for name in ("n1", "n2"):
         assert f'<td>{name}</td><td>127.0.0.1</td><td><span class="status">{states[name]}</span>' in page
     assert "<td>n3</td>" not in page  # configured in Slurm, but in no partition of this target
+    # Each node's load as slurmd reports it (this machine's: both run here), and its free memory.
+    loads = [cell.split("</td>", 1)[0] for cell in page.split('<td class="load">')[1:]]
+    assert len(loads) == 2 and all(float(load) >= 0 for load in loads), loads
+    memory = [cell.split("</td>", 1)[0].split(" / ") for cell in page.split('<td class="memory">')[1:]]
+    assert all(0 < int(free) for free, _ in memory), memory
     assert "Slurm partition <code>debug</code>" in client.get("/w/birds/compute/").content.decode()
 
 

@@ -158,21 +158,23 @@ class SlurmNode:
     gres: str
     reason: str
     address: str
+    cpu_load: str  # the node's load average as slurmd last reported it ("N/A" before it has)
+    free_memory_mb: str
 
 
 def partition_nodes(partition: str) -> list[SlurmNode]:
-    """The partition's nodes and their states, as sinfo reports them."""
+    """The partition's nodes, their states and load, as sinfo reports them."""
     output = command(
         "sinfo",
         "--noheader",
         "--Node",
         f"--partition={check_partition(partition)}",
-        "--format=%N|%T|%c|%m|%G|%E|%o",
+        "--format=%N|%T|%c|%m|%G|%E|%o|%O|%e",
     )
     nodes = []
     for line in output.splitlines():
         parts = line.strip().split("|")
-        if len(parts) == 7:
+        if len(parts) == 9:
             nodes.append(SlurmNode(*parts))
     return nodes
 
