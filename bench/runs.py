@@ -1,7 +1,7 @@
 """Run figures: the box's start cost per rank, warm submit overhead with and without the box and where
 it goes (`bench/runs.py first`: only that), how soon wait_for_completion() returns after a run's last
 process exited (`bench/runs.py end`: only that), live log latency and completeness, a 100,000-run
-experiment page and runs tables (`bench/runs.py table`: only those)."""
+experiment page, runs tables and MLflow's search_runs (`bench/runs.py table`: only those)."""
 
 from __future__ import annotations
 
@@ -197,7 +197,7 @@ def websocket_latency(ws, folder: Path, server, user_password: tuple[str, str]) 
     )
 
 
-def experiment_page(workspace, cluster, server, user_password) -> None:
+def experiment_page(workspace, cluster, server, user_password, token: str) -> None:
     import requests
     from django.contrib.auth import get_user_model
 
@@ -257,6 +257,7 @@ def experiment_page(workspace, cluster, server, user_password) -> None:
         f"p95 {percentile(timings, 0.95) * 1000:.0f} ms (target p95 <= 150 ms) {load()}"
     )
     runs_table(experiment, session, server)
+    mlflow_search(experiment, server, token)
 
 
 def load() -> str:
@@ -373,12 +374,49 @@ def runs_table(experiment, session, server) -> None:
     )
 
 
+MLFLOW_FILTERS = [
+    "params.lr = '0.01'",
+    "params.batch = '8' AND tags.optimizer = 'adam'",
+    "tags.optimizer != 'sgd'",
+    "params.lr LIKE '0.0%'",
+    "tags.optimizer = 'adam' AND metrics.accuracy > 0.5",
+    "tags.optimizer = 'none'",  # no run has it: every run of the experiment is looked at
+]
+
+
+def mlflow_search(experiment, server, token: str) -> None:
+    """MLflow's runs/search on the same 100,000 runs, filtered by params. and tags. (with a metric
+    once), a page of 50 as the runs table shows; the last filter matches no run."""
+    import requests
+
+    url = f"{server.url}/mlflow/bench/api/2.0/mlflow/runs/search"
+    headers = {"Authorization": f"Bearer {token}"}
+    timings: dict[str, list[float]] = {text: [] for text in MLFLOW_FILTERS}
+    for _ in range(5):
+        for text in MLFLOW_FILTERS:
+            started = time.perf_counter()
+            answer = requests.post(
+                url, json={"experiment_ids": [str(experiment.pk)], "filter": text, "max_results": 50}, headers=headers
+            )
+            timings[text].append(time.perf_counter() - started)
+            assert answer.status_code == 200 and len(answer.json().get("runs", [])) == (0 if "none" in text else 50)
+    every = [t for each in timings.values() for t in each]
+    print(
+        "MLflow search_runs of 100,000 runs, 50 a page: "
+        + ", ".join(
+            f"{text!r} p50 {percentile(t, 0.5) * 1000:.0f} / p95 {percentile(t, 0.95) * 1000:.0f} ms"
+            for text, t in timings.items()
+        )
+        + f"; all p95 {percentile(every, 0.95) * 1000:.0f} ms {load()}"
+    )
+
+
 def main() -> None:
     with Harness() as harness:
         user, workspace, cluster, token = harness.workspace()
         server = harness.server()
         if sys.argv[1:] == ["table"]:  # only the 100,000-run pages: no node, no runs
-            experiment_page(workspace, cluster, server, ("bench", PASSWORD))
+            experiment_page(workspace, cluster, server, ("bench", PASSWORD), token)
             return
         unboxed = harness.node(cluster, TRAINHUB_NODE_SANDBOX="false")
         from trainhub.sdk import Workspace
@@ -402,7 +440,7 @@ def main() -> None:
             return
         end_to_return(ws, folder)
         websocket_latency(ws, folder, server, ("bench", PASSWORD))
-        experiment_page(workspace, cluster, server, ("bench", PASSWORD))
+        experiment_page(workspace, cluster, server, ("bench", PASSWORD), token)
 
 
 if __name__ == "__main__":
