@@ -127,15 +127,16 @@ class Sampler:
     """Per rank, the points since the last sample: CPU as the share of one core over the interval."""
 
     last: dict[int, tuple[int, float, float]] = field(default_factory=dict)  # rank → root, CPU seconds, when
+    gpu_watch: gpus.GpuWatch = field(default_factory=gpus.GpuWatch)
 
     def sample(self, roots: dict[int, int]) -> dict[int, dict[str, float]]:
         """{rank: {metric: value}} for the ranks given as {rank: root pid}; a rank's first sample
-        only starts its clock (its CPU share needs an interval)."""
+        only starts its clock (its CPU share needs an interval), and its GPU use is what nvidia-smi
+        said by the previous sample."""
         now = time.monotonic()
         found: dict[int, dict[str, float]] = {}
-        on_gpus = gpus.nvidia_smi() is not None and bool(roots)
-        used = gpus.gpu_processes() if on_gpus else []
-        devices = gpus.gpus() if used else []
+        # What nvidia-smi said at the previous sample (it is asked beside the caller, never waited for).
+        used, devices = self.gpu_watch.ask() if roots and gpus.nvidia_smi() is not None else ([], [])
         for rank, root in roots.items():
             seconds, resident, pids = _tree(root)
             if not pids:

@@ -16,7 +16,7 @@ from playwright.sync_api import expect
 from metrics.models import MetricSeries
 from runs.system_metrics import CPU, GPU_MEMORY, GPU_UTILIZATION, MEMORY, Sampler
 from tests.browser.test_workspace_flows import sign_in
-from tests.helpers.processes import NodeProcess
+from tests.helpers.processes import NodeProcess, wait_until
 from tests.metrics.test_metrics_on_node import config
 from trainhub.compute import gpus
 from trainhub.sdk import Experiment
@@ -47,7 +47,10 @@ def test_the_real_nvidia_smi_sees_a_process_holding_gpu_memory():
     child = subprocess.Popen([sys.executable, "-c", hold], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     try:
         assert child.stdout.readline() == b"ready\n"
-        values = Sampler().sample({0: os.getpid()})[0]
+        # A sample gives what nvidia-smi said by the previous one (it is asked beside the sampling).
+        sampler = Sampler()
+        wait_until(lambda: GPU_MEMORY in sampler.sample({0: os.getpid()})[0], 30, message="the GPU memory sampled")
+        values = sampler.sample({0: os.getpid()})[0]
         assert values[GPU_MEMORY] >= 256  # MB: the child's 256 MB tensor, in this process's tree
         assert 0 <= values[GPU_UTILIZATION] <= 100
     finally:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 import shutil
 import subprocess
+import threading
 from dataclasses import dataclass
 
 QUERY_GPUS = ("--query-gpu=index,uuid,utilization.gpu,memory.used,memory.total", "--format=csv,noheader,nounits")
@@ -101,3 +102,26 @@ def gpu_processes() -> list[GpuProcess]:
         return parse_processes(_query(path, QUERY_PROCESSES))
     except (OSError, subprocess.SubprocessError):
         return []
+
+
+class GpuWatch:
+    """nvidia-smi asked in a thread of its own: ask() answers at once with what nvidia-smi said last
+    (its compute processes, and the GPUs when any holds memory) and starts the next question unless
+    one is under way, so the caller (a node's log-pumping loop) never waits for nvidia-smi: tens of
+    milliseconds each, up to TIMEOUT_SECONDS for a driver that hangs."""
+
+    def __init__(self) -> None:
+        self._answer: tuple[list[GpuProcess], list[Gpu]] = ([], [])
+        self._asking = threading.Lock()
+
+    def ask(self) -> tuple[list[GpuProcess], list[Gpu]]:
+        if self._asking.acquire(blocking=False):
+            threading.Thread(target=self._query, name="nvidia-smi", daemon=True).start()
+        return self._answer
+
+    def _query(self) -> None:
+        try:
+            used = gpu_processes()
+            self._answer = (used, gpus() if used else [])
+        finally:
+            self._asking.release()
