@@ -85,14 +85,21 @@ def test_a_gpu_node_hands_its_gpus_to_the_containers_with_nccl(db, tmp_path):
     image = "trainhub-env:" + "0" * 64
     built = MaterialisedEnvironment(Path(ENV_ROOT) / "bin" / "python", Path(ENV_ROOT), "0" * 64, True, image)
     launcher = launcher_for(run, node, tmp_path / "work", built)
-    argv, env = launcher.command([f"{ENV_ROOT}/bin/python", "train.py"], {"TRAINHUB_DIST_BACKEND": "nccl"})
+    argv, env = launcher.command(
+        [f"{ENV_ROOT}/bin/python", "train.py"], {"TRAINHUB_DIST_BACKEND": "nccl", "TRAINHUB_RANK": "1"}
+    )
     spec = json.loads(env[SPEC_VARIABLE])
     host_config = spec["HostConfig"]
     assert host_config["DeviceRequests"] == [{"Driver": "nvidia", "Count": 2, "Capabilities": [["gpu"]]}]
     assert "TRAINHUB_DIST_BACKEND=nccl" in spec["Env"]
     assert spec["Image"] == image and host_config["NetworkMode"] == "host"
     assert spec["Cmd"] == [f"{ENV_ROOT}/bin/python", "train.py"]
-    assert spec["Labels"] == {"trainhub.run": "e_1", "trainhub.node": "gpu-node", "trainhub.site": site_label()}
+    assert spec["Labels"] == {
+        "trainhub.run": "e_1",
+        "trainhub.node": "gpu-node",
+        "trainhub.site": site_label(),
+        "trainhub.rank": "1",  # how the node finds the container whose use it samples as rank 1's
+    }
     assert f"{tmp_path / 'work'}:{tmp_path / 'work'}:rw" in host_config["Binds"]
     node.gpus = 0
     argv, env = launcher_for(run, node, tmp_path / "work", built).command(["python"], {})
