@@ -16,15 +16,11 @@ from redis.retry import Retry
 # A restarted Redis answers again within seconds: commands wait for it (about 20 s at most)
 # rather than failing the run whose log line or heartbeat they carry.
 RECONNECT = Retry(ExponentialBackoff(cap=2.0, base=0.1), retries=15)
-# No read timeout of the client's own: a blocking command (BLPOP) and a subscription wait as long as
-# they ask for. redis-py 8 made 5 s its default, and a standby node's 20 s wait for its order then
-# failed after the retries, about every 2 minutes.
-CLIENT_OPTIONS: dict[str, Any] = {"socket_timeout": None, "socket_keepalive": True}
 
 
 @functools.cache
 def get_redis() -> redis.Redis:
-    return redis.Redis.from_url(settings.REDIS_URL, health_check_interval=30, retry=RECONNECT, **CLIENT_OPTIONS)
+    return redis.Redis.from_url(settings.REDIS_URL, health_check_interval=30, retry=RECONNECT)
 
 
 _async_clients: weakref.WeakKeyDictionary[Any, redis.asyncio.Redis] = weakref.WeakKeyDictionary()
@@ -35,7 +31,5 @@ def get_async_redis() -> redis.asyncio.Redis:
     loop = asyncio.get_running_loop()
     client = _async_clients.get(loop)
     if client is None:
-        client = _async_clients[loop] = redis.asyncio.Redis.from_url(
-            settings.REDIS_URL, health_check_interval=30, **CLIENT_OPTIONS
-        )
+        client = _async_clients[loop] = redis.asyncio.Redis.from_url(settings.REDIS_URL, health_check_interval=30)
     return client

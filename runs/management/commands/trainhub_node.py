@@ -94,7 +94,9 @@ def wait_for_order(token: str) -> float:
     connection.close()  # a fresh one once activated: a long wait may outlast the database's idle timeout
     while True:
         # Not forever in one call: a Redis restart ends the wait, and the next one starts afresh.
-        popped = get_redis().blpop([key], timeout=20)
+        # Shorter than the client's read timeout (redis-py 8's default is 5 s), which would end it
+        # with an error after the retries: the standby died and was replaced about every 2 minutes.
+        popped = get_redis().blpop([key], timeout=4)
         if popped:
             return float(json.loads(popped[1])["decided_at"])
 
