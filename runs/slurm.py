@@ -229,11 +229,8 @@ def watch_jobs() -> list[int]:
     )
     if not jobs:
         return []
-    try:
-        states = slurm.jobs([job.job_id for job in jobs if job.job_id])
-    except slurm.SlurmError as error:
-        # Slurm not answering is not a job forgotten: the runs wait for its next answer.
-        logger.warning("squeue failed: %s", error)
+    states = _squeue(jobs)
+    if states is None:
         return []
     now = timezone.now()
     ended = []
@@ -266,6 +263,16 @@ def watch_jobs() -> list[int]:
     return ended
 
 
+def _squeue(jobs: list[SlurmJob]) -> dict[str, slurm.JobState] | None:
+    """What squeue says of these jobs (those submitted); None when Slurm does not answer, which is
+    not a job forgotten: their runs wait for its next answer."""
+    try:
+        return slurm.jobs([job.job_id for job in jobs if job.job_id])
+    except slurm.SlurmError as error:
+        logger.warning("squeue failed: %s", error)
+        return None
+
+
 def reap_leftover_jobs() -> list[str]:
     """scancel the job of each ended run that Slurm still holds past LEFTOVER_GRACE; a job squeue
     shows ended, or no longer lists, is recorded so and not asked about again. Returns the jobs
@@ -278,10 +285,8 @@ def reap_leftover_jobs() -> list[str]:
     )
     if not jobs:
         return []
-    try:
-        states = slurm.jobs([job.job_id for job in jobs])
-    except slurm.SlurmError as error:
-        logger.warning("squeue failed: %s", error)
+    states = _squeue(jobs)
+    if states is None:
         return []
     now = timezone.now()
     cancelled = []

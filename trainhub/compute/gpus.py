@@ -82,26 +82,25 @@ def nvidia_smi() -> str | None:
         return None
 
 
-def gpus() -> list[Gpu]:
-    """Every GPU of this machine now; [] where there is none."""
+def _ask(arguments: tuple[str, ...]) -> str:
+    """nvidia-smi's answer to a query; "" where it has no GPU or fails."""
     path = nvidia_smi()
     if path is None:
-        return []
+        return ""
     try:
-        return parse_gpus(_query(path, QUERY_GPUS))
+        return _query(path, arguments)
     except (OSError, subprocess.SubprocessError):
-        return []
+        return ""
+
+
+def gpus() -> list[Gpu]:
+    """Every GPU of this machine now; [] where there is none."""
+    return parse_gpus(_ask(QUERY_GPUS))
 
 
 def gpu_processes() -> list[GpuProcess]:
     """Every process holding memory on a GPU of this machine now, by the machine's process ids."""
-    path = nvidia_smi()
-    if path is None:
-        return []
-    try:
-        return parse_processes(_query(path, QUERY_PROCESSES))
-    except (OSError, subprocess.SubprocessError):
-        return []
+    return parse_processes(_ask(QUERY_PROCESSES))
 
 
 class GpuWatch:
