@@ -16,7 +16,7 @@ from ninja import Router, Schema, Status
 from redis.exceptions import RedisError
 
 from runs import selectors, services
-from runs.models import FINAL_STATUSES, Run
+from runs.models import FINAL_STATUSES, Run, RunStatus
 from trainhub import live, uploads
 from trainhub.api_auth import IN_RUN
 from trainhub.downloads import file_response
@@ -146,7 +146,26 @@ def _slurm_job(run: Run) -> dict[str, str] | None:
     return {"job_id": job.job_id, "state": job.state, "reason": job.reason, "nodes": job.nodes}
 
 
-def run_out(run: Run) -> RunOut:
+def run_out(run: Run, *, just_submitted: bool = False) -> RunOut:
+    """A run as the API shows it; `just_submitted`: the run its submit made, whose history is its
+    Queued and which has no process yet (not read back)."""
+    if just_submitted:
+        history = [StatusChangeOut(status=RunStatus.QUEUED, at=run.created_at, reason="")]
+        processes: list[ProcessOut] = []
+    else:
+        history = [StatusChangeOut(status=c.status, at=c.at, reason=c.reason) for c in run.status_changes.all()]
+        processes = [
+            ProcessOut(
+                rank=p.rank,
+                node_rank=p.node_rank,
+                local_rank=p.local_rank,
+                node_name=p.node_name,
+                pid=p.pid,
+                state=p.state,
+                exit_code=p.exit_code,
+            )
+            for p in run.processes.all()
+        ]
     return RunOut(
         run_id=run.run_id,
         number=run.number,
@@ -174,19 +193,8 @@ def run_out(run: Run) -> RunOut:
         tags=run.tags,
         properties=run.properties,
         snapshot=run.snapshot.sha256,
-        status_history=[StatusChangeOut(status=c.status, at=c.at, reason=c.reason) for c in run.status_changes.all()],
-        processes=[
-            ProcessOut(
-                rank=p.rank,
-                node_rank=p.node_rank,
-                local_rank=p.local_rank,
-                node_name=p.node_name,
-                pid=p.pid,
-                state=p.state,
-                exit_code=p.exit_code,
-            )
-            for p in run.processes.all()
-        ],
+        status_history=history,
+        processes=processes,
         portal_url=f"/w/{run.workspace.name}/runs/{run.run_id}/",
     )
 
@@ -240,7 +248,7 @@ def submit_run(request: HttpRequest, workspace_name: str, experiment_name: str, 
         display_name=payload.display_name,
         use_gpu=payload.use_gpu,
     )
-    return Status(201, run_out(selectors.run_get(member.workspace, run.run_id)))
+    return Status(201, run_out(run, just_submitted=True))
 
 
 @router.get("/{workspace_name}/experiments", response=list[dict])

@@ -1,7 +1,8 @@
 """Writes: a run's parameters and tags kept as RunValue rows, which the runs table sorts and filters by.
 
 Every write of `Run.parameters`, `Run.arguments` or `Run.tags` calls `run_values_sync` in its
-transaction, after the run's row is written (and locked, where it already existed)."""
+transaction, after the run's row is written (and locked, where it already existed); a run just made
+calls `run_values_create`."""
 
 from __future__ import annotations
 
@@ -35,3 +36,8 @@ def run_values_sync(run: Run) -> None:
     if changed:
         RunValue.objects.bulk_update(changed, ["value", "number", "text"])
     RunValue.objects.bulk_create([row for cell, row in wanted.items() if cell not in held])
+
+
+def run_values_create(run: Run) -> None:
+    """The RunValue rows of a run just made, which has none yet (no read of what it holds)."""
+    RunValue.objects.bulk_create(run_value_rows(run))

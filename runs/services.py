@@ -46,7 +46,7 @@ from runs.models import (
     Snapshot,
 )
 from runs.parameters import TABLE_KEY_LENGTH, parameters_of
-from runs.run_values import run_values_sync
+from runs.run_values import run_values_create, run_values_sync
 from trainhub import live, redis_keys, uploads
 from trainhub.compute import catalog
 from trainhub.compute.models import LIVE_NODE_STATES, ComputeCluster, Node, Provisioner
@@ -336,7 +336,8 @@ def run_submit(
     for key in tags or {}:
         if not 0 < len(str(key)) <= TABLE_KEY_LENGTH:
             raise ValidationError(BAD_TAG_NAME.format(key=str(key)[:60], length=len(str(key))))
-    snapshot = Snapshot.objects.filter(workspace=access.workspace, sha256=snapshot_sha256).first()
+    # Not its listing of files (up to TRAINHUB_SNAPSHOT_MAX_FILES of them): a run needs only its id.
+    snapshot = Snapshot.objects.filter(workspace=access.workspace, sha256=snapshot_sha256).only("id", "sha256").first()
     if snapshot is None:
         raise ValidationError(SNAPSHOT_UNKNOWN.format(sha=snapshot_sha256), code="snapshot_unknown")
     node_count, per_node = _placement(distributed)
@@ -363,10 +364,7 @@ def run_submit(
         # Likewise: it would wait at the head of the cluster's queue, and hold up the runs behind it.
         raise ValidationError(docker_problem, code="docker_unavailable")
     with transaction.atomic():
-        experiment = experiment_get_or_create(access=access, name=experiment_name)
-        Experiment.objects.filter(pk=experiment.pk).update(last_run_number=F("last_run_number") + 1)
-        experiment.refresh_from_db(fields=["last_run_number"])
-        number = experiment.last_run_number
+        experiment, number = _next_run_number(access=access, experiment_name=experiment_name)
         run = Run.objects.create(
             workspace=access.workspace,
             experiment=experiment,
@@ -389,7 +387,7 @@ def run_submit(
             timeout_seconds=timeout_seconds,
             tags={str(k): str(v) for k, v in (tags or {}).items()},
         )
-        run_values_sync(run)
+        run_values_create(run)
         RunStatusChange.objects.create(run=run, status=RunStatus.QUEUED, at=run.created_at)
         if sweep_parent:
             Run.objects.filter(pk=run.pk).update(
@@ -411,6 +409,24 @@ def run_submit(
             transaction.on_commit(lambda: log_append(run.pk, SUBMIT_STREAM, said))
     transaction.on_commit(lambda: events.run_queued.notify(cluster.pk))
     return run
+
+
+def _next_run_number(*, access: Access, experiment_name: str) -> tuple[Experiment, int]:
+    """The experiment (made by its first run) and the number of its next run, in the caller's
+    transaction. The experiment's row stays locked until the commit (SQLite's IMMEDIATE transactions
+    hold the whole database), so two submits never get one number."""
+    access.require(Action.WRITE)
+    name_validator(experiment_name)
+    experiment = Experiment.objects.select_for_update().filter(workspace=access.workspace, name=experiment_name).first()
+    if experiment is None:
+        # Another submit may make it first: its number is then read after the increment.
+        experiment = experiment_get_or_create(access=access, name=experiment_name)
+        Experiment.objects.filter(pk=experiment.pk).update(last_run_number=F("last_run_number") + 1)
+        experiment.refresh_from_db(fields=["last_run_number"])
+        return experiment, experiment.last_run_number
+    experiment.last_run_number += 1
+    experiment.save(update_fields=["last_run_number"])
+    return experiment, experiment.last_run_number
 
 
 @transaction.atomic
@@ -443,7 +459,7 @@ def run_submit_child(*, parent: Run, arguments: list[str], tags: dict[str, str],
         tags=tags,
         parent=parent,
     )
-    run_values_sync(run)
+    run_values_create(run)
     RunStatusChange.objects.create(run=run, status=RunStatus.QUEUED, at=run.created_at)
     run_inputs_record(run=run)
     transaction.on_commit(lambda: clear_run_keys(run.pk))

@@ -106,6 +106,16 @@ def builds_of(version: EnvironmentVersion) -> QuerySet[EnvironmentBuild]:
 
 
 def environment_for_run(*, workspace: Workspace, name: str, version: int | None) -> EnvironmentChoice:
-    """What a run submitted with this environment records: its name, version and full spec."""
+    """What a run submitted with this environment records: its name, version and full spec.
+
+    One query for a name as it is stored (every submit reads this); a cloud curated name, or a
+    name or version that is not there, takes the longer way that finds it or says why not."""
+    versions = EnvironmentVersion.objects.filter(
+        Q(environment__workspace__isnull=True) | Q(environment__workspace=workspace), environment__name=name
+    )
+    versions = versions.order_by("-version") if version is None else versions.filter(version=version)
+    row = versions.values_list("environment__name", "version", "spec").first()
+    if row is not None:
+        return EnvironmentChoice(name=row[0], version=row[1], spec=row[2])
     found = version_get(environment_get(workspace, name), version)
     return EnvironmentChoice(name=found.environment.name, version=found.version, spec=found.spec)
