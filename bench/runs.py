@@ -82,6 +82,7 @@ def submit_overhead(ws, folder: Path, label: str) -> None:
         out = subprocess.run([str(python), str(folder / "first.py")], capture_output=True, text=True).stdout
         bare.append(float(out.split()[1]) - started)
     stages: dict[str, list[float]] = {}
+    streamed = LiveLines()
     for _ in range(10):
         started = time.time()
         run = submit(ws, folder, "first.py")
@@ -90,6 +91,9 @@ def submit_overhead(ws, folder: Path, label: str) -> None:
         hub.append(float(printed.group(1)) - started)
         for stage, seconds in submit_stages(run.id, started, float(printed.group(1))).items():
             stages.setdefault(stage, []).append(seconds)
+        on_stream = streamed.arrival(printed.group(0)) - float(printed.group(1))
+        stages.setdefault("-> on the live stream", []).append(on_stream)
+    streamed.close()
     print(
         f"{label}: warm submit -> first line: median {statistics.median(hub) * 1000:.0f} ms; "
         f"bare script -> first line: median {statistics.median(bare) * 1000:.0f} ms; "
@@ -99,6 +103,41 @@ def submit_overhead(ws, folder: Path, label: str) -> None:
         f"  {label}, medians: "
         + "; ".join(f"{stage} {statistics.median(values) * 1000:.0f} ms" for stage, values in stages.items())
     )
+
+
+class LiveLines:
+    """When each run's log lines were published on the live stream (what a viewer and
+    wait_for_completion(show_output=True) follow), as a subscriber of every run's stream sees it."""
+
+    def __init__(self) -> None:
+        import threading
+
+        from trainhub.live.hub import channel_of
+        from trainhub.redis_conn import get_redis
+
+        self.pubsub = get_redis().pubsub(ignore_subscribe_messages=True)
+        self.pubsub.psubscribe(channel_of("run-*.logs"))
+        self.arrived: dict[str, float] = {}
+        self.thread = threading.Thread(target=self._listen, daemon=True)
+        self.thread.start()
+
+    def _listen(self) -> None:
+        try:
+            for message in self.pubsub.listen():
+                at = time.time()
+                for line in json.loads(message["data"]).get("lines", []):
+                    self.arrived.setdefault(line, at)
+        except Exception:  # closed
+            return
+
+    def arrival(self, line: str) -> float:
+        deadline = time.time() + 10
+        while line not in self.arrived and time.time() < deadline:
+            time.sleep(0.01)
+        return self.arrived[line]
+
+    def close(self) -> None:
+        self.pubsub.close()
 
 
 def submit_stages(run_id: str, started: float, first_line: float) -> dict[str, float]:

@@ -152,6 +152,8 @@ class HostExecutor:
         self.processes: list[StartedProcess] = []
         self.lines: collections.deque[tuple[str, str]] = collections.deque()
         self.lines_lock = threading.Lock()
+        # Set by a reader when it adds lines or reaches its end: pump() wakes for it.
+        self.output = threading.Event()
         self.started: list[tuple[int, str]] = []  # announcements of a per-node launch's ranks
         self.announced: dict[int, int] = {}  # rank → the pid a per-node launch's rank gave (in its box)
         self.mpi_ranks: list[int] = []  # an MPI launch's ranks on this host, by local rank
@@ -328,8 +330,10 @@ class HostExecutor:
                     found = [(rank_stream(tagged[0]), tagged[1])]
                 with self.lines_lock:
                     self.lines.extend(found)
+                self.output.set()
         finally:
             started.reader_done.set()
+            self.output.set()
 
     def flush(self) -> None:
         """Store the lines read since the last flush, stream by stream, in the order they came."""
@@ -390,9 +394,12 @@ class HostExecutor:
 
     def pump(self, tick: Callable[[], None]) -> StartedProcess | None:
         """Until every process has ended; returns the first that failed, if any. `tick` is called
-        every FLUSH_SECONDS and may raise RunAborted."""
+        at least every FLUSH_SECONDS and may raise RunAborted."""
+        stored_at = 0.0
         while True:
-            time.sleep(FLUSH_SECONDS)
+            self._await_output(stored_at)
+            if self.lines:
+                stored_at = time.monotonic()
             self.flush()
             if self.store is not None and self.store.exit_code is None and self.store.process.poll() is not None:
                 # The ranks cannot meet without it: a failure, not a wait until their timeout.
@@ -422,6 +429,16 @@ class HostExecutor:
                     )
                 return None
             tick()
+
+    def _await_output(self, stored_at: float) -> None:
+        """Until a process printed or ended, or FLUSH_SECONDS passed. A line after a quiet spell is
+        stored (and streamed) at once; while lines keep coming, they are stored in batches, at most
+        one every FLUSH_SECONDS (`stored_at`: when the last batch was)."""
+        self.output.wait(FLUSH_SECONDS)
+        self.output.clear()
+        rest = stored_at + FLUSH_SECONDS - time.monotonic()
+        if rest > 0:
+            time.sleep(rest)
 
     def running_ranks(self) -> dict[int, int]:
         """rank → pid of the processes still running that are ranks (not mpirun's daemons); a per-node

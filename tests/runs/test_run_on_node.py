@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from runs.models import Run, Snapshot
+from runs.models import LogChunk, Run, Snapshot
 from tests.helpers.processes import host_pid, pid_alive, run_folder, wait_until
 from tests.runs.conftest import script_config
 from tests.runs.test_distributed import stream_text
@@ -65,6 +65,17 @@ def test_a_second_identical_submit_uploads_nothing(ws, node, capsys):
     assert "Uploading snapshot" in first
     assert "Uploading snapshot" not in second
     assert Snapshot.objects.count() == 1
+
+
+def test_a_rank_printing_fast_has_every_line_stored_in_order_in_few_batches(ws, node):
+    """The node stores a line after a quiet spell at once, and lines that keep coming in batches
+    (at most one every FLUSH_SECONDS), not one write per line."""
+    lines = 20_000
+    run = Experiment(ws, name="fast-printer").submit(script_config(ws, "scripts", "print_many.py", [lines]))
+    assert run.wait_for_completion()["status"] == "Completed"
+    chunks = LogChunk.objects.filter(run__run_id=run.id, stream="std_log_process_0").order_by("first_seq")
+    assert "\n".join(chunk.text for chunk in chunks).split("\n") == [f"line {n}" for n in range(lines)]
+    assert chunks.count() <= 100, f"{chunks.count()} writes for {lines} lines"
 
 
 def test_a_failing_script_shows_its_exit_code_and_traceback(ws, node):
