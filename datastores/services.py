@@ -139,8 +139,8 @@ def blob_receive(*, access: Access, sha256: str, chunk: uploads.Chunk) -> DataBl
         kind=BLOB_UPLOADS,
         sha256=sha256,
         chunk=chunk,
-        existing=partial(selectors.blob_get, access.workspace, sha256),
-        commit=partial(_blob_commit, access.workspace, sha256),
+        existing=partial(selectors.blob_get, access.workspace),
+        commit=partial(_blob_commit, access.workspace),
     )
 
 
@@ -186,8 +186,8 @@ def blobs_store_batch(*, access: Access, stream: uploads.Readable) -> int:
                     kind=BLOB_UPLOADS,
                     sha256=sha256,
                     stream=content,
-                    existing=lambda: None,  # looked up above; a racing copy is caught when it is recorded
-                    commit=partial(_blob_commit, access.workspace, sha256, sweep=False),
+                    existing=lambda _: None,  # looked up above; a racing copy is caught when it is recorded
+                    commit=partial(_blob_commit, access.workspace, sweep=False),
                 )
                 names.append(blob.storage_name)
             if names:

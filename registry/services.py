@@ -234,8 +234,8 @@ def blob_receive(*, access: Access, sha256: str, chunk: uploads.Chunk) -> ModelB
         kind=BLOB_UPLOADS,
         sha256=sha256,
         chunk=chunk,
-        existing=partial(_blob_of, access.workspace, sha256),
-        commit=partial(_blob_commit, access.workspace, sha256),
+        existing=partial(_blob_of, access.workspace),
+        commit=partial(_blob_commit, access.workspace),
     )
 
 
@@ -247,8 +247,8 @@ def blob_store(*, access: Access, sha256: str, stream: uploads.Readable) -> Mode
         kind=BLOB_UPLOADS,
         sha256=sha256,
         stream=stream,
-        existing=partial(_blob_of, access.workspace, sha256),
-        commit=partial(_blob_commit, access.workspace, sha256),
+        existing=partial(_blob_of, access.workspace),
+        commit=partial(_blob_commit, access.workspace),
     )
 
 

@@ -202,10 +202,10 @@ def local_run_file_receive(
     if clean.split("/", 1)[0] not in ("outputs", "logs") or "/" not in clean:
         raise ValidationError(BAD_FILE_PATH.format(path=path))
 
-    def existing() -> RunFile | None:
+    def existing(_sha256: str) -> RunFile | None:
         return RunFile.objects.filter(run=run, path=clean).first()
 
-    def commit(staged: uploads.StagedFile) -> RunFile:
+    def commit(_sha256: str, staged: uploads.StagedFile) -> RunFile:
         stored = services.run_file_store(run=run, path=clean, local_path=staged.path)
         return stored or RunFile.objects.get(run=run, path=clean)
 

@@ -246,8 +246,8 @@ def snapshot_receive(*, access: Access, sha256: str, chunk: uploads.Chunk) -> Sn
         kind=SNAPSHOT_UPLOADS,
         sha256=sha256,
         chunk=chunk,
-        existing=partial(_snapshot_of, access.workspace, sha256),
-        commit=partial(_snapshot_commit, access.workspace, sha256),
+        existing=partial(_snapshot_of, access.workspace),
+        commit=partial(_snapshot_commit, access.workspace),
     )
 
 
@@ -259,8 +259,8 @@ def snapshot_store(*, access: Access, sha256: str, stream: IO[bytes]) -> Snapsho
         kind=SNAPSHOT_UPLOADS,
         sha256=sha256,
         stream=stream,
-        existing=partial(_snapshot_of, access.workspace, sha256),
-        commit=partial(_snapshot_commit, access.workspace, sha256),
+        existing=partial(_snapshot_of, access.workspace),
+        commit=partial(_snapshot_commit, access.workspace),
     )
 
 

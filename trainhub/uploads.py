@@ -17,12 +17,15 @@ midway loses nothing: the next attempt sends only the ranges the server does not
 files nobody finished are deleted after `TRAINHUB_UPLOAD_STALE_SECONDS`, when the next upload
 starts.
 
-A client that hashes a large file while it sends it does not know its sha256 yet: it sends the
-chunks to a provisional name instead, an upload key (`u` and 32 hex digits, which the SDK derives
-from the local file, so that a cut-off upload resumes under the same key), and, once the server
-holds all of it, asks for it under its sha256 with a probe that names the key in an `Upload-Key`
-header. The server then checks the staged file against that sha256 as it checks any other, and
-commits it; a file the server already has is not stored again (the staged copy is deleted).
+A client need not hash a large file at all: the server computes every file's sha256 anyway. It
+sends the chunks to a provisional name instead, an upload key (`u` and 32 hex digits, which the SDK
+derives from its token and the local file, so that a cut-off upload resumes under the same key and
+nobody else can add to it), and, once the server holds all of it, commits it with a probe of the
+key's URL that carries an `Upload-Commit` header: the server stores it under the sha256 it computed
+and answers with it (the same answer to a commit sent again). A client that knows the sha256 may
+instead probe that sha256's URL with the key in an `Upload-Key` header: the staged file is then
+checked against it. Either way a file the server already has is not stored again (the staged copy
+is deleted).
 
 An app receiving uploads declares a `Kind` and one endpoint (registry and runs are examples):
 
@@ -35,8 +38,8 @@ An app receiving uploads declares a `Kind` and one endpoint (registry and runs a
         outcome = uploads.receive(
             workspace=member.workspace, kind=THING_UPLOADS, sha256=sha256,
             chunk=uploads.chunk_from_request(request, THING_UPLOADS),
-            existing=lambda: Thing.objects.filter(workspace=member.workspace, sha256=sha256).first(),
-            commit=lambda staged: Thing.objects.create(..., name=default_storage.save(name, staged)),
+            existing=lambda sha256: Thing.objects.filter(workspace=member.workspace, sha256=sha256).first(),
+            commit=lambda sha256, staged: Thing.objects.create(..., name=default_storage.save(name, staged)),
         )
         if isinstance(outcome, uploads.Progress):
             return Status(200, outcome.out())
@@ -82,6 +85,7 @@ B = TypeVar("B", bound=Model)
 SHA_PATTERN = re.compile(r"^[0-9a-f]{64}$")
 KEY_PATTERN = re.compile(r"^u[0-9a-f]{32}$")
 KEY_HEADER = "Upload-Key"
+COMMIT_HEADER = "Upload-Commit"
 KIND_PATTERN = re.compile(r"^[a-z][a-z0-9-]{0,39}$")
 RANGE_PATTERN = re.compile(r"^bytes (?:(\d+)-(\d+)|\*)/(\d+)$")
 COPY_BYTES = 1 << 20
@@ -90,6 +94,10 @@ BAD_SHA = "A file is named by the 64 hex digits of its sha256."
 BAD_KEY = (
     "Upload-Key names the chunks sent under a provisional name ('u' and 32 hex digits), and goes with a "
     "probe of the file's sha256 URL (Content-Range 'bytes */TOTAL')."
+)
+BAD_COMMIT = (
+    "Upload-Commit stores the file sent under an upload key ('u' and 32 hex digits) as the sha256 the server "
+    "computes: it goes with a probe of the key's URL (Content-Range 'bytes */TOTAL')."
 )
 BAD_RANGE = "Content-Range must be 'bytes START-END/TOTAL' (or 'bytes */TOTAL' to ask how much arrived)."
 TOO_LARGE = "The file is {size} bytes; the limit is {limit} bytes."
@@ -127,6 +135,8 @@ class Chunk:
     body: Readable
     # A probe that takes the file sent under this upload key as the one its URL names.
     staged_as: str | None = None
+    # A probe of an upload key's URL that stores what was sent under it as the sha256 it has.
+    commit: bool = False
 
     @property
     def length(self) -> int:
@@ -182,12 +192,15 @@ def chunk_from_request(request: HttpRequest, kind: Kind) -> Chunk:
         raise ValidationError(BAD_RANGE, code="upload_range")
     total = int(match.group(3))
     key = request.headers.get(KEY_HEADER)
+    commit = request.headers.get(COMMIT_HEADER) is not None
     if match.group(1) is None:
-        if key is not None and not KEY_PATTERN.match(key):
+        if key is not None and (commit or not KEY_PATTERN.match(key)):
             raise ValidationError(BAD_KEY, code="upload_key")
-        return Chunk(start=None, end=None, total=total, body=request, staged_as=key)
+        return Chunk(start=None, end=None, total=total, body=request, staged_as=key, commit=commit)
     if key is not None:
         raise ValidationError(BAD_KEY, code="upload_key")
+    if commit:
+        raise ValidationError(BAD_COMMIT, code="upload_commit")
     start, end = int(match.group(1)), int(match.group(2))
     if start > end or end >= total:
         raise ValidationError(BAD_RANGE, code="upload_range")
@@ -244,6 +257,8 @@ def _check(kind: Kind, sha256: str, chunk: Chunk) -> None:
     if KEY_PATTERN.match(sha256):
         if chunk.staged_as is not None:
             raise ValidationError(BAD_KEY, code="upload_key")
+    elif chunk.commit:
+        raise ValidationError(BAD_COMMIT, code="upload_commit")
     else:
         _check_sha(sha256)
     if chunk.total > kind.limit():
@@ -340,14 +355,56 @@ def _missing(held: list[list[int]], start: int, end: int) -> list[tuple[int, int
     return parts
 
 
-# The running sha256 of the staging files this process wrote to, by (device, inode): how many bytes
-# from 0 it covers, and the digest.
-_DIGESTS: OrderedDict[tuple[int, int], tuple[int, Any]] = OrderedDict()
+class _RunningDigest:
+    """The sha256 of a staging file's first `hashed` bytes, as this process computed it, and the
+    bytes this process wrote past that point (a chunk that arrived before the one in front of it),
+    by offset: hashed from memory once the prefix reaches them, instead of being read back. Only
+    bytes this process wrote, into ranges that were missing, are taken from memory: those are held
+    from then on and never written again, while a chunk's bytes over a range held already may
+    differ from the file's. Hashing happens outside the staging file's lock (`lock` keeps one
+    thread at a time on it), so that one chunk is hashed while the next is written."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.hashed = 0
+        self.digest = hashlib.sha256()
+        self.pending: dict[int, memoryview] = {}
+        self.finished = False
+
+    def advance(self, fd: int, prefix: int) -> bool:
+        """Hash on to `prefix` (bytes of the file held from 0); False when the record is of other
+        bytes than the file's (an inode used again) or the file was finished meanwhile."""
+        with self.lock:
+            if self.finished or self.hashed > prefix:
+                return False
+            while self.hashed < prefix:
+                with _RUNNING_LOCK:
+                    piece: bytes | memoryview | None = next(
+                        (
+                            view[self.hashed - start : min(prefix, start + len(view)) - start]
+                            for start, view in self.pending.items()
+                            if start <= self.hashed < start + len(view)
+                        ),
+                        None,
+                    )
+                if piece is None:
+                    piece = os.pread(fd, min(8 * COPY_BYTES, prefix - self.hashed), self.hashed)
+                if not piece:
+                    return False
+                self.digest.update(piece)
+                self.hashed += len(piece)
+                with _RUNNING_LOCK:
+                    for start in [s for s, view in self.pending.items() if s + len(view) <= self.hashed]:
+                        del self.pending[start]
+            return True
+
+
+# The running digests of the staging files this process wrote to, by (device, inode), oldest first.
+_RUNNING: OrderedDict[tuple[int, int], _RunningDigest] = OrderedDict()
+_RUNNING_LOCK = threading.Lock()
 DIGESTS_KEPT = 64
-# Bytes this process wrote past the hashed prefix of a staging file (a chunk that arrived before the
-# one in front of it), by file and offset: hashed from memory once the prefix reaches them, instead
-# of being read back. At most PENDING_CHUNKS chunks' worth in all; the oldest files' go first.
-_PENDING: OrderedDict[tuple[int, int], dict[int, memoryview]] = OrderedDict()
+# Bytes kept in memory to be hashed later, for all files: at most PENDING_CHUNKS chunks' worth beyond
+# what is in flight; the oldest files' go first (read back from the file when their turn comes).
 PENDING_CHUNKS = 4
 
 
@@ -356,50 +413,42 @@ def _file_key(handle: IO[bytes]) -> tuple[int, int]:
     return status.st_dev, status.st_ino
 
 
-def _forget(key: tuple[int, int]) -> None:
-    """Drop what this process knows of a staging file (finished, or a new file on a used inode)."""
-    _DIGESTS.pop(key, None)
-    _PENDING.pop(key, None)
-
-
-def _keep_pending(key: tuple[int, int], pending: dict[int, memoryview]) -> None:
-    if pending:
-        _PENDING[key] = pending
-    budget = PENDING_CHUNKS * chunk_bytes()
-    while _PENDING and sum(len(view) for views in _PENDING.values() for view in views.values()) > budget:
-        _PENDING.popitem(last=False)
-
-
-def _digest_to(handle: IO[bytes], prefix: int, written: Sequence[tuple[int, memoryview]] = ()) -> Any:
-    """The sha256 of the file's first `prefix` bytes: this process hashes only what it has not yet,
-    from the bytes it wrote itself (`written`: this request's, as (offset, bytes), and those kept
-    from earlier requests) where they continue it, else read back from the file, so finishing a
-    1 GB upload does not read it whole again. Only bytes this process wrote are taken from memory:
-    a chunk's bytes over a range held already may differ from the file's. None when its record is
-    of another file (an inode used again)."""
+def _running(handle: IO[bytes], written: Sequence[tuple[int, memoryview]] = ()) -> _RunningDigest:
+    """The file's running digest (a new one for a file this process knows nothing of), with the
+    bytes this request wrote kept for it. Called under the staging file's lock, so that the next
+    chunk's request finds them however the threads are scheduled after."""
     key = _file_key(handle)
-    hashed, digest = _DIGESTS.pop(key, (0, hashlib.sha256()))
-    pending = _PENDING.pop(key, {})
-    pending.update(written)
-    if hashed > prefix:
-        return None
-    while hashed < prefix:
-        piece: bytes | memoryview | None = None
-        for start, view in pending.items():
-            if start <= hashed < start + len(view):
-                piece = view[hashed - start : min(prefix, start + len(view)) - start]
-                break
-        if piece is None:
-            piece = os.pread(handle.fileno(), min(8 * COPY_BYTES, prefix - hashed), hashed)
-        if not piece:
-            return None
-        digest.update(piece)
-        hashed += len(piece)
-    _DIGESTS[key] = (hashed, digest)
-    while len(_DIGESTS) > DIGESTS_KEPT:
-        _DIGESTS.popitem(last=False)
-    _keep_pending(key, {start: view for start, view in pending.items() if start + len(view) > hashed})
-    return digest
+    with _RUNNING_LOCK:
+        record = _RUNNING.pop(key, None) or _RunningDigest()
+        _RUNNING[key] = record
+        while len(_RUNNING) > DIGESTS_KEPT:
+            _RUNNING.popitem(last=False)[1].finished = True
+        record.pending.update(written)
+        budget = PENDING_CHUNKS * chunk_bytes()
+        kept = sum(len(view) for other in _RUNNING.values() for view in other.pending.values())
+        for other in _RUNNING.values():  # the oldest files' first, this one's farthest bytes last
+            for start in sorted(other.pending, reverse=True) if other is record else list(other.pending):
+                if kept <= budget:
+                    return record
+                kept -= len(other.pending.pop(start))
+        return record
+
+
+def _forget(handle: IO[bytes]) -> None:
+    """Drop what this process knows of a staging file (finished, or a new file on a used inode)."""
+    with _RUNNING_LOCK:
+        record = _RUNNING.pop(_file_key(handle), None)
+        if record is not None:
+            record.finished = True
+            record.pending.clear()
+
+
+def _digest_to(handle: IO[bytes], prefix: int) -> Any:
+    """The sha256 of the file's first `prefix` bytes (a file being finished, under its lock), from
+    what this process hashed and kept of it, else read back from the file; None when the record
+    is of another file."""
+    record = _running(handle)
+    return record.digest if record.advance(handle.fileno(), prefix) else None
 
 
 # Whole pages of a chunk are written past the page cache (O_DIRECT): on these machines, filling the
@@ -507,24 +556,27 @@ def receive(
     kind: Kind,
     sha256: str,
     chunk: Chunk,
-    existing: Callable[[], T | None],
-    commit: Callable[[StagedFile], T],
+    existing: Callable[[str], T | None],
+    commit: Callable[[str, StagedFile], T],
 ) -> T | Progress:
     """Take one chunk of an upload; the committed object once the whole file arrived and matched
     its sha256, else the ranges the server holds (a chunk that starts elsewhere than a multiple of
     the chunk size or the end of a held range is not stored: the client sends what is missing).
-    `sha256` may be an upload key instead: its chunks are held until a probe of the file's sha256
-    names the key (`chunk.staged_as`), and neither `existing` nor `commit` is called for them."""
+    `existing(sha256)` is what the server holds of that content already, `commit(sha256, staged)`
+    stores a checked file. `sha256` may be an upload key instead: its chunks are held until a probe
+    commits them (`chunk.commit`) or names the key from the file's sha256 URL (`chunk.staged_as`)."""
     _check(kind, sha256, chunk)
     if chunk.staged_as is not None:
-        return _adopt(workspace, kind, sha256, chunk, existing, commit)
+        return _adopt(workspace, kind, chunk.staged_as, chunk.total, sha256, existing, commit)
+    if chunk.commit:
+        return _adopt(workspace, kind, sha256, chunk.total, None, existing, commit)
     named = not KEY_PATTERN.match(sha256)
     path = staging_path(workspace.pk, kind, f"{sha256}-{chunk.total}")
     while True:
         with _locked(path) as handle:
             if handle is None:
                 continue  # finished by another request while this one waited: look again
-            found = existing() if named else None
+            found = existing(sha256) if named else None
             if found is not None:
                 _held_path(path).unlink(missing_ok=True)
                 path.unlink(missing_ok=True)  # another upload of the same content finished first
@@ -532,7 +584,7 @@ def receive(
             held = _read_held(path, handle)
             if not held:
                 sweep_stale()
-                _forget(_file_key(handle))
+                _forget(handle)
             written: list[tuple[int, memoryview]] = []
             if chunk.start is not None and _may_start(chunk, held):
                 if not held:
@@ -540,43 +592,75 @@ def receive(
                 held, written = _store_chunk(handle, chunk, held)
                 _write_held(path, held)
             prefix = held[0][1] if held and held[0][0] == 0 else 0
-            digest = _digest_to(handle, prefix, written)
+            record = _running(handle, written)
             if prefix < chunk.total or not named:
+                # Hashed with the lock released: the next chunk is written meanwhile.
+                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+                record.advance(handle.fileno(), prefix)
                 return Progress(held=held, size=chunk.total)
-            _forget(_file_key(handle))
+            digest = _digest_to(handle, prefix)
+            _forget(handle)
             _held_path(path).unlink(missing_ok=True)
             return _finish(path, sha256, commit, digest)
+
+
+# Beside a committed upload key's (gone) staging file: the sha256 it was committed as.
+COMMITTED_SUFFIX = ".sha256"
+
+
+def _committed_path(path: Path) -> Path:
+    return path.with_name(path.name + COMMITTED_SUFFIX)
 
 
 def _adopt(
     workspace: Any,
     kind: Kind,
-    sha256: str,
-    probe: Chunk,
-    existing: Callable[[], T | None],
-    commit: Callable[[StagedFile], T],
+    key: str,
+    total: int,
+    expected: str | None,
+    existing: Callable[[str], T | None],
+    commit: Callable[[str, StagedFile], T],
 ) -> T | Progress:
-    """The file sent under the probe's upload key, committed as `sha256` once the server holds all
-    of it and it matches; else what the server holds of it. When the server has that file already,
-    the staged copy is deleted."""
-    assert probe.staged_as is not None
-    path = staging_path(workspace.pk, kind, f"{probe.staged_as}-{probe.total}")
+    """The file sent under upload key `key`, committed once the server holds all of it: as the
+    sha256 the server computes, or, when the client named one (`expected`), as that sha256 only if
+    it matches. Else what the server holds of it. When the server has that content already, the
+    staged copy is deleted. A key committed before answers with what it was committed as (a
+    commit sent again after its answer was lost), until the stale sweep forgets it."""
+    path = staging_path(workspace.pk, kind, f"{key}-{total}")
     while True:
         with _locked(path) as handle:
             if handle is None:
                 continue
-            found = existing()
+            found = existing(expected) if expected is not None else None
             if found is not None:
                 _held_path(path).unlink(missing_ok=True)
                 path.unlink(missing_ok=True)
                 return found
             held = _read_held(path, handle)
-            if held != [[0, probe.total]]:
-                return Progress(held=held, size=probe.total)
-            digest = _digest_to(handle, probe.total)
-            _forget(_file_key(handle))
+            if held != [[0, total]]:
+                if not held and expected is None:
+                    try:
+                        committed = _committed_path(path).read_text()
+                    except FileNotFoundError:
+                        committed = ""
+                    found = existing(committed) if SHA_PATTERN.match(committed) else None
+                    if found is not None:
+                        return found
+                return Progress(held=held, size=total)
+            digest = _digest_to(handle, total)
+            _forget(handle)
             _held_path(path).unlink(missing_ok=True)
-            return _finish(path, sha256, commit, digest)
+            sha256 = expected if expected is not None else digest.hexdigest()
+            if expected is None:
+                found = existing(sha256)
+                if found is not None:
+                    path.unlink(missing_ok=True)
+                    _committed_path(path).write_text(sha256)
+                    return found
+            stored = _finish(path, sha256, commit, digest)
+            if expected is None:
+                _committed_path(path).write_text(sha256)
+            return stored
 
 
 def store_stream(
@@ -585,13 +669,13 @@ def store_stream(
     kind: Kind,
     sha256: str,
     stream: Readable,
-    existing: Callable[[], T | None],
-    commit: Callable[[StagedFile], T],
+    existing: Callable[[str], T | None],
+    commit: Callable[[str, StagedFile], T],
 ) -> T:
     """Store a file the server itself reads from a stream (no HTTP upload, nothing to resume):
     the same staging, limit, check and commit as `receive`, in one go."""
     _check_sha(sha256)
-    found = existing()
+    found = existing(sha256)
     if found is not None:
         return found
     limit = kind.limit()
@@ -611,7 +695,7 @@ def store_stream(
     return _finish(path, sha256, commit)
 
 
-def _finish(path: Path, sha256: str, commit: Callable[[StagedFile], T], digest: Any = None) -> T:
+def _finish(path: Path, sha256: str, commit: Callable[[str, StagedFile], T], digest: Any = None) -> T:
     """Check the whole file (its running digest when this process has one) and commit it; the
     staging file is gone afterwards either way."""
     try:
@@ -619,7 +703,7 @@ def _finish(path: Path, sha256: str, commit: Callable[[StagedFile], T], digest: 
             raise ValidationError(HASH_MISMATCH, code="upload_hash")
         staged = StagedFile(path)
         try:
-            return commit(staged)
+            return commit(sha256, staged)
         finally:
             staged.close()
     finally:

@@ -161,7 +161,7 @@ def test_it_downloads_a_datastore_folder_and_a_dataset_version(ws, data_dir, tmp
     assert not list((tmp_path / "set").glob("*.part"))
 
 
-def test_a_large_file_to_a_new_path_is_hashed_as_it_is_sent_and_one_to_a_taken_path_first(ws, tmp_path, workspace):
+def test_a_large_file_to_a_new_path_is_sent_unhashed_and_one_to_a_taken_path_hashed_first(ws, tmp_path, workspace):
     from django.conf import settings
 
     from datastores.models import DataBlob
@@ -181,14 +181,16 @@ def test_a_large_file_to_a_new_path_is_hashed_as_it_is_sent_and_one_to_a_taken_p
 
     assert listing(datastore) == {"large/big.bin": sha}
     assert DataBlob.objects.get(workspace=workspace, sha256=sha).size == size
-    # The file for a taken path was hashed first and, kept out, never sent.
+    # The file for a taken path was hashed first and, kept out, never sent; nothing is left staged.
     assert not DataBlob.objects.filter(sha256=other_sha).exists()
     staged = uploads.upload_root() / str(workspace.pk)
-    assert not staged.exists() or not [p for p in staged.rglob("*") if p.is_file()]
+    assert not staged.exists() or not [
+        p for p in staged.rglob("*") if p.is_file() and not p.name.endswith(uploads.COMMITTED_SUFFIX)
+    ]
 
 
 def test_a_large_file_sent_for_a_path_another_client_took_meanwhile_is_deleted_once_stale(ws, tmp_path, workspace):
-    """The SDK sends a large file to a free path as it hashes it, then sets the path; when another
+    """The SDK sends a large file to a free path (the server names it), then sets the path; when another
     client took the path in between, the content is held by nothing. Once as old as an abandoned
     upload it goes, when the next content is stored; contents a path or a queued run's input
     holds stay."""
@@ -211,10 +213,10 @@ def test_a_large_file_sent_for_a_path_another_client_took_meanwhile_is_deleted_o
     theirs, theirs_sha = large("theirs/mine.bin")
     queued, queued_sha = large("queued.bin")
     datastore = ws.get_default_datastore()
-    ws._store.upload_data_blob_hashing(mine)  # the path was free when this client looked
+    ws._store.upload_data_blob_keyed(mine)  # the path was free when this client looked
     datastore.upload_files([str(theirs)], target_path="large", show_progress=False)  # another client
     assert datastore._put_files({"large/mine.bin": (mine, mine_sha)}, overwrite=False) == {"large/mine.bin": "kept"}
-    ws._store.upload_data_blob_hashing(queued)
+    ws._store.upload_data_blob_keyed(queued)
     RunInput.objects.create(
         run=make_run(workspace), name="data", mode="mount", files=[["queued.bin", queued_sha, queued.stat().st_size]]
     )

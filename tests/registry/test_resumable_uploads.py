@@ -21,7 +21,7 @@ from tests.helpers.processes import bytes_written
 from trainhub import uploads
 from trainhub.sdk import Model
 from trainhub.sdk._transport import Transport
-from trainhub.sdk._uploads import known_sha256, upload_file, upload_file_hashing, upload_key
+from trainhub.sdk._uploads import file_identity, known_sha256, upload_file, upload_file_keyed, upload_key
 
 CHUNK = settings.TRAINHUB_UPLOAD_CHUNK_BYTES
 
@@ -125,24 +125,24 @@ def test_a_parallel_upload_cut_off_midway_resumes_with_what_is_missing_and_is_wr
     assert hashlib.sha256((target / "model.pt").read_bytes()).hexdigest() == sha256
 
 
-def test_an_upload_hashed_while_sent_resumes_under_its_key_with_what_is_missing(sdk_ws, live_server_process, tmp_path):
-    """A file larger than a chunk is hashed as it goes up, under a key taken from the local file;
-    cut off, the next upload of the same file sends only what the server lacks, and the file is
-    stored once under its sha256, which this process then knows."""
+def test_an_upload_the_server_names_resumes_under_its_key_with_what_is_missing(sdk_ws, live_server_process, tmp_path):
+    """A file larger than a chunk goes up unhashed, under a key taken from the token and the local
+    file; cut off, the next upload of the same file sends only what the server lacks, and the file
+    is stored once under the sha256 the server computed, which this process then knows."""
     local = tmp_path / "model.pt"
     size = 5 * CHUNK + 777
-    sha256 = write_model(local, size, salt=b"hashed while sent")
+    sha256 = write_model(local, size, salt=b"named by the server")
     folder = sdk_ws.api("model-blobs")
     before = bytes_written(live_server_process.process.pid)
     with pytest.raises(Interrupted):
-        upload_file_hashing(sdk_ws._http, folder, local, on_progress=stop_after_one_chunk, threads=2)
-    held = probe(sdk_ws, upload_key(local), size).json()["held"]
+        upload_file_keyed(sdk_ws._http, folder, local, on_progress=stop_after_one_chunk, threads=2)
+    held = probe(sdk_ws, upload_key(local, file_identity(local), sdk_ws._token), size).json()["held"]
     held_bytes = sum(end - start for start, end in held)
     assert 0 < held_bytes < size
     assert not ModelBlob.objects.filter(sha256=sha256).exists()
 
     counting = CountingTransport(sdk_ws._http.base_url, sdk_ws._http.token)
-    finished = upload_file_hashing(counting, folder, local, threads=2)
+    finished = upload_file_keyed(counting, folder, local, threads=2)
 
     assert finished == {"sha256": sha256, "size": size}
     assert counting.sent == size - held_bytes

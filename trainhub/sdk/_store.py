@@ -14,7 +14,7 @@ from typing import Any
 from urllib.parse import quote
 
 from trainhub.sdk._transport import DEFAULT_TIMEOUT, IDEMPOTENCY_HEADER, Response, Transport, new_idempotency_key
-from trainhub.sdk._uploads import upload_file, upload_file_hashing
+from trainhub.sdk._uploads import upload_file, upload_file_keyed
 
 LONG = (5, 600)
 
@@ -142,8 +142,8 @@ class RestStore:
     def upload_model_blob(self, sha256: str, local: Path, on_progress: Any = None) -> dict[str, Any]:
         return self._upload(f"model-blobs/{sha256}", local, on_progress)
 
-    def upload_model_blob_hashing(self, local: Path, on_progress: Any = None) -> dict[str, Any]:
-        return upload_file_hashing(self.transport, self._path("model-blobs"), local, on_progress=on_progress)
+    def upload_model_blob_keyed(self, local: Path, on_progress: Any = None) -> dict[str, Any]:
+        return upload_file_keyed(self.transport, self._path("model-blobs"), local, on_progress=on_progress)
 
     def get_model_version(self, model_name: str, version: int | None = None) -> dict[str, Any]:
         if version is None:
@@ -265,8 +265,8 @@ class RestStore:
     def upload_data_blob(self, sha256: str, local: Path, on_progress: Any = None) -> dict[str, Any]:
         return self._upload(f"data-blobs/{sha256}", local, on_progress)
 
-    def upload_data_blob_hashing(self, local: Path, on_progress: Any = None) -> dict[str, Any]:
-        return upload_file_hashing(self.transport, self._path("data-blobs"), local, on_progress=on_progress)
+    def upload_data_blob_keyed(self, local: Path, on_progress: Any = None) -> dict[str, Any]:
+        return upload_file_keyed(self.transport, self._path("data-blobs"), local, on_progress=on_progress)
 
     def open_data_blob(self, sha256: str, headers: dict[str, str] | None = None) -> Response:
         return self._stream(f"data-blobs/{sha256}/content", headers=headers)

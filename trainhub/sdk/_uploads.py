@@ -9,11 +9,13 @@ A chunk is a PUT of a byte range, so the transport sends it again after a timeou
 writes only bytes it does not hold, and a repeated last chunk finds the file committed and gets
 the same answer. Nothing is stored twice, and no idempotency key is needed.
 
-`upload_file_hashing` sends a file larger than one chunk while it computes its sha256 (instead of
-reading it once to hash it, then again to send it): its chunks go under an upload key derived from
-the local file (its path, inode, size and modification time: an upload cut off resumes under the
-same key, and a changed file gets another), and a probe of the sha256's URL naming the key commits
-it. A file this process sent or hashed before, unchanged, is named by its sha256 at once, so the
+`upload_file_keyed` sends a file larger than one chunk without hashing it: the server computes
+every file's sha256 anyway (it trusts no client) and names the file by it. The chunks go under an
+upload key derived from the token and the local file (its path, inode, size, modification and
+change times: an upload cut off resumes under the same key, a changed file gets another, and
+nobody without the token can add chunks to it); once the server holds them all, and the file has
+not changed since it was first read, a probe with `Upload-Commit` stores it and answers its sha256.
+A file this process sent or hashed before, unchanged, is named by its sha256 at once, so the
 server can say it has it before a byte is sent.
 """
 
@@ -24,7 +26,7 @@ import os
 import queue
 import socket
 from collections.abc import Callable, Iterator
-from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
@@ -35,10 +37,15 @@ CHUNK_BYTES = 8 * 1024 * 1024
 # Chunks in flight at once: enough to keep the client's reads, the network and the server's writes
 # and hashing busy at the same time.
 UPLOAD_THREADS = 4
-KEY_HEADER = "Upload-Key"
+COMMIT_HEADER = "Upload-Commit"
+CHANGED = "{path} changed while it was uploaded: nothing was stored; upload it again once it is written."
 
-# The sha256 of local files this process hashed, by (device, inode, size, modification time).
-_KNOWN: dict[tuple[int, int, int, int], str] = {}
+# What tells one state of a local file from another: (device, inode, size, modification time,
+# change time), in nanoseconds. The change time moves with any write, and a tool that sets the
+# modification time back cannot set it.
+Identity = tuple[int, int, int, int, int]
+# The sha256 of local files this process hashed or sent, by identity.
+_KNOWN: dict[Identity, str] = {}
 
 
 class _Buffers:
@@ -114,20 +121,33 @@ def upload_file(
     before the first chunk is sent, then as chunks are stored; an exception it raises stops the
     upload (chunks already on their way are still stored)."""
     size = local.stat().st_size
-    status, answer = _put(http, path, b"", f"bytes */{size}")
-    if status == 201:
-        return answer
-    stored = sum(high - low for low, high in _held(answer))
-    if on_progress is not None:
-        on_progress(stored, size)
     with open(local, "rb") as handle:
-        while True:
-            before = _held(answer)
-            status, answer = _send_missing(http, path, handle.fileno(), size, answer, threads, on_progress)
-            if status == 201:
-                return answer
-            if _held(answer) == before:
-                raise exceptions.TrainHubError(f"The server keeps refusing chunks of {local}: {answer}")
+        status, answer = _send_all(http, path, handle.fileno(), size, threads, on_progress)
+    if status != 201:
+        raise exceptions.TrainHubError(f"The server holds all of {local} but did not store it: {answer}")
+    return answer
+
+
+def _send_all(
+    http: Transport,
+    path: str,
+    fd: int,
+    size: int,
+    threads: int,
+    on_progress: Callable[[int, int], None] | None,
+) -> tuple[int, dict[str, Any]]:
+    """Probe, then send what the server lacks until it stored the file (201) or holds all of it
+    (200: an upload key's chunks wait for their commit)."""
+    status, answer = _put(http, path, b"", f"bytes */{size}")
+    if status != 201 and on_progress is not None:
+        on_progress(sum(high - low for low, high in _held(answer)), size)
+    whole = [[0, size]] if size else []
+    while status != 201 and _held(answer) != whole:
+        before = _held(answer)
+        status, answer = _send_missing(http, path, fd, size, answer, threads, on_progress)
+        if status != 201 and _held(answer) == before:
+            raise exceptions.TrainHubError(f"The server keeps refusing chunks of {path}: {answer}")
+    return status, answer
 
 
 def _send_missing(
@@ -176,30 +196,34 @@ def _send_missing(
                 on_progress(size if latest[0] == 201 else stored, size)
 
 
-def _identity(local: Path) -> tuple[int, int, int, int]:
-    status = local.stat()
-    return status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns
+def identity_of(status: os.stat_result) -> Identity:
+    return status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns, status.st_ctime_ns
+
+
+def file_identity(local: Path) -> Identity:
+    return identity_of(local.stat())
 
 
 def known_sha256(local: Path) -> str | None:
-    """The sha256 of `local` when this process hashed it before and it has not changed since."""
-    return _KNOWN.get(_identity(local))
+    """The sha256 of `local` when this process hashed or sent it before and it has not changed since."""
+    return _KNOWN.get(file_identity(local))
 
 
-def remember_sha256(local: Path, identity: tuple[int, int, int, int], sha256: str) -> None:
-    """Record `sha256` for `local` as it was when hashing began, if it is still so."""
-    if _identity(local) == identity:
+def remember_sha256(local: Path, identity: Identity, sha256: str) -> None:
+    """Record `sha256` for `local` as it was when reading it began, if it is still so."""
+    if file_identity(local) == identity:
         _KNOWN[identity] = sha256
 
 
-def upload_key(local: Path) -> str:
-    """The provisional name of `local`'s chunks: the same for the same unchanged file on this host."""
-    device, inode, size, modified = _identity(local)
-    text = f"{socket.gethostname()}\0{local.resolve()}\0{device}\0{inode}\0{size}\0{modified}"
+def upload_key(local: Path, identity: Identity, token: str | None) -> str:
+    """The provisional name of `local`'s chunks: the same for the same unchanged file sent with the
+    same token from this host, and one that nobody without the token can tell (so nobody else can
+    send chunks under it for this client to take as its own)."""
+    text = "\0".join(map(str, [token or "", socket.gethostname(), local.resolve(), *identity]))
     return "u" + hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
-def upload_file_hashing(
+def upload_file_keyed(
     http: Transport,
     folder: str,
     local: Path,
@@ -207,76 +231,31 @@ def upload_file_hashing(
     on_progress: Callable[[int, int], None] | None = None,
     threads: int = UPLOAD_THREADS,
 ) -> dict[str, Any]:
-    """Send `local` to the upload endpoint `folder/<name>` as it is hashed: read once, in order,
-    each chunk hashed and then sent (`threads` at a time) unless the server holds it; the server's
-    answer for the stored file, with its `sha256`."""
-    identity = _identity(local)
-    size = identity[2]
-    key = upload_key(local)
-    staged = f"{folder}/{key}"
-    _, answer = _put(http, staged, b"", f"bytes */{size}")
-    chunk = answer.get("chunk_bytes") or CHUNK_BYTES
-    held = _held(answer)
-    stored = sum(high - low for low, high in held)
-    if on_progress is not None:
-        on_progress(stored, size)
-    digest = hashlib.sha256()
-    # One buffer more than chunks in flight: the next chunk is read and hashed while they go.
-    buffers = _Buffers(max(1, threads) + 1, chunk)
-    with open(local, "rb") as handle, ThreadPoolExecutor(max(1, threads), thread_name_prefix="upload") as pool:
-        running: set[Future[list[tuple[int, dict[str, Any]]]]] = set()
-
-        def collect(first: bool) -> None:
-            nonlocal running, stored
-            done, running = wait(running, return_when=FIRST_COMPLETED if first else ALL_COMPLETED)
-            for future in done:
-                for _, reply in future.result():
-                    stored = max(stored, sum(high - low for low, high in _held(reply)))
-            if on_progress is not None:
-                on_progress(stored, size)
-
-        def send(data: memoryview, start: int, ranges: list[tuple[int, int]]) -> list[tuple[int, dict[str, Any]]]:
-            return [
-                _put(http, staged, data[low - start : high - start], f"bytes {low}-{high - 1}/{size}")
-                for low, high in ranges
-            ]
-
-        for start in range(0, size, chunk):
-            buffer = buffers.take()
-            data = _read_into(buffer, handle.fileno(), start, min(chunk, size - start))
-            digest.update(data)
-            ranges = [(low, high) for low, high in _missing(held, start + len(data), chunk) if low >= start]
-            if not ranges:
-                buffers.give(buffer)
-                continue
-            if len(running) >= max(1, threads):
-                collect(first=True)
-            future = pool.submit(send, data, start, ranges)
-            future.add_done_callback(lambda _, buffer=buffer: buffers.give(buffer))  # type: ignore[misc]
-            running.add(future)
-        if running:
-            collect(first=False)
-        sha256 = digest.hexdigest()
-        while True:
-            _, answer = _put(http, staged, b"", f"bytes */{size}")
-            if _held(answer) == [[0, size]]:
-                break
-            before = _held(answer)
-            _, answer = _send_missing(http, staged, handle.fileno(), size, answer, threads, on_progress)
-            if _held(answer) == before:
-                raise exceptions.TrainHubError(f"The server keeps refusing chunks of {local}: {answer}")
+    """Send `local` to the upload endpoint `folder/<key>` without hashing it, and have the server
+    store it under the sha256 it computes: the server's answer, with that `sha256`. A file that
+    changed while it was read is refused before it is stored."""
+    with open(local, "rb") as handle:
+        identity = identity_of(os.fstat(handle.fileno()))
+        if file_identity(local) != identity:
+            raise exceptions.TrainHubError(CHANGED.format(path=local))
+        size = identity[2]
+        staged = f"{folder}/{upload_key(local, identity, http.token)}"
+        status, answer = _send_all(http, staged, handle.fileno(), size, threads, on_progress)
+        # Every byte was read by now: the file must be as it was before the first.
+        if identity_of(os.fstat(handle.fileno())) != identity:
+            raise exceptions.TrainHubError(CHANGED.format(path=local))
     response = http.request(
         "PUT",
-        f"{folder}/{sha256}",
+        staged,
         data=b"",
-        headers={"Content-Range": f"bytes */{size}", KEY_HEADER: key},
+        headers={"Content-Range": f"bytes */{size}", COMMIT_HEADER: "sha256"},
         timeout=(5, 600),
     )
     with response:
         status, answer = response.status_code, response.json()
     if status != 201:
         raise exceptions.TrainHubError(f"The server did not take {local} as a whole: {answer}")
-    remember_sha256(local, identity, sha256)
+    remember_sha256(local, identity, answer["sha256"])
     if on_progress is not None:
         on_progress(size, size)
     return answer

@@ -17,7 +17,7 @@ from typing import Any
 from trainhub.sdk import exceptions
 from trainhub.sdk._data_reference import MOUNT, DataInput
 from trainhub.sdk._downloads import download_checked, target_inside
-from trainhub.sdk._uploads import CHUNK_BYTES, known_sha256, progress_bar, remember_sha256
+from trainhub.sdk._uploads import CHUNK_BYTES, file_identity, known_sha256, progress_bar, remember_sha256
 
 FILES_PER_REQUEST = 1000
 PARALLEL_UPLOADS = 4
@@ -241,23 +241,23 @@ class Datastore(DataInput):
         self, remote: str, local: Path, overwrite: bool, show_progress: bool, taken: dict[str, set[str]]
     ) -> str:
         """The file's sha256. A file larger than one chunk that goes to a new path (or replaces one)
-        is hashed as it is sent; one whose path holds a file already is hashed first, since it is
-        skipped or kept by its content; one this process hashed before is not read again. `taken`
-        keeps the paths of each folder listed so far."""
+        is sent without hashing it, and the server names it; one whose path holds a file already is
+        hashed first, since it is skipped or kept by its content; one this process hashed or sent
+        before is not read again. `taken` keeps the paths of each folder listed so far."""
         known = known_sha256(local)
         if known is not None:
             return known
-        identity = local.stat()
-        if identity.st_size <= CHUNK_BYTES:
+        identity = file_identity(local)
+        if identity[2] <= CHUNK_BYTES:
             return _sha256_of(local)
         folder = remote.rpartition("/")[0]
         if folder not in taken and not overwrite:
             taken[folder] = {item["path"] for item in self.list_files(folder)}
         if overwrite or remote not in taken[folder]:
             bar = progress_bar(f"Uploading {remote}", show_progress)
-            return self.workspace._store.upload_data_blob_hashing(local, on_progress=bar)["sha256"]
+            return self.workspace._store.upload_data_blob_keyed(local, on_progress=bar)["sha256"]
         sha256 = _sha256_of(local)
-        remember_sha256(local, (identity.st_dev, identity.st_ino, identity.st_size, identity.st_mtime_ns), sha256)
+        remember_sha256(local, identity, sha256)
         return sha256
 
     def _put_files(self, batch: dict[str, tuple[Path, str]], overwrite: bool) -> dict[str, str]:

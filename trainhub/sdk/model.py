@@ -83,15 +83,16 @@ def local_files(model_path: str | os.PathLike[str]) -> tuple[str, bool, list[tup
 
 def upload_files(workspace: Any, files: list[tuple[str, Path]], *, show_progress: bool = True) -> list[dict[str, Any]]:
     """Upload each file the server does not hold yet (by sha256), resuming any upload of it that
-    was cut off before; returns the version's files. A file larger than one chunk is hashed as it
-    is sent (unless this process knows its sha256 already: then the server is asked first)."""
+    was cut off before; returns the version's files. A file larger than one chunk is sent without
+    hashing it, and the server names it (unless this process knows its sha256 already: then the
+    server is asked first)."""
     manifest = []
     for path, local in files:
         size = local.stat().st_size
         sha256 = known_sha256(local)
         bar = progress_bar(f"Uploading {path}", show_progress)
         if sha256 is None and size > CHUNK_BYTES:
-            sha256 = workspace._store.upload_model_blob_hashing(local, on_progress=bar)["sha256"]
+            sha256 = workspace._store.upload_model_blob_keyed(local, on_progress=bar)["sha256"]
         else:
             sha256 = sha256 or _sha256_of(local)
             workspace._store.upload_model_blob(sha256, local, on_progress=bar)
