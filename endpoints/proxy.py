@@ -42,7 +42,7 @@ from endpoints.models import Endpoint, ReplicaState
 from endpoints.scoring_path import SCORE_PATH, TOO_LARGE
 from trainhub import redis_keys
 from trainhub.ops.flow_control import _twisted_request
-from trainhub.redis_conn import get_async_redis
+from trainhub.redis_conn import get_async_redis, subscriber_options
 from trainhub.workspaces import selectors
 from trainhub.workspaces.selectors import hash_token
 
@@ -327,7 +327,7 @@ class ScoringProxy:
         """Drop a cached route as soon as its endpoint changed: the services publish its pk."""
         pause = 0.1
         while True:
-            client = redis.asyncio.Redis.from_url(settings.REDIS_URL, socket_keepalive=True)
+            client = redis.asyncio.Redis.from_url(settings.REDIS_URL, **subscriber_options())
             pubsub = client.pubsub()
             try:
                 await pubsub.subscribe(ROUTES_CHANNEL)

@@ -18,7 +18,7 @@ from runs.scheduling import dispatch_cluster, node_queue
 from trainhub.compute import services
 from trainhub.compute.models import Node, NodeState
 from trainhub.compute.usage import UsageProbe
-from trainhub.redis_conn import get_redis
+from trainhub.redis_conn import worker_redis
 from trainhub.sandbox import warm_supervisor
 
 logger = logging.getLogger(__name__)
@@ -85,7 +85,7 @@ def run_node(node: Node) -> None:
     connection.settings_dict["CONN_MAX_AGE"] = None
     heartbeat = Heartbeat(node)
     heartbeat.start()
-    worker = NodeWorker([node_queue(node)], connection=get_redis(), name=node.name)
+    worker = NodeWorker([node_queue(node)], connection=worker_redis(), name=node.name)
     if node.docker:
         # Containers a killed node of this site left behind. Beside the node's start, not before
         # it: the Docker SDK takes a moment to import. (A node that stops removes its run's

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import socket
 import weakref
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
@@ -26,6 +25,7 @@ from redis.exceptions import RedisError
 from redis.retry import Retry
 
 from trainhub import redis_keys
+from trainhub.redis_conn import subscriber_options
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +35,6 @@ RECONNECT_MAX_SECONDS = 2.0
 # How long an event may wait to be merged with the next of its run (0: until the loop has handled
 # what arrived with it).
 COALESCE_SECONDS = 0.0
-KEEPALIVE = {socket.TCP_KEEPIDLE: 10, socket.TCP_KEEPINTVL: 5, socket.TCP_KEEPCNT: 3}
 
 
 def channel_of(group: str) -> str:
@@ -82,11 +81,7 @@ class Hub:
             url,
             # No retries inside redis-py: a silent reconnect would hide the events lost meanwhile.
             retry=Retry(NoBackoff(), 0),
-            # A subscription is quiet while nothing is published: no read timeout, but TCP
-            # keepalives notice a Redis host that vanished without closing the connection.
-            socket_timeout=None,
-            socket_keepalive=True,
-            socket_keepalive_options=KEEPALIVE,
+            **subscriber_options(),
         )
         self._groups: dict[str, set[Listener]] = {}
         self._ready: dict[str, asyncio.Event] = {}

@@ -17,7 +17,7 @@ from trainhub import redis_keys
 from trainhub.compute import services
 from trainhub.compute.models import ComputeCluster
 from trainhub.ops.redis_server import wait_for_redis
-from trainhub.redis_conn import get_redis
+from trainhub.redis_conn import MAX_BLOCK_SECONDS, get_redis
 from trainhub.sandbox import node_sandbox_support
 
 
@@ -94,9 +94,9 @@ def wait_for_order(token: str) -> float:
     connection.close()  # a fresh one once activated: a long wait may outlast the database's idle timeout
     while True:
         # Not forever in one call: a Redis restart ends the wait, and the next one starts afresh.
-        # Shorter than the client's read timeout (redis-py 8's default is 5 s), which would end it
-        # with an error after the retries: the standby died and was replaced about every 2 minutes.
-        popped = get_redis().blpop([key], timeout=4)
+        # Under the client's read timeout, which would end it with an error after the retries
+        # (with redis-py 8's default of 5 s the standby died and was replaced every 2 minutes).
+        popped = get_redis().blpop([key], timeout=MAX_BLOCK_SECONDS)
         if popped:
             return float(json.loads(popped[1])["decided_at"])
 
