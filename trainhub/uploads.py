@@ -50,6 +50,7 @@ An app receiving uploads declares a `Kind` and one endpoint (registry and runs a
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import fcntl
 import hashlib
@@ -403,9 +404,11 @@ class _RunningDigest:
 _RUNNING: OrderedDict[tuple[int, int], _RunningDigest] = OrderedDict()
 _RUNNING_LOCK = threading.Lock()
 DIGESTS_KEPT = 64
-# Bytes kept in memory to be hashed later, for all files: at most PENDING_CHUNKS chunks' worth beyond
-# what is in flight; the oldest files' go first (read back from the file when their turn comes).
-PENDING_CHUNKS = 4
+# Bytes kept in memory to be hashed later, for all files: at most PENDING_CHUNKS chunks' worth (the
+# SDK's 4 chunks in flight, each written and waiting for the one being hashed, and a few that came
+# ahead of one still missing); past that, the oldest files' go first, then this file's farthest
+# bytes (read back from the file when their turn comes).
+PENDING_CHUNKS = 6
 
 
 def _file_key(handle: IO[bytes]) -> tuple[int, int]:
@@ -481,15 +484,28 @@ def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
         data, offset = data[done:], offset + done
 
 
+def _is_aligned(data: memoryview) -> bool:
+    """Whether the bytes start on a page (an upload chunk received into aligned memory by
+    trainhub/ops/request_limits.py); read-only memory (bytes) is taken as not."""
+    try:
+        return ctypes.addressof(ctypes.c_char.from_buffer(data)) % PAGE == 0
+    except (TypeError, ValueError):
+        return False
+
+
 def _write_direct(fd: int, data: memoryview, offset: int) -> bool:
-    """Write whole pages at a page-aligned offset past the page cache, through an aligned buffer a
-    few MB at a time; False where the file system does not allow it (nothing written then)."""
+    """Write whole pages at a page-aligned offset past the page cache, from where they are when
+    they start on a page, else through an aligned buffer a few MB at a time; False where the file
+    system does not allow it (nothing written then)."""
     flags = fcntl.fcntl(fd, fcntl.F_GETFL)
     try:
         fcntl.fcntl(fd, fcntl.F_SETFL, flags | os.O_DIRECT)
     except OSError:
         return False
     try:
+        if _is_aligned(data):
+            _pwrite_all(fd, data, offset)
+            return True
         with _aligned_buffer() as buffer, memoryview(buffer) as aligned:
             for start in range(0, len(data), DIRECT_BUFFER_BYTES):
                 piece = data[start : start + DIRECT_BUFFER_BYTES]

@@ -110,6 +110,23 @@ class ResponseFlowControl:
             paced.release()
 
 
+class MemoryFile:
+    """A body read as views of the memory it came in, without a copy."""
+
+    def __init__(self, memory: memoryview) -> None:
+        self.memory = memory
+        self.position = 0
+
+    def read(self, size: int | None = -1) -> memoryview:
+        end = len(self.memory) if size is None or size < 0 else min(len(self.memory), self.position + size)
+        piece = self.memory[self.position : end]
+        self.position = end
+        return piece
+
+    def close(self) -> None:
+        self.memory = memoryview(b"")
+
+
 class WideASGIHandler(ASGIHandler):
     """Django's ASGI handler, sending a response in messages of up to 4 MB instead of 64 KB, and
     taking a body that came in one message as it is.
@@ -118,15 +135,18 @@ class WideASGIHandler(ASGIHandler):
     through this wrapper, daphne and Twisted, which cost more CPU than moving the bytes. And it
     copies every body into a temporary file of its own, which the view then copies out again: an
     upload chunk (daphne hands up to one whole chunk in one message, trainhub/ops/request_limits.py)
-    is read by the view from the message's own bytes instead."""
+    is read by the view from the message's own bytes (or aligned memory) instead."""
 
     chunk_size = 4 * 1024 * 1024
 
     async def read_body(self, receive: Callable[[], Awaitable[Mapping[str, Any]]]) -> Any:
         first = await receive()
         if first["type"] == "http.request" and not first.get("more_body", False):
+            body = first.get("body", b"")
+            if isinstance(body, memoryview):  # an upload chunk in aligned memory (request_limits.py)
+                return MemoryFile(body)
             # BytesIO shares a bytes object until it is written to: reading it whole is no copy.
-            return io.BytesIO(first.get("body", b""))
+            return io.BytesIO(body)
         replayed = False
 
         async def again() -> Mapping[str, Any]:

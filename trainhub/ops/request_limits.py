@@ -12,15 +12,23 @@ and as soon as it passes the limit when it has none (chunked transfer encoding).
 
 from __future__ import annotations
 
+import ctypes
 import io
 import json
+import mmap
 import tempfile
+import weakref
 
 import daphne.server
 from daphne.http_protocol import HTTPFactory, WebRequest
 from django.conf import settings
 
 from endpoints.scoring_path import TOO_LARGE, TOO_LARGE_SO_FAR, is_scoring_target
+
+PAGE = mmap.PAGESIZE
+_LIBC = ctypes.CDLL(None)
+_LIBC.posix_memalign.argtypes = [ctypes.POINTER(ctypes.c_void_p), ctypes.c_size_t, ctypes.c_size_t]
+_LIBC.free.argtypes = [ctypes.c_void_p]
 
 REQUEST_TOO_LARGE = (
     "The request body is larger than this server accepts ({limit} bytes). Files go up in chunks "
@@ -79,6 +87,61 @@ class PiecesBody:
         self.closed = True
 
 
+def aligned_memory(size: int) -> memoryview:
+    """`size` bytes of page-aligned, writable memory (uninitialised: fresh pages cost a fault per
+    4 KB), freed once nothing holds a view of it. With the heap tuned by trainhub.ops.serve, an
+    upload chunk's worth comes from memory freed by the chunks before it."""
+    address = ctypes.c_void_p()
+    if _LIBC.posix_memalign(ctypes.byref(address), PAGE, max(size, 1)) != 0 or address.value is None:
+        raise MemoryError(size)
+    memory = (ctypes.c_ubyte * size).from_address(address.value)
+    weakref.finalize(memory, _LIBC.free, address.value)
+    return memoryview(memory).cast("B")
+
+
+class AlignedBody:
+    """An upload chunk's body (a PUT to the API with a Content-Range), received straight into
+    page-aligned memory: trainhub/uploads.py writes it past the page cache and hashes it from
+    there, with no copy of its own. Read, it gives views of that memory, not bytes, so only the
+    upload endpoints get one."""
+
+    def __init__(self, length: int) -> None:
+        self.memory = aligned_memory(length)
+        self.size = 0
+        self.position = 0
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        end = self.size + len(data)  # Twisted passes no more than the Content-Length
+        self.memory[self.size : end] = data
+        self.size = self.position = end
+
+    def tell(self) -> int:
+        return self.position
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        self.position = offset + (0, self.position, self.size)[whence]
+        return self.position
+
+    def read(self, size: int | None = -1) -> memoryview:
+        end = self.size if size is None or size < 0 else min(self.size, self.position + size)
+        piece = self.memory[self.position : end]
+        self.position = end
+        return piece
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def _is_upload_chunk(request: WebRequest) -> bool:
+    channel = request.channel
+    return (
+        getattr(channel, "_command", b"") == b"PUT"
+        and getattr(channel, "_path", b"").startswith(b"/api/v1/")
+        and request.requestHeaders.hasHeader(b"content-range")
+    )
+
+
 # Twisted reads a socket 64 KB at a time; a body of an upload chunk's size is read in pieces of
 # this size (sixteen times fewer turns through Twisted's HTTP parser for each byte).
 RECEIVE_BYTES = 1024 * 1024
@@ -89,7 +152,7 @@ class BoundedRequest(WebRequest):
     received = 0
     limit = 0
     scoring = False
-    content: PiecesBody | tempfile.SpooledTemporaryFile[bytes]
+    content: PiecesBody | AlignedBody | tempfile.SpooledTemporaryFile[bytes]
 
     def __init__(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003  (Twisted's signature)
         super().__init__(*args, **kwargs)
@@ -109,7 +172,8 @@ class BoundedRequest(WebRequest):
             self._refuse(length)
             return
         if length is not None and length <= settings.TRAINHUB_UPLOAD_CHUNK_BYTES:
-            self.content = PiecesBody()
+            upload = length > RECEIVE_BYTES and not self.scoring and _is_upload_chunk(self)
+            self.content = AlignedBody(length) if upload else PiecesBody()
             if length > RECEIVE_BYTES and hasattr(self.channel.transport, "bufferSize"):
                 self.channel.transport.bufferSize = RECEIVE_BYTES
             return
