@@ -10,7 +10,9 @@ from datetime import datetime
 from typing import Any
 
 from asgiref.sync import sync_to_async
+from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
+from django.db import transaction
 from django.http import Http404, HttpRequest
 from ninja import Router, Schema, Status
 from redis.exceptions import RedisError
@@ -21,8 +23,9 @@ from trainhub import live, uploads
 from trainhub.api_auth import IN_RUN
 from trainhub.downloads import file_response
 from trainhub.environments.selectors import EnvironmentChoice, environment_for_run
+from trainhub.environments.services import environment_for_submit
 from trainhub.workspaces.api_access import access
-from trainhub.workspaces.permissions import signed_in_user
+from trainhub.workspaces.permissions import Access, signed_in_user
 
 router = Router(tags=["runs"])
 logger = logging.getLogger(__name__)
@@ -37,12 +40,15 @@ LOG_EVENTS = frozenset({"log.lines", "run.status"})
 STATUS_EVENTS = frozenset({"run.status"})
 # Without Redis nothing wakes a waiting request: it answers after this long, as a poll would.
 LOG_WAIT_WITHOUT_REDIS_SECONDS = 1.0
+NAME_THE_ENVIRONMENT = "Name the run's environment."
 
 
 class EnvironmentRef(Schema):
     name: str | None = None
     version: int | None = None
+    # The SDK's environment that the workspace may not have yet: registered by the submit.
     spec: dict[str, Any] | None = None
+    description: str = ""
 
 
 class RunIn(Schema):
@@ -200,10 +206,20 @@ def run_out(run: Run, *, just_submitted: bool = False) -> RunOut:
 
 
 def resolve_environment(workspace, ref: EnvironmentRef) -> EnvironmentChoice:
-    """A registered environment (name, version) or, for the SDK's unregistered ones, a spec."""
+    """A registered environment: by name, and version (the latest when none is given)."""
     if ref.name is None:
-        raise ValidationError("Name the run's environment.")
+        raise ValidationError(NAME_THE_ENVIRONMENT)
     return environment_for_run(workspace=workspace, name=ref.name, version=ref.version)
+
+
+def submitted_environment(member: Access, user: User, ref: EnvironmentRef) -> EnvironmentChoice:
+    """The environment a submit names, or the one whose spec it sends, registered as that
+    environment's next version: call it in the submit's transaction."""
+    if ref.spec is None:
+        return resolve_environment(member.workspace, ref)
+    if ref.name is None:
+        raise ValidationError(NAME_THE_ENVIRONMENT)
+    return environment_for_submit(access=member, user=user, name=ref.name, spec=ref.spec, description=ref.description)
 
 
 @router.get("/{workspace_name}/snapshots/{sha256}", response=SnapshotOut)
@@ -231,23 +247,26 @@ def put_snapshot(request: HttpRequest, workspace_name: str, sha256: str) -> Stat
 @router.post("/{workspace_name}/experiments/{experiment_name}/runs", response={201: RunOut})
 def submit_run(request: HttpRequest, workspace_name: str, experiment_name: str, payload: RunIn) -> Status[RunOut]:
     member = access(request, workspace_name)
-    environment = resolve_environment(member.workspace, payload.environment)
-    run = services.run_submit(
-        access=member,
-        user=signed_in_user(request),
-        experiment_name=experiment_name,
-        snapshot_sha256=payload.snapshot,
-        compute_target=payload.compute_target,
-        environment=environment,
-        script=payload.script,
-        command=payload.command,
-        arguments=payload.arguments,
-        distributed=payload.distributed,
-        timeout_seconds=payload.timeout_seconds,
-        tags=payload.tags,
-        display_name=payload.display_name,
-        use_gpu=payload.use_gpu,
-    )
+    user = signed_in_user(request)
+    # One transaction: an environment registered by a submit that is refused is not kept.
+    with transaction.atomic():
+        environment = submitted_environment(member, user, payload.environment)
+        run = services.run_submit(
+            access=member,
+            user=user,
+            experiment_name=experiment_name,
+            snapshot_sha256=payload.snapshot,
+            compute_target=payload.compute_target,
+            environment=environment,
+            script=payload.script,
+            command=payload.command,
+            arguments=payload.arguments,
+            distributed=payload.distributed,
+            timeout_seconds=payload.timeout_seconds,
+            tags=payload.tags,
+            display_name=payload.display_name,
+            use_gpu=payload.use_gpu,
+        )
     return Status(201, run_out(run, just_submitted=True))
 
 

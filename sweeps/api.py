@@ -7,11 +7,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from django.db import transaction
 from django.http import HttpRequest
 from ninja import Router, Schema, Status
 
 from runs import selectors as run_selectors
-from runs.api import RunIn, RunOut, resolve_environment, run_out
+from runs.api import RunIn, RunOut, run_out, submitted_environment
 from sweeps import selectors, services
 from sweeps.models import Sweep
 from trainhub.workspaces.api_access import access
@@ -87,26 +88,30 @@ def sweep_out(sweep: Sweep) -> SweepOut:
 @router.post("/{workspace_name}/experiments/{experiment_name}/sweeps", response={201: SweepOut})
 def submit_sweep(request: HttpRequest, workspace_name: str, experiment_name: str, payload: SweepIn) -> Status[SweepOut]:
     member = access(request, workspace_name)
+    user = signed_in_user(request)
     given = payload.run
-    sweep = services.sweep_submit(
-        access=member,
-        user=signed_in_user(request),
-        experiment_name=experiment_name,
-        spec=payload.sweep,
-        run={
-            "snapshot_sha256": given.snapshot,
-            "compute_target": given.compute_target,
-            "environment": resolve_environment(member.workspace, given.environment),
-            "script": given.script,
-            "command": given.command,
-            "arguments": given.arguments,
-            "distributed": given.distributed,
-            "timeout_seconds": given.timeout_seconds,
-            "tags": given.tags,
-            "display_name": given.display_name,
-            "use_gpu": given.use_gpu,
-        },
-    )
+    # One transaction: an environment registered by a submit that is refused is not kept.
+    with transaction.atomic():
+        environment = submitted_environment(member, user, given.environment)
+        sweep = services.sweep_submit(
+            access=member,
+            user=user,
+            experiment_name=experiment_name,
+            spec=payload.sweep,
+            run={
+                "snapshot_sha256": given.snapshot,
+                "compute_target": given.compute_target,
+                "environment": environment,
+                "script": given.script,
+                "command": given.command,
+                "arguments": given.arguments,
+                "distributed": given.distributed,
+                "timeout_seconds": given.timeout_seconds,
+                "tags": given.tags,
+                "display_name": given.display_name,
+                "use_gpu": given.use_gpu,
+            },
+        )
     return Status(201, sweep_out(selectors.sweep_get(member.workspace, sweep.parent.run_id)))
 
 

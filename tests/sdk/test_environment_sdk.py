@@ -50,7 +50,7 @@ def test_get_a_curated_environment_exactly_as_the_guide_writes_it(ws):
     assert (pytorch_env.name, pytorch_env.version, pytorch_env.is_curated) == (CURATED, 1, True)
     assert pytorch_env.python.conda_dependencies.pip_packages == ["torch==2.13.0", "numpy"]
     assert pytorch_env.python.conda_dependencies.get_python_version() == "3.11"
-    assert pytorch_env._to_submission() == {"name": CURATED, "version": 1}
+    assert pytorch_env._to_submission(ws) == {"name": CURATED, "version": 1}
     assert pytorch_env._ensure_registered(ws) == (CURATED, 1)
 
 
@@ -73,13 +73,13 @@ def test_a_conda_specification_registers_as_version_one_then_n_plus_one(ws, cond
     assert conda.get_python_version() == "3.11" and conda.pip_packages == ["six", "idna>=3"]
     assert conda.conda_packages == [] and conda.conda_channels == ["conda-forge"]
     assert pytorch_env.environment_variables == {"OMP_NUM_THREADS": "1"}
-    assert pytorch_env._to_submission()["spec"]["pip"] == ["six", "idna>=3"]
+    assert pytorch_env._to_submission(ws)["spec"]["pip"] == ["six", "idna>=3"]
 
     registered = pytorch_env.register(workspace=ws)
     assert registered is pytorch_env and pytorch_env.version == 1
     assert Environment.from_conda_specification("pytorch-1.6-cpu", conda_file).register(ws).version == 1
     pytorch_env.python.conda_dependencies.add_pip_package("six==1.17.0")
-    assert pytorch_env._to_submission()["name"] == "pytorch-1.6-cpu"
+    assert pytorch_env._to_submission(ws)["name"] == "pytorch-1.6-cpu"
     assert pytorch_env._ensure_registered(ws) == ("pytorch-1.6-cpu", 2)
     assert Environment.get(workspace=ws, name="pytorch-1.6-cpu", version=1).python.conda_dependencies.pip_packages == [
         "six",
@@ -186,7 +186,7 @@ def test_conda_only_packages_are_kept_for_the_builder_to_judge(tmp_path):
     path.write_text("dependencies:\n- python=3.11\n- cudatoolkit=10.1\n- pip:\n  - six\n")
     env = Environment.from_conda_specification(name="x", file_path=path)
     assert env.python.conda_dependencies.conda_packages == ["cudatoolkit=10.1"]
-    assert env._to_submission()["spec"]["conda"] == ["cudatoolkit=10.1"]
+    assert env._to_submission(workspace=None)["spec"]["conda"] == ["cudatoolkit=10.1"]
 
 
 def test_a_missing_conda_file_is_a_clear_error(tmp_path):

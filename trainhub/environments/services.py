@@ -35,6 +35,7 @@ from trainhub.environments.models import (
     EnvironmentVersion,
     name_validator,
 )
+from trainhub.environments.selectors import EnvironmentChoice
 from trainhub.environments.spec import SpecError, normalise_spec, spec_hash
 from trainhub.workspaces.permissions import Access, Action
 
@@ -132,6 +133,16 @@ def environment_register(
     normalised = _normalised(spec)
     environment = _environment_for(workspace=access.workspace, name=name, user=user, description=description)
     return _add_version(environment, normalised, user)
+
+
+def environment_for_submit(
+    *, access: Access, user: User, name: str, spec: dict[str, Any], description: str = ""
+) -> EnvironmentChoice:
+    """What a run submitted with an environment's spec records: the spec registered as in
+    `environment_register` (an unchanged one keeps its version). Call it in the transaction of the
+    submit, so that a refused submit registers nothing."""
+    version = environment_register(access=access, user=user, name=name, spec=spec, description=description).version
+    return EnvironmentChoice(name=version.environment.name, version=version.version, spec=version.spec)
 
 
 @transaction.atomic

@@ -397,10 +397,24 @@ class Environment:
         assert self.version is not None
         return self.name, self.version
 
-    def _to_submission(self) -> dict[str, Any]:
-        if self.version is not None and self._registered_spec == self._spec():
+    def _to_submission(self, workspace: Any) -> dict[str, Any]:
+        """How a submit names this environment: by name and version where the workspace has this
+        very spec, else by name with the spec, which the server registers as the environment's
+        next version in the submit itself (one request; a refused submit registers nothing)."""
+        if self._is_registered_for(workspace):
             return {"name": self.name, "version": self.version}
-        return {"name": self.name, "spec": self._spec()}
+        if self.is_curated:
+            raise UserErrorException(CHANGED_CURATED.format(name=self.name))
+        return {"name": self.name, "spec": self._spec(), "description": self.description}
+
+    def _submitted(self, recorded: dict[str, Any], workspace: Any) -> None:
+        """The submit registered this spec (or found it): the version the run recorded is this
+        environment's, as `register` would have made it."""
+        if self._is_registered_for(workspace):
+            return
+        self.name, self.version = recorded["name"], recorded["version"]
+        self._registered_spec = self._spec()
+        self._registered_in = (workspace.url, workspace.name)
 
     # ------------------------------------------------------------ local
 

@@ -51,6 +51,8 @@ class Experiment:
             if details is None:
                 upload_packed(self.workspace, packed, show_progress=show_progress)
                 details = submit(self.name, payload)
+            if run_config.environment is not None:
+                run_config.environment._submitted((details["run"] if sweep else details)["environment"], self.workspace)
             if local:
                 # The runner unpacks this very snapshot (checked against the run's) and removes it.
                 handed_over = True

@@ -6,7 +6,6 @@ import os
 import shlex
 from typing import Any
 
-from trainhub.sdk.environment import Environment
 from trainhub.sdk.exceptions import UserErrorException
 from trainhub.sdk.runconfig import RunConfiguration
 
@@ -76,15 +75,17 @@ class ScriptRunConfig:
         return LOCAL_TARGET if target is None else target if isinstance(target, str) else target.name
 
     def _submission(self, workspace: Any) -> dict[str, Any]:
-        """What the server is sent; registers the environment first where it is new."""
+        """What the server is sent: the environment by name (the server looks it up), or with its
+        spec where the workspace does not have it yet (the server registers it with the run)."""
         target_name = self._checked_target_name()
         environment = self.environment
-        if environment is None:
-            environment = Environment.get(workspace=workspace, name=DEFAULT_ENVIRONMENT)
-        name, version = environment._ensure_registered(workspace)
         return {
             "compute_target": target_name,
-            "environment": {"name": name, "version": version},
+            "environment": (
+                {"name": DEFAULT_ENVIRONMENT, "version": None}
+                if environment is None
+                else environment._to_submission(workspace)
+            ),
             "script": self.script,
             "command": list(self.command) if self.command else None,
             "arguments": [_argument(a) for a in self.arguments],

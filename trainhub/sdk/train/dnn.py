@@ -112,15 +112,14 @@ class PyTorch(ScriptRunConfig):
         self.environment_variables = dict(environment_variables or {})
 
     def _submission(self, workspace: Any) -> dict[str, Any]:
-        if self.environment is None:
+        # Without additions, the curated PyTorch environment is the default the server looks up.
+        if self.environment is None and (self.pip_packages or self.conda_packages or self.environment_variables):
             self.environment = self._estimator_environment(workspace)
         return super()._submission(workspace)
 
     def _estimator_environment(self, workspace: Any) -> Any:
-        """The curated PyTorch environment, cloned only when the estimator adds something to it."""
+        """The curated PyTorch environment with what the estimator adds to it."""
         curated = Environment.get(workspace=workspace, name=DEFAULT_ENVIRONMENT)
-        if not (self.pip_packages or self.conda_packages or self.environment_variables):
-            return curated
         environment = curated.clone(new_name=ESTIMATOR_ENVIRONMENT)
         dependencies = environment.python.conda_dependencies
         for package in self.pip_packages:
