@@ -18,6 +18,7 @@ from registry.models import ModelBlob
 from tests.conftest import issue_token
 from trainhub import uploads
 from trainhub.sdk import exceptions
+from trainhub.sdk._transport import FILE_ENDED
 from trainhub.sdk._uploads import CHANGED, file_identity, upload_file_keyed, upload_key
 
 KEY = "u" + "1" * 32
@@ -220,6 +221,26 @@ def test_a_file_changed_while_it_is_uploaded_is_refused_and_nothing_is_stored(sd
     answer = upload_file_keyed(sdk_ws._http, sdk_ws.api("model-blobs"), local)
     assert answer["sha256"] == hashlib.sha256(local.read_bytes()).hexdigest()
     assert stored(answer["sha256"]) == local.read_bytes()
+
+
+def test_a_file_cut_short_while_it_is_uploaded_is_refused_and_nothing_is_stored(sdk_ws, workspace, tmp_path):
+    """The kernel sends a chunk from the file: one that ends sooner than the chunk's range is not
+    sent short (the server would wait for the rest), and nothing is stored."""
+    chunk = settings.TRAINHUB_UPLOAD_CHUNK_BYTES
+    local = tmp_path / "model.pt"
+    write_file(local, 3 * chunk)
+
+    def truncate_after_the_first_chunk(received: int, total: int) -> None:
+        if received:
+            os.truncate(local, chunk // 2)
+
+    with pytest.raises(exceptions.TrainHubError) as refused:
+        upload_file_keyed(
+            sdk_ws._http, sdk_ws.api("model-blobs"), local, on_progress=truncate_after_the_first_chunk, threads=1
+        )
+
+    assert str(refused.value) == FILE_ENDED.format(end=2 * chunk)
+    assert not ModelBlob.objects.exists()
 
 
 def test_chunks_another_member_sent_under_a_key_are_not_taken_for_a_clients_file(

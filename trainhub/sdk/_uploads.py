@@ -2,9 +2,10 @@
 
 Standard library only: a training script registering a model from inside a run uses it too.
 A file goes up in chunks, each a PUT with `Content-Range: bytes START-END/TOTAL`, a few at once
-(`UPLOAD_THREADS`, each reading its own chunk); a probe (`bytes */TOTAL`) first asks the server
-which byte ranges it holds, so an upload cut off by a lost connection, a restarted server or a
-killed client resumes with only what is missing, and a file the server has is not sent at all.
+(`UPLOAD_THREADS`; over plain HTTP the kernel sends each from the page cache: sendfile, no copy in
+this process); a probe (`bytes */TOTAL`) first asks the server which byte ranges it holds, so an
+upload cut off by a lost connection, a restarted server or a killed client resumes with only what
+is missing, and a file the server has is not sent at all.
 A chunk is a PUT of a byte range, so the transport sends it again after a timeout: the server
 writes only bytes it does not hold, and a repeated last chunk finds the file committed and gets
 the same answer. Nothing is stored twice, and no idempotency key is needed.
@@ -23,7 +24,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import queue
 import socket
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from trainhub.sdk import exceptions
-from trainhub.sdk._transport import Transport
+from trainhub.sdk._transport import FileRange, Transport
 
 CHUNK_BYTES = 8 * 1024 * 1024
 # Chunks in flight at once: enough to keep the client's reads, the network and the server's writes
@@ -48,36 +48,7 @@ Identity = tuple[int, int, int, int, int]
 _KNOWN: dict[Identity, str] = {}
 
 
-class _Buffers:
-    """Chunk-sized buffers used again and again: a chunk read into fresh memory costs a page fault
-    per 4 KB, more than the copy itself. A buffer goes back once its chunk was sent."""
-
-    def __init__(self, count: int, size: int):
-        self.size = size
-        self.free: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
-        for _ in range(count):
-            self.free.put(bytearray(size))
-
-    def take(self) -> bytearray:
-        return self.free.get()
-
-    def give(self, buffer: bytearray) -> None:
-        self.free.put(buffer)
-
-
-def _read_into(buffer: bytearray, fd: int, start: int, length: int) -> memoryview:
-    """Bytes [start, start + length) of the file (fewer where it ends sooner), in `buffer`."""
-    view = memoryview(buffer)[:length]
-    got = 0
-    while got < length:
-        count = os.preadv(fd, [view[got:]], start + got)
-        if count == 0:
-            break
-        got += count
-    return view[:got]
-
-
-def _put(http: Transport, path: str, data: bytes | memoryview, content_range: str) -> tuple[int, dict[str, Any]]:
+def _put(http: Transport, path: str, data: bytes | FileRange, content_range: str) -> tuple[int, dict[str, Any]]:
     response = http.request(
         "PUT",
         path,
@@ -165,15 +136,9 @@ def _send_missing(
     pieces = _missing(_held(progress), size, chunk)
     stored = sum(high - low for low, high in _held(progress))
     latest = (200, progress)
-    buffers = _Buffers(max(1, threads), chunk)
 
     def send(start: int, end: int) -> tuple[int, dict[str, Any]]:
-        buffer = buffers.take()
-        try:
-            data = _read_into(buffer, fd, start, end - start)
-            return _put(http, path, data, f"bytes {start}-{start + len(data) - 1}/{size}")
-        finally:
-            buffers.give(buffer)
+        return _put(http, path, FileRange(fd, start, end - start), f"bytes {start}-{end - 1}/{size}")
 
     with ThreadPoolExecutor(max(1, threads), thread_name_prefix="upload") as pool:
         running: set[Future[tuple[int, dict[str, Any]]]] = set()
