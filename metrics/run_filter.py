@@ -9,7 +9,9 @@ Clauses joined by `and`; `metrics.<name>` compares the final value of rank 0 wit
 A metric clause is a correlated EXISTS on the series' (run, name, rank) key, a parameter or tag
 clause one on its RunValue's (run, kind, key) key: a page of 50 runs looks up the rows it reads,
 where `run IN (SELECT ...)` built the whole list of matching runs first (333 ms at 100,000 runs,
-3.2 s once sorted as well)."""
+3.2 s once sorted as well). A page walks the runs only when each clause matches many: where one
+matches fewer than FEW_RUNS, it starts from those runs, read off that clause's index (`fewest`),
+so a filter few or no runs match no longer looks at every run of the scope."""
 
 from __future__ import annotations
 
@@ -21,12 +23,16 @@ from django.db.models import Exists, OuterRef, Q, QuerySet
 
 from metrics.models import MetricSeries, SeriesKind
 from runs.models import Run, RunStatus, RunValue
-from runs.parameters import PARAM, TAG
+from runs.parameters import PARAM, TAG, TEXT_LENGTH, number_in
 
 CLAUSE = re.compile(r"^(?P<field>[A-Za-z_][\w.\-/:]*)\s*(?P<op>>=|<=|!=|==|=|>|<)\s*(?P<value>.+)$")
 AND = re.compile(r"\s+and\s+", re.IGNORECASE)
 LOOKUPS = {">": "gt", ">=": "gte", "<": "lt", "<=": "lte", "=": "exact", "==": "exact", "!=": "exact"}
 MAX_CLAUSES = 10
+# Past this many runs matching each clause, a page walks the runs newest first (or in the sorted
+# index) and checks each: matches that common fill it soon. Under it, reading the ids of the
+# matching runs first costs less than walking runs that do not match.
+FEW_RUNS = 1000
 
 NOT_A_CLAUSE = (
     "{clause!r} is not a filter: write name operator value, e.g. metrics.accuracy > 0.9 or status = Completed."
@@ -89,9 +95,46 @@ def value_condition(
     return Exists(values)
 
 
+def value_rows(
+    values: QuerySet[RunValue], kinds: tuple[str, ...], key: str, value: str | None = None, **number: float
+) -> QuerySet[RunValue]:
+    """`values`' rows of `kinds` column `key` showing `value` (or whose number matches `number`, a
+    lookup such as gt=0.5), found through the (scope, kind, key, number | text, run) indexes: each
+    index holds only the rows with or without a number, so the query names which it reads."""
+    rows = values.filter(kind__in=kinds, key=key)
+    if number:
+        rows = rows.filter(number__isnull=False, **{f"number__{lookup}": n for lookup, n in number.items()})
+    if value is not None:
+        as_number = number_in(value)
+        if as_number is None:
+            rows = rows.filter(number__isnull=True, text=value[:TEXT_LENGTH])
+        else:
+            rows = rows.filter(number__isnull=False, number=as_number)
+        rows = rows.filter(value=value)
+    return rows
+
+
+def fewest(candidates: list[QuerySet[Any]]) -> list[int] | None:
+    """The fewest run ids any of `candidates` (each the ids of the runs one clause matches) gives,
+    when one gives at most FEW_RUNS; else None. Each is read up to a tenth of that first, so that a
+    common clause costs little beside a rare one."""
+    for bound in (FEW_RUNS // 10, FEW_RUNS):
+        found: list[int] | None = None
+        for candidate in candidates:
+            rows = list(candidate[: bound + 1])
+            if len(rows) <= bound and (found is None or len(set(rows)) < len(found)):
+                found = sorted(set(rows))
+                if not found:
+                    return found
+        if found is not None:
+            return found
+    return None
+
+
 @dataclass(frozen=True)
 class Clause:
-    """One clause read: a metric comparison (`metric` is (name, stat)) or a condition on the run."""
+    """One clause read: a metric comparison (`metric` is (name, stat)) or a condition on the run;
+    `values` what a parameter or tag clause asks of RunValue rows (value_rows' arguments)."""
 
     text: str
     negate: bool
@@ -99,6 +142,7 @@ class Clause:
     lookup: str = ""
     number: float = 0.0
     condition: Q | None = None
+    values: tuple[tuple[str, ...], str, dict[str, Any]] | None = None
 
 
 def parse(expression: str) -> list[Clause]:
@@ -126,7 +170,7 @@ def _clause(clause: str) -> Clause:
             number = float(value)
         except ValueError:
             raise FilterError(NOT_A_NUMBER_VALUE.format(clause=clause, field=field)) from None
-        return Clause(clause, negate, condition=_value_clause(field, lookup=LOOKUPS[op], number=number))
+        return _value_clause(clause, negate, field, lookup=LOOKUPS[op], number=number)
     if op not in ("=", "==", "!="):
         raise FilterError(EQUALS_ONLY.format(clause=clause, field=field))
     if field == "status":
@@ -139,20 +183,22 @@ def _clause(clause: str) -> Clause:
     elif field == "experiment":
         condition = Q(experiment__name=value)
     elif field.startswith(("tags.", "params.")) and "." in field:
-        condition = _value_clause(field, value=value)
+        return _value_clause(clause, negate, field, value=value)
     else:
         raise FilterError(UNKNOWN_FIELD.format(clause=clause))
     return Clause(clause, negate, condition=condition)
 
 
-def _value_clause(field: str, **match: Any) -> Q:
+def _value_clause(text: str, negate: bool, field: str, **match: Any) -> Clause:
     """`tags.<key>` or `params.<key>` matching `match` (value_condition's): a parameter clause is
     what its column shows (the parameter, else the tag), or the tag."""
     kind, key = field.split(".", 1)
+    kinds = (TAG, PARAM) if kind == "params" else (TAG,)
     condition = Q(value_condition(TAG, key, **match))
     if kind == "params":
         condition |= Q(value_condition(PARAM, key, **match))
-    return condition
+    rows = {"value": match["value"]} if "value" in match else {match["lookup"]: match["number"]}
+    return Clause(text, negate, condition=condition, values=(kinds, key, rows))
 
 
 def apply_clauses(runs: QuerySet[Run], clauses: list[Clause]) -> QuerySet[Run]:
@@ -169,6 +215,23 @@ def apply_clauses(runs: QuerySet[Run], clauses: list[Clause]) -> QuerySet[Run]:
         assert clause.condition is not None
         runs = runs.exclude(clause.condition) if clause.negate else runs.filter(clause.condition)
     return runs
+
+
+def few_runs(clauses: list[Clause], values: QuerySet[RunValue], series: QuerySet[MetricSeries]) -> list[int] | None:
+    """The ids of the runs of a scope (whose RunValue rows are `values`, whose metric series are
+    `series`) that the rarest clause matches, when it matches fewer than FEW_RUNS; else None."""
+    candidates: list[QuerySet[Any]] = []
+    for clause in clauses:
+        if clause.negate:
+            continue
+        if clause.metric is not None:
+            name, stat = clause.metric
+            found = series.filter(name=name, rank=0, **{f"{stat}__{clause.lookup}": clause.number})
+            candidates.append(found.values_list("run_id", flat=True))
+        elif clause.values is not None:
+            kinds, key, match = clause.values
+            candidates.append(value_rows(values, kinds, key, **match).values_list("run_id", flat=True))
+    return fewest(candidates)
 
 
 def apply_filter(runs: QuerySet[Run], expression: str) -> QuerySet[Run]:

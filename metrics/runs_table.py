@@ -27,6 +27,7 @@ from metrics.run_filter import (
     STATS,
     Clause,
     apply_clauses,
+    few_runs,
     metric_and_stat,
     metric_condition,
     parse,
@@ -149,9 +150,21 @@ def _runs_of(scope: Scope) -> QuerySet[Run]:
     return Run.objects.filter(workspace=scope)
 
 
+def _runs_among(few: list[int]) -> QuerySet[Run]:
+    """The runs of a scope that a filter's rarest clause matches (metrics.run_filter.few_runs), by
+    their ids alone: given the scope as well, SQLite walks the scope's runs in the page's order and
+    checks each against the list, instead of reading the few it names. Their series and values
+    are read the same way (_series_of_runs, RunValue's (run, kind, key) key)."""
+    return Run.objects.filter(pk__in=few)
+
+
 def _series_of(scope: Scope) -> QuerySet[MetricSeries]:
     found = MetricSeries.objects.filter(rank=0, kind=SeriesKind.SCALAR)
     return found.filter(experiment=scope) if isinstance(scope, Experiment) else found.filter(workspace=scope)
+
+
+def _series_of_runs(few: list[int]) -> QuerySet[MetricSeries]:
+    return MetricSeries.objects.filter(run_id__in=few, rank=0, kind=SeriesKind.SCALAR)
 
 
 def metric_names(scope: Scope) -> list[str]:
@@ -212,13 +225,14 @@ def runs_page(
     a column (runs without its value last, newest first). `cursor` is the `next_cursor` of the
     page before."""
     clauses = parse(expression)
-    runs = apply_clauses(_runs_of(scope), clauses)
+    few = few_runs(clauses, _values_of(scope), _series_of(scope))
+    runs = apply_clauses(_runs_of(scope) if few is None else _runs_among(few), clauses)
     if sort is None or not sort.sortable:
         return _newest_first(runs, cursor, limit)
     if sort.kind == "metric":
-        return _by_metric(scope, runs, clauses, sort, descending, cursor, limit)
+        return _by_metric(scope, runs, clauses, few, sort, descending, cursor, limit)
     if sort.kind in ("param", "tag"):
-        return _by_table_value(scope, runs, clauses, sort, descending, cursor, limit)
+        return _by_table_value(scope, runs, clauses, few, sort, descending, cursor, limit)
     segments = _segments_of(sort)
     without = runs
     for segment in segments:
@@ -251,10 +265,19 @@ def _newest_first(runs: QuerySet[Run], cursor: str, limit: int) -> TablePage:
 
 
 def _by_metric(
-    scope: Scope, runs: QuerySet[Run], clauses: list[Clause], sort: Column, descending: bool, cursor: str, limit: int
+    scope: Scope,
+    runs: QuerySet[Run],
+    clauses: list[Clause],
+    few: list[int] | None,
+    sort: Column,
+    descending: bool,
+    cursor: str,
+    limit: int,
 ) -> TablePage:
     stat = sort.stat
-    series = _series_of(scope).filter(name=sort.name, **{f"{stat}__isnull": False})
+    series = (_series_of(scope) if few is None else _series_of_runs(few)).filter(
+        name=sort.name, **{f"{stat}__isnull": False}
+    )
     sorted_on = [c for c in clauses if c.metric == (sort.name, stat) and not c.negate]
     for clause in sorted_on:
         # The same condition on the series row itself bounds the index range that is walked.
@@ -352,9 +375,18 @@ VALUE_SEGMENTS = [
 
 
 def _by_table_value(
-    scope: Scope, runs: QuerySet[Run], clauses: list[Clause], sort: Column, descending: bool, cursor: str, limit: int
+    scope: Scope,
+    runs: QuerySet[Run],
+    clauses: list[Clause],
+    few: list[int] | None,
+    sort: Column,
+    descending: bool,
+    cursor: str,
+    limit: int,
 ) -> TablePage:
-    values = _values_of(scope).filter(kind=sort.kind, key=sort.name)
+    values = (_values_of(scope) if few is None else RunValue.objects.filter(run_id__in=few)).filter(
+        kind=sort.kind, key=sort.name
+    )
     if clauses:
         values = values.filter(Exists(runs.filter(pk=OuterRef("run_id"))))
     without = runs.exclude(value_condition(sort.kind, sort.name))

@@ -15,15 +15,16 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
-from django.db.models import F, OuterRef, Q, QuerySet, Subquery, TextField
+from django.db.models import Exists, F, OuterRef, Q, QuerySet, Subquery, TextField
 from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Cast, Coalesce
 
 from metrics.models import MetricSeries, SeriesKind
-from metrics.run_filter import value_condition
+from metrics.run_filter import fewest, value_condition, value_rows
 from mlflow_compat.access import invalid
-from runs.models import Run, RunStatus
+from runs.models import Run, RunStatus, RunValue
 from runs.parameters import PARAM, TAG
+from trainhub.workspaces.models import Workspace
 
 ENTITIES = {
     "metric": "metrics",
@@ -142,16 +143,37 @@ def _comparator(tokens: list[tuple[str, str]], at: int) -> str:
     raise ValueError(f"expected a comparator after the key, got {text!r}" if text else "a clause ends too soon")
 
 
-def apply_mlflow_filter(runs: QuerySet[Run], text: str) -> QuerySet[Run]:
-    """`runs` narrowed by MLflow's filter_string; an INVALID_PARAMETER_VALUE MlflowError otherwise."""
+def apply_mlflow_filter(
+    workspace: Workspace, experiments: list[int], text: str, only: int | None = None
+) -> QuerySet[Run]:
+    """The runs of the workspace's `experiments` (or run `only`) that MLflow's filter_string `text`
+    matches; an INVALID_PARAMETER_VALUE MlflowError when it cannot be read. Where a params., tags.
+    or metrics. clause matches few runs, the search starts from those (metrics.run_filter.fewest),
+    read off its index, so one no run matches does not look at every run of the experiments."""
+    runs = Run.objects.filter(workspace=workspace, experiment_id__in=experiments)
+    if only is not None:
+        runs = runs.filter(pk=only)
+    if not text.strip():
+        return runs
     try:
-        return _apply(runs, _tokens(text))
+        tokens = _tokens(text)
+        found, candidates = _apply(runs, tokens, experiments)
+        few = fewest(candidates)
+        if few is None:
+            return found
+        # By their ids alone (they are the experiments' runs): given the experiments too, SQLite
+        # walks their runs newest first and checks each against the list.
+        return _apply(Run.objects.filter(pk__in=[pk for pk in few if only in (None, pk)]), tokens, [])[0]
     except ValueError as error:
         raise invalid(BAD_FILTER.format(filter=text, problem=f"{error}; {SYNTAX_HELP}")) from None
 
 
-def _apply(runs: QuerySet[Run], tokens: list[tuple[str, str]]) -> QuerySet[Run]:
+def _apply(
+    runs: QuerySet[Run], tokens: list[tuple[str, str]], experiments: list[int]
+) -> tuple[QuerySet[Run], list[QuerySet[Any]]]:
+    """`runs` narrowed by the clauses, and the ids of the runs each clause that can say so matches."""
     at, clauses = 0, 0
+    candidates: list[QuerySet[Any]] = []
     while at < len(tokens):
         clauses += 1
         if clauses > MAX_CLAUSES:
@@ -172,6 +194,8 @@ def _apply(runs: QuerySet[Run], tokens: list[tuple[str, str]]) -> QuerySet[Run]:
             if at >= len(tokens):
                 raise ValueError("a clause ends without a value")
             runs = _clause(runs, entity, key, comparator, tokens[at], clauses)
+            if comparator not in ("!=", "LIKE", "ILIKE"):
+                candidates += _matching(entity, key, comparator, tokens[at], experiments)
             at += 1
         if at < len(tokens):
             kind, text = tokens[at]
@@ -180,7 +204,23 @@ def _apply(runs: QuerySet[Run], tokens: list[tuple[str, str]]) -> QuerySet[Run]:
             at += 1
             if at == len(tokens):
                 raise ValueError("nothing follows the last AND")
-    return runs
+    return runs, candidates
+
+
+def _matching(
+    entity: str, key: str, comparator: str, value: tuple[str, str], experiments: list[int]
+) -> list[QuerySet[Any]]:
+    """The ids of the runs a clause (=, <, >, <=, >= on a checked value) matches in `experiments`,
+    through the index of its rows, where it has one."""
+    if entity == "metrics":
+        series = MetricSeries.objects.filter(experiment_id__in=experiments, name=key, rank=0, kind=SeriesKind.SCALAR)
+        found = series.filter(**{f"last_value__{LOOKUPS[comparator]}": _number(value, key)})
+        return [found.values_list("run_id", flat=True)]
+    if entity in ("params", "tags"):
+        values = RunValue.objects.filter(experiment_id__in=experiments)
+        kind = PARAM if entity == "params" else TAG
+        return [value_rows(values, (kind,), key, _string(value, key)).values_list("run_id", flat=True)]
+    return []
 
 
 def _list(tokens: list[tuple[str, str]], at: int) -> tuple[list[str], int]:
@@ -206,11 +246,12 @@ def _clause(
         if comparator not in NUMERIC:
             raise ValueError(f"{name} takes {', '.join(NUMERIC)}, not {comparator}")
         number = _number(value, name)
-        series = MetricSeries.objects.filter(name=key, rank=0, kind=SeriesKind.SCALAR)
-        matching = series.filter(**{f"last_value__{LOOKUPS[comparator]}": number}).values("run_id")
+        # Correlated on the series' (run, name, rank) key: `run IN (SELECT ...)` read every series.
+        series = MetricSeries.objects.filter(run_id=OuterRef("pk"), name=key, rank=0, kind=SeriesKind.SCALAR)
+        matching = Exists(series.filter(**{f"last_value__{LOOKUPS[comparator]}": number}))
         if comparator == "!=":
-            return runs.filter(pk__in=series.values("run_id")).exclude(pk__in=matching)
-        return runs.filter(pk__in=matching)
+            return runs.filter(Exists(series)).exclude(matching)
+        return runs.filter(matching)
     if entity == "attributes" and key in TIME_ATTRIBUTES:
         if comparator not in NUMERIC:
             raise ValueError(f"{name} takes {', '.join(NUMERIC)}, not {comparator}")

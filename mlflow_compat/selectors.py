@@ -149,11 +149,9 @@ def runs_page(
     """One page of the runs of these experiments that match MLflow's `filter_text`, in `order_by`
     (newest first by default), as MLflow's Run objects."""
     experiments = [experiment_by_id(caller, each).pk for each in experiment_ids]
-    runs = Run.objects.filter(workspace=caller.workspace, experiment_id__in=experiments)
-    if caller.run is not None:
-        runs = runs.filter(pk=caller.run.pk)
-    if filter_text.strip():
-        runs = apply_mlflow_filter(runs, filter_text)
+    runs = apply_mlflow_filter(
+        caller.workspace, experiments, filter_text, only=caller.run.pk if caller.run is not None else None
+    )
     runs = apply_order(runs, order_by)
     page = list(runs.select_related("created_by").prefetch_related("mlflow_models")[offset : offset + limit + 1])
     following = offset + limit if len(page) > limit else None

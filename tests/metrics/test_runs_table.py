@@ -6,10 +6,13 @@ from __future__ import annotations
 import pytest
 from django.db.models import QuerySet
 
+from metrics import run_filter, runs_table
 from metrics.run_filter import FilterError, apply_filter
 from runs.models import Run, RunStatus
 from tests.conftest import api_client
-from tests.metrics.builders import post_batch, running_run, series_body
+from tests.helpers.database import database_work
+from tests.metrics.builders import copies, post_batch, running_run, series_body
+from tests.metrics.test_workspace_runs_table import every_page
 
 
 def sweep(workspace, contributor):
@@ -101,3 +104,43 @@ def test_a_filter_it_cannot_read_is_shown_and_lists_nothing(client_for, reader, 
     html = html.decode()
     assert "metrics compare with a number" in html and 'id="filter-error"' in html
     assert "No run matches this filter." in html
+
+
+FEW_MATCH = [
+    "tags.optimizer = none",  # no run has it
+    "metrics.accuracy > 2",
+    "params.lr > 5",
+    "tags.optimizer = lamb",  # 3 runs
+    "params.lr = 0.3 and status = Running",
+    "metrics.accuracy > 0.9 and tags.optimizer != sgd",
+]
+
+
+def test_a_filter_few_runs_match_reads_those_runs_not_every_run(workspace, monkeypatch):
+    first, _ = running_run(workspace, experiment="big", arguments=["--lr", "0.01"], tags={"optimizer": "adam"})
+    copies(first, 300, accuracy=0.5)
+    copies(first, 3, accuracy=0.99, arguments=["--lr", "0.3"], parameters={"lr": "0.3"}, tags={"optimizer": "lamb"})
+    experiment = first.experiment
+    sorts = [None, runs_table.sort_of("metrics.accuracy", []), runs_table.sort_of("params.lr", [])]
+
+    def pages(expression: str) -> list[list[str]]:
+        return [every_page(experiment, expression=expression, sort=sort, limit=50) for sort in sorts]
+
+    walked = {}
+    monkeypatch.setattr(run_filter, "FEW_RUNS", -1)  # every filter walks the runs, as before
+    for expression in [*FEW_MATCH, "params.lr = 0.01", "metrics.accuracy < 0.7 and status = Running"]:
+        walked[expression] = pages(expression)
+    monkeypatch.undo()
+    for expression, shown in walked.items():
+        assert pages(expression) == shown, expression
+    assert [len(each) for each in walked["tags.optimizer = lamb"]] == [3, 3, 3]
+    assert [len(each) for each in walked["params.lr = 0.01"]] == [301, 301, 301]
+
+    def work() -> dict[str, int]:
+        return {expression: database_work(lambda e=expression: pages(e)) for expression in FEW_MATCH}
+
+    before = work()
+    copies(first, 3000, accuracy=0.5)
+    after = work()
+    for expression in FEW_MATCH:  # ten times the runs: the same work, where it grew ten times
+        assert after[expression] <= before[expression] * 1.5 + 2, (expression, before, after)

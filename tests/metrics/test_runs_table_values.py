@@ -10,7 +10,6 @@ import re
 import pytest
 from django.apps import apps
 from django.db import connection
-from django.forms.models import model_to_dict
 from django.test.utils import CaptureQueriesContext
 
 from metrics import runs_table
@@ -18,17 +17,9 @@ from runs.models import Run, RunValue
 from runs.parameters import TABLE_KEY_LENGTH
 from runs.services import BAD_TAG_NAME
 from tests.conftest import api_client, issue_token
-from tests.metrics.builders import post_batch, running_run
+from tests.metrics.builders import copies, post_batch, running_run
 from tests.metrics.test_workspace_runs_table import every_page
 from tests.runs.builders import make_cluster, make_snapshot
-
-# What a copy of a run made with bulk_create does not take from model_to_dict: its own ids, and the
-# foreign keys, which it takes by id (foreign_keys).
-NOT_COPIED = ["id", "run_id", "number", "workspace", "experiment", "cluster", "snapshot", "created_by", "parent"]
-
-
-def foreign_keys(run: Run) -> dict[str, int | None]:
-    return {f"{name}_id": getattr(run, f"{name}_id") for name in NOT_COPIED[3:]}
 
 
 def submitted(workspace, user, arguments: list[str], tags: dict[str, str] | None = None) -> Run:
@@ -148,14 +139,7 @@ def test_the_migration_gives_runs_that_were_there_before_their_rows(workspace, c
 
 def test_the_column_picker_offers_the_keys_of_old_runs_too_from_the_index_alone(client_for, reader, workspace):
     old, _ = running_run(workspace, arguments=["--warmup", "5"], tags={"dataset": "cub-200"})
-    fields = {
-        **model_to_dict(old, exclude=NOT_COPIED),
-        **foreign_keys(old),
-        "arguments": [],
-        "parameters": {},
-        "tags": {},
-    }
-    Run.objects.bulk_create(Run(**fields, run_id=f"new-{n}", number=old.number + 1 + n) for n in range(300))
+    copies(old, 300, arguments=[], parameters={}, tags={})
     with CaptureQueriesContext(connection) as queries:
         html = client_for(reader).get("/w/birds/runs/").content.decode()
     picker = html.split('id="column-picker"')[1].split("</details>")[0]

@@ -34,10 +34,10 @@ def runs_of_two_experiments(workspace) -> tuple[dict[str, Run], dict[str, str]]:
     return made, tokens
 
 
-def every_page(workspace, **options) -> list[str]:
+def every_page(workspace, limit: int = 2, **options) -> list[str]:
     shown, cursor = [], ""
     while True:
-        page = runs_table.runs_page(workspace, cursor=cursor, limit=2, **options)
+        page = runs_table.runs_page(workspace, cursor=cursor, limit=limit, **options)
         assert page.cursor_error is None
         shown += [run.run_id for run in page.runs]
         if page.next_cursor is None:

@@ -7,9 +7,10 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from runs.models import Experiment
+from runs.models import Experiment, Run
 from tests.conftest import api_client, issue_token
-from tests.metrics.builders import running_run
+from tests.helpers.database import database_work
+from tests.metrics.builders import copies, running_run
 
 pytestmark = pytest.mark.django_db
 
@@ -36,8 +37,9 @@ def searched(workspace, owner):
         )
         assert answer.status_code == 200, answer.content
         ids = {run_id: key for key, run_id in made.items()}
-        return [ids[run["info"]["run_id"]] for run in answer.json().get("runs", [])]
+        return [ids.get(run["info"]["run_id"], run["info"]["run_id"]) for run in answer.json().get("runs", [])]
 
+    search.made = made  # type: ignore[attr-defined]
     return search
 
 
@@ -62,6 +64,28 @@ def test_like_matches_the_whole_value_as_sql_does(searched):
 def test_a_params_or_tags_filter_reads_the_tables_rows_not_every_runs_json(searched):
     with CaptureQueriesContext(connection) as queries:
         assert searched("tags.team = 'fish' AND params.lr = '0.1'") == ["b"]
-    [search] = [q["sql"] for q in queries.captured_queries if "runs_runvalue" in q["sql"]]
-    where = search.split(" WHERE ", 1)[1]
-    assert '"runs_run"."tags"' not in where
+    searches = [q["sql"] for q in queries.captured_queries if "runs_runvalue" in q["sql"]]
+    assert searches
+    for search in searches:
+        assert '"runs_run"."tags"' not in search.split(" WHERE ", 1)[1]
+
+
+def test_a_filter_few_runs_match_reads_those_runs_not_every_run(searched, workspace):
+    first = Run.objects.get(run_id=searched.made["a"])
+    copies(first, 300, accuracy=0.5)
+    copies(first, 3, accuracy=0.99, tags={"team": "owls"})
+    few = ["tags.team = 'none'", "tags.team = 'owls'", "params.lr = '0.7'", "metrics.accuracy > 2"]
+    few += ["metrics.accuracy > 0.9 AND tags.team != 'birds'", "params.lr = '0.01' AND tags.team = 'owls'"]
+    found = {text: searched(text) for text in few}
+    assert found["tags.team = 'owls'"] == found["metrics.accuracy > 0.9 AND tags.team != 'birds'"]
+    assert len(found["tags.team = 'owls'"]) == 3 and found["tags.team = 'none'"] == []
+
+    def work() -> dict[str, int]:
+        return {text: database_work(lambda t=text: searched(t)) for text in few}
+
+    before = work()
+    copies(first, 3000, accuracy=0.5)
+    after = work()
+    for text in few:  # ten times the runs: the same work, where it grew ten times
+        assert after[text] <= before[text] * 1.5 + 2, (text, before, after)
+        assert searched(text) == found[text]
