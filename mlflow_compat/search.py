@@ -318,6 +318,10 @@ def apply_order(runs: QuerySet[Run], order_by: Any) -> QuerySet[Run]:
             last = MetricSeries.objects.filter(run=OuterRef("pk"), name=key, rank=0, kind=SeriesKind.SCALAR)
             runs = runs.alias(**{alias: Subquery(last.values("last_value")[:1])})
         elif entity in ("params", "tags"):
+            # The JSON of every run, not its RunValue row: a page sorts every run either way, and the
+            # row's lookup per run cost more than the read of its JSON (CPU of the query at 20,000
+            # runs, 1 or 20 parameters: params. 16.5 / 58 ms by JSON, 27.7 / 72.7 by the row,
+            # 22.1 / 65.5 joined; tags. about the same all three ways).
             column = "parameters" if entity == "params" else "tags"
             runs = runs.alias(**{alias: Cast(KeyTextTransform(key, column), TextField())})
         elif key == "start_time":

@@ -29,10 +29,10 @@ def searched(workspace, owner):
     client = api_client(issue_token(workspace, owner))
     experiment = str(Experiment.objects.get(workspace=workspace, name="search").pk)
 
-    def search(text: str) -> list[str]:
+    def search(text: str, order_by: list[str] | None = None) -> list[str]:
         answer = client.post(
             f"/mlflow/{workspace.name}/api/2.0/mlflow/runs/search",
-            {"experiment_ids": [experiment], "filter": text},
+            {"experiment_ids": [experiment], "filter": text, "order_by": order_by or []},
             content_type="application/json",
         )
         assert answer.status_code == 200, answer.content
@@ -68,6 +68,17 @@ def test_a_params_or_tags_filter_reads_the_tables_rows_not_every_runs_json(searc
     assert searches
     for search in searches:
         assert '"runs_run"."tags"' not in search.split(" WHERE ", 1)[1]
+
+
+@pytest.mark.postgres  # make test runs it against PostgreSQL too: text sorts in SQL
+def test_order_by_params_and_tags_sorts_their_text_with_runs_without_it_last(searched):
+    assert searched("", ["params.lr"]) == ["d", "a", "b", "c"]  # c's lr is a tag; ties newest first
+    assert searched("", ["params.lr DESC"]) == ["b", "d", "a", "c"]
+    assert searched("", ["tags.lr ASC"]) == ["c", "d", "b", "a"]
+    assert searched("", ["tags.lr DESC"]) == ["d", "c", "b", "a"]
+    assert searched("", ["tags.team DESC"]) == ["b", "a", "d", "c"]
+    assert searched("", ["tags.team", "params.lr DESC"]) == ["a", "b", "d", "c"]
+    assert searched("params.lr = '0.01'", ["tags.team"]) == ["a", "d"]
 
 
 def test_a_filter_few_runs_match_reads_those_runs_not_every_run(searched, workspace):
