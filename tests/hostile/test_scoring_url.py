@@ -30,6 +30,7 @@ from endpoints.proxy import (
     TOO_LARGE,
 )
 from tests.conftest import issue_token
+from tests.helpers.chunked import send_chunks
 from tests.helpers.processes import wait_until
 from tests.registry.builders import access_of, run_with_outputs
 from trainhub.sdk._scoring_server import InFlight, ScoringHTTPServer, ScriptScorer, handler_for
@@ -353,19 +354,10 @@ def test_a_body_past_the_endpoints_limit_is_cut_off_as_it_arrives_not_read_up_to
             said += piece
         answer = json.loads(said.partition(b"\r\n\r\n")[2])
         assert answer == {"detail": TOO_LARGE.format(size=attempted, limit=limit), "code": "too_large"}
-    piece = 64 * 1024
-    frame = f"{piece:x}\r\n".encode() + b"z" * piece + b"\r\n"
-    sent = 0
     with socket.create_connection((host, int(port)), timeout=30) as connection:
         connection.sendall(f"{head}Transfer-Encoding: chunked\r\n\r\n".encode())
-        try:
-            while sent < attempted:
-                connection.sendall(frame)
-                sent += piece
-        except (BrokenPipeError, ConnectionResetError):
-            pass
-        else:
-            pytest.fail(f"the server read {attempted} bytes of a scoring body past the endpoint's {limit}")
+        sent = send_chunks(connection, attempted)
+    assert sent < attempted, f"the server read {attempted} bytes of a scoring body past the endpoint's {limit}"
     assert not replicas[0].reached()
     assert post(live_url, "/endpoints/birds/echo/score", b'"small"').json() == {"echo": '"small"'}
 

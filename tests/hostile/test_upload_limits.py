@@ -13,6 +13,7 @@ import requests
 
 from registry import services
 from registry.models import ModelBlob
+from tests.helpers.chunked import send_chunks
 from tests.helpers.processes import Server, bytes_written
 from trainhub import uploads
 from trainhub.ops.request_limits import REQUEST_TOO_LARGE
@@ -110,20 +111,10 @@ def test_a_chunked_body_without_length_is_cut_off_once_past_the_limit(limited_se
         f"PUT /api/v1/workspaces/birds/model-blobs/{SHA} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
         f"Authorization: Bearer {owner_token}\r\nTransfer-Encoding: chunked\r\n\r\n",
     )
-    piece = 64 * 1024
-    frame = f"{piece:x}\r\n".encode() + b"z" * piece + b"\r\n"
     attempted = 256 * 1024 * 1024
-    sent = 0
     with connection:
-        try:
-            while sent < attempted:
-                connection.sendall(frame)
-                sent += piece
-        except (BrokenPipeError, ConnectionResetError):
-            pass
-        else:
-            pytest.fail("the server read a 256 MB body that has no length")
-    assert sent < attempted
+        sent = send_chunks(connection, attempted)
+    assert sent < attempted, "the server read a 256 MB body that has no length"
     # What the server spilled to its temporary file before it stopped: at most the limit.
     assert bytes_written(limited_server.process.pid) - before <= REQUEST_MAX + 64 * 1024
     assert staged_files(workspace) == []
