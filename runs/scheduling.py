@@ -10,14 +10,13 @@ before the node took the job, the controller finds the run's job gone and places
 
 from __future__ import annotations
 
+import json
 import logging
 import secrets
 from datetime import timedelta
 
 from django.db import transaction
 from django.utils import timezone
-from rq import Queue
-from rq.job import Job
 
 from runs.models import ACTIVE_STATUSES, PlacementState, Run, RunNode, RunStatus
 from runs.services import clear_dispatch_keys, fail_run, placement_assign, placement_done
@@ -32,17 +31,15 @@ from trainhub.workspaces.selectors import hash_token
 
 logger = logging.getLogger(__name__)
 
-# A job is in its node's queue within milliseconds of the dispatch's commit, and stays in Redis
-# while the node runs it: one missing this long after the dispatch was lost with Redis's data.
+# A job is in its node's list within milliseconds of the dispatch's commit, and its key stays in
+# Redis while the node runs it: one missing this long after the dispatch was lost with Redis's data.
 LOST_JOB_GRACE = timedelta(seconds=5)
+# A job's key outlives any wait for a live node; one left by a node that was killed goes by itself.
+JOB_KEY_SECONDS = 86400
 JOB_LOST = (
     "The job of node {node} (node rank {rank}) was lost before that node started it (Redis lost its "
     "data), while other nodes of the run had started: submit the run again."
 )
-
-
-def node_queue(node: Node) -> Queue:
-    return Queue(node.queue_name, connection=get_redis())
 
 
 def dispatch_cluster(cluster_pk: int) -> list[int]:
@@ -108,22 +105,18 @@ def _place_head_run(cluster_pk: int) -> tuple[int | None, bool]:
 
 def _enqueue(run_pk: int, assignments: list[tuple[Node, int]]) -> None:
     clear_dispatch_keys(run_pk)
-    # Ids only: whoever can read Redis learns no secret from a job.
+    # Ids only: whoever can read Redis learns no secret from a job. Each job's key and its place in
+    # its node's list are written together (one transaction, one round trip).
+    pipe = get_redis().pipeline()
     for node, rank in assignments:
-        node_queue(node).enqueue(
-            "runs.jobs.execute_run_on_node",
-            run_pk,
-            node.pk,
-            rank,
-            job_timeout=-1,
-            result_ttl=600,
-            failure_ttl=86400,
-            job_id=job_id(run_pk, rank),
-        )
+        pipe.set(redis_keys.node_job(run_pk, rank), node.pk, ex=JOB_KEY_SECONDS)
+        pipe.rpush(redis_keys.node_jobs(node.pk), node_job_message(run_pk, rank))
+    pipe.execute()
 
 
-def job_id(run_pk: int, node_rank: int) -> str:
-    return f"run-{run_pk}-node-{node_rank}"
+def node_job_message(run_pk: int, node_rank: int) -> str:
+    """What a node's list holds for one job: ids, never a secret (runs/node_worker.py reads it)."""
+    return json.dumps({"run": run_pk, "node_rank": node_rank})
 
 
 def redispatch_lost_jobs() -> list[int]:
@@ -136,9 +129,13 @@ def redispatch_lost_jobs() -> list[int]:
         .exclude(cluster__provisioner=Provisioner.SLURM)
         .values_list("pk", flat=True)
     )
-    waiting = RunNode.objects.filter(run_id__in=list(dispatched), state=PlacementState.ASSIGNED).select_related("node")
-    redis = get_redis()
-    lost = [placement for placement in waiting if not Job.exists(job_id(placement.run_id, placement.node_rank), redis)]
+    waiting = list(
+        RunNode.objects.filter(run_id__in=list(dispatched), state=PlacementState.ASSIGNED).select_related("node")
+    )
+    pipe = get_redis().pipeline(transaction=False)
+    for placement in waiting:
+        pipe.exists(redis_keys.node_job(placement.run_id, placement.node_rank))
+    lost = [placement for placement, kept in zip(waiting, pipe.execute(), strict=True) if not kept]
     placed_again: list[int] = []
     for run_pk in sorted({placement.run_id for placement in lost}):
         if _undo_dispatch(run_pk):

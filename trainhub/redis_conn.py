@@ -61,12 +61,6 @@ def get_redis() -> redis.Redis:
     return redis.Redis.from_url(settings.REDIS_URL, retry=RECONNECT, **client_options())
 
 
-def worker_redis() -> redis.Redis:
-    """A node's RQ worker's own client: RQ raises the read timeout of the client it is given to
-    its dequeue wait (405 s), which would have held every other command of the node as long."""
-    return redis.Redis.from_url(settings.REDIS_URL, retry=RECONNECT, **client_options())
-
-
 _async_clients: weakref.WeakKeyDictionary[Any, redis.asyncio.Redis] = weakref.WeakKeyDictionary()
 
 

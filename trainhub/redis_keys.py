@@ -1,5 +1,5 @@
 """Every name TrainHub gives a key or a channel in Redis, one function each, so that a reader
-finds here what the site keeps there (RQ names its queues' and jobs' own keys)."""
+finds here what the site keeps there (RQ names its queues' and jobs' own keys: the server's worker's)."""
 
 from __future__ import annotations
 
@@ -25,6 +25,18 @@ def node_load(node_pk: int) -> str:
 def node_usage(node_pk: int) -> str:
     """The node's machine's CPU, memory and GPU use (JSON), from its last report (trainhub/compute/usage.py)."""
     return f"{PREFIX}node:{node_pk}:usage"
+
+
+def node_jobs(node_pk: int) -> str:
+    """A list of the node's jobs (JSON: a run's id and the node's rank in it, never a secret), pushed
+    by the dispatch and taken by the node in one blocking pop (runs/scheduling.py, runs/node_worker.py)."""
+    return f"{PREFIX}node:{node_pk}:jobs"
+
+
+def node_job(run_pk: int, node_rank: int) -> str:
+    """Set with the job of the run's node `node_rank` and deleted when that node is done with it: a
+    placement not yet started whose key is gone was lost with Redis's data (runs/scheduling.py)."""
+    return f"{PREFIX}run:{run_pk}:node-job:{node_rank}"
 
 
 def node_standby(token: str) -> str:

@@ -17,6 +17,7 @@ from runs.models import LogChunk, Run
 from tests.faults.printer import assert_every_line_in_order, printer_config
 from tests.helpers.processes import run_folder, wait_until
 from tests.session_env import start_session_redis
+from trainhub import redis_keys
 from trainhub.compute.models import Node
 from trainhub.sdk import Environment, Experiment, ScriptRunConfig
 
@@ -82,7 +83,7 @@ def test_a_job_waiting_in_a_nodes_queue_is_not_lost_with_redis(ws, node, control
         compute_target="cpu-cluster",
         environment=Environment.get(workspace=ws, name="TrainHub-PyTorch-2.13-CPU"),
     )
-    queue = f"rq:queue:{Node.objects.get(name=node.name).queue_name}"
+    queue = redis_keys.node_jobs(Node.objects.get(name=node.name).pk)
     connection = redis.Redis.from_url(settings.REDIS_URL)
     node.process.send_signal(signal.SIGSTOP)
     try:

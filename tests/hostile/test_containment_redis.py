@@ -23,6 +23,7 @@ from rq import Queue, Worker
 from runs.models import LogChunk, Run, RunProcess
 from tests.helpers.ports import free_port
 from tests.helpers.processes import BASE_DIR, NodeProcess, process_env, wait_until
+from trainhub import redis_keys
 from trainhub.compute.models import Node
 from trainhub.datadir import REDIS_PASSWORD_FILE
 from trainhub.ops.redis_server import redis_answers
@@ -126,13 +127,13 @@ def test_a_run_cannot_queue_a_pickled_job_for_the_server_or_a_node(
     """Attack 1: the run connects to the site's Redis (same host network) without a password, then
     with every credential it finds (its environment, /proc/*/environ and cmdline of the machine's
     processes, the data directory's redis-password file), and pushes a pickled RQ job running a
-    shell command onto the server worker's `default` queue and onto its own node's queue (variant:
-    another queue name). Redis refuses every attempt (NOAUTH), neither the worker nor the node
-    executes anything, and neither the secret key nor the Redis password appears in any log,
-    output or Redis value. The same job pushed with the site's credential does run: the refusal
-    is what stops it."""
-    node_queue = Node.objects.get(name=node.name).queue_name
-    evil = {queue: tmp_path / f"pwned-{queue}" for queue in ("default", node_queue)}
+    shell command onto the server worker's `default` queue and onto its own node's job list.
+    Redis refuses every attempt (NOAUTH), neither the worker nor the node executes anything, and
+    neither the secret key nor the Redis password appears in any log, output or Redis value. The
+    same job pushed with the site's credential does run on the worker (the refusal is what stops
+    it there); the node takes ids only and runs no such job even then."""
+    node_jobs = redis_keys.node_jobs(Node.objects.get(name=node.name).pk)
+    evil = {queue: tmp_path / f"pwned-{number}" for number, queue in enumerate(("default", node_jobs))}
     secret_key_file = settings.DATA_DIR / "secret_key"
     jobs = [f"{queue}=cat {secret_key_file} > {marker}" for queue, marker in evil.items()]
     address = urlsplit(settings.REDIS_URL)
@@ -157,15 +158,18 @@ def test_a_run_cannot_queue_a_pickled_job_for_the_server_or_a_node(
     assert "ATTACK read redis-password: FileNotFoundError" in log
     assert not [line for line in attempts if "QUEUED" in line or "-> +OK" in line or "-> :" in line], attempts
 
-    # Controls, after the run: the same commands with the site's credential queue jobs that run.
+    # Controls, after the run: the same commands with the site's credential queue a job that the
+    # worker runs; the node takes the one pushed onto its list, says it is no job, and runs nothing.
     push = _push_module()
     connection = redis.Redis.from_url(settings.REDIS_URL)
-    controls = {queue: tmp_path / f"control-{queue}" for queue in evil}
+    controls = {queue: tmp_path / f"control-{number}" for number, queue in enumerate(evil)}
     for queue, marker in controls.items():
         for parts in push.job_commands(queue, f"echo ran > {marker}"):
             connection.execute_command(*parts)
-    wait_until(lambda: all(marker.exists() for marker in controls.values()), 90, message="the control jobs")
-    # Each queue is worked in order: a job the run had queued would have run before the control.
+    wait_until(lambda: controls["default"].exists(), 90, message="the control job on the worker")
+    wait_until(lambda: "that is no job" in node.log(), 30, message="the node to take the control message")
+    assert connection.llen(node_jobs) == 0 and not controls[node_jobs].exists()
+    # The worker's queue is worked in order: a job the run had queued would have run before the control.
     assert [marker for marker in evil.values() if marker.exists()] == []
 
     downloaded = run.download_files(output_directory=str(tmp_path / "downloads"))
@@ -290,9 +294,9 @@ print("released", flush=True)
 
 
 def test_a_dispatched_runs_token_is_nowhere_in_redis(ws, node, tmp_path):
-    """Attack 4's second half: whoever reads Redis (every key: the node's job hash
-    `rq:job:run-N-node-0`, queues, registries, rendezvous and log keys) while a run runs must not
-    find its token. The job carries ids only; the node derives the token from the run's row."""
+    """Attack 4's second half: whoever reads Redis (every key: the node's job key
+    `trainhub:run:N:node-job:0`, queues, registries, rendezvous and log keys) while a run runs must
+    not find its token. The job carries ids only; the node derives the token from the run's row."""
     project = tmp_path / "waiter"
     project.mkdir()
     (project / "waiter.py").write_text(WAITER)
@@ -306,7 +310,7 @@ def test_a_dispatched_runs_token_is_nowhere_in_redis(ws, node, tmp_path):
     row = Run.objects.get(run_id=run.id)
     wait_until(lambda: "ready" in log_text(run.id), 120, message="the run running")
     seen = everything_in_redis()
-    assert f"rq:job:run-{row.pk}-node-0".encode() in seen, "the node's job should be in Redis while it runs"
+    assert redis_keys.node_job(row.pk, 0).encode() in seen, "the node's job should be in Redis while it runs"
     (Path(settings.TRAINHUB_NODE_WORK_DIR) / node.name / run.id / "release").touch()
     details = run.wait_for_completion(raise_on_error=False)
     assert details["status"] == "Completed", log_text(run.id)

@@ -17,6 +17,7 @@ from django.db import connection
 from runs.models import Run, RunNode, RunStatus
 from runs.scheduling import dispatch_cluster
 from tests.runs.builders import make_cluster, make_run, make_snapshot
+from trainhub import redis_keys
 from trainhub.compute.models import Node, NodeState
 from trainhub.compute.services import node_heartbeat
 from trainhub.redis_conn import get_redis
@@ -81,7 +82,7 @@ def test_concurrent_dispatchers_place_whole_gangs_only(workspace, transactional_
     finally:
         redis = get_redis()
         for node in nodes:
-            redis.delete(f"rq:queue:{node.queue_name}")
+            redis.delete(redis_keys.node_jobs(node.pk))
 
     placed = [run for run in runs if Run.objects.get(pk=run.pk).dispatched_at is not None]
     # Submission order: the first two runs get four nodes, the fifth node waits for the third run.

@@ -46,4 +46,4 @@ def test_a_run_placed_at_once_does_not_wake_it(workspace, transactional_db, wake
         assert wake() == []
     finally:
         for node in nodes:
-            get_redis().delete(f"rq:queue:{node.queue_name}")
+            get_redis().delete(redis_keys.node_jobs(node.pk))

@@ -83,7 +83,3 @@ class Node(models.Model):
 
     def __str__(self) -> str:
         return self.name
-
-    @property
-    def queue_name(self) -> str:
-        return f"trainhub-node-{self.name}"

@@ -21,7 +21,8 @@ from urllib.parse import unquote, urlsplit
 
 
 def job_commands(queue: str, shell: str) -> list[list[bytes]]:
-    """The Redis commands that queue an RQ job running `shell` through os.system."""
+    """The Redis commands that queue an RQ job running `shell` through os.system: on RQ's queue of
+    that name, or on the list of that key (a name with a colon, such as a node's job list)."""
     job_id = uuid.uuid4().hex
     data = zlib.compress(pickle.dumps(("os.system", None, [shell], {}), protocol=4))
     now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ").encode()
@@ -35,6 +36,8 @@ def job_commands(queue: str, shell: str) -> list[list[bytes]]:
         b"timeout": b"180",
     }
     hset = [b"HSET", f"rq:job:{job_id}".encode()] + [part for pair in fields.items() for part in pair]
+    if ":" in queue:
+        return [hset, [b"RPUSH", queue.encode(), job_id.encode()]]
     return [hset, [b"RPUSH", f"rq:queue:{queue}".encode(), job_id.encode()]]
 
 
