@@ -9,10 +9,16 @@ import django  # noqa: E402
 django.setup(set_prefix=False)
 
 from trainhub.ops.flow_control import ResponseFlowControl, WideASGIHandler  # noqa: E402
+from trainhub.ops.request_threads import KeptThreadsHandler  # noqa: E402
+
+
+class WebHandler(KeptThreadsHandler, WideASGIHandler):
+    """Requests in kept threads (their database connections kept), responses in wide messages."""
+
 
 # Streamed downloads go out in big messages and wait for the socket to drain instead of piling up
 # in memory.
-django_app = ResponseFlowControl(WideASGIHandler())
+django_app = ResponseFlowControl(WebHandler())
 
 from endpoints.proxy import ScoringProxy  # noqa: E402
 

@@ -93,8 +93,11 @@ TEMPLATES = [
 
 DATABASES: dict[str, Any] = {}
 if not LOCAL_RUNNER:
+    # A connection is kept and checked before reuse rather than opened anew: by the web process
+    # from one request to the next (it keeps its request threads: trainhub/ops/request_threads.py),
+    # by the controller from one round to the next.
     DATABASES["default"] = dj_database_url.parse(
-        envstr("DATABASE_URL", f"sqlite:///{DATA_DIR / 'db.sqlite3'}"), conn_max_age=0
+        envstr("DATABASE_URL", f"sqlite:///{DATA_DIR / 'db.sqlite3'}"), conn_max_age=600, conn_health_checks=True
     )
 if DATABASES and DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Made 0600 before SQLite opens it: its -wal and -shm files take the database file's mode.
