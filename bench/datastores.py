@@ -52,7 +52,11 @@ def compare(label: str, source: Path, size: int, upload, server_pid: int) -> Non
     mb = size / 1e6
     # Per GiB only for the big file: for 4 MB of small files it would be the requests' cost, scaled.
     if size >= 2**26:
-        server = f"server CPU {cpu / (size / 2**30):.2f} s, client {own / (size / 2**30):.2f} s per GiB"
+        gib = size / 2**30
+        server = (
+            f"server CPU {cpu / gib:.2f} s, client {own / gib:.2f} s per GiB, at most "
+            f"{2 / ((cpu + own) / gib) * 2**30 / 1e9:.2f} GB/s on 2 idle cores; load average {os.getloadavg()[0]:.1f}"
+        )
     else:
         server = f"server CPU {cpu:.2f} s, client {own:.2f} s"
     print(

@@ -178,9 +178,10 @@ def main() -> None:
             with open(big, "ab") as handle:
                 handle.write(b"local copy")  # another hash than the run's file
             upload_cpu, client_cpu = cpu_seconds(pid), sum(os.times()[:2])
-            upload_started = time.perf_counter()
-            Model.register(ws, str(big), "uploaded", show_progress=False)
-            upload_seconds = time.perf_counter() - upload_started
+            with PeakRss(pid) as upload_peak:
+                upload_started = time.perf_counter()
+                Model.register(ws, str(big), "uploaded", show_progress=False)
+                upload_seconds = time.perf_counter() - upload_started
             upload_cpu, client_cpu = cpu_seconds(pid) - upload_cpu, sum(os.times()[:2]) - client_cpu
             local_after = io_counters(pid)
 
@@ -208,10 +209,14 @@ def main() -> None:
                 f"server peak RSS {zip_rss:.0f} MB"
             )
             uploaded = big.stat().st_size
+            per_gib = uploaded / 2**30
+            total_cpu = (upload_cpu + client_cpu) / per_gib
             print(
                 f"  upload (SDK Model.register):   {uploaded / upload_seconds / 1e9:.2f} GB/s (1 GiB in "
-                f"{upload_seconds:.2f} s, sha256 included); CPU per GiB: server "
-                f"{upload_cpu / (uploaded / 2**30):.2f} s, client {client_cpu / (uploaded / 2**30):.2f} s"
+                f"{upload_seconds:.2f} s, sha256 included; load average {os.getloadavg()[0]:.1f}); CPU per GiB: "
+                f"server {upload_cpu / per_gib:.2f} s, client {client_cpu / per_gib:.2f} s, "
+                f"{total_cpu:.2f} s in all: at most {2 / total_cpu * 2**30 / 1e9:.2f} GB/s on 2 idle cores; "
+                f"server peak RSS {upload_peak.peak:.0f} MB"
             )
             print(
                 f"  register a 1 GiB local file:   uploaded in {upload_seconds:.1f} s; storage "

@@ -17,6 +17,7 @@ import io
 import json
 import mmap
 import tempfile
+import threading
 import weakref
 
 import daphne.server
@@ -24,11 +25,6 @@ from daphne.http_protocol import HTTPFactory, WebRequest
 from django.conf import settings
 
 from endpoints.scoring_path import TOO_LARGE, TOO_LARGE_SO_FAR, is_scoring_target
-
-PAGE = mmap.PAGESIZE
-_LIBC = ctypes.CDLL(None)
-_LIBC.posix_memalign.argtypes = [ctypes.POINTER(ctypes.c_void_p), ctypes.c_size_t, ctypes.c_size_t]
-_LIBC.free.argtypes = [ctypes.c_void_p]
 
 REQUEST_TOO_LARGE = (
     "The request body is larger than this server accepts ({limit} bytes). Files go up in chunks "
@@ -87,16 +83,48 @@ class PiecesBody:
         self.closed = True
 
 
+class _Region:
+    """A page-aligned anonymous map of one upload chunk's size, and its address."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.map = mmap.mmap(-1, size)
+        self.whole = (ctypes.c_ubyte * size).from_buffer(self.map)
+        self.address = ctypes.addressof(self.whole)
+
+    def close(self) -> None:
+        del self.whole
+        self.map.close()
+
+
+# Regions no body uses, kept for the next ones: fresh pages cost a fault per 4 KB (more than the copy
+# into them), and memory freed to the heap came back fragmented (the web process grew by hundreds
+# of MB over a few uploads). As many are kept as the SDK sends chunks at once.
+_FREE: list[_Region] = []
+_FREE_LOCK = threading.Lock()
+REGIONS_KEPT = 4
+
+
 def aligned_memory(size: int) -> memoryview:
-    """`size` bytes of page-aligned, writable memory (uninitialised: fresh pages cost a fault per
-    4 KB), freed once nothing holds a view of it. With the heap tuned by trainhub.ops.serve, an
-    upload chunk's worth comes from memory freed by the chunks before it."""
-    address = ctypes.c_void_p()
-    if _LIBC.posix_memalign(ctypes.byref(address), PAGE, max(size, 1)) != 0 or address.value is None:
-        raise MemoryError(size)
-    memory = (ctypes.c_ubyte * size).from_address(address.value)
-    weakref.finalize(memory, _LIBC.free, address.value)
+    """`size` bytes (at most one upload chunk) of page-aligned, writable memory, not cleared, taken
+    back once nothing holds a view of it."""
+    with _FREE_LOCK:
+        region = next((free for free in _FREE if free.size >= size), None)
+        if region is not None:
+            _FREE.remove(region)
+    if region is None:
+        region = _Region(max(size, settings.TRAINHUB_UPLOAD_CHUNK_BYTES, 1))
+    memory = (ctypes.c_ubyte * size).from_address(region.address)
+    weakref.finalize(memory, _give_back, region)
     return memoryview(memory).cast("B")
+
+
+def _give_back(region: _Region) -> None:
+    with _FREE_LOCK:
+        if len(_FREE) < REGIONS_KEPT:
+            _FREE.append(region)
+            return
+    region.close()
 
 
 class AlignedBody:
