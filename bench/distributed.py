@@ -5,7 +5,8 @@ same job also on a Slurm partition through TrainHub and by hand with srun, one r
 figure comes with init_process_group's wait (the last rank reaching it -> the last returning). With
 `demo`, the DDP job on `make run`'s cluster instead, its second node cold each time (the provisioner
 adds it). With `nodes`, only the local provisioner's decision to add a node -> the node ready, with
-a new process and with the standby it keeps warm."""
+a new process and with the standby it keeps warm. With `docker`, the DDP job in a Docker environment
+(every rank, and the rendezvous store, in a container of its image) through TrainHub."""
 
 from __future__ import annotations
 
@@ -157,6 +158,54 @@ def ddp_figures(ws, folder: Path, python: Path, target: str, label: str) -> floa
         f"torchrun by hand median {statistics.median(hand_init) * 1000:.1f} ms, max {max(hand_init) * 1000:.1f} ms"
     )
     return statistics.median(hub)
+
+
+def docker_figures(ws, folder: Path) -> None:
+    """REPEATS runs of the 2 x 2 job in a Docker environment: submit to Completed and
+    init_process_group's wait (the store in its container, up before the ranks' containers start)."""
+    from trainhub.environments.docker_builder import DEFAULT_BASE_IMAGE, engine_problem
+    from trainhub.sdk import Environment, Experiment, ScriptRunConfig
+    from trainhub.sdk.environment import CondaDependencies
+    from trainhub.sdk.runconfig import PyTorchConfiguration
+
+    problem = engine_problem()
+    if problem:
+        print(f"Docker launches: not measured ({problem})")
+        return
+    env = Environment("bench-docker-torch")
+    env.python.conda_dependencies = CondaDependencies.create(pip_packages=["torch==2.13.0", "numpy"])
+    env.docker.enabled = True
+    env.docker.base_image = DEFAULT_BASE_IMAGE
+    env = env.register(ws)
+
+    def run(steps: int):
+        src = ScriptRunConfig(
+            source_directory=str(folder),
+            script="work.py",
+            arguments=[steps],
+            compute_target="cpu",
+            environment=env,
+            distributed_job_config=PyTorchConfiguration(process_count=4, node_count=2),
+        )
+        submitted = Experiment(ws, "bench-ddp-docker").submit(src, show_progress=False)
+        assert submitted.wait_for_completion()["status"] == "Completed"
+        return submitted
+
+    run(10)  # builds the image
+    totals, waits, loads = [], [], []
+    for _ in range(REPEATS):
+        loads.append(os.getloadavg()[0])
+        started = time.monotonic()
+        done = run(STEPS)
+        totals.append(time.monotonic() - started)
+        waits.append(init_wait(run_log(done.id)))
+    print(
+        f"2 nodes x 2 processes gloo DDP, {STEPS} steps, Docker environment (ranks and store in containers): "
+        f"TrainHub median {statistics.median(totals):.2f} s ({', '.join(f'{x:.2f}' for x in totals)}); "
+        f"init_process_group, last rank reaching it -> last rank returning: median "
+        f"{statistics.median(waits) * 1000:.1f} ms, max {max(waits) * 1000:.1f} ms (target <= 20 ms); "
+        f"load {min(loads):.1f} to {max(loads):.1f} (uptime: {uptime()})"
+    )
 
 
 def before_each(target: str) -> None:
@@ -351,6 +400,13 @@ def main() -> None:
             _, workspace, _, _ = harness.workspace()
             harness.server()
             node_start_figures(harness, workspace)
+        return
+    if sys.argv[1:] == ["docker"]:  # only the DDP job in a Docker environment
+        with Harness() as harness:
+            _, ws = harness.sdk_workspace(nodes=2)
+            folder = Path(tempfile.mkdtemp(prefix="bench-ddp-docker-"))
+            (folder / "work.py").write_text(WORKLOAD)
+            docker_figures(ws, folder)
         return
     demo = sys.argv[1:] == ["demo"]
     slurm_dir = None if demo else slurm_folder()

@@ -24,7 +24,7 @@ from django.db import close_old_connections
 from datastores.staging import stage_run_inputs
 from metrics.services import metrics_ingest, parse_batch
 from runs import preparation, rendezvous, services, system_metrics
-from runs.containers import Launcher, ProcessLauncher
+from runs.containers import ContainerLauncher, Launcher, ProcessLauncher
 from runs.executor import HostExecutor, RunAborted, RunTimedOut, SetupFailed, StartedProcess
 from runs.launch_plan import Host, HostPlan, Rendezvous, RunAccess, RunLaunch, plan_host
 from runs.limits import OUT_OF_MEMORY, RunCgroup
@@ -236,7 +236,9 @@ class NodeExecution:
             node_environ=dict(os.environ),
             pass_env=tuple(settings.TRAINHUB_NODE_PASS_ENV),
             sdk_folder=self.sdk_folder,
-            torch=any(python_folders(python)[0].glob("lib/python*/site-packages/torch/distributed/rendezvous.py")),
+            # An image's packages cannot be seen from here: its store serves nothing where torch is missing.
+            torch=isinstance(self.launcher, ContainerLauncher)
+            or any(python_folders(python)[0].glob("lib/python*/site-packages/torch/distributed/rendezvous.py")),
         )
         access = RunAccess(server_url=settings.TRAINHUB_NODE_SERVER_URL, token=self.token)
         return plan_host(RunLaunch.of(self.run), host, rendezvous, access)
@@ -301,6 +303,8 @@ class NodeExecution:
             self.finalize_files()
             return
         self.wait_for_peers()
+        assert self.executor is not None
+        self.executor.stop_store()
         if self.mpi:
             services.running_processes_ended(self.run.pk, ProcessState.COMPLETED, exit_code=0)
         self.transition(RunStatus.FINALIZING)

@@ -26,6 +26,8 @@ from runs.container_relay import ContainerRelay
 from runs.containers import ContainerLauncher, Launcher, ProcessLauncher, host_variables, launcher_variables
 from runs.launch_plan import (
     STORE_LISTEN_FD,
+    STORE_LISTEN_SOCKET,
+    STORE_SOCKET_NAME,
     HostPlan,
     Process,
     mpi_rank_app,
@@ -49,6 +51,7 @@ from runs.output_routing import (
     signal_named,
     split_mpi_output,
 )
+from runs.run_socket import SocketHandover
 from runs.system_metrics import launched_ranks, mpi_launched_ranks
 from trainhub import redis_keys
 from trainhub.sandbox import Box, start_unboxed
@@ -162,6 +165,7 @@ class HostExecutor:
         self.mpi_relay: MpiRelay | None = None
         self.container_relay: ContainerRelay | None = None
         self.store: StartedProcess | None = None
+        self.store_handover: SocketHandover | None = None
 
     # ------------------------------------------------------------ starting
 
@@ -196,8 +200,9 @@ class HostExecutor:
         """Start the run's rendezvous store, just before the ranks: it imports torch while they do.
         Its port listens before either starts (this node binds it and hands the socket over), so a
         rank that reaches init_process_group first waits for the store's answer, not for torch's
-        retry. False where it cannot run: in a container launch, the run's Python is not the node's."""
-        if not isinstance(self.launcher, ProcessLauncher):
+        retry. In a container launch the store is a container of the run's image too, which takes
+        the socket over a unix socket in the run's folder. False where it cannot run."""
+        if not isinstance(self.launcher, ProcessLauncher | ContainerLauncher):
             return False
         port = int(store.env["MASTER_PORT"])
         try:
@@ -206,6 +211,12 @@ class HostExecutor:
             raise SetupFailed(
                 f"Node {self.node_name} cannot listen on the run's master port {port}: {error.strerror}.", ""
             ) from error
+        if isinstance(self.launcher, ContainerLauncher):
+            self.store_handover = SocketHandover(self.workdir, STORE_SOCKET_NAME, listening)
+            env = dict(store.env, **{STORE_LISTEN_SOCKET: str(self.store_handover.socket.path)})
+            command = self.launcher.command(store.argv, env, store.node_variables)
+            self.store = self._spawn(store.rank, 0, store.stream, *command, record=False, store=True)
+            return True
         with listening:
             env = dict(store.env, **{STORE_LISTEN_FD: str(listening.fileno())})
             self.store = self._spawn(
@@ -538,9 +549,14 @@ class HostExecutor:
 
     # ------------------------------------------------------------ stopping
 
-    def stop(self) -> None:
-        """SIGTERM to every process still running, SIGKILL to its group after STOP_GRACE_SECONDS."""
-        alive = [started for started in self.processes if started.process.poll() is None]
+    def stop(self, processes: list[StartedProcess] | None = None) -> None:
+        """SIGTERM to every process (of `processes`, all by default) still running, SIGKILL to its
+        group after STOP_GRACE_SECONDS."""
+        alive = [
+            started
+            for started in (self.processes if processes is None else processes)
+            if started.process.poll() is None
+        ]
         for started in alive:
             try:
                 os.kill(started.process.pid, signal.SIGTERM)
@@ -560,6 +576,12 @@ class HostExecutor:
             started.exit_code = started.process.returncode
             self._record_stopped(started)
 
+    def stop_store(self) -> None:
+        """The run's store, once every rank of the run has ended: before the run's end, so that a
+        Docker launch's store container is gone by then, as the ranks' are."""
+        if self.store is not None:
+            self.stop([self.store])
+
     def close(self) -> None:
         """Every process stopped, the relays closed."""
         self.stop()
@@ -567,3 +589,5 @@ class HostExecutor:
             self.mpi_relay.close()
         if self.container_relay is not None:
             self.container_relay.close()
+        if self.store_handover is not None:
+            self.store_handover.close()

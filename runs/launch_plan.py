@@ -39,25 +39,38 @@ STORE_READY = "TrainHub: the run's rendezvous store is up"
 # still imports torch is connected at once and answered once it serves, where a refused connection
 # waits out torch's retry backoff (hundreds of milliseconds, growing with each attempt).
 STORE_LISTEN_FD = "TRAINHUB_STORE_LISTEN_FD"
+# Where a store in a container (a Docker launch) asks for that socket instead: a container inherits
+# no descriptor, so the node hands it over a unix socket in the run's folder (runs/run_socket.py).
+STORE_LISTEN_SOCKET = "TRAINHUB_STORE_LISTEN_SOCKET"
+STORE_SOCKET_NAME = ".trainhub-store.sock"
 # The store of a per-process launch: torch's TCPStore served by the run's own Python, in the run's
-# box on the lead host, as the run's user (it holds what the ranks send). Without torch it exits 3;
-# a torch that cannot serve a given socket closes it and binds the port itself.
+# box (or container) on the lead host, as the run's user (it holds what the ranks send). Without
+# torch (a container's image may lack it) it serves nothing: no rank can use torch.distributed
+# there either. A torch that cannot serve a given socket closes it and binds the port itself.
 STORE_PROGRAM = f"""
-import os, signal, sys
+import os, signal, socket
 from datetime import timedelta
+if "{STORE_LISTEN_SOCKET}" in os.environ:
+    path = os.environ["{STORE_LISTEN_SOCKET}"]
+    os.chdir(os.path.dirname(path))  # a unix socket's path holds 107 bytes, the run's folder may be deeper
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as handover:
+        handover.connect(os.path.basename(path))
+        listening = socket.recv_fds(handover, 1, 1)[1][0]
+else:
+    listening = int(os.environ["{STORE_LISTEN_FD}"])
 try:
     from torch.distributed import TCPStore
 except ImportError:
-    sys.exit(3)
-where = (os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), int(os.environ["WORLD_SIZE"]), True,
-         timedelta(minutes=30))
-listening = int(os.environ["{STORE_LISTEN_FD}"])
-try:
-    store = TCPStore(*where, wait_for_workers=False, master_listen_fd=listening)
-except TypeError:
-    os.close(listening)
-    store = TCPStore(*where, wait_for_workers=False)
-print("{STORE_READY} on port", os.environ["MASTER_PORT"], "as uid", os.getuid(), flush=True)
+    TCPStore = None
+if TCPStore is not None:
+    where = (os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), int(os.environ["WORLD_SIZE"]), True,
+             timedelta(minutes=30))
+    try:
+        store = TCPStore(*where, wait_for_workers=False, master_listen_fd=listening)
+    except TypeError:
+        os.close(listening)
+        store = TCPStore(*where, wait_for_workers=False)
+    print("{STORE_READY} on port", os.environ["MASTER_PORT"], "as uid", os.getuid(), flush=True)
 while True:
     signal.pause()
 """
@@ -163,7 +176,7 @@ class Host:
     pass_env: tuple[str, ...] = ()
     # The folder of the in-run SDK, first on the ranks' PYTHONPATH.
     sdk_folder: Path = Path("/")
-    # Whether the environment holds torch (its ranks can meet at a store it serves).
+    # Whether the environment may hold torch (its ranks can meet at a store it serves).
     torch: bool = True
 
 

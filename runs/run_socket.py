@@ -1,6 +1,7 @@
 """A unix socket in a run's folder, where only that run's processes (in its box) see it, served by
 the node: the MPI launch agent's relay (runs/mpi_relay.py) and a Docker MPI run's container relay
-(runs/container_relay.py) listen on one each. Each connection is served on a thread of its own."""
+(runs/container_relay.py) listen on one each, and a Docker launch's rendezvous store takes its
+listening socket from one (SocketHandover). Each connection is served on a thread of its own."""
 
 from __future__ import annotations
 
@@ -49,3 +50,30 @@ class RunSocket:
             except OSError:
                 return
             threading.Thread(target=self._serve, args=(connection,), daemon=True).start()
+
+
+class SocketHandover:
+    """Hands `listening` (a socket the node bound) to the first process of the run that connects to
+    `folder/name`, then closes the node's copy: how a run's rendezvous store in a container, which
+    inherits no descriptor, gets the master port the node listens on before the ranks start."""
+
+    def __init__(self, folder: Path, name: str, listening: socket.socket):
+        self.listening = listening
+        self.handed = False
+        self.lock = threading.Lock()
+        self.socket = RunSocket(folder, name, self._hand, thread_name="store-handover")
+
+    def _hand(self, connection: socket.socket) -> None:
+        with connection, self.lock:
+            if self.handed:
+                return
+            self.handed = True
+            try:
+                socket.send_fds(connection, [b"1"], [self.listening.fileno()])
+            except OSError:
+                pass  # the store went before it took it: the run ends with the store
+            self.close()
+
+    def close(self) -> None:
+        self.socket.close()
+        self.listening.close()

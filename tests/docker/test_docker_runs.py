@@ -27,6 +27,7 @@ from tests.helpers.site import module_site
 from tests.runs.conftest import PROJECTS as RUN_PROJECTS
 from trainhub.environments.docker_builder import DEFAULT_BASE_IMAGE, ENV_ROOT
 from trainhub.environments.models import EnvironmentVersion
+from trainhub.sandbox import box_uid
 
 pytestmark = pytest.mark.slow
 
@@ -162,6 +163,26 @@ def test_two_nodes_by_two_processes_of_gloo_ddp_in_containers(site, ws, torch_en
     assert reduced == ["all_reduce sum 10.0 expected 10.0"] * 4
     run.download_file("outputs/result.json", str(tmp_path / "result.json"))
     assert json.loads((tmp_path / "result.json").read_text()) == {"world_size": 4, "sum": 10.0}
+    assert run_containers(site_client(), run.id) == []
+
+
+def test_the_ranks_of_a_docker_launch_find_the_rendezvous_store_up(site, ws, torch_env):
+    """As in a per-process launch on the node's own Python: node 0 listens on the master port
+    before any rank's container starts and hands the socket to the store, a container of the run's
+    image as the run's user, so a rank knocking before it imports torch is let in at once."""
+    from runs.launch_plan import STORE_READY, STORE_STREAM
+    from trainhub.sdk.runconfig import PyTorchConfiguration
+
+    config = PyTorchConfiguration(process_count=2, node_count=1)
+    run = submit(ws, torch_env, RUN_PROJECTS / "ddp", "knock_first.py", distributed_job_config=config)
+    assert run.wait_for_completion()["status"] == "Completed"
+    for rank in range(2):
+        own = log_lines(site, run, f"std_log_process_{rank}")
+        assert "the rendezvous port answered" in own and "all_reduce sum 3.0" in own, own
+    [ready] = [line for line in log_lines(site, run, STORE_STREAM) if line.startswith(STORE_READY)]
+    with site.blocker.unblock():
+        run_uid = box_uid("run", Run.objects.get(run_id=run.id).pk)
+    assert ready.endswith(f" as uid {run_uid}"), ready
     assert run_containers(site_client(), run.id) == []
 
 

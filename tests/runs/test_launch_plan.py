@@ -130,7 +130,7 @@ def test_the_lead_host_of_a_per_process_launch_serves_the_rendezvous_store_first
     assert store.argv == [str(PYTHON), "-c", STORE_PROGRAM] and store.stream == "rendezvous_store"
     assert store.env["MASTER_PORT"] == "6105" and store.env["WORLD_SIZE"] == "4" and "RANK" not in store.env
     assert store.cwd == first.cwd
-    # An environment without torch has no store; where it cannot run (a container launch), rank 0
+    # An environment without torch has no store; where it cannot run (a launcher of neither kind), rank 0
     # serves the store itself: its host's ranks lose the agent's variables.
     config = PyTorchConfiguration(process_count=2, node_count=1)
     [plain] = plans(submitted(distributed=config), torch=False)
