@@ -666,17 +666,15 @@ def _adopt(
             digest = _digest_to(handle, total)
             _forget(handle)
             _held_path(path).unlink(missing_ok=True)
-            sha256 = expected if expected is not None else digest.hexdigest()
-            if expected is None:
-                found = existing(sha256)
-                if found is not None:
-                    path.unlink(missing_ok=True)
-                    _committed_path(path).write_text(sha256)
-                    return found
-            stored = _finish(path, sha256, commit, digest)
-            if expected is None:
-                _committed_path(path).write_text(sha256)
-            return stored
+            if expected is not None:
+                return _finish(path, expected, commit, digest)
+            sha256 = digest.hexdigest() if digest is not None else sha256_of(path)
+            _committed_path(path).write_text(sha256)
+            found = existing(sha256)
+            if found is not None:
+                path.unlink(missing_ok=True)
+                return found
+            return _finish(path, sha256, commit, digest)
 
 
 def store_stream(

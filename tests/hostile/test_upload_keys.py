@@ -170,6 +170,19 @@ def test_a_commit_sent_again_gets_the_same_answer_and_stores_nothing_twice(sdk_w
     assert ModelBlob.objects.count() == 1 and stored(SHA) == CONTENT
 
 
+def test_a_committed_key_upload_of_a_content_the_server_has_is_not_stored_twice(sdk_ws, workspace):
+    send_under_key(sdk_ws)
+    assert put(sdk_ws, KEY, sdk_ws._token, f"bytes */{SIZE}", commit=True).status_code == 201
+    again = "u" + "2" * 32
+    assert put(sdk_ws, again, sdk_ws._token, f"bytes 0-{SIZE - 1}/{SIZE}", CONTENT).status_code == 200
+
+    answer = put(sdk_ws, again, sdk_ws._token, f"bytes */{SIZE}", commit=True)
+
+    assert answer.status_code == 201 and answer.json() == {"sha256": SHA, "size": SIZE}
+    assert ModelBlob.objects.count() == 1
+    assert staged(workspace) == []
+
+
 def test_a_commit_of_an_unfinished_key_upload_stores_nothing(sdk_ws, workspace):
     send_under_key(sdk_ws, CONTENT[:100])
 
