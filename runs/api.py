@@ -24,6 +24,7 @@ from trainhub.api_auth import IN_RUN
 from trainhub.downloads import file_response
 from trainhub.environments.selectors import EnvironmentChoice, environment_for_run
 from trainhub.environments.services import environment_for_submit
+from trainhub.idempotency.services import answer_once
 from trainhub.workspaces.api_access import access
 from trainhub.workspaces.permissions import Access, signed_in_user
 
@@ -248,26 +249,38 @@ def put_snapshot(request: HttpRequest, workspace_name: str, sha256: str) -> Stat
 def submit_run(request: HttpRequest, workspace_name: str, experiment_name: str, payload: RunIn) -> Status[RunOut]:
     member = access(request, workspace_name)
     user = signed_in_user(request)
-    # One transaction: an environment registered by a submit that is refused is not kept.
-    with transaction.atomic():
-        environment = submitted_environment(member, user, payload.environment)
-        run = services.run_submit(
-            access=member,
-            user=user,
-            experiment_name=experiment_name,
-            snapshot_sha256=payload.snapshot,
-            compute_target=payload.compute_target,
-            environment=environment,
-            script=payload.script,
-            command=payload.command,
-            arguments=payload.arguments,
-            distributed=payload.distributed,
-            timeout_seconds=payload.timeout_seconds,
-            tags=payload.tags,
-            display_name=payload.display_name,
-            use_gpu=payload.use_gpu,
-        )
-    return Status(201, run_out(run, just_submitted=True))
+
+    def submit() -> tuple[int, Any]:
+        # One transaction: an environment registered by a submit that is refused is not kept.
+        with transaction.atomic():
+            environment = submitted_environment(member, user, payload.environment)
+            run = services.run_submit(
+                access=member,
+                user=user,
+                experiment_name=experiment_name,
+                snapshot_sha256=payload.snapshot,
+                compute_target=payload.compute_target,
+                environment=environment,
+                script=payload.script,
+                command=payload.command,
+                arguments=payload.arguments,
+                distributed=payload.distributed,
+                timeout_seconds=payload.timeout_seconds,
+                tags=payload.tags,
+                display_name=payload.display_name,
+                use_gpu=payload.use_gpu,
+            )
+        return 201, run_out(run, just_submitted=True).model_dump(mode="json")
+
+    # A submit sent again with its Idempotency-Key (its answer was lost) makes no second run.
+    status, answer = answer_once(
+        request=request,
+        workspace=member.workspace,
+        scope=f"experiments/{experiment_name}/runs",
+        body=request.body,
+        produce=submit,
+    )
+    return Status(status, answer)
 
 
 @router.get("/{workspace_name}/experiments", response=list[dict])

@@ -106,3 +106,26 @@ def test_a_post_without_an_idempotency_key_is_sent_once(workspace, live_url, own
 
     assert keys_of(proxy, "POST", "/datastores") == [None]
     assert DatastoreRow.objects.filter(workspace=workspace, name="feathers").count() == 1
+
+
+def test_a_submit_whose_answer_was_lost_is_sent_again_and_makes_one_run(
+    workspace, owner, live_url, owner_token, tmp_path
+):
+    from runs.models import Run
+    from tests.runs.builders import make_cluster
+    from trainhub.environments.services import seed_demo
+    from trainhub.sdk import Experiment, ScriptRunConfig
+
+    seed_demo(workspace=workspace, user=owner)
+    make_cluster(workspace, name="cpu-cluster")
+    (tmp_path / "train.py").write_text("print('hello')\n")
+    config = ScriptRunConfig(str(tmp_path), "train.py", compute_target="cpu-cluster")
+    with LosingProxy(live_url, r"^POST .*/experiments/lost/runs$", mode=DROP, nth=2) as proxy:
+        ws = Workspace.get("birds", url=proxy.url, token=owner_token)
+        run = Experiment(ws, "lost").submit(config, show_progress=False)  # the first POST: snapshot unknown
+
+    ((_, _, status),) = proxy.lost
+    assert status == 201  # the server made the run; its answer never arrived
+    sent = keys_of(proxy, "POST", "/experiments/lost/runs")
+    assert len(sent) == 3 and sent[1] is not None and sent[1] == sent[2] and sent[0] != sent[1]
+    assert list(Run.objects.values_list("run_id", flat=True)) == [run.id]

@@ -3,7 +3,7 @@
 Standard library only (a running script's `Run.get_context()` reaches its server through it).
 Each method returns the server's JSON answer (or, for downloads, the streamed response); the
 transport beneath adds the token, retries as its policy allows and turns errors into typed ones.
-The POSTs whose repeat must not store twice (metric batches, model registrations) carry an
+The POSTs whose repeat must not store twice (run submits, metric batches, model registrations) carry an
 `Idempotency-Key`, fresh per call and the same for every attempt of it.
 """
 
@@ -66,7 +66,7 @@ class RestStore:
         return self._get("experiments")
 
     def submit_run(self, experiment: str, payload: dict[str, Any]) -> dict[str, Any]:
-        return self._post(f"experiments/{experiment}/runs", json=payload)
+        return self._post(f"experiments/{experiment}/runs", json=payload, headers=_keyed())
 
     def submit_sweep(self, experiment: str, payload: dict[str, Any]) -> dict[str, Any]:
         return self._post(f"experiments/{experiment}/sweeps", json=payload)
