@@ -133,7 +133,8 @@ class NodeExecution:
             env_vars.update(inputs)
             self.sandbox_processes(python, [Path(path) for path in inputs.values()])
             self.check_abort()
-            self.flush_prepare()
+            if self.mpi:
+                self.flush_prepare()  # another host's start below lasts as long as the run
             self.transition(RunStatus.STARTING)
             plan = self.plan(python, env_vars, self.rendezvous())
             self.executor = HostExecutor(
@@ -147,6 +148,9 @@ class NodeExecution:
                 connection=self.redis,
             )
             self.executor.start(plan, self.watch())  # another host of an MPI run serves mpirun in there
+            # The node's lines of preparing are stored once the ranks have started, not before: a
+            # rank's start does not wait for them, and they still come before its first line.
+            self.flush_prepare()
             self.transition(RunStatus.RUNNING)
             failed = self.executor.pump(self.watch())
             # Open MPI's daemon of another host ended as mpirun ended it, after the ranks: how they
