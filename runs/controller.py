@@ -45,7 +45,19 @@ PROVISION_EVERY = 1.0
 SLURM_WATCH_EVERY = 1.0
 
 
+# Until when a missing heartbeat proves nothing (see reap_lost_nodes).
+_heartbeats_unproven_until = 0.0
+
+
 def reap_lost_nodes() -> list[int]:
+    global _heartbeats_unproven_until
+    # A Redis that restarted without persistence forgot every node's heartbeat, not only a dead
+    # node's: the nodes get a heartbeat's lifetime to write theirs again before a missing one
+    # counts (the controller took every node for lost when it reconnected before they did).
+    if get_redis().set(redis_keys.heartbeats_kept(), 1, nx=True):
+        _heartbeats_unproven_until = time.monotonic() + services.HEARTBEAT_TTL_SECONDS
+    if time.monotonic() < _heartbeats_unproven_until:
+        return []
     # A Slurm host's node row stands for a job's task there: Slurm, not a heartbeat, says it is gone.
     candidates = list(
         Node.objects.filter(state__in=[NodeState.IDLE, NodeState.BUSY, NodeState.STOPPING])

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import io
@@ -603,18 +604,40 @@ def clear_run_keys(run_pk: int) -> None:
     )
 
 
+# KEYS[1] += ARGV[1], where KEYS[1] exists or ARGV[2] (the top stored) is given to start it from; nil otherwise.
+LOG_SEQUENCE_SCRIPT = """
+if redis.call('exists', KEYS[1]) == 0 then
+    if ARGV[2] == '' then return nil end
+    redis.call('set', KEYS[1], ARGV[2])
+end
+return redis.call('incrby', KEYS[1], ARGV[1])
+"""
+
+
+@functools.cache
+def _log_sequence_script() -> Any:
+    return get_redis().register_script(LOG_SEQUENCE_SCRIPT)
+
+
+def _next_log_sequence(key: str, count: int, stored_top: int | None) -> int | None:
+    result = _log_sequence_script()(keys=[key], args=[count, "" if stored_top is None else stored_top])
+    return None if result is None else int(result)
+
+
 def log_append(run_pk: int, stream: str, lines: list[str]) -> LogChunk | None:
     """Persist a batch of lines (numbered within the run), then broadcast it."""
     if not lines:
         return None
     lines = [line if len(line) <= LOG_LINE_LIMIT else line[:LOG_LINE_LIMIT] + " …[cut]" for line in lines]
-    redis = get_redis()
     key = redis_keys.run_log_sequence(run_pk)
-    if not redis.exists(key):
-        # The counter lives in Redis; after a Redis restart it continues from what is stored.
+    # The counter lives in Redis; after a Redis restart it continues from what is stored. The check
+    # and the increment are one script: a Redis that restarted between them (the increment retried
+    # until it answered) started the counter again from 0, and the run's lines again from 1.
+    last = _next_log_sequence(key, len(lines), None)
+    if last is None:
         stored = LogChunk.objects.filter(run_id=run_pk).aggregate(top=Max(F("first_seq") + F("line_count") - 1))
-        redis.set(key, stored["top"] or 0, nx=True)
-    last = redis.incrby(key, len(lines))
+        last = _next_log_sequence(key, len(lines), stored["top"] or 0)
+        assert last is not None
     first = last - len(lines) + 1
     chunk = LogChunk.objects.create(
         run_id=run_pk, stream=stream, first_seq=first, line_count=len(lines), text="\n".join(lines)

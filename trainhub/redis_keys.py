@@ -17,6 +17,12 @@ def node_alive(node_pk: int) -> str:
     return f"{PREFIX}node:{node_pk}:alive"
 
 
+def heartbeats_kept() -> str:
+    """Set by the controller, without expiry: gone when Redis lost its data (a restart without
+    persistence), and every node's heartbeat with it."""
+    return f"{PREFIX}heartbeats-kept"
+
+
 def node_load(node_pk: int) -> str:
     """The node's machine's load averages, from its last heartbeat."""
     return f"{PREFIX}node:{node_pk}:load"
