@@ -28,7 +28,7 @@ from runs.local_runs import reap_silent_local_runs
 from runs.scheduling import dispatch_all, redispatch_lost_jobs
 from runs.selectors import queued_node_demand
 from runs.services import lost_node_runs
-from runs.slurm import reap_leftover_jobs, watch_jobs, watch_tasks
+from runs.slurm import submit_all_queued_runs, watch_jobs, watch_tasks
 from trainhub import redis_keys
 from trainhub.compute import services
 from trainhub.compute.models import ComputeCluster, Node, NodeState, Provisioner
@@ -39,8 +39,9 @@ logger = logging.getLogger(__name__)
 TICK_SECONDS = 0.5
 DISPATCH_EVERY = 2.0
 PROVISION_EVERY = 1.0
-# squeue once a second at most, and only while a Slurm job's run is active; the Slurm tasks'
-# heartbeats as often. In a thread of its own: a Slurm command waits up to 20 s for a slurmctld that
+# squeue once a second at most, and only while a Slurm job's run is active or an ended run's job is
+# left; the Slurm tasks' heartbeats as often; sbatch as soon as a run is queued (runs.slurm.
+# wake_slurm_thread). In a thread of its own: a Slurm command waits up to 20 s for a slurmctld that
 # is down, and the local clusters' nodes, runs and placements must not wait with it.
 SLURM_WATCH_EVERY = 1.0
 
@@ -241,15 +242,25 @@ def run_controller(stop: list[bool]) -> None:
 
 
 def watch_slurm(stop: list[bool]) -> None:
-    """Slurm's part of the controller: its runs' task heartbeats, jobs and leftover jobs."""
+    """Slurm's part of the controller: its queued runs' sbatch, its runs' task heartbeats, jobs and
+    leftover jobs."""
+    redis = get_redis()
     while not stop:
         began = time.monotonic()
         try:
+            submit_all_queued_runs()
             watch_tasks()
             watch_jobs()
-            reap_leftover_jobs()
         except Exception:
             logger.exception("watching Slurm failed")
         finally:
             close_old_connections()
-        time.sleep(max(0.0, SLURM_WATCH_EVERY - (time.monotonic() - began)))
+        rest = SLURM_WATCH_EVERY - (time.monotonic() - began)
+        if rest <= 0:
+            continue
+        try:
+            # Woken at once when a run is queued on a Slurm cluster.
+            redis.blpop([redis_keys.slurm_wake()], timeout=rest)
+        except RedisError:
+            logger.warning("waiting for the Slurm thread's wake-up failed", exc_info=True)
+            time.sleep(rest)

@@ -245,6 +245,9 @@ class SlurmJob(models.Model):
     # When squeue first said the job is gone (missing from its answer, or ended while the run is
     # still active): the run is failed if that lasts.
     gone_since = models.DateTimeField(null=True, blank=True)
+    # When squeue first said the job is running (Slurm allocated its hosts): each host's task must
+    # beat within runs.slurm.TASK_SILENCE_SECONDS of it.
+    allocated_at = models.DateTimeField(null=True, blank=True)
 
     def __str__(self) -> str:
         return f"{self.run_id}: Slurm job {self.job_id or '(not submitted)'}"

@@ -20,7 +20,7 @@ from django.utils import timezone
 
 from runs.models import ACTIVE_STATUSES, PlacementState, Run, RunNode, RunStatus
 from runs.services import clear_dispatch_keys, fail_run, placement_assign, placement_done
-from runs.slurm import submit_queued_runs
+from runs.slurm import wake_slurm_thread
 from runs.tokens import run_token
 from trainhub import redis_keys
 from trainhub.compute.models import ComputeCluster, Node, NodeState, Provisioner
@@ -44,10 +44,12 @@ JOB_LOST = (
 
 def dispatch_cluster(cluster_pk: int) -> list[int]:
     """Start as many queued runs of the cluster as its idle nodes allow; returns their ids. A Slurm
-    cluster's runs all go to Slurm, which decides when each starts."""
+    cluster's runs all go to Slurm, which decides when each starts: the controller's Slurm thread
+    submits them (sbatch waits up to 20 s for a slurmctld that is down), woken here."""
     cluster = ComputeCluster.objects.filter(pk=cluster_pk).first()
     if cluster is not None and cluster.is_slurm:
-        return submit_queued_runs(cluster)
+        wake_slurm_thread()
+        return []
     if cluster is not None and cluster.is_submitting_machine:
         return []  # its runs are claimed by their submitters' machines (runs/local_runs.py)
     started: list[int] = []

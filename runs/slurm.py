@@ -4,8 +4,11 @@ ends; its one task per allocated host runs TrainHub's node-side execution there 
 The server only submits, watches and cancels: while Slurm holds a job pending the run stays Queued
 with Slurm's reason; a job that ends before its run did (time limit, node failure, scancel) or that
 Slurm no longer knows fails the run with that reason; a task that stops heartbeating (its host died or
-hangs) fails the run naming the host, and its job is scancelled. A job Slurm still runs after its run
-ended (the scancel found Slurm not answering) is scancelled again until Slurm shows it ended."""
+hangs) fails the run naming the host, and its job is scancelled, as does a host whose task has not
+beaten some seconds after Slurm allocated it (it died before its task started). A job Slurm still runs
+after its run ended (the scancel found Slurm not answering) is scancelled again until Slurm shows it
+ended. All of it, sbatch included, runs in the controller's Slurm thread (runs/controller.py): a Slurm
+command waits up to 20 s for a slurmctld that is down, and nothing else waits with it."""
 
 from __future__ import annotations
 
@@ -58,6 +61,10 @@ TASK_SILENCE_SECONDS = 8
 TASK_LOST = (
     "Slurm node {hosts} failed: the run's task there stopped reporting (no heartbeat for {seconds} s); "
     "TrainHub cancels Slurm job {job_id} so that every rank stops."
+)
+TASK_NEVER_BEAT = (
+    "Slurm node {hosts} failed: the run's task there never reported (no heartbeat {seconds} s after Slurm "
+    "allocated it); TrainHub cancels Slurm job {job_id} so that every rank stops."
 )
 # Slurm's name for a job waiting for its allocation (squeue's state; SlurmJob.state holds Slurm's words).
 SLURM_PENDING = "PENDING"
@@ -156,6 +163,29 @@ def _quoted(part: str) -> str:
     return "'" + part.replace("'", "'\"'\"'") + "'"
 
 
+def wake_slurm_thread() -> None:
+    """The controller's Slurm thread submits now rather than at its next pass: a run was queued on a
+    Slurm cluster (runs.scheduling.dispatch_cluster)."""
+    pipe = get_redis().pipeline()
+    pipe.lpush(redis_keys.slurm_wake(), 1)
+    pipe.ltrim(redis_keys.slurm_wake(), 0, 0)
+    pipe.expire(redis_keys.slurm_wake(), 60)
+    pipe.execute()
+
+
+def submit_all_queued_runs() -> list[int]:
+    """Hand the queued runs of every Slurm cluster to Slurm; the ids of the runs submitted."""
+    cluster_pks = (
+        Run.objects.filter(status=RunStatus.QUEUED, dispatched_at__isnull=True, cluster__provisioner="slurm")
+        .values_list("cluster_id", flat=True)
+        .distinct()
+    )
+    submitted: list[int] = []
+    for cluster in ComputeCluster.objects.filter(pk__in=list(cluster_pks)):
+        submitted += submit_queued_runs(cluster)
+    return submitted
+
+
 def submit_queued_runs(cluster: ComputeCluster) -> list[int]:
     """Hand every queued run of the cluster to Slurm, in submission order; Slurm decides when and
     where each runs. Returns the ids of the runs submitted."""
@@ -221,18 +251,33 @@ def cancel(run: Run) -> None:
 
 
 def watch_jobs() -> list[int]:
-    """Bring the runs of Slurm jobs up to date with what squeue says; returns the runs it ended."""
-    jobs = list(
+    """Bring the runs of Slurm jobs up to date with what squeue says, and scancel the jobs Slurm
+    still runs for ended runs, with one squeue for both; returns the runs it ended."""
+    active = list(
         SlurmJob.objects.filter(run__status__in=ACTIVE_STATUSES, run__cluster__provisioner="slurm").select_related(
             "run"
         )
     )
-    if not jobs:
+    leftover = list(
+        SlurmJob.objects.filter(run__status__in=FINAL_STATUSES, run__cluster__provisioner="slurm")
+        .exclude(job_id="")
+        .exclude(state__in=LEFT_STATES)
+        .select_related("run")
+    )
+    if not active and not leftover:
         return []
-    states = _squeue(jobs)
+    states = _squeue(active + leftover)
     if states is None:
         return []
     now = timezone.now()
+    ended = _follow_jobs(active, states, now)
+    _reap_leftover_jobs(leftover, states, now)
+    return ended
+
+
+def _follow_jobs(jobs: list[SlurmJob], states: dict[str, slurm.JobState], now) -> list[int]:
+    """The active runs' jobs: Slurm's state and reason recorded, a run ended as its job did; returns
+    the runs ended."""
     ended = []
     for job in jobs:
         if not job.job_id:
@@ -257,10 +302,48 @@ def watch_jobs() -> list[int]:
         if not state.ended:
             if job.gone_since is not None:
                 SlurmJob.objects.filter(pk=job.pk).update(gone_since=None)
+            if state.state == "RUNNING" and _fail_unbeaten(job, state, now):
+                ended.append(job.run_id)
             continue
         if _end_run(job, state, now):
             ended.append(job.run_id)
     return ended
+
+
+def _fail_unbeaten(job: SlurmJob, state: slurm.JobState, now) -> bool:
+    """Fail the run of a running job whose task on some allocated host has not beaten (nor joined
+    the run) TASK_SILENCE_SECONDS after squeue first said the job runs, naming the host(s), and
+    scancel the job: the host died (or hangs) between Slurm's allocation and its task's start, which
+    Slurm would tell only after SlurmdTimeout (NODE_FAIL). True when it failed the run."""
+    if job.allocated_at is None:
+        SlurmJob.objects.filter(pk=job.pk).update(allocated_at=now)
+        return False
+    if now - job.allocated_at < timedelta(seconds=TASK_SILENCE_SECONDS):
+        return False
+    joined = set(RunNode.objects.filter(run_id=job.run_id).values_list("node_rank", flat=True))
+    waiting = [rank for rank in range(job.run.node_count) if rank not in joined]
+    if not waiting:
+        return False
+    pipe = get_redis().pipeline(transaction=False)
+    for rank in waiting:
+        pipe.exists(redis_keys.run_task_alive(job.run_id, rank))
+    silent = [rank for rank, alive in zip(waiting, pipe.execute(), strict=True) if not alive]
+    if not silent:
+        return False
+    try:
+        allocation = slurm.hostnames(state.nodes)
+    except slurm.SlurmError:
+        allocation = []
+    hosts = [allocation[rank] if rank < len(allocation) else f"{rank} of {state.nodes}" for rank in silent]
+    reason = TASK_NEVER_BEAT.format(hosts=", ".join(hosts), seconds=TASK_SILENCE_SECONDS, job_id=job.job_id)
+    if services.fail_run(job.run_id, reason) is None:
+        return False
+    logger.warning("run %s: the Slurm task on %s never beat", job.run_id, ", ".join(hosts))
+    try:
+        slurm.cancel(job.job_id)
+    except slurm.SlurmError as error:
+        logger.warning("scancel of job %s of run %s failed: %s", job.job_id, job.run_id, error)
+    return True
 
 
 def _squeue(jobs: list[SlurmJob]) -> dict[str, slurm.JobState] | None:
@@ -273,22 +356,10 @@ def _squeue(jobs: list[SlurmJob]) -> dict[str, slurm.JobState] | None:
         return None
 
 
-def reap_leftover_jobs() -> list[str]:
+def _reap_leftover_jobs(jobs: list[SlurmJob], states: dict[str, slurm.JobState], now) -> list[str]:
     """scancel the job of each ended run that Slurm still holds past LEFTOVER_GRACE; a job squeue
     shows ended, or no longer lists, is recorded so and not asked about again. Returns the jobs
     scancelled."""
-    jobs = list(
-        SlurmJob.objects.filter(run__status__in=FINAL_STATUSES, run__cluster__provisioner="slurm")
-        .exclude(job_id="")
-        .exclude(state__in=LEFT_STATES)
-        .select_related("run")
-    )
-    if not jobs:
-        return []
-    states = _squeue(jobs)
-    if states is None:
-        return []
-    now = timezone.now()
     cancelled = []
     for job in jobs:
         state = states.get(job.job_id)

@@ -80,6 +80,12 @@ def run_peers_done(run_pk: int) -> str:
     return f"{PREFIX}run:{run_pk}:peers-done"
 
 
+def slurm_wake() -> str:
+    """A list of at most one item, pushed when a run is queued on a Slurm cluster: the controller's
+    Slurm thread blocks on it between its passes and submits the run's job at once (runs/slurm.py)."""
+    return f"{PREFIX}slurm:wake"
+
+
 def run_task_alive(run_pk: int, node_rank: int) -> str:
     """Set by each heartbeat of a Slurm run's task on one host, with a short expiry: a task whose
     key expired has stopped, its host dead or hung (runs/slurm_execution.py, runs/slurm.py)."""

@@ -5,6 +5,7 @@ allocated host runs TrainHub's node-side execution, and Slurm's word decides how
 from __future__ import annotations
 
 import json
+import socket
 
 import pytest
 from django.test import Client
@@ -17,7 +18,7 @@ from runs.models import LogChunk, Run, RunNode, RunProcess, RunStatus, RunStatus
 from runs.system_metrics import MEMORY
 from tests.helpers.processes import ControllerProcess, pid_alive, run_folder, run_pids, wait_until
 from tests.helpers.site import module_site
-from tests.runs.builders import make_run
+from tests.runs.builders import make_cluster, make_run
 from tests.runs.conftest import PROJECTS
 from tests.runs.test_distributed import assert_mpi_ranks_ran_on_their_nodes
 from trainhub.compute.models import ComputeCluster
@@ -193,8 +194,10 @@ def status(site, run_id: str) -> str:
 
 
 def slurm_job(site, run_id: str) -> SlurmJob:
+    """The run's job as TrainHub last recorded it; a blank one until the controller's Slurm thread
+    takes the run to submit it."""
     with site["blocker"].unblock():
-        return SlurmJob.objects.get(run__run_id=run_id)
+        return SlurmJob.objects.filter(run__run_id=run_id).first() or SlurmJob()
 
 
 def run_pk(site, run_id: str) -> int:
@@ -357,6 +360,55 @@ def test_a_job_whose_scancel_found_slurm_not_answering_is_scancelled_once_it_ans
         wait_until(lambda: job_state(site, job.job_id) in ("CANCELLED", "COMPLETING"), 30, message="the job cancelled")
     finally:
         slurm.thaw(frozen)
+    slurm.wait_nodes_idle(["n1", "n2"])
+
+
+def test_a_local_run_is_placed_and_completes_while_an_sbatch_waits_for_slurmctld(site):
+    """sbatch waits (up to 20 s) for a slurmctld that is down: the controller's Slurm thread waits
+    with it, and neither the submit nor a local cluster's placing does."""
+    slurm = site["slurm"]
+    with site["blocker"].unblock():
+        make_cluster(site["site"].workspace, name="cpu", provisioner="manual", max_nodes=1)
+    site["site"].start_nodes("cpu", 1)
+    slurm.stop_controller()
+    try:
+        waiting = hold(site, nodes=1, per_node=1, seconds=0, name="slurm-while-down")
+        local = ScriptRunConfig(
+            source_directory=str(PROJECTS / "slurm"),
+            script="hold.py",
+            arguments=["--seconds", 0],
+            compute_target="cpu",
+            environment=Environment.get(workspace=site["ws"], name="TrainHub-PyTorch-2.13-CPU"),
+        )
+        done = Experiment(site["ws"], "local-while-slurm-down").submit(local).wait_for_completion()
+        assert done["status"] == "Completed"
+        # Meanwhile the Slurm run's sbatch is still waiting: no job, the run Queued.
+        assert (status(site, waiting.id), slurm_job(site, waiting.id).job_id) == ("Queued", "")
+        wait_until(lambda: status(site, waiting.id) == "Failed", 60, message="the sbatch gave up")
+        assert waiting.get_details()["status_reason"].startswith(slurm_runs.SBATCH_FAILED.split("{")[0])
+    finally:
+        slurm.start_controller()
+
+
+def test_a_host_whose_task_never_beats_fails_the_run_naming_it(site):
+    """The allocated host's task hangs before its first heartbeat (here its database never answers),
+    as a host that dies between Slurm's allocation and the task's start: Slurm sees the job running
+    until SlurmdTimeout, and the controller fails the run naming the host and scancels the job."""
+    slurm = site["slurm"]
+    silent = socket.create_server(("127.0.0.1", 0))  # accepts connections, never answers
+    try:
+        with slurm.node_settings(DATABASE_URL=f"postgres://trainhub:none@127.0.0.1:{silent.getsockname()[1]}/none"):
+            run = hold(site, nodes=1, per_node=1, name="slurm-never-beat")
+            wait_until(lambda: status(site, run.id) == "Failed", 90, message="the run failed")
+        job = slurm_job(site, run.id)
+        reason = run.get_details()["status_reason"]
+        assert reason == slurm_runs.TASK_NEVER_BEAT.format(
+            hosts=job.nodes, seconds=slurm_runs.TASK_SILENCE_SECONDS, job_id=job.job_id
+        )
+        assert shown_on_its_page(site, run.id, reason)
+        wait_until(lambda: job_state(site, job.job_id) in ("CANCELLED", "COMPLETING"), 30, message="the job cancelled")
+    finally:
+        silent.close()
     slurm.wait_nodes_idle(["n1", "n2"])
 
 

@@ -192,6 +192,14 @@ def failed_nodes(nodelist: str) -> list[str]:
     return sorted(set(failed))
 
 
+def hostnames(nodelist: str) -> list[str]:
+    """A job's node list (e.g. n[1-2]) host by host, in Slurm's order: a task's SLURM_NODEID is its
+    host's place in it."""
+    if not NODELIST_PATTERN.match(nodelist or ""):
+        return []
+    return command("scontrol", "show", "hostnames", nodelist).split()
+
+
 def partition_exists(partition: str) -> bool:
     output = command("sinfo", "--noheader", f"--partition={check_partition(partition)}", "--format=%P")
     return bool(output.strip())
