@@ -29,3 +29,13 @@ def database_work(read: Callable[[], object]) -> int:
     finally:
         connection.connection.set_progress_handler(None, STEPS_PER_COUNT)
     return counted
+
+
+def assert_work_does_not_grow(reads: dict[str, Callable[[], object]], grow: Callable[[], object]) -> None:
+    """Each of `reads` does about the same database work after `grow()` (which adds rows) as
+    before it: it reads what it needs, not every row."""
+    before = {name: database_work(read) for name, read in reads.items()}
+    grow()
+    after = {name: database_work(read) for name, read in reads.items()}
+    for name in reads:
+        assert after[name] <= before[name] * 1.5 + 2, (name, before, after)
