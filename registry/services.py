@@ -254,7 +254,8 @@ def blob_store(*, access: Access, sha256: str, stream: uploads.Readable) -> Mode
 
 def _delete_blobs(blobs: QuerySet[ModelBlob]) -> int:
     """Delete blobs no version holds (call inside a transaction); their files go after commit."""
-    orphans = list(blobs.select_for_update().filter(files__isnull=True))
+    # Only the blobs' rows: PostgreSQL locks no row of the outer join's nullable side.
+    orphans = list(blobs.select_for_update(of=("self",)).filter(files__isnull=True))
     names = [blob.storage_name for blob in orphans]
     ModelBlob.objects.filter(pk__in=[blob.pk for blob in orphans]).delete()
 

@@ -78,6 +78,7 @@ def test_a_model_registration_answered_504_by_a_gateway_makes_one_version(worksp
     assert list(ModelVersion.objects.filter(model__name="heron").values_list("version", flat=True)) == [1]
 
 
+@pytest.mark.postgres  # make test runs it against PostgreSQL too: deleting unheld files locks rows
 def test_an_upload_chunk_whose_answer_was_lost_is_sent_again_and_the_file_stored_once(
     workspace, live_url, owner_token, tmp_path
 ):
