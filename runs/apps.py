@@ -14,5 +14,6 @@ class RunsConfig(AppConfig):
 
         # The compute app tells a cluster's target size from the nodes its waiting runs ask for.
         register_node_demand(queued_node_demand)
+        events.run_submitted.subscribe(scheduling.place_submitted)
         events.run_queued.subscribe(scheduling.dispatch_cluster)
         events.run_stopping.subscribe(slurm.cancel)

@@ -4,12 +4,17 @@ ready()): runs/services.py notifies, and imports none of them."""
 from __future__ import annotations
 
 from runs.models import Run
+from trainhub.compute.models import ComputeCluster
 from trainhub.hooks import Hook
 from trainhub.workspaces.permissions import Access
 
 # A run was queued on the cluster of this pk (after its transaction commits).
 # Subscriber: runs.scheduling.dispatch_cluster places it (runs/apps.py).
 run_queued: Hook[[int], object] = Hook("run queued", isolate=False)
+
+# A run was just made, in its submit's transaction (before run_queued): a subscriber that answers True
+# placed it there (run_queued is then not notified). Subscriber: runs.scheduling.place_submitted.
+run_submitted: Hook[[Run, ComputeCluster], bool] = Hook("run submitted", isolate=False)
 
 # A user cancels a run: a subscriber that answers True took the cancel over (the run's end is then
 # its to bring). Subscriber: sweeps (a sweep's run is canceled by canceling the sweep).

@@ -84,32 +84,57 @@ def _place_head_run(cluster_pk: int) -> tuple[int | None, bool]:
         )
         if head is None:
             return None, False
-        idle = list(Node.objects.select_for_update().filter(cluster_id=cluster_pk, state=NodeState.IDLE).order_by("id"))
-        if uses_docker(head.environment_spec):
-            # Only nodes with a Docker engine can run it: the others are never sent one.
-            idle = [node for node in idle if node.docker]
-        alive = alive_node_ids([node.pk for node in idle])
-        chosen = [node for node in idle if node.pk in alive][: head.node_count]
-        if len(chosen) < head.node_count:
+        if not _place(head):
             return None, True
-        head.dispatched_at = timezone.now()
-        head.token_salt = secrets.token_hex(16)
-        head.token_hash = hash_token(run_token(head.pk, head.token_salt))
-        head.save(update_fields=["dispatched_at", "token_salt", "token_hash"])
-        for rank, node in enumerate(chosen):
-            node_assign(node, head.pk)
-            placement_assign(run=head, node=node, node_rank=rank)
-        assignments = [(node, rank) for rank, node in enumerate(chosen)]
-        run_pk = head.pk
-        transaction.on_commit(lambda: _enqueue(run_pk, assignments))
-        return run_pk, False
+        return head.pk, False
+
+
+def place_submitted(run: Run, cluster: ComputeCluster) -> bool:
+    """The run just made, placed in its submit's own transaction when it heads its cluster's queue
+    and idle nodes are there for it: one transaction and no second wait for the database's write
+    lock between the submit and the node's job. False leaves it to dispatch_cluster (after commit)."""
+    if cluster.is_slurm or cluster.is_submitting_machine:
+        return False
+    waiting = Run.objects.filter(
+        cluster_id=cluster.pk, status=RunStatus.QUEUED, dispatched_at__isnull=True, pk__lt=run.pk
+    )
+    if waiting.exists():
+        return False  # runs start in submission order
+    return _place(run)
+
+
+def _place(head: Run) -> bool:
+    """`head` (locked by the caller's transaction) placed on idle live nodes of its cluster, its
+    jobs sent once the transaction commits; False when there are too few."""
+    idle = list(
+        Node.objects.select_for_update().filter(cluster_id=head.cluster_id, state=NodeState.IDLE).order_by("id")
+    )
+    if uses_docker(head.environment_spec):
+        # Only nodes with a Docker engine can run it: the others are never sent one.
+        idle = [node for node in idle if node.docker]
+    alive = alive_node_ids([node.pk for node in idle])
+    chosen = [node for node in idle if node.pk in alive][: head.node_count]
+    if len(chosen) < head.node_count:
+        return False
+    head.dispatched_at = timezone.now()
+    head.token_salt = secrets.token_hex(16)
+    head.token_hash = hash_token(run_token(head.pk, head.token_salt))
+    head.save(update_fields=["dispatched_at", "token_salt", "token_hash"])
+    for rank, node in enumerate(chosen):
+        node_assign(node, head.pk)
+        placement_assign(run=head, node=node, node_rank=rank)
+    assignments = [(node, rank) for rank, node in enumerate(chosen)]
+    run_pk = head.pk
+    transaction.on_commit(lambda: _enqueue(run_pk, assignments))
+    return True
 
 
 def _enqueue(run_pk: int, assignments: list[tuple[Node, int]]) -> None:
-    clear_dispatch_keys(run_pk)
-    # Ids only: whoever can read Redis learns no secret from a job. Each job's key and its place in
-    # its node's list are written together (one transaction, one round trip).
+    # Ids only: whoever can read Redis learns no secret from a job. The keys an earlier placement of
+    # the run left go, and each job's key and its place in its node's list are written, together
+    # (one transaction, one round trip).
     pipe = get_redis().pipeline()
+    clear_dispatch_keys(run_pk, pipe)
     for node, rank in assignments:
         pipe.set(redis_keys.node_job(run_pk, rank), node.pk, ex=JOB_KEY_SECONDS)
         pipe.rpush(redis_keys.node_jobs(node.pk), node_job_message(run_pk, rank))

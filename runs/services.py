@@ -408,6 +408,8 @@ def run_submit(
             said.append(USER_MANAGED_ON_A_CLUSTER.format(environment=environment.name))
         if said:
             transaction.on_commit(lambda: log_append(run.pk, SUBMIT_STREAM, said))
+        if any(events.run_submitted.notify(run, cluster)):
+            return run
     transaction.on_commit(lambda: events.run_queued.notify(cluster.pk))
     return run
 
@@ -587,11 +589,12 @@ def run_stop(run: Run, *, reason: str) -> Run:
 # ---------------------------------------------------------------- logs
 
 
-def clear_dispatch_keys(run_pk: int) -> None:
-    """What a placement of the run starts without: an earlier abort, rendezvous and node ends. Never
-    its log counter: lines may be stored already (the submit's own), and a counter deleted between
-    another writer's increment and its insert would hand out those numbers twice."""
-    get_redis().delete(
+def clear_dispatch_keys(run_pk: int, pipe: Any = None) -> None:
+    """What a placement of the run starts without: an earlier abort, rendezvous and node ends (in
+    `pipe`, a Redis pipeline the caller sends, where given). Never its log counter: lines may be
+    stored already (the submit's own), and a counter deleted between another writer's increment and
+    its insert would hand out those numbers twice."""
+    (pipe if pipe is not None else get_redis()).delete(
         redis_keys.run_abort(run_pk), redis_keys.run_rendezvous(run_pk), redis_keys.run_peers_done(run_pk)
     )
 

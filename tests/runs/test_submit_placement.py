@@ -1,0 +1,81 @@
+"""A submit places its run in its own transaction when the run heads its cluster's queue and idle
+nodes are there (runs/scheduling.py place_submitted); otherwise the controller's placing does, as
+for every other run. Real database and Redis; the nodes are rows with a heartbeat."""
+
+from __future__ import annotations
+
+import pytest
+from django.db import transaction
+
+from runs.models import Run, RunNode, RunStatus
+from runs.scheduling import node_job_message
+from runs.services import run_submit
+from tests.runs.builders import make_cluster, make_run, make_snapshot
+from trainhub import redis_keys
+from trainhub.compute.models import Node, NodeState
+from trainhub.compute.services import node_heartbeat
+from trainhub.environments.selectors import EnvironmentChoice
+from trainhub.redis_conn import get_redis
+from trainhub.workspaces.models import Role
+from trainhub.workspaces.permissions import Access
+
+
+@pytest.fixture
+def warm(workspace, transactional_db):
+    """A cluster with one idle live node; the node's job list (empty), emptied again after."""
+    cluster = make_cluster(workspace, name="warm", max_nodes=2)
+    node = Node.objects.create(cluster=cluster, name="warm-0", hostname="h", address="x", pid=1, cpus=1)
+    node_heartbeat(node)
+    jobs = redis_keys.node_jobs(node.pk)
+    get_redis().delete(jobs)
+    yield cluster, node, lambda: get_redis().lrange(jobs, 0, -1)
+    get_redis().delete(jobs)
+
+
+def submit(workspace) -> Run:
+    return run_submit(
+        access=Access(workspace=workspace, role=Role.CONTRIBUTOR),
+        user=None,
+        experiment_name="placing",
+        snapshot_sha256=make_snapshot(workspace).sha256,
+        compute_target="warm",
+        environment=EnvironmentChoice(name="TrainHub-PyTorch-2.13-CPU", version=1, spec={"python": "3.11"}),
+        script="train.py",
+    )
+
+
+def test_a_run_with_an_idle_node_is_placed_by_its_submits_own_transaction(workspace, warm):
+    cluster, node, jobs = warm
+    with transaction.atomic():
+        run = submit(workspace)
+        placed = list(RunNode.objects.filter(run=run).values_list("node_id", "node_rank"))
+        sent_before_commit = jobs()
+    assert placed == [(node.pk, 0)]
+    assert sent_before_commit == [], "no job is sent before the run it names is committed"
+    assert jobs() == [node_job_message(run.pk, 0).encode()]
+    node.refresh_from_db()
+    assert (node.state, node.current_run_id) == (NodeState.BUSY, run.pk)
+    run.refresh_from_db()
+    assert run.status == RunStatus.QUEUED and run.dispatched_at is not None and run.token_hash
+    assert [change.status for change in run.status_changes.all()] == [RunStatus.QUEUED]
+
+
+def test_a_submit_behind_a_run_waiting_for_nodes_is_not_placed_ahead_of_it(workspace, warm):
+    cluster, node, jobs = warm
+    waiting = make_run(workspace, cluster, node_count=2)  # more nodes than are idle
+    run = submit(workspace)
+    assert Run.objects.get(pk=run.pk).dispatched_at is None
+    assert Run.objects.get(pk=waiting.pk).dispatched_at is None
+    assert Node.objects.get(pk=node.pk).state == NodeState.IDLE
+    assert jobs() == []
+
+
+def test_a_submit_rolled_back_after_its_placing_leaves_the_node_idle_and_sends_nothing(workspace, warm):
+    cluster, node, jobs = warm
+    with pytest.raises(RuntimeError), transaction.atomic():
+        submit(workspace)
+        assert RunNode.objects.exists()
+        raise RuntimeError("refused after the run was made")
+    assert not Run.objects.filter(experiment__name="placing").exists()
+    assert Node.objects.get(pk=node.pk).state == NodeState.IDLE
+    assert jobs() == []
