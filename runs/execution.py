@@ -122,10 +122,9 @@ class NodeExecution:
     # ------------------------------------------------------------ phases
 
     def execute(self) -> None:
-        services.placement_preparing(self.run.pk, self.node_rank)
         try:
             self.check_abort()
-            self.transition(RunStatus.PREPARING)
+            services.placement_preparing(self.run.pk, self.node_rank, lead=self.leader)
             python, env_vars = self.prepare_environment()
             self.check_abort()
             self.unpack_snapshot()

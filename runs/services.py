@@ -708,8 +708,13 @@ def placement_join(*, run: Run, node: Node, node_rank: int) -> None:
     )
 
 
-def placement_preparing(run_pk: int, node_rank: int) -> None:
-    RunNode.objects.filter(run_id=run_pk, node_rank=node_rank).update(state=PlacementState.PREPARING)
+def placement_preparing(run_pk: int, node_rank: int, *, lead: bool) -> None:
+    """The node took its job: its placement is preparing, and with the lead node's the run is
+    Preparing, in one transaction (one wait for the database's write lock on the way to the ranks)."""
+    with transaction.atomic():
+        RunNode.objects.filter(run_id=run_pk, node_rank=node_rank).update(state=PlacementState.PREPARING)
+        if lead:
+            run_transition(run_pk, RunStatus.PREPARING)
 
 
 def placement_done(run_pk: int, node_rank: int) -> None:

@@ -4,8 +4,11 @@ for every other run. Real database and Redis; the nodes are rows with a heartbea
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
-from django.db import transaction
+from django.db import connection, transaction
 
 from runs.models import Run, RunNode, RunStatus
 from runs.scheduling import node_job_message
@@ -79,3 +82,31 @@ def test_a_submit_rolled_back_after_its_placing_leaves_the_node_idle_and_sends_n
     assert not Run.objects.filter(experiment__name="placing").exists()
     assert Node.objects.get(pk=node.pk).state == NodeState.IDLE
     assert jobs() == []
+
+
+@pytest.mark.postgres  # make test runs it against PostgreSQL too: the nodes' row locks decide
+def test_submits_racing_for_idle_nodes_never_get_one_node_twice(workspace, warm):
+    cluster, first, jobs = warm
+    second = Node.objects.create(cluster=cluster, name="warm-1", hostname="h", address="x", pid=1, cpus=1)
+    node_heartbeat(second)
+    make_snapshot(workspace)
+    start = threading.Barrier(4)
+
+    def submitter() -> int:
+        try:
+            start.wait()
+            return submit(workspace).pk
+        finally:
+            connection.close()
+
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            runs = [future.result() for future in [pool.submit(submitter) for _ in range(4)]]
+        placements = list(RunNode.objects.filter(run_id__in=runs).values_list("run_id", "node_id"))
+        assert len(placements) == 2 and {node for _, node in placements} == {first.pk, second.pk}, placements
+        sent = [*jobs(), *get_redis().lrange(redis_keys.node_jobs(second.pk), 0, -1)]
+        assert sorted(sent) == sorted(node_job_message(run, 0).encode() for run, _ in placements)
+        waiting = Run.objects.filter(pk__in=runs, dispatched_at__isnull=True)
+        assert waiting.count() == 2 and all(run.status == RunStatus.QUEUED for run in waiting)
+    finally:
+        get_redis().delete(redis_keys.node_jobs(second.pk))
