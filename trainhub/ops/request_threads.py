@@ -9,6 +9,12 @@ Here a request that has ended hands its thread to the next request, so its conne
 CONN_MAX_AGE and CONN_HEALTH_CHECKS say, checked by Django at each request's start and end in that
 same thread. A request still has a thread nobody else uses while it runs: there are as many as
 requests at once, and at most KEPT_IDLE wait for the next.
+
+A request for a synchronous view (all but the long polls) goes through the middleware and its view
+in that thread in one go, as under WSGI. Django's ASGI handler runs the middleware in async mode
+instead: every middleware passed the request to the thread and back before and after the view
+(twice for most of them, and WhiteNoise, synchronous only, once more each way), about 15 trips
+between daphne's loop and the thread for each request.
 """
 
 from __future__ import annotations
@@ -16,9 +22,12 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from asgiref.sync import SyncToAsync, ThreadSensitiveContext, sync_to_async
+from asgiref.sync import SyncToAsync, ThreadSensitiveContext, iscoroutinefunction, sync_to_async
 from django.core.handlers.asgi import ASGIHandler
+from django.core.handlers.base import BaseHandler
 from django.db import connections
+from django.http import HttpRequest, HttpResponseBase
+from django.urls import Resolver404, get_resolver
 
 Receive = Callable[[], Awaitable[Mapping[str, Any]]]
 Send = Callable[[Mapping[str, Any]], Awaitable[None]]
@@ -30,12 +39,30 @@ def _nothing() -> None:
     return None
 
 
+def _has_sync_view(request: HttpRequest) -> bool:
+    """Whether the request's path leads to a synchronous view, or to none (answered 404 by the
+    middleware and the resolver in the thread)."""
+    try:
+        match = get_resolver().resolve(request.path_info)
+    except Resolver404:
+        return True
+    return not iscoroutinefunction(match.func)
+
+
 class KeptThreadsHandler(ASGIHandler):
     """Django's ASGI handler, each request run in a kept thread (see the module's docstring)."""
 
     def __init__(self) -> None:
         self._idle: list[ThreadSensitiveContext] = []
         super().__init__()
+        # The same middleware, in sync mode, for the requests whose view is synchronous.
+        self._in_thread = BaseHandler()
+        self._in_thread.load_middleware(is_async=False)
+
+    async def get_response_async(self, request: HttpRequest) -> HttpResponseBase:
+        if _has_sync_view(request):
+            return await sync_to_async(self._in_thread.get_response, thread_sensitive=True)(request)
+        return await super().get_response_async(request)
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
