@@ -67,27 +67,24 @@ class NodeLoop:
         signal.signal(signal.SIGTERM, self.request_stop)
         signal.signal(signal.SIGINT, self.request_stop)
         connection = get_redis()
-        try:
-            while self.stop_asked_at is None:
-                try:
-                    popped = connection.blpop([self.key], timeout=MAX_BLOCK_SECONDS)
-                except (redis.ConnectionError, redis.TimeoutError):
-                    # Redis restarting (the client retried for a while): the jobs wait there.
-                    logger.warning("node %s: Redis does not answer; trying again", self.node.name, exc_info=True)
-                    time.sleep(1)
-                    continue
-                if popped is None:
-                    continue
-                self.busy = True
-                if self.stop_asked_at is not None:
-                    connection.lpush(self.key, popped[1])  # for _give_back, below
-                    break
-                job = self._job(popped[1])
-                if job is not None:
-                    self._run(*job)
-                self.busy = False
-        finally:
-            self._give_back(connection)
+        while self.stop_asked_at is None:
+            try:
+                popped = connection.blpop([self.key], timeout=MAX_BLOCK_SECONDS)
+            except (redis.ConnectionError, redis.TimeoutError):
+                # Redis restarting (the client retried for a while): the jobs wait there.
+                logger.warning("node %s: Redis does not answer; trying again", self.node.name, exc_info=True)
+                time.sleep(1)
+                continue
+            if popped is None:
+                continue
+            self.busy = True
+            if self.stop_asked_at is not None:
+                connection.lpush(self.key, popped[1])  # for give_back
+                break
+            job = self._job(popped[1])
+            if job is not None:
+                self._run(*job)
+            self.busy = False
 
     def _job(self, message: bytes | str) -> tuple[int, int] | None:
         """(the run's pk, this node's rank in it), or None for anything else (the wake-up; a
@@ -112,10 +109,12 @@ class NodeLoop:
         finally:
             get_redis().delete(redis_keys.node_job(run_pk, node_rank))
 
-    def _give_back(self, connection: redis.Redis) -> None:
+    def give_back(self) -> None:
         """The jobs left in the node's list will never be taken by it: their keys go, so that the
-        controller places their runs again (runs/scheduling.py, redispatch_lost_jobs)."""
+        controller places their runs again (runs/scheduling.py, redispatch_lost_jobs). Called once
+        the node is recorded stopped: a run given back is never placed on it again."""
         try:
+            connection = get_redis()
             pipe = connection.pipeline()
             pipe.lrange(self.key, 0, -1)
             pipe.delete(self.key)
@@ -180,8 +179,12 @@ def run_node(node: Node) -> None:
         threading.Thread(target=_reap_containers, daemon=True, name="container-reaper").start()
     warm_supervisor()  # for the first run's first rank (runs start from this thread)
     dispatch_cluster(node.cluster_id)
+    loop = NodeLoop(node)
     try:
-        NodeLoop(node).work()
+        loop.work()
     finally:
         heartbeat.done.set()
+        # Stopped first, then its jobs given back: the controller's placing them again (which makes
+        # the run's nodes idle again) found this node idle and alive in between, and sent them here.
         services.node_stopped(node.pk, "stopped")
+        loop.give_back()
