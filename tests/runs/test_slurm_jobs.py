@@ -88,7 +88,7 @@ def test_a_slurm_host_that_joins_its_run_late_is_not_taken_for_a_lost_node_job(w
             cluster=slurm_target, host=host, address="127.0.0.1", docker=False, run_id=run.pk
         )
         services.placement_join(run=run, node=node, node_rank=node_rank)
-    services.placement_preparing(run.pk, 1)
+    services.placement_preparing(run.pk, 1, lead=False)
     assert scheduling.redispatch_lost_jobs() == []
     run = Run.objects.get(pk=run.pk)
     assert (run.status, run.status_reason) == (RunStatus.PREPARING, "")
