@@ -26,7 +26,7 @@ from trainhub import redis_keys
 from trainhub.compute.models import ComputeCluster, Node, NodeState, Provisioner
 from trainhub.compute.services import alive_node_ids, node_assign, node_set_idle, nodes_release
 from trainhub.environments.builders import uses_docker
-from trainhub.redis_conn import get_redis
+from trainhub.redis_conn import get_redis, wake
 from trainhub.workspaces.selectors import hash_token
 
 logger = logging.getLogger(__name__)
@@ -65,11 +65,7 @@ def dispatch_cluster(cluster_pk: int) -> list[int]:
 def wake_controller() -> None:
     """The controller provisions and dispatches now rather than at its next tick: a run waits for
     nodes that a local cluster can add, or that it may find free."""
-    pipe = get_redis().pipeline()
-    pipe.lpush(redis_keys.controller_wake(), 1)
-    pipe.ltrim(redis_keys.controller_wake(), 0, 0)
-    pipe.expire(redis_keys.controller_wake(), 60)
-    pipe.execute()
+    wake(redis_keys.controller_wake())
 
 
 def _place_head_run(cluster_pk: int) -> tuple[int | None, bool]:

@@ -29,7 +29,7 @@ from runs.tokens import run_token
 from trainhub import redis_keys
 from trainhub.compute import catalog, slurm
 from trainhub.compute.models import ComputeCluster, Node
-from trainhub.redis_conn import get_redis
+from trainhub.redis_conn import get_redis, wake
 from trainhub.workspaces.selectors import hash_token
 
 logger = logging.getLogger(__name__)
@@ -166,11 +166,7 @@ def _quoted(part: str) -> str:
 def wake_slurm_thread() -> None:
     """The controller's Slurm thread submits now rather than at its next pass: a run was queued on a
     Slurm cluster (runs.scheduling.dispatch_cluster)."""
-    pipe = get_redis().pipeline()
-    pipe.lpush(redis_keys.slurm_wake(), 1)
-    pipe.ltrim(redis_keys.slurm_wake(), 0, 0)
-    pipe.expire(redis_keys.slurm_wake(), 60)
-    pipe.execute()
+    wake(redis_keys.slurm_wake())
 
 
 def submit_all_queued_runs() -> list[int]:

@@ -61,6 +61,16 @@ def get_redis() -> redis.Redis:
     return redis.Redis.from_url(settings.REDIS_URL, retry=RECONNECT, **client_options())
 
 
+def wake(key: str) -> None:
+    """Push a wake-up onto `key`, a list of at most one item that a loop blocks on between its
+    passes (BLPOP): the loop runs its next pass now; wake-ups sent meanwhile make one pass."""
+    pipe = get_redis().pipeline()
+    pipe.lpush(key, 1)
+    pipe.ltrim(key, 0, 0)
+    pipe.expire(key, 60)
+    pipe.execute()
+
+
 _async_clients: weakref.WeakKeyDictionary[Any, redis.asyncio.Redis] = weakref.WeakKeyDictionary()
 
 
