@@ -11,7 +11,9 @@ from typing import Any
 import pytest
 from asgiref.sync import SyncToAsync
 from django.db.backends.signals import connection_created
+from django.urls import URLResolver, get_resolver
 
+from tests.runs.builders import make_run
 from trainhub.ops.request_threads import KeptThreadsHandler
 
 
@@ -139,3 +141,32 @@ def test_a_request_goes_to_its_thread_a_few_times_not_once_per_middleware(
     # handed on: 17-18 trips in Django's async mode (each middleware went to the thread and back
     # before the view and after it).
     assert trips_to_threads[0] <= 5
+
+
+@pytest.mark.parametrize("view", ["synchronous", "asynchronous"])
+def test_a_requests_path_is_resolved_once(transactional_db, workspace, owner_token, monkeypatch, view):
+    """The path that chose the request's way (a synchronous view; an async one, the long polls)
+    is not resolved again for its middleware and view."""
+    run = make_run(workspace)
+    path = f"/api/v1/workspaces/birds/runs/{run.run_id}" + ("/logs" if view == "asynchronous" else "/files")
+    resolved: list[str] = []
+    original = URLResolver.resolve
+
+    def counted(self: URLResolver, path: str) -> Any:
+        if self is get_resolver():
+            resolved.append(path)
+        return original(self, path)
+
+    monkeypatch.setattr(URLResolver, "resolve", counted)
+    handler = KeptThreadsHandler()
+
+    async def one_request() -> tuple[int, Any]:
+        try:
+            return await get(handler, path, owner_token)
+        finally:
+            await handler.close_idle()
+
+    answer_status, _ = asyncio.run(one_request())
+
+    assert answer_status == 200
+    assert resolved == [path]

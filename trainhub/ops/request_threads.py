@@ -14,7 +14,8 @@ A request for a synchronous view (all but the long polls) goes through the middl
 in that thread in one go, as under WSGI. Django's ASGI handler runs the middleware in async mode
 instead: every middleware passed the request to the thread and back before and after the view
 (twice for most of them, and WhiteNoise, synchronous only, once more each way), about 15 trips
-between daphne's loop and the thread for each request.
+between daphne's loop and the thread for each request. The URL that chose the way is resolved once:
+the middleware and view are handed its match instead of resolving it again.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from django.core.handlers.asgi import ASGIHandler
 from django.core.handlers.base import BaseHandler
 from django.db import connections
 from django.http import HttpRequest, HttpResponseBase
-from django.urls import Resolver404, get_resolver
+from django.urls import Resolver404, ResolverMatch, get_resolver
 
 Receive = Callable[[], Awaitable[Mapping[str, Any]]]
 Send = Callable[[Mapping[str, Any]], Awaitable[None]]
@@ -39,24 +40,41 @@ def _nothing() -> None:
     return None
 
 
+# Where a request keeps the match of its path, for the handler that runs its view.
+_MATCH = "_trainhub_resolved"
+
+
 def _has_sync_view(request: HttpRequest) -> bool:
     """Whether the request's path leads to a synchronous view, or to none (answered 404 by the
-    middleware and the resolver in the thread)."""
+    middleware and the resolver in the thread). The match is kept on the request."""
     try:
         match = get_resolver().resolve(request.path_info)
     except Resolver404:
         return True
+    setattr(request, _MATCH, (request.path_info, match))
     return not iscoroutinefunction(match.func)
 
 
-class KeptThreadsHandler(ASGIHandler):
+class _ResolvedOnce(BaseHandler):
+    """A handler taking the match the request's way was chosen by rather than resolving the same
+    path again (unless a middleware changed the request's URLconf or path since)."""
+
+    def resolve_request(self, request: HttpRequest) -> ResolverMatch:
+        kept = getattr(request, _MATCH, None)
+        if kept is None or hasattr(request, "urlconf") or kept[0] != request.path_info:
+            return super().resolve_request(request)
+        request.resolver_match = kept[1]
+        return kept[1]
+
+
+class KeptThreadsHandler(_ResolvedOnce, ASGIHandler):
     """Django's ASGI handler, each request run in a kept thread (see the module's docstring)."""
 
     def __init__(self) -> None:
         self._idle: list[ThreadSensitiveContext] = []
         super().__init__()
         # The same middleware, in sync mode, for the requests whose view is synchronous.
-        self._in_thread = BaseHandler()
+        self._in_thread = _ResolvedOnce()
         self._in_thread.load_middleware(is_async=False)
 
     async def get_response_async(self, request: HttpRequest) -> HttpResponseBase:
