@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from django.db.models import F, QuerySet, Sum
+from django.db.models import F, OuterRef, QuerySet, Subquery, Sum
 from django.http import Http404
 
 from runs.models import Experiment, LogChunk, Run, RunFile, RunNode, RunStatus, SlurmJob, Snapshot
@@ -18,10 +18,17 @@ PAGE_SIZE = 50
 
 
 def run_for_token(token: str) -> Run | None:
-    """The run a run token was made for, whatever its status (the caller refuses ended ones)."""
+    """The run a run token was made for, whatever its status (the caller refuses ended ones), with
+    its submitter's role in its workspace as `member_role` (None once they are no longer a member)."""
     if len(token) > 200:
         return None
-    return Run.objects.select_related("workspace", "created_by").filter(token_hash=hash_token(token)).first()
+    role = Membership.objects.filter(workspace_id=OuterRef("workspace_id"), user_id=OuterRef("created_by_id"))
+    return (
+        Run.objects.select_related("workspace", "created_by")
+        .filter(token_hash=hash_token(token))
+        .annotate(member_role=Subquery(role.values("role")[:1]))
+        .first()
+    )
 
 
 def run_for_member(user, run_id: str) -> Run | None:

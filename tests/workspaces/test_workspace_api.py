@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import pytest
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 
 from tests.conftest import api_client, issue_token
+from trainhub.compute.models import ComputeCluster
 from trainhub.workspaces import services
-from trainhub.workspaces.models import ApiToken
+from trainhub.workspaces.models import ApiToken, Membership, Role
 from trainhub.workspaces.selectors import hash_token
 
 pytestmark = pytest.mark.django_db
@@ -68,3 +71,32 @@ def test_the_openapi_schema_and_docs_are_served(workspace):
     paths = Client().get("/api/v1/openapi.json").json()["paths"]
     assert "/api/v1/workspaces/{workspace_name}" in paths
     assert Client().get("/api/v1/docs").status_code == 200
+
+
+def test_a_tokens_call_learns_its_access_with_the_token(workspace, owner_token):
+    client = api_client(owner_token)
+    client.get("/api/v1/workspaces/birds/experiments")  # the token's last use is recorded once
+    with CaptureQueriesContext(connection) as queries:
+        response = client.get("/api/v1/workspaces/birds/experiments")
+    assert response.status_code == 200
+    reading_members = [q["sql"] for q in queries.captured_queries if "workspaces_membership" in q["sql"]]
+    assert len(reading_members) == 1 and "workspaces_apitoken" in reading_members[0]
+
+
+def test_a_token_of_someone_no_longer_a_member_gets_404(workspace, contributor):
+    token = issue_token(workspace, contributor)
+    Membership.objects.filter(workspace=workspace, user=contributor).delete()  # the token not revoked
+    response = api_client(token).get("/api/v1/workspaces/birds/experiments")
+    assert response.status_code == 404
+    assert "birds" in response.json()["detail"]
+
+
+def test_a_tokens_role_is_its_users_role_now(workspace, contributor):
+    token = issue_token(workspace, contributor)
+    assert api_client(token).get("/api/v1/workspaces/birds").json()["role"] == "contributor"
+    Membership.objects.filter(workspace=workspace, user=contributor).update(role=Role.READER)
+    assert api_client(token).get("/api/v1/workspaces/birds").json()["role"] == "reader"
+    cluster = {"name": "x", "vm_size": "STANDARD_D2_V2", "min_nodes": 0, "max_nodes": 1, "provisioner": "manual"}
+    refused = api_client(token).post("/api/v1/workspaces/birds/computes", cluster, content_type="application/json")
+    assert refused.status_code == 403
+    assert not ComputeCluster.objects.exists()

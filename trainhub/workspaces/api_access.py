@@ -23,10 +23,19 @@ class RunCredential:
 def access(request: HttpRequest, workspace_name: str) -> Access:
     """The caller's access to a workspace; a token only ever reaches its own workspace."""
     auth = getattr(request, "auth", None)
-    if isinstance(auth, (ApiToken, RunCredential)) and auth.workspace.name != workspace_name:
-        raise Http404(selectors.WORKSPACE_NOT_FOUND.format(name=workspace_name))
-    member = selectors.access_for(request.user, workspace_name)
-    if isinstance(auth, RunCredential) and member.role == Role.OWNER:
-        # A run's token acts for the run, never as an owner of the workspace.
-        return Access(workspace=member.workspace, role=Role.CONTRIBUTOR)
-    return member
+    if isinstance(auth, ApiToken):
+        return selectors.token_access(auth, workspace_name)
+    if isinstance(auth, RunCredential):
+        if auth.workspace.name != workspace_name:
+            raise Http404(selectors.WORKSPACE_NOT_FOUND.format(name=workspace_name))
+        role = getattr(auth.run, "member_role", None)
+        member = (
+            Access(workspace=auth.workspace, role=role)
+            if role is not None
+            else selectors.access_for(request.user, workspace_name)
+        )
+        if member.role == Role.OWNER:
+            # A run's token acts for the run, never as an owner of the workspace.
+            return Access(workspace=member.workspace, role=Role.CONTRIBUTOR)
+        return member
+    return selectors.access_for(request.user, workspace_name)

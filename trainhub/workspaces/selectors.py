@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 
 from django.contrib.auth.models import AnonymousUser, User
-from django.db.models import QuerySet
+from django.db.models import OuterRef, QuerySet, Subquery
 from django.http import Http404
 
 from trainhub.workspaces.models import ApiToken, Membership, Role, Workspace
@@ -65,11 +65,27 @@ def tokens_of(*, workspace: Workspace, user: User) -> QuerySet[ApiToken]:
 
 
 def active_token(raw_token: str) -> ApiToken | None:
-    """The live token matching the raw bearer string, with its user and workspace."""
+    """The live token matching the raw bearer string, with its user and workspace, and its user's
+    role in that workspace as `member_role` (None once they are no longer a member): a call then
+    needs no query of its own to know its access (token_access)."""
     if not raw_token or len(raw_token) > 200:
         return None
+    role = Membership.objects.filter(workspace_id=OuterRef("workspace_id"), user_id=OuterRef("user_id")).values("role")
     return (
         ApiToken.objects.select_related("user", "workspace")
         .filter(token_hash=hash_token(raw_token), revoked_at__isnull=True, user__is_active=True)
+        .annotate(member_role=Subquery(role[:1]))
         .first()
     )
+
+
+def token_access(token: ApiToken, workspace_name: str) -> Access:
+    """An API token's access to the named workspace, as access_for answers it for its user: read
+    with the token where active_token found it, 404 for any other workspace."""
+    if token.workspace.name != workspace_name:
+        raise Http404(WORKSPACE_NOT_FOUND.format(name=workspace_name))
+    if not hasattr(token, "member_role"):
+        return access_for(token.user, workspace_name)
+    if token.member_role is None:
+        raise Http404(WORKSPACE_NOT_FOUND.format(name=workspace_name))
+    return Access(workspace=token.workspace, role=token.member_role)
