@@ -1,21 +1,22 @@
 """Resumable uploads written once: the one way a file enters TrainHub over HTTP (model files,
 run snapshots, datastore files).
 
-A client sends a file in chunks, each a `PUT` with `Content-Range: bytes START-END/TOTAL` (a
-probe, `bytes */TOTAL` with no body, asks how much arrived). Each chunk is small enough to stay in
-memory in daphne and Django, and is written at its place in one staging file per (workspace, kind,
-sha256, size); a list of the byte ranges held sits beside it. Chunks may come in any order and
-several at once (the SDK sends a few in parallel): a chunk starts at a multiple of the chunk size or
-where a held range ends, so the list stays short, and bytes already held are not written again.
-The sha256 is computed as the held prefix grows, from the bytes this process wrote (a chunk that
-arrives ahead of the one before it waits in memory), never from bytes of a chunk over a range held
-already. Whole pages are written past the page cache (see `_write_at`). When the last byte
-arrives the file is checked against its sha256 and handed to the caller's `commit`, which saves it
-through the storage API: a `StagedFile` is moved into a FileSystemStorage by a rename, and read
-into any other storage by a normal save. So a body is written to disk once. A connection cut
-midway loses nothing: the next attempt sends only the ranges the server does not hold. Staging
-files nobody finished are deleted after `TRAINHUB_UPLOAD_STALE_SECONDS`, when the next upload
-starts.
+A client sends a file in chunks, each a `PUT` with `Content-Range: bytes START-END/TOTAL` (a probe,
+`bytes */TOTAL` with no body, asks how much arrived). Each chunk is small enough to stay in memory
+in daphne and Django, and is written at its place in one staging file per (workspace, kind, sha256,
+size); a list of the byte ranges held sits beside it. Chunks may come in any order and several at
+once (the SDK sends a few in parallel): a chunk starts at a multiple of the chunk size or where a
+held range ends, so the list stays short, and bytes already held are not written again. The sha256
+is computed as the held prefix grows, in a thread of its own, from the bytes this process wrote (a
+chunk that arrives ahead of the one before it waits in memory), never from bytes of a chunk over a
+range held already; a chunk is answered once the chunks in front of it are hashed, so that its own
+bytes are hashed while the client sends the next. Whole pages are written past the page cache (see
+`_write_at`). When the last byte arrives the file is checked against its sha256 and handed to the
+caller's `commit`, which saves it through the storage API: a `StagedFile` is moved into a
+FileSystemStorage by a rename, and read into any other storage by a normal save. So a body is
+written to disk once. A connection cut midway loses nothing: the next attempt sends only the ranges
+the server does not hold. Staging files nobody finished are deleted after
+`TRAINHUB_UPLOAD_STALE_SECONDS`, when the next upload starts.
 
 A client need not hash a large file at all: the server computes every file's sha256 anyway. It
 sends the chunks to a provisional name instead, an upload key (`u` and 32 hex digits, which the SDK
@@ -363,7 +364,8 @@ class _RunningDigest:
     bytes this process wrote, into ranges that were missing, are taken from memory: those are held
     from then on and never written again, while a chunk's bytes over a range held already may
     differ from the file's. Hashing happens outside the staging file's lock (`lock` keeps one
-    thread at a time on it), so that one chunk is hashed while the next is written."""
+    thread at a time on it), in a thread of its own (`hash_on`), so that one chunk is hashed while
+    the next ones are received and written."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
@@ -371,6 +373,10 @@ class _RunningDigest:
         self.digest = hashlib.sha256()
         self.pending: dict[int, memoryview] = {}
         self.finished = False
+        # Signalled as `hashed` moves and when the hashing thread stops; guards `target`, `hashing`.
+        self.changed = threading.Condition()
+        self.target = 0
+        self.hashing = False
 
     def advance(self, fd: int, prefix: int) -> bool:
         """Hash on to `prefix` (bytes of the file held from 0); False when the record is of other
@@ -379,6 +385,8 @@ class _RunningDigest:
             if self.finished or self.hashed > prefix:
                 return False
             while self.hashed < prefix:
+                if self.finished:
+                    return False
                 with _RUNNING_LOCK:
                     piece: bytes | memoryview | None = next(
                         (
@@ -393,11 +401,58 @@ class _RunningDigest:
                 if not piece:
                     return False
                 self.digest.update(piece)
-                self.hashed += len(piece)
+                with self.changed:
+                    self.hashed += len(piece)
+                    self.changed.notify_all()
                 with _RUNNING_LOCK:
                     for start in [s for s, view in self.pending.items() if s + len(view) <= self.hashed]:
                         del self.pending[start]
             return True
+
+    def hash_on(self, fd: int, prefix: int, until: int) -> None:
+        """Have the file hashed on to `prefix` by this record's hashing thread (started on a copy of
+        `fd` when none runs), and return once the hash reached `until` or that thread stopped short.
+        A chunk's request waits so only for the chunks in front of its own: its answer goes while
+        its own bytes are hashed, and the client sends the next chunk meanwhile. Chunks written and
+        not hashed stay bounded: at most one per request still waiting, as many as the client sends
+        at once."""
+        with self.changed:
+            self.target = max(self.target, prefix)
+            if not self.hashing and self.hashed < self.target:
+                self.hashing = True
+                copy = os.dup(fd)
+                try:
+                    threading.Thread(target=self._hash_to_target, args=(copy,), daemon=True).start()
+                except BaseException:
+                    os.close(copy)
+                    self.hashing = False
+                    raise
+            self.changed.wait_for(lambda: self.hashed >= until or not self.hashing)
+
+    def _hash_to_target(self, fd: int) -> None:
+        """The hashing thread: on to the latest target, until it has none, the record is done with,
+        or the file gave fewer bytes than held (the bytes are then read back at the commit)."""
+        try:
+            target = self._next_target(True)
+            while target is not None:
+                try:
+                    going = self.advance(fd, target)
+                except BaseException:
+                    self._next_target(False)
+                    raise
+                target = self._next_target(going)
+        finally:
+            os.close(fd)
+
+    def _next_target(self, going: bool) -> int | None:
+        """Where the hashing thread goes next, or None when it stops (marked so in the same step,
+        so that a target set meanwhile is never left to a thread about to end)."""
+        with self.changed:
+            if going and not self.finished and self.hashed < self.target:
+                return self.target
+            self.hashing = False
+            self.changed.notify_all()
+            return None
 
 
 # The running digests of the staging files this process wrote to, by (device, inode), oldest first.
@@ -405,8 +460,8 @@ _RUNNING: OrderedDict[tuple[int, int], _RunningDigest] = OrderedDict()
 _RUNNING_LOCK = threading.Lock()
 DIGESTS_KEPT = 64
 # Bytes kept in memory to be hashed later, for all files: at most PENDING_CHUNKS chunks' worth (the
-# SDK's 4 chunks in flight, each written and waiting for the one being hashed, and a few that came
-# ahead of one still missing); past that, the oldest files' go first, then this file's farthest
+# one being hashed, the SDK's 4 in flight written and waiting for it, and one that came ahead of one
+# still missing); past that, the oldest files' go first, then this file's farthest
 # bytes (read back from the file when their turn comes).
 PENDING_CHUNKS = 6
 
@@ -612,7 +667,7 @@ def receive(
             if prefix < chunk.total or not named:
                 # Hashed with the lock released: the next chunk is written meanwhile.
                 fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
-                record.advance(handle.fileno(), prefix)
+                record.hash_on(handle.fileno(), prefix, until=min(chunk.start or 0, prefix))
                 return Progress(held=held, size=chunk.total)
             digest = _digest_to(handle, prefix)
             _forget(handle)

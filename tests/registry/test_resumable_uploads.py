@@ -4,10 +4,13 @@ interruption from the bytes the server already holds, and abandoned ones cleaned
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor, wait
 from datetime import timedelta
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import requests
@@ -269,3 +272,43 @@ def test_chunks_sent_last_first_are_stored_whole_and_checked(sdk_ws, tmp_path):
     assert finished.status_code == 201 and finished.json() == {"sha256": sha256, "size": size}
     with default_storage.open(ModelBlob.objects.get(sha256=sha256).storage_name) as stored:
         assert stored.read() == content
+
+
+def test_a_chunk_is_answered_while_its_bytes_are_hashed_and_waits_only_for_those_in_front(tmp_path, settings):
+    """The server hashes an upload in a thread of its own: a chunk's answer waits until the
+    chunks in front of it are hashed, not its own bytes, so the client sends the next chunk
+    meanwhile; the file is still checked whole against its sha256."""
+    settings.TRAINHUB_UPLOAD_DIR = str(tmp_path / "uploads")
+    settings.TRAINHUB_UPLOAD_CHUNK_BYTES = chunk = 64 * 1024
+    kind = uploads.Kind(name="things", limit=lambda: 1 << 20)
+    content = os.urandom(4 * chunk)
+    sha256 = hashlib.sha256(content).hexdigest()
+    stored: list[bytes] = []
+
+    def send(start: int) -> object:
+        body = io.BytesIO(content[start : start + chunk])
+        return uploads.receive(
+            workspace=SimpleNamespace(pk=1),
+            kind=kind,
+            sha256=sha256,
+            chunk=uploads.Chunk(start=start, end=start + chunk - 1, total=len(content), body=body),
+            existing=lambda _: None,
+            commit=lambda _, staged: stored.append(Path(staged.temporary_file_path()).read_bytes()) or "stored",
+        )
+
+    assert isinstance(send(0), uploads.Progress)
+    staging = uploads.staging_path(1, kind, f"{sha256}-{len(content)}")
+    status = staging.stat()
+    hashing = uploads._RUNNING[(status.st_dev, status.st_ino)]
+    with hashing.changed:
+        assert hashing.changed.wait_for(lambda: hashing.hashed == chunk, timeout=30)
+    with ThreadPoolExecutor(2) as pool:
+        with hashing.lock:  # the hash held up where chunk 1 starts
+            # Answered: only chunk 0 is in front of it.
+            assert isinstance(pool.submit(send, chunk).result(timeout=30), uploads.Progress)
+            second = pool.submit(send, 2 * chunk)  # waits for chunk 1 to be hashed
+            done, _ = wait([second], timeout=1)
+            assert not done and hashing.hashed == chunk
+        assert isinstance(second.result(timeout=30), uploads.Progress)
+        assert send(3 * chunk) == "stored"
+    assert stored == [content]
