@@ -89,7 +89,12 @@ class _PacedResponse:
 
     def release(self) -> None:
         if self.signal is not None and getattr(self.request, "producer", None) is self.signal:
-            self.request.unregisterProducer()
+            if getattr(self.request, "channel", None) is None:
+                # The client dropped the connection: Twisted let go of the request's channel, and
+                # with it whatever was registered there.
+                self.request.producer = None
+            else:
+                self.request.unregisterProducer()
             _narrow(self.request.transport)
         self.signal = None
 
