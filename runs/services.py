@@ -466,7 +466,9 @@ def run_submit_child(*, parent: Run, arguments: list[str], tags: dict[str, str],
     RunStatusChange.objects.create(run=run, status=RunStatus.QUEUED, at=run.created_at)
     run_inputs_record(run=run)
     transaction.on_commit(lambda: clear_run_keys(run.pk))
-    transaction.on_commit(lambda: events.run_queued.notify(parent.cluster_id))
+    # Placed in this transaction where it can be, as a run's submit places its run.
+    if not any(events.run_submitted.notify(run, parent.cluster)):
+        transaction.on_commit(lambda: events.run_queued.notify(parent.cluster_id))
     return run
 
 
