@@ -15,6 +15,7 @@ from runs import selectors as run_selectors
 from runs.api import RunIn, RunOut, run_out, submitted_environment
 from sweeps import selectors, services
 from sweeps.models import Sweep
+from trainhub.idempotency.services import answer_once
 from trainhub.workspaces.api_access import access
 from trainhub.workspaces.permissions import signed_in_user
 
@@ -90,29 +91,41 @@ def submit_sweep(request: HttpRequest, workspace_name: str, experiment_name: str
     member = access(request, workspace_name)
     user = signed_in_user(request)
     given = payload.run
-    # One transaction: an environment registered by a submit that is refused is not kept.
-    with transaction.atomic():
-        environment = submitted_environment(member, user, given.environment)
-        sweep = services.sweep_submit(
-            access=member,
-            user=user,
-            experiment_name=experiment_name,
-            spec=payload.sweep,
-            run={
-                "snapshot_sha256": given.snapshot,
-                "compute_target": given.compute_target,
-                "environment": environment,
-                "script": given.script,
-                "command": given.command,
-                "arguments": given.arguments,
-                "distributed": given.distributed,
-                "timeout_seconds": given.timeout_seconds,
-                "tags": given.tags,
-                "display_name": given.display_name,
-                "use_gpu": given.use_gpu,
-            },
-        )
-    return Status(201, sweep_out(selectors.sweep_get(member.workspace, sweep.parent.run_id)))
+
+    def submit() -> tuple[int, Any]:
+        # One transaction: an environment registered by a submit that is refused is not kept.
+        with transaction.atomic():
+            environment = submitted_environment(member, user, given.environment)
+            sweep = services.sweep_submit(
+                access=member,
+                user=user,
+                experiment_name=experiment_name,
+                spec=payload.sweep,
+                run={
+                    "snapshot_sha256": given.snapshot,
+                    "compute_target": given.compute_target,
+                    "environment": environment,
+                    "script": given.script,
+                    "command": given.command,
+                    "arguments": given.arguments,
+                    "distributed": given.distributed,
+                    "timeout_seconds": given.timeout_seconds,
+                    "tags": given.tags,
+                    "display_name": given.display_name,
+                    "use_gpu": given.use_gpu,
+                },
+            )
+        return 201, sweep_out(selectors.sweep_get(member.workspace, sweep.parent.run_id)).model_dump(mode="json")
+
+    # A submit sent again with its Idempotency-Key (its answer was lost) makes no second sweep.
+    status, answer = answer_once(
+        request=request,
+        workspace=member.workspace,
+        scope=f"experiments/{experiment_name}/sweeps",
+        body=request.body,
+        produce=submit,
+    )
+    return Status(status, answer)
 
 
 @router.get("/{workspace_name}/sweeps/{run_id}", response=SweepOut)

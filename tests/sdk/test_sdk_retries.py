@@ -130,3 +130,36 @@ def test_a_submit_whose_answer_was_lost_is_sent_again_and_makes_one_run(
     sent = keys_of(proxy, "POST", "/experiments/lost/runs")
     assert len(sent) == 3 and sent[1] is not None and sent[1] == sent[2] and sent[0] != sent[1]
     assert list(Run.objects.values_list("run_id", flat=True)) == [run.id]
+
+
+def test_a_sweep_submit_whose_answer_was_lost_is_sent_again_and_makes_one_sweep(
+    workspace, owner, live_url, owner_token, tmp_path
+):
+    from runs.models import Run
+    from sweeps.models import Sweep
+    from tests.runs.builders import make_cluster
+    from trainhub.environments.services import seed_demo
+    from trainhub.sdk import Experiment, ScriptRunConfig
+    from trainhub.sdk.train.hyperdrive import GridParameterSampling, HyperDriveConfig, PrimaryMetricGoal, choice
+
+    seed_demo(workspace=workspace, user=owner)
+    make_cluster(workspace, name="cpu-cluster")
+    (tmp_path / "train.py").write_text("print('hello')\n")
+    config = HyperDriveConfig(
+        run_config=ScriptRunConfig(str(tmp_path), "train.py", compute_target="cpu-cluster"),
+        hyperparameter_sampling=GridParameterSampling({"lr": choice(0.01, 0.1)}),
+        primary_metric_name="accuracy",
+        primary_metric_goal=PrimaryMetricGoal.MAXIMIZE,
+        max_total_runs=2,
+        max_concurrent_runs=1,
+    )
+    with LosingProxy(live_url, r"^POST .*/experiments/lost/sweeps$", mode=DROP, nth=2) as proxy:
+        ws = Workspace.get("birds", url=proxy.url, token=owner_token)
+        hd_run = Experiment(ws, "lost").submit(config, show_progress=False)  # the first POST: snapshot unknown
+
+    ((_, _, status),) = proxy.lost
+    assert status == 201  # the server made the sweep; its answer never arrived
+    sent = keys_of(proxy, "POST", "/experiments/lost/sweeps")
+    assert len(sent) == 3 and sent[1] is not None and sent[1] == sent[2] and sent[0] != sent[1]
+    assert list(Sweep.objects.values_list("parent__run_id", flat=True)) == [hd_run.id]
+    assert Run.objects.filter(parent__isnull=True).count() == 1

@@ -69,7 +69,7 @@ class RestStore:
         return self._post(f"experiments/{experiment}/runs", json=payload, headers=_keyed())
 
     def submit_sweep(self, experiment: str, payload: dict[str, Any]) -> dict[str, Any]:
-        return self._post(f"experiments/{experiment}/sweeps", json=payload)
+        return self._post(f"experiments/{experiment}/sweeps", json=payload, headers=_keyed())
 
     def get_sweep(self, sweep_id: str) -> dict[str, Any]:
         return self._get(f"sweeps/{sweep_id}")
