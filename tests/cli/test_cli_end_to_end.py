@@ -14,12 +14,14 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.processes import BASE_DIR, process_env, run_folder
+from tests.helpers.proxy import LosingProxy
 from tests.helpers.site import module_site
 
 pytestmark = pytest.mark.slow
 
 TRAINHUB = str(BASE_DIR / ".venv" / "bin" / "trainhub")
 PROJECTS = Path(__file__).resolve().parents[1] / "runs" / "projects"
+NEVER_LOSE = r"(?!)"
 
 
 def shell(folder: Path, command: str, home: Path, stdin: str = "") -> subprocess.CompletedProcess:
@@ -235,3 +237,29 @@ def test_json_submit_keeps_stdout_for_the_json(user):
     assert json.loads(done.stdout)["status"] == "Failed"
     assert "ZeroDivisionError" in done.stderr and "Status: Failed" in done.stderr
     assert done.stderr.strip().splitlines()[-1].startswith("trainhub: error: Run cli-json_")
+
+
+def test_submit_names_its_environment_and_the_server_looks_it_up(user):
+    """--env goes with the submit (no Environment.get before it); an unknown name is refused by it."""
+    with LosingProxy(user["site"].url, NEVER_LOSE) as proxy:
+        config = user["project"] / "proxied.json"
+        config.write_text(json.dumps({"server_url": proxy.url, "workspace_name": "birds", "token": user["site"].token}))
+        done = trainhub(
+            user,
+            "trainhub --config proxied.json run submit --script train.py --compute cpu --experiment cli-env "
+            "--env TrainHub-PyTorch-2.13-CPU:1 -- --num_epochs 1",
+        )
+        unknown = trainhub(
+            user, "trainhub --config proxied.json run submit --script train.py --compute cpu --env no-such-env"
+        )
+        paths = [path.split("?")[0] for _, path, _ in proxy.seen]
+
+    assert done.returncode == 0, done.stderr
+    run_id = done.stdout.split("Run ", 1)[1].split(" submitted", 1)[0]
+    shown = as_json(trainhub(user, f"trainhub run show {run_id}"))
+    assert shown["environment"] == {"name": "TrainHub-PyTorch-2.13-CPU", "version": 1}
+    assert unknown.returncode == 1
+    assert unknown.stderr == (
+        "trainhub: error: No environment named 'no-such-env' in workspace 'birds' or among the curated environments.\n"
+    )
+    assert not [path for path in paths if "/environments" in path], paths

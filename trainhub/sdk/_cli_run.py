@@ -74,20 +74,39 @@ def _distributed(args: argparse.Namespace) -> Any:
     return None
 
 
+class NamedEnvironment:
+    """An environment named on the command line: the submit names it and the server looks it up
+    (its latest version when none is given), with no request of its own before the submit."""
+
+    def __init__(self, name: str, version: int | None):
+        self.name = name
+        self.version = version
+
+    def _to_submission(self, workspace: Any) -> dict[str, Any]:
+        return {"name": self.name, "version": self.version}
+
+    def _submitted(self, recorded: dict[str, Any], workspace: Any) -> None:
+        self.name, self.version = recorded["name"], recorded["version"]
+
+
 def submit_run(args: argparse.Namespace) -> int:
     from trainhub.sdk.environment import Environment
     from trainhub.sdk.experiment import Experiment
-    from trainhub.sdk.script_run_config import ScriptRunConfig
+    from trainhub.sdk.script_run_config import LOCAL_TARGET, ScriptRunConfig
 
     workspace = workspace_from(args)
     env_name, env_version = name_and_version(args.env)
+    environment: Any = NamedEnvironment(env_name, env_version)
+    if args.compute == LOCAL_TARGET:
+        # A run on this machine needs the spec here: a user-managed environment names its interpreter.
+        environment = Environment.get(workspace, env_name, version=env_version)
     config = ScriptRunConfig(
         source_directory=args.source_dir,
         script=args.script,
         command=args.command,
         arguments=args.arguments,
         compute_target=args.compute,
-        environment=Environment.get(workspace, env_name, version=env_version),
+        environment=environment,
         distributed_job_config=_distributed(args),
     )
     experiment = args.experiment or os.path.basename(os.path.abspath(args.source_dir))
