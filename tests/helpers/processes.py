@@ -156,6 +156,13 @@ class ControllerProcess:
             stdout=open(self.log_path, "ab"),
             stderr=subprocess.STDOUT,
         )
+        # Loading Django takes the controller seconds, tens of them on a busy machine: a test that
+        # kills a node meanwhile would wait for the reaper's start, not for its work.
+        deadline = time.monotonic() + 60
+        while "Controller ready." not in self.log():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"The test controller did not start:\n{self.log()}")
+            time.sleep(0.1)
         return self
 
     def log(self) -> str:

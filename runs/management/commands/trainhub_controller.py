@@ -19,4 +19,6 @@ class Command(BaseCommand):
         stop: list[bool] = []
         signal.signal(signal.SIGTERM, lambda *_: stop.append(True))
         signal.signal(signal.SIGINT, lambda *_: stop.append(True))
+        # Loaded and connected: from here on, lost nodes are reaped and queued runs placed.
+        self.stdout.write("Controller ready.")
         run_controller(stop)
