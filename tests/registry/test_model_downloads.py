@@ -194,11 +194,12 @@ def test_a_slow_reader_does_not_pile_the_file_up_in_server_memory(
 
 
 def test_a_large_partial_download_resumes_from_any_byte_and_is_byte_identical(sdk_ws, workspace, owner, tmp_path):
-    """A file of several receive buffers, resumed from a byte that is not on a page boundary
-    (the SDK writes whole pages past the page cache, the rest through it)."""
+    """A file of more receive buffers than the SDK keeps (each filled again once hashed and
+    written), resumed from a byte that is not on a page boundary (the SDK writes whole pages past
+    the page cache, the rest through it)."""
     from trainhub.sdk import _downloads
 
-    large = os.urandom(3 * _downloads.BUFFER_BYTES + 12345)
+    large = os.urandom((_downloads.BUFFERS + 2) * _downloads.BUFFER_BYTES + 12345)
     register(
         workspace,
         owner,
