@@ -84,11 +84,13 @@ class PiecesBody:
 
 
 class _Region:
-    """A page-aligned anonymous map of one upload chunk's size, and its address."""
+    """A page-aligned anonymous map of one upload chunk's size, and its address. Private, and its
+    pages made at once (MAP_POPULATE): Python's default, a shared map filled by page faults, cost
+    33,000-65,000 faults per GiB uploaded (shared memory pages, each faulted in on its own)."""
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self.map = mmap.mmap(-1, size)
+        self.map = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | mmap.MAP_POPULATE)
         self.whole = (ctypes.c_ubyte * size).from_buffer(self.map)
         self.address = ctypes.addressof(self.whole)
 
