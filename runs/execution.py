@@ -50,9 +50,9 @@ PEERS_RECHECK_SECONDS = 1
 
 
 class NodeExecution:
-    def __init__(self, run_pk: int, node_pk: int, node_rank: int, stop_event: threading.Event | None = None):
+    def __init__(self, run_pk: int, node: Node, node_rank: int, stop_event: threading.Event | None = None):
         self.run = Run.objects.select_related("workspace", "experiment", "snapshot", "cluster").get(pk=run_pk)
-        self.node = Node.objects.get(pk=node_pk)
+        self.node = node
         self.node_rank = node_rank
         # Derived here, from the row and the secret key: the job that brought the node here holds ids only.
         self.token = run_token(self.run.pk, self.run.token_salt)
@@ -123,8 +123,12 @@ class NodeExecution:
 
     def execute(self) -> None:
         try:
-            self.check_abort()
-            services.placement_preparing(self.run.pk, self.node_rank, lead=self.leader)
+            if self.stop_event.is_set():
+                raise RunAborted("node stopped")
+            # An abort asked before the pickup (the run canceled or ended) is read in its transaction.
+            ended = services.placement_preparing(self.run.pk, self.node_rank, lead=self.leader)
+            if ended:
+                raise RunAborted(ended)
             python, env_vars = self.prepare_environment()
             self.check_abort()
             self.unpack_snapshot()
@@ -361,14 +365,12 @@ class NodeExecution:
         )
 
 
-def execute_on_node(run_pk: int, node_pk: int, node_rank: int, stop_event: threading.Event | None = None) -> None:
+def execute_on_node(run_pk: int, node: Node, node_rank: int, stop_event: threading.Event | None = None) -> None:
     close_old_connections()
     try:
-        NodeExecution(run_pk, node_pk, node_rank, stop_event).execute()
+        NodeExecution(run_pk, node, node_rank, stop_event).execute()
     finally:
-        node_set_idle(node_pk)
-        cluster_pk = Node.objects.filter(pk=node_pk).values_list("cluster_id", flat=True).first()
-        if cluster_pk is not None:
-            dispatch_cluster(cluster_pk)
+        node_set_idle(node.pk)
+        dispatch_cluster(node.cluster_id)
         close_old_connections()
         warm_supervisor()  # the next run's first rank starts from it

@@ -103,7 +103,7 @@ class NodeLoop:
 
     def _run(self, run_pk: int, node_rank: int) -> None:
         try:
-            execute_on_node(run_pk, self.node.pk, node_rank, _stop_event)
+            execute_on_node(run_pk, self.node, node_rank, _stop_event)
         except Exception:  # the node must survive anything a run does
             logger.exception("node %s: run %s failed", self.node.name, run_pk)
         finally:

@@ -128,6 +128,10 @@ SHA_PATTERN = re.compile(r"^[0-9a-f]{64}$")
 # ---------------------------------------------------------------- status
 
 
+# What a transition reads and writes of a run (not its spec, parameters, tags...: read for nothing).
+TRANSITION_FIELDS = ("status", "status_reason", "started_at", "ended_at", "exit_code", "failed_rank", "error_traceback")
+
+
 def run_transition(
     run_pk: int,
     to_status: str,
@@ -138,48 +142,72 @@ def run_transition(
     error_traceback: str | None = None,
 ) -> Run | None:
     """Move a run to `to_status` if the move is allowed; returns None when it is not (already
-    there, or a final state was reached first: the first final state wins)."""
+    there, or a final state was reached first: the first final state wins). On the way to a final
+    state the run is read whole, for what its end sets off; on the way to any other, only what the
+    move needs (its other fields are read if asked for)."""
     with transaction.atomic():
-        run = Run.objects.select_for_update().get(pk=run_pk)
-        if to_status == run.status or to_status not in ALLOWED_TRANSITIONS.get(run.status, set()):
+        locked = Run.objects.select_for_update()
+        if to_status not in FINAL_STATUSES:
+            locked = locked.only(*TRANSITION_FIELDS)
+        run = locked.get(pk=run_pk)
+        if not _transition(
+            run, to_status, reason=reason, exit_code=exit_code, failed_rank=failed_rank, error_traceback=error_traceback
+        ):
             return None
-        now = timezone.now()
-        run.status = to_status
-        fields = ["status"]
-        if reason:
-            run.status_reason = reason
-            fields.append("status_reason")
-        if to_status == RunStatus.RUNNING and run.started_at is None:
-            run.started_at = now
-            fields.append("started_at")
-        if to_status in FINAL_STATUSES:
-            run.ended_at = now
-            fields.append("ended_at")
-            if run.started_at is None:
-                run.started_at = now
-                fields.append("started_at")
-        if exit_code is not None:
-            run.exit_code = exit_code
-            fields.append("exit_code")
-        if failed_rank is not None and run.failed_rank is None:
-            run.failed_rank = failed_rank
-            fields.append("failed_rank")
-        if error_traceback:
-            run.error_traceback = error_traceback[-20_000:]
-            fields.append("error_traceback")
-        run.save(update_fields=fields)
-        RunStatusChange.objects.create(run=run, status=to_status, at=now, reason=reason)
-        payload = {
-            "status": run.status,
-            "reason": run.status_reason,
-            "at": now.isoformat(),
-            "exit_code": run.exit_code,
-            "failed_rank": run.failed_rank,
-        }
-        transaction.on_commit(lambda: live.publish_run_status(run.pk, payload))
     if to_status in FINAL_STATUSES:
         _after_final(run)
     return run
+
+
+def _transition(
+    run: Run,
+    to_status: str,
+    *,
+    reason: str = "",
+    exit_code: int | None = None,
+    failed_rank: int | None = None,
+    error_traceback: str | None = None,
+) -> bool:
+    """`run` (locked by the caller's transaction, with at least TRANSITION_FIELDS) moved to
+    `to_status` and the move recorded in its history; False when the move is not allowed."""
+    if to_status == run.status or to_status not in ALLOWED_TRANSITIONS.get(run.status, set()):
+        return False
+    now = timezone.now()
+    run.status = to_status
+    fields = ["status"]
+    if reason:
+        run.status_reason = reason
+        fields.append("status_reason")
+    if to_status == RunStatus.RUNNING and run.started_at is None:
+        run.started_at = now
+        fields.append("started_at")
+    if to_status in FINAL_STATUSES:
+        run.ended_at = now
+        fields.append("ended_at")
+        if run.started_at is None:
+            run.started_at = now
+            fields.append("started_at")
+    if exit_code is not None:
+        run.exit_code = exit_code
+        fields.append("exit_code")
+    if failed_rank is not None and run.failed_rank is None:
+        run.failed_rank = failed_rank
+        fields.append("failed_rank")
+    if error_traceback:
+        run.error_traceback = error_traceback[-20_000:]
+        fields.append("error_traceback")
+    run.save(update_fields=fields)
+    RunStatusChange.objects.create(run=run, status=to_status, at=now, reason=reason)
+    payload = {
+        "status": run.status,
+        "reason": run.status_reason,
+        "at": now.isoformat(),
+        "exit_code": run.exit_code,
+        "failed_rank": run.failed_rank,
+    }
+    run_pk = run.pk
+    transaction.on_commit(lambda: live.publish_run_status(run_pk, payload))
+    return True
 
 
 def _after_final(run: Run) -> None:
@@ -710,13 +738,21 @@ def placement_join(*, run: Run, node: Node, node_rank: int) -> None:
     )
 
 
-def placement_preparing(run_pk: int, node_rank: int, *, lead: bool) -> None:
+def placement_preparing(run_pk: int, node_rank: int, *, lead: bool) -> str | None:
     """The node took its job: its placement is preparing, and with the lead node's the run is
-    Preparing, in one transaction (one wait for the database's write lock on the way to the ranks)."""
+    Preparing, in one transaction (one wait for the database's write lock on the way to the ranks).
+    A run that has ended or whose cancel was asked is left as it is: its status (Canceled for a
+    cancel) is returned, for the node to end its part as it does on an abort; None otherwise."""
     with transaction.atomic():
+        run = Run.objects.select_for_update().only(*TRANSITION_FIELDS, "cancel_requested_at").get(pk=run_pk)
+        if run.is_final:
+            return str(run.status)
+        if run.cancel_requested_at is not None:
+            return str(RunStatus.CANCELED)
         RunNode.objects.filter(run_id=run_pk, node_rank=node_rank).update(state=PlacementState.PREPARING)
         if lead:
-            run_transition(run_pk, RunStatus.PREPARING)
+            _transition(run, RunStatus.PREPARING)
+    return None
 
 
 def placement_done(run_pk: int, node_rank: int) -> None:

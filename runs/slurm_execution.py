@@ -73,7 +73,7 @@ def run_task(run_pk: int) -> int:
         node = register_host(run, host, docker)
         services.placement_join(run=run, node=node, node_rank=node_rank)
         try:
-            SlurmNodeExecution(run.pk, node.pk, node_rank, stop, job_id, docker_problem).execute()
+            SlurmNodeExecution(run.pk, node, node_rank, stop, job_id, docker_problem).execute()
         finally:
             node_set_idle(node.pk)
     finally:
@@ -145,13 +145,13 @@ class SlurmNodeExecution(NodeExecution):
     def __init__(
         self,
         run_pk: int,
-        node_pk: int,
+        node: Node,
         node_rank: int,
         stop_event: threading.Event,
         job_id: str,
         docker_problem: str = "",
     ):
-        super().__init__(run_pk, node_pk, node_rank, stop_event)
+        super().__init__(run_pk, node, node_rank, stop_event)
         self.job_id = job_id
         self.docker_problem = docker_problem
 

@@ -142,7 +142,7 @@ def test_a_node_without_its_box_fails_a_docker_mpi_run_saying_why(db, settings, 
     settings.TRAINHUB_NODE_SANDBOX = "false"
     settings.TRAINHUB_NODE_WORK_DIR = str(tmp_path / "node-work")
     run, node = docker_mpi_run()
-    execution = NodeExecution(run.pk, node.pk, 0)
+    execution = NodeExecution(run.pk, node, 0)
     execution.workdir.mkdir(parents=True)
     execution.launcher = launcher_for(run, node, execution.workdir, BUILT)
     with pytest.raises(SetupFailed) as failed:

@@ -1,20 +1,24 @@
 """A node that takes its job records it in one transaction (runs/services.py placement_preparing):
-its placement is preparing and, with the lead node's, the run is Preparing in its history."""
+its placement is preparing and, with the lead node's, the run is Preparing in its history; a run
+canceled or ended before the pickup is read there, and not prepared."""
 
 from __future__ import annotations
 
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
+from runs.execution import execute_on_node
 from runs.models import PlacementState, RunNode, RunStatus
-from runs.services import placement_assign, placement_preparing, run_transition
+from runs.services import placement_assign, placement_preparing, run_stop, run_transition
 from tests.runs.builders import make_cluster, make_run
-from trainhub.compute.models import Node
+from trainhub.compute.models import Node, NodeState
+from trainhub.compute.services import node_assign
 
 
 def two_node_run(workspace):
     cluster = make_cluster(workspace, name="pair")
-    run = make_run(workspace, cluster, node_count=2)
+    run = make_run(workspace, cluster, node_count=2, dispatched_at=timezone.now())
     for rank in range(2):
         node = Node.objects.create(cluster=cluster, name=f"pair-{rank}", hostname="h", address="x", pid=1, cpus=1)
         placement_assign(run=run, node=node, node_rank=rank)
@@ -55,3 +59,35 @@ def test_a_run_canceled_before_the_pickup_stays_canceled(workspace, transactiona
         RunStatus.QUEUED,
         RunStatus.CANCELED,
     ]
+
+
+def test_a_run_whose_cancel_was_asked_before_the_pickup_is_not_prepared(workspace, transactional_db):
+    run = two_node_run(workspace)
+    run_stop(run, reason="")  # dispatched: the cancel is the nodes' to carry out
+    assert placement_preparing(run.pk, 0, lead=True) == RunStatus.CANCELED
+    run.refresh_from_db()
+    assert run.status == RunStatus.QUEUED
+    assert states(run) == [PlacementState.ASSIGNED, PlacementState.ASSIGNED]
+
+
+def test_a_node_ends_a_run_canceled_between_its_placing_and_its_pickup(workspace, transactional_db, settings, tmp_path):
+    settings.TRAINHUB_NODE_WORK_DIR = str(tmp_path / "node-work")
+    cluster = make_cluster(workspace, name="one")
+    node = Node.objects.create(cluster=cluster, name="one-0", hostname="h", address="x", pid=1, cpus=1)
+    run = make_run(workspace, cluster, dispatched_at=timezone.now())
+    placement_assign(run=run, node=node, node_rank=0)
+    node_assign(node, run.pk)
+    run_stop(run, reason="")
+
+    execute_on_node(run.pk, node, 0)
+
+    run.refresh_from_db()
+    assert run.status == RunStatus.CANCELED
+    assert [change.status for change in run.status_changes.order_by("at", "id")] == [
+        RunStatus.QUEUED,
+        RunStatus.CANCELED,
+    ]
+    assert run.status_reason == "Canceled by the user."
+    assert states(run) == [PlacementState.DONE]
+    node.refresh_from_db()
+    assert node.state == NodeState.IDLE
