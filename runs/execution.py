@@ -20,7 +20,9 @@ from typing import Any
 
 from django.conf import settings
 from django.db import close_old_connections
+from django.db.models import Exists, OuterRef
 
+from datastores.models import RunInput
 from datastores.staging import stage_run_inputs
 from metrics.services import metrics_ingest, parse_batch
 from runs import preparation, rendezvous, services, system_metrics
@@ -51,7 +53,11 @@ PEERS_RECHECK_SECONDS = 1
 
 class NodeExecution:
     def __init__(self, run_pk: int, node: Node, node_rank: int, stop_event: threading.Event | None = None):
-        self.run = Run.objects.select_related("workspace", "experiment", "snapshot", "cluster").get(pk=run_pk)
+        self.run = (
+            Run.objects.select_related("workspace", "experiment", "snapshot", "cluster")
+            .annotate(has_inputs=Exists(RunInput.objects.filter(run=OuterRef("pk"))))
+            .get(pk=run_pk)
+        )
         self.node = node
         self.node_rank = node_rank
         # Derived here, from the row and the secret key: the job that brought the node here holds ids only.
@@ -132,7 +138,8 @@ class NodeExecution:
             python, env_vars = self.prepare_environment()
             self.check_abort()
             self.unpack_snapshot()
-            inputs = stage_run_inputs(self.run, self.node.name, self.workdir, self.say)
+            # Read with the run: most runs have no input, and need no query of their own for it.
+            inputs = stage_run_inputs(self.run, self.node.name, self.workdir, self.say) if self.run.has_inputs else {}
             env_vars.update(inputs)
             self.sandbox_processes(python, [Path(path) for path in inputs.values()])
             self.check_abort()
@@ -227,7 +234,7 @@ class NodeExecution:
 
     def rendezvous(self) -> Rendezvous:
         if self.leader:
-            return rendezvous.publish(self.redis, self.run.pk, self.node.address)
+            return rendezvous.publish(self.redis, self.run.pk, self.node.address, peers=self.run.node_count > 1)
         return rendezvous.wait_for_leader(
             self.redis, self.run.pk, node_name=self.node.name, node_rank=self.node_rank, check_abort=self.check_abort
         )

@@ -42,10 +42,12 @@ def reserve_master_port(redis: Any, address: str, run_pk: int) -> int:
     raise OSError(f"no free port on {address}")
 
 
-def publish(redis: Any, run_pk: int, address: str) -> Rendezvous:
-    """Node 0's side: its address and a master port of its own, for the other nodes."""
+def publish(redis: Any, run_pk: int, address: str, *, peers: bool = True) -> Rendezvous:
+    """Node 0's side: its address and a master port of its own, for the other nodes (written for
+    them only where the run has others: `peers`)."""
     port = reserve_master_port(redis, address, run_pk)
-    redis.set(redis_keys.run_rendezvous(run_pk), json.dumps({"addr": address, "port": str(port)}), ex=7 * 86400)
+    if peers:
+        redis.set(redis_keys.run_rendezvous(run_pk), json.dumps({"addr": address, "port": str(port)}), ex=7 * 86400)
     return Rendezvous(address, port)
 
 
