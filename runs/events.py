@@ -13,8 +13,10 @@ from trainhub.workspaces.permissions import Access
 run_queued: Hook[[int], object] = Hook("run queued", isolate=False)
 
 # A run was just made, in its submit's transaction (before run_queued): a subscriber that answers True
-# placed it there (run_queued is then not notified). Subscriber: runs.scheduling.place_submitted.
-run_submitted: Hook[[Run, ComputeCluster], bool] = Hook("run submitted", isolate=False)
+# placed it there (run_queued is then not notified); with True as the third argument, nothing of the
+# run is in Redis yet and its placing clears the run's keys (a reused run id's). Subscriber:
+# runs.scheduling.place_submitted.
+run_submitted: Hook[[Run, ComputeCluster, bool], bool] = Hook("run submitted", isolate=False)
 
 # A user cancels a run: a subscriber that answers True took the cancel over (the run's end is then
 # its to bring). Subscriber: sweeps (a sweep's run is canceled by canceling the sweep).

@@ -19,7 +19,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from runs.models import ACTIVE_STATUSES, PlacementState, Run, RunNode, RunStatus
-from runs.services import clear_dispatch_keys, fail_run, placement_assign, placement_done
+from runs.services import clear_dispatch_keys, clear_run_keys, fail_run, placement_assign, placement_done
 from runs.slurm import wake_slurm_thread
 from runs.tokens import run_token
 from trainhub import redis_keys
@@ -85,10 +85,12 @@ def _place_head_run(cluster_pk: int) -> tuple[int | None, bool]:
         return head.pk, False
 
 
-def place_submitted(run: Run, cluster: ComputeCluster) -> bool:
+def place_submitted(run: Run, cluster: ComputeCluster, new_keys: bool) -> bool:
     """The run just made, placed in its submit's own transaction when it heads its cluster's queue
     and idle nodes are there for it: one transaction and no second wait for the database's write
-    lock between the submit and the node's job. False leaves it to dispatch_cluster (after commit)."""
+    lock between the submit and the node's job. False leaves it to dispatch_cluster (after commit).
+    With `new_keys`, the jobs' pipeline clears every Redis key of the run's id first, its log's
+    line counter too (nothing is logged yet)."""
     if cluster.is_slurm or cluster.is_submitting_machine:
         return False
     waiting = Run.objects.filter(
@@ -96,10 +98,10 @@ def place_submitted(run: Run, cluster: ComputeCluster) -> bool:
     )
     if waiting.exists():
         return False  # runs start in submission order
-    return _place(run)
+    return _place(run, new_keys=new_keys)
 
 
-def _place(head: Run) -> bool:
+def _place(head: Run, *, new_keys: bool = False) -> bool:
     """`head` (locked by the caller's transaction) placed on idle live nodes of its cluster, its
     jobs sent once the transaction commits; False when there are too few."""
     idle = list(
@@ -121,16 +123,16 @@ def _place(head: Run) -> bool:
         placement_assign(run=head, node=node, node_rank=rank)
     assignments = [(node, rank) for rank, node in enumerate(chosen)]
     run_pk = head.pk
-    transaction.on_commit(lambda: _enqueue(run_pk, assignments))
+    transaction.on_commit(lambda: _enqueue(run_pk, assignments, new_keys=new_keys))
     return True
 
 
-def _enqueue(run_pk: int, assignments: list[tuple[Node, int]]) -> None:
+def _enqueue(run_pk: int, assignments: list[tuple[Node, int]], *, new_keys: bool = False) -> None:
     # Ids only: whoever can read Redis learns no secret from a job. The keys an earlier placement of
-    # the run left go, and each job's key and its place in its node's list are written, together
-    # (one transaction, one round trip).
+    # the run left go (with `new_keys`, every key of its id), and each job's key and its place in its
+    # node's list are written, together (one transaction, one round trip).
     pipe = get_redis().pipeline()
-    clear_dispatch_keys(run_pk, pipe)
+    (clear_run_keys if new_keys else clear_dispatch_keys)(run_pk, pipe)
     for node, rank in assignments:
         pipe.set(redis_keys.node_job(run_pk, rank), node.pk, ex=JOB_KEY_SECONDS)
         pipe.rpush(redis_keys.node_jobs(node.pk), node_job_message(run_pk, rank))

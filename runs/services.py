@@ -428,15 +428,19 @@ def run_submit(
         run_inputs_record(run=run)
         if cluster.is_submitting_machine and run.inputs.exists():
             raise ValidationError(LOCAL_NO_INPUTS)
-        # A database restored or reset hands out run ids again: the new run starts from clean Redis
-        # keys, before anything (the warning below) is numbered in its log.
-        transaction.on_commit(lambda: clear_run_keys(run.pk))
         said = [gpu_warning] if gpu_warning else []
         if environment.spec.get(USER_MANAGED) and not cluster.is_submitting_machine:
             said.append(USER_MANAGED_ON_A_CLUSTER.format(environment=environment.name))
+        # A database restored or reset hands out run ids again: the new run starts from clean Redis
+        # keys, before anything (the warning) is numbered in its log. With nothing to say, a run
+        # placed here has them cleared with its jobs sent (one round trip to Redis, not two).
         if said:
+            transaction.on_commit(lambda: clear_run_keys(run.pk))
             transaction.on_commit(lambda: log_append(run.pk, SUBMIT_STREAM, said))
-        if any(events.run_submitted.notify(run, cluster)):
+        placed = any(events.run_submitted.notify(run, cluster, not said))
+        if not said and not placed:
+            transaction.on_commit(lambda: clear_run_keys(run.pk))
+        if placed:
             return run
     transaction.on_commit(lambda: events.run_queued.notify(cluster.pk))
     return run
@@ -493,9 +497,10 @@ def run_submit_child(*, parent: Run, arguments: list[str], tags: dict[str, str],
     run_values_create(run)
     RunStatusChange.objects.create(run=run, status=RunStatus.QUEUED, at=run.created_at)
     run_inputs_record(run=run)
-    transaction.on_commit(lambda: clear_run_keys(run.pk))
-    # Placed in this transaction where it can be, as a run's submit places its run.
-    if not any(events.run_submitted.notify(run, parent.cluster)):
+    # Placed in this transaction where it can be, as a run's submit places its run (its keys cleared
+    # with its job sent; nothing is logged yet).
+    if not any(events.run_submitted.notify(run, parent.cluster, True)):
+        transaction.on_commit(lambda: clear_run_keys(run.pk))
         transaction.on_commit(lambda: events.run_queued.notify(parent.cluster_id))
     return run
 
@@ -629,10 +634,11 @@ def clear_dispatch_keys(run_pk: int, pipe: Any = None) -> None:
     )
 
 
-def clear_run_keys(run_pk: int) -> None:
-    """Every Redis key of a run id, for a run made anew (a database reset hands out ids again)."""
+def clear_run_keys(run_pk: int, pipe: Any = None) -> None:
+    """Every Redis key of a run id, for a run made anew (a database reset hands out ids again; in
+    `pipe`, a Redis pipeline the caller sends, where given)."""
     peers = redis_keys.run_peers_done(run_pk)
-    get_redis().delete(
+    (pipe if pipe is not None else get_redis()).delete(
         redis_keys.run_abort(run_pk), redis_keys.run_rendezvous(run_pk), peers, redis_keys.run_log_sequence(run_pk)
     )
 

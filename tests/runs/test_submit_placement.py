@@ -6,18 +6,21 @@ from __future__ import annotations
 
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
+import redis
 from django.db import connection, transaction
 
-from runs.models import Run, RunNode, RunStatus
+from runs.models import LogChunk, Run, RunNode, RunStatus
 from runs.scheduling import node_job_message
-from runs.services import run_submit
+from runs.services import SUBMIT_STREAM, log_append, run_submit
 from tests.runs.builders import make_cluster, make_run, make_snapshot
 from trainhub import redis_keys
 from trainhub.compute.models import Node, NodeState
 from trainhub.compute.services import node_heartbeat
 from trainhub.environments.selectors import EnvironmentChoice
+from trainhub.environments.spec import USER_MANAGED
 from trainhub.redis_conn import get_redis
 from trainhub.workspaces.models import Role
 from trainhub.workspaces.permissions import Access
@@ -110,3 +113,59 @@ def test_submits_racing_for_idle_nodes_never_get_one_node_twice(workspace, warm)
         assert waiting.count() == 2 and all(run.status == RunStatus.QUEUED for run in waiting)
     finally:
         get_redis().delete(redis_keys.node_jobs(second.pk))
+
+
+@pytest.fixture
+def redis_trips(monkeypatch):
+    """How many times this process sent Redis a command or a pipeline, while the test runs."""
+    trips = [0]
+    command, pipeline = redis.Redis.execute_command, redis.client.Pipeline.execute
+
+    def counted_command(self: redis.Redis, *args: Any, **kwargs: Any) -> Any:
+        trips[0] += 1
+        return command(self, *args, **kwargs)
+
+    def counted_pipeline(self: redis.client.Pipeline, *args: Any, **kwargs: Any) -> Any:
+        trips[0] += 1
+        return pipeline(self, *args, **kwargs)
+
+    monkeypatch.setattr(redis.Redis, "execute_command", counted_command)
+    monkeypatch.setattr(redis.client.Pipeline, "execute", counted_pipeline)
+    return trips
+
+
+def test_a_run_placed_by_its_submit_starts_from_clean_keys_sent_with_its_job(workspace, warm, redis_trips):
+    cluster, node, jobs = warm
+    with transaction.atomic():
+        run = submit(workspace)
+        # What a run of the same id left in Redis before the database was reset.
+        left = [redis_keys.run_abort(run.pk), redis_keys.run_rendezvous(run.pk), redis_keys.run_log_sequence(run.pk)]
+        for key in left:
+            get_redis().set(key, "99")
+        get_redis().rpush(redis_keys.run_peers_done(run.pk), 1)
+        left.append(redis_keys.run_peers_done(run.pk))
+        redis_trips[0] = 0
+    assert redis_trips[0] == 1, "the keys are cleared in the pipeline that sends the job"
+    assert jobs() == [node_job_message(run.pk, 0).encode()]
+    assert get_redis().exists(*left) == 0
+    log_append(run.pk, "driver", ["first"])
+    assert list(LogChunk.objects.filter(run=run).values_list("first_seq", "text")) == [(1, "first")]
+
+
+def test_a_submits_warning_is_its_runs_first_line_when_its_submit_places_it(workspace, warm):
+    cluster, node, jobs = warm
+    with transaction.atomic():
+        run = run_submit(
+            access=Access(workspace=workspace, role=Role.CONTRIBUTOR),
+            user=None,
+            experiment_name="placing",
+            snapshot_sha256=make_snapshot(workspace).sha256,
+            compute_target="warm",
+            environment=EnvironmentChoice(name="mine", version=1, spec={"python": "3.11", USER_MANAGED: True}),
+            script="train.py",
+        )
+        get_redis().set(redis_keys.run_log_sequence(run.pk), "99")  # left by a run of the same id
+    assert jobs() == [node_job_message(run.pk, 0).encode()]
+    log_append(run.pk, "driver", ["from the node"])
+    lines = list(LogChunk.objects.filter(run=run).order_by("first_seq").values_list("first_seq", "stream"))
+    assert lines == [(1, SUBMIT_STREAM), (2, "driver")]
