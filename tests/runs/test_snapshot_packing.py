@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tarfile
+from pathlib import Path
 
 import pytest
 
@@ -113,3 +114,35 @@ def test_a_config_json_holding_a_token_stays_on_the_members_machine(project, cap
         assert b"thr_" not in b"".join(archive.extractfile(m).read() for m in archive.getmembers() if m.isfile())
     said = capsys.readouterr().err
     assert "Left out of the snapshot: .trainhub/config.json (it holds an API token), config.json (it holds" in said
+
+
+def test_a_small_snapshot_is_written_to_a_file_only_when_one_is_needed(project):
+    """A warm submit (the server has the snapshot) writes and removes no file; an upload or a
+    local run gets one, with the same bytes."""
+    import hashlib
+    import tempfile
+
+    packed = pack_source_directory(project)
+    assert list(Path(tempfile.gettempdir()).iterdir()) == []
+    path = packed.path
+    assert path.parent == Path(tempfile.gettempdir())
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == packed.sha256
+    assert len(path.read_bytes()) == packed.size
+    packed.discard()
+    assert not path.exists()
+
+
+def test_a_large_snapshot_is_packed_into_a_file(project, monkeypatch):
+    import hashlib
+    import tempfile
+
+    from trainhub.sdk import _snapshot
+
+    in_memory = pack_source_directory(project)
+    monkeypatch.setattr(_snapshot, "IN_MEMORY_BYTES", 100)
+    packed = pack_source_directory(project)
+    written = list(Path(tempfile.gettempdir()).iterdir())
+    assert written == [packed.path]
+    assert hashlib.sha256(packed.path.read_bytes()).hexdigest() == packed.sha256 == in_memory.sha256
+    packed.discard()
+    assert list(Path(tempfile.gettempdir()).iterdir()) == []

@@ -40,7 +40,7 @@ def inference_payload(config: Any, workspace: Any) -> dict[str, Any]:
         except exceptions.NotFoundError:
             upload_packed(workspace, packed, show_progress=False)
     finally:
-        packed.path.unlink(missing_ok=True)
+        packed.discard()
     return {
         "entry_script": config.entry_script.replace(os.sep, "/"),
         "snapshot": packed.sha256,

@@ -12,6 +12,7 @@ import tarfile
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import pathspec
 
@@ -22,9 +23,13 @@ DEFAULT_MAX_BYTES = 300 * 1024 * 1024
 DEFAULT_MAX_FILES = 2000
 
 
+# A source folder of up to this many bytes is packed in memory: a submit whose snapshot the server
+# has already (most of them) then writes and removes no file. A larger one is packed into a file.
+IN_MEMORY_BYTES = 8 * 1024 * 1024
+
+
 @dataclass
 class PackedSnapshot:
-    path: Path
     sha256: str
     size: int
     file_count: int
@@ -32,6 +37,23 @@ class PackedSnapshot:
     # config.json files holding an API token: a run reads its own token from its variables, and a
     # snapshot is readable by every member of the workspace (and by the run's code).
     skipped_tokens: list[str]
+    # The packed bytes, until `path` first writes them to a file; or that file.
+    packed: bytes | None = None
+    file: Path | None = None
+
+    @property
+    def path(self) -> Path:
+        """The snapshot as a .tar.gz file (written on first use when it was packed in memory)."""
+        if self.file is None:
+            with tempfile.NamedTemporaryFile(prefix="trainhub-snapshot-", suffix=".tar.gz", delete=False) as handle:
+                handle.write(self.packed or b"")
+            self.file, self.packed = Path(handle.name), None
+        return self.file
+
+    def discard(self) -> None:
+        """Remove its file, if one was written."""
+        if self.file is not None:
+            self.file.unlink(missing_ok=True)
 
     def left_out(self) -> list[str]:
         """What the user is told was not packed, and why."""
@@ -130,7 +152,12 @@ def pack_source_directory(
             + ". List what the run does not need in .trainhubignore (or .amlignore/.gitignore), "
             "and keep training data out of the source directory (use a datastore)."
         )
-    handle = tempfile.NamedTemporaryFile(prefix="trainhub-snapshot-", suffix=".tar.gz", delete=False)
+    in_memory = total <= IN_MEMORY_BYTES
+    handle: IO[bytes] = (
+        io.BytesIO()
+        if in_memory
+        else tempfile.NamedTemporaryFile(prefix="trainhub-snapshot-", suffix=".tar.gz", delete=False)
+    )
     digest = hashlib.sha256()
     with handle:
         hashing = _HashingWriter(handle, digest)
@@ -143,7 +170,11 @@ def pack_source_directory(
                     info.mode = 0o755 if os.access(absolute, os.X_OK) else 0o644
                     with open(absolute, "rb") as content:
                         archive.addfile(info, content)
-    return PackedSnapshot(Path(handle.name), digest.hexdigest(), hashing.size, len(files), links, tokens)
+        packed = handle.getvalue() if isinstance(handle, io.BytesIO) else None
+    found = (digest.hexdigest(), hashing.size, len(files), links, tokens)
+    if packed is not None:
+        return PackedSnapshot(*found, packed=packed)
+    return PackedSnapshot(*found, file=Path(handle.name))
 
 
 class _HashingWriter(io.RawIOBase):

@@ -59,7 +59,7 @@ class Experiment:
                 start_runner(self.workspace, details["run_id"], packed.path, python)
         finally:
             if not handed_over:
-                packed.path.unlink(missing_ok=True)
+                packed.discard()
         if sweep:
             return HyperDriveRun(self, details["run"]["run_id"], _details=details["run"])
         return Run(self, details["run_id"], _details=details)
