@@ -4,7 +4,9 @@ mid-sweep, and the best child's model registered."""
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 from datetime import datetime
 from pathlib import Path
 
@@ -210,6 +212,9 @@ def test_a_node_the_controller_and_the_web_server_restarted_mid_sweep_lose_no_ch
         )
         cluster = ComputeCluster.objects.select_related("workspace").get(name="sweep-cluster")
     victim = next(node for node in live.nodes if node.name == victim_name)
+    # Frozen at once, killed once the controller and the web server are down: stopping them takes
+    # seconds on a busy machine, and a node still running meanwhile saw its child end Completed.
+    os.kill(victim.process.pid, signal.SIGSTOP)
     controller.stop()
     live_server_process.stop()
     victim.kill()
