@@ -10,7 +10,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _harness import Harness
+from _harness import Harness, PeakRss
 
 SMALL_FILES = 1000
 SMALL_BYTES = 4096
@@ -47,7 +47,8 @@ def cpu_seconds(pid: int) -> float:
 def compare(label: str, source: Path, size: int, upload, server_pid: int) -> None:
     copy_seconds = timed(lambda: shutil.copytree(source, source.with_name(source.name + "-copy")))
     cpu, own = cpu_seconds(server_pid), sum(os.times()[:2])
-    upload_seconds = timed(upload)
+    with PeakRss(server_pid) as peak:
+        upload_seconds = timed(upload)
     cpu, own = cpu_seconds(server_pid) - cpu, sum(os.times()[:2]) - own
     mb = size / 1e6
     # Per GiB only for the big file: for 4 MB of small files it would be the requests' cost, scaled.
@@ -55,7 +56,8 @@ def compare(label: str, source: Path, size: int, upload, server_pid: int) -> Non
         gib = size / 2**30
         server = (
             f"server CPU {cpu / gib:.2f} s, client {own / gib:.2f} s per GiB, at most "
-            f"{2 / ((cpu + own) / gib) * 2**30 / 1e9:.2f} GB/s on 2 idle cores; load average {os.getloadavg()[0]:.1f}"
+            f"{2 / ((cpu + own) / gib) * 2**30 / 1e9:.2f} GB/s on 2 idle cores; server peak RSS {peak.peak:.0f} MB; "
+            f"load average {os.getloadavg()[0]:.1f}"
         )
     else:
         server = f"server CPU {cpu:.2f} s, client {own:.2f} s"

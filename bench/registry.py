@@ -9,11 +9,10 @@ import os
 import shutil
 import subprocess
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-from _harness import Harness
+from _harness import Harness, PeakRss, rss_mb
 
 SIZE = 1024 * 1024 * 1024
 BLOCK = 16 * 1024 * 1024
@@ -31,14 +30,6 @@ def make_big_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
-
-
 def io_counters(pid: int) -> dict[str, int]:
     with open(f"/proc/{pid}/io") as io:
         return {key: int(value) for key, value in (line.split(": ") for line in io)}
@@ -46,29 +37,6 @@ def io_counters(pid: int) -> dict[str, int]:
 
 def tree_size(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
-
-
-class PeakRss:
-    """Samples a process's resident memory every 10 ms while a download runs."""
-
-    def __init__(self, pid: int):
-        self.pid = pid
-        self.peak = rss_mb(pid)
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._sample, daemon=True)
-
-    def _sample(self) -> None:
-        while not self.stop.is_set():
-            self.peak = max(self.peak, rss_mb(self.pid))
-            time.sleep(0.01)
-
-    def __enter__(self) -> PeakRss:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        self.thread.join()
 
 
 def cpu_seconds(pid: int) -> float:
