@@ -27,6 +27,7 @@ instead; an MPI launch's mpirun and Open MPI's daemons run in the box there too.
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import glob
 import json
@@ -47,6 +48,8 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
+
+from trainhub.box_waiter import encode_command, encode_plan
 
 logger = logging.getLogger(__name__)
 
@@ -93,6 +96,18 @@ SUPERVISOR_ARGV = (
     "sys.exit(supervisor.main(sys.argv[1:]))",
 )
 GPU_DEVICES = ("/dev/nvidia*", "/dev/dri")
+# What the first process of a root node's box keeps, to drop to the box's uid (none is left after).
+UID_DROP_CAPABILITIES = ("CAP_SETUID", "CAP_SETGID", "CAP_SETPCAP", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH")
+# A spare box's waiter (trainhub/box_waiter.py), imported as the supervisor is; its socket's number follows.
+WAITER_ARGV = (
+    sys.executable,
+    "-I",
+    "-S",
+    "-c",
+    f"import sys; sys.path.append({str(Path(__file__).parent)!r}); import box_waiter; "
+    "sys.exit(box_waiter.serve(int(sys.argv[2])))",
+    "--spare-box",
+)
 # Where a box of a root node finds its variables (see Box.popen), and what sets them.
 ENV_FILE = "/dev/.trainhub-env"
 SET_ENV_AND_EXEC = f'set -a && . {ENV_FILE} && set +a && exec "$@"'
@@ -196,6 +211,10 @@ class Box:
                 popen_kwargs,
                 cgroups=self.cgroups,
             )
+        if _is_rank_start(popen_kwargs):
+            process = _hand_to_spare_box(self, argv, env, popen_kwargs.get("pass_fds", ()))
+            if process is not None:
+                return process
         # As root, nothing of the run may reach a process that still has privileges (setpriv: an
         # LD_PRELOAD of the run would run as root): the variables are set only after the uid drop, by
         # a shell that reads them from a file bwrap copies into the box (from a memfd).
@@ -229,14 +248,7 @@ class Box:
 
     def bwrap_arguments(self, env: dict[str, str]) -> list[str]:
         """bwrap's options for this box and `env`, which bwrap reads from a memfd (see popen)."""
-        options = ["--unshare-pid", "--unshare-ipc", "--die-with-parent", "--new-session"]
-        if not self.network:
-            options.append("--unshare-net")
-        if not node_is_root():
-            options.append("--unshare-user")
-        options += ["--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev"]
-        for device in sorted(d for pattern in GPU_DEVICES for d in glob.glob(pattern)):
-            options += ["--dev-bind", device, device]
+        options = _box_namespaces(network=self.network)
         options += ["--bind", str(self.tmp), "/tmp"]
         options += ["--bind", str(self.shm), "/dev/shm"] if self.shm is not None else ["--tmpfs", "/dev/shm"]
         options += self._mounts()
@@ -248,8 +260,7 @@ class Box:
             # bwrap sets up the mounts as root (it reaches the 0700 data folder) and enters the box's
             # folders (its uid's, 0700); then the box drops to its uid (command_prefix): setpriv needs
             # these capabilities for that, and no process of the box keeps any.
-            kept = ("CAP_SETUID", "CAP_SETGID", "CAP_SETPCAP", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH")
-            options += [arg for cap in kept for arg in ("--cap-add", cap)]
+            options += [arg for cap in UID_DROP_CAPABILITIES for arg in ("--cap-add", cap)]
         return options
 
     def command_prefix(self) -> list[str]:
@@ -259,45 +270,132 @@ class Box:
         drop = [_setpriv(), f"--reuid={self.uid}", f"--regid={self.uid}", "--clear-groups"]
         return ["--", *drop, "--inh-caps=-all", "--bounding-set=-all", "--"]
 
+    def spare_steps(
+        self, spare_arguments: list[str]
+    ) -> tuple[list[Path], list[tuple[str, Path, Path]], list[Path]] | None:
+        """What a spare box started with `spare_arguments` (see warm_supervisor) still lacks to be
+        this box: (the spare's mounts below /tmp and /dev/shm, taken away first; the steps in order:
+        kind "rw" or "ro" for a bind of source at target, "dir" for a folder or "tmpfs" for a hidden
+        folder's cover at target; the covers, made read-only after them). The box's /tmp and
+        /dev/shm come first, then what the spare had below them again (the node's own folders may
+        lie under /tmp, as in tests), then this box's own mounts, in order. None where no spare
+        can be this box: it is not a root node's rank box, the node's hidden folders or devices
+        changed since the spare was made, or one of this box's own mounts would cover one the
+        spare has already."""
+        if not node_is_root() or not self.network or self.shm is None:
+            return None
+        spare_steps, _ = _mount_plan([], _node_read_only_found())
+        if spare_arguments != _spare_box_arguments(spare_steps):
+            return None
+        steps, covers = self._mount_plan()
+
+        def kept_by_spare(path: Path) -> bool:
+            return not (path.is_relative_to("/tmp") or path.is_relative_to("/dev/shm"))
+
+        kept = [(kind, path) for kind, path, _ in spare_steps if kept_by_spare(path)]
+        common = [(kind, path) for kind, path, everywhere in steps if everywhere and kept_by_spare(path)]
+        own = [(kind, path) for kind, path, everywhere in steps if (kind, path) not in common]
+        if common != kept or any(path.is_relative_to(top) for _, path in common for _, top in own):
+            return None
+        binds: list[tuple[str, Path, Path]] = [("rw", self.tmp, Path("/tmp")), ("rw", self.shm, Path("/dev/shm"))]
+        below = [path for kind, path, _ in reversed(spare_steps) if kind != "dir" and not kept_by_spare(path)]
+        return below, binds + [(kind, path, path) for kind, path in own], covers
+
     def _mounts(self) -> list[str]:
+        """bwrap's options for _mount_plan's steps, then the hidden folders' covers made read-only."""
+        steps, covers = self._mount_plan()
+        options = [arg for kind, path, _ in steps for arg in _STEP_OPTIONS[kind](path)]
+        return options + [arg for folder in covers for arg in ("--remount-ro", str(folder))]
+
+    def _mount_plan(self) -> tuple[list[tuple[str, Path, bool]], list[Path]]:
         """Hide the hidden folders and put back what the box needs, shallowest path first, so that
-        a hidden folder inside a put-back one (the data folder inside a checkout) is hidden again."""
+        a hidden folder inside a put-back one (the data folder inside a checkout) is hidden again.
+        (the steps in order: (kind, path, whether every run's box on this node has it), the tmpfs
+        covering hidden folders, made read-only once everything is in place)."""
         writable = [self.workdir.absolute(), *(p.absolute() for p in self.writable)]
         read_only = [Path(p).absolute() for p in self.read_only if Path(p).exists()]
-        hidden = hidden_folders()
-        resolv = Path("/etc/resolv.conf").resolve()
-        if any(resolv.is_relative_to(h) for h in hidden):
-            read_only.append(resolv)  # systemd-resolved keeps it under /run
-        # /tmp is the box's own already: what lies there on the node is gone unless put back.
-        operations: list[tuple[Path, int, str]] = [(Path("/tmp"), 0, "gone")]
-        operations += [(h, 0, "hide") for h in hidden]
-        operations += [(p, 1, "ro") for p in read_only]
-        operations += [(p, 2, "rw") for p in writable]
-        operations.sort(key=lambda op: (len(op[0].parts), op[1]))
-        options: list[str] = []
-        covered: list[Path] = []  # the tmpfs (or private /tmp) covering what is hidden or gone
-        visible_roots: list[Path] = []
-        tmpfs: list[Path] = []
-        for path, _, kind in operations:
-            inside = [c for c in covered + visible_roots if path.is_relative_to(c) and path != c]
-            top = max(inside, key=lambda c: len(c.parts), default=None)
-            if kind in ("hide", "gone"):
-                if top is None or top in visible_roots:  # else it is out of sight already
-                    if kind == "hide":
-                        options += ["--perms", "0755", "--tmpfs", str(path)]
-                        tmpfs.append(path)
-                    covered.append(path)
-                continue
-            if top is not None and top in covered:
-                # bwrap would make the folders leading to it root's and 0700
-                for parent in reversed(path.parents):
-                    if parent.is_relative_to(top) and parent != top:
-                        options += ["--perms", "0755", "--dir", str(parent)]
-            options += ["--ro-bind" if kind == "ro" else "--bind", str(path), str(path)]
-            visible_roots.append(path)
-        for folder in tmpfs:
-            options += ["--remount-ro", str(folder)]  # what covers them takes no writes either
-        return options
+        return _mount_plan(writable, read_only)
+
+
+# What each step of a mount plan is to bwrap.
+_STEP_OPTIONS = {
+    "tmpfs": lambda path: ["--perms", "0755", "--tmpfs", str(path)],
+    "dir": lambda path: ["--perms", "0755", "--dir", str(path)],
+    "ro": lambda path: ["--ro-bind", str(path), str(path)],
+    "rw": lambda path: ["--bind", str(path), str(path)],
+}
+
+
+def _box_namespaces(*, network: bool) -> list[str]:
+    """bwrap's options for a box's namespaces, its read-only view of the machine, /proc and /dev."""
+    options = ["--unshare-pid", "--unshare-ipc", "--die-with-parent", "--new-session"]
+    if not network:
+        options.append("--unshare-net")
+    if not node_is_root():
+        options.append("--unshare-user")
+    options += ["--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev"]
+    for device in sorted(d for pattern in GPU_DEVICES for d in glob.glob(pattern)):
+        options += ["--dev-bind", device, device]
+    return options
+
+
+def _node_read_only_found() -> list[Path]:
+    return [path for path in node_read_only() if path.exists()]
+
+
+def _spare_box_arguments(steps: list[tuple[str, Path, bool]]) -> list[str]:
+    """bwrap's options for a spare box (see warm_supervisor) with the mount plan `steps` of what
+    every run's box of this root node has (the hidden folders' covers, node_read_only): its
+    namespaces, those mounts, and the capabilities its waiter keeps to put the rank's own mounts in
+    place (CAP_SYS_ADMIN) and to drop to its uid."""
+    options = _box_namespaces(network=True)
+    options += [arg for kind, path, _ in steps for arg in _STEP_OPTIONS[kind](path)]
+    options += ["--clearenv", "--setenv", "PATH", SYSTEM_PATH, "--cap-drop", "ALL"]
+    return options + [arg for cap in (*UID_DROP_CAPABILITIES, "CAP_SYS_ADMIN") for arg in ("--cap-add", cap)]
+
+
+def node_read_only() -> list[Path]:
+    """What every run's box on this node sees read-only: TrainHub's code (mpirun starts its
+    remote-launch agent, runs/mpi_agent.py, with the node's own Python) and the node's Python."""
+    return [Path(p).absolute() for p in (settings.BASE_DIR, Path(sys.prefix), Path(sys.base_prefix))]
+
+
+def _mount_plan(writable: list[Path], read_only: list[Path]) -> tuple[list[tuple[str, Path, bool]], list[Path]]:
+    """Box._mount_plan for these folders put back (absolute; read_only ones that exist)."""
+    writable, read_only = list(dict.fromkeys(writable)), list(dict.fromkeys(read_only))
+    hidden = hidden_folders()
+    resolv = Path("/etc/resolv.conf").resolve()
+    if any(resolv.is_relative_to(h) for h in hidden):
+        read_only.append(resolv)  # systemd-resolved keeps it under /run
+    common = {Path("/tmp"), resolv, *hidden, *node_read_only()}
+    # /tmp is the box's own already: what lies there on the node is gone unless put back.
+    operations: list[tuple[Path, int, str]] = [(Path("/tmp"), 0, "gone")]
+    operations += [(h, 0, "hide") for h in hidden]
+    operations += [(p, 1, "ro") for p in read_only]
+    operations += [(p, 2, "rw") for p in writable]
+    operations.sort(key=lambda op: (len(op[0].parts), op[1]))
+    steps: list[tuple[str, Path, bool]] = []
+    covered: list[Path] = []  # the tmpfs (or private /tmp) covering what is hidden or gone
+    visible_roots: list[Path] = []
+    tmpfs: list[Path] = []
+    for path, _, kind in operations:
+        inside = [c for c in covered + visible_roots if path.is_relative_to(c) and path != c]
+        top = max(inside, key=lambda c: len(c.parts), default=None)
+        if kind in ("hide", "gone"):
+            if top is None or top in visible_roots:  # else it is out of sight already
+                if kind == "hide":
+                    steps.append(("tmpfs", path, True))
+                    tmpfs.append(path)
+                covered.append(path)
+            continue
+        if top is not None and top in covered:
+            # bwrap would make the folders leading to it root's and 0700
+            for parent in reversed(path.parents):
+                if parent.is_relative_to(top) and parent != top:
+                    steps.append(("dir", parent, path in common))
+        steps.append((kind, path, path in common))
+        visible_roots.append(path)
+    return steps, tmpfs
 
 
 def python_folders(python: Path) -> list[Path]:
@@ -366,9 +464,7 @@ def _start(
     try:
         kwargs = dict(popen_kwargs)
         kwargs["pass_fds"] = (*kwargs.get("pass_fds", ()), payload_fd)
-        if popen_kwargs.keys() - {"pass_fds"} != SPARE_POPEN.keys() or any(
-            popen_kwargs[key] != value for key, value in SPARE_POPEN.items()
-        ):
+        if not _is_rank_start(popen_kwargs):
             return subprocess.Popen([*SUPERVISOR_ARGV, *head], cwd=cwd, env={"PATH": SYSTEM_PATH}, **kwargs)
         # A rank's start: this thread's spare takes the command, if it has one.
         process = _hand_to_spare(head, cwd, kwargs["pass_fds"])
@@ -394,9 +490,12 @@ _spares = threading.local()
 def warm_supervisor() -> None:
     """Start a spare supervisor for this thread's next rank start, unless it has one: a Python
     started ahead of time and waiting for its command (about 10 ms of CPU less on each rank's
-    start). Started as every supervisor is, with nothing of the node's environment. The node calls
-    it when it has time: as it starts, and after each run (not as a rank starts, when the spare's
-    start would take the CPU from the rank's)."""
+    start). Started as every supervisor is, with nothing of the node's environment. On a root node
+    that boxes runs, a spare box too (see _warm_spare_box). The node calls it when it has time: as
+    it starts, and after each run (not as a rank starts, when the spare's start would take the CPU
+    from the rank's)."""
+    if node_is_root() and settings.TRAINHUB_NODE_SANDBOX.lower() not in OFF and sandbox_problem() is None:
+        _warm_spare_box()
     spare = getattr(_spares, "ready", None)
     if spare is not None and spare[0].poll() is None:
         return
@@ -438,6 +537,168 @@ def _hand_to_spare(head: list[str], cwd: Path, fds: Sequence[int]) -> subprocess
         os.close(message)
         channel.close()
     return process
+
+
+def _is_rank_start(popen_kwargs: dict[str, Any]) -> bool:
+    return popen_kwargs.keys() - {"pass_fds"} == SPARE_POPEN.keys() and all(
+        popen_kwargs[key] == value for key, value in SPARE_POPEN.items()
+    )
+
+
+@dataclass(frozen=True)
+class _SpareBox:
+    process: subprocess.Popen
+    channel: socket.socket  # the node's end of the waiter's socket
+    arguments: list[str]  # bwrap's options it was started with
+
+
+def _warm_spare_box() -> None:
+    """A spare box for this thread's next rank, unless it has one: a supervisor, bwrap with what
+    every run's box has, and in it a waiter (trainhub/box_waiter.py) that has started before any
+    member code exists. The rank then starts without bwrap, setpriv and a shell: the waiter puts
+    the rank's own mounts in place, drops to its uid and execs the command (see _hand_to_spare_box)."""
+    spare = getattr(_spares, "box", None)
+    if spare is not None and spare.process.poll() is None:
+        return
+    arguments = _spare_box_arguments(_mount_plan([], _node_read_only_found())[0])
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    payload_fd = _memfd(b"".join(arg.encode() + b"\0" for arg in arguments))
+    command = ["--sandboxed", "--", _bwrap(), "--args", str(payload_fd), "--", *WAITER_ARGV, str(theirs.fileno())]
+    try:
+        process = subprocess.Popen(
+            [*SUPERVISOR_ARGV, *command],
+            cwd="/",
+            env={"PATH": SYSTEM_PATH},
+            pass_fds=(payload_fd, theirs.fileno()),
+            **SPARE_POPEN,
+        )
+    except OSError:
+        ours.close()
+        return
+    finally:
+        theirs.close()
+        os.close(payload_fd)
+    _spares.box = _SpareBox(process, ours, arguments)
+
+
+def _hand_to_spare_box(
+    box: Box, argv: Sequence[str], env: dict[str, str], fds: Sequence[int]
+) -> subprocess.Popen | None:
+    """This thread's spare box, become `box` and running `argv` with exactly `env` (as Box.popen
+    gives them) and `fds`; None when it has none that can be this box (then it is stopped). The
+    waiter gets the rank's own mounts as detached copies made here (open_tree), and the command and
+    its variables in a memfd it reads once it has dropped to the box's uid."""
+    spare: _SpareBox | None = getattr(_spares, "box", None)
+    _spares.box = None
+    if spare is None:
+        return None
+    handed = False
+    opened: list[int] = []
+    try:
+        split = box.spare_steps(spare.arguments)
+        if split is None or spare.process.poll() is not None or not _join_cgroups(spare.process.pid, box.cgroups):
+            return None
+        detach, steps, covers = split
+        plan: list[tuple[str, str, bool]] = []
+        for kind, source, target in steps:
+            if kind in ("dir", "tmpfs"):
+                plan.append((kind, str(target), True))
+                continue
+            opened.append(_detached_mount(source, read_only=kind == "ro"))
+            plan.append(("mount", str(target), source.is_dir()))
+        variables = {"PATH": SYSTEM_PATH, "PWD": str(box.workdir.absolute())}
+        variables |= {name: value for name, value in env.items() if IDENTIFIER.match(name)}
+        covered = [str(folder) for folder in covers]
+        plan_data = encode_plan(
+            uid=box.uid,
+            cwd=str(box.workdir.absolute()),
+            fds=list(fds),
+            detach=[str(path) for path in detach],
+            steps=plan,
+            covers=covered,
+        )
+        opened.append(_memfd(plan_data))
+        opened.append(_memfd(encode_command(list(argv), variables)))
+        socket.send_fds(spare.channel, [b"go"], [opened[-2], opened[-1], *opened[:-2], *fds])
+        handed = True
+        return spare.process
+    except OSError:
+        return None
+    finally:
+        for fd in opened:
+            os.close(fd)
+        spare.channel.close()
+        if not handed:
+            spare.process.kill()
+            spare.process.wait()
+
+
+def _join_cgroups(pid: int, folders: Sequence[Path]) -> bool:
+    """The supervisor `pid` and everything below it (bwrap, the waiter) into each of `folders`, as a
+    supervisor joins its run's cgroups before it starts anything. False where one cannot be joined."""
+    if not folders:
+        return True
+    from trainhub.supervisor import descendants
+
+    pids = [pid, *descendants(pid)]
+    try:
+        for folder in folders:
+            with open(folder / "cgroup.procs", "w") as procs:
+                for member in pids:
+                    procs.write(str(member))
+                    procs.flush()
+    except OSError:
+        return False
+    return True
+
+
+OPEN_TREE_CLONE, OPEN_TREE_CLOEXEC, AT_RECURSIVE, AT_EMPTY_PATH = 1, os.O_CLOEXEC, 0x8000, 0x1000
+MOUNT_ATTR_RDONLY, MOUNT_ATTR_NOSUID, MOUNT_ATTR_NODEV, MS_PRIVATE = 0x1, 0x2, 0x4, 1 << 18
+SYS_OPEN_TREE, SYS_MOUNT_SETATTR = 428, 442  # the same numbers on x86-64 and arm64
+
+
+class _MountAttributes(ctypes.Structure):
+    _fields_ = [
+        ("attr_set", ctypes.c_uint64),
+        ("attr_clr", ctypes.c_uint64),
+        ("propagation", ctypes.c_uint64),
+        ("userns_fd", ctypes.c_uint64),
+    ]
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    return libc
+
+
+def _detached_mount(source: Path, *, read_only: bool) -> int:
+    """A detached copy of the mounts at `source` (open_tree), as bwrap's --bind (--ro-bind) makes
+    them: nosuid, nodev (read-only), private; its file descriptor."""
+    libc = _libc()
+    flags = OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE
+    fd = libc.syscall(
+        ctypes.c_long(SYS_OPEN_TREE), ctypes.c_int(-100), ctypes.c_char_p(os.fsencode(source)), ctypes.c_uint(flags)
+    )
+    if fd < 0:
+        raise OSError(ctypes.get_errno(), f"open_tree {source}")
+    attributes = _MountAttributes(
+        MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | (MOUNT_ATTR_RDONLY if read_only else 0), 0, MS_PRIVATE, 0
+    )
+    done = libc.syscall(
+        ctypes.c_long(SYS_MOUNT_SETATTR),
+        ctypes.c_int(fd),
+        ctypes.c_char_p(b""),
+        ctypes.c_uint(AT_EMPTY_PATH | AT_RECURSIVE),
+        ctypes.byref(attributes),
+        ctypes.c_size_t(ctypes.sizeof(attributes)),
+    )
+    if done < 0:
+        error = ctypes.get_errno()
+        os.close(fd)
+        raise OSError(error, f"mount_setattr {source}")
+    return fd
 
 
 def start_unboxed(argv: Sequence[str], env: dict[str, str], cwd: Path, **popen_kwargs: Any) -> subprocess.Popen:
@@ -503,8 +764,7 @@ def run_box(*, uid: int, workdir: Path, box_folder: Path, read_only: Iterable[Pa
         logger.warning("%s", note)
         say(note)
         return None
-    # mpirun starts its remote-launch agent (runs/mpi_agent.py) with the node's own Python.
-    wanted = [Path(p).absolute() for p in (*read_only, settings.BASE_DIR, Path(sys.prefix), Path(sys.base_prefix))]
+    wanted = [*(Path(p).absolute() for p in read_only), *node_read_only()]
     say(SANDBOXED if node_is_root() else f"{SANDBOXED} {SAME_UID}")
     return Box(
         uid=uid,

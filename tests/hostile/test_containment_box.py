@@ -18,7 +18,7 @@ from runs.models import LogChunk, Run, RunProcess
 from tests.conftest import issue_token
 from tests.helpers.processes import NodeProcess, run_folder, run_pids, wait_until
 from tests.runs.builders import make_cluster
-from trainhub.sandbox import box_uid
+from trainhub.sandbox import box_uid, node_is_root
 from trainhub.sdk import Environment, Experiment, ScriptRunConfig, Workspace
 
 pytestmark = pytest.mark.slow
@@ -150,6 +150,10 @@ def test_attack_2_pythonpath_and_a_shadowing_module_never_run_outside_the_box(ws
         message="the shadowing module to run",
     )
     outside = outside_box_environments(run.id)
+    if node_is_root():  # the rank started in the node's spare box (its waiter, then the command)
+        supervisor = RunProcess.objects.get(run__run_id=run.id, rank=0).pid
+        with open(f"/proc/{supervisor}/cmdline", "rb") as cmdline:
+            assert b"--spare-box" in cmdline.read().split(b"\0")
     (run_folder(run.id) / "go").touch()
     details = run.wait_for_completion(raise_on_error=False)
     log = log_text(run.id)

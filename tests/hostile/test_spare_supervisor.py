@@ -1,6 +1,7 @@
 """A rank starts under a spare supervisor, one the node started before it was needed and that waits
-for its command (trainhub/sandbox.py): the rank must get exactly what a supervisor started for it
-gives, box included, and no spare may outlive the thread that started it."""
+for its command, or on a root node in a spare box, made before it was needed with a waiter in it
+(trainhub/sandbox.py, trainhub/box_waiter.py): the rank must get exactly what a supervisor and a
+box started for it give, and no spare may outlive the thread that started it."""
 
 from __future__ import annotations
 
@@ -11,7 +12,10 @@ import threading
 import time
 from pathlib import Path
 
-from trainhub.sandbox import Box, box_uid, python_folders, start_unboxed, warm_supervisor
+import pytest
+
+from trainhub.box_waiter import MOUNT_POINT_MOVED
+from trainhub.sandbox import Box, box_uid, node_is_root, node_read_only, python_folders, start_unboxed, warm_supervisor
 
 # How the executor starts a rank (runs/executor.py).
 RANK_START = dict(stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
@@ -31,7 +35,30 @@ def in_own_thread(starts):
 def ended(process: subprocess.Popen) -> tuple[bool, str, int]:
     """(whether a spare ran it, its output, its exit code)."""
     output = process.stdout.read().decode()
-    return "--spare" in process.args, output, process.wait()
+    return bool({"--spare", "--spare-box"} & set(process.args)), output, process.wait()
+
+
+def ended_in(process: subprocess.Popen) -> tuple[str, str, int]:
+    """(what ran it: "spare box", "spare" or "fresh", its output, its exit code)."""
+    output = process.stdout.read().decode()
+    started = "spare box" if "--spare-box" in process.args else "spare" if "--spare" in process.args else "fresh"
+    return started, output, process.wait()
+
+
+def rank_box(tmp_path: Path, key: int) -> Box:
+    """A box as the node makes for a run's ranks (runs/preparation.py): its environment's Python and
+    what every run's box of the node sees read-only."""
+    work = tmp_path / "work"
+    work.mkdir()
+    box = Box(
+        uid=box_uid("run", key),
+        workdir=work,
+        tmp=tmp_path / "tmp",
+        shm=tmp_path / "shm",
+        read_only=(*python_folders(Path(sys.executable)), *node_read_only()),
+    )
+    box.prepare()
+    return box
 
 
 def spares_of_this_process() -> list[int]:
@@ -41,7 +68,7 @@ def spares_of_this_process() -> list[int]:
             for pid in children.read().split():
                 try:
                     with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
-                        if b"--spare" in cmdline.read().split(b"\0"):
+                        if {b"--spare", b"--spare-box"} & set(cmdline.read().split(b"\0")):
                             found.append(int(pid))
                 except FileNotFoundError:
                     continue
@@ -104,14 +131,16 @@ def test_no_spare_outlives_the_thread_that_started_it(tmp_path):
     """A spare gets SIGTERM when the thread that started it ends (it could not be handed a rank that
     must die with the node): none is left once the threads that started ranks have ended."""
 
+    spares = 2 if node_is_root() else 1  # a spare box too
+
     def start_and_leave_a_spare():
         warm_supervisor()
         ended(start_unboxed(["true"], {}, tmp_path, **RANK_START))
         warm_supervisor()
         # /proc shows its command line once its exec is through.
-        return wait_for(lambda: len(spares_of_this_process()) == 1)
+        return wait_for(lambda: len(spares_of_this_process()) == spares)
 
-    assert in_own_thread(start_and_leave_a_spare), "a spare waits while its thread runs"
+    assert in_own_thread(start_and_leave_a_spare), "spares wait while their thread runs"
     assert wait_for(lambda: spares_of_this_process() == []), "the spare ended with its thread"
 
 
@@ -122,3 +151,90 @@ def wait_for(condition, seconds: float = 30) -> bool:
             return False
         time.sleep(0.02)
     return True
+
+
+# What a box shows its rank: identity, capabilities, signals, variables, open files, folder, the
+# mounts (source, where, options, type) and what the box's first process keeps.
+BOX_REPORT = (
+    "id; grep -E '^(Cap|NoNewPrivs|Seccomp|Sig(Ign|Blk))' /proc/self/status; grep -E '^(Uid|Cap)' /proc/1/status; "
+    "awk '{print $4, $5, $6, $(NF-2)}' /proc/self/mountinfo | grep -v ' /dev/.trainhub-env ' | sort; "
+    "umask; pwd; env | sort; ls /proc/self/fd | sort -n | tr '\\n' ' '; echo; exit 3"
+)
+
+
+@pytest.mark.skipif(not node_is_root(), reason="spare boxes are made by nodes that run as root")
+def test_a_rank_from_a_spare_box_is_in_the_box_a_fresh_start_gives(tmp_path):
+    """The same command in a run's box, started twice in one thread: first by bwrap, setpriv and a
+    shell, then from the spare box the node made in between (its waiter puts the rank's folder,
+    /tmp and /dev/shm in place, drops to the uid and execs the command). Same uid, no capability
+    in any process of the box, the same mounts and options, exactly the given variables, the same
+    open files (one passed by the node at its number), same exit code."""
+    box = rank_box(tmp_path, 8)
+    env = {"PATH": "/usr/bin:/bin", "RUN_VALUE": "it's $HOME; `x`", "LD_PRELOAD": "", "not-a-name": "x"}
+    read_end, write_end = os.pipe()
+    number = 40
+    os.dup2(read_end, number, inheritable=False)
+
+    def twice():
+        fresh = ended_in(box.popen(["/bin/sh", "-c", BOX_REPORT], env, pass_fds=(number,), **RANK_START))
+        warm_supervisor()
+        return fresh, ended_in(box.popen(["/bin/sh", "-c", BOX_REPORT], env, pass_fds=(number,), **RANK_START))
+
+    try:
+        (fresh_start, *fresh), (spare_start, *spare) = in_own_thread(twice)
+    finally:
+        for fd in (read_end, write_end, number):
+            os.close(fd)
+    assert (fresh_start, spare_start) == ("fresh", "spare box")
+    assert fresh == spare
+    output, code = spare
+    assert code == 3
+    lines = output.splitlines()
+    assert lines[0] == f"uid={box.uid} gid={box.uid} groups={box.uid}"
+    own, first = (
+        [line.split() for line in lines if line.startswith("Cap")][:5],
+        [line.split() for line in lines if line.startswith("Cap")][5:],
+    )
+    assert len(own) == len(first) == 5 and all(int(value, 16) == 0 for _, value in own)
+    # the box's first process (bwrap's, as root) keeps no capability: none it could use or pass on
+    assert all(int(value, 16) == 0 for name, value in first if name != "CapBnd:")
+    assert "NoNewPrivs:\t1" in lines
+    assert any(line.startswith(f"{tmp_path / 'tmp'} /tmp rw,nosuid,nodev") for line in lines)
+    assert any(line.startswith(f"{box.workdir} {box.workdir} rw,nosuid,nodev") for line in lines)
+    assert str(box.workdir) in lines
+    assert {line.split("=", 1)[0] for line in lines if "=" in line and not line.startswith("uid=")} == {
+        "LD_PRELOAD",
+        "PATH",
+        "PWD",
+        "RUN_VALUE",
+    }
+    assert f"RUN_VALUE={env['RUN_VALUE']}" in lines
+    # 0-2: /dev/null and the output pipe; 3: ls reading the folder; the node's file at its number.
+    assert lines[-1].split() == ["0", "1", "2", "3", str(number)]
+    box.cleanup()
+
+
+@pytest.mark.skipif(not node_is_root(), reason="spare boxes are made by nodes that run as root")
+def test_a_link_planted_in_tmp_on_the_way_to_the_runs_folder_stops_the_next_rank(tmp_path):
+    """Attack: a rank renames the folders the box made in its /tmp on the way to the run's folder
+    (here the node's folders lie under /tmp) and leaves a link in their place, so that the next
+    rank's box would put the run's folder where the link leads. That rank, from a spare box
+    (whose waiter makes those folders as root) as from a fresh one, does not start and says why;
+    nothing is made where the link leads."""
+    box = rank_box(tmp_path, 9)
+    top = box.workdir.parts[2]  # /tmp/<top>/...
+    plant = f"mv /tmp/{top} /tmp/moved && mkdir /tmp/elsewhere && ln -s /tmp/elsewhere /tmp/{top}"
+
+    def plant_then_start():
+        planted = ended_in(box.popen(["/bin/sh", "-c", plant], {}, **RANK_START))
+        fresh = ended_in(box.popen(["/bin/sh", "-c", "echo STARTED"], {}, **RANK_START))
+        warm_supervisor()
+        return planted, fresh, ended_in(box.popen(["/bin/sh", "-c", "echo STARTED"], {}, **RANK_START))
+
+    planted, fresh, spare = in_own_thread(plant_then_start)
+    assert planted[2] == 0, planted
+    assert fresh[0] == "fresh" and fresh[2] != 0 and "STARTED" not in fresh[1]
+    assert spare[0] == "spare box" and spare[2] != 0 and "STARTED" not in spare[1]
+    assert MOUNT_POINT_MOVED.format(path=f"/tmp/{top}") in spare[1]
+    assert os.listdir(tmp_path / "tmp" / "elsewhere") == []
+    box.cleanup()
