@@ -121,6 +121,18 @@ class NodeExecution:
         if self.executor is not None:
             self.executor.drain()
 
+    def starting(self) -> None:
+        """Ready to start the ranks: the lead node records the run's Starting, unless it was canceled
+        or ended meanwhile (read in that transaction); another node asks for the run's abort."""
+        if self.stop_event.is_set():
+            raise RunAborted("node stopped")
+        if not self.leader:
+            self.check_abort()
+            return
+        ended = services.run_starting(self.run.pk)
+        if ended:
+            raise RunAborted(ended)
+
     def transition(self, status: str, **kwargs: Any) -> None:
         if self.leader:
             services.run_transition(self.run.pk, status, **kwargs)
@@ -135,17 +147,18 @@ class NodeExecution:
             ended = services.placement_preparing(self.run.pk, self.node_rank, lead=self.leader)
             if ended:
                 raise RunAborted(ended)
+            began = time.monotonic()
             python, env_vars = self.prepare_environment()
-            self.check_abort()
+            if time.monotonic() - began > ABORT_POLL_SECONDS:
+                self.check_abort()  # a build that took a while: not unpacked for a canceled run
             self.unpack_snapshot()
             # Read with the run: most runs have no input, and need no query of their own for it.
             inputs = stage_run_inputs(self.run, self.node.name, self.workdir, self.say) if self.run.has_inputs else {}
             env_vars.update(inputs)
             self.sandbox_processes(python, [Path(path) for path in inputs.values()])
-            self.check_abort()
             if self.mpi:
                 self.flush_prepare()  # another host's start below lasts as long as the run
-            self.transition(RunStatus.STARTING)
+            self.starting()
             plan = self.plan(python, env_vars, self.rendezvous())
             self.executor = HostExecutor(
                 run_pk=self.run.pk,

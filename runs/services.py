@@ -750,15 +750,36 @@ def placement_preparing(run_pk: int, node_rank: int, *, lead: bool) -> str | Non
     A run that has ended or whose cancel was asked is left as it is: its status (Canceled for a
     cancel) is returned, for the node to end its part as it does on an abort; None otherwise."""
     with transaction.atomic():
-        run = Run.objects.select_for_update().only(*TRANSITION_FIELDS, "cancel_requested_at").get(pk=run_pk)
-        if run.is_final:
-            return str(run.status)
-        if run.cancel_requested_at is not None:
-            return str(RunStatus.CANCELED)
+        run, ended = _unless_ended(run_pk)
+        if ended:
+            return ended
         RunNode.objects.filter(run_id=run_pk, node_rank=node_rank).update(state=PlacementState.PREPARING)
         if lead:
             _transition(run, RunStatus.PREPARING)
     return None
+
+
+def run_starting(run_pk: int) -> str | None:
+    """The lead node has made its host ready: the run is Starting, unless it has ended or its cancel
+    was asked meanwhile (that status, Canceled for a cancel, is returned; None otherwise), read in
+    the same transaction rather than asked of Redis first."""
+    with transaction.atomic():
+        run, ended = _unless_ended(run_pk)
+        if ended:
+            return ended
+        _transition(run, RunStatus.STARTING)
+    return None
+
+
+def _unless_ended(run_pk: int) -> tuple[Run, str | None]:
+    """The run, locked (what a transition needs), and its status if it has ended or Canceled if its
+    cancel was asked (what the run's abort key in Redis says, read from the database)."""
+    run = Run.objects.select_for_update().only(*TRANSITION_FIELDS, "cancel_requested_at").get(pk=run_pk)
+    if run.is_final:
+        return run, str(run.status)
+    if run.cancel_requested_at is not None:
+        return run, str(RunStatus.CANCELED)
+    return run, None
 
 
 def placement_done(run_pk: int, node_rank: int) -> None:

@@ -1,6 +1,7 @@
 """A node that takes its job records it in one transaction (runs/services.py placement_preparing):
 its placement is preparing and, with the lead node's, the run is Preparing in its history; a run
-canceled or ended before the pickup is read there, and not prepared."""
+canceled or ended before the pickup is read there, and not prepared; one canceled while its nodes
+prepare is read in the transaction that would record its Starting (runs/services.py run_starting)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from django.utils import timezone
 
 from runs.execution import execute_on_node
 from runs.models import PlacementState, RunNode, RunStatus
-from runs.services import placement_assign, placement_preparing, run_stop, run_transition
+from runs.services import placement_assign, placement_preparing, run_starting, run_stop, run_transition
 from tests.runs.builders import make_cluster, make_run
 from trainhub.compute.models import Node, NodeState
 from trainhub.compute.services import node_assign
@@ -91,3 +92,25 @@ def test_a_node_ends_a_run_canceled_between_its_placing_and_its_pickup(workspace
     assert states(run) == [PlacementState.DONE]
     node.refresh_from_db()
     assert node.state == NodeState.IDLE
+
+
+def test_a_run_canceled_while_its_nodes_prepare_does_not_start(workspace, transactional_db):
+    run = two_node_run(workspace)
+    assert placement_preparing(run.pk, 0, lead=True) is None
+    run_stop(run, reason="")  # asked while the nodes prepare
+    assert run_starting(run.pk) == RunStatus.CANCELED
+    run.refresh_from_db()
+    assert run.status == RunStatus.PREPARING
+
+
+def test_a_prepared_run_is_starting_with_its_history_in_order(workspace, transactional_db):
+    run = two_node_run(workspace)
+    placement_preparing(run.pk, 0, lead=True)
+    assert run_starting(run.pk) is None
+    run.refresh_from_db()
+    assert run.status == RunStatus.STARTING
+    assert [change.status for change in run.status_changes.order_by("at", "id")] == [
+        RunStatus.QUEUED,
+        RunStatus.PREPARING,
+        RunStatus.STARTING,
+    ]
