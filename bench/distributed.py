@@ -23,6 +23,7 @@ from pathlib import Path
 
 from _harness import Harness, submit
 
+from runs.launch_plan import STORE_READY
 from tests.helpers.ports import free_port
 
 WORKLOAD = textwrap.dedent(
@@ -118,6 +119,17 @@ def init_wait(text: str) -> float:
     return max(returned for _, returned in pairs) - max(reached for reached, _ in pairs)
 
 
+STORE_LINE = re.compile(re.escape(STORE_READY) + r" on port \d+ at (\d+\.\d+)")
+
+
+def store_lag(text: str) -> float:
+    """How long after the last rank reached init_process_group the run's store was up (negative:
+    before it)."""
+    match = STORE_LINE.search(text)
+    assert match, text[-2000:]
+    return float(match.group(1)) - max(float(reached) for reached, _ in INIT_LINE.findall(text))
+
+
 def run_log(run_id: str) -> str:
     from runs.models import LogChunk
 
@@ -129,7 +141,7 @@ def ddp_figures(ws, folder: Path, python: Path, target: str, label: str) -> floa
     prints the times, their ratio and init_process_group's wait, returns TrainHub's median."""
     from runs.models import Run
 
-    hand, hub, hand_init, hub_init, loads, placed = [], [], [], [], [], []
+    hand, hub, hand_init, hub_init, loads, placed, lags = [], [], [], [], [], [], []
     for _ in range(REPEATS):
         before_each(target)
         loads.append(os.getloadavg()[0])
@@ -142,6 +154,7 @@ def ddp_figures(ws, folder: Path, python: Path, target: str, label: str) -> floa
         assert run.wait_for_completion()["status"] == "Completed"
         hub.append(time.monotonic() - started)
         hub_init.append(init_wait(run_log(run.id)))
+        lags.append(store_lag(run_log(run.id)))
         stored = Run.objects.get(run_id=run.id)
         placed.append((stored.dispatched_at - stored.created_at).total_seconds())
     ratio = statistics.median(hub) / statistics.median(hand)
@@ -155,7 +168,9 @@ def ddp_figures(ws, folder: Path, python: Path, target: str, label: str) -> floa
     print(
         f"init_process_group, last rank reaching it -> last rank returning, per-process launch ({label}): "
         f"median {statistics.median(hub_init) * 1000:.1f} ms, max {max(hub_init) * 1000:.1f} ms (target <= 20 ms); "
-        f"torchrun by hand median {statistics.median(hand_init) * 1000:.1f} ms, max {max(hand_init) * 1000:.1f} ms"
+        f"torchrun by hand median {statistics.median(hand_init) * 1000:.1f} ms, max {max(hand_init) * 1000:.1f} ms; "
+        f"TrainHub's store up {', '.join(f'{lag * 1000:.1f}' for lag in lags)} ms after the last rank reached it "
+        "(negative: before)"
     )
     return statistics.median(hub)
 
@@ -291,6 +306,16 @@ def slurm_figures(harness, server, ws, folder: Path, python: Path, slurm_dir: Pa
     )
     try:
         slurm.start()
+        # sbatch runs in the controller's Slurm thread: without a controller the run stays Queued.
+        harness.processes.append(
+            subprocess.Popen(
+                [sys.executable, "manage.py", "trainhub_controller"],
+                cwd=Path(__file__).resolve().parents[1],
+                env=process_env(TRAINHUB_NODE_SERVER_URL=server.url),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
         ComputeTarget.attach(ws, "hpc", SlurmCompute.attach_configuration(partition="debug"))
         through_trainhub(ws, folder, "work.py", [10], target="hpc").wait_for_completion()  # warm: first task
         hand = by_srun(slurm, python, folder)

@@ -46,9 +46,10 @@ STORE_SOCKET_NAME = ".trainhub-store.sock"
 # The store of a per-process launch: torch's TCPStore served by the run's own Python, in the run's
 # box (or container) on the lead host, as the run's user (it holds what the ranks send). Without
 # torch (a container's image may lack it) it serves nothing: no rank can use torch.distributed
-# there either. A torch that cannot serve a given socket closes it and binds the port itself.
+# there either. A torch that cannot serve a given socket closes it and binds the port itself. Its
+# ready line says when it came up (bench/distributed.py sets it against the ranks' arrival).
 STORE_PROGRAM = f"""
-import os, signal, socket
+import os, signal, socket, time
 from datetime import timedelta
 if "{STORE_LISTEN_SOCKET}" in os.environ:
     path = os.environ["{STORE_LISTEN_SOCKET}"]
@@ -70,7 +71,8 @@ if TCPStore is not None:
     except TypeError:
         os.close(listening)
         store = TCPStore(*where, wait_for_workers=False)
-    print("{STORE_READY} on port", os.environ["MASTER_PORT"], "as uid", os.getuid(), flush=True)
+    up = f"at {{time.time():.6f}}"
+    print("{STORE_READY} on port", os.environ["MASTER_PORT"], up, "as uid", os.getuid(), flush=True)
 while True:
     signal.pause()
 """
