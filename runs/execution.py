@@ -176,6 +176,9 @@ class NodeExecution:
             self.flush_prepare()
             self.transition(RunStatus.RUNNING)
             failed = self.executor.pump(self.watch())
+            # The ranks have ended: the next run's spares start beside this one's end, so that they
+            # are ready when its first rank starts (a spare box's waiter takes ~25 ms of CPU).
+            warm_supervisor()
             # Open MPI's daemon of another host ended as mpirun ended it, after the ranks: how they
             # ended is mpirun's to say, on node 0 (their rows are its to close).
             self.ranks_left_to_mpirun = failed is None and not self.leader and self.mpi

@@ -492,7 +492,8 @@ def warm_supervisor() -> None:
     started ahead of time and waiting for its command (about 10 ms of CPU less on each rank's
     start). Started as every supervisor is, with nothing of the node's environment. On a root node
     that boxes runs, a spare box too (see _warm_spare_box). The node calls it when it has time: as
-    it starts, and after each run (not as a rank starts, when the spare's start would take the CPU
+    it starts, as a run's ranks have ended (so that the spares are ready when the next run's rank
+    starts) and after each run (not as a rank starts, when the spare's start would take the CPU
     from the rank's)."""
     if node_is_root() and settings.TRAINHUB_NODE_SANDBOX.lower() not in OFF and sandbox_problem() is None:
         _warm_spare_box()
@@ -561,8 +562,16 @@ def _warm_spare_box() -> None:
     if spare is not None and spare.process.poll() is None:
         return
     arguments = _spare_box_arguments(_mount_plan([], _node_read_only_found())[0])
-    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    payload_fd = _memfd(b"".join(arg.encode() + b"\0" for arg in arguments))
+    try:  # a node short of files or processes goes on without a spare (its ranks start through bwrap)
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    except OSError:
+        return
+    try:
+        payload_fd = _memfd(b"".join(arg.encode() + b"\0" for arg in arguments))
+    except OSError:
+        ours.close()
+        theirs.close()
+        return
     command = ["--sandboxed", "--", _bwrap(), "--args", str(payload_fd), "--", *WAITER_ARGV, str(theirs.fileno())]
     try:
         process = subprocess.Popen(
