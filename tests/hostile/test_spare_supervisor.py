@@ -6,8 +6,10 @@ box started for it give, and no spare may outlive the thread that started it."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -237,4 +239,27 @@ def test_a_link_planted_in_tmp_on_the_way_to_the_runs_folder_stops_the_next_rank
     assert spare[0] == "spare box" and spare[2] != 0 and "STARTED" not in spare[1]
     assert MOUNT_POINT_MOVED.format(path=f"/tmp/{top}") in spare[1]
     assert os.listdir(tmp_path / "tmp" / "elsewhere") == []
+    box.cleanup()
+
+
+@pytest.mark.skipif(not node_is_root(), reason="spare boxes are made by nodes that run as root")
+def test_a_folder_hidden_after_the_spare_box_was_made_stays_hidden_from_the_next_rank(tmp_path, settings):
+    """A spare box made, then the node's hidden folders change (here its upload folder moves into
+    TrainHub's checkout, which every box sees read-only): the spare box has no cover for it, so the
+    next rank starts through bwrap (from the spare supervisor), and sees an empty folder there, not
+    what the node keeps in it."""
+    box = rank_box(tmp_path, 10)
+    uploads = Path(tempfile.mkdtemp(prefix="uploads-", dir=settings.BASE_DIR))
+    (uploads / "secret").write_text("the node's")
+
+    def spare_then_hidden():
+        warm_supervisor()
+        settings.TRAINHUB_UPLOAD_DIR = str(uploads)
+        return ended_in(box.popen(["/bin/sh", "-c", f"ls -A {uploads}; echo listed"], {}, **RANK_START))
+
+    try:
+        started, output, code = in_own_thread(spare_then_hidden)
+    finally:
+        shutil.rmtree(uploads)
+    assert (started, output, code) == ("spare", "listed\n", 0)
     box.cleanup()
