@@ -658,18 +658,23 @@ def _hand_to_spare_box(
 
 def _join_cgroups(pid: int, folders: Sequence[Path]) -> bool:
     """The supervisor `pid` and everything below it (bwrap, the waiter) into each of `folders`, as a
-    supervisor joins its run's cgroups before it starts anything. False where one cannot be joined."""
+    supervisor joins its run's cgroups before it starts anything. False where one cannot be joined.
+    A spare box may still be starting (bwrap forking its namespace's init, that one the waiter): a
+    process forked by one not yet moved stays behind, so the tree is read again until a reading
+    finds none that was not moved (what a moved process forks is born in its cgroups)."""
     if not folders:
         return True
     from trainhub.supervisor import descendants
 
-    pids = [pid, *descendants(pid)]
+    moved: set[int] = set()
     try:
-        for folder in folders:
-            with open(folder / "cgroup.procs", "w") as procs:
-                for member in pids:
-                    procs.write(str(member))
-                    procs.flush()
+        while pids := [member for member in (pid, *descendants(pid)) if member not in moved]:
+            for folder in folders:
+                with open(folder / "cgroup.procs", "w") as procs:
+                    for member in pids:
+                        procs.write(str(member))
+                        procs.flush()
+            moved.update(pids)
     except OSError:
         return False
     return True

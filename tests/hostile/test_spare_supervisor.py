@@ -63,18 +63,20 @@ def rank_box(tmp_path: Path, key: int) -> Box:
     return box
 
 
-def spares_of_this_process() -> list[int]:
-    found = []
-    for task in os.listdir(f"/proc/{os.getpid()}/task"):
-        with open(f"/proc/{os.getpid()}/task/{task}/children") as children:
-            for pid in children.read().split():
-                try:
-                    with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
-                        if {b"--spare", b"--spare-box"} & set(cmdline.read().split(b"\0")):
-                            found.append(int(pid))
-                except FileNotFoundError:
-                    continue
-    return found
+def spares_of_thread(thread: int) -> list[int]:
+    """The living spares (a spare supervisor, a spare box's) that this process's thread with native
+    id `thread` started (only its own: other tests' threads may keep theirs)."""
+    with open(f"/proc/{os.getpid()}/task/{thread}/children") as children:
+        return [int(pid) for pid in children.read().split() if is_a_spare(int(pid))]
+
+
+def is_a_spare(pid: int) -> bool:
+    """Whether `pid` is a living spare (a dead one's command line is empty)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            return bool({b"--spare", b"--spare-box"} & set(cmdline.read().split(b"\0")))
+    except FileNotFoundError:
+        return False
 
 
 def test_a_boxed_rank_from_a_spare_sees_what_a_fresh_supervisor_gives(tmp_path):
@@ -140,10 +142,13 @@ def test_no_spare_outlives_the_thread_that_started_it(tmp_path):
         ended(start_unboxed(["true"], {}, tmp_path, **RANK_START))
         warm_supervisor()
         # /proc shows its command line once its exec is through.
-        return wait_for(lambda: len(spares_of_this_process()) == spares)
+        thread = threading.get_native_id()
+        wait_for(lambda: len(spares_of_thread(thread)) == spares)
+        return spares_of_thread(thread)
 
-    assert in_own_thread(start_and_leave_a_spare), "spares wait while their thread runs"
-    assert wait_for(lambda: spares_of_this_process() == []), "the spare ended with its thread"
+    left = in_own_thread(start_and_leave_a_spare)
+    assert len(left) == spares, "spares wait while their thread runs"
+    assert wait_for(lambda: not any(is_a_spare(pid) for pid in left)), "the spares ended with their thread"
 
 
 def wait_for(condition, seconds: float = 30) -> bool:
