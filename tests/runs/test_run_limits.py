@@ -7,18 +7,30 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
 
 from runs.limits import PERIOD_US, LimitsUnavailable, make_run_cgroup
 from tests.helpers.processes import wait_until
-from trainhub.sandbox import Box, box_uid, python_folders, sandbox_problem
+from trainhub.sandbox import (
+    Box,
+    box_uid,
+    node_is_root,
+    node_read_only,
+    python_folders,
+    sandbox_problem,
+    warm_supervisor,
+)
+
+# How the executor starts a rank (runs/executor.py).
+RANK_START = dict(stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
 
 GROW = "import sys\nheld = bytearray(b'x') * int(sys.argv[1])\nprint('held', len(held), flush=True)\n"
 
 
-def boxed(tmp_path: Path, key: int, limits: dict[str, float]):
+def boxed(tmp_path: Path, key: int, limits: dict[str, float], *, as_the_node_makes: bool = False):
     if sandbox_problem() is not None:
         pytest.skip(f"No box on this machine: {sandbox_problem()}")
     try:
@@ -31,7 +43,9 @@ def boxed(tmp_path: Path, key: int, limits: dict[str, float]):
         uid=box_uid("run", 900_000 + key),
         workdir=tmp_path / "work",
         tmp=tmp_path / "tmp",
-        read_only=tuple(python_folders(Path(sys.executable))),
+        # A run's box as runs/preparation.py makes it (which a spare box can become) or a lean one.
+        shm=tmp_path / "shm" if as_the_node_makes else None,
+        read_only=(*python_folders(Path(sys.executable)), *(node_read_only() if as_the_node_makes else ())),
         cgroups=tuple(cgroup.folders),
     )
     box.prepare()
@@ -74,3 +88,29 @@ def test_cpu_cores_is_a_quota_on_the_boxs_processes(tmp_path):
         box.cleanup()
         cgroup.remove()
     assert os.path.exists(folder) is False
+
+
+def test_a_rank_handed_to_a_spare_box_still_starting_is_held_to_its_limits(tmp_path):
+    """The node makes its next spare box as a run's ranks end, and the next run's rank may be handed
+    to it while bwrap is still starting the waiter in it: every process of the spare, the one the
+    rank becomes included, must be in the run's cgroup (one forked as the spare was moved was not)."""
+    if not node_is_root():
+        pytest.skip("spare boxes are made by nodes that run as root only; this test runs as another user")
+    box, cgroup = boxed(tmp_path, 3, {"memory_gb": 0.125}, as_the_node_makes=True)
+    ended = {}
+
+    def start_at_once():
+        warm_supervisor()  # no wait: the rank is handed over while the spare box starts
+        process = box.popen([sys.executable, "grow.py", str(512 << 20)], {}, **RANK_START)
+        ended.update(spare_box="--spare-box" in process.args, output=process.stdout.read(), code=process.wait(60))
+
+    try:
+        thread = threading.Thread(target=start_at_once)
+        thread.start()
+        thread.join()
+        assert ended["spare_box"], "the rank was handed to the spare box"
+        assert ended["code"] != 0 and b"held" not in ended["output"]
+        assert cgroup.out_of_memory()
+    finally:
+        box.cleanup()
+        cgroup.remove()
