@@ -252,7 +252,10 @@ def test_a_folder_hidden_after_the_spare_box_was_made_stays_hidden_from_the_next
     """A spare box made, then the node's hidden folders change (here its upload folder moves into
     TrainHub's checkout, which every box sees read-only): the spare box has no cover for it, so the
     next rank starts through bwrap (from the spare supervisor), and sees an empty folder there, not
-    what the node keeps in it."""
+    what the node keeps in it. A checkout under /tmp (a clone there) is the exception: what lies below
+    /tmp is mounted again at every hand-over, after the rank's own /tmp, with the covers of the
+    node's hidden folders as they are then, so the spare box becomes the rank's box, new cover and
+    all."""
     box = rank_box(tmp_path, 10)
     uploads = Path(tempfile.mkdtemp(prefix="uploads-", dir=settings.BASE_DIR))
     (uploads / "secret").write_text("the node's")
@@ -266,5 +269,6 @@ def test_a_folder_hidden_after_the_spare_box_was_made_stays_hidden_from_the_next
         started, output, code = in_own_thread(spare_then_hidden)
     finally:
         shutil.rmtree(uploads)
-    assert (started, output, code) == ("spare", "listed\n", 0)
+    below_tmp = Path(settings.BASE_DIR).absolute().is_relative_to("/tmp")
+    assert (started, output, code) == ("spare box" if below_tmp else "spare", "listed\n", 0)
     box.cleanup()
