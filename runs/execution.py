@@ -304,10 +304,15 @@ class NodeExecution:
             return
         platform = Access(workspace=self.run.workspace, role=Role.CONTRIBUTOR)
         try:
-            for rank, values in self.system.sample(self.executor.running_ranks()).items():
-                metrics_ingest(access=platform, run=self.run, batch=parse_batch(system_metrics.batch(rank, values)))
+            samples = self.system.sample(self.executor.running_ranks())
         except Exception:  # a run never fails for want of a sample
             logger.warning("system metrics of run %s failed", self.run.run_id, exc_info=True)
+            return
+        for rank, values in samples.items():  # one rank's failed sample costs the others none
+            try:
+                metrics_ingest(access=platform, run=self.run, batch=parse_batch(system_metrics.batch(rank, values)))
+            except Exception:
+                logger.warning("system metrics of run %s, rank %s failed", self.run.run_id, rank, exc_info=True)
 
     def finish(self, failed: StartedProcess | None) -> None:
         if failed is not None:

@@ -614,13 +614,19 @@ def _hand_to_spare_box(
     spare: _SpareBox | None = getattr(_spares, "box", None)
     _spares.box = None
     if spare is None:
-        return None
+        return None  # its spare went to the run's first process on this node (or none could be made)
     handed = False
     opened: list[int] = []
     try:
         split = box.spare_steps(spare.arguments, spare.steps)
-        if split is None or spare.process.poll() is not None or not _join_cgroups(spare.process.pid, box.cgroups):
-            return None
+        if split is None:
+            return _not_from_spare(
+                "it is not this box (own network, hidden folders or devices changed, or a mount over one of its own)"
+            )
+        if spare.process.poll() is not None:
+            return _not_from_spare(f"it ended (exit code {spare.process.returncode})")
+        if not _join_cgroups(spare.process.pid, box.cgroups):
+            return _not_from_spare("its processes could not join the run's cgroups")
         detach, steps, covers = split
         plan: list[tuple[str, str, bool]] = []
         for kind, source, target in steps:
@@ -645,8 +651,8 @@ def _hand_to_spare_box(
         socket.send_fds(spare.channel, [b"go"], [opened[-2], opened[-1], *opened[:-2], *fds])
         handed = True
         return spare.process
-    except OSError:
-        return None
+    except OSError as error:
+        return _not_from_spare(str(error))
     finally:
         for fd in opened:
             os.close(fd)
@@ -654,6 +660,11 @@ def _hand_to_spare_box(
         if not handed:
             spare.process.kill()
             spare.process.wait()
+
+
+def _not_from_spare(why: str) -> None:
+    """Said in the node's log: a rank that could have started from the spare box starts through bwrap."""
+    logger.info("A rank starts through bwrap, not from the node's spare box: %s.", why)
 
 
 def _join_cgroups(pid: int, folders: Sequence[Path]) -> bool:
@@ -675,7 +686,8 @@ def _join_cgroups(pid: int, folders: Sequence[Path]) -> bool:
                         procs.write(str(member))
                         procs.flush()
             moved.update(pids)
-    except OSError:
+    except OSError as error:
+        logger.info("The spare box's processes could not join %s: %s.", folders, error)
         return False
     return True
 

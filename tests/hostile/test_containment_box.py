@@ -153,7 +153,7 @@ def test_attack_2_pythonpath_and_a_shadowing_module_never_run_outside_the_box(ws
     if node_is_root():  # the rank started in the node's spare box (its waiter, then the command)
         supervisor = RunProcess.objects.get(run__run_id=run.id, rank=0).pid
         with open(f"/proc/{supervisor}/cmdline", "rb") as cmdline:
-            assert b"--spare-box" in cmdline.read().split(b"\0")
+            assert b"--spare-box" in cmdline.read().split(b"\0"), node.log()
     (run_folder(run.id) / "go").touch()
     details = run.wait_for_completion(raise_on_error=False)
     log = log_text(run.id)

@@ -248,7 +248,7 @@ def test_a_link_planted_in_tmp_on_the_way_to_the_runs_folder_stops_the_next_rank
 
 
 @pytest.mark.skipif(not node_is_root(), reason="spare boxes are made by nodes that run as root")
-def test_a_folder_hidden_after_the_spare_box_was_made_stays_hidden_from_the_next_rank(tmp_path, settings):
+def test_a_folder_hidden_after_the_spare_box_was_made_stays_hidden_from_the_next_rank(tmp_path, settings, caplog):
     """A spare box made, then the node's hidden folders change (here its upload folder moves into
     TrainHub's checkout, which every box sees read-only): the spare box has no cover for it, so the
     next rank starts through bwrap (from the spare supervisor), and sees an empty folder there, not
@@ -271,4 +271,7 @@ def test_a_folder_hidden_after_the_spare_box_was_made_stays_hidden_from_the_next
         shutil.rmtree(uploads)
     below_tmp = Path(settings.BASE_DIR).absolute().is_relative_to("/tmp")
     assert (started, output, code) == ("spare box" if below_tmp else "spare", "listed\n", 0)
+    # The node's log says why a rank did not start from the spare box.
+    said = "A rank starts through bwrap, not from the node's spare box: it is not this box"
+    assert (said in caplog.text) != below_tmp, caplog.text
     box.cleanup()

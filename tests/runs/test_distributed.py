@@ -41,10 +41,16 @@ def ddp_config(ws, **extra):
     return script_config(ws, "ddp", "ddp_check.py", **extra)
 
 
-def assert_every_rank_was_sampled(run, world: int) -> None:
-    """Each rank's own memory, as its node sampled it (runs/system_metrics.py)."""
+def assert_every_rank_was_sampled(run, world: int, nodes=()) -> None:
+    """Each rank's own memory, as its node sampled it (runs/system_metrics.py). If not, the failure
+    shows when each rank ran and what the nodes logged (a rank 0 without a sample was seen once, in
+    a clean-clone run)."""
     sampled = MetricSeries.objects.filter(run__run_id=run.id, name=MEMORY, min_value__gt=0)
-    assert sorted(sampled.values_list("rank", flat=True)) == list(range(world))
+    ranks = sorted(sampled.values_list("rank", flat=True))
+    if ranks != list(range(world)):
+        times = RunProcess.objects.filter(run__run_id=run.id).order_by("rank")
+        ran = [(p.rank, p.node_name, p.started_at, p.ended_at) for p in times]
+        pytest.fail(f"sampled ranks {ranks}; ranks ran {ran}\n" + "\n".join(node.log() for node in nodes))
 
 
 def rank_lines(run, text: str) -> list[str]:
@@ -84,7 +90,7 @@ def test_per_process_launch_two_nodes_by_two(ws, two_nodes, tmp_path):
     assert {f"logs/std_log_process_{r}.txt" for r in range(4)} <= names
     run.download_file("outputs/result.json", str(tmp_path / "result.json"))
     assert json.loads((tmp_path / "result.json").read_text()) == {"world_size": 4, "sum": 10.0}
-    assert_every_rank_was_sampled(run, 4)
+    assert_every_rank_was_sampled(run, 4, two_nodes)
     # The ranks met at a store that node 0 started before them, in the run's box as the run's user.
     [ready] = [line for line in stream_text(run, STORE_STREAM).splitlines() if line.startswith(STORE_READY)]
     assert ready.endswith(f" as uid {box_uid('run', Run.objects.get(run_id=run.id).pk)}"), ready
@@ -118,7 +124,8 @@ def test_per_node_launch(ws, two_nodes, launcher):
         assert "all_reduce sum 10.0" in own and "\x1f" not in own
     names = set(run.get_file_names())
     assert {f"logs/std_log_process_{r}.txt" for r in range(4)} | {"logs/launcher_node_0.txt"} <= names
-    assert_every_rank_was_sampled(run, 4)  # each its own: the launcher's ranks are found by the pid they announced
+    # Each its own: the launcher's ranks are found by the pid they announced.
+    assert_every_rank_was_sampled(run, 4, two_nodes)
 
 
 def per_node_config(ws, launcher: str, **extra) -> ScriptRunConfig:
@@ -214,7 +221,7 @@ def test_mpirun_across_two_nodes(ws, two_nodes, tmp_path):
     assert run.wait_for_completion()["status"] == "Completed"
     assert_mpi_ranks_ran_on_their_nodes(run, rank_lines(run, "mpi rank"))
     assert {f"logs/std_log_process_{r}.txt" for r in range(4)} <= set(run.get_file_names())
-    assert_every_rank_was_sampled(run, 4)  # those of node 1 too, started by Open MPI's daemon there
+    assert_every_rank_was_sampled(run, 4, two_nodes)  # those of node 1 too, started by Open MPI's daemon there
 
 
 def assert_mpi_ranks_ran_on_their_nodes(run, lines: list[str]) -> None:
