@@ -620,13 +620,16 @@ def _hand_to_spare_box(
     try:
         split = box.spare_steps(spare.arguments, spare.steps)
         if split is None:
-            return _not_from_spare(
-                "it is not this box (own network, hidden folders or devices changed, or a mount over one of its own)"
+            _not_from_spare(
+                "it is not this box (own network, hidden folders or devices changed, or a mount over its own)"
             )
+            return None
         if spare.process.poll() is not None:
-            return _not_from_spare(f"it ended (exit code {spare.process.returncode})")
+            _not_from_spare(f"it ended (exit code {spare.process.returncode})")
+            return None
         if not _join_cgroups(spare.process.pid, box.cgroups):
-            return _not_from_spare("its processes could not join the run's cgroups")
+            _not_from_spare("its processes could not join the run's cgroups")
+            return None
         detach, steps, covers = split
         plan: list[tuple[str, str, bool]] = []
         for kind, source, target in steps:
@@ -652,7 +655,8 @@ def _hand_to_spare_box(
         handed = True
         return spare.process
     except OSError as error:
-        return _not_from_spare(str(error))
+        _not_from_spare(str(error))
+        return None
     finally:
         for fd in opened:
             os.close(fd)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.http import Http404, HttpRequest
+from django.http import HttpRequest
 
 from trainhub.workspaces import selectors
 from trainhub.workspaces.models import ApiToken, Role
@@ -26,14 +26,8 @@ def access(request: HttpRequest, workspace_name: str) -> Access:
     if isinstance(auth, ApiToken):
         return selectors.token_access(auth, workspace_name)
     if isinstance(auth, RunCredential):
-        if auth.workspace.name != workspace_name:
-            raise Http404(selectors.WORKSPACE_NOT_FOUND.format(name=workspace_name))
-        role = getattr(auth.run, "member_role", None)
-        member = (
-            Access(workspace=auth.workspace, role=role)
-            if role is not None
-            else selectors.access_for(request.user, workspace_name)
-        )
+        role = getattr(auth.run, "member_role", selectors.NOT_READ)
+        member = selectors.credential_access(auth.workspace, request.user, workspace_name, role)
         if member.role == Role.OWNER:
             # A run's token acts for the run, never as an owner of the workspace.
             return Access(workspace=member.workspace, role=Role.CONTRIBUTOR)

@@ -79,13 +79,26 @@ def active_token(raw_token: str) -> ApiToken | None:
     )
 
 
+# A credential's role in its workspace that was not read with it (credential_access reads it).
+NOT_READ = object()
+
+
+def credential_access(
+    workspace: Workspace, user: User | AnonymousUser, workspace_name: str, role: object = NOT_READ
+) -> Access:
+    """The access of a credential bound to `workspace` and acting for `user` (an API token, a run's
+    token) to the named workspace: 404 for any other workspace; `role` is the user's role read with
+    the credential (None: no longer a member, 404) or, where not read, read now (access_for)."""
+    if workspace.name != workspace_name:
+        raise Http404(WORKSPACE_NOT_FOUND.format(name=workspace_name))
+    if role is NOT_READ:
+        return access_for(user, workspace_name)
+    if role is None:
+        raise Http404(WORKSPACE_NOT_FOUND.format(name=workspace_name))
+    return Access(workspace=workspace, role=str(role))
+
+
 def token_access(token: ApiToken, workspace_name: str) -> Access:
     """An API token's access to the named workspace, as access_for answers it for its user: read
     with the token where active_token found it, 404 for any other workspace."""
-    if token.workspace.name != workspace_name:
-        raise Http404(WORKSPACE_NOT_FOUND.format(name=workspace_name))
-    if not hasattr(token, "member_role"):
-        return access_for(token.user, workspace_name)
-    if token.member_role is None:
-        raise Http404(WORKSPACE_NOT_FOUND.format(name=workspace_name))
-    return Access(workspace=token.workspace, role=token.member_role)
+    return credential_access(token.workspace, token.user, workspace_name, getattr(token, "member_role", NOT_READ))
