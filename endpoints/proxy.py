@@ -519,10 +519,8 @@ def _member_workspace_pk(token: str, workspace: str) -> tuple[bool, int | None]:
     api_token = selectors.active_token(token)
     if api_token is None:
         return False, None
-    if api_token.workspace.name != workspace:
-        return True, None
     try:
-        return True, selectors.access_for(api_token.user, workspace).workspace.pk
+        return True, selectors.token_access(api_token, workspace).workspace.pk
     except Http404:
         return True, None
 

@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from django.contrib.auth.models import User
 from django.http import Http404, HttpRequest, JsonResponse
 from django.utils import timezone
 
@@ -20,7 +21,7 @@ from runs import selectors as run_selectors
 from runs.models import FINAL_STATUSES, Run
 from trainhub.workspaces import selectors as workspace_selectors
 from trainhub.workspaces import services as workspace_services
-from trainhub.workspaces.models import Role
+from trainhub.workspaces.models import ApiToken, Role, Workspace
 from trainhub.workspaces.permissions import Access
 from trainhub.workspaces.selectors import RUN_TOKEN_PREFIX, hash_token
 
@@ -94,7 +95,7 @@ def caller_for(request: HttpRequest, workspace_name: str) -> Caller:
     if api_token.workspace.name != workspace_name:
         raise not_found(WORKSPACE_NOT_FOUND.format(name=workspace_name))
     workspace_services.token_touch(api_token)
-    return Caller(access=_access(api_token.user, workspace_name), run=None)
+    return Caller(access=_access(api_token.workspace, api_token.user, workspace_name, _role(api_token)), run=None)
 
 
 def _run_caller(token: str, workspace_name: str) -> Caller:
@@ -125,16 +126,22 @@ def _checked_run_caller(token: str, workspace_name: str) -> Caller:
     _refuse_ended(run.run_id, run.status, run.ended_at)
     if run.workspace.name != workspace_name:
         raise not_found(WORKSPACE_NOT_FOUND.format(name=workspace_name))
-    member = _access(run.created_by, workspace_name)
+    member = _access(run.workspace, run.created_by, workspace_name, _role(run))
     # A run's token acts for the run, never as an owner of the workspace.
     return Caller(
         access=Access(workspace=member.workspace, role=Role.CONTRIBUTOR if member.can_write else member.role), run=run
     )
 
 
-def _access(user, workspace_name: str) -> Access:  # noqa: ANN001
+def _role(credential: ApiToken | Run) -> object:
+    """The role of the credential's user, read with it (active_token, run_for_token)."""
+    return getattr(credential, "member_role", workspace_selectors.NOT_READ)
+
+
+def _access(workspace: Workspace, user: User, workspace_name: str, role: object) -> Access:
+    """A credential's access, with the role its user had as it was read (None: no longer a member)."""
     try:
-        return workspace_selectors.access_for(user, workspace_name)
+        return workspace_selectors.credential_access(workspace, user, workspace_name, role)
     except Http404:
         raise not_found(WORKSPACE_NOT_FOUND.format(name=workspace_name)) from None
 

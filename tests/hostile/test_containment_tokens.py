@@ -395,10 +395,27 @@ def test_a_run_token_dies_with_its_run(workspace, status):
 
 
 def test_a_run_token_of_a_user_removed_from_the_workspace_reaches_nothing(workspace, contributor):
-    """The run outlives its user's membership: the token acts as that user, so it gets 404."""
+    """The run outlives its user's membership: the token acts as that user, so it gets 404, from
+    TrainHub's API and from MLflow's."""
     run, token = running_run(workspace, created_by=contributor)
+    client = api_client(token)
     Membership.objects.filter(workspace=workspace, user=contributor).delete()
-    assert api_client(token).get(f"/api/v1/workspaces/birds/runs/{run.run_id}").status_code == 404
+    assert client.get(f"/api/v1/workspaces/birds/runs/{run.run_id}").status_code == 404
+    response = mlflow_call(client, "birds", "GET", "runs/get", {"run_id": run.run_id})
+    assert (response.status_code, response.json()["error_code"]) == (404, "RESOURCE_DOES_NOT_EXIST")
+
+
+def test_an_api_token_of_a_user_removed_from_the_workspace_reaches_nothing(workspace, contributor):
+    """The token was made while its user was a member: once they are not, it reads nothing of the
+    workspace, from TrainHub's API or MLflow's, and the workspace is not named to it."""
+    run, _ = running_run(workspace)
+    client = api_client(issue_token(workspace, contributor))
+    assert client.get(f"/api/v1/workspaces/birds/runs/{run.run_id}").status_code == 200
+    Membership.objects.filter(workspace=workspace, user=contributor).delete()
+    answer = client.get(f"/api/v1/workspaces/birds/runs/{run.run_id}")
+    assert answer.json() == {"detail": "No workspace named 'birds' that you are a member of.", "code": "not_found"}
+    response = mlflow_call(client, "birds", "GET", "runs/get", {"run_id": run.run_id})
+    assert (response.status_code, response.json()["error_code"]) == (404, "RESOURCE_DOES_NOT_EXIST")
 
 
 @pytest.mark.slow
