@@ -4,7 +4,9 @@ Every request is passed to the server and its answer back, except the first (or 
 matching a pattern: that one reaches the server, which processes it and answers, and then the client gets
 either nothing (the connection is closed, as when a link drops) or a 504 (as a gateway answers
 when the server was slower than its timeout). Either way the client cannot know its request was
-stored. Each request seen is recorded (method, path, Idempotency-Key) for the test to look at.
+stored. Each request seen is recorded (method, path, Idempotency-Key) for the test to look at, and
+the connections it was sent on are counted. With `close_idle`, the proxy closes a connection after
+each answer without saying so, as a server closes a connection that sat idle too long.
 """
 
 from __future__ import annotations
@@ -22,8 +24,10 @@ HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", 
 
 
 class LosingProxy:
-    def __init__(self, upstream: str, pattern: str, mode: str = DROP, nth: int = 1):
+    def __init__(self, upstream: str, pattern: str, mode: str = DROP, nth: int = 1, close_idle: bool = False):
         self.upstream = urlsplit(upstream)
+        self.close_idle = close_idle
+        self.connections = 0
         self.pattern = re.compile(pattern)
         self.mode = mode
         self.nth = nth
@@ -53,6 +57,11 @@ class LosingProxy:
 
             def log_message(self, *args: object) -> None:
                 pass
+
+            def setup(self) -> None:
+                super().setup()
+                with proxy._lock:
+                    proxy.connections += 1
 
             def _relay(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
@@ -84,6 +93,8 @@ class LosingProxy:
                 self.send_header("Content-Length", str(len(content)))
                 self.end_headers()
                 self.wfile.write(content)
+                if proxy.close_idle:
+                    self.close_connection = True
 
             do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _relay
 

@@ -8,6 +8,10 @@ Standard library only, so that `Run.get_context()` inside a run needs nothing el
   then answers a repeat with its first answer and stores nothing twice. A POST without one is
   sent once: after a timeout nobody knows whether the server stored it.
 - A refused connection is tried again for every method: nothing reached the server.
+
+A request that may be sent again goes on a connection this thread keeps to the server (no new
+TCP connection and handshake per call); one found closed by the server as it sat idle is
+replaced and the request sent again at once. A POST without a key goes on a connection of its own.
 """
 
 from __future__ import annotations
@@ -140,6 +144,7 @@ class Transport:
         self.token = token
         self.timeout = timeout
         self._context = _ssl_context()
+        self._kept = threading.local()  # this thread's connection to the server: (pid, connection)
 
     def url(self, path: str) -> str:
         return f"{self.base_url}/api/v1/{path.lstrip('/')}"
@@ -203,6 +208,10 @@ class Transport:
             if isinstance(body, FileRange) and not stream and self._sends_files(url):
                 return self._send_file(method, url, body, headers, seconds)
             data = body.read() if isinstance(body, FileRange) else body
+            if repeatable and not stream and self._direct(url):
+                kept = self._send_kept(method, url, data, headers, seconds)
+                if kept is not None:
+                    return kept
             request = urllib.request.Request(url, data=data, method=method, headers=headers)
             raw = urllib.request.urlopen(request, timeout=seconds, context=self._context)
             if stream:
@@ -232,10 +241,74 @@ class Transport:
     @staticmethod
     def _sends_files(url: str) -> bool:
         """Whether a file's bytes can go from the kernel straight to the server: plain HTTP, no proxy."""
+        return urllib.parse.urlsplit(url).scheme == "http" and Transport._direct(url)
+
+    @staticmethod
+    def _direct(url: str) -> bool:
+        """Whether a request goes to the server itself (no proxy between), over HTTP or HTTPS."""
         parts = urllib.parse.urlsplit(url)
         proxies = urllib.request.getproxies()
         direct = parts.scheme not in proxies or bool(urllib.request.proxy_bypass(parts.hostname or ""))
-        return parts.scheme == "http" and direct
+        return parts.scheme in ("http", "https") and direct
+
+    def _send_kept(
+        self, method: str, url: str, data: bytes | memoryview | None, headers: dict[str, str], seconds: float
+    ) -> Response | None:
+        """The request on this thread's kept connection (made on first use): the answer, an error
+        status raised as urllib raises it, for `_attempt` to judge; None for a redirect, which
+        urllib then follows. Call it only for a request that may be sent again: one that finds its
+        kept connection closed by the server is sent again at once, on a new one."""
+        parts = urllib.parse.urlsplit(url)
+        target = parts.path + (f"?{parts.query}" if parts.query else "")
+        for new in (False, True):
+            connection, used = self._connection(parts, seconds, new)
+            try:
+                connection.request(method, target, body=data, headers=headers)
+                raw = connection.getresponse()
+                content = raw.read()
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+                self._drop_kept()
+                if used and not new:
+                    continue  # the server closed it while it sat idle (or lost the answer: sent again)
+                raise
+            except BaseException:
+                self._drop_kept()
+                raise
+            if raw.will_close:
+                self._drop_kept()
+            break
+        if 300 <= raw.status < 400:
+            return None
+        if raw.status >= 400:
+            raise urllib.error.HTTPError(url, raw.status, raw.reason, raw.headers, io.BytesIO(content))
+        return Response(raw, content)
+
+    def _connection(
+        self, parts: urllib.parse.SplitResult, seconds: float, new: bool
+    ) -> tuple[http.client.HTTPConnection, bool]:
+        """(this thread's connection to the server, whether it served a request before). One made
+        by another process (this one forked from it) is left to that process."""
+        kept = getattr(self._kept, "connection", None)
+        if kept is not None and kept[0] == os.getpid() and not new:
+            connection = kept[1]
+            connection.timeout = seconds
+            if connection.sock is not None:
+                connection.sock.settimeout(seconds)
+            return connection, True
+        self._drop_kept()
+        if parts.scheme == "https":
+            context = self._context or ssl.create_default_context()
+            connection = http.client.HTTPSConnection(parts.hostname or "", parts.port, timeout=seconds, context=context)
+        else:
+            connection = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=seconds)
+        self._kept.connection = (os.getpid(), connection)
+        return connection, False
+
+    def _drop_kept(self) -> None:
+        kept = getattr(self._kept, "connection", None)
+        self._kept.connection = None
+        if kept is not None and kept[0] == os.getpid():
+            kept[1].close()
 
     def _send_file(self, method: str, url: str, body: FileRange, headers: dict[str, str], seconds: float) -> Response:
         """One request whose body the kernel sends from the file; an error status is raised as
