@@ -5,6 +5,7 @@ of its own (trainhub/sdk/_transport.py)."""
 
 from __future__ import annotations
 
+import pickle
 import threading
 
 from datastores.models import Datastore as DatastoreRow
@@ -47,3 +48,10 @@ def test_a_post_without_an_idempotency_key_goes_on_a_connection_of_its_own(works
     assert [(method, key) for method, _, key in proxy.seen] == [("GET", None), ("POST", None), ("GET", None)]
     assert proxy.connections == 2  # the GETs' kept one, and the POST's
     assert DatastoreRow.objects.filter(workspace=workspace, name="feathers").count() == 1
+
+
+def test_a_workspace_handed_to_another_process_pickles_without_its_connections(workspace, live_url, owner_token):
+    ws = Workspace.get("birds", url=live_url, token=owner_token)
+    assert "workspaceblobstore" in ws.datastores  # it keeps a connection now
+    copied = pickle.loads(pickle.dumps(ws))
+    assert "workspaceblobstore" in copied.datastores

@@ -146,6 +146,13 @@ class Transport:
         self._context = _ssl_context()
         self._kept = threading.local()  # this thread's connection to the server: (pid, connection)
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled (a workspace handed to another process) without its connections or TLS context."""
+        return {key: value for key, value in self.__dict__.items() if key not in ("_kept", "_context")}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state, _context=_ssl_context(), _kept=threading.local())
+
     def url(self, path: str) -> str:
         return f"{self.base_url}/api/v1/{path.lstrip('/')}"
 
