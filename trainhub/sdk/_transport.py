@@ -145,6 +145,14 @@ class Transport:
         self.timeout = timeout
         self._context = _ssl_context()
         self._kept = threading.local()  # this thread's connection to the server: (pid, connection)
+        # Whether requests go to the server itself (no proxy between), read once, as urllib's opener
+        # reads the proxy settings once; and whether a file's bytes can go from the kernel straight
+        # to it (plain HTTP too).
+        parts = urllib.parse.urlsplit(self.base_url)
+        proxies = urllib.request.getproxies()
+        direct = parts.scheme not in proxies or bool(urllib.request.proxy_bypass(parts.hostname or ""))
+        self._direct = direct and parts.scheme in ("http", "https")
+        self._sends_files = direct and parts.scheme == "http"
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickled (a workspace handed to another process) without its connections or TLS context."""
@@ -212,10 +220,10 @@ class Transport:
         errors, outside the except blocks so that they carry no urllib context."""
         retry_after = None
         try:
-            if isinstance(body, FileRange) and not stream and self._sends_files(url):
+            if isinstance(body, FileRange) and not stream and self._sends_files:
                 return self._send_file(method, url, body, headers, seconds)
             data = body.read() if isinstance(body, FileRange) else body
-            if repeatable and not stream and self._direct(url):
+            if repeatable and not stream and self._direct:
                 kept = self._send_kept(method, url, data, headers, seconds)
                 if kept is not None:
                     return kept
@@ -244,19 +252,6 @@ class Transport:
         if again:
             return _Retryable(error, retry_after)
         raise error
-
-    @staticmethod
-    def _sends_files(url: str) -> bool:
-        """Whether a file's bytes can go from the kernel straight to the server: plain HTTP, no proxy."""
-        return urllib.parse.urlsplit(url).scheme == "http" and Transport._direct(url)
-
-    @staticmethod
-    def _direct(url: str) -> bool:
-        """Whether a request goes to the server itself (no proxy between), over HTTP or HTTPS."""
-        parts = urllib.parse.urlsplit(url)
-        proxies = urllib.request.getproxies()
-        direct = parts.scheme not in proxies or bool(urllib.request.proxy_bypass(parts.hostname or ""))
-        return parts.scheme in ("http", "https") and direct
 
     def _send_kept(
         self, method: str, url: str, data: bytes | memoryview | None, headers: dict[str, str], seconds: float
