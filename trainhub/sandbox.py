@@ -627,8 +627,10 @@ def _hand_to_spare_box(
         if spare.process.poll() is not None:
             _not_from_spare(f"it ended (exit code {spare.process.returncode})")
             return None
-        if not _join_cgroups(spare.process.pid, box.cgroups):
-            _not_from_spare("its processes could not join the run's cgroups")
+        try:
+            _join_cgroups(spare.process.pid, box.cgroups)
+        except OSError as error:
+            _not_from_spare(f"its processes could not join the run's cgroups ({error})")
             return None
         detach, steps, covers = split
         plan: list[tuple[str, str, bool]] = []
@@ -671,29 +673,24 @@ def _not_from_spare(why: str) -> None:
     logger.info("A rank starts through bwrap, not from the node's spare box: %s.", why)
 
 
-def _join_cgroups(pid: int, folders: Sequence[Path]) -> bool:
+def _join_cgroups(pid: int, folders: Sequence[Path]) -> None:
     """The supervisor `pid` and everything below it (bwrap, the waiter) into each of `folders`, as a
-    supervisor joins its run's cgroups before it starts anything. False where one cannot be joined.
+    supervisor joins its run's cgroups before it starts anything. OSError where one cannot be joined.
     A spare box may still be starting (bwrap forking its namespace's init, that one the waiter): a
     process forked by one not yet moved stays behind, so the tree is read again until a reading
     finds none that was not moved (what a moved process forks is born in its cgroups)."""
     if not folders:
-        return True
+        return
     from trainhub.supervisor import descendants
 
     moved: set[int] = set()
-    try:
-        while pids := [member for member in (pid, *descendants(pid)) if member not in moved]:
-            for folder in folders:
-                with open(folder / "cgroup.procs", "w") as procs:
-                    for member in pids:
-                        procs.write(str(member))
-                        procs.flush()
-            moved.update(pids)
-    except OSError as error:
-        logger.info("The spare box's processes could not join %s: %s.", folders, error)
-        return False
-    return True
+    while pids := [member for member in (pid, *descendants(pid)) if member not in moved]:
+        for folder in folders:
+            with open(folder / "cgroup.procs", "w") as procs:
+                for member in pids:
+                    procs.write(str(member))
+                    procs.flush()
+        moved.update(pids)
 
 
 OPEN_TREE_CLONE, OPEN_TREE_CLOEXEC, AT_RECURSIVE, AT_EMPTY_PATH = 1, os.O_CLOEXEC, 0x8000, 0x1000
