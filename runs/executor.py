@@ -54,7 +54,7 @@ from runs.output_routing import (
 from runs.run_socket import SocketHandover
 from runs.system_metrics import launched_ranks, mpi_launched_ranks
 from trainhub import redis_keys
-from trainhub.sandbox import Box, start_unboxed
+from trainhub.sandbox import SPARE_POPEN, Box, start_unboxed
 from trainhub.sdk._whole_lines import ANNOUNCE, split_tagged
 
 FLUSH_SECONDS = 0.05
@@ -238,19 +238,18 @@ class HostExecutor:
         pass_fds: tuple[int, ...] = (),
     ) -> StartedProcess:
         log_file = open(self.private_logs / f"{stream}.txt", "w", encoding="utf-8", errors="replace")
-        pipes: dict[str, Any] = dict(
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, pass_fds=pass_fds
-        )
+        # A session of its own, output piped, no input: the way the node's spares are ready for.
+        pipes: dict[str, Any] = dict(SPARE_POPEN, pass_fds=pass_fds)
         if self.box is not None:
             if isinstance(self.launcher, ContainerLauncher):
                 # mpirun or Open MPI's daemon of a Docker run: the run's variables reach only its containers.
                 env = launcher_variables(env)
-            process = self.box.popen(argv, env, start_new_session=True, **pipes)
+            process = self.box.popen(argv, env, **pipes)
         elif isinstance(self.launcher, ContainerLauncher):
             # The container helper runs outside any box: the run's variables reach only its container.
-            process = start_unboxed(argv, host_variables(env), self.workdir, start_new_session=True, **pipes)
+            process = start_unboxed(argv, host_variables(env), self.workdir, **pipes)
         else:
-            process = start_unboxed(argv, env, self.workdir, start_new_session=True, **pipes)
+            process = start_unboxed(argv, env, self.workdir, **pipes)
         started = StartedProcess(rank, local_rank, stream, process, log_file, mpi=mpi, launcher=launcher, store=store)
         self.processes.append(started)
         threading.Thread(target=self._read, args=(started,), daemon=True).start()

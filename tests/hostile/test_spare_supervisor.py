@@ -17,10 +17,19 @@ from pathlib import Path
 import pytest
 
 from trainhub.box_waiter import MOUNT_POINT_MOVED
-from trainhub.sandbox import Box, box_uid, node_is_root, node_read_only, python_folders, start_unboxed, warm_supervisor
+from trainhub.sandbox import (
+    SPARE_POPEN,
+    Box,
+    box_uid,
+    node_is_root,
+    node_read_only,
+    python_folders,
+    start_unboxed,
+    warm_supervisor,
+)
 
 # How the executor starts a rank (runs/executor.py).
-RANK_START = dict(stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+RANK_START = SPARE_POPEN
 REPORT = 'id -u; pwd; env | sort; ls /proc/self/fd | sort -n | tr "\\n" " "; echo; exit 3'
 
 

@@ -15,6 +15,7 @@ import pytest
 from runs.limits import PERIOD_US, LimitsUnavailable, make_run_cgroup
 from tests.helpers.processes import wait_until
 from trainhub.sandbox import (
+    SPARE_POPEN,
     Box,
     box_uid,
     node_is_root,
@@ -25,7 +26,7 @@ from trainhub.sandbox import (
 )
 
 # How the executor starts a rank (runs/executor.py).
-RANK_START = dict(stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+RANK_START = SPARE_POPEN
 
 GROW = "import sys\nheld = bytearray(b'x') * int(sys.argv[1])\nprint('held', len(held), flush=True)\n"
 
