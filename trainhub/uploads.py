@@ -357,6 +357,36 @@ def _missing(held: list[list[int]], start: int, end: int) -> list[tuple[int, int
     return parts
 
 
+# Bytes are hashed from a small buffer they are copied into first, a few at a time: on these
+# machines sha256 took 0.93 s of CPU per GiB of memory written a while before (an upload chunk's,
+# written by another thread), 0.75 s copied first into a buffer that stays in the core's cache
+# (the copy included). The buffers are kept: fresh memory costs more than the copy.
+HASHED_FROM_BYTES = 1024 * 1024
+_HASHING_BUFFERS: list[memoryview] = []
+
+
+@contextmanager
+def _hashing_buffer() -> Iterator[memoryview]:
+    with _RUNNING_LOCK:
+        buffer = _HASHING_BUFFERS.pop() if _HASHING_BUFFERS else memoryview(bytearray(HASHED_FROM_BYTES))
+    try:
+        yield buffer
+    finally:
+        with _RUNNING_LOCK:
+            _HASHING_BUFFERS.append(buffer)
+
+
+def _hash_near(digest: Any, data: memoryview, near: memoryview) -> None:
+    """Feed `data` to `digest` through the buffer `near` (as it is when it is in `near`)."""
+    if data.obj is near.obj:
+        digest.update(data)
+        return
+    for start in range(0, len(data), len(near)):
+        piece = data[start : start + len(near)]
+        near[: len(piece)] = piece
+        digest.update(near[: len(piece)])
+
+
 class _RunningDigest:
     """The sha256 of a staging file's first `hashed` bytes, as this process computed it, and the
     bytes this process wrote past that point (a chunk that arrived before the one in front of it),
@@ -381,14 +411,14 @@ class _RunningDigest:
     def advance(self, fd: int, prefix: int) -> bool:
         """Hash on to `prefix` (bytes of the file held from 0); False when the record is of other
         bytes than the file's (an inode used again) or the file was finished meanwhile."""
-        with self.lock:
+        with self.lock, _hashing_buffer() as near:
             if self.finished or self.hashed > prefix:
                 return False
             while self.hashed < prefix:
                 if self.finished:
                     return False
                 with _RUNNING_LOCK:
-                    piece: bytes | memoryview | None = next(
+                    piece = next(
                         (
                             view[self.hashed - start : min(prefix, start + len(view)) - start]
                             for start, view in self.pending.items()
@@ -397,10 +427,10 @@ class _RunningDigest:
                         None,
                     )
                 if piece is None:
-                    piece = os.pread(fd, min(8 * COPY_BYTES, prefix - self.hashed), self.hashed)
+                    piece = near[: os.preadv(fd, [near[: prefix - self.hashed]], self.hashed)]
                 if not piece:
                     return False
-                self.digest.update(piece)
+                _hash_near(self.digest, piece, near)
                 with self.changed:
                     self.hashed += len(piece)
                     self.changed.notify_all()

@@ -19,10 +19,14 @@ import mmap
 import tempfile
 import threading
 import weakref
+from errno import EAGAIN, EINTR
+from typing import Any
 
 import daphne.server
 from daphne.http_protocol import HTTPFactory, WebRequest
 from django.conf import settings
+from twisted.internet import main, tcp
+from twisted.web.http import _IdentityTransferDecoder
 
 from endpoints.scoring_path import TOO_LARGE, TOO_LARGE_SO_FAR, is_scoring_target
 
@@ -101,7 +105,8 @@ class _Region:
 
 # Regions no body uses, kept for the next ones: fresh pages cost a fault per 4 KB (more than the copy
 # into them), and memory freed to the heap came back fragmented (the web process grew by hundreds
-# of MB over a few uploads). As many are kept as the SDK sends chunks at once.
+# of MB over a few uploads). As many are kept as one upload from the SDK uses at once: the chunk
+# being received and the ones before it still being written and hashed.
 _FREE: list[_Region] = []
 _FREE_LOCK = threading.Lock()
 REGIONS_KEPT = 4
@@ -146,6 +151,13 @@ class AlignedBody:
         self.memory[self.size : end] = data
         self.size = self.position = end
 
+    def receive_from(self, sock: Any, most: int) -> int:
+        """Read up to `most` bytes from the socket straight to where they go (no copy of this
+        process's); how many came (0: the peer closed)."""
+        got: int = sock.recv_into(self.memory[self.size : self.size + most])
+        self.size = self.position = self.size + got
+        return got
+
     def tell(self) -> int:
         return self.position
 
@@ -161,6 +173,54 @@ class AlignedBody:
 
     def close(self) -> None:
         self.closed = True
+
+
+def _receive_in_place(request: BoundedRequest, body: AlignedBody) -> None:
+    """Have the connection read the rest of the request's body into `body` itself (recv_into),
+    not into new bytes that Twisted hands on to be copied there: 0.1 s less of the web process's
+    CPU per GiB uploaded, and none of it holding the GIL. As Twisted's own read does, each read
+    resets the connection's idle timeout and ends the body once its Content-Length is in; Twisted's
+    read takes over again then, and at once should anything else be going on (bytes Twisted holds
+    already, a paused or refused request, another transfer encoding)."""
+    transport = request.channel.transport
+    if not isinstance(transport, tcp.Connection):
+        return  # TLS and other transports: Twisted's reads
+    channel = request.channel
+
+    def read() -> Any:
+        decoder = channel._transferDecoder
+        if (
+            request.refused
+            or not isinstance(decoder, _IdentityTransferDecoder)
+            or decoder.dataCallback != request.handleContentChunk
+            or not decoder.contentLength
+            or channel._handlingRequest
+            or channel.line_mode
+            or channel._buffer
+            or channel.paused
+        ):
+            del transport.doRead
+            return transport.doRead()
+        try:
+            got = body.receive_from(transport.socket, min(decoder.contentLength, RECEIVE_BYTES))
+        except OSError as error:
+            return None if error.errno in (EAGAIN, EINTR) else main.CONNECTION_LOST
+        if not got:
+            return main.CONNECTION_DONE
+        channel.resetTimeout()
+        request.received += got
+        if got < decoder.contentLength:
+            decoder.contentLength -= got
+            return None
+        # The whole body is in: ended as _IdentityTransferDecoder ends one, with no bytes past it.
+        finish = decoder.finishCallback
+        decoder.dataCallback = decoder.finishCallback = None
+        decoder.contentLength = 0
+        del transport.doRead
+        finish(b"")
+        return None
+
+    transport.doRead = read  # type: ignore[method-assign]  # the reactor looks it up at every read
 
 
 def _is_upload_chunk(request: WebRequest) -> bool:
@@ -208,6 +268,8 @@ class BoundedRequest(WebRequest):
             self.content = AlignedBody(length) if upload else PiecesBody()
             if length > LARGE_BODY_BYTES and hasattr(self.channel.transport, "bufferSize"):
                 self.channel.transport.bufferSize = RECEIVE_BYTES
+            if isinstance(self.content, AlignedBody):
+                _receive_in_place(self, self.content)
             return
         self.content = tempfile.SpooledTemporaryFile(max_size=settings.TRAINHUB_UPLOAD_CHUNK_BYTES)
 

@@ -27,8 +27,8 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 from trainhub.sdk import exceptions
@@ -98,11 +98,13 @@ class Response:
 class FileRange:
     """A request body that is bytes [offset, offset + length) of an open file: sent by the kernel
     from the page cache to the socket (sendfile) over plain HTTP, without passing through this
-    process; read into memory first where TLS or a proxy is in the way."""
+    process; read into memory first where TLS or a proxy is in the way. `on_sent` is called once
+    the body is in the socket, before the answer (where it is read into memory: as it is sent)."""
 
     fd: int
     offset: int
     length: int
+    on_sent: Callable[[], None] | None = field(default=None, compare=False)
 
     def __len__(self) -> int:
         return self.length
@@ -223,6 +225,8 @@ class Transport:
             if isinstance(body, FileRange) and not stream and self._sends_files:
                 return self._send_file(method, url, body, headers, seconds)
             data = body.read() if isinstance(body, FileRange) else body
+            if isinstance(body, FileRange) and body.on_sent is not None:
+                body.on_sent()
             if repeatable and not stream and self._direct:
                 kept = self._send_kept(method, url, data, headers, seconds)
                 if kept is not None:
@@ -327,6 +331,8 @@ class Transport:
                 sent = connection.sock.sendfile(source, body.offset, body.length) if body.length else 0
             if sent != body.length:
                 raise exceptions.TrainHubError(FILE_ENDED.format(end=body.offset + body.length))
+            if body.on_sent is not None:
+                body.on_sent()
             raw = connection.getresponse()
             content = raw.read()
         finally:
