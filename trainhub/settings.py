@@ -244,7 +244,7 @@ TRAINHUB_MODEL_MAX_BYTES = envint("TRAINHUB_MODEL_MAX_BYTES", 20 * 1024 * 1024 *
 # staging file (same file system as the storage, so finishing one is a rename); unfinished ones
 # are deleted after TRAINHUB_UPLOAD_STALE_SECONDS. No request body may pass TRAINHUB_REQUEST_MAX_BYTES.
 # A chunk is one request (about 4 ms of the web process's CPU, whatever its size): 32 MiB chunks
-# take 32 requests per GiB, held in memory while they arrive (the SDK sends 4 at once).
+# take 32 requests per GiB, held in memory while they arrive (the SDK has 3 on their way at once).
 TRAINHUB_UPLOAD_DIR = envstr("TRAINHUB_UPLOAD_DIR", str(DATA_DIR / "uploads"))
 TRAINHUB_UPLOAD_CHUNK_BYTES = envint("TRAINHUB_UPLOAD_CHUNK_BYTES", 32 * 1024 * 1024)
 TRAINHUB_UPLOAD_STALE_SECONDS = envint("TRAINHUB_UPLOAD_STALE_SECONDS", 24 * 3600)

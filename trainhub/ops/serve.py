@@ -11,7 +11,7 @@ import os
 # glibc's mallopt parameters (malloc.h).
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
-# Upload chunks in flight at once whose bodies the heap keeps room for (the SDK sends 4).
+# Request bodies of an upload chunk's size the heap keeps room for (the SDK has 3 chunks on their way).
 CHUNKS_KEPT = 4
 
 
