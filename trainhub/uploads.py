@@ -491,8 +491,8 @@ _RUNNING_LOCK = threading.Lock()
 DIGESTS_KEPT = 64
 # Bytes kept in memory to be hashed later, for all files: at most PENDING_CHUNKS chunks' worth (the
 # one being hashed, those of the SDK's 3 in flight written and waiting for it, and one that came
-# ahead of one still missing: other clients may send more at once); past that, the oldest files' go first, then this file's farthest
-# bytes (read back from the file when their turn comes).
+# ahead of one still missing: other clients may send more at once); past that, the oldest files'
+# go first, then this file's farthest bytes (read back from the file when their turn comes).
 PENDING_CHUNKS = 6
 
 
