@@ -302,3 +302,38 @@ def test_the_tutorials_mpi_script_runs_on_two_nodes(ws, two_nodes, tmp_path):
         "rank 0 of 2: the sum over all ranks is 3",
         "rank 1 of 2: the sum over all ranks is 3",
     ]
+
+
+PROCESS_GROUP_LEFT_UP = """
+import os
+
+import torch.distributed as dist
+
+dist.init_process_group("gloo", init_method="file://" + os.path.abspath("rendezvous"), rank=0, world_size=1)
+destroy = dist.destroy_process_group
+
+
+def destroy_and_say(*args, **kwargs):
+    print("the process group ends as Python exits", flush=True)
+    return destroy(*args, **kwargs)
+
+
+dist.destroy_process_group = destroy_and_say
+print("work done", flush=True)
+"""
+
+
+def test_a_process_group_a_script_leaves_up_is_ended_before_pythons_teardown(ws, two_nodes, tmp_path):
+    """As the tutorial's MPI script does: left to Python's teardown, a gloo group now and then aborted
+    its process after the work was done (trainhub/sdk/_whole_lines.py)."""
+    (tmp_path / "left_up.py").write_text(PROCESS_GROUP_LEFT_UP)
+    src = ScriptRunConfig(
+        source_directory=str(tmp_path),
+        script="left_up.py",
+        compute_target=ComputeTarget(workspace=ws, name="cpu-cluster"),
+        environment=Environment.get(ws, "TrainHub-PyTorch-2.13-CPU"),
+    )
+    run = Experiment(ws, "left-up").submit(src)
+    assert run.wait_for_completion()["status"] == "Completed"
+    text = "\n".join(run.iter_log())
+    assert "work done\nthe process group ends as Python exits" in text, text
