@@ -65,7 +65,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Protocol, TypeVar
@@ -363,17 +363,24 @@ def _missing(held: list[list[int]], start: int, end: int) -> list[tuple[int, int
 # (the copy included). The buffers are kept: fresh memory costs more than the copy.
 HASHED_FROM_BYTES = 1024 * 1024
 _HASHING_BUFFERS: list[memoryview] = []
+_HASHING_BUFFERS_LOCK = threading.Lock()
 
 
 @contextmanager
-def _hashing_buffer() -> Iterator[memoryview]:
-    with _RUNNING_LOCK:
-        buffer = _HASHING_BUFFERS.pop() if _HASHING_BUFFERS else memoryview(bytearray(HASHED_FROM_BYTES))
+def _reused(pool: list[T], lock: threading.Lock, make: Callable[[], T]) -> Iterator[T]:
+    """A buffer from `pool` (made when none is free), put back once used: fresh memory costs a
+    page fault per 4 KB; one user at a time has it."""
+    with lock:
+        buffer = pool.pop() if pool else make()
     try:
         yield buffer
     finally:
-        with _RUNNING_LOCK:
-            _HASHING_BUFFERS.append(buffer)
+        with lock:
+            pool.append(buffer)
+
+
+def _hashing_buffer() -> AbstractContextManager[memoryview]:
+    return _reused(_HASHING_BUFFERS, _HASHING_BUFFERS_LOCK, lambda: memoryview(bytearray(HASHED_FROM_BYTES)))
 
 
 def _hash_near(digest: Any, data: memoryview, near: memoryview) -> None:
@@ -550,17 +557,9 @@ _BUFFERS: list[mmap.mmap] = []
 _BUFFERS_LOCK = threading.Lock()
 
 
-@contextmanager
-def _aligned_buffer() -> Iterator[mmap.mmap]:
-    """A page-aligned buffer of DIRECT_BUFFER_BYTES, reused across requests (fresh memory costs a
-    page fault per 4 KB); only one request uses it at a time."""
-    with _BUFFERS_LOCK:
-        buffer = _BUFFERS.pop() if _BUFFERS else mmap.mmap(-1, DIRECT_BUFFER_BYTES)
-    try:
-        yield buffer
-    finally:
-        with _BUFFERS_LOCK:
-            _BUFFERS.append(buffer)
+def _aligned_buffer() -> AbstractContextManager[mmap.mmap]:
+    """A page-aligned buffer of DIRECT_BUFFER_BYTES, reused across requests."""
+    return _reused(_BUFFERS, _BUFFERS_LOCK, lambda: mmap.mmap(-1, DIRECT_BUFFER_BYTES))
 
 
 def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
