@@ -6,8 +6,10 @@ is left in a non-final state without a live node."""
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import signal
+import warnings
 
 import pytest
 import redis
@@ -46,17 +48,27 @@ def test_a_redis_restart_loses_no_run(ws, node, controller, tmp_path):
     queued = Experiment(ws, "redis-restart").submit(printer_config(ws, tmp_path, "stop"))
 
     restart_redis()
-    wait_until(
-        lambda: LogChunk.objects.filter(run__run_id=running.id, text__contains="line 60").exists(),
-        60,
-        message="the run printing after the restart",
-    )
-    (run_folder(running.id) / "stop").touch()
+    try:
+        wait_until(
+            lambda: (
+                LogChunk.objects.filter(run__run_id=running.id, text__contains="line 60").exists()
+                or Run.objects.get(run_id=running.id).is_final
+            ),
+            60,
+            message="the run printing after the restart",
+        )
+    except AssertionError as error:
+        run = Run.objects.get(run_id=running.id)
+        pytest.fail(f"{error}: run {run.status} {run.status_reason!r}\n{node.log()}\n{controller.log()}")
+    with contextlib.suppress(FileNotFoundError):  # its folder is gone if it ended
+        (run_folder(running.id) / "stop").touch()
 
     first = running.wait_for_completion(raise_on_error=False)
     assert first["status"] == "Completed" or (first["status"] == "Failed" and first["status_reason"]), first
     if first["status"] == "Completed":
         assert_every_line_in_order(running.id)  # the line counter, lost with Redis, went on from the stored lines
+    else:  # allowed, yet not expected of a one-process run: the reason shows in pytest's warnings summary
+        warnings.warn(f"the run printing failed after the restart: {first['status_reason']}", stacklevel=1)
     # Its folder, where it looks for the file, exists once it starts (the first run is done by now).
     wait_until(
         lambda: run_folder(queued.id).is_dir() or Run.objects.get(run_id=queued.id).is_final,

@@ -337,3 +337,41 @@ def test_a_process_group_a_script_leaves_up_is_ended_before_pythons_teardown(ws,
     assert run.wait_for_completion()["status"] == "Completed"
     text = "\n".join(run.iter_log())
     assert "work done\nthe process group ends as Python exits" in text, text
+
+
+FAILS_THEN_TAKES_ITS_TIME = """
+import time
+
+import torch
+import torch.distributed as dist
+
+
+class SlowToGo:
+    def __del__(self, sleep=time.sleep):
+        sleep(3)
+
+
+dist.init_process_group("gloo", init_method="env://")
+if dist.get_rank() == 1:
+    slow_to_go = SlowToGo()  # freed in Python's teardown, after the exit handlers
+    raise RuntimeError("rank 1 fails, then takes its time to exit")
+dist.all_reduce(torch.ones(1))  # rank 0 waits here for rank 1
+"""
+
+
+def test_a_failing_rank_slow_to_exit_is_named_not_the_rank_its_failure_broke(ws, two_nodes, tmp_path):
+    """The exit handler ending a group left up (above) does not end a failing rank's: its peers,
+    broken by its failure, would fail before it has exited, and be named instead."""
+    (tmp_path / "fails.py").write_text(FAILS_THEN_TAKES_ITS_TIME)
+    src = ScriptRunConfig(
+        source_directory=str(tmp_path),
+        script="fails.py",
+        compute_target=ComputeTarget(workspace=ws, name="cpu-cluster"),
+        environment=Environment.get(ws, "TrainHub-PyTorch-2.13-CPU"),
+        distributed_job_config=PyTorchConfiguration(process_count=2, node_count=2),
+    )
+    run = Experiment(ws, "fails-slowly").submit(src)
+    details = run.wait_for_completion(raise_on_error=False)
+    assert details["status"] == "Failed"
+    assert details["failed_rank"] == 1, details["status_reason"]
+    assert "rank 1 fails, then takes its time to exit" in details["error_traceback"]

@@ -38,6 +38,9 @@ _LINE_ENDS = re.compile(r"(?<=\n)")
 # (the guide's MPI all_reduce script, which never ends its group: 5 of 220 ranks under two busy
 # loops; 0 of 120 with the group ended first). torch asks scripts to end it themselves; many don't.
 # Nothing is imported for it at start-up: a process that never loaded torch.distributed does nothing.
+# Not in a process that ends with an uncaught exception (Python printed it and kept it as
+# sys.last_value): ending its group there breaks its peers' collectives while it is still tearing
+# down, and a peer that failed of that and exited first was named the failed rank instead of it.
 SITECUSTOMIZE = (
     '"""Written by TrainHub on a run\'s PYTHONPATH: see trainhub/sdk/_whole_lines.py."""\n'
     "import atexit\n"
@@ -48,6 +51,8 @@ SITECUSTOMIZE = (
     "    install()\n\n\n"
     "def _end_process_group():\n"
     '    distributed = sys.modules.get("torch.distributed")\n'
+    '    if hasattr(sys, "last_value"):\n'
+    "        return\n"
     "    try:\n"
     "        if distributed is not None and distributed.is_available() and distributed.is_initialized():\n"
     "            distributed.destroy_process_group()\n"
