@@ -52,20 +52,23 @@ _heartbeats_unproven_until = 0.0
 
 def reap_lost_nodes() -> list[int]:
     global _heartbeats_unproven_until
-    # A Redis that restarted without persistence forgot every node's heartbeat, not only a dead
-    # node's: the nodes get a heartbeat's lifetime to write theirs again before a missing one
-    # counts (the controller took every node for lost when it reconnected before they did).
-    if get_redis().set(redis_keys.heartbeats_kept(), 1, nx=True):
-        _heartbeats_unproven_until = time.monotonic() + services.HEARTBEAT_TTL_SECONDS
-    if time.monotonic() < _heartbeats_unproven_until:
-        return []
     # A Slurm host's node row stands for a job's task there: Slurm, not a heartbeat, says it is gone.
     candidates = list(
         Node.objects.filter(state__in=[NodeState.IDLE, NodeState.BUSY, NodeState.STOPPING])
         .exclude(cluster__provisioner=Provisioner.SLURM)
         .values_list("pk", flat=True)
     )
-    alive = services.alive_node_ids(candidates)
+    # A Redis that restarted without persistence forgot every node's heartbeat, not only a dead
+    # node's: the nodes get a heartbeat's lifetime to write theirs again before a missing one
+    # counts (the controller took every node for lost when it reconnected before they did). Whether
+    # Redis forgot is asked in the same transaction as the heartbeats: asked first on its own, a
+    # restart between the two answers read the old Redis's "kept" and the new one's missing
+    # heartbeats, and the live nodes were marked lost with their runs.
+    forgot, alive = services.node_heartbeats(candidates)
+    if forgot:
+        _heartbeats_unproven_until = time.monotonic() + services.HEARTBEAT_TTL_SECONDS
+    if time.monotonic() < _heartbeats_unproven_until:
+        return []
     lost = [pk for pk in candidates if pk not in alive and services.node_mark_lost(pk)]
     if lost:
         logger.warning("nodes lost: %s", lost)

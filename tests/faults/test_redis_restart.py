@@ -14,13 +14,17 @@ import warnings
 import pytest
 import redis
 from django.conf import settings
+from django.db import connection
 
+from runs import controller
 from runs.models import LogChunk, Run
 from tests.faults.printer import assert_every_line_in_order, printer_config
 from tests.helpers.processes import run_folder, wait_until
 from tests.session_env import start_session_redis
 from trainhub import redis_keys
-from trainhub.compute.models import Node
+from trainhub.compute.models import Node, NodeState
+from trainhub.compute.services import node_register
+from trainhub.redis_conn import get_redis
 from trainhub.sdk import Environment, Experiment, ScriptRunConfig
 
 pytestmark = pytest.mark.slow
@@ -117,3 +121,21 @@ def test_a_job_waiting_in_a_nodes_queue_is_not_lost_with_redis(ws, node, control
     assert details["status"] == "Completed", details
     assert "hello after the restart" in "\n".join(c.text for c in LogChunk.objects.filter(run__run_id=run.id))
     wait_until(lambda: Node.objects.get(name=node.name).state == "idle", 30, message="the node idle again")
+
+
+def test_a_redis_restart_while_the_controller_reads_heartbeats_marks_no_live_node_lost(cluster, db, monkeypatch):
+    """The controller asks Redis whether it forgot every heartbeat (restarted without persistence)
+    and which nodes have one. A restart between the two questions (here: what a restart loses goes
+    as the controller reads the nodes from the database, where it once asked the first) must not
+    read as every node gone: the live node, whose heartbeat comes within its lifetime, stays."""
+    node = node_register(cluster=cluster, address="127.0.0.1", name="live-node")
+    monkeypatch.setattr(controller, "_heartbeats_unproven_until", 0.0)
+    get_redis().set(redis_keys.heartbeats_kept(), 1)  # as an earlier pass of the controller left it
+
+    def restart_first(execute, sql, params, many, context):
+        get_redis().delete(redis_keys.heartbeats_kept(), redis_keys.node_alive(node.pk))
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(restart_first):
+        assert controller.reap_lost_nodes() == []
+    assert Node.objects.get(pk=node.pk).state == NodeState.IDLE

@@ -268,10 +268,22 @@ def node_heartbeat_persist(node: Node) -> None:
 def alive_node_ids(node_ids: list[int]) -> set[int]:
     if not node_ids:
         return set()
-    pipe = get_redis().pipeline()
+    return node_heartbeats(node_ids, noting_kept=False)[1]
+
+
+def node_heartbeats(node_ids: list[int], *, noting_kept: bool = True) -> tuple[bool, set[int]]:
+    """(whether Redis had forgotten every heartbeat, the nodes among these whose heartbeat it
+    holds). Redis forgot when it restarted without persistence since the last time this was asked
+    (noting_kept): a key written here says it has not since. Both answers come from one
+    transaction, so from the same Redis, however often it is retried."""
+    pipe = get_redis().pipeline(transaction=True)
+    if noting_kept:
+        pipe.set(redis_keys.heartbeats_kept(), 1, nx=True)
     for node_id in node_ids:
         pipe.exists(redis_keys.node_alive(node_id))
-    return {node_id for node_id, alive in zip(node_ids, pipe.execute(), strict=True) if alive}
+    answers = pipe.execute()
+    forgot = bool(answers.pop(0)) if noting_kept else False
+    return forgot, {node_id for node_id, alive in zip(node_ids, answers, strict=True) if alive}
 
 
 def node_register_slurm_host(*, cluster: ComputeCluster, host: str, address: str, docker: bool, run_id: int) -> Node:
