@@ -61,6 +61,18 @@ def rank_lines(run, text: str) -> list[str]:
     ]
 
 
+def written_script_config(ws, folder, name: str, text: str, **extra) -> ScriptRunConfig:
+    """A run of `text`, written as `name` into `folder`, on cpu-cluster in the curated CPU environment."""
+    (folder / name).write_text(text)
+    return ScriptRunConfig(
+        source_directory=str(folder),
+        script=name,
+        compute_target=ComputeTarget(workspace=ws, name="cpu-cluster"),
+        environment=Environment.get(ws, "TrainHub-PyTorch-2.13-CPU"),
+        **extra,
+    )
+
+
 def assert_completed(run) -> None:
     """The run completed; if not, the failure says why with every stream of the run (a rank that
     exits 1 after a good all_reduce was seen only under load, in a clean-clone run)."""
@@ -288,12 +300,11 @@ def test_the_tutorials_mpi_script_runs_on_two_nodes(ws, two_nodes, tmp_path):
 
     tutorial = (settings.BASE_DIR / "docs" / "tutorial.md").read_text()
     script = tutorial.split("Save this as `mpi_allreduce.py` in the project folder:\n\n```python\n", 1)[1]
-    (tmp_path / "mpi_allreduce.py").write_text(script.split("```", 1)[0])
-    src = ScriptRunConfig(
-        source_directory=str(tmp_path),
-        script="mpi_allreduce.py",
-        compute_target=ComputeTarget(workspace=ws, name="cpu-cluster"),
-        environment=Environment.get(ws, "TrainHub-PyTorch-2.13-CPU"),
+    src = written_script_config(
+        ws,
+        tmp_path,
+        "mpi_allreduce.py",
+        script.split("```", 1)[0],
         distributed_job_config=MpiConfiguration(node_count=2),
     )
     run = Experiment(ws, "mpi").submit(src)
@@ -326,13 +337,7 @@ print("work done", flush=True)
 def test_a_process_group_a_script_leaves_up_is_ended_before_pythons_teardown(ws, two_nodes, tmp_path):
     """As the tutorial's MPI script does: left to Python's teardown, a gloo group now and then aborted
     its process after the work was done (trainhub/sdk/_whole_lines.py)."""
-    (tmp_path / "left_up.py").write_text(PROCESS_GROUP_LEFT_UP)
-    src = ScriptRunConfig(
-        source_directory=str(tmp_path),
-        script="left_up.py",
-        compute_target=ComputeTarget(workspace=ws, name="cpu-cluster"),
-        environment=Environment.get(ws, "TrainHub-PyTorch-2.13-CPU"),
-    )
+    src = written_script_config(ws, tmp_path, "left_up.py", PROCESS_GROUP_LEFT_UP)
     run = Experiment(ws, "left-up").submit(src)
     assert run.wait_for_completion()["status"] == "Completed"
     text = "\n".join(run.iter_log())
@@ -362,12 +367,11 @@ dist.all_reduce(torch.ones(1))  # rank 0 waits here for rank 1
 def test_a_failing_rank_slow_to_exit_is_named_not_the_rank_its_failure_broke(ws, two_nodes, tmp_path):
     """The exit handler ending a group left up (above) does not end a failing rank's: its peers,
     broken by its failure, would fail before it has exited, and be named instead."""
-    (tmp_path / "fails.py").write_text(FAILS_THEN_TAKES_ITS_TIME)
-    src = ScriptRunConfig(
-        source_directory=str(tmp_path),
-        script="fails.py",
-        compute_target=ComputeTarget(workspace=ws, name="cpu-cluster"),
-        environment=Environment.get(ws, "TrainHub-PyTorch-2.13-CPU"),
+    src = written_script_config(
+        ws,
+        tmp_path,
+        "fails.py",
+        FAILS_THEN_TAKES_ITS_TIME,
         distributed_job_config=PyTorchConfiguration(process_count=2, node_count=2),
     )
     run = Experiment(ws, "fails-slowly").submit(src)
