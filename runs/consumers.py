@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -36,16 +37,50 @@ class RunLogConsumer(LiveSocket):
         await self._replay(after)
 
     async def _replay(self, after: int) -> None:
+        # The replayed chunks' sequence numbers, first and last (in order, apart): a live event may
+        # hold some of them too, merged by the hub with lines after them (log_lines).
+        self._replayed_firsts: list[int] = []
+        self._replayed_lasts: list[int] = []
         while not self._resyncing and (
             chunks := await database_sync_to_async(selectors.log_chunks_after)(self.run, after, max_lines=REPLAY_LINES)
         ):
             for chunk in chunks:
                 await self.send_json({"type": "lines", **chunk.as_message()})
                 after = max(after, chunk.first_seq + chunk.line_count - 1)
+                self._replayed_firsts.append(chunk.first_seq)
+                self._replayed_lasts.append(chunk.first_seq + chunk.line_count - 1)
         await self.send_json({"type": "replayed"})
 
     async def log_lines(self, event: Event) -> None:
-        await self.send(text_data=event.text(_lines_message))
+        """A live batch; of one that holds replayed lines, only the others. A page knows a batch by
+        its first line: a batch stored before the replay and published after the join, merged by
+        the hub with the next one, came again under a number the page had, and the page dropped the
+        lines after it with it."""
+        first, lines = event["first_seq"], event["lines"]
+        pieces = self._not_replayed(first, len(lines))
+        if pieces is None:
+            await self.send(text_data=event.text(_lines_message))
+            return
+        for start, stop in pieces:
+            message = _lines_message(event) | {"first_seq": first + start, "lines": lines[start:stop]}
+            await self.send_json(message)
+
+    def _not_replayed(self, first: int, count: int) -> list[tuple[int, int]] | None:
+        """The (start, stop) offsets of the lines of a batch numbered from `first` that the replay
+        did not send; None when it sent none of them."""
+        last = first + count - 1
+        index = bisect.bisect_left(self._replayed_lasts, first)
+        if index == len(self._replayed_firsts) or self._replayed_firsts[index] > last:
+            return None
+        pieces, cursor = [], first
+        while index < len(self._replayed_firsts) and self._replayed_firsts[index] <= last:
+            if self._replayed_firsts[index] > cursor:
+                pieces.append((cursor - first, self._replayed_firsts[index] - first))
+            cursor = max(cursor, self._replayed_lasts[index] + 1)
+            index += 1
+        if cursor <= last:
+            pieces.append((cursor - first, count))
+        return pieces
 
     async def run_status(self, event: Event) -> None:
         await self.send(text_data=event.text(_status_message))

@@ -247,3 +247,38 @@ def test_batches_published_while_the_hub_is_busy_reach_it_merged_in_order_with_n
     assert [line for event in lines for line in event["lines"]] == numbered(0, 1000)
     firsts = [event["first_seq"] for event in lines]
     assert firsts == [1] + [first + len(event["lines"]) for first, event in zip(firsts, lines, strict=True)][:-1]
+
+
+def test_a_batch_replayed_and_merged_live_with_the_next_comes_once_and_the_next_whole(live_url, workspace, reader):
+    """A batch stored before a viewer's replay and published after it joined, which the hub merged
+    with the batch after it: the page knows a batch by its first line, so sent again under that
+    number it would drop the batch after it too. The socket sends only the lines it has not sent."""
+    from runs.models import LogChunk
+    from trainhub.live.publish import publish_log_lines
+
+    run = make_run(workspace, status=RunStatus.RUNNING)
+    first = numbered(0, 5)
+    LogChunk.objects.create(run=run, stream="std_log_process_0", first_seq=1, line_count=5, text="\n".join(first))
+    messages: list[tuple[int, list[str]]] = []
+
+    async def scenario() -> None:
+        async with opening(live_url, run, reader) as connection:
+            while (message := json.loads(await connection.recv()))["type"] != "replayed":
+                if message["type"] == "lines":
+                    messages.append((message["first_seq"], message["lines"]))
+            second = numbered(5, 5)
+            await asyncio.to_thread(
+                LogChunk.objects.create,
+                run=run,
+                stream="std_log_process_0",
+                first_seq=6,
+                line_count=5,
+                text="\n".join(second),
+            )
+            # As the hub delivers the two batches when they reach it together (trainhub/live/hub.py).
+            await asyncio.to_thread(publish_log_lines, run.pk, "std_log_process_0", 1, first + second)
+            message = json.loads(await asyncio.wait_for(connection.recv(), 30))
+            messages.append((message["first_seq"], message["lines"]))
+
+    asyncio.run(scenario())
+    assert messages == [(1, numbered(0, 5)), (6, numbered(5, 5))]
