@@ -409,7 +409,11 @@ class ScoringProxy:
         try:
             status, answer_type, length, keep = await _answer_head(status_line, connection.reader)
             answer = await connection.reader.readexactly(length)
-        except (ValueError, IndexError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as error:
+        except asyncio.IncompleteReadError:
+            connection.writer.close()
+            # Cut off: the replica died while it answered (killed, or past its memory).
+            raise ReplicaLost("the replica closed the connection before its answer was whole", sent=True) from None
+        except (ValueError, IndexError, asyncio.LimitOverrunError) as error:
             connection.writer.close()
             raise BadAnswer(f"{type(error).__name__}: {error}"[:300]) from None
         except BaseException:
