@@ -37,8 +37,9 @@ class RunLogConsumer(LiveSocket):
         await self._replay(after)
 
     async def _replay(self, after: int) -> None:
-        # The replayed chunks' sequence numbers, first and last (in order, apart): a live event may
-        # hold some of them too, merged by the hub with lines after them (log_lines).
+        # The ranges of sequence numbers replayed, first and last (in order, apart; chunks that
+        # follow one another make one range, so a long replay keeps a few): a live event may hold
+        # some of them too, merged by the hub with lines after them (log_lines).
         self._replayed_firsts: list[int] = []
         self._replayed_lasts: list[int] = []
         while not self._resyncing and (
@@ -47,8 +48,11 @@ class RunLogConsumer(LiveSocket):
             for chunk in chunks:
                 await self.send_json({"type": "lines", **chunk.as_message()})
                 after = max(after, chunk.first_seq + chunk.line_count - 1)
-                self._replayed_firsts.append(chunk.first_seq)
-                self._replayed_lasts.append(chunk.first_seq + chunk.line_count - 1)
+                if self._replayed_lasts and chunk.first_seq == self._replayed_lasts[-1] + 1:
+                    self._replayed_lasts[-1] = chunk.first_seq + chunk.line_count - 1
+                else:
+                    self._replayed_firsts.append(chunk.first_seq)
+                    self._replayed_lasts.append(chunk.first_seq + chunk.line_count - 1)
         await self.send_json({"type": "replayed"})
 
     async def log_lines(self, event: Event) -> None:

@@ -257,8 +257,11 @@ def test_a_batch_replayed_and_merged_live_with_the_next_comes_once_and_the_next_
     from trainhub.live.publish import publish_log_lines
 
     run = make_run(workspace, status=RunStatus.RUNNING)
-    first = numbered(0, 5)
-    LogChunk.objects.create(run=run, stream="std_log_process_0", first_seq=1, line_count=5, text="\n".join(first))
+    LogChunk.objects.create(
+        run=run, stream="std_log_process_0", first_seq=1, line_count=5, text="\n".join(numbered(0, 5))
+    )
+    first = numbered(5, 5)
+    LogChunk.objects.create(run=run, stream="std_log_process_0", first_seq=6, line_count=5, text="\n".join(first))
     messages: list[tuple[int, list[str]]] = []
 
     async def scenario() -> None:
@@ -266,19 +269,19 @@ def test_a_batch_replayed_and_merged_live_with_the_next_comes_once_and_the_next_
             while (message := json.loads(await connection.recv()))["type"] != "replayed":
                 if message["type"] == "lines":
                     messages.append((message["first_seq"], message["lines"]))
-            second = numbered(5, 5)
+            second = numbered(10, 5)
             await asyncio.to_thread(
                 LogChunk.objects.create,
                 run=run,
                 stream="std_log_process_0",
-                first_seq=6,
+                first_seq=11,
                 line_count=5,
                 text="\n".join(second),
             )
             # As the hub delivers the two batches when they reach it together (trainhub/live/hub.py).
-            await asyncio.to_thread(publish_log_lines, run.pk, "std_log_process_0", 1, first + second)
+            await asyncio.to_thread(publish_log_lines, run.pk, "std_log_process_0", 6, first + second)
             message = json.loads(await asyncio.wait_for(connection.recv(), 30))
             messages.append((message["first_seq"], message["lines"]))
 
     asyncio.run(scenario())
-    assert messages == [(1, numbered(0, 5)), (6, numbered(5, 5))]
+    assert messages == [(1, numbered(0, 5)), (6, numbered(5, 5)), (11, numbered(10, 5))]
