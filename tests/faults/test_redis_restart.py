@@ -16,7 +16,7 @@ import redis
 from django.conf import settings
 from django.db import connection
 
-from runs import controller
+from runs.controller import reap_lost_nodes
 from runs.models import LogChunk, Run
 from tests.faults.printer import assert_every_line_in_order, printer_config
 from tests.helpers.processes import run_folder, wait_until
@@ -129,7 +129,7 @@ def test_a_redis_restart_while_the_controller_reads_heartbeats_marks_no_live_nod
     as the controller reads the nodes from the database, where it once asked the first) must not
     read as every node gone: the live node, whose heartbeat comes within its lifetime, stays."""
     node = node_register(cluster=cluster, address="127.0.0.1", name="live-node")
-    monkeypatch.setattr(controller, "_heartbeats_unproven_until", 0.0)
+    monkeypatch.setattr("runs.controller._heartbeats_unproven_until", 0.0)
     get_redis().set(redis_keys.heartbeats_kept(), 1)  # as an earlier pass of the controller left it
 
     def restart_first(execute, sql, params, many, context):
@@ -137,5 +137,5 @@ def test_a_redis_restart_while_the_controller_reads_heartbeats_marks_no_live_nod
         return execute(sql, params, many, context)
 
     with connection.execute_wrapper(restart_first):
-        assert controller.reap_lost_nodes() == []
+        assert reap_lost_nodes() == []
     assert Node.objects.get(pk=node.pk).state == NodeState.IDLE
