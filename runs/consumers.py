@@ -47,12 +47,13 @@ class RunLogConsumer(LiveSocket):
         ):
             for chunk in chunks:
                 await self.send_json({"type": "lines", **chunk.as_message()})
-                after = max(after, chunk.first_seq + chunk.line_count - 1)
+                last = chunk.first_seq + chunk.line_count - 1
+                after = max(after, last)
                 if self._replayed_lasts and chunk.first_seq == self._replayed_lasts[-1] + 1:
-                    self._replayed_lasts[-1] = chunk.first_seq + chunk.line_count - 1
+                    self._replayed_lasts[-1] = last
                 else:
                     self._replayed_firsts.append(chunk.first_seq)
-                    self._replayed_lasts.append(chunk.first_seq + chunk.line_count - 1)
+                    self._replayed_lasts.append(last)
         await self.send_json({"type": "replayed"})
 
     async def log_lines(self, event: Event) -> None:
