@@ -243,12 +243,14 @@ TRAINHUB_MODEL_MAX_BYTES = envint("TRAINHUB_MODEL_MAX_BYTES", 20 * 1024 * 1024 *
 # Uploads (model files, snapshots, datastore files) arrive in resumable chunks appended to one
 # staging file (same file system as the storage, so finishing one is a rename); unfinished ones
 # are deleted after TRAINHUB_UPLOAD_STALE_SECONDS. No request body may pass TRAINHUB_REQUEST_MAX_BYTES.
-# A chunk is one request (about 4 ms of the web process's CPU, whatever its size): 32 MiB chunks
-# take 32 requests per GiB, held in memory while they arrive (the SDK has 3 on their way at once).
+# A chunk is one request (about 4 to 6 ms of the web process's CPU, whatever its size): 32 MiB
+# chunks take 32 requests per GiB, held in memory while they arrive (the SDK has 3 on their way at
+# once). 64 MiB chunks took 0.1 to 0.2 s less of the web process's CPU per GiB, but a server's
+# first upload makes buffers twice as large, which cost more than that on these machines.
 TRAINHUB_UPLOAD_DIR = envstr("TRAINHUB_UPLOAD_DIR", str(DATA_DIR / "uploads"))
 TRAINHUB_UPLOAD_CHUNK_BYTES = envint("TRAINHUB_UPLOAD_CHUNK_BYTES", 32 * 1024 * 1024)
 TRAINHUB_UPLOAD_STALE_SECONDS = envint("TRAINHUB_UPLOAD_STALE_SECONDS", 24 * 3600)
-TRAINHUB_REQUEST_MAX_BYTES = envint("TRAINHUB_REQUEST_MAX_BYTES", 64 * 1024 * 1024)
+TRAINHUB_REQUEST_MAX_BYTES = envint("TRAINHUB_REQUEST_MAX_BYTES", max(64 * 1024 * 1024, TRAINHUB_UPLOAD_CHUNK_BYTES))
 
 # How long the answer to a POST sent with an Idempotency-Key (metric batches, model registrations)
 # is kept: a retry of it within that time gets the same answer and stores nothing twice.

@@ -7,15 +7,15 @@ in daphne and Django, and is written at its place in one staging file per (works
 size); a list of the byte ranges held sits beside it. Chunks may come in any order and several at
 once (the SDK sends a few in parallel): a chunk starts at a multiple of the chunk size or where a
 held range ends, so the list stays short, and bytes already held are not written again. The sha256
-is computed as the held prefix grows, in a thread of its own, from the bytes this process wrote (a
-chunk that arrives ahead of the one before it waits in memory), never from bytes of a chunk over a
-range held already; a chunk is answered once the chunks in front of it are hashed, so that its own
-bytes are hashed while the client sends the next. Whole pages are written past the page cache (see
-`_write_at`). When the last byte arrives the file is checked against its sha256 and handed to the
-caller's `commit`, which saves it through the storage API: a `StagedFile` is moved into a
-FileSystemStorage by a rename, and read into any other storage by a normal save. So a body is
-written to disk once. A connection cut midway loses nothing: the next attempt sends only the ranges
-the server does not hold. Staging files nobody finished are deleted after
+is computed as the held prefix grows, in a thread of its own, from the bytes this process writes,
+while it writes them (a chunk that arrives ahead of the one before it waits in memory), never from
+bytes of a chunk over a range held already; a chunk is answered once the chunks in front of it are
+hashed, so that its own bytes are hashed while the client sends the next. Whole pages are written
+past the page cache (see `_write_at`). When the last byte arrives the file is checked against its
+sha256 and handed to the caller's `commit`, which saves it through the storage API: a `StagedFile`
+is moved into a FileSystemStorage by a rename, and read into any other storage by a normal save. So
+a body is written to disk once. A connection cut midway loses nothing: the next attempt sends only
+the ranges the server does not hold. Staging files nobody finished are deleted after
 `TRAINHUB_UPLOAD_STALE_SECONDS`, when the next upload starts.
 
 A client need not hash a large file at all: the server computes every file's sha256 anyway. It
@@ -396,19 +396,23 @@ def _hash_near(digest: Any, data: memoryview, near: memoryview) -> None:
 
 class _RunningDigest:
     """The sha256 of a staging file's first `hashed` bytes, as this process computed it, and the
-    bytes this process wrote past that point (a chunk that arrived before the one in front of it),
+    bytes this process writes past that point (a chunk that arrived before the one in front of it),
     by offset: hashed from memory once the prefix reaches them, instead of being read back. Only
-    bytes this process wrote, into ranges that were missing, are taken from memory: those are held
+    bytes this process writes, into ranges that were missing, are taken from memory: those are held
     from then on and never written again, while a chunk's bytes over a range held already may
     differ from the file's. Hashing happens outside the staging file's lock (`lock` keeps one
-    thread at a time on it), in a thread of its own (`hash_on`), so that one chunk is hashed while
-    the next ones are received and written."""
+    thread at a time on it), in a thread of its own (`hash_toward`), so that one chunk is hashed
+    while it is written and the next ones are received. The record is dropped when a write fails
+    (`_store_chunk`): its hash may then have gone past what the file holds."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.hashed = 0
         self.digest = hashlib.sha256()
         self.pending: dict[int, memoryview] = {}
+        # Starts of pending bytes still being written to the file: never dropped from memory, where
+        # the file may not have them yet.
+        self.unwritten: set[int] = set()
         self.finished = False
         # Signalled as `hashed` moves and when the hashing thread stops; guards `target`, `hashing`.
         self.changed = threading.Condition()
@@ -446,24 +450,30 @@ class _RunningDigest:
                         del self.pending[start]
             return True
 
-    def hash_on(self, fd: int, prefix: int, until: int) -> None:
-        """Have the file hashed on to `prefix` by this record's hashing thread (started on a copy of
-        `fd` when none runs), and return once the hash reached `until` or that thread stopped short.
-        A chunk's request waits so only for the chunks in front of its own: its answer goes while
-        its own bytes are hashed, and the client sends the next chunk meanwhile. Chunks written and
-        not hashed stay bounded: at most one per request still waiting, as many as the client sends
-        at once."""
+    def hash_toward(self, fd: int, prefix: int) -> None:
+        """Have the file hashed on to `prefix` by this record's hashing thread (started when none
+        runs, on the file opened again: a file description of its own, which the writes' O_DIRECT,
+        set on `fd` for a while, does not touch)."""
         with self.changed:
             self.target = max(self.target, prefix)
             if not self.hashing and self.hashed < self.target:
+                copy = os.open(f"/proc/self/fd/{fd}", os.O_RDONLY | os.O_CLOEXEC)
                 self.hashing = True
-                copy = os.dup(fd)
                 try:
                     threading.Thread(target=self._hash_to_target, args=(copy,), daemon=True).start()
                 except BaseException:
                     os.close(copy)
                     self.hashing = False
                     raise
+
+    def hash_on(self, fd: int, prefix: int, until: int) -> None:
+        """Have the file hashed on to `prefix`, and return once the hash reached `until` or the
+        hashing thread stopped short. A chunk's request waits so only for the chunks in front of its
+        own: its answer goes while its own bytes are hashed, and the client sends the next chunk
+        meanwhile. Chunks written and not hashed stay bounded: at most one per request still
+        waiting, as many as the client sends at once."""
+        self.hash_toward(fd, prefix)
+        with self.changed:
             self.changed.wait_for(lambda: self.hashed >= until or not self.hashing)
 
     def _hash_to_target(self, fd: int) -> None:
@@ -508,10 +518,13 @@ def _file_key(handle: IO[bytes]) -> tuple[int, int]:
     return status.st_dev, status.st_ino
 
 
-def _running(handle: IO[bytes], written: Sequence[tuple[int, memoryview]] = ()) -> _RunningDigest:
+def _running(
+    handle: IO[bytes], written: Sequence[tuple[int, memoryview]] = (), *, writing: bool = False
+) -> _RunningDigest:
     """The file's running digest (a new one for a file this process knows nothing of), with the
-    bytes this request wrote kept for it. Called under the staging file's lock, so that the next
-    chunk's request finds them however the threads are scheduled after."""
+    bytes this request writes kept for it (`writing`: not in the file yet, so kept until
+    `_written`). Called under the staging file's lock, so that the next chunk's request finds them
+    however the threads are scheduled after."""
     key = _file_key(handle)
     with _RUNNING_LOCK:
         record = _RUNNING.pop(key, None) or _RunningDigest()
@@ -519,14 +532,23 @@ def _running(handle: IO[bytes], written: Sequence[tuple[int, memoryview]] = ()) 
         while len(_RUNNING) > DIGESTS_KEPT:
             _RUNNING.popitem(last=False)[1].finished = True
         record.pending.update(written)
+        if writing:
+            record.unwritten.update(start for start, _ in written)
         budget = PENDING_CHUNKS * chunk_bytes()
         kept = sum(len(view) for other in _RUNNING.values() for view in other.pending.values())
         for other in _RUNNING.values():  # the oldest files' first, this one's farthest bytes last
             for start in sorted(other.pending, reverse=True) if other is record else list(other.pending):
                 if kept <= budget:
                     return record
-                kept -= len(other.pending.pop(start))
+                if start not in other.unwritten:
+                    kept -= len(other.pending.pop(start))
         return record
+
+
+def _written(record: _RunningDigest) -> None:
+    """The bytes `record` keeps are all in the file now: any may be dropped from memory."""
+    with _RUNNING_LOCK:
+        record.unwritten.clear()
 
 
 def _forget(handle: IO[bytes]) -> None:
@@ -614,24 +636,37 @@ def _write_at(fd: int, data: memoryview, offset: int) -> None:
         _pwrite_all(fd, data, offset)
 
 
-def _store_chunk(
-    handle: IO[bytes], chunk: Chunk, held: list[list[int]]
-) -> tuple[list[list[int]], list[tuple[int, memoryview]]]:
-    """Write the bytes of the chunk that are not held yet at their place; the ranges held after,
-    and the pieces written, as (offset, bytes). A chunk that is not as long as its Content-Range
-    says is refused before a byte is written."""
+def _held_prefix(held: list[list[int]]) -> int:
+    return held[0][1] if held and held[0][0] == 0 else 0
+
+
+def _store_chunk(path: Path, handle: IO[bytes], chunk: Chunk, held: list[list[int]]) -> list[list[int]]:
+    """Write the bytes of the chunk that are not held yet at their place, and the list of the
+    ranges held after (which it returns). They are hashed from memory as they are written: a
+    write that fails drops what this process hashed of the file, which may then count bytes the
+    file lacks. A chunk that is not as long as its Content-Range says is refused before a byte is
+    written."""
     assert chunk.start is not None and chunk.end is not None
     data = chunk.body.read(chunk.length + 1)
     if len(data) != chunk.length:
         raise ValidationError(CHUNK_LENGTH_MISMATCH.format(declared=chunk.length), code="upload_chunk_length")
     view = memoryview(data)
-    written = []
+    pieces = []
+    after = held
     for low, high in _missing(held, chunk.start, chunk.end + 1):
-        piece = view[low - chunk.start : high - chunk.start]
-        _write_at(handle.fileno(), piece, low)
-        held = _with_range(held, low, high)
-        written.append((low, piece))
-    return held, written
+        pieces.append((low, view[low - chunk.start : high - chunk.start]))
+        after = _with_range(after, low, high)
+    record = _running(handle, pieces, writing=True)
+    try:
+        record.hash_toward(handle.fileno(), _held_prefix(after))
+        for low, piece in pieces:
+            _write_at(handle.fileno(), piece, low)
+        _write_held(path, after)
+    except BaseException:
+        _forget(handle)
+        raise
+    _written(record)
+    return after
 
 
 def _may_start(chunk: Chunk, held: list[list[int]]) -> bool:
@@ -685,14 +720,12 @@ def receive(
             if not held:
                 sweep_stale()
                 _forget(handle)
-            written: list[tuple[int, memoryview]] = []
             if chunk.start is not None and _may_start(chunk, held):
                 if not held:
                     _reserve(path, handle, chunk.total)
-                held, written = _store_chunk(handle, chunk, held)
-                _write_held(path, held)
-            prefix = held[0][1] if held and held[0][0] == 0 else 0
-            record = _running(handle, written)
+                held = _store_chunk(path, handle, chunk, held)
+            prefix = _held_prefix(held)
+            record = _running(handle)
             if prefix < chunk.total or not named:
                 # Hashed with the lock released: the next chunk is written meanwhile.
                 fcntl.flock(handle.fileno(), fcntl.LOCK_UN)

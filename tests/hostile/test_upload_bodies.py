@@ -2,7 +2,8 @@
 (trainhub/ops/request_limits.py). Clients that send it oddly get what any client gets: a body
 that trickles in, split anywhere and paused, is stored byte for byte; a request sent right behind
 a body on the same connection is answered after it and adds nothing to it; a body cut off stores
-nothing, and one that stalls holds up only its own connection."""
+nothing, and one that stalls holds up only its own connection. Clients that send only the heads of
+chunks (no token needed) do not make the server set a chunk's memory aside for each."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ from django.conf import settings
 from django.core.files.storage import default_storage
 
 from registry.models import ModelBlob
+from trainhub.ops.request_limits import REGIONS_IN_USE_MOST
+from trainhub.sdk import Model
 
 pytestmark = pytest.mark.slow
 
@@ -157,3 +160,41 @@ def test_a_body_cut_off_stores_nothing_and_a_stalled_one_holds_up_only_its_conne
     assert status == 201 and answer == {"sha256": sha256, "size": len(content)}
     stalled.close()
     assert ModelBlob.objects.filter(workspace=workspace, sha256=sha256).count() == 1
+
+
+def resident_bytes(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        line = next(line for line in status if line.startswith("VmRSS:"))
+    return int(line.split()[1]) * 1024
+
+
+def test_heads_of_chunks_without_their_bodies_do_not_make_the_server_set_memory_aside(
+    live_server_process, sdk_ws, workspace, tmp_path
+):
+    """A chunk's body is received into memory made whole when its head arrives (trainhub/ops/
+    request_limits.py): only so many are made at a time, so heads alone, from a client with no
+    token, cost the server no more than that, and uploads still go through meanwhile."""
+    pid = live_server_process.process.pid
+    before = resident_bytes(pid)
+    heads = 5 * REGIONS_IN_USE_MOST
+    held = []
+    try:
+        for index in range(heads):
+            connection = Connection(sdk_ws.url, "not-a-token")
+            connection.send(connection.head(f"{index:064x}", f"bytes 0-{CHUNK - 1}/{2 * CHUNK}", CHUNK) + b"x")
+            held.append(connection)
+        other = Connection(sdk_ws.url, sdk_ws._token)  # answered once the server read the heads before it
+        assert probe(other, "f" * 64, 10)["held"] == []
+        other.close()
+
+        grown = resident_bytes(pid) - before
+        assert grown < heads * CHUNK / 2, f"the server grew by {grown} bytes for {heads} heads"
+
+        local = tmp_path / "model.pt"
+        content, sha256 = model_file(2 * CHUNK + 77)
+        local.write_bytes(content)
+        Model.register(sdk_ws, str(local), "beside-heads", show_progress=False)
+        assert stored(sha256) == content
+    finally:
+        for connection in held:
+            connection.close()

@@ -18,6 +18,7 @@ import json
 import mmap
 import tempfile
 import threading
+import time
 import weakref
 from errno import EAGAIN, EINTR
 from typing import Any
@@ -94,6 +95,7 @@ class _Region:
 
     def __init__(self, size: int) -> None:
         self.size = size
+        self.freed = 0.0  # when it was last given back (time.monotonic())
         self.map = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | mmap.MAP_POPULATE)
         self.whole = (ctypes.c_ubyte * size).from_buffer(self.map)
         self.address = ctypes.addressof(self.whole)
@@ -106,32 +108,68 @@ class _Region:
 # Regions no body uses, kept for the next ones: fresh pages cost a fault per 4 KB (more than the copy
 # into them), and memory freed to the heap came back fragmented (the web process grew by hundreds
 # of MB over a few uploads). As many are kept as one upload from the SDK uses at once: the chunk
-# being received and the ones before it still being written and hashed.
+# being received and the ones before it still being written and hashed. A region no body took for
+# REGION_IDLE_SECONDS is unmapped (by a thread of its own, started with the first one kept): a
+# server that took an upload does not hold its chunks' memory from then on.
 _FREE: list[_Region] = []
 _FREE_LOCK = threading.Lock()
 REGIONS_KEPT = 4
+REGION_IDLE_SECONDS = 600.0
+_reaper: threading.Thread | None = None
+# Regions made at once, before a byte of their body arrives: only so many are held by bodies at a
+# time (two uploads from the SDK at full speed). A body that would hold one more is received as
+# other bodies are, into memory that grows as its bytes come, so that clients sending only heads
+# cannot make the server reserve a chunk's memory for each.
+REGIONS_IN_USE_MOST = 8
+_in_use = 0
 
 
-def aligned_memory(size: int) -> memoryview:
+def aligned_memory(size: int) -> memoryview | None:
     """`size` bytes (at most one upload chunk) of page-aligned, writable memory, not cleared, taken
-    back once nothing holds a view of it."""
+    back once nothing holds a view of it; None when REGIONS_IN_USE_MOST regions are held already."""
+    global _in_use
     with _FREE_LOCK:
+        if _in_use >= REGIONS_IN_USE_MOST:
+            return None
+        _in_use += 1
         region = next((free for free in _FREE if free.size >= size), None)
         if region is not None:
             _FREE.remove(region)
-    if region is None:
-        region = _Region(max(size, settings.TRAINHUB_UPLOAD_CHUNK_BYTES, 1))
-    memory = (ctypes.c_ubyte * size).from_address(region.address)
+    try:
+        if region is None:
+            region = _Region(max(size, settings.TRAINHUB_UPLOAD_CHUNK_BYTES, 1))
+        memory = (ctypes.c_ubyte * size).from_address(region.address)
+    except BaseException:
+        with _FREE_LOCK:
+            _in_use -= 1
+        raise
     weakref.finalize(memory, _give_back, region)
     return memoryview(memory).cast("B")
 
 
 def _give_back(region: _Region) -> None:
+    global _in_use, _reaper
     with _FREE_LOCK:
+        _in_use -= 1
         if len(_FREE) < REGIONS_KEPT:
+            region.freed = time.monotonic()
             _FREE.append(region)
+            if _reaper is None:
+                _reaper = threading.Thread(target=_unmap_idle_regions, name="regions", daemon=True)
+                _reaper.start()
             return
     region.close()
+
+
+def _unmap_idle_regions() -> None:
+    while True:
+        time.sleep(REGION_IDLE_SECONDS / 2)
+        with _FREE_LOCK:
+            idle = [region for region in _FREE if time.monotonic() - region.freed > REGION_IDLE_SECONDS]
+            for region in idle:
+                _FREE.remove(region)
+        for region in idle:
+            region.close()
 
 
 class AlignedBody:
@@ -140,8 +178,8 @@ class AlignedBody:
     there, with no copy of its own. Read, it gives views of that memory, not bytes, so only the
     upload endpoints get one."""
 
-    def __init__(self, length: int) -> None:
-        self.memory = aligned_memory(length)
+    def __init__(self, memory: memoryview) -> None:
+        self.memory = memory
         self.size = 0
         self.position = 0
         self.closed = False
@@ -265,7 +303,8 @@ class BoundedRequest(WebRequest):
             return
         if length is not None and length <= settings.TRAINHUB_UPLOAD_CHUNK_BYTES:
             upload = length > LARGE_BODY_BYTES and not self.scoring and _is_upload_chunk(self)
-            self.content = AlignedBody(length) if upload else PiecesBody()
+            memory = aligned_memory(length) if upload else None
+            self.content = PiecesBody() if memory is None else AlignedBody(memory)
             if length > LARGE_BODY_BYTES and hasattr(self.channel.transport, "bufferSize"):
                 self.channel.transport.bufferSize = RECEIVE_BYTES
             if isinstance(self.content, AlignedBody):
