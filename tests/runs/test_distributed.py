@@ -345,6 +345,7 @@ def test_a_process_group_a_script_leaves_up_is_ended_before_pythons_teardown(ws,
 
 
 FAILS_THEN_TAKES_ITS_TIME = """
+import sys
 import time
 
 import torch
@@ -359,23 +360,33 @@ class SlowToGo:
 dist.init_process_group("gloo", init_method="env://")
 if dist.get_rank() == 1:
     slow_to_go = SlowToGo()  # freed in Python's teardown, after the exit handlers
-    raise RuntimeError("rank 1 fails, then takes its time to exit")
+    print("rank 1 fails, then takes its time to exit", file=sys.stderr, flush=True)
+    FAILURE
 dist.all_reduce(torch.ones(1))  # rank 0 waits here for rank 1
 """
 
 
-def test_a_failing_rank_slow_to_exit_is_named_not_the_rank_its_failure_broke(ws, two_nodes, tmp_path):
+@pytest.mark.parametrize(
+    ("failure", "said"),
+    [
+        ('raise RuntimeError("it failed")', "RuntimeError: it failed"),
+        ("sys.exit(3)", "exited with code 3"),
+    ],
+    ids=["exception", "sys.exit"],
+)
+def test_a_failing_rank_slow_to_exit_is_named_not_the_rank_its_failure_broke(ws, two_nodes, tmp_path, failure, said):
     """The exit handler ending a group left up (above) does not end a failing rank's: its peers,
     broken by its failure, would fail before it has exited, and be named instead."""
     src = written_script_config(
         ws,
         tmp_path,
         "fails.py",
-        FAILS_THEN_TAKES_ITS_TIME,
+        FAILS_THEN_TAKES_ITS_TIME.replace("FAILURE", failure),
         distributed_job_config=PyTorchConfiguration(process_count=2, node_count=2),
     )
     run = Experiment(ws, "fails-slowly").submit(src)
     details = run.wait_for_completion(raise_on_error=False)
     assert details["status"] == "Failed"
     assert details["failed_rank"] == 1, details["status_reason"]
+    assert said in details["status_reason"] + details["error_traceback"], details
     assert "rank 1 fails, then takes its time to exit" in details["error_traceback"]

@@ -39,8 +39,10 @@ _LINE_ENDS = re.compile(r"(?<=\n)")
 # loops; 0 of 120 with the group ended first). torch asks scripts to end it themselves; many don't.
 # Nothing is imported for it at start-up: a process that never loaded torch.distributed does nothing.
 # Not in a process that ends with an uncaught exception (Python printed it and kept it as
-# sys.last_value): ending its group there breaks its peers' collectives while it is still tearing
-# down, and a peer that failed of that and exited first was named the failed rank instead of it.
+# sys.last_value), nor in one that called sys.exit with a failing status (noted on the way, since
+# an exit handler is not told the status): ending its group there breaks its peers' collectives
+# while it is still tearing down, and a peer that failed of that and exited first was named the
+# failed rank instead of it.
 SITECUSTOMIZE = (
     '"""Written by TrainHub on a run\'s PYTHONPATH: see trainhub/sdk/_whole_lines.py."""\n'
     "import atexit\n"
@@ -48,10 +50,16 @@ SITECUSTOMIZE = (
     "import sys\n\n"
     'if os.environ.get("TRAINHUB_WHOLE_LINES"):\n'
     "    from trainhub.sdk._whole_lines import install\n\n"
-    "    install()\n\n\n"
+    "    install()\n\n"
+    "_exit = sys.exit\n"
+    "_exit_status = [None]\n\n\n"
+    "def _exit_noting_status(status=None):\n"
+    "    _exit_status[0] = status\n"
+    "    _exit(status)\n\n\n"
+    "sys.exit = _exit_noting_status\n\n\n"
     "def _end_process_group():\n"
     '    distributed = sys.modules.get("torch.distributed")\n'
-    '    if hasattr(sys, "last_value"):\n'
+    '    if hasattr(sys, "last_value") or _exit_status[0] not in (None, 0):\n'
     "        return\n"
     "    try:\n"
     "        if distributed is not None and distributed.is_available() and distributed.is_initialized():\n"
