@@ -77,6 +77,8 @@ class NodeExecution:
         self.cgroup: RunCgroup | None = None
         self.executor: HostExecutor | None = None
         self.ranks_left_to_mpirun = False
+        # The job was no longer this node's when it took it up: nothing of the run is touched.
+        self.taken_back = False
 
     # ------------------------------------------------------------ helpers
 
@@ -144,7 +146,18 @@ class NodeExecution:
             if self.stop_event.is_set():
                 raise RunAborted("node stopped")
             # An abort asked before the pickup (the run canceled or ended) is read in its transaction.
-            ended = services.placement_preparing(self.run.pk, self.node_rank, lead=self.leader)
+            ended = services.placement_preparing(
+                self.run.pk, self.node_rank, lead=self.leader, node_pk=self.node.pk, token_salt=self.run.token_salt
+            )
+            if ended == services.TAKEN_BACK:
+                self.taken_back = True
+                logger.warning(
+                    "node %s: the job of run %s (rank %s) was taken back and placed again: dropped",
+                    self.node.name,
+                    self.run.run_id,
+                    self.node_rank,
+                )
+                return
             if ended:
                 raise RunAborted(ended)
             began = time.monotonic()
@@ -209,11 +222,12 @@ class NodeExecution:
             if self.executor is not None:
                 self.executor.close()
             self.launcher.remove_leftovers()
-            self.flush_prepare()
-            if not self.ranks_left_to_mpirun:
-                # Announced by a per-node launch's rank after its launcher was stopped, or never ended.
-                services.running_processes_ended(self.run.pk, ProcessState.STOPPED, node_rank=self.node_rank)
-            services.placement_done(self.run.pk, self.node_rank)
+            if not self.taken_back:
+                self.flush_prepare()
+                if not self.ranks_left_to_mpirun:
+                    # Announced by a per-node launch's rank after its launcher was stopped, or never ended.
+                    services.running_processes_ended(self.run.pk, ProcessState.STOPPED, node_rank=self.node_rank)
+                services.placement_done(self.run.pk, self.node_rank)
             shutil.rmtree(self.workdir, ignore_errors=True)
             shutil.rmtree(self.private_logs, ignore_errors=True)
             if self.box is not None:
@@ -393,12 +407,20 @@ class NodeExecution:
         )
 
 
-def execute_on_node(run_pk: int, node: Node, node_rank: int, stop_event: threading.Event | None = None) -> None:
+def execute_on_node(run_pk: int, node: Node, node_rank: int, stop_event: threading.Event | None = None) -> bool:
+    """Carry out the node's share of the run; False when the job was taken back before the node
+    took it up (the controller placed the run again: the node's state and the job's key in Redis
+    are the new placement's, and are left to it)."""
     close_old_connections()
+    taken_back = False
     try:
-        NodeExecution(run_pk, node, node_rank, stop_event).execute()
+        execution = NodeExecution(run_pk, node, node_rank, stop_event)
+        execution.execute()
+        taken_back = execution.taken_back
     finally:
-        node_set_idle(node.pk)
+        if not taken_back:
+            node_set_idle(node.pk)
         dispatch_cluster(node.cluster_id)
         close_old_connections()
         warm_supervisor()  # the next run's first rank starts from it
+    return not taken_back

@@ -102,12 +102,14 @@ class NodeLoop:
         return None
 
     def _run(self, run_pk: int, node_rank: int) -> None:
+        mine = True
         try:
-            execute_on_node(run_pk, self.node, node_rank, _stop_event)
+            mine = execute_on_node(run_pk, self.node, node_rank, _stop_event)
         except Exception:  # the node must survive anything a run does
             logger.exception("node %s: run %s failed", self.node.name, run_pk)
         finally:
-            get_redis().delete(redis_keys.node_job(run_pk, node_rank))
+            if mine:  # a job taken back: its key, if any, is the new placement's
+                get_redis().delete(redis_keys.node_job(run_pk, node_rank))
 
     def give_back(self) -> None:
         """The jobs left in the node's list will never be taken by it: their keys go, so that the

@@ -744,16 +744,31 @@ def placement_join(*, run: Run, node: Node, node_rank: int) -> None:
     )
 
 
-def placement_preparing(run_pk: int, node_rank: int, *, lead: bool) -> str | None:
+# What placement_preparing answers a node whose job was taken back before it took it up.
+TAKEN_BACK = "taken back"
+
+
+def placement_preparing(
+    run_pk: int, node_rank: int, *, lead: bool, node_pk: int | None = None, token_salt: str | None = None
+) -> str | None:
     """The node took its job: its placement is preparing, and with the lead node's the run is
     Preparing, in one transaction (one wait for the database's write lock on the way to the ranks).
     A run that has ended or whose cancel was asked is left as it is: its status (Canceled for a
-    cancel) is returned, for the node to end its part as it does on an abort; None otherwise."""
+    cancel) is returned, for the node to end its part as it does on an abort; None otherwise.
+    Given the node and the run's token salt the node read with its job, a job that is no longer
+    this node's (Redis lost it after the node took it, and the controller placed the run again:
+    a new token, perhaps another node) answers TAKEN_BACK, and nothing of the run is touched."""
     with transaction.atomic():
         run, ended = _unless_ended(run_pk)
+        if token_salt is not None and run.token_salt != token_salt:
+            return TAKEN_BACK
         if ended:
             return ended
-        RunNode.objects.filter(run_id=run_pk, node_rank=node_rank).update(state=PlacementState.PREPARING)
+        placement = RunNode.objects.filter(run_id=run_pk, node_rank=node_rank)
+        if node_pk is not None:
+            placement = placement.filter(node_id=node_pk)
+        if not placement.update(state=PlacementState.PREPARING) and node_pk is not None:
+            return TAKEN_BACK
         if lead:
             _transition(run, RunStatus.PREPARING)
     return None
@@ -774,7 +789,7 @@ def run_starting(run_pk: int) -> str | None:
 def _unless_ended(run_pk: int) -> tuple[Run, str | None]:
     """The run, locked (what a transition needs), and its status if it has ended or Canceled if its
     cancel was asked (what the run's abort key in Redis says, read from the database)."""
-    run = Run.objects.select_for_update().only(*TRANSITION_FIELDS, "cancel_requested_at").get(pk=run_pk)
+    run = Run.objects.select_for_update().only(*TRANSITION_FIELDS, "cancel_requested_at", "token_salt").get(pk=run_pk)
     if run.is_final:
         return run, str(run.status)
     if run.cancel_requested_at is not None:

@@ -9,12 +9,15 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from runs.execution import execute_on_node
-from runs.models import PlacementState, RunNode, RunStatus
+from runs.execution import NodeExecution, execute_on_node
+from runs.models import PlacementState, Run, RunNode, RunStatus
+from runs.scheduling import LOST_JOB_GRACE, dispatch_cluster, node_job_message, redispatch_lost_jobs
 from runs.services import placement_assign, placement_preparing, run_starting, run_stop, run_transition
 from tests.runs.builders import make_cluster, make_run
+from trainhub import redis_keys
 from trainhub.compute.models import Node, NodeState
-from trainhub.compute.services import node_assign
+from trainhub.compute.services import node_assign, node_heartbeat
+from trainhub.redis_conn import get_redis
 
 
 def two_node_run(workspace):
@@ -114,3 +117,49 @@ def test_a_prepared_run_is_starting_with_its_history_in_order(workspace, transac
         RunStatus.PREPARING,
         RunStatus.STARTING,
     ]
+
+
+def test_a_job_taken_back_before_its_node_takes_it_up_touches_nothing_of_the_run(
+    workspace, transactional_db, settings, tmp_path
+):
+    """Redis lost a job the node had just taken from its list (a restart), and the controller,
+    finding the job gone and its placement not preparing, placed the run again, here on the other
+    node: the first node's execution of the old job, begun before or after, changes nothing of the
+    run, its new placement, the node that holds it or its job."""
+    settings.TRAINHUB_NODE_WORK_DIR = str(tmp_path / "node-work")
+    cluster = make_cluster(workspace, name="again")
+    first, second = (
+        Node.objects.create(cluster=cluster, name=f"again-{index}", hostname="h", address="x", pid=1, cpus=1)
+        for index in range(2)
+    )
+    redis = get_redis()
+    redis.delete(redis_keys.node_jobs(first.pk), redis_keys.node_jobs(second.pk))
+    node_heartbeat(first)
+    run = make_run(workspace, cluster)
+    assert dispatch_cluster(cluster.pk) == [run.pk]
+    assert RunNode.objects.get(run=run).node_id == first.pk
+    begun_before = NodeExecution(run.pk, first, 0)  # the node took the job and read its run
+
+    # Redis restarts: the job, the first node's heartbeat and its list are gone.
+    redis.delete(redis_keys.node_job(run.pk, 0), redis_keys.node_jobs(first.pk), redis_keys.node_alive(first.pk))
+    node_heartbeat(second)
+    Run.objects.filter(pk=run.pk).update(dispatched_at=timezone.now() - LOST_JOB_GRACE * 2)
+    assert redispatch_lost_jobs() == [run.pk]
+    placed_again = RunNode.objects.get(run=run)
+    assert placed_again.node_id == second.pk
+
+    begun_before.execute()
+    assert begun_before.taken_back
+    assert execute_on_node(run.pk, first, 0) is False  # begun after: the run read as placed again
+
+    run.refresh_from_db()
+    assert run.status == RunStatus.QUEUED
+    assert [change.status for change in run.status_changes.all()] == [RunStatus.QUEUED]
+    assert list(RunNode.objects.filter(run=run).values_list("node_id", "state")) == [
+        (second.pk, PlacementState.ASSIGNED)
+    ]
+    second.refresh_from_db()
+    assert (second.state, second.current_run_id) == (NodeState.BUSY, run.pk)
+    assert redis.exists(redis_keys.node_job(run.pk, 0))
+    assert redis.lrange(redis_keys.node_jobs(second.pk), 0, -1) == [node_job_message(run.pk, 0).encode()]
+    redis.delete(redis_keys.node_jobs(second.pk), redis_keys.node_job(run.pk, 0))
