@@ -37,8 +37,10 @@ logger = logging.getLogger(__name__)
 # squeue may not list a job in the instant after sbatch returned, nor one whose end it is still
 # writing: a job missing this long is one Slurm has forgotten.
 MISSING_GRACE = timedelta(seconds=3)
-# A job whose sbatch never came back (the submitting process died) is given up after this.
-SUBMIT_GRACE = timedelta(seconds=60)
+# A run whose sbatch got no answer (Slurm's controller down) or never came back (the submitting
+# process died) is looked for by its job's name once sbatch can no longer be at it and squeue lists
+# what it did: taken up if Slurm holds its job, submitted again otherwise (it waits Queued meanwhile).
+SUBMIT_GRACE = timedelta(seconds=slurm.COMMAND_SECONDS) + MISSING_GRACE
 # A job that ended while its run is still active: its tasks get this long to record the end themselves.
 ENDED_GRACE = timedelta(seconds=2)
 # A run's tasks end themselves as their run ends: a job Slurm still runs this long after, not ending
@@ -70,7 +72,10 @@ TASK_NEVER_BEAT = (
 SLURM_PENDING = "PENDING"
 SBATCH_FAILED = "Slurm refused the run's job: {error}"
 JOB_FORGOTTEN = "Slurm no longer knows the run's job {job_id}: the run was failed rather than left running."
-NOT_SUBMITTED = "The run's Slurm job was never submitted (sbatch did not answer)."
+SBATCH_UNANSWERED = (
+    "Slurm's controller did not answer sbatch ({error}): the run stays queued, and its job is submitted once "
+    "Slurm answers."
+)
 SLURM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # What Slurm's end of a job means for its run.
 END_REASONS = {
@@ -190,7 +195,8 @@ def submit_queued_runs(cluster: ComputeCluster) -> list[int]:
         run_pk = _take_next(cluster.pk)
         if run_pk is None:
             return submitted
-        _submit(run_pk)
+        if not _submit(run_pk):
+            return submitted  # Slurm does not answer: the next runs wait with this one
         submitted.append(run_pk)
 
 
@@ -212,21 +218,53 @@ def _take_next(cluster_pk: int) -> int | None:
     return run.pk
 
 
-def _submit(run_pk: int) -> None:
+def _submit(run_pk: int) -> bool:
+    """sbatch the run's job; False when Slurm's controller did not answer (the run stays Queued,
+    saying so, and its job is looked for and submitted again later: `_follow_jobs`)."""
     run = Run.objects.select_related("cluster").get(pk=run_pk)
     services.clear_dispatch_keys(run.pk)
     Path(settings.TRAINHUB_SLURM_JOB_LOG_DIR).mkdir(parents=True, exist_ok=True)
     try:
         job_id = slurm.submit(sbatch_arguments(run), job_script(run))
+    except slurm.SlurmUnreachable as error:
+        logger.warning("run %s: sbatch got no answer from Slurm: %s", run.run_id, error)
+        SlurmJob.objects.filter(run=run, job_id="").update(reason=SBATCH_UNANSWERED.format(error=error))
+        return False
     except (slurm.SlurmError, ValueError) as error:
         services.fail_run(run.pk, SBATCH_FAILED.format(error=error))
-        return
-    SlurmJob.objects.filter(run=run).update(job_id=job_id, state=SLURM_PENDING, submitted_at=timezone.now())
+        return True
+    _submitted(run, job_id)
+    return True
+
+
+def _submitted(run: Run, job_id: str) -> None:
+    SlurmJob.objects.filter(run=run).update(job_id=job_id, state=SLURM_PENDING, reason="", submitted_at=timezone.now())
     logger.info("run %s is Slurm job %s", run.run_id, job_id)
     run.refresh_from_db(fields=["status"])
     if run.is_final:
         # Canceled while sbatch was answering: its job must not run.
         cancel(run)
+
+
+def _submit_again(jobs: list[SlurmJob], now) -> None:
+    """The runs whose sbatch got no answer, or never came back, once SUBMIT_GRACE has passed: each
+    takes up the job Slurm holds under its name, if any (sbatch did submit it), and is submitted
+    again otherwise; while Slurm does not answer they wait."""
+    due = [job for job in jobs if job.run.dispatched_at and now - job.run.dispatched_at > SUBMIT_GRACE]
+    if not due:
+        return
+    try:
+        held = slurm.job_ids_named([job_name(job.run) for job in due])
+    except slurm.SlurmError as error:
+        logger.warning("squeue failed: %s", error)
+        return
+    for job in due:
+        job_id = held.get(job_name(job.run))
+        if job_id is not None:
+            logger.info("run %s: Slurm holds its job %s, which sbatch did not answer with", job.run.run_id, job_id)
+            _submitted(job.run, job_id)
+        elif not _submit(job.run_id):
+            return
 
 
 def cancel(run: Run) -> None:
@@ -275,11 +313,9 @@ def _follow_jobs(jobs: list[SlurmJob], states: dict[str, slurm.JobState], now) -
     """The active runs' jobs: Slurm's state and reason recorded, a run ended as its job did; returns
     the runs ended."""
     ended = []
+    _submit_again([job for job in jobs if not job.job_id and job.submitted_at is None], now)
     for job in jobs:
         if not job.job_id:
-            if job.submitted_at is None and job.run.dispatched_at and now - job.run.dispatched_at > SUBMIT_GRACE:
-                services.fail_run(job.run_id, NOT_SUBMITTED)
-                ended.append(job.run_id)
             continue
         state = states.get(job.job_id)
         if state is None:

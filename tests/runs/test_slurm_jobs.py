@@ -4,13 +4,16 @@ site's settings, nothing a member wrote), and what it makes of a job Slurm no lo
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
+from django.conf import settings
 from django.utils import timezone
 
 from runs import scheduling, services, slurm
 from runs.models import Run, RunStatus, SlurmJob
 from tests.runs.builders import make_cluster, make_run
+from trainhub.compute import slurm as compute_slurm
 from trainhub.compute.services import node_register_slurm_host
 
 pytestmark = pytest.mark.django_db
@@ -112,3 +115,23 @@ def test_a_partition_name_never_reaches_slurm_unchecked(workspace):
     run = make_run(workspace, cluster)
     with pytest.raises(ValueError, match="A Slurm partition is named with letters"):
         slurm.sbatch_arguments(run)
+
+
+def test_a_job_sbatch_gave_no_answer_for_is_taken_up_not_submitted_twice(slurm_cluster, workspace):
+    """sbatch submitted the job but its answer never came (Slurm's controller answered too late, or
+    the controller process died meanwhile): once the grace has passed, the run takes up the job
+    Slurm holds under its name instead of a second one."""
+    cpus = make_cluster(workspace, name="hpc-cpu", provisioner="slurm", slurm_partition="debug")
+    run = make_run(workspace, cpus, dispatched_at=timezone.now() - slurm.SUBMIT_GRACE * 2)
+    SlurmJob.objects.create(run=run, job_id="")
+    Path(settings.TRAINHUB_SLURM_JOB_LOG_DIR).mkdir(parents=True, exist_ok=True)
+    job_id = compute_slurm.submit(slurm.sbatch_arguments(run), "#!/bin/sh\nsleep 60\n")  # its answer lost
+    try:
+        assert slurm.watch_jobs() == []
+        job = SlurmJob.objects.get(run=run)
+        assert (job.job_id, job.state) == (job_id, slurm.SLURM_PENDING)
+        assert compute_slurm.job_ids_named([slurm.job_name(run)]) == {slurm.job_name(run): job_id}
+        assert len(compute_slurm.command("squeue", "--noheader", f"--name={slurm.job_name(run)}").splitlines()) == 1
+        assert Run.objects.get(pk=run.pk).status == RunStatus.QUEUED
+    finally:
+        compute_slurm.cancel(job_id)

@@ -363,9 +363,10 @@ def test_a_job_whose_scancel_found_slurm_not_answering_is_scancelled_once_it_ans
     slurm.wait_nodes_idle(["n1", "n2"])
 
 
-def test_a_local_run_is_placed_and_completes_while_an_sbatch_waits_for_slurmctld(site):
+def test_a_run_submitted_while_slurmctld_is_down_waits_and_runs_once_it_is_back(site):
     """sbatch waits (up to 20 s) for a slurmctld that is down: the controller's Slurm thread waits
-    with it, and neither the submit nor a local cluster's placing does."""
+    with it, and neither the submit nor a local cluster's placing does. When sbatch gives up the run
+    stays Queued, saying why, and its job is submitted once slurmctld answers again."""
     slurm = site["slurm"]
     with site["blocker"].unblock():
         make_cluster(site["site"].workspace, name="cpu", provisioner="manual", max_nodes=1)
@@ -384,10 +385,15 @@ def test_a_local_run_is_placed_and_completes_while_an_sbatch_waits_for_slurmctld
         assert done["status"] == "Completed"
         # Meanwhile the Slurm run's sbatch is still waiting: no job, the run Queued.
         assert (status(site, waiting.id), slurm_job(site, waiting.id).job_id) == ("Queued", "")
-        wait_until(lambda: status(site, waiting.id) == "Failed", 60, message="the sbatch gave up")
-        assert waiting.get_details()["status_reason"].startswith(slurm_runs.SBATCH_FAILED.split("{")[0])
+        said = slurm_runs.SBATCH_UNANSWERED.split("{")[0]
+        wait_until(lambda: slurm_job(site, waiting.id).reason.startswith(said), 60, message="the sbatch gave up")
+        details = waiting.get_details()
+        assert details["status"] == "Queued", details
+        assert details["slurm_job"]["reason"].startswith(said) and details["slurm_job"]["job_id"] == ""
     finally:
         slurm.start_controller()
+    assert waiting.wait_for_completion()["status"] == "Completed"
+    assert slurm_job(site, waiting.id).job_id
 
 
 def test_a_host_whose_task_never_beats_fails_the_run_naming_it(site):

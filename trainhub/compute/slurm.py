@@ -40,6 +40,15 @@ class SlurmError(Exception):
     """A Slurm command failed; the message is Slurm's own."""
 
 
+class SlurmUnreachable(SlurmError):
+    """Slurm's controller did not answer the command (down, or not answering within COMMAND_SECONDS):
+    what the command asked may or may not have been done."""
+
+
+# What Slurm's commands say when they cannot reach its controller.
+UNREACHABLE_WORDS = "Unable to contact slurm controller"
+
+
 def check_partition(name: str) -> str:
     if not NAME_PATTERN.match(name or ""):
         raise ValueError(BAD_PARTITION.format(name=name))
@@ -74,11 +83,14 @@ def command(name: str, *arguments: str, stdin: str | None = None) -> str:
             timeout=COMMAND_SECONDS,
             check=False,
         )
-    except (OSError, subprocess.TimeoutExpired) as error:
+    except subprocess.TimeoutExpired as error:
+        raise SlurmUnreachable(SLURM_UNAVAILABLE.format(error=error)) from None
+    except OSError as error:
         raise SlurmError(SLURM_UNAVAILABLE.format(error=error)) from None
     if done.returncode != 0:
         said = (done.stderr or done.stdout).strip().replace("\n", " ")
-        raise SlurmError(f"{name} failed: {said or f'exit code {done.returncode}'}")
+        failure = SlurmUnreachable if UNREACHABLE_WORDS.lower() in said.lower() else SlurmError
+        raise failure(f"{name} failed: {said or f'exit code {done.returncode}'}")
     return done.stdout
 
 
@@ -89,6 +101,21 @@ def submit(arguments: list[str], script: str) -> str:
     if not job_id.isdigit():
         raise SlurmError(f"sbatch answered {output!r}, not a job id")
     return job_id
+
+
+def job_ids_named(names: list[str]) -> dict[str, str]:
+    """The ids of the jobs Slurm holds under these names, by name (the newest where several)."""
+    if not names:
+        return {}
+    for name in names:
+        _node_name(name)  # the same characters
+    output = command("squeue", "--noheader", "--states=all", f"--name={','.join(names)}", "--format=%j|%i")
+    found: dict[str, str] = {}
+    for line in output.splitlines():
+        name, _, job_id = line.strip().partition("|")
+        if name in names and job_id.isdigit() and int(job_id) > int(found.get(name, "0")):
+            found[name] = job_id
+    return found
 
 
 def cancel(job_id: str) -> None:
