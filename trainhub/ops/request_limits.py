@@ -155,8 +155,12 @@ def _give_back(region: _Region) -> None:
             region.freed = time.monotonic()
             _FREE.append(region)
             if _reaper is None:
-                _reaper = threading.Thread(target=_unmap_idle_regions, name="regions", daemon=True)
-                _reaper.start()
+                reaper = threading.Thread(target=_unmap_idle_regions, name="regions", daemon=True)
+                try:
+                    reaper.start()
+                except RuntimeError:  # the interpreter is exiting (a region given back by its finalizer)
+                    return
+                _reaper = reaper
             return
     region.close()
 
