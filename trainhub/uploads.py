@@ -152,6 +152,11 @@ class ProgressOut(Schema):
     held: list[list[int]] = []
 
 
+def _held_prefix(held: list[list[int]]) -> int:
+    """Where the first held range ends, when it starts at 0 (else 0): the bytes held from the start."""
+    return held[0][1] if held and held[0][0] == 0 else 0
+
+
 @dataclass(frozen=True)
 class Progress:
     """An unfinished upload: the byte ranges [start, end) of `size` the server holds; `received`
@@ -162,7 +167,7 @@ class Progress:
 
     @property
     def received(self) -> int:
-        return self.held[0][1] if self.held and self.held[0][0] == 0 else 0
+        return _held_prefix(self.held)
 
     def out(self) -> ProgressOut:
         return ProgressOut(received=self.received, size=self.size, chunk_bytes=chunk_bytes(), held=self.held)
@@ -634,10 +639,6 @@ def _write_at(fd: int, data: memoryview, offset: int) -> None:
         _pwrite_all(fd, data[end:], offset + end)
     else:
         _pwrite_all(fd, data, offset)
-
-
-def _held_prefix(held: list[list[int]]) -> int:
-    return held[0][1] if held and held[0][0] == 0 else 0
 
 
 def _store_chunk(path: Path, handle: IO[bytes], chunk: Chunk, held: list[list[int]]) -> list[list[int]]:

@@ -109,13 +109,12 @@ class _Region:
 # into them), and memory freed to the heap came back fragmented (the web process grew by hundreds
 # of MB over a few uploads). As many are kept as one upload from the SDK uses at once: the chunk
 # being received and the ones before it still being written and hashed. A region no body took for
-# REGION_IDLE_SECONDS is unmapped (by a thread of its own, started with the first one kept): a
-# server that took an upload does not hold its chunks' memory from then on.
+# REGION_IDLE_SECONDS is unmapped (by a thread of its own, started by `install`): a server that
+# took an upload does not hold its chunks' memory from then on.
 _FREE: list[_Region] = []
 _FREE_LOCK = threading.Lock()
 REGIONS_KEPT = 4
 REGION_IDLE_SECONDS = 600.0
-_reaper: threading.Thread | None = None
 # Regions made at once, before a byte of their body arrives: only so many are held by bodies at a
 # time (two uploads from the SDK at full speed). A body that would hold one more is received as
 # other bodies are, into memory that grows as its bytes come, so that clients sending only heads
@@ -148,19 +147,12 @@ def aligned_memory(size: int) -> memoryview | None:
 
 
 def _give_back(region: _Region) -> None:
-    global _in_use, _reaper
+    global _in_use
     with _FREE_LOCK:
         _in_use -= 1
         if len(_FREE) < REGIONS_KEPT:
             region.freed = time.monotonic()
             _FREE.append(region)
-            if _reaper is None:
-                reaper = threading.Thread(target=_unmap_idle_regions, name="regions", daemon=True)
-                try:
-                    reaper.start()
-                except RuntimeError:  # the interpreter is exiting (a region given back by its finalizer)
-                    return
-                _reaper = reaper
             return
     region.close()
 
@@ -365,5 +357,7 @@ class BoundedHTTPFactory(HTTPFactory):
 
 def install() -> None:
     """Make daphne's server build BoundedRequests: daphne takes no request class as an option,
-    and builds its factory from the name in its server module."""
+    and builds its factory from the name in its server module; start the thread that unmaps idle
+    chunk regions."""
     daphne.server.HTTPFactory = BoundedHTTPFactory
+    threading.Thread(target=_unmap_idle_regions, name="regions", daemon=True).start()
